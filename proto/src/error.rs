@@ -1,0 +1,122 @@
+//! Error codes of protocol v1, shared by REST error bodies and WebSocket `error` frames.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Document;
+
+/// What went wrong, in a form a program can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request or frame is malformed or breaks a rule; the message says which. (400)
+    InvalidInput,
+    /// The frame's `v` is missing or not 1. (400)
+    UnsupportedVersion,
+    /// No token, or a malformed or wrongly signed one. (401)
+    Unauthorized,
+    /// The token has expired. (401)
+    TokenExpired,
+    /// Authenticated, but not allowed to do this. (403)
+    Forbidden,
+    /// The room, message, document, invitation or route does not exist (or is not visible). (404)
+    NotFound,
+    /// The resource already exists, or the state does not allow the change (an owner leaving,
+    /// joining twice). (409)
+    Conflict,
+    /// A document edit named a stale base version; `current` holds the document as it is. (409)
+    VersionConflict,
+    /// The idempotency key was used before for a different request. (422)
+    IdempotencyMismatch,
+    /// The invitation expired. (410)
+    Gone,
+    /// The frame or body is larger than allowed. (413)
+    PayloadTooLarge,
+    /// Too many requests; retry after `retry_after_ms`. (429)
+    RateLimited,
+    /// The server failed; the detail is in its log, not here. (500)
+    Internal,
+    /// The server is shutting down or a dependency is down; retry. (503)
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status that carries this code over REST.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidInput | ErrorCode::UnsupportedVersion => 400,
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict | ErrorCode::VersionConflict => 409,
+            ErrorCode::Gone => 410,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::IdempotencyMismatch => 422,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+
+    /// True when the same request may succeed later unchanged (the client retries it with
+    /// backoff); false when retrying cannot help (the client marks it failed).
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::Unavailable
+        )
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::VersionConflict => "version_conflict",
+            ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
+            ErrorCode::Gone => "gone",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The body of an error: `{"error": ErrorBody}` over REST, the fields of an `error` frame on the
+/// socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// A sentence for the developer.
+    pub message: String,
+    /// With `rate_limited`: when to try again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// With `version_conflict`: the document as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Document>,
+}
+
+impl ErrorBody {
+    /// An error with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+            current: None,
+        }
+    }
+}
+
+/// The REST error envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}

@@ -1,0 +1,337 @@
+//! Mutations: every change a client can ask for, in one enum shared by REST and WebSocket.
+//!
+//! On the socket a mutation travels in a `mutate` frame, `{"op": …, "args": {…}}`, with its
+//! idempotency key; over REST each one has its own route and the key in the `Idempotency-Key`
+//! header. Either way the server runs the same code, and the client's outbox stores exactly this
+//! JSON, so a queued mutation is replayed byte for byte.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{PresenceStatus, Role, RoomKind};
+
+/// A change asked for by a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "args")]
+pub enum Mutation {
+    /// Result: `Room`.
+    #[serde(rename = "room.create")]
+    CreateRoom {
+        room: String,
+        kind: RoomKind,
+        #[serde(default)]
+        title: String,
+        #[serde(default = "empty_object")]
+        metadata: Value,
+    },
+    /// Owner or admin. Result: `Room`.
+    #[serde(rename = "room.update")]
+    UpdateRoom {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<RoomKind>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<Value>,
+    },
+    /// Owner only. Result: `{}`.
+    #[serde(rename = "room.delete")]
+    DeleteRoom { room: String },
+    /// Public rooms, or any room with a pending invitation. Result: `Member`.
+    #[serde(rename = "room.join")]
+    JoinRoom { room: String },
+    /// Not for the owner (transfer first). Result: `{}`.
+    #[serde(rename = "room.leave")]
+    LeaveRoom { room: String },
+    /// Owner only; the old owner becomes admin. Result: `Room`.
+    #[serde(rename = "room.transfer")]
+    TransferOwnership { room: String, user: String },
+    /// Result: `Invitation`. `ttl_secs` defaults to 7 days, at most 30 days.
+    #[serde(rename = "member.invite")]
+    Invite {
+        room: String,
+        user: String,
+        #[serde(default = "default_role")]
+        role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_secs: Option<u64>,
+    },
+    /// The invitee only. Result: `Member`.
+    #[serde(rename = "invitation.accept")]
+    AcceptInvitation { invitation: String },
+    /// The invitee only. Result: `Invitation`.
+    #[serde(rename = "invitation.reject")]
+    RejectInvitation { invitation: String },
+    /// Owner or admin, on a weaker member, to a role below their own. Result: `Member`.
+    #[serde(rename = "member.set_role")]
+    SetRole { room: String, user: String, role: Role },
+    /// Owner or admin, on a weaker member. Result: `{}`.
+    #[serde(rename = "member.ban")]
+    Ban { room: String, user: String },
+    /// Owner or admin. Result: `{}`.
+    #[serde(rename = "member.unban")]
+    Unban { room: String, user: String },
+    /// Any active member. Result: `Message`.
+    #[serde(rename = "message.send")]
+    SendMessage {
+        room: String,
+        body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
+    },
+    /// The author only. Result: `Message`.
+    #[serde(rename = "message.edit")]
+    EditMessage {
+        room: String,
+        message: String,
+        body: String,
+    },
+    /// The author, or an owner or admin. Result: `Message`.
+    #[serde(rename = "message.delete")]
+    DeleteMessage { room: String, message: String },
+    /// Owner or admin: many messages in one transaction (the sender of each is the caller).
+    /// Result: `{"imported": n, "first_seq": a, "last_seq": b}`.
+    #[serde(rename = "message.import")]
+    ImportMessages { room: String, bodies: Vec<String> },
+    /// Members and above. `base_version` 0 creates the document. A stale base version fails
+    /// with `conflict` and the current document. Result: `Document`.
+    #[serde(rename = "document.put")]
+    PutDocument {
+        room: String,
+        doc: String,
+        base_version: u64,
+        content: String,
+    },
+    /// The caller's own notifications; unknown ids are ignored. Result: `{"unread": n}`.
+    #[serde(rename = "notification.read")]
+    MarkRead { ids: Vec<String> },
+    /// Result: `{"unread": 0}`.
+    #[serde(rename = "notification.read_all")]
+    MarkAllRead {},
+    /// The device's own status (`online` or `away`). Result: `Presence`.
+    #[serde(rename = "presence.set")]
+    SetPresence { status: PresenceStatus },
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn default_role() -> Role {
+    Role::Member
+}
+
+impl Mutation {
+    /// The `op` name on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Mutation::CreateRoom { .. } => "room.create",
+            Mutation::UpdateRoom { .. } => "room.update",
+            Mutation::DeleteRoom { .. } => "room.delete",
+            Mutation::JoinRoom { .. } => "room.join",
+            Mutation::LeaveRoom { .. } => "room.leave",
+            Mutation::TransferOwnership { .. } => "room.transfer",
+            Mutation::Invite { .. } => "member.invite",
+            Mutation::AcceptInvitation { .. } => "invitation.accept",
+            Mutation::RejectInvitation { .. } => "invitation.reject",
+            Mutation::SetRole { .. } => "member.set_role",
+            Mutation::Ban { .. } => "member.ban",
+            Mutation::Unban { .. } => "member.unban",
+            Mutation::SendMessage { .. } => "message.send",
+            Mutation::EditMessage { .. } => "message.edit",
+            Mutation::DeleteMessage { .. } => "message.delete",
+            Mutation::ImportMessages { .. } => "message.import",
+            Mutation::PutDocument { .. } => "document.put",
+            Mutation::MarkRead { .. } => "notification.read",
+            Mutation::MarkAllRead {} => "notification.read_all",
+            Mutation::SetPresence { .. } => "presence.set",
+        }
+    }
+
+    /// The room the mutation acts on, if any: the client keeps order per room by this.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            Mutation::CreateRoom { room, .. }
+            | Mutation::UpdateRoom { room, .. }
+            | Mutation::DeleteRoom { room }
+            | Mutation::JoinRoom { room }
+            | Mutation::LeaveRoom { room }
+            | Mutation::TransferOwnership { room, .. }
+            | Mutation::Invite { room, .. }
+            | Mutation::SetRole { room, .. }
+            | Mutation::Ban { room, .. }
+            | Mutation::Unban { room, .. }
+            | Mutation::SendMessage { room, .. }
+            | Mutation::EditMessage { room, .. }
+            | Mutation::DeleteMessage { room, .. }
+            | Mutation::ImportMessages { room, .. }
+            | Mutation::PutDocument { room, .. } => Some(room),
+            Mutation::AcceptInvitation { .. }
+            | Mutation::RejectInvitation { .. }
+            | Mutation::MarkRead { .. }
+            | Mutation::MarkAllRead {}
+            | Mutation::SetPresence { .. } => None,
+        }
+    }
+
+    /// Checks every field against the limits of [`crate::validate`], so that a bad mutation is
+    /// refused before it is queued or applied.
+    pub fn validate(&self) -> Result<(), crate::validate::Invalid> {
+        use crate::validate as v;
+        if let Some(room) = self.room() {
+            v::room_name(room)?;
+        }
+        match self {
+            Mutation::CreateRoom {
+                title, metadata, ..
+            } => {
+                v::title(title)?;
+                v::metadata(metadata)
+            }
+            Mutation::UpdateRoom {
+                title,
+                metadata,
+                kind,
+                ..
+            } => {
+                if title.is_none() && metadata.is_none() && kind.is_none() {
+                    return Err(v::Invalid::new("nothing to update"));
+                }
+                if let Some(t) = title {
+                    v::title(t)?;
+                }
+                if let Some(m) = metadata {
+                    v::metadata(m)?;
+                }
+                Ok(())
+            }
+            Mutation::TransferOwnership { user, .. }
+            | Mutation::Ban { user, .. }
+            | Mutation::Unban { user, .. } => v::user_id(user),
+            Mutation::Invite {
+                user,
+                role,
+                ttl_secs,
+                ..
+            } => {
+                v::user_id(user)?;
+                if *role == crate::model::Role::Owner {
+                    return Err(v::Invalid::new("an invitation cannot grant the owner role"));
+                }
+                match ttl_secs {
+                    Some(0) => Err(v::Invalid::new("ttl_secs must be at least 1")),
+                    Some(t) if *t > v::MAX_INVITATION_TTL_SECS => Err(v::Invalid::new(format!(
+                        "ttl_secs must be at most {}",
+                        v::MAX_INVITATION_TTL_SECS
+                    ))),
+                    _ => Ok(()),
+                }
+            }
+            Mutation::SetRole { user, role, .. } => {
+                v::user_id(user)?;
+                if *role == crate::model::Role::Owner {
+                    return Err(v::Invalid::new(
+                        "use room.transfer to make someone the owner",
+                    ));
+                }
+                Ok(())
+            }
+            Mutation::AcceptInvitation { invitation } | Mutation::RejectInvitation { invitation } => {
+                v::identifier("invitation", invitation)
+            }
+            Mutation::SendMessage { body, reply_to, .. } => {
+                v::body(body)?;
+                if let Some(r) = reply_to {
+                    v::identifier("reply_to", r)?;
+                }
+                Ok(())
+            }
+            Mutation::EditMessage { message, body, .. } => {
+                v::identifier("message", message)?;
+                v::body(body)
+            }
+            Mutation::DeleteMessage { message, .. } => v::identifier("message", message),
+            Mutation::ImportMessages { bodies, .. } => {
+                if bodies.is_empty() {
+                    return Err(v::Invalid::new("bodies must not be empty"));
+                }
+                if bodies.len() > v::MAX_IMPORT_BATCH {
+                    return Err(v::Invalid::new(format!(
+                        "at most {} messages per import",
+                        v::MAX_IMPORT_BATCH
+                    )));
+                }
+                bodies.iter().try_for_each(|b| v::body(b))
+            }
+            Mutation::PutDocument { doc, content, .. } => {
+                v::document_name(doc)?;
+                v::document_content(content)
+            }
+            Mutation::MarkRead { ids } => {
+                if ids.len() > v::MAX_IDS_PER_CALL {
+                    return Err(v::Invalid::new(format!(
+                        "at most {} ids per call",
+                        v::MAX_IDS_PER_CALL
+                    )));
+                }
+                ids.iter().try_for_each(|i| v::identifier("ids", i))
+            }
+            Mutation::SetPresence { status } => {
+                if *status == PresenceStatus::Offline {
+                    return Err(v::Invalid::new(
+                        "a connected device is online or away; close the socket to go offline",
+                    ));
+                }
+                Ok(())
+            }
+            Mutation::DeleteRoom { .. }
+            | Mutation::JoinRoom { .. }
+            | Mutation::LeaveRoom { .. }
+            | Mutation::MarkAllRead {} => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shape_is_op_and_args() {
+        let m = Mutation::SendMessage {
+            room: "general".into(),
+            body: "hi".into(),
+            reply_to: None,
+        };
+        let json = serde_json::to_value(&m).expect("serialise");
+        assert_eq!(
+            json,
+            serde_json::json!({"op": "message.send", "args": {"room": "general", "body": "hi"}})
+        );
+        let back: Mutation = serde_json::from_value(json).expect("parse");
+        assert_eq!(back, m);
+        assert_eq!(back.op(), "message.send");
+    }
+
+    #[test]
+    fn validation_rejects_bad_names_and_owner_grants() {
+        let bad = Mutation::JoinRoom {
+            room: "x'; DROP TABLE rooms;--".into(),
+        };
+        assert!(bad.validate().is_err());
+        let owner = Mutation::SetRole {
+            room: "r".into(),
+            user: "u".into(),
+            role: Role::Owner,
+        };
+        assert!(owner.validate().is_err());
+        let ok = Mutation::CreateRoom {
+            room: "team-1".into(),
+            kind: RoomKind::Private,
+            title: "Team".into(),
+            metadata: serde_json::json!({}),
+        };
+        assert!(ok.validate().is_ok());
+    }
+}
