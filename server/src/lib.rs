@@ -1,0 +1,3 @@
+//! Roam server.
+
+pub mod store;

@@ -1,0 +1,456 @@
+//! The storage boundary of the server.
+//!
+//! Handlers and the service layer only ever see [`Store`]: an async trait whose signatures carry
+//! protocol types and plain Rust values, never a backend's own types. The embedded SQLite store
+//! ([`sqlite::SqliteStore`]) is the default; a Postgres store can implement the same trait.
+//!
+//! Reads are plain queries. Every change goes through [`Store::commit`], which applies one
+//! [`Write`] in one transaction: the idempotency record (if any), the state change, the room
+//! events it causes (each with the room's next sequence number, assigned here and nowhere else)
+//! and the notifications it creates. A key that is already recorded makes `commit` answer
+//! [`Committed::Replayed`] with the stored result and change nothing.
+//!
+//! The service layer checks permissions before calling `commit`; the store still enforces the
+//! invariants that must hold at write time (unique names, a document's base version, a message
+//! that must exist), so a race between two requests never leaves broken state.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use roam_proto::{
+    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, Role, Room,
+    RoomEvent, RoomKind, User,
+};
+use serde_json::Value;
+
+/// Store errors. `Backend` carries the detail for the log; it is never sent to clients.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The named thing does not exist (`"room"`, `"message"`, `"invitation"`, `"member"`, …).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The change collides with current state (a room name taken, a member already active, an
+    /// invitation no longer pending); the text says what.
+    #[error("{0}")]
+    Conflict(String),
+    /// A document edit was based on a stale version; this is the document as it is now.
+    #[error("document changed since base version")]
+    VersionConflict(Box<Document>),
+    /// The database failed (I/O, corruption, a closed pool).
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+/// `Result` with [`StoreError`].
+pub type StoreResult<T, E = StoreError> = Result<T, E>;
+
+/// Identifies a mutation for durable idempotency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdemRecord {
+    /// Keys are scoped per user.
+    pub user: String,
+    pub key: String,
+    /// The mutation's op name (`message.send`, …).
+    pub op: String,
+    /// A hash of the mutation's canonical JSON: a reused key with other arguments is refused.
+    pub fingerprint: String,
+}
+
+/// A recorded idempotent result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResult {
+    pub op: String,
+    pub fingerprint: String,
+    /// The JSON the first application answered with.
+    pub result: Value,
+    pub created_at: i64,
+}
+
+/// A state change, already validated and permission-checked by the service layer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Creates the room with `owner` as its owner member. Conflict if the name is taken.
+    /// Event: `room_created` (seq 1) then `member_joined` for the owner. Output: `Room`.
+    CreateRoom {
+        name: String,
+        kind: RoomKind,
+        title: String,
+        metadata: Value,
+        owner: String,
+    },
+    /// Event: `room_updated`. Output: `Room`.
+    UpdateRoom {
+        name: String,
+        title: Option<String>,
+        kind: Option<RoomKind>,
+        metadata: Option<Value>,
+    },
+    /// Deletes the room and everything in it except its events (kept for recovery, which then
+    /// ends with `room_deleted`). Event: `room_deleted`. Output: `Empty`.
+    DeleteRoom { name: String },
+    /// Adds (or re-activates after leaving) an active member. With `invitation`, that pending
+    /// invitation becomes `accepted` in the same transaction (Conflict if it is not pending or
+    /// has expired at `Write::now`). Conflict if already an active member or banned.
+    /// Event: `member_joined`. Output: `Member`.
+    AddMember {
+        room: String,
+        user: String,
+        role: Role,
+        invitation: Option<String>,
+    },
+    /// Removes the member. Event: `member_left`. Output: `Empty`.
+    RemoveMember { room: String, user: String },
+    /// Event: `member_updated`. Output: `Member`.
+    SetRole {
+        room: String,
+        user: String,
+        role: Role,
+    },
+    /// `to` (an active member) becomes owner, `from` becomes admin, `rooms.owner` changes.
+    /// Events: `member_updated` for `to`, then for `from`. Output: `Room`.
+    TransferOwnership {
+        room: String,
+        from: String,
+        to: String,
+    },
+    /// Marks the member banned (creating the row if the user was not a member) and withdraws
+    /// their pending invitations to the room. Event: `member_banned`. Output: `Empty`.
+    Ban { room: String, user: String },
+    /// Removes the ban row. NotFound if not banned. Event: `member_unbanned`. Output: `Empty`.
+    Unban { room: String, user: String },
+    /// A pending invitation with this id. Conflict if the invitee already has a pending one for
+    /// the room or is an active member. No event. Output: `Invitation`.
+    CreateInvitation {
+        id: String,
+        room: String,
+        invitee: String,
+        role: Role,
+        expires_at: i64,
+    },
+    /// The invitee refuses (Conflict unless pending and unexpired). Output: `Invitation`.
+    RejectInvitation { id: String },
+    /// A message with a service-made UUIDv7 `id`. Event: `message_created`; the message's
+    /// `seq` is that event's. Output: `Message`.
+    InsertMessage {
+        id: String,
+        room: String,
+        body: String,
+        reply_to: Option<String>,
+    },
+    /// NotFound if missing or deleted. Event: `message_edited`. Output: `Message`.
+    EditMessage {
+        room: String,
+        id: String,
+        body: String,
+    },
+    /// Empties the body and sets `deleted`. NotFound if missing or already deleted.
+    /// Event: `message_deleted`. Output: `Message`.
+    DeleteMessage { room: String, id: String },
+    /// Many messages (`(id, body)`) from the actor, written in batches inside one transaction.
+    /// One `message_created` event each. Output: `Imported`.
+    ImportMessages {
+        room: String,
+        messages: Vec<(String, String)>,
+    },
+    /// Compare-and-swap on the document's version: `base_version` 0 creates it (Conflict if it
+    /// exists: VersionConflict with the current one), otherwise it must equal the current
+    /// version (else VersionConflict). The new version is kept in the history.
+    /// Event: `document_updated`. Output: `Document`.
+    PutDocument {
+        room: String,
+        doc: String,
+        base_version: u64,
+        content: String,
+    },
+    /// Marks the actor's notifications read (`None`: all of them). Output: `Unread`.
+    MarkRead { ids: Option<Vec<String>> },
+}
+
+/// A notification to create in the same transaction as the change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub user: String,
+    pub id: String,
+    pub kind: String,
+    pub room: Option<String>,
+    pub data: Value,
+}
+
+/// One atomic write: the unit of [`Store::commit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// Who does it (becomes the events' `actor` and the notifications' `actor`).
+    pub actor: String,
+    /// The time stamped on everything written.
+    pub now: i64,
+    pub idem: Option<IdemRecord>,
+    pub change: Change,
+    pub notify: Vec<NewNotification>,
+}
+
+/// What a change produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Room(Room),
+    Member(Member),
+    Invitation(Invitation),
+    Message(Message),
+    Document(Document),
+    Imported {
+        imported: u64,
+        first_seq: u64,
+        last_seq: u64,
+    },
+    Unread {
+        unread: u64,
+    },
+    Empty,
+}
+
+impl Output {
+    /// The JSON answered to the client and recorded for idempotent replays.
+    pub fn to_json(&self) -> Value {
+        let r = match self {
+            Output::Room(r) => serde_json::to_value(r),
+            Output::Member(m) => serde_json::to_value(m),
+            Output::Invitation(i) => serde_json::to_value(i),
+            Output::Message(m) => serde_json::to_value(m),
+            Output::Document(d) => serde_json::to_value(d),
+            Output::Imported {
+                imported,
+                first_seq,
+                last_seq,
+            } => Ok(serde_json::json!({
+                "imported": imported, "first_seq": first_seq, "last_seq": last_seq
+            })),
+            Output::Unread { unread } => Ok(serde_json::json!({ "unread": unread })),
+            Output::Empty => Ok(serde_json::json!({})),
+        };
+        // Serialising these plain structs cannot fail (no maps with non-string keys).
+        r.unwrap_or(Value::Null)
+    }
+}
+
+/// The result of [`Store::commit`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// The change was applied.
+    Applied {
+        output: Output,
+        /// The events appended, in sequence order.
+        events: Vec<RoomEvent>,
+        /// The notifications created (with their per-user seq).
+        notifications: Vec<Notification>,
+        /// Users whose unread count changed, with the new count.
+        unread: Vec<(String, u64)>,
+    },
+    /// The idempotency key was already recorded: nothing changed.
+    Replayed(StoredResult),
+}
+
+/// Which way a listing runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// `GET /v1/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomQuery {
+    pub kind: Option<RoomKind>,
+    /// Only rooms the viewer is an active member of.
+    pub joined_only: bool,
+    /// Exclusive: rooms whose name sorts after this.
+    pub after_name: Option<String>,
+    pub limit: u32,
+}
+
+/// `GET /v1/rooms/{room}/messages`: newest first before a seq, or oldest first after one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageCursor {
+    /// The newest `limit` messages with seq < this (`u64::MAX` for the newest), newest first.
+    Before(u64),
+    /// The oldest `limit` messages with seq > this, oldest first.
+    After(u64),
+}
+
+/// `GET /v1/notifications`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotificationQuery {
+    /// Exclusive per-user seq.
+    pub after_seq: u64,
+    pub unread_only: bool,
+    pub limit: u32,
+}
+
+/// The user directory's sort fields (a whitelist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserSort {
+    #[default]
+    Id,
+    CreatedAt,
+    LastSeen,
+}
+
+/// `GET /v1/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserQuery {
+    /// Case-insensitive substring of the user id (empty: everyone).
+    pub q: String,
+    pub sort: UserSort,
+    pub order: Order,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+    pub limit: u32,
+}
+
+/// Period of the room analytics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    /// Weeks start on Monday; the bucket is named by that Monday's date.
+    Week,
+    Month,
+    Year,
+}
+
+/// What retention removes: everything older than each instant (ms since epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionCutoffs {
+    /// Presence rows (last-seen) older than this.
+    pub presence_before: i64,
+    /// Document versions older than this, except each document's current version.
+    pub document_history_before: i64,
+    /// Notifications older than this.
+    pub notifications_before: i64,
+    /// Idempotency records older than this.
+    pub idempotency_before: i64,
+    /// Invitations that expired before this.
+    pub invitations_before: i64,
+}
+
+/// Rows removed by one retention pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    pub presence: u64,
+    pub document_versions: u64,
+    pub notifications: u64,
+    pub idempotency_keys: u64,
+    pub invitations: u64,
+}
+
+/// Connection pool figures for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Reader connections in the pool (the writer is separate).
+    pub size: u32,
+    pub in_use: u32,
+    /// Tasks waiting for a reader.
+    pub waiting: u32,
+    /// Writes waiting for the writer.
+    pub write_queue: u32,
+}
+
+/// The server's storage.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Applies one write atomically; see the module docs.
+    async fn commit(&self, write: Write) -> StoreResult<Committed>;
+
+    /// The recorded result for `(user, key)`, if any.
+    async fn idempotent_result(&self, user: &str, key: &str)
+        -> StoreResult<Option<StoredResult>>;
+
+    /// Records the user in the directory (first sight) and sets `last_seen`.
+    async fn touch_user(&self, user: &str, now: i64) -> StoreResult<()>;
+
+    async fn room(&self, name: &str) -> StoreResult<Option<Room>>;
+    /// The member row, banned ones included.
+    async fn member(&self, room: &str, user: &str) -> StoreResult<Option<Member>>;
+    /// Rooms the viewer may see (public, protected, and private ones they are an active member
+    /// of), by name.
+    async fn list_rooms(&self, viewer: &str, q: &RoomQuery) -> StoreResult<Vec<Room>>;
+    /// Members by user id, banned ones included, after `after_user`.
+    async fn list_members(
+        &self,
+        room: &str,
+        after_user: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Member>>;
+    /// Rooms the user is an active member of (names only), for subscribing and presence.
+    async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>>;
+
+    /// With `status` computed at `now` (a pending one past `expires_at` reads `expired`).
+    async fn invitation(&self, id: &str, now: i64) -> StoreResult<Option<Invitation>>;
+    /// The user's pending, unexpired invitation to the room, if any.
+    async fn pending_invitation(
+        &self,
+        room: &str,
+        user: &str,
+        now: i64,
+    ) -> StoreResult<Option<Invitation>>;
+    /// Invitations addressed to the user, newest first.
+    async fn invitations_for(&self, user: &str, now: i64, limit: u32)
+        -> StoreResult<Vec<Invitation>>;
+    /// Invitations of a room, newest first.
+    async fn room_invitations(&self, room: &str, now: i64, limit: u32)
+        -> StoreResult<Vec<Invitation>>;
+
+    async fn message(&self, room: &str, id: &str) -> StoreResult<Option<Message>>;
+    async fn messages(
+        &self,
+        room: &str,
+        cursor: MessageCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>>;
+
+    /// Events with seq > `after`, in order, at most `limit`.
+    async fn events_after(&self, room: &str, after: u64, limit: u32)
+        -> StoreResult<Vec<RoomEvent>>;
+    /// `(oldest kept seq, head seq)` of a room's event log; `(0, 0)` when empty or unknown.
+    async fn event_bounds(&self, room: &str) -> StoreResult<(u64, u64)>;
+
+    async fn document(&self, room: &str, doc: &str) -> StoreResult<Option<Document>>;
+    /// Current versions of the room's documents, by name.
+    async fn documents(&self, room: &str) -> StoreResult<Vec<Document>>;
+    /// Kept versions, newest first, with version < `before` (`u64::MAX` for the newest).
+    async fn document_history(
+        &self,
+        room: &str,
+        doc: &str,
+        before: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Document>>;
+
+    async fn notifications(
+        &self,
+        user: &str,
+        q: &NotificationQuery,
+    ) -> StoreResult<Vec<Notification>>;
+    async fn unread_count(&self, user: &str) -> StoreResult<u64>;
+
+    /// Stores the user's last-seen instant (presence persistence).
+    async fn save_last_seen(&self, user: &str, at: i64) -> StoreResult<()>;
+    /// Last-seen of each user that has one.
+    async fn last_seen(&self, users: &[String]) -> StoreResult<Vec<(String, i64)>>;
+
+    /// The directory search of `GET /v1/users`.
+    async fn search_users(&self, q: &UserQuery) -> StoreResult<Page<User>>;
+    /// Messages and distinct senders per period, with `from <= created_at < to`.
+    async fn room_activity(
+        &self,
+        room: &str,
+        period: Period,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<ActivityBucket>>;
+
+    /// One retention pass.
+    async fn purge(&self, cutoffs: RetentionCutoffs) -> StoreResult<Purged>;
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+    fn pool_stats(&self) -> PoolStats;
+}
