@@ -1,0 +1,5 @@
+//! Roam client core.
+
+pub mod cache;
+pub mod debounce;
+pub mod lazy;
