@@ -72,13 +72,18 @@ pub enum Mutation {
     /// Owner or admin. Result: `{}`.
     #[serde(rename = "member.unban")]
     Unban { room: String, user: String },
-    /// Any active member. Result: `Message`.
+    /// Any active member, except where banned. `id` lets the client name the message itself
+    /// (the core uses a UUIDv7), so it can refer to it (edit, delete, reply) before the server
+    /// answered; without it the server makes one. An id already taken by another message is a
+    /// `conflict`. Result: `Message`.
     #[serde(rename = "message.send")]
     SendMessage {
         room: String,
         body: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// The author only. Result: `Message`.
     #[serde(rename = "message.edit")]
@@ -240,10 +245,15 @@ impl Mutation {
             Mutation::AcceptInvitation { invitation } | Mutation::RejectInvitation { invitation } => {
                 v::identifier("invitation", invitation)
             }
-            Mutation::SendMessage { body, reply_to, .. } => {
+            Mutation::SendMessage {
+                body, reply_to, id, ..
+            } => {
                 v::body(body)?;
                 if let Some(r) = reply_to {
                     v::identifier("reply_to", r)?;
+                }
+                if let Some(i) = id {
+                    v::identifier("id", i)?;
                 }
                 Ok(())
             }
@@ -303,6 +313,7 @@ mod tests {
             room: "general".into(),
             body: "hi".into(),
             reply_to: None,
+            id: None,
         };
         let json = serde_json::to_value(&m).expect("serialise");
         assert_eq!(

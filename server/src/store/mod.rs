@@ -17,6 +17,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use roam_proto::{
     ActivityBucket, Document, Invitation, Member, Message, Notification, Page, Role, Room,
     RoomEvent, RoomKind, User,
@@ -130,7 +131,8 @@ pub enum Change {
     },
     /// The invitee refuses (Conflict unless pending and unexpired). Output: `Invitation`.
     RejectInvitation { id: String },
-    /// A message with a service-made UUIDv7 `id`. Event: `message_created`; the message's
+    /// A message with the given `id` (client-chosen or service-made UUIDv7; Conflict if that id
+    /// is taken). Event: `message_created`; the message's
     /// `seq` is that event's. Output: `Message`.
     InsertMessage {
         id: String,
@@ -358,7 +360,12 @@ pub struct PoolStats {
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Applies one write atomically; see the module docs.
-    async fn commit(&self, write: Write) -> StoreResult<Committed>;
+    ///
+    /// The write is queued when `commit` is CALLED, not when the returned future is first
+    /// polled: writes issued one after another by one caller are applied in that order, even if
+    /// their futures are awaited later or together (a socket pipelines a client's mutations
+    /// this way and keeps their order).
+    fn commit(&self, write: Write) -> BoxFuture<'static, StoreResult<Committed>>;
 
     /// The recorded result for `(user, key)`, if any.
     async fn idempotent_result(&self, user: &str, key: &str)
