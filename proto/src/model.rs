@@ -236,6 +236,8 @@ pub struct Notification {
     /// Per-user, gap-free, increasing: the cursor for "notifications since".
     pub seq: u64,
     pub id: String,
+    /// The user it is for.
+    pub user: String,
     /// `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
