@@ -30,17 +30,25 @@ pub enum EventBody {
     /// Title, metadata or kind changed.
     RoomUpdated(Room),
     /// The room is gone; its stream ends here.
-    RoomDeleted { name: String },
+    RoomDeleted {
+        name: String,
+    },
     /// A user became a member (joined, or accepted an invitation).
     MemberJoined(Member),
     /// A member left.
-    MemberLeft { user: String },
+    MemberLeft {
+        user: String,
+    },
     /// A member's role changed (including an ownership transfer: two events).
     MemberUpdated(Member),
     /// A member was banned (and removed from the room's readers).
-    MemberBanned { user: String },
+    MemberBanned {
+        user: String,
+    },
     /// A ban was lifted; the user may join again.
-    MemberUnbanned { user: String },
+    MemberUnbanned {
+        user: String,
+    },
     MessageCreated(Message),
     /// The message with its new body and `edited_at`.
     MessageEdited(Message),

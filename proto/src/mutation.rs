@@ -65,7 +65,11 @@ pub enum Mutation {
     RejectInvitation { invitation: String },
     /// Owner or admin, on a weaker member, to a role below their own. Result: `Member`.
     #[serde(rename = "member.set_role")]
-    SetRole { room: String, user: String, role: Role },
+    SetRole {
+        room: String,
+        user: String,
+        role: Role,
+    },
     /// Owner or admin, on a weaker member. Result: `{}`.
     #[serde(rename = "member.ban")]
     Ban { room: String, user: String },
@@ -221,7 +225,7 @@ impl Mutation {
                 ..
             } => {
                 v::user_id(user)?;
-                if *role == crate::model::Role::Owner {
+                if *role == Role::Owner {
                     return Err(v::Invalid::new("an invitation cannot grant the owner role"));
                 }
                 match ttl_secs {
@@ -235,16 +239,15 @@ impl Mutation {
             }
             Mutation::SetRole { user, role, .. } => {
                 v::user_id(user)?;
-                if *role == crate::model::Role::Owner {
+                if *role == Role::Owner {
                     return Err(v::Invalid::new(
                         "use room.transfer to make someone the owner",
                     ));
                 }
                 Ok(())
             }
-            Mutation::AcceptInvitation { invitation } | Mutation::RejectInvitation { invitation } => {
-                v::identifier("invitation", invitation)
-            }
+            Mutation::AcceptInvitation { invitation }
+            | Mutation::RejectInvitation { invitation } => v::identifier("invitation", invitation),
             Mutation::SendMessage {
                 body, reply_to, id, ..
             } => {

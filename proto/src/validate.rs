@@ -46,10 +46,7 @@ fn slug(what: &str, s: &str) -> Result<(), Invalid> {
     if s.is_empty() || s.len() > 64 {
         return Err(Invalid(format!("{what} must be 1 to 64 characters long")));
     }
-    let first_ok = s
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = s
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));

@@ -1,3 +1,192 @@
-//! Roam server.
+//! Roam server: the WebSocket gateway and REST API that Roam clients talk to.
+//!
+//! [`app`] builds the router from an [`AppState`]; [`Server::start`] runs it on a listener with
+//! graceful shutdown, so tests bind `127.0.0.1:0` and drive a real server:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use roam_server::{config::Config, Server};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = Server::start(Config::for_data_dir("/tmp/roam-demo"), listener).await?;
+//! let token = server.token_for("alice")?;
+//! println!("ws://{}/v1/ws  token {token}", server.local_addr());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod presence;
+pub mod retention;
+pub mod service;
 pub mod store;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Keys;
+use crate::cache::ReadCache;
+use crate::config::Config;
+use crate::hub::{Bus, Hub, LocalBus};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::presence::{PresenceTracker, TypingTracker};
+use crate::service::Service;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// Everything a handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub keys: Arc<Keys>,
+    pub service: Arc<Service>,
+    pub hub: Arc<Hub>,
+    pub typing: Arc<TypingTracker>,
+    /// Cancelled when the server starts draining.
+    pub shutdown: CancellationToken,
+    /// Socket tasks, awaited on shutdown.
+    pub tasks: TaskTracker,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("could not load the JWT secret: {0}")]
+    Secret(#[from] std::io::Error),
+    #[error("could not open the store: {0}")]
+    Store(#[from] store::StoreError),
+}
+
+impl AppState {
+    /// Builds the state on the embedded SQLite store and the in-process bus.
+    pub async fn embedded(config: Config) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let keys = Keys::load(config.jwt_secret.as_deref(), &config.data_dir)?;
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&config.db_path(), config.db_pool_size).await?);
+        Ok(Self::with_parts(config, keys, store, None))
+    }
+
+    /// Builds the state on any store, with the in-process bus unless one is given.
+    pub fn with_parts(
+        config: Config,
+        keys: Keys,
+        store: Arc<dyn Store>,
+        bus: Option<Arc<dyn Bus>>,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(Arc::clone(&metrics)));
+        let bus = bus.unwrap_or_else(|| Arc::new(LocalBus::new(Arc::clone(&hub))));
+        let service = Arc::new(Service {
+            store,
+            bus,
+            cache: ReadCache::new(config.cache_entries),
+            limits: Limits::new(&config),
+            presence: PresenceTracker::default(),
+            metrics,
+        });
+        AppState {
+            typing: TypingTracker::new(config.typing_timeout()),
+            config: Arc::new(config),
+            keys: Arc::new(keys),
+            service,
+            hub,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> axum::Router {
+    http::router(state)
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    state: AppState,
+    addr: SocketAddr,
+    serve: JoinHandle<()>,
+    retention: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the embedded store and serves on `listener` until [`Server::shutdown`].
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Server, StartError> {
+        let state = AppState::embedded(config).await?;
+        Self::start_with(state, listener)
+    }
+
+    /// Serves a prepared state on `listener`.
+    pub fn start_with(state: AppState, listener: TcpListener) -> Result<Server, StartError> {
+        let addr = listener.local_addr()?;
+        let router = app(state.clone());
+        let stop = state.shutdown.clone();
+        let serve = tokio::spawn(async move {
+            let svc = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, svc)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
+        });
+        let retention = tokio::spawn(retention::run(state.clone()));
+        tracing::info!(%addr, "roam server listening");
+        Ok(Server {
+            state,
+            addr,
+            serve,
+            retention,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A token for `user`, valid for a day.
+    pub fn token_for(&self, user: &str) -> Result<String, error::ApiError> {
+        self.state.keys.mint(user, 86_400)
+    }
+
+    /// Stops accepting, closes every socket with 1001, and waits (bounded) for them to finish.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: draining connections");
+        self.state.shutdown.cancel();
+        self.state.tasks.close();
+        let grace = Duration::from_secs(self.state.config.shutdown_grace_secs);
+        if tokio::time::timeout(grace, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sockets did not close within the grace period");
+        }
+        self.retention.abort();
+        if tokio::time::timeout(grace, self.serve).await.is_err() {
+            tracing::warn!("HTTP connections did not finish within the grace period");
+        }
+        tracing::info!("shutdown complete");
+    }
+}

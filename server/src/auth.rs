@@ -1,0 +1,232 @@
+//! Bearer JWT authentication (HS256, `sub` = user id, `exp` required).
+//!
+//! The secret comes from `ROAM_JWT_SECRET`; without one, the server generates a random secret
+//! once, keeps it in `<data dir>/jwt-secret` (mode 0600) and says so in the log, so tokens minted
+//! with `roam-server token` keep working across restarts.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use roam_proto::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Claims Roam reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default)]
+    pub iat: u64,
+}
+
+/// Signs and checks tokens.
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: String,
+    /// Token expiry, seconds since the epoch.
+    pub exp: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Keys {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Keys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Uses `configured`, or reads (or creates) the secret file in `data_dir`.
+    pub fn load(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Self> {
+        if let Some(s) = configured {
+            return Ok(Keys::new(s.as_bytes()));
+        }
+        let path = data_dir.join("jwt-secret");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if s.trim().len() >= 32 => {
+                tracing::info!(path = %path.display(), "using the JWT secret from the data directory");
+                return Ok(Keys::new(s.trim().as_bytes()));
+            }
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} holds a secret shorter than 32 bytes", path.display()),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(data_dir)?;
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&path, &secret)?;
+        tracing::warn!(
+            path = %path.display(),
+            "ROAM_JWT_SECRET is not set: generated a secret in the data directory; set ROAM_JWT_SECRET in production"
+        );
+        Ok(Keys::new(secret.as_bytes()))
+    }
+
+    /// Mints a token for `user` valid for `ttl_secs`.
+    pub fn mint(&self, user: &str, ttl_secs: u64) -> Result<String, ApiError> {
+        roam_proto::validate::user_id(user)?;
+        let now = now_secs();
+        let claims = Claims {
+            sub: user.to_owned(),
+            exp: now + ttl_secs,
+            iat: now,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    /// Checks a token and returns the caller.
+    pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => {
+                    ApiError::new(ErrorCode::TokenExpired, "the token has expired")
+                }
+                ErrorKind::InvalidSignature => ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "the token's signature is not valid",
+                ),
+                _ => ApiError::new(ErrorCode::Unauthorized, "the token is malformed"),
+            })?;
+        roam_proto::validate::user_id(&data.claims.sub).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                format!("the token's sub is not a valid {e}"),
+            )
+        })?;
+        Ok(Caller {
+            user: data.claims.sub,
+            exp: data.claims.exp,
+        })
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+/// The bearer token of a request: the `Authorization` header, or (`allow_query`) the
+/// `access_token` query parameter.
+pub fn bearer(parts: &Parts, allow_query: bool) -> Result<String, ApiError> {
+    if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
+        let h = h.to_str().map_err(|_| {
+            ApiError::new(ErrorCode::Unauthorized, "malformed Authorization header")
+        })?;
+        let token = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "Authorization must be `Bearer <token>`",
+                )
+            })?;
+        return Ok(token.trim().to_owned());
+    }
+    if allow_query {
+        if let Some(q) = parts.uri.query() {
+            for pair in q.split('&') {
+                if let Some(v) = pair.strip_prefix("access_token=") {
+                    return Ok(v.to_owned());
+                }
+            }
+        }
+    }
+    Err(ApiError::new(
+        ErrorCode::Unauthorized,
+        "missing bearer token",
+    ))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts, false)?;
+        state.keys.verify(&token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mint_and_verify() {
+        let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+        let t = keys.mint("alice", 60).expect("mint");
+        assert_eq!(keys.verify(&t).expect("verify").user, "alice");
+        let other = Keys::new(b"fedcba9876543210fedcba9876543210");
+        assert_eq!(
+            other.verify(&t).expect_err("wrong key").code,
+            ErrorCode::Unauthorized
+        );
+        assert_eq!(
+            keys.verify("abc").expect_err("garbage").code,
+            ErrorCode::Unauthorized
+        );
+    }
+
+    #[test]
+    fn secret_file_is_made_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Keys::load(None, dir.path()).expect("load");
+        let t = a.mint("bob", 60).expect("mint");
+        let b = Keys::load(None, dir.path()).expect("reload");
+        assert_eq!(b.verify(&t).expect("verify").user, "bob");
+    }
+}

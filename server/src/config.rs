@@ -1,0 +1,166 @@
+//! Configuration: every setting is a flag and an environment variable (clap), with defaults that
+//! make `cargo run -p roam-server` work on a laptop with nothing else installed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `roam-server` command line.
+#[derive(Debug, Parser)]
+#[command(name = "roam-server", version, about = "Roam real-time server")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands; without one the server runs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print a token for a user, signed with the configured secret (for local use and tests).
+    Token {
+        /// The user id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: u64,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Server settings.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "ROAM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database and the generated JWT secret.
+    #[arg(long, env = "ROAM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// HS256 secret for tokens. Without it, one is generated in the data directory.
+    #[arg(long, env = "ROAM_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Origins allowed by CORS (comma separated). Empty: no cross-origin access.
+    #[arg(long, env = "ROAM_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "ROAM_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Reader connections of the database pool.
+    #[arg(long, env = "ROAM_DB_POOL_SIZE", default_value_t = 4)]
+    pub db_pool_size: u32,
+    /// Mutations per second per user (sustained).
+    #[arg(long, env = "ROAM_RATE_MUTATIONS_PER_SEC", default_value_t = 50)]
+    pub rate_mutations_per_sec: u32,
+    /// Mutation burst per user.
+    #[arg(long, env = "ROAM_RATE_MUTATIONS_BURST", default_value_t = 500)]
+    pub rate_mutations_burst: u32,
+    /// WebSocket connects per minute per user (sustained).
+    #[arg(long, env = "ROAM_RATE_CONNECTS_PER_MIN", default_value_t = 60)]
+    pub rate_connects_per_min: u32,
+    /// WebSocket connect burst per user.
+    #[arg(long, env = "ROAM_RATE_CONNECTS_BURST", default_value_t = 30)]
+    pub rate_connects_burst: u32,
+    /// Frames queued for one socket before it counts as a slow consumer and is dropped.
+    #[arg(long, env = "ROAM_SEND_QUEUE", default_value_t = 1024)]
+    pub send_queue: usize,
+    /// Close a socket that sent nothing (not even a ping) for this long.
+    #[arg(long, env = "ROAM_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// Heartbeat interval announced to clients in `hello`.
+    #[arg(long, env = "ROAM_HEARTBEAT_MS", default_value_t = 25_000)]
+    pub heartbeat_ms: u64,
+    /// A typing indicator ends by itself after this long without news.
+    #[arg(long, env = "ROAM_TYPING_TIMEOUT_MS", default_value_t = 5_000)]
+    pub typing_timeout_ms: u64,
+    /// A gap larger than this many events answers `reset` instead of replaying.
+    #[arg(long, env = "ROAM_MAX_RECOVERY_EVENTS", default_value_t = 100_000)]
+    pub max_recovery_events: u64,
+    /// Compress REST responses of at least this many bytes.
+    #[arg(long, env = "ROAM_COMPRESS_MIN_BYTES", default_value_t = 1024)]
+    pub compress_min_bytes: u16,
+    /// Keep presence (last-seen) rows this many hours.
+    #[arg(long, env = "ROAM_PRESENCE_RETENTION_HOURS", default_value_t = 24)]
+    pub presence_retention_hours: u64,
+    /// Keep document history this many days (the current version always stays).
+    #[arg(
+        long,
+        env = "ROAM_DOCUMENT_HISTORY_RETENTION_DAYS",
+        default_value_t = 30
+    )]
+    pub document_history_retention_days: u64,
+    /// Keep notifications this many days.
+    #[arg(long, env = "ROAM_NOTIFICATION_RETENTION_DAYS", default_value_t = 90)]
+    pub notification_retention_days: u64,
+    /// Keep idempotency keys this many days (at least 7).
+    #[arg(long, env = "ROAM_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 7)]
+    pub idempotency_retention_days: u64,
+    /// Run the retention clean-up this often.
+    #[arg(long, env = "ROAM_RETENTION_INTERVAL_SECS", default_value_t = 3_600)]
+    pub retention_interval_secs: u64,
+    /// Entries of the in-process room/membership cache.
+    #[arg(long, env = "ROAM_CACHE_ENTRIES", default_value_t = 100_000)]
+    pub cache_entries: usize,
+    /// How long shutdown waits for connections to close.
+    #[arg(long, env = "ROAM_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    /// Defaults, with the given data directory and a free loopback port (`127.0.0.1:0`).
+    pub fn for_data_dir(dir: impl Into<PathBuf>) -> Self {
+        let cli = Cli::parse_from(["roam-server"]);
+        Config {
+            data_dir: dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..cli.config
+        }
+    }
+
+    /// Checks the settings that have rules beyond their type.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.idempotency_retention_days < 7 {
+            return Err("idempotency keys must be kept at least 7 days".into());
+        }
+        if self.db_pool_size == 0 || self.db_pool_size > 64 {
+            return Err("db pool size must be 1 to 64".into());
+        }
+        if self.rate_mutations_per_sec == 0 || self.rate_connects_per_min == 0 {
+            return Err("rate limits must be at least 1".into());
+        }
+        if self.send_queue < 16 {
+            return Err("send queue must hold at least 16 frames".into());
+        }
+        if let Some(s) = &self.jwt_secret {
+            if s.len() < 32 {
+                return Err("the JWT secret must be at least 32 bytes".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn typing_timeout(&self) -> Duration {
+        Duration::from_millis(self.typing_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// Path of the SQLite database.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("roam.db")
+    }
+}

@@ -1,0 +1,55 @@
+//! Operations endpoints: liveness, readiness and Prometheus metrics (no token needed).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    match state.service.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: store not answering");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let svc = &state.service;
+    let m = &svc.metrics;
+    let pool = svc.store.pool_stats();
+    m.db_pool_size.set(i64::from(pool.size));
+    m.db_pool_in_use.set(i64::from(pool.in_use));
+    m.db_pool_waiting.set(i64::from(pool.waiting));
+    m.db_write_queue.set(i64::from(pool.write_queue));
+    let c = svc.cache.stats();
+    m.cache_entries.set(c.entries as i64);
+    m.cache_hits.set(c.hits);
+    m.cache_misses.set(c.misses);
+    m.cache_hit_ratio.set(c.hit_ratio());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+}

@@ -1,0 +1,236 @@
+//! Prometheus metrics: real counters moved by the code paths they describe, rendered at
+//! `/metrics`. Pool and cache figures are read at scrape time.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label of per-op counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: String,
+}
+
+/// Label of rate-limit counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub connections_total: Counter,
+    pub disconnects_slow_consumer: Counter,
+    pub messages: Counter,
+    pub mutations: Family<OpLabel, Counter>,
+    pub replays_deduplicated: Counter,
+    pub rate_limited: Family<KindLabel, Counter>,
+    pub events_delivered: Counter,
+    pub events_recovered: Counter,
+    pub resets: Counter,
+    pub frames_in: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub fanout_seconds: Histogram,
+    pub rooms_active: Gauge,
+    pub db_pool_size: Gauge,
+    pub db_pool_in_use: Gauge,
+    pub db_pool_waiting: Gauge,
+    pub db_write_queue: Gauge,
+    pub cache_entries: Gauge,
+    pub cache_hits: Gauge<u64, AtomicU64>,
+    pub cache_misses: Gauge<u64, AtomicU64>,
+    pub cache_hit_ratio: Gauge<f64, AtomicU64>,
+    pub retention_deleted: Family<KindLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("roam");
+        let m = Metrics {
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            disconnects_slow_consumer: Counter::default(),
+            messages: Counter::default(),
+            mutations: Family::default(),
+            replays_deduplicated: Counter::default(),
+            rate_limited: Family::default(),
+            events_delivered: Counter::default(),
+            events_recovered: Counter::default(),
+            resets: Counter::default(),
+            frames_in: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            // 10 µs … ~1.3 s
+            fanout_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 18)),
+            rooms_active: Gauge::default(),
+            db_pool_size: Gauge::default(),
+            db_pool_in_use: Gauge::default(),
+            db_pool_waiting: Gauge::default(),
+            db_write_queue: Gauge::default(),
+            cache_entries: Gauge::default(),
+            cache_hits: Gauge::default(),
+            cache_misses: Gauge::default(),
+            cache_hit_ratio: Gauge::default(),
+            retention_deleted: Family::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_opened",
+            "WebSocket connections accepted",
+            m.connections_total.clone(),
+        );
+        r.register(
+            "slow_consumer_disconnects",
+            "Sockets dropped because their send queue was full",
+            m.disconnects_slow_consumer.clone(),
+        );
+        r.register(
+            "messages",
+            "Messages stored (rate: messages/s)",
+            m.messages.clone(),
+        );
+        r.register("mutations", "Mutations applied, by op", m.mutations.clone());
+        r.register(
+            "outbox_replays_deduplicated",
+            "Mutations answered from the idempotency store instead of being applied again",
+            m.replays_deduplicated.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Requests refused by a rate limit, by kind",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            "events_delivered",
+            "Event frames queued to sockets",
+            m.events_delivered.clone(),
+        );
+        r.register(
+            "events_recovered",
+            "Events sent from the store to catch a socket up",
+            m.events_recovered.clone(),
+        );
+        r.register(
+            "recovery_resets",
+            "Subscriptions answered with reset",
+            m.resets.clone(),
+        );
+        r.register(
+            "frames_received",
+            "Client frames received",
+            m.frames_in.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "Bytes of client frames received",
+            m.bytes_in.clone(),
+        );
+        r.register(
+            "sent_bytes",
+            "Bytes of frames queued to sockets",
+            m.bytes_out.clone(),
+        );
+        r.register(
+            "fanout_latency_seconds",
+            "From commit to the event queued on every subscribed socket",
+            m.fanout_seconds.clone(),
+        );
+        r.register(
+            "rooms_active",
+            "Rooms with at least one subscribed socket",
+            m.rooms_active.clone(),
+        );
+        r.register(
+            "db_pool_size",
+            "Reader connections in the pool",
+            m.db_pool_size.clone(),
+        );
+        r.register(
+            "db_pool_in_use",
+            "Reader connections in use",
+            m.db_pool_in_use.clone(),
+        );
+        r.register(
+            "db_pool_waiting",
+            "Tasks waiting for a reader connection",
+            m.db_pool_waiting.clone(),
+        );
+        r.register(
+            "db_write_queue",
+            "Writes waiting for the writer",
+            m.db_write_queue.clone(),
+        );
+        r.register(
+            "cache_entries",
+            "Entries in the room/membership cache",
+            m.cache_entries.clone(),
+        );
+        r.register(
+            "cache_hits",
+            "Room/membership cache hits",
+            m.cache_hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Room/membership cache misses",
+            m.cache_misses.clone(),
+        );
+        r.register(
+            "cache_hit_ratio",
+            "Room/membership cache hit ratio",
+            m.cache_hit_ratio.clone(),
+        );
+        r.register(
+            "retention_deleted",
+            "Rows removed by retention, by kind",
+            m.retention_deleted.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// Counts one applied mutation.
+    pub fn mutation(&self, op: &str) {
+        self.mutations
+            .get_or_create(&OpLabel { op: op.to_owned() })
+            .inc();
+    }
+
+    /// Counts one refusal by a rate limit.
+    pub fn limited(&self, kind: &str) {
+        self.rate_limited
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

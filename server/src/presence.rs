@@ -1,0 +1,245 @@
+//! Presence aggregated over a user's devices, and typing indicators that end by themselves.
+//!
+//! A user is `online` while any of their sockets is connected and not away, `away` when every
+//! connected socket said so, and `offline` when none is connected (not when one of several
+//! disconnects). Last-seen is written to the store when the last socket closes, so it survives a
+//! restart. Typing indicators carry a generation: a timer ends one after the configured timeout
+//! unless a newer "typing" replaced it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use roam_proto::{Presence, PresenceStatus};
+
+use crate::hub::{Bus, BusMessage, ConnId};
+use crate::store::Store;
+
+fn aggregate(devices: &HashMap<ConnId, bool>) -> PresenceStatus {
+    if devices.is_empty() {
+        PresenceStatus::Offline
+    } else if devices.values().all(|away| *away) {
+        PresenceStatus::Away
+    } else {
+        PresenceStatus::Online
+    }
+}
+
+/// Live presence of this instance's users.
+#[derive(Debug, Default)]
+pub struct PresenceTracker {
+    /// user → (socket → away?)
+    users: Mutex<HashMap<String, HashMap<ConnId, bool>>>,
+}
+
+impl PresenceTracker {
+    /// Records a socket; returns the presence if it changed.
+    pub fn connect(&self, user: &str, conn: ConnId, now: i64) -> Option<Presence> {
+        let mut u = self.users.lock();
+        let devices = u.entry(user.to_owned()).or_default();
+        let before = aggregate(devices);
+        devices.insert(conn, false);
+        let after = aggregate(devices);
+        (before != after).then(|| Presence {
+            user: user.to_owned(),
+            status: after,
+            last_seen: Some(now),
+            devices: devices.len() as u32,
+        })
+    }
+
+    /// Forgets a socket; returns the presence if it changed.
+    pub fn disconnect(&self, user: &str, conn: ConnId, now: i64) -> Option<Presence> {
+        let mut u = self.users.lock();
+        let devices = u.get_mut(user)?;
+        let before = aggregate(devices);
+        devices.remove(&conn);
+        let after = aggregate(devices);
+        let count = devices.len() as u32;
+        if devices.is_empty() {
+            u.remove(user);
+        }
+        (before != after).then(|| Presence {
+            user: user.to_owned(),
+            status: after,
+            last_seen: Some(now),
+            devices: count,
+        })
+    }
+
+    /// A socket says it is away (or back); returns the presence if it changed.
+    pub fn set_away(&self, user: &str, conn: ConnId, away: bool, now: i64) -> Option<Presence> {
+        let mut u = self.users.lock();
+        let devices = u.get_mut(user)?;
+        let before = aggregate(devices);
+        devices.insert(conn, away);
+        let after = aggregate(devices);
+        (before != after).then(|| Presence {
+            user: user.to_owned(),
+            status: after,
+            last_seen: Some(now),
+            devices: devices.len() as u32,
+        })
+    }
+
+    /// The live status of a user and their device count.
+    pub fn live(&self, user: &str) -> (PresenceStatus, u32) {
+        let u = self.users.lock();
+        match u.get(user) {
+            Some(d) => (aggregate(d), d.len() as u32),
+            None => (PresenceStatus::Offline, 0),
+        }
+    }
+}
+
+/// Server-side typing expiry.
+#[derive(Debug)]
+pub struct TypingTracker {
+    timeout: Duration,
+    /// (room, user) → generation of the current indicator
+    active: Mutex<HashMap<(String, String), u64>>,
+    next: Mutex<u64>,
+}
+
+impl TypingTracker {
+    pub fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(TypingTracker {
+            timeout,
+            active: Mutex::new(HashMap::new()),
+            next: Mutex::new(0),
+        })
+    }
+
+    /// Relays a typing change and, for `typing: true`, schedules its end.
+    pub async fn update(
+        self: &Arc<Self>,
+        bus: &Arc<dyn Bus>,
+        room: &str,
+        user: &str,
+        typing: bool,
+        origin: Option<ConnId>,
+    ) {
+        let key = (room.to_owned(), user.to_owned());
+        if typing {
+            let generation = {
+                let mut n = self.next.lock();
+                *n += 1;
+                *n
+            };
+            self.active.lock().insert(key.clone(), generation);
+            let me = Arc::clone(self);
+            let bus2 = Arc::clone(bus);
+            tokio::spawn(async move {
+                tokio::time::sleep(me.timeout).await;
+                let expired = {
+                    let mut a = me.active.lock();
+                    if a.get(&key) == Some(&generation) {
+                        a.remove(&key);
+                        true
+                    } else {
+                        false
+                    }
+                };
+                if expired {
+                    bus2.publish(BusMessage::Typing {
+                        room: key.0,
+                        user: key.1,
+                        typing: false,
+                        origin: None,
+                    })
+                    .await;
+                }
+            });
+        } else if self.active.lock().remove(&key).is_none() {
+            // Nothing to stop: do not relay a stop nobody saw start.
+            return;
+        }
+        bus.publish(BusMessage::Typing {
+            room: room.to_owned(),
+            user: user.to_owned(),
+            typing,
+            origin,
+        })
+        .await;
+    }
+
+    /// Ends every indicator of a user in every room (their last socket closed).
+    pub async fn clear_user(&self, bus: &Arc<dyn Bus>, user: &str) {
+        let rooms: Vec<String> = {
+            let mut a = self.active.lock();
+            let keys: Vec<_> = a.keys().filter(|(_, u)| u == user).cloned().collect();
+            keys.into_iter()
+                .map(|k| {
+                    a.remove(&k);
+                    k.0
+                })
+                .collect()
+        };
+        for room in rooms {
+            bus.publish(BusMessage::Typing {
+                room,
+                user: user.to_owned(),
+                typing: false,
+                origin: None,
+            })
+            .await;
+        }
+    }
+}
+
+/// Publishes a presence change to the rooms the user is in.
+pub async fn announce(store: &Arc<dyn Store>, bus: &Arc<dyn Bus>, presence: Presence) {
+    let rooms = match store.rooms_of(&presence.user).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, user = %presence.user, "presence: could not list rooms");
+            return;
+        }
+    };
+    bus.publish(BusMessage::Presence { presence, rooms }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn online_while_any_device_connected() {
+        let p = PresenceTracker::default();
+        assert_eq!(
+            p.connect("a", 1, 0).map(|x| x.status),
+            Some(PresenceStatus::Online)
+        );
+        assert_eq!(
+            p.connect("a", 2, 0),
+            None,
+            "a second device changes nothing"
+        );
+        assert_eq!(
+            p.disconnect("a", 1, 0),
+            None,
+            "one device left: still online"
+        );
+        assert_eq!(p.live("a"), (PresenceStatus::Online, 1));
+        assert_eq!(
+            p.set_away("a", 2, true, 0).map(|x| x.status),
+            Some(PresenceStatus::Away)
+        );
+        assert_eq!(
+            p.disconnect("a", 2, 0).map(|x| x.status),
+            Some(PresenceStatus::Offline)
+        );
+    }
+
+    #[test]
+    fn away_only_when_every_device_is_away() {
+        let p = PresenceTracker::default();
+        p.connect("a", 1, 0);
+        p.connect("a", 2, 0);
+        assert_eq!(p.set_away("a", 1, true, 0), None);
+        assert_eq!(p.live("a").0, PresenceStatus::Online);
+        assert!(p.set_away("a", 2, true, 0).is_some());
+        assert_eq!(p.live("a").0, PresenceStatus::Away);
+    }
+}

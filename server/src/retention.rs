@@ -1,0 +1,61 @@
+//! Periodic clean-up with the seed's defaults: presence older than 24 h, document history older
+//! than 30 days (the current version stays), notifications older than 90 days, plus idempotency
+//! keys past their 7 days and invitations long expired. All periods are configurable.
+
+use std::time::Duration;
+
+use crate::metrics::KindLabel;
+use crate::service::now_ms;
+use crate::store::{Purged, RetentionCutoffs, StoreResult};
+use crate::AppState;
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// The cutoffs for `now` under the configured periods.
+pub fn cutoffs(state: &AppState, now: i64) -> RetentionCutoffs {
+    let c = &state.config;
+    RetentionCutoffs {
+        presence_before: now - c.presence_retention_hours as i64 * HOUR_MS,
+        document_history_before: now - c.document_history_retention_days as i64 * DAY_MS,
+        notifications_before: now - c.notification_retention_days as i64 * DAY_MS,
+        idempotency_before: now - c.idempotency_retention_days as i64 * DAY_MS,
+        invitations_before: now - 30 * DAY_MS,
+    }
+}
+
+/// One pass; counts what was removed in `/metrics`.
+pub async fn run_once(state: &AppState, now: i64) -> StoreResult<Purged> {
+    let purged = state.service.store.purge(cutoffs(state, now)).await?;
+    let m = &state.service.metrics;
+    for (kind, n) in [
+        ("presence", purged.presence),
+        ("document_versions", purged.document_versions),
+        ("notifications", purged.notifications),
+        ("idempotency_keys", purged.idempotency_keys),
+        ("invitations", purged.invitations),
+    ] {
+        m.retention_deleted
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc_by(n);
+    }
+    state.service.limits.shrink();
+    tracing::info!(?purged, "retention pass done");
+    Ok(purged)
+}
+
+/// Runs a pass every `retention_interval_secs` until the server stops.
+pub async fn run(state: AppState) {
+    let every = Duration::from_secs(state.config.retention_interval_secs.max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = run_once(&state, now_ms()).await {
+            tracing::error!(error = %e, "retention pass failed");
+        }
+    }
+}

@@ -1,0 +1,754 @@
+//! The rules of Roam, shared by REST and WebSocket: who may read what, and how a mutation is
+//! checked, applied exactly once and announced.
+//!
+//! A mutation runs in two steps. [`Service::prepare`] answers a replayed idempotency key from
+//! the store, applies the rate limit, and checks the input and the caller's permissions against
+//! current state (room and membership come from the read cache). [`Service::submit`] then queues
+//! the resulting write on the store at once and returns a future for its outcome. A socket
+//! prepares its frames one after another and submits each as soon as it is prepared, so a
+//! client's pipelined mutations are applied in the order it sent them while their commits
+//! overlap. After the commit, the touched cache entries are dropped and the events and
+//! notifications are published on the bus.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use roam_proto::{
+    ErrorCode, Invitation, InvitationStatus, Member, MemberStatus, Mutation, Presence,
+    PresenceStatus, Role, Room, RoomKind,
+};
+use serde_json::{json, Value};
+
+use crate::cache::ReadCache;
+use crate::error::{ApiError, ApiResult};
+use crate::hub::{Bus, BusMessage};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::presence::PresenceTracker;
+use crate::store::{Change, Committed, IdemRecord, NewNotification, Store, Write};
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// What a mutation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub result: Value,
+    /// True when the key was seen before and nothing was applied.
+    pub replayed: bool,
+}
+
+/// A checked mutation, ready to submit.
+#[derive(Debug)]
+pub enum Prepared {
+    /// The key was used before for this same request: its stored result.
+    Replay(Value),
+    /// A write for the store.
+    Write { op: &'static str, write: Box<Write> },
+}
+
+/// The shared rules.
+#[derive(Debug)]
+pub struct Service {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub cache: ReadCache,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub presence: PresenceTracker,
+}
+
+/// The fingerprint of a mutation: a hash of its canonical JSON.
+pub fn fingerprint(m: &Mutation) -> String {
+    let json = serde_json::to_vec(m).unwrap_or_default();
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&json))
+}
+
+/// Active-member role, if any.
+fn active_role(m: &Option<Member>) -> Option<Role> {
+    m.as_ref()
+        .filter(|m| m.status == MemberStatus::Active)
+        .map(|m| m.role)
+}
+
+fn mentions(body: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in body.split(|c: char| c.is_whitespace()) {
+        if let Some(rest) = word.strip_prefix('@') {
+            let name =
+                rest.trim_end_matches(|c: char| matches!(c, ',' | '.' | ':' | ';' | '!' | '?'));
+            if roam_proto::validate::user_id(name).is_ok() && !out.iter().any(|n| n == name) {
+                out.push(name.to_owned());
+            }
+        }
+        if out.len() >= 20 {
+            break;
+        }
+    }
+    out
+}
+
+impl Service {
+    // ----- cached reads -----
+
+    /// The room, through the cache.
+    pub async fn room(&self, name: &str) -> ApiResult<Option<Room>> {
+        if let Some(r) = self.cache.room(name) {
+            return Ok(r);
+        }
+        let epoch = self.cache.epoch();
+        let r = self.store.room(name).await?;
+        self.cache.put_room(epoch, name, r.clone());
+        Ok(r)
+    }
+
+    /// The membership row, through the cache.
+    pub async fn member(&self, room: &str, user: &str) -> ApiResult<Option<Member>> {
+        if let Some(m) = self.cache.member(room, user) {
+            return Ok(m);
+        }
+        let epoch = self.cache.epoch();
+        let m = self.store.member(room, user).await?;
+        self.cache.put_member(epoch, room, user, m.clone());
+        Ok(m)
+    }
+
+    /// The room if `user` may read it; a private room they are not in reads as not found.
+    pub async fn readable_room(&self, user: &str, name: &str) -> ApiResult<(Room, Option<Member>)> {
+        roam_proto::validate::room_name(name)?;
+        let room = self
+            .room(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found("room"))?;
+        let member = self.member(name, user).await?;
+        if member
+            .as_ref()
+            .is_some_and(|m| m.status == MemberStatus::Banned)
+        {
+            return Err(ApiError::forbidden("you are banned from this room"));
+        }
+        let is_member = active_role(&member).is_some();
+        match room.kind {
+            RoomKind::Public => Ok((room, member)),
+            _ if is_member => Ok((room, member)),
+            RoomKind::Protected => Err(ApiError::forbidden(
+                "only members can read a protected room",
+            )),
+            RoomKind::Private => Err(ApiError::not_found("room")),
+        }
+    }
+
+    /// The room if `user` is an active member with at least `min` role.
+    async fn require_role(&self, user: &str, name: &str, min: Role) -> ApiResult<(Room, Role)> {
+        let room = self
+            .room(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found("room"))?;
+        let member = self.member(name, user).await?;
+        if member
+            .as_ref()
+            .is_some_and(|m| m.status == MemberStatus::Banned)
+        {
+            return Err(ApiError::forbidden("you are banned from this room"));
+        }
+        match active_role(&member) {
+            Some(role) if role.rank() >= min.rank() => Ok((room, role)),
+            Some(_) => Err(ApiError::forbidden(format!(
+                "this needs the {} role or higher",
+                min.as_str()
+            ))),
+            None if room.kind == RoomKind::Private => Err(ApiError::not_found("room")),
+            None => Err(ApiError::forbidden("you are not a member of this room")),
+        }
+    }
+
+    /// Live presence of users, with their stored last-seen.
+    pub async fn presence_of(&self, users: &[String]) -> ApiResult<Vec<Presence>> {
+        let seen = self.store.last_seen(users).await?;
+        let now = now_ms();
+        Ok(users
+            .iter()
+            .map(|u| {
+                let (status, devices) = self.presence.live(u);
+                let last_seen = if status == PresenceStatus::Offline {
+                    seen.iter().find(|(x, _)| x == u).map(|(_, t)| *t)
+                } else {
+                    Some(now)
+                };
+                Presence {
+                    user: u.clone(),
+                    status,
+                    last_seen,
+                    devices,
+                }
+            })
+            .collect())
+    }
+
+    // ----- mutations -----
+
+    /// Checks and applies a mutation (REST path).
+    pub async fn mutate(
+        self: &Arc<Self>,
+        user: &str,
+        key: &str,
+        m: Mutation,
+    ) -> ApiResult<Applied> {
+        let p = self.prepare(user, key, m).await?;
+        self.submit(p).await
+    }
+
+    /// Step one: replay check, rate limit, validation and permissions.
+    pub async fn prepare(&self, user: &str, key: &str, m: Mutation) -> ApiResult<Prepared> {
+        roam_proto::validate::idempotency_key(key)?;
+        m.validate()?;
+        let fp = fingerprint(&m);
+        if let Some(stored) = self.store.idempotent_result(user, key).await? {
+            return self.replayed(stored.op, stored.fingerprint, stored.result, m.op(), &fp);
+        }
+        self.limits.mutation(user).inspect_err(|_| {
+            self.metrics.limited("mutation");
+        })?;
+        let op = m.op();
+        let now = now_ms();
+        let (change, notify) = self.plan(user, m, now).await?;
+        Ok(Prepared::Write {
+            op,
+            write: Box::new(Write {
+                actor: user.to_owned(),
+                now,
+                idem: Some(IdemRecord {
+                    user: user.to_owned(),
+                    key: key.to_owned(),
+                    op: op.to_owned(),
+                    fingerprint: fp,
+                }),
+                change,
+                notify,
+            }),
+        })
+    }
+
+    fn replayed(
+        &self,
+        stored_op: String,
+        stored_fp: String,
+        result: Value,
+        op: &str,
+        fp: &str,
+    ) -> ApiResult<Prepared> {
+        if stored_op != op || stored_fp != fp {
+            return Err(ApiError::new(
+                ErrorCode::IdempotencyMismatch,
+                "this idempotency key was already used for a different request",
+            ));
+        }
+        self.metrics.replays_deduplicated.inc();
+        Ok(Prepared::Replay(result))
+    }
+
+    /// Step two: queue the write now; the future resolves when it is committed and announced.
+    pub fn submit(
+        self: &Arc<Self>,
+        p: Prepared,
+    ) -> impl Future<Output = ApiResult<Applied>> + Send + 'static {
+        let pending = match p {
+            Prepared::Replay(result) => Err(result),
+            Prepared::Write { op, write } => {
+                let fp = write.idem.as_ref().map(|i| i.fingerprint.clone());
+                Ok((op, fp, self.store.commit(*write)))
+            }
+        };
+        let me = Arc::clone(self);
+        async move {
+            let (op, fp, fut) = match pending {
+                Err(result) => {
+                    return Ok(Applied {
+                        result,
+                        replayed: true,
+                    })
+                }
+                Ok(p) => p,
+            };
+            match fut.await? {
+                Committed::Replayed(stored) => {
+                    match me.replayed(
+                        stored.op,
+                        stored.fingerprint,
+                        stored.result,
+                        op,
+                        &fp.unwrap_or_default(),
+                    )? {
+                        Prepared::Replay(result) => Ok(Applied {
+                            result,
+                            replayed: true,
+                        }),
+                        Prepared::Write { .. } => {
+                            Err(ApiError::internal("unexpected replay state"))
+                        }
+                    }
+                }
+                Committed::Applied {
+                    output,
+                    events,
+                    notifications,
+                    unread,
+                } => {
+                    me.announce(op, events, notifications, unread).await;
+                    Ok(Applied {
+                        result: output.to_json(),
+                        replayed: false,
+                    })
+                }
+            }
+        }
+    }
+
+    /// After a commit: counters, cache invalidation, then events and notifications on the bus.
+    async fn announce(
+        &self,
+        op: &str,
+        events: Vec<roam_proto::RoomEvent>,
+        notifications: Vec<roam_proto::Notification>,
+        unread: Vec<(String, u64)>,
+    ) {
+        use roam_proto::EventBody as E;
+        self.metrics.mutation(op);
+        let mut messages = 0u64;
+        let mut invalidated: Vec<&str> = Vec::new();
+        for ev in &events {
+            match ev.body {
+                E::MessageCreated(_) => messages += 1,
+                E::MessageEdited(_) | E::MessageDeleted(_) | E::DocumentUpdated(_) => {}
+                _ => {
+                    if !invalidated.contains(&ev.room.as_str()) {
+                        invalidated.push(&ev.room);
+                    }
+                }
+            }
+        }
+        self.metrics.messages.inc_by(messages);
+        for room in invalidated {
+            self.cache.invalidate_room(room);
+            self.bus
+                .publish(BusMessage::Invalidate {
+                    room: room.to_owned(),
+                })
+                .await;
+        }
+        for ev in events {
+            self.bus.publish(BusMessage::Event(Arc::new(ev))).await;
+        }
+        for n in notifications {
+            self.bus
+                .publish(BusMessage::Notification {
+                    user: n.user.clone(),
+                    notification: Box::new(n),
+                })
+                .await;
+        }
+        for (user, count) in unread {
+            self.bus.publish(BusMessage::Unread { user, count }).await;
+        }
+    }
+
+    /// Turns a mutation into a store change after checking the caller may do it.
+    async fn plan(
+        &self,
+        user: &str,
+        m: Mutation,
+        now: i64,
+    ) -> ApiResult<(Change, Vec<NewNotification>)> {
+        let mut notify = Vec::new();
+        let change = match m {
+            Mutation::CreateRoom {
+                room,
+                kind,
+                title,
+                metadata,
+            } => {
+                if self.room(&room).await?.is_some() {
+                    return Err(ApiError::conflict("a room with this name exists"));
+                }
+                Change::CreateRoom {
+                    name: room,
+                    kind,
+                    title,
+                    metadata,
+                    owner: user.to_owned(),
+                }
+            }
+            Mutation::UpdateRoom {
+                room,
+                title,
+                kind,
+                metadata,
+            } => {
+                self.require_role(user, &room, Role::Admin).await?;
+                Change::UpdateRoom {
+                    name: room,
+                    title,
+                    kind,
+                    metadata,
+                }
+            }
+            Mutation::DeleteRoom { room } => {
+                self.require_role(user, &room, Role::Owner).await?;
+                Change::DeleteRoom { name: room }
+            }
+            Mutation::JoinRoom { room } => {
+                let r = self
+                    .room(&room)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("room"))?;
+                let member = self.member(&room, user).await?;
+                match member.as_ref().map(|m| m.status) {
+                    Some(MemberStatus::Banned) => {
+                        return Err(ApiError::forbidden("you are banned from this room"))
+                    }
+                    Some(MemberStatus::Active) => {
+                        return Err(ApiError::conflict("you are already a member of this room"))
+                    }
+                    None => {}
+                }
+                let invitation = self.store.pending_invitation(&room, user, now).await?;
+                match (r.kind, invitation) {
+                    (_, Some(inv)) => Change::AddMember {
+                        room,
+                        user: user.to_owned(),
+                        role: inv.role,
+                        invitation: Some(inv.id),
+                    },
+                    (RoomKind::Public, None) => Change::AddMember {
+                        room,
+                        user: user.to_owned(),
+                        role: Role::Member,
+                        invitation: None,
+                    },
+                    (RoomKind::Protected, None) => {
+                        return Err(ApiError::forbidden(
+                            "joining a protected room needs an invitation",
+                        ))
+                    }
+                    (RoomKind::Private, None) => return Err(ApiError::not_found("room")),
+                }
+            }
+            Mutation::LeaveRoom { room } => {
+                let (_, role) = self.require_role(user, &room, Role::Guest).await?;
+                if role == Role::Owner {
+                    return Err(ApiError::conflict(
+                        "the owner cannot leave; transfer ownership first (room.transfer)",
+                    ));
+                }
+                Change::RemoveMember {
+                    room,
+                    user: user.to_owned(),
+                }
+            }
+            Mutation::TransferOwnership { room, user: to } => {
+                self.require_role(user, &room, Role::Owner).await?;
+                if to == user {
+                    return Err(ApiError::conflict("you already own this room"));
+                }
+                let target = self.member(&room, &to).await?;
+                if active_role(&target).is_none() {
+                    return Err(ApiError::conflict(
+                        "ownership can only go to an active member of the room",
+                    ));
+                }
+                notify.push(NewNotification {
+                    user: to.clone(),
+                    id: new_id(),
+                    kind: "ownership_transferred".into(),
+                    room: Some(room.clone()),
+                    data: json!({}),
+                });
+                Change::TransferOwnership {
+                    room,
+                    from: user.to_owned(),
+                    to,
+                }
+            }
+            Mutation::Invite {
+                room,
+                user: invitee,
+                role,
+                ttl_secs,
+            } => {
+                let r = self
+                    .room(&room)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("room"))?;
+                let min = if r.kind == RoomKind::Private {
+                    Role::Admin
+                } else {
+                    Role::Member
+                };
+                let (_, my_role) = self.require_role(user, &room, min).await?;
+                if role.rank() > my_role.rank() {
+                    return Err(ApiError::forbidden(
+                        "you cannot grant a role above your own",
+                    ));
+                }
+                match self.member(&room, &invitee).await?.map(|m| m.status) {
+                    Some(MemberStatus::Banned) => {
+                        return Err(ApiError::forbidden("that user is banned from this room"))
+                    }
+                    Some(MemberStatus::Active) => {
+                        return Err(ApiError::conflict("that user is already a member"))
+                    }
+                    None => {}
+                }
+                let ttl = ttl_secs.unwrap_or(roam_proto::validate::DEFAULT_INVITATION_TTL_SECS);
+                let id = new_id();
+                let expires_at = now + (ttl as i64) * 1000;
+                let invitation = Invitation {
+                    id: id.clone(),
+                    room: room.clone(),
+                    invited_by: user.to_owned(),
+                    invitee: invitee.clone(),
+                    role,
+                    status: InvitationStatus::Pending,
+                    expires_at,
+                    created_at: now,
+                };
+                notify.push(NewNotification {
+                    user: invitee.clone(),
+                    id: new_id(),
+                    kind: "invited".into(),
+                    room: Some(room.clone()),
+                    data: serde_json::to_value(&invitation).unwrap_or(Value::Null),
+                });
+                Change::CreateInvitation {
+                    id,
+                    room,
+                    invitee,
+                    role,
+                    expires_at,
+                }
+            }
+            Mutation::AcceptInvitation { invitation } => {
+                let inv = self.own_invitation(user, &invitation, now).await?;
+                if self.member(&inv.room, user).await?.map(|m| m.status)
+                    == Some(MemberStatus::Banned)
+                {
+                    return Err(ApiError::forbidden("you are banned from this room"));
+                }
+                Change::AddMember {
+                    room: inv.room,
+                    user: user.to_owned(),
+                    role: inv.role,
+                    invitation: Some(inv.id),
+                }
+            }
+            Mutation::RejectInvitation { invitation } => {
+                let inv = self.own_invitation(user, &invitation, now).await?;
+                Change::RejectInvitation { id: inv.id }
+            }
+            Mutation::SetRole {
+                room,
+                user: target,
+                role,
+            } => {
+                let (_, my_role) = self.require_role(user, &room, Role::Admin).await?;
+                let current = active_role(&self.member(&room, &target).await?)
+                    .ok_or_else(|| ApiError::not_found("member"))?;
+                if target == user || !my_role.outranks(current) || !my_role.outranks(role) {
+                    if my_role != Role::Owner || target == user {
+                        return Err(ApiError::forbidden(
+                            "you can only change the role of a weaker member, to a role below yours",
+                        ));
+                    }
+                }
+                notify.push(NewNotification {
+                    user: target.clone(),
+                    id: new_id(),
+                    kind: "role_changed".into(),
+                    room: Some(room.clone()),
+                    data: json!({ "role": role }),
+                });
+                Change::SetRole {
+                    room,
+                    user: target,
+                    role,
+                }
+            }
+            Mutation::Ban { room, user: target } => {
+                let (_, my_role) = self.require_role(user, &room, Role::Admin).await?;
+                if target == user {
+                    return Err(ApiError::conflict("you cannot ban yourself"));
+                }
+                let member = self.member(&room, &target).await?;
+                if member.as_ref().map(|m| m.status) == Some(MemberStatus::Banned) {
+                    return Err(ApiError::conflict("that user is already banned"));
+                }
+                if let Some(r) = active_role(&member) {
+                    if !my_role.outranks(r) {
+                        return Err(ApiError::forbidden("you can only ban a weaker member"));
+                    }
+                }
+                notify.push(NewNotification {
+                    user: target.clone(),
+                    id: new_id(),
+                    kind: "banned".into(),
+                    room: Some(room.clone()),
+                    data: json!({}),
+                });
+                Change::Ban { room, user: target }
+            }
+            Mutation::Unban { room, user: target } => {
+                self.require_role(user, &room, Role::Admin).await?;
+                if self.member(&room, &target).await?.map(|m| m.status)
+                    != Some(MemberStatus::Banned)
+                {
+                    return Err(ApiError::not_found("ban"));
+                }
+                Change::Unban { room, user: target }
+            }
+            Mutation::SendMessage {
+                room,
+                body,
+                reply_to,
+                id,
+            } => {
+                self.require_role(user, &room, Role::Guest).await?;
+                if let Some(r) = &reply_to {
+                    if self.store.message(&room, r).await?.is_none() {
+                        return Err(ApiError::not_found("reply_to message"));
+                    }
+                }
+                let id = id.unwrap_or_else(new_id);
+                for name in mentions(&body) {
+                    if name != user && active_role(&self.member(&room, &name).await?).is_some() {
+                        notify.push(NewNotification {
+                            user: name,
+                            id: new_id(),
+                            kind: "mentioned".into(),
+                            room: Some(room.clone()),
+                            data: json!({ "message": id }),
+                        });
+                    }
+                }
+                Change::InsertMessage {
+                    id,
+                    room,
+                    body,
+                    reply_to,
+                }
+            }
+            Mutation::EditMessage {
+                room,
+                message,
+                body,
+            } => {
+                self.require_role(user, &room, Role::Guest).await?;
+                let msg = self
+                    .store
+                    .message(&room, &message)
+                    .await?
+                    .filter(|m| !m.deleted)
+                    .ok_or_else(|| ApiError::not_found("message"))?;
+                if msg.sender != user {
+                    return Err(ApiError::forbidden("only the author can edit a message"));
+                }
+                Change::EditMessage {
+                    room,
+                    id: message,
+                    body,
+                }
+            }
+            Mutation::DeleteMessage { room, message } => {
+                let (_, role) = self.require_role(user, &room, Role::Guest).await?;
+                let msg = self
+                    .store
+                    .message(&room, &message)
+                    .await?
+                    .filter(|m| !m.deleted)
+                    .ok_or_else(|| ApiError::not_found("message"))?;
+                if msg.sender != user && role.rank() < Role::Admin.rank() {
+                    return Err(ApiError::forbidden(
+                        "only the author, an admin or the owner can delete a message",
+                    ));
+                }
+                Change::DeleteMessage { room, id: message }
+            }
+            Mutation::ImportMessages { room, bodies } => {
+                self.require_role(user, &room, Role::Admin).await?;
+                Change::ImportMessages {
+                    room,
+                    messages: bodies.into_iter().map(|b| (new_id(), b)).collect(),
+                }
+            }
+            Mutation::PutDocument {
+                room,
+                doc,
+                base_version,
+                content,
+            } => {
+                self.require_role(user, &room, Role::Member).await?;
+                Change::PutDocument {
+                    room,
+                    doc,
+                    base_version,
+                    content,
+                }
+            }
+            Mutation::MarkRead { ids } => Change::MarkRead { ids: Some(ids) },
+            Mutation::MarkAllRead {} => Change::MarkRead { ids: None },
+            Mutation::SetPresence { .. } => {
+                return Err(ApiError::invalid(
+                    "presence.set is per device: send it on the WebSocket",
+                ))
+            }
+        };
+        Ok((change, notify))
+    }
+
+    async fn own_invitation(&self, user: &str, id: &str, now: i64) -> ApiResult<Invitation> {
+        let inv = self
+            .store
+            .invitation(id, now)
+            .await?
+            .filter(|i| i.invitee == user)
+            .ok_or_else(|| ApiError::not_found("invitation"))?;
+        match inv.status {
+            InvitationStatus::Pending => Ok(inv),
+            InvitationStatus::Expired => {
+                Err(ApiError::new(ErrorCode::Gone, "the invitation has expired"))
+            }
+            s => Err(ApiError::conflict(format!(
+                "the invitation is already {}",
+                s.as_str()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_parsed_once() {
+        assert_eq!(mentions("hi @bob and @carol, @bob!"), vec!["bob", "carol"]);
+        assert!(mentions("email a@b.c").is_empty());
+    }
+
+    #[test]
+    fn fingerprint_tracks_arguments() {
+        let a = Mutation::JoinRoom { room: "a".into() };
+        let b = Mutation::JoinRoom { room: "b".into() };
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+    }
+}
