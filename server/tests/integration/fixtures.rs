@@ -1,0 +1,329 @@
+//! Shared fixtures: a real server on 127.0.0.1:0 with a temporary data directory, an HTTP
+//! client, and a WebSocket client that speaks protocol v1.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use roam_server::config::Config;
+use roam_server::Server;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server under test, with its data directory.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// Test defaults: fast typing expiry, roomy rate limits unless a test tightens them.
+pub fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config::for_data_dir(dir);
+    c.jwt_secret = Some("test-secret-test-secret-test-secret-0123".into());
+    c.typing_timeout_ms = 300;
+    c.rate_mutations_per_sec = 10_000;
+    c.rate_mutations_burst = 10_000;
+    c.rate_connects_per_min = 10_000;
+    c.rate_connects_burst = 10_000;
+    c.shutdown_grace_secs = 3;
+    c
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the test defaults changed by `f`.
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = config(dir.path());
+        f(&mut c);
+        Self::start_in(dir, c).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, c: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind(c.listen).await.expect("bind");
+        let server = Server::start(c, listener).await.expect("start server");
+        let base = format!("http://{}", server.local_addr());
+        TestServer {
+            server: Some(server),
+            dir,
+            base,
+            http: reqwest::Client::builder().build().expect("client"),
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory (and a new port).
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let c = config(self.dir.path());
+        Self::start_in(self.dir, c).await
+    }
+
+    /// Restart with changed configuration.
+    pub async fn restart_with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        self.stop().await;
+        let mut c = config(self.dir.path());
+        f(&mut c);
+        Self::start_in(self.dir, c).await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.server().token_for(user).expect("token")
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.server().local_addr())
+    }
+
+    /// A REST client acting as `user`.
+    pub fn as_user(&self, user: &str) -> Api {
+        Api {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            token: Some(self.token(user)),
+        }
+    }
+
+    /// Connects a socket as `user` and reads its `hello`.
+    pub async fn ws(&self, user: &str) -> Ws {
+        Ws::connect(&self.ws_url(), &self.token(user)).await
+    }
+}
+
+/// A REST client with a token.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+}
+
+/// A response, read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    /// The error code of an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Api {
+    pub fn with_token(&self, token: Option<String>) -> Api {
+        Api {
+            token,
+            ..self.clone()
+        }
+    }
+
+    pub async fn req(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.req(reqwest::Method::GET, path, None, None).await
+    }
+
+    /// A mutation with a fresh idempotency key.
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        let key = uuid::Uuid::now_v7().to_string();
+        self.req(reqwest::Method::POST, path, Some(&key), Some(body))
+            .await
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Resp {
+        let key = uuid::Uuid::now_v7().to_string();
+        self.req(method, path, Some(&key), body).await
+    }
+
+    /// Creates a room owned by this user; panics unless it worked.
+    pub async fn create_room(&self, room: &str, kind: &str) -> Value {
+        let r = self
+            .post("/v1/rooms", json!({"room": room, "kind": kind}))
+            .await;
+        assert_eq!(r.status, 200, "create room: {:?}", r.body);
+        r.body
+    }
+
+    /// Sends a message; panics unless it worked.
+    pub async fn say(&self, room: &str, body: &str) -> Value {
+        let r = self
+            .post(&format!("/v1/rooms/{room}/messages"), json!({"body": body}))
+            .await;
+        assert_eq!(r.status, 200, "send: {:?}", r.body);
+        r.body
+    }
+}
+
+/// A protocol v1 WebSocket client.
+pub struct Ws {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub hello: Value,
+    next_id: u64,
+}
+
+impl Ws {
+    pub async fn connect(url: &str, token: &str) -> Ws {
+        let mut req = url.into_client_request().expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connect");
+        let mut ws = Ws {
+            stream,
+            hello: Value::Null,
+            next_id: 0,
+        };
+        ws.hello = ws.next().await;
+        assert_eq!(ws.hello["type"], "hello", "first frame: {:?}", ws.hello);
+        ws
+    }
+
+    pub fn id(&mut self) -> String {
+        self.next_id += 1;
+        format!("r{}", self.next_id)
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.stream
+            .send(Message::Text(text.into()))
+            .await
+            .expect("ws send");
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_raw(&frame.to_string()).await;
+    }
+
+    /// The next text frame as JSON (pings skipped); panics on close or timeout.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("socket ended")
+                .expect("socket error");
+            match m {
+                Message::Text(t) => return serde_json::from_str(&t).expect("frame is JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+    }
+
+    /// Reads frames until one matches; panics after `WAIT`.
+    pub async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = tokio::time::timeout(left, self.next())
+                .await
+                .expect("timed out waiting for a matching frame");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// Sends a request frame with a fresh id and returns the ack/error answering it.
+    pub async fn call(&mut self, mut frame: Value) -> Value {
+        let id = self.id();
+        frame["id"] = json!(id);
+        frame["v"] = json!(1);
+        self.send(frame).await;
+        self.until(|f| f["id"] == json!(id) && (f["type"] == "ack" || f["type"] == "error" || f["type"] == "pong"))
+            .await
+    }
+
+    /// Subscribes to rooms from cursors; returns the ack.
+    pub async fn subscribe(&mut self, rooms: &[(&str, u64)]) -> Value {
+        let rooms: Vec<Value> = rooms
+            .iter()
+            .map(|(r, s)| json!({"room": r, "since": s}))
+            .collect();
+        self.call(json!({"type": "subscribe", "rooms": rooms})).await
+    }
+
+    /// A mutation with a given key.
+    pub async fn mutate_with_key(&mut self, key: &str, op: &str, args: Value) -> Value {
+        self.call(json!({"type": "mutate", "key": key, "op": op, "args": args}))
+            .await
+    }
+
+    /// A mutation with a fresh key.
+    pub async fn mutate(&mut self, op: &str, args: Value) -> Value {
+        let key = uuid::Uuid::now_v7().to_string();
+        self.mutate_with_key(&key, op, args).await
+    }
+
+    /// Waits for the socket to close; returns the close code (None if it just ended).
+    pub async fn closed(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.stream.next())
+                .await
+                .expect("timed out waiting for close")
+            {
+                None => return None,
+                Some(Err(_)) => return None,
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
