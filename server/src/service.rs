@@ -85,8 +85,7 @@ fn mentions(body: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for word in body.split(|c: char| c.is_whitespace()) {
         if let Some(rest) = word.strip_prefix('@') {
-            let name =
-                rest.trim_end_matches(|c: char| matches!(c, ',' | '.' | ':' | ';' | '!' | '?'));
+            let name = rest.trim_end_matches([',', '.', ':', ';', '!', '?']);
             if roam_proto::validate::user_id(name).is_ok() && !out.iter().any(|n| n == name) {
                 out.push(name.to_owned());
             }
@@ -564,11 +563,9 @@ impl Service {
                 let current = active_role(&self.member(&room, &target).await?)
                     .ok_or_else(|| ApiError::not_found("member"))?;
                 if target == user || !my_role.outranks(current) || !my_role.outranks(role) {
-                    if my_role != Role::Owner || target == user {
-                        return Err(ApiError::forbidden(
-                            "you can only change the role of a weaker member, to a role below yours",
-                        ));
-                    }
+                    return Err(ApiError::forbidden(
+                        "you can only change the role of a weaker member, to a role below yours",
+                    ));
                 }
                 notify.push(NewNotification {
                     user: target.clone(),

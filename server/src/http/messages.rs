@@ -219,7 +219,7 @@ async fn activity(
         .await?
         .filter(|m| m.status == roam_proto::MemberStatus::Active)
         .map(|m| m.role);
-    if !role.is_some_and(|r| r.rank() >= Role::Admin.rank()) {
+    if role.is_none_or(|r| r.rank() < Role::Admin.rank()) {
         return Err(ApiError::forbidden(
             "room analytics are for the owner and admins",
         ));
