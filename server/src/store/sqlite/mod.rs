@@ -1,0 +1,328 @@
+//! The embedded SQLite store, the default [`Store`].
+//!
+//! One database file in WAL mode, with two kinds of connections:
+//!
+//! - **one writer**, owned by a dedicated OS thread (`writer.rs`). Every change is a job sent to
+//!   it over a channel; it commits whatever is queued as one group (one `BEGIN IMMEDIATE` … one
+//!   `COMMIT`), each job in its own savepoint so that a failing write changes nothing and does not
+//!   disturb the others. Having exactly one writer is what makes room sequence numbers gap-free
+//!   without any locking in Rust: `rooms.head_seq` is incremented inside the transaction.
+//! - **a pool of read-only readers** (`pool.rs`), used from `spawn_blocking`. In WAL mode they
+//!   read a consistent snapshot and never wait for the writer.
+//!
+//! The other files each hold one concern: `schema.rs` opens connections and migrates,
+//! `read.rs` holds every query (`&Connection`), `apply.rs` every change (`&Transaction`),
+//! `rows.rs` the row mappers. Every SQL value is a bound parameter.
+//!
+//! Deleted rooms keep their `rooms` row (with `deleted_at`, hidden from every read) and their
+//! events, so recovery still delivers `room_deleted` and the name is never reused.
+//!
+//! ```no_run
+//! # async fn demo() -> roam_server::store::StoreResult<()> {
+//! use roam_server::store::{sqlite::SqliteStore, Store};
+//!
+//! let store = SqliteStore::open(std::path::Path::new("data/roam.db"), 4).await?;
+//! store.ping().await?;
+//! # Ok(()) }
+//! ```
+
+mod apply;
+mod pool;
+mod read;
+mod rows;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+
+use roam_proto::{
+    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, Room, RoomEvent,
+    User,
+};
+
+use self::pool::ReaderPool;
+use self::writer::{Job, Writer};
+use crate::store::{
+    Committed, MessageCursor, NotificationQuery, Period, PoolStats, Purged, RetentionCutoffs,
+    RoomQuery, Store, StoreError, StoreResult, StoredResult, UserQuery, Write,
+};
+
+/// The SQLite [`Store`]. Cheap to share behind an `Arc`; dropping it finishes the queued writes
+/// and closes the database.
+pub struct SqliteStore {
+    path: PathBuf,
+    readers: Arc<ReaderPool>,
+    writer: Writer,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("pool", &self.pool_stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) and migrates the database at `path`,
+    /// with `readers` read-only connections (at least one).
+    pub async fn open(path: &Path, readers: u32) -> StoreResult<SqliteStore> {
+        let path = path.to_path_buf();
+        let opened = path.clone();
+        let (writer_conn, reader_conns) = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = opened.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let writer = schema::open_writer(&opened)?;
+            let readers = (0..readers.max(1))
+                .map(|_| schema::open_reader(&opened))
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok::<_, StoreError>((writer, readers))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("opening the store failed: {e}")))??;
+        tracing::info!(path = %path.display(), readers = reader_conns.len(), "store: SQLite opened");
+        Ok(SqliteStore {
+            path,
+            readers: ReaderPool::new(reader_conns),
+            writer: Writer::start(writer_conn)?,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.readers.read(f).await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn commit(&self, write: Write) -> BoxFuture<'static, StoreResult<Committed>> {
+        Box::pin(
+            self.writer
+                .submit(|reply| Job::Commit(Box::new(write), reply)),
+        )
+    }
+
+    async fn idempotent_result(&self, user: &str, key: &str) -> StoreResult<Option<StoredResult>> {
+        let (user, key) = (user.to_owned(), key.to_owned());
+        self.read(move |c| read::idempotent_result(c, &user, &key))
+            .await
+    }
+
+    async fn touch_user(&self, user: &str, now: i64) -> StoreResult<()> {
+        let user = user.to_owned();
+        self.writer
+            .submit(|reply| Job::TouchUser { user, now, reply })
+            .await
+    }
+
+    async fn room(&self, name: &str) -> StoreResult<Option<Room>> {
+        let name = name.to_owned();
+        self.read(move |c| read::room(c, &name)).await
+    }
+
+    async fn member(&self, room: &str, user: &str) -> StoreResult<Option<Member>> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.read(move |c| read::member(c, &room, &user)).await
+    }
+
+    async fn list_rooms(&self, viewer: &str, q: &RoomQuery) -> StoreResult<Vec<Room>> {
+        let (viewer, q) = (viewer.to_owned(), q.clone());
+        self.read(move |c| read::list_rooms(c, &viewer, &q)).await
+    }
+
+    async fn list_members(
+        &self,
+        room: &str,
+        after_user: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Member>> {
+        let (room, after) = (room.to_owned(), after_user.map(str::to_owned));
+        self.read(move |c| read::list_members(c, &room, after.as_deref(), limit))
+            .await
+    }
+
+    async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>> {
+        let user = user.to_owned();
+        self.read(move |c| read::rooms_of(c, &user)).await
+    }
+
+    async fn invitation(&self, id: &str, now: i64) -> StoreResult<Option<Invitation>> {
+        let id = id.to_owned();
+        self.read(move |c| read::invitation(c, &id, now)).await
+    }
+
+    async fn pending_invitation(
+        &self,
+        room: &str,
+        user: &str,
+        now: i64,
+    ) -> StoreResult<Option<Invitation>> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.read(move |c| read::pending_invitation(c, &room, &user, now))
+            .await
+    }
+
+    async fn invitations_for(
+        &self,
+        user: &str,
+        now: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Invitation>> {
+        let user = user.to_owned();
+        self.read(move |c| read::invitations_for(c, &user, now, limit))
+            .await
+    }
+
+    async fn room_invitations(
+        &self,
+        room: &str,
+        now: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Invitation>> {
+        let room = room.to_owned();
+        self.read(move |c| read::room_invitations(c, &room, now, limit))
+            .await
+    }
+
+    async fn message(&self, room: &str, id: &str) -> StoreResult<Option<Message>> {
+        let (room, id) = (room.to_owned(), id.to_owned());
+        self.read(move |c| read::message(c, &room, &id)).await
+    }
+
+    async fn messages(
+        &self,
+        room: &str,
+        cursor: MessageCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let room = room.to_owned();
+        self.read(move |c| read::messages(c, &room, cursor, limit))
+            .await
+    }
+
+    async fn events_after(
+        &self,
+        room: &str,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<RoomEvent>> {
+        let room = room.to_owned();
+        self.read(move |c| read::events_after(c, &room, after, limit))
+            .await
+    }
+
+    async fn event_bounds(&self, room: &str) -> StoreResult<(u64, u64)> {
+        let room = room.to_owned();
+        self.read(move |c| read::event_bounds(c, &room)).await
+    }
+
+    async fn document(&self, room: &str, doc: &str) -> StoreResult<Option<Document>> {
+        let (room, doc) = (room.to_owned(), doc.to_owned());
+        self.read(move |c| read::document(c, &room, &doc)).await
+    }
+
+    async fn documents(&self, room: &str) -> StoreResult<Vec<Document>> {
+        let room = room.to_owned();
+        self.read(move |c| read::documents(c, &room)).await
+    }
+
+    async fn document_history(
+        &self,
+        room: &str,
+        doc: &str,
+        before: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Document>> {
+        let (room, doc) = (room.to_owned(), doc.to_owned());
+        self.read(move |c| read::document_history(c, &room, &doc, before, limit))
+            .await
+    }
+
+    async fn notifications(
+        &self,
+        user: &str,
+        q: &NotificationQuery,
+    ) -> StoreResult<Vec<Notification>> {
+        let (user, q) = (user.to_owned(), *q);
+        self.read(move |c| read::notifications(c, &user, &q)).await
+    }
+
+    async fn unread_count(&self, user: &str) -> StoreResult<u64> {
+        let user = user.to_owned();
+        self.read(move |c| read::unread_count(c, &user)).await
+    }
+
+    async fn save_last_seen(&self, user: &str, at: i64) -> StoreResult<()> {
+        let user = user.to_owned();
+        self.writer
+            .submit(|reply| Job::SaveLastSeen { user, at, reply })
+            .await
+    }
+
+    async fn last_seen(&self, users: &[String]) -> StoreResult<Vec<(String, i64)>> {
+        let users = users.to_vec();
+        self.read(move |c| read::last_seen(c, &users)).await
+    }
+
+    async fn search_users(&self, q: &UserQuery) -> StoreResult<Page<User>> {
+        let q = q.clone();
+        self.read(move |c| read::search_users(c, &q)).await
+    }
+
+    async fn room_activity(
+        &self,
+        room: &str,
+        period: Period,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<ActivityBucket>> {
+        let room = room.to_owned();
+        self.read(move |c| read::room_activity(c, &room, period, from, to))
+            .await
+    }
+
+    async fn purge(&self, cutoffs: RetentionCutoffs) -> StoreResult<Purged> {
+        let purged = self
+            .writer
+            .submit(|reply| Job::Purge(cutoffs, reply))
+            .await?;
+        tracing::info!(?purged, "store: retention pass");
+        Ok(purged)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        if !self.writer.is_alive() {
+            return Err(StoreError::Backend("the store writer has stopped".into()));
+        }
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .map(drop)
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            write_queue: self.writer.queued(),
+            ..self.readers.stats()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

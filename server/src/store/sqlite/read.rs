@@ -1,0 +1,580 @@
+//! Reads: plain queries on a `&Connection` (a pooled reader, or the writer's transaction when a
+//! write needs the current state).
+//!
+//! The SQL of every query is a `const` built with `concat!`, so that the query-plan test in
+//! `tests.rs` explains exactly the text the store runs. Every value is a bound parameter; the
+//! only variants chosen at run time (sort field, order, period) pick among fixed constants.
+
+use std::collections::HashSet;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use roam_proto::{
+    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, Room, RoomEvent,
+    User,
+};
+
+use super::rows::{
+    self, document_cols, event_cols, idem_cols, int, invitation_cols, member_cols, message_cols,
+    notification_cols, room_cols, user_cols,
+};
+use crate::store::{
+    MessageCursor, NotificationQuery, Order, Period, RoomQuery, StoreError, StoreResult,
+    StoredResult, UserQuery, UserSort,
+};
+
+pub(super) const IDEMPOTENT_RESULT: &str = concat!(
+    "SELECT ",
+    idem_cols!(),
+    " FROM idempotency WHERE user = ?1 AND key = ?2"
+);
+
+pub(super) fn idempotent_result(
+    conn: &Connection,
+    user: &str,
+    key: &str,
+) -> StoreResult<Option<StoredResult>> {
+    let mut stmt = conn.prepare_cached(IDEMPOTENT_RESULT)?;
+    Ok(stmt
+        .query_row(params![user, key], rows::stored_result)
+        .optional()?)
+}
+
+pub(super) const ROOM: &str = concat!(
+    "SELECT ",
+    room_cols!(),
+    " FROM rooms r WHERE r.name = ?1 AND r.deleted_at IS NULL"
+);
+
+/// A live (not deleted) room.
+pub(super) fn room(conn: &Connection, name: &str) -> StoreResult<Option<Room>> {
+    let mut stmt = conn.prepare_cached(ROOM)?;
+    Ok(stmt.query_row(params![name], rows::room).optional()?)
+}
+
+/// Visible rooms: public and protected ones, and private ones the viewer is an active member of.
+pub(super) const LIST_ROOMS: &str = concat!(
+    "SELECT ",
+    room_cols!(),
+    " FROM rooms r WHERE r.deleted_at IS NULL AND r.name > ?2 \
+     AND (?3 IS NULL OR r.kind = ?3) \
+     AND (r.kind <> 'private' OR EXISTS (SELECT 1 FROM members j \
+          WHERE j.room = r.name AND j.user = ?1 AND j.status = 'active')) \
+     ORDER BY r.name LIMIT ?4"
+);
+
+/// Rooms the viewer is an active member of, walking the viewer's memberships.
+pub(super) const LIST_JOINED_ROOMS: &str = concat!(
+    "SELECT ",
+    room_cols!(),
+    " FROM members j JOIN rooms r ON r.name = j.room \
+     WHERE j.user = ?1 AND j.status = 'active' AND j.room > ?2 \
+     AND r.deleted_at IS NULL AND (?3 IS NULL OR r.kind = ?3) \
+     ORDER BY j.room LIMIT ?4"
+);
+
+pub(super) fn list_rooms(conn: &Connection, viewer: &str, q: &RoomQuery) -> StoreResult<Vec<Room>> {
+    let sql = if q.joined_only {
+        LIST_JOINED_ROOMS
+    } else {
+        LIST_ROOMS
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let after = q.after_name.as_deref().unwrap_or("");
+    let kind = q.kind.map(|k| k.as_str());
+    let rows = stmt.query_map(params![viewer, after, kind, q.limit], rows::room)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) const MEMBER: &str = concat!(
+    "SELECT ",
+    member_cols!(),
+    " FROM members WHERE room = ?1 AND user = ?2"
+);
+
+pub(super) fn member(conn: &Connection, room: &str, user: &str) -> StoreResult<Option<Member>> {
+    let mut stmt = conn.prepare_cached(MEMBER)?;
+    Ok(stmt
+        .query_row(params![room, user], rows::member)
+        .optional()?)
+}
+
+pub(super) const LIST_MEMBERS: &str = concat!(
+    "SELECT ",
+    member_cols!(),
+    " FROM members WHERE room = ?1 AND user > ?2 ORDER BY user LIMIT ?3"
+);
+
+pub(super) fn list_members(
+    conn: &Connection,
+    room: &str,
+    after_user: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<Member>> {
+    let mut stmt = conn.prepare_cached(LIST_MEMBERS)?;
+    let rows = stmt.query_map(params![room, after_user.unwrap_or(""), limit], rows::member)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) const ROOMS_OF: &str =
+    "SELECT room FROM members WHERE user = ?1 AND status = 'active' ORDER BY room";
+
+pub(super) fn rooms_of(conn: &Connection, user: &str) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached(ROOMS_OF)?;
+    let rows = stmt.query_map(params![user], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) const INVITATION: &str = concat!(
+    "SELECT ",
+    invitation_cols!(),
+    " FROM invitations WHERE id = ?1"
+);
+
+/// The invitation with its status as stored (callers apply [`rows::effective`]).
+pub(super) fn invitation_raw(conn: &Connection, id: &str) -> StoreResult<Option<Invitation>> {
+    let mut stmt = conn.prepare_cached(INVITATION)?;
+    Ok(stmt.query_row(params![id], rows::invitation).optional()?)
+}
+
+pub(super) fn invitation(conn: &Connection, id: &str, now: i64) -> StoreResult<Option<Invitation>> {
+    Ok(invitation_raw(conn, id)?.map(|i| rows::effective(i, now)))
+}
+
+pub(super) const PENDING_INVITATION: &str = concat!(
+    "SELECT ",
+    invitation_cols!(),
+    " FROM invitations WHERE room = ?1 AND invitee = ?2 AND status = 'pending' \
+     AND expires_at >= ?3 ORDER BY created_at DESC LIMIT 1"
+);
+
+pub(super) fn pending_invitation(
+    conn: &Connection,
+    room: &str,
+    user: &str,
+    now: i64,
+) -> StoreResult<Option<Invitation>> {
+    let mut stmt = conn.prepare_cached(PENDING_INVITATION)?;
+    Ok(stmt
+        .query_row(params![room, user, now], rows::invitation)
+        .optional()?)
+}
+
+pub(super) const INVITATIONS_FOR: &str = concat!(
+    "SELECT ",
+    invitation_cols!(),
+    " FROM invitations WHERE invitee = ?1 ORDER BY created_at DESC LIMIT ?2"
+);
+
+pub(super) fn invitations_for(
+    conn: &Connection,
+    user: &str,
+    now: i64,
+    limit: u32,
+) -> StoreResult<Vec<Invitation>> {
+    let mut stmt = conn.prepare_cached(INVITATIONS_FOR)?;
+    let rows = stmt.query_map(params![user, limit], rows::invitation)?;
+    rows.map(|r| Ok(rows::effective(r?, now))).collect()
+}
+
+pub(super) const ROOM_INVITATIONS: &str = concat!(
+    "SELECT ",
+    invitation_cols!(),
+    " FROM invitations WHERE room = ?1 ORDER BY created_at DESC LIMIT ?2"
+);
+
+pub(super) fn room_invitations(
+    conn: &Connection,
+    room: &str,
+    now: i64,
+    limit: u32,
+) -> StoreResult<Vec<Invitation>> {
+    let mut stmt = conn.prepare_cached(ROOM_INVITATIONS)?;
+    let rows = stmt.query_map(params![room, limit], rows::invitation)?;
+    rows.map(|r| Ok(rows::effective(r?, now))).collect()
+}
+
+pub(super) const MESSAGE: &str = concat!(
+    "SELECT ",
+    message_cols!(),
+    " FROM messages WHERE id = ?1 AND room = ?2"
+);
+
+pub(super) fn message(conn: &Connection, room: &str, id: &str) -> StoreResult<Option<Message>> {
+    let mut stmt = conn.prepare_cached(MESSAGE)?;
+    Ok(stmt
+        .query_row(params![id, room], rows::message)
+        .optional()?)
+}
+
+/// Newest first, below a seq.
+pub(super) const MESSAGES_BEFORE: &str = concat!(
+    "SELECT ",
+    message_cols!(),
+    " FROM messages WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+);
+
+/// Oldest first, above a seq.
+pub(super) const MESSAGES_AFTER: &str = concat!(
+    "SELECT ",
+    message_cols!(),
+    " FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
+);
+
+pub(super) fn messages(
+    conn: &Connection,
+    room: &str,
+    cursor: MessageCursor,
+    limit: u32,
+) -> StoreResult<Vec<Message>> {
+    let (sql, seq) = match cursor {
+        MessageCursor::Before(n) => (MESSAGES_BEFORE, n),
+        MessageCursor::After(n) => (MESSAGES_AFTER, n),
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![room, int(seq), limit], rows::message)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) const EVENTS_AFTER: &str = concat!(
+    "SELECT ",
+    event_cols!(),
+    " FROM events WHERE room = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
+);
+
+pub(super) fn events_after(
+    conn: &Connection,
+    room: &str,
+    after: u64,
+    limit: u32,
+) -> StoreResult<Vec<RoomEvent>> {
+    let mut stmt = conn.prepare_cached(EVENTS_AFTER)?;
+    let rows = stmt.query_map(params![room, int(after), limit], rows::event)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Two single-aggregate subqueries, so each is one index probe (min/max optimisation).
+pub(super) const EVENT_BOUNDS: &str = "SELECT \
+     coalesce((SELECT min(seq) FROM events WHERE room = ?1), 0), \
+     coalesce((SELECT max(seq) FROM events WHERE room = ?1), 0)";
+
+pub(super) fn event_bounds(conn: &Connection, room: &str) -> StoreResult<(u64, u64)> {
+    let mut stmt = conn.prepare_cached(EVENT_BOUNDS)?;
+    Ok(stmt.query_row(params![room], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
+pub(super) const DOCUMENT: &str = concat!(
+    "SELECT ",
+    document_cols!(),
+    " FROM documents d JOIN document_versions v \
+     ON v.room = d.room AND v.doc = d.doc AND v.version = d.version \
+     WHERE d.room = ?1 AND d.doc = ?2"
+);
+
+pub(super) fn document(conn: &Connection, room: &str, doc: &str) -> StoreResult<Option<Document>> {
+    let mut stmt = conn.prepare_cached(DOCUMENT)?;
+    Ok(stmt
+        .query_row(params![room, doc], rows::document)
+        .optional()?)
+}
+
+pub(super) const DOCUMENTS: &str = concat!(
+    "SELECT ",
+    document_cols!(),
+    " FROM documents d JOIN document_versions v \
+     ON v.room = d.room AND v.doc = d.doc AND v.version = d.version \
+     WHERE d.room = ?1 ORDER BY d.doc"
+);
+
+pub(super) fn documents(conn: &Connection, room: &str) -> StoreResult<Vec<Document>> {
+    let mut stmt = conn.prepare_cached(DOCUMENTS)?;
+    let rows = stmt.query_map(params![room], rows::document)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) const DOCUMENT_HISTORY: &str = concat!(
+    "SELECT ",
+    document_cols!(),
+    " FROM document_versions v WHERE v.room = ?1 AND v.doc = ?2 AND v.version < ?3 \
+     ORDER BY v.version DESC LIMIT ?4"
+);
+
+pub(super) fn document_history(
+    conn: &Connection,
+    room: &str,
+    doc: &str,
+    before: u64,
+    limit: u32,
+) -> StoreResult<Vec<Document>> {
+    let mut stmt = conn.prepare_cached(DOCUMENT_HISTORY)?;
+    let rows = stmt.query_map(params![room, doc, int(before), limit], rows::document)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) const NOTIFICATIONS: &str = concat!(
+    "SELECT ",
+    notification_cols!(),
+    " FROM notifications WHERE user = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
+);
+
+/// Without statistics the planner prefers the primary key range (which walks read rows too);
+/// `INDEXED BY` pins the (user, read, seq) index, and fails loudly if it ever goes away.
+pub(super) const UNREAD_NOTIFICATIONS: &str = concat!(
+    "SELECT ",
+    notification_cols!(),
+    " FROM notifications INDEXED BY notifications_unread \
+     WHERE user = ?1 AND read = 0 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
+);
+
+pub(super) fn notifications(
+    conn: &Connection,
+    user: &str,
+    q: &NotificationQuery,
+) -> StoreResult<Vec<Notification>> {
+    let sql = if q.unread_only {
+        UNREAD_NOTIFICATIONS
+    } else {
+        NOTIFICATIONS
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![user, int(q.after_seq), q.limit], rows::notification)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) const UNREAD_COUNT: &str =
+    "SELECT count(*) FROM notifications WHERE user = ?1 AND read = 0";
+
+pub(super) fn unread_count(conn: &Connection, user: &str) -> StoreResult<u64> {
+    let mut stmt = conn.prepare_cached(UNREAD_COUNT)?;
+    Ok(stmt.query_row(params![user], |r| r.get(0))?)
+}
+
+pub(super) const LAST_SEEN: &str = "SELECT last_seen FROM presence WHERE user = ?1";
+
+pub(super) fn last_seen(conn: &Connection, users: &[String]) -> StoreResult<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(LAST_SEEN)?;
+    let mut seen = HashSet::with_capacity(users.len());
+    let mut out = Vec::with_capacity(users.len());
+    for user in users {
+        if !seen.insert(user.as_str()) {
+            continue;
+        }
+        if let Some(at) = stmt
+            .query_row(params![user], |r| r.get::<_, i64>(0))
+            .optional()?
+        {
+            out.push((user.clone(), at));
+        }
+    }
+    Ok(out)
+}
+
+/// The directory search: `?1` the LIKE pattern (`''` for everyone), `?2`/`?3` the cursor's
+/// sort value and id, `?4` the limit. The id sort ignores `?2`; first pages ignore both (a
+/// parameter index that the text does not use may still be bound).
+macro_rules! search_users {
+    (first, $key:literal, $dir:literal) => {
+        concat!(
+            "SELECT ",
+            user_cols!(),
+            " FROM users WHERE (?1 = '' OR id LIKE ?1 ESCAPE '\\') \
+             ORDER BY ",
+            $key,
+            " ",
+            $dir,
+            ", id ",
+            $dir,
+            " LIMIT ?4"
+        )
+    };
+    (next_id, $cmp:literal, $dir:literal) => {
+        concat!(
+            "SELECT ",
+            user_cols!(),
+            " FROM users WHERE id ",
+            $cmp,
+            " ?3 AND (?1 = '' OR id LIKE ?1 ESCAPE '\\') \
+             ORDER BY id ",
+            $dir,
+            " LIMIT ?4"
+        )
+    };
+    // `key >= ?2` (or `<=`) is a plain range on the index; the row value then skips the ties
+    // already seen (the planner does not turn a row value over an expression into a range).
+    (next, $key:literal, $cmp:literal, $dir:literal) => {
+        concat!(
+            "SELECT ",
+            user_cols!(),
+            " FROM users WHERE ",
+            $key,
+            " ",
+            $cmp,
+            "= ?2 AND (",
+            $key,
+            ", id) ",
+            $cmp,
+            " (?2, ?3) AND (?1 = '' OR id LIKE ?1 ESCAPE '\\') \
+             ORDER BY ",
+            $key,
+            " ",
+            $dir,
+            ", id ",
+            $dir,
+            " LIMIT ?4"
+        )
+    };
+}
+
+pub(super) const USERS_BY_ID_ASC: &str = search_users!(first, "id", "ASC");
+pub(super) const USERS_BY_ID_DESC: &str = search_users!(first, "id", "DESC");
+pub(super) const USERS_BY_ID_ASC_NEXT: &str = search_users!(next_id, ">", "ASC");
+pub(super) const USERS_BY_ID_DESC_NEXT: &str = search_users!(next_id, "<", "DESC");
+pub(super) const USERS_BY_CREATED_ASC: &str = search_users!(first, "created_at", "ASC");
+pub(super) const USERS_BY_CREATED_DESC: &str = search_users!(first, "created_at", "DESC");
+pub(super) const USERS_BY_CREATED_ASC_NEXT: &str = search_users!(next, "created_at", ">", "ASC");
+pub(super) const USERS_BY_CREATED_DESC_NEXT: &str = search_users!(next, "created_at", "<", "DESC");
+pub(super) const USERS_BY_SEEN_ASC: &str = search_users!(first, "coalesce(last_seen, 0)", "ASC");
+pub(super) const USERS_BY_SEEN_DESC: &str = search_users!(first, "coalesce(last_seen, 0)", "DESC");
+pub(super) const USERS_BY_SEEN_ASC_NEXT: &str =
+    search_users!(next, "coalesce(last_seen, 0)", ">", "ASC");
+pub(super) const USERS_BY_SEEN_DESC_NEXT: &str =
+    search_users!(next, "coalesce(last_seen, 0)", "<", "DESC");
+
+/// The statement for a sort, an order and whether a cursor continues a previous page.
+pub(super) fn search_users_sql(sort: UserSort, order: Order, next: bool) -> &'static str {
+    use {Order::*, UserSort::*};
+    match (sort, order, next) {
+        (Id, Asc, false) => USERS_BY_ID_ASC,
+        (Id, Desc, false) => USERS_BY_ID_DESC,
+        (Id, Asc, true) => USERS_BY_ID_ASC_NEXT,
+        (Id, Desc, true) => USERS_BY_ID_DESC_NEXT,
+        (CreatedAt, Asc, false) => USERS_BY_CREATED_ASC,
+        (CreatedAt, Desc, false) => USERS_BY_CREATED_DESC,
+        (CreatedAt, Asc, true) => USERS_BY_CREATED_ASC_NEXT,
+        (CreatedAt, Desc, true) => USERS_BY_CREATED_DESC_NEXT,
+        (LastSeen, Asc, false) => USERS_BY_SEEN_ASC,
+        (LastSeen, Desc, false) => USERS_BY_SEEN_DESC,
+        (LastSeen, Asc, true) => USERS_BY_SEEN_ASC_NEXT,
+        (LastSeen, Desc, true) => USERS_BY_SEEN_DESC_NEXT,
+    }
+}
+
+/// `%q%` with LIKE's wildcards (and the escape character itself) escaped, or `''` for "all".
+pub(super) fn like_pattern(q: &str) -> String {
+    if q.is_empty() {
+        return String::new();
+    }
+    let mut p = String::with_capacity(q.len() + 2);
+    p.push('%');
+    for c in q.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// The sort value of a user under a sort (a never-seen user has last_seen 0).
+fn sort_value(user: &User, sort: UserSort) -> i64 {
+    match sort {
+        UserSort::Id => 0,
+        UserSort::CreatedAt => user.created_at,
+        UserSort::LastSeen => user.last_seen.unwrap_or(0),
+    }
+}
+
+/// An opaque cursor: `<sort value>:<id>` in lowercase hex.
+pub(super) fn encode_cursor(value: i64, id: &str) -> String {
+    format!("{value}:{id}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The inverse of [`encode_cursor`]; `None` for anything it did not make.
+pub(super) fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
+    if cursor.len() % 2 != 0 || !cursor.is_ascii() {
+        return None;
+    }
+    let bytes = (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (value, id) = text.split_once(':')?;
+    Some((value.parse().ok()?, id.to_owned()))
+}
+
+pub(super) fn search_users(conn: &Connection, q: &UserQuery) -> StoreResult<Page<User>> {
+    let cursor = match &q.cursor {
+        Some(c) => Some(decode_cursor(c).ok_or(StoreError::NotFound("cursor"))?),
+        None => None,
+    };
+    let sql = search_users_sql(q.sort, q.order, cursor.is_some());
+    let (value, after_id) = cursor.unwrap_or((0, String::new()));
+    let mut stmt = conn.prepare_cached(sql)?;
+    let fetch = i64::from(q.limit) + 1;
+    let rows = stmt.query_map(
+        params![like_pattern(&q.q), value, after_id, fetch],
+        rows::user,
+    )?;
+    let mut items: Vec<User> = rows.collect::<Result<_, _>>()?;
+    let next_cursor = if items.len() > q.limit as usize {
+        items.truncate(q.limit as usize);
+        items
+            .last()
+            .map(|u| encode_cursor(sort_value(u, q.sort), &u.id))
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// Messages and distinct senders per period of a room; `?2 <= created_at < ?3`.
+macro_rules! room_activity {
+    ($period:literal) => {
+        concat!(
+            "SELECT ",
+            $period,
+            " AS period, count(*), count(DISTINCT sender) FROM messages \
+             WHERE room = ?1 AND created_at >= ?2 AND created_at < ?3 \
+             GROUP BY period ORDER BY period"
+        )
+    };
+}
+
+pub(super) const ACTIVITY_BY_DAY: &str =
+    room_activity!("strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')");
+/// `weekday 0` moves to the coming Sunday (or stays on one); six days back is its Monday.
+pub(super) const ACTIVITY_BY_WEEK: &str =
+    room_activity!("date(created_at / 1000, 'unixepoch', 'weekday 0', '-6 days')");
+pub(super) const ACTIVITY_BY_MONTH: &str =
+    room_activity!("strftime('%Y-%m', created_at / 1000, 'unixepoch')");
+pub(super) const ACTIVITY_BY_YEAR: &str =
+    room_activity!("strftime('%Y', created_at / 1000, 'unixepoch')");
+
+pub(super) fn room_activity(
+    conn: &Connection,
+    room: &str,
+    period: Period,
+    from: i64,
+    to: i64,
+) -> StoreResult<Vec<ActivityBucket>> {
+    let sql = match period {
+        Period::Day => ACTIVITY_BY_DAY,
+        Period::Week => ACTIVITY_BY_WEEK,
+        Period::Month => ACTIVITY_BY_MONTH,
+        Period::Year => ACTIVITY_BY_YEAR,
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![room, from, to], |r| {
+        Ok(ActivityBucket {
+            period: r.get(0)?,
+            messages: r.get(1)?,
+            senders: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,316 @@
+//! The single writer: one connection, owned by one OS thread, fed by a channel.
+//!
+//! Callers send a [`Job`] with a oneshot sender for its answer. The channel is unbounded so that
+//! queuing never waits: a write is queued when `Store::commit` is called, which keeps one
+//! caller's writes in call order (its length is the `write_queue` gauge of `/metrics`). The thread takes the first job
+//! that arrives plus whatever else is already queued (up to [`MAX_BATCH`]) and commits them as
+//! one group:
+//!
+//! ```text
+//! BEGIN IMMEDIATE
+//!   SAVEPOINT job; <job 1>; RELEASE job          -- success
+//!   SAVEPOINT job; <job 2>; ROLLBACK TO job; RELEASE job   -- this job failed: undone alone
+//!   …
+//! COMMIT                                          -- one fsync-worth of WAL for the whole group
+//! ```
+//!
+//! Answers are held back until `COMMIT` returns, so no caller ever sees a result that could
+//! still be lost; if `COMMIT` fails, every job of the group gets that error. Under load, batching
+//! turns many small transactions into a few larger ones, and with no load a lone job commits at
+//! once (no waiting for company).
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::apply;
+use crate::store::{Committed, Purged, RetentionCutoffs, StoreError, StoreResult, Write};
+
+/// Most jobs committed in one transaction.
+pub(super) const MAX_BATCH: usize = 256;
+
+type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+/// One unit of work for the writer thread.
+#[derive(Debug)]
+pub(super) enum Job {
+    Commit(Box<Write>, Reply<Committed>),
+    TouchUser {
+        user: String,
+        now: i64,
+        reply: Reply<()>,
+    },
+    SaveLastSeen {
+        user: String,
+        at: i64,
+        reply: Reply<()>,
+    },
+    Purge(RetentionCutoffs, Reply<Purged>),
+}
+
+/// A job's outcome, kept until the group's `COMMIT` decides whether it stands.
+enum Done {
+    Commit(Reply<Committed>, StoreResult<Committed>),
+    Unit(Reply<()>, StoreResult<()>),
+    Purge(Reply<Purged>, StoreResult<Purged>),
+}
+
+impl Job {
+    /// Runs the job inside its own savepoint.
+    fn run(self, tx: &Transaction<'_>) -> Ran {
+        match self {
+            Job::Commit(write, reply) => in_savepoint(
+                tx,
+                |tx| apply::commit(tx, &write),
+                |r| Done::Commit(reply, r),
+            ),
+            Job::TouchUser { user, now, reply } => in_savepoint(
+                tx,
+                |tx| apply::touch_user(tx, &user, now),
+                |r| Done::Unit(reply, r),
+            ),
+            Job::SaveLastSeen { user, at, reply } => in_savepoint(
+                tx,
+                |tx| apply::save_last_seen(tx, &user, at),
+                |r| Done::Unit(reply, r),
+            ),
+            Job::Purge(cutoffs, reply) => in_savepoint(
+                tx,
+                |tx| apply::purge(tx, &cutoffs),
+                |r| Done::Purge(reply, r),
+            ),
+        }
+    }
+
+    /// Answers without running (the group could not start).
+    fn fail(self, err: &str) {
+        match self {
+            Job::Commit(_, reply) => drop(reply.send(Err(backend(err)))),
+            Job::TouchUser { reply, .. } | Job::SaveLastSeen { reply, .. } => {
+                drop(reply.send(Err(backend(err))))
+            }
+            Job::Purge(_, reply) => drop(reply.send(Err(backend(err)))),
+        }
+    }
+}
+
+impl Done {
+    fn is_ok(&self) -> bool {
+        match self {
+            Done::Commit(_, r) => r.is_ok(),
+            Done::Unit(_, r) => r.is_ok(),
+            Done::Purge(_, r) => r.is_ok(),
+        }
+    }
+
+    /// Sends the outcome; a caller that stopped waiting is no error.
+    fn answer(self) {
+        match self {
+            Done::Commit(reply, r) => drop(reply.send(r)),
+            Done::Unit(reply, r) => drop(reply.send(r)),
+            Done::Purge(reply, r) => drop(reply.send(r)),
+        }
+    }
+
+    /// Sends `err` instead of the outcome (the group did not commit).
+    fn fail(self, err: &str) {
+        match self {
+            Done::Commit(reply, _) => drop(reply.send(Err(backend(err)))),
+            Done::Unit(reply, _) => drop(reply.send(Err(backend(err)))),
+            Done::Purge(reply, _) => drop(reply.send(Err(backend(err)))),
+        }
+    }
+}
+
+fn backend(err: &str) -> StoreError {
+    StoreError::Backend(err.to_owned())
+}
+
+/// A job's outcome, and the error that broke the whole group if its savepoint failed.
+struct Ran {
+    done: Done,
+    broke_group: Option<rusqlite::Error>,
+}
+
+/// `SAVEPOINT`, the job, then `RELEASE` on success or `ROLLBACK TO` + `RELEASE` on failure.
+/// A panic in the job is caught and becomes that job's error. If the savepoint itself cannot
+/// be opened or closed, the transaction is in an unknown state and the group must be abandoned.
+fn in_savepoint<T>(
+    tx: &Transaction<'_>,
+    job: impl FnOnce(&Transaction<'_>) -> StoreResult<T>,
+    done: impl FnOnce(StoreResult<T>) -> Done,
+) -> Ran {
+    if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+        return Ran {
+            done: done(Err(StoreError::Backend(e.to_string()))),
+            broke_group: Some(e),
+        };
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| job(tx))).unwrap_or_else(|_| {
+        tracing::error!("store write panicked; rolled back");
+        Err(backend("write panicked"))
+    });
+    let close = if result.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    Ran {
+        done: done(result),
+        broke_group: tx.execute_batch(close).err(),
+    }
+}
+
+/// The caller side: a sender and the queue gauge. Dropping it stops the thread once the jobs
+/// already queued are done, and waits for that.
+#[derive(Debug)]
+pub(super) struct Writer {
+    sender: Option<mpsc::UnboundedSender<Job>>,
+    queued: Arc<AtomicU32>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub(super) fn start(conn: Connection) -> StoreResult<Writer> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicU32::new(0));
+        let gauge = queued.clone();
+        let thread = std::thread::Builder::new()
+            .name("roam-sqlite-writer".into())
+            .spawn(move || run(conn, receiver, &gauge))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            sender: Some(sender),
+            queued,
+            thread: Some(thread),
+        })
+    }
+
+    /// Jobs sent and not yet taken by the writer.
+    pub(super) fn queued(&self) -> u32 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// True while the writer thread runs.
+    pub(super) fn is_alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Queues a job made around a fresh reply channel — at once, before the returned future is
+    /// polled, so jobs submitted one after another are applied in that order — and returns the
+    /// future of its answer.
+    pub(super) fn submit<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Job,
+    ) -> impl Future<Output = StoreResult<T>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let queued = match &self.sender {
+            Some(sender) => {
+                // Counted before sending so the writer's decrement can never come first.
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                let sent = sender.send(make(reply)).is_ok();
+                if !sent {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                sent
+            }
+            None => false,
+        };
+        async move {
+            if !queued {
+                return Err(stopped());
+            }
+            answer.await.map_err(|_| stopped())?
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the store writer has stopped".into())
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.sender.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the store writer thread panicked");
+            }
+        }
+    }
+}
+
+/// The writer thread's loop: one group per wake-up, until every sender is gone.
+fn run(mut conn: Connection, mut receiver: mpsc::UnboundedReceiver<Job>, queued: &AtomicU32) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        queued.fetch_sub(batch.len() as u32, Ordering::Relaxed);
+        commit_group(&mut conn, &mut batch);
+    }
+    tracing::debug!("store writer stopped");
+}
+
+/// Commits one group; every job of `batch` is answered and the vector left empty.
+pub(super) fn commit_group(conn: &mut Connection, batch: &mut Vec<Job>) {
+    let started = Instant::now();
+    let size = batch.len();
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, size, "store: cannot begin a write transaction");
+            let msg = e.to_string();
+            batch.drain(..).for_each(|job| job.fail(&msg));
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(size);
+    let mut broken: Option<String> = None;
+    for job in batch.drain(..) {
+        if let Some(msg) = &broken {
+            job.fail(msg);
+            continue;
+        }
+        let ran = job.run(&tx);
+        done.push(ran.done);
+        if let Some(e) = ran.broke_group {
+            tracing::error!(error = %e, "store: savepoint failed, abandoning the group");
+            broken = Some(e.to_string());
+        }
+    }
+    if let Some(msg) = broken {
+        drop(tx); // rolls back
+        done.into_iter().for_each(|d| d.fail(&msg));
+        return;
+    }
+    let failed = done.iter().filter(|d| !d.is_ok()).count();
+    match tx.commit() {
+        Ok(()) => {
+            tracing::debug!(
+                size,
+                failed,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "store: group committed"
+            );
+            done.into_iter().for_each(Done::answer);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, size, "store: group commit failed");
+            let msg = e.to_string();
+            done.into_iter().for_each(|d| d.fail(&msg));
+        }
+    }
+}
