@@ -88,7 +88,11 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("opening the store failed: {e}")))??;
-        tracing::info!(path = %path.display(), readers = reader_conns.len(), "store: SQLite opened");
+        tracing::info!(
+            path = %path.display(),
+            readers = reader_conns.len(),
+            "store: SQLite opened"
+        );
         Ok(SqliteStore {
             path,
             readers: ReaderPool::new(reader_conns),

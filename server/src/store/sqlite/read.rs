@@ -460,6 +460,7 @@ pub(super) fn search_users_sql(sort: UserSort, order: Order, next: bool) -> &'st
 }
 
 /// `%q%` with LIKE's wildcards (and the escape character itself) escaped, or `''` for "all".
+/// (SQLite's LIKE folds case for ASCII letters only, which covers user ids in practice.)
 pub(super) fn like_pattern(q: &str) -> String {
     if q.is_empty() {
         return String::new();

@@ -2,16 +2,16 @@
 //!
 //! Callers send a [`Job`] with a oneshot sender for its answer. The channel is unbounded so that
 //! queuing never waits: a write is queued when `Store::commit` is called, which keeps one
-//! caller's writes in call order (its length is the `write_queue` gauge of `/metrics`). The thread takes the first job
-//! that arrives plus whatever else is already queued (up to [`MAX_BATCH`]) and commits them as
-//! one group:
+//! caller's writes in call order (the queue length is the `write_queue` gauge of `/metrics`).
+//! The thread takes the first job that arrives plus whatever else is already queued (up to
+//! [`MAX_BATCH`]) and commits them as one group:
 //!
 //! ```text
 //! BEGIN IMMEDIATE
 //!   SAVEPOINT job; <job 1>; RELEASE job          -- success
 //!   SAVEPOINT job; <job 2>; ROLLBACK TO job; RELEASE job   -- this job failed: undone alone
 //!   …
-//! COMMIT                                          -- one fsync-worth of WAL for the whole group
+//! COMMIT                                          -- one WAL commit for the whole group
 //! ```
 //!
 //! Answers are held back until `COMMIT` returns, so no caller ever sees a result that could
