@@ -368,8 +368,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn commit(&self, write: Write) -> BoxFuture<'static, StoreResult<Committed>>;
 
     /// The recorded result for `(user, key)`, if any.
-    async fn idempotent_result(&self, user: &str, key: &str)
-        -> StoreResult<Option<StoredResult>>;
+    async fn idempotent_result(&self, user: &str, key: &str) -> StoreResult<Option<StoredResult>>;
 
     /// Records the user in the directory (first sight) and sets `last_seen`.
     async fn touch_user(&self, user: &str, now: i64) -> StoreResult<()>;
@@ -400,11 +399,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: i64,
     ) -> StoreResult<Option<Invitation>>;
     /// Invitations addressed to the user, newest first.
-    async fn invitations_for(&self, user: &str, now: i64, limit: u32)
-        -> StoreResult<Vec<Invitation>>;
+    async fn invitations_for(
+        &self,
+        user: &str,
+        now: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Invitation>>;
     /// Invitations of a room, newest first.
-    async fn room_invitations(&self, room: &str, now: i64, limit: u32)
-        -> StoreResult<Vec<Invitation>>;
+    async fn room_invitations(
+        &self,
+        room: &str,
+        now: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Invitation>>;
 
     async fn message(&self, room: &str, id: &str) -> StoreResult<Option<Message>>;
     async fn messages(
