@@ -1,5 +1,81 @@
-//! Roam client core.
+//! Roam client core: the offline-first heart of the Roam mobile apps, written once in Rust and
+//! wrapped for Swift and Kotlin by the `roam-ffi` crate.
+//!
+//! A [`Client`] is opened on one account's SQLite database and works fully without a server:
+//! every read is answered from the store, every write lands in the store and in a durable outbox
+//! in one transaction and shows up at once as pending. Once started, the client keeps a
+//! WebSocket to the server (reconnecting with backoff), recovers every event it missed by
+//! sequence number, replays the outbox in order per room, and reports everything to the app
+//! through listeners.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use roam_core::{Client, ClientConfig, RoomKind, SendState, StaticToken};
+//!
+//! # async fn demo() -> roam_core::Result<()> {
+//! let config = ClientConfig::new("/data/alice.db", "https://chat.example.com", "alice");
+//! let client = Client::open(config, Arc::new(StaticToken("<jwt>".into())))?;
+//!
+//! // Works offline: queued, visible at once, pending.
+//! client.create_room("general".into(), RoomKind::Public, "General".into(), None)?;
+//! let msg = client.send_message("general".into(), "hello".into())?;
+//! assert_eq!(msg.send_state, SendState::Pending);
+//! assert_eq!(client.messages("general".into(), None, 50)?.len(), 1);
+//!
+//! // Connect; the outbox is delivered in the background after recovery.
+//! client.start().await?;
+//! // ... later, when the OS reports connectivity:
+//! client.network_available();
+//! println!("{:?}", client.metrics());
+//! client.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Module map: [`client`] (the API), [`config`], [`error`], [`model`] (records), [`listeners`],
+//! [`metrics`]; internally `db` (store and migrations), `outbox` (durable queue and scheduler),
+//! `optimistic` (local effects of each mutation), `socket` (reconnecting connection),
+//! `sync` (applying server events, recovery), `typing`, `presence`, `http` (REST), `backoff`.
+//! [`cache`], [`debounce`] and [`lazy`] are general-purpose helpers.
 
 pub mod cache;
 pub mod debounce;
 pub mod lazy;
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod listeners;
+pub mod metrics;
+pub mod model;
+
+mod auth;
+mod backoff;
+mod context;
+mod db;
+mod http;
+mod optimistic;
+mod outbox;
+mod presence;
+mod socket;
+mod sync;
+mod typing;
+
+pub use auth::{StaticToken, TokenProvider};
+pub use client::Client;
+pub use config::{
+    ClientConfig, HeartbeatConfig, OutboxConfig, PresenceConfig, ReconnectConfig, TypingConfig,
+};
+pub use error::{Error, Result};
+pub use listeners::{
+    ConnectionStateListener, DocumentListener, NotificationListener, PresenceListener,
+    RoomListener, Subscription, TypingListener,
+};
+pub use metrics::MetricsSnapshot;
+pub use model::{
+    ConnectionState, DocumentUpdate, LocalDocument, LocalMessage, NotificationInfo, OutboxEntry,
+    PresenceInfo, RoomInfo, RoomUpdate, SendState,
+};
+pub use roam_proto::{
+    Document, ErrorCode, Member, MemberStatus, Presence, PresenceStatus, Role, RoomKind,
+};

@@ -1,0 +1,812 @@
+//! [`Client`]: the one object an app holds per account.
+//!
+//! It is a cheap, clonable handle over the shared [`Context`]. Its methods come in four kinds:
+//!
+//! - **Lifecycle** (`open`, `start`, `set_online`, `network_available`, `shutdown`). `open` only
+//!   opens the store and loads the outbox; the client is fully usable offline from then on.
+//!   `start` (inside a Tokio runtime) starts the connection loop and the typing and presence
+//!   timers.
+//! - **Reads** are synchronous and answered from the local store (or, for typing, from memory);
+//!   they never wait for the network.
+//! - **Writes** are synchronous too: each validates its input (a bad one is refused with
+//!   [`Error::InvalidInput`] before anything is written), then writes the optimistic change and
+//!   its outbox entry in one transaction and returns the local object (or the entry id) with
+//!   [`SendState::Pending`]. Delivery happens in the background (see [`crate::outbox`]).
+//! - **Network reads** (`refresh_*`, `load_older_messages`) are `async`: they fetch over REST
+//!   with conditional requests, store the result, and return what the store now holds.
+//!
+//! Listeners are registered with the `subscribe_*` methods; see [`crate::listeners`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use roam_proto::{
+    ClientFrame, Member, MemberStatus, Mutation, Presence, PresenceStatus, Role, RoomKind,
+};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::auth::TokenProvider;
+use crate::config::ClientConfig;
+use crate::context::{Context, SessionCmd, Want};
+use crate::db::{reads, writes, Db};
+use crate::error::{Error, Result};
+use crate::http::{self, Fetched, Http};
+use crate::listeners::{
+    AppEvent, ConnectionStateListener, Dispatcher, DocumentListener, NotificationListener,
+    PresenceListener, RoomListener, Subscription, Target, TypingListener,
+};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::model::{
+    now_ms, ConnectionState, LocalDocument, LocalMessage, NotificationInfo, OutboxEntry, RoomInfo,
+};
+use crate::{optimistic, outbox, presence, socket, typing};
+
+/// Background tasks of a started client.
+#[derive(Debug)]
+struct Tasks {
+    socket: JoinHandle<()>,
+    timers: Vec<JoinHandle<()>>,
+}
+
+/// The client core of one account. Clone it freely; all clones share one client.
+#[derive(Clone)]
+pub struct Client {
+    ctx: Arc<Context>,
+    tasks: Arc<Mutex<Option<Tasks>>>,
+    online: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("user", &self.ctx.me)
+            .field("state", &self.ctx.connection_state())
+            .finish()
+    }
+}
+
+impl Client {
+    // -----------------------------------------------------------------------------------------
+    // Lifecycle
+
+    /// Opens (creating and migrating if needed) the account's store and loads its outbox. Needs
+    /// no network and no runtime.
+    #[tracing::instrument(skip_all, fields(user = %config.user_id))]
+    pub fn open(config: ClientConfig, tokens: Arc<dyn TokenProvider>) -> Result<Client> {
+        config.validate()?;
+        let db = Db::open(&config.db_path)?;
+        let dispatcher = Dispatcher::start()
+            .map_err(|e| Error::state(format!("cannot start the listener thread: {e}")))?;
+        let http = Http::new(
+            http::base_url(&config.server_url)?,
+            tokens.clone(),
+            config.http_timeout,
+        )?;
+        let ctx = Arc::new(Context::new(config, db, dispatcher, tokens, http));
+        let pending = outbox::load(&ctx)?;
+        tracing::debug!(pending, "client opened");
+        Ok(Client {
+            ctx,
+            tasks: Arc::new(Mutex::new(None)),
+            online: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    /// The account's user id.
+    pub fn user_id(&self) -> String {
+        self.ctx.me.clone()
+    }
+
+    /// Starts the background work: the connection loop (online unless `set_online(false)` was
+    /// called) and the typing and presence timers. Must be called inside a Tokio runtime.
+    /// Calling it again while started does nothing.
+    pub async fn start(&self) -> Result<()> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let mut tasks = self.tasks.lock();
+        if tasks.is_some() {
+            return Ok(());
+        }
+        let want = if self.online.load(Ordering::SeqCst) {
+            Want::Online
+        } else {
+            Want::Offline
+        };
+        self.ctx.want.send_replace(want);
+        let socket = handle.spawn(socket::run(self.ctx.clone()));
+        let send_ctx = self.ctx.clone();
+        let emit_ctx = self.ctx.clone();
+        let typing_task = handle.spawn(typing::run(
+            self.ctx.typing.clone(),
+            move |room, typing| {
+                send_ctx.send(SessionCmd::Frame(ClientFrame::Typing { room, typing }));
+            },
+            move |room, users| emit_ctx.emit(AppEvent::Typing { room, users }),
+        ));
+        let presence_ctx = self.ctx.clone();
+        let presence_task = handle.spawn(presence::run(self.ctx.presence.clone(), move |status| {
+            send_presence(&presence_ctx, status);
+        }));
+        *tasks = Some(Tasks {
+            socket,
+            timers: vec![typing_task, presence_task],
+        });
+        Ok(())
+    }
+
+    /// Whether the app wants the client connected. `false` closes the connection and stays
+    /// offline (writes keep queueing); `true` connects again.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::SeqCst);
+        if self.tasks.lock().is_some() {
+            self.ctx.want.send_replace(if online {
+                Want::Online
+            } else {
+                Want::Offline
+            });
+        }
+    }
+
+    /// Tells the client the OS reports the network is back: a pending reconnect wait is cut
+    /// short and the next attempt starts at once.
+    pub fn network_available(&self) {
+        self.ctx.network_available.notify_waiters();
+    }
+
+    /// Stops the background work (closing the connection) and waits for it to end. The store
+    /// stays readable and writable; `start` may be called again.
+    pub async fn shutdown(&self) {
+        let tasks = self.tasks.lock().take();
+        let Some(tasks) = tasks else {
+            return;
+        };
+        self.ctx.want.send_replace(Want::Shutdown);
+        for t in &tasks.timers {
+            t.abort();
+        }
+        let mut socket = tasks.socket;
+        if tokio::time::timeout(Duration::from_secs(5), &mut socket)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the connection did not close in time; aborting it");
+            socket.abort();
+        }
+        self.ctx.set_session(None);
+        self.ctx.set_connection_state(ConnectionState::Offline);
+    }
+
+    /// The connection's current state.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.ctx.connection_state()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reads (local store)
+
+    /// Every room known locally, by name.
+    pub fn rooms(&self) -> Result<Vec<RoomInfo>> {
+        self.ctx.db.read(reads::rooms)
+    }
+
+    /// One room.
+    pub fn room(&self, room: String) -> Result<Option<RoomInfo>> {
+        self.ctx.db.read(|c| reads::room(c, &room))
+    }
+
+    /// A room's members as known locally.
+    pub fn members(&self, room: String) -> Result<Vec<Member>> {
+        self.ctx.db.read(|c| reads::members(c, &room))
+    }
+
+    /// A page of messages, oldest first. `before_seq = None`: the newest page, followed by the
+    /// local messages not yet confirmed (in the order they were written). `limit` is 1–200.
+    pub fn messages(
+        &self,
+        room: String,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<LocalMessage>> {
+        check_limit(limit)?;
+        self.ctx
+            .db
+            .read(|c| reads::messages(c, &room, before_seq, limit))
+    }
+
+    /// One message, by its local id or server id.
+    pub fn message(&self, id: String) -> Result<Option<LocalMessage>> {
+        self.ctx.db.read(|c| reads::message_by_any_id(c, &id))
+    }
+
+    /// One document.
+    pub fn document(&self, room: String, doc: String) -> Result<Option<LocalDocument>> {
+        self.ctx.db.read(|c| reads::document(c, &room, &doc))
+    }
+
+    /// A room's documents.
+    pub fn documents(&self, room: String) -> Result<Vec<LocalDocument>> {
+        self.ctx.db.read(|c| reads::documents(c, &room))
+    }
+
+    /// Notifications with `seq > after_seq` (all when `None`), oldest first.
+    pub fn notifications(
+        &self,
+        after_seq: Option<u64>,
+        unread_only: bool,
+        limit: u32,
+    ) -> Result<Vec<NotificationInfo>> {
+        check_limit(limit)?;
+        self.ctx.db.read(|c| {
+            reads::notifications(c, after_seq.unwrap_or(0), unread_only, limit)
+        })
+    }
+
+    /// The unread notification count (as last reported by the server, adjusted by local
+    /// mark-read calls).
+    pub fn unread_count(&self) -> Result<u64> {
+        self.ctx.db.read(|c| reads::kv_u64(c, "unread"))
+    }
+
+    /// A user's last known presence.
+    pub fn presence(&self, user: String) -> Result<Option<Presence>> {
+        self.ctx.db.read(|c| reads::presence(c, &user))
+    }
+
+    /// This device's presence (`online` or `away`).
+    pub fn my_presence(&self) -> PresenceStatus {
+        self.ctx.presence.status()
+    }
+
+    /// Who is typing in a room right now (other users).
+    pub fn typing(&self, room: String) -> Vec<String> {
+        self.ctx.typing.users(&room)
+    }
+
+    /// Every outbox entry, in queue order, with its state.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        self.ctx.db.read(reads::outbox)
+    }
+
+    /// Counters and the outbox as it is now.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let figures = self
+            .ctx
+            .db
+            .read(|c| reads::outbox_figures(c, now_ms()))
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "cannot read the outbox figures");
+                Default::default()
+            });
+        self.ctx.metrics.snapshot(figures)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Writes (store + outbox, one transaction each)
+
+    /// Sends a message. Returns it as stored locally: pending, with a local id.
+    pub fn send_message(&self, room: String, body: String) -> Result<LocalMessage> {
+        self.send_reply(room, body, None)
+    }
+
+    /// Sends a message in reply to another (by its server id).
+    pub fn send_reply(
+        &self,
+        room: String,
+        body: String,
+        reply_to: Option<String>,
+    ) -> Result<LocalMessage> {
+        // The message id is chosen here (protocol §6, `message.send` `id`) and doubles as the
+        // idempotency key, so later edits can name the message before the server has answered.
+        let id = outbox::new_key();
+        let mutation = Mutation::SendMessage {
+            room: room.clone(),
+            body: body.clone(),
+            reply_to: reply_to.clone(),
+            id: Some(id.clone()),
+        };
+        let (_, m) = outbox::enqueue_with_id(&self.ctx, id, mutation, None, |tx, step, fx| {
+            optimistic::send_message(tx, step, fx, &room, &body, reply_to.as_deref())
+        })?;
+        self.typing_stopped(room);
+        Ok(m)
+    }
+
+    fn own_message(&self, room: &str, id: &str) -> Result<LocalMessage> {
+        let m = self
+            .ctx
+            .db
+            .read(|c| reads::message_by_any_id(c, id))?
+            .ok_or_else(|| Error::not_found(format!("message {id}")))?;
+        if m.room != room {
+            return Err(Error::invalid(format!("message {id} is not in room {room}")));
+        }
+        Ok(m)
+    }
+
+    /// Edits one of the account's messages (by local or server id). Works on messages still
+    /// queued: the edit is sent after the message (which travels with its local id).
+    pub fn edit_message(&self, room: String, message: String, body: String) -> Result<LocalMessage> {
+        let before = self.own_message(&room, &message)?;
+        if before.sender != self.ctx.me {
+            return Err(Error::invalid("only the author can edit a message"));
+        }
+        if before.deleted {
+            return Err(Error::invalid("the message is deleted"));
+        }
+        if before.id.is_none() && before.send_state.is_failed() {
+            return Err(Error::state(
+                "the message was never sent: retry or discard its outbox entry first",
+            ));
+        }
+        let mutation = Mutation::EditMessage {
+            room: room.clone(),
+            message: before.id.clone().unwrap_or_else(|| before.local_id.clone()),
+            body: body.clone(),
+        };
+        let (_, m) = outbox::enqueue(
+            &self.ctx,
+            mutation,
+            Some(before.local_id.clone()),
+            |tx, step, fx| optimistic::change_message(tx, step, fx, &before, Some(&body)),
+        )?;
+        Ok(m)
+    }
+
+    /// Deletes a message (by local or server id). A local message that was never sent and
+    /// failed is simply discarded.
+    pub fn delete_message(&self, room: String, message: String) -> Result<LocalMessage> {
+        let before = self.own_message(&room, &message)?;
+        if before.deleted {
+            return Ok(before);
+        }
+        if before.id.is_none() && before.send_state.is_failed() {
+            outbox::discard(&self.ctx, &before.local_id)?;
+            return Ok(LocalMessage {
+                deleted: true,
+                body: String::new(),
+                ..before
+            });
+        }
+        let mutation = Mutation::DeleteMessage {
+            room: room.clone(),
+            message: before.id.clone().unwrap_or_else(|| before.local_id.clone()),
+        };
+        let (_, m) = outbox::enqueue(
+            &self.ctx,
+            mutation,
+            Some(before.local_id.clone()),
+            |tx, step, fx| optimistic::change_message(tx, step, fx, &before, None),
+        )?;
+        Ok(m)
+    }
+
+    /// Creates a room owned by the account. `metadata_json`: a JSON object, or `None` for `{}`.
+    pub fn create_room(
+        &self,
+        room: String,
+        kind: RoomKind,
+        title: String,
+        metadata_json: Option<String>,
+    ) -> Result<RoomInfo> {
+        let metadata = parse_metadata(metadata_json.as_deref())?.unwrap_or(Value::Object(Default::default()));
+        let mutation = Mutation::CreateRoom {
+            room: room.clone(),
+            kind,
+            title: title.clone(),
+            metadata: metadata.clone(),
+        };
+        let (_, info) = outbox::enqueue(&self.ctx, mutation, None, |tx, step, fx| {
+            optimistic::create_room(tx, step, fx, &room, kind, &title, &metadata)
+        })?;
+        Ok(info)
+    }
+
+    /// Changes a room's title, kind or metadata (at least one).
+    pub fn update_room(
+        &self,
+        room: String,
+        title: Option<String>,
+        kind: Option<RoomKind>,
+        metadata_json: Option<String>,
+    ) -> Result<RoomInfo> {
+        let mutation = Mutation::UpdateRoom {
+            room,
+            title,
+            kind,
+            metadata: parse_metadata(metadata_json.as_deref())?,
+        };
+        let m2 = mutation.clone();
+        let (_, info) = outbox::enqueue(&self.ctx, mutation, None, |tx, step, fx| {
+            optimistic::update_room(tx, step, fx, &m2)
+        })?;
+        Ok(info)
+    }
+
+    /// Deletes a room (owner only). Returns the outbox entry id.
+    pub fn delete_room(&self, room: String) -> Result<String> {
+        self.plain(Mutation::DeleteRoom { room })
+    }
+
+    /// Joins a room. Returns the outbox entry id.
+    pub fn join_room(&self, room: String) -> Result<String> {
+        let r = room.clone();
+        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::JoinRoom { room }, None, |tx, step, fx| {
+            optimistic::membership(tx, step, fx, &r, true)
+        })?;
+        Ok(id)
+    }
+
+    /// Leaves a room. Returns the outbox entry id.
+    pub fn leave_room(&self, room: String) -> Result<String> {
+        let r = room.clone();
+        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::LeaveRoom { room }, None, |tx, step, fx| {
+            optimistic::membership(tx, step, fx, &r, false)
+        })?;
+        Ok(id)
+    }
+
+    /// Hands the room to another active member (owner only). Returns the outbox entry id.
+    pub fn transfer_ownership(&self, room: String, user: String) -> Result<String> {
+        self.plain(Mutation::TransferOwnership { room, user })
+    }
+
+    /// Invites a user (role defaults to member; `ttl_secs` to 7 days). Returns the entry id.
+    pub fn invite(
+        &self,
+        room: String,
+        user: String,
+        role: Option<Role>,
+        ttl_secs: Option<u64>,
+    ) -> Result<String> {
+        self.plain(Mutation::Invite {
+            room,
+            user,
+            role: role.unwrap_or(Role::Member),
+            ttl_secs,
+        })
+    }
+
+    /// Accepts an invitation; the room is followed once the server confirms.
+    pub fn accept_invitation(&self, invitation: String) -> Result<String> {
+        self.plain(Mutation::AcceptInvitation { invitation })
+    }
+
+    /// Rejects an invitation.
+    pub fn reject_invitation(&self, invitation: String) -> Result<String> {
+        self.plain(Mutation::RejectInvitation { invitation })
+    }
+
+    /// Changes a member's role (not to owner: use `transfer_ownership`).
+    pub fn set_role(&self, room: String, user: String, role: Role) -> Result<String> {
+        let (r, u) = (room.clone(), user.clone());
+        let (id, ()) = outbox::enqueue(
+            &self.ctx,
+            Mutation::SetRole { room, user, role },
+            None,
+            |tx, _, fx| optimistic::member_change(tx, fx, &r, &u, Some(role), None, false),
+        )?;
+        Ok(id)
+    }
+
+    /// Bans a member.
+    pub fn ban(&self, room: String, user: String) -> Result<String> {
+        let (r, u) = (room.clone(), user.clone());
+        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::Ban { room, user }, None, |tx, _, fx| {
+            optimistic::member_change(tx, fx, &r, &u, None, Some(MemberStatus::Banned), false)
+        })?;
+        Ok(id)
+    }
+
+    /// Lifts a ban.
+    pub fn unban(&self, room: String, user: String) -> Result<String> {
+        let (r, u) = (room.clone(), user.clone());
+        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::Unban { room, user }, None, |tx, _, fx| {
+            optimistic::member_change(tx, fx, &r, &u, None, None, true)
+        })?;
+        Ok(id)
+    }
+
+    /// Writes a document on top of `base_version` (0 creates it). If the server holds a newer
+    /// version the edit fails with `version_conflict`: the document listener gets
+    /// [`DocumentUpdate::Conflict`](crate::DocumentUpdate::Conflict) with the server's version,
+    /// and the local document carries it in `conflict`. Rebase and call this again with
+    /// `base_version = conflict.version` (the failed edit is dropped then).
+    pub fn put_document(
+        &self,
+        room: String,
+        doc: String,
+        base_version: u64,
+        content: String,
+    ) -> Result<LocalDocument> {
+        let mutation = Mutation::PutDocument {
+            room: room.clone(),
+            doc: doc.clone(),
+            base_version,
+            content: content.clone(),
+        };
+        let (_, d) = outbox::enqueue(&self.ctx, mutation, None, |tx, step, fx| {
+            optimistic::put_document(tx, step, fx, &room, &doc, base_version, &content)
+        })?;
+        Ok(d)
+    }
+
+    /// Marks notifications read (at most 500 ids).
+    pub fn mark_read(&self, ids: Vec<String>) -> Result<String> {
+        let ids2 = ids.clone();
+        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::MarkRead { ids }, None, |tx, _, fx| {
+            optimistic::mark_read(tx, fx, Some(&ids2))
+        })?;
+        Ok(id)
+    }
+
+    /// Marks every notification read.
+    pub fn mark_all_read(&self) -> Result<String> {
+        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::MarkAllRead {}, None, |tx, _, fx| {
+            optimistic::mark_read(tx, fx, None)
+        })?;
+        Ok(id)
+    }
+
+    /// Puts a failed outbox entry back in its queue (same idempotency key).
+    pub fn retry(&self, entry_id: String) -> Result<()> {
+        outbox::retry(&self.ctx, &entry_id)
+    }
+
+    /// Drops a pending (not on the wire) or failed outbox entry and undoes its local change
+    /// (a discarded send removes the local message).
+    pub fn discard(&self, entry_id: String) -> Result<()> {
+        outbox::discard(&self.ctx, &entry_id)
+    }
+
+    fn plain(&self, mutation: Mutation) -> Result<String> {
+        let (id, ()) = outbox::enqueue(&self.ctx, mutation, None, |_, _, _| Ok(((), None)))?;
+        Ok(id)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Typing and presence
+
+    /// The user typed in `room` (call on every keystroke; throttled).
+    pub fn typing_started(&self, room: String) {
+        if roam_proto::validate::room_name(&room).is_err() {
+            return;
+        }
+        self.user_activity();
+        if self.ctx.typing.started(&room, tokio::time::Instant::now()) {
+            self.ctx
+                .send(SessionCmd::Frame(ClientFrame::Typing { room, typing: true }));
+        }
+    }
+
+    /// The user stopped typing in `room` (cleared the field, left the screen).
+    pub fn typing_stopped(&self, room: String) {
+        if self.ctx.typing.stopped(&room) {
+            self.ctx
+                .send(SessionCmd::Frame(ClientFrame::Typing { room, typing: false }));
+        }
+    }
+
+    /// The user did something: the device is `online` (again).
+    pub fn user_activity(&self) {
+        if let Some(status) = self.ctx.presence.activity(tokio::time::Instant::now()) {
+            send_presence(&self.ctx, status);
+        }
+    }
+
+    /// The app went to the background (`true`: `away` now) or came back (`false`).
+    pub fn set_idle(&self, idle: bool) {
+        if let Some(status) = self.ctx.presence.set_idle(idle, tokio::time::Instant::now()) {
+            send_presence(&self.ctx, status);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Network reads (REST → store)
+
+    /// Fetches the room directory (rooms the account may see) and stores it.
+    pub async fn refresh_rooms(&self) -> Result<Vec<RoomInfo>> {
+        let path = "/v1/rooms";
+        let etag = self.ctx.db.read(|c| reads::etag(c, path))?;
+        match self.ctx.http.rooms(etag.as_deref()).await? {
+            Fetched::NotModified => Metrics::inc(&self.ctx.metrics.cache_hits),
+            Fetched::Fresh { value, etag } => {
+                Metrics::inc(&self.ctx.metrics.cache_misses);
+                self.ctx.write(|tx, fx| {
+                    for r in &value.items {
+                        writes::upsert_room(tx, r)?;
+                        if let Some(info) = reads::room(tx, &r.name)? {
+                            fx.room(crate::model::RoomUpdate::RoomChanged(info));
+                        }
+                    }
+                    if let Some(tag) = &etag {
+                        writes::set_etag(tx, path, tag)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        self.rooms()
+    }
+
+    /// Fetches a room's members and stores them.
+    pub async fn refresh_members(&self, room: String) -> Result<Vec<Member>> {
+        roam_proto::validate::room_name(&room)?;
+        let path = format!("/v1/rooms/{room}/members");
+        let etag = self.ctx.db.read(|c| reads::etag(c, &path))?;
+        match self.ctx.http.members(&room, etag.as_deref()).await? {
+            Fetched::NotModified => Metrics::inc(&self.ctx.metrics.cache_hits),
+            Fetched::Fresh { value, etag } => {
+                Metrics::inc(&self.ctx.metrics.cache_misses);
+                self.ctx.write(|tx, _| {
+                    writes::replace_members(tx, &room, &value.items)?;
+                    if let Some(tag) = &etag {
+                        writes::set_etag(tx, &path, tag)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        self.members(room)
+    }
+
+    /// Fetches the presence of up to 500 users and stores it.
+    pub async fn refresh_presence(&self, users: Vec<String>) -> Result<Vec<Presence>> {
+        if users.is_empty() || users.len() > roam_proto::validate::MAX_IDS_PER_CALL {
+            return Err(Error::invalid("between 1 and 500 users per call"));
+        }
+        for u in &users {
+            roam_proto::validate::user_id(u)?;
+        }
+        let path = format!("/v1/presence?users={}", users.join(","));
+        let etag = self.ctx.db.read(|c| reads::etag(c, &path))?;
+        match self.ctx.http.presence(&users, etag.as_deref()).await? {
+            Fetched::NotModified => Metrics::inc(&self.ctx.metrics.cache_hits),
+            Fetched::Fresh { value, etag } => {
+                Metrics::inc(&self.ctx.metrics.cache_misses);
+                self.ctx.write(|tx, fx| {
+                    for p in &value {
+                        writes::upsert_presence(tx, p)?;
+                        fx.emit(AppEvent::Presence(p.clone()));
+                    }
+                    if let Some(tag) = &etag {
+                        writes::set_etag(tx, &path, tag)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        self.ctx.db.read(|c| {
+            users
+                .iter()
+                .filter_map(|u| reads::presence(c, u).transpose())
+                .collect()
+        })
+    }
+
+    /// Fetches the page of messages before the oldest one held locally, stores it, and returns
+    /// it (oldest first).
+    pub async fn load_older_messages(&self, room: String, limit: u32) -> Result<Vec<LocalMessage>> {
+        roam_proto::validate::room_name(&room)?;
+        check_limit(limit)?;
+        let oldest: Option<u64> = self.ctx.db.read(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(seq) FROM messages WHERE room = ?1 AND seq IS NOT NULL",
+                [&room],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .map(|v| u64::try_from(v).unwrap_or(0)))
+        })?;
+        if oldest == Some(1) {
+            return Ok(Vec::new());
+        }
+        let page = self.ctx.http.messages(&room, oldest, limit).await?;
+        self.ctx.write(|tx, fx| {
+            for m in page.items.iter().filter(|m| m.room == room) {
+                if let writes::MessageChange::Added(msg) = writes::upsert_server_message(tx, m)? {
+                    fx.room(crate::model::RoomUpdate::MessageAdded(msg));
+                }
+            }
+            Ok(())
+        })?;
+        self.messages(room, oldest.or(Some(u64::MAX)), limit)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Listeners
+
+    /// Connection state changes; the current state first.
+    pub fn subscribe_connection_state(
+        &self,
+        listener: Arc<dyn ConnectionStateListener>,
+    ) -> Subscription {
+        self.ctx.subscribe_connection(listener)
+    }
+
+    /// Room updates of one room (`Some(name)`) or of every room (`None`).
+    pub fn subscribe_room_updates(
+        &self,
+        room: Option<String>,
+        listener: Arc<dyn RoomListener>,
+    ) -> Subscription {
+        self.ctx
+            .dispatcher
+            .register(Target::Room(room, listener), Vec::new())
+    }
+
+    /// Typing lists of one room or every room; for one room, its current list first.
+    pub fn subscribe_typing(
+        &self,
+        room: Option<String>,
+        listener: Arc<dyn TypingListener>,
+    ) -> Subscription {
+        let initial = match &room {
+            Some(r) => vec![AppEvent::Typing {
+                room: r.clone(),
+                users: self.ctx.typing.users(r),
+            }],
+            None => Vec::new(),
+        };
+        self.ctx
+            .dispatcher
+            .register(Target::Typing(room, listener), initial)
+    }
+
+    /// Presence changes of other users.
+    pub fn subscribe_presence(&self, listener: Arc<dyn PresenceListener>) -> Subscription {
+        self.ctx
+            .dispatcher
+            .register(Target::Presence(listener), Vec::new())
+    }
+
+    /// Document updates and conflicts of one room or every room.
+    pub fn subscribe_documents(
+        &self,
+        room: Option<String>,
+        listener: Arc<dyn DocumentListener>,
+    ) -> Subscription {
+        self.ctx
+            .dispatcher
+            .register(Target::Document(room, listener), Vec::new())
+    }
+
+    /// New notifications and the unread count; the current count first.
+    pub fn subscribe_notifications(&self, listener: Arc<dyn NotificationListener>) -> Subscription {
+        // Read the count under the writer so no change slips between it and the registration.
+        let conn = self.ctx.db.writer();
+        let count = reads::kv_u64(&conn, "unread").unwrap_or(0);
+        let sub = self
+            .ctx
+            .dispatcher
+            .register(Target::Notification(listener), vec![AppEvent::Unread(count)]);
+        drop(conn);
+        sub
+    }
+}
+
+fn send_presence(ctx: &Context, status: PresenceStatus) {
+    ctx.send(SessionCmd::Frame(ClientFrame::Mutate {
+        id: format!("p-{}", uuid::Uuid::now_v7()),
+        key: uuid::Uuid::now_v7().to_string(),
+        mutation: Mutation::SetPresence { status },
+    }));
+}
+
+fn check_limit(limit: u32) -> Result<()> {
+    if limit == 0 || limit > roam_proto::validate::MAX_PAGE_SIZE {
+        return Err(Error::invalid(format!(
+            "limit must be between 1 and {}",
+            roam_proto::validate::MAX_PAGE_SIZE
+        )));
+    }
+    Ok(())
+}
+
+fn parse_metadata(json: Option<&str>) -> Result<Option<Value>> {
+    json.map(|text| {
+        serde_json::from_str::<Value>(text)
+            .map_err(|e| Error::invalid(format!("metadata is not JSON: {e}")))
+    })
+    .transpose()
+}

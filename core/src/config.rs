@@ -1,0 +1,239 @@
+//! Configuration of a [`Client`](crate::Client).
+//!
+//! [`ClientConfig::new`] takes the three things that have no sensible default (where the
+//! account's database lives, where the server is, and whose account it is) and fills in every
+//! timing from the seed design and the protocol: reconnect backoff 1 s → 5 s with randomisation
+//! 0.5, heartbeat ping every 25 s and 5 s to answer, typing throttle 3 s / idle stop 3 s / remote
+//! expiry 5 s, an outbox window of 64 in-flight mutations. Every field is public so tests (and
+//! apps) can shorten the timings; [`ClientConfig::validate`] refuses combinations that cannot
+//! work before anything is opened.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Everything a [`Client`](crate::Client) needs to know.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The account's SQLite database file (created if missing). One file per account.
+    pub db_path: PathBuf,
+    /// The server's base URL, `http://host:port` or `https://host`; the socket goes to
+    /// `ws(s)://host:port/v1/ws` and REST calls to `…/v1/…`.
+    pub server_url: String,
+    /// The account's user id (the token's `sub`). Optimistic local rows are written as this
+    /// user before the server has ever been reached.
+    pub user_id: String,
+    /// Reconnect backoff of the socket.
+    pub reconnect: ReconnectConfig,
+    /// WebSocket ping / pong.
+    pub heartbeat: HeartbeatConfig,
+    /// Outbox replay.
+    pub outbox: OutboxConfig,
+    /// Typing indicators.
+    pub typing: TypingConfig,
+    /// Local presence.
+    pub presence: PresenceConfig,
+    /// How long a connection attempt (TCP, TLS, WebSocket handshake, `hello`) may take.
+    pub connect_timeout: Duration,
+    /// How long to wait for every subscribed room to be caught up after a connect before the
+    /// outbox is flushed anyway.
+    pub recovery_timeout: Duration,
+    /// How many messages to reload over REST when the server answers a subscription with
+    /// `reset` (1–200).
+    pub reset_page_size: u32,
+    /// Timeout of each REST request.
+    pub http_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration with the default timings.
+    pub fn new(
+        db_path: impl Into<PathBuf>,
+        server_url: impl Into<String>,
+        user_id: impl Into<String>,
+    ) -> Self {
+        ClientConfig {
+            db_path: db_path.into(),
+            server_url: server_url.into(),
+            user_id: user_id.into(),
+            reconnect: ReconnectConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            outbox: OutboxConfig::default(),
+            typing: TypingConfig::default(),
+            presence: PresenceConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            recovery_timeout: Duration::from_secs(30),
+            reset_page_size: 50,
+            http_timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// Checks the values; called by [`Client::open`](crate::Client::open).
+    pub fn validate(&self) -> Result<()> {
+        roam_proto::validate::user_id(&self.user_id)?;
+        crate::http::base_url(&self.server_url)?;
+        let r = &self.reconnect;
+        if r.initial_delay.is_zero() || r.max_delay < r.initial_delay {
+            return Err(Error::invalid(
+                "reconnect delays must be positive with max_delay >= initial_delay",
+            ));
+        }
+        if !(0.0..=1.0).contains(&r.randomization_factor) {
+            return Err(Error::invalid(
+                "reconnect randomization_factor must be between 0 and 1",
+            ));
+        }
+        if self.heartbeat.interval.is_zero() || self.heartbeat.timeout.is_zero() {
+            return Err(Error::invalid("heartbeat interval and timeout must be positive"));
+        }
+        let o = &self.outbox;
+        if o.window == 0 {
+            return Err(Error::invalid("outbox window must be at least 1"));
+        }
+        if o.initial_backoff.is_zero() || o.max_backoff < o.initial_backoff {
+            return Err(Error::invalid(
+                "outbox backoff must be positive with max_backoff >= initial_backoff",
+            ));
+        }
+        if o.ack_timeout.is_zero() {
+            return Err(Error::invalid("outbox ack_timeout must be positive"));
+        }
+        if !(1..=roam_proto::validate::MAX_PAGE_SIZE).contains(&self.reset_page_size) {
+            return Err(Error::invalid("reset_page_size must be between 1 and 200"));
+        }
+        Ok(())
+    }
+}
+
+/// Reconnect backoff: exponential from `initial_delay` to `max_delay`, each delay randomised by
+/// ± `randomization_factor` (Socket.IO's scheme, the seed's numbers). Attempts are unbounded
+/// while the app wants to be online.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReconnectConfig {
+    /// First delay (1 s).
+    pub initial_delay: Duration,
+    /// Largest delay (5 s).
+    pub max_delay: Duration,
+    /// Each delay is drawn from `[d·(1−f), min(d·(1+f), max_delay)]` (0.5).
+    pub randomization_factor: f64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(5),
+            randomization_factor: 0.5,
+        }
+    }
+}
+
+/// WebSocket heartbeat (protocol §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatConfig {
+    /// Ping this often (25 s). A smaller `heartbeat_ms` in the server's `hello` wins.
+    pub interval: Duration,
+    /// The link is dead when a ping gets no pong within this (5 s).
+    pub timeout: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Duration::from_secs(25),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Outbox replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxConfig {
+    /// Most `mutate` frames on the wire at once, over all rooms (64).
+    pub window: usize,
+    /// First retry delay after a transient failure (500 ms); the delay doubles per consecutive
+    /// failure and is drawn with full jitter from `[0, d]`.
+    pub initial_backoff: Duration,
+    /// Largest retry delay (30 s).
+    pub max_backoff: Duration,
+    /// A mutation with no answer after this long counts as a transient failure (15 s).
+    pub ack_timeout: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            window: 64,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Typing indicators (SPEC §1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypingConfig {
+    /// At most one `typing: true` per room this often while the user types (3 s).
+    pub throttle: Duration,
+    /// `typing: false` is sent after this long without a keystroke (3 s).
+    pub idle_stop: Duration,
+    /// Someone else's indicator disappears after this long without news (5 s).
+    pub remote_expiry: Duration,
+}
+
+impl Default for TypingConfig {
+    fn default() -> Self {
+        TypingConfig {
+            throttle: Duration::from_secs(3),
+            idle_stop: Duration::from_secs(3),
+            remote_expiry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Local presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceConfig {
+    /// With no user activity for this long the device reports `away` (5 min).
+    pub idle_timeout: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_from_the_seed() {
+        let c = ClientConfig::new("/tmp/x.db", "http://127.0.0.1:1", "alice");
+        c.validate().expect("valid");
+        assert_eq!(c.reconnect.initial_delay, Duration::from_secs(1));
+        assert_eq!(c.reconnect.max_delay, Duration::from_secs(5));
+        assert_eq!(c.heartbeat.interval, Duration::from_secs(25));
+        assert_eq!(c.heartbeat.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut c = ClientConfig::new("/tmp/x.db", "ftp://nope", "alice");
+        assert!(matches!(c.validate(), Err(Error::InvalidInput { .. })));
+        c.server_url = "http://localhost:1".into();
+        c.user_id = "has space".into();
+        assert!(c.validate().is_err());
+        c.user_id = "alice".into();
+        c.outbox.window = 0;
+        assert!(c.validate().is_err());
+        c.outbox.window = 1;
+        c.reconnect.randomization_factor = 2.0;
+        assert!(c.validate().is_err());
+    }
+}

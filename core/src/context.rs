@@ -1,0 +1,205 @@
+//! The state every part of a running client shares, and the one way to write to the store.
+//!
+//! A [`Context`] is created by `Client::open` and shared (behind an `Arc`) by the public
+//! `Client` handle and the background tasks (socket, typing, presence). It owns the store, the
+//! listener dispatcher, the outbox scheduler, the counters and the control signals.
+//!
+//! [`Context::write`] is the only path to the writer connection. It runs a closure in one
+//! transaction and collects the closure's [`Effects`] (listener events, outbox entries to
+//! schedule, rooms to subscribe). After the commit, and while it still holds the writer, it hands
+//! the events to the dispatcher and the entries to the scheduler, so that both see changes in
+//! commit order; then it lets go and wakes whoever needs to know. Lock order is always
+//! writer → scheduler → connection state, never the other way round.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use roam_proto::ClientFrame;
+use rusqlite::{Transaction, TransactionBehavior};
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::auth::TokenProvider;
+use crate::config::ClientConfig;
+use crate::db::Db;
+use crate::error::Result;
+use crate::http::Http;
+use crate::listeners::{AppEvent, Dispatcher};
+use crate::metrics::Metrics;
+use crate::model::{ConnectionState, RoomUpdate};
+use crate::outbox::{Queued, Scheduler};
+use crate::presence::PresenceTracker;
+use crate::typing::Typing;
+
+/// What a write transaction causes besides the rows it changes.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    pub events: Vec<AppEvent>,
+    pub enqueued: Vec<Queued>,
+    /// Rooms the socket should start following.
+    pub subscribe: Vec<String>,
+}
+
+impl Effects {
+    pub(crate) fn emit(&mut self, event: AppEvent) {
+        self.events.push(event);
+    }
+
+    pub(crate) fn room(&mut self, update: RoomUpdate) {
+        self.events.push(AppEvent::Room(update));
+    }
+
+    pub(crate) fn enqueue(&mut self, entry: Queued) {
+        self.enqueued.push(entry);
+    }
+}
+
+/// Whether the app wants the client connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    Online,
+    Offline,
+    Shutdown,
+}
+
+/// Commands for the live connection.
+#[derive(Debug)]
+pub(crate) enum SessionCmd {
+    /// Send this frame as it is.
+    Frame(ClientFrame),
+    /// Start following these rooms (from their cursors).
+    Subscribe(Vec<String>),
+}
+
+/// Shared state of one client.
+pub(crate) struct Context {
+    pub config: ClientConfig,
+    /// The account's user id.
+    pub me: String,
+    pub db: Db,
+    pub dispatcher: Dispatcher,
+    pub outbox: Mutex<Scheduler>,
+    /// Wakes the connection when there is something new to send.
+    pub outbox_wakeup: Notify,
+    pub metrics: Metrics,
+    pub typing: Arc<Typing>,
+    pub presence: Arc<PresenceTracker>,
+    pub tokens: Arc<dyn TokenProvider>,
+    pub http: Http,
+    connection: Mutex<ConnectionState>,
+    session: Mutex<Option<mpsc::UnboundedSender<SessionCmd>>>,
+    pub want: watch::Sender<Want>,
+    /// The app says the network is back: skip the current wait.
+    pub network_available: Notify,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("me", &self.me)
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(
+        config: ClientConfig,
+        db: Db,
+        dispatcher: Dispatcher,
+        tokens: Arc<dyn TokenProvider>,
+        http: Http,
+    ) -> Self {
+        let (want, _) = watch::channel(Want::Offline);
+        Context {
+            me: config.user_id.clone(),
+            outbox: Mutex::new(Scheduler::new(config.outbox)),
+            typing: Arc::new(Typing::new(config.typing)),
+            presence: Arc::new(PresenceTracker::new(config.presence)),
+            config,
+            db,
+            dispatcher,
+            outbox_wakeup: Notify::new(),
+            metrics: Metrics::default(),
+            tokens,
+            http,
+            connection: Mutex::new(ConnectionState::Offline),
+            session: Mutex::new(None),
+            want,
+            network_available: Notify::new(),
+        }
+    }
+
+    /// Runs `f` in one write transaction; see the module docs.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &mut Effects) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.db.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut fx = Effects::default();
+        let out = f(&tx, &mut fx)?;
+        tx.commit()?;
+        self.dispatcher.emit_all(fx.events);
+        let wake = !fx.enqueued.is_empty();
+        if wake {
+            let mut s = self.outbox.lock();
+            for e in fx.enqueued {
+                s.push(e);
+            }
+        }
+        drop(conn);
+        if wake {
+            self.outbox_wakeup.notify_one();
+        }
+        if !fx.subscribe.is_empty() {
+            self.send(SessionCmd::Subscribe(fx.subscribe));
+        }
+        Ok(out)
+    }
+
+    /// The current connection state.
+    pub(crate) fn connection_state(&self) -> ConnectionState {
+        *self.connection.lock()
+    }
+
+    /// Changes the connection state and tells the listeners (only on a real change).
+    pub(crate) fn set_connection_state(&self, state: ConnectionState) {
+        let mut current = self.connection.lock();
+        if *current != state {
+            *current = state;
+            tracing::debug!(?state, "connection state");
+            self.dispatcher.emit(AppEvent::Connection(state));
+        }
+    }
+
+    /// Registers a connection listener with the current state, atomically with state changes.
+    pub(crate) fn subscribe_connection(
+        &self,
+        listener: Arc<dyn crate::listeners::ConnectionStateListener>,
+    ) -> crate::listeners::Subscription {
+        let current = self.connection.lock();
+        self.dispatcher.register(
+            crate::listeners::Target::Connection(listener),
+            vec![AppEvent::Connection(*current)],
+        )
+    }
+
+    /// Installs (or clears) the command channel of the live connection.
+    pub(crate) fn set_session(&self, tx: Option<mpsc::UnboundedSender<SessionCmd>>) {
+        *self.session.lock() = tx;
+    }
+
+    /// Sends a command to the live connection; dropped when there is none (typing and presence
+    /// are not queued; subscriptions are sent after every connect anyway).
+    pub(crate) fn send(&self, cmd: SessionCmd) -> bool {
+        match self.session.lock().as_ref() {
+            Some(tx) => tx.send(cmd).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Emits an event outside a write (typing, connection).
+    pub(crate) fn emit(&self, event: AppEvent) {
+        self.dispatcher.emit(event);
+    }
+}

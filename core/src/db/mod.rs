@@ -1,0 +1,183 @@
+//! The account's SQLite store: one file per account, WAL, one writer, pooled readers.
+//!
+//! Every read the app makes is answered from here, and every change (local or from the server)
+//! lands here first; the rest of the core only moves data in and out of it.
+//!
+//! - **One writer.** A single read-write connection sits behind a mutex ([`Db::writer`]). Whoever
+//!   holds it runs one transaction, and also hands the resulting events to the listener
+//!   dispatcher and the outbox scheduler before letting go, so the order that listeners and the
+//!   scheduler see is the commit order.
+//! - **Readers.** Reads borrow a connection from a small pool ([`Db::read`]) opened with
+//!   `query_only`; under WAL they never wait for the writer, and they see the last committed
+//!   state.
+//! - **Shape of the code.** Functions that write take a `&Transaction` (in [`writes`]); functions
+//!   that read take a `&Connection` (in [`reads`]), so they also run inside a write transaction
+//!   (a `Transaction` derefs to its `Connection`).
+//! - **Schema** is versioned by `PRAGMA user_version` and upgraded by the numbered files in
+//!   `migrations/`, each in its own transaction. See `NOTES.md` next to this file.
+
+pub(crate) mod reads;
+pub(crate) mod writes;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::{Mutex, MutexGuard};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, Result};
+
+/// The numbered migrations, in order. Index `i` brings the schema to version `i + 1`.
+const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("migrations/0001_initial.sql"))];
+
+/// Most idle reader connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+/// The store of one account.
+#[derive(Debug)]
+pub(crate) struct Db {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Db> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::invalid(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let mut writer = Connection::open(path)?;
+        configure(&writer)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        migrate(&mut writer)?;
+        Ok(Db {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The writer connection. Hold it for one transaction, then drop it.
+    pub(crate) fn writer(&self) -> MutexGuard<'_, Connection> {
+        self.writer.lock()
+    }
+
+    /// Runs a read on a pooled connection.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => self.open_reader()?,
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock();
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
+    fn open_reader(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(conn)
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", false)?;
+    Ok(())
+}
+
+/// Brings the schema to the newest version, one migration per transaction.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let newest = MIGRATIONS.len() as u32;
+    if current > newest {
+        return Err(Error::Migration {
+            version: current,
+            reason: format!(
+                "the database is at schema version {current} but this build knows only up to \
+                 {newest} (was the app downgraded?)"
+            ),
+        });
+    }
+    for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as u32 + 1;
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql).map_err(|e| Error::Migration {
+            version,
+            reason: format!("{name}: {e}"),
+        })?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::debug!(version, name, "applied migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, (name, _)) in MIGRATIONS.iter().enumerate() {
+            let number: usize = name[..4].parse().expect("NNNN_ prefix");
+            assert_eq!(number, i + 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn open_migrates_once_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested").join("a.db");
+        {
+            let db = Db::open(&path).expect("open");
+            let v: u32 = db
+                .writer()
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .expect("version");
+            assert_eq!(v, MIGRATIONS.len() as u32);
+            let mode: String = db
+                .writer()
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .expect("mode");
+            assert_eq!(mode, "wal");
+        }
+        let db = Db::open(&path).expect("reopen");
+        let n: i64 = db
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?))
+            .expect("read");
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.db");
+        {
+            let c = Connection::open(&path).expect("open");
+            c.pragma_update(None, "user_version", 99).expect("set");
+        }
+        assert!(matches!(Db::open(&path), Err(Error::Migration { version: 99, .. })));
+    }
+
+    #[test]
+    fn readers_cannot_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("a.db")).expect("open");
+        let res = db.read(|c| Ok(c.execute("DELETE FROM outbox", [])?));
+        assert!(res.is_err());
+    }
+}

@@ -1,0 +1,417 @@
+//! Reads. Every function takes a `&Connection` (a pooled reader, or the writer's transaction).
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::Result;
+use crate::metrics::OutboxFigures;
+use crate::model::{
+    LocalDocument, LocalMessage, NotificationInfo, OutboxEntry, RoomInfo, SendState,
+};
+use roam_proto::{
+    Document, Member, MemberStatus, Mutation, Presence, PresenceStatus, Role, RoomCursor, RoomKind,
+};
+
+pub(crate) fn send_state(state: &str, code: Option<String>, message: Option<String>) -> SendState {
+    match state {
+        "pending" => SendState::Pending,
+        "failed" => SendState::Failed {
+            code: code.unwrap_or_else(|| "unknown".into()),
+            message: message.unwrap_or_default(),
+        },
+        _ => SendState::Sent,
+    }
+}
+
+fn u64_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
+    let v: i64 = row.get(idx)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+fn opt_u64_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<u64>> {
+    let v: Option<i64> = row.get(idx)?;
+    Ok(v.map(|v| u64::try_from(v).unwrap_or(0)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms
+
+const ROOM_COLS: &str = "r.name, r.kind, r.title, r.metadata, r.owner, r.created_at, r.updated_at, \
+     r.head_seq, r.member_count, r.joined, COALESCE(c.seq, 0), r.send_state, r.failure_code, r.failure";
+
+fn room_row(row: &Row<'_>) -> rusqlite::Result<RoomInfo> {
+    let kind: String = row.get(1)?;
+    Ok(RoomInfo {
+        name: row.get(0)?,
+        kind: RoomKind::parse(&kind).unwrap_or(RoomKind::Public),
+        title: row.get(2)?,
+        metadata_json: row.get(3)?,
+        owner: row.get(4)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+        head_seq: u64_col(row, 7)?,
+        member_count: u64_col(row, 8)?,
+        joined: row.get(9)?,
+        last_seq: u64_col(row, 10)?,
+        send_state: send_state(&row.get::<_, String>(11)?, row.get(12)?, row.get(13)?),
+    })
+}
+
+/// Every known room, by name.
+pub(crate) fn rooms(conn: &Connection) -> Result<Vec<RoomInfo>> {
+    let sql = format!(
+        "SELECT {ROOM_COLS} FROM rooms r LEFT JOIN room_cursors c ON c.room = r.name ORDER BY r.name"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([], room_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn room(conn: &Connection, name: &str) -> Result<Option<RoomInfo>> {
+    let sql = format!(
+        "SELECT {ROOM_COLS} FROM rooms r LEFT JOIN room_cursors c ON c.room = r.name WHERE r.name = ?1"
+    );
+    Ok(conn.query_row(&sql, [name], room_row).optional()?)
+}
+
+/// The rooms to follow on the socket, with their cursors.
+pub(crate) fn subscriptions(conn: &Connection) -> Result<Vec<RoomCursor>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.name, COALESCE(c.seq, 0) FROM rooms r LEFT JOIN room_cursors c ON c.room = r.name \
+         WHERE r.subscribed = 1 ORDER BY r.name",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok(RoomCursor {
+            room: row.get(0)?,
+            since: u64_col(row, 1)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The highest applied seq of a room (0 for none).
+pub(crate) fn cursor(conn: &Connection, room: &str) -> Result<u64> {
+    let v: Option<i64> = conn
+        .query_row("SELECT seq FROM room_cursors WHERE room = ?1", [room], |r| r.get(0))
+        .optional()?;
+    Ok(v.map(|v| u64::try_from(v).unwrap_or(0)).unwrap_or(0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Members
+
+fn member_row(row: &Row<'_>) -> rusqlite::Result<Member> {
+    let role: String = row.get(2)?;
+    let status: String = row.get(3)?;
+    Ok(Member {
+        room: row.get(0)?,
+        user: row.get(1)?,
+        role: Role::parse(&role).unwrap_or(Role::Member),
+        status: MemberStatus::parse(&status).unwrap_or(MemberStatus::Active),
+        joined_at: row.get(4)?,
+    })
+}
+
+pub(crate) fn members(conn: &Connection, room: &str) -> Result<Vec<Member>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room, user, role, status, joined_at FROM members WHERE room = ?1 ORDER BY user",
+    )?;
+    let rows = stmt.query_map([room], member_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn member(conn: &Connection, room: &str, user: &str) -> Result<Option<Member>> {
+    Ok(conn
+        .query_row(
+            "SELECT room, user, role, status, joined_at FROM members WHERE room = ?1 AND user = ?2",
+            [room, user],
+            member_row,
+        )
+        .optional()?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+const MESSAGE_COLS: &str = "local_id, server_id, room, seq, sender, body, reply_to, created_at, \
+     edited_at, deleted, send_state, failure_code, failure";
+
+fn message_row(row: &Row<'_>) -> rusqlite::Result<LocalMessage> {
+    Ok(LocalMessage {
+        local_id: row.get(0)?,
+        id: row.get(1)?,
+        room: row.get(2)?,
+        seq: opt_u64_col(row, 3)?,
+        sender: row.get(4)?,
+        body: row.get(5)?,
+        reply_to: row.get(6)?,
+        created_at: row.get(7)?,
+        edited_at: row.get(8)?,
+        deleted: row.get(9)?,
+        send_state: send_state(&row.get::<_, String>(10)?, row.get(11)?, row.get(12)?),
+    })
+}
+
+/// A page of a room's messages, oldest first: the newest `limit` confirmed messages below
+/// `before_seq`, and, on the newest page (`before_seq == None`), the local unconfirmed ones after
+/// them in the order they were written.
+pub(crate) fn messages(
+    conn: &Connection,
+    room: &str,
+    before_seq: Option<u64>,
+    limit: u32,
+) -> Result<Vec<LocalMessage>> {
+    let limit = limit as usize;
+    let mut out: Vec<LocalMessage> = Vec::new();
+    let mut pending: Vec<LocalMessage> = Vec::new();
+    if before_seq.is_none() {
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE room = ?1 AND seq IS NULL ORDER BY local_order"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        pending = stmt
+            .query_map([room], message_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        if pending.len() > limit {
+            pending.drain(..pending.len() - limit);
+        }
+    }
+    let confirmed_limit = limit - pending.len();
+    if confirmed_limit > 0 {
+        let before = before_seq.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX));
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE room = ?1 AND seq IS NOT NULL AND seq < ?2 \
+             ORDER BY seq DESC LIMIT ?3"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        out = stmt
+            .query_map(params![room, before, confirmed_limit as i64], message_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        out.reverse();
+    }
+    out.extend(pending);
+    Ok(out)
+}
+
+pub(crate) fn message(conn: &Connection, local_id: &str) -> Result<Option<LocalMessage>> {
+    let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE local_id = ?1");
+    Ok(conn.query_row(&sql, [local_id], message_row).optional()?)
+}
+
+pub(crate) fn message_by_server_id(conn: &Connection, id: &str) -> Result<Option<LocalMessage>> {
+    let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE server_id = ?1");
+    Ok(conn.query_row(&sql, [id], message_row).optional()?)
+}
+
+/// A message by the id the app holds: its local id, or failing that its server id.
+pub(crate) fn message_by_any_id(conn: &Connection, id: &str) -> Result<Option<LocalMessage>> {
+    match message(conn, id)? {
+        Some(m) => Ok(Some(m)),
+        None => message_by_server_id(conn, id),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+
+const DOCUMENT_COLS: &str =
+    "room, doc, version, content, updated_by, updated_at, send_state, failure_code, failure, conflict";
+
+fn document_row(row: &Row<'_>) -> rusqlite::Result<LocalDocument> {
+    let conflict: Option<String> = row.get(9)?;
+    Ok(LocalDocument {
+        room: row.get(0)?,
+        doc: row.get(1)?,
+        version: u64_col(row, 2)?,
+        content: row.get(3)?,
+        updated_by: row.get(4)?,
+        updated_at: row.get(5)?,
+        send_state: send_state(&row.get::<_, String>(6)?, row.get(7)?, row.get(8)?),
+        conflict: conflict.and_then(|c| serde_json::from_str::<Document>(&c).ok()),
+    })
+}
+
+pub(crate) fn document(conn: &Connection, room: &str, doc: &str) -> Result<Option<LocalDocument>> {
+    let sql = format!("SELECT {DOCUMENT_COLS} FROM documents WHERE room = ?1 AND doc = ?2");
+    Ok(conn.query_row(&sql, [room, doc], document_row).optional()?)
+}
+
+pub(crate) fn documents(conn: &Connection, room: &str) -> Result<Vec<LocalDocument>> {
+    let sql = format!("SELECT {DOCUMENT_COLS} FROM documents WHERE room = ?1 ORDER BY doc");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([room], document_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications, presence, small values
+
+fn notification_row(row: &Row<'_>) -> rusqlite::Result<NotificationInfo> {
+    Ok(NotificationInfo {
+        id: row.get(0)?,
+        seq: u64_col(row, 1)?,
+        kind: row.get(2)?,
+        room: row.get(3)?,
+        actor: row.get(4)?,
+        data_json: row.get(5)?,
+        created_at: row.get(6)?,
+        read: row.get(7)?,
+    })
+}
+
+/// Notifications with `seq > after`, oldest first.
+pub(crate) fn notifications(
+    conn: &Connection,
+    after: u64,
+    unread_only: bool,
+    limit: u32,
+) -> Result<Vec<NotificationInfo>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, seq, kind, room, actor, data, created_at, read FROM notifications \
+         WHERE seq > ?1 AND (?2 = 0 OR read = 0) ORDER BY seq LIMIT ?3",
+    )?;
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![after, unread_only, limit], notification_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Ids among `ids` that are stored and unread.
+pub(crate) fn unread_among(conn: &Connection, ids: &[String]) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT read FROM notifications WHERE id = ?1")?;
+    let mut out = Vec::new();
+    for id in ids {
+        let read: Option<bool> = stmt.query_row([id], |r| r.get(0)).optional()?;
+        if read == Some(false) {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn presence(conn: &Connection, user: &str) -> Result<Option<Presence>> {
+    Ok(conn
+        .query_row(
+            "SELECT user, status, last_seen, devices FROM presence WHERE user = ?1",
+            [user],
+            |row| {
+                let status: String = row.get(1)?;
+                Ok(Presence {
+                    user: row.get(0)?,
+                    status: PresenceStatus::parse(&status).unwrap_or(PresenceStatus::Offline),
+                    last_seen: row.get(2)?,
+                    devices: row.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+pub(crate) fn kv(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn kv_u64(conn: &Connection, key: &str) -> Result<u64> {
+    Ok(kv(conn, key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+pub(crate) fn etag(conn: &Connection, path: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT etag FROM http_etags WHERE path = ?1", [path], |r| r.get(0))
+        .optional()?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbox
+
+/// An outbox row as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredEntry {
+    pub pos: i64,
+    pub id: String,
+    pub queue: String,
+    pub mutation: Mutation,
+    pub target: Option<String>,
+    pub undo: Option<String>,
+    pub state: SendState,
+    pub attempts: u32,
+    pub created_at: i64,
+}
+
+const OUTBOX_COLS: &str =
+    "pos, id, queue, mutation, target, undo, state, error_code, error, attempts, created_at";
+
+fn outbox_row(row: &Row<'_>) -> rusqlite::Result<(StoredEntry, String)> {
+    let mutation_json: String = row.get(3)?;
+    let mutation = serde_json::from_str(&mutation_json).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok((
+        StoredEntry {
+            pos: row.get(0)?,
+            id: row.get(1)?,
+            queue: row.get(2)?,
+            mutation,
+            target: row.get(4)?,
+            undo: row.get(5)?,
+            state: send_state(&row.get::<_, String>(6)?, row.get(7)?, row.get(8)?),
+            attempts: row.get(9)?,
+            created_at: row.get(10)?,
+        },
+        mutation_json,
+    ))
+}
+
+/// Pending entries in queue order (to load the scheduler).
+pub(crate) fn pending_entries(conn: &Connection) -> Result<Vec<StoredEntry>> {
+    let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'pending' ORDER BY pos");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([], outbox_row)?;
+    Ok(rows
+        .map(|r| r.map(|(e, _)| e))
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn outbox_entry(conn: &Connection, id: &str) -> Result<Option<StoredEntry>> {
+    let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = ?1");
+    Ok(conn
+        .query_row(&sql, [id], outbox_row)
+        .optional()?
+        .map(|(e, _)| e))
+}
+
+/// Every entry, for the app.
+pub(crate) fn outbox(conn: &Connection) -> Result<Vec<OutboxEntry>> {
+    let sql = format!("SELECT {OUTBOX_COLS} FROM outbox ORDER BY pos");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([], outbox_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (e, json) = row?;
+        out.push(OutboxEntry {
+            op: e.mutation.op().to_owned(),
+            room: (!e.queue.is_empty()).then_some(e.queue),
+            id: e.id,
+            mutation_json: json,
+            state: e.state,
+            attempts: e.attempts,
+            created_at: e.created_at,
+        });
+    }
+    Ok(out)
+}
+
+/// Depth, failed count and oldest pending age.
+pub(crate) fn outbox_figures(conn: &Connection, now_ms: i64) -> Result<OutboxFigures> {
+    let (pending, failed, oldest): (i64, i64, Option<i64>) = conn.query_row(
+        "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'failed'), 0), \
+         MIN(CASE WHEN state = 'pending' THEN created_at END) FROM outbox",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    Ok(OutboxFigures {
+        pending: u64::try_from(pending).unwrap_or(0),
+        failed: u64::try_from(failed).unwrap_or(0),
+        oldest_age_ms: oldest.map(|t| u64::try_from(now_ms.saturating_sub(t)).unwrap_or(0)),
+    })
+}

@@ -1,0 +1,230 @@
+//! The REST side of the protocol (`/v1/…`), for the few reads the socket does not cover.
+//!
+//! The core uses REST to reload a room's newest messages after a `reset`, to page older history,
+//! and for directory-style reads the app asks for explicitly (the room list, a room's members,
+//! presence of a set of users). Results are written into the store, and reads are then served
+//! from the store like everything else.
+//!
+//! Every `GET` is conditional: the `ETag` of the last answer for that path is kept in the store
+//! (`http_etags`), sent as `If-None-Match`, and a `304 Not Modified` means the stored copy is
+//! current — it counts as a cache hit in the metrics, a full answer as a miss. A `401` asks the
+//! [`TokenProvider`] for a fresh token once and repeats the request. Error bodies are decoded into
+//! the protocol's error codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use reqwest::{StatusCode, Url};
+use roam_proto::{ErrorResponse, Member, Message, Page, Presence, Room};
+use serde::de::DeserializeOwned;
+
+use crate::auth::TokenProvider;
+use crate::error::{Error, Result};
+
+/// Parses and checks the server's base URL (`http` or `https`, with a host).
+pub(crate) fn base_url(s: &str) -> Result<Url> {
+    let url = Url::parse(s).map_err(|e| Error::invalid(format!("server_url {s:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::invalid(format!(
+            "server_url must start with http:// or https://, not {}://",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none() {
+        return Err(Error::invalid("server_url has no host"));
+    }
+    Ok(url)
+}
+
+/// `ws(s)://host/…/v1/ws` for a base URL.
+pub(crate) fn ws_url(base: &Url) -> Result<Url> {
+    let mut url = base.clone();
+    let scheme = if base.scheme() == "https" { "wss" } else { "ws" };
+    url.set_scheme(scheme)
+        .map_err(|()| Error::invalid("server_url cannot be turned into a WebSocket URL"))?;
+    let path = format!("{}/v1/ws", base.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_query(None);
+    Ok(url)
+}
+
+/// An answer to a conditional `GET`.
+#[derive(Debug)]
+pub(crate) enum Fetched<T> {
+    /// `304`: the stored copy is current.
+    NotModified,
+    /// A full answer, with its `ETag` if the server sent one.
+    Fresh { value: T, etag: Option<String> },
+}
+
+/// REST client of one account.
+pub(crate) struct Http {
+    client: reqwest::Client,
+    base: Url,
+    tokens: Arc<dyn TokenProvider>,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http").field("base", &self.base.as_str()).finish()
+    }
+}
+
+impl Http {
+    pub(crate) fn new(base: Url, tokens: Arc<dyn TokenProvider>, timeout: Duration) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Network(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Http {
+            client,
+            base,
+            tokens,
+        })
+    }
+
+    fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url> {
+        let full = format!("{}{}", self.base.path().trim_end_matches('/'), path);
+        let mut url = self.base.clone();
+        url.set_path(&full);
+        url.set_query(None);
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        Ok(url)
+    }
+
+    /// A conditional `GET` of `path` (under the base URL) decoded as `T`.
+    #[tracing::instrument(skip_all, fields(path = path))]
+    pub(crate) async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        etag: Option<&str>,
+    ) -> Result<Fetched<T>> {
+        let url = self.url(path, query)?;
+        let mut refresh = false;
+        loop {
+            let token = self.tokens.token(refresh).await?;
+            let mut req = self
+                .client
+                .get(url.clone())
+                .header(AUTHORIZATION, format!("Bearer {token}"));
+            if let Some(tag) = etag {
+                req = req.header(IF_NONE_MATCH, tag);
+            }
+            let resp = req.send().await?;
+            let status = resp.status();
+            if status == StatusCode::NOT_MODIFIED {
+                return Ok(Fetched::NotModified);
+            }
+            if status == StatusCode::UNAUTHORIZED && !refresh {
+                refresh = true;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(error_from(status, resp.text().await.unwrap_or_default()));
+            }
+            let tag = resp
+                .headers()
+                .get(ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let value = resp.json::<T>().await?;
+            return Ok(Fetched::Fresh { value, etag: tag });
+        }
+    }
+
+    /// The newest page of a room's messages (newest first), or the page before a seq.
+    pub(crate) async fn messages(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Page<Message>> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(b) = before {
+            query.push(("before", b.to_string()));
+        }
+        match self
+            .get(&format!("/v1/rooms/{room}/messages"), &query, None)
+            .await?
+        {
+            Fetched::Fresh { value, .. } => Ok(value),
+            Fetched::NotModified => Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            }),
+        }
+    }
+
+    /// The rooms the caller may see (first page).
+    pub(crate) async fn rooms(&self, etag: Option<&str>) -> Result<Fetched<Page<Room>>> {
+        let query = [("limit", roam_proto::validate::MAX_PAGE_SIZE.to_string())];
+        self.get("/v1/rooms", &query, etag).await
+    }
+
+    /// A room's members (first page).
+    pub(crate) async fn members(&self, room: &str, etag: Option<&str>) -> Result<Fetched<Page<Member>>> {
+        let query = [("limit", roam_proto::validate::MAX_PAGE_SIZE.to_string())];
+        self.get(&format!("/v1/rooms/{room}/members"), &query, etag)
+            .await
+    }
+
+    /// Presence of up to 500 users.
+    pub(crate) async fn presence(
+        &self,
+        users: &[String],
+        etag: Option<&str>,
+    ) -> Result<Fetched<Vec<Presence>>> {
+        let query = [("users", users.join(","))];
+        self.get("/v1/presence", &query, etag).await
+    }
+}
+
+fn error_from(status: StatusCode, body: String) -> Error {
+    match serde_json::from_str::<ErrorResponse>(&body) {
+        Ok(e) => Error::from(e.error),
+        Err(_) if status == StatusCode::UNAUTHORIZED => {
+            Error::Unauthorized(format!("HTTP {status}"))
+        }
+        Err(_) if status.is_server_error() => Error::Network(format!("HTTP {status}")),
+        Err(_) => Error::Network(format!("unexpected HTTP {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_urls() {
+        let b = base_url("http://127.0.0.1:8080").expect("url");
+        assert_eq!(ws_url(&b).expect("ws").as_str(), "ws://127.0.0.1:8080/v1/ws");
+        let b = base_url("https://chat.example.com/roam/").expect("url");
+        assert_eq!(
+            ws_url(&b).expect("ws").as_str(),
+            "wss://chat.example.com/roam/v1/ws"
+        );
+        assert!(base_url("ws://x").is_err());
+        assert!(base_url("not a url").is_err());
+    }
+
+    #[test]
+    fn error_bodies_become_codes() {
+        let e = error_from(
+            StatusCode::FORBIDDEN,
+            r#"{"error":{"code":"forbidden","message":"no"}}"#.into(),
+        );
+        assert!(matches!(
+            e,
+            Error::Server {
+                code: roam_proto::ErrorCode::Forbidden,
+                ..
+            }
+        ));
+        assert!(error_from(StatusCode::BAD_GATEWAY, "oops".into()).is_transient());
+    }
+}

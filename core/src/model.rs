@@ -1,0 +1,242 @@
+//! The records the core hands to the app.
+//!
+//! They are plain data (strings, integers, enums, `Option`, `Vec`) so that the bindings can turn
+//! them into Swift structs and Kotlin data classes one to one. Where the protocol type fits as it
+//! is (`Member`, `Presence`, `Document`, the small enums) it is re-used; where it holds free JSON
+//! (`Room::metadata`, `Notification::data`) the core record carries that JSON as text instead.
+//! Local-only state (send state, failure reason, local id, the sync cursor) lives here and
+//! nowhere in the protocol.
+
+use std::time::Duration;
+
+use roam_proto::{Document, Member, Presence, RoomKind};
+
+/// Where a local change stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendState {
+    /// Written locally, waiting in the outbox (or on the wire).
+    Pending,
+    /// Confirmed by the server (or received from it).
+    Sent,
+    /// Refused by the server for good; the outbox entry waits for `retry` or `discard`.
+    Failed {
+        /// The protocol error code (`forbidden`, `not_found`, …), or `client` when the core
+        /// itself gave up (for example an edit of a message that was never sent).
+        code: String,
+        /// The reason, for display or logs.
+        message: String,
+    },
+}
+
+impl SendState {
+    /// `pending`, `sent` or `failed`: the value stored in the database.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SendState::Pending => "pending",
+            SendState::Sent => "sent",
+            SendState::Failed { .. } => "failed",
+        }
+    }
+
+    /// True for [`SendState::Failed`].
+    pub fn is_failed(&self) -> bool {
+        matches!(self, SendState::Failed { .. })
+    }
+}
+
+/// A message as the app shows it: confirmed by the server, or local and optimistic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalMessage {
+    /// Stable identifier for the app: the transaction id (outbox key, UUIDv7) for messages sent
+    /// from this device, the server id for everyone else's. It never changes, even when the
+    /// server confirms a local message.
+    pub local_id: String,
+    /// The server's id, once known.
+    pub id: Option<String>,
+    pub room: String,
+    /// The message's place in the room, once the server has confirmed it.
+    pub seq: Option<u64>,
+    pub sender: String,
+    /// The text; empty once deleted.
+    pub body: String,
+    pub reply_to: Option<String>,
+    /// Milliseconds since the Unix epoch (local clock until confirmed).
+    pub created_at: i64,
+    pub edited_at: Option<i64>,
+    pub deleted: bool,
+    /// The state of the latest local change to this message (send, edit or delete).
+    pub send_state: SendState,
+}
+
+/// A room as held locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    pub name: String,
+    pub kind: RoomKind,
+    pub title: String,
+    /// Application metadata, a JSON object as text.
+    pub metadata_json: String,
+    pub owner: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The newest sequence number the server reported for the room.
+    pub head_seq: u64,
+    pub member_count: u64,
+    /// True while the local user is an active member (or has asked to be).
+    pub joined: bool,
+    /// The highest sequence number applied locally: everything up to it is in the store.
+    pub last_seq: u64,
+    /// State of the latest local change to the room itself (create, update).
+    pub send_state: SendState,
+}
+
+/// A document as held locally, possibly with a local edit on top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalDocument {
+    pub room: String,
+    pub doc: String,
+    /// The server version this content is (or, while pending, is meant to become).
+    pub version: u64,
+    pub content: String,
+    pub updated_by: String,
+    pub updated_at: i64,
+    pub send_state: SendState,
+    /// When the last local edit was refused with `version_conflict`: the document as the server
+    /// holds it. Rebase onto it and call `put_document` again with
+    /// `base_version = conflict.version`.
+    pub conflict: Option<Document>,
+}
+
+/// A notification of the local user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationInfo {
+    pub seq: u64,
+    pub id: String,
+    /// `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
+    pub kind: String,
+    pub room: Option<String>,
+    pub actor: Option<String>,
+    /// Kind-specific details, a JSON value as text.
+    pub data_json: String,
+    pub created_at: i64,
+    pub read: bool,
+}
+
+/// One queued mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The idempotency key (UUIDv7), also the entry's id for `retry` and `discard`.
+    pub id: String,
+    /// The room whose queue the entry is in (`None`: the account's own queue).
+    pub room: Option<String>,
+    /// The protocol op (`message.send`, …).
+    pub op: String,
+    /// The mutation as it will travel, `{"op": …, "args": {…}}`.
+    pub mutation_json: String,
+    /// `Pending` (waiting or on the wire) or `Failed` with the reason.
+    pub state: SendState,
+    /// Transient failures so far.
+    pub attempts: u32,
+    /// When it was queued, milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// The state of the real-time connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not started, or the app asked to be offline.
+    Offline,
+    /// A connection attempt is under way.
+    Connecting,
+    /// Connected and authenticated (recovery may still be running).
+    Connected,
+    /// The last attempt failed or the link dropped; the next attempt is in `retry_in`
+    /// (or as soon as the app calls `network_available`).
+    Waiting {
+        /// The delay before the next attempt.
+        retry_in: Duration,
+    },
+}
+
+/// Something changed in a room.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomUpdate {
+    /// A message appeared (from the server, or sent locally).
+    MessageAdded(LocalMessage),
+    /// A message's body changed.
+    MessageEdited(LocalMessage),
+    /// A message was deleted (it stays, with `deleted: true` and an empty body).
+    MessageDeleted(LocalMessage),
+    /// A local message disappeared for good (its send was discarded) or was merged into the
+    /// server's copy.
+    MessageRemoved {
+        room: String,
+        local_id: String,
+    },
+    /// The send state of a local change to a message moved (`pending → sent`, `→ failed`, …).
+    SendStateChanged {
+        room: String,
+        local_id: String,
+        state: SendState,
+    },
+    /// The room's own data or the local user's membership changed.
+    RoomChanged(RoomInfo),
+    /// The room was deleted, or the local user lost access; its local data is gone.
+    RoomRemoved {
+        room: String,
+    },
+    /// A member joined or their role or status changed.
+    MemberChanged(Member),
+    /// A member left.
+    MemberRemoved {
+        room: String,
+        user: String,
+    },
+    /// The server could not replay what was missed: the room's messages were reloaded from
+    /// scratch (read them again).
+    Reset {
+        room: String,
+    },
+}
+
+impl RoomUpdate {
+    /// The room the update belongs to.
+    pub fn room(&self) -> &str {
+        match self {
+            RoomUpdate::MessageAdded(m)
+            | RoomUpdate::MessageEdited(m)
+            | RoomUpdate::MessageDeleted(m) => &m.room,
+            RoomUpdate::MessageRemoved { room, .. }
+            | RoomUpdate::SendStateChanged { room, .. }
+            | RoomUpdate::RoomRemoved { room }
+            | RoomUpdate::MemberRemoved { room, .. }
+            | RoomUpdate::Reset { room } => room,
+            RoomUpdate::RoomChanged(r) => &r.name,
+            RoomUpdate::MemberChanged(m) => &m.room,
+        }
+    }
+}
+
+/// Something changed in a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocumentUpdate {
+    /// A new version (from the server or a local edit), or a send-state change.
+    Updated(LocalDocument),
+    /// A local edit was refused because its base version is stale; `current` is the server's
+    /// document. The local edit stays in the store as failed until rebased or discarded.
+    Conflict {
+        local: LocalDocument,
+        current: Document,
+    },
+}
+
+/// Presence as delivered to the app (the protocol record).
+pub type PresenceInfo = Presence;
+
+/// Milliseconds since the Unix epoch, by the local clock.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

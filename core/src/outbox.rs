@@ -1,0 +1,636 @@
+//! The outbox: a durable, ordered, pipelined queue of mutations.
+//!
+//! Every change the app makes (send, edit or delete a message; create, update, join or leave a
+//! room; invite; answer an invitation; set a role; ban; unban; put a document; mark
+//! notifications read) goes through here.
+//!
+//! ## Enqueuing
+//!
+//! [`enqueue`] validates the [`Mutation`] (nothing invalid is ever queued), then, in **one
+//! SQLite transaction**, applies the change optimistically to the local tables (see
+//! [`crate::optimistic`]) and appends an `outbox` row holding the mutation exactly as it will
+//! travel, with a fresh UUIDv7 as its idempotency key. Local reads show the change at once with
+//! [`SendState::Pending`]. Because the outbox is just rows, it survives process death: on the
+//! next open, every row still `pending` is loaded back into the scheduler and sent again with the
+//! same key, and the server answers a key it has already applied with the stored result, so
+//! nothing is applied twice.
+//!
+//! ## Queues and order
+//!
+//! Entries are grouped in queues: one per room (the mutation's `room`), plus one for the account
+//! (`invitation.*`, `notification.*`). Entries of one queue go out strictly in the order they
+//! were written; queues are independent. The [`Scheduler`] keeps a window of at most
+//! [`OutboxConfig::window`] `mutate` frames on the wire over all queues, filling it round-robin,
+//! so a busy room does not starve the others and a replay of thousands of entries is not one
+//! round trip each. Answers are matched to entries by frame id, in any order.
+//!
+//! Pipelining inside a queue relies on the server handling one connection's frames in the order
+//! they arrive (it submits each mutation to its store as it reads it). A message is sent with a
+//! client-chosen id (its local id, a UUIDv7, which is also the entry's key), so an edit or delete
+//! queued behind a send names the message by that id and needs nothing from the send's answer.
+//!
+//! ## Failures
+//!
+//! - **Transient** (no connection, a lost connection, [`ErrorCode::is_transient`] codes, no
+//!   answer within [`OutboxConfig::ack_timeout`]): the entry stays pending and its queue is
+//!   *drained*: nothing new of that queue is sent until its in-flight entries are answered and a
+//!   backoff delay has passed (exponential, full jitter, at least `retry_after_ms` when the server
+//!   sent one). Then the queue resumes from its oldest unanswered entry, with the same key.
+//! - **Permanent** (every other code): the entry is marked [`SendState::Failed`] with the code and
+//!   message, and so is the local row it changed. It leaves the scheduler; **later entries of the
+//!   same queue keep going** (a message that cannot be sent must not hold back the next ones, and
+//!   an app that wants "stop on first failure" can discard the rest), and other queues are not
+//!   affected at all. The app calls [`retry`] (back to pending, at its original place in the
+//!   queue) or [`discard`] (the entry is deleted and its optimistic change undone).
+//!
+//! ## Acks
+//!
+//! An `ack` removes the entry and stores the server's result in the same transaction (the
+//! message gets its server id and `seq` and becomes [`SendState::Sent`]). The `event` that the
+//! mutation caused may arrive before or after the ack; both paths bind to the same local row.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use roam_proto::{ErrorBody, Mutation};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::backoff::{Backoff, Jitter};
+use crate::config::OutboxConfig;
+use crate::context::{Context, Effects};
+use crate::db::{reads, writes};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::model::{now_ms, SendState};
+use crate::optimistic::{self, Undo};
+
+/// An entry as the scheduler holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub id: String,
+    pub pos: i64,
+    pub mutation: Mutation,
+    pub target: Option<String>,
+    flight: Option<Flight>,
+}
+
+impl Queued {
+    pub(crate) fn new(id: String, pos: i64, mutation: Mutation, target: Option<String>) -> Self {
+        Queued {
+            id,
+            pos,
+            mutation,
+            target,
+            flight: None,
+        }
+    }
+
+    /// The queue the entry belongs to: its room, or `""` for the account.
+    pub(crate) fn queue(&self) -> String {
+        queue_of(&self.mutation)
+    }
+}
+
+/// The queue name of a mutation.
+pub(crate) fn queue_of(m: &Mutation) -> String {
+    m.room().unwrap_or_default().to_owned()
+}
+
+#[derive(Debug, Clone)]
+struct Flight {
+    frame_id: String,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct RoomQueue {
+    entries: BTreeMap<i64, Queued>,
+    retry_at: Option<Instant>,
+    draining: bool,
+    backoff: Backoff,
+}
+
+impl RoomQueue {
+    fn in_flight(&self) -> usize {
+        self.entries.values().filter(|e| e.flight.is_some()).count()
+    }
+}
+
+/// A frame to put on the wire.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub frame_id: String,
+    pub key: String,
+    pub mutation: Mutation,
+    pub retry: bool,
+}
+
+/// The in-memory mirror of the pending outbox rows, and the send window.
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    config: OutboxConfig,
+    queues: BTreeMap<String, RoomQueue>,
+    /// frame id → (queue, pos)
+    in_flight: HashMap<String, (String, i64)>,
+    /// Entries sent at least once in this process (a resend counts as a retry).
+    sent_before: std::collections::HashSet<String>,
+    next_frame: u64,
+    /// Round-robin start.
+    rotate: usize,
+}
+
+impl Scheduler {
+    pub(crate) fn new(config: OutboxConfig) -> Self {
+        Scheduler {
+            config,
+            queues: BTreeMap::new(),
+            in_flight: HashMap::new(),
+            sent_before: Default::default(),
+            next_frame: 0,
+            rotate: 0,
+        }
+    }
+
+    /// Adds a pending entry (in `pos` order within its queue).
+    pub(crate) fn push(&mut self, entry: Queued) {
+        let config = self.config;
+        let q = self
+            .queues
+            .entry(entry.queue())
+            .or_insert_with(|| RoomQueue {
+                entries: BTreeMap::new(),
+                retry_at: None,
+                draining: false,
+                backoff: Backoff::new(config.initial_backoff, config.max_backoff, Jitter::Full),
+            });
+        q.entries.insert(entry.pos, entry);
+    }
+
+    /// Pending entries held (including those on the wire).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queues.values().map(|q| q.entries.len()).sum()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn in_flight_count(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Removes an entry that is not on the wire. `Err` if it is.
+    pub(crate) fn remove(&mut self, id: &str) -> std::result::Result<Option<Queued>, ()> {
+        for q in self.queues.values_mut() {
+            if let Some((&pos, e)) = q.entries.iter().find(|(_, e)| e.id == id) {
+                if e.flight.is_some() {
+                    return Err(());
+                }
+                self.sent_before.remove(id);
+                return Ok(q.entries.remove(&pos));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes as many entries as the window allows, round-robin over the queues, each queue in
+    /// order.
+    pub(crate) fn fill(&mut self, now: Instant) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let names: Vec<String> = self.queues.keys().cloned().collect();
+        if names.is_empty() {
+            return out;
+        }
+        let start = self.rotate % names.len();
+        self.rotate = self.rotate.wrapping_add(1);
+        let mut blocked = vec![false; names.len()];
+        loop {
+            let mut progress = false;
+            for i in 0..names.len() {
+                if self.in_flight.len() >= self.config.window {
+                    return out;
+                }
+                let idx = (start + i) % names.len();
+                if blocked[idx] {
+                    continue;
+                }
+                let Some(q) = self.queues.get_mut(&names[idx]) else {
+                    blocked[idx] = true;
+                    continue;
+                };
+                if q.draining {
+                    if q.in_flight() == 0 && q.retry_at.is_none_or(|t| t <= now) {
+                        q.draining = false;
+                        q.retry_at = None;
+                    } else {
+                        blocked[idx] = true;
+                        continue;
+                    }
+                }
+                if q.retry_at.is_some_and(|t| t > now) {
+                    blocked[idx] = true;
+                    continue;
+                }
+                let Some(pos) = q
+                    .entries
+                    .iter()
+                    .find(|(_, e)| e.flight.is_none())
+                    .map(|(p, _)| *p)
+                else {
+                    blocked[idx] = true;
+                    continue;
+                };
+                let Some(entry) = q.entries.get_mut(&pos) else {
+                    blocked[idx] = true;
+                    continue;
+                };
+                self.next_frame += 1;
+                let frame_id = format!("o{}", self.next_frame);
+                entry.flight = Some(Flight {
+                    frame_id: frame_id.clone(),
+                    deadline: now + self.config.ack_timeout,
+                });
+                let retry = !self.sent_before.insert(entry.id.clone());
+                self.in_flight
+                    .insert(frame_id.clone(), (names[idx].clone(), pos));
+                out.push(Outgoing {
+                    frame_id,
+                    key: entry.id.clone(),
+                    mutation: entry.mutation.clone(),
+                    retry,
+                });
+                progress = true;
+            }
+            if !progress {
+                break;
+            }
+        }
+        out
+    }
+
+    fn take_flight(&mut self, frame_id: &str) -> Option<(String, i64)> {
+        self.in_flight.remove(frame_id)
+    }
+
+    /// The entry of a frame that was acknowledged: it leaves the scheduler.
+    pub(crate) fn on_ack(&mut self, frame_id: &str) -> Option<Queued> {
+        let (queue, pos) = self.take_flight(frame_id)?;
+        let q = self.queues.get_mut(&queue)?;
+        let e = q.entries.remove(&pos);
+        if !q.draining {
+            q.backoff.reset();
+        }
+        if q.entries.is_empty() {
+            self.queues.remove(&queue);
+        }
+        if let Some(e) = &e {
+            self.sent_before.remove(&e.id);
+        }
+        e
+    }
+
+    /// The entry of a frame that failed for good: it leaves the scheduler.
+    pub(crate) fn on_permanent(&mut self, frame_id: &str) -> Option<Queued> {
+        let (queue, pos) = self.take_flight(frame_id)?;
+        let q = self.queues.get_mut(&queue)?;
+        let e = q.entries.remove(&pos);
+        if q.entries.is_empty() {
+            self.queues.remove(&queue);
+        }
+        if let Some(e) = &e {
+            self.sent_before.remove(&e.id);
+        }
+        e
+    }
+
+    /// A frame failed transiently: its entry waits, its queue drains and backs off.
+    /// Returns the entry id.
+    pub(crate) fn on_transient(
+        &mut self,
+        frame_id: &str,
+        retry_after: Option<Duration>,
+        now: Instant,
+    ) -> Option<String> {
+        let (queue, pos) = self.take_flight(frame_id)?;
+        let q = self.queues.get_mut(&queue)?;
+        let e = q.entries.get_mut(&pos)?;
+        e.flight = None;
+        let id = e.id.clone();
+        let delay = q.backoff.next_delay().max(retry_after.unwrap_or_default());
+        let at = now + delay;
+        q.retry_at = Some(q.retry_at.map_or(at, |t| t.max(at)));
+        q.draining = true;
+        Some(id)
+    }
+
+    /// Frames whose answer is overdue: each counts as a transient failure.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<String> {
+        let overdue: Vec<String> = self
+            .queues
+            .values()
+            .flat_map(|q| q.entries.values())
+            .filter_map(|e| e.flight.as_ref())
+            .filter(|f| f.deadline <= now)
+            .map(|f| f.frame_id.clone())
+            .collect();
+        overdue
+            .iter()
+            .filter_map(|f| self.on_transient(f, None, now))
+            .collect()
+    }
+
+    /// The connection is gone: whatever was on the wire waits to be sent again.
+    pub(crate) fn on_disconnect(&mut self) -> usize {
+        let n = self.in_flight.len();
+        self.in_flight.clear();
+        for q in self.queues.values_mut() {
+            for e in q.entries.values_mut() {
+                e.flight = None;
+            }
+        }
+        n
+    }
+
+    /// The earliest moment something becomes due (a backoff ends, an answer is overdue).
+    /// Backoffs already over are not deadlines: the next flush picks them up.
+    pub(crate) fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        self.queues
+            .values()
+            .flat_map(|q| {
+                q.retry_at.filter(|t| *t > now).into_iter().chain(
+                    q.entries
+                        .values()
+                        .filter_map(|e| e.flight.as_ref().map(|f| f.deadline)),
+                )
+            })
+            .min()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durable lifecycle
+
+/// Validates, applies locally and queues a mutation, all in one transaction. Returns the entry
+/// id (the idempotency key) and whatever the optimistic step produced.
+pub(crate) fn enqueue<T>(
+    ctx: &Context,
+    mutation: Mutation,
+    target: Option<String>,
+    local: impl FnOnce(&rusqlite::Transaction<'_>, &LocalStep<'_>, &mut Effects) -> Result<(T, Option<Undo>)>,
+) -> Result<(String, T)> {
+    enqueue_with_id(ctx, new_key(), mutation, target, local)
+}
+
+/// A fresh idempotency key (UUIDv7).
+pub(crate) fn new_key() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// [`enqueue`] with a key chosen by the caller (a message send uses its message id).
+pub(crate) fn enqueue_with_id<T>(
+    ctx: &Context,
+    id: String,
+    mutation: Mutation,
+    target: Option<String>,
+    local: impl FnOnce(&rusqlite::Transaction<'_>, &LocalStep<'_>, &mut Effects) -> Result<(T, Option<Undo>)>,
+) -> Result<(String, T)> {
+    mutation.validate()?;
+    let queue = queue_of(&mutation);
+    let is_message = matches!(mutation, Mutation::SendMessage { .. });
+    let out = ctx.write(|tx, fx| {
+        let now = now_ms();
+        let pos = writes::insert_entry(tx, &id, &queue, &mutation, target.as_deref(), None, now)?;
+        let step = LocalStep {
+            id: &id,
+            pos,
+            now,
+            me: &ctx.me,
+        };
+        let (value, undo) = local(tx, &step, fx)?;
+        if let Some(undo) = undo {
+            tx.prepare_cached("UPDATE outbox SET undo = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![id, serde_json::to_string(&undo)?])?;
+        }
+        fx.enqueue(Queued::new(id.clone(), pos, mutation, target));
+        Ok(value)
+    })?;
+    Metrics::inc(&ctx.metrics.mutations_queued);
+    if is_message {
+        Metrics::inc(&ctx.metrics.messages_queued);
+    }
+    Ok((id, out))
+}
+
+/// What the optimistic step of [`enqueue`] gets to know.
+#[derive(Debug)]
+pub(crate) struct LocalStep<'a> {
+    /// The entry id (idempotency key).
+    pub id: &'a str,
+    /// The entry's position (orders local messages).
+    pub pos: i64,
+    pub now: i64,
+    pub me: &'a str,
+}
+
+/// Stores the server's answer to an entry and removes it.
+pub(crate) fn complete(ctx: &Context, entry: &Queued, result: Value) -> Result<()> {
+    let is_message = matches!(entry.mutation, Mutation::SendMessage { .. });
+    ctx.write(|tx, fx| {
+        let stored = reads::outbox_entry(tx, &entry.id)?;
+        writes::delete_entry(tx, &entry.id)?;
+        if stored.is_none() {
+            // Discarded while on the wire is refused, so this is a stale answer; the event the
+            // mutation caused (if any) brings its effect anyway.
+            return Ok(());
+        }
+        optimistic::apply_ack(tx, entry, result, fx)
+    })?;
+    Metrics::inc(&ctx.metrics.mutations_acked);
+    if is_message {
+        Metrics::inc(&ctx.metrics.messages_acked);
+    }
+    Ok(())
+}
+
+/// Marks an entry failed for good, with its local row.
+pub(crate) fn fail(ctx: &Context, entry: &Queued, error: &ErrorBody) -> Result<()> {
+    let state = SendState::Failed {
+        code: error.code.as_str().to_owned(),
+        message: error.message.clone(),
+    };
+    let is_message = matches!(entry.mutation, Mutation::SendMessage { .. });
+    ctx.write(|tx, fx| {
+        writes::set_entry_state(tx, &entry.id, &state)?;
+        optimistic::apply_failure(tx, entry, &state, error.current.as_ref(), fx)
+    })?;
+    tracing::info!(entry = %entry.id, op = entry.mutation.op(), code = error.code.as_str(), "outbox entry failed");
+    Metrics::inc(&ctx.metrics.mutations_failed);
+    if is_message {
+        Metrics::inc(&ctx.metrics.messages_failed);
+    }
+    Ok(())
+}
+
+/// Counts a transient failure against an entry (the `retries` metric counts the resend).
+pub(crate) fn note_attempt(ctx: &Context, id: &str) {
+    let res = ctx.write(|tx, _| writes::bump_attempts(tx, id));
+    if let Err(err) = res {
+        tracing::warn!(error = %err, "cannot record an outbox attempt");
+    }
+}
+
+/// Puts a failed entry back in its queue.
+pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
+    ctx.write(|tx, fx| {
+        let entry = reads::outbox_entry(tx, id)?
+            .ok_or_else(|| Error::not_found(format!("outbox entry {id}")))?;
+        if !entry.state.is_failed() {
+            return Err(Error::state("only a failed entry can be retried"));
+        }
+        writes::set_entry_state(tx, id, &SendState::Pending)?;
+        let q = Queued::new(entry.id.clone(), entry.pos, entry.mutation.clone(), entry.target.clone());
+        optimistic::apply_retry(tx, &q, fx)?;
+        fx.enqueue(q);
+        Ok(())
+    })
+}
+
+/// Deletes an entry that is pending (not on the wire) or failed, and undoes its local change.
+pub(crate) fn discard(ctx: &Context, id: &str) -> Result<()> {
+    ctx.write(|tx, fx| {
+        let entry = reads::outbox_entry(tx, id)?
+            .ok_or_else(|| Error::not_found(format!("outbox entry {id}")))?;
+        if ctx.outbox.lock().remove(id).is_err() {
+            return Err(Error::state(
+                "the entry is being sent right now; wait for its answer",
+            ));
+        }
+        writes::delete_entry(tx, id)?;
+        optimistic::apply_discard(tx, &entry, fx)
+    })
+}
+
+/// Loads the pending rows into the scheduler (at open).
+pub(crate) fn load(ctx: &Context) -> Result<usize> {
+    let entries = ctx.db.read(reads::pending_entries)?;
+    let n = entries.len();
+    let mut s = ctx.outbox.lock();
+    for e in entries {
+        s.push(Queued::new(e.id, e.pos, e.mutation, e.target));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(room: &str, n: i64) -> Queued {
+        Queued::new(
+            format!("{room}-{n}"),
+            n,
+            Mutation::SendMessage {
+                room: room.into(),
+                body: format!("m{n}"),
+                reply_to: None,
+                id: None,
+            },
+            None,
+        )
+    }
+
+    fn config(window: usize) -> OutboxConfig {
+        OutboxConfig {
+            window,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+
+
+    #[test]
+    fn window_is_shared_round_robin_and_ordered_per_queue() {
+        let mut s = Scheduler::new(config(4));
+        for i in 1..=5 {
+            s.push(send("a", i));
+        }
+        for i in 6..=7 {
+            s.push(send("b", i));
+        }
+        let now = Instant::now();
+        let out = s.fill(now);
+        assert_eq!(out.len(), 4);
+        let a: Vec<_> = out.iter().filter(|o| o.key.starts_with("a-")).map(|o| o.key.clone()).collect();
+        let b: Vec<_> = out.iter().filter(|o| o.key.starts_with("b-")).map(|o| o.key.clone()).collect();
+        assert_eq!(a, vec!["a-1", "a-2"]);
+        assert_eq!(b, vec!["b-6", "b-7"]);
+        // Window full: nothing more until an answer.
+        assert!(s.fill(now).is_empty());
+        let e = s.on_ack(&out[0].frame_id).expect("entry");
+        assert!(e.id == "a-1" || e.id == "b-6");
+        let more = s.fill(now);
+        assert_eq!(more.len(), 1);
+        assert_eq!(more[0].key, "a-3");
+    }
+
+    #[test]
+    fn transient_failure_drains_the_queue_then_resends_in_order() {
+        let mut s = Scheduler::new(config(10));
+        for i in 1..=3 {
+            s.push(send("a", i));
+        }
+        s.push(send("b", 4));
+        let now = Instant::now();
+        let out = s.fill(now);
+        assert_eq!(out.len(), 4);
+        let frame = |key: &str| out.iter().find(|o| o.key == key).map(|o| o.frame_id.clone()).expect("frame");
+        // a-1 is rate limited for 2 s; a-2 and a-3 are still on the wire.
+        s.on_transient(&frame("a-1"), Some(Duration::from_secs(2)), now)
+            .expect("entry");
+        s.on_transient(&frame("a-2"), None, now).expect("entry");
+        assert!(s.fill(now).is_empty(), "queue a drains");
+        s.on_ack(&frame("b-4"));
+        s.on_transient(&frame("a-3"), None, now).expect("entry");
+        assert!(s.fill(now + Duration::from_secs(1)).is_empty(), "retry_after honoured");
+        let later = now + Duration::from_secs(3);
+        let again = s.fill(later);
+        let keys: Vec<_> = again.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, vec!["a-1", "a-2", "a-3"]);
+        assert!(again.iter().all(|o| o.retry));
+    }
+
+    #[test]
+    fn permanent_failure_does_not_block_the_queue() {
+        let mut s = Scheduler::new(config(1));
+        s.push(send("a", 1));
+        s.push(send("a", 2));
+        let now = Instant::now();
+        let out = s.fill(now);
+        assert_eq!(out[0].key, "a-1");
+        let e = s.on_permanent(&out[0].frame_id).expect("entry");
+        assert_eq!(e.id, "a-1");
+        let out = s.fill(now);
+        assert_eq!(out[0].key, "a-2");
+    }
+
+    #[test]
+    fn timeouts_and_disconnects_put_entries_back() {
+        let mut s = Scheduler::new(config(8));
+        s.push(send("a", 1));
+        s.push(send("a", 2));
+        let now = Instant::now();
+        let out = s.fill(now);
+        assert_eq!(out.len(), 2);
+        assert_eq!(s.next_deadline(now), Some(now + Duration::from_secs(5)));
+        assert!(s.remove("a-1").is_err(), "in flight");
+        let expired = s.expire(now + Duration::from_secs(6));
+        assert_eq!(expired.len(), 2);
+        assert_eq!(s.in_flight_count(), 0);
+        let later = now + Duration::from_secs(10);
+        let out = s.fill(later);
+        assert_eq!(out.len(), 2);
+        assert_eq!(s.on_disconnect(), 2);
+        assert!(s.remove("a-2").expect("not in flight").is_some());
+        assert_eq!(s.len(), 1);
+    }
+}

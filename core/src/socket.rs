@@ -1,0 +1,750 @@
+//! The reconnecting WebSocket connection, and everything that happens while it is up.
+//!
+//! [`run`] is one long-lived task per started client. It loops over connection attempts while
+//! the app wants to be online:
+//!
+//! ```text
+//!   Offline ──set_online(true)/start──▶ Connecting ──hello──▶ Connected ──drop──▶ Waiting(d) ─┐
+//!      ▲                                    │ failed                                ▲           │
+//!      └──────────set_online(false)─────────┴───────────────────────────────────────┘◀──d / network_available()
+//! ```
+//!
+//! - **Connecting**: ask the [`TokenProvider`](crate::TokenProvider) for a token (`refresh`
+//!   after a 401 or a `4001` close), open `ws(s)://host/v1/ws` with `Authorization: Bearer`, and
+//!   wait for the server's `hello`, all within `connect_timeout`.
+//! - **Waiting**: the delay comes from [`Backoff`] with Socket.IO-style randomisation (defaults
+//!   1 s → 5 s, ±50 %), at least the `Retry-After` of a `429` handshake, reset after every
+//!   connection that reached `hello`. `network_available()` cancels the wait; `set_online(false)`
+//!   ends it.
+//! - **Connected** (a [`Session`]): first one `subscribe` frame (in chunks of 500 rooms) with
+//!   each followed room's cursor and `inbox_since`; recovered events are applied as they arrive
+//!   (see [`crate::sync`]); once every room is caught up (or `recovery_timeout` passed) the
+//!   device's presence is sent and the outbox is flushed through its window, and from then on
+//!   the outbox is flushed whenever an entry is queued, answered or due. A WebSocket ping goes out
+//!   every heartbeat interval (the smaller of the configured one and the server's
+//!   `heartbeat_ms`); when nothing at all arrives within the heartbeat timeout after a ping the
+//!   link is declared dead and dropped.
+//!
+//! When a session ends, whatever the outbox had on the wire goes back to waiting (it is sent
+//! again with the same idempotency keys), remote typing indicators are cleared, and the loop
+//! goes to Waiting.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use roam_proto::{
+    close, ClientFrame, Envelope, ErrorBody, ErrorCode, Mutation, RoomCursor, RoomEvent,
+    ServerFrame, SubscribeResult, PROTOCOL_VERSION,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::backoff::{Backoff, Jitter};
+use crate::context::{Context, SessionCmd, Want};
+use crate::db::reads;
+use crate::listeners::AppEvent;
+use crate::metrics::Metrics;
+use crate::model::ConnectionState;
+use crate::{http, outbox, sync};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Events applied per transaction at most.
+const MAX_BATCH: usize = 1024;
+
+/// Why a connection attempt failed.
+#[derive(Debug)]
+struct ConnectFailure {
+    reason: String,
+    /// Ask the token provider for a fresh token next time.
+    refresh: bool,
+    /// The server asked to wait at least this long.
+    retry_after: Option<Duration>,
+}
+
+impl ConnectFailure {
+    fn network(reason: impl Into<String>) -> Self {
+        ConnectFailure {
+            reason: reason.into(),
+            refresh: false,
+            retry_after: None,
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The app asked to go offline or shut down.
+    Stopped,
+    /// The server closed with `4001`.
+    TokenExpired,
+    /// The link broke or the server closed it.
+    Lost(String),
+}
+
+/// The connection loop of a client; returns on shutdown.
+#[tracing::instrument(skip_all, fields(user = %ctx.me))]
+pub(crate) async fn run(ctx: Arc<Context>) {
+    let mut want = ctx.want.subscribe();
+    let rc = ctx.config.reconnect;
+    let mut backoff = Backoff::new(
+        rc.initial_delay,
+        rc.max_delay,
+        Jitter::Randomize(rc.randomization_factor),
+    );
+    let mut refresh = false;
+    loop {
+        let w = *want.borrow_and_update();
+        match w {
+            Want::Shutdown => break,
+            Want::Offline => {
+                ctx.set_connection_state(ConnectionState::Offline);
+                if want.changed().await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Want::Online => {}
+        }
+        ctx.set_connection_state(ConnectionState::Connecting);
+        Metrics::inc(&ctx.metrics.connect_attempts);
+        let mut retry_after = None;
+        match connect(&ctx, refresh).await {
+            Ok((ws, heartbeat)) => {
+                refresh = false;
+                backoff.reset();
+                Metrics::inc(&ctx.metrics.connections);
+                ctx.set_connection_state(ConnectionState::Connected);
+                tracing::info!("connected");
+                let end = Session::run(&ctx, ws, heartbeat, &mut want).await;
+                end_session(&ctx);
+                match end {
+                    End::Stopped => continue,
+                    End::TokenExpired => {
+                        tracing::info!("token expired; reconnecting with a fresh one");
+                        refresh = true;
+                    }
+                    End::Lost(reason) => tracing::info!(%reason, "connection lost"),
+                }
+            }
+            Err(failure) => {
+                tracing::info!(reason = %failure.reason, "connection attempt failed");
+                refresh = failure.refresh;
+                retry_after = failure.retry_after;
+            }
+        }
+        if *want.borrow() != Want::Online {
+            continue;
+        }
+        let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
+        let notified = ctx.network_available.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        ctx.set_connection_state(ConnectionState::Waiting { retry_in: delay });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = notified => tracing::debug!("network available: retrying now"),
+            changed = want.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    ctx.set_connection_state(ConnectionState::Offline);
+}
+
+fn end_session(ctx: &Context) {
+    ctx.set_session(None);
+    let back = ctx.outbox.lock().on_disconnect();
+    if back > 0 {
+        tracing::debug!(entries = back, "in-flight mutations will be sent again");
+    }
+    for room in ctx.typing.clear_remote() {
+        ctx.emit(AppEvent::Typing {
+            room,
+            users: Vec::new(),
+        });
+    }
+}
+
+/// Opens the socket and waits for `hello`. Returns the socket and the heartbeat interval.
+async fn connect(ctx: &Context, refresh: bool) -> Result<(Ws, Duration), ConnectFailure> {
+    let token = ctx
+        .tokens
+        .token(refresh)
+        .await
+        .map_err(|e| ConnectFailure {
+            reason: format!("no token: {e}"),
+            refresh: true,
+            retry_after: None,
+        })?;
+    let base = http::base_url(&ctx.config.server_url)
+        .map_err(|e| ConnectFailure::network(e.to_string()))?;
+    let url = http::ws_url(&base).map_err(|e| ConnectFailure::network(e.to_string()))?;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ConnectFailure::network(e.to_string()))?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ConnectFailure {
+        reason: "the token is not a valid header value".into(),
+        refresh: true,
+        retry_after: None,
+    })?;
+    request.headers_mut().insert(AUTHORIZATION, bearer);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(roam_proto::validate::MAX_FRAME_BYTES))
+        .max_frame_size(Some(roam_proto::validate::MAX_FRAME_BYTES));
+    let attempt = async {
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+            .await
+            .map_err(handshake_failure)?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    Metrics::add(&ctx.metrics.bytes_received, text.len() as u64);
+                    Metrics::inc(&ctx.metrics.frames_received);
+                    match serde_json::from_str::<Envelope<ServerFrame>>(&text) {
+                        Ok(Envelope {
+                            frame:
+                                ServerFrame::Hello {
+                                    user, heartbeat_ms, ..
+                                },
+                            ..
+                        }) => {
+                            if user != ctx.me {
+                                tracing::error!(server_user = %user, "the token belongs to another user than this database");
+                            }
+                            let hb = ctx
+                                .config
+                                .heartbeat
+                                .interval
+                                .min(Duration::from_millis(heartbeat_ms.max(1000)));
+                            return Ok((ws, hb));
+                        }
+                        _ => return Err(ConnectFailure::network("the first frame was not hello")),
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code));
+                    return Err(ConnectFailure {
+                        reason: format!("closed before hello ({code:?})"),
+                        refresh: code == Some(close::TOKEN_EXPIRED),
+                        retry_after: None,
+                    });
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(ConnectFailure::network(e.to_string())),
+                None => return Err(ConnectFailure::network("closed before hello")),
+            }
+        }
+    };
+    match tokio::time::timeout(ctx.config.connect_timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectFailure::network("timed out")),
+    }
+}
+
+fn handshake_failure(err: WsError) -> ConnectFailure {
+    match &err {
+        WsError::Http(resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            ConnectFailure {
+                reason: format!("handshake refused with HTTP {status}"),
+                refresh: status == 401,
+                retry_after,
+            }
+        }
+        _ => ConnectFailure::network(err.to_string()),
+    }
+}
+
+/// One item read from the socket.
+enum Incoming {
+    Frame(ServerFrame),
+    Alive,
+    End(End),
+}
+
+/// One live connection.
+struct Session<'a> {
+    ctx: &'a Arc<Context>,
+    sink: SplitSink<Ws, Message>,
+    /// Subscribe frames awaiting their ack: frame id → rooms.
+    subscribes: HashMap<String, Vec<String>>,
+    /// Rooms whose `caught_up` has not arrived.
+    catching_up: HashSet<String>,
+    /// Rooms re-subscribed after a gap, until their ack.
+    resubscribing: HashSet<String>,
+    recovered: bool,
+    next_id: u64,
+    /// Frames to send with the next flush.
+    outgoing: Vec<ClientFrame>,
+}
+
+impl<'a> Session<'a> {
+    async fn run(
+        ctx: &'a Arc<Context>,
+        ws: Ws,
+        heartbeat: Duration,
+        want: &mut watch::Receiver<Want>,
+    ) -> End {
+        let (sink, mut stream) = ws.split();
+        let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+        ctx.set_session(Some(cmd_tx));
+        let mut s = Session {
+            ctx,
+            sink,
+            subscribes: HashMap::new(),
+            catching_up: HashSet::new(),
+            resubscribing: HashSet::new(),
+            recovered: false,
+            next_id: 0,
+            outgoing: Vec::new(),
+        };
+        match s.loop_(&mut stream, heartbeat, want, &mut cmd_rx).await {
+            Ok(end) | Err(end) => {
+                if end == End::Stopped {
+                    let _ = s
+                        .sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::Normal,
+                            reason: "client going offline".into(),
+                        })))
+                        .await;
+                }
+                end
+            }
+        }
+    }
+
+    async fn loop_(
+        &mut self,
+        stream: &mut SplitStream<Ws>,
+        heartbeat: Duration,
+        want: &mut watch::Receiver<Want>,
+        cmd_rx: &mut mpsc::UnboundedReceiver<SessionCmd>,
+    ) -> Result<End, End> {
+        self.subscribe_all()?;
+        self.flush_sink().await?;
+        let timeout = self.ctx.config.heartbeat.timeout;
+        let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pong_deadline: Option<Instant> = None;
+        let recovery_deadline = Instant::now() + self.ctx.config.recovery_timeout;
+        loop {
+            let outbox_deadline = if self.recovered {
+                self.ctx.outbox.lock().next_deadline(Instant::now())
+            } else {
+                None
+            };
+            tokio::select! {
+                changed = want.changed() => {
+                    if changed.is_err() || *want.borrow() != Want::Online {
+                        return Ok(End::Stopped);
+                    }
+                }
+                msg = stream.next() => {
+                    pong_deadline = None;
+                    let mut batch = vec![classify(self.ctx, msg)];
+                    while batch.len() < MAX_BATCH {
+                        match stream.next().now_or_never() {
+                            Some(m) => batch.push(classify(self.ctx, m)),
+                            None => break,
+                        }
+                    }
+                    self.handle_batch(batch).await?;
+                }
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(SessionCmd::Frame(frame)) => self.send(frame).await?,
+                    Some(SessionCmd::Subscribe(rooms)) => {
+                        self.subscribe_rooms(rooms)?;
+                        self.flush_sink().await?;
+                    }
+                    None => return Ok(End::Stopped),
+                },
+                _ = self.ctx.outbox_wakeup.notified(), if self.recovered => {
+                    self.flush_outbox().await?;
+                }
+                _ = ticker.tick() => {
+                    if pong_deadline.is_none() {
+                        pong_deadline = Some(Instant::now() + timeout);
+                        self.sink
+                            .send(Message::Ping(Vec::new().into()))
+                            .await
+                            .map_err(|e| End::Lost(e.to_string()))?;
+                    }
+                }
+                _ = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
+                    return Ok(End::Lost("no pong within the heartbeat timeout".into()));
+                }
+                _ = sleep_until(outbox_deadline.unwrap_or_else(Instant::now)), if outbox_deadline.is_some() => {
+                    let expired = self.ctx.outbox.lock().expire(Instant::now());
+                    for id in expired {
+                        tracing::debug!(entry = %id, "no answer in time; will resend");
+                        outbox::note_attempt(self.ctx, &id);
+                    }
+                    self.flush_outbox().await?;
+                }
+                _ = sleep_until(recovery_deadline), if !self.recovered => {
+                    tracing::warn!(rooms = self.catching_up.len(), "recovery did not finish in time; flushing the outbox anyway");
+                    self.catching_up.clear();
+                    self.subscribes.clear();
+                    self.finish_recovery().await?;
+                }
+            }
+        }
+    }
+
+    fn frame_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}{}", self.next_id)
+    }
+
+    /// Queues a frame on the sink without flushing.
+    async fn feed(&mut self, frame: ClientFrame) -> Result<(), End> {
+        let text = serde_json::to_string(&Envelope::new(frame))
+            .map_err(|e| End::Lost(format!("cannot encode a frame: {e}")))?;
+        Metrics::add(&self.ctx.metrics.bytes_sent, text.len() as u64);
+        Metrics::inc(&self.ctx.metrics.frames_sent);
+        self.sink
+            .feed(Message::text(text))
+            .await
+            .map_err(|e| End::Lost(e.to_string()))
+    }
+
+    /// Sends the queued frames.
+    async fn flush_sink(&mut self) -> Result<(), End> {
+        for frame in std::mem::take(&mut self.outgoing) {
+            self.feed(frame).await?;
+        }
+        self.sink.flush().await.map_err(|e| End::Lost(e.to_string()))
+    }
+
+    async fn send(&mut self, frame: ClientFrame) -> Result<(), End> {
+        self.feed(frame).await?;
+        self.flush_sink().await
+    }
+
+    /// Queued subscribe frames, sent by the next flush.
+    fn subscribe_all(&mut self) -> Result<(), End> {
+        let (rooms, inbox) = self
+            .ctx
+            .db
+            .read(|c| Ok((reads::subscriptions(c)?, reads::kv_u64(c, "inbox_seq")?)))
+            .map_err(|e| End::Lost(format!("cannot read the cursors: {e}")))?;
+        self.pending_subscribe(rooms, Some(inbox));
+        Ok(())
+    }
+
+    fn subscribe_rooms(&mut self, rooms: Vec<String>) -> Result<(), End> {
+        let cursors = self
+            .ctx
+            .db
+            .read(|c| {
+                rooms
+                    .iter()
+                    .map(|r| {
+                        Ok(RoomCursor {
+                            room: r.clone(),
+                            since: reads::cursor(c, r)?,
+                        })
+                    })
+                    .collect::<crate::Result<Vec<_>>>()
+            })
+            .map_err(|e| End::Lost(format!("cannot read the cursors: {e}")))?;
+        self.pending_subscribe(cursors, None);
+        Ok(())
+    }
+
+    fn pending_subscribe(&mut self, rooms: Vec<RoomCursor>, inbox_since: Option<u64>) {
+        let mut chunks: Vec<Vec<RoomCursor>> = rooms
+            .chunks(roam_proto::validate::MAX_ROOMS_PER_SUBSCRIBE)
+            .map(<[RoomCursor]>::to_vec)
+            .collect();
+        if chunks.is_empty() {
+            if inbox_since.is_none() {
+                return;
+            }
+            chunks.push(Vec::new());
+        }
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let id = self.frame_id("s");
+            let names: Vec<String> = chunk.iter().map(|c| c.room.clone()).collect();
+            self.catching_up.extend(names.iter().cloned());
+            self.subscribes.insert(id.clone(), names);
+            let frame = ClientFrame::Subscribe {
+                id,
+                rooms: chunk,
+                inbox_since: if i == 0 { inbox_since } else { None },
+            };
+            self.outgoing.push(frame);
+        }
+    }
+
+    /// Handles what arrived, applying consecutive events in one transaction.
+    async fn handle_batch(&mut self, batch: Vec<Incoming>) -> Result<(), End> {
+        let mut events: Vec<RoomEvent> = Vec::new();
+        for item in batch {
+            match item {
+                Incoming::Frame(ServerFrame::Event(ev)) => events.push(ev),
+                Incoming::Frame(frame) => {
+                    self.apply_events(&mut events)?;
+                    self.handle_frame(frame).await?;
+                }
+                Incoming::Alive => {}
+                Incoming::End(end) => {
+                    self.apply_events(&mut events)?;
+                    return Err(end);
+                }
+            }
+        }
+        self.apply_events(&mut events)?;
+        self.flush_sink().await
+    }
+
+    fn apply_events(&mut self, events: &mut Vec<RoomEvent>) -> Result<(), End> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(events);
+        let applied = sync::apply_events(self.ctx, &batch, &self.catching_up, &self.resubscribing)
+            .map_err(|e| End::Lost(format!("cannot store events: {e}")))?;
+        for room in applied.gaps {
+            if self.resubscribing.insert(room.clone()) {
+                self.subscribe_rooms(vec![room])?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_frame(&mut self, frame: ServerFrame) -> Result<(), End> {
+        match frame {
+            ServerFrame::Ack { id, result } => {
+                if let Some(rooms) = self.subscribes.remove(&id) {
+                    self.on_subscribed(rooms, result).await?;
+                } else {
+                    let entry = self.ctx.outbox.lock().on_ack(&id);
+                    match entry {
+                        Some(entry) => {
+                            if let Err(err) = outbox::complete(self.ctx, &entry, result) {
+                                tracing::error!(error = %err, entry = %entry.id, "cannot store an ack");
+                            }
+                            self.flush_outbox().await?;
+                        }
+                        None => tracing::trace!(frame = %id, "ack of an untracked frame"),
+                    }
+                }
+            }
+            ServerFrame::Error { id: Some(id), error } => self.on_error(id, error).await?,
+            ServerFrame::Error { id: None, error } => {
+                tracing::warn!(code = error.code.as_str(), message = %error.message, "the server could not read a frame");
+            }
+            ServerFrame::Event(_) => {}
+            ServerFrame::CaughtUp { room, seq } => {
+                tracing::debug!(%room, seq, "caught up");
+                self.catching_up.remove(&room);
+                self.maybe_recovered().await?;
+            }
+            ServerFrame::Unsubscribed { room, reason } => {
+                tracing::info!(%room, %reason, "unsubscribed by the server");
+                self.catching_up.remove(&room);
+                if let Err(err) = sync::apply_unsubscribed(self.ctx, &room, &reason) {
+                    tracing::error!(error = %err, "cannot store an unsubscription");
+                }
+                self.maybe_recovered().await?;
+            }
+            ServerFrame::Typing { room, user, typing } => {
+                if user != self.ctx.me {
+                    if let Some(users) = self.ctx.typing.remote(&room, &user, typing, Instant::now()) {
+                        self.ctx.emit(AppEvent::Typing { room, users });
+                    }
+                }
+            }
+            ServerFrame::Presence(p) => {
+                if let Err(err) = sync::apply_presence(self.ctx, &p) {
+                    tracing::error!(error = %err, "cannot store presence");
+                }
+            }
+            ServerFrame::Notification(n) => {
+                if let Err(err) = sync::apply_notification(self.ctx, &n) {
+                    tracing::error!(error = %err, "cannot store a notification");
+                }
+            }
+            ServerFrame::Unread { count } => {
+                if let Err(err) = sync::apply_unread(self.ctx, count) {
+                    tracing::error!(error = %err, "cannot store the unread count");
+                }
+            }
+            ServerFrame::Hello { .. } | ServerFrame::Pong { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn on_subscribed(&mut self, rooms: Vec<String>, result: serde_json::Value) -> Result<(), End> {
+        for r in &rooms {
+            self.resubscribing.remove(r);
+        }
+        match serde_json::from_value::<SubscribeResult>(result) {
+            Ok(result) => {
+                let answered: HashSet<&str> = result.rooms.iter().map(|r| r.room.as_str()).collect();
+                for r in rooms.iter().filter(|r| !answered.contains(r.as_str())) {
+                    self.catching_up.remove(r);
+                }
+                match sync::apply_subscribed(self.ctx, &result) {
+                    Ok(done) => {
+                        for r in &result.rooms {
+                            if !done.catching_up.contains(&r.room) {
+                                self.catching_up.remove(&r.room);
+                            }
+                        }
+                        for (room, _) in done.resets {
+                            tokio::spawn(sync::reload_room(self.ctx.clone(), room));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot store a subscription result");
+                        return Err(End::Lost(err.to_string()));
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "unreadable subscribe ack");
+                for r in &rooms {
+                    self.catching_up.remove(r);
+                }
+            }
+        }
+        self.maybe_recovered().await
+    }
+
+    async fn on_error(&mut self, id: String, error: ErrorBody) -> Result<(), End> {
+        if let Some(rooms) = self.subscribes.remove(&id) {
+            tracing::warn!(code = error.code.as_str(), message = %error.message, "subscribe refused");
+            for r in &rooms {
+                self.catching_up.remove(r);
+                self.resubscribing.remove(r);
+            }
+            return self.maybe_recovered().await;
+        }
+        let transient = error.code.is_transient() || error.code == ErrorCode::TokenExpired;
+        if transient {
+            let retry_after = error.retry_after_ms.map(Duration::from_millis);
+            let entry = self
+                .ctx
+                .outbox
+                .lock()
+                .on_transient(&id, retry_after, Instant::now());
+            match entry {
+                Some(entry) => {
+                    tracing::debug!(entry = %entry, code = error.code.as_str(), ?retry_after, "transient failure; will retry");
+                    outbox::note_attempt(self.ctx, &entry);
+                }
+                None => tracing::debug!(frame = %id, code = error.code.as_str(), "transient error for an untracked frame"),
+            }
+            return Ok(());
+        }
+        let entry = self.ctx.outbox.lock().on_permanent(&id);
+        match entry {
+            Some(entry) => {
+                if let Err(err) = outbox::fail(self.ctx, &entry, &error) {
+                    tracing::error!(error = %err, "cannot store an outbox failure");
+                }
+                self.flush_outbox().await
+            }
+            None => {
+                tracing::debug!(frame = %id, code = error.code.as_str(), message = %error.message, "error for an untracked frame");
+                Ok(())
+            }
+        }
+    }
+
+    async fn maybe_recovered(&mut self) -> Result<(), End> {
+        if !self.recovered && self.subscribes.is_empty() && self.catching_up.is_empty() {
+            self.finish_recovery().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish_recovery(&mut self) -> Result<(), End> {
+        self.recovered = true;
+        tracing::debug!("recovery complete");
+        let status = self.ctx.presence.status();
+        let id = self.frame_id("p");
+        self.outgoing.push(ClientFrame::Mutate {
+            id,
+            key: uuid::Uuid::now_v7().to_string(),
+            mutation: Mutation::SetPresence { status },
+        });
+        self.flush_outbox().await
+    }
+
+    /// Fills the outbox window and sends.
+    async fn flush_outbox(&mut self) -> Result<(), End> {
+        if !self.recovered {
+            return self.flush_sink().await;
+        }
+        let ctx = self.ctx;
+        let out = ctx.outbox.lock().fill(Instant::now());
+        for o in out {
+            if o.retry {
+                Metrics::inc(&ctx.metrics.retries);
+            }
+            self.outgoing.push(ClientFrame::Mutate {
+                id: o.frame_id,
+                key: o.key,
+                mutation: o.mutation,
+            });
+        }
+        self.flush_sink().await
+    }
+}
+
+/// Turns a socket read into an [`Incoming`].
+fn classify(ctx: &Context, msg: Option<Result<Message, WsError>>) -> Incoming {
+    match msg {
+        Some(Ok(Message::Text(text))) => {
+            Metrics::add(&ctx.metrics.bytes_received, text.len() as u64);
+            Metrics::inc(&ctx.metrics.frames_received);
+            match serde_json::from_str::<Envelope<ServerFrame>>(&text) {
+                Ok(env) if env.v == PROTOCOL_VERSION => Incoming::Frame(env.frame),
+                Ok(env) => {
+                    tracing::warn!(v = env.v, "frame of another protocol version ignored");
+                    Incoming::Alive
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "unreadable frame ignored");
+                    Incoming::Alive
+                }
+            }
+        }
+        Some(Ok(Message::Close(frame))) => {
+            let code = frame.as_ref().map(|f| u16::from(f.code));
+            if code == Some(close::TOKEN_EXPIRED) {
+                Incoming::End(End::TokenExpired)
+            } else {
+                Incoming::End(End::Lost(format!("closed by the server ({code:?})")))
+            }
+        }
+        Some(Ok(_)) => Incoming::Alive,
+        Some(Err(err)) => Incoming::End(End::Lost(err.to_string())),
+        None => Incoming::End(End::Lost("the connection closed".into())),
+    }
+}

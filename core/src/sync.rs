@@ -1,0 +1,324 @@
+//! Applying what the server sends: room events, subscription results, resets, notifications,
+//! presence.
+//!
+//! **Cursors.** Each room has a cursor, the highest event `seq` applied to the store
+//! (`room_cursors`). An event is applied only if its `seq` is exactly `cursor + 1`, and the
+//! cursor moves **in the same transaction** as the event's changes, so a crash can never leave
+//! an event applied without its cursor or the other way round. An event at or below the cursor is
+//! a duplicate (a replay overlapping live delivery, a resent frame) and is dropped. An event
+//! above `cursor + 1` means something was missed: it is dropped too, and the room is subscribed
+//! again from its cursor, so the server resends the gap in order.
+//!
+//! **Recovery.** After every connect the socket sends one `subscribe` with every followed room
+//! and its cursor (see [`crate::socket`]). For `ok` rooms the server replays the missed events,
+//! then `caught_up`; they go through the same path as live events (in batches of whatever has
+//! arrived, one transaction per batch). For a `reset` room the store drops the room's confirmed
+//! messages (local unsent ones stay), moves the cursor to the server's `head_seq`, and reloads the
+//! newest page of messages over REST in the background; live events continue from `head_seq`.
+//! `forbidden` and `not_found` rooms stop being followed.
+//!
+//! **Own messages.** Messages are sent with a client-chosen id (their local id), so the
+//! `message_created` event of a message sent from this device finds its local row by id, whether
+//! it arrives before or after the `ack`; either one confirms the row, the other changes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use roam_proto::{
+    EventBody, MemberStatus, Notification, Presence, RoomEvent, SubscribeResult,
+    SubscriptionStatus,
+};
+use rusqlite::Transaction;
+
+use crate::context::{Context, Effects};
+use crate::db::{reads, writes};
+use crate::error::Result;
+use crate::listeners::AppEvent;
+use crate::metrics::Metrics;
+use crate::model::{DocumentUpdate, NotificationInfo, RoomUpdate};
+
+/// What a batch of events did.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    /// Rooms where an event skipped ahead of the cursor.
+    pub gaps: Vec<String>,
+}
+
+/// Applies events in order, in one transaction. `recovering`: rooms still catching up (for the
+/// metrics); `skip`: rooms being re-subscribed after a gap (their events will be resent).
+pub(crate) fn apply_events(
+    ctx: &Context,
+    events: &[RoomEvent],
+    recovering: &HashSet<String>,
+    skip: &HashSet<String>,
+) -> Result<Applied> {
+    let mut recovered = 0u64;
+    let mut live = 0u64;
+    let mut duplicates = 0u64;
+    let applied = ctx.write(|tx, fx| {
+        let mut out = Applied::default();
+        let mut cursors: HashMap<&str, u64> = HashMap::new();
+        for ev in events {
+            if skip.contains(&ev.room) || out.gaps.contains(&ev.room) {
+                continue;
+            }
+            let cursor = match cursors.get(ev.room.as_str()) {
+                Some(c) => *c,
+                None => reads::cursor(tx, &ev.room)?,
+            };
+            if ev.seq <= cursor {
+                duplicates += 1;
+                continue;
+            }
+            if ev.seq != cursor + 1 {
+                tracing::warn!(room = %ev.room, seq = ev.seq, cursor, "gap in room events; re-subscribing");
+                out.gaps.push(ev.room.clone());
+                continue;
+            }
+            apply_event(ctx, tx, ev, fx)?;
+            if !matches!(ev.body, EventBody::RoomDeleted { .. }) {
+                writes::set_cursor(tx, &ev.room, ev.seq)?;
+                writes::set_head_seq(tx, &ev.room, ev.seq)?;
+            }
+            cursors.insert(&ev.room, ev.seq);
+            if recovering.contains(&ev.room) {
+                recovered += 1;
+            } else {
+                live += 1;
+            }
+        }
+        Ok(out)
+    })?;
+    Metrics::add(&ctx.metrics.events_recovered, recovered);
+    Metrics::add(&ctx.metrics.events_live, live);
+    Metrics::add(&ctx.metrics.duplicates_ignored, duplicates);
+    Ok(applied)
+}
+
+fn room_changed(tx: &Transaction<'_>, fx: &mut Effects, room: &str) -> Result<()> {
+    if let Some(r) = reads::room(tx, room)? {
+        fx.room(RoomUpdate::RoomChanged(r));
+    }
+    Ok(())
+}
+
+fn apply_event(ctx: &Context, tx: &Transaction<'_>, ev: &RoomEvent, fx: &mut Effects) -> Result<()> {
+    let me = ctx.me.as_str();
+    match &ev.body {
+        EventBody::MessageCreated(m) => match writes::upsert_server_message(tx, m)? {
+            writes::MessageChange::Added(msg) => fx.room(RoomUpdate::MessageAdded(msg)),
+            writes::MessageChange::Updated(msg) => fx.room(RoomUpdate::MessageEdited(msg)),
+            writes::MessageChange::Confirmed(msg) => fx.room(RoomUpdate::SendStateChanged {
+                room: msg.room,
+                local_id: msg.local_id,
+                state: crate::model::SendState::Sent,
+            }),
+            writes::MessageChange::Unchanged => {}
+        },
+        EventBody::MessageEdited(m) | EventBody::MessageDeleted(m) => {
+            let deleted = matches!(ev.body, EventBody::MessageDeleted(_));
+            match writes::upsert_server_message(tx, m)? {
+                writes::MessageChange::Added(msg)
+                | writes::MessageChange::Updated(msg)
+                | writes::MessageChange::Confirmed(msg) => {
+                    fx.room(if deleted {
+                        RoomUpdate::MessageDeleted(msg)
+                    } else {
+                        RoomUpdate::MessageEdited(msg)
+                    })
+                }
+                writes::MessageChange::Unchanged => {}
+            }
+        }
+        EventBody::RoomCreated(r) | EventBody::RoomUpdated(r) => {
+            writes::upsert_room(tx, r)?;
+            room_changed(tx, fx, &r.name)?;
+        }
+        EventBody::RoomDeleted { .. } => {
+            writes::delete_room(tx, &ev.room)?;
+            fx.room(RoomUpdate::RoomRemoved {
+                room: ev.room.clone(),
+            });
+        }
+        EventBody::MemberJoined(m) | EventBody::MemberUpdated(m) => {
+            writes::upsert_member(tx, m)?;
+            fx.room(RoomUpdate::MemberChanged(m.clone()));
+            if m.user == me {
+                let active = m.status == MemberStatus::Active;
+                writes::set_room_flags(tx, &ev.room, Some(active), None)?;
+                room_changed(tx, fx, &ev.room)?;
+            }
+        }
+        EventBody::MemberLeft { user } | EventBody::MemberUnbanned { user } => {
+            if reads::member(tx, &ev.room, user)?.is_some() {
+                writes::delete_member(tx, &ev.room, user)?;
+                fx.room(RoomUpdate::MemberRemoved {
+                    room: ev.room.clone(),
+                    user: user.clone(),
+                });
+            }
+            if user == me && matches!(ev.body, EventBody::MemberLeft { .. }) {
+                writes::set_room_flags(tx, &ev.room, Some(false), None)?;
+                room_changed(tx, fx, &ev.room)?;
+            }
+        }
+        EventBody::MemberBanned { user } => {
+            if let Some(mut m) = reads::member(tx, &ev.room, user)? {
+                m.status = MemberStatus::Banned;
+                writes::upsert_member(tx, &m)?;
+                fx.room(RoomUpdate::MemberChanged(m));
+            }
+            if user == me {
+                writes::set_room_flags(tx, &ev.room, Some(false), None)?;
+                room_changed(tx, fx, &ev.room)?;
+            }
+        }
+        EventBody::DocumentUpdated(d) => {
+            if let Some(doc) = writes::upsert_server_document(tx, d, false)? {
+                fx.emit(AppEvent::Document(DocumentUpdate::Updated(doc)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a subscription answer asks the socket to do next.
+#[derive(Debug, Default)]
+pub(crate) struct Subscribed {
+    /// Rooms whose missed events follow (wait for their `caught_up`).
+    pub catching_up: Vec<String>,
+    /// Rooms reset to `head_seq`: reload their newest messages.
+    pub resets: Vec<(String, u64)>,
+}
+
+/// Applies the answer to a `subscribe`.
+pub(crate) fn apply_subscribed(ctx: &Context, result: &SubscribeResult) -> Result<Subscribed> {
+    let out = ctx.write(|tx, fx| {
+        let mut out = Subscribed::default();
+        for r in &result.rooms {
+            match r.status {
+                SubscriptionStatus::Ok => {
+                    writes::set_head_seq(tx, &r.room, r.head_seq)?;
+                    out.catching_up.push(r.room.clone());
+                }
+                SubscriptionStatus::Reset => {
+                    let dropped = writes::drop_confirmed_messages(tx, &r.room)?;
+                    writes::set_cursor(tx, &r.room, r.head_seq)?;
+                    writes::set_head_seq(tx, &r.room, r.head_seq)?;
+                    tracing::info!(room = %r.room, head_seq = r.head_seq, dropped, "room reset by the server");
+                    fx.room(RoomUpdate::Reset {
+                        room: r.room.clone(),
+                    });
+                    out.resets.push((r.room.clone(), r.head_seq));
+                }
+                SubscriptionStatus::Forbidden => {
+                    tracing::info!(room = %r.room, "not allowed to follow the room any more");
+                    writes::set_room_flags(tx, &r.room, Some(false), Some(false))?;
+                    room_changed(tx, fx, &r.room)?;
+                }
+                SubscriptionStatus::NotFound => {
+                    tracing::info!(room = %r.room, "the room does not exist on the server");
+                    writes::delete_room(tx, &r.room)?;
+                    fx.room(RoomUpdate::RoomRemoved {
+                        room: r.room.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    })?;
+    Metrics::add(&ctx.metrics.resets, out.resets.len() as u64);
+    Ok(out)
+}
+
+/// Reloads the newest page of a reset room over REST.
+#[tracing::instrument(skip_all, fields(room = %room))]
+pub(crate) async fn reload_room(ctx: Arc<Context>, room: String) {
+    let page = match ctx
+        .http
+        .messages(&room, None, ctx.config.reset_page_size)
+        .await
+    {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot reload the room after a reset");
+            return;
+        }
+    };
+    let res = ctx.write(|tx, fx| {
+        let cursor = reads::cursor(tx, &room)?;
+        let mut items = page.items;
+        items.sort_by_key(|m| m.seq);
+        for m in items.iter().filter(|m| m.seq <= cursor && m.room == room) {
+            if let writes::MessageChange::Added(msg) = writes::upsert_server_message(tx, m)? {
+                fx.room(RoomUpdate::MessageAdded(msg));
+            }
+        }
+        Ok(())
+    });
+    if let Err(err) = res {
+        tracing::warn!(error = %err, "cannot store the reloaded messages");
+    }
+}
+
+/// The server stopped sending a room's events.
+pub(crate) fn apply_unsubscribed(ctx: &Context, room: &str, reason: &str) -> Result<()> {
+    ctx.write(|tx, fx| {
+        if reason == "room_deleted" {
+            writes::delete_room(tx, room)?;
+            fx.room(RoomUpdate::RoomRemoved {
+                room: room.to_owned(),
+            });
+        } else {
+            writes::set_room_flags(tx, room, Some(false), Some(false))?;
+            room_changed(tx, fx, room)?;
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn notification_info(n: &Notification) -> NotificationInfo {
+    NotificationInfo {
+        seq: n.seq,
+        id: n.id.clone(),
+        kind: n.kind.clone(),
+        room: n.room.clone(),
+        actor: n.actor.clone(),
+        data_json: n.data.to_string(),
+        created_at: n.created_at,
+        read: n.read,
+    }
+}
+
+/// Stores a notification and moves the inbox cursor.
+pub(crate) fn apply_notification(ctx: &Context, n: &Notification) -> Result<()> {
+    ctx.write(|tx, fx| {
+        let inserted = writes::upsert_notification(tx, n)?;
+        let inbox = reads::kv_u64(tx, "inbox_seq")?;
+        if n.seq > inbox {
+            writes::set_kv(tx, "inbox_seq", &n.seq.to_string())?;
+        }
+        if inserted {
+            fx.emit(AppEvent::Notification(notification_info(n)));
+        }
+        Ok(())
+    })
+}
+
+/// Stores the unread count the server reported.
+pub(crate) fn apply_unread(ctx: &Context, count: u64) -> Result<()> {
+    ctx.write(|tx, fx| {
+        writes::set_kv(tx, "unread", &count.to_string())?;
+        fx.emit(AppEvent::Unread(count));
+        Ok(())
+    })
+}
+
+/// Stores someone's presence.
+pub(crate) fn apply_presence(ctx: &Context, p: &Presence) -> Result<()> {
+    ctx.write(|tx, fx| {
+        writes::upsert_presence(tx, p)?;
+        fx.emit(AppEvent::Presence(p.clone()));
+        Ok(())
+    })
+}
