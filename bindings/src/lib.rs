@@ -17,10 +17,6 @@
 //! assert!(roam_ffi::validate_room_name("no spaces".into()).is_err());
 //! ```
 
-// uniffi's scaffolding exports `extern "C"` functions with `#[no_mangle]`; that is the point of
-// this crate, so the workspace's `unsafe_code = "deny"` is relaxed here and only here.
-#![allow(unsafe_code)]
-
 mod error;
 mod logging;
 

@@ -42,15 +42,16 @@ cleanup() {
     done
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 mount_at() { # mount_at TARGET MOUNT-ARGS...
     local target=$1
     shift
-    mountpoint -q "$target" && return 0 # left over by a run that was killed: reuse it
-    mkdir -p "$target"
-    mount "$@" "$target"
+    # A mount left by a run that was killed (SIGKILL skips traps) is reused, and removed at the
+    # end like ours: we hold the lock, so no other run is using it.
+    if ! mountpoint -q "$target"; then
+        mkdir -p "$target"
+        mount "$@" "$target"
+    fi
     mounted+=("$target")
 }
 
@@ -75,7 +76,18 @@ for name in $(compgen -e); do
     esac
 done
 
-# Not exec: the EXIT trap must run to unmount.
+# Not exec: the EXIT trap must run to unmount. The command runs in the background (stdin passed
+# on explicitly) so that INT/TERM reach this script at once: they are forwarded to it, and the
+# mounts are removed once it has stopped.
+chroot "$CHROOT" /usr/bin/env -i "${envs[@]}" /bin/sh -c 'cd "$1" && shift && exec "$@"' sh "$cwd" "$@" <&0 &
+child=$!
+forward() {
+    kill "-$1" "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+    exit "$2"
+}
+trap 'forward INT 130' INT
+trap 'forward TERM 143' TERM
 status=0
-chroot "$CHROOT" /usr/bin/env -i "${envs[@]}" /bin/sh -c 'cd "$1" && shift && exec "$@"' sh "$cwd" "$@" || status=$?
+wait "$child" || status=$?
 exit "$status"

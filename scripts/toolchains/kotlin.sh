@@ -36,6 +36,11 @@ if [[ ! -x "$DIST/bin/kotlinc" || ! -f "$DIST/.roam-ready" ]]; then
     mv "$DIST.tmp/package" "$DIST"
     rm -rf "$DIST.tmp"
     chmod +x "$DIST"/bin/*
+    version=$("$DIST/bin/kotlinc" -version 2>&1 | tail -1)
+    case "$version" in
+        *"$KOTLIN_VERSION"*) log "$version" ;;
+        *) echo "kotlin.sh: unexpected kotlinc -version: $version" >&2; exit 1 ;;
+    esac
     echo "$KOTLIN_VERSION" >"$DIST/.roam-ready"
 fi
 
@@ -51,12 +56,6 @@ for jar in kotlinx-coroutines-core-jvm.jar kotlin-test.jar kotlin-test-junit.jar
     [[ -f "$DIST/lib/$jar" ]] || { echo "kotlin.sh: $DIST/lib/$jar missing" >&2; exit 1; }
 done
 
-version=$("$DIST/bin/kotlinc" -version 2>&1 | tail -1)
-case "$version" in
-    *"$KOTLIN_VERSION"*) ;;
-    *) echo "kotlin.sh: unexpected kotlinc -version: $version" >&2; exit 1 ;;
-esac
-
 cat >"$ENV_FILE.tmp" <<ENV
 # Written by scripts/toolchains/kotlin.sh
 export KOTLIN_HOME="$DIST"
@@ -70,5 +69,5 @@ export KOTLIN_TEST_JUNIT_JAR="$DIST/lib/kotlin-test-junit.jar"
 export KOTLIN_STDLIB_JAR="$DIST/lib/kotlin-stdlib.jar"
 ENV
 mv "$ENV_FILE.tmp" "$ENV_FILE"
-log "$version"
+log "kotlinc $KOTLIN_VERSION ready in $DIST"
 echo "$ENV_FILE"

@@ -32,14 +32,35 @@ apt_install_host() {
     fi
 }
 
+# Unmounts whatever a killed run left mounted under $1 (proc, /dev, bind mounts of the repo),
+# deepest first, and fails if anything is still mounted: nothing below may rm -rf through a
+# bind mount.
+unmount_under() {
+    local dir=$1 mnt
+    while read -r mnt; do
+        umount "$mnt" 2>/dev/null || umount -l "$mnt" || true
+    done < <(awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r)
+    if awk -v d="$dir/" 'index($2, d) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
+        echo "swift.sh: cannot unmount everything under $dir:" >&2
+        grep " $dir/" /proc/mounts >&2
+        exit 1
+    fi
+}
+
+# One setup at a time (fd 8 stays open, and locked, until we exit); then look again.
+mkdir -p "$(dirname "$CHROOT")"
+exec 8>"$CHROOT.setup.lock"
+flock 8
+if [[ -f "$MARKER" ]]; then
+    log "chroot ready at $CHROOT ($(cat "$MARKER"))"
+    exit 0
+fi
+
 command -v debootstrap >/dev/null || apt_install_host debootstrap
 
-# Any mounts left by an interrupted run would make rm -rf dangerous: refuse rather than guess.
-if [[ -d "$CHROOT" ]] && grep -q " $CHROOT/" /proc/mounts; then
-    echo "swift.sh: $CHROOT has mounts under it; unmount them first:" >&2
-    grep " $CHROOT/" /proc/mounts >&2
-    exit 1
-fi
+unmount_under "$CHROOT"
+unmount_under "$CHROOT.tmp"
+rm -rf --one-file-system "$CHROOT.tmp"
 
 # debootstrap leaves debootstrap/ inside the target until it has finished; a target with it (or
 # without a working apt) is half made: start that part again.
@@ -49,9 +70,8 @@ if [[ -d "$CHROOT" ]] && { [[ -d "$CHROOT/debootstrap" ]] || [[ ! -x "$CHROOT/us
 fi
 
 if [[ ! -d "$CHROOT" ]]; then
-    mkdir -p "$(dirname "$CHROOT")"
     log "debootstrap --variant=minbase $SUITE $CHROOT"
-    debootstrap --variant=minbase "$SUITE" "$CHROOT.tmp" >&2 || { rm -rf --one-file-system "$CHROOT.tmp"; exit 1; }
+    debootstrap --variant=minbase "$SUITE" "$CHROOT.tmp" >&2
     mv "$CHROOT.tmp" "$CHROOT"
 fi
 
@@ -62,7 +82,7 @@ cp /etc/resolv.conf "$CHROOT/etc/resolv.conf" 2>/dev/null || true
 
 log "installing ${PACKAGES[*]} in the chroot"
 chroot "$CHROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    sh -c "apt-get update && apt-get install -y --no-install-recommends ${PACKAGES[*]} && apt-get clean" >&2
+    sh -c "dpkg --configure -a && apt-get update && apt-get install -y --no-install-recommends ${PACKAGES[*]} && apt-get clean" >&2
 
 version=$(chroot "$CHROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root swift --version 2>&1 | head -1)
 log "$version"
