@@ -97,7 +97,11 @@ mod tests {
 
     #[test]
     fn full_jitter_grows_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_secs(1), Jitter::Full);
+        let mut b = Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+            Jitter::Full,
+        );
         for _ in 0..20 {
             assert!(b.next_delay() <= Duration::from_secs(1));
         }

@@ -141,11 +141,9 @@ impl Client {
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::SeqCst);
         if self.tasks.lock().is_some() {
-            self.ctx.want.send_replace(if online {
-                Want::Online
-            } else {
-                Want::Offline
-            });
+            self.ctx
+                .want
+                .send_replace(if online { Want::Online } else { Want::Offline });
         }
     }
 
@@ -238,9 +236,9 @@ impl Client {
         limit: u32,
     ) -> Result<Vec<NotificationInfo>> {
         check_limit(limit)?;
-        self.ctx.db.read(|c| {
-            reads::notifications(c, after_seq.unwrap_or(0), unread_only, limit)
-        })
+        self.ctx
+            .db
+            .read(|c| reads::notifications(c, after_seq.unwrap_or(0), unread_only, limit))
     }
 
     /// The unread notification count (as last reported by the server, adjusted by local
@@ -320,14 +318,21 @@ impl Client {
             .read(|c| reads::message_by_any_id(c, id))?
             .ok_or_else(|| Error::not_found(format!("message {id}")))?;
         if m.room != room {
-            return Err(Error::invalid(format!("message {id} is not in room {room}")));
+            return Err(Error::invalid(format!(
+                "message {id} is not in room {room}"
+            )));
         }
         Ok(m)
     }
 
     /// Edits one of the account's messages (by local or server id). Works on messages still
     /// queued: the edit is sent after the message (which travels with its local id).
-    pub fn edit_message(&self, room: String, message: String, body: String) -> Result<LocalMessage> {
+    pub fn edit_message(
+        &self,
+        room: String,
+        message: String,
+        body: String,
+    ) -> Result<LocalMessage> {
         let before = self.own_message(&room, &message)?;
         if before.sender != self.ctx.me {
             return Err(Error::invalid("only the author can edit a message"));
@@ -390,7 +395,8 @@ impl Client {
         title: String,
         metadata_json: Option<String>,
     ) -> Result<RoomInfo> {
-        let metadata = parse_metadata(metadata_json.as_deref())?.unwrap_or(Value::Object(Default::default()));
+        let metadata =
+            parse_metadata(metadata_json.as_deref())?.unwrap_or(Value::Object(Default::default()));
         let mutation = Mutation::CreateRoom {
             room: room.clone(),
             kind,
@@ -432,18 +438,24 @@ impl Client {
     /// Joins a room. Returns the outbox entry id.
     pub fn join_room(&self, room: String) -> Result<String> {
         let r = room.clone();
-        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::JoinRoom { room }, None, |tx, step, fx| {
-            optimistic::membership(tx, step, fx, &r, true)
-        })?;
+        let (id, ()) = outbox::enqueue(
+            &self.ctx,
+            Mutation::JoinRoom { room },
+            None,
+            |tx, step, fx| optimistic::membership(tx, step, fx, &r, true),
+        )?;
         Ok(id)
     }
 
     /// Leaves a room. Returns the outbox entry id.
     pub fn leave_room(&self, room: String) -> Result<String> {
         let r = room.clone();
-        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::LeaveRoom { room }, None, |tx, step, fx| {
-            optimistic::membership(tx, step, fx, &r, false)
-        })?;
+        let (id, ()) = outbox::enqueue(
+            &self.ctx,
+            Mutation::LeaveRoom { room },
+            None,
+            |tx, step, fx| optimistic::membership(tx, step, fx, &r, false),
+        )?;
         Ok(id)
     }
 
@@ -493,18 +505,26 @@ impl Client {
     /// Bans a member.
     pub fn ban(&self, room: String, user: String) -> Result<String> {
         let (r, u) = (room.clone(), user.clone());
-        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::Ban { room, user }, None, |tx, _, fx| {
-            optimistic::member_change(tx, fx, &r, &u, None, Some(MemberStatus::Banned), false)
-        })?;
+        let (id, ()) = outbox::enqueue(
+            &self.ctx,
+            Mutation::Ban { room, user },
+            None,
+            |tx, _, fx| {
+                optimistic::member_change(tx, fx, &r, &u, None, Some(MemberStatus::Banned), false)
+            },
+        )?;
         Ok(id)
     }
 
     /// Lifts a ban.
     pub fn unban(&self, room: String, user: String) -> Result<String> {
         let (r, u) = (room.clone(), user.clone());
-        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::Unban { room, user }, None, |tx, _, fx| {
-            optimistic::member_change(tx, fx, &r, &u, None, None, true)
-        })?;
+        let (id, ()) = outbox::enqueue(
+            &self.ctx,
+            Mutation::Unban { room, user },
+            None,
+            |tx, _, fx| optimistic::member_change(tx, fx, &r, &u, None, None, true),
+        )?;
         Ok(id)
     }
 
@@ -535,9 +555,10 @@ impl Client {
     /// Marks notifications read (at most 500 ids).
     pub fn mark_read(&self, ids: Vec<String>) -> Result<String> {
         let ids2 = ids.clone();
-        let (id, ()) = outbox::enqueue(&self.ctx, Mutation::MarkRead { ids }, None, |tx, _, fx| {
-            optimistic::mark_read(tx, fx, Some(&ids2))
-        })?;
+        let (id, ()) =
+            outbox::enqueue(&self.ctx, Mutation::MarkRead { ids }, None, |tx, _, fx| {
+                optimistic::mark_read(tx, fx, Some(&ids2))
+            })?;
         Ok(id)
     }
 
@@ -575,16 +596,20 @@ impl Client {
         }
         self.user_activity();
         if self.ctx.typing.started(&room, tokio::time::Instant::now()) {
-            self.ctx
-                .send(SessionCmd::Frame(ClientFrame::Typing { room, typing: true }));
+            self.ctx.send(SessionCmd::Frame(ClientFrame::Typing {
+                room,
+                typing: true,
+            }));
         }
     }
 
     /// The user stopped typing in `room` (cleared the field, left the screen).
     pub fn typing_stopped(&self, room: String) {
         if self.ctx.typing.stopped(&room) {
-            self.ctx
-                .send(SessionCmd::Frame(ClientFrame::Typing { room, typing: false }));
+            self.ctx.send(SessionCmd::Frame(ClientFrame::Typing {
+                room,
+                typing: false,
+            }));
         }
     }
 
@@ -597,7 +622,11 @@ impl Client {
 
     /// The app went to the background (`true`: `away` now) or came back (`false`).
     pub fn set_idle(&self, idle: bool) {
-        if let Some(status) = self.ctx.presence.set_idle(idle, tokio::time::Instant::now()) {
+        if let Some(status) = self
+            .ctx
+            .presence
+            .set_idle(idle, tokio::time::Instant::now())
+        {
             send_presence(&self.ctx, status);
         }
     }
@@ -776,10 +805,10 @@ impl Client {
         // Read the count under the writer so no change slips between it and the registration.
         let conn = self.ctx.db.writer();
         let count = reads::kv_u64(&conn, "unread").unwrap_or(0);
-        let sub = self
-            .ctx
-            .dispatcher
-            .register(Target::Notification(listener), vec![AppEvent::Unread(count)]);
+        let sub = self.ctx.dispatcher.register(
+            Target::Notification(listener),
+            vec![AppEvent::Unread(count)],
+        );
         drop(conn);
         sub
     }

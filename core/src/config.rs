@@ -85,11 +85,13 @@ impl ClientConfig {
             ));
         }
         if self.heartbeat.interval.is_zero() || self.heartbeat.timeout.is_zero() {
-            return Err(Error::invalid("heartbeat interval and timeout must be positive"));
+            return Err(Error::invalid(
+                "heartbeat interval and timeout must be positive",
+            ));
         }
         let o = &self.outbox;
-        if o.window == 0 {
-            return Err(Error::invalid("outbox window must be at least 1"));
+        if o.window == 0 || o.per_room_window == 0 {
+            return Err(Error::invalid("outbox windows must be at least 1"));
         }
         if o.initial_backoff.is_zero() || o.max_backoff < o.initial_backoff {
             return Err(Error::invalid(
@@ -152,6 +154,10 @@ impl Default for HeartbeatConfig {
 pub struct OutboxConfig {
     /// Most `mutate` frames on the wire at once, over all rooms (64).
     pub window: usize,
+    /// Most `mutate` frames of one room on the wire at once (64). With 1, a room's entries go
+    /// out one round trip at a time, which keeps their order even if the server refuses one
+    /// transiently and accepts the next (see the `outbox` module docs).
+    pub per_room_window: usize,
     /// First retry delay after a transient failure (500 ms); the delay doubles per consecutive
     /// failure and is drawn with full jitter from `[0, d]`.
     pub initial_backoff: Duration,
@@ -165,6 +171,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
             window: 64,
+            per_room_window: 64,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(15),

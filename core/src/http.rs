@@ -40,7 +40,11 @@ pub(crate) fn base_url(s: &str) -> Result<Url> {
 /// `ws(s)://host/…/v1/ws` for a base URL.
 pub(crate) fn ws_url(base: &Url) -> Result<Url> {
     let mut url = base.clone();
-    let scheme = if base.scheme() == "https" { "wss" } else { "ws" };
+    let scheme = if base.scheme() == "https" {
+        "wss"
+    } else {
+        "ws"
+    };
     url.set_scheme(scheme)
         .map_err(|()| Error::invalid("server_url cannot be turned into a WebSocket URL"))?;
     let path = format!("{}/v1/ws", base.path().trim_end_matches('/'));
@@ -67,12 +71,18 @@ pub(crate) struct Http {
 
 impl std::fmt::Debug for Http {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Http").field("base", &self.base.as_str()).finish()
+        f.debug_struct("Http")
+            .field("base", &self.base.as_str())
+            .finish()
     }
 }
 
 impl Http {
-    pub(crate) fn new(base: Url, tokens: Arc<dyn TokenProvider>, timeout: Duration) -> Result<Self> {
+    pub(crate) fn new(
+        base: Url,
+        tokens: Arc<dyn TokenProvider>,
+        timeout: Duration,
+    ) -> Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -167,7 +177,11 @@ impl Http {
     }
 
     /// A room's members (first page).
-    pub(crate) async fn members(&self, room: &str, etag: Option<&str>) -> Result<Fetched<Page<Member>>> {
+    pub(crate) async fn members(
+        &self,
+        room: &str,
+        etag: Option<&str>,
+    ) -> Result<Fetched<Page<Member>>> {
         let query = [("limit", roam_proto::validate::MAX_PAGE_SIZE.to_string())];
         self.get(&format!("/v1/rooms/{room}/members"), &query, etag)
             .await
@@ -202,7 +216,10 @@ mod tests {
     #[test]
     fn ws_urls() {
         let b = base_url("http://127.0.0.1:8080").expect("url");
-        assert_eq!(ws_url(&b).expect("ws").as_str(), "ws://127.0.0.1:8080/v1/ws");
+        assert_eq!(
+            ws_url(&b).expect("ws").as_str(),
+            "ws://127.0.0.1:8080/v1/ws"
+        );
         let b = base_url("https://chat.example.com/roam/").expect("url");
         assert_eq!(
             ws_url(&b).expect("ws").as_str(),

@@ -26,9 +26,7 @@ use std::sync::{mpsc, Arc};
 
 use parking_lot::{Mutex, ReentrantMutex};
 
-use crate::model::{
-    ConnectionState, DocumentUpdate, NotificationInfo, PresenceInfo, RoomUpdate,
-};
+use crate::model::{ConnectionState, DocumentUpdate, NotificationInfo, PresenceInfo, RoomUpdate};
 
 /// Receives connection state changes. The current state is delivered first.
 pub trait ConnectionStateListener: Send + Sync {
@@ -100,13 +98,15 @@ impl fmt::Debug for Target {
 }
 
 enum Command {
-    Register {
-        shared: Arc<Shared>,
-        target: Target,
-        initial: Vec<AppEvent>,
-    },
+    Register(Box<Registration>),
     Unregister(u64),
-    Event(AppEvent),
+    Event(Box<AppEvent>),
+}
+
+struct Registration {
+    shared: Arc<Shared>,
+    target: Target,
+    initial: Vec<AppEvent>,
 }
 
 struct Shared {
@@ -176,7 +176,7 @@ impl Dispatcher {
 
     /// Queues an event for every matching listener.
     pub(crate) fn emit(&self, event: AppEvent) {
-        let _ = self.tx.send(Command::Event(event));
+        let _ = self.tx.send(Command::Event(Box::new(event)));
     }
 
     /// Queues events in order.
@@ -192,11 +192,11 @@ impl Dispatcher {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             active: ReentrantMutex::new(Cell::new(true)),
         });
-        let _ = self.tx.send(Command::Register {
+        let _ = self.tx.send(Command::Register(Box::new(Registration {
             shared: shared.clone(),
             target,
             initial,
-        });
+        })));
         Subscription {
             shared,
             tx: Mutex::new(Some(self.tx.clone())),
@@ -208,11 +208,12 @@ fn run(rx: mpsc::Receiver<Command>) {
     let mut subs: Vec<(Arc<Shared>, Target)> = Vec::new();
     while let Ok(cmd) = rx.recv() {
         match cmd {
-            Command::Register {
-                shared,
-                target,
-                initial,
-            } => {
+            Command::Register(reg) => {
+                let Registration {
+                    shared,
+                    target,
+                    initial,
+                } = *reg;
                 for event in &initial {
                     deliver(&shared, &target, event);
                 }
@@ -235,15 +236,15 @@ fn deliver(shared: &Shared, target: &Target, event: &AppEvent) {
     }
     let call = || match (target, event) {
         (Target::Connection(l), AppEvent::Connection(s)) => l.on_connection_state(*s),
-        (Target::Room(filter, l), AppEvent::Room(u)) => {
-            if filter.as_deref().is_none_or(|r| r == u.room()) {
-                l.on_room_update(u.clone());
-            }
+        (Target::Room(filter, l), AppEvent::Room(u))
+            if filter.as_deref().is_none_or(|r| r == u.room()) =>
+        {
+            l.on_room_update(u.clone())
         }
-        (Target::Typing(filter, l), AppEvent::Typing { room, users }) => {
-            if filter.as_deref().is_none_or(|r| r == room) {
-                l.on_typing(room.clone(), users.clone());
-            }
+        (Target::Typing(filter, l), AppEvent::Typing { room, users })
+            if filter.as_deref().is_none_or(|r| r == room) =>
+        {
+            l.on_typing(room.clone(), users.clone())
         }
         (Target::Presence(l), AppEvent::Presence(p)) => l.on_presence(p.clone()),
         (Target::Document(filter, l), AppEvent::Document(d)) => {
@@ -260,7 +261,10 @@ fn deliver(shared: &Shared, target: &Target, event: &AppEvent) {
         _ => {}
     };
     if catch_unwind(AssertUnwindSafe(call)).is_err() {
-        tracing::error!(subscription = shared.id, "a listener panicked; it stays registered");
+        tracing::error!(
+            subscription = shared.id,
+            "a listener panicked; it stays registered"
+        );
     }
     drop(guard);
 }
@@ -270,7 +274,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    struct Collect(Mutex<Vec<ConnectionState>>, std::sync::mpsc::Sender<()>);
+    struct Collect(Mutex<Vec<ConnectionState>>, mpsc::Sender<()>);
     impl ConnectionStateListener for Collect {
         fn on_connection_state(&self, state: ConnectionState) {
             self.0.lock().push(state);
@@ -281,7 +285,7 @@ mod tests {
     #[test]
     fn initial_state_first_then_changes_and_nothing_after_close() {
         let d = Dispatcher::start().expect("thread");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = mpsc::channel();
         let l = Arc::new(Collect(Mutex::new(Vec::new()), tx));
         let sub = d.register(
             Target::Connection(l.clone()),
@@ -294,11 +298,12 @@ mod tests {
         sub.close();
         d.emit(AppEvent::Connection(ConnectionState::Connected));
         // A later subscription proves the dispatcher has processed the event above.
-        let (tx2, rx2) = std::sync::mpsc::channel();
+        let (tx2, rx2) = mpsc::channel();
         let l2 = Arc::new(Collect(Mutex::new(Vec::new()), tx2));
         let _sub2 = d.register(Target::Connection(l2), Vec::new());
         d.emit(AppEvent::Connection(ConnectionState::Offline));
-        rx2.recv_timeout(Duration::from_secs(5)).expect("second listener");
+        rx2.recv_timeout(Duration::from_secs(5))
+            .expect("second listener");
         assert_eq!(
             *l.0.lock(),
             vec![ConnectionState::Offline, ConnectionState::Connecting]
@@ -316,7 +321,7 @@ mod tests {
     fn a_panicking_listener_does_not_stop_others() {
         let d = Dispatcher::start().expect("thread");
         let _bad = d.register(Target::Connection(Arc::new(Panics)), Vec::new());
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = mpsc::channel();
         let good = Arc::new(Collect(Mutex::new(Vec::new()), tx));
         let _sub = d.register(Target::Connection(good.clone()), Vec::new());
         d.emit(AppEvent::Connection(ConnectionState::Connecting));

@@ -169,10 +169,7 @@ pub enum RoomUpdate {
     MessageDeleted(LocalMessage),
     /// A local message disappeared for good (its send was discarded) or was merged into the
     /// server's copy.
-    MessageRemoved {
-        room: String,
-        local_id: String,
-    },
+    MessageRemoved { room: String, local_id: String },
     /// The send state of a local change to a message moved (`pending → sent`, `→ failed`, …).
     SendStateChanged {
         room: String,
@@ -182,21 +179,14 @@ pub enum RoomUpdate {
     /// The room's own data or the local user's membership changed.
     RoomChanged(RoomInfo),
     /// The room was deleted, or the local user lost access; its local data is gone.
-    RoomRemoved {
-        room: String,
-    },
+    RoomRemoved { room: String },
     /// A member joined or their role or status changed.
     MemberChanged(Member),
     /// A member left.
-    MemberRemoved {
-        room: String,
-        user: String,
-    },
+    MemberRemoved { room: String, user: String },
     /// The server could not replay what was missed: the room's messages were reloaded from
     /// scratch (read them again).
-    Reset {
-        room: String,
-    },
+    Reset { room: String },
 }
 
 impl RoomUpdate {

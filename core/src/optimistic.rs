@@ -209,7 +209,15 @@ pub(crate) fn create_room(
             return Err(Error::invalid(format!("room {room} already exists")));
         }
     }
-    writes::insert_local_room(tx, room, kind, title, &metadata.to_string(), step.me, step.now)?;
+    writes::insert_local_room(
+        tx,
+        room,
+        kind,
+        title,
+        &metadata.to_string(),
+        step.me,
+        step.now,
+    )?;
     writes::upsert_member(
         tx,
         &Member {
@@ -247,7 +255,14 @@ pub(crate) fn update_room(
     };
     let before = reads::room(tx, room)?;
     let metadata = metadata.as_ref().map(Value::to_string);
-    writes::update_room_fields(tx, room, title.as_deref(), *kind, metadata.as_deref(), step.now)?;
+    writes::update_room_fields(
+        tx,
+        room,
+        title.as_deref(),
+        *kind,
+        metadata.as_deref(),
+        step.now,
+    )?;
     writes::set_room_state(tx, room, &SendState::Pending)?;
     let info = reads::room(tx, room)?.ok_or_else(|| Error::not_found(format!("room {room}")))?;
     fx.room(RoomUpdate::RoomChanged(info.clone()));
@@ -583,7 +598,11 @@ pub(crate) fn apply_retry(tx: &Transaction<'_>, entry: &Queued, fx: &mut Effects
 // ---------------------------------------------------------------------------------------------
 // 5. discard
 
-pub(crate) fn apply_discard(tx: &Transaction<'_>, entry: &StoredEntry, fx: &mut Effects) -> Result<()> {
+pub(crate) fn apply_discard(
+    tx: &Transaction<'_>,
+    entry: &StoredEntry,
+    fx: &mut Effects,
+) -> Result<()> {
     let Some(undo) = entry.undo.as_deref() else {
         return Ok(());
     };

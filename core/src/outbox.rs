@@ -36,6 +36,11 @@
 //!   *drained*: nothing new of that queue is sent until its in-flight entries are answered and a
 //!   backoff delay has passed (exponential, full jitter, at least `retry_after_ms` when the server
 //!   sent one). Then the queue resumes from its oldest unanswered entry, with the same key.
+//!   Entries of that queue that were already on the wire behind the failed one are answered as
+//!   usual. If the server refused entry *k* transiently but accepted *k + 1*, the two were applied
+//!   out of order; the server's token-bucket rate limiter refuses everything until it refills, so
+//!   this does not happen with `rate_limited`, but it can with `internal` or `unavailable`. An app
+//!   that needs strict order even then sets [`OutboxConfig::per_room_window`] to 1.
 //! - **Permanent** (every other code): the entry is marked [`SendState::Failed`] with the code and
 //!   message, and so is the local row it changed. It leaves the scheduler; **later entries of the
 //!   same queue keep going** (a message that cannot be sent must not hold back the next ones, and
@@ -226,7 +231,9 @@ impl Scheduler {
                         continue;
                     }
                 }
-                if q.retry_at.is_some_and(|t| t > now) {
+                if q.retry_at.is_some_and(|t| t > now)
+                    || q.in_flight() >= self.config.per_room_window
+                {
                     blocked[idx] = true;
                     continue;
                 }
@@ -375,7 +382,11 @@ pub(crate) fn enqueue<T>(
     ctx: &Context,
     mutation: Mutation,
     target: Option<String>,
-    local: impl FnOnce(&rusqlite::Transaction<'_>, &LocalStep<'_>, &mut Effects) -> Result<(T, Option<Undo>)>,
+    local: impl FnOnce(
+        &rusqlite::Transaction<'_>,
+        &LocalStep<'_>,
+        &mut Effects,
+    ) -> Result<(T, Option<Undo>)>,
 ) -> Result<(String, T)> {
     enqueue_with_id(ctx, new_key(), mutation, target, local)
 }
@@ -391,7 +402,11 @@ pub(crate) fn enqueue_with_id<T>(
     id: String,
     mutation: Mutation,
     target: Option<String>,
-    local: impl FnOnce(&rusqlite::Transaction<'_>, &LocalStep<'_>, &mut Effects) -> Result<(T, Option<Undo>)>,
+    local: impl FnOnce(
+        &rusqlite::Transaction<'_>,
+        &LocalStep<'_>,
+        &mut Effects,
+    ) -> Result<(T, Option<Undo>)>,
 ) -> Result<(String, T)> {
     mutation.validate()?;
     let queue = queue_of(&mutation);
@@ -487,7 +502,12 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
             return Err(Error::state("only a failed entry can be retried"));
         }
         writes::set_entry_state(tx, id, &SendState::Pending)?;
-        let q = Queued::new(entry.id.clone(), entry.pos, entry.mutation.clone(), entry.target.clone());
+        let q = Queued::new(
+            entry.id.clone(),
+            entry.pos,
+            entry.mutation.clone(),
+            entry.target.clone(),
+        );
         optimistic::apply_retry(tx, &q, fx)?;
         fx.enqueue(q);
         Ok(())
@@ -541,12 +561,12 @@ mod tests {
     fn config(window: usize) -> OutboxConfig {
         OutboxConfig {
             window,
+            per_room_window: window,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(5),
         }
     }
-
 
     #[test]
     fn window_is_shared_round_robin_and_ordered_per_queue() {
@@ -560,8 +580,16 @@ mod tests {
         let now = Instant::now();
         let out = s.fill(now);
         assert_eq!(out.len(), 4);
-        let a: Vec<_> = out.iter().filter(|o| o.key.starts_with("a-")).map(|o| o.key.clone()).collect();
-        let b: Vec<_> = out.iter().filter(|o| o.key.starts_with("b-")).map(|o| o.key.clone()).collect();
+        let a: Vec<_> = out
+            .iter()
+            .filter(|o| o.key.starts_with("a-"))
+            .map(|o| o.key.clone())
+            .collect();
+        let b: Vec<_> = out
+            .iter()
+            .filter(|o| o.key.starts_with("b-"))
+            .map(|o| o.key.clone())
+            .collect();
         assert_eq!(a, vec!["a-1", "a-2"]);
         assert_eq!(b, vec!["b-6", "b-7"]);
         // Window full: nothing more until an answer.
@@ -583,7 +611,12 @@ mod tests {
         let now = Instant::now();
         let out = s.fill(now);
         assert_eq!(out.len(), 4);
-        let frame = |key: &str| out.iter().find(|o| o.key == key).map(|o| o.frame_id.clone()).expect("frame");
+        let frame = |key: &str| {
+            out.iter()
+                .find(|o| o.key == key)
+                .map(|o| o.frame_id.clone())
+                .expect("frame")
+        };
         // a-1 is rate limited for 2 s; a-2 and a-3 are still on the wire.
         s.on_transient(&frame("a-1"), Some(Duration::from_secs(2)), now)
             .expect("entry");
@@ -591,7 +624,10 @@ mod tests {
         assert!(s.fill(now).is_empty(), "queue a drains");
         s.on_ack(&frame("b-4"));
         s.on_transient(&frame("a-3"), None, now).expect("entry");
-        assert!(s.fill(now + Duration::from_secs(1)).is_empty(), "retry_after honoured");
+        assert!(
+            s.fill(now + Duration::from_secs(1)).is_empty(),
+            "retry_after honoured"
+        );
         let later = now + Duration::from_secs(3);
         let again = s.fill(later);
         let keys: Vec<_> = again.iter().map(|o| o.key.as_str()).collect();

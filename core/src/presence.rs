@@ -13,7 +13,6 @@
 //! devices is the server's job (protocol §5): a user is online while any device is connected and
 //! not away.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -108,11 +107,11 @@ impl PresenceTracker {
 }
 
 /// Drives the idle deadline; `send(status)` on every change made by the clock.
-pub(crate) fn run(
+pub(crate) async fn run(
     tracker: Arc<PresenceTracker>,
     send: impl Fn(PresenceStatus) + Send + 'static,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
+) {
+    {
         loop {
             let changed = tracker.changed.notified();
             match tracker.next_deadline() {
@@ -148,12 +147,24 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(p.activity(t0), None);
         assert_eq!(p.tick(t0 + Duration::from_secs(59)), None);
-        assert_eq!(p.tick(t0 + Duration::from_secs(60)), Some(PresenceStatus::Away));
+        assert_eq!(
+            p.tick(t0 + Duration::from_secs(60)),
+            Some(PresenceStatus::Away)
+        );
         assert_eq!(p.next_deadline(), None);
-        assert_eq!(p.activity(t0 + Duration::from_secs(61)), Some(PresenceStatus::Online));
-        assert_eq!(p.set_idle(true, t0 + Duration::from_secs(62)), Some(PresenceStatus::Away));
+        assert_eq!(
+            p.activity(t0 + Duration::from_secs(61)),
+            Some(PresenceStatus::Online)
+        );
+        assert_eq!(
+            p.set_idle(true, t0 + Duration::from_secs(62)),
+            Some(PresenceStatus::Away)
+        );
         assert_eq!(p.set_idle(true, t0 + Duration::from_secs(63)), None);
-        assert_eq!(p.set_idle(false, t0 + Duration::from_secs(64)), Some(PresenceStatus::Online));
+        assert_eq!(
+            p.set_idle(false, t0 + Duration::from_secs(64)),
+            Some(PresenceStatus::Online)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -278,7 +278,7 @@ fn handshake_failure(err: WsError) -> ConnectFailure {
 
 /// One item read from the socket.
 enum Incoming {
-    Frame(ServerFrame),
+    Frame(Box<ServerFrame>),
     Alive,
     End(End),
 }
@@ -435,7 +435,10 @@ impl<'a> Session<'a> {
         for frame in std::mem::take(&mut self.outgoing) {
             self.feed(frame).await?;
         }
-        self.sink.flush().await.map_err(|e| End::Lost(e.to_string()))
+        self.sink
+            .flush()
+            .await
+            .map_err(|e| End::Lost(e.to_string()))
     }
 
     async fn send(&mut self, frame: ClientFrame) -> Result<(), End> {
@@ -504,11 +507,13 @@ impl<'a> Session<'a> {
         let mut events: Vec<RoomEvent> = Vec::new();
         for item in batch {
             match item {
-                Incoming::Frame(ServerFrame::Event(ev)) => events.push(ev),
-                Incoming::Frame(frame) => {
-                    self.apply_events(&mut events)?;
-                    self.handle_frame(frame).await?;
-                }
+                Incoming::Frame(frame) => match *frame {
+                    ServerFrame::Event(ev) => events.push(ev),
+                    frame => {
+                        self.apply_events(&mut events)?;
+                        self.handle_frame(frame).await?;
+                    }
+                },
                 Incoming::Alive => {}
                 Incoming::End(end) => {
                     self.apply_events(&mut events)?;
@@ -553,7 +558,10 @@ impl<'a> Session<'a> {
                     }
                 }
             }
-            ServerFrame::Error { id: Some(id), error } => self.on_error(id, error).await?,
+            ServerFrame::Error {
+                id: Some(id),
+                error,
+            } => self.on_error(id, error).await?,
             ServerFrame::Error { id: None, error } => {
                 tracing::warn!(code = error.code.as_str(), message = %error.message, "the server could not read a frame");
             }
@@ -573,7 +581,9 @@ impl<'a> Session<'a> {
             }
             ServerFrame::Typing { room, user, typing } => {
                 if user != self.ctx.me {
-                    if let Some(users) = self.ctx.typing.remote(&room, &user, typing, Instant::now()) {
+                    if let Some(users) =
+                        self.ctx.typing.remote(&room, &user, typing, Instant::now())
+                    {
                         self.ctx.emit(AppEvent::Typing { room, users });
                     }
                 }
@@ -598,13 +608,18 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    async fn on_subscribed(&mut self, rooms: Vec<String>, result: serde_json::Value) -> Result<(), End> {
+    async fn on_subscribed(
+        &mut self,
+        rooms: Vec<String>,
+        result: serde_json::Value,
+    ) -> Result<(), End> {
         for r in &rooms {
             self.resubscribing.remove(r);
         }
         match serde_json::from_value::<SubscribeResult>(result) {
             Ok(result) => {
-                let answered: HashSet<&str> = result.rooms.iter().map(|r| r.room.as_str()).collect();
+                let answered: HashSet<&str> =
+                    result.rooms.iter().map(|r| r.room.as_str()).collect();
                 for r in rooms.iter().filter(|r| !answered.contains(r.as_str())) {
                     self.catching_up.remove(r);
                 }
@@ -657,7 +672,9 @@ impl<'a> Session<'a> {
                     tracing::debug!(entry = %entry, code = error.code.as_str(), ?retry_after, "transient failure; will retry");
                     outbox::note_attempt(self.ctx, &entry);
                 }
-                None => tracing::debug!(frame = %id, code = error.code.as_str(), "transient error for an untracked frame"),
+                None => {
+                    tracing::debug!(frame = %id, code = error.code.as_str(), "transient error for an untracked frame")
+                }
             }
             return Ok(());
         }
@@ -724,7 +741,7 @@ fn classify(ctx: &Context, msg: Option<Result<Message, WsError>>) -> Incoming {
             Metrics::add(&ctx.metrics.bytes_received, text.len() as u64);
             Metrics::inc(&ctx.metrics.frames_received);
             match serde_json::from_str::<Envelope<ServerFrame>>(&text) {
-                Ok(env) if env.v == PROTOCOL_VERSION => Incoming::Frame(env.frame),
+                Ok(env) if env.v == PROTOCOL_VERSION => Incoming::Frame(Box::new(env.frame)),
                 Ok(env) => {
                     tracing::warn!(v = env.v, "frame of another protocol version ignored");
                     Incoming::Alive

@@ -25,8 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use roam_proto::{
-    EventBody, MemberStatus, Notification, Presence, RoomEvent, SubscribeResult,
-    SubscriptionStatus,
+    EventBody, MemberStatus, Notification, Presence, RoomEvent, SubscribeResult, SubscriptionStatus,
 };
 use rusqlite::Transaction;
 
@@ -102,7 +101,12 @@ fn room_changed(tx: &Transaction<'_>, fx: &mut Effects, room: &str) -> Result<()
     Ok(())
 }
 
-fn apply_event(ctx: &Context, tx: &Transaction<'_>, ev: &RoomEvent, fx: &mut Effects) -> Result<()> {
+fn apply_event(
+    ctx: &Context,
+    tx: &Transaction<'_>,
+    ev: &RoomEvent,
+    fx: &mut Effects,
+) -> Result<()> {
     let me = ctx.me.as_str();
     match &ev.body {
         EventBody::MessageCreated(m) => match writes::upsert_server_message(tx, m)? {
@@ -120,13 +124,11 @@ fn apply_event(ctx: &Context, tx: &Transaction<'_>, ev: &RoomEvent, fx: &mut Eff
             match writes::upsert_server_message(tx, m)? {
                 writes::MessageChange::Added(msg)
                 | writes::MessageChange::Updated(msg)
-                | writes::MessageChange::Confirmed(msg) => {
-                    fx.room(if deleted {
-                        RoomUpdate::MessageDeleted(msg)
-                    } else {
-                        RoomUpdate::MessageEdited(msg)
-                    })
-                }
+                | writes::MessageChange::Confirmed(msg) => fx.room(if deleted {
+                    RoomUpdate::MessageDeleted(msg)
+                } else {
+                    RoomUpdate::MessageEdited(msg)
+                }),
                 writes::MessageChange::Unchanged => {}
             }
         }

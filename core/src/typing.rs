@@ -17,7 +17,6 @@
 //! drive it with Tokio's paused clock.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -193,12 +192,12 @@ fn sorted(users: &HashMap<String, Instant>) -> Vec<String> {
 
 /// Drives the deadlines: `send(room, false)` when the user went idle, `emit(room, users)` when
 /// indicators expired. Runs until the task is aborted.
-pub(crate) fn run(
+pub(crate) async fn run(
     typing: std::sync::Arc<Typing>,
     send: impl Fn(String, bool) + Send + 'static,
     emit: impl Fn(String, Vec<String>) + Send + 'static,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
+) {
+    {
         loop {
             let changed = typing.changed.notified();
             match typing.next_deadline() {
@@ -240,8 +239,14 @@ mod tests {
         assert!(!t.started("r", t0 + Duration::from_millis(2900)));
         assert!(t.started("r", t0 + Duration::from_secs(3)));
         // idle 3 s after the last keystroke (at 3 s) → due at 6 s
-        assert_eq!(t.tick(t0 + Duration::from_millis(5999)).stop, Vec::<String>::new());
-        assert_eq!(t.tick(t0 + Duration::from_secs(6)).stop, vec!["r".to_string()]);
+        assert_eq!(
+            t.tick(t0 + Duration::from_millis(5999)).stop,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            t.tick(t0 + Duration::from_secs(6)).stop,
+            vec!["r".to_string()]
+        );
         assert!(!t.stopped("r"), "already stopped");
         assert!(t.started("r", t0 + Duration::from_secs(7)));
         assert!(t.stopped("r"));
@@ -251,13 +256,29 @@ mod tests {
     fn incoming_expires_unless_refreshed() {
         let t = Typing::new(config());
         let t0 = Instant::now();
-        assert_eq!(t.remote("r", "bob", true, t0), Some(vec!["bob".to_string()]));
-        assert_eq!(t.remote("r", "amy", true, t0 + Duration::from_secs(2)), Some(vec!["amy".to_string(), "bob".to_string()]));
-        assert_eq!(t.remote("r", "bob", true, t0 + Duration::from_secs(4)), None, "refresh only");
+        assert_eq!(
+            t.remote("r", "bob", true, t0),
+            Some(vec!["bob".to_string()])
+        );
+        assert_eq!(
+            t.remote("r", "amy", true, t0 + Duration::from_secs(2)),
+            Some(vec!["amy".to_string(), "bob".to_string()])
+        );
+        assert_eq!(
+            t.remote("r", "bob", true, t0 + Duration::from_secs(4)),
+            None,
+            "refresh only"
+        );
         let tick = t.tick(t0 + Duration::from_secs(7));
-        assert_eq!(tick.expired, vec![("r".to_string(), vec!["bob".to_string()])]);
+        assert_eq!(
+            tick.expired,
+            vec![("r".to_string(), vec!["bob".to_string()])]
+        );
         assert_eq!(t.users("r"), vec!["bob".to_string()]);
-        assert_eq!(t.remote("r", "bob", false, t0 + Duration::from_secs(8)), Some(vec![]));
+        assert_eq!(
+            t.remote("r", "bob", false, t0 + Duration::from_secs(8)),
+            Some(vec![])
+        );
         assert!(t.users("r").is_empty());
         assert_eq!(t.next_deadline(), None);
     }

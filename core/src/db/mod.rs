@@ -28,7 +28,8 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::{Error, Result};
 
 /// The numbered migrations, in order. Index `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_initial", include_str!("migrations/0001_initial.sql"))];
 
 /// Most idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 4;
@@ -46,9 +47,8 @@ impl Db {
     pub(crate) fn open(path: &Path) -> Result<Db> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::invalid(format!("cannot create {}: {e}", dir.display()))
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::invalid(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
         let mut writer = Connection::open(path)?;
@@ -170,7 +170,10 @@ mod tests {
             let c = Connection::open(&path).expect("open");
             c.pragma_update(None, "user_version", 99).expect("set");
         }
-        assert!(matches!(Db::open(&path), Err(Error::Migration { version: 99, .. })));
+        assert!(matches!(
+            Db::open(&path),
+            Err(Error::Migration { version: 99, .. })
+        ));
     }
 
     #[test]

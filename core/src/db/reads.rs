@@ -91,7 +91,11 @@ pub(crate) fn subscriptions(conn: &Connection) -> Result<Vec<RoomCursor>> {
 /// The highest applied seq of a room (0 for none).
 pub(crate) fn cursor(conn: &Connection, room: &str) -> Result<u64> {
     let v: Option<i64> = conn
-        .query_row("SELECT seq FROM room_cursors WHERE room = ?1", [room], |r| r.get(0))
+        .query_row(
+            "SELECT seq FROM room_cursors WHERE room = ?1",
+            [room],
+            |r| r.get(0),
+        )
         .optional()?;
     Ok(v.map(|v| u64::try_from(v).unwrap_or(0)).unwrap_or(0))
 }
@@ -317,7 +321,9 @@ pub(crate) fn kv_u64(conn: &Connection, key: &str) -> Result<u64> {
 
 pub(crate) fn etag(conn: &Connection, path: &str) -> Result<Option<String>> {
     Ok(conn
-        .query_row("SELECT etag FROM http_etags WHERE path = ?1", [path], |r| r.get(0))
+        .query_row("SELECT etag FROM http_etags WHERE path = ?1", [path], |r| {
+            r.get(0)
+        })
         .optional()?)
 }
 

@@ -475,7 +475,11 @@ pub(crate) fn upsert_notification(tx: &Transaction<'_>, n: &Notification) -> Res
     Ok(inserted > 0)
 }
 
-pub(crate) fn set_notifications_read(tx: &Transaction<'_>, ids: &[String], read: bool) -> Result<()> {
+pub(crate) fn set_notifications_read(
+    tx: &Transaction<'_>,
+    ids: &[String],
+    read: bool,
+) -> Result<()> {
     let mut stmt = tx.prepare_cached("UPDATE notifications SET read = ?2 WHERE id = ?1")?;
     for id in ids {
         stmt.execute(params![id, read])?;
