@@ -31,18 +31,18 @@ use tokio::task::JoinHandle;
 use crate::auth::TokenProvider;
 use crate::config::ClientConfig;
 use crate::context::{Context, SessionCmd, Want};
-use crate::db::{reads, writes, Db};
+use crate::db::{reads, Db};
 use crate::error::{Error, Result};
-use crate::http::{self, Fetched, Http};
+use crate::http::{self, Http};
 use crate::listeners::{
     AppEvent, ConnectionStateListener, Dispatcher, DocumentListener, NotificationListener,
     PresenceListener, RoomListener, Subscription, Target, TypingListener,
 };
-use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::metrics::MetricsSnapshot;
 use crate::model::{
     now_ms, ConnectionState, LocalDocument, LocalMessage, NotificationInfo, OutboxEntry, RoomInfo,
 };
-use crate::{optimistic, outbox, presence, socket, typing};
+use crate::{optimistic, outbox, presence, remote, socket, typing};
 
 /// Background tasks of a started client.
 #[derive(Debug)]
@@ -277,7 +277,7 @@ impl Client {
                 tracing::warn!(error = %err, "cannot read the outbox figures");
                 Default::default()
             });
-        self.ctx.metrics.snapshot(figures)
+        self.ctx.metrics.snapshot(figures, self.ctx.remote.stats())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -634,53 +634,27 @@ impl Client {
     // -----------------------------------------------------------------------------------------
     // Network reads (REST → store)
 
-    /// Fetches the room directory (rooms the account may see) and stores it.
+    /// Refreshes the room directory (rooms the account may see) into the store and returns the
+    /// listed rooms as stored. Cached: see [`crate::config::CacheConfig`] for when a request is
+    /// made.
     pub async fn refresh_rooms(&self) -> Result<Vec<RoomInfo>> {
-        let path = "/v1/rooms";
-        let etag = self.ctx.db.read(|c| reads::etag(c, path))?;
-        match self.ctx.http.rooms(etag.as_deref()).await? {
-            Fetched::NotModified => Metrics::inc(&self.ctx.metrics.cache_hits),
-            Fetched::Fresh { value, etag } => {
-                Metrics::inc(&self.ctx.metrics.cache_misses);
-                self.ctx.write(|tx, fx| {
-                    for r in &value.items {
-                        writes::upsert_room(tx, r)?;
-                        if let Some(info) = reads::room(tx, &r.name)? {
-                            fx.room(crate::model::RoomUpdate::RoomChanged(info));
-                        }
-                    }
-                    if let Some(tag) = &etag {
-                        writes::set_etag(tx, path, tag)?;
-                    }
-                    Ok(())
-                })?;
-            }
-        }
-        self.rooms()
+        let names = remote::refresh_rooms(&self.ctx).await?;
+        self.ctx.db.read(|c| {
+            names
+                .iter()
+                .filter_map(|n| reads::room(c, n).transpose())
+                .collect()
+        })
     }
 
-    /// Fetches a room's members and stores them.
+    /// Refreshes a room's members into the store and returns the server's listing. Cached.
     pub async fn refresh_members(&self, room: String) -> Result<Vec<Member>> {
         roam_proto::validate::room_name(&room)?;
-        let path = format!("/v1/rooms/{room}/members");
-        let etag = self.ctx.db.read(|c| reads::etag(c, &path))?;
-        match self.ctx.http.members(&room, etag.as_deref()).await? {
-            Fetched::NotModified => Metrics::inc(&self.ctx.metrics.cache_hits),
-            Fetched::Fresh { value, etag } => {
-                Metrics::inc(&self.ctx.metrics.cache_misses);
-                self.ctx.write(|tx, _| {
-                    writes::replace_members(tx, &room, &value.items)?;
-                    if let Some(tag) = &etag {
-                        writes::set_etag(tx, &path, tag)?;
-                    }
-                    Ok(())
-                })?;
-            }
-        }
-        self.members(room)
+        remote::refresh_members(&self.ctx, room).await
     }
 
-    /// Fetches the presence of up to 500 users and stores it.
+    /// Refreshes the presence of 1–500 users into the store and returns the server's answer.
+    /// Cached.
     pub async fn refresh_presence(&self, users: Vec<String>) -> Result<Vec<Presence>> {
         if users.is_empty() || users.len() > roam_proto::validate::MAX_IDS_PER_CALL {
             return Err(Error::invalid("between 1 and 500 users per call"));
@@ -688,30 +662,7 @@ impl Client {
         for u in &users {
             roam_proto::validate::user_id(u)?;
         }
-        let path = format!("/v1/presence?users={}", users.join(","));
-        let etag = self.ctx.db.read(|c| reads::etag(c, &path))?;
-        match self.ctx.http.presence(&users, etag.as_deref()).await? {
-            Fetched::NotModified => Metrics::inc(&self.ctx.metrics.cache_hits),
-            Fetched::Fresh { value, etag } => {
-                Metrics::inc(&self.ctx.metrics.cache_misses);
-                self.ctx.write(|tx, fx| {
-                    for p in &value {
-                        writes::upsert_presence(tx, p)?;
-                        fx.emit(AppEvent::Presence(p.clone()));
-                    }
-                    if let Some(tag) = &etag {
-                        writes::set_etag(tx, &path, tag)?;
-                    }
-                    Ok(())
-                })?;
-            }
-        }
-        self.ctx.db.read(|c| {
-            users
-                .iter()
-                .filter_map(|u| reads::presence(c, u).transpose())
-                .collect()
-        })
+        remote::refresh_presence(&self.ctx, users).await
     }
 
     /// Fetches the page of messages before the oldest one held locally, stores it, and returns
@@ -719,27 +670,7 @@ impl Client {
     pub async fn load_older_messages(&self, room: String, limit: u32) -> Result<Vec<LocalMessage>> {
         roam_proto::validate::room_name(&room)?;
         check_limit(limit)?;
-        let oldest: Option<u64> = self.ctx.db.read(|c| {
-            Ok(c.query_row(
-                "SELECT MIN(seq) FROM messages WHERE room = ?1 AND seq IS NOT NULL",
-                [&room],
-                |r| r.get::<_, Option<i64>>(0),
-            )?
-            .map(|v| u64::try_from(v).unwrap_or(0)))
-        })?;
-        if oldest == Some(1) {
-            return Ok(Vec::new());
-        }
-        let page = self.ctx.http.messages(&room, oldest, limit).await?;
-        self.ctx.write(|tx, fx| {
-            for m in page.items.iter().filter(|m| m.room == room) {
-                if let writes::MessageChange::Added(msg) = writes::upsert_server_message(tx, m)? {
-                    fx.room(crate::model::RoomUpdate::MessageAdded(msg));
-                }
-            }
-            Ok(())
-        })?;
-        self.messages(room, oldest.or(Some(u64::MAX)), limit)
+        remote::load_older_messages(&self.ctx, room, limit).await
     }
 
     // -----------------------------------------------------------------------------------------

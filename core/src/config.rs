@@ -34,6 +34,8 @@ pub struct ClientConfig {
     pub typing: TypingConfig,
     /// Local presence.
     pub presence: PresenceConfig,
+    /// The cache of REST reads (room directory, members, presence).
+    pub cache: CacheConfig,
     /// How long a connection attempt (TCP, TLS, WebSocket handshake, `hello`) may take.
     pub connect_timeout: Duration,
     /// How long to wait for every subscribed room to be caught up after a connect before the
@@ -62,6 +64,7 @@ impl ClientConfig {
             outbox: OutboxConfig::default(),
             typing: TypingConfig::default(),
             presence: PresenceConfig::default(),
+            cache: CacheConfig::default(),
             connect_timeout: Duration::from_secs(10),
             recovery_timeout: Duration::from_secs(30),
             reset_page_size: 50,
@@ -211,6 +214,29 @@ impl Default for PresenceConfig {
     fn default() -> Self {
         PresenceConfig {
             idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The cache of REST reads (see the `remote` module): seed defaults, 5 min fresh, then 24 h
+/// stale-while-revalidate, 4 MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// A refresh within this long after the last one makes no request.
+    pub ttl: Duration,
+    /// After `ttl`, for this long, a refresh answers from the store at once and revalidates in
+    /// the background.
+    pub stale_ttl: Duration,
+    /// Size cap of the cached answers (least recently used are evicted).
+    pub max_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            ttl: crate::cache::DEFAULT_TTL,
+            stale_ttl: crate::cache::DEFAULT_STALE_TTL,
+            max_bytes: 4 * 1024 * 1024,
         }
     }
 }

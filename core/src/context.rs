@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::model::{ConnectionState, RoomUpdate};
 use crate::outbox::{Queued, Scheduler};
 use crate::presence::PresenceTracker;
+use crate::remote::Remote;
 use crate::typing::Typing;
 
 /// What a write transaction causes besides the rows it changes.
@@ -85,6 +86,8 @@ pub(crate) struct Context {
     pub presence: Arc<PresenceTracker>,
     pub tokens: Arc<dyn TokenProvider>,
     pub http: Http,
+    /// Cache of REST reads.
+    pub remote: Remote,
     connection: Mutex<ConnectionState>,
     session: Mutex<Option<mpsc::UnboundedSender<SessionCmd>>>,
     pub want: watch::Sender<Want>,
@@ -110,6 +113,7 @@ impl Context {
         http: Http,
     ) -> Self {
         let (want, _) = watch::channel(Want::Offline);
+        let config_cache = config.cache;
         Context {
             me: config.user_id.clone(),
             outbox: Mutex::new(Scheduler::new(config.outbox)),
@@ -122,6 +126,7 @@ impl Context {
             metrics: Metrics::default(),
             tokens,
             http,
+            remote: Remote::new(config_cache),
             connection: Mutex::new(ConnectionState::Offline),
             session: Mutex::new(None),
             want,

@@ -35,7 +35,8 @@
 //! Module map: [`client`] (the API), [`config`], [`error`], [`model`] (records), [`listeners`],
 //! [`metrics`]; internally `db` (store and migrations), `outbox` (durable queue and scheduler),
 //! `optimistic` (local effects of each mutation), `socket` (reconnecting connection),
-//! `sync` (applying server events, recovery), `typing`, `presence`, `http` (REST), `backoff`.
+//! `sync` (applying server events, recovery), `typing`, `presence`, `http` (REST transport),
+//! `remote` (cached REST reads into the store), `backoff`.
 //! [`cache`], [`debounce`] and [`lazy`] are general-purpose helpers.
 
 pub mod cache;
@@ -57,6 +58,7 @@ mod http;
 mod optimistic;
 mod outbox;
 mod presence;
+mod remote;
 mod socket;
 mod sync;
 mod typing;
@@ -64,7 +66,8 @@ mod typing;
 pub use auth::{StaticToken, TokenProvider};
 pub use client::Client;
 pub use config::{
-    ClientConfig, HeartbeatConfig, OutboxConfig, PresenceConfig, ReconnectConfig, TypingConfig,
+    CacheConfig, ClientConfig, HeartbeatConfig, OutboxConfig, PresenceConfig, ReconnectConfig,
+    TypingConfig,
 };
 pub use error::{Error, Result};
 pub use listeners::{

@@ -1,11 +1,14 @@
 //! Counters and the [`MetricsSnapshot`] the app reads with `Client::metrics`.
 //!
-//! The counters are relaxed atomics bumped where things happen (outbox, socket, sync, HTTP);
+//! The counters are relaxed atomics bumped where things happen (outbox, socket, sync); the cache
+//! figures come from the REST cache's own counters;
 //! they only grow, from zero when the client is opened. The snapshot adds what is read from the
 //! store at that moment (outbox depth and the age of its oldest entry), so one call gives the
 //! whole picture. Nothing here is persisted: a snapshot describes this process's lifetime.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cache::CacheStats;
 
 /// Live counters. One per client.
 #[derive(Debug, Default)]
@@ -27,8 +30,6 @@ pub(crate) struct Metrics {
     pub messages_queued: AtomicU64,
     pub messages_acked: AtomicU64,
     pub messages_failed: AtomicU64,
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
 }
 
 impl Metrics {
@@ -45,9 +46,9 @@ impl Metrics {
     }
 
     /// The counters, plus the outbox figures read from the store.
-    pub(crate) fn snapshot(&self, outbox: OutboxFigures) -> MetricsSnapshot {
-        let hits = Self::get(&self.cache_hits);
-        let misses = Self::get(&self.cache_misses);
+    pub(crate) fn snapshot(&self, outbox: OutboxFigures, cache: CacheStats) -> MetricsSnapshot {
+        let hits = cache.hits + cache.stale_hits;
+        let misses = cache.misses;
         let connections = Self::get(&self.connections);
         MetricsSnapshot {
             outbox_depth: outbox.pending,
@@ -63,11 +64,8 @@ impl Metrics {
             resets: Self::get(&self.resets),
             cache_hits: hits,
             cache_misses: misses,
-            cache_hit_rate: if hits + misses == 0 {
-                0.0
-            } else {
-                hits as f64 / (hits + misses) as f64
-            },
+            cache_revalidations: cache.revalidations,
+            cache_hit_rate: cache.hit_rate(),
             bytes_sent: Self::get(&self.bytes_sent),
             bytes_received: Self::get(&self.bytes_received),
             frames_sent: Self::get(&self.frames_sent),
@@ -115,10 +113,13 @@ pub struct MetricsSnapshot {
     pub duplicates_ignored: u64,
     /// Rooms reloaded from scratch after a `reset`.
     pub resets: u64,
-    /// REST reads answered from the local copy (`304 Not Modified`).
+    /// REST refreshes answered without waiting for the network (fresh, or stale and revalidated
+    /// in the background).
     pub cache_hits: u64,
-    /// REST reads that had to transfer the resource.
+    /// REST refreshes that had to wait for a request.
     pub cache_misses: u64,
+    /// Requests answered `304 Not Modified` (the ETag matched; no body transferred).
+    pub cache_revalidations: u64,
     /// `cache_hits / (cache_hits + cache_misses)`, 0 when there were none.
     pub cache_hit_rate: f64,
     /// WebSocket text payload bytes sent.
@@ -148,10 +149,13 @@ mod tests {
     #[test]
     fn hit_rate_and_reconnects() {
         let m = Metrics::default();
-        Metrics::inc(&m.cache_hits);
-        Metrics::add(&m.cache_misses, 3);
         Metrics::add(&m.connections, 3);
-        let s = m.snapshot(OutboxFigures::default());
+        let cache = CacheStats {
+            hits: 1,
+            misses: 3,
+            ..CacheStats::default()
+        };
+        let s = m.snapshot(OutboxFigures::default(), cache);
         assert!((s.cache_hit_rate - 0.25).abs() < f64::EPSILON);
         assert_eq!(s.reconnects, 2);
         assert_eq!(s.outbox_depth, 0);

@@ -93,6 +93,8 @@ pub struct State {
     pub presence_sets: Vec<PresenceStatus>,
     /// REST request lines received.
     pub http_requests: Vec<String>,
+    /// The `If-None-Match` header of each REST request (lower-cased).
+    pub if_none_match: Vec<Option<String>>,
     /// Authorization headers of handshakes.
     pub auth_headers: Vec<String>,
     /// WebSocket connections accepted.
@@ -113,7 +115,7 @@ pub struct State {
     pub rate_limited: usize,
     /// When each mutate frame arrived (parallel to `mutations`).
     pub mutation_times: Vec<std::time::Instant>,
-    /// ETag of the room directory (`GET /v1/rooms`).
+    /// ETag of the room directory (`GET /v1/rooms`): `"r<number of rooms>"`.
     pub rooms_etag: String,
     /// Mutations on these rooms are `forbidden`.
     pub forbidden_rooms: HashSet<String>,
@@ -479,6 +481,7 @@ async fn serve_http(mut stream: TcpStream, state: Arc<Mutex<State>>) {
     let body = {
         let mut st = state.lock();
         st.http_requests.push(line.clone());
+        st.if_none_match.push(if_none_match.clone());
         let route = path.split('?').next().unwrap_or_default();
         let parts: Vec<&str> = route.trim_matches('/').split('/').collect();
         match parts.as_slice() {
@@ -489,9 +492,8 @@ async fn serve_http(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 json!({ "items": ms.into_iter().take(50).collect::<Vec<_>>() })
             }
             ["v1", "rooms"] => {
-                if st.rooms_etag.is_empty() {
-                    st.rooms_etag = "\"r1\"".into();
-                }
+                // The tag changes with the listing.
+                st.rooms_etag = format!("\"r{}\"", st.logs.len());
                 etag = Some(st.rooms_etag.clone());
                 if if_none_match.as_deref() == Some(st.rooms_etag.to_lowercase().as_str()) {
                     Value::Null

@@ -10,3 +10,4 @@ mod offline;
 mod outbox;
 mod realtime;
 mod reconnect;
+mod rest_cache;
