@@ -50,11 +50,13 @@ pub enum Outbound {
 /// An event that changes who may read a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// The user left or was banned: their sockets stop following the room (unless it is public
-    /// and they only left).
+    /// The user left or was banned: their sockets stop following the room.
     Removed { user: String, reason: &'static str },
     /// The room was deleted: everyone stops.
     RoomDeleted,
+    /// The room's settings changed (it may have turned protected or private): each socket
+    /// checks that its user may still read it, and stops following it otherwise.
+    Recheck,
 }
 
 /// A message between instances.
@@ -179,6 +181,7 @@ pub fn effect_of(ev: &RoomEvent) -> Option<Effect> {
             reason: "banned",
         }),
         roam_proto::EventBody::RoomDeleted { .. } => Some(Effect::RoomDeleted),
+        roam_proto::EventBody::RoomUpdated(_) => Some(Effect::Recheck),
         _ => None,
     }
 }

@@ -142,11 +142,12 @@ impl TypingTracker {
                     }
                 };
                 if expired {
+                    // Like the start, the end is for the room's other sockets.
                     bus2.publish(BusMessage::Typing {
                         room: key.0,
                         user: key.1,
                         typing: false,
-                        origin: None,
+                        origin,
                     })
                     .await;
                 }

@@ -97,6 +97,32 @@ fn mentions(body: &str) -> Vec<String> {
     out
 }
 
+/// A commit with more events than this in one room publishes only the room's last one.
+const COALESCE_OVER: usize = 8;
+
+/// The events of one commit to publish. A `message.import` appends up to 5,000 events at once;
+/// queuing each on every subscribed socket would overflow their send queues and close sockets
+/// that keep up perfectly well as slow consumers. A socket's writer fills any gap before an
+/// event from the store, page by page and straight into its sink, so publishing the last event
+/// of such a run delivers all of them, in order, with bounded memory.
+fn coalesce(events: Vec<roam_proto::RoomEvent>) -> Vec<roam_proto::RoomEvent> {
+    if events.len() <= COALESCE_OVER {
+        return events;
+    }
+    let mut per_room: std::collections::HashMap<String, usize> = Default::default();
+    for ev in &events {
+        *per_room.entry(ev.room.clone()).or_default() += 1;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<roam_proto::RoomEvent> = events
+        .into_iter()
+        .rev()
+        .filter(|ev| per_room[&ev.room] <= COALESCE_OVER || seen.insert(ev.room.clone()))
+        .collect();
+    out.reverse();
+    out
+}
+
 impl Service {
     // ----- cached reads -----
 
@@ -345,7 +371,7 @@ impl Service {
                 })
                 .await;
         }
-        for ev in events {
+        for ev in coalesce(events) {
             self.bus.publish(BusMessage::Event(Arc::new(ev))).await;
         }
         for n in notifications {
@@ -739,6 +765,31 @@ mod tests {
     fn mentions_are_parsed_once() {
         assert_eq!(mentions("hi @bob and @carol, @bob!"), vec!["bob", "carol"]);
         assert!(mentions("email a@b.c").is_empty());
+    }
+
+    fn event(room: &str, seq: u64) -> roam_proto::RoomEvent {
+        roam_proto::RoomEvent {
+            room: room.into(),
+            seq,
+            at: 0,
+            actor: "a".into(),
+            body: roam_proto::EventBody::MemberLeft { user: "u".into() },
+        }
+    }
+
+    #[test]
+    fn long_runs_publish_their_last_event_only() {
+        let few: Vec<_> = (1..=3).map(|s| event("a", s)).collect();
+        assert_eq!(coalesce(few.clone()), few);
+        let mut many: Vec<_> = (1..=20).map(|s| event("a", s)).collect();
+        many.push(event("b", 7));
+        let out = coalesce(many);
+        assert_eq!(
+            out.iter()
+                .map(|e| (e.room.as_str(), e.seq))
+                .collect::<Vec<_>>(),
+            [("a", 20), ("b", 7)]
+        );
     }
 
     #[test]

@@ -365,6 +365,12 @@ impl Socket {
     async fn mutate(&mut self, id: String, key: String, mutation: Mutation) {
         let svc = Arc::clone(&self.state.service);
         if let Mutation::SetPresence { status } = mutation {
+            // Not stored, so no idempotency record; but checked like every mutation.
+            if let Err(e) =
+                roam_proto::validate::idempotency_key(&key).and_then(|()| mutation.validate())
+            {
+                return self.error(Some(id), e.into()).await;
+            }
             let away = status == roam_proto::PresenceStatus::Away;
             if let Some(p) = svc
                 .presence
@@ -514,24 +520,25 @@ async fn write_loop(
         0 => close::NORMAL,
         c => u16::try_from(c).unwrap_or(close::NORMAL),
     };
-    if code != close::SLOW_CONSUMER {
-        let reason = match code {
-            close::GOING_AWAY => "server shutting down",
-            close::TOKEN_EXPIRED => "token expired",
-            close::TOO_BIG => "frame too large",
-            close::UNSUPPORTED_DATA => "binary frames are not supported",
-            _ => "",
-        };
-        let frame = Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        }));
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = sink.send(frame).await;
-            let _ = sink.flush().await;
-        })
-        .await;
-    }
+    let reason = match code {
+        close::GOING_AWAY => "server shutting down",
+        close::TOKEN_EXPIRED => "token expired",
+        close::TOO_BIG => "frame too large",
+        close::UNSUPPORTED_DATA => "binary frames are not supported",
+        close::SLOW_CONSUMER => "slow consumer",
+        _ => "",
+    };
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }));
+    // A slow consumer's sink may be full: the close frame then goes after what is pending, if
+    // the client reads within the bound, and is dropped with the socket otherwise.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = sink.send(frame).await;
+        let _ = sink.flush().await;
+    })
+    .await;
     w.conn.close.cancel();
 }
 
@@ -651,6 +658,21 @@ impl Writer {
         let reason = match effect {
             Some(Effect::RoomDeleted) => "room_deleted",
             Some(Effect::Removed { user, reason }) if *user == *self.conn.user => reason,
+            Some(Effect::Recheck) => {
+                // The cache entry of the room was dropped before the event was published, so
+                // this reads the room as it is now.
+                match self
+                    .state
+                    .service
+                    .readable_room(&self.conn.user, room)
+                    .await
+                {
+                    Err(e) if matches!(e.code, ErrorCode::Forbidden | ErrorCode::NotFound) => {
+                        "forbidden"
+                    }
+                    _ => return true,
+                }
+            }
             _ => return true,
         };
         self.cursors.remove(room);

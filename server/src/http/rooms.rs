@@ -116,7 +116,7 @@ async fn show(
     Path(room): Path<String>,
 ) -> ApiResult<Json<Room>> {
     match s.service.readable_room(&caller.user, &room).await {
-        Ok((room, _)) => Ok(Json(room)),
+        Ok(_) => {}
         // A protected room is listed for everyone, so its metadata is not secret; its
         // messages are.
         Err(e) if e.code == roam_proto::ErrorCode::Forbidden => {
@@ -130,14 +130,20 @@ async fn show(
                 .member(&room, &caller.user)
                 .await?
                 .is_some_and(|m| m.status == roam_proto::MemberStatus::Banned);
-            if r.kind == RoomKind::Protected && !banned {
-                Ok(Json(r))
-            } else {
-                Err(e)
+            if r.kind != RoomKind::Protected || banned {
+                return Err(e);
             }
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
     }
+    // The cached room serves permission checks only: it is not invalidated by messages, so
+    // its `head_seq` would be stale. The answer comes from the store.
+    s.service
+        .store
+        .room(&room)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("room"))
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! Shared fixtures: a real server on 127.0.0.1:0 with a temporary data directory, an HTTP
 //! client, and a WebSocket client that speaks protocol v1.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -24,10 +25,13 @@ pub struct TestServer {
     pub http: reqwest::Client,
 }
 
+/// The JWT secret of every test server.
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
 /// Test defaults: fast typing expiry, roomy rate limits unless a test tightens them.
 pub fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::for_data_dir(dir);
-    c.jwt_secret = Some("test-secret-test-secret-test-secret-0123".into());
+    c.jwt_secret = Some(SECRET.into());
     c.typing_timeout_ms = 300;
     c.rate_mutations_per_sec = 10_000;
     c.rate_mutations_burst = 10_000;
@@ -108,6 +112,82 @@ impl TestServer {
     pub async fn ws(&self, user: &str) -> Ws {
         Ws::connect(&self.ws_url(), &self.token(user)).await
     }
+
+    /// A REST client without a token.
+    pub fn anon(&self) -> Api {
+        Api {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            token: None,
+        }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics request");
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.expect("metrics body")
+    }
+
+    /// The sum of the samples named `name` whose labels contain `label` (e.g. `kind="mutation"`).
+    pub async fn metric(&self, name: &str, label: Option<&str>) -> f64 {
+        metric_value(&self.metrics().await, name, label)
+    }
+}
+
+/// The sum of the samples named `name` (labels containing `label`, if given); 0 when absent.
+pub fn metric_value(text: &str, name: &str, label: Option<&str>) -> f64 {
+    let mut sum = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, labels) = match key.split_once('{') {
+            Some((n, l)) => (n, l),
+            None => (key, ""),
+        };
+        if n == name && label.is_none_or(|l| labels.contains(l)) {
+            sum += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    sum
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// A token for `sub` signed with `secret`, expiring at `exp` (seconds since the epoch).
+pub fn mint(secret: &str, sub: &str, exp: i64) -> String {
+    let claims = json!({"sub": sub, "exp": exp, "iat": now_secs()});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("mint token")
+}
+
+/// A fresh idempotency key.
+pub fn key() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// A REST client with a token.
@@ -127,6 +207,25 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Reads a response (JSON body, or the text as a JSON string).
+    pub async fn read(resp: reqwest::Response) -> Resp {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     /// The error code of an error body.
     pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
@@ -139,6 +238,15 @@ impl Api {
             token,
             ..self.clone()
         }
+    }
+
+    /// A request builder with this client's token.
+    pub fn builder(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
     }
 
     pub async fn req(
@@ -158,17 +266,7 @@ impl Api {
         if let Some(b) = body {
             r = r.json(&b);
         }
-        let resp = r.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.expect("body");
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp::read(r.send().await.expect("request")).await
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -196,6 +294,79 @@ impl Api {
         r.body
     }
 
+    /// A mutation with a given idempotency key.
+    pub async fn post_with_key(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.req(reqwest::Method::POST, path, Some(key), Some(body))
+            .await
+    }
+
+    /// Every message of a room, oldest first (pages of 200 by `after`).
+    pub async fn all_messages(&self, room: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let r = self
+                .get(&format!(
+                    "/v1/rooms/{room}/messages?after={after}&limit=200"
+                ))
+                .await;
+            assert_eq!(r.status, 200, "messages: {:?}", r.body);
+            let items = r.body["items"].as_array().expect("items").clone();
+            let Some(last) = items.last() else { break };
+            after = last["seq"].as_u64().expect("seq");
+            out.extend(items);
+        }
+        out
+    }
+
+    /// Every event of a room, in order (REST recovery).
+    pub async fn all_events(&self, room: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let r = self
+                .get(&format!("/v1/rooms/{room}/events?after={after}&limit=1000"))
+                .await;
+            assert_eq!(r.status, 200, "events: {:?}", r.body);
+            let items = r.body["items"].as_array().expect("items").clone();
+            let Some(last) = items.last() else { break };
+            after = last["seq"].as_u64().expect("seq");
+            out.extend(items);
+        }
+        out
+    }
+
+    /// Joins a public room (or one with a pending invitation); panics unless it worked.
+    pub async fn join(&self, room: &str) -> Value {
+        let r = self
+            .post(&format!("/v1/rooms/{room}/join"), json!({}))
+            .await;
+        assert_eq!(r.status, 200, "join: {:?}", r.body);
+        r.body
+    }
+
+    /// Invites `user` with `role`; returns the invitation.
+    pub async fn invite(&self, room: &str, user: &str, role: &str) -> Value {
+        let r = self
+            .post(
+                &format!("/v1/rooms/{room}/invitations"),
+                json!({"user": user, "role": role}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "invite: {:?}", r.body);
+        r.body
+    }
+
+    /// Accepts an invitation; returns the membership.
+    pub async fn accept(&self, invitation: &Value) -> Value {
+        let id = invitation["id"].as_str().expect("invitation id");
+        let r = self
+            .post(&format!("/v1/invitations/{id}/accept"), json!({}))
+            .await;
+        assert_eq!(r.status, 200, "accept: {:?}", r.body);
+        r.body
+    }
+
     /// Sends a message; panics unless it worked.
     pub async fn say(&self, room: &str, body: &str) -> Value {
         let r = self
@@ -207,26 +378,73 @@ impl Api {
 }
 
 /// A protocol v1 WebSocket client.
+#[derive(Debug)]
 pub struct Ws {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub hello: Value,
     next_id: u64,
+    /// Frames read while waiting for an answer (`call`), returned first by `next`.
+    pending: VecDeque<Value>,
+}
+
+/// A refused WebSocket handshake.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+impl Refused {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
 }
 
 impl Ws {
     pub async fn connect(url: &str, token: &str) -> Ws {
-        let mut req = url.into_client_request().expect("request");
-        req.headers_mut().insert(
-            "authorization",
-            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
-        );
-        let (stream, _) = tokio_tungstenite::connect_async(req)
+        Self::try_connect(url, Some(token))
             .await
-            .expect("ws connect");
+            .expect("ws connect")
+    }
+
+    /// Connects with `token` in the Authorization header (none: no header); a refused
+    /// handshake answers its HTTP status, headers and body.
+    pub async fn try_connect(url: &str, token: Option<&str>) -> Result<Ws, Refused> {
+        let mut req = url.into_client_request().expect("request");
+        if let Some(token) = token {
+            req.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+            );
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((stream, _)) => Ok(Self::greeted(stream).await),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                Err(Refused {
+                    status,
+                    headers,
+                    body,
+                })
+            }
+            Err(e) => panic!("ws connect failed: {e}"),
+        }
+    }
+
+    /// Wraps a connected stream and reads its `hello`.
+    pub async fn greeted(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Ws {
         let mut ws = Ws {
             stream,
             hello: Value::Null,
             next_id: 0,
+            pending: VecDeque::new(),
         };
         ws.hello = ws.next().await;
         assert_eq!(ws.hello["type"], "hello", "first frame: {:?}", ws.hello);
@@ -236,6 +454,14 @@ impl Ws {
     pub fn id(&mut self) -> String {
         self.next_id += 1;
         format!("r{}", self.next_id)
+    }
+
+    /// Sends a text frame; the error when the socket is gone.
+    pub async fn try_send_raw(
+        &mut self,
+        text: &str,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.stream.send(Message::Text(text.into())).await
     }
 
     pub async fn send_raw(&mut self, text: &str) {
@@ -251,6 +477,14 @@ impl Ws {
 
     /// The next text frame as JSON (pings skipped); panics on close or timeout.
     pub async fn next(&mut self) -> Value {
+        if let Some(f) = self.pending.pop_front() {
+            return f;
+        }
+        self.read().await
+    }
+
+    /// The next frame from the socket itself.
+    async fn read(&mut self) -> Value {
         loop {
             let m = tokio::time::timeout(WAIT, self.stream.next())
                 .await
@@ -279,13 +513,70 @@ impl Ws {
         }
     }
 
-    /// Sends a request frame with a fresh id and returns the ack/error answering it.
+    /// Sends a request frame with a fresh id and returns the ack/error answering it. Frames
+    /// that arrive before the answer are kept for `next` (an ack and the event it caused may
+    /// come in either order).
     pub async fn call(&mut self, mut frame: Value) -> Value {
         let id = self.id();
         frame["id"] = json!(id);
         frame["v"] = json!(1);
         self.send(frame).await;
-        self.until(|f| f["id"] == json!(id) && (f["type"] == "ack" || f["type"] == "error" || f["type"] == "pong"))
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut before = Vec::new();
+        let answer = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let f = tokio::time::timeout(left, self.read())
+                .await
+                .expect("timed out waiting for an answer");
+            let answers = f["id"] == json!(id)
+                && (f["type"] == "ack" || f["type"] == "error" || f["type"] == "pong");
+            if answers {
+                break f;
+            }
+            before.push(f);
+        };
+        self.pending.extend(before);
+        answer
+    }
+
+    /// Sends a ping and returns every frame that arrived before its pong: everything the server
+    /// had queued for this socket when it read the ping.
+    pub async fn drain(&mut self) -> Vec<Value> {
+        let id = self.id();
+        self.send(json!({"v": 1, "type": "ping", "id": id})).await;
+        let mut out = Vec::new();
+        loop {
+            let f = self.next().await;
+            if f["type"] == "pong" && f["id"] == json!(id) {
+                return out;
+            }
+            out.push(f);
+        }
+    }
+
+    /// Reads the room's `event` frames until one with `seq` (frames of other types and rooms
+    /// are skipped); returns the events read, in arrival order.
+    pub async fn events_until(&mut self, room: &str, seq: u64) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let f = self
+                .until(|f| f["type"] == "event" && f["room"] == room)
+                .await;
+            let s = f["seq"].as_u64().expect("seq");
+            out.push(f);
+            if s >= seq {
+                return out;
+            }
+        }
+    }
+
+    /// Subscribes with an inbox cursor too; returns the ack.
+    pub async fn subscribe_inbox(&mut self, rooms: &[(&str, u64)], inbox_since: u64) -> Value {
+        let rooms: Vec<Value> = rooms
+            .iter()
+            .map(|(r, s)| json!({"room": r, "since": s}))
+            .collect();
+        self.call(json!({"type": "subscribe", "rooms": rooms, "inbox_since": inbox_since}))
             .await
     }
 
@@ -295,7 +586,8 @@ impl Ws {
             .iter()
             .map(|(r, s)| json!({"room": r, "since": s}))
             .collect();
-        self.call(json!({"type": "subscribe", "rooms": rooms})).await
+        self.call(json!({"type": "subscribe", "rooms": rooms}))
+            .await
     }
 
     /// A mutation with a given key.

@@ -1,5 +1,18 @@
 //! Integration tests: the real server on 127.0.0.1:0, driven over real HTTP and WebSocket
 //! connections. One module per feature; shared fixtures in `fixtures`.
 
+mod auth;
+mod documents;
 mod fixtures;
+mod http_features;
+mod idempotency;
+mod limits;
+mod messages;
+mod notifications;
+mod presence_typing;
+mod queries;
+mod recovery;
+mod rooms;
+mod shutdown;
 mod smoke;
+mod ws_protocol;

@@ -1,0 +1,348 @@
+//! The WebSocket protocol itself: frame parsing and errors, limits and close codes, ping,
+//! subscriptions, acks and event order (protocol §2).
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::fixtures::{TestServer, WAIT};
+
+/// Sends raw text and returns the next frame.
+async fn answer(ws: &mut crate::fixtures::Ws, text: &str) -> Value {
+    ws.send_raw(text).await;
+    ws.next().await
+}
+
+#[tokio::test]
+async fn malformed_frames_get_an_error_and_the_socket_stays_usable() {
+    let t = TestServer::start().await;
+    t.as_user("alice").create_room("general", "public").await;
+    let mut ws = t.ws("alice").await;
+
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("{not json", "invalid_input", None),
+        ("", "invalid_input", None),
+        (r#"{"v":1}"#, "invalid_input", None),
+        (
+            r#"{"v":1,"type":"dance","id":"d1"}"#,
+            "invalid_input",
+            Some("d1"),
+        ),
+        (
+            r#"{"v":1,"type":"hello","id":"h1"}"#,
+            "invalid_input",
+            Some("h1"),
+        ),
+        (
+            r#"{"type":"ping","id":"p0"}"#,
+            "unsupported_version",
+            Some("p0"),
+        ),
+        (
+            r#"{"v":2,"type":"ping","id":"p2"}"#,
+            "unsupported_version",
+            Some("p2"),
+        ),
+        (
+            r#"{"v":"1","type":"ping","id":"p3"}"#,
+            "unsupported_version",
+            Some("p3"),
+        ),
+        (r#"{"v":1,"type":"ping"}"#, "invalid_input", None),
+        (
+            r#"{"v":1,"type":"mutate","id":"m1","op":"message.send","args":{"room":"general","body":"no key"}}"#,
+            "invalid_input",
+            Some("m1"),
+        ),
+        (
+            r#"{"v":1,"type":"mutate","id":"m2","key":"k2","op":"room.explode","args":{}}"#,
+            "invalid_input",
+            Some("m2"),
+        ),
+        (
+            r#"{"v":1,"type":"mutate","id":"m3","key":"k3","op":"message.send","args":{"room":"general"}}"#,
+            "invalid_input",
+            Some("m3"),
+        ),
+        (
+            r#"{"v":1,"type":"mutate","id":"m4","key":"k4","op":"message.send","args":{"room":"general","body":""}}"#,
+            "invalid_input",
+            Some("m4"),
+        ),
+        (
+            r#"{"v":1,"type":"mutate","id":"m5","key":"has space","op":"message.send","args":{"room":"general","body":"x"}}"#,
+            "invalid_input",
+            Some("m5"),
+        ),
+        (
+            r#"{"v":1,"type":"subscribe","id":"s1","rooms":"general"}"#,
+            "invalid_input",
+            Some("s1"),
+        ),
+        (
+            r#"{"v":1,"type":"typing","room":"general"}"#,
+            "invalid_input",
+            None,
+        ),
+    ];
+    for (text, code, id) in cases {
+        let f = answer(&mut ws, text).await;
+        assert_eq!(f["type"], "error", "{text}: {f}");
+        assert_eq!(f["code"], *code, "{text}: {f}");
+        assert_eq!(f["v"], 1, "{text}: {f}");
+        match id {
+            Some(id) => assert_eq!(f["id"], *id, "{text}: {f}"),
+            None => assert!(f.get("id").is_none(), "{text}: {f}"),
+        }
+        assert!(
+            f["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{text}: {f}"
+        );
+    }
+    // Still usable, and nothing was applied.
+    let pong = ws.call(json!({"type": "ping"})).await;
+    assert_eq!(pong["type"], "pong");
+    assert_eq!(t.as_user("alice").all_messages("general").await.len(), 0);
+    let ack = ws
+        .mutate("message.send", json!({"room": "general", "body": "fine"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+}
+
+#[tokio::test]
+async fn ping_is_answered_with_its_id() {
+    let t = TestServer::start().await;
+    let mut ws = t.ws("alice").await;
+    ws.send_raw(r#"{"v":1,"type":"ping","id":"abc-1"}"#).await;
+    ws.send_raw(r#"{"v":1,"type":"ping","id":"abc-2"}"#).await;
+    assert_eq!(
+        ws.next().await,
+        json!({"v": 1, "type": "pong", "id": "abc-1"})
+    );
+    assert_eq!(
+        ws.next().await,
+        json!({"v": 1, "type": "pong", "id": "abc-2"})
+    );
+    // WebSocket-level pings are answered by pongs too.
+    ws.stream
+        .send(Message::Ping(b"hb".to_vec().into()))
+        .await
+        .expect("ping");
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.stream.next().await {
+                Some(Ok(Message::Pong(p))) => return p.to_vec(),
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("pong in time");
+    assert_eq!(got, b"hb");
+}
+
+#[tokio::test]
+async fn a_binary_frame_closes_the_socket_with_1003() {
+    let t = TestServer::start().await;
+    let mut ws = t.ws("alice").await;
+    ws.stream
+        .send(Message::Binary(vec![1u8, 2, 3].into()))
+        .await
+        .expect("send binary");
+    assert_eq!(ws.closed().await, Some(1003));
+    // The server goes on.
+    let mut again = t.ws("alice").await;
+    assert_eq!(again.call(json!({"type": "ping"})).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_frame_over_one_mebibyte_closes_the_socket_and_others_go_on() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("general", "public").await;
+    let mut other = t.ws("bob").await;
+    other.subscribe(&[("general", 2)]).await;
+    other.until(|f| f["type"] == "caught_up").await;
+
+    let mut ws = t.ws("alice").await;
+    let body = "x".repeat(2 * 1024 * 1024);
+    let frame = json!({"v": 1, "type": "mutate", "id": "big", "key": "k-big",
+        "op": "message.send", "args": {"room": "general", "body": body}})
+    .to_string();
+    // The write itself may fail once the server has closed the connection.
+    let _ = ws.try_send_raw(&frame).await;
+    let code = ws.closed().await;
+    assert!(
+        code.is_none() || code == Some(1009),
+        "closed with 1009 or dropped, got {code:?}"
+    );
+    // Just under the limit is read (and refused as a too-long body, but the socket lives).
+    let mut ws = t.ws("alice").await;
+    let body = "y".repeat(1024 * 1024 - 200);
+    let frame = json!({"v": 1, "type": "mutate", "id": "near", "key": "k-near",
+        "op": "message.send", "args": {"room": "general", "body": body}})
+    .to_string();
+    assert!(frame.len() < 1024 * 1024);
+    ws.send_raw(&frame).await;
+    let f = ws.next().await;
+    assert_eq!(f["type"], "error", "{:?}", f["code"]);
+    assert_eq!(f["code"], "invalid_input");
+    assert_eq!(f["id"], "near");
+
+    // Others were not disturbed.
+    alice.say("general", "still here").await;
+    let ev = other.until(|f| f["type"] == "event").await;
+    assert_eq!(ev["data"]["body"], "still here");
+    assert_eq!(alice.all_messages("general").await.len(), 1);
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_events() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("a", "public").await;
+    alice.create_room("b", "public").await;
+    let mut ws = t.ws("bob").await;
+    let ack = ws.subscribe(&[("a", 2), ("b", 2)]).await;
+    assert_eq!(ack["type"], "ack");
+    ws.until(|f| f["type"] == "caught_up" && f["room"] == "b")
+        .await;
+    alice.say("a", "one").await;
+    let ev = ws.until(|f| f["type"] == "event").await;
+    assert_eq!(ev["room"], "a");
+    assert_eq!(ev["seq"], 3);
+
+    let ack = ws
+        .call(json!({"type": "unsubscribe", "rooms": ["a"]}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["result"], json!({}));
+    alice.say("a", "two").await;
+    alice.say("b", "in b").await;
+    // Everything already queued for bob: only b's event.
+    let queued = ws.drain().await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0]["room"], "b");
+    assert_eq!(queued[0]["data"]["body"], "in b");
+    // Unsubscribing from a room one does not follow is fine.
+    let ack = ws
+        .call(json!({"type": "unsubscribe", "rooms": ["nowhere"]}))
+        .await;
+    assert_eq!(ack["type"], "ack");
+}
+
+#[tokio::test]
+async fn subscribing_to_rooms_one_may_not_read() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("priv", "private").await;
+    alice.create_room("prot", "protected").await;
+    alice.create_room("pub", "public").await;
+    alice.say("priv", "secret").await;
+    alice.say("prot", "members only").await;
+    let mut ws = t.ws("mallory").await;
+    let ack = ws
+        .subscribe(&[("priv", 0), ("prot", 0), ("pub", 0), ("nope", 0)])
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(
+        ack["result"]["rooms"],
+        json!([
+            {"room": "priv", "status": "not_found", "head_seq": 0},
+            {"room": "prot", "status": "forbidden", "head_seq": 0},
+            {"room": "pub", "status": "ok", "head_seq": 2},
+            {"room": "nope", "status": "not_found", "head_seq": 0},
+        ])
+    );
+    // Only the public room's events come, then its caught_up; nothing from the others, ever.
+    let mut got = Vec::new();
+    loop {
+        let f = ws.next().await;
+        let done = f["type"] == "caught_up";
+        got.push(f);
+        if done {
+            break;
+        }
+    }
+    assert!(got.iter().all(|f| f["room"] == "pub"), "{got:?}");
+    assert_eq!(got.last().expect("caught_up")["seq"], 2);
+    alice.say("priv", "more secret").await;
+    alice.say("prot", "more members only").await;
+    assert_eq!(ws.drain().await, Vec::<Value>::new());
+    // Too many rooms in one frame.
+    let rooms: Vec<(String, u64)> = (0..501).map(|i| (format!("r{i}"), 0)).collect();
+    let rooms: Vec<(&str, u64)> = rooms.iter().map(|(r, s)| (r.as_str(), *s)).collect();
+    let r = ws.subscribe(&rooms).await;
+    assert_eq!(r["type"], "error");
+    assert_eq!(r["code"], "invalid_input");
+}
+
+#[tokio::test]
+async fn acks_and_events_of_pipelined_mutations_keep_the_order_sent() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("line", "public").await;
+    let mut ws = t.ws("alice").await;
+    ws.subscribe(&[("line", 2)]).await;
+    ws.until(|f| f["type"] == "caught_up").await;
+    // Ten mutations sent back to back, without waiting for any answer.
+    for i in 0..10 {
+        ws.send(json!({"v": 1, "type": "mutate", "id": format!("m{i}"),
+            "key": format!("key-{i}"), "op": "message.send",
+            "args": {"room": "line", "body": format!("n{i}")}}))
+            .await;
+    }
+    let mut acks: Vec<(String, u64)> = Vec::new();
+    let mut events: Vec<(u64, String)> = Vec::new();
+    while acks.len() < 10 || events.len() < 10 {
+        let f = ws.next().await;
+        match f["type"].as_str() {
+            Some("ack") => acks.push((
+                f["id"].as_str().expect("id").to_owned(),
+                f["result"]["seq"].as_u64().expect("seq"),
+            )),
+            Some("event") => events.push((
+                f["seq"].as_u64().expect("seq"),
+                f["data"]["body"].as_str().expect("body").to_owned(),
+            )),
+            _ => panic!("unexpected frame {f}"),
+        }
+    }
+    // Applied in the order sent: m{i} got seq 3+i, and events came in seq order.
+    acks.sort();
+    let expected: Vec<(String, u64)> = (0..10).map(|i| (format!("m{i}"), 3 + i)).collect();
+    assert_eq!(acks, expected);
+    let expected: Vec<(u64, String)> = (0..10).map(|i| (3 + i, format!("n{i}"))).collect();
+    assert_eq!(events, expected);
+    assert_eq!(ws.drain().await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn an_event_carries_the_protocol_fields() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("general", "public").await;
+    let mut ws = t.ws("bob").await;
+    ws.subscribe(&[("general", 0)]).await;
+    let first = ws.next().await;
+    assert_eq!(first["type"], "event");
+    assert_eq!(first["v"], 1);
+    assert_eq!(first["room"], "general");
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["kind"], "room_created");
+    assert_eq!(first["actor"], "alice");
+    assert!(first["at"]
+        .as_i64()
+        .is_some_and(|at| at > 1_700_000_000_000));
+    assert_eq!(first["data"]["name"], "general");
+    let second = ws.next().await;
+    assert_eq!(second["seq"], 2);
+    assert_eq!(second["kind"], "member_joined");
+    assert_eq!(second["data"]["user"], "alice");
+    assert_eq!(second["data"]["role"], "owner");
+    assert_eq!(
+        ws.next().await,
+        json!({"v": 1, "type": "caught_up", "room": "general", "seq": 2})
+    );
+}
