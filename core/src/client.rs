@@ -51,12 +51,33 @@ struct Tasks {
     timers: Vec<JoinHandle<()>>,
 }
 
-/// The client core of one account. Clone it freely; all clones share one client.
+/// Stops the background work when the last [`Client`] clone is dropped without `shutdown`.
+struct DropGuard {
+    ctx: Arc<Context>,
+    tasks: Arc<Mutex<Option<Tasks>>>,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(tasks) = self.tasks.lock().take() {
+            self.ctx.want.send_replace(Want::Shutdown);
+            for t in &tasks.timers {
+                t.abort();
+            }
+            // The connection task sees `Shutdown`, closes its socket and ends by itself.
+            drop(tasks.socket);
+        }
+    }
+}
+
+/// The client core of one account. Clone it freely; all clones share one client. Call
+/// [`Client::shutdown`] to stop it; dropping the last clone stops it too (without waiting).
 #[derive(Clone)]
 pub struct Client {
     ctx: Arc<Context>,
     tasks: Arc<Mutex<Option<Tasks>>>,
     online: Arc<AtomicBool>,
+    _guard: Arc<DropGuard>,
 }
 
 impl std::fmt::Debug for Client {
@@ -88,9 +109,14 @@ impl Client {
         let ctx = Arc::new(Context::new(config, db, dispatcher, tokens, http));
         let pending = outbox::load(&ctx)?;
         tracing::debug!(pending, "client opened");
+        let tasks = Arc::new(Mutex::new(None));
         Ok(Client {
+            _guard: Arc::new(DropGuard {
+                ctx: ctx.clone(),
+                tasks: tasks.clone(),
+            }),
             ctx,
-            tasks: Arc::new(Mutex::new(None)),
+            tasks,
             online: Arc::new(AtomicBool::new(true)),
         })
     }

@@ -120,7 +120,11 @@ pub(crate) async fn run(ctx: Arc<Context>) {
         ctx.set_connection_state(ConnectionState::Connecting);
         Metrics::inc(&ctx.metrics.connect_attempts);
         let mut retry_after = None;
-        match connect(&ctx, refresh).await {
+        let attempt = tokio::select! {
+            attempt = connect(&ctx, refresh) => attempt,
+            _ = until_not_online(&mut want) => continue,
+        };
+        match attempt {
             Ok((ws, heartbeat)) => {
                 refresh = false;
                 backoff.reset();
@@ -163,6 +167,15 @@ pub(crate) async fn run(ctx: Arc<Context>) {
         }
     }
     ctx.set_connection_state(ConnectionState::Offline);
+}
+
+/// Resolves when the app no longer wants to be online.
+async fn until_not_online(want: &mut watch::Receiver<Want>) {
+    loop {
+        if want.changed().await.is_err() || *want.borrow() != Want::Online {
+            return;
+        }
+    }
 }
 
 fn end_session(ctx: &Context) {
@@ -404,9 +417,9 @@ impl<'a> Session<'a> {
                     self.flush_outbox().await?;
                 }
                 _ = sleep_until(recovery_deadline), if !self.recovered => {
+                    // Late answers are still handled when they come; only the outbox stops
+                    // waiting for them.
                     tracing::warn!(rooms = self.catching_up.len(), "recovery did not finish in time; flushing the outbox anyway");
-                    self.catching_up.clear();
-                    self.subscribes.clear();
                     self.finish_recovery().await?;
                 }
             }

@@ -132,6 +132,8 @@ pub struct State {
     pub drop_after_mutations: Option<usize>,
     /// Do not answer mutations at all.
     pub silent: bool,
+    /// Connections that stopped reading and writing (a half-open link).
+    pub stalled: HashSet<u64>,
 
     conns: HashMap<u64, Conn>,
     next_conn: u64,
@@ -230,6 +232,12 @@ impl State {
         for c in self.conns.values() {
             let _ = c.tx.send(Out::Close(code));
         }
+    }
+
+    /// Freezes every current connection: nothing is read (so pings get no pong) or written.
+    pub fn stall_all(&mut self) {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        self.stalled.extend(ids);
     }
 
     pub fn live_connections(&self) -> usize {
@@ -583,6 +591,13 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
     }
     let mut held: Vec<ServerFrame> = Vec::new();
     loop {
+        if state.lock().stalled.contains(&conn_id) {
+            if tx.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
         let flush_held = !held.is_empty();
         tokio::select! {
             out = rx.recv() => match out {

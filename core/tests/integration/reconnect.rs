@@ -370,3 +370,36 @@ async fn an_expired_token_close_asks_for_a_fresh_token() {
     );
     client.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_silent_link_is_detected_by_the_heartbeat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FakeServer::start().await;
+    let mut cfg = fixture::config(dir.path(), &server.url(), "alice");
+    cfg.heartbeat.interval = Duration::from_millis(200);
+    cfg.heartbeat.timeout = Duration::from_millis(300);
+    let client = fixture::open(cfg);
+    let (listener, mut states) = collector::<ConnectionState>();
+    let _sub = client.subscribe_connection_state(listener);
+    client.start().await.expect("start");
+    next_matching(&mut states, "connected", |s| {
+        *s == ConnectionState::Connected
+    })
+    .await;
+    // While the server answers, pings keep the link alive.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(client.connection_state(), ConnectionState::Connected);
+    assert_eq!(server.with(|s| s.connections), 1);
+    // The link goes silent: no pong, no frames.
+    server.with(|s| s.stall_all());
+    next_matching(&mut states, "declared dead", |s| {
+        matches!(s, ConnectionState::Waiting { .. })
+    })
+    .await;
+    next_matching(&mut states, "reconnected", |s| {
+        *s == ConnectionState::Connected
+    })
+    .await;
+    assert_eq!(server.with(|s| s.connections), 2);
+    client.shutdown().await;
+}
