@@ -28,6 +28,7 @@ pub(crate) struct Metrics {
     pub mutations_acked: AtomicU64,
     pub mutations_failed: AtomicU64,
     pub messages_queued: AtomicU64,
+    pub messages_sent: AtomicU64,
     pub messages_acked: AtomicU64,
     pub messages_failed: AtomicU64,
 }
@@ -74,6 +75,7 @@ impl Metrics {
             mutations_acked: Self::get(&self.mutations_acked),
             mutations_failed: Self::get(&self.mutations_failed),
             messages_queued: Self::get(&self.messages_queued),
+            messages_sent: Self::get(&self.messages_sent),
             messages_acked: Self::get(&self.messages_acked),
             messages_failed: Self::get(&self.messages_failed),
         }
@@ -136,6 +138,8 @@ pub struct MetricsSnapshot {
     pub mutations_failed: u64,
     /// `message.send` mutations written to the outbox.
     pub messages_queued: u64,
+    /// `message.send` mutations put on the wire for the first time (resends count as retries).
+    pub messages_sent: u64,
     /// `message.send` mutations confirmed.
     pub messages_acked: u64,
     /// `message.send` mutations refused for good.

@@ -77,7 +77,8 @@ pub(crate) struct Queued {
     pub pos: i64,
     pub mutation: Mutation,
     pub target: Option<String>,
-    flight: Option<Flight>,
+    /// The frame id while on the wire.
+    flight: Option<String>,
 }
 
 impl Queued {
@@ -102,24 +103,22 @@ pub(crate) fn queue_of(m: &Mutation) -> String {
     m.room().unwrap_or_default().to_owned()
 }
 
+/// Where an entry on the wire is, and when its answer is overdue.
 #[derive(Debug, Clone)]
 struct Flight {
-    frame_id: String,
+    queue: String,
+    pos: i64,
     deadline: Instant,
 }
 
 #[derive(Debug)]
 struct RoomQueue {
     entries: BTreeMap<i64, Queued>,
+    /// Entries of this queue on the wire.
+    flying: usize,
     retry_at: Option<Instant>,
     draining: bool,
     backoff: Backoff,
-}
-
-impl RoomQueue {
-    fn in_flight(&self) -> usize {
-        self.entries.values().filter(|e| e.flight.is_some()).count()
-    }
 }
 
 /// A frame to put on the wire.
@@ -136,8 +135,8 @@ pub(crate) struct Outgoing {
 pub(crate) struct Scheduler {
     config: OutboxConfig,
     queues: BTreeMap<String, RoomQueue>,
-    /// frame id → (queue, pos)
-    in_flight: HashMap<String, (String, i64)>,
+    /// Entries on the wire, by frame id.
+    in_flight: HashMap<String, Flight>,
     /// Entries sent at least once in this process (a resend counts as a retry).
     sent_before: std::collections::HashSet<String>,
     next_frame: u64,
@@ -165,6 +164,7 @@ impl Scheduler {
             .entry(entry.queue())
             .or_insert_with(|| RoomQueue {
                 entries: BTreeMap::new(),
+                flying: 0,
                 retry_at: None,
                 draining: false,
                 backoff: Backoff::new(config.initial_backoff, config.max_backoff, Jitter::Full),
@@ -223,7 +223,7 @@ impl Scheduler {
                     continue;
                 };
                 if q.draining {
-                    if q.in_flight() == 0 && q.retry_at.is_none_or(|t| t <= now) {
+                    if q.flying == 0 && q.retry_at.is_none_or(|t| t <= now) {
                         q.draining = false;
                         q.retry_at = None;
                     } else {
@@ -231,9 +231,7 @@ impl Scheduler {
                         continue;
                     }
                 }
-                if q.retry_at.is_some_and(|t| t > now)
-                    || q.in_flight() >= self.config.per_room_window
-                {
+                if q.retry_at.is_some_and(|t| t > now) || q.flying >= self.config.per_room_window {
                     blocked[idx] = true;
                     continue;
                 }
@@ -252,13 +250,17 @@ impl Scheduler {
                 };
                 self.next_frame += 1;
                 let frame_id = format!("o{}", self.next_frame);
-                entry.flight = Some(Flight {
-                    frame_id: frame_id.clone(),
-                    deadline: now + self.config.ack_timeout,
-                });
+                entry.flight = Some(frame_id.clone());
+                q.flying += 1;
                 let retry = !self.sent_before.insert(entry.id.clone());
-                self.in_flight
-                    .insert(frame_id.clone(), (names[idx].clone(), pos));
+                self.in_flight.insert(
+                    frame_id.clone(),
+                    Flight {
+                        queue: names[idx].clone(),
+                        pos,
+                        deadline: now + self.config.ack_timeout,
+                    },
+                );
                 out.push(Outgoing {
                     frame_id,
                     key: entry.id.clone(),
@@ -274,8 +276,16 @@ impl Scheduler {
         out
     }
 
+    /// Takes a frame off the wire: returns its queue and position.
     fn take_flight(&mut self, frame_id: &str) -> Option<(String, i64)> {
-        self.in_flight.remove(frame_id)
+        let f = self.in_flight.remove(frame_id)?;
+        if let Some(q) = self.queues.get_mut(&f.queue) {
+            q.flying = q.flying.saturating_sub(1);
+            if let Some(e) = q.entries.get_mut(&f.pos) {
+                e.flight = None;
+            }
+        }
+        Some((f.queue, f.pos))
     }
 
     /// The entry of a frame that was acknowledged: it leaves the scheduler.
@@ -319,9 +329,7 @@ impl Scheduler {
     ) -> Option<String> {
         let (queue, pos) = self.take_flight(frame_id)?;
         let q = self.queues.get_mut(&queue)?;
-        let e = q.entries.get_mut(&pos)?;
-        e.flight = None;
-        let id = e.id.clone();
+        let id = q.entries.get(&pos)?.id.clone();
         let delay = q.backoff.next_delay().max(retry_after.unwrap_or_default());
         let at = now + delay;
         q.retry_at = Some(q.retry_at.map_or(at, |t| t.max(at)));
@@ -332,12 +340,10 @@ impl Scheduler {
     /// Frames whose answer is overdue: each counts as a transient failure.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<String> {
         let overdue: Vec<String> = self
-            .queues
-            .values()
-            .flat_map(|q| q.entries.values())
-            .filter_map(|e| e.flight.as_ref())
-            .filter(|f| f.deadline <= now)
-            .map(|f| f.frame_id.clone())
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(id, _)| id.clone())
             .collect();
         overdue
             .iter()
@@ -347,29 +353,22 @@ impl Scheduler {
 
     /// The connection is gone: whatever was on the wire waits to be sent again.
     pub(crate) fn on_disconnect(&mut self) -> usize {
-        let n = self.in_flight.len();
-        self.in_flight.clear();
-        for q in self.queues.values_mut() {
-            for e in q.entries.values_mut() {
-                e.flight = None;
-            }
+        let frames: Vec<String> = self.in_flight.keys().cloned().collect();
+        for f in &frames {
+            self.take_flight(f);
         }
-        n
+        frames.len()
     }
 
     /// The earliest moment something becomes due (a backoff ends, an answer is overdue).
     /// Backoffs already over are not deadlines: the next flush picks them up.
     pub(crate) fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        self.queues
+        let backoffs = self
+            .queues
             .values()
-            .flat_map(|q| {
-                q.retry_at.filter(|t| *t > now).into_iter().chain(
-                    q.entries
-                        .values()
-                        .filter_map(|e| e.flight.as_ref().map(|f| f.deadline)),
-                )
-            })
-            .min()
+            .filter_map(|q| q.retry_at.filter(|t| *t > now));
+        let answers = self.in_flight.values().map(|f| f.deadline);
+        backoffs.chain(answers).min()
     }
 }
 
@@ -397,6 +396,7 @@ pub(crate) fn new_key() -> String {
 }
 
 /// [`enqueue`] with a key chosen by the caller (a message send uses its message id).
+#[tracing::instrument(level = "debug", skip_all, fields(op = mutation.op(), entry = %id))]
 pub(crate) fn enqueue_with_id<T>(
     ctx: &Context,
     id: String,

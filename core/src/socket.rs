@@ -736,6 +736,8 @@ impl<'a> Session<'a> {
         for o in out {
             if o.retry {
                 Metrics::inc(&ctx.metrics.retries);
+            } else if matches!(o.mutation, Mutation::SendMessage { .. }) {
+                Metrics::inc(&ctx.metrics.messages_sent);
             }
             self.outgoing.push(ClientFrame::Mutate {
                 id: o.frame_id,

@@ -43,6 +43,7 @@ async fn the_snapshot_matches_what_happened() {
     })
     .await;
     let m = client.metrics();
+    assert_eq!(m.messages_sent, 3);
     assert_eq!(m.messages_acked, 2);
     assert_eq!(m.messages_failed, 1);
     assert_eq!(m.mutations_acked, 3);
