@@ -657,7 +657,27 @@ impl Writer {
     ) -> bool {
         let reason = match effect {
             Some(Effect::RoomDeleted) => "room_deleted",
-            Some(Effect::Removed { user, reason }) if *user == *self.conn.user => reason,
+            Some(Effect::Removed { user, reason }) if *user == *self.conn.user => {
+                // A recovered event may be old and the user may have come back since (invited
+                // again, unbanned and rejoined): judge by the room as it is now. The cache entry
+                // was dropped before a live event was published, so this is current too.
+                let stands = match self
+                    .state
+                    .service
+                    .readable_room(&self.conn.user, room)
+                    .await
+                {
+                    Ok((_, member)) => {
+                        reason == "left"
+                            && !member.is_some_and(|m| m.status == roam_proto::MemberStatus::Active)
+                    }
+                    Err(_) => true,
+                };
+                if !stands {
+                    return true;
+                }
+                reason
+            }
             Some(Effect::Recheck) => {
                 // The cache entry of the room was dropped before the event was published, so
                 // this reads the room as it is now.

@@ -181,3 +181,69 @@ async fn a_socket_whose_token_expires_is_closed_with_4001() {
     let pong = again.call(json!({"type": "ping"})).await;
     assert_eq!(pong["type"], "pong");
 }
+
+#[tokio::test]
+async fn the_token_command_mints_tokens_the_server_accepts() {
+    // Without a configured secret the server makes one in its data directory; the command
+    // reads the same file.
+    let t = TestServer::start_with(|c| c.jwt_secret = None).await;
+    let run = |args: &[&str], dir: &std::path::Path, secret: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roam-server"));
+        cmd.args(args)
+            .env("ROAM_DATA_DIR", dir)
+            .env("RUST_LOG", "error")
+            .env_remove("ROAM_JWT_SECRET");
+        if let Some(s) = secret {
+            cmd.env("ROAM_JWT_SECRET", s);
+        }
+        cmd.output().expect("run roam-server")
+    };
+    let out = run(
+        &["token", "--user", "cli-user", "--ttl-secs", "60"],
+        t.dir.path(),
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let r = t.anon().with_token(Some(token.clone())).get("/v1/me").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["user"], "cli-user");
+    let mut ws = Ws::connect(&t.ws_url(), &token).await;
+    assert_eq!(ws.hello["user"], "cli-user");
+    assert_eq!(ws.call(json!({"type": "ping"})).await["type"], "pong");
+
+    // With ROAM_JWT_SECRET the command signs with it (the default test server's secret).
+    let other = TestServer::start().await;
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let out = run(&["token", "--user", "dana"], elsewhere.path(), Some(SECRET));
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let r = other
+        .anon()
+        .with_token(Some(token.clone()))
+        .get("/v1/me")
+        .await;
+    assert_eq!(r.body["user"], "dana");
+    // … which the first server, with its own generated secret, refuses.
+    let r = t.anon().with_token(Some(token)).get("/v1/me").await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+
+    // A user id the protocol refuses gets no token.
+    let out = run(
+        &["token", "--user", "two words"],
+        elsewhere.path(),
+        Some(SECRET),
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+}

@@ -294,3 +294,65 @@ async fn metrics_counters_move_when_messages_flow() {
     assert!(v(&after, "roam_sent_bytes_total") > v(&base, "roam_sent_bytes_total"));
     assert!(v(&after, "roam_db_pool_size") >= 1.0);
 }
+
+#[tokio::test]
+async fn cors_follows_the_allow_list() {
+    let t = TestServer::start_with(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    let preflight = |origin: &str| {
+        t.http
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/rooms", t.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            )
+            .send()
+    };
+    let ok = preflight("https://app.example").await.expect("preflight");
+    assert_eq!(ok.status().as_u16(), 200);
+    let h = ok.headers();
+    assert_eq!(
+        h.get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example")
+    );
+    let allowed = h
+        .get("access-control-allow-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(allowed.contains("idempotency-key"), "{allowed}");
+    let other = preflight("https://evil.example").await.expect("preflight");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let r = t
+        .http
+        .get(format!("{}/v1/me", t.base))
+        .bearer_auth(t.token("alice"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .expect("request");
+    let exposed = r
+        .headers()
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("etag") && exposed.contains("idempotent-replayed"),
+        "{exposed}"
+    );
+
+    // The default allows no origin at all.
+    let closed = TestServer::start().await;
+    let r = closed
+        .http
+        .get(format!("{}/healthz", closed.base))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .expect("request");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}

@@ -399,3 +399,115 @@ async fn a_room_turned_private_stops_reaching_outsiders() {
         404
     );
 }
+
+#[tokio::test]
+async fn a_client_reconnecting_after_a_restart_misses_nothing() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("live", "public").await;
+    let mut bob = t.ws("bob").await;
+    bob.subscribe(&[("live", 2)]).await;
+    bob.until(|f| f["type"] == "caught_up").await;
+    for i in 0..5 {
+        alice.say("live", &format!("before {i}")).await;
+    }
+    // bob applies what he got; his cursor is the last seq he saw.
+    let seen = bob.events_until("live", 7).await;
+    let cursor = seq(seen.last().expect("events"));
+    assert_eq!(cursor, 7);
+
+    let t = t.restart().await;
+    assert_eq!(bob.closed().await, Some(1001));
+    let alice = t.as_user("alice");
+    for i in 0..5 {
+        alice.say("live", &format!("while away {i}")).await;
+    }
+    let mut bob = t.ws("bob").await;
+    let ack = bob.subscribe(&[("live", cursor)]).await;
+    assert_eq!(
+        ack["result"]["rooms"],
+        json!([{"room": "live", "status": "ok", "head_seq": 12}])
+    );
+    let (missed, upto) = catch_up(&mut bob, "live").await;
+    assert_eq!(upto, 12);
+    let bodies: Vec<&str> = missed
+        .iter()
+        .map(|e| e["data"]["body"].as_str().expect("body"))
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "while away 0",
+            "while away 1",
+            "while away 2",
+            "while away 3",
+            "while away 4"
+        ]
+    );
+    assert_eq!(
+        missed.iter().map(seq).collect::<Vec<_>>(),
+        (8..=12).collect::<Vec<_>>()
+    );
+    alice.say("live", "after").await;
+    let ev = bob.until(|f| f["type"] == "event").await;
+    assert_eq!(seq(&ev), 13);
+}
+
+#[tokio::test]
+async fn recovering_past_an_old_leave_or_ban_keeps_a_member_who_came_back() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    let bob = t.as_user("bob");
+    // bob leaves a protected room and is invited back.
+    alice.create_room("club", "protected").await;
+    let inv = alice.invite("club", "bob", "member").await;
+    bob.accept(&inv).await; // 3
+    let r = bob.post("/v1/rooms/club/leave", json!({})).await; // 4
+    assert_eq!(r.status, 200);
+    let inv = alice.invite("club", "bob", "member").await;
+    bob.accept(&inv).await; // 5
+                            // … and is banned from a public room, unbanned, and joins again.
+    alice.create_room("square", "public").await;
+    bob.join("square").await; // 3
+    alice
+        .post("/v1/rooms/square/bans", json!({"user": "bob"}))
+        .await; // 4
+    alice
+        .send(reqwest::Method::DELETE, "/v1/rooms/square/bans/bob", None)
+        .await; // 5
+    bob.join("square").await; // 6
+
+    // A device of bob's that was offline all along recovers from before all that.
+    let mut ws = t.ws("bob").await;
+    let ack = ws.subscribe(&[("club", 3), ("square", 3)]).await;
+    assert_eq!(ack["result"]["rooms"][0]["status"], "ok");
+    assert_eq!(ack["result"]["rooms"][1]["status"], "ok");
+    let (club, upto) = catch_up(&mut ws, "club").await;
+    assert_eq!(upto, 5);
+    assert_eq!(
+        club.iter()
+            .map(|e| e["kind"].as_str().expect("kind"))
+            .collect::<Vec<_>>(),
+        ["member_left", "member_joined"]
+    );
+    let (square, upto) = catch_up(&mut ws, "square").await;
+    assert_eq!(upto, 6);
+    assert_eq!(
+        square
+            .iter()
+            .map(|e| e["kind"].as_str().expect("kind"))
+            .collect::<Vec<_>>(),
+        ["member_banned", "member_unbanned", "member_joined"]
+    );
+    // Both rooms stay subscribed.
+    alice.say("club", "welcome back").await;
+    alice.say("square", "hello again").await;
+    let got = ws.drain().await;
+    assert!(got.iter().all(|f| f["type"] != "unsubscribed"), "{got:?}");
+    let bodies: Vec<&str> = got
+        .iter()
+        .filter(|f| f["type"] == "event")
+        .map(|f| f["data"]["body"].as_str().expect("body"))
+        .collect();
+    assert_eq!(bodies, ["welcome back", "hello again"]);
+}

@@ -346,3 +346,24 @@ async fn an_event_carries_the_protocol_fields() {
         json!({"v": 1, "type": "caught_up", "room": "general", "seq": 2})
     );
 }
+
+#[tokio::test]
+async fn a_silent_socket_is_closed_after_the_idle_timeout() {
+    let t = TestServer::start_with(|c| {
+        c.idle_timeout_secs = 1;
+        c.heartbeat_ms = 400;
+    })
+    .await;
+    let mut silent = t.ws("alice").await;
+    assert_eq!(silent.hello["heartbeat_ms"], 400);
+    let mut chatty = t.ws("bob").await;
+    // bob pings more often than the timeout and stays; alice says nothing and is closed.
+    let started = tokio::time::Instant::now();
+    let closed = tokio::spawn(async move { silent.closed().await });
+    while started.elapsed() < std::time::Duration::from_millis(1_600) {
+        assert_eq!(chatty.call(json!({"type": "ping"})).await["type"], "pong");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(closed.await.expect("task"), Some(1000));
+    assert_eq!(chatty.call(json!({"type": "ping"})).await["type"], "pong");
+}
