@@ -330,9 +330,11 @@ impl Client {
             reply_to: reply_to.clone(),
             id: Some(id.clone()),
         };
-        let (_, m) = outbox::enqueue_with_id(&self.ctx, id, mutation, None, |tx, step, fx| {
-            optimistic::send_message(tx, step, fx, &room, &body, reply_to.as_deref())
-        })?;
+        let queue = outbox::queue_of(&mutation);
+        let (_, m) =
+            outbox::enqueue_with_id(&self.ctx, id, queue, mutation, None, |tx, step, fx| {
+                optimistic::send_message(tx, step, fx, &room, &body, reply_to.as_deref())
+            })?;
         self.typing_stopped(room);
         Ok(m)
     }
@@ -506,9 +508,25 @@ impl Client {
         })
     }
 
-    /// Accepts an invitation; the room is followed once the server confirms.
+    /// Accepts an invitation; the room is followed once the server confirms. When the invitation
+    /// is known locally (from its `invited` notification) the acceptance is queued with the
+    /// room's mutations, so messages written to the room afterwards wait for it.
     pub fn accept_invitation(&self, invitation: String) -> Result<String> {
-        self.plain(Mutation::AcceptInvitation { invitation })
+        let room = self
+            .ctx
+            .db
+            .read(|c| reads::invitation_room(c, &invitation))?
+            .filter(|r| roam_proto::validate::room_name(r).is_ok())
+            .unwrap_or_default();
+        let (id, ()) = outbox::enqueue_with_id(
+            &self.ctx,
+            outbox::new_key(),
+            room,
+            Mutation::AcceptInvitation { invitation },
+            None,
+            |_, _, _| Ok(((), None)),
+        )?;
+        Ok(id)
     }
 
     /// Rejects an invitation.

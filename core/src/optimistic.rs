@@ -525,11 +525,15 @@ pub(crate) fn bind_message(
     m: &Message,
 ) -> Result<()> {
     match writes::attach_server_message(tx, local_id, m)? {
-        Some(msg) => fx.room(RoomUpdate::SendStateChanged {
-            room: msg.room,
-            local_id: msg.local_id,
-            state: SendState::Sent,
-        }),
+        Some((msg, changed)) => {
+            if changed {
+                fx.room(RoomUpdate::SendStateChanged {
+                    room: msg.room,
+                    local_id: msg.local_id,
+                    state: SendState::Sent,
+                });
+            }
+        }
         None => {
             // The local row is gone (discarded meanwhile): keep the server's copy.
             if let writes::MessageChange::Added(msg) = writes::upsert_server_message(tx, m)? {

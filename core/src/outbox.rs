@@ -29,6 +29,14 @@
 //! client-chosen id (its local id, a UUIDv7, which is also the entry's key), so an edit or delete
 //! queued behind a send names the message by that id and needs nothing from the send's answer.
 //!
+//! Mutations that change what the following ones may do (create, join, leave, accept an
+//! invitation, roles, bans, room settings) are *barriers*: they go out alone and the rest of their
+//! queue waits for their answer, because the server checks each mutation against what is
+//! committed when it reads the frame — a message pipelined behind the `room.create` of its room
+//! would otherwise be refused as `not_found`. An accepted invitation is queued in its room's queue
+//! when the invitation is known locally (from its `invited` notification), so sends to the room
+//! written after it wait for it.
+//!
 //! ## Failures
 //!
 //! - **Transient** (no connection, a lost connection, [`ErrorCode::is_transient`] codes, no
@@ -75,6 +83,8 @@ use crate::optimistic::{self, Undo};
 pub(crate) struct Queued {
     pub id: String,
     pub pos: i64,
+    /// The queue: the mutation's room, or `""` for the account.
+    pub queue: String,
     pub mutation: Mutation,
     pub target: Option<String>,
     /// The frame id while on the wire.
@@ -82,25 +92,51 @@ pub(crate) struct Queued {
 }
 
 impl Queued {
-    pub(crate) fn new(id: String, pos: i64, mutation: Mutation, target: Option<String>) -> Self {
+    pub(crate) fn new(
+        id: String,
+        pos: i64,
+        queue: String,
+        mutation: Mutation,
+        target: Option<String>,
+    ) -> Self {
         Queued {
             id,
             pos,
+            queue,
             mutation,
             target,
             flight: None,
         }
     }
 
-    /// The queue the entry belongs to: its room, or `""` for the account.
-    pub(crate) fn queue(&self) -> String {
-        queue_of(&self.mutation)
+    fn is_barrier(&self) -> bool {
+        is_barrier(&self.mutation)
     }
 }
 
-/// The queue name of a mutation.
+/// The queue name of a mutation: its room, or `""` for the account.
 pub(crate) fn queue_of(m: &Mutation) -> String {
     m.room().unwrap_or_default().to_owned()
+}
+
+/// Mutations that change what later mutations of the same room are allowed to do (the room
+/// exists, the account is a member, its role). They travel alone: sent once nothing else of the
+/// queue is on the wire, and nothing of the queue follows until they are answered, because the
+/// server checks a mutation's permission against what is committed when it reads the frame.
+fn is_barrier(m: &Mutation) -> bool {
+    matches!(
+        m,
+        Mutation::CreateRoom { .. }
+            | Mutation::UpdateRoom { .. }
+            | Mutation::DeleteRoom { .. }
+            | Mutation::JoinRoom { .. }
+            | Mutation::LeaveRoom { .. }
+            | Mutation::TransferOwnership { .. }
+            | Mutation::AcceptInvitation { .. }
+            | Mutation::SetRole { .. }
+            | Mutation::Ban { .. }
+            | Mutation::Unban { .. }
+    )
 }
 
 /// Where an entry on the wire is, and when its answer is overdue.
@@ -116,6 +152,8 @@ struct RoomQueue {
     entries: BTreeMap<i64, Queued>,
     /// Entries of this queue on the wire.
     flying: usize,
+    /// A barrier entry is on the wire.
+    barrier: bool,
     retry_at: Option<Instant>,
     draining: bool,
     backoff: Backoff,
@@ -161,10 +199,11 @@ impl Scheduler {
         let config = self.config;
         let q = self
             .queues
-            .entry(entry.queue())
+            .entry(entry.queue.clone())
             .or_insert_with(|| RoomQueue {
                 entries: BTreeMap::new(),
                 flying: 0,
+                barrier: false,
                 retry_at: None,
                 draining: false,
                 backoff: Backoff::new(config.initial_backoff, config.max_backoff, Jitter::Full),
@@ -231,7 +270,10 @@ impl Scheduler {
                         continue;
                     }
                 }
-                if q.retry_at.is_some_and(|t| t > now) || q.flying >= self.config.per_room_window {
+                if q.retry_at.is_some_and(|t| t > now)
+                    || q.flying >= self.config.per_room_window
+                    || q.barrier
+                {
                     blocked[idx] = true;
                     continue;
                 }
@@ -248,6 +290,13 @@ impl Scheduler {
                     blocked[idx] = true;
                     continue;
                 };
+                if entry.is_barrier() {
+                    if q.flying > 0 {
+                        blocked[idx] = true;
+                        continue;
+                    }
+                    q.barrier = true;
+                }
                 self.next_frame += 1;
                 let frame_id = format!("o{}", self.next_frame);
                 entry.flight = Some(frame_id.clone());
@@ -283,6 +332,9 @@ impl Scheduler {
             q.flying = q.flying.saturating_sub(1);
             if let Some(e) = q.entries.get_mut(&f.pos) {
                 e.flight = None;
+                if e.is_barrier() {
+                    q.barrier = false;
+                }
             }
         }
         Some((f.queue, f.pos))
@@ -387,7 +439,8 @@ pub(crate) fn enqueue<T>(
         &mut Effects,
     ) -> Result<(T, Option<Undo>)>,
 ) -> Result<(String, T)> {
-    enqueue_with_id(ctx, new_key(), mutation, target, local)
+    let queue = queue_of(&mutation);
+    enqueue_with_id(ctx, new_key(), queue, mutation, target, local)
 }
 
 /// A fresh idempotency key (UUIDv7).
@@ -400,6 +453,7 @@ pub(crate) fn new_key() -> String {
 pub(crate) fn enqueue_with_id<T>(
     ctx: &Context,
     id: String,
+    queue: String,
     mutation: Mutation,
     target: Option<String>,
     local: impl FnOnce(
@@ -409,7 +463,6 @@ pub(crate) fn enqueue_with_id<T>(
     ) -> Result<(T, Option<Undo>)>,
 ) -> Result<(String, T)> {
     mutation.validate()?;
-    let queue = queue_of(&mutation);
     let is_message = matches!(mutation, Mutation::SendMessage { .. });
     let out = ctx.write(|tx, fx| {
         let now = now_ms();
@@ -425,7 +478,7 @@ pub(crate) fn enqueue_with_id<T>(
             tx.prepare_cached("UPDATE outbox SET undo = ?2 WHERE id = ?1")?
                 .execute(rusqlite::params![id, serde_json::to_string(&undo)?])?;
         }
-        fx.enqueue(Queued::new(id.clone(), pos, mutation, target));
+        fx.enqueue(Queued::new(id.clone(), pos, queue, mutation, target));
         Ok(value)
     })?;
     Metrics::inc(&ctx.metrics.mutations_queued);
@@ -505,6 +558,7 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
         let q = Queued::new(
             entry.id.clone(),
             entry.pos,
+            entry.queue.clone(),
             entry.mutation.clone(),
             entry.target.clone(),
         );
@@ -535,7 +589,7 @@ pub(crate) fn load(ctx: &Context) -> Result<usize> {
     let n = entries.len();
     let mut s = ctx.outbox.lock();
     for e in entries {
-        s.push(Queued::new(e.id, e.pos, e.mutation, e.target));
+        s.push(Queued::new(e.id, e.pos, e.queue, e.mutation, e.target));
     }
     Ok(n)
 }
@@ -548,6 +602,7 @@ mod tests {
         Queued::new(
             format!("{room}-{n}"),
             n,
+            room.to_owned(),
             Mutation::SendMessage {
                 room: room.into(),
                 body: format!("m{n}"),
@@ -668,5 +723,56 @@ mod tests {
         assert_eq!(s.on_disconnect(), 2);
         assert!(s.remove("a-2").expect("not in flight").is_some());
         assert_eq!(s.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod barrier_tests {
+    use super::*;
+
+    fn entry(n: i64, mutation: Mutation) -> Queued {
+        Queued::new(format!("e{n}"), n, "r".into(), mutation, None)
+    }
+
+    fn send(n: i64) -> Queued {
+        entry(
+            n,
+            Mutation::SendMessage {
+                room: "r".into(),
+                body: format!("m{n}"),
+                reply_to: None,
+                id: None,
+            },
+        )
+    }
+
+    #[test]
+    fn barriers_travel_alone() {
+        let mut s = Scheduler::new(OutboxConfig::default());
+        s.push(send(1));
+        s.push(entry(2, Mutation::LeaveRoom { room: "r".into() }));
+        s.push(send(3));
+        let now = Instant::now();
+        let out = s.fill(now);
+        assert_eq!(
+            out.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
+            ["e1"]
+        );
+        s.on_ack(&out[0].frame_id);
+        let out = s.fill(now);
+        assert_eq!(
+            out.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
+            ["e2"]
+        );
+        assert!(
+            s.fill(now).is_empty(),
+            "nothing follows a barrier on the wire"
+        );
+        s.on_ack(&out[0].frame_id);
+        let out = s.fill(now);
+        assert_eq!(
+            out.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
+            ["e3"]
+        );
     }
 }

@@ -291,6 +291,19 @@ pub(crate) fn unread_among(conn: &Connection, ids: &[String]) -> Result<Vec<Stri
     Ok(out)
 }
 
+/// The room of an invitation, if its `invited` notification is stored.
+pub(crate) fn invitation_room(conn: &Connection, invitation: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT COALESCE(json_extract(data, '$.room'), room) FROM notifications \
+             WHERE kind = 'invited' AND json_extract(data, '$.id') = ?1 LIMIT 1",
+            [invitation],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
 pub(crate) fn presence(conn: &Connection, user: &str) -> Result<Option<Presence>> {
     Ok(conn
         .query_row(

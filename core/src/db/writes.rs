@@ -243,15 +243,23 @@ pub(crate) fn upsert_server_message(tx: &Transaction<'_>, m: &Message) -> Result
     match existing {
         Some(existing) if existing.id.is_none() => {
             // Our own message, confirmed by its event before the ack.
-            let attached = attach_server_message(tx, &existing.local_id, m)?;
-            Ok(attached
-                .map(MessageChange::Confirmed)
-                .unwrap_or(MessageChange::Unchanged))
+            Ok(match attach_server_message(tx, &existing.local_id, m)? {
+                Some((row, true)) => MessageChange::Confirmed(row),
+                _ => MessageChange::Unchanged,
+            })
         }
         Some(existing) => {
             if existing.send_state == SendState::Pending {
                 tx.prepare_cached("UPDATE messages SET seq = ?2 WHERE local_id = ?1")?
                     .execute(params![existing.local_id, i64_of(m.seq)])?;
+                return Ok(MessageChange::Unchanged);
+            }
+            if existing.seq == Some(m.seq)
+                && existing.body == m.body
+                && existing.edited_at == m.edited_at
+                && existing.deleted == m.deleted
+            {
+                // Our own ack already stored exactly this (its event came after it).
                 return Ok(MessageChange::Unchanged);
             }
             tx.prepare_cached(
@@ -295,12 +303,18 @@ pub(crate) fn upsert_server_message(tx: &Transaction<'_>, m: &Message) -> Result
 }
 
 /// Binds the local message `local_id` to the server's copy `m` (the ack of its send, or its
-/// `message_created` event), marking it sent. Returns the row, or `None` if it is gone.
+/// `message_created` event), marking it sent. Returns the row and whether it was not already
+/// bound and sent, or `None` if the row is gone.
 pub(crate) fn attach_server_message(
     tx: &Transaction<'_>,
     local_id: &str,
     m: &Message,
-) -> Result<Option<LocalMessage>> {
+) -> Result<Option<(LocalMessage, bool)>> {
+    let Some(before) = reads::message(tx, local_id)? else {
+        return Ok(None);
+    };
+    let changed =
+        before.id.as_deref() != Some(m.id.as_str()) || before.send_state != SendState::Sent;
     if let Some(dup) = reads::message_by_server_id(tx, &m.id)? {
         if dup.local_id != local_id {
             // Stored separately earlier (cannot happen with client-chosen ids; kept for safety).
@@ -321,7 +335,7 @@ pub(crate) fn attach_server_message(
         m.deleted,
         m.created_at
     ])?;
-    reads::message(tx, local_id)
+    Ok(reads::message(tx, local_id)?.map(|row| (row, changed)))
 }
 
 pub(crate) fn set_message_state(
