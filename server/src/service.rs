@@ -97,6 +97,10 @@ fn mentions(body: &str) -> Vec<String> {
     out
 }
 
+/// Largest document content once escaped as a JSON string: a frame (1 MiB) minus room for the
+/// fields around it.
+const MAX_ENCODED_DOCUMENT: usize = roam_proto::validate::MAX_FRAME_BYTES - 4 * 1024;
+
 /// A commit with more events than this in one room publishes only the room's last one.
 const COALESCE_OVER: usize = 8;
 
@@ -719,6 +723,18 @@ impl Service {
                 content,
             } => {
                 self.require_role(user, &room, Role::Member).await?;
+                // The event, the ack and a later `version_conflict` each carry the content in
+                // one frame: escaped as JSON (a control character takes six bytes), it must
+                // leave room in 1 MiB for the rest of that frame.
+                let encoded = serde_json::to_string(&content).map_or(usize::MAX, |s| s.len());
+                if encoded > MAX_ENCODED_DOCUMENT {
+                    return Err(ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!(
+                            "content takes {encoded} bytes as JSON; at most {MAX_ENCODED_DOCUMENT} fit in a frame"
+                        ),
+                    ));
+                }
                 Change::PutDocument {
                     room,
                     doc,

@@ -2,16 +2,13 @@
 //! `If-None-Match`. The tag is a 128-bit xxh3 of the uncompressed body (weak, because the bytes
 //! on the wire differ per content encoding).
 
-use axum::body::{to_bytes, Body};
+use axum::body::{to_bytes, Body, HttpBody};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
-
-/// Largest body that gets a tag (larger ones pass through untagged).
-const MAX_TAGGED: usize = 8 * 1024 * 1024;
 
 pub async fn etag(req: Request, next: Next) -> Response {
     if req.method() != Method::GET {
@@ -23,7 +20,12 @@ pub async fn etag(req: Request, next: Next) -> Response {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
-    let bytes = match to_bytes(body, MAX_TAGGED).await {
+    // Only a body already in memory (of known size, as every JSON answer is) gets a tag, whatever
+    // its size; a streamed one passes through untagged rather than being buffered.
+    let Some(len) = body.size_hint().exact() else {
+        return Response::from_parts(parts, body);
+    };
+    let bytes = match to_bytes(body, usize::try_from(len).unwrap_or(usize::MAX)).await {
         Ok(b) => b,
         Err(e) => return ApiError::internal(format!("buffering a response: {e}")).into_response(),
     };

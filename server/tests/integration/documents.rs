@@ -177,3 +177,58 @@ async fn document_updates_reach_subscribers() {
     assert_eq!(ws.drain().await, Vec::<Value>::new());
     assert_eq!(alice.get("/v1/rooms/team").await.body["head_seq"], 4);
 }
+
+#[tokio::test]
+async fn no_frame_carrying_a_document_exceeds_one_mebibyte() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("team", "public").await;
+    let mut ws = t.ws("bob").await;
+    ws.subscribe(&[("team", 2)]).await;
+    ws.until(|f| f["type"] == "caught_up").await;
+    // 174,757 control characters: 171 KiB raw, just under 1 MiB once escaped as \u0001 in the
+    // request body; the event that would carry it is larger than a frame may be.
+    let content = "\u{1}".repeat(174_757);
+    let body = json!({"base_version": 0, "content": content});
+    assert!(body.to_string().len() <= 1024 * 1024);
+    let r = alice
+        .send(
+            reqwest::Method::PUT,
+            "/v1/rooms/team/documents/d",
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{:?}", r.body["error"]["code"]);
+    assert_eq!(r.code(), "payload_too_large");
+    assert_eq!(alice.get("/v1/rooms/team/documents/d").await.status, 404);
+    // Escaped content that fits is accepted, and its frames are within the limit.
+    let content = "\"".repeat(500 * 1024);
+    let r = alice
+        .send(
+            reqwest::Method::PUT,
+            "/v1/rooms/team/documents/d",
+            Some(json!({"base_version": 0, "content": content})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body["error"]);
+    let ev = loop {
+        let m = tokio::time::timeout(
+            crate::fixtures::WAIT,
+            futures_util::StreamExt::next(&mut ws.stream),
+        )
+        .await
+        .expect("frame in time")
+        .expect("open")
+        .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            break t;
+        }
+    };
+    assert!(ev.len() <= 1024 * 1024, "{}", ev.len());
+    let ev: Value = serde_json::from_str(&ev).expect("json");
+    assert_eq!(ev["kind"], "document_updated");
+    assert_eq!(
+        ev["data"]["content"].as_str().map(str::len),
+        Some(500 * 1024)
+    );
+}

@@ -356,3 +356,31 @@ async fn cors_follows_the_allow_list() {
         .expect("request");
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn a_page_over_eight_mebibytes_is_served() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("heavy", "public").await;
+    for _ in 0..2 {
+        let bodies: Vec<String> = (0..72).map(|_| "h".repeat(60 * 1024)).collect();
+        let r = alice
+            .post("/v1/rooms/heavy/messages/import", json!({"bodies": bodies}))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body["error"]);
+    }
+    let r = alice.get("/v1/rooms/heavy/messages?limit=200").await;
+    assert_eq!(r.status, 200, "{:?}", r.body["error"]);
+    assert_eq!(r.body["items"].as_array().expect("items").len(), 144);
+    assert!(r.header("etag").is_some(), "tagged like any other page");
+    // Compressed as well.
+    let raw = fetch(
+        &t,
+        &t.token("alice"),
+        "/v1/rooms/heavy/messages?limit=200",
+        Some("gzip"),
+    )
+    .await;
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.encoding.as_deref(), Some("gzip"));
+}

@@ -269,6 +269,21 @@ async fn roles_decide_who_edits_documents_and_the_room() {
         .await;
     assert_eq!(r.status, 403, "{:?}", r.body);
 
+    // A member invites into a protected room, but not to a role above her own.
+    let r = carol
+        .post(
+            "/v1/rooms/team/invitations",
+            json!({"user": "dave", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = carol
+        .post("/v1/rooms/team/invitations", json!({"user": "dave"}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["invited_by"], "carol");
+    assert_eq!(r.body["role"], "member");
+
     // The owner makes carol an admin; then carol may update the room and manage bob.
     let r = alice
         .send(
@@ -328,6 +343,13 @@ async fn roles_decide_who_edits_documents_and_the_room() {
             m("carol", "admin", "active"),
         ]
     );
+    // Members page by user id.
+    let p1 = alice.get("/v1/rooms/team/members?limit=2").await;
+    assert_eq!(p1.body["items"].as_array().expect("items").len(), 2);
+    assert_eq!(p1.body["next_cursor"], "bob");
+    let p2 = alice.get("/v1/rooms/team/members?limit=2&cursor=bob").await;
+    assert_eq!(p2.body["items"][0]["user"], "carol");
+    assert!(p2.body.get("next_cursor").is_none());
     // bob was told about his new role.
     let n = bob.get("/v1/notifications").await;
     let kinds: Vec<&str> = n.body["items"]
@@ -540,6 +562,40 @@ async fn a_banned_user_cannot_join_send_or_read_until_unbanned() {
         .post("/v1/rooms/lobby/join", json!({}))
         .await;
     assert_eq!(r.status, 403, "{:?}", r.body);
+
+    // bob was told; a pending invitation of a banned user cannot be used.
+    let kinds: Vec<Value> = bob.get("/v1/notifications").await.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| n["kind"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("banned")]);
+    alice.create_room("vip", "protected").await;
+    let inv = alice.invite("vip", "erin", "member").await;
+    let r = alice
+        .post("/v1/rooms/vip/bans", json!({"user": "erin"}))
+        .await;
+    assert_eq!(r.status, 200);
+    let id = inv["id"].as_str().expect("id");
+    let erin = t.as_user("erin");
+    let r = erin
+        .post(&format!("/v1/invitations/{id}/accept"), json!({}))
+        .await;
+    assert!(
+        [403, 404, 409, 410].contains(&r.status),
+        "a banned invitee accepted: {:?}",
+        r.body
+    );
+    let r = erin.post("/v1/rooms/vip/join", json!({})).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let vip = members(&alice, "vip").await;
+    assert_eq!(vip.len(), 2);
+    assert_eq!((vip[1].0.as_str(), vip[1].2.as_str()), ("erin", "banned"));
+    let r = alice
+        .post("/v1/rooms/vip/invitations", json!({"user": "erin"}))
+        .await;
+    assert_eq!(r.status, 403, "inviting a banned user: {:?}", r.body);
 
     // Unban: bob may join and talk again.
     let r = alice
