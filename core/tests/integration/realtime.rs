@@ -153,3 +153,50 @@ async fn notifications_and_unread_counts() {
     assert_eq!(server.with(|s| s.subscribes[1].1), Some(2));
     client.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_accepted_invitation_is_queued_with_its_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FakeServer::start().await;
+    server.with(|s| {
+        let mut n = notification(1, "alice");
+        n.kind = "invited".into();
+        n.room = Some("secret".into());
+        n.data = serde_json::json!({ "id": "inv1", "room": "secret", "invitee": "alice" });
+        s.notifications = vec![n];
+        s.unread = 1;
+        s.silent = true;
+    });
+    let client = connected(dir.path(), &server).await;
+    fixture::eventually("invitation stored", || {
+        client
+            .notifications(None, false, 10)
+            .map(|n| n.len() == 1)
+            .unwrap_or(false)
+    })
+    .await;
+    let accept = client.accept_invitation("inv1".into()).expect("accept");
+    let send = client
+        .send_message("secret".into(), "hello".into())
+        .expect("send")
+        .local_id;
+    let outbox = client.outbox().expect("outbox");
+    let rooms: Vec<_> = outbox
+        .iter()
+        .map(|e| (e.id.clone(), e.room.clone()))
+        .collect();
+    assert_eq!(
+        rooms,
+        [
+            (accept, Some("secret".to_string())),
+            (send, Some("secret".to_string()))
+        ]
+    );
+    // The acceptance is a barrier: the message waits for its answer.
+    server
+        .until("acceptance sent", |s| !s.mutations.is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.with(|s| s.mutations.len()), 1);
+    client.shutdown().await;
+}
