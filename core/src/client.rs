@@ -1,6 +1,6 @@
 //! [`Client`]: the one object an app holds per account.
 //!
-//! It is a cheap, clonable handle over the shared [`Context`]. Its methods come in four kinds:
+//! It is a cheap, clonable handle over the client's shared state. Its methods come in four kinds:
 //!
 //! - **Lifecycle** (`open`, `start`, `set_online`, `network_available`, `shutdown`). `open` only
 //!   opens the store and loads the outbox; the client is fully usable offline from then on.
@@ -11,7 +11,8 @@
 //! - **Writes** are synchronous too: each validates its input (a bad one is refused with
 //!   [`Error::InvalidInput`] before anything is written), then writes the optimistic change and
 //!   its outbox entry in one transaction and returns the local object (or the entry id) with
-//!   [`SendState::Pending`]. Delivery happens in the background (see [`crate::outbox`]).
+//!   [`SendState::Pending`](crate::SendState::Pending). Delivery happens in the background (see
+//!   the `outbox` module).
 //! - **Network reads** (`refresh_*`, `load_older_messages`) are `async`: they fetch over REST
 //!   with conditional requests, store the result, and return what the store now holds.
 //!

@@ -12,7 +12,7 @@
 //! 5. **discard**: play the stored [`Undo`] back, so the store looks as if the app had never
 //!    made the change.
 //!
-//! Ops without a local footprint (invitations, bans seen only by the server) skip the steps they
+//! Ops without a local footprint (invitations, deleting a room) skip the steps they
 //! do not need. Every step records the listener events it causes in the [`Effects`] of the
 //! transaction, so the app hears about the change right after it is committed.
 
