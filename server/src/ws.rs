@@ -24,7 +24,7 @@ use roam_proto::{
     SubscribeResult, SubscriptionStatus,
 };
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{bearer, Caller};
@@ -76,6 +76,22 @@ struct Socket {
     tx: mpsc::Sender<Outbound>,
     in_flight: Arc<Semaphore>,
     typing_window: (Instant, u32),
+    /// Client-chosen ids of messages this socket is sending, until their commit: the receiver
+    /// reports closed once the send is committed (or failed).
+    sending: HashMap<String, watch::Receiver<()>>,
+}
+
+/// The message a mutation refers to, if any (edited, deleted, replied to).
+fn referenced_message(m: &Mutation) -> Option<&str> {
+    match m {
+        Mutation::EditMessage { message, .. } | Mutation::DeleteMessage { message, .. } => {
+            Some(message)
+        }
+        Mutation::SendMessage {
+            reply_to: Some(r), ..
+        } => Some(r),
+        _ => None,
+    }
 }
 
 async fn run(state: AppState, socket: WebSocket, caller: Caller) {
@@ -117,6 +133,7 @@ async fn run(state: AppState, socket: WebSocket, caller: Caller) {
         tx,
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         typing_window: (Instant::now(), 0),
+        sending: HashMap::new(),
     };
     if sock.tx.send(Outbound::Frame(hello)).await.is_ok() {
         sock.read_loop(stream, caller.exp).await;
@@ -389,6 +406,18 @@ impl Socket {
             self.send(ServerFrame::Ack { id, result }).await;
             return;
         }
+        // A client may pipeline an edit, a delete or a reply right behind the send of the
+        // message it names (by the id it chose): it is checked once that send is committed.
+        if let Some(mut pending) = referenced_message(&mutation)
+            .and_then(|m| self.sending.get(m))
+            .cloned()
+        {
+            let _ = pending.changed().await;
+        }
+        let sent_id = match &mutation {
+            Mutation::SendMessage { id: Some(m), .. } => Some(m.clone()),
+            _ => None,
+        };
         let prepared = match svc.prepare(&self.user, &key, mutation).await {
             Ok(p) => p,
             Err(e) => return self.error(Some(id), e).await,
@@ -397,9 +426,17 @@ impl Socket {
             return;
         };
         let fut = svc.submit(prepared);
+        let committed = sent_id.map(|m| {
+            self.sending.retain(|_, rx| rx.has_changed().is_ok());
+            let (done, rx) = watch::channel(());
+            self.sending.insert(m, rx);
+            done
+        });
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let frame = match fut.await {
+            let outcome = fut.await;
+            drop(committed);
+            let frame = match outcome {
                 Ok(applied) => ServerFrame::Ack {
                     id,
                     result: applied.result,

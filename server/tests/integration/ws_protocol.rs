@@ -367,3 +367,53 @@ async fn a_silent_socket_is_closed_after_the_idle_timeout() {
     assert_eq!(closed.await.expect("task"), Some(1000));
     assert_eq!(chatty.call(json!({"type": "ping"})).await["type"], "pong");
 }
+
+#[tokio::test]
+async fn a_pipelined_edit_or_reply_may_name_a_message_sent_just_before() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("chat", "public").await;
+    let mut ws = t.ws("alice").await;
+    // As the client core does: the send names the message, and what refers to it goes out
+    // right behind it, without waiting for the ack.
+    let mut frames = vec![
+        json!({"op": "message.send", "args": {"room": "chat", "body": "draft", "id": "msg-1"}}),
+        json!({"op": "message.edit", "args": {"room": "chat", "message": "msg-1", "body": "final"}}),
+        json!({"op": "message.send", "args": {"room": "chat", "body": "re", "reply_to": "msg-1", "id": "msg-2"}}),
+        json!({"op": "message.delete", "args": {"room": "chat", "message": "msg-2"}}),
+    ];
+    for i in 3..8 {
+        frames.push(json!({"op": "message.send",
+            "args": {"room": "chat", "body": "x", "id": format!("msg-{i}")}}));
+        frames.push(json!({"op": "message.edit",
+            "args": {"room": "chat", "message": format!("msg-{i}"), "body": format!("edited {i}")}}));
+    }
+    for (i, f) in frames.iter().enumerate() {
+        let mut f = f.clone();
+        f["v"] = json!(1);
+        f["type"] = json!("mutate");
+        f["id"] = json!(format!("p{i}"));
+        f["key"] = json!(format!("pipelined-key-{i}"));
+        ws.send(f).await;
+    }
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < frames.len() {
+        let f = ws.next().await;
+        if f["type"] == "ack" || f["type"] == "error" {
+            answers.insert(f["id"].as_str().expect("id").to_owned(), f);
+        }
+    }
+    for (id, a) in &answers {
+        assert_eq!(a["type"], "ack", "{id}: {a}");
+    }
+    assert_eq!(answers["p1"]["result"]["body"], "final");
+    assert_eq!(answers["p2"]["result"]["reply_to"], "msg-1");
+    assert_eq!(answers["p3"]["result"]["deleted"], true);
+    let stored = alice.all_messages("chat").await;
+    assert_eq!(stored.len(), 7);
+    assert_eq!(stored[0]["body"], "final");
+    assert_eq!(stored[1]["deleted"], true);
+    for (i, m) in stored[2..].iter().enumerate() {
+        assert_eq!(m["body"], format!("edited {}", i + 3));
+    }
+}
