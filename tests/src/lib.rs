@@ -345,3 +345,34 @@ async fn copy(
         }
     }
 }
+
+/// Every local message of a room, oldest first (pages backwards by seq; pending ones last).
+pub fn all_local(client: &Client, room: &str) -> Vec<roam_core::LocalMessage> {
+    let mut newest = client.messages(room.into(), None, 200).unwrap_or_default();
+    let mut before = newest.iter().filter_map(|m| m.seq).min();
+    while let Some(b) = before {
+        let older = client
+            .messages(room.into(), Some(b), 200)
+            .unwrap_or_default();
+        let older: Vec<_> = older
+            .into_iter()
+            .filter(|m| m.seq.is_some_and(|s| s < b))
+            .collect();
+        if older.is_empty() {
+            break;
+        }
+        before = older.iter().filter_map(|m| m.seq).min();
+        let mut merged = older;
+        merged.extend(newest);
+        newest = merged;
+    }
+    newest
+}
+
+/// The bodies of [`all_local`].
+pub fn local_bodies(client: &Client, room: &str) -> Vec<String> {
+    all_local(client, room)
+        .into_iter()
+        .map(|m| m.body)
+        .collect()
+}

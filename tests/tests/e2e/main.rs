@@ -1,5 +1,8 @@
 //! End-to-end tests: the real server on loopback and real roam-core clients, with temporary
 //! directories. One module per scenario.
 
+mod backoff;
 mod offline;
+mod outage;
+mod permanent;
 mod process_death;
