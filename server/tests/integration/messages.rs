@@ -256,6 +256,10 @@ async fn twenty_concurrent_senders_leave_no_gap_and_no_duplicate() {
     for i in 0..SENDERS {
         t.as_user(&format!("u{i}")).join("busy").await;
     }
+    // A reader follows the room throughout.
+    let mut reader = t.ws("reader").await;
+    reader.subscribe(&[("busy", 2 + SENDERS as u64)]).await;
+    reader.until(|f| f["type"] == "caught_up").await;
     // Half of them over REST, half over their own socket, all at once.
     let mut tasks = Vec::new();
     for i in 0..SENDERS {
@@ -317,6 +321,15 @@ async fn twenty_concurrent_senders_leave_no_gap_and_no_duplicate() {
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect();
     assert_eq!(event_seqs, (1..=last).collect::<Vec<_>>());
+    // The reader got every one of them live, once, in seq order.
+    let live: Vec<u64> = reader
+        .events_until("busy", last)
+        .await
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(live, (first..=last).collect::<Vec<_>>());
+    assert!(reader.drain().await.iter().all(|f| f["type"] != "event"));
     assert_eq!(alice.get("/v1/rooms/busy").await.body["head_seq"], last);
 }
 

@@ -480,6 +480,13 @@ async fn invitations_expire_can_be_rejected_and_accepted() {
         .post("/v1/rooms/secret/invitations", json!({"user": "carol"}))
         .await;
     assert_eq!(r.status, 409, "{:?}", r.body);
+    // Joining with a pending invitation is accepting it, with its role.
+    let inv = alice.invite("secret", "frank", "guest").await;
+    let joined = t.as_user("frank").join("secret").await;
+    assert_eq!(joined["role"], "guest");
+    let frank_invs = t.as_user("frank").get("/v1/invitations").await;
+    assert_eq!(frank_invs.body[0]["id"], inv["id"]);
+    assert_eq!(frank_invs.body[0]["status"], "accepted");
     // In a private room only admins invite; a guest never does.
     let inv = alice.invite("secret", "dave", "member").await;
     t.as_user("dave").accept(&inv).await;
@@ -552,6 +559,29 @@ async fn a_banned_user_cannot_join_send_or_read_until_unbanned() {
         .post("/v1/rooms/lobby/bans", json!({"user": "alice"}))
         .await;
     assert_eq!(r.status, 409, "{:?}", r.body);
+    // An admin cannot ban another admin (only a weaker member).
+    let r = alice
+        .send(
+            reqwest::Method::PUT,
+            "/v1/rooms/lobby/members/carol/role",
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    t.as_user("gina").join("lobby").await;
+    let r = alice
+        .send(
+            reqwest::Method::PUT,
+            "/v1/rooms/lobby/members/gina/role",
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = t
+        .as_user("carol")
+        .post("/v1/rooms/lobby/bans", json!({"user": "gina"}))
+        .await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
     // A user who never joined can be banned too, and then cannot join.
     let r = alice
         .post("/v1/rooms/lobby/bans", json!({"user": "dave"}))
@@ -624,6 +654,9 @@ async fn a_banned_user_cannot_join_send_or_read_until_unbanned() {
             "message_created",
             "member_banned",
             "member_joined",
+            "member_updated",
+            "member_joined",
+            "member_updated",
             "member_banned",
             "member_unbanned",
             "member_joined",
