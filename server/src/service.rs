@@ -224,6 +224,17 @@ impl Service {
             .collect())
     }
 
+    /// The user's presence if they are connected here (online or away), else `None`.
+    pub fn live_presence(&self, user: &str) -> Option<Presence> {
+        let (status, devices) = self.presence.live(user);
+        (status != PresenceStatus::Offline).then(|| Presence {
+            user: user.to_owned(),
+            status,
+            last_seen: Some(now_ms()),
+            devices,
+        })
+    }
+
     // ----- mutations -----
 
     /// Checks and applies a mutation (REST path).
@@ -375,8 +386,23 @@ impl Service {
                 })
                 .await;
         }
+        let mut joined: Vec<(String, String)> = Vec::new();
         for ev in coalesce(events) {
+            if let E::MemberJoined(m) = &ev.body {
+                joined.push((m.room.clone(), m.user.clone()));
+            }
             self.bus.publish(BusMessage::Event(Arc::new(ev))).await;
+        }
+        // A new member's presence is news to the room they joined.
+        for (room, user) in joined {
+            if let Some(presence) = self.live_presence(&user) {
+                self.bus
+                    .publish(BusMessage::Presence {
+                        presence,
+                        rooms: vec![room],
+                    })
+                    .await;
+            }
         }
         for n in notifications {
             self.bus

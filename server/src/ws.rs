@@ -305,6 +305,7 @@ impl Socket {
         let svc = &self.state.service;
         let mut results = Vec::with_capacity(rooms.len());
         let mut starts = Vec::new();
+        let mut subscribed = Vec::new();
         for c in rooms {
             let status = match svc.readable_room(&self.user, &c.room).await {
                 Err(e) if e.code == ErrorCode::NotFound => {
@@ -345,6 +346,7 @@ impl Socket {
                 (status, c.since)
             };
             self.state.hub.follow(&c.room, &self.conn);
+            subscribed.push(c.room.clone());
             starts.push((c.room.clone(), since));
             results.push(RoomSubscription {
                 room: c.room,
@@ -358,6 +360,7 @@ impl Socket {
         for (room, since) in starts {
             let _ = self.tx.send(Outbound::StartRoom { room, since }).await;
         }
+        self.send_member_presence(&subscribed).await;
         if let Some(after) = inbox_since {
             let q = NotificationQuery {
                 after_seq: after,
@@ -375,6 +378,34 @@ impl Socket {
             match svc.store.unread_count(&self.user).await {
                 Ok(count) => self.send(ServerFrame::Unread { count }).await,
                 Err(e) => tracing::warn!(error = %e, "unread count failed"),
+            }
+        }
+    }
+
+    /// The presence of the connected members of newly followed rooms (everyone else is
+    /// offline), so a client knows who is around without asking.
+    async fn send_member_presence(&self, rooms: &[String]) {
+        let svc = &self.state.service;
+        let mut sent = std::collections::HashSet::new();
+        for room in rooms {
+            let members = match svc
+                .store
+                .list_members(room, None, roam_proto::validate::MAX_IDS_PER_CALL as u32)
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, room, "presence snapshot failed");
+                    continue;
+                }
+            };
+            for m in members {
+                if m.user == self.user || !sent.insert(m.user.clone()) {
+                    continue;
+                }
+                if let Some(p) = svc.live_presence(&m.user) {
+                    self.send(ServerFrame::Presence(p)).await;
+                }
             }
         }
     }

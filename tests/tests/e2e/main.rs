@@ -2,6 +2,7 @@
 //! directories. One module per scenario.
 
 mod backoff;
+mod live;
 mod offline;
 mod outage;
 mod permanent;
