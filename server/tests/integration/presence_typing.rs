@@ -308,3 +308,19 @@ async fn typing_is_refused_from_non_members_and_rate_limited() {
         .count();
     assert_eq!(relayed, 5);
 }
+
+#[tokio::test]
+async fn last_seen_survives_a_restart() {
+    let t = TestServer::start().await;
+    let connected = now_ms();
+    let mut bob = t.ws("bob").await;
+    assert_eq!(bob.call(json!({"type": "ping"})).await["type"], "pong");
+    // The server goes down while bob is connected: his socket is closed and his last-seen kept.
+    let t = t.restart().await;
+    assert_eq!(bob.closed().await, Some(1001));
+    let p = presence(&t.as_user("carol"), "bob").await;
+    assert_eq!(p[0]["status"], "offline");
+    assert_eq!(p[0]["devices"], 0);
+    let seen = p[0]["last_seen"].as_i64().expect("last_seen kept");
+    assert!(seen >= connected && seen <= now_ms(), "{seen}");
+}
