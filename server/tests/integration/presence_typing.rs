@@ -127,6 +127,12 @@ async fn away_only_when_every_device_says_so() {
     let mut carol = t.ws("carol").await;
     carol.subscribe(&[("team", 3)]).await;
     carol.until(|f| f["type"] == "caught_up").await;
+    // Subscribing brings the presence of the room's connected members.
+    let snapshot = carol
+        .until(|f| f["type"] == "presence" && f["user"] == "alice")
+        .await;
+    assert_eq!(snapshot["status"], "online");
+    assert_eq!(snapshot["devices"], 2);
 
     let ack = phone
         .mutate("presence.set", json!({"status": "away"}))
