@@ -29,8 +29,6 @@ pub mod close {
     pub const TOKEN_EXPIRED: u16 = 4001;
     /// The connection could not keep up with its events and was dropped; reconnect and recover.
     pub const SLOW_CONSUMER: u16 = 4008;
-    /// Too many connection attempts or frames; reconnect after a while.
-    pub const RATE_LIMITED: u16 = 4029;
 }
 
 /// One room to follow, and the last sequence number the client holds for it (0 for none).

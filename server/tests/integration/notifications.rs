@@ -46,9 +46,6 @@ async fn a_mention_notifies_a_connected_member_live() {
 }
 
 #[tokio::test]
-#[ignore = "store bug: `mentioned` notifications lack the message's `seq` (protocol §5: \
-            data {\"message\", \"seq\"}); the seq exists only inside the store's write, so \
-            the store must add it to the notification data when it applies InsertMessage"]
 async fn a_mention_names_the_message_seq() {
     let t = TestServer::start().await;
     let alice = t.as_user("alice");

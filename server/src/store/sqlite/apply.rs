@@ -32,6 +32,18 @@ struct Cx<'a, 'c> {
     unread: Vec<String>,
 }
 
+/// A notification about a message (a mention) also names the message's seq, which only exists
+/// once the message is written.
+fn with_message_seq(n: &NewNotification, output: &Output) -> NewNotification {
+    let mut n = n.clone();
+    if let (Output::Message(m), Some(data)) = (output, n.data.as_object_mut()) {
+        if data.get("message").and_then(|v| v.as_str()) == Some(m.id.as_str()) {
+            data.insert("seq".into(), m.seq.into());
+        }
+    }
+    n
+}
+
 /// Applies one [`Write`]: the idempotency check, the change, its events and notifications, and
 /// the idempotency record.
 pub(super) fn commit(tx: &Transaction<'_>, w: &Write) -> StoreResult<Committed> {
@@ -52,7 +64,8 @@ pub(super) fn commit(tx: &Transaction<'_>, w: &Write) -> StoreResult<Committed> 
 
     let mut notifications = Vec::with_capacity(w.notify.len());
     for n in &w.notify {
-        notifications.push(cx.notify(n)?);
+        let n = with_message_seq(n, &output);
+        notifications.push(cx.notify(&n)?);
         cx.unread.push(n.user.clone());
     }
     let mut unread: Vec<(String, u64)> = Vec::with_capacity(cx.unread.len());
