@@ -1,7 +1,7 @@
 //! Permanent failure: a send into a room the user was banned from ends `failed` with a reason,
 //! sends to other rooms go on, and retry and discard work.
 
-use roam_core::{RoomKind, SendState};
+use roam_core::SendState;
 use roam_tests::{all_local, fast_config, open_client, wait_until, Backend};
 use serde_json::json;
 
