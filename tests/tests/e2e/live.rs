@@ -86,6 +86,10 @@ async fn presence_is_online_while_any_device_is_connected() {
         backend.token("alice"),
     );
     a2.start().await.expect("start a2");
+    wait_until("alice's second device is connected", || {
+        a2.connection_state() == roam_core::ConnectionState::Connected
+    })
+    .await;
     wait_until("bob sees alice online", || {
         matches!(status(&b), Some((PresenceStatus::Online, _)))
     })
