@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test of the repository: the Rust workspace (unit, integration and end-to-end tests
-# against a real server on loopback). Installs nothing itself beyond what cargo fetches.
+# Runs every test of the repository:
+#   1. the Rust workspace: unit tests, the server's integration tests and the end-to-end tests
+#      (real server on loopback, real roam-core clients);
+#   2. the Kotlin tests of android/ (kotlinc + JUnit on the JVM, against the Rust library);
+#   3. the Swift tests of ios/ (swift build / swift test in a Debian chroot with Swift 6).
+# The Kotlin and Swift toolchains are installed on first use and cached under /var/cache/roam.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked
+
+echo "== Kotlin (android/)"
+scripts/test-kotlin.sh
+
+echo "== Swift (ios/)"
+scripts/test-swift.sh
