@@ -44,7 +44,12 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on.
-    #[arg(long, global = true, env = "ROAM_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
     /// Directory for the SQLite database and the generated JWT secret.
     #[arg(long, global = true, env = "ROAM_DATA_DIR", default_value = "./data")]
@@ -56,43 +61,99 @@ pub struct Config {
     #[arg(long, global = true, env = "ROAM_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// Log format.
-    #[arg(long, global = true, env = "ROAM_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Reader connections of the database pool.
     #[arg(long, global = true, env = "ROAM_DB_POOL_SIZE", default_value_t = 4)]
     pub db_pool_size: u32,
     /// Mutations per second per user (sustained).
-    #[arg(long, global = true, env = "ROAM_RATE_MUTATIONS_PER_SEC", default_value_t = 50)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_RATE_MUTATIONS_PER_SEC",
+        default_value_t = 50
+    )]
     pub rate_mutations_per_sec: u32,
     /// Mutation burst per user.
-    #[arg(long, global = true, env = "ROAM_RATE_MUTATIONS_BURST", default_value_t = 500)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_RATE_MUTATIONS_BURST",
+        default_value_t = 500
+    )]
     pub rate_mutations_burst: u32,
     /// WebSocket connects per minute per user (sustained).
-    #[arg(long, global = true, env = "ROAM_RATE_CONNECTS_PER_MIN", default_value_t = 60)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_RATE_CONNECTS_PER_MIN",
+        default_value_t = 60
+    )]
     pub rate_connects_per_min: u32,
     /// WebSocket connect burst per user.
-    #[arg(long, global = true, env = "ROAM_RATE_CONNECTS_BURST", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_RATE_CONNECTS_BURST",
+        default_value_t = 30
+    )]
     pub rate_connects_burst: u32,
     /// Frames queued for one socket before it counts as a slow consumer and is dropped.
     #[arg(long, global = true, env = "ROAM_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
     /// Close a socket that sent nothing (not even a ping) for this long.
-    #[arg(long, global = true, env = "ROAM_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_IDLE_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
     pub idle_timeout_secs: u64,
     /// Heartbeat interval announced to clients in `hello`.
-    #[arg(long, global = true, env = "ROAM_HEARTBEAT_MS", default_value_t = 25_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_HEARTBEAT_MS",
+        default_value_t = 25_000
+    )]
     pub heartbeat_ms: u64,
     /// A typing indicator ends by itself after this long without news.
-    #[arg(long, global = true, env = "ROAM_TYPING_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_TYPING_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
     pub typing_timeout_ms: u64,
     /// A gap larger than this many events answers `reset` instead of replaying.
-    #[arg(long, global = true, env = "ROAM_MAX_RECOVERY_EVENTS", default_value_t = 100_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_MAX_RECOVERY_EVENTS",
+        default_value_t = 100_000
+    )]
     pub max_recovery_events: u64,
     /// Compress REST responses of at least this many bytes.
-    #[arg(long, global = true, env = "ROAM_COMPRESS_MIN_BYTES", default_value_t = 1024)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_COMPRESS_MIN_BYTES",
+        default_value_t = 1024
+    )]
     pub compress_min_bytes: u16,
     /// Keep presence (last-seen) rows this many hours.
-    #[arg(long, global = true, env = "ROAM_PRESENCE_RETENTION_HOURS", default_value_t = 24)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PRESENCE_RETENTION_HOURS",
+        default_value_t = 24
+    )]
     pub presence_retention_hours: u64,
     /// Keep document history this many days (the current version always stays).
     #[arg(
@@ -102,19 +163,44 @@ pub struct Config {
     )]
     pub document_history_retention_days: u64,
     /// Keep notifications this many days.
-    #[arg(long, global = true, env = "ROAM_NOTIFICATION_RETENTION_DAYS", default_value_t = 90)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_NOTIFICATION_RETENTION_DAYS",
+        default_value_t = 90
+    )]
     pub notification_retention_days: u64,
     /// Keep idempotency keys this many days (at least 7).
-    #[arg(long, global = true, env = "ROAM_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 7)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_IDEMPOTENCY_RETENTION_DAYS",
+        default_value_t = 7
+    )]
     pub idempotency_retention_days: u64,
     /// Run the retention clean-up this often.
-    #[arg(long, global = true, env = "ROAM_RETENTION_INTERVAL_SECS", default_value_t = 3_600)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_RETENTION_INTERVAL_SECS",
+        default_value_t = 3_600
+    )]
     pub retention_interval_secs: u64,
     /// Entries of the in-process room/membership cache.
-    #[arg(long, global = true, env = "ROAM_CACHE_ENTRIES", default_value_t = 100_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_CACHE_ENTRIES",
+        default_value_t = 100_000
+    )]
     pub cache_entries: usize,
     /// How long shutdown waits for connections to close.
-    #[arg(long, global = true, env = "ROAM_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_SHUTDOWN_GRACE_SECS",
+        default_value_t = 10
+    )]
     pub shutdown_grace_secs: u64,
 }
 
