@@ -82,7 +82,13 @@ pub enum BusMessage {
         notification: Box<Notification>,
     },
     /// A user's unread count.
-    Unread { user: String, count: u64 },
+    /// A user's unread count as of the write numbered `order` (see
+    /// `Service::commit_order`); an older one arriving late is dropped.
+    Unread {
+        user: String,
+        count: u64,
+        order: u64,
+    },
     /// Cached room metadata or membership changed: drop it from every instance's cache.
     Invalidate { room: String },
 }
@@ -155,6 +161,8 @@ struct State {
 /// This instance's socket registry.
 pub struct Hub {
     state: RwLock<State>,
+    /// Per user, the order of the newest unread count delivered.
+    unread_order: parking_lot::Mutex<HashMap<String, u64>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -201,6 +209,7 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Hub {
             state: RwLock::new(State::default()),
+            unread_order: parking_lot::Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             metrics,
         }
@@ -234,6 +243,7 @@ impl Hub {
         };
         if left == 0 {
             s.users.remove(user);
+            self.unread_order.lock().remove(user);
         }
         self.metrics.rooms_active.set(s.rooms.len() as i64);
         left
@@ -316,7 +326,15 @@ impl Hub {
                 let frame = encode(ServerFrame::Notification(*notification));
                 self.to_user(&user, &frame);
             }
-            BusMessage::Unread { user, count } => {
+            BusMessage::Unread { user, count, order } => {
+                {
+                    let mut seen = self.unread_order.lock();
+                    let last = seen.entry(user.clone()).or_insert(0);
+                    if order <= *last {
+                        return;
+                    }
+                    *last = order;
+                }
                 let frame = encode(ServerFrame::Unread { count });
                 self.to_user(&user, &frame);
             }

@@ -99,6 +99,7 @@ impl AppState {
             cache: ReadCache::new(config.cache_entries),
             limits: Limits::new(&config),
             presence: PresenceTracker::default(),
+            commit_order: parking_lot::Mutex::new(0),
             metrics,
         });
         AppState {

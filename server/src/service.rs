@@ -66,6 +66,10 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub presence: PresenceTracker,
+    /// Numbers writes in the order they are queued on the store, which is the order the store
+    /// applies them: announcements that can race (unread counts) carry it so that a late one
+    /// never overwrites a newer one.
+    pub commit_order: parking_lot::Mutex<u64>,
 }
 
 /// The fingerprint of a mutation: a hash of its canonical JSON.
@@ -306,12 +310,14 @@ impl Service {
             Prepared::Replay(result) => Err(result),
             Prepared::Write { op, write } => {
                 let fp = write.idem.as_ref().map(|i| i.fingerprint.clone());
-                Ok((op, fp, self.store.commit(*write)))
+                let mut order = self.commit_order.lock();
+                *order += 1;
+                Ok((op, fp, *order, self.store.commit(*write)))
             }
         };
         let me = Arc::clone(self);
         async move {
-            let (op, fp, fut) = match pending {
+            let (op, fp, order, fut) = match pending {
                 Err(result) => {
                     return Ok(Applied {
                         result,
@@ -344,7 +350,7 @@ impl Service {
                     notifications,
                     unread,
                 } => {
-                    me.announce(op, events, notifications, unread).await;
+                    me.announce(op, order, events, notifications, unread).await;
                     Ok(Applied {
                         result: output.to_json(),
                         replayed: false,
@@ -358,6 +364,7 @@ impl Service {
     async fn announce(
         &self,
         op: &str,
+        order: u64,
         events: Vec<roam_proto::RoomEvent>,
         notifications: Vec<roam_proto::Notification>,
         unread: Vec<(String, u64)>,
@@ -413,7 +420,9 @@ impl Service {
                 .await;
         }
         for (user, count) in unread {
-            self.bus.publish(BusMessage::Unread { user, count }).await;
+            self.bus
+                .publish(BusMessage::Unread { user, count, order })
+                .await;
         }
     }
 
