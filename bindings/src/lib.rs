@@ -1,9 +1,9 @@
 //! `roam-ffi`: the UniFFI layer that turns Roam into a Swift and Kotlin API.
 //!
-//! Everything here is a thin wrapper: the work is done by `roam-proto` (and, later, `roam-core`),
-//! and this crate only translates types, errors, async functions and listeners across the FFI
-//! with uniffi's proc-macros. The generated sources live in `ios/Sources/Roam/Roam.swift` and
-//! `android/src/main/kotlin/dev/roam/roam.kt`; `scripts/gen-bindings.sh` regenerates them.
+//! Everything here is a thin wrapper: the work is done by `roam-core` and `roam-proto`, and this
+//! crate only translates types, errors, async functions and listeners across the FFI with
+//! uniffi's proc-macros ([`RoamClient`] forwards every call to the core's `Client`). The generated sources live in `ios/Sources/Roam/Roam.swift` and
+//! `android/src/main/kotlin/dev/roam/roam_ffi.kt`; `scripts/gen-bindings.sh` regenerates them.
 //!
 //! Conventions (STYLE.md, "Listeners and async across the FFI"):
 //! - async Rust functions become Swift `async` and Kotlin `suspend` functions; they run on the
@@ -17,13 +17,24 @@
 //! assert!(roam_ffi::validate_room_name("no spaces".into()).is_err());
 //! ```
 
+mod client;
 mod error;
 mod logging;
+mod types;
 
 use std::time::{Duration, Instant};
 
+pub use client::{
+    ConnectionListener, DocumentListener, NotificationListener, PresenceListener, RoamClient,
+    RoomListener, SubscriptionHandle, TokenProvider, TypingListener,
+};
 pub use error::RoamError;
 pub use logging::{set_log_listener, LogLevel, LogListener};
+pub use types::{
+    ClientOptions, ConnectionState, Document, DocumentUpdate, DocumentVersion, Member, Message,
+    Metrics, Notification, OutboxEntry, Presence, PresenceStatus, Role, Room, RoomKind, RoomUpdate,
+    SendState,
+};
 
 uniffi::setup_scaffolding!();
 

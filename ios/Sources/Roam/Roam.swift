@@ -503,6 +503,62 @@ fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterInt64: FfiConverterPrimitive {
+    typealias FfiType = Int64
+    typealias SwiftType = Int64
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int64 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Int64, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterDouble: FfiConverterPrimitive {
+    typealias FfiType = Double
+    typealias SwiftType = Double
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Double {
+        return try lift(readDouble(&buf))
+    }
+
+    public static func write(_ value: Double, into buf: inout [UInt8]) {
+        writeDouble(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterBool : FfiConverter {
+    typealias FfiType = Int8
+    typealias SwiftType = Bool
+
+    public static func lift(_ value: Int8) throws -> Bool {
+        return value != 0
+    }
+
+    public static func lower(_ value: Bool) -> Int8 {
+        return value ? 1 : 0
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Bool {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Bool, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterString: FfiConverter {
     typealias SwiftType = String
     typealias FfiType = RustBuffer
@@ -545,6 +601,414 @@ fileprivate struct FfiConverterString: FfiConverter {
         writeBytes(&buf, value.utf8)
     }
 }
+
+
+
+
+/**
+ * Connection state changes; the current state is delivered first.
+ */
+public protocol ConnectionListener: AnyObject, Sendable {
+    
+    func onConnectionState(state: ConnectionState) 
+    
+}
+/**
+ * Connection state changes; the current state is delivered first.
+ */
+open class ConnectionListenerImpl: ConnectionListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_connectionlistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_connectionlistener(handle, $0) }
+    }
+
+    
+
+    
+open func onConnectionState(state: ConnectionState)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_connectionlistener_on_connection_state(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeConnectionState_lower(state),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceConnectionListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceConnectionListener = UniffiVTableCallbackInterfaceConnectionListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeConnectionListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface ConnectionListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeConnectionListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface ConnectionListener: handle missing in uniffiClone")
+            }
+        },
+        onConnectionState: { (
+            uniffiHandle: UInt64,
+            state: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeConnectionListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onConnectionState(
+                     state: try FfiConverterTypeConnectionState_lift(state)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceConnectionListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceConnectionListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitConnectionListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_connectionlistener(UniffiCallbackInterfaceConnectionListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConnectionListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<ConnectionListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = ConnectionListener
+
+    public static func lift(_ handle: UInt64) throws -> ConnectionListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return ConnectionListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: ConnectionListener) -> UInt64 {
+         if let rustImpl = value as? ConnectionListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ConnectionListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: ConnectionListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConnectionListener_lift(_ handle: UInt64) throws -> ConnectionListener {
+    return try FfiConverterTypeConnectionListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConnectionListener_lower(_ value: ConnectionListener) -> UInt64 {
+    return FfiConverterTypeConnectionListener.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Document versions and refused (stale) edits.
+ */
+public protocol DocumentListener: AnyObject, Sendable {
+    
+    func onDocumentUpdate(update: DocumentUpdate) 
+    
+}
+/**
+ * Document versions and refused (stale) edits.
+ */
+open class DocumentListenerImpl: DocumentListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_documentlistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_documentlistener(handle, $0) }
+    }
+
+    
+
+    
+open func onDocumentUpdate(update: DocumentUpdate)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_documentlistener_on_document_update(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeDocumentUpdate_lower(update),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceDocumentListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceDocumentListener = UniffiVTableCallbackInterfaceDocumentListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeDocumentListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface DocumentListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeDocumentListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface DocumentListener: handle missing in uniffiClone")
+            }
+        },
+        onDocumentUpdate: { (
+            uniffiHandle: UInt64,
+            update: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeDocumentListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onDocumentUpdate(
+                     update: try FfiConverterTypeDocumentUpdate_lift(update)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceDocumentListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceDocumentListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitDocumentListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_documentlistener(UniffiCallbackInterfaceDocumentListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDocumentListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<DocumentListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = DocumentListener
+
+    public static func lift(_ handle: UInt64) throws -> DocumentListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return DocumentListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: DocumentListener) -> UInt64 {
+         if let rustImpl = value as? DocumentListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DocumentListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: DocumentListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDocumentListener_lift(_ handle: UInt64) throws -> DocumentListener {
+    return try FfiConverterTypeDocumentListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDocumentListener_lower(_ value: DocumentListener) -> UInt64 {
+    return FfiConverterTypeDocumentListener.lower(value)
+}
+
+
 
 
 
@@ -767,6 +1231,2965 @@ public func FfiConverterTypeLogListener_lower(_ value: LogListener) -> UInt64 {
 
 
 
+
+
+/**
+ * New notifications and the unread count (delivered first).
+ */
+public protocol NotificationListener: AnyObject, Sendable {
+    
+    func onNotification(notification: Notification) 
+    
+    func onUnreadCount(count: UInt64) 
+    
+}
+/**
+ * New notifications and the unread count (delivered first).
+ */
+open class NotificationListenerImpl: NotificationListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_notificationlistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_notificationlistener(handle, $0) }
+    }
+
+    
+
+    
+open func onNotification(notification: Notification)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_notificationlistener_on_notification(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeNotification_lower(notification),uniffiCallStatus
+    )
+}
+}
+    
+open func onUnreadCount(count: UInt64)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_notificationlistener_on_unread_count(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt64.lower(count),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceNotificationListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceNotificationListener = UniffiVTableCallbackInterfaceNotificationListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeNotificationListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface NotificationListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeNotificationListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface NotificationListener: handle missing in uniffiClone")
+            }
+        },
+        onNotification: { (
+            uniffiHandle: UInt64,
+            notification: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeNotificationListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onNotification(
+                     notification: try FfiConverterTypeNotification_lift(notification)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        onUnreadCount: { (
+            uniffiHandle: UInt64,
+            count: UInt64,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeNotificationListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onUnreadCount(
+                     count: try FfiConverterUInt64.lift(count)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceNotificationListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceNotificationListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitNotificationListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_notificationlistener(UniffiCallbackInterfaceNotificationListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNotificationListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<NotificationListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = NotificationListener
+
+    public static func lift(_ handle: UInt64) throws -> NotificationListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return NotificationListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: NotificationListener) -> UInt64 {
+         if let rustImpl = value as? NotificationListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NotificationListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: NotificationListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNotificationListener_lift(_ handle: UInt64) throws -> NotificationListener {
+    return try FfiConverterTypeNotificationListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNotificationListener_lower(_ value: NotificationListener) -> UInt64 {
+    return FfiConverterTypeNotificationListener.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Presence of users sharing a room with this account.
+ */
+public protocol PresenceListener: AnyObject, Sendable {
+    
+    func onPresence(presence: Presence) 
+    
+}
+/**
+ * Presence of users sharing a room with this account.
+ */
+open class PresenceListenerImpl: PresenceListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_presencelistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_presencelistener(handle, $0) }
+    }
+
+    
+
+    
+open func onPresence(presence: Presence)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_presencelistener_on_presence(
+            self.uniffiCloneHandle(),
+        FfiConverterTypePresence_lower(presence),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfacePresenceListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfacePresenceListener = UniffiVTableCallbackInterfacePresenceListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypePresenceListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface PresenceListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypePresenceListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface PresenceListener: handle missing in uniffiClone")
+            }
+        },
+        onPresence: { (
+            uniffiHandle: UInt64,
+            presence: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypePresenceListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onPresence(
+                     presence: try FfiConverterTypePresence_lift(presence)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfacePresenceListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfacePresenceListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitPresenceListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_presencelistener(UniffiCallbackInterfacePresenceListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePresenceListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<PresenceListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = PresenceListener
+
+    public static func lift(_ handle: UInt64) throws -> PresenceListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return PresenceListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: PresenceListener) -> UInt64 {
+         if let rustImpl = value as? PresenceListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PresenceListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: PresenceListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePresenceListener_lift(_ handle: UInt64) throws -> PresenceListener {
+    return try FfiConverterTypePresenceListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePresenceListener_lower(_ value: PresenceListener) -> UInt64 {
+    return FfiConverterTypePresenceListener.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A Roam client for one account: works offline, syncs when it can.
+ */
+public protocol RoamClientProtocol: AnyObject, Sendable {
+    
+    func ban(room: String, user: String) throws  -> String
+    
+    func connectionState()  -> ConnectionState
+    
+    func createRoom(room: String, kind: RoomKind, title: String) throws  -> Room
+    
+    func deleteMessage(room: String, message: String) throws  -> Message
+    
+    /**
+     * Drops a pending or failed entry and undoes its local change.
+     */
+    func discard(entryId: String) throws 
+    
+    func document(room: String, doc: String) throws  -> Document?
+    
+    /**
+     * Edits one of this account's messages (by local or server id).
+     */
+    func editMessage(room: String, message: String, body: String) throws  -> Message
+    
+    /**
+     * Returns the outbox entry id.
+     */
+    func joinRoom(room: String) throws  -> String
+    
+    func leaveRoom(room: String) throws  -> String
+    
+    func markAllRead() throws  -> String
+    
+    func members(room: String) throws  -> [Member]
+    
+    /**
+     * One message by its local or server id.
+     */
+    func message(id: String) throws  -> Message?
+    
+    /**
+     * The newest `limit` (1–200) messages before `before_seq` (all pending ones last).
+     */
+    func messages(room: String, beforeSeq: UInt64?, limit: UInt32) throws  -> [Message]
+    
+    func metrics()  -> Metrics
+    
+    /**
+     * Call when the OS reports that the network is back: retries at once.
+     */
+    func networkAvailable() throws 
+    
+    func notifications(unreadOnly: Bool, limit: UInt32) throws  -> [Notification]
+    
+    func outbox() throws  -> [OutboxEntry]
+    
+    func presence(user: String) throws  -> Presence?
+    
+    /**
+     * Writes a document version on top of `base_version` (0 creates it).
+     */
+    func putDocument(room: String, doc: String, baseVersion: UInt64, content: String) throws  -> Document
+    
+    /**
+     * Fetches the room directory from the server (cached, ETag-revalidated).
+     */
+    func refreshRooms() async throws  -> [Room]
+    
+    /**
+     * Puts a failed entry back in its queue.
+     */
+    func retry(entryId: String) throws 
+    
+    func room(room: String) throws  -> Room?
+    
+    func rooms() throws  -> [Room]
+    
+    /**
+     * Queues a message; it is visible at once as pending.
+     */
+    func sendMessage(room: String, body: String) throws  -> Message
+    
+    /**
+     * The app went idle (away) or came back.
+     */
+    func setIdle(idle: Bool) throws 
+    
+    /**
+     * Whether the app wants to be online.
+     */
+    func setOnline(online: Bool) throws 
+    
+    /**
+     * Stops everything and releases the client: every subscription is cancelled, and every
+     * later call fails with `Closed`. Safe to call twice.
+     */
+    func shutdown() async 
+    
+    /**
+     * Starts connecting (and reconnecting) in the background.
+     */
+    func start() async throws 
+    
+    func subscribeConnectionState(listener: ConnectionListener) throws  -> SubscriptionHandle
+    
+    func subscribeDocuments(room: String?, listener: DocumentListener) throws  -> SubscriptionHandle
+    
+    func subscribeNotifications(listener: NotificationListener) throws  -> SubscriptionHandle
+    
+    func subscribePresence(listener: PresenceListener) throws  -> SubscriptionHandle
+    
+    /**
+     * Updates of one room, or of every room with `room` = nil/null.
+     */
+    func subscribeRoomUpdates(room: String?, listener: RoomListener) throws  -> SubscriptionHandle
+    
+    func subscribeTyping(room: String?, listener: TypingListener) throws  -> SubscriptionHandle
+    
+    /**
+     * Who is typing in a room right now.
+     */
+    func typing(room: String)  -> [String]
+    
+    /**
+     * The user typed in a room (throttled: call it on every keystroke).
+     */
+    func typingStarted(room: String) throws 
+    
+    func typingStopped(room: String) throws 
+    
+    func unreadCount() throws  -> UInt64
+    
+    /**
+     * The account's user id.
+     */
+    func userId()  -> String
+    
+}
+/**
+ * A Roam client for one account: works offline, syncs when it can.
+ */
+open class RoamClient: RoamClientProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_roamclient(self.handle, $0) }
+    }
+    /**
+     * Opens (or creates) the account's database. Works with no network at all.
+     */
+public convenience init(options: ClientOptions, tokens: TokenProvider)throws  {
+    let handle =
+        try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_constructor_roamclient_new(
+        FfiConverterTypeClientOptions_lower(options),
+        FfiConverterTypeTokenProvider_lower(tokens),uniffiCallStatus
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_roamclient(handle, $0) }
+    }
+
+    
+
+    
+open func ban(room: String, user: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_ban(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(user),uniffiCallStatus
+    )
+})
+}
+    
+open func connectionState() -> ConnectionState  {
+    return try!  FfiConverterTypeConnectionState_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_connection_state(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+open func createRoom(room: String, kind: RoomKind, title: String)throws  -> Room  {
+    return try  FfiConverterTypeRoom_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_create_room(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterTypeRoomKind_lower(kind),
+        FfiConverterString.lower(title),uniffiCallStatus
+    )
+})
+}
+    
+open func deleteMessage(room: String, message: String)throws  -> Message  {
+    return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_delete_message(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(message),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Drops a pending or failed entry and undoes its local change.
+     */
+open func discard(entryId: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_discard(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(entryId),uniffiCallStatus
+    )
+}
+}
+    
+open func document(room: String, doc: String)throws  -> Document?  {
+    return try  FfiConverterOptionTypeDocument.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_document(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(doc),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Edits one of this account's messages (by local or server id).
+     */
+open func editMessage(room: String, message: String, body: String)throws  -> Message  {
+    return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_edit_message(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(message),
+        FfiConverterString.lower(body),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Returns the outbox entry id.
+     */
+open func joinRoom(room: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_join_room(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+})
+}
+    
+open func leaveRoom(room: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_leave_room(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+})
+}
+    
+open func markAllRead()throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_mark_all_read(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+open func members(room: String)throws  -> [Member]  {
+    return try  FfiConverterSequenceTypeMember.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_members(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * One message by its local or server id.
+     */
+open func message(id: String)throws  -> Message?  {
+    return try  FfiConverterOptionTypeMessage.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_message(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(id),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The newest `limit` (1–200) messages before `before_seq` (all pending ones last).
+     */
+open func messages(room: String, beforeSeq: UInt64?, limit: UInt32)throws  -> [Message]  {
+    return try  FfiConverterSequenceTypeMessage.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_messages(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterOptionUInt64.lower(beforeSeq),
+        FfiConverterUInt32.lower(limit),uniffiCallStatus
+    )
+})
+}
+    
+open func metrics() -> Metrics  {
+    return try!  FfiConverterTypeMetrics_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_metrics(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Call when the OS reports that the network is back: retries at once.
+     */
+open func networkAvailable()throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_network_available(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+open func notifications(unreadOnly: Bool, limit: UInt32)throws  -> [Notification]  {
+    return try  FfiConverterSequenceTypeNotification.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_notifications(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(unreadOnly),
+        FfiConverterUInt32.lower(limit),uniffiCallStatus
+    )
+})
+}
+    
+open func outbox()throws  -> [OutboxEntry]  {
+    return try  FfiConverterSequenceTypeOutboxEntry.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_outbox(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+open func presence(user: String)throws  -> Presence?  {
+    return try  FfiConverterOptionTypePresence.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_presence(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(user),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Writes a document version on top of `base_version` (0 creates it).
+     */
+open func putDocument(room: String, doc: String, baseVersion: UInt64, content: String)throws  -> Document  {
+    return try  FfiConverterTypeDocument_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_put_document(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(doc),
+        FfiConverterUInt64.lower(baseVersion),
+        FfiConverterString.lower(content),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Fetches the room directory from the server (cached, ETag-revalidated).
+     */
+open func refreshRooms()async throws  -> [Room]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_refresh_rooms(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_roam_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_roam_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeRoom.lift,
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+    /**
+     * Puts a failed entry back in its queue.
+     */
+open func retry(entryId: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_retry(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(entryId),uniffiCallStatus
+    )
+}
+}
+    
+open func room(room: String)throws  -> Room?  {
+    return try  FfiConverterOptionTypeRoom.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_room(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+})
+}
+    
+open func rooms()throws  -> [Room]  {
+    return try  FfiConverterSequenceTypeRoom.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_rooms(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Queues a message; it is visible at once as pending.
+     */
+open func sendMessage(room: String, body: String)throws  -> Message  {
+    return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_send_message(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(body),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The app went idle (away) or came back.
+     */
+open func setIdle(idle: Bool)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_set_idle(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(idle),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Whether the app wants to be online.
+     */
+open func setOnline(online: Bool)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_set_online(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(online),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Stops everything and releases the client: every subscription is cancelled, and every
+     * later call fails with `Closed`. Safe to call twice.
+     */
+open func shutdown()async   {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_shutdown(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_void,
+            completeFunc: ffi_roam_ffi_rust_future_complete_void,
+            freeFunc: ffi_roam_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: nil
+            
+        )
+}
+    
+    /**
+     * Starts connecting (and reconnecting) in the background.
+     */
+open func start()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_start(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_void,
+            completeFunc: ffi_roam_ffi_rust_future_complete_void,
+            freeFunc: ffi_roam_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+open func subscribeConnectionState(listener: ConnectionListener)throws  -> SubscriptionHandle  {
+    return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_subscribe_connection_state(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeConnectionListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+open func subscribeDocuments(room: String?, listener: DocumentListener)throws  -> SubscriptionHandle  {
+    return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_subscribe_documents(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionString.lower(room),
+        FfiConverterTypeDocumentListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+open func subscribeNotifications(listener: NotificationListener)throws  -> SubscriptionHandle  {
+    return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_subscribe_notifications(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeNotificationListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+open func subscribePresence(listener: PresenceListener)throws  -> SubscriptionHandle  {
+    return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_subscribe_presence(
+            self.uniffiCloneHandle(),
+        FfiConverterTypePresenceListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Updates of one room, or of every room with `room` = nil/null.
+     */
+open func subscribeRoomUpdates(room: String?, listener: RoomListener)throws  -> SubscriptionHandle  {
+    return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_subscribe_room_updates(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionString.lower(room),
+        FfiConverterTypeRoomListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+open func subscribeTyping(room: String?, listener: TypingListener)throws  -> SubscriptionHandle  {
+    return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionString.lower(room),
+        FfiConverterTypeTypingListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Who is typing in a room right now.
+     */
+open func typing(room: String) -> [String]  {
+    return try!  FfiConverterSequenceString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_typing(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The user typed in a room (throttled: call it on every keystroke).
+     */
+open func typingStarted(room: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_typing_started(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+}
+}
+    
+open func typingStopped(room: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_typing_stopped(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+}
+}
+    
+open func unreadCount()throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_unread_count(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The account's user id.
+     */
+open func userId() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_user_id(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoamClient: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = RoamClient
+
+    public static func lift(_ handle: UInt64) throws -> RoamClient {
+        return RoamClient(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: RoamClient) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoamClient {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: RoamClient, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoamClient_lift(_ handle: UInt64) throws -> RoamClient {
+    return try FfiConverterTypeRoamClient.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoamClient_lower(_ value: RoamClient) -> UInt64 {
+    return FfiConverterTypeRoamClient.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Messages and membership of rooms.
+ */
+public protocol RoomListener: AnyObject, Sendable {
+    
+    func onRoomUpdate(update: RoomUpdate) 
+    
+}
+/**
+ * Messages and membership of rooms.
+ */
+open class RoomListenerImpl: RoomListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_roomlistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_roomlistener(handle, $0) }
+    }
+
+    
+
+    
+open func onRoomUpdate(update: RoomUpdate)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roomlistener_on_room_update(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeRoomUpdate_lower(update),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceRoomListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceRoomListener = UniffiVTableCallbackInterfaceRoomListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeRoomListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface RoomListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeRoomListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface RoomListener: handle missing in uniffiClone")
+            }
+        },
+        onRoomUpdate: { (
+            uniffiHandle: UInt64,
+            update: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeRoomListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onRoomUpdate(
+                     update: try FfiConverterTypeRoomUpdate_lift(update)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceRoomListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceRoomListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitRoomListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_roomlistener(UniffiCallbackInterfaceRoomListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoomListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<RoomListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = RoomListener
+
+    public static func lift(_ handle: UInt64) throws -> RoomListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return RoomListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: RoomListener) -> UInt64 {
+         if let rustImpl = value as? RoomListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoomListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: RoomListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomListener_lift(_ handle: UInt64) throws -> RoomListener {
+    return try FfiConverterTypeRoomListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomListener_lower(_ value: RoomListener) -> UInt64 {
+    return FfiConverterTypeRoomListener.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A running subscription. `cancel()`, or releasing the handle (Kotlin `close()`, the end of a
+ * Swift reference), stops it: no callback starts after that returns.
+ */
+public protocol SubscriptionHandleProtocol: AnyObject, Sendable {
+    
+    /**
+     * Stops the subscription.
+     */
+    func cancel() 
+    
+    /**
+     * True until cancelled.
+     */
+    func isOpen()  -> Bool
+    
+}
+/**
+ * A running subscription. `cancel()`, or releasing the handle (Kotlin `close()`, the end of a
+ * Swift reference), stops it: no callback starts after that returns.
+ */
+open class SubscriptionHandle: SubscriptionHandleProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_subscriptionhandle(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_subscriptionhandle(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Stops the subscription.
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_subscriptionhandle_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * True until cancelled.
+     */
+open func isOpen() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_subscriptionhandle_is_open(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSubscriptionHandle: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = SubscriptionHandle
+
+    public static func lift(_ handle: UInt64) throws -> SubscriptionHandle {
+        return SubscriptionHandle(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: SubscriptionHandle) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SubscriptionHandle {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: SubscriptionHandle, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscriptionHandle_lift(_ handle: UInt64) throws -> SubscriptionHandle {
+    return try FfiConverterTypeSubscriptionHandle.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscriptionHandle_lower(_ value: SubscriptionHandle) -> UInt64 {
+    return FfiConverterTypeSubscriptionHandle.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Gives the core a token when it connects. Swift: a protocol; Kotlin: an interface.
+ */
+public protocol TokenProvider: AnyObject, Sendable {
+    
+    /**
+     * A token to use now; `refresh` is true when the last one was refused or expired.
+     */
+    func token(refresh: Bool) throws  -> String
+    
+}
+/**
+ * Gives the core a token when it connects. Swift: a protocol; Kotlin: an interface.
+ */
+open class TokenProviderImpl: TokenProvider, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_tokenprovider(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_tokenprovider(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * A token to use now; `refresh` is true when the last one was refused or expired.
+     */
+open func token(refresh: Bool)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_tokenprovider_token(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(refresh),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceTokenProvider {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceTokenProvider = UniffiVTableCallbackInterfaceTokenProvider(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeTokenProvider.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface TokenProvider: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeTokenProvider.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface TokenProvider: handle missing in uniffiClone")
+            }
+        },
+        token: { (
+            uniffiHandle: UInt64,
+            refresh: Int8,
+            uniffiOutReturn: UnsafeMutablePointer<RustBuffer>,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> String in
+                guard let uniffiObj = try? FfiConverterTypeTokenProvider.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.token(
+                     refresh: try FfiConverterBool.lift(refresh)
+                )
+            }
+
+            
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterString.lower($0) }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeRoamError_lower
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceTokenProvider> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceTokenProvider>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitTokenProvider() {
+    uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(UniffiCallbackInterfaceTokenProvider.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTokenProvider: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<TokenProvider>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = TokenProvider
+
+    public static func lift(_ handle: UInt64) throws -> TokenProvider {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return TokenProviderImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: TokenProvider) -> UInt64 {
+         if let rustImpl = value as? TokenProviderImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TokenProvider {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: TokenProvider, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTokenProvider_lift(_ handle: UInt64) throws -> TokenProvider {
+    return try FfiConverterTypeTokenProvider.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTokenProvider_lower(_ value: TokenProvider) -> UInt64 {
+    return FfiConverterTypeTokenProvider.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Who is typing in a room (the whole list each time).
+ */
+public protocol TypingListener: AnyObject, Sendable {
+    
+    func onTyping(room: String, users: [String]) 
+    
+}
+/**
+ * Who is typing in a room (the whole list each time).
+ */
+open class TypingListenerImpl: TypingListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_typinglistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_typinglistener(handle, $0) }
+    }
+
+    
+
+    
+open func onTyping(room: String, users: [String])  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_typinglistener_on_typing(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterSequenceString.lower(users),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceTypingListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceTypingListener = UniffiVTableCallbackInterfaceTypingListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeTypingListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface TypingListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeTypingListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface TypingListener: handle missing in uniffiClone")
+            }
+        },
+        onTyping: { (
+            uniffiHandle: UInt64,
+            room: RustBuffer,
+            users: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeTypingListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onTyping(
+                     room: try FfiConverterString.lift(room),
+                     users: try FfiConverterSequenceString.lift(users)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceTypingListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceTypingListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitTypingListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_typinglistener(UniffiCallbackInterfaceTypingListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTypingListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<TypingListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = TypingListener
+
+    public static func lift(_ handle: UInt64) throws -> TypingListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return TypingListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: TypingListener) -> UInt64 {
+         if let rustImpl = value as? TypingListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TypingListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: TypingListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTypingListener_lift(_ handle: UInt64) throws -> TypingListener {
+    return try FfiConverterTypeTypingListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTypingListener_lower(_ value: TypingListener) -> UInt64 {
+    return FfiConverterTypeTypingListener.lower(value)
+}
+
+
+
+
+/**
+ * How a client is set up. Timings are in milliseconds; zero keeps the default.
+ */
+public struct ClientOptions: Equatable, Hashable {
+    /**
+     * The account's database file (created if missing).
+     */
+    public var dbPath: String
+    /**
+     * `http(s)://host:port` of the server.
+     */
+    public var serverUrl: String
+    /**
+     * The account's user id (the token's `sub`).
+     */
+    public var userId: String
+    /**
+     * First reconnect delay (default 1,000).
+     */
+    public var reconnectInitialMs: UInt64
+    /**
+     * Largest reconnect delay (default 5,000).
+     */
+    public var reconnectMaxMs: UInt64
+    /**
+     * Heartbeat ping interval (default 25,000).
+     */
+    public var heartbeatMs: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The account's database file (created if missing).
+         */dbPath: String, 
+        /**
+         * `http(s)://host:port` of the server.
+         */serverUrl: String, 
+        /**
+         * The account's user id (the token's `sub`).
+         */userId: String, 
+        /**
+         * First reconnect delay (default 1,000).
+         */reconnectInitialMs: UInt64 = UInt64(0), 
+        /**
+         * Largest reconnect delay (default 5,000).
+         */reconnectMaxMs: UInt64 = UInt64(0), 
+        /**
+         * Heartbeat ping interval (default 25,000).
+         */heartbeatMs: UInt64 = UInt64(0)) {
+        self.dbPath = dbPath
+        self.serverUrl = serverUrl
+        self.userId = userId
+        self.reconnectInitialMs = reconnectInitialMs
+        self.reconnectMaxMs = reconnectMaxMs
+        self.heartbeatMs = heartbeatMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ClientOptions: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ClientOptions {
+        return
+            try ClientOptions(
+                dbPath: FfiConverterString.read(from: &buf), 
+                serverUrl: FfiConverterString.read(from: &buf), 
+                userId: FfiConverterString.read(from: &buf), 
+                reconnectInitialMs: FfiConverterUInt64.read(from: &buf), 
+                reconnectMaxMs: FfiConverterUInt64.read(from: &buf), 
+                heartbeatMs: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ClientOptions, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.dbPath, into: &buf)
+        FfiConverterString.write(value.serverUrl, into: &buf)
+        FfiConverterString.write(value.userId, into: &buf)
+        FfiConverterUInt64.write(value.reconnectInitialMs, into: &buf)
+        FfiConverterUInt64.write(value.reconnectMaxMs, into: &buf)
+        FfiConverterUInt64.write(value.heartbeatMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClientOptions_lift(_ buf: RustBuffer) throws -> ClientOptions {
+    return try FfiConverterTypeClientOptions.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClientOptions_lower(_ value: ClientOptions) -> RustBuffer {
+    return FfiConverterTypeClientOptions.lower(value)
+}
+
+
+/**
+ * A versioned document as held locally.
+ */
+public struct Document: Equatable, Hashable {
+    public var room: String
+    public var doc: String
+    public var version: UInt64
+    public var content: String
+    public var updatedBy: String
+    public var sendState: SendState
+    /**
+     * After a refused edit: the server's current version, to rebase on.
+     */
+    public var conflict: DocumentVersion?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(room: String, doc: String, version: UInt64, content: String, updatedBy: String, sendState: SendState, 
+        /**
+         * After a refused edit: the server's current version, to rebase on.
+         */conflict: DocumentVersion?) {
+        self.room = room
+        self.doc = doc
+        self.version = version
+        self.content = content
+        self.updatedBy = updatedBy
+        self.sendState = sendState
+        self.conflict = conflict
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Document: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDocument: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Document {
+        return
+            try Document(
+                room: FfiConverterString.read(from: &buf), 
+                doc: FfiConverterString.read(from: &buf), 
+                version: FfiConverterUInt64.read(from: &buf), 
+                content: FfiConverterString.read(from: &buf), 
+                updatedBy: FfiConverterString.read(from: &buf), 
+                sendState: FfiConverterTypeSendState.read(from: &buf), 
+                conflict: FfiConverterOptionTypeDocumentVersion.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Document, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.room, into: &buf)
+        FfiConverterString.write(value.doc, into: &buf)
+        FfiConverterUInt64.write(value.version, into: &buf)
+        FfiConverterString.write(value.content, into: &buf)
+        FfiConverterString.write(value.updatedBy, into: &buf)
+        FfiConverterTypeSendState.write(value.sendState, into: &buf)
+        FfiConverterOptionTypeDocumentVersion.write(value.conflict, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDocument_lift(_ buf: RustBuffer) throws -> Document {
+    return try FfiConverterTypeDocument.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDocument_lower(_ value: Document) -> RustBuffer {
+    return FfiConverterTypeDocument.lower(value)
+}
+
+
+/**
+ * A document version held by the server.
+ */
+public struct DocumentVersion: Equatable, Hashable {
+    public var version: UInt64
+    public var content: String
+    public var updatedBy: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(version: UInt64, content: String, updatedBy: String) {
+        self.version = version
+        self.content = content
+        self.updatedBy = updatedBy
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DocumentVersion: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDocumentVersion: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DocumentVersion {
+        return
+            try DocumentVersion(
+                version: FfiConverterUInt64.read(from: &buf), 
+                content: FfiConverterString.read(from: &buf), 
+                updatedBy: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DocumentVersion, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.version, into: &buf)
+        FfiConverterString.write(value.content, into: &buf)
+        FfiConverterString.write(value.updatedBy, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDocumentVersion_lift(_ buf: RustBuffer) throws -> DocumentVersion {
+    return try FfiConverterTypeDocumentVersion.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDocumentVersion_lower(_ value: DocumentVersion) -> RustBuffer {
+    return FfiConverterTypeDocumentVersion.lower(value)
+}
+
+
+/**
+ * A user's membership of a room.
+ */
+public struct Member: Equatable, Hashable {
+    public var room: String
+    public var user: String
+    public var role: Role
+    public var banned: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(room: String, user: String, role: Role, banned: Bool) {
+        self.room = room
+        self.user = user
+        self.role = role
+        self.banned = banned
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Member: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMember: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Member {
+        return
+            try Member(
+                room: FfiConverterString.read(from: &buf), 
+                user: FfiConverterString.read(from: &buf), 
+                role: FfiConverterTypeRole.read(from: &buf), 
+                banned: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Member, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.room, into: &buf)
+        FfiConverterString.write(value.user, into: &buf)
+        FfiConverterTypeRole.write(value.role, into: &buf)
+        FfiConverterBool.write(value.banned, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMember_lift(_ buf: RustBuffer) throws -> Member {
+    return try FfiConverterTypeMember.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMember_lower(_ value: Member) -> RustBuffer {
+    return FfiConverterTypeMember.lower(value)
+}
+
+
+/**
+ * A message as the app shows it.
+ */
+public struct Message: Equatable, Hashable {
+    /**
+     * Stable id for the app (never changes, even when the server confirms the message).
+     */
+    public var localId: String
+    /**
+     * The server's id, once known.
+     */
+    public var id: String?
+    public var room: String
+    /**
+     * The message's place in the room, once confirmed.
+     */
+    public var seq: UInt64?
+    public var sender: String
+    public var body: String
+    public var replyTo: String?
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    public var createdAt: Int64
+    public var editedAt: Int64?
+    public var deleted: Bool
+    public var sendState: SendState
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Stable id for the app (never changes, even when the server confirms the message).
+         */localId: String, 
+        /**
+         * The server's id, once known.
+         */id: String?, room: String, 
+        /**
+         * The message's place in the room, once confirmed.
+         */seq: UInt64?, sender: String, body: String, replyTo: String?, 
+        /**
+         * Milliseconds since the Unix epoch.
+         */createdAt: Int64, editedAt: Int64?, deleted: Bool, sendState: SendState) {
+        self.localId = localId
+        self.id = id
+        self.room = room
+        self.seq = seq
+        self.sender = sender
+        self.body = body
+        self.replyTo = replyTo
+        self.createdAt = createdAt
+        self.editedAt = editedAt
+        self.deleted = deleted
+        self.sendState = sendState
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Message: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMessage: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Message {
+        return
+            try Message(
+                localId: FfiConverterString.read(from: &buf), 
+                id: FfiConverterOptionString.read(from: &buf), 
+                room: FfiConverterString.read(from: &buf), 
+                seq: FfiConverterOptionUInt64.read(from: &buf), 
+                sender: FfiConverterString.read(from: &buf), 
+                body: FfiConverterString.read(from: &buf), 
+                replyTo: FfiConverterOptionString.read(from: &buf), 
+                createdAt: FfiConverterInt64.read(from: &buf), 
+                editedAt: FfiConverterOptionInt64.read(from: &buf), 
+                deleted: FfiConverterBool.read(from: &buf), 
+                sendState: FfiConverterTypeSendState.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Message, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.localId, into: &buf)
+        FfiConverterOptionString.write(value.id, into: &buf)
+        FfiConverterString.write(value.room, into: &buf)
+        FfiConverterOptionUInt64.write(value.seq, into: &buf)
+        FfiConverterString.write(value.sender, into: &buf)
+        FfiConverterString.write(value.body, into: &buf)
+        FfiConverterOptionString.write(value.replyTo, into: &buf)
+        FfiConverterInt64.write(value.createdAt, into: &buf)
+        FfiConverterOptionInt64.write(value.editedAt, into: &buf)
+        FfiConverterBool.write(value.deleted, into: &buf)
+        FfiConverterTypeSendState.write(value.sendState, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMessage_lift(_ buf: RustBuffer) throws -> Message {
+    return try FfiConverterTypeMessage.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMessage_lower(_ value: Message) -> RustBuffer {
+    return FfiConverterTypeMessage.lower(value)
+}
+
+
+/**
+ * Counters of the client.
+ */
+public struct Metrics: Equatable, Hashable {
+    public var outboxDepth: UInt64
+    public var outboxFailed: UInt64
+    public var outboxOldestAgeMs: UInt64?
+    public var retries: UInt64
+    public var reconnects: UInt64
+    public var eventsRecovered: UInt64
+    public var cacheHitRate: Double
+    public var bytesSent: UInt64
+    public var bytesReceived: UInt64
+    public var messagesSent: UInt64
+    public var messagesAcked: UInt64
+    public var messagesFailed: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(outboxDepth: UInt64, outboxFailed: UInt64, outboxOldestAgeMs: UInt64?, retries: UInt64, reconnects: UInt64, eventsRecovered: UInt64, cacheHitRate: Double, bytesSent: UInt64, bytesReceived: UInt64, messagesSent: UInt64, messagesAcked: UInt64, messagesFailed: UInt64) {
+        self.outboxDepth = outboxDepth
+        self.outboxFailed = outboxFailed
+        self.outboxOldestAgeMs = outboxOldestAgeMs
+        self.retries = retries
+        self.reconnects = reconnects
+        self.eventsRecovered = eventsRecovered
+        self.cacheHitRate = cacheHitRate
+        self.bytesSent = bytesSent
+        self.bytesReceived = bytesReceived
+        self.messagesSent = messagesSent
+        self.messagesAcked = messagesAcked
+        self.messagesFailed = messagesFailed
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Metrics: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMetrics: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Metrics {
+        return
+            try Metrics(
+                outboxDepth: FfiConverterUInt64.read(from: &buf), 
+                outboxFailed: FfiConverterUInt64.read(from: &buf), 
+                outboxOldestAgeMs: FfiConverterOptionUInt64.read(from: &buf), 
+                retries: FfiConverterUInt64.read(from: &buf), 
+                reconnects: FfiConverterUInt64.read(from: &buf), 
+                eventsRecovered: FfiConverterUInt64.read(from: &buf), 
+                cacheHitRate: FfiConverterDouble.read(from: &buf), 
+                bytesSent: FfiConverterUInt64.read(from: &buf), 
+                bytesReceived: FfiConverterUInt64.read(from: &buf), 
+                messagesSent: FfiConverterUInt64.read(from: &buf), 
+                messagesAcked: FfiConverterUInt64.read(from: &buf), 
+                messagesFailed: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Metrics, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.outboxDepth, into: &buf)
+        FfiConverterUInt64.write(value.outboxFailed, into: &buf)
+        FfiConverterOptionUInt64.write(value.outboxOldestAgeMs, into: &buf)
+        FfiConverterUInt64.write(value.retries, into: &buf)
+        FfiConverterUInt64.write(value.reconnects, into: &buf)
+        FfiConverterUInt64.write(value.eventsRecovered, into: &buf)
+        FfiConverterDouble.write(value.cacheHitRate, into: &buf)
+        FfiConverterUInt64.write(value.bytesSent, into: &buf)
+        FfiConverterUInt64.write(value.bytesReceived, into: &buf)
+        FfiConverterUInt64.write(value.messagesSent, into: &buf)
+        FfiConverterUInt64.write(value.messagesAcked, into: &buf)
+        FfiConverterUInt64.write(value.messagesFailed, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMetrics_lift(_ buf: RustBuffer) throws -> Metrics {
+    return try FfiConverterTypeMetrics.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMetrics_lower(_ value: Metrics) -> RustBuffer {
+    return FfiConverterTypeMetrics.lower(value)
+}
+
+
+/**
+ * A notification.
+ */
+public struct Notification: Equatable, Hashable {
+    public var seq: UInt64
+    public var id: String
+    /**
+     * `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
+     */
+    public var kind: String
+    public var room: String?
+    public var actor: String?
+    public var dataJson: String
+    public var createdAt: Int64
+    public var read: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(seq: UInt64, id: String, 
+        /**
+         * `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
+         */kind: String, room: String?, actor: String?, dataJson: String, createdAt: Int64, read: Bool) {
+        self.seq = seq
+        self.id = id
+        self.kind = kind
+        self.room = room
+        self.actor = actor
+        self.dataJson = dataJson
+        self.createdAt = createdAt
+        self.read = read
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Notification: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNotification: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Notification {
+        return
+            try Notification(
+                seq: FfiConverterUInt64.read(from: &buf), 
+                id: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterString.read(from: &buf), 
+                room: FfiConverterOptionString.read(from: &buf), 
+                actor: FfiConverterOptionString.read(from: &buf), 
+                dataJson: FfiConverterString.read(from: &buf), 
+                createdAt: FfiConverterInt64.read(from: &buf), 
+                read: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Notification, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.seq, into: &buf)
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.kind, into: &buf)
+        FfiConverterOptionString.write(value.room, into: &buf)
+        FfiConverterOptionString.write(value.actor, into: &buf)
+        FfiConverterString.write(value.dataJson, into: &buf)
+        FfiConverterInt64.write(value.createdAt, into: &buf)
+        FfiConverterBool.write(value.read, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNotification_lift(_ buf: RustBuffer) throws -> Notification {
+    return try FfiConverterTypeNotification.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNotification_lower(_ value: Notification) -> RustBuffer {
+    return FfiConverterTypeNotification.lower(value)
+}
+
+
+/**
+ * An outbox entry.
+ */
+public struct OutboxEntry: Equatable, Hashable {
+    public var id: String
+    public var room: String?
+    public var op: String
+    public var state: SendState
+    public var attempts: UInt32
+    public var createdAt: Int64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(id: String, room: String?, op: String, state: SendState, attempts: UInt32, createdAt: Int64) {
+        self.id = id
+        self.room = room
+        self.op = op
+        self.state = state
+        self.attempts = attempts
+        self.createdAt = createdAt
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension OutboxEntry: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeOutboxEntry: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> OutboxEntry {
+        return
+            try OutboxEntry(
+                id: FfiConverterString.read(from: &buf), 
+                room: FfiConverterOptionString.read(from: &buf), 
+                op: FfiConverterString.read(from: &buf), 
+                state: FfiConverterTypeSendState.read(from: &buf), 
+                attempts: FfiConverterUInt32.read(from: &buf), 
+                createdAt: FfiConverterInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: OutboxEntry, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterOptionString.write(value.room, into: &buf)
+        FfiConverterString.write(value.op, into: &buf)
+        FfiConverterTypeSendState.write(value.state, into: &buf)
+        FfiConverterUInt32.write(value.attempts, into: &buf)
+        FfiConverterInt64.write(value.createdAt, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOutboxEntry_lift(_ buf: RustBuffer) throws -> OutboxEntry {
+    return try FfiConverterTypeOutboxEntry.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOutboxEntry_lower(_ value: OutboxEntry) -> RustBuffer {
+    return FfiConverterTypeOutboxEntry.lower(value)
+}
+
+
+/**
+ * A user's presence over all of their devices.
+ */
+public struct Presence: Equatable, Hashable {
+    public var user: String
+    public var status: PresenceStatus
+    public var lastSeen: Int64?
+    public var devices: UInt32
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(user: String, status: PresenceStatus, lastSeen: Int64?, devices: UInt32) {
+        self.user = user
+        self.status = status
+        self.lastSeen = lastSeen
+        self.devices = devices
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Presence: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePresence: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Presence {
+        return
+            try Presence(
+                user: FfiConverterString.read(from: &buf), 
+                status: FfiConverterTypePresenceStatus.read(from: &buf), 
+                lastSeen: FfiConverterOptionInt64.read(from: &buf), 
+                devices: FfiConverterUInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Presence, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.user, into: &buf)
+        FfiConverterTypePresenceStatus.write(value.status, into: &buf)
+        FfiConverterOptionInt64.write(value.lastSeen, into: &buf)
+        FfiConverterUInt32.write(value.devices, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePresence_lift(_ buf: RustBuffer) throws -> Presence {
+    return try FfiConverterTypePresence.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePresence_lower(_ value: Presence) -> RustBuffer {
+    return FfiConverterTypePresence.lower(value)
+}
+
+
+/**
+ * A room as held locally.
+ */
+public struct Room: Equatable, Hashable {
+    public var name: String
+    public var kind: RoomKind
+    public var title: String
+    /**
+     * Application metadata, a JSON object as text.
+     */
+    public var metadataJson: String
+    public var owner: String
+    public var headSeq: UInt64
+    public var memberCount: UInt64
+    /**
+     * True when this account is a member.
+     */
+    public var joined: Bool
+    public var sendState: SendState
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(name: String, kind: RoomKind, title: String, 
+        /**
+         * Application metadata, a JSON object as text.
+         */metadataJson: String, owner: String, headSeq: UInt64, memberCount: UInt64, 
+        /**
+         * True when this account is a member.
+         */joined: Bool, sendState: SendState) {
+        self.name = name
+        self.kind = kind
+        self.title = title
+        self.metadataJson = metadataJson
+        self.owner = owner
+        self.headSeq = headSeq
+        self.memberCount = memberCount
+        self.joined = joined
+        self.sendState = sendState
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Room: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoom: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Room {
+        return
+            try Room(
+                name: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterTypeRoomKind.read(from: &buf), 
+                title: FfiConverterString.read(from: &buf), 
+                metadataJson: FfiConverterString.read(from: &buf), 
+                owner: FfiConverterString.read(from: &buf), 
+                headSeq: FfiConverterUInt64.read(from: &buf), 
+                memberCount: FfiConverterUInt64.read(from: &buf), 
+                joined: FfiConverterBool.read(from: &buf), 
+                sendState: FfiConverterTypeSendState.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Room, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterTypeRoomKind.write(value.kind, into: &buf)
+        FfiConverterString.write(value.title, into: &buf)
+        FfiConverterString.write(value.metadataJson, into: &buf)
+        FfiConverterString.write(value.owner, into: &buf)
+        FfiConverterUInt64.write(value.headSeq, into: &buf)
+        FfiConverterUInt64.write(value.memberCount, into: &buf)
+        FfiConverterBool.write(value.joined, into: &buf)
+        FfiConverterTypeSendState.write(value.sendState, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoom_lift(_ buf: RustBuffer) throws -> Room {
+    return try FfiConverterTypeRoom.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoom_lower(_ value: Room) -> RustBuffer {
+    return FfiConverterTypeRoom.lower(value)
+}
+
+
+/**
+ * The connection to the server.
+ */
+
+public enum ConnectionState: Equatable, Hashable {
+    
+    /**
+     * Not trying (not started, or the app went offline).
+     */
+    case offline
+    case connecting
+    case connected
+    /**
+     * The next attempt is in `retry_in_ms`.
+     */
+    case waiting(retryInMs: UInt64
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ConnectionState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConnectionState: FfiConverterRustBuffer {
+    typealias SwiftType = ConnectionState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ConnectionState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .offline
+        
+        case 2: return .connecting
+        
+        case 3: return .connected
+        
+        case 4: return .waiting(retryInMs: try FfiConverterUInt64.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ConnectionState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .offline:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .connecting:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .connected:
+            writeInt(&buf, Int32(3))
+        
+        
+        case let .waiting(retryInMs):
+            writeInt(&buf, Int32(4))
+            FfiConverterUInt64.write(retryInMs, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConnectionState_lift(_ buf: RustBuffer) throws -> ConnectionState {
+    return try FfiConverterTypeConnectionState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConnectionState_lower(_ value: ConnectionState) -> RustBuffer {
+    return FfiConverterTypeConnectionState.lower(value)
+}
+
+
+
+/**
+ * A document changed, or an edit was refused because it was stale.
+ */
+
+public enum DocumentUpdate: Equatable, Hashable {
+    
+    case updated(document: Document
+    )
+    case conflict(document: Document, current: DocumentVersion
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension DocumentUpdate: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDocumentUpdate: FfiConverterRustBuffer {
+    typealias SwiftType = DocumentUpdate
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DocumentUpdate {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .updated(document: try FfiConverterTypeDocument.read(from: &buf)
+        )
+        
+        case 2: return .conflict(document: try FfiConverterTypeDocument.read(from: &buf), current: try FfiConverterTypeDocumentVersion.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: DocumentUpdate, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .updated(document):
+            writeInt(&buf, Int32(1))
+            FfiConverterTypeDocument.write(document, into: &buf)
+            
+        
+        case let .conflict(document,current):
+            writeInt(&buf, Int32(2))
+            FfiConverterTypeDocument.write(document, into: &buf)
+            FfiConverterTypeDocumentVersion.write(current, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDocumentUpdate_lift(_ buf: RustBuffer) throws -> DocumentUpdate {
+    return try FfiConverterTypeDocumentUpdate.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDocumentUpdate_lower(_ value: DocumentUpdate) -> RustBuffer {
+    return FfiConverterTypeDocumentUpdate.lower(value)
+}
+
+
+
 /**
  * Severity of a log line, from most to least severe.
  */
@@ -858,6 +4281,82 @@ public func FfiConverterTypeLogLevel_lower(_ value: LogLevel) -> RustBuffer {
 
 
 /**
+ * Online, away or offline.
+ */
+
+public enum PresenceStatus: Equatable, Hashable {
+    
+    case online
+    case away
+    case offline
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension PresenceStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePresenceStatus: FfiConverterRustBuffer {
+    typealias SwiftType = PresenceStatus
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PresenceStatus {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .online
+        
+        case 2: return .away
+        
+        case 3: return .offline
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: PresenceStatus, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .online:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .away:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .offline:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePresenceStatus_lift(_ buf: RustBuffer) throws -> PresenceStatus {
+    return try FfiConverterTypePresenceStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePresenceStatus_lower(_ value: PresenceStatus) -> RustBuffer {
+    return FfiConverterTypePresenceStatus.lower(value)
+}
+
+
+
+/**
  * Why a Roam call failed. Swift: `RoamError`; Kotlin: `RoamException`.
  */
 public 
@@ -876,6 +4375,35 @@ enum RoamError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      */
     case Network(reason: String
     )
+    /**
+     * The token was refused or expired: get a new one.
+     */
+    case Unauthorized(reason: String
+    )
+    /**
+     * Not allowed (not a member, banned, role too weak).
+     */
+    case Forbidden(reason: String
+    )
+    /**
+     * No such room, message, document or outbox entry.
+     */
+    case NotFound(reason: String
+    )
+    /**
+     * The state does not allow it (already a member, an entry being sent right now…).
+     */
+    case Conflict(reason: String
+    )
+    /**
+     * Too many requests: wait this long.
+     */
+    case RateLimited(retryAfterMs: UInt64
+    )
+    /**
+     * The client was closed.
+     */
+    case Closed
     /**
      * A bug or an unexpected state, including an exception thrown by an app's listener.
      */
@@ -916,7 +4444,23 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
         case 2: return .Network(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 3: return .Internal(
+        case 3: return .Unauthorized(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 4: return .Forbidden(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 5: return .NotFound(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 6: return .Conflict(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 7: return .RateLimited(
+            retryAfterMs: try FfiConverterUInt64.read(from: &buf)
+            )
+        case 8: return .Closed
+        case 9: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -941,8 +4485,37 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .Unauthorized(reason):
             writeInt(&buf, Int32(3))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Forbidden(reason):
+            writeInt(&buf, Int32(4))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .NotFound(reason):
+            writeInt(&buf, Int32(5))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Conflict(reason):
+            writeInt(&buf, Int32(6))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .RateLimited(retryAfterMs):
+            writeInt(&buf, Int32(7))
+            FfiConverterUInt64.write(retryAfterMs, into: &buf)
+            
+        
+        case .Closed:
+            writeInt(&buf, Int32(8))
+        
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(9))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -962,6 +4535,491 @@ public func FfiConverterTypeRoamError_lift(_ buf: RustBuffer) throws -> RoamErro
 #endif
 public func FfiConverterTypeRoamError_lower(_ value: RoamError) -> RustBuffer {
     return FfiConverterTypeRoamError.lower(value)
+}
+
+
+/**
+ * A member's role, strongest first.
+ */
+
+public enum Role: Equatable, Hashable {
+    
+    case owner
+    case admin
+    case member
+    case guest
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension Role: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRole: FfiConverterRustBuffer {
+    typealias SwiftType = Role
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Role {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .owner
+        
+        case 2: return .admin
+        
+        case 3: return .member
+        
+        case 4: return .guest
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Role, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .owner:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .admin:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .member:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .guest:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRole_lift(_ buf: RustBuffer) throws -> Role {
+    return try FfiConverterTypeRole.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRole_lower(_ value: Role) -> RustBuffer {
+    return FfiConverterTypeRole.lower(value)
+}
+
+
+
+/**
+ * Who may see and join a room.
+ */
+
+public enum RoomKind: Equatable, Hashable {
+    
+    case `public`
+    case protected
+    case `private`
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension RoomKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoomKind: FfiConverterRustBuffer {
+    typealias SwiftType = RoomKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoomKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .`public`
+        
+        case 2: return .protected
+        
+        case 3: return .`private`
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RoomKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .`public`:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .protected:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .`private`:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomKind_lift(_ buf: RustBuffer) throws -> RoomKind {
+    return try FfiConverterTypeRoomKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomKind_lower(_ value: RoomKind) -> RustBuffer {
+    return FfiConverterTypeRoomKind.lower(value)
+}
+
+
+
+/**
+ * Something changed in a room.
+ */
+
+public enum RoomUpdate: Equatable, Hashable {
+    
+    case messageAdded(message: Message
+    )
+    case messageEdited(message: Message
+    )
+    case messageDeleted(message: Message
+    )
+    /**
+     * A local message disappeared (discarded).
+     */
+    case messageRemoved(room: String, localId: String
+    )
+    case sendStateChanged(room: String, localId: String, state: SendState
+    )
+    case roomChanged(room: Room
+    )
+    case roomRemoved(room: String
+    )
+    case memberChanged(member: Member
+    )
+    case memberRemoved(room: String, user: String
+    )
+    /**
+     * The room was reloaded from scratch: read it again.
+     */
+    case reset(room: String
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension RoomUpdate: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoomUpdate: FfiConverterRustBuffer {
+    typealias SwiftType = RoomUpdate
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoomUpdate {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .messageAdded(message: try FfiConverterTypeMessage.read(from: &buf)
+        )
+        
+        case 2: return .messageEdited(message: try FfiConverterTypeMessage.read(from: &buf)
+        )
+        
+        case 3: return .messageDeleted(message: try FfiConverterTypeMessage.read(from: &buf)
+        )
+        
+        case 4: return .messageRemoved(room: try FfiConverterString.read(from: &buf), localId: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 5: return .sendStateChanged(room: try FfiConverterString.read(from: &buf), localId: try FfiConverterString.read(from: &buf), state: try FfiConverterTypeSendState.read(from: &buf)
+        )
+        
+        case 6: return .roomChanged(room: try FfiConverterTypeRoom.read(from: &buf)
+        )
+        
+        case 7: return .roomRemoved(room: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 8: return .memberChanged(member: try FfiConverterTypeMember.read(from: &buf)
+        )
+        
+        case 9: return .memberRemoved(room: try FfiConverterString.read(from: &buf), user: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 10: return .reset(room: try FfiConverterString.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RoomUpdate, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .messageAdded(message):
+            writeInt(&buf, Int32(1))
+            FfiConverterTypeMessage.write(message, into: &buf)
+            
+        
+        case let .messageEdited(message):
+            writeInt(&buf, Int32(2))
+            FfiConverterTypeMessage.write(message, into: &buf)
+            
+        
+        case let .messageDeleted(message):
+            writeInt(&buf, Int32(3))
+            FfiConverterTypeMessage.write(message, into: &buf)
+            
+        
+        case let .messageRemoved(room,localId):
+            writeInt(&buf, Int32(4))
+            FfiConverterString.write(room, into: &buf)
+            FfiConverterString.write(localId, into: &buf)
+            
+        
+        case let .sendStateChanged(room,localId,state):
+            writeInt(&buf, Int32(5))
+            FfiConverterString.write(room, into: &buf)
+            FfiConverterString.write(localId, into: &buf)
+            FfiConverterTypeSendState.write(state, into: &buf)
+            
+        
+        case let .roomChanged(room):
+            writeInt(&buf, Int32(6))
+            FfiConverterTypeRoom.write(room, into: &buf)
+            
+        
+        case let .roomRemoved(room):
+            writeInt(&buf, Int32(7))
+            FfiConverterString.write(room, into: &buf)
+            
+        
+        case let .memberChanged(member):
+            writeInt(&buf, Int32(8))
+            FfiConverterTypeMember.write(member, into: &buf)
+            
+        
+        case let .memberRemoved(room,user):
+            writeInt(&buf, Int32(9))
+            FfiConverterString.write(room, into: &buf)
+            FfiConverterString.write(user, into: &buf)
+            
+        
+        case let .reset(room):
+            writeInt(&buf, Int32(10))
+            FfiConverterString.write(room, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomUpdate_lift(_ buf: RustBuffer) throws -> RoomUpdate {
+    return try FfiConverterTypeRoomUpdate.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomUpdate_lower(_ value: RoomUpdate) -> RustBuffer {
+    return FfiConverterTypeRoomUpdate.lower(value)
+}
+
+
+
+/**
+ * Where a local change stands.
+ */
+
+public enum SendState: Equatable, Hashable {
+    
+    /**
+     * Written locally, waiting in the outbox (or on the wire).
+     */
+    case pending
+    /**
+     * Confirmed by the server (or received from it).
+     */
+    case sent
+    /**
+     * Refused for good; `code` is the protocol error code (`forbidden`, …).
+     */
+    case failed(code: String, message: String
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension SendState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSendState: FfiConverterRustBuffer {
+    typealias SwiftType = SendState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SendState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .pending
+        
+        case 2: return .sent
+        
+        case 3: return .failed(code: try FfiConverterString.read(from: &buf), message: try FfiConverterString.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SendState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .pending:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .sent:
+            writeInt(&buf, Int32(2))
+        
+        
+        case let .failed(code,message):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(message, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSendState_lift(_ buf: RustBuffer) throws -> SendState {
+    return try FfiConverterTypeSendState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSendState_lower(_ value: SendState) -> RustBuffer {
+    return FfiConverterTypeSendState.lower(value)
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
+    typealias SwiftType = UInt64?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt64.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
+    typealias SwiftType = Int64?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterInt64.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
+    typealias SwiftType = String?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterString.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterString.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
 }
 
 #if swift(>=5.8)
@@ -985,6 +5043,276 @@ fileprivate struct FfiConverterOptionTypeLogListener: FfiConverterRustBuffer {
         case 1: return try FfiConverterTypeLogListener.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeDocument: FfiConverterRustBuffer {
+    typealias SwiftType = Document?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDocument.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDocument.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeDocumentVersion: FfiConverterRustBuffer {
+    typealias SwiftType = DocumentVersion?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDocumentVersion.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDocumentVersion.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeMessage: FfiConverterRustBuffer {
+    typealias SwiftType = Message?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeMessage.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeMessage.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypePresence: FfiConverterRustBuffer {
+    typealias SwiftType = Presence?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypePresence.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypePresence.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeRoom: FfiConverterRustBuffer {
+    typealias SwiftType = Room?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRoom.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRoom.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
+    typealias SwiftType = [String]
+
+    public static func write(_ value: [String], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterString.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [String]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeMember: FfiConverterRustBuffer {
+    typealias SwiftType = [Member]
+
+    public static func write(_ value: [Member], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeMember.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Member] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Member]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeMember.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeMessage: FfiConverterRustBuffer {
+    typealias SwiftType = [Message]
+
+    public static func write(_ value: [Message], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeMessage.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Message] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Message]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeMessage.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeNotification: FfiConverterRustBuffer {
+    typealias SwiftType = [Notification]
+
+    public static func write(_ value: [Notification], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeNotification.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Notification] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Notification]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeNotification.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeOutboxEntry: FfiConverterRustBuffer {
+    typealias SwiftType = [OutboxEntry]
+
+    public static func write(_ value: [OutboxEntry], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeOutboxEntry.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [OutboxEntry] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [OutboxEntry]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeOutboxEntry.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRoom: FfiConverterRustBuffer {
+    typealias SwiftType = [Room]
+
+    public static func write(_ value: [Room], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRoom.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Room] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Room]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRoom.read(from: &buf))
+        }
+        return seq
     }
 }
 private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
@@ -1121,11 +5449,168 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_func_set_log_listener() != 54420) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() != 48308) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_documentlistener_on_document_update() != 34271) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_notificationlistener_on_notification() != 20549) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count() != 10764) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_presencelistener_on_presence() != 48806) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_ban() != 50904) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_connection_state() != 31963) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_create_room() != 21510) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_delete_message() != 15081) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_discard() != 47510) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_document() != 60917) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_edit_message() != 55382) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_join_room() != 46567) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_leave_room() != 47719) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_mark_all_read() != 24627) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_members() != 32512) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_message() != 54748) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_messages() != 44872) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_metrics() != 55236) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_network_available() != 60587) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_notifications() != 3149) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_outbox() != 31046) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_presence() != 28042) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_put_document() != 55409) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_refresh_rooms() != 61426) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_retry() != 24513) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_room() != 55611) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_rooms() != 36790) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_send_message() != 36792) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_set_idle() != 14125) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_set_online() != 18783) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_shutdown() != 64257) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_start() != 2275) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_connection_state() != 5363) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_documents() != 1059) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_notifications() != 46397) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_presence() != 34960) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates() != 8896) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing() != 40305) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_typing() != 42299) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_typing_started() != 11149) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_typing_stopped() != 4363) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_unread_count() != 60590) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_user_id() != 64079) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roomlistener_on_room_update() != 47976) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel() != 20616) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open() != 10166) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_tokenprovider_token() != 17868) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_typinglistener_on_typing() != 1097) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_loglistener_on_log() != 854) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_constructor_roamclient_new() != 29215) {
+        return InitializationResult.apiChecksumMismatch
+    }
 
+    uniffiCallbackInitConnectionListener()
+    uniffiCallbackInitDocumentListener()
     uniffiCallbackInitLogListener()
+    uniffiCallbackInitNotificationListener()
+    uniffiCallbackInitPresenceListener()
+    uniffiCallbackInitRoomListener()
+    uniffiCallbackInitTokenProvider()
+    uniffiCallbackInitTypingListener()
     return InitializationResult.ok
 }()
 

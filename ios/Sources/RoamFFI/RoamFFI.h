@@ -243,11 +243,131 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONNECTION_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONNECTION_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceConnectionListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOCUMENT_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_DOCUMENT_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceDocumentListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_NOTIFICATION_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_NOTIFICATION_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceNotificationListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_NOTIFICATION_LISTENER_METHOD1
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_NOTIFICATION_LISTENER_METHOD1
+typedef void (*UniffiCallbackInterfaceNotificationListenerMethod1)(uint64_t, uint64_t, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_PRESENCE_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_PRESENCE_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfacePresenceListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_ROOM_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_ROOM_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceRoomListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
+typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, int8_t, RustBuffer* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TYPING_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TYPING_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceTypingListenerMethod0)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceLogListenerMethod0)(uint64_t, RustBuffer, RustBuffer, RustBuffer, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CONNECTION_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CONNECTION_LISTENER
+typedef struct UniffiVTableCallbackInterfaceConnectionListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceConnectionListenerMethod0 _Nonnull onConnectionState;
+} UniffiVTableCallbackInterfaceConnectionListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DOCUMENT_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DOCUMENT_LISTENER
+typedef struct UniffiVTableCallbackInterfaceDocumentListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceDocumentListenerMethod0 _Nonnull onDocumentUpdate;
+} UniffiVTableCallbackInterfaceDocumentListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_NOTIFICATION_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_NOTIFICATION_LISTENER
+typedef struct UniffiVTableCallbackInterfaceNotificationListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceNotificationListenerMethod0 _Nonnull onNotification;
+    UniffiCallbackInterfaceNotificationListenerMethod1 _Nonnull onUnreadCount;
+} UniffiVTableCallbackInterfaceNotificationListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_PRESENCE_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_PRESENCE_LISTENER
+typedef struct UniffiVTableCallbackInterfacePresenceListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfacePresenceListenerMethod0 _Nonnull onPresence;
+} UniffiVTableCallbackInterfacePresenceListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ROOM_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ROOM_LISTENER
+typedef struct UniffiVTableCallbackInterfaceRoomListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceRoomListenerMethod0 _Nonnull onRoomUpdate;
+} UniffiVTableCallbackInterfaceRoomListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_PROVIDER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_PROVIDER
+typedef struct UniffiVTableCallbackInterfaceTokenProvider {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceTokenProviderMethod0 _Nonnull token;
+} UniffiVTableCallbackInterfaceTokenProvider;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TYPING_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TYPING_LISTENER
+typedef struct UniffiVTableCallbackInterfaceTypingListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceTypingListenerMethod0 _Nonnull onTyping;
+} UniffiVTableCallbackInterfaceTypingListener;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_LISTENER
@@ -258,6 +378,381 @@ typedef struct UniffiVTableCallbackInterfaceLogListener {
     UniffiCallbackInterfaceLogListenerMethod0 _Nonnull onLog;
 } UniffiVTableCallbackInterfaceLogListener;
 
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_CONNECTIONLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_CONNECTIONLISTENER
+uint64_t uniffi_roam_ffi_fn_clone_connectionlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_CONNECTIONLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_CONNECTIONLISTENER
+void uniffi_roam_ffi_fn_free_connectionlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_CONNECTIONLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_CONNECTIONLISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_connectionlistener(const UniffiVTableCallbackInterfaceConnectionListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
+void uniffi_roam_ffi_fn_method_connectionlistener_on_connection_state(uint64_t ptr, RustBuffer state, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_DOCUMENTLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_DOCUMENTLISTENER
+uint64_t uniffi_roam_ffi_fn_clone_documentlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_DOCUMENTLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_DOCUMENTLISTENER
+void uniffi_roam_ffi_fn_free_documentlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_DOCUMENTLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_DOCUMENTLISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_documentlistener(const UniffiVTableCallbackInterfaceDocumentListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_DOCUMENTLISTENER_ON_DOCUMENT_UPDATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_DOCUMENTLISTENER_ON_DOCUMENT_UPDATE
+void uniffi_roam_ffi_fn_method_documentlistener_on_document_update(uint64_t ptr, RustBuffer update, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_NOTIFICATIONLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_NOTIFICATIONLISTENER
+uint64_t uniffi_roam_ffi_fn_clone_notificationlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_NOTIFICATIONLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_NOTIFICATIONLISTENER
+void uniffi_roam_ffi_fn_free_notificationlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_NOTIFICATIONLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_NOTIFICATIONLISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_notificationlistener(const UniffiVTableCallbackInterfaceNotificationListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_NOTIFICATIONLISTENER_ON_NOTIFICATION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_NOTIFICATIONLISTENER_ON_NOTIFICATION
+void uniffi_roam_ffi_fn_method_notificationlistener_on_notification(uint64_t ptr, RustBuffer notification, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_NOTIFICATIONLISTENER_ON_UNREAD_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_NOTIFICATIONLISTENER_ON_UNREAD_COUNT
+void uniffi_roam_ffi_fn_method_notificationlistener_on_unread_count(uint64_t ptr, uint64_t count, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_PRESENCELISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_PRESENCELISTENER
+uint64_t uniffi_roam_ffi_fn_clone_presencelistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_PRESENCELISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_PRESENCELISTENER
+void uniffi_roam_ffi_fn_free_presencelistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_PRESENCELISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_PRESENCELISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_presencelistener(const UniffiVTableCallbackInterfacePresenceListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_PRESENCELISTENER_ON_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_PRESENCELISTENER_ON_PRESENCE
+void uniffi_roam_ffi_fn_method_presencelistener_on_presence(uint64_t ptr, RustBuffer presence, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCLIENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCLIENT
+uint64_t uniffi_roam_ffi_fn_clone_roamclient(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMCLIENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMCLIENT
+void uniffi_roam_ffi_fn_free_roamclient(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CONSTRUCTOR_ROAMCLIENT_NEW
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CONSTRUCTOR_ROAMCLIENT_NEW
+uint64_t uniffi_roam_ffi_fn_constructor_roamclient_new(RustBuffer options, uint64_t tokens, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_BAN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_BAN
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_ban(uint64_t ptr, RustBuffer room, RustBuffer user, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CONNECTION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CONNECTION_STATE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_connection_state(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CREATE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CREATE_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_create_room(uint64_t ptr, RustBuffer room, RustBuffer kind, RustBuffer title, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DELETE_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DELETE_MESSAGE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_delete_message(uint64_t ptr, RustBuffer room, RustBuffer message, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DISCARD
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DISCARD
+void uniffi_roam_ffi_fn_method_roamclient_discard(uint64_t ptr, RustBuffer entry_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DOCUMENT
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_document(uint64_t ptr, RustBuffer room, RustBuffer doc, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_EDIT_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_EDIT_MESSAGE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_edit_message(uint64_t ptr, RustBuffer room, RustBuffer message, RustBuffer body, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_JOIN_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_JOIN_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_join_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_LEAVE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_LEAVE_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_leave_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_ALL_READ
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_ALL_READ
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_mark_all_read(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEMBERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEMBERS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_members(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_message(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGES
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_messages(uint64_t ptr, RustBuffer room, RustBuffer before_seq, uint32_t limit, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_METRICS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_METRICS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_metrics(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NETWORK_AVAILABLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NETWORK_AVAILABLE
+void uniffi_roam_ffi_fn_method_roamclient_network_available(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NOTIFICATIONS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NOTIFICATIONS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_notifications(uint64_t ptr, int8_t unread_only, uint32_t limit, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_OUTBOX
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_OUTBOX
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_outbox(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PRESENCE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_presence(uint64_t ptr, RustBuffer user, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUT_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUT_DOCUMENT
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_put_document(uint64_t ptr, RustBuffer room, RustBuffer doc, uint64_t base_version, RustBuffer content, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_ROOMS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_ROOMS
+uint64_t uniffi_roam_ffi_fn_method_roamclient_refresh_rooms(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_RETRY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_RETRY
+void uniffi_roam_ffi_fn_method_roamclient_retry(uint64_t ptr, RustBuffer entry_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOMS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOMS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_rooms(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_MESSAGE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_send_message(uint64_t ptr, RustBuffer room, RustBuffer body, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_IDLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_IDLE
+void uniffi_roam_ffi_fn_method_roamclient_set_idle(uint64_t ptr, int8_t idle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_ONLINE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_ONLINE
+void uniffi_roam_ffi_fn_method_roamclient_set_online(uint64_t ptr, int8_t online, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SHUTDOWN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SHUTDOWN
+uint64_t uniffi_roam_ffi_fn_method_roamclient_shutdown(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_START
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_START
+uint64_t uniffi_roam_ffi_fn_method_roamclient_start(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_CONNECTION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_CONNECTION_STATE
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_connection_state(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_DOCUMENTS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_DOCUMENTS
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_documents(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_NOTIFICATIONS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_NOTIFICATIONS
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_notifications(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_PRESENCE
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_presence(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_ROOM_UPDATES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_ROOM_UPDATES
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_room_updates(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_typing(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STARTED
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STARTED
+void uniffi_roam_ffi_fn_method_roamclient_typing_started(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STOPPED
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STOPPED
+void uniffi_roam_ffi_fn_method_roamclient_typing_stopped(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNREAD_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNREAD_COUNT
+uint64_t uniffi_roam_ffi_fn_method_roamclient_unread_count(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_USER_ID
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_USER_ID
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_user_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROOMLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROOMLISTENER
+uint64_t uniffi_roam_ffi_fn_clone_roomlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROOMLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROOMLISTENER
+void uniffi_roam_ffi_fn_free_roomlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_ROOMLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_ROOMLISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_roomlistener(const UniffiVTableCallbackInterfaceRoomListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROOMLISTENER_ON_ROOM_UPDATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROOMLISTENER_ON_ROOM_UPDATE
+void uniffi_roam_ffi_fn_method_roomlistener_on_room_update(uint64_t ptr, RustBuffer update, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_SUBSCRIPTIONHANDLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_SUBSCRIPTIONHANDLE
+uint64_t uniffi_roam_ffi_fn_clone_subscriptionhandle(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_SUBSCRIPTIONHANDLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_SUBSCRIPTIONHANDLE
+void uniffi_roam_ffi_fn_free_subscriptionhandle(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_SUBSCRIPTIONHANDLE_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_SUBSCRIPTIONHANDLE_CANCEL
+void uniffi_roam_ffi_fn_method_subscriptionhandle_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_SUBSCRIPTIONHANDLE_IS_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_SUBSCRIPTIONHANDLE_IS_OPEN
+int8_t uniffi_roam_ffi_fn_method_subscriptionhandle_is_open(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TOKENPROVIDER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TOKENPROVIDER
+uint64_t uniffi_roam_ffi_fn_clone_tokenprovider(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TOKENPROVIDER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TOKENPROVIDER
+void uniffi_roam_ffi_fn_free_tokenprovider(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_TOKENPROVIDER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_TOKENPROVIDER
+void uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(const UniffiVTableCallbackInterfaceTokenProvider* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
+RustBuffer uniffi_roam_ffi_fn_method_tokenprovider_token(uint64_t ptr, int8_t refresh, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TYPINGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TYPINGLISTENER
+uint64_t uniffi_roam_ffi_fn_clone_typinglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TYPINGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TYPINGLISTENER
+void uniffi_roam_ffi_fn_free_typinglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_TYPINGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_TYPINGLISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_typinglistener(const UniffiVTableCallbackInterfaceTypingListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TYPINGLISTENER_ON_TYPING
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TYPINGLISTENER_ON_TYPING
+void uniffi_roam_ffi_fn_method_typinglistener_on_typing(uint64_t ptr, RustBuffer room, RustBuffer users, RustCallStatus *_Nonnull out_status
+);
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_LOGLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_LOGLISTENER
@@ -584,9 +1079,309 @@ uint16_t uniffi_roam_ffi_checksum_func_set_log_listener(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
+uint16_t uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_DOCUMENTLISTENER_ON_DOCUMENT_UPDATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_DOCUMENTLISTENER_ON_DOCUMENT_UPDATE
+uint16_t uniffi_roam_ffi_checksum_method_documentlistener_on_document_update(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_NOTIFICATION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_NOTIFICATION
+uint16_t uniffi_roam_ffi_checksum_method_notificationlistener_on_notification(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_UNREAD_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_UNREAD_COUNT
+uint16_t uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_PRESENCELISTENER_ON_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_PRESENCELISTENER_ON_PRESENCE
+uint16_t uniffi_roam_ffi_checksum_method_presencelistener_on_presence(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_BAN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_BAN
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_ban(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_CONNECTION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_CONNECTION_STATE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_connection_state(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_CREATE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_CREATE_ROOM
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_create_room(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DELETE_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DELETE_MESSAGE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_delete_message(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DISCARD
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DISCARD
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_discard(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DOCUMENT
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_document(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_EDIT_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_EDIT_MESSAGE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_edit_message(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_JOIN_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_JOIN_ROOM
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_join_room(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_LEAVE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_LEAVE_ROOM
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_leave_room(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MARK_ALL_READ
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MARK_ALL_READ
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_mark_all_read(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MEMBERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MEMBERS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_members(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MESSAGE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_message(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MESSAGES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MESSAGES
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_messages(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_METRICS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_METRICS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_metrics(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_NETWORK_AVAILABLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_NETWORK_AVAILABLE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_network_available(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_NOTIFICATIONS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_NOTIFICATIONS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_notifications(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_OUTBOX
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_OUTBOX
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_outbox(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_PRESENCE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_presence(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_PUT_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_PUT_DOCUMENT
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_put_document(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REFRESH_ROOMS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REFRESH_ROOMS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_refresh_rooms(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_RETRY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_RETRY
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_retry(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ROOM
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_room(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ROOMS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ROOMS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_rooms(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SEND_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SEND_MESSAGE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_send_message(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SET_IDLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SET_IDLE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_set_idle(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SET_ONLINE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SET_ONLINE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_set_online(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SHUTDOWN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SHUTDOWN
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_shutdown(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_START
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_START
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_start(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_CONNECTION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_CONNECTION_STATE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_connection_state(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_DOCUMENTS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_DOCUMENTS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_documents(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_NOTIFICATIONS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_NOTIFICATIONS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_notifications(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_PRESENCE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_presence(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_ROOM_UPDATES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_ROOM_UPDATES
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TYPING
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TYPING
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_typing(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TYPING_STARTED
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TYPING_STARTED
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_typing_started(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TYPING_STOPPED
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TYPING_STOPPED
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_typing_stopped(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UNREAD_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UNREAD_COUNT
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_unread_count(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_USER_ID
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_USER_ID
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_user_id(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROOMLISTENER_ON_ROOM_UPDATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROOMLISTENER_ON_ROOM_UPDATE
+uint16_t uniffi_roam_ffi_checksum_method_roomlistener_on_room_update(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_SUBSCRIPTIONHANDLE_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_SUBSCRIPTIONHANDLE_CANCEL
+uint16_t uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_SUBSCRIPTIONHANDLE_IS_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_SUBSCRIPTIONHANDLE_IS_OPEN
+uint16_t uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENPROVIDER_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENPROVIDER_TOKEN
+uint16_t uniffi_roam_ffi_checksum_method_tokenprovider_token(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TYPINGLISTENER_ON_TYPING
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TYPINGLISTENER_ON_TYPING
+uint16_t uniffi_roam_ffi_checksum_method_typinglistener_on_typing(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_LOGLISTENER_ON_LOG
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_LOGLISTENER_ON_LOG
 uint16_t uniffi_roam_ffi_checksum_method_loglistener_on_log(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_CONSTRUCTOR_ROAMCLIENT_NEW
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_CONSTRUCTOR_ROAMCLIENT_NEW
+uint16_t uniffi_roam_ffi_checksum_constructor_roamclient_new(void
     
 );
 #endif

@@ -657,8 +657,168 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
+internal interface UniffiCallbackInterfaceConnectionListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`state`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceDocumentListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`update`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceNotificationListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`notification`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceNotificationListenerMethod1 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`count`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfacePresenceListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`presence`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceRoomListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`update`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceTypingListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`room`: RustBuffer.ByValue,`users`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceLogListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onConnectionState")
+internal open class UniffiVTableCallbackInterfaceConnectionListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onConnectionState`: UniffiCallbackInterfaceConnectionListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onConnectionState`: UniffiCallbackInterfaceConnectionListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceConnectionListener(`uniffiFree`,`uniffiClone`,`onConnectionState`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceConnectionListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onConnectionState` = other.`onConnectionState`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onDocumentUpdate")
+internal open class UniffiVTableCallbackInterfaceDocumentListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onDocumentUpdate`: UniffiCallbackInterfaceDocumentListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onDocumentUpdate`: UniffiCallbackInterfaceDocumentListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceDocumentListener(`uniffiFree`,`uniffiClone`,`onDocumentUpdate`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceDocumentListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onDocumentUpdate` = other.`onDocumentUpdate`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onNotification", "onUnreadCount")
+internal open class UniffiVTableCallbackInterfaceNotificationListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onNotification`: UniffiCallbackInterfaceNotificationListenerMethod0? = null,
+    @JvmField internal var `onUnreadCount`: UniffiCallbackInterfaceNotificationListenerMethod1? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onNotification`: UniffiCallbackInterfaceNotificationListenerMethod0? = null,
+        `onUnreadCount`: UniffiCallbackInterfaceNotificationListenerMethod1? = null,
+    ): UniffiVTableCallbackInterfaceNotificationListener(`uniffiFree`,`uniffiClone`,`onNotification`,`onUnreadCount`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceNotificationListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onNotification` = other.`onNotification`
+        `onUnreadCount` = other.`onUnreadCount`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onPresence")
+internal open class UniffiVTableCallbackInterfacePresenceListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onPresence`: UniffiCallbackInterfacePresenceListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onPresence`: UniffiCallbackInterfacePresenceListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfacePresenceListener(`uniffiFree`,`uniffiClone`,`onPresence`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfacePresenceListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onPresence` = other.`onPresence`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onRoomUpdate")
+internal open class UniffiVTableCallbackInterfaceRoomListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onRoomUpdate`: UniffiCallbackInterfaceRoomListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onRoomUpdate`: UniffiCallbackInterfaceRoomListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceRoomListener(`uniffiFree`,`uniffiClone`,`onRoomUpdate`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceRoomListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onRoomUpdate` = other.`onRoomUpdate`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "token")
+internal open class UniffiVTableCallbackInterfaceTokenProvider(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `token`: UniffiCallbackInterfaceTokenProviderMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `token`: UniffiCallbackInterfaceTokenProviderMethod0? = null,
+    ): UniffiVTableCallbackInterfaceTokenProvider(`uniffiFree`,`uniffiClone`,`token`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceTokenProvider) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `token` = other.`token`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onTyping")
+internal open class UniffiVTableCallbackInterfaceTypingListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onTyping`: UniffiCallbackInterfaceTypingListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onTyping`: UniffiCallbackInterfaceTypingListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceTypingListener(`uniffiFree`,`uniffiClone`,`onTyping`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceTypingListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onTyping` = other.`onTyping`
+    }
+
 }
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onLog")
 internal open class UniffiVTableCallbackInterfaceLogListener(
@@ -712,7 +872,107 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_func_set_log_listener(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_documentlistener_on_document_update(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_notificationlistener_on_notification(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_presencelistener_on_presence(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_ban(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_connection_state(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_create_room(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_delete_message(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_discard(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_document(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_edit_message(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_join_room(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_leave_room(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_mark_all_read(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_members(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_message(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_messages(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_metrics(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_network_available(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_notifications(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_outbox(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_presence(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_put_document(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_refresh_rooms(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_retry(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_room(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_rooms(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_send_message(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_set_idle(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_set_online(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_shutdown(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_start(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_connection_state(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_documents(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_notifications(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_presence(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_typing(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_typing_started(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_typing_stopped(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_unread_count(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_user_id(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roomlistener_on_room_update(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_tokenprovider_token(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_typinglistener_on_typing(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_loglistener_on_log(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_constructor_roamclient_new(
     ): Int
     external fun ffi_roam_ffi_uniffi_contract_version(
     ): Int
@@ -730,11 +990,168 @@ internal object UniffiLib {
 
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "roam_ffi"))
+        uniffiCallbackInterfaceConnectionListener.register(this)
+        uniffiCallbackInterfaceDocumentListener.register(this)
         uniffiCallbackInterfaceLogListener.register(this)
+        uniffiCallbackInterfaceNotificationListener.register(this)
+        uniffiCallbackInterfacePresenceListener.register(this)
+        uniffiCallbackInterfaceRoomListener.register(this)
+        uniffiCallbackInterfaceTokenProvider.register(this)
+        uniffiCallbackInterfaceTypingListener.register(this)
         
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_roam_ffi_fn_clone_connectionlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_connectionlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_connectionlistener(`vtable`: UniffiVTableCallbackInterfaceConnectionListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_connectionlistener_on_connection_state(`ptr`: Long,`state`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_clone_documentlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_documentlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_documentlistener(`vtable`: UniffiVTableCallbackInterfaceDocumentListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_documentlistener_on_document_update(`ptr`: Long,`update`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_clone_notificationlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_notificationlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_notificationlistener(`vtable`: UniffiVTableCallbackInterfaceNotificationListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_notificationlistener_on_notification(`ptr`: Long,`notification`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_notificationlistener_on_unread_count(`ptr`: Long,`count`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_clone_presencelistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_presencelistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_presencelistener(`vtable`: UniffiVTableCallbackInterfacePresenceListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_presencelistener_on_presence(`ptr`: Long,`presence`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_clone_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_constructor_roamclient_new(`options`: RustBuffer.ByValue,`tokens`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_ban(`ptr`: Long,`room`: RustBuffer.ByValue,`user`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_connection_state(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_create_room(`ptr`: Long,`room`: RustBuffer.ByValue,`kind`: RustBuffer.ByValue,`title`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_delete_message(`ptr`: Long,`room`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_discard(`ptr`: Long,`entryId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_document(`ptr`: Long,`room`: RustBuffer.ByValue,`doc`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_edit_message(`ptr`: Long,`room`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_join_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_leave_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_mark_all_read(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_members(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_message(`ptr`: Long,`id`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_messages(`ptr`: Long,`room`: RustBuffer.ByValue,`beforeSeq`: RustBuffer.ByValue,`limit`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_metrics(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_network_available(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_notifications(`ptr`: Long,`unreadOnly`: Byte,`limit`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_outbox(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_presence(`ptr`: Long,`user`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_put_document(`ptr`: Long,`room`: RustBuffer.ByValue,`doc`: RustBuffer.ByValue,`baseVersion`: Long,`content`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_refresh_rooms(`ptr`: Long,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_retry(`ptr`: Long,`entryId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_rooms(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_send_message(`ptr`: Long,`room`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_set_idle(`ptr`: Long,`idle`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_set_online(`ptr`: Long,`online`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_shutdown(`ptr`: Long,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_start(`ptr`: Long,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_connection_state(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_documents(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_notifications(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_presence(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_room_updates(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_typing(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_typing_started(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_typing_stopped(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_unread_count(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_user_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_clone_roomlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_roomlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_roomlistener(`vtable`: UniffiVTableCallbackInterfaceRoomListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roomlistener_on_room_update(`ptr`: Long,`update`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_clone_subscriptionhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_subscriptionhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_subscriptionhandle_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_subscriptionhandle_is_open(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_roam_ffi_fn_clone_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(`vtable`: UniffiVTableCallbackInterfaceTokenProvider,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_tokenprovider_token(`ptr`: Long,`refresh`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_clone_typinglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_typinglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_typinglistener(`vtable`: UniffiVTableCallbackInterfaceTypingListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_typinglistener_on_typing(`ptr`: Long,`room`: RustBuffer.ByValue,`users`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_roam_ffi_fn_clone_loglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_loglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -882,7 +1299,157 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_func_set_log_listener() and 0xFFFF) != 54420) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() and 0xFFFF) != 48308) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_documentlistener_on_document_update() and 0xFFFF) != 34271) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_notificationlistener_on_notification() and 0xFFFF) != 20549) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count() and 0xFFFF) != 10764) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_presencelistener_on_presence() and 0xFFFF) != 48806) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_ban() and 0xFFFF) != 50904) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_connection_state() and 0xFFFF) != 31963) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_create_room() and 0xFFFF) != 21510) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_delete_message() and 0xFFFF) != 15081) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_discard() and 0xFFFF) != 47510) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_document() and 0xFFFF) != 60917) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_edit_message() and 0xFFFF) != 55382) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_join_room() and 0xFFFF) != 46567) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_leave_room() and 0xFFFF) != 47719) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_mark_all_read() and 0xFFFF) != 24627) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_members() and 0xFFFF) != 32512) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_message() and 0xFFFF) != 54748) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_messages() and 0xFFFF) != 44872) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_metrics() and 0xFFFF) != 55236) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_network_available() and 0xFFFF) != 60587) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_notifications() and 0xFFFF) != 3149) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_outbox() and 0xFFFF) != 31046) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_presence() and 0xFFFF) != 28042) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_put_document() and 0xFFFF) != 55409) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_refresh_rooms() and 0xFFFF) != 61426) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_retry() and 0xFFFF) != 24513) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_room() and 0xFFFF) != 55611) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_rooms() and 0xFFFF) != 36790) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_send_message() and 0xFFFF) != 36792) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_set_idle() and 0xFFFF) != 14125) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_set_online() and 0xFFFF) != 18783) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_shutdown() and 0xFFFF) != 64257) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_start() and 0xFFFF) != 2275) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_connection_state() and 0xFFFF) != 5363) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_documents() and 0xFFFF) != 1059) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_notifications() and 0xFFFF) != 46397) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_presence() and 0xFFFF) != 34960) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates() and 0xFFFF) != 8896) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing() and 0xFFFF) != 40305) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_typing() and 0xFFFF) != 42299) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_typing_started() and 0xFFFF) != 11149) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_typing_stopped() and 0xFFFF) != 4363) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_unread_count() and 0xFFFF) != 60590) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_user_id() and 0xFFFF) != 64079) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roomlistener_on_room_update() and 0xFFFF) != 47976) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel() and 0xFFFF) != 20616) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open() and 0xFFFF) != 10166) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_tokenprovider_token() and 0xFFFF) != 17868) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_typinglistener_on_typing() and 0xFFFF) != 1097) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_loglistener_on_log() and 0xFFFF) != 854) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_constructor_roamclient_new() and 0xFFFF) != 29215) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1162,6 +1729,75 @@ public object FfiConverterULong: FfiConverter<ULong, Long> {
 /**
  * @suppress
  */
+public object FfiConverterLong: FfiConverter<Long, Long> {
+    override fun lift(value: Long): Long {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Long {
+        return buf.getLong()
+    }
+
+    override fun lower(value: Long): Long {
+        return value
+    }
+
+    override fun allocationSize(value: Long) = 8UL
+
+    override fun write(value: Long, buf: ByteBuffer) {
+        buf.putLong(value)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterDouble: FfiConverter<Double, Double> {
+    override fun lift(value: Double): Double {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Double {
+        return buf.getDouble()
+    }
+
+    override fun lower(value: Double): Double {
+        return value
+    }
+
+    override fun allocationSize(value: Double) = 8UL
+
+    override fun write(value: Double, buf: ByteBuffer) {
+        buf.putDouble(value)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterBoolean: FfiConverter<Boolean, Byte> {
+    override fun lift(value: Byte): Boolean {
+        return value.toInt() != 0
+    }
+
+    override fun read(buf: ByteBuffer): Boolean {
+        return lift(buf.get())
+    }
+
+    override fun lower(value: Boolean): Byte {
+        return if (value) 1.toByte() else 0.toByte()
+    }
+
+    override fun allocationSize(value: Boolean) = 1UL
+
+    override fun write(value: Boolean, buf: ByteBuffer) {
+        buf.put(lower(value))
+    }
+}
+
+/**
+ * @suppress
+ */
 public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
     // Note: we don't inherit from FfiConverterRustBuffer, because we use a
     // special encoding when lowering/lifting.  We can use `RustBuffer.len` to
@@ -1213,6 +1849,640 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
         val byteBuf = toUtf8(value)
         buf.putInt(byteBuf.limit())
         buf.put(byteBuf)
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Connection state changes; the current state is delivered first.
+ */
+public interface ConnectionListener {
+    
+    fun `onConnectionState`(`state`: ConnectionState)
+    
+    companion object
+}
+
+/**
+ * Connection state changes; the current state is delivered first.
+ */
+open class ConnectionListenerImpl: Disposable, AutoCloseable, ConnectionListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_connectionlistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_connectionlistener(handle, status)
+        }
+    }
+
+    override fun `onConnectionState`(`state`: ConnectionState)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_connectionlistener_on_connection_state(
+        it,
+        
+        FfiConverterTypeConnectionState.lower(`state`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceConnectionListener {
+    internal object `onConnectionState`: UniffiCallbackInterfaceConnectionListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`state`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeConnectionListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onConnectionState`(
+                    FfiConverterTypeConnectionState.lift(`state`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeConnectionListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeConnectionListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceConnectionListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onConnectionState`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_connectionlistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConnectionListener: FfiConverter<ConnectionListener, Long> {
+    internal val handleMap = UniffiHandleMap<ConnectionListener>()
+
+    override fun lower(value: ConnectionListener): Long {
+        if (value is ConnectionListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): ConnectionListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return ConnectionListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): ConnectionListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: ConnectionListener) = 8UL
+
+    override fun write(value: ConnectionListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Document versions and refused (stale) edits.
+ */
+public interface DocumentListener {
+    
+    fun `onDocumentUpdate`(`update`: DocumentUpdate)
+    
+    companion object
+}
+
+/**
+ * Document versions and refused (stale) edits.
+ */
+open class DocumentListenerImpl: Disposable, AutoCloseable, DocumentListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_documentlistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_documentlistener(handle, status)
+        }
+    }
+
+    override fun `onDocumentUpdate`(`update`: DocumentUpdate)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_documentlistener_on_document_update(
+        it,
+        
+        FfiConverterTypeDocumentUpdate.lower(`update`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceDocumentListener {
+    internal object `onDocumentUpdate`: UniffiCallbackInterfaceDocumentListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`update`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeDocumentListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onDocumentUpdate`(
+                    FfiConverterTypeDocumentUpdate.lift(`update`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeDocumentListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeDocumentListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceDocumentListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onDocumentUpdate`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_documentlistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDocumentListener: FfiConverter<DocumentListener, Long> {
+    internal val handleMap = UniffiHandleMap<DocumentListener>()
+
+    override fun lower(value: DocumentListener): Long {
+        if (value is DocumentListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): DocumentListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return DocumentListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): DocumentListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: DocumentListener) = 8UL
+
+    override fun write(value: DocumentListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
     }
 }
 
@@ -1548,6 +2818,3874 @@ public object FfiConverterTypeLogListener: FfiConverter<LogListener, Long> {
 }
 
 
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * New notifications and the unread count (delivered first).
+ */
+public interface NotificationListener {
+    
+    fun `onNotification`(`notification`: Notification)
+    
+    fun `onUnreadCount`(`count`: kotlin.ULong)
+    
+    companion object
+}
+
+/**
+ * New notifications and the unread count (delivered first).
+ */
+open class NotificationListenerImpl: Disposable, AutoCloseable, NotificationListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_notificationlistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_notificationlistener(handle, status)
+        }
+    }
+
+    override fun `onNotification`(`notification`: Notification)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_notificationlistener_on_notification(
+        it,
+        
+        FfiConverterTypeNotification.lower(`notification`),_status)
+}
+    }
+    
+    
+
+    override fun `onUnreadCount`(`count`: kotlin.ULong)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_notificationlistener_on_unread_count(
+        it,
+        
+        FfiConverterULong.lower(`count`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceNotificationListener {
+    internal object `onNotification`: UniffiCallbackInterfaceNotificationListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`notification`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeNotificationListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onNotification`(
+                    FfiConverterTypeNotification.lift(`notification`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+    internal object `onUnreadCount`: UniffiCallbackInterfaceNotificationListenerMethod1 {
+        override fun callback(`uniffiHandle`: Long,`count`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeNotificationListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onUnreadCount`(
+                    FfiConverterULong.lift(`count`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeNotificationListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeNotificationListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceNotificationListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onNotification`,
+        `onUnreadCount`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_notificationlistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeNotificationListener: FfiConverter<NotificationListener, Long> {
+    internal val handleMap = UniffiHandleMap<NotificationListener>()
+
+    override fun lower(value: NotificationListener): Long {
+        if (value is NotificationListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): NotificationListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return NotificationListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): NotificationListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: NotificationListener) = 8UL
+
+    override fun write(value: NotificationListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Presence of users sharing a room with this account.
+ */
+public interface PresenceListener {
+    
+    fun `onPresence`(`presence`: Presence)
+    
+    companion object
+}
+
+/**
+ * Presence of users sharing a room with this account.
+ */
+open class PresenceListenerImpl: Disposable, AutoCloseable, PresenceListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_presencelistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_presencelistener(handle, status)
+        }
+    }
+
+    override fun `onPresence`(`presence`: Presence)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_presencelistener_on_presence(
+        it,
+        
+        FfiConverterTypePresence.lower(`presence`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfacePresenceListener {
+    internal object `onPresence`: UniffiCallbackInterfacePresenceListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`presence`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypePresenceListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onPresence`(
+                    FfiConverterTypePresence.lift(`presence`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypePresenceListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypePresenceListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfacePresenceListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onPresence`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_presencelistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePresenceListener: FfiConverter<PresenceListener, Long> {
+    internal val handleMap = UniffiHandleMap<PresenceListener>()
+
+    override fun lower(value: PresenceListener): Long {
+        if (value is PresenceListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): PresenceListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return PresenceListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): PresenceListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: PresenceListener) = 8UL
+
+    override fun write(value: PresenceListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A Roam client for one account: works offline, syncs when it can.
+ */
+public interface RoamClientInterface {
+    
+    fun `ban`(`room`: kotlin.String, `user`: kotlin.String): kotlin.String
+    
+    fun `connectionState`(): ConnectionState
+    
+    fun `createRoom`(`room`: kotlin.String, `kind`: RoomKind, `title`: kotlin.String): Room
+    
+    fun `deleteMessage`(`room`: kotlin.String, `message`: kotlin.String): Message
+    
+    /**
+     * Drops a pending or failed entry and undoes its local change.
+     */
+    fun `discard`(`entryId`: kotlin.String)
+    
+    fun `document`(`room`: kotlin.String, `doc`: kotlin.String): Document?
+    
+    /**
+     * Edits one of this account's messages (by local or server id).
+     */
+    fun `editMessage`(`room`: kotlin.String, `message`: kotlin.String, `body`: kotlin.String): Message
+    
+    /**
+     * Returns the outbox entry id.
+     */
+    fun `joinRoom`(`room`: kotlin.String): kotlin.String
+    
+    fun `leaveRoom`(`room`: kotlin.String): kotlin.String
+    
+    fun `markAllRead`(): kotlin.String
+    
+    fun `members`(`room`: kotlin.String): List<Member>
+    
+    /**
+     * One message by its local or server id.
+     */
+    fun `message`(`id`: kotlin.String): Message?
+    
+    /**
+     * The newest `limit` (1–200) messages before `before_seq` (all pending ones last).
+     */
+    fun `messages`(`room`: kotlin.String, `beforeSeq`: kotlin.ULong?, `limit`: kotlin.UInt): List<Message>
+    
+    fun `metrics`(): Metrics
+    
+    /**
+     * Call when the OS reports that the network is back: retries at once.
+     */
+    fun `networkAvailable`()
+    
+    fun `notifications`(`unreadOnly`: kotlin.Boolean, `limit`: kotlin.UInt): List<Notification>
+    
+    fun `outbox`(): List<OutboxEntry>
+    
+    fun `presence`(`user`: kotlin.String): Presence?
+    
+    /**
+     * Writes a document version on top of `base_version` (0 creates it).
+     */
+    fun `putDocument`(`room`: kotlin.String, `doc`: kotlin.String, `baseVersion`: kotlin.ULong, `content`: kotlin.String): Document
+    
+    /**
+     * Fetches the room directory from the server (cached, ETag-revalidated).
+     */
+    suspend fun `refreshRooms`(): List<Room>
+    
+    /**
+     * Puts a failed entry back in its queue.
+     */
+    fun `retry`(`entryId`: kotlin.String)
+    
+    fun `room`(`room`: kotlin.String): Room?
+    
+    fun `rooms`(): List<Room>
+    
+    /**
+     * Queues a message; it is visible at once as pending.
+     */
+    fun `sendMessage`(`room`: kotlin.String, `body`: kotlin.String): Message
+    
+    /**
+     * The app went idle (away) or came back.
+     */
+    fun `setIdle`(`idle`: kotlin.Boolean)
+    
+    /**
+     * Whether the app wants to be online.
+     */
+    fun `setOnline`(`online`: kotlin.Boolean)
+    
+    /**
+     * Stops everything and releases the client: every subscription is cancelled, and every
+     * later call fails with `Closed`. Safe to call twice.
+     */
+    suspend fun `shutdown`()
+    
+    /**
+     * Starts connecting (and reconnecting) in the background.
+     */
+    suspend fun `start`()
+    
+    fun `subscribeConnectionState`(`listener`: ConnectionListener): SubscriptionHandle
+    
+    fun `subscribeDocuments`(`room`: kotlin.String?, `listener`: DocumentListener): SubscriptionHandle
+    
+    fun `subscribeNotifications`(`listener`: NotificationListener): SubscriptionHandle
+    
+    fun `subscribePresence`(`listener`: PresenceListener): SubscriptionHandle
+    
+    /**
+     * Updates of one room, or of every room with `room` = nil/null.
+     */
+    fun `subscribeRoomUpdates`(`room`: kotlin.String?, `listener`: RoomListener): SubscriptionHandle
+    
+    fun `subscribeTyping`(`room`: kotlin.String?, `listener`: TypingListener): SubscriptionHandle
+    
+    /**
+     * Who is typing in a room right now.
+     */
+    fun `typing`(`room`: kotlin.String): List<kotlin.String>
+    
+    /**
+     * The user typed in a room (throttled: call it on every keystroke).
+     */
+    fun `typingStarted`(`room`: kotlin.String)
+    
+    fun `typingStopped`(`room`: kotlin.String)
+    
+    fun `unreadCount`(): kotlin.ULong
+    
+    /**
+     * The account's user id.
+     */
+    fun `userId`(): kotlin.String
+    
+    companion object
+}
+
+/**
+ * A Roam client for one account: works offline, syncs when it can.
+ */
+open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+    /**
+     * Opens (or creates) the account's database. Works with no network at all.
+     */
+    constructor(`options`: ClientOptions, `tokens`: TokenProvider) :
+        this(UniffiWithHandle, 
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_constructor_roamclient_new(
+    
+        
+        FfiConverterTypeClientOptions.lower(`options`),
+        FfiConverterTypeTokenProvider.lower(`tokens`),_status)
+}
+    )
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_roamclient(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_roamclient(handle, status)
+        }
+    }
+
+    
+    @Throws(RoamException::class)override fun `ban`(`room`: kotlin.String, `user`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_ban(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`user`),_status)
+}
+    }
+    )
+    }
+    
+
+    override fun `connectionState`(): ConnectionState {
+            return FfiConverterTypeConnectionState.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_connection_state(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `createRoom`(`room`: kotlin.String, `kind`: RoomKind, `title`: kotlin.String): Room {
+            return FfiConverterTypeRoom.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_create_room(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterTypeRoomKind.lower(`kind`),
+        FfiConverterString.lower(`title`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `deleteMessage`(`room`: kotlin.String, `message`: kotlin.String): Message {
+            return FfiConverterTypeMessage.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_delete_message(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`message`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Drops a pending or failed entry and undoes its local change.
+     */
+    @Throws(RoamException::class)override fun `discard`(`entryId`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_discard(
+        it,
+        
+        FfiConverterString.lower(`entryId`),_status)
+}
+    }
+    
+    
+
+    
+    @Throws(RoamException::class)override fun `document`(`room`: kotlin.String, `doc`: kotlin.String): Document? {
+            return FfiConverterOptionalTypeDocument.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_document(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`doc`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Edits one of this account's messages (by local or server id).
+     */
+    @Throws(RoamException::class)override fun `editMessage`(`room`: kotlin.String, `message`: kotlin.String, `body`: kotlin.String): Message {
+            return FfiConverterTypeMessage.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_edit_message(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`message`),
+        FfiConverterString.lower(`body`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Returns the outbox entry id.
+     */
+    @Throws(RoamException::class)override fun `joinRoom`(`room`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_join_room(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `leaveRoom`(`room`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_leave_room(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `markAllRead`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_mark_all_read(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `members`(`room`: kotlin.String): List<Member> {
+            return FfiConverterSequenceTypeMember.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_members(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * One message by its local or server id.
+     */
+    @Throws(RoamException::class)override fun `message`(`id`: kotlin.String): Message? {
+            return FfiConverterOptionalTypeMessage.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_message(
+        it,
+        
+        FfiConverterString.lower(`id`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The newest `limit` (1–200) messages before `before_seq` (all pending ones last).
+     */
+    @Throws(RoamException::class)override fun `messages`(`room`: kotlin.String, `beforeSeq`: kotlin.ULong?, `limit`: kotlin.UInt): List<Message> {
+            return FfiConverterSequenceTypeMessage.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_messages(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterOptionalULong.lower(`beforeSeq`),
+        FfiConverterUInt.lower(`limit`),_status)
+}
+    }
+    )
+    }
+    
+
+    override fun `metrics`(): Metrics {
+            return FfiConverterTypeMetrics.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_metrics(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Call when the OS reports that the network is back: retries at once.
+     */
+    @Throws(RoamException::class)override fun `networkAvailable`()
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_network_available(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    @Throws(RoamException::class)override fun `notifications`(`unreadOnly`: kotlin.Boolean, `limit`: kotlin.UInt): List<Notification> {
+            return FfiConverterSequenceTypeNotification.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_notifications(
+        it,
+        
+        FfiConverterBoolean.lower(`unreadOnly`),
+        FfiConverterUInt.lower(`limit`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `outbox`(): List<OutboxEntry> {
+            return FfiConverterSequenceTypeOutboxEntry.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_outbox(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `presence`(`user`: kotlin.String): Presence? {
+            return FfiConverterOptionalTypePresence.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_presence(
+        it,
+        
+        FfiConverterString.lower(`user`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Writes a document version on top of `base_version` (0 creates it).
+     */
+    @Throws(RoamException::class)override fun `putDocument`(`room`: kotlin.String, `doc`: kotlin.String, `baseVersion`: kotlin.ULong, `content`: kotlin.String): Document {
+            return FfiConverterTypeDocument.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_put_document(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`doc`),
+        FfiConverterULong.lower(`baseVersion`),
+        FfiConverterString.lower(`content`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Fetches the room directory from the server (cached, ETag-revalidated).
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `refreshRooms`() : List<Room> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_refresh_rooms(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceTypeRoom.lift(it) },
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Puts a failed entry back in its queue.
+     */
+    @Throws(RoamException::class)override fun `retry`(`entryId`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_retry(
+        it,
+        
+        FfiConverterString.lower(`entryId`),_status)
+}
+    }
+    
+    
+
+    
+    @Throws(RoamException::class)override fun `room`(`room`: kotlin.String): Room? {
+            return FfiConverterOptionalTypeRoom.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_room(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `rooms`(): List<Room> {
+            return FfiConverterSequenceTypeRoom.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_rooms(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Queues a message; it is visible at once as pending.
+     */
+    @Throws(RoamException::class)override fun `sendMessage`(`room`: kotlin.String, `body`: kotlin.String): Message {
+            return FfiConverterTypeMessage.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_send_message(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`body`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The app went idle (away) or came back.
+     */
+    @Throws(RoamException::class)override fun `setIdle`(`idle`: kotlin.Boolean)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_set_idle(
+        it,
+        
+        FfiConverterBoolean.lower(`idle`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Whether the app wants to be online.
+     */
+    @Throws(RoamException::class)override fun `setOnline`(`online`: kotlin.Boolean)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_set_online(
+        it,
+        
+        FfiConverterBoolean.lower(`online`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Stops everything and releases the client: every subscription is cancelled, and every
+     * later call fails with `Closed`. Safe to call twice.
+     */
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `shutdown`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_shutdown(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Starts connecting (and reconnecting) in the background.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `start`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_start(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+    @Throws(RoamException::class)override fun `subscribeConnectionState`(`listener`: ConnectionListener): SubscriptionHandle {
+            return FfiConverterTypeSubscriptionHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_subscribe_connection_state(
+        it,
+        
+        FfiConverterTypeConnectionListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `subscribeDocuments`(`room`: kotlin.String?, `listener`: DocumentListener): SubscriptionHandle {
+            return FfiConverterTypeSubscriptionHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_subscribe_documents(
+        it,
+        
+        FfiConverterOptionalString.lower(`room`),
+        FfiConverterTypeDocumentListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `subscribeNotifications`(`listener`: NotificationListener): SubscriptionHandle {
+            return FfiConverterTypeSubscriptionHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_subscribe_notifications(
+        it,
+        
+        FfiConverterTypeNotificationListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `subscribePresence`(`listener`: PresenceListener): SubscriptionHandle {
+            return FfiConverterTypeSubscriptionHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_subscribe_presence(
+        it,
+        
+        FfiConverterTypePresenceListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Updates of one room, or of every room with `room` = nil/null.
+     */
+    @Throws(RoamException::class)override fun `subscribeRoomUpdates`(`room`: kotlin.String?, `listener`: RoomListener): SubscriptionHandle {
+            return FfiConverterTypeSubscriptionHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_subscribe_room_updates(
+        it,
+        
+        FfiConverterOptionalString.lower(`room`),
+        FfiConverterTypeRoomListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `subscribeTyping`(`room`: kotlin.String?, `listener`: TypingListener): SubscriptionHandle {
+            return FfiConverterTypeSubscriptionHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(
+        it,
+        
+        FfiConverterOptionalString.lower(`room`),
+        FfiConverterTypeTypingListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Who is typing in a room right now.
+     */override fun `typing`(`room`: kotlin.String): List<kotlin.String> {
+            return FfiConverterSequenceString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_typing(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The user typed in a room (throttled: call it on every keystroke).
+     */
+    @Throws(RoamException::class)override fun `typingStarted`(`room`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_typing_started(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    
+    
+
+    
+    @Throws(RoamException::class)override fun `typingStopped`(`room`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_typing_stopped(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    
+    
+
+    
+    @Throws(RoamException::class)override fun `unreadCount`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_unread_count(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The account's user id.
+     */override fun `userId`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_user_id(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoamClient: FfiConverter<RoamClient, Long> {
+    override fun lower(value: RoamClient): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): RoamClient {
+        return RoamClient(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): RoamClient {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: RoamClient) = 8UL
+
+    override fun write(value: RoamClient, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Messages and membership of rooms.
+ */
+public interface RoomListener {
+    
+    fun `onRoomUpdate`(`update`: RoomUpdate)
+    
+    companion object
+}
+
+/**
+ * Messages and membership of rooms.
+ */
+open class RoomListenerImpl: Disposable, AutoCloseable, RoomListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_roomlistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_roomlistener(handle, status)
+        }
+    }
+
+    override fun `onRoomUpdate`(`update`: RoomUpdate)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roomlistener_on_room_update(
+        it,
+        
+        FfiConverterTypeRoomUpdate.lower(`update`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceRoomListener {
+    internal object `onRoomUpdate`: UniffiCallbackInterfaceRoomListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`update`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeRoomListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onRoomUpdate`(
+                    FfiConverterTypeRoomUpdate.lift(`update`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeRoomListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeRoomListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceRoomListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onRoomUpdate`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_roomlistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoomListener: FfiConverter<RoomListener, Long> {
+    internal val handleMap = UniffiHandleMap<RoomListener>()
+
+    override fun lower(value: RoomListener): Long {
+        if (value is RoomListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): RoomListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return RoomListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): RoomListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: RoomListener) = 8UL
+
+    override fun write(value: RoomListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A running subscription. `cancel()`, or releasing the handle (Kotlin `close()`, the end of a
+ * Swift reference), stops it: no callback starts after that returns.
+ */
+public interface SubscriptionHandleInterface {
+    
+    /**
+     * Stops the subscription.
+     */
+    fun `cancel`()
+    
+    /**
+     * True until cancelled.
+     */
+    fun `isOpen`(): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * A running subscription. `cancel()`, or releasing the handle (Kotlin `close()`, the end of a
+ * Swift reference), stops it: no callback starts after that returns.
+ */
+open class SubscriptionHandle: Disposable, AutoCloseable, SubscriptionHandleInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_subscriptionhandle(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_subscriptionhandle(handle, status)
+        }
+    }
+
+    
+    /**
+     * Stops the subscription.
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_subscriptionhandle_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * True until cancelled.
+     */override fun `isOpen`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_subscriptionhandle_is_open(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSubscriptionHandle: FfiConverter<SubscriptionHandle, Long> {
+    override fun lower(value: SubscriptionHandle): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): SubscriptionHandle {
+        return SubscriptionHandle(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): SubscriptionHandle {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: SubscriptionHandle) = 8UL
+
+    override fun write(value: SubscriptionHandle, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Gives the core a token when it connects. Swift: a protocol; Kotlin: an interface.
+ */
+public interface TokenProvider {
+    
+    /**
+     * A token to use now; `refresh` is true when the last one was refused or expired.
+     */
+    fun `token`(`refresh`: kotlin.Boolean): kotlin.String
+    
+    companion object
+}
+
+/**
+ * Gives the core a token when it connects. Swift: a protocol; Kotlin: an interface.
+ */
+open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_tokenprovider(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_tokenprovider(handle, status)
+        }
+    }
+
+    
+    /**
+     * A token to use now; `refresh` is true when the last one was refused or expired.
+     */
+    @Throws(RoamException::class)override fun `token`(`refresh`: kotlin.Boolean): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_tokenprovider_token(
+        it,
+        
+        FfiConverterBoolean.lower(`refresh`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceTokenProvider {
+    internal object `token`: UniffiCallbackInterfaceTokenProviderMethod0 {
+        override fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeTokenProvider.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`token`(
+                    FfiConverterBoolean.lift(`refresh`),
+                )
+            }
+            val writeReturn = { value: kotlin.String -> uniffiOutReturn.setValue(FfiConverterString.lower(value)) }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: RoamException -> FfiConverterTypeRoamError.lower(e) }
+            )
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeTokenProvider.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeTokenProvider.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceTokenProvider.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `token`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTokenProvider: FfiConverter<TokenProvider, Long> {
+    internal val handleMap = UniffiHandleMap<TokenProvider>()
+
+    override fun lower(value: TokenProvider): Long {
+        if (value is TokenProviderImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): TokenProvider {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return TokenProviderImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): TokenProvider {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: TokenProvider) = 8UL
+
+    override fun write(value: TokenProvider, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Who is typing in a room (the whole list each time).
+ */
+public interface TypingListener {
+    
+    fun `onTyping`(`room`: kotlin.String, `users`: List<kotlin.String>)
+    
+    companion object
+}
+
+/**
+ * Who is typing in a room (the whole list each time).
+ */
+open class TypingListenerImpl: Disposable, AutoCloseable, TypingListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_typinglistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_typinglistener(handle, status)
+        }
+    }
+
+    override fun `onTyping`(`room`: kotlin.String, `users`: List<kotlin.String>)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_typinglistener_on_typing(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterSequenceString.lower(`users`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceTypingListener {
+    internal object `onTyping`: UniffiCallbackInterfaceTypingListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`room`: RustBuffer.ByValue,`users`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeTypingListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onTyping`(
+                    FfiConverterString.lift(`room`),
+                    FfiConverterSequenceString.lift(`users`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeTypingListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeTypingListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceTypingListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onTyping`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_typinglistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTypingListener: FfiConverter<TypingListener, Long> {
+    internal val handleMap = UniffiHandleMap<TypingListener>()
+
+    override fun lower(value: TypingListener): Long {
+        if (value is TypingListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): TypingListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return TypingListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): TypingListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: TypingListener) = 8UL
+
+    override fun write(value: TypingListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+
+/**
+ * How a client is set up. Timings are in milliseconds; zero keeps the default.
+ */
+data class ClientOptions (
+    /**
+     * The account's database file (created if missing).
+     */
+    var `dbPath`: kotlin.String
+    , 
+    /**
+     * `http(s)://host:port` of the server.
+     */
+    var `serverUrl`: kotlin.String
+    , 
+    /**
+     * The account's user id (the token's `sub`).
+     */
+    var `userId`: kotlin.String
+    , 
+    /**
+     * First reconnect delay (default 1,000).
+     */
+    var `reconnectInitialMs`: kotlin.ULong = 0uL 
+    , 
+    /**
+     * Largest reconnect delay (default 5,000).
+     */
+    var `reconnectMaxMs`: kotlin.ULong = 0uL 
+    , 
+    /**
+     * Heartbeat ping interval (default 25,000).
+     */
+    var `heartbeatMs`: kotlin.ULong = 0uL 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOptions> {
+    override fun read(buf: ByteBuffer): ClientOptions {
+        return ClientOptions(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ClientOptions) = (
+            FfiConverterString.allocationSize(value.`dbPath`) +
+            FfiConverterString.allocationSize(value.`serverUrl`) +
+            FfiConverterString.allocationSize(value.`userId`) +
+            FfiConverterULong.allocationSize(value.`reconnectInitialMs`) +
+            FfiConverterULong.allocationSize(value.`reconnectMaxMs`) +
+            FfiConverterULong.allocationSize(value.`heartbeatMs`)
+    )
+
+    override fun write(value: ClientOptions, buf: ByteBuffer) {
+            FfiConverterString.write(value.`dbPath`, buf)
+            FfiConverterString.write(value.`serverUrl`, buf)
+            FfiConverterString.write(value.`userId`, buf)
+            FfiConverterULong.write(value.`reconnectInitialMs`, buf)
+            FfiConverterULong.write(value.`reconnectMaxMs`, buf)
+            FfiConverterULong.write(value.`heartbeatMs`, buf)
+    }
+}
+
+
+
+/**
+ * A versioned document as held locally.
+ */
+data class Document (
+    var `room`: kotlin.String
+    , 
+    var `doc`: kotlin.String
+    , 
+    var `version`: kotlin.ULong
+    , 
+    var `content`: kotlin.String
+    , 
+    var `updatedBy`: kotlin.String
+    , 
+    var `sendState`: SendState
+    , 
+    /**
+     * After a refused edit: the server's current version, to rebase on.
+     */
+    var `conflict`: DocumentVersion?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDocument: FfiConverterRustBuffer<Document> {
+    override fun read(buf: ByteBuffer): Document {
+        return Document(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeSendState.read(buf),
+            FfiConverterOptionalTypeDocumentVersion.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Document) = (
+            FfiConverterString.allocationSize(value.`room`) +
+            FfiConverterString.allocationSize(value.`doc`) +
+            FfiConverterULong.allocationSize(value.`version`) +
+            FfiConverterString.allocationSize(value.`content`) +
+            FfiConverterString.allocationSize(value.`updatedBy`) +
+            FfiConverterTypeSendState.allocationSize(value.`sendState`) +
+            FfiConverterOptionalTypeDocumentVersion.allocationSize(value.`conflict`)
+    )
+
+    override fun write(value: Document, buf: ByteBuffer) {
+            FfiConverterString.write(value.`room`, buf)
+            FfiConverterString.write(value.`doc`, buf)
+            FfiConverterULong.write(value.`version`, buf)
+            FfiConverterString.write(value.`content`, buf)
+            FfiConverterString.write(value.`updatedBy`, buf)
+            FfiConverterTypeSendState.write(value.`sendState`, buf)
+            FfiConverterOptionalTypeDocumentVersion.write(value.`conflict`, buf)
+    }
+}
+
+
+
+/**
+ * A document version held by the server.
+ */
+data class DocumentVersion (
+    var `version`: kotlin.ULong
+    , 
+    var `content`: kotlin.String
+    , 
+    var `updatedBy`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDocumentVersion: FfiConverterRustBuffer<DocumentVersion> {
+    override fun read(buf: ByteBuffer): DocumentVersion {
+        return DocumentVersion(
+            FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DocumentVersion) = (
+            FfiConverterULong.allocationSize(value.`version`) +
+            FfiConverterString.allocationSize(value.`content`) +
+            FfiConverterString.allocationSize(value.`updatedBy`)
+    )
+
+    override fun write(value: DocumentVersion, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`version`, buf)
+            FfiConverterString.write(value.`content`, buf)
+            FfiConverterString.write(value.`updatedBy`, buf)
+    }
+}
+
+
+
+/**
+ * A user's membership of a room.
+ */
+data class Member (
+    var `room`: kotlin.String
+    , 
+    var `user`: kotlin.String
+    , 
+    var `role`: Role
+    , 
+    var `banned`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMember: FfiConverterRustBuffer<Member> {
+    override fun read(buf: ByteBuffer): Member {
+        return Member(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeRole.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Member) = (
+            FfiConverterString.allocationSize(value.`room`) +
+            FfiConverterString.allocationSize(value.`user`) +
+            FfiConverterTypeRole.allocationSize(value.`role`) +
+            FfiConverterBoolean.allocationSize(value.`banned`)
+    )
+
+    override fun write(value: Member, buf: ByteBuffer) {
+            FfiConverterString.write(value.`room`, buf)
+            FfiConverterString.write(value.`user`, buf)
+            FfiConverterTypeRole.write(value.`role`, buf)
+            FfiConverterBoolean.write(value.`banned`, buf)
+    }
+}
+
+
+
+/**
+ * A message as the app shows it.
+ */
+data class Message (
+    /**
+     * Stable id for the app (never changes, even when the server confirms the message).
+     */
+    var `localId`: kotlin.String
+    , 
+    /**
+     * The server's id, once known.
+     */
+    var `id`: kotlin.String?
+    , 
+    var `room`: kotlin.String
+    , 
+    /**
+     * The message's place in the room, once confirmed.
+     */
+    var `seq`: kotlin.ULong?
+    , 
+    var `sender`: kotlin.String
+    , 
+    var `body`: kotlin.String
+    , 
+    var `replyTo`: kotlin.String?
+    , 
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    var `createdAt`: kotlin.Long
+    , 
+    var `editedAt`: kotlin.Long?
+    , 
+    var `deleted`: kotlin.Boolean
+    , 
+    var `sendState`: SendState
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
+    override fun read(buf: ByteBuffer): Message {
+        return Message(
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterLong.read(buf),
+            FfiConverterOptionalLong.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterTypeSendState.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Message) = (
+            FfiConverterString.allocationSize(value.`localId`) +
+            FfiConverterOptionalString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`room`) +
+            FfiConverterOptionalULong.allocationSize(value.`seq`) +
+            FfiConverterString.allocationSize(value.`sender`) +
+            FfiConverterString.allocationSize(value.`body`) +
+            FfiConverterOptionalString.allocationSize(value.`replyTo`) +
+            FfiConverterLong.allocationSize(value.`createdAt`) +
+            FfiConverterOptionalLong.allocationSize(value.`editedAt`) +
+            FfiConverterBoolean.allocationSize(value.`deleted`) +
+            FfiConverterTypeSendState.allocationSize(value.`sendState`)
+    )
+
+    override fun write(value: Message, buf: ByteBuffer) {
+            FfiConverterString.write(value.`localId`, buf)
+            FfiConverterOptionalString.write(value.`id`, buf)
+            FfiConverterString.write(value.`room`, buf)
+            FfiConverterOptionalULong.write(value.`seq`, buf)
+            FfiConverterString.write(value.`sender`, buf)
+            FfiConverterString.write(value.`body`, buf)
+            FfiConverterOptionalString.write(value.`replyTo`, buf)
+            FfiConverterLong.write(value.`createdAt`, buf)
+            FfiConverterOptionalLong.write(value.`editedAt`, buf)
+            FfiConverterBoolean.write(value.`deleted`, buf)
+            FfiConverterTypeSendState.write(value.`sendState`, buf)
+    }
+}
+
+
+
+/**
+ * Counters of the client.
+ */
+data class Metrics (
+    var `outboxDepth`: kotlin.ULong
+    , 
+    var `outboxFailed`: kotlin.ULong
+    , 
+    var `outboxOldestAgeMs`: kotlin.ULong?
+    , 
+    var `retries`: kotlin.ULong
+    , 
+    var `reconnects`: kotlin.ULong
+    , 
+    var `eventsRecovered`: kotlin.ULong
+    , 
+    var `cacheHitRate`: kotlin.Double
+    , 
+    var `bytesSent`: kotlin.ULong
+    , 
+    var `bytesReceived`: kotlin.ULong
+    , 
+    var `messagesSent`: kotlin.ULong
+    , 
+    var `messagesAcked`: kotlin.ULong
+    , 
+    var `messagesFailed`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMetrics: FfiConverterRustBuffer<Metrics> {
+    override fun read(buf: ByteBuffer): Metrics {
+        return Metrics(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterDouble.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Metrics) = (
+            FfiConverterULong.allocationSize(value.`outboxDepth`) +
+            FfiConverterULong.allocationSize(value.`outboxFailed`) +
+            FfiConverterOptionalULong.allocationSize(value.`outboxOldestAgeMs`) +
+            FfiConverterULong.allocationSize(value.`retries`) +
+            FfiConverterULong.allocationSize(value.`reconnects`) +
+            FfiConverterULong.allocationSize(value.`eventsRecovered`) +
+            FfiConverterDouble.allocationSize(value.`cacheHitRate`) +
+            FfiConverterULong.allocationSize(value.`bytesSent`) +
+            FfiConverterULong.allocationSize(value.`bytesReceived`) +
+            FfiConverterULong.allocationSize(value.`messagesSent`) +
+            FfiConverterULong.allocationSize(value.`messagesAcked`) +
+            FfiConverterULong.allocationSize(value.`messagesFailed`)
+    )
+
+    override fun write(value: Metrics, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`outboxDepth`, buf)
+            FfiConverterULong.write(value.`outboxFailed`, buf)
+            FfiConverterOptionalULong.write(value.`outboxOldestAgeMs`, buf)
+            FfiConverterULong.write(value.`retries`, buf)
+            FfiConverterULong.write(value.`reconnects`, buf)
+            FfiConverterULong.write(value.`eventsRecovered`, buf)
+            FfiConverterDouble.write(value.`cacheHitRate`, buf)
+            FfiConverterULong.write(value.`bytesSent`, buf)
+            FfiConverterULong.write(value.`bytesReceived`, buf)
+            FfiConverterULong.write(value.`messagesSent`, buf)
+            FfiConverterULong.write(value.`messagesAcked`, buf)
+            FfiConverterULong.write(value.`messagesFailed`, buf)
+    }
+}
+
+
+
+/**
+ * A notification.
+ */
+data class Notification (
+    var `seq`: kotlin.ULong
+    , 
+    var `id`: kotlin.String
+    , 
+    /**
+     * `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
+     */
+    var `kind`: kotlin.String
+    , 
+    var `room`: kotlin.String?
+    , 
+    var `actor`: kotlin.String?
+    , 
+    var `dataJson`: kotlin.String
+    , 
+    var `createdAt`: kotlin.Long
+    , 
+    var `read`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeNotification: FfiConverterRustBuffer<Notification> {
+    override fun read(buf: ByteBuffer): Notification {
+        return Notification(
+            FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterLong.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Notification) = (
+            FfiConverterULong.allocationSize(value.`seq`) +
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`kind`) +
+            FfiConverterOptionalString.allocationSize(value.`room`) +
+            FfiConverterOptionalString.allocationSize(value.`actor`) +
+            FfiConverterString.allocationSize(value.`dataJson`) +
+            FfiConverterLong.allocationSize(value.`createdAt`) +
+            FfiConverterBoolean.allocationSize(value.`read`)
+    )
+
+    override fun write(value: Notification, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`seq`, buf)
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterString.write(value.`kind`, buf)
+            FfiConverterOptionalString.write(value.`room`, buf)
+            FfiConverterOptionalString.write(value.`actor`, buf)
+            FfiConverterString.write(value.`dataJson`, buf)
+            FfiConverterLong.write(value.`createdAt`, buf)
+            FfiConverterBoolean.write(value.`read`, buf)
+    }
+}
+
+
+
+/**
+ * An outbox entry.
+ */
+data class OutboxEntry (
+    var `id`: kotlin.String
+    , 
+    var `room`: kotlin.String?
+    , 
+    var `op`: kotlin.String
+    , 
+    var `state`: SendState
+    , 
+    var `attempts`: kotlin.UInt
+    , 
+    var `createdAt`: kotlin.Long
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeOutboxEntry: FfiConverterRustBuffer<OutboxEntry> {
+    override fun read(buf: ByteBuffer): OutboxEntry {
+        return OutboxEntry(
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeSendState.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterLong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: OutboxEntry) = (
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterOptionalString.allocationSize(value.`room`) +
+            FfiConverterString.allocationSize(value.`op`) +
+            FfiConverterTypeSendState.allocationSize(value.`state`) +
+            FfiConverterUInt.allocationSize(value.`attempts`) +
+            FfiConverterLong.allocationSize(value.`createdAt`)
+    )
+
+    override fun write(value: OutboxEntry, buf: ByteBuffer) {
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterOptionalString.write(value.`room`, buf)
+            FfiConverterString.write(value.`op`, buf)
+            FfiConverterTypeSendState.write(value.`state`, buf)
+            FfiConverterUInt.write(value.`attempts`, buf)
+            FfiConverterLong.write(value.`createdAt`, buf)
+    }
+}
+
+
+
+/**
+ * A user's presence over all of their devices.
+ */
+data class Presence (
+    var `user`: kotlin.String
+    , 
+    var `status`: PresenceStatus
+    , 
+    var `lastSeen`: kotlin.Long?
+    , 
+    var `devices`: kotlin.UInt
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePresence: FfiConverterRustBuffer<Presence> {
+    override fun read(buf: ByteBuffer): Presence {
+        return Presence(
+            FfiConverterString.read(buf),
+            FfiConverterTypePresenceStatus.read(buf),
+            FfiConverterOptionalLong.read(buf),
+            FfiConverterUInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Presence) = (
+            FfiConverterString.allocationSize(value.`user`) +
+            FfiConverterTypePresenceStatus.allocationSize(value.`status`) +
+            FfiConverterOptionalLong.allocationSize(value.`lastSeen`) +
+            FfiConverterUInt.allocationSize(value.`devices`)
+    )
+
+    override fun write(value: Presence, buf: ByteBuffer) {
+            FfiConverterString.write(value.`user`, buf)
+            FfiConverterTypePresenceStatus.write(value.`status`, buf)
+            FfiConverterOptionalLong.write(value.`lastSeen`, buf)
+            FfiConverterUInt.write(value.`devices`, buf)
+    }
+}
+
+
+
+/**
+ * A room as held locally.
+ */
+data class Room (
+    var `name`: kotlin.String
+    , 
+    var `kind`: RoomKind
+    , 
+    var `title`: kotlin.String
+    , 
+    /**
+     * Application metadata, a JSON object as text.
+     */
+    var `metadataJson`: kotlin.String
+    , 
+    var `owner`: kotlin.String
+    , 
+    var `headSeq`: kotlin.ULong
+    , 
+    var `memberCount`: kotlin.ULong
+    , 
+    /**
+     * True when this account is a member.
+     */
+    var `joined`: kotlin.Boolean
+    , 
+    var `sendState`: SendState
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoom: FfiConverterRustBuffer<Room> {
+    override fun read(buf: ByteBuffer): Room {
+        return Room(
+            FfiConverterString.read(buf),
+            FfiConverterTypeRoomKind.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterTypeSendState.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Room) = (
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterTypeRoomKind.allocationSize(value.`kind`) +
+            FfiConverterString.allocationSize(value.`title`) +
+            FfiConverterString.allocationSize(value.`metadataJson`) +
+            FfiConverterString.allocationSize(value.`owner`) +
+            FfiConverterULong.allocationSize(value.`headSeq`) +
+            FfiConverterULong.allocationSize(value.`memberCount`) +
+            FfiConverterBoolean.allocationSize(value.`joined`) +
+            FfiConverterTypeSendState.allocationSize(value.`sendState`)
+    )
+
+    override fun write(value: Room, buf: ByteBuffer) {
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterTypeRoomKind.write(value.`kind`, buf)
+            FfiConverterString.write(value.`title`, buf)
+            FfiConverterString.write(value.`metadataJson`, buf)
+            FfiConverterString.write(value.`owner`, buf)
+            FfiConverterULong.write(value.`headSeq`, buf)
+            FfiConverterULong.write(value.`memberCount`, buf)
+            FfiConverterBoolean.write(value.`joined`, buf)
+            FfiConverterTypeSendState.write(value.`sendState`, buf)
+    }
+}
+
+
+
+/**
+ * The connection to the server.
+ */
+sealed class ConnectionState {
+    
+    /**
+     * Not trying (not started, or the app went offline).
+     */
+    object Offline : ConnectionState()
+    
+    
+    object Connecting : ConnectionState()
+    
+    
+    object Connected : ConnectionState()
+    
+    
+    /**
+     * The next attempt is in `retry_in_ms`.
+     */
+    data class Waiting(
+        val `retryInMs`: kotlin.ULong) : ConnectionState()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConnectionState : FfiConverterRustBuffer<ConnectionState>{
+    override fun read(buf: ByteBuffer): ConnectionState {
+        return when(buf.getInt()) {
+            1 -> ConnectionState.Offline
+            2 -> ConnectionState.Connecting
+            3 -> ConnectionState.Connected
+            4 -> ConnectionState.Waiting(
+                FfiConverterULong.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: ConnectionState): ULong = when(value) {
+        is ConnectionState.Offline -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is ConnectionState.Connecting -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is ConnectionState.Connected -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is ConnectionState.Waiting -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterULong.allocationSize(value.`retryInMs`)
+            )
+        }
+    }
+
+    override fun write(value: ConnectionState, buf: ByteBuffer) {
+        when(value) {
+            is ConnectionState.Offline -> {
+                buf.putInt(1)
+                Unit
+            }
+            is ConnectionState.Connecting -> {
+                buf.putInt(2)
+                Unit
+            }
+            is ConnectionState.Connected -> {
+                buf.putInt(3)
+                Unit
+            }
+            is ConnectionState.Waiting -> {
+                buf.putInt(4)
+                FfiConverterULong.write(value.`retryInMs`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * A document changed, or an edit was refused because it was stale.
+ */
+sealed class DocumentUpdate {
+    
+    data class Updated(
+        val `document`: dev.roam.Document) : DocumentUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class Conflict(
+        val `document`: dev.roam.Document, 
+        val `current`: dev.roam.DocumentVersion) : DocumentUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDocumentUpdate : FfiConverterRustBuffer<DocumentUpdate>{
+    override fun read(buf: ByteBuffer): DocumentUpdate {
+        return when(buf.getInt()) {
+            1 -> DocumentUpdate.Updated(
+                FfiConverterTypeDocument.read(buf),
+                )
+            2 -> DocumentUpdate.Conflict(
+                FfiConverterTypeDocument.read(buf),
+                FfiConverterTypeDocumentVersion.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: DocumentUpdate): ULong = when(value) {
+        is DocumentUpdate.Updated -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeDocument.allocationSize(value.`document`)
+            )
+        }
+        is DocumentUpdate.Conflict -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeDocument.allocationSize(value.`document`)
+                + FfiConverterTypeDocumentVersion.allocationSize(value.`current`)
+            )
+        }
+    }
+
+    override fun write(value: DocumentUpdate, buf: ByteBuffer) {
+        when(value) {
+            is DocumentUpdate.Updated -> {
+                buf.putInt(1)
+                FfiConverterTypeDocument.write(value.`document`, buf)
+                Unit
+            }
+            is DocumentUpdate.Conflict -> {
+                buf.putInt(2)
+                FfiConverterTypeDocument.write(value.`document`, buf)
+                FfiConverterTypeDocumentVersion.write(value.`current`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
 
 /**
  * Severity of a log line, from most to least severe.
@@ -1589,6 +6727,44 @@ public object FfiConverterTypeLogLevel: FfiConverterRustBuffer<LogLevel> {
 
 
 
+/**
+ * Online, away or offline.
+ */
+
+enum class PresenceStatus {
+    
+    ONLINE,
+    AWAY,
+    OFFLINE;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePresenceStatus: FfiConverterRustBuffer<PresenceStatus> {
+    override fun read(buf: ByteBuffer) = try {
+        PresenceStatus.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: PresenceStatus) = 4UL
+
+    override fun write(value: PresenceStatus, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
 
 
 /**
@@ -1617,6 +6793,70 @@ sealed class RoamException: kotlin.Exception() {
         ) : RoamException() {
         override val message
             get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The token was refused or expired: get a new one.
+     */
+    class Unauthorized(
+        
+        val `reason`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * Not allowed (not a member, banned, role too weak).
+     */
+    class Forbidden(
+        
+        val `reason`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * No such room, message, document or outbox entry.
+     */
+    class NotFound(
+        
+        val `reason`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The state does not allow it (already a member, an entry being sent right now…).
+     */
+    class Conflict(
+        
+        val `reason`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * Too many requests: wait this long.
+     */
+    class RateLimited(
+        
+        val `retryAfterMs`: kotlin.ULong
+        ) : RoamException() {
+        override val message
+            get() = "retryAfterMs=${ `retryAfterMs` }"
+    }
+    
+    /**
+     * The client was closed.
+     */
+    class Closed(
+        ) : RoamException() {
+        override val message
+            get() = ""
     }
     
     /**
@@ -1655,7 +6895,23 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
             2 -> RoamException.Network(
                 FfiConverterString.read(buf),
                 )
-            3 -> RoamException.Internal(
+            3 -> RoamException.Unauthorized(
+                FfiConverterString.read(buf),
+                )
+            4 -> RoamException.Forbidden(
+                FfiConverterString.read(buf),
+                )
+            5 -> RoamException.NotFound(
+                FfiConverterString.read(buf),
+                )
+            6 -> RoamException.Conflict(
+                FfiConverterString.read(buf),
+                )
+            7 -> RoamException.RateLimited(
+                FfiConverterULong.read(buf),
+                )
+            8 -> RoamException.Closed()
+            9 -> RoamException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -1673,6 +6929,35 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is RoamException.Unauthorized -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is RoamException.Forbidden -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is RoamException.NotFound -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is RoamException.Conflict -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is RoamException.RateLimited -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterULong.allocationSize(value.`retryAfterMs`)
+            )
+            is RoamException.Closed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
             )
             is RoamException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -1694,14 +6979,619 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is RoamException.Internal -> {
+            is RoamException.Unauthorized -> {
                 buf.putInt(3)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is RoamException.Forbidden -> {
+                buf.putInt(4)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is RoamException.NotFound -> {
+                buf.putInt(5)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is RoamException.Conflict -> {
+                buf.putInt(6)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is RoamException.RateLimited -> {
+                buf.putInt(7)
+                FfiConverterULong.write(value.`retryAfterMs`, buf)
+                Unit
+            }
+            is RoamException.Closed -> {
+                buf.putInt(8)
+                Unit
+            }
+            is RoamException.Internal -> {
+                buf.putInt(9)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
     }
 
+}
+
+
+
+/**
+ * A member's role, strongest first.
+ */
+
+enum class Role {
+    
+    OWNER,
+    ADMIN,
+    MEMBER,
+    GUEST;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRole: FfiConverterRustBuffer<Role> {
+    override fun read(buf: ByteBuffer) = try {
+        Role.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Role) = 4UL
+
+    override fun write(value: Role, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Who may see and join a room.
+ */
+
+enum class RoomKind {
+    
+    PUBLIC,
+    PROTECTED,
+    PRIVATE;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoomKind: FfiConverterRustBuffer<RoomKind> {
+    override fun read(buf: ByteBuffer) = try {
+        RoomKind.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: RoomKind) = 4UL
+
+    override fun write(value: RoomKind, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Something changed in a room.
+ */
+sealed class RoomUpdate {
+    
+    data class MessageAdded(
+        val `message`: dev.roam.Message) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class MessageEdited(
+        val `message`: dev.roam.Message) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class MessageDeleted(
+        val `message`: dev.roam.Message) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * A local message disappeared (discarded).
+     */
+    data class MessageRemoved(
+        val `room`: kotlin.String, 
+        val `localId`: kotlin.String) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class SendStateChanged(
+        val `room`: kotlin.String, 
+        val `localId`: kotlin.String, 
+        val `state`: dev.roam.SendState) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class RoomChanged(
+        val `room`: dev.roam.Room) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class RoomRemoved(
+        val `room`: kotlin.String) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class MemberChanged(
+        val `member`: dev.roam.Member) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class MemberRemoved(
+        val `room`: kotlin.String, 
+        val `user`: kotlin.String) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * The room was reloaded from scratch: read it again.
+     */
+    data class Reset(
+        val `room`: kotlin.String) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoomUpdate : FfiConverterRustBuffer<RoomUpdate>{
+    override fun read(buf: ByteBuffer): RoomUpdate {
+        return when(buf.getInt()) {
+            1 -> RoomUpdate.MessageAdded(
+                FfiConverterTypeMessage.read(buf),
+                )
+            2 -> RoomUpdate.MessageEdited(
+                FfiConverterTypeMessage.read(buf),
+                )
+            3 -> RoomUpdate.MessageDeleted(
+                FfiConverterTypeMessage.read(buf),
+                )
+            4 -> RoomUpdate.MessageRemoved(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            5 -> RoomUpdate.SendStateChanged(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterTypeSendState.read(buf),
+                )
+            6 -> RoomUpdate.RoomChanged(
+                FfiConverterTypeRoom.read(buf),
+                )
+            7 -> RoomUpdate.RoomRemoved(
+                FfiConverterString.read(buf),
+                )
+            8 -> RoomUpdate.MemberChanged(
+                FfiConverterTypeMember.read(buf),
+                )
+            9 -> RoomUpdate.MemberRemoved(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            10 -> RoomUpdate.Reset(
+                FfiConverterString.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: RoomUpdate): ULong = when(value) {
+        is RoomUpdate.MessageAdded -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeMessage.allocationSize(value.`message`)
+            )
+        }
+        is RoomUpdate.MessageEdited -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeMessage.allocationSize(value.`message`)
+            )
+        }
+        is RoomUpdate.MessageDeleted -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeMessage.allocationSize(value.`message`)
+            )
+        }
+        is RoomUpdate.MessageRemoved -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`room`)
+                + FfiConverterString.allocationSize(value.`localId`)
+            )
+        }
+        is RoomUpdate.SendStateChanged -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`room`)
+                + FfiConverterString.allocationSize(value.`localId`)
+                + FfiConverterTypeSendState.allocationSize(value.`state`)
+            )
+        }
+        is RoomUpdate.RoomChanged -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeRoom.allocationSize(value.`room`)
+            )
+        }
+        is RoomUpdate.RoomRemoved -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`room`)
+            )
+        }
+        is RoomUpdate.MemberChanged -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeMember.allocationSize(value.`member`)
+            )
+        }
+        is RoomUpdate.MemberRemoved -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`room`)
+                + FfiConverterString.allocationSize(value.`user`)
+            )
+        }
+        is RoomUpdate.Reset -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`room`)
+            )
+        }
+    }
+
+    override fun write(value: RoomUpdate, buf: ByteBuffer) {
+        when(value) {
+            is RoomUpdate.MessageAdded -> {
+                buf.putInt(1)
+                FfiConverterTypeMessage.write(value.`message`, buf)
+                Unit
+            }
+            is RoomUpdate.MessageEdited -> {
+                buf.putInt(2)
+                FfiConverterTypeMessage.write(value.`message`, buf)
+                Unit
+            }
+            is RoomUpdate.MessageDeleted -> {
+                buf.putInt(3)
+                FfiConverterTypeMessage.write(value.`message`, buf)
+                Unit
+            }
+            is RoomUpdate.MessageRemoved -> {
+                buf.putInt(4)
+                FfiConverterString.write(value.`room`, buf)
+                FfiConverterString.write(value.`localId`, buf)
+                Unit
+            }
+            is RoomUpdate.SendStateChanged -> {
+                buf.putInt(5)
+                FfiConverterString.write(value.`room`, buf)
+                FfiConverterString.write(value.`localId`, buf)
+                FfiConverterTypeSendState.write(value.`state`, buf)
+                Unit
+            }
+            is RoomUpdate.RoomChanged -> {
+                buf.putInt(6)
+                FfiConverterTypeRoom.write(value.`room`, buf)
+                Unit
+            }
+            is RoomUpdate.RoomRemoved -> {
+                buf.putInt(7)
+                FfiConverterString.write(value.`room`, buf)
+                Unit
+            }
+            is RoomUpdate.MemberChanged -> {
+                buf.putInt(8)
+                FfiConverterTypeMember.write(value.`member`, buf)
+                Unit
+            }
+            is RoomUpdate.MemberRemoved -> {
+                buf.putInt(9)
+                FfiConverterString.write(value.`room`, buf)
+                FfiConverterString.write(value.`user`, buf)
+                Unit
+            }
+            is RoomUpdate.Reset -> {
+                buf.putInt(10)
+                FfiConverterString.write(value.`room`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * Where a local change stands.
+ */
+sealed class SendState {
+    
+    /**
+     * Written locally, waiting in the outbox (or on the wire).
+     */
+    object Pending : SendState()
+    
+    
+    /**
+     * Confirmed by the server (or received from it).
+     */
+    object Sent : SendState()
+    
+    
+    /**
+     * Refused for good; `code` is the protocol error code (`forbidden`, …).
+     */
+    data class Failed(
+        val `code`: kotlin.String, 
+        val `message`: kotlin.String) : SendState()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSendState : FfiConverterRustBuffer<SendState>{
+    override fun read(buf: ByteBuffer): SendState {
+        return when(buf.getInt()) {
+            1 -> SendState.Pending
+            2 -> SendState.Sent
+            3 -> SendState.Failed(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: SendState): ULong = when(value) {
+        is SendState.Pending -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SendState.Sent -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SendState.Failed -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`message`)
+            )
+        }
+    }
+
+    override fun write(value: SendState, buf: ByteBuffer) {
+        when(value) {
+            is SendState.Pending -> {
+                buf.putInt(1)
+                Unit
+            }
+            is SendState.Sent -> {
+                buf.putInt(2)
+                Unit
+            }
+            is SendState.Failed -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`message`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
+    override fun read(buf: ByteBuffer): kotlin.ULong? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterULong.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.ULong?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterULong.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.ULong?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterULong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalLong: FfiConverterRustBuffer<kotlin.Long?> {
+    override fun read(buf: ByteBuffer): kotlin.Long? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterLong.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Long?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterLong.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Long?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterLong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?> {
+    override fun read(buf: ByteBuffer): kotlin.String? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterString.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.String?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterString.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.String?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterString.write(value, buf)
+        }
+    }
 }
 
 
@@ -1732,6 +7622,334 @@ public object FfiConverterOptionalTypeLogListener: FfiConverterRustBuffer<LogLis
         } else {
             buf.put(1)
             FfiConverterTypeLogListener.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeDocument: FfiConverterRustBuffer<Document?> {
+    override fun read(buf: ByteBuffer): Document? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDocument.read(buf)
+    }
+
+    override fun allocationSize(value: Document?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDocument.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Document?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDocument.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeDocumentVersion: FfiConverterRustBuffer<DocumentVersion?> {
+    override fun read(buf: ByteBuffer): DocumentVersion? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDocumentVersion.read(buf)
+    }
+
+    override fun allocationSize(value: DocumentVersion?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDocumentVersion.allocationSize(value)
+        }
+    }
+
+    override fun write(value: DocumentVersion?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDocumentVersion.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeMessage: FfiConverterRustBuffer<Message?> {
+    override fun read(buf: ByteBuffer): Message? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeMessage.read(buf)
+    }
+
+    override fun allocationSize(value: Message?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeMessage.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Message?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeMessage.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypePresence: FfiConverterRustBuffer<Presence?> {
+    override fun read(buf: ByteBuffer): Presence? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypePresence.read(buf)
+    }
+
+    override fun allocationSize(value: Presence?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypePresence.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Presence?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypePresence.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeRoom: FfiConverterRustBuffer<Room?> {
+    override fun read(buf: ByteBuffer): Room? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeRoom.read(buf)
+    }
+
+    override fun allocationSize(value: Room?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeRoom.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Room?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeRoom.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.String>> {
+    override fun read(buf: ByteBuffer): List<kotlin.String> {
+        val len = buf.getInt()
+        return List<kotlin.String>(len) {
+            FfiConverterString.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.String>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterString.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.String>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterString.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeMember: FfiConverterRustBuffer<List<Member>> {
+    override fun read(buf: ByteBuffer): List<Member> {
+        val len = buf.getInt()
+        return List<Member>(len) {
+            FfiConverterTypeMember.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Member>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeMember.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Member>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeMember.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeMessage: FfiConverterRustBuffer<List<Message>> {
+    override fun read(buf: ByteBuffer): List<Message> {
+        val len = buf.getInt()
+        return List<Message>(len) {
+            FfiConverterTypeMessage.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Message>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeMessage.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Message>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeMessage.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeNotification: FfiConverterRustBuffer<List<Notification>> {
+    override fun read(buf: ByteBuffer): List<Notification> {
+        val len = buf.getInt()
+        return List<Notification>(len) {
+            FfiConverterTypeNotification.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Notification>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeNotification.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Notification>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeNotification.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeOutboxEntry: FfiConverterRustBuffer<List<OutboxEntry>> {
+    override fun read(buf: ByteBuffer): List<OutboxEntry> {
+        val len = buf.getInt()
+        return List<OutboxEntry>(len) {
+            FfiConverterTypeOutboxEntry.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<OutboxEntry>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeOutboxEntry.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<OutboxEntry>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeOutboxEntry.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRoom: FfiConverterRustBuffer<List<Room>> {
+    override fun read(buf: ByteBuffer): List<Room> {
+        val len = buf.getInt()
+        return List<Room>(len) {
+            FfiConverterTypeRoom.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Room>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRoom.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Room>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRoom.write(it, buf)
         }
     }
 }
