@@ -12,6 +12,8 @@ cd "$ROOT"
 source "$(scripts/toolchains/kotlin.sh)"
 
 cargo build --quiet -p roam-ffi --lib
+cargo build --quiet -p roam-server
+export ROAM_SERVER_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/roam-server
 lib_dir=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 [[ -f "$lib_dir/libroam_ffi.so" ]] || { echo "test-kotlin: $lib_dir/libroam_ffi.so missing" >&2; exit 1; }
 
