@@ -1,225 +1,51 @@
 //! `RoamClient`: the exported client object. It holds the core client in `inner` and forwards
-//! every call, converting types at the boundary; no logic lives here.
+//! every call, converting types at the boundary (`types.rs`) and errors in one place
+//! (`error.rs`); no client logic lives here.
 //!
-//! The core runs on tokio. Swift and Kotlin call in from their own threads, so this module owns
-//! one process-wide tokio runtime: synchronous calls enter it, and async calls run their work on
-//! it and await the task's handle (a runtime-agnostic future), so they can be awaited from a
-//! Swift `Task` or a Kotlin coroutine, and cancelled there without harming the client.
+//! Synchronous calls enter the library's tokio runtime (`runtime.rs`) and call the core at once:
+//! reads come from the local store, writes land in the store and the outbox and return the
+//! optimistic local object. Async calls (`start`, `shutdown`, `refresh_*`, `save_document`)
+//! become Swift `async` and Kotlin `suspend` functions.
+//!
+//! After `shutdown` the client is released: every subscription handle it gave out is closed
+//! (no callback after `shutdown` returns) and every later call fails with
+//! [`RoamError::Closed`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use parking_lot::Mutex;
-
+use crate::auth::{TokenProvider, Tokens};
 use crate::error::RoamError;
-use crate::types::{
-    ClientOptions, ConnectionState, Document, DocumentUpdate, Member, Message, Metrics,
-    Notification, OutboxEntry, Presence, Room, RoomKind, RoomUpdate,
+use crate::listeners::{
+    ConnectionListener, DocumentListener, Handles, NotificationListener, PresenceListener, Relay,
+    RoomListener, SubscriptionHandle, TypingListener,
 };
-
-fn runtime() -> Result<&'static tokio::runtime::Runtime, RoamError> {
-    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("roam")
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())
-    })
-    .as_ref()
-    .map_err(|reason| RoamError::Internal {
-        reason: format!("cannot start the runtime: {reason}"),
-    })
-}
-
-/// Gives the core a token when it connects. Swift: a protocol; Kotlin: an interface.
-#[uniffi::export(with_foreign)]
-pub trait TokenProvider: Send + Sync {
-    /// A token to use now; `refresh` is true when the last one was refused or expired.
-    fn token(&self, refresh: bool) -> Result<String, RoamError>;
-}
-
-struct Tokens(Arc<dyn TokenProvider>);
-
-#[async_trait::async_trait]
-impl roam_core::TokenProvider for Tokens {
-    async fn token(&self, refresh: bool) -> roam_core::Result<String> {
-        let provider = Arc::clone(&self.0);
-        // The app's provider may block (keychain, network): keep it off the async workers.
-        match tokio::task::spawn_blocking(move || provider.token(refresh)).await {
-            Ok(Ok(t)) => Ok(t),
-            Ok(Err(e)) => Err(roam_core::Error::Unauthorized(e.to_string())),
-            Err(e) => Err(roam_core::Error::Unauthorized(format!(
-                "token provider failed: {e}"
-            ))),
-        }
-    }
-}
-
-/// Connection state changes; the current state is delivered first.
-#[uniffi::export(with_foreign)]
-pub trait ConnectionListener: Send + Sync {
-    fn on_connection_state(&self, state: ConnectionState);
-}
-
-/// Messages and membership of rooms.
-#[uniffi::export(with_foreign)]
-pub trait RoomListener: Send + Sync {
-    fn on_room_update(&self, update: RoomUpdate);
-}
-
-/// Who is typing in a room (the whole list each time).
-#[uniffi::export(with_foreign)]
-pub trait TypingListener: Send + Sync {
-    fn on_typing(&self, room: String, users: Vec<String>);
-}
-
-/// Presence of users sharing a room with this account.
-#[uniffi::export(with_foreign)]
-pub trait PresenceListener: Send + Sync {
-    fn on_presence(&self, presence: Presence);
-}
-
-/// Document versions and refused (stale) edits.
-#[uniffi::export(with_foreign)]
-pub trait DocumentListener: Send + Sync {
-    fn on_document_update(&self, update: DocumentUpdate);
-}
-
-/// New notifications and the unread count (delivered first).
-#[uniffi::export(with_foreign)]
-pub trait NotificationListener: Send + Sync {
-    fn on_notification(&self, notification: Notification);
-    fn on_unread_count(&self, count: u64);
-}
-
-/// Forwards core callbacks to a foreign listener until its handle is closed.
-struct Relay<L: ?Sized> {
-    listener: Arc<L>,
-    open: Arc<AtomicBool>,
-}
-
-impl<L: ?Sized> Relay<L> {
-    fn new(listener: Arc<L>, open: &Arc<AtomicBool>) -> Arc<Self> {
-        Arc::new(Relay {
-            listener,
-            open: Arc::clone(open),
-        })
-    }
-
-    fn live(&self) -> bool {
-        self.open.load(Ordering::Acquire)
-    }
-}
-
-impl roam_core::ConnectionStateListener for Relay<dyn ConnectionListener> {
-    fn on_connection_state(&self, state: roam_core::ConnectionState) {
-        if self.live() {
-            self.listener.on_connection_state(state.into());
-        }
-    }
-}
-
-impl roam_core::RoomListener for Relay<dyn RoomListener> {
-    fn on_room_update(&self, update: roam_core::RoomUpdate) {
-        if self.live() {
-            self.listener.on_room_update(update.into());
-        }
-    }
-}
-
-impl roam_core::TypingListener for Relay<dyn TypingListener> {
-    fn on_typing(&self, room: String, users: Vec<String>) {
-        if self.live() {
-            self.listener.on_typing(room, users);
-        }
-    }
-}
-
-impl roam_core::PresenceListener for Relay<dyn PresenceListener> {
-    fn on_presence(&self, presence: roam_core::PresenceInfo) {
-        if self.live() {
-            self.listener.on_presence(presence.into());
-        }
-    }
-}
-
-impl roam_core::DocumentListener for Relay<dyn DocumentListener> {
-    fn on_document_update(&self, update: roam_core::DocumentUpdate) {
-        if self.live() {
-            self.listener.on_document_update(update.into());
-        }
-    }
-}
-
-impl roam_core::NotificationListener for Relay<dyn NotificationListener> {
-    fn on_notification(&self, notification: roam_core::NotificationInfo) {
-        if self.live() {
-            self.listener.on_notification(notification.into());
-        }
-    }
-
-    fn on_unread_count(&self, count: u64) {
-        if self.live() {
-            self.listener.on_unread_count(count);
-        }
-    }
-}
-
-/// A running subscription. `cancel()`, or releasing the handle (Kotlin `close()`, the end of a
-/// Swift reference), stops it: no callback starts after that returns.
-#[derive(uniffi::Object)]
-pub struct SubscriptionHandle {
-    open: Arc<AtomicBool>,
-    inner: Mutex<Option<roam_core::Subscription>>,
-}
-
-impl std::fmt::Debug for SubscriptionHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubscriptionHandle")
-            .field("open", &self.is_open())
-            .finish()
-    }
-}
-
-#[uniffi::export]
-impl SubscriptionHandle {
-    /// Stops the subscription.
-    pub fn cancel(&self) {
-        self.open.store(false, Ordering::Release);
-        if let Some(s) = self.inner.lock().take() {
-            s.close();
-        }
-    }
-
-    /// True until cancelled.
-    pub fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for SubscriptionHandle {
-    fn drop(&mut self) {
-        self.cancel();
-    }
-}
+use crate::runtime::{run, runtime};
+use crate::save::EditWaiter;
+use crate::types::{
+    ClientOptions, ConnectionState, Document, Member, Message, MetricsSnapshot, Notification,
+    OutboxEntry, Presence, PresenceStatus, Role, Room, RoomKind,
+};
 
 /// A Roam client for one account: works offline, syncs when it can.
 #[derive(uniffi::Object)]
 pub struct RoamClient {
     inner: roam_core::Client,
     closed: AtomicBool,
-    /// The handles given out, to cancel them on `shutdown` (weak: the app owns them).
-    subscriptions: Mutex<Vec<std::sync::Weak<SubscriptionHandle>>>,
+    handles: Handles,
 }
 
 impl std::fmt::Debug for RoamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoamClient")
             .field("user", &self.inner.user_id())
+            .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish()
     }
+}
+
+fn convert<T, U: From<T>>(items: Vec<T>) -> Vec<U> {
+    items.into_iter().map(U::from).collect()
 }
 
 impl RoamClient {
@@ -241,17 +67,21 @@ impl RoamClient {
         f(&self.inner).map_err(RoamError::from)
     }
 
-    fn keep(&self, open: Arc<AtomicBool>, sub: roam_core::Subscription) -> Arc<SubscriptionHandle> {
-        let handle = Arc::new(SubscriptionHandle {
-            open,
-            inner: Mutex::new(Some(sub)),
-        });
-        let mut subs = self.subscriptions.lock();
-        subs.retain(|h| h.upgrade().is_some_and(|h| h.is_open()));
-        subs.push(Arc::downgrade(&handle));
-        handle
+    /// Runs a core call that cannot fail inside the runtime.
+    fn act(&self, f: impl FnOnce(&roam_core::Client)) -> Result<(), RoamError> {
+        self.call(|c| {
+            f(c);
+            Ok(())
+        })
     }
 
+    /// A clone of the core client for an async call (after checking it is not closed).
+    fn core(&self) -> Result<roam_core::Client, RoamError> {
+        self.check()?;
+        Ok(self.inner.clone())
+    }
+
+    /// Registers a relay with the core and hands out its handle.
     fn subscribe(
         &self,
         f: impl FnOnce(&roam_core::Client, &Arc<AtomicBool>) -> roam_core::Subscription,
@@ -259,14 +89,21 @@ impl RoamClient {
         self.check()?;
         let _guard = runtime()?.enter();
         let open = Arc::new(AtomicBool::new(true));
-        let sub = f(&self.inner, &open);
-        Ok(self.keep(open, sub))
+        let handle = SubscriptionHandle::new(Arc::clone(&open), f(&self.inner, &open));
+        self.handles.add(&handle);
+        // A shutdown that ran between the check and `add` did not see this handle.
+        if self.closed.load(Ordering::Acquire) {
+            handle.cancel();
+            return Err(RoamError::Closed);
+        }
+        Ok(handle)
     }
 }
 
 #[uniffi::export]
 impl RoamClient {
-    /// Opens (or creates) the account's database. Works with no network at all.
+    /// Opens (or creates) the account's database. Works with no network at all; call `start`
+    /// to connect.
     #[uniffi::constructor]
     pub fn new(
         options: ClientOptions,
@@ -277,7 +114,7 @@ impl RoamClient {
         Ok(Arc::new(RoamClient {
             inner,
             closed: AtomicBool::new(false),
-            subscriptions: Mutex::new(Vec::new()),
+            handles: Handles::default(),
         }))
     }
 
@@ -286,58 +123,50 @@ impl RoamClient {
         self.inner.user_id()
     }
 
-    /// Starts connecting (and reconnecting) in the background.
+    // -----------------------------------------------------------------------------------------
+    // Lifecycle and connection
+
+    /// Starts connecting (and reconnecting) in the background. Returns at once.
     pub async fn start(&self) -> Result<(), RoamError> {
-        self.check()?;
-        let inner = self.inner.clone();
-        runtime()?
-            .spawn(async move { inner.start().await })
-            .await
-            .map_err(|e| RoamError::Internal {
-                reason: e.to_string(),
-            })?
-            .map_err(RoamError::from)
+        let core = self.core()?;
+        run(async move { core.start().await }).await
     }
 
-    /// Stops everything and releases the client: every subscription is cancelled, and every
-    /// later call fails with `Closed`. Safe to call twice.
+    /// Stops everything and releases the client: every subscription is closed, the connection
+    /// is closed, and every later call fails with `Closed`. Queued changes stay in the database
+    /// for the next `RoamClient` on it. Safe to call twice.
     pub async fn shutdown(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let handles: Vec<_> = self.subscriptions.lock().drain(..).collect();
-        for h in handles.iter().filter_map(std::sync::Weak::upgrade) {
-            h.cancel();
-        }
-        let inner = self.inner.clone();
-        if let Ok(rt) = runtime() {
-            let _ = rt.spawn(async move { inner.shutdown().await }).await;
-        }
+        self.handles.cancel_all();
+        let core = self.inner.clone();
+        let _ = run(async move {
+            core.shutdown().await;
+            Ok(())
+        })
+        .await;
     }
 
-    /// Whether the app wants to be online.
+    /// Whether the app wants to be online; `false` closes the connection (writes keep queueing).
     pub fn set_online(&self, online: bool) -> Result<(), RoamError> {
-        self.call(|c| {
-            c.set_online(online);
-            Ok(())
-        })
+        self.act(|c| c.set_online(online))
     }
 
-    /// Call when the OS reports that the network is back: retries at once.
+    /// Call when the OS reports the network is back: the next attempt starts at once.
     pub fn network_available(&self) -> Result<(), RoamError> {
-        self.call(|c| {
-            c.network_available();
-            Ok(())
-        })
+        self.act(|c| c.network_available())
     }
 
     pub fn connection_state(&self) -> ConnectionState {
         self.inner.connection_state().into()
     }
 
+    // -----------------------------------------------------------------------------------------
+    // Reads (from the local store, never blocked on the network)
+
     pub fn rooms(&self) -> Result<Vec<Room>, RoamError> {
-        self.call(|c| c.rooms())
-            .map(|v| v.into_iter().map(Into::into).collect())
+        self.call(|c| c.rooms()).map(convert)
     }
 
     pub fn room(&self, room: String) -> Result<Option<Room>, RoamError> {
@@ -345,11 +174,11 @@ impl RoamClient {
     }
 
     pub fn members(&self, room: String) -> Result<Vec<Member>, RoamError> {
-        self.call(|c| c.members(room))
-            .map(|v| v.into_iter().map(Into::into).collect())
+        self.call(|c| c.members(room)).map(convert)
     }
 
-    /// The newest `limit` (1–200) messages before `before_seq` (all pending ones last).
+    /// The newest `limit` (1–200) messages before `before_seq` (nil/null: the newest), oldest
+    /// first, local pending ones last.
     pub fn messages(
         &self,
         room: String,
@@ -357,7 +186,7 @@ impl RoamClient {
         limit: u32,
     ) -> Result<Vec<Message>, RoamError> {
         self.call(|c| c.messages(room, before_seq, limit))
-            .map(|v| v.into_iter().map(Into::into).collect())
+            .map(convert)
     }
 
     /// One message by its local or server id.
@@ -365,12 +194,75 @@ impl RoamClient {
         self.call(|c| c.message(id)).map(|m| m.map(Into::into))
     }
 
-    /// Queues a message; it is visible at once as pending.
+    pub fn document(&self, room: String, doc: String) -> Result<Option<Document>, RoamError> {
+        self.call(|c| c.document(room, doc))
+            .map(|d| d.map(Into::into))
+    }
+
+    pub fn documents(&self, room: String) -> Result<Vec<Document>, RoamError> {
+        self.call(|c| c.documents(room)).map(convert)
+    }
+
+    /// Notifications after `after_seq` (nil/null: from the start), at most `limit` (1–200).
+    pub fn notifications(
+        &self,
+        after_seq: Option<u64>,
+        unread_only: bool,
+        limit: u32,
+    ) -> Result<Vec<Notification>, RoamError> {
+        self.call(|c| c.notifications(after_seq, unread_only, limit))
+            .map(convert)
+    }
+
+    pub fn unread_count(&self) -> Result<u64, RoamError> {
+        self.call(|c| c.unread_count())
+    }
+
+    /// A user's presence as last known locally.
+    pub fn presence(&self, user: String) -> Result<Option<Presence>, RoamError> {
+        self.call(|c| c.presence(user)).map(|p| p.map(Into::into))
+    }
+
+    /// This device's own presence.
+    pub fn my_presence(&self) -> PresenceStatus {
+        self.inner.my_presence().into()
+    }
+
+    /// Who is typing in a room right now.
+    pub fn typing(&self, room: String) -> Vec<String> {
+        self.inner.typing(room)
+    }
+
+    /// The queued changes, in order.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>, RoamError> {
+        self.call(|c| c.outbox()).map(convert)
+    }
+
+    /// The client's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics().into()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Writes: stored and queued at once, visible as pending, delivered when connected
+
+    /// Sends a message; it is returned (and listed) at once as pending.
     pub fn send_message(&self, room: String, body: String) -> Result<Message, RoamError> {
         self.call(|c| c.send_message(room, body)).map(Into::into)
     }
 
-    /// Edits one of this account's messages (by local or server id).
+    /// Sends a message in reply to another (by its server id).
+    pub fn send_reply(
+        &self,
+        room: String,
+        body: String,
+        reply_to: String,
+    ) -> Result<Message, RoamError> {
+        self.call(|c| c.send_reply(room, body, Some(reply_to)))
+            .map(Into::into)
+    }
+
+    /// Edits one of this account's messages (by local or server id), even one still queued.
     pub fn edit_message(
         &self,
         room: String,
@@ -381,35 +273,96 @@ impl RoamClient {
             .map(Into::into)
     }
 
+    /// Deletes a message (by local or server id).
     pub fn delete_message(&self, room: String, message: String) -> Result<Message, RoamError> {
         self.call(|c| c.delete_message(room, message))
             .map(Into::into)
     }
 
+    /// Creates a room owned by this account. `metadata_json`: a JSON object, or nil/null.
+    #[uniffi::method(default(metadata_json = None))]
     pub fn create_room(
         &self,
         room: String,
         kind: RoomKind,
         title: String,
+        metadata_json: Option<String>,
     ) -> Result<Room, RoamError> {
-        self.call(|c| c.create_room(room, kind.into(), title, None))
+        self.call(|c| c.create_room(room, kind.into(), title, metadata_json))
             .map(Into::into)
     }
 
-    /// Returns the outbox entry id.
+    /// Changes a room's title, kind or metadata (at least one).
+    #[uniffi::method(default(title = None, kind = None, metadata_json = None))]
+    pub fn update_room(
+        &self,
+        room: String,
+        title: Option<String>,
+        kind: Option<RoomKind>,
+        metadata_json: Option<String>,
+    ) -> Result<Room, RoamError> {
+        self.call(|c| c.update_room(room, title, kind.map(Into::into), metadata_json))
+            .map(Into::into)
+    }
+
+    /// Deletes a room (owner only). Returns the outbox entry id.
+    pub fn delete_room(&self, room: String) -> Result<String, RoamError> {
+        self.call(|c| c.delete_room(room))
+    }
+
+    /// Joins a room. Returns the outbox entry id.
     pub fn join_room(&self, room: String) -> Result<String, RoamError> {
         self.call(|c| c.join_room(room))
     }
 
+    /// Leaves a room. Returns the outbox entry id.
     pub fn leave_room(&self, room: String) -> Result<String, RoamError> {
         self.call(|c| c.leave_room(room))
+    }
+
+    /// Hands the room to another member (owner only). Returns the outbox entry id.
+    pub fn transfer_ownership(&self, room: String, user: String) -> Result<String, RoamError> {
+        self.call(|c| c.transfer_ownership(room, user))
+    }
+
+    /// Invites a user (role: member by default; expiry: 7 days by default). Returns the outbox
+    /// entry id.
+    #[uniffi::method(default(role = None, ttl_secs = None))]
+    pub fn invite(
+        &self,
+        room: String,
+        user: String,
+        role: Option<Role>,
+        ttl_secs: Option<u64>,
+    ) -> Result<String, RoamError> {
+        self.call(|c| c.invite(room, user, role.map(Into::into), ttl_secs))
+    }
+
+    /// Accepts an invitation (its id is in the `invited` notification's data).
+    pub fn accept_invitation(&self, invitation: String) -> Result<String, RoamError> {
+        self.call(|c| c.accept_invitation(invitation))
+    }
+
+    pub fn reject_invitation(&self, invitation: String) -> Result<String, RoamError> {
+        self.call(|c| c.reject_invitation(invitation))
+    }
+
+    /// Changes a member's role (not to owner: use `transfer_ownership`).
+    pub fn set_role(&self, room: String, user: String, role: Role) -> Result<String, RoamError> {
+        self.call(|c| c.set_role(room, user, role.into()))
     }
 
     pub fn ban(&self, room: String, user: String) -> Result<String, RoamError> {
         self.call(|c| c.ban(room, user))
     }
 
-    /// Writes a document version on top of `base_version` (0 creates it).
+    pub fn unban(&self, room: String, user: String) -> Result<String, RoamError> {
+        self.call(|c| c.unban(room, user))
+    }
+
+    /// Writes a document version on top of `base_version` (0 creates it) and returns the local
+    /// copy (pending). A stale base is reported later, through the document listener and the
+    /// document's `conflict`; `save_document` waits for the answer instead.
     pub fn put_document(
         &self,
         room: String,
@@ -421,93 +374,114 @@ impl RoamClient {
             .map(Into::into)
     }
 
-    pub fn document(&self, room: String, doc: String) -> Result<Option<Document>, RoamError> {
-        self.call(|c| c.document(room, doc))
-            .map(|d| d.map(Into::into))
-    }
-
-    pub fn notifications(
+    /// Writes a document version like `put_document`, then waits until the server has
+    /// answered: returns the confirmed document, or throws `VersionConflict` (with the server's
+    /// current version and content) when `base_version` is stale, or the refusal's error.
+    /// While offline it waits for the connection; cancelling the wait keeps the edit queued.
+    pub async fn save_document(
         &self,
-        unread_only: bool,
-        limit: u32,
-    ) -> Result<Vec<Notification>, RoamError> {
-        self.call(|c| c.notifications(None, unread_only, limit))
-            .map(|v| v.into_iter().map(Into::into).collect())
+        room: String,
+        doc: String,
+        base_version: u64,
+        content: String,
+    ) -> Result<Document, RoamError> {
+        let (waiter, outcome) =
+            EditWaiter::new(&room, &doc, &self.inner.user_id(), base_version, &content);
+        // Subscribed before queueing, so the outcome cannot be missed.
+        let subscription =
+            self.subscribe(|c, _| c.subscribe_documents(Some(room.clone()), Arc::new(waiter)))?;
+        self.call(|c| c.put_document(room, doc, base_version, content))?;
+        let result = outcome.await.unwrap_or(Err(RoamError::Closed));
+        subscription.cancel();
+        result
     }
 
-    pub fn unread_count(&self) -> Result<u64, RoamError> {
-        self.call(|c| c.unread_count())
+    /// Marks notifications read (at most 500 ids). Returns the outbox entry id.
+    pub fn mark_read(&self, ids: Vec<String>) -> Result<String, RoamError> {
+        self.call(|c| c.mark_read(ids))
     }
 
+    /// Marks every notification read. Returns the outbox entry id.
     pub fn mark_all_read(&self) -> Result<String, RoamError> {
         self.call(|c| c.mark_all_read())
     }
 
-    /// The user typed in a room (throttled: call it on every keystroke).
-    pub fn typing_started(&self, room: String) -> Result<(), RoamError> {
-        self.call(|c| {
-            c.typing_started(room);
-            Ok(())
-        })
-    }
-
-    pub fn typing_stopped(&self, room: String) -> Result<(), RoamError> {
-        self.call(|c| {
-            c.typing_stopped(room);
-            Ok(())
-        })
-    }
-
-    /// Who is typing in a room right now.
-    pub fn typing(&self, room: String) -> Vec<String> {
-        self.inner.typing(room)
-    }
-
-    pub fn presence(&self, user: String) -> Result<Option<Presence>, RoamError> {
-        self.call(|c| c.presence(user)).map(|p| p.map(Into::into))
-    }
-
-    /// The app went idle (away) or came back.
-    pub fn set_idle(&self, idle: bool) -> Result<(), RoamError> {
-        self.call(|c| {
-            c.set_idle(idle);
-            Ok(())
-        })
-    }
-
-    pub fn outbox(&self) -> Result<Vec<OutboxEntry>, RoamError> {
-        self.call(|c| c.outbox())
-            .map(|v| v.into_iter().map(Into::into).collect())
-    }
-
-    /// Puts a failed entry back in its queue.
+    /// Puts a failed outbox entry back in its queue.
     pub fn retry(&self, entry_id: String) -> Result<(), RoamError> {
         self.call(|c| c.retry(entry_id))
     }
 
-    /// Drops a pending or failed entry and undoes its local change.
+    /// Drops a pending (not yet on the wire) or failed entry and undoes its local change.
     pub fn discard(&self, entry_id: String) -> Result<(), RoamError> {
         self.call(|c| c.discard(entry_id))
     }
 
-    pub fn metrics(&self) -> Metrics {
-        self.inner.metrics().into()
+    // -----------------------------------------------------------------------------------------
+    // Typing and presence
+
+    /// The user typed in a room: call it on every keystroke (it is throttled).
+    pub fn typing_started(&self, room: String) -> Result<(), RoamError> {
+        self.act(|c| c.typing_started(room))
     }
 
-    /// Fetches the room directory from the server (cached, ETag-revalidated).
+    /// The user stopped typing (cleared the field, left the screen).
+    pub fn typing_stopped(&self, room: String) -> Result<(), RoamError> {
+        self.act(|c| c.typing_stopped(room))
+    }
+
+    /// The user did something: this device is online (again).
+    pub fn user_activity(&self) -> Result<(), RoamError> {
+        self.act(|c| c.user_activity())
+    }
+
+    /// The app went to the background (`true`: away now) or came back (`false`).
+    pub fn set_idle(&self, idle: bool) -> Result<(), RoamError> {
+        self.act(|c| c.set_idle(idle))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Network reads (REST into the store; cached, ETag-revalidated)
+
+    /// Fetches the room directory (the rooms this account may see).
     pub async fn refresh_rooms(&self) -> Result<Vec<Room>, RoamError> {
-        self.check()?;
-        let inner = self.inner.clone();
-        runtime()?
-            .spawn(async move { inner.refresh_rooms().await })
+        let core = self.core()?;
+        run(async move { core.refresh_rooms().await })
             .await
-            .map_err(|e| RoamError::Internal {
-                reason: e.to_string(),
-            })?
-            .map(|v| v.into_iter().map(Into::into).collect())
-            .map_err(RoamError::from)
+            .map(convert)
     }
 
+    /// Fetches a room's members.
+    pub async fn refresh_members(&self, room: String) -> Result<Vec<Member>, RoamError> {
+        let core = self.core()?;
+        run(async move { core.refresh_members(room).await })
+            .await
+            .map(convert)
+    }
+
+    /// Fetches the presence of 1–500 users.
+    pub async fn refresh_presence(&self, users: Vec<String>) -> Result<Vec<Presence>, RoamError> {
+        let core = self.core()?;
+        run(async move { core.refresh_presence(users).await })
+            .await
+            .map(convert)
+    }
+
+    /// Fetches the page of messages before the oldest one held locally (oldest first).
+    pub async fn load_older_messages(
+        &self,
+        room: String,
+        limit: u32,
+    ) -> Result<Vec<Message>, RoamError> {
+        let core = self.core()?;
+        run(async move { core.load_older_messages(room, limit).await })
+            .await
+            .map(convert)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Listeners: each returns a handle; closing or releasing it stops the callbacks
+
+    /// Connection states, the current one first.
     pub fn subscribe_connection_state(
         &self,
         listener: Arc<dyn ConnectionListener>,
@@ -524,6 +498,7 @@ impl RoamClient {
         self.subscribe(|c, open| c.subscribe_room_updates(room, Relay::new(listener, open)))
     }
 
+    /// Typing lists of one room (its current list first) or of every room.
     pub fn subscribe_typing(
         &self,
         room: Option<String>,
@@ -532,6 +507,7 @@ impl RoamClient {
         self.subscribe(|c, open| c.subscribe_typing(room, Relay::new(listener, open)))
     }
 
+    /// Presence changes of other users.
     pub fn subscribe_presence(
         &self,
         listener: Arc<dyn PresenceListener>,
@@ -539,6 +515,7 @@ impl RoamClient {
         self.subscribe(|c, open| c.subscribe_presence(Relay::new(listener, open)))
     }
 
+    /// Document updates and conflicts of one room, or of every room.
     pub fn subscribe_documents(
         &self,
         room: Option<String>,
@@ -547,6 +524,7 @@ impl RoamClient {
         self.subscribe(|c, open| c.subscribe_documents(room, Relay::new(listener, open)))
     }
 
+    /// New notifications and the unread count (the current count first).
     pub fn subscribe_notifications(
         &self,
         listener: Arc<dyn NotificationListener>,

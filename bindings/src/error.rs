@@ -1,91 +1,136 @@
 //! The one error type of the Swift and Kotlin API.
 //!
 //! Kept small on purpose: each variant is something a caller can act on (fix the input, wait
-//! for the network, get a new token, reload). All mapping from the core's detailed error happens
-//! in the one `From` impl below, which also decides what to log. The `reason` is for developers
-//! and logs, not for end users.
+//! for the network, get a new token, rebase a document, reload). All mapping from the core's
+//! detailed error happens in the one `From<roam_core::Error>` impl below, which also decides what
+//! to log; a send state `Failed { code, message }` goes through the same impl
+//! ([`RoamError::from_failure`]). The `reason` strings are for developers and logs, not for end
+//! users.
 
 use roam_core::ErrorCode;
 
-/// Why a Roam call failed. Swift: `RoamError`; Kotlin: `RoamException`.
+/// Why a Roam call failed. Swift: `RoamError` (an `Error`); Kotlin: `RoamException`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum RoamError {
-    /// An argument broke the protocol's rules (bad room name, body too long, bad URL…).
+    /// An argument broke the protocol's rules (bad room name, body too long, bad URL, …).
     /// Retrying the same call cannot succeed.
     #[error("invalid input: {reason}")]
     InvalidInput { reason: String },
     /// The server could not be reached, or the connection failed. Retrying later may succeed.
     #[error("network error: {reason}")]
     Network { reason: String },
-    /// The token was refused or expired: get a new one.
+    /// The token was refused or has expired: get a new one.
     #[error("unauthorized: {reason}")]
     Unauthorized { reason: String },
     /// Not allowed (not a member, banned, role too weak).
     #[error("forbidden: {reason}")]
     Forbidden { reason: String },
-    /// No such room, message, document or outbox entry.
+    /// No such room, message, document, invitation or outbox entry.
     #[error("not found: {reason}")]
     NotFound { reason: String },
-    /// The state does not allow it (already a member, an entry being sent right now…).
+    /// The state does not allow it (already a member, an owner leaving, an entry being sent
+    /// right now, …).
     #[error("conflict: {reason}")]
     Conflict { reason: String },
-    /// Too many requests: wait this long.
+    /// A document edit was based on a stale version: here is the server's current one. Rebase
+    /// and save again with `base_version = current_version`.
+    #[error("version conflict: the document is at version {current_version}")]
+    VersionConflict {
+        current_version: u64,
+        current_content: String,
+    },
+    /// Too many requests: wait this long before trying again.
     #[error("rate limited: retry in {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
-    /// The client was closed.
+    /// The client was closed (`shutdown`).
     #[error("the client is closed")]
     Closed,
-    /// A bug or an unexpected state, including an exception thrown by an app's listener.
+    /// A bug or an unexpected state (a corrupt database, a listener that threw, …).
     #[error("internal error: {reason}")]
     Internal { reason: String },
 }
 
+impl RoamError {
+    /// The error a `Failed { code, message }` send state stands for (`code` is a protocol error
+    /// code, or `client` when the core itself gave up).
+    pub(crate) fn from_failure(code: &str, message: &str) -> Self {
+        let parsed = serde_json::from_value::<ErrorCode>(serde_json::Value::String(code.into()));
+        let err = match parsed {
+            Ok(code) => roam_core::Error::Server {
+                code,
+                message: message.to_owned(),
+                retry_after_ms: None,
+            },
+            Err(_) => roam_core::Error::InvalidState {
+                reason: message.to_owned(),
+            },
+        };
+        RoamError::from(err)
+    }
+}
+
 impl From<roam_proto::validate::Invalid> for RoamError {
     fn from(err: roam_proto::validate::Invalid) -> Self {
-        RoamError::InvalidInput { reason: err.0 }
+        RoamError::from(roam_core::Error::from(err))
     }
 }
 
 impl From<roam_core::Error> for RoamError {
     fn from(err: roam_core::Error) -> Self {
         use roam_core::Error as E;
-        let reason = err.to_string();
         match err {
+            // What the app did wrong or asked too early: the app handles it, nothing to log.
             E::InvalidInput { reason } => RoamError::InvalidInput { reason },
             E::NotFound { what } => RoamError::NotFound { reason: what },
             E::InvalidState { reason } => RoamError::Conflict { reason },
-            E::Network(reason) => RoamError::Network { reason },
-            E::Unauthorized(reason) => RoamError::Unauthorized { reason },
             E::Shutdown => RoamError::Closed,
+            // The network and the token: expected in a mobile app's life, logged quietly.
+            E::Network(reason) => {
+                tracing::debug!(target: "roam_ffi", error = %reason, "network error");
+                RoamError::Network { reason }
+            }
+            E::Unauthorized(reason) => {
+                tracing::info!(target: "roam_ffi", error = %reason, "unauthorized");
+                RoamError::Unauthorized { reason }
+            }
             E::Server {
                 code,
                 message,
                 retry_after_ms,
             } => match code {
                 ErrorCode::Unauthorized | ErrorCode::TokenExpired => {
+                    tracing::info!(target: "roam_ffi", error = %message, "token refused");
                     RoamError::Unauthorized { reason: message }
                 }
                 ErrorCode::Forbidden => RoamError::Forbidden { reason: message },
                 ErrorCode::NotFound | ErrorCode::Gone => RoamError::NotFound { reason: message },
+                // A version conflict with the server's document attached is reported by
+                // `save_document`; without it, it is a plain conflict.
                 ErrorCode::Conflict | ErrorCode::VersionConflict => {
                     RoamError::Conflict { reason: message }
                 }
                 ErrorCode::RateLimited => RoamError::RateLimited {
                     retry_after_ms: retry_after_ms.unwrap_or(1000),
                 },
-                ErrorCode::InvalidInput
-                | ErrorCode::PayloadTooLarge
-                | ErrorCode::IdempotencyMismatch
-                | ErrorCode::UnsupportedVersion => RoamError::InvalidInput { reason: message },
-                ErrorCode::Unavailable => RoamError::Network { reason: message },
+                ErrorCode::InvalidInput | ErrorCode::PayloadTooLarge => {
+                    RoamError::InvalidInput { reason: message }
+                }
+                ErrorCode::Unavailable => {
+                    tracing::debug!(target: "roam_ffi", error = %message, "server unavailable");
+                    RoamError::Network { reason: message }
+                }
+                // Mismatched idempotency keys and protocol versions are bugs, as is a 500.
                 _ => {
-                    tracing::warn!(target: "roam_ffi", error = %message, "server error");
+                    tracing::warn!(target: "roam_ffi", ?code, error = %message, "server error");
                     RoamError::Internal { reason: message }
                 }
             },
+            // The disk, the database, a corrupt row, a missing runtime: bugs or broken devices.
             other => {
                 tracing::error!(target: "roam_ffi", error = %other, "internal error");
-                RoamError::Internal { reason }
+                RoamError::Internal {
+                    reason: other.to_string(),
+                }
             }
         }
     }
@@ -93,8 +138,9 @@ impl From<roam_core::Error> for RoamError {
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for RoamError {
     fn from(err: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        tracing::warn!(target: "roam_ffi", error = %err.reason, "a listener threw");
         RoamError::Internal {
-            reason: format!("listener failed: {}", err.reason),
+            reason: format!("a listener threw: {}", err.reason),
         }
     }
 }
@@ -103,28 +149,83 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for RoamError {
 mod tests {
     use super::*;
 
+    fn server(code: ErrorCode, retry_after_ms: Option<u64>) -> roam_core::Error {
+        roam_core::Error::Server {
+            code,
+            message: "m".into(),
+            retry_after_ms,
+        }
+    }
+
     #[test]
     fn server_codes_map_to_actionable_errors() {
-        let e = roam_core::Error::Server {
-            code: ErrorCode::RateLimited,
-            message: "slow down".into(),
-            retry_after_ms: Some(250),
-        };
         assert_eq!(
-            RoamError::from(e),
+            RoamError::from(server(ErrorCode::RateLimited, Some(250))),
             RoamError::RateLimited {
                 retry_after_ms: 250
             }
         );
-        let e = roam_core::Error::Server {
-            code: ErrorCode::TokenExpired,
-            message: "expired".into(),
-            retry_after_ms: None,
-        };
-        assert!(matches!(RoamError::from(e), RoamError::Unauthorized { .. }));
+        let cases = [
+            (ErrorCode::TokenExpired, "unauthorized"),
+            (ErrorCode::Unauthorized, "unauthorized"),
+            (ErrorCode::Forbidden, "forbidden"),
+            (ErrorCode::NotFound, "not found"),
+            (ErrorCode::Gone, "not found"),
+            (ErrorCode::Conflict, "conflict"),
+            (ErrorCode::VersionConflict, "conflict"),
+            (ErrorCode::InvalidInput, "invalid input"),
+            (ErrorCode::PayloadTooLarge, "invalid input"),
+            (ErrorCode::Unavailable, "network error"),
+            (ErrorCode::Internal, "internal error"),
+            (ErrorCode::IdempotencyMismatch, "internal error"),
+        ];
+        for (code, prefix) in cases {
+            let e = RoamError::from(server(code, None)).to_string();
+            assert!(e.starts_with(prefix), "{code:?} -> {e}");
+        }
+    }
+
+    #[test]
+    fn core_errors_map_to_actionable_errors() {
         assert_eq!(
             RoamError::from(roam_core::Error::Shutdown),
             RoamError::Closed
+        );
+        assert!(matches!(
+            RoamError::from(roam_core::Error::Network("down".into())),
+            RoamError::Network { .. }
+        ));
+        assert!(matches!(
+            RoamError::from(roam_core::Error::Unauthorized("bad".into())),
+            RoamError::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            RoamError::from(roam_core::Error::NotFound { what: "x".into() }),
+            RoamError::NotFound { .. }
+        ));
+        assert!(matches!(
+            RoamError::from(roam_core::Error::NoRuntime),
+            RoamError::Internal { .. }
+        ));
+    }
+
+    #[test]
+    fn failed_send_states_map_by_code() {
+        assert_eq!(
+            RoamError::from_failure("forbidden", "banned"),
+            RoamError::Forbidden {
+                reason: "banned".into()
+            }
+        );
+        assert!(matches!(
+            RoamError::from_failure("not_found", "no room"),
+            RoamError::NotFound { .. }
+        ));
+        assert_eq!(
+            RoamError::from_failure("client", "gave up"),
+            RoamError::Conflict {
+                reason: "gave up".into()
+            }
         );
     }
 }

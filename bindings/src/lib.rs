@@ -2,13 +2,22 @@
 //!
 //! Everything here is a thin wrapper: the work is done by `roam-core` and `roam-proto`, and this
 //! crate only translates types, errors, async functions and listeners across the FFI with
-//! uniffi's proc-macros ([`RoamClient`] forwards every call to the core's `Client`). The generated sources live in `ios/Sources/Roam/Roam.swift` and
+//! uniffi's proc-macros: [`RoamClient`] forwards every call to the core's `Client`. The
+//! generated sources live in `ios/Sources/Roam/Roam.swift` and
 //! `android/src/main/kotlin/dev/roam/roam_ffi.kt`; `scripts/gen-bindings.sh` regenerates them.
+//!
+//! One file per concern: `client.rs` (the exported client), `types.rs` (records and enums, each
+//! converted from the core's type in one place), `error.rs` ([`RoamError`] and the one mapping
+//! from the core's error), `listeners.rs` (listener traits and [`SubscriptionHandle`]),
+//! `auth.rs` ([`TokenProvider`]), `save.rs` (`save_document`'s wait for the server's answer),
+//! `runtime.rs` (the tokio runtime), `logging.rs` (`tracing` to the app's logger).
 //!
 //! Conventions (STYLE.md, "Listeners and async across the FFI"):
 //! - async Rust functions become Swift `async` and Kotlin `suspend` functions; they run on the
-//!   tokio runtime (`async_runtime = "tokio"`), so the core's tokio I/O works under them;
-//! - callback traits are `XxxListener` with `on_xxx` methods (see [`LogListener`]);
+//!   library's tokio runtime, so the core's tokio I/O works under them, and cancelling the
+//!   Swift `Task` or Kotlin coroutine that awaits one leaves the client working;
+//! - callback traits are `XxxListener` with `on_xxx` methods, registered by `subscribe_xxx`,
+//!   which returns a [`SubscriptionHandle`] that stops them when closed or released;
 //! - every fallible call returns [`RoamError`], a Swift `Error` and a Kotlin `RoamException`.
 //!
 //! ```
@@ -17,23 +26,29 @@
 //! assert!(roam_ffi::validate_room_name("no spaces".into()).is_err());
 //! ```
 
+mod auth;
 mod client;
 mod error;
+mod listeners;
 mod logging;
+mod runtime;
+mod save;
 mod types;
 
 use std::time::{Duration, Instant};
 
-pub use client::{
-    ConnectionListener, DocumentListener, NotificationListener, PresenceListener, RoamClient,
-    RoomListener, SubscriptionHandle, TokenProvider, TypingListener,
-};
+pub use auth::TokenProvider;
+pub use client::RoamClient;
 pub use error::RoamError;
+pub use listeners::{
+    ConnectionListener, DocumentListener, NotificationListener, PresenceListener, RoomListener,
+    SubscriptionHandle, TypingListener,
+};
 pub use logging::{set_log_listener, LogLevel, LogListener};
 pub use types::{
-    ClientOptions, ConnectionState, Document, DocumentUpdate, DocumentVersion, Member, Message,
-    Metrics, Notification, OutboxEntry, Presence, PresenceStatus, Role, Room, RoomKind, RoomUpdate,
-    SendState,
+    ClientOptions, ConnectionState, Document, DocumentUpdate, DocumentVersion, Member,
+    MemberStatus, Message, MetricsSnapshot, Notification, OutboxEntry, Presence, PresenceStatus,
+    Role, Room, RoomKind, RoomUpdate, SendState,
 };
 
 uniffi::setup_scaffolding!();

@@ -131,10 +131,17 @@ pub struct Room {
     /// Application metadata, a JSON object as text.
     pub metadata_json: String,
     pub owner: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The newest sequence number the server reported for the room.
     pub head_seq: u64,
+    /// The highest sequence number held locally (everything up to it is in the store).
+    pub last_seq: u64,
     pub member_count: u64,
-    /// True when this account is a member.
+    /// True while this account is a member (or has asked to be).
     pub joined: bool,
+    /// The state of the latest local change to the room itself (create, update, join, leave).
     pub send_state: SendState,
 }
 
@@ -146,10 +153,29 @@ impl From<roam_core::RoomInfo> for Room {
             title: r.title,
             metadata_json: r.metadata_json,
             owner: r.owner,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
             head_seq: r.head_seq,
+            last_seq: r.last_seq,
             member_count: r.member_count,
             joined: r.joined,
             send_state: r.send_state.into(),
+        }
+    }
+}
+
+/// Whether a member is in the room or banned from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum MemberStatus {
+    Active,
+    Banned,
+}
+
+impl From<roam_core::MemberStatus> for MemberStatus {
+    fn from(s: roam_core::MemberStatus) -> Self {
+        match s {
+            roam_core::MemberStatus::Active => MemberStatus::Active,
+            roam_core::MemberStatus::Banned => MemberStatus::Banned,
         }
     }
 }
@@ -160,7 +186,9 @@ pub struct Member {
     pub room: String,
     pub user: String,
     pub role: Role,
-    pub banned: bool,
+    pub status: MemberStatus,
+    /// Milliseconds since the Unix epoch.
+    pub joined_at: i64,
 }
 
 impl From<roam_core::Member> for Member {
@@ -169,7 +197,8 @@ impl From<roam_core::Member> for Member {
             room: m.room,
             user: m.user,
             role: m.role.into(),
-            banned: m.status == roam_core::MemberStatus::Banned,
+            status: m.status.into(),
+            joined_at: m.joined_at,
         }
     }
 }
@@ -212,12 +241,25 @@ impl From<roam_core::Presence> for Presence {
     }
 }
 
-/// A document version held by the server.
+/// A document version as the server holds it.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct DocumentVersion {
     pub version: u64,
     pub content: String,
     pub updated_by: String,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+impl From<roam_core::Document> for DocumentVersion {
+    fn from(d: roam_core::Document) -> Self {
+        DocumentVersion {
+            version: d.version,
+            content: d.content,
+            updated_by: d.updated_by,
+            updated_at: d.updated_at,
+        }
+    }
 }
 
 /// A versioned document as held locally.
@@ -228,8 +270,10 @@ pub struct Document {
     pub version: u64,
     pub content: String,
     pub updated_by: String,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: i64,
     pub send_state: SendState,
-    /// After a refused edit: the server's current version, to rebase on.
+    /// After a refused (stale) edit: the server's current version, to rebase on.
     pub conflict: Option<DocumentVersion>,
 }
 
@@ -241,12 +285,9 @@ impl From<roam_core::LocalDocument> for Document {
             version: d.version,
             content: d.content,
             updated_by: d.updated_by,
+            updated_at: d.updated_at,
             send_state: d.send_state.into(),
-            conflict: d.conflict.map(|c| DocumentVersion {
-                version: c.version,
-                content: c.content,
-                updated_by: c.updated_by,
-            }),
+            conflict: d.conflict.map(Into::into),
         }
     }
 }
@@ -285,8 +326,12 @@ impl From<roam_core::NotificationInfo> for Notification {
 pub struct OutboxEntry {
     pub id: String,
     pub room: Option<String>,
+    /// The protocol operation (`message.send`, `document.put`, …).
     pub op: String,
+    /// The mutation as it will travel, `{"op": …, "args": {…}}`.
+    pub mutation_json: String,
     pub state: SendState,
+    /// Transient failures so far.
     pub attempts: u32,
     pub created_at: i64,
 }
@@ -297,6 +342,7 @@ impl From<roam_core::OutboxEntry> for OutboxEntry {
             id: e.id,
             room: e.room,
             op: e.op,
+            mutation_json: e.mutation_json,
             state: e.state.into(),
             attempts: e.attempts,
             created_at: e.created_at,
@@ -419,45 +465,95 @@ impl From<roam_core::DocumentUpdate> for DocumentUpdate {
             roam_core::DocumentUpdate::Updated(d) => DocumentUpdate::Updated { document: d.into() },
             roam_core::DocumentUpdate::Conflict { local, current } => DocumentUpdate::Conflict {
                 document: local.into(),
-                current: DocumentVersion {
-                    version: current.version,
-                    content: current.content,
-                    updated_by: current.updated_by,
-                },
+                current: current.into(),
             },
         }
     }
 }
 
-/// Counters of the client.
+/// The client's counters at one moment (`RoamClient::metrics`).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
-pub struct Metrics {
+pub struct MetricsSnapshot {
+    /// Outbox entries waiting to be delivered (including those on the wire).
     pub outbox_depth: u64,
+    /// Outbox entries that failed for good and wait for `retry` or `discard`.
     pub outbox_failed: u64,
+    /// Age of the oldest waiting entry (nil/null when the outbox is empty).
     pub outbox_oldest_age_ms: Option<u64>,
+    /// Mutations sent again after a transient failure.
     pub retries: u64,
+    /// Connection attempts (successful or not).
+    pub connect_attempts: u64,
+    /// Connections that reached the server's `hello`.
+    pub connections: u64,
+    /// Connections after the first one.
     pub reconnects: u64,
+    /// Missed events applied during recovery.
     pub events_recovered: u64,
+    /// Live events applied.
+    pub events_live: u64,
+    /// Events dropped because they were already applied.
+    pub duplicates_ignored: u64,
+    /// Rooms reloaded from scratch.
+    pub resets: u64,
+    /// REST refreshes answered from the cache.
+    pub cache_hits: u64,
+    /// REST refreshes that waited for a request.
+    pub cache_misses: u64,
+    /// Requests answered `304 Not Modified`.
+    pub cache_revalidations: u64,
+    /// `cache_hits / (cache_hits + cache_misses)`, 0 when there were none.
     pub cache_hit_rate: f64,
+    /// WebSocket payload bytes sent.
     pub bytes_sent: u64,
+    /// WebSocket payload bytes received.
     pub bytes_received: u64,
+    /// WebSocket frames sent.
+    pub frames_sent: u64,
+    /// WebSocket frames received.
+    pub frames_received: u64,
+    /// Mutations written to the outbox.
+    pub mutations_queued: u64,
+    /// Mutations confirmed by the server.
+    pub mutations_acked: u64,
+    /// Mutations refused for good.
+    pub mutations_failed: u64,
+    /// Messages written to the outbox.
+    pub messages_queued: u64,
+    /// Messages put on the wire (resends count as retries).
     pub messages_sent: u64,
+    /// Messages confirmed by the server.
     pub messages_acked: u64,
+    /// Messages refused for good.
     pub messages_failed: u64,
 }
 
-impl From<roam_core::MetricsSnapshot> for Metrics {
+impl From<roam_core::MetricsSnapshot> for MetricsSnapshot {
     fn from(m: roam_core::MetricsSnapshot) -> Self {
-        Metrics {
+        MetricsSnapshot {
             outbox_depth: m.outbox_depth,
             outbox_failed: m.outbox_failed,
             outbox_oldest_age_ms: m.outbox_oldest_age_ms,
             retries: m.retries,
+            connect_attempts: m.connect_attempts,
+            connections: m.connections,
             reconnects: m.reconnects,
             events_recovered: m.events_recovered,
+            events_live: m.events_live,
+            duplicates_ignored: m.duplicates_ignored,
+            resets: m.resets,
+            cache_hits: m.cache_hits,
+            cache_misses: m.cache_misses,
+            cache_revalidations: m.cache_revalidations,
             cache_hit_rate: m.cache_hit_rate,
             bytes_sent: m.bytes_sent,
             bytes_received: m.bytes_received,
+            frames_sent: m.frames_sent,
+            frames_received: m.frames_received,
+            mutations_queued: m.mutations_queued,
+            mutations_acked: m.mutations_acked,
+            mutations_failed: m.mutations_failed,
+            messages_queued: m.messages_queued,
             messages_sent: m.messages_sent,
             messages_acked: m.messages_acked,
             messages_failed: m.messages_failed,
@@ -527,6 +623,133 @@ mod tests {
             }),
             ConnectionState::Waiting { retry_in_ms: 1500 }
         );
+    }
+
+    fn core_message(state: roam_core::SendState) -> roam_core::LocalMessage {
+        roam_core::LocalMessage {
+            local_id: "l1".into(),
+            id: Some("m1".into()),
+            room: "team".into(),
+            seq: Some(7),
+            sender: "alice".into(),
+            body: "hi".into(),
+            reply_to: None,
+            created_at: 1,
+            edited_at: None,
+            deleted: false,
+            send_state: state,
+        }
+    }
+
+    #[test]
+    fn room_updates_convert_field_by_field() {
+        let u = RoomUpdate::from(roam_core::RoomUpdate::MessageAdded(core_message(
+            roam_core::SendState::Sent,
+        )));
+        let RoomUpdate::MessageAdded { message } = u else {
+            panic!("{u:?}")
+        };
+        assert_eq!(
+            (
+                message.local_id.as_str(),
+                message.id.as_deref(),
+                message.seq
+            ),
+            ("l1", Some("m1"), Some(7))
+        );
+        assert_eq!(message.send_state, SendState::Sent);
+        assert_eq!(
+            RoomUpdate::from(roam_core::RoomUpdate::SendStateChanged {
+                room: "team".into(),
+                local_id: "l1".into(),
+                state: roam_core::SendState::Pending,
+            }),
+            RoomUpdate::SendStateChanged {
+                room: "team".into(),
+                local_id: "l1".into(),
+                state: SendState::Pending
+            }
+        );
+        let member = Member::from(roam_core::Member {
+            room: "team".into(),
+            user: "bob".into(),
+            role: roam_core::Role::Admin,
+            status: roam_core::MemberStatus::Banned,
+            joined_at: 5,
+        });
+        assert_eq!(
+            (member.role, member.status),
+            (Role::Admin, MemberStatus::Banned)
+        );
+    }
+
+    #[test]
+    fn a_conflict_carries_the_servers_version() {
+        let local = roam_core::LocalDocument {
+            room: "team".into(),
+            doc: "plan".into(),
+            version: 1,
+            content: "mine".into(),
+            updated_by: "alice".into(),
+            updated_at: 1,
+            send_state: roam_core::SendState::Failed {
+                code: "version_conflict".into(),
+                message: "stale".into(),
+            },
+            conflict: None,
+        };
+        let current = roam_core::Document {
+            room: "team".into(),
+            doc: "plan".into(),
+            version: 4,
+            content: "theirs".into(),
+            updated_by: "bob".into(),
+            updated_at: 2,
+        };
+        let u = DocumentUpdate::from(roam_core::DocumentUpdate::Conflict { local, current });
+        let DocumentUpdate::Conflict { document, current } = u else {
+            panic!("{u:?}")
+        };
+        assert_eq!(document.content, "mine");
+        assert_eq!((current.version, current.content.as_str()), (4, "theirs"));
+    }
+
+    #[test]
+    fn metrics_keep_every_counter() {
+        let m = roam_core::MetricsSnapshot {
+            outbox_depth: 3,
+            outbox_failed: 0,
+            outbox_oldest_age_ms: Some(40),
+            retries: 0,
+            connect_attempts: 0,
+            connections: 0,
+            reconnects: 0,
+            events_recovered: 0,
+            events_live: 0,
+            duplicates_ignored: 0,
+            resets: 0,
+            cache_hits: 0,
+            cache_misses: 0,
+            cache_revalidations: 0,
+            cache_hit_rate: 0.5,
+            bytes_sent: 0,
+            bytes_received: 0,
+            frames_sent: 0,
+            frames_received: 0,
+            mutations_queued: 0,
+            mutations_acked: 0,
+            mutations_failed: 0,
+            messages_queued: 0,
+            messages_sent: 0,
+            messages_acked: 9,
+            messages_failed: 0,
+        };
+        let s = MetricsSnapshot::from(m);
+        assert_eq!(
+            (s.outbox_depth, s.outbox_oldest_age_ms, s.messages_acked),
+            (3, Some(40), 9)
+        );
+        assert!((s.cache_hit_rate - 0.5).abs() < f64::EPSILON);
     }
 
     #[test]

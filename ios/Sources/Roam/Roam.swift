@@ -810,7 +810,7 @@ public func FfiConverterTypeConnectionListener_lower(_ value: ConnectionListener
 
 
 /**
- * Document versions and refused (stale) edits.
+ * New document versions, send-state changes of local edits, and refused (stale) edits.
  */
 public protocol DocumentListener: AnyObject, Sendable {
     
@@ -818,7 +818,7 @@ public protocol DocumentListener: AnyObject, Sendable {
     
 }
 /**
- * Document versions and refused (stale) edits.
+ * New document versions, send-state changes of local edits, and refused (stale) edits.
  */
 open class DocumentListenerImpl: DocumentListener, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1234,7 +1234,7 @@ public func FfiConverterTypeLogListener_lower(_ value: LogListener) -> UInt64 {
 
 
 /**
- * New notifications and the unread count (delivered first).
+ * New notifications, and the unread count whenever it changes (the current count first).
  */
 public protocol NotificationListener: AnyObject, Sendable {
     
@@ -1244,7 +1244,7 @@ public protocol NotificationListener: AnyObject, Sendable {
     
 }
 /**
- * New notifications and the unread count (delivered first).
+ * New notifications, and the unread count whenever it changes (the current count first).
  */
 open class NotificationListenerImpl: NotificationListener, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1473,7 +1473,7 @@ public func FfiConverterTypeNotificationListener_lower(_ value: NotificationList
 
 
 /**
- * Presence of users sharing a room with this account.
+ * Presence changes of other users.
  */
 public protocol PresenceListener: AnyObject, Sendable {
     
@@ -1481,7 +1481,7 @@ public protocol PresenceListener: AnyObject, Sendable {
     
 }
 /**
- * Presence of users sharing a room with this account.
+ * Presence changes of other users.
  */
 open class PresenceListenerImpl: PresenceListener, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1681,34 +1681,74 @@ public func FfiConverterTypePresenceListener_lower(_ value: PresenceListener) ->
  */
 public protocol RoamClientProtocol: AnyObject, Sendable {
     
+    /**
+     * Accepts an invitation (its id is in the `invited` notification's data).
+     */
+    func acceptInvitation(invitation: String) throws  -> String
+    
     func ban(room: String, user: String) throws  -> String
     
     func connectionState()  -> ConnectionState
     
-    func createRoom(room: String, kind: RoomKind, title: String) throws  -> Room
+    /**
+     * Creates a room owned by this account. `metadata_json`: a JSON object, or nil/null.
+     */
+    func createRoom(room: String, kind: RoomKind, title: String, metadataJson: String?) throws  -> Room
     
+    /**
+     * Deletes a message (by local or server id).
+     */
     func deleteMessage(room: String, message: String) throws  -> Message
     
     /**
-     * Drops a pending or failed entry and undoes its local change.
+     * Deletes a room (owner only). Returns the outbox entry id.
+     */
+    func deleteRoom(room: String) throws  -> String
+    
+    /**
+     * Drops a pending (not yet on the wire) or failed entry and undoes its local change.
      */
     func discard(entryId: String) throws 
     
     func document(room: String, doc: String) throws  -> Document?
     
+    func documents(room: String) throws  -> [Document]
+    
     /**
-     * Edits one of this account's messages (by local or server id).
+     * Edits one of this account's messages (by local or server id), even one still queued.
      */
     func editMessage(room: String, message: String, body: String) throws  -> Message
     
     /**
-     * Returns the outbox entry id.
+     * Invites a user (role: member by default; expiry: 7 days by default). Returns the outbox
+     * entry id.
+     */
+    func invite(room: String, user: String, role: Role?, ttlSecs: UInt64?) throws  -> String
+    
+    /**
+     * Joins a room. Returns the outbox entry id.
      */
     func joinRoom(room: String) throws  -> String
     
+    /**
+     * Leaves a room. Returns the outbox entry id.
+     */
     func leaveRoom(room: String) throws  -> String
     
+    /**
+     * Fetches the page of messages before the oldest one held locally (oldest first).
+     */
+    func loadOlderMessages(room: String, limit: UInt32) async throws  -> [Message]
+    
+    /**
+     * Marks every notification read. Returns the outbox entry id.
+     */
     func markAllRead() throws  -> String
+    
+    /**
+     * Marks notifications read (at most 500 ids). Returns the outbox entry id.
+     */
+    func markRead(ids: [String]) throws  -> String
     
     func members(room: String) throws  -> [Member]
     
@@ -1718,35 +1758,67 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
     func message(id: String) throws  -> Message?
     
     /**
-     * The newest `limit` (1–200) messages before `before_seq` (all pending ones last).
+     * The newest `limit` (1–200) messages before `before_seq` (nil/null: the newest), oldest
+     * first, local pending ones last.
      */
     func messages(room: String, beforeSeq: UInt64?, limit: UInt32) throws  -> [Message]
     
-    func metrics()  -> Metrics
+    /**
+     * The client's counters.
+     */
+    func metrics()  -> MetricsSnapshot
     
     /**
-     * Call when the OS reports that the network is back: retries at once.
+     * This device's own presence.
+     */
+    func myPresence()  -> PresenceStatus
+    
+    /**
+     * Call when the OS reports the network is back: the next attempt starts at once.
      */
     func networkAvailable() throws 
     
-    func notifications(unreadOnly: Bool, limit: UInt32) throws  -> [Notification]
+    /**
+     * Notifications after `after_seq` (nil/null: from the start), at most `limit` (1–200).
+     */
+    func notifications(afterSeq: UInt64?, unreadOnly: Bool, limit: UInt32) throws  -> [Notification]
     
+    /**
+     * The queued changes, in order.
+     */
     func outbox() throws  -> [OutboxEntry]
     
+    /**
+     * A user's presence as last known locally.
+     */
     func presence(user: String) throws  -> Presence?
     
     /**
-     * Writes a document version on top of `base_version` (0 creates it).
+     * Writes a document version on top of `base_version` (0 creates it) and returns the local
+     * copy (pending). A stale base is reported later, through the document listener and the
+     * document's `conflict`; `save_document` waits for the answer instead.
      */
     func putDocument(room: String, doc: String, baseVersion: UInt64, content: String) throws  -> Document
     
     /**
-     * Fetches the room directory from the server (cached, ETag-revalidated).
+     * Fetches a room's members.
+     */
+    func refreshMembers(room: String) async throws  -> [Member]
+    
+    /**
+     * Fetches the presence of 1–500 users.
+     */
+    func refreshPresence(users: [String]) async throws  -> [Presence]
+    
+    /**
+     * Fetches the room directory (the rooms this account may see).
      */
     func refreshRooms() async throws  -> [Room]
     
+    func rejectInvitation(invitation: String) throws  -> String
+    
     /**
-     * Puts a failed entry back in its queue.
+     * Puts a failed outbox entry back in its queue.
      */
     func retry(entryId: String) throws 
     
@@ -1755,37 +1827,68 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
     func rooms() throws  -> [Room]
     
     /**
-     * Queues a message; it is visible at once as pending.
+     * Writes a document version like `put_document`, then waits until the server has
+     * answered: returns the confirmed document, or throws `VersionConflict` (with the server's
+     * current version and content) when `base_version` is stale, or the refusal's error.
+     * While offline it waits for the connection; cancelling the wait keeps the edit queued.
+     */
+    func saveDocument(room: String, doc: String, baseVersion: UInt64, content: String) async throws  -> Document
+    
+    /**
+     * Sends a message; it is returned (and listed) at once as pending.
      */
     func sendMessage(room: String, body: String) throws  -> Message
     
     /**
-     * The app went idle (away) or came back.
+     * Sends a message in reply to another (by its server id).
+     */
+    func sendReply(room: String, body: String, replyTo: String) throws  -> Message
+    
+    /**
+     * The app went to the background (`true`: away now) or came back (`false`).
      */
     func setIdle(idle: Bool) throws 
     
     /**
-     * Whether the app wants to be online.
+     * Whether the app wants to be online; `false` closes the connection (writes keep queueing).
      */
     func setOnline(online: Bool) throws 
     
     /**
-     * Stops everything and releases the client: every subscription is cancelled, and every
-     * later call fails with `Closed`. Safe to call twice.
+     * Changes a member's role (not to owner: use `transfer_ownership`).
+     */
+    func setRole(room: String, user: String, role: Role) throws  -> String
+    
+    /**
+     * Stops everything and releases the client: every subscription is closed, the connection
+     * is closed, and every later call fails with `Closed`. Queued changes stay in the database
+     * for the next `RoamClient` on it. Safe to call twice.
      */
     func shutdown() async 
     
     /**
-     * Starts connecting (and reconnecting) in the background.
+     * Starts connecting (and reconnecting) in the background. Returns at once.
      */
     func start() async throws 
     
+    /**
+     * Connection states, the current one first.
+     */
     func subscribeConnectionState(listener: ConnectionListener) throws  -> SubscriptionHandle
     
+    /**
+     * Document updates and conflicts of one room, or of every room.
+     */
     func subscribeDocuments(room: String?, listener: DocumentListener) throws  -> SubscriptionHandle
     
+    /**
+     * New notifications and the unread count (the current count first).
+     */
     func subscribeNotifications(listener: NotificationListener) throws  -> SubscriptionHandle
     
+    /**
+     * Presence changes of other users.
+     */
     func subscribePresence(listener: PresenceListener) throws  -> SubscriptionHandle
     
     /**
@@ -1793,7 +1896,15 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
      */
     func subscribeRoomUpdates(room: String?, listener: RoomListener) throws  -> SubscriptionHandle
     
+    /**
+     * Typing lists of one room (its current list first) or of every room.
+     */
     func subscribeTyping(room: String?, listener: TypingListener) throws  -> SubscriptionHandle
+    
+    /**
+     * Hands the room to another member (owner only). Returns the outbox entry id.
+     */
+    func transferOwnership(room: String, user: String) throws  -> String
     
     /**
      * Who is typing in a room right now.
@@ -1801,13 +1912,28 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
     func typing(room: String)  -> [String]
     
     /**
-     * The user typed in a room (throttled: call it on every keystroke).
+     * The user typed in a room: call it on every keystroke (it is throttled).
      */
     func typingStarted(room: String) throws 
     
+    /**
+     * The user stopped typing (cleared the field, left the screen).
+     */
     func typingStopped(room: String) throws 
     
+    func unban(room: String, user: String) throws  -> String
+    
     func unreadCount() throws  -> UInt64
+    
+    /**
+     * Changes a room's title, kind or metadata (at least one).
+     */
+    func updateRoom(room: String, title: String?, kind: RoomKind?, metadataJson: String?) throws  -> Room
+    
+    /**
+     * The user did something: this device is online (again).
+     */
+    func userActivity() throws 
     
     /**
      * The account's user id.
@@ -1858,7 +1984,8 @@ open class RoamClient: RoamClientProtocol, @unchecked Sendable {
         return try! rustCall { uniffi_roam_ffi_fn_clone_roamclient(self.handle, $0) }
     }
     /**
-     * Opens (or creates) the account's database. Works with no network at all.
+     * Opens (or creates) the account's database. Works with no network at all; call `start`
+     * to connect.
      */
 public convenience init(options: ClientOptions, tokens: TokenProvider)throws  {
     let handle =
@@ -1884,6 +2011,19 @@ public convenience init(options: ClientOptions, tokens: TokenProvider)throws  {
     
 
     
+    /**
+     * Accepts an invitation (its id is in the `invited` notification's data).
+     */
+open func acceptInvitation(invitation: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_accept_invitation(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(invitation),uniffiCallStatus
+    )
+})
+}
+    
 open func ban(room: String, user: String)throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -1904,18 +2044,25 @@ open func connectionState() -> ConnectionState  {
 })
 }
     
-open func createRoom(room: String, kind: RoomKind, title: String)throws  -> Room  {
+    /**
+     * Creates a room owned by this account. `metadata_json`: a JSON object, or nil/null.
+     */
+open func createRoom(room: String, kind: RoomKind, title: String, metadataJson: String? = nil)throws  -> Room  {
     return try  FfiConverterTypeRoom_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
     uniffi_roam_ffi_fn_method_roamclient_create_room(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(room),
         FfiConverterTypeRoomKind_lower(kind),
-        FfiConverterString.lower(title),uniffiCallStatus
+        FfiConverterString.lower(title),
+        FfiConverterOptionString.lower(metadataJson),uniffiCallStatus
     )
 })
 }
     
+    /**
+     * Deletes a message (by local or server id).
+     */
 open func deleteMessage(room: String, message: String)throws  -> Message  {
     return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -1928,7 +2075,20 @@ open func deleteMessage(room: String, message: String)throws  -> Message  {
 }
     
     /**
-     * Drops a pending or failed entry and undoes its local change.
+     * Deletes a room (owner only). Returns the outbox entry id.
+     */
+open func deleteRoom(room: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_delete_room(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Drops a pending (not yet on the wire) or failed entry and undoes its local change.
      */
 open func discard(entryId: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -1950,8 +2110,18 @@ open func document(room: String, doc: String)throws  -> Document?  {
 })
 }
     
+open func documents(room: String)throws  -> [Document]  {
+    return try  FfiConverterSequenceTypeDocument.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_documents(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+})
+}
+    
     /**
-     * Edits one of this account's messages (by local or server id).
+     * Edits one of this account's messages (by local or server id), even one still queued.
      */
 open func editMessage(room: String, message: String, body: String)throws  -> Message  {
     return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
@@ -1966,7 +2136,24 @@ open func editMessage(room: String, message: String, body: String)throws  -> Mes
 }
     
     /**
-     * Returns the outbox entry id.
+     * Invites a user (role: member by default; expiry: 7 days by default). Returns the outbox
+     * entry id.
+     */
+open func invite(room: String, user: String, role: Role? = nil, ttlSecs: UInt64? = nil)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_invite(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(user),
+        FfiConverterOptionTypeRole.lower(role),
+        FfiConverterOptionUInt64.lower(ttlSecs),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Joins a room. Returns the outbox entry id.
      */
 open func joinRoom(room: String)throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
@@ -1978,6 +2165,9 @@ open func joinRoom(room: String)throws  -> String  {
 })
 }
     
+    /**
+     * Leaves a room. Returns the outbox entry id.
+     */
 open func leaveRoom(room: String)throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -1988,11 +2178,46 @@ open func leaveRoom(room: String)throws  -> String  {
 })
 }
     
+    /**
+     * Fetches the page of messages before the oldest one held locally (oldest first).
+     */
+open func loadOlderMessages(room: String, limit: UInt32)async throws  -> [Message]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_load_older_messages(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room),FfiConverterUInt32.lower(limit)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_roam_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_roam_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeMessage.lift,
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+    /**
+     * Marks every notification read. Returns the outbox entry id.
+     */
 open func markAllRead()throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
     uniffi_roam_ffi_fn_method_roamclient_mark_all_read(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Marks notifications read (at most 500 ids). Returns the outbox entry id.
+     */
+open func markRead(ids: [String])throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_mark_read(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceString.lower(ids),uniffiCallStatus
     )
 })
 }
@@ -2021,7 +2246,8 @@ open func message(id: String)throws  -> Message?  {
 }
     
     /**
-     * The newest `limit` (1–200) messages before `before_seq` (all pending ones last).
+     * The newest `limit` (1–200) messages before `before_seq` (nil/null: the newest), oldest
+     * first, local pending ones last.
      */
 open func messages(room: String, beforeSeq: UInt64?, limit: UInt32)throws  -> [Message]  {
     return try  FfiConverterSequenceTypeMessage.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
@@ -2035,8 +2261,11 @@ open func messages(room: String, beforeSeq: UInt64?, limit: UInt32)throws  -> [M
 })
 }
     
-open func metrics() -> Metrics  {
-    return try!  FfiConverterTypeMetrics_lift(try! rustCall() {
+    /**
+     * The client's counters.
+     */
+open func metrics() -> MetricsSnapshot  {
+    return try!  FfiConverterTypeMetricsSnapshot_lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_roam_ffi_fn_method_roamclient_metrics(
             self.uniffiCloneHandle(),uniffiCallStatus
@@ -2045,7 +2274,19 @@ open func metrics() -> Metrics  {
 }
     
     /**
-     * Call when the OS reports that the network is back: retries at once.
+     * This device's own presence.
+     */
+open func myPresence() -> PresenceStatus  {
+    return try!  FfiConverterTypePresenceStatus_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_my_presence(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Call when the OS reports the network is back: the next attempt starts at once.
      */
 open func networkAvailable()throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2055,17 +2296,24 @@ open func networkAvailable()throws   {try rustCallWithError(FfiConverterTypeRoam
 }
 }
     
-open func notifications(unreadOnly: Bool, limit: UInt32)throws  -> [Notification]  {
+    /**
+     * Notifications after `after_seq` (nil/null: from the start), at most `limit` (1–200).
+     */
+open func notifications(afterSeq: UInt64?, unreadOnly: Bool, limit: UInt32)throws  -> [Notification]  {
     return try  FfiConverterSequenceTypeNotification.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
     uniffi_roam_ffi_fn_method_roamclient_notifications(
             self.uniffiCloneHandle(),
+        FfiConverterOptionUInt64.lower(afterSeq),
         FfiConverterBool.lower(unreadOnly),
         FfiConverterUInt32.lower(limit),uniffiCallStatus
     )
 })
 }
     
+    /**
+     * The queued changes, in order.
+     */
 open func outbox()throws  -> [OutboxEntry]  {
     return try  FfiConverterSequenceTypeOutboxEntry.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2075,6 +2323,9 @@ open func outbox()throws  -> [OutboxEntry]  {
 })
 }
     
+    /**
+     * A user's presence as last known locally.
+     */
 open func presence(user: String)throws  -> Presence?  {
     return try  FfiConverterOptionTypePresence.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2086,7 +2337,9 @@ open func presence(user: String)throws  -> Presence?  {
 }
     
     /**
-     * Writes a document version on top of `base_version` (0 creates it).
+     * Writes a document version on top of `base_version` (0 creates it) and returns the local
+     * copy (pending). A stale base is reported later, through the document listener and the
+     * document's `conflict`; `save_document` waits for the answer instead.
      */
 open func putDocument(room: String, doc: String, baseVersion: UInt64, content: String)throws  -> Document  {
     return try  FfiConverterTypeDocument_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
@@ -2102,7 +2355,45 @@ open func putDocument(room: String, doc: String, baseVersion: UInt64, content: S
 }
     
     /**
-     * Fetches the room directory from the server (cached, ETag-revalidated).
+     * Fetches a room's members.
+     */
+open func refreshMembers(room: String)async throws  -> [Member]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_refresh_members(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_roam_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_roam_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeMember.lift,
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+    /**
+     * Fetches the presence of 1–500 users.
+     */
+open func refreshPresence(users: [String])async throws  -> [Presence]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_refresh_presence(
+                        self.uniffiCloneHandle(),FfiConverterSequenceString.lower(users)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_roam_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_roam_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypePresence.lift,
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+    /**
+     * Fetches the room directory (the rooms this account may see).
      */
 open func refreshRooms()async throws  -> [Room]  {
     return
@@ -2120,8 +2411,18 @@ open func refreshRooms()async throws  -> [Room]  {
         )
 }
     
+open func rejectInvitation(invitation: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_reject_invitation(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(invitation),uniffiCallStatus
+    )
+})
+}
+    
     /**
-     * Puts a failed entry back in its queue.
+     * Puts a failed outbox entry back in its queue.
      */
 open func retry(entryId: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2152,7 +2453,29 @@ open func rooms()throws  -> [Room]  {
 }
     
     /**
-     * Queues a message; it is visible at once as pending.
+     * Writes a document version like `put_document`, then waits until the server has
+     * answered: returns the confirmed document, or throws `VersionConflict` (with the server's
+     * current version and content) when `base_version` is stale, or the refusal's error.
+     * While offline it waits for the connection; cancelling the wait keeps the edit queued.
+     */
+open func saveDocument(room: String, doc: String, baseVersion: UInt64, content: String)async throws  -> Document  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_save_document(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room),FfiConverterString.lower(doc),FfiConverterUInt64.lower(baseVersion),FfiConverterString.lower(content)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_roam_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_roam_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeDocument_lift,
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+    /**
+     * Sends a message; it is returned (and listed) at once as pending.
      */
 open func sendMessage(room: String, body: String)throws  -> Message  {
     return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
@@ -2166,7 +2489,22 @@ open func sendMessage(room: String, body: String)throws  -> Message  {
 }
     
     /**
-     * The app went idle (away) or came back.
+     * Sends a message in reply to another (by its server id).
+     */
+open func sendReply(room: String, body: String, replyTo: String)throws  -> Message  {
+    return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_send_reply(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(body),
+        FfiConverterString.lower(replyTo),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The app went to the background (`true`: away now) or came back (`false`).
      */
 open func setIdle(idle: Bool)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2178,7 +2516,7 @@ open func setIdle(idle: Bool)throws   {try rustCallWithError(FfiConverterTypeRoa
 }
     
     /**
-     * Whether the app wants to be online.
+     * Whether the app wants to be online; `false` closes the connection (writes keep queueing).
      */
 open func setOnline(online: Bool)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2190,8 +2528,24 @@ open func setOnline(online: Bool)throws   {try rustCallWithError(FfiConverterTyp
 }
     
     /**
-     * Stops everything and releases the client: every subscription is cancelled, and every
-     * later call fails with `Closed`. Safe to call twice.
+     * Changes a member's role (not to owner: use `transfer_ownership`).
+     */
+open func setRole(room: String, user: String, role: Role)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_set_role(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(user),
+        FfiConverterTypeRole_lower(role),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Stops everything and releases the client: every subscription is closed, the connection
+     * is closed, and every later call fails with `Closed`. Queued changes stay in the database
+     * for the next `RoamClient` on it. Safe to call twice.
      */
 open func shutdown()async   {
     return
@@ -2211,7 +2565,7 @@ open func shutdown()async   {
 }
     
     /**
-     * Starts connecting (and reconnecting) in the background.
+     * Starts connecting (and reconnecting) in the background. Returns at once.
      */
 open func start()async throws   {
     return
@@ -2229,6 +2583,9 @@ open func start()async throws   {
         )
 }
     
+    /**
+     * Connection states, the current one first.
+     */
 open func subscribeConnectionState(listener: ConnectionListener)throws  -> SubscriptionHandle  {
     return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2239,6 +2596,9 @@ open func subscribeConnectionState(listener: ConnectionListener)throws  -> Subsc
 })
 }
     
+    /**
+     * Document updates and conflicts of one room, or of every room.
+     */
 open func subscribeDocuments(room: String?, listener: DocumentListener)throws  -> SubscriptionHandle  {
     return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2250,6 +2610,9 @@ open func subscribeDocuments(room: String?, listener: DocumentListener)throws  -
 })
 }
     
+    /**
+     * New notifications and the unread count (the current count first).
+     */
 open func subscribeNotifications(listener: NotificationListener)throws  -> SubscriptionHandle  {
     return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2260,6 +2623,9 @@ open func subscribeNotifications(listener: NotificationListener)throws  -> Subsc
 })
 }
     
+    /**
+     * Presence changes of other users.
+     */
 open func subscribePresence(listener: PresenceListener)throws  -> SubscriptionHandle  {
     return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2284,6 +2650,9 @@ open func subscribeRoomUpdates(room: String?, listener: RoomListener)throws  -> 
 })
 }
     
+    /**
+     * Typing lists of one room (its current list first) or of every room.
+     */
 open func subscribeTyping(room: String?, listener: TypingListener)throws  -> SubscriptionHandle  {
     return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2291,6 +2660,20 @@ open func subscribeTyping(room: String?, listener: TypingListener)throws  -> Sub
             self.uniffiCloneHandle(),
         FfiConverterOptionString.lower(room),
         FfiConverterTypeTypingListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Hands the room to another member (owner only). Returns the outbox entry id.
+     */
+open func transferOwnership(room: String, user: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_transfer_ownership(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(user),uniffiCallStatus
     )
 })
 }
@@ -2309,7 +2692,7 @@ open func typing(room: String) -> [String]  {
 }
     
     /**
-     * The user typed in a room (throttled: call it on every keystroke).
+     * The user typed in a room: call it on every keystroke (it is throttled).
      */
 open func typingStarted(room: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2320,6 +2703,9 @@ open func typingStarted(room: String)throws   {try rustCallWithError(FfiConverte
 }
 }
     
+    /**
+     * The user stopped typing (cleared the field, left the screen).
+     */
 open func typingStopped(room: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
     uniffi_roam_ffi_fn_method_roamclient_typing_stopped(
@@ -2329,6 +2715,17 @@ open func typingStopped(room: String)throws   {try rustCallWithError(FfiConverte
 }
 }
     
+open func unban(room: String, user: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_unban(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(user),uniffiCallStatus
+    )
+})
+}
+    
 open func unreadCount()throws  -> UInt64  {
     return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2336,6 +2733,33 @@ open func unreadCount()throws  -> UInt64  {
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Changes a room's title, kind or metadata (at least one).
+     */
+open func updateRoom(room: String, title: String? = nil, kind: RoomKind? = nil, metadataJson: String? = nil)throws  -> Room  {
+    return try  FfiConverterTypeRoom_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_update_room(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterOptionString.lower(title),
+        FfiConverterOptionTypeRoomKind.lower(kind),
+        FfiConverterOptionString.lower(metadataJson),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The user did something: this device is online (again).
+     */
+open func userActivity()throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_user_activity(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
 }
     
     /**
@@ -2401,7 +2825,7 @@ public func FfiConverterTypeRoamClient_lower(_ value: RoamClient) -> UInt64 {
 
 
 /**
- * Messages and membership of rooms.
+ * Changes of rooms: messages added, edited, deleted, send states, room data, members, resets.
  */
 public protocol RoomListener: AnyObject, Sendable {
     
@@ -2409,7 +2833,7 @@ public protocol RoomListener: AnyObject, Sendable {
     
 }
 /**
- * Messages and membership of rooms.
+ * Changes of rooms: messages added, edited, deleted, send states, room data, members, resets.
  */
 open class RoomListenerImpl: RoomListener, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -2605,25 +3029,25 @@ public func FfiConverterTypeRoomListener_lower(_ value: RoomListener) -> UInt64 
 
 
 /**
- * A running subscription. `cancel()`, or releasing the handle (Kotlin `close()`, the end of a
- * Swift reference), stops it: no callback starts after that returns.
+ * A running subscription. `cancel()` (Swift also `close()`, Kotlin `close()`), or releasing
+ * the handle, stops it: once that returns, no callback of it runs.
  */
 public protocol SubscriptionHandleProtocol: AnyObject, Sendable {
     
     /**
-     * Stops the subscription.
+     * Stops the subscription. Safe to call more than once, and from inside its own callback.
      */
     func cancel() 
     
     /**
-     * True until cancelled.
+     * True until cancelled (or until the client shuts down).
      */
     func isOpen()  -> Bool
     
 }
 /**
- * A running subscription. `cancel()`, or releasing the handle (Kotlin `close()`, the end of a
- * Swift reference), stops it: no callback starts after that returns.
+ * A running subscription. `cancel()` (Swift also `close()`, Kotlin `close()`), or releasing
+ * the handle, stops it: once that returns, no callback of it runs.
  */
 open class SubscriptionHandle: SubscriptionHandleProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -2679,7 +3103,7 @@ open class SubscriptionHandle: SubscriptionHandleProtocol, @unchecked Sendable {
 
     
     /**
-     * Stops the subscription.
+     * Stops the subscription. Safe to call more than once, and from inside its own callback.
      */
 open func cancel()  {try! rustCall() {
         uniffiCallStatus in
@@ -2690,7 +3114,7 @@ open func cancel()  {try! rustCall() {
 }
     
     /**
-     * True until cancelled.
+     * True until cancelled (or until the client shuts down).
      */
 open func isOpen() -> Bool  {
     return try!  FfiConverterBool.lift(try! rustCall() {
@@ -2752,18 +3176,23 @@ public func FfiConverterTypeSubscriptionHandle_lower(_ value: SubscriptionHandle
 
 
 /**
- * Gives the core a token when it connects. Swift: a protocol; Kotlin: an interface.
+ * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
+ * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
+ * the client's async workers.
  */
 public protocol TokenProvider: AnyObject, Sendable {
     
     /**
-     * A token to use now; `refresh` is true when the last one was refused or expired.
+     * A token to use now; `refresh` is true when the last one was refused or has expired.
+     * Throw (any `RoamError`) when there is none: the client reports `Unauthorized`.
      */
     func token(refresh: Bool) throws  -> String
     
 }
 /**
- * Gives the core a token when it connects. Swift: a protocol; Kotlin: an interface.
+ * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
+ * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
+ * the client's async workers.
  */
 open class TokenProviderImpl: TokenProvider, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -2819,7 +3248,8 @@ open class TokenProviderImpl: TokenProvider, @unchecked Sendable {
 
     
     /**
-     * A token to use now; `refresh` is true when the last one was refused or expired.
+     * A token to use now; `refresh` is true when the last one was refused or has expired.
+     * Throw (any `RoamError`) when there is none: the client reports `Unauthorized`.
      */
 open func token(refresh: Bool)throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
@@ -2964,7 +3394,8 @@ public func FfiConverterTypeTokenProvider_lower(_ value: TokenProvider) -> UInt6
 
 
 /**
- * Who is typing in a room (the whole list each time).
+ * Who is typing in a room (the whole list each time; empty: nobody). Subscribed to one room,
+ * its current list comes first.
  */
 public protocol TypingListener: AnyObject, Sendable {
     
@@ -2972,7 +3403,8 @@ public protocol TypingListener: AnyObject, Sendable {
     
 }
 /**
- * Who is typing in a room (the whole list each time).
+ * Who is typing in a room (the whole list each time; empty: nobody). Subscribed to one room,
+ * its current list comes first.
  */
 open class TypingListenerImpl: TypingListener, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -3286,23 +3718,31 @@ public struct Document: Equatable, Hashable {
     public var version: UInt64
     public var content: String
     public var updatedBy: String
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    public var updatedAt: Int64
     public var sendState: SendState
     /**
-     * After a refused edit: the server's current version, to rebase on.
+     * After a refused (stale) edit: the server's current version, to rebase on.
      */
     public var conflict: DocumentVersion?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(room: String, doc: String, version: UInt64, content: String, updatedBy: String, sendState: SendState, 
+    public init(room: String, doc: String, version: UInt64, content: String, updatedBy: String, 
         /**
-         * After a refused edit: the server's current version, to rebase on.
+         * Milliseconds since the Unix epoch.
+         */updatedAt: Int64, sendState: SendState, 
+        /**
+         * After a refused (stale) edit: the server's current version, to rebase on.
          */conflict: DocumentVersion?) {
         self.room = room
         self.doc = doc
         self.version = version
         self.content = content
         self.updatedBy = updatedBy
+        self.updatedAt = updatedAt
         self.sendState = sendState
         self.conflict = conflict
     }
@@ -3328,6 +3768,7 @@ public struct FfiConverterTypeDocument: FfiConverterRustBuffer {
                 version: FfiConverterUInt64.read(from: &buf), 
                 content: FfiConverterString.read(from: &buf), 
                 updatedBy: FfiConverterString.read(from: &buf), 
+                updatedAt: FfiConverterInt64.read(from: &buf), 
                 sendState: FfiConverterTypeSendState.read(from: &buf), 
                 conflict: FfiConverterOptionTypeDocumentVersion.read(from: &buf)
         )
@@ -3339,6 +3780,7 @@ public struct FfiConverterTypeDocument: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.version, into: &buf)
         FfiConverterString.write(value.content, into: &buf)
         FfiConverterString.write(value.updatedBy, into: &buf)
+        FfiConverterInt64.write(value.updatedAt, into: &buf)
         FfiConverterTypeSendState.write(value.sendState, into: &buf)
         FfiConverterOptionTypeDocumentVersion.write(value.conflict, into: &buf)
     }
@@ -3361,19 +3803,27 @@ public func FfiConverterTypeDocument_lower(_ value: Document) -> RustBuffer {
 
 
 /**
- * A document version held by the server.
+ * A document version as the server holds it.
  */
 public struct DocumentVersion: Equatable, Hashable {
     public var version: UInt64
     public var content: String
     public var updatedBy: String
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    public var updatedAt: Int64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(version: UInt64, content: String, updatedBy: String) {
+    public init(version: UInt64, content: String, updatedBy: String, 
+        /**
+         * Milliseconds since the Unix epoch.
+         */updatedAt: Int64) {
         self.version = version
         self.content = content
         self.updatedBy = updatedBy
+        self.updatedAt = updatedAt
     }
 
     
@@ -3394,7 +3844,8 @@ public struct FfiConverterTypeDocumentVersion: FfiConverterRustBuffer {
             try DocumentVersion(
                 version: FfiConverterUInt64.read(from: &buf), 
                 content: FfiConverterString.read(from: &buf), 
-                updatedBy: FfiConverterString.read(from: &buf)
+                updatedBy: FfiConverterString.read(from: &buf), 
+                updatedAt: FfiConverterInt64.read(from: &buf)
         )
     }
 
@@ -3402,6 +3853,7 @@ public struct FfiConverterTypeDocumentVersion: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.version, into: &buf)
         FfiConverterString.write(value.content, into: &buf)
         FfiConverterString.write(value.updatedBy, into: &buf)
+        FfiConverterInt64.write(value.updatedAt, into: &buf)
     }
 }
 
@@ -3428,15 +3880,23 @@ public struct Member: Equatable, Hashable {
     public var room: String
     public var user: String
     public var role: Role
-    public var banned: Bool
+    public var status: MemberStatus
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    public var joinedAt: Int64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(room: String, user: String, role: Role, banned: Bool) {
+    public init(room: String, user: String, role: Role, status: MemberStatus, 
+        /**
+         * Milliseconds since the Unix epoch.
+         */joinedAt: Int64) {
         self.room = room
         self.user = user
         self.role = role
-        self.banned = banned
+        self.status = status
+        self.joinedAt = joinedAt
     }
 
     
@@ -3458,7 +3918,8 @@ public struct FfiConverterTypeMember: FfiConverterRustBuffer {
                 room: FfiConverterString.read(from: &buf), 
                 user: FfiConverterString.read(from: &buf), 
                 role: FfiConverterTypeRole.read(from: &buf), 
-                banned: FfiConverterBool.read(from: &buf)
+                status: FfiConverterTypeMemberStatus.read(from: &buf), 
+                joinedAt: FfiConverterInt64.read(from: &buf)
         )
     }
 
@@ -3466,7 +3927,8 @@ public struct FfiConverterTypeMember: FfiConverterRustBuffer {
         FfiConverterString.write(value.room, into: &buf)
         FfiConverterString.write(value.user, into: &buf)
         FfiConverterTypeRole.write(value.role, into: &buf)
-        FfiConverterBool.write(value.banned, into: &buf)
+        FfiConverterTypeMemberStatus.write(value.status, into: &buf)
+        FfiConverterInt64.write(value.joinedAt, into: &buf)
     }
 }
 
@@ -3604,34 +4066,218 @@ public func FfiConverterTypeMessage_lower(_ value: Message) -> RustBuffer {
 
 
 /**
- * Counters of the client.
+ * The client's counters at one moment (`RoamClient::metrics`).
  */
-public struct Metrics: Equatable, Hashable {
+public struct MetricsSnapshot: Equatable, Hashable {
+    /**
+     * Outbox entries waiting to be delivered (including those on the wire).
+     */
     public var outboxDepth: UInt64
+    /**
+     * Outbox entries that failed for good and wait for `retry` or `discard`.
+     */
     public var outboxFailed: UInt64
+    /**
+     * Age of the oldest waiting entry (nil/null when the outbox is empty).
+     */
     public var outboxOldestAgeMs: UInt64?
+    /**
+     * Mutations sent again after a transient failure.
+     */
     public var retries: UInt64
+    /**
+     * Connection attempts (successful or not).
+     */
+    public var connectAttempts: UInt64
+    /**
+     * Connections that reached the server's `hello`.
+     */
+    public var connections: UInt64
+    /**
+     * Connections after the first one.
+     */
     public var reconnects: UInt64
+    /**
+     * Missed events applied during recovery.
+     */
     public var eventsRecovered: UInt64
+    /**
+     * Live events applied.
+     */
+    public var eventsLive: UInt64
+    /**
+     * Events dropped because they were already applied.
+     */
+    public var duplicatesIgnored: UInt64
+    /**
+     * Rooms reloaded from scratch.
+     */
+    public var resets: UInt64
+    /**
+     * REST refreshes answered from the cache.
+     */
+    public var cacheHits: UInt64
+    /**
+     * REST refreshes that waited for a request.
+     */
+    public var cacheMisses: UInt64
+    /**
+     * Requests answered `304 Not Modified`.
+     */
+    public var cacheRevalidations: UInt64
+    /**
+     * `cache_hits / (cache_hits + cache_misses)`, 0 when there were none.
+     */
     public var cacheHitRate: Double
+    /**
+     * WebSocket payload bytes sent.
+     */
     public var bytesSent: UInt64
+    /**
+     * WebSocket payload bytes received.
+     */
     public var bytesReceived: UInt64
+    /**
+     * WebSocket frames sent.
+     */
+    public var framesSent: UInt64
+    /**
+     * WebSocket frames received.
+     */
+    public var framesReceived: UInt64
+    /**
+     * Mutations written to the outbox.
+     */
+    public var mutationsQueued: UInt64
+    /**
+     * Mutations confirmed by the server.
+     */
+    public var mutationsAcked: UInt64
+    /**
+     * Mutations refused for good.
+     */
+    public var mutationsFailed: UInt64
+    /**
+     * Messages written to the outbox.
+     */
+    public var messagesQueued: UInt64
+    /**
+     * Messages put on the wire (resends count as retries).
+     */
     public var messagesSent: UInt64
+    /**
+     * Messages confirmed by the server.
+     */
     public var messagesAcked: UInt64
+    /**
+     * Messages refused for good.
+     */
     public var messagesFailed: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(outboxDepth: UInt64, outboxFailed: UInt64, outboxOldestAgeMs: UInt64?, retries: UInt64, reconnects: UInt64, eventsRecovered: UInt64, cacheHitRate: Double, bytesSent: UInt64, bytesReceived: UInt64, messagesSent: UInt64, messagesAcked: UInt64, messagesFailed: UInt64) {
+    public init(
+        /**
+         * Outbox entries waiting to be delivered (including those on the wire).
+         */outboxDepth: UInt64, 
+        /**
+         * Outbox entries that failed for good and wait for `retry` or `discard`.
+         */outboxFailed: UInt64, 
+        /**
+         * Age of the oldest waiting entry (nil/null when the outbox is empty).
+         */outboxOldestAgeMs: UInt64?, 
+        /**
+         * Mutations sent again after a transient failure.
+         */retries: UInt64, 
+        /**
+         * Connection attempts (successful or not).
+         */connectAttempts: UInt64, 
+        /**
+         * Connections that reached the server's `hello`.
+         */connections: UInt64, 
+        /**
+         * Connections after the first one.
+         */reconnects: UInt64, 
+        /**
+         * Missed events applied during recovery.
+         */eventsRecovered: UInt64, 
+        /**
+         * Live events applied.
+         */eventsLive: UInt64, 
+        /**
+         * Events dropped because they were already applied.
+         */duplicatesIgnored: UInt64, 
+        /**
+         * Rooms reloaded from scratch.
+         */resets: UInt64, 
+        /**
+         * REST refreshes answered from the cache.
+         */cacheHits: UInt64, 
+        /**
+         * REST refreshes that waited for a request.
+         */cacheMisses: UInt64, 
+        /**
+         * Requests answered `304 Not Modified`.
+         */cacheRevalidations: UInt64, 
+        /**
+         * `cache_hits / (cache_hits + cache_misses)`, 0 when there were none.
+         */cacheHitRate: Double, 
+        /**
+         * WebSocket payload bytes sent.
+         */bytesSent: UInt64, 
+        /**
+         * WebSocket payload bytes received.
+         */bytesReceived: UInt64, 
+        /**
+         * WebSocket frames sent.
+         */framesSent: UInt64, 
+        /**
+         * WebSocket frames received.
+         */framesReceived: UInt64, 
+        /**
+         * Mutations written to the outbox.
+         */mutationsQueued: UInt64, 
+        /**
+         * Mutations confirmed by the server.
+         */mutationsAcked: UInt64, 
+        /**
+         * Mutations refused for good.
+         */mutationsFailed: UInt64, 
+        /**
+         * Messages written to the outbox.
+         */messagesQueued: UInt64, 
+        /**
+         * Messages put on the wire (resends count as retries).
+         */messagesSent: UInt64, 
+        /**
+         * Messages confirmed by the server.
+         */messagesAcked: UInt64, 
+        /**
+         * Messages refused for good.
+         */messagesFailed: UInt64) {
         self.outboxDepth = outboxDepth
         self.outboxFailed = outboxFailed
         self.outboxOldestAgeMs = outboxOldestAgeMs
         self.retries = retries
+        self.connectAttempts = connectAttempts
+        self.connections = connections
         self.reconnects = reconnects
         self.eventsRecovered = eventsRecovered
+        self.eventsLive = eventsLive
+        self.duplicatesIgnored = duplicatesIgnored
+        self.resets = resets
+        self.cacheHits = cacheHits
+        self.cacheMisses = cacheMisses
+        self.cacheRevalidations = cacheRevalidations
         self.cacheHitRate = cacheHitRate
         self.bytesSent = bytesSent
         self.bytesReceived = bytesReceived
+        self.framesSent = framesSent
+        self.framesReceived = framesReceived
+        self.mutationsQueued = mutationsQueued
+        self.mutationsAcked = mutationsAcked
+        self.mutationsFailed = mutationsFailed
+        self.messagesQueued = messagesQueued
         self.messagesSent = messagesSent
         self.messagesAcked = messagesAcked
         self.messagesFailed = messagesFailed
@@ -3643,41 +4289,69 @@ public struct Metrics: Equatable, Hashable {
 }
 
 #if compiler(>=6)
-extension Metrics: Sendable {}
+extension MetricsSnapshot: Sendable {}
 #endif
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public struct FfiConverterTypeMetrics: FfiConverterRustBuffer {
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Metrics {
+public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MetricsSnapshot {
         return
-            try Metrics(
+            try MetricsSnapshot(
                 outboxDepth: FfiConverterUInt64.read(from: &buf), 
                 outboxFailed: FfiConverterUInt64.read(from: &buf), 
                 outboxOldestAgeMs: FfiConverterOptionUInt64.read(from: &buf), 
                 retries: FfiConverterUInt64.read(from: &buf), 
+                connectAttempts: FfiConverterUInt64.read(from: &buf), 
+                connections: FfiConverterUInt64.read(from: &buf), 
                 reconnects: FfiConverterUInt64.read(from: &buf), 
                 eventsRecovered: FfiConverterUInt64.read(from: &buf), 
+                eventsLive: FfiConverterUInt64.read(from: &buf), 
+                duplicatesIgnored: FfiConverterUInt64.read(from: &buf), 
+                resets: FfiConverterUInt64.read(from: &buf), 
+                cacheHits: FfiConverterUInt64.read(from: &buf), 
+                cacheMisses: FfiConverterUInt64.read(from: &buf), 
+                cacheRevalidations: FfiConverterUInt64.read(from: &buf), 
                 cacheHitRate: FfiConverterDouble.read(from: &buf), 
                 bytesSent: FfiConverterUInt64.read(from: &buf), 
                 bytesReceived: FfiConverterUInt64.read(from: &buf), 
+                framesSent: FfiConverterUInt64.read(from: &buf), 
+                framesReceived: FfiConverterUInt64.read(from: &buf), 
+                mutationsQueued: FfiConverterUInt64.read(from: &buf), 
+                mutationsAcked: FfiConverterUInt64.read(from: &buf), 
+                mutationsFailed: FfiConverterUInt64.read(from: &buf), 
+                messagesQueued: FfiConverterUInt64.read(from: &buf), 
                 messagesSent: FfiConverterUInt64.read(from: &buf), 
                 messagesAcked: FfiConverterUInt64.read(from: &buf), 
                 messagesFailed: FfiConverterUInt64.read(from: &buf)
         )
     }
 
-    public static func write(_ value: Metrics, into buf: inout [UInt8]) {
+    public static func write(_ value: MetricsSnapshot, into buf: inout [UInt8]) {
         FfiConverterUInt64.write(value.outboxDepth, into: &buf)
         FfiConverterUInt64.write(value.outboxFailed, into: &buf)
         FfiConverterOptionUInt64.write(value.outboxOldestAgeMs, into: &buf)
         FfiConverterUInt64.write(value.retries, into: &buf)
+        FfiConverterUInt64.write(value.connectAttempts, into: &buf)
+        FfiConverterUInt64.write(value.connections, into: &buf)
         FfiConverterUInt64.write(value.reconnects, into: &buf)
         FfiConverterUInt64.write(value.eventsRecovered, into: &buf)
+        FfiConverterUInt64.write(value.eventsLive, into: &buf)
+        FfiConverterUInt64.write(value.duplicatesIgnored, into: &buf)
+        FfiConverterUInt64.write(value.resets, into: &buf)
+        FfiConverterUInt64.write(value.cacheHits, into: &buf)
+        FfiConverterUInt64.write(value.cacheMisses, into: &buf)
+        FfiConverterUInt64.write(value.cacheRevalidations, into: &buf)
         FfiConverterDouble.write(value.cacheHitRate, into: &buf)
         FfiConverterUInt64.write(value.bytesSent, into: &buf)
         FfiConverterUInt64.write(value.bytesReceived, into: &buf)
+        FfiConverterUInt64.write(value.framesSent, into: &buf)
+        FfiConverterUInt64.write(value.framesReceived, into: &buf)
+        FfiConverterUInt64.write(value.mutationsQueued, into: &buf)
+        FfiConverterUInt64.write(value.mutationsAcked, into: &buf)
+        FfiConverterUInt64.write(value.mutationsFailed, into: &buf)
+        FfiConverterUInt64.write(value.messagesQueued, into: &buf)
         FfiConverterUInt64.write(value.messagesSent, into: &buf)
         FfiConverterUInt64.write(value.messagesAcked, into: &buf)
         FfiConverterUInt64.write(value.messagesFailed, into: &buf)
@@ -3688,15 +4362,15 @@ public struct FfiConverterTypeMetrics: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeMetrics_lift(_ buf: RustBuffer) throws -> Metrics {
-    return try FfiConverterTypeMetrics.lift(buf)
+public func FfiConverterTypeMetricsSnapshot_lift(_ buf: RustBuffer) throws -> MetricsSnapshot {
+    return try FfiConverterTypeMetricsSnapshot.lift(buf)
 }
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeMetrics_lower(_ value: Metrics) -> RustBuffer {
-    return FfiConverterTypeMetrics.lower(value)
+public func FfiConverterTypeMetricsSnapshot_lower(_ value: MetricsSnapshot) -> RustBuffer {
+    return FfiConverterTypeMetricsSnapshot.lower(value)
 }
 
 
@@ -3793,17 +4467,37 @@ public func FfiConverterTypeNotification_lower(_ value: Notification) -> RustBuf
 public struct OutboxEntry: Equatable, Hashable {
     public var id: String
     public var room: String?
+    /**
+     * The protocol operation (`message.send`, `document.put`, …).
+     */
     public var op: String
+    /**
+     * The mutation as it will travel, `{"op": …, "args": {…}}`.
+     */
+    public var mutationJson: String
     public var state: SendState
+    /**
+     * Transient failures so far.
+     */
     public var attempts: UInt32
     public var createdAt: Int64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(id: String, room: String?, op: String, state: SendState, attempts: UInt32, createdAt: Int64) {
+    public init(id: String, room: String?, 
+        /**
+         * The protocol operation (`message.send`, `document.put`, …).
+         */op: String, 
+        /**
+         * The mutation as it will travel, `{"op": …, "args": {…}}`.
+         */mutationJson: String, state: SendState, 
+        /**
+         * Transient failures so far.
+         */attempts: UInt32, createdAt: Int64) {
         self.id = id
         self.room = room
         self.op = op
+        self.mutationJson = mutationJson
         self.state = state
         self.attempts = attempts
         self.createdAt = createdAt
@@ -3828,6 +4522,7 @@ public struct FfiConverterTypeOutboxEntry: FfiConverterRustBuffer {
                 id: FfiConverterString.read(from: &buf), 
                 room: FfiConverterOptionString.read(from: &buf), 
                 op: FfiConverterString.read(from: &buf), 
+                mutationJson: FfiConverterString.read(from: &buf), 
                 state: FfiConverterTypeSendState.read(from: &buf), 
                 attempts: FfiConverterUInt32.read(from: &buf), 
                 createdAt: FfiConverterInt64.read(from: &buf)
@@ -3838,6 +4533,7 @@ public struct FfiConverterTypeOutboxEntry: FfiConverterRustBuffer {
         FfiConverterString.write(value.id, into: &buf)
         FfiConverterOptionString.write(value.room, into: &buf)
         FfiConverterString.write(value.op, into: &buf)
+        FfiConverterString.write(value.mutationJson, into: &buf)
         FfiConverterTypeSendState.write(value.state, into: &buf)
         FfiConverterUInt32.write(value.attempts, into: &buf)
         FfiConverterInt64.write(value.createdAt, into: &buf)
@@ -3937,12 +4633,27 @@ public struct Room: Equatable, Hashable {
      */
     public var metadataJson: String
     public var owner: String
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    public var createdAt: Int64
+    public var updatedAt: Int64
+    /**
+     * The newest sequence number the server reported for the room.
+     */
     public var headSeq: UInt64
+    /**
+     * The highest sequence number held locally (everything up to it is in the store).
+     */
+    public var lastSeq: UInt64
     public var memberCount: UInt64
     /**
-     * True when this account is a member.
+     * True while this account is a member (or has asked to be).
      */
     public var joined: Bool
+    /**
+     * The state of the latest local change to the room itself (create, update, join, leave).
+     */
     public var sendState: SendState
 
     // Default memberwise initializers are never public by default, so we
@@ -3950,16 +4661,31 @@ public struct Room: Equatable, Hashable {
     public init(name: String, kind: RoomKind, title: String, 
         /**
          * Application metadata, a JSON object as text.
-         */metadataJson: String, owner: String, headSeq: UInt64, memberCount: UInt64, 
+         */metadataJson: String, owner: String, 
         /**
-         * True when this account is a member.
-         */joined: Bool, sendState: SendState) {
+         * Milliseconds since the Unix epoch.
+         */createdAt: Int64, updatedAt: Int64, 
+        /**
+         * The newest sequence number the server reported for the room.
+         */headSeq: UInt64, 
+        /**
+         * The highest sequence number held locally (everything up to it is in the store).
+         */lastSeq: UInt64, memberCount: UInt64, 
+        /**
+         * True while this account is a member (or has asked to be).
+         */joined: Bool, 
+        /**
+         * The state of the latest local change to the room itself (create, update, join, leave).
+         */sendState: SendState) {
         self.name = name
         self.kind = kind
         self.title = title
         self.metadataJson = metadataJson
         self.owner = owner
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
         self.headSeq = headSeq
+        self.lastSeq = lastSeq
         self.memberCount = memberCount
         self.joined = joined
         self.sendState = sendState
@@ -3986,7 +4712,10 @@ public struct FfiConverterTypeRoom: FfiConverterRustBuffer {
                 title: FfiConverterString.read(from: &buf), 
                 metadataJson: FfiConverterString.read(from: &buf), 
                 owner: FfiConverterString.read(from: &buf), 
+                createdAt: FfiConverterInt64.read(from: &buf), 
+                updatedAt: FfiConverterInt64.read(from: &buf), 
                 headSeq: FfiConverterUInt64.read(from: &buf), 
+                lastSeq: FfiConverterUInt64.read(from: &buf), 
                 memberCount: FfiConverterUInt64.read(from: &buf), 
                 joined: FfiConverterBool.read(from: &buf), 
                 sendState: FfiConverterTypeSendState.read(from: &buf)
@@ -3999,7 +4728,10 @@ public struct FfiConverterTypeRoom: FfiConverterRustBuffer {
         FfiConverterString.write(value.title, into: &buf)
         FfiConverterString.write(value.metadataJson, into: &buf)
         FfiConverterString.write(value.owner, into: &buf)
+        FfiConverterInt64.write(value.createdAt, into: &buf)
+        FfiConverterInt64.write(value.updatedAt, into: &buf)
         FfiConverterUInt64.write(value.headSeq, into: &buf)
+        FfiConverterUInt64.write(value.lastSeq, into: &buf)
         FfiConverterUInt64.write(value.memberCount, into: &buf)
         FfiConverterBool.write(value.joined, into: &buf)
         FfiConverterTypeSendState.write(value.sendState, into: &buf)
@@ -4281,6 +5013,75 @@ public func FfiConverterTypeLogLevel_lower(_ value: LogLevel) -> RustBuffer {
 
 
 /**
+ * Whether a member is in the room or banned from it.
+ */
+
+public enum MemberStatus: Equatable, Hashable {
+    
+    case active
+    case banned
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension MemberStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMemberStatus: FfiConverterRustBuffer {
+    typealias SwiftType = MemberStatus
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MemberStatus {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .active
+        
+        case 2: return .banned
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: MemberStatus, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .active:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .banned:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMemberStatus_lift(_ buf: RustBuffer) throws -> MemberStatus {
+    return try FfiConverterTypeMemberStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMemberStatus_lower(_ value: MemberStatus) -> RustBuffer {
+    return FfiConverterTypeMemberStatus.lower(value)
+}
+
+
+
+/**
  * Online, away or offline.
  */
 
@@ -4357,7 +5158,7 @@ public func FfiConverterTypePresenceStatus_lower(_ value: PresenceStatus) -> Rus
 
 
 /**
- * Why a Roam call failed. Swift: `RoamError`; Kotlin: `RoamException`.
+ * Why a Roam call failed. Swift: `RoamError` (an `Error`); Kotlin: `RoamException`.
  */
 public 
 enum RoamError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
@@ -4365,7 +5166,7 @@ enum RoamError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     
     
     /**
-     * An argument broke the protocol's rules (bad room name, body too long, bad URL…).
+     * An argument broke the protocol's rules (bad room name, body too long, bad URL, …).
      * Retrying the same call cannot succeed.
      */
     case InvalidInput(reason: String
@@ -4376,7 +5177,7 @@ enum RoamError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Network(reason: String
     )
     /**
-     * The token was refused or expired: get a new one.
+     * The token was refused or has expired: get a new one.
      */
     case Unauthorized(reason: String
     )
@@ -4386,26 +5187,33 @@ enum RoamError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Forbidden(reason: String
     )
     /**
-     * No such room, message, document or outbox entry.
+     * No such room, message, document, invitation or outbox entry.
      */
     case NotFound(reason: String
     )
     /**
-     * The state does not allow it (already a member, an entry being sent right now…).
+     * The state does not allow it (already a member, an owner leaving, an entry being sent
+     * right now, …).
      */
     case Conflict(reason: String
     )
     /**
-     * Too many requests: wait this long.
+     * A document edit was based on a stale version: here is the server's current one. Rebase
+     * and save again with `base_version = current_version`.
+     */
+    case VersionConflict(currentVersion: UInt64, currentContent: String
+    )
+    /**
+     * Too many requests: wait this long before trying again.
      */
     case RateLimited(retryAfterMs: UInt64
     )
     /**
-     * The client was closed.
+     * The client was closed (`shutdown`).
      */
     case Closed
     /**
-     * A bug or an unexpected state, including an exception thrown by an app's listener.
+     * A bug or an unexpected state (a corrupt database, a listener that threw, …).
      */
     case Internal(reason: String
     )
@@ -4456,11 +5264,15 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
         case 6: return .Conflict(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 7: return .RateLimited(
+        case 7: return .VersionConflict(
+            currentVersion: try FfiConverterUInt64.read(from: &buf), 
+            currentContent: try FfiConverterString.read(from: &buf)
+            )
+        case 8: return .RateLimited(
             retryAfterMs: try FfiConverterUInt64.read(from: &buf)
             )
-        case 8: return .Closed
-        case 9: return .Internal(
+        case 9: return .Closed
+        case 10: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -4505,17 +5317,23 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .RateLimited(retryAfterMs):
+        case let .VersionConflict(currentVersion,currentContent):
             writeInt(&buf, Int32(7))
+            FfiConverterUInt64.write(currentVersion, into: &buf)
+            FfiConverterString.write(currentContent, into: &buf)
+            
+        
+        case let .RateLimited(retryAfterMs):
+            writeInt(&buf, Int32(8))
             FfiConverterUInt64.write(retryAfterMs, into: &buf)
             
         
         case .Closed:
-            writeInt(&buf, Int32(8))
+            writeInt(&buf, Int32(9))
         
         
         case let .Internal(reason):
-            writeInt(&buf, Int32(9))
+            writeInt(&buf, Int32(10))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -5169,6 +5987,54 @@ fileprivate struct FfiConverterOptionTypeRoom: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeRole: FfiConverterRustBuffer {
+    typealias SwiftType = Role?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRole.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRole.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeRoomKind: FfiConverterRustBuffer {
+    typealias SwiftType = RoomKind?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRoomKind.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRoomKind.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
     typealias SwiftType = [String]
 
@@ -5186,6 +6052,31 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeDocument: FfiConverterRustBuffer {
+    typealias SwiftType = [Document]
+
+    public static func write(_ value: [Document], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDocument.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Document] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Document]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDocument.read(from: &buf))
         }
         return seq
     }
@@ -5286,6 +6177,31 @@ fileprivate struct FfiConverterSequenceTypeOutboxEntry: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeOutboxEntry.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypePresence: FfiConverterRustBuffer {
+    typealias SwiftType = [Presence]
+
+    public static func write(_ value: [Presence], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePresence.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Presence] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Presence]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePresence.read(from: &buf))
         }
         return seq
     }
@@ -5449,19 +6365,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_func_set_log_listener() != 54420) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() != 48308) {
+    if (uniffi_roam_ffi_checksum_method_tokenprovider_token() != 27962) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_documentlistener_on_document_update() != 34271) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_roam_ffi_checksum_method_notificationlistener_on_notification() != 20549) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count() != 10764) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_roam_ffi_checksum_method_presencelistener_on_presence() != 48806) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_accept_invitation() != 19788) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_ban() != 50904) {
@@ -5470,28 +6377,43 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_connection_state() != 31963) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_create_room() != 21510) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_create_room() != 47964) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_delete_message() != 15081) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_delete_message() != 48773) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_discard() != 47510) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_delete_room() != 16407) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_discard() != 20984) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_document() != 60917) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_edit_message() != 55382) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_documents() != 18654) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_join_room() != 46567) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_edit_message() != 44288) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_leave_room() != 47719) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_invite() != 36984) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_mark_all_read() != 24627) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_join_room() != 61631) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_leave_room() != 37874) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_load_older_messages() != 26517) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_mark_all_read() != 48346) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_mark_read() != 9137) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_members() != 32512) {
@@ -5500,31 +6422,43 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_message() != 54748) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_messages() != 44872) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_messages() != 65453) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_metrics() != 55236) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_metrics() != 17108) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_network_available() != 60587) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_my_presence() != 37590) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_notifications() != 3149) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_network_available() != 44242) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_outbox() != 31046) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_notifications() != 43252) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_presence() != 28042) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_outbox() != 33843) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_put_document() != 55409) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_presence() != 38044) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_refresh_rooms() != 61426) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_put_document() != 54553) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_retry() != 24513) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_refresh_members() != 25765) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_refresh_presence() != 30797) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_refresh_rooms() != 3774) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_reject_invitation() != 38841) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_retry() != 33219) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_room() != 55611) {
@@ -5533,73 +6467,106 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_rooms() != 36790) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_send_message() != 36792) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_save_document() != 31024) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_set_idle() != 14125) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_send_message() != 26935) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_set_online() != 18783) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_send_reply() != 11876) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_shutdown() != 64257) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_set_idle() != 3989) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_start() != 2275) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_set_online() != 17446) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_connection_state() != 5363) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_set_role() != 19899) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_documents() != 1059) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_shutdown() != 50219) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_notifications() != 46397) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_start() != 58974) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_presence() != 34960) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_connection_state() != 7045) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates() != 8896) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_documents() != 19776) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing() != 40305) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_notifications() != 28841) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_presence() != 25824) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates() != 56832) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing() != 5399) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_transfer_ownership() != 40009) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_typing() != 42299) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_typing_started() != 11149) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_typing_started() != 37314) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_typing_stopped() != 4363) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_typing_stopped() != 37667) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_unban() != 50591) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_unread_count() != 60590) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_roamclient_update_room() != 16958) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_user_activity() != 30202) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_roamclient_user_id() != 64079) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roomlistener_on_room_update() != 47976) {
+    if (uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() != 23817) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel() != 20616) {
+    if (uniffi_roam_ffi_checksum_method_documentlistener_on_document_update() != 31515) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open() != 10166) {
+    if (uniffi_roam_ffi_checksum_method_notificationlistener_on_notification() != 21848) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_tokenprovider_token() != 17868) {
+    if (uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count() != 57413) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_typinglistener_on_typing() != 1097) {
+    if (uniffi_roam_ffi_checksum_method_presencelistener_on_presence() != 14387) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roomlistener_on_room_update() != 59879) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel() != 9030) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open() != 49113) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_typinglistener_on_typing() != 56799) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_loglistener_on_log() != 854) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_constructor_roamclient_new() != 29215) {
+    if (uniffi_roam_ffi_checksum_constructor_roamclient_new() != 56002) {
         return InitializationResult.apiChecksumMismatch
     }
 

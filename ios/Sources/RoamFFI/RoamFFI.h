@@ -243,6 +243,13 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
+typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, int8_t, RustBuffer* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONNECTION_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONNECTION_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceConnectionListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
@@ -285,13 +292,6 @@ typedef void (*UniffiCallbackInterfaceRoomListenerMethod0)(uint64_t, RustBuffer,
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
-#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
-typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, int8_t, RustBuffer* _Nonnull, 
-        RustCallStatus *_Nonnull uniffiCallStatus
-    );
-
-#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TYPING_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TYPING_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceTypingListenerMethod0)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
@@ -304,6 +304,15 @@ typedef void (*UniffiCallbackInterfaceTypingListenerMethod0)(uint64_t, RustBuffe
 typedef void (*UniffiCallbackInterfaceLogListenerMethod0)(uint64_t, RustBuffer, RustBuffer, RustBuffer, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_PROVIDER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_PROVIDER
+typedef struct UniffiVTableCallbackInterfaceTokenProvider {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceTokenProviderMethod0 _Nonnull token;
+} UniffiVTableCallbackInterfaceTokenProvider;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CONNECTION_LISTENER
@@ -352,15 +361,6 @@ typedef struct UniffiVTableCallbackInterfaceRoomListener {
 } UniffiVTableCallbackInterfaceRoomListener;
 
 #endif
-#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_PROVIDER
-#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_PROVIDER
-typedef struct UniffiVTableCallbackInterfaceTokenProvider {
-    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
-    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
-    UniffiCallbackInterfaceTokenProviderMethod0 _Nonnull token;
-} UniffiVTableCallbackInterfaceTokenProvider;
-
-#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TYPING_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TYPING_LISTENER
 typedef struct UniffiVTableCallbackInterfaceTypingListener {
@@ -378,6 +378,321 @@ typedef struct UniffiVTableCallbackInterfaceLogListener {
     UniffiCallbackInterfaceLogListenerMethod0 _Nonnull onLog;
 } UniffiVTableCallbackInterfaceLogListener;
 
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TOKENPROVIDER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TOKENPROVIDER
+uint64_t uniffi_roam_ffi_fn_clone_tokenprovider(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TOKENPROVIDER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TOKENPROVIDER
+void uniffi_roam_ffi_fn_free_tokenprovider(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_TOKENPROVIDER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_TOKENPROVIDER
+void uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(const UniffiVTableCallbackInterfaceTokenProvider* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
+RustBuffer uniffi_roam_ffi_fn_method_tokenprovider_token(uint64_t ptr, int8_t refresh, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCLIENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCLIENT
+uint64_t uniffi_roam_ffi_fn_clone_roamclient(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMCLIENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMCLIENT
+void uniffi_roam_ffi_fn_free_roamclient(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CONSTRUCTOR_ROAMCLIENT_NEW
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CONSTRUCTOR_ROAMCLIENT_NEW
+uint64_t uniffi_roam_ffi_fn_constructor_roamclient_new(RustBuffer options, uint64_t tokens, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ACCEPT_INVITATION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ACCEPT_INVITATION
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_accept_invitation(uint64_t ptr, RustBuffer invitation, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_BAN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_BAN
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_ban(uint64_t ptr, RustBuffer room, RustBuffer user, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CONNECTION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CONNECTION_STATE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_connection_state(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CREATE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CREATE_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_create_room(uint64_t ptr, RustBuffer room, RustBuffer kind, RustBuffer title, RustBuffer metadata_json, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DELETE_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DELETE_MESSAGE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_delete_message(uint64_t ptr, RustBuffer room, RustBuffer message, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DELETE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DELETE_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_delete_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DISCARD
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DISCARD
+void uniffi_roam_ffi_fn_method_roamclient_discard(uint64_t ptr, RustBuffer entry_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DOCUMENT
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_document(uint64_t ptr, RustBuffer room, RustBuffer doc, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DOCUMENTS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DOCUMENTS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_documents(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_EDIT_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_EDIT_MESSAGE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_edit_message(uint64_t ptr, RustBuffer room, RustBuffer message, RustBuffer body, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_INVITE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_INVITE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_invite(uint64_t ptr, RustBuffer room, RustBuffer user, RustBuffer role, RustBuffer ttl_secs, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_JOIN_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_JOIN_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_join_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_LEAVE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_LEAVE_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_leave_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_LOAD_OLDER_MESSAGES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_LOAD_OLDER_MESSAGES
+uint64_t uniffi_roam_ffi_fn_method_roamclient_load_older_messages(uint64_t ptr, RustBuffer room, uint32_t limit
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_ALL_READ
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_ALL_READ
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_mark_all_read(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_READ
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_READ
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_mark_read(uint64_t ptr, RustBuffer ids, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEMBERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEMBERS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_members(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_message(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGES
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_messages(uint64_t ptr, RustBuffer room, RustBuffer before_seq, uint32_t limit, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_METRICS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_METRICS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_metrics(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MY_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MY_PRESENCE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_my_presence(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NETWORK_AVAILABLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NETWORK_AVAILABLE
+void uniffi_roam_ffi_fn_method_roamclient_network_available(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NOTIFICATIONS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NOTIFICATIONS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_notifications(uint64_t ptr, RustBuffer after_seq, int8_t unread_only, uint32_t limit, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_OUTBOX
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_OUTBOX
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_outbox(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PRESENCE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_presence(uint64_t ptr, RustBuffer user, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUT_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUT_DOCUMENT
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_put_document(uint64_t ptr, RustBuffer room, RustBuffer doc, uint64_t base_version, RustBuffer content, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_MEMBERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_MEMBERS
+uint64_t uniffi_roam_ffi_fn_method_roamclient_refresh_members(uint64_t ptr, RustBuffer room
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_PRESENCE
+uint64_t uniffi_roam_ffi_fn_method_roamclient_refresh_presence(uint64_t ptr, RustBuffer users
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_ROOMS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_ROOMS
+uint64_t uniffi_roam_ffi_fn_method_roamclient_refresh_rooms(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REJECT_INVITATION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REJECT_INVITATION
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_reject_invitation(uint64_t ptr, RustBuffer invitation, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_RETRY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_RETRY
+void uniffi_roam_ffi_fn_method_roamclient_retry(uint64_t ptr, RustBuffer entry_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOMS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOMS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_rooms(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SAVE_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SAVE_DOCUMENT
+uint64_t uniffi_roam_ffi_fn_method_roamclient_save_document(uint64_t ptr, RustBuffer room, RustBuffer doc, uint64_t base_version, RustBuffer content
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_MESSAGE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_send_message(uint64_t ptr, RustBuffer room, RustBuffer body, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_REPLY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_REPLY
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_send_reply(uint64_t ptr, RustBuffer room, RustBuffer body, RustBuffer reply_to, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_IDLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_IDLE
+void uniffi_roam_ffi_fn_method_roamclient_set_idle(uint64_t ptr, int8_t idle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_ONLINE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_ONLINE
+void uniffi_roam_ffi_fn_method_roamclient_set_online(uint64_t ptr, int8_t online, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_ROLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_ROLE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_set_role(uint64_t ptr, RustBuffer room, RustBuffer user, RustBuffer role, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SHUTDOWN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SHUTDOWN
+uint64_t uniffi_roam_ffi_fn_method_roamclient_shutdown(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_START
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_START
+uint64_t uniffi_roam_ffi_fn_method_roamclient_start(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_CONNECTION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_CONNECTION_STATE
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_connection_state(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_DOCUMENTS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_DOCUMENTS
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_documents(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_NOTIFICATIONS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_NOTIFICATIONS
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_notifications(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_PRESENCE
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_presence(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_ROOM_UPDATES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_ROOM_UPDATES
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_room_updates(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TRANSFER_OWNERSHIP
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TRANSFER_OWNERSHIP
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_transfer_ownership(uint64_t ptr, RustBuffer room, RustBuffer user, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_typing(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STARTED
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STARTED
+void uniffi_roam_ffi_fn_method_roamclient_typing_started(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STOPPED
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STOPPED
+void uniffi_roam_ffi_fn_method_roamclient_typing_stopped(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNBAN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNBAN
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_unban(uint64_t ptr, RustBuffer room, RustBuffer user, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNREAD_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNREAD_COUNT
+uint64_t uniffi_roam_ffi_fn_method_roamclient_unread_count(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UPDATE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UPDATE_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_update_room(uint64_t ptr, RustBuffer room, RustBuffer title, RustBuffer kind, RustBuffer metadata_json, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_USER_ACTIVITY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_USER_ACTIVITY
+void uniffi_roam_ffi_fn_method_roamclient_user_activity(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_USER_ID
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_USER_ID
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_user_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_CONNECTIONLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_CONNECTIONLISTENER
@@ -464,216 +779,6 @@ void uniffi_roam_ffi_fn_init_callback_vtable_presencelistener(const UniffiVTable
 void uniffi_roam_ffi_fn_method_presencelistener_on_presence(uint64_t ptr, RustBuffer presence, RustCallStatus *_Nonnull out_status
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCLIENT
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCLIENT
-uint64_t uniffi_roam_ffi_fn_clone_roamclient(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMCLIENT
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMCLIENT
-void uniffi_roam_ffi_fn_free_roamclient(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CONSTRUCTOR_ROAMCLIENT_NEW
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CONSTRUCTOR_ROAMCLIENT_NEW
-uint64_t uniffi_roam_ffi_fn_constructor_roamclient_new(RustBuffer options, uint64_t tokens, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_BAN
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_BAN
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_ban(uint64_t ptr, RustBuffer room, RustBuffer user, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CONNECTION_STATE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CONNECTION_STATE
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_connection_state(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CREATE_ROOM
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CREATE_ROOM
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_create_room(uint64_t ptr, RustBuffer room, RustBuffer kind, RustBuffer title, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DELETE_MESSAGE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DELETE_MESSAGE
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_delete_message(uint64_t ptr, RustBuffer room, RustBuffer message, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DISCARD
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DISCARD
-void uniffi_roam_ffi_fn_method_roamclient_discard(uint64_t ptr, RustBuffer entry_id, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DOCUMENT
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_DOCUMENT
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_document(uint64_t ptr, RustBuffer room, RustBuffer doc, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_EDIT_MESSAGE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_EDIT_MESSAGE
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_edit_message(uint64_t ptr, RustBuffer room, RustBuffer message, RustBuffer body, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_JOIN_ROOM
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_JOIN_ROOM
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_join_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_LEAVE_ROOM
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_LEAVE_ROOM
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_leave_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_ALL_READ
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_ALL_READ
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_mark_all_read(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEMBERS
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEMBERS
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_members(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGE
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_message(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGES
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MESSAGES
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_messages(uint64_t ptr, RustBuffer room, RustBuffer before_seq, uint32_t limit, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_METRICS
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_METRICS
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_metrics(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NETWORK_AVAILABLE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NETWORK_AVAILABLE
-void uniffi_roam_ffi_fn_method_roamclient_network_available(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NOTIFICATIONS
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_NOTIFICATIONS
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_notifications(uint64_t ptr, int8_t unread_only, uint32_t limit, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_OUTBOX
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_OUTBOX
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_outbox(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PRESENCE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PRESENCE
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_presence(uint64_t ptr, RustBuffer user, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUT_DOCUMENT
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUT_DOCUMENT
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_put_document(uint64_t ptr, RustBuffer room, RustBuffer doc, uint64_t base_version, RustBuffer content, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_ROOMS
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_ROOMS
-uint64_t uniffi_roam_ffi_fn_method_roamclient_refresh_rooms(uint64_t ptr
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_RETRY
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_RETRY
-void uniffi_roam_ffi_fn_method_roamclient_retry(uint64_t ptr, RustBuffer entry_id, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOMS
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOMS
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_rooms(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_MESSAGE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_MESSAGE
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_send_message(uint64_t ptr, RustBuffer room, RustBuffer body, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_IDLE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_IDLE
-void uniffi_roam_ffi_fn_method_roamclient_set_idle(uint64_t ptr, int8_t idle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_ONLINE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_ONLINE
-void uniffi_roam_ffi_fn_method_roamclient_set_online(uint64_t ptr, int8_t online, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SHUTDOWN
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SHUTDOWN
-uint64_t uniffi_roam_ffi_fn_method_roamclient_shutdown(uint64_t ptr
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_START
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_START
-uint64_t uniffi_roam_ffi_fn_method_roamclient_start(uint64_t ptr
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_CONNECTION_STATE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_CONNECTION_STATE
-uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_connection_state(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_DOCUMENTS
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_DOCUMENTS
-uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_documents(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_NOTIFICATIONS
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_NOTIFICATIONS
-uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_notifications(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_PRESENCE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_PRESENCE
-uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_presence(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_ROOM_UPDATES
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_ROOM_UPDATES
-uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_room_updates(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
-uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_typing(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STARTED
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STARTED
-void uniffi_roam_ffi_fn_method_roamclient_typing_started(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STOPPED
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TYPING_STOPPED
-void uniffi_roam_ffi_fn_method_roamclient_typing_stopped(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNREAD_COUNT
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNREAD_COUNT
-uint64_t uniffi_roam_ffi_fn_method_roamclient_unread_count(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_USER_ID
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_USER_ID
-RustBuffer uniffi_roam_ffi_fn_method_roamclient_user_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROOMLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROOMLISTENER
 uint64_t uniffi_roam_ffi_fn_clone_roomlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -712,26 +817,6 @@ void uniffi_roam_ffi_fn_method_subscriptionhandle_cancel(uint64_t ptr, RustCallS
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_SUBSCRIPTIONHANDLE_IS_OPEN
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_SUBSCRIPTIONHANDLE_IS_OPEN
 int8_t uniffi_roam_ffi_fn_method_subscriptionhandle_is_open(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TOKENPROVIDER
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TOKENPROVIDER
-uint64_t uniffi_roam_ffi_fn_clone_tokenprovider(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TOKENPROVIDER
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TOKENPROVIDER
-void uniffi_roam_ffi_fn_free_tokenprovider(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_TOKENPROVIDER
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_TOKENPROVIDER
-void uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(const UniffiVTableCallbackInterfaceTokenProvider* _Nonnull vtable
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
-RustBuffer uniffi_roam_ffi_fn_method_tokenprovider_token(uint64_t ptr, int8_t refresh, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TYPINGLISTENER
@@ -1079,33 +1164,15 @@ uint16_t uniffi_roam_ffi_checksum_func_set_log_listener(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
-uint16_t uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(void
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENPROVIDER_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENPROVIDER_TOKEN
+uint16_t uniffi_roam_ffi_checksum_method_tokenprovider_token(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_DOCUMENTLISTENER_ON_DOCUMENT_UPDATE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_DOCUMENTLISTENER_ON_DOCUMENT_UPDATE
-uint16_t uniffi_roam_ffi_checksum_method_documentlistener_on_document_update(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_NOTIFICATION
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_NOTIFICATION
-uint16_t uniffi_roam_ffi_checksum_method_notificationlistener_on_notification(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_UNREAD_COUNT
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_UNREAD_COUNT
-uint16_t uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_PRESENCELISTENER_ON_PRESENCE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_PRESENCELISTENER_ON_PRESENCE
-uint16_t uniffi_roam_ffi_checksum_method_presencelistener_on_presence(void
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ACCEPT_INVITATION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ACCEPT_INVITATION
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_accept_invitation(void
     
 );
 #endif
@@ -1133,6 +1200,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_delete_message(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DELETE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DELETE_ROOM
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_delete_room(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DISCARD
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DISCARD
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_discard(void
@@ -1145,9 +1218,21 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_document(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DOCUMENTS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_DOCUMENTS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_documents(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_EDIT_MESSAGE
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_EDIT_MESSAGE
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_edit_message(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_INVITE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_INVITE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_invite(void
     
 );
 #endif
@@ -1163,9 +1248,21 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_leave_room(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_LOAD_OLDER_MESSAGES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_LOAD_OLDER_MESSAGES
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_load_older_messages(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MARK_ALL_READ
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MARK_ALL_READ
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_mark_all_read(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MARK_READ
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MARK_READ
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_mark_read(void
     
 );
 #endif
@@ -1190,6 +1287,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_messages(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_METRICS
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_METRICS
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_metrics(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MY_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MY_PRESENCE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_my_presence(void
     
 );
 #endif
@@ -1223,9 +1326,27 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_put_document(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REFRESH_MEMBERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REFRESH_MEMBERS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_refresh_members(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REFRESH_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REFRESH_PRESENCE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_refresh_presence(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REFRESH_ROOMS
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REFRESH_ROOMS
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_refresh_rooms(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REJECT_INVITATION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REJECT_INVITATION
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_reject_invitation(void
     
 );
 #endif
@@ -1247,9 +1368,21 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_rooms(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SAVE_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SAVE_DOCUMENT
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_save_document(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SEND_MESSAGE
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SEND_MESSAGE
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_send_message(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SEND_REPLY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SEND_REPLY
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_send_reply(void
     
 );
 #endif
@@ -1262,6 +1395,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_set_idle(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SET_ONLINE
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SET_ONLINE
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_set_online(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SET_ROLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SET_ROLE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_set_role(void
     
 );
 #endif
@@ -1313,6 +1452,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TRANSFER_OWNERSHIP
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TRANSFER_OWNERSHIP
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_transfer_ownership(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TYPING
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TYPING
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_typing(void
@@ -1331,15 +1476,63 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_typing_stopped(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UNBAN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UNBAN
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_unban(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UNREAD_COUNT
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UNREAD_COUNT
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_unread_count(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UPDATE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UPDATE_ROOM
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_update_room(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_USER_ACTIVITY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_USER_ACTIVITY
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_user_activity(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_USER_ID
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_USER_ID
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_user_id(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
+uint16_t uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_DOCUMENTLISTENER_ON_DOCUMENT_UPDATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_DOCUMENTLISTENER_ON_DOCUMENT_UPDATE
+uint16_t uniffi_roam_ffi_checksum_method_documentlistener_on_document_update(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_NOTIFICATION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_NOTIFICATION
+uint16_t uniffi_roam_ffi_checksum_method_notificationlistener_on_notification(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_UNREAD_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_NOTIFICATIONLISTENER_ON_UNREAD_COUNT
+uint16_t uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_PRESENCELISTENER_ON_PRESENCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_PRESENCELISTENER_ON_PRESENCE
+uint16_t uniffi_roam_ffi_checksum_method_presencelistener_on_presence(void
     
 );
 #endif
@@ -1358,12 +1551,6 @@ uint16_t uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_SUBSCRIPTIONHANDLE_IS_OPEN
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_SUBSCRIPTIONHANDLE_IS_OPEN
 uint16_t uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENPROVIDER_TOKEN
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENPROVIDER_TOKEN
-uint16_t uniffi_roam_ffi_checksum_method_tokenprovider_token(void
     
 );
 #endif

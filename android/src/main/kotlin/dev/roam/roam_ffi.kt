@@ -657,6 +657,9 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
+internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceConnectionListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`state`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -675,14 +678,30 @@ internal interface UniffiCallbackInterfacePresenceListenerMethod0 : com.sun.jna.
 internal interface UniffiCallbackInterfaceRoomListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`update`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
-internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
-    fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
-}
 internal interface UniffiCallbackInterfaceTypingListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`room`: RustBuffer.ByValue,`users`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
 internal interface UniffiCallbackInterfaceLogListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "token")
+internal open class UniffiVTableCallbackInterfaceTokenProvider(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `token`: UniffiCallbackInterfaceTokenProviderMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `token`: UniffiCallbackInterfaceTokenProviderMethod0? = null,
+    ): UniffiVTableCallbackInterfaceTokenProvider(`uniffiFree`,`uniffiClone`,`token`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceTokenProvider) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `token` = other.`token`
+    }
+
 }
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onConnectionState")
 internal open class UniffiVTableCallbackInterfaceConnectionListener(
@@ -782,25 +801,6 @@ internal open class UniffiVTableCallbackInterfaceRoomListener(
     }
 
 }
-@Structure.FieldOrder("uniffiFree", "uniffiClone", "token")
-internal open class UniffiVTableCallbackInterfaceTokenProvider(
-    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
-    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
-    @JvmField internal var `token`: UniffiCallbackInterfaceTokenProviderMethod0? = null,
-) : Structure() {
-    class UniffiByValue(
-        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
-        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
-        `token`: UniffiCallbackInterfaceTokenProviderMethod0? = null,
-    ): UniffiVTableCallbackInterfaceTokenProvider(`uniffiFree`,`uniffiClone`,`token`,), Structure.ByValue
-
-   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceTokenProvider) {
-        `uniffiFree` = other.`uniffiFree`
-        `uniffiClone` = other.`uniffiClone`
-        `token` = other.`token`
-    }
-
-}
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onTyping")
 internal open class UniffiVTableCallbackInterfaceTypingListener(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -872,15 +872,9 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_func_set_log_listener(
     ): Int
-    external fun uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(
+    external fun uniffi_roam_ffi_checksum_method_tokenprovider_token(
     ): Int
-    external fun uniffi_roam_ffi_checksum_method_documentlistener_on_document_update(
-    ): Int
-    external fun uniffi_roam_ffi_checksum_method_notificationlistener_on_notification(
-    ): Int
-    external fun uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count(
-    ): Int
-    external fun uniffi_roam_ffi_checksum_method_presencelistener_on_presence(
+    external fun uniffi_roam_ffi_checksum_method_roamclient_accept_invitation(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_ban(
     ): Int
@@ -890,17 +884,27 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_delete_message(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_delete_room(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_discard(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_document(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_documents(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_edit_message(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_invite(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_join_room(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_leave_room(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_load_older_messages(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_mark_all_read(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_mark_read(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_members(
     ): Int
@@ -909,6 +913,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_roam_ffi_checksum_method_roamclient_messages(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_metrics(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_my_presence(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_network_available(
     ): Int
@@ -920,7 +926,13 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_put_document(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_refresh_members(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_refresh_presence(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_refresh_rooms(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_reject_invitation(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_retry(
     ): Int
@@ -928,11 +940,17 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_rooms(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_save_document(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_send_message(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_send_reply(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_set_idle(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_set_online(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_set_role(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_shutdown(
     ): Int
@@ -950,23 +968,39 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_transfer_ownership(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_typing(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_typing_started(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_typing_stopped(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_unban(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_unread_count(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_update_room(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_user_activity(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_user_id(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_documentlistener_on_document_update(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_notificationlistener_on_notification(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_presencelistener_on_presence(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roomlistener_on_room_update(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open(
-    ): Int
-    external fun uniffi_roam_ffi_checksum_method_tokenprovider_token(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_typinglistener_on_typing(
     ): Int
@@ -1002,6 +1036,132 @@ internal object UniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_roam_ffi_fn_clone_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(`vtable`: UniffiVTableCallbackInterfaceTokenProvider,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_tokenprovider_token(`ptr`: Long,`refresh`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_clone_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_constructor_roamclient_new(`options`: RustBuffer.ByValue,`tokens`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_accept_invitation(`ptr`: Long,`invitation`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_ban(`ptr`: Long,`room`: RustBuffer.ByValue,`user`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_connection_state(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_create_room(`ptr`: Long,`room`: RustBuffer.ByValue,`kind`: RustBuffer.ByValue,`title`: RustBuffer.ByValue,`metadataJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_delete_message(`ptr`: Long,`room`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_delete_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_discard(`ptr`: Long,`entryId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_document(`ptr`: Long,`room`: RustBuffer.ByValue,`doc`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_documents(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_edit_message(`ptr`: Long,`room`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_invite(`ptr`: Long,`room`: RustBuffer.ByValue,`user`: RustBuffer.ByValue,`role`: RustBuffer.ByValue,`ttlSecs`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_join_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_leave_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_load_older_messages(`ptr`: Long,`room`: RustBuffer.ByValue,`limit`: Int,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_mark_all_read(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_mark_read(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_members(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_message(`ptr`: Long,`id`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_messages(`ptr`: Long,`room`: RustBuffer.ByValue,`beforeSeq`: RustBuffer.ByValue,`limit`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_metrics(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_my_presence(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_network_available(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_notifications(`ptr`: Long,`afterSeq`: RustBuffer.ByValue,`unreadOnly`: Byte,`limit`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_outbox(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_presence(`ptr`: Long,`user`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_put_document(`ptr`: Long,`room`: RustBuffer.ByValue,`doc`: RustBuffer.ByValue,`baseVersion`: Long,`content`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_refresh_members(`ptr`: Long,`room`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_refresh_presence(`ptr`: Long,`users`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_refresh_rooms(`ptr`: Long,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_reject_invitation(`ptr`: Long,`invitation`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_retry(`ptr`: Long,`entryId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_rooms(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_save_document(`ptr`: Long,`room`: RustBuffer.ByValue,`doc`: RustBuffer.ByValue,`baseVersion`: Long,`content`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_send_message(`ptr`: Long,`room`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_send_reply(`ptr`: Long,`room`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`replyTo`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_set_idle(`ptr`: Long,`idle`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_set_online(`ptr`: Long,`online`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_set_role(`ptr`: Long,`room`: RustBuffer.ByValue,`user`: RustBuffer.ByValue,`role`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_shutdown(`ptr`: Long,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_start(`ptr`: Long,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_connection_state(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_documents(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_notifications(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_presence(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_room_updates(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_transfer_ownership(`ptr`: Long,`room`: RustBuffer.ByValue,`user`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_typing(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_typing_started(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_typing_stopped(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_unban(`ptr`: Long,`room`: RustBuffer.ByValue,`user`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_unread_count(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_update_room(`ptr`: Long,`room`: RustBuffer.ByValue,`title`: RustBuffer.ByValue,`kind`: RustBuffer.ByValue,`metadataJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_user_activity(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_user_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_clone_connectionlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_connectionlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1036,90 +1196,6 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_method_presencelistener_on_presence(`ptr`: Long,`presence`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_roam_ffi_fn_clone_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_roam_ffi_fn_free_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_roam_ffi_fn_constructor_roamclient_new(`options`: RustBuffer.ByValue,`tokens`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_ban(`ptr`: Long,`room`: RustBuffer.ByValue,`user`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_connection_state(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_create_room(`ptr`: Long,`room`: RustBuffer.ByValue,`kind`: RustBuffer.ByValue,`title`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_delete_message(`ptr`: Long,`room`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_discard(`ptr`: Long,`entryId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_roam_ffi_fn_method_roamclient_document(`ptr`: Long,`room`: RustBuffer.ByValue,`doc`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_edit_message(`ptr`: Long,`room`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_join_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_leave_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_mark_all_read(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_members(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_message(`ptr`: Long,`id`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_messages(`ptr`: Long,`room`: RustBuffer.ByValue,`beforeSeq`: RustBuffer.ByValue,`limit`: Int,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_metrics(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_network_available(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_roam_ffi_fn_method_roamclient_notifications(`ptr`: Long,`unreadOnly`: Byte,`limit`: Int,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_outbox(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_presence(`ptr`: Long,`user`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_put_document(`ptr`: Long,`room`: RustBuffer.ByValue,`doc`: RustBuffer.ByValue,`baseVersion`: Long,`content`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_refresh_rooms(`ptr`: Long,
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_retry(`ptr`: Long,`entryId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_roam_ffi_fn_method_roamclient_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_rooms(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_send_message(`ptr`: Long,`room`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_set_idle(`ptr`: Long,`idle`: Byte,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_roam_ffi_fn_method_roamclient_set_online(`ptr`: Long,`online`: Byte,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_roam_ffi_fn_method_roamclient_shutdown(`ptr`: Long,
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_start(`ptr`: Long,
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_connection_state(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_documents(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_notifications(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_presence(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_room_updates(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_typing(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_roam_ffi_fn_method_roamclient_typing_started(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_roam_ffi_fn_method_roamclient_typing_stopped(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_roam_ffi_fn_method_roamclient_unread_count(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_roam_ffi_fn_method_roamclient_user_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_clone_roomlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_roomlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1136,14 +1212,6 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_method_subscriptionhandle_is_open(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
-    external fun uniffi_roam_ffi_fn_clone_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_roam_ffi_fn_free_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(`vtable`: UniffiVTableCallbackInterfaceTokenProvider,
-    ): Unit
-    external fun uniffi_roam_ffi_fn_method_tokenprovider_token(`ptr`: Long,`refresh`: Byte,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_clone_typinglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_typinglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1299,19 +1367,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_func_set_log_listener() and 0xFFFF) != 54420) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() and 0xFFFF) != 48308) {
+    if ((lib.uniffi_roam_ffi_checksum_method_tokenprovider_token() and 0xFFFF) != 27962) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_documentlistener_on_document_update() and 0xFFFF) != 34271) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_roam_ffi_checksum_method_notificationlistener_on_notification() and 0xFFFF) != 20549) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count() and 0xFFFF) != 10764) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_roam_ffi_checksum_method_presencelistener_on_presence() and 0xFFFF) != 48806) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_accept_invitation() and 0xFFFF) != 19788) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_ban() and 0xFFFF) != 50904) {
@@ -1320,28 +1379,43 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_connection_state() and 0xFFFF) != 31963) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_create_room() and 0xFFFF) != 21510) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_create_room() and 0xFFFF) != 47964) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_delete_message() and 0xFFFF) != 15081) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_delete_message() and 0xFFFF) != 48773) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_discard() and 0xFFFF) != 47510) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_delete_room() and 0xFFFF) != 16407) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_discard() and 0xFFFF) != 20984) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_document() and 0xFFFF) != 60917) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_edit_message() and 0xFFFF) != 55382) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_documents() and 0xFFFF) != 18654) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_join_room() and 0xFFFF) != 46567) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_edit_message() and 0xFFFF) != 44288) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_leave_room() and 0xFFFF) != 47719) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_invite() and 0xFFFF) != 36984) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_mark_all_read() and 0xFFFF) != 24627) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_join_room() and 0xFFFF) != 61631) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_leave_room() and 0xFFFF) != 37874) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_load_older_messages() and 0xFFFF) != 26517) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_mark_all_read() and 0xFFFF) != 48346) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_mark_read() and 0xFFFF) != 9137) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_members() and 0xFFFF) != 32512) {
@@ -1350,31 +1424,43 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_message() and 0xFFFF) != 54748) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_messages() and 0xFFFF) != 44872) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_messages() and 0xFFFF) != 65453) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_metrics() and 0xFFFF) != 55236) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_metrics() and 0xFFFF) != 17108) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_network_available() and 0xFFFF) != 60587) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_my_presence() and 0xFFFF) != 37590) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_notifications() and 0xFFFF) != 3149) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_network_available() and 0xFFFF) != 44242) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_outbox() and 0xFFFF) != 31046) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_notifications() and 0xFFFF) != 43252) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_presence() and 0xFFFF) != 28042) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_outbox() and 0xFFFF) != 33843) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_put_document() and 0xFFFF) != 55409) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_presence() and 0xFFFF) != 38044) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_refresh_rooms() and 0xFFFF) != 61426) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_put_document() and 0xFFFF) != 54553) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_retry() and 0xFFFF) != 24513) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_refresh_members() and 0xFFFF) != 25765) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_refresh_presence() and 0xFFFF) != 30797) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_refresh_rooms() and 0xFFFF) != 3774) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_reject_invitation() and 0xFFFF) != 38841) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_retry() and 0xFFFF) != 33219) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_room() and 0xFFFF) != 55611) {
@@ -1383,73 +1469,106 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_rooms() and 0xFFFF) != 36790) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_send_message() and 0xFFFF) != 36792) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_save_document() and 0xFFFF) != 31024) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_set_idle() and 0xFFFF) != 14125) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_send_message() and 0xFFFF) != 26935) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_set_online() and 0xFFFF) != 18783) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_send_reply() and 0xFFFF) != 11876) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_shutdown() and 0xFFFF) != 64257) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_set_idle() and 0xFFFF) != 3989) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_start() and 0xFFFF) != 2275) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_set_online() and 0xFFFF) != 17446) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_connection_state() and 0xFFFF) != 5363) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_set_role() and 0xFFFF) != 19899) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_documents() and 0xFFFF) != 1059) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_shutdown() and 0xFFFF) != 50219) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_notifications() and 0xFFFF) != 46397) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_start() and 0xFFFF) != 58974) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_presence() and 0xFFFF) != 34960) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_connection_state() and 0xFFFF) != 7045) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates() and 0xFFFF) != 8896) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_documents() and 0xFFFF) != 19776) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing() and 0xFFFF) != 40305) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_notifications() and 0xFFFF) != 28841) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_presence() and 0xFFFF) != 25824) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates() and 0xFFFF) != 56832) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing() and 0xFFFF) != 5399) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_transfer_ownership() and 0xFFFF) != 40009) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_typing() and 0xFFFF) != 42299) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_typing_started() and 0xFFFF) != 11149) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_typing_started() and 0xFFFF) != 37314) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_typing_stopped() and 0xFFFF) != 4363) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_typing_stopped() and 0xFFFF) != 37667) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_unban() and 0xFFFF) != 50591) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_unread_count() and 0xFFFF) != 60590) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_update_room() and 0xFFFF) != 16958) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_user_activity() and 0xFFFF) != 30202) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_user_id() and 0xFFFF) != 64079) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roomlistener_on_room_update() and 0xFFFF) != 47976) {
+    if ((lib.uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() and 0xFFFF) != 23817) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel() and 0xFFFF) != 20616) {
+    if ((lib.uniffi_roam_ffi_checksum_method_documentlistener_on_document_update() and 0xFFFF) != 31515) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open() and 0xFFFF) != 10166) {
+    if ((lib.uniffi_roam_ffi_checksum_method_notificationlistener_on_notification() and 0xFFFF) != 21848) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_tokenprovider_token() and 0xFFFF) != 17868) {
+    if ((lib.uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count() and 0xFFFF) != 57413) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_typinglistener_on_typing() and 0xFFFF) != 1097) {
+    if ((lib.uniffi_roam_ffi_checksum_method_presencelistener_on_presence() and 0xFFFF) != 14387) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roomlistener_on_room_update() and 0xFFFF) != 59879) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel() and 0xFFFF) != 9030) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open() and 0xFFFF) != 49113) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_typinglistener_on_typing() and 0xFFFF) != 56799) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_loglistener_on_log() and 0xFFFF) != 854) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_constructor_roamclient_new() and 0xFFFF) != 29215) {
+    if ((lib.uniffi_roam_ffi_checksum_constructor_roamclient_new() and 0xFFFF) != 56002) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -2266,7 +2385,7 @@ public object FfiConverterTypeConnectionListener: FfiConverter<ConnectionListene
 
 
 /**
- * Document versions and refused (stale) edits.
+ * New document versions, send-state changes of local edits, and refused (stale) edits.
  */
 public interface DocumentListener {
     
@@ -2276,7 +2395,7 @@ public interface DocumentListener {
 }
 
 /**
- * Document versions and refused (stale) edits.
+ * New document versions, send-state changes of local edits, and refused (stale) edits.
  */
 open class DocumentListenerImpl: Disposable, AutoCloseable, DocumentListener
 {
@@ -2914,7 +3033,7 @@ public object FfiConverterTypeLogListener: FfiConverter<LogListener, Long> {
 
 
 /**
- * New notifications and the unread count (delivered first).
+ * New notifications, and the unread count whenever it changes (the current count first).
  */
 public interface NotificationListener {
     
@@ -2926,7 +3045,7 @@ public interface NotificationListener {
 }
 
 /**
- * New notifications and the unread count (delivered first).
+ * New notifications, and the unread count whenever it changes (the current count first).
  */
 open class NotificationListenerImpl: Disposable, AutoCloseable, NotificationListener
 {
@@ -3259,7 +3378,7 @@ public object FfiConverterTypeNotificationListener: FfiConverter<NotificationLis
 
 
 /**
- * Presence of users sharing a room with this account.
+ * Presence changes of other users.
  */
 public interface PresenceListener {
     
@@ -3269,7 +3388,7 @@ public interface PresenceListener {
 }
 
 /**
- * Presence of users sharing a room with this account.
+ * Presence changes of other users.
  */
 open class PresenceListenerImpl: Disposable, AutoCloseable, PresenceListener
 {
@@ -3580,34 +3699,74 @@ public object FfiConverterTypePresenceListener: FfiConverter<PresenceListener, L
  */
 public interface RoamClientInterface {
     
+    /**
+     * Accepts an invitation (its id is in the `invited` notification's data).
+     */
+    fun `acceptInvitation`(`invitation`: kotlin.String): kotlin.String
+    
     fun `ban`(`room`: kotlin.String, `user`: kotlin.String): kotlin.String
     
     fun `connectionState`(): ConnectionState
     
-    fun `createRoom`(`room`: kotlin.String, `kind`: RoomKind, `title`: kotlin.String): Room
+    /**
+     * Creates a room owned by this account. `metadata_json`: a JSON object, or nil/null.
+     */
+    fun `createRoom`(`room`: kotlin.String, `kind`: RoomKind, `title`: kotlin.String, `metadataJson`: kotlin.String? = null): Room
     
+    /**
+     * Deletes a message (by local or server id).
+     */
     fun `deleteMessage`(`room`: kotlin.String, `message`: kotlin.String): Message
     
     /**
-     * Drops a pending or failed entry and undoes its local change.
+     * Deletes a room (owner only). Returns the outbox entry id.
+     */
+    fun `deleteRoom`(`room`: kotlin.String): kotlin.String
+    
+    /**
+     * Drops a pending (not yet on the wire) or failed entry and undoes its local change.
      */
     fun `discard`(`entryId`: kotlin.String)
     
     fun `document`(`room`: kotlin.String, `doc`: kotlin.String): Document?
     
+    fun `documents`(`room`: kotlin.String): List<Document>
+    
     /**
-     * Edits one of this account's messages (by local or server id).
+     * Edits one of this account's messages (by local or server id), even one still queued.
      */
     fun `editMessage`(`room`: kotlin.String, `message`: kotlin.String, `body`: kotlin.String): Message
     
     /**
-     * Returns the outbox entry id.
+     * Invites a user (role: member by default; expiry: 7 days by default). Returns the outbox
+     * entry id.
+     */
+    fun `invite`(`room`: kotlin.String, `user`: kotlin.String, `role`: Role? = null, `ttlSecs`: kotlin.ULong? = null): kotlin.String
+    
+    /**
+     * Joins a room. Returns the outbox entry id.
      */
     fun `joinRoom`(`room`: kotlin.String): kotlin.String
     
+    /**
+     * Leaves a room. Returns the outbox entry id.
+     */
     fun `leaveRoom`(`room`: kotlin.String): kotlin.String
     
+    /**
+     * Fetches the page of messages before the oldest one held locally (oldest first).
+     */
+    suspend fun `loadOlderMessages`(`room`: kotlin.String, `limit`: kotlin.UInt): List<Message>
+    
+    /**
+     * Marks every notification read. Returns the outbox entry id.
+     */
     fun `markAllRead`(): kotlin.String
+    
+    /**
+     * Marks notifications read (at most 500 ids). Returns the outbox entry id.
+     */
+    fun `markRead`(`ids`: List<kotlin.String>): kotlin.String
     
     fun `members`(`room`: kotlin.String): List<Member>
     
@@ -3617,35 +3776,67 @@ public interface RoamClientInterface {
     fun `message`(`id`: kotlin.String): Message?
     
     /**
-     * The newest `limit` (1–200) messages before `before_seq` (all pending ones last).
+     * The newest `limit` (1–200) messages before `before_seq` (nil/null: the newest), oldest
+     * first, local pending ones last.
      */
     fun `messages`(`room`: kotlin.String, `beforeSeq`: kotlin.ULong?, `limit`: kotlin.UInt): List<Message>
     
-    fun `metrics`(): Metrics
+    /**
+     * The client's counters.
+     */
+    fun `metrics`(): MetricsSnapshot
     
     /**
-     * Call when the OS reports that the network is back: retries at once.
+     * This device's own presence.
+     */
+    fun `myPresence`(): PresenceStatus
+    
+    /**
+     * Call when the OS reports the network is back: the next attempt starts at once.
      */
     fun `networkAvailable`()
     
-    fun `notifications`(`unreadOnly`: kotlin.Boolean, `limit`: kotlin.UInt): List<Notification>
+    /**
+     * Notifications after `after_seq` (nil/null: from the start), at most `limit` (1–200).
+     */
+    fun `notifications`(`afterSeq`: kotlin.ULong?, `unreadOnly`: kotlin.Boolean, `limit`: kotlin.UInt): List<Notification>
     
+    /**
+     * The queued changes, in order.
+     */
     fun `outbox`(): List<OutboxEntry>
     
+    /**
+     * A user's presence as last known locally.
+     */
     fun `presence`(`user`: kotlin.String): Presence?
     
     /**
-     * Writes a document version on top of `base_version` (0 creates it).
+     * Writes a document version on top of `base_version` (0 creates it) and returns the local
+     * copy (pending). A stale base is reported later, through the document listener and the
+     * document's `conflict`; `save_document` waits for the answer instead.
      */
     fun `putDocument`(`room`: kotlin.String, `doc`: kotlin.String, `baseVersion`: kotlin.ULong, `content`: kotlin.String): Document
     
     /**
-     * Fetches the room directory from the server (cached, ETag-revalidated).
+     * Fetches a room's members.
+     */
+    suspend fun `refreshMembers`(`room`: kotlin.String): List<Member>
+    
+    /**
+     * Fetches the presence of 1–500 users.
+     */
+    suspend fun `refreshPresence`(`users`: List<kotlin.String>): List<Presence>
+    
+    /**
+     * Fetches the room directory (the rooms this account may see).
      */
     suspend fun `refreshRooms`(): List<Room>
     
+    fun `rejectInvitation`(`invitation`: kotlin.String): kotlin.String
+    
     /**
-     * Puts a failed entry back in its queue.
+     * Puts a failed outbox entry back in its queue.
      */
     fun `retry`(`entryId`: kotlin.String)
     
@@ -3654,37 +3845,68 @@ public interface RoamClientInterface {
     fun `rooms`(): List<Room>
     
     /**
-     * Queues a message; it is visible at once as pending.
+     * Writes a document version like `put_document`, then waits until the server has
+     * answered: returns the confirmed document, or throws `VersionConflict` (with the server's
+     * current version and content) when `base_version` is stale, or the refusal's error.
+     * While offline it waits for the connection; cancelling the wait keeps the edit queued.
+     */
+    suspend fun `saveDocument`(`room`: kotlin.String, `doc`: kotlin.String, `baseVersion`: kotlin.ULong, `content`: kotlin.String): Document
+    
+    /**
+     * Sends a message; it is returned (and listed) at once as pending.
      */
     fun `sendMessage`(`room`: kotlin.String, `body`: kotlin.String): Message
     
     /**
-     * The app went idle (away) or came back.
+     * Sends a message in reply to another (by its server id).
+     */
+    fun `sendReply`(`room`: kotlin.String, `body`: kotlin.String, `replyTo`: kotlin.String): Message
+    
+    /**
+     * The app went to the background (`true`: away now) or came back (`false`).
      */
     fun `setIdle`(`idle`: kotlin.Boolean)
     
     /**
-     * Whether the app wants to be online.
+     * Whether the app wants to be online; `false` closes the connection (writes keep queueing).
      */
     fun `setOnline`(`online`: kotlin.Boolean)
     
     /**
-     * Stops everything and releases the client: every subscription is cancelled, and every
-     * later call fails with `Closed`. Safe to call twice.
+     * Changes a member's role (not to owner: use `transfer_ownership`).
+     */
+    fun `setRole`(`room`: kotlin.String, `user`: kotlin.String, `role`: Role): kotlin.String
+    
+    /**
+     * Stops everything and releases the client: every subscription is closed, the connection
+     * is closed, and every later call fails with `Closed`. Queued changes stay in the database
+     * for the next `RoamClient` on it. Safe to call twice.
      */
     suspend fun `shutdown`()
     
     /**
-     * Starts connecting (and reconnecting) in the background.
+     * Starts connecting (and reconnecting) in the background. Returns at once.
      */
     suspend fun `start`()
     
+    /**
+     * Connection states, the current one first.
+     */
     fun `subscribeConnectionState`(`listener`: ConnectionListener): SubscriptionHandle
     
+    /**
+     * Document updates and conflicts of one room, or of every room.
+     */
     fun `subscribeDocuments`(`room`: kotlin.String?, `listener`: DocumentListener): SubscriptionHandle
     
+    /**
+     * New notifications and the unread count (the current count first).
+     */
     fun `subscribeNotifications`(`listener`: NotificationListener): SubscriptionHandle
     
+    /**
+     * Presence changes of other users.
+     */
     fun `subscribePresence`(`listener`: PresenceListener): SubscriptionHandle
     
     /**
@@ -3692,7 +3914,15 @@ public interface RoamClientInterface {
      */
     fun `subscribeRoomUpdates`(`room`: kotlin.String?, `listener`: RoomListener): SubscriptionHandle
     
+    /**
+     * Typing lists of one room (its current list first) or of every room.
+     */
     fun `subscribeTyping`(`room`: kotlin.String?, `listener`: TypingListener): SubscriptionHandle
+    
+    /**
+     * Hands the room to another member (owner only). Returns the outbox entry id.
+     */
+    fun `transferOwnership`(`room`: kotlin.String, `user`: kotlin.String): kotlin.String
     
     /**
      * Who is typing in a room right now.
@@ -3700,13 +3930,28 @@ public interface RoamClientInterface {
     fun `typing`(`room`: kotlin.String): List<kotlin.String>
     
     /**
-     * The user typed in a room (throttled: call it on every keystroke).
+     * The user typed in a room: call it on every keystroke (it is throttled).
      */
     fun `typingStarted`(`room`: kotlin.String)
     
+    /**
+     * The user stopped typing (cleared the field, left the screen).
+     */
     fun `typingStopped`(`room`: kotlin.String)
     
+    fun `unban`(`room`: kotlin.String, `user`: kotlin.String): kotlin.String
+    
     fun `unreadCount`(): kotlin.ULong
+    
+    /**
+     * Changes a room's title, kind or metadata (at least one).
+     */
+    fun `updateRoom`(`room`: kotlin.String, `title`: kotlin.String? = null, `kind`: RoomKind? = null, `metadataJson`: kotlin.String? = null): Room
+    
+    /**
+     * The user did something: this device is online (again).
+     */
+    fun `userActivity`()
     
     /**
      * The account's user id.
@@ -3744,7 +3989,8 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
         this.cleanable = null
     }
     /**
-     * Opens (or creates) the account's database. Works with no network at all.
+     * Opens (or creates) the account's database. Works with no network at all; call `start`
+     * to connect.
      */
     constructor(`options`: ClientOptions, `tokens`: TokenProvider) :
         this(UniffiWithHandle, 
@@ -3834,6 +4080,24 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     }
 
     
+    /**
+     * Accepts an invitation (its id is in the `invited` notification's data).
+     */
+    @Throws(RoamException::class)override fun `acceptInvitation`(`invitation`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_accept_invitation(
+        it,
+        
+        FfiConverterString.lower(`invitation`),_status)
+}
+    }
+    )
+    }
+    
+
+    
     @Throws(RoamException::class)override fun `ban`(`room`: kotlin.String, `user`: kotlin.String): kotlin.String {
             return FfiConverterString.lift(
     callWithHandle {
@@ -3863,7 +4127,10 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
-    @Throws(RoamException::class)override fun `createRoom`(`room`: kotlin.String, `kind`: RoomKind, `title`: kotlin.String): Room {
+    /**
+     * Creates a room owned by this account. `metadata_json`: a JSON object, or nil/null.
+     */
+    @Throws(RoamException::class)override fun `createRoom`(`room`: kotlin.String, `kind`: RoomKind, `title`: kotlin.String, `metadataJson`: kotlin.String?): Room {
             return FfiConverterTypeRoom.lift(
     callWithHandle {
     uniffiRustCallWithError(RoamException) { _status ->
@@ -3872,7 +4139,8 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
         
         FfiConverterString.lower(`room`),
         FfiConverterTypeRoomKind.lower(`kind`),
-        FfiConverterString.lower(`title`),_status)
+        FfiConverterString.lower(`title`),
+        FfiConverterOptionalString.lower(`metadataJson`),_status)
 }
     }
     )
@@ -3880,6 +4148,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * Deletes a message (by local or server id).
+     */
     @Throws(RoamException::class)override fun `deleteMessage`(`room`: kotlin.String, `message`: kotlin.String): Message {
             return FfiConverterTypeMessage.lift(
     callWithHandle {
@@ -3897,7 +4168,25 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * Drops a pending or failed entry and undoes its local change.
+     * Deletes a room (owner only). Returns the outbox entry id.
+     */
+    @Throws(RoamException::class)override fun `deleteRoom`(`room`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_delete_room(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Drops a pending (not yet on the wire) or failed entry and undoes its local change.
      */
     @Throws(RoamException::class)override fun `discard`(`entryId`: kotlin.String)
         = 
@@ -3929,8 +4218,23 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    @Throws(RoamException::class)override fun `documents`(`room`: kotlin.String): List<Document> {
+            return FfiConverterSequenceTypeDocument.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_documents(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    )
+    }
+    
+
+    
     /**
-     * Edits one of this account's messages (by local or server id).
+     * Edits one of this account's messages (by local or server id), even one still queued.
      */
     @Throws(RoamException::class)override fun `editMessage`(`room`: kotlin.String, `message`: kotlin.String, `body`: kotlin.String): Message {
             return FfiConverterTypeMessage.lift(
@@ -3950,7 +4254,29 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * Returns the outbox entry id.
+     * Invites a user (role: member by default; expiry: 7 days by default). Returns the outbox
+     * entry id.
+     */
+    @Throws(RoamException::class)override fun `invite`(`room`: kotlin.String, `user`: kotlin.String, `role`: Role?, `ttlSecs`: kotlin.ULong?): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_invite(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`user`),
+        FfiConverterOptionalTypeRole.lower(`role`),
+        FfiConverterOptionalULong.lower(`ttlSecs`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Joins a room. Returns the outbox entry id.
      */
     @Throws(RoamException::class)override fun `joinRoom`(`room`: kotlin.String): kotlin.String {
             return FfiConverterString.lift(
@@ -3967,6 +4293,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * Leaves a room. Returns the outbox entry id.
+     */
     @Throws(RoamException::class)override fun `leaveRoom`(`room`: kotlin.String): kotlin.String {
             return FfiConverterString.lift(
     callWithHandle {
@@ -3982,6 +4311,35 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * Fetches the page of messages before the oldest one held locally (oldest first).
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `loadOlderMessages`(`room`: kotlin.String, `limit`: kotlin.UInt) : List<Message> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_load_older_messages(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+        FfiConverterUInt.lower(`limit`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceTypeMessage.lift(it) },
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Marks every notification read. Returns the outbox entry id.
+     */
     @Throws(RoamException::class)override fun `markAllRead`(): kotlin.String {
             return FfiConverterString.lift(
     callWithHandle {
@@ -3989,6 +4347,24 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     UniffiLib.uniffi_roam_ffi_fn_method_roamclient_mark_all_read(
         it,
         _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Marks notifications read (at most 500 ids). Returns the outbox entry id.
+     */
+    @Throws(RoamException::class)override fun `markRead`(`ids`: List<kotlin.String>): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_mark_read(
+        it,
+        
+        FfiConverterSequenceString.lower(`ids`),_status)
 }
     }
     )
@@ -4030,7 +4406,8 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * The newest `limit` (1–200) messages before `before_seq` (all pending ones last).
+     * The newest `limit` (1–200) messages before `before_seq` (nil/null: the newest), oldest
+     * first, local pending ones last.
      */
     @Throws(RoamException::class)override fun `messages`(`room`: kotlin.String, `beforeSeq`: kotlin.ULong?, `limit`: kotlin.UInt): List<Message> {
             return FfiConverterSequenceTypeMessage.lift(
@@ -4048,8 +4425,11 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     }
     
 
-    override fun `metrics`(): Metrics {
-            return FfiConverterTypeMetrics.lift(
+    
+    /**
+     * The client's counters.
+     */override fun `metrics`(): MetricsSnapshot {
+            return FfiConverterTypeMetricsSnapshot.lift(
     callWithHandle {
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_roam_ffi_fn_method_roamclient_metrics(
@@ -4063,7 +4443,23 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * Call when the OS reports that the network is back: retries at once.
+     * This device's own presence.
+     */override fun `myPresence`(): PresenceStatus {
+            return FfiConverterTypePresenceStatus.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_my_presence(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Call when the OS reports the network is back: the next attempt starts at once.
      */
     @Throws(RoamException::class)override fun `networkAvailable`()
         = 
@@ -4078,13 +4474,17 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
-    @Throws(RoamException::class)override fun `notifications`(`unreadOnly`: kotlin.Boolean, `limit`: kotlin.UInt): List<Notification> {
+    /**
+     * Notifications after `after_seq` (nil/null: from the start), at most `limit` (1–200).
+     */
+    @Throws(RoamException::class)override fun `notifications`(`afterSeq`: kotlin.ULong?, `unreadOnly`: kotlin.Boolean, `limit`: kotlin.UInt): List<Notification> {
             return FfiConverterSequenceTypeNotification.lift(
     callWithHandle {
     uniffiRustCallWithError(RoamException) { _status ->
     UniffiLib.uniffi_roam_ffi_fn_method_roamclient_notifications(
         it,
         
+        FfiConverterOptionalULong.lower(`afterSeq`),
         FfiConverterBoolean.lower(`unreadOnly`),
         FfiConverterUInt.lower(`limit`),_status)
 }
@@ -4094,6 +4494,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * The queued changes, in order.
+     */
     @Throws(RoamException::class)override fun `outbox`(): List<OutboxEntry> {
             return FfiConverterSequenceTypeOutboxEntry.lift(
     callWithHandle {
@@ -4108,6 +4511,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * A user's presence as last known locally.
+     */
     @Throws(RoamException::class)override fun `presence`(`user`: kotlin.String): Presence? {
             return FfiConverterOptionalTypePresence.lift(
     callWithHandle {
@@ -4124,7 +4530,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * Writes a document version on top of `base_version` (0 creates it).
+     * Writes a document version on top of `base_version` (0 creates it) and returns the local
+     * copy (pending). A stale base is reported later, through the document listener and the
+     * document's `conflict`; `save_document` waits for the answer instead.
      */
     @Throws(RoamException::class)override fun `putDocument`(`room`: kotlin.String, `doc`: kotlin.String, `baseVersion`: kotlin.ULong, `content`: kotlin.String): Document {
             return FfiConverterTypeDocument.lift(
@@ -4145,7 +4553,57 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * Fetches the room directory from the server (cached, ETag-revalidated).
+     * Fetches a room's members.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `refreshMembers`(`room`: kotlin.String) : List<Member> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_refresh_members(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceTypeMember.lift(it) },
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Fetches the presence of 1–500 users.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `refreshPresence`(`users`: List<kotlin.String>) : List<Presence> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_refresh_presence(
+                uniffiHandle,
+                
+        FfiConverterSequenceString.lower(`users`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceTypePresence.lift(it) },
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Fetches the room directory (the rooms this account may see).
      */
     @Throws(RoamException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -4168,8 +4626,23 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     }
 
     
+    @Throws(RoamException::class)override fun `rejectInvitation`(`invitation`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_reject_invitation(
+        it,
+        
+        FfiConverterString.lower(`invitation`),_status)
+}
+    }
+    )
+    }
+    
+
+    
     /**
-     * Puts a failed entry back in its queue.
+     * Puts a failed outbox entry back in its queue.
      */
     @Throws(RoamException::class)override fun `retry`(`entryId`: kotlin.String)
         = 
@@ -4215,7 +4688,38 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * Queues a message; it is visible at once as pending.
+     * Writes a document version like `put_document`, then waits until the server has
+     * answered: returns the confirmed document, or throws `VersionConflict` (with the server's
+     * current version and content) when `base_version` is stale, or the refusal's error.
+     * While offline it waits for the connection; cancelling the wait keeps the edit queued.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `saveDocument`(`room`: kotlin.String, `doc`: kotlin.String, `baseVersion`: kotlin.ULong, `content`: kotlin.String) : Document {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_save_document(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`doc`),
+        FfiConverterULong.lower(`baseVersion`),
+        FfiConverterString.lower(`content`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeDocument.lift(it) },
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Sends a message; it is returned (and listed) at once as pending.
      */
     @Throws(RoamException::class)override fun `sendMessage`(`room`: kotlin.String, `body`: kotlin.String): Message {
             return FfiConverterTypeMessage.lift(
@@ -4234,7 +4738,27 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * The app went idle (away) or came back.
+     * Sends a message in reply to another (by its server id).
+     */
+    @Throws(RoamException::class)override fun `sendReply`(`room`: kotlin.String, `body`: kotlin.String, `replyTo`: kotlin.String): Message {
+            return FfiConverterTypeMessage.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_send_reply(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`body`),
+        FfiConverterString.lower(`replyTo`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The app went to the background (`true`: away now) or came back (`false`).
      */
     @Throws(RoamException::class)override fun `setIdle`(`idle`: kotlin.Boolean)
         = 
@@ -4251,7 +4775,7 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * Whether the app wants to be online.
+     * Whether the app wants to be online; `false` closes the connection (writes keep queueing).
      */
     @Throws(RoamException::class)override fun `setOnline`(`online`: kotlin.Boolean)
         = 
@@ -4268,8 +4792,29 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * Stops everything and releases the client: every subscription is cancelled, and every
-     * later call fails with `Closed`. Safe to call twice.
+     * Changes a member's role (not to owner: use `transfer_ownership`).
+     */
+    @Throws(RoamException::class)override fun `setRole`(`room`: kotlin.String, `user`: kotlin.String, `role`: Role): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_set_role(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`user`),
+        FfiConverterTypeRole.lower(`role`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Stops everything and releases the client: every subscription is closed, the connection
+     * is closed, and every later call fails with `Closed`. Queued changes stay in the database
+     * for the next `RoamClient` on it. Safe to call twice.
      */
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
     override suspend fun `shutdown`() {
@@ -4293,7 +4838,7 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * Starts connecting (and reconnecting) in the background.
+     * Starts connecting (and reconnecting) in the background. Returns at once.
      */
     @Throws(RoamException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -4317,6 +4862,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     }
 
     
+    /**
+     * Connection states, the current one first.
+     */
     @Throws(RoamException::class)override fun `subscribeConnectionState`(`listener`: ConnectionListener): SubscriptionHandle {
             return FfiConverterTypeSubscriptionHandle.lift(
     callWithHandle {
@@ -4332,6 +4880,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * Document updates and conflicts of one room, or of every room.
+     */
     @Throws(RoamException::class)override fun `subscribeDocuments`(`room`: kotlin.String?, `listener`: DocumentListener): SubscriptionHandle {
             return FfiConverterTypeSubscriptionHandle.lift(
     callWithHandle {
@@ -4348,6 +4899,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * New notifications and the unread count (the current count first).
+     */
     @Throws(RoamException::class)override fun `subscribeNotifications`(`listener`: NotificationListener): SubscriptionHandle {
             return FfiConverterTypeSubscriptionHandle.lift(
     callWithHandle {
@@ -4363,6 +4917,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * Presence changes of other users.
+     */
     @Throws(RoamException::class)override fun `subscribePresence`(`listener`: PresenceListener): SubscriptionHandle {
             return FfiConverterTypeSubscriptionHandle.lift(
     callWithHandle {
@@ -4397,6 +4954,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * Typing lists of one room (its current list first) or of every room.
+     */
     @Throws(RoamException::class)override fun `subscribeTyping`(`room`: kotlin.String?, `listener`: TypingListener): SubscriptionHandle {
             return FfiConverterTypeSubscriptionHandle.lift(
     callWithHandle {
@@ -4406,6 +4966,25 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
         
         FfiConverterOptionalString.lower(`room`),
         FfiConverterTypeTypingListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Hands the room to another member (owner only). Returns the outbox entry id.
+     */
+    @Throws(RoamException::class)override fun `transferOwnership`(`room`: kotlin.String, `user`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_transfer_ownership(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`user`),_status)
 }
     }
     )
@@ -4431,7 +5010,7 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
-     * The user typed in a room (throttled: call it on every keystroke).
+     * The user typed in a room: call it on every keystroke (it is throttled).
      */
     @Throws(RoamException::class)override fun `typingStarted`(`room`: kotlin.String)
         = 
@@ -4447,6 +5026,9 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * The user stopped typing (cleared the field, left the screen).
+     */
     @Throws(RoamException::class)override fun `typingStopped`(`room`: kotlin.String)
         = 
     callWithHandle {
@@ -4461,6 +5043,22 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    @Throws(RoamException::class)override fun `unban`(`room`: kotlin.String, `user`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_unban(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`user`),_status)
+}
+    }
+    )
+    }
+    
+
+    
     @Throws(RoamException::class)override fun `unreadCount`(): kotlin.ULong {
             return FfiConverterULong.lift(
     callWithHandle {
@@ -4472,6 +5070,43 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     }
     )
     }
+    
+
+    
+    /**
+     * Changes a room's title, kind or metadata (at least one).
+     */
+    @Throws(RoamException::class)override fun `updateRoom`(`room`: kotlin.String, `title`: kotlin.String?, `kind`: RoomKind?, `metadataJson`: kotlin.String?): Room {
+            return FfiConverterTypeRoom.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_update_room(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterOptionalString.lower(`title`),
+        FfiConverterOptionalTypeRoomKind.lower(`kind`),
+        FfiConverterOptionalString.lower(`metadataJson`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The user did something: this device is online (again).
+     */
+    @Throws(RoamException::class)override fun `userActivity`()
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_user_activity(
+        it,
+        _status)
+}
+    }
+    
     
 
     
@@ -4625,7 +5260,7 @@ public object FfiConverterTypeRoamClient: FfiConverter<RoamClient, Long> {
 
 
 /**
- * Messages and membership of rooms.
+ * Changes of rooms: messages added, edited, deleted, send states, room data, members, resets.
  */
 public interface RoomListener {
     
@@ -4635,7 +5270,7 @@ public interface RoomListener {
 }
 
 /**
- * Messages and membership of rooms.
+ * Changes of rooms: messages added, edited, deleted, send states, room data, members, resets.
  */
 open class RoomListenerImpl: Disposable, AutoCloseable, RoomListener
 {
@@ -4942,18 +5577,18 @@ public object FfiConverterTypeRoomListener: FfiConverter<RoomListener, Long> {
 
 
 /**
- * A running subscription. `cancel()`, or releasing the handle (Kotlin `close()`, the end of a
- * Swift reference), stops it: no callback starts after that returns.
+ * A running subscription. `cancel()` (Swift also `close()`, Kotlin `close()`), or releasing
+ * the handle, stops it: once that returns, no callback of it runs.
  */
 public interface SubscriptionHandleInterface {
     
     /**
-     * Stops the subscription.
+     * Stops the subscription. Safe to call more than once, and from inside its own callback.
      */
     fun `cancel`()
     
     /**
-     * True until cancelled.
+     * True until cancelled (or until the client shuts down).
      */
     fun `isOpen`(): kotlin.Boolean
     
@@ -4961,8 +5596,8 @@ public interface SubscriptionHandleInterface {
 }
 
 /**
- * A running subscription. `cancel()`, or releasing the handle (Kotlin `close()`, the end of a
- * Swift reference), stops it: no callback starts after that returns.
+ * A running subscription. `cancel()` (Swift also `close()`, Kotlin `close()`), or releasing
+ * the handle, stops it: once that returns, no callback of it runs.
  */
 open class SubscriptionHandle: Disposable, AutoCloseable, SubscriptionHandleInterface
 {
@@ -5067,7 +5702,7 @@ open class SubscriptionHandle: Disposable, AutoCloseable, SubscriptionHandleInte
 
     
     /**
-     * Stops the subscription.
+     * Stops the subscription. Safe to call more than once, and from inside its own callback.
      */override fun `cancel`()
         = 
     callWithHandle {
@@ -5082,7 +5717,7 @@ open class SubscriptionHandle: Disposable, AutoCloseable, SubscriptionHandleInte
 
     
     /**
-     * True until cancelled.
+     * True until cancelled (or until the client shuts down).
      */override fun `isOpen`(): kotlin.Boolean {
             return FfiConverterBoolean.lift(
     callWithHandle {
@@ -5231,12 +5866,15 @@ public object FfiConverterTypeSubscriptionHandle: FfiConverter<SubscriptionHandl
 
 
 /**
- * Gives the core a token when it connects. Swift: a protocol; Kotlin: an interface.
+ * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
+ * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
+ * the client's async workers.
  */
 public interface TokenProvider {
     
     /**
-     * A token to use now; `refresh` is true when the last one was refused or expired.
+     * A token to use now; `refresh` is true when the last one was refused or has expired.
+     * Throw (any `RoamError`) when there is none: the client reports `Unauthorized`.
      */
     fun `token`(`refresh`: kotlin.Boolean): kotlin.String
     
@@ -5244,7 +5882,9 @@ public interface TokenProvider {
 }
 
 /**
- * Gives the core a token when it connects. Swift: a protocol; Kotlin: an interface.
+ * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
+ * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
+ * the client's async workers.
  */
 open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
 {
@@ -5349,7 +5989,8 @@ open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
 
     
     /**
-     * A token to use now; `refresh` is true when the last one was refused or expired.
+     * A token to use now; `refresh` is true when the last one was refused or has expired.
+     * Throw (any `RoamError`) when there is none: the client reports `Unauthorized`.
      */
     @Throws(RoamException::class)override fun `token`(`refresh`: kotlin.Boolean): kotlin.String {
             return FfiConverterString.lift(
@@ -5561,7 +6202,8 @@ public object FfiConverterTypeTokenProvider: FfiConverter<TokenProvider, Long> {
 
 
 /**
- * Who is typing in a room (the whole list each time).
+ * Who is typing in a room (the whole list each time; empty: nobody). Subscribed to one room,
+ * its current list comes first.
  */
 public interface TypingListener {
     
@@ -5571,7 +6213,8 @@ public interface TypingListener {
 }
 
 /**
- * Who is typing in a room (the whole list each time).
+ * Who is typing in a room (the whole list each time; empty: nobody). Subscribed to one room,
+ * its current list comes first.
  */
 open class TypingListenerImpl: Disposable, AutoCloseable, TypingListener
 {
@@ -5878,10 +6521,15 @@ data class Document (
     , 
     var `updatedBy`: kotlin.String
     , 
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    var `updatedAt`: kotlin.Long
+    , 
     var `sendState`: SendState
     , 
     /**
-     * After a refused edit: the server's current version, to rebase on.
+     * After a refused (stale) edit: the server's current version, to rebase on.
      */
     var `conflict`: DocumentVersion?
     
@@ -5905,6 +6553,7 @@ public object FfiConverterTypeDocument: FfiConverterRustBuffer<Document> {
             FfiConverterULong.read(buf),
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
+            FfiConverterLong.read(buf),
             FfiConverterTypeSendState.read(buf),
             FfiConverterOptionalTypeDocumentVersion.read(buf),
         )
@@ -5916,6 +6565,7 @@ public object FfiConverterTypeDocument: FfiConverterRustBuffer<Document> {
             FfiConverterULong.allocationSize(value.`version`) +
             FfiConverterString.allocationSize(value.`content`) +
             FfiConverterString.allocationSize(value.`updatedBy`) +
+            FfiConverterLong.allocationSize(value.`updatedAt`) +
             FfiConverterTypeSendState.allocationSize(value.`sendState`) +
             FfiConverterOptionalTypeDocumentVersion.allocationSize(value.`conflict`)
     )
@@ -5926,6 +6576,7 @@ public object FfiConverterTypeDocument: FfiConverterRustBuffer<Document> {
             FfiConverterULong.write(value.`version`, buf)
             FfiConverterString.write(value.`content`, buf)
             FfiConverterString.write(value.`updatedBy`, buf)
+            FfiConverterLong.write(value.`updatedAt`, buf)
             FfiConverterTypeSendState.write(value.`sendState`, buf)
             FfiConverterOptionalTypeDocumentVersion.write(value.`conflict`, buf)
     }
@@ -5934,7 +6585,7 @@ public object FfiConverterTypeDocument: FfiConverterRustBuffer<Document> {
 
 
 /**
- * A document version held by the server.
+ * A document version as the server holds it.
  */
 data class DocumentVersion (
     var `version`: kotlin.ULong
@@ -5942,6 +6593,11 @@ data class DocumentVersion (
     var `content`: kotlin.String
     , 
     var `updatedBy`: kotlin.String
+    , 
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    var `updatedAt`: kotlin.Long
     
 ){
     
@@ -5961,19 +6617,22 @@ public object FfiConverterTypeDocumentVersion: FfiConverterRustBuffer<DocumentVe
             FfiConverterULong.read(buf),
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
+            FfiConverterLong.read(buf),
         )
     }
 
     override fun allocationSize(value: DocumentVersion) = (
             FfiConverterULong.allocationSize(value.`version`) +
             FfiConverterString.allocationSize(value.`content`) +
-            FfiConverterString.allocationSize(value.`updatedBy`)
+            FfiConverterString.allocationSize(value.`updatedBy`) +
+            FfiConverterLong.allocationSize(value.`updatedAt`)
     )
 
     override fun write(value: DocumentVersion, buf: ByteBuffer) {
             FfiConverterULong.write(value.`version`, buf)
             FfiConverterString.write(value.`content`, buf)
             FfiConverterString.write(value.`updatedBy`, buf)
+            FfiConverterLong.write(value.`updatedAt`, buf)
     }
 }
 
@@ -5989,7 +6648,12 @@ data class Member (
     , 
     var `role`: Role
     , 
-    var `banned`: kotlin.Boolean
+    var `status`: MemberStatus
+    , 
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    var `joinedAt`: kotlin.Long
     
 ){
     
@@ -6009,7 +6673,8 @@ public object FfiConverterTypeMember: FfiConverterRustBuffer<Member> {
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
             FfiConverterTypeRole.read(buf),
-            FfiConverterBoolean.read(buf),
+            FfiConverterTypeMemberStatus.read(buf),
+            FfiConverterLong.read(buf),
         )
     }
 
@@ -6017,14 +6682,16 @@ public object FfiConverterTypeMember: FfiConverterRustBuffer<Member> {
             FfiConverterString.allocationSize(value.`room`) +
             FfiConverterString.allocationSize(value.`user`) +
             FfiConverterTypeRole.allocationSize(value.`role`) +
-            FfiConverterBoolean.allocationSize(value.`banned`)
+            FfiConverterTypeMemberStatus.allocationSize(value.`status`) +
+            FfiConverterLong.allocationSize(value.`joinedAt`)
     )
 
     override fun write(value: Member, buf: ByteBuffer) {
             FfiConverterString.write(value.`room`, buf)
             FfiConverterString.write(value.`user`, buf)
             FfiConverterTypeRole.write(value.`role`, buf)
-            FfiConverterBoolean.write(value.`banned`, buf)
+            FfiConverterTypeMemberStatus.write(value.`status`, buf)
+            FfiConverterLong.write(value.`joinedAt`, buf)
     }
 }
 
@@ -6129,31 +6796,137 @@ public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
 
 
 /**
- * Counters of the client.
+ * The client's counters at one moment (`RoamClient::metrics`).
  */
-data class Metrics (
+data class MetricsSnapshot (
+    /**
+     * Outbox entries waiting to be delivered (including those on the wire).
+     */
     var `outboxDepth`: kotlin.ULong
     , 
+    /**
+     * Outbox entries that failed for good and wait for `retry` or `discard`.
+     */
     var `outboxFailed`: kotlin.ULong
     , 
+    /**
+     * Age of the oldest waiting entry (nil/null when the outbox is empty).
+     */
     var `outboxOldestAgeMs`: kotlin.ULong?
     , 
+    /**
+     * Mutations sent again after a transient failure.
+     */
     var `retries`: kotlin.ULong
     , 
+    /**
+     * Connection attempts (successful or not).
+     */
+    var `connectAttempts`: kotlin.ULong
+    , 
+    /**
+     * Connections that reached the server's `hello`.
+     */
+    var `connections`: kotlin.ULong
+    , 
+    /**
+     * Connections after the first one.
+     */
     var `reconnects`: kotlin.ULong
     , 
+    /**
+     * Missed events applied during recovery.
+     */
     var `eventsRecovered`: kotlin.ULong
     , 
+    /**
+     * Live events applied.
+     */
+    var `eventsLive`: kotlin.ULong
+    , 
+    /**
+     * Events dropped because they were already applied.
+     */
+    var `duplicatesIgnored`: kotlin.ULong
+    , 
+    /**
+     * Rooms reloaded from scratch.
+     */
+    var `resets`: kotlin.ULong
+    , 
+    /**
+     * REST refreshes answered from the cache.
+     */
+    var `cacheHits`: kotlin.ULong
+    , 
+    /**
+     * REST refreshes that waited for a request.
+     */
+    var `cacheMisses`: kotlin.ULong
+    , 
+    /**
+     * Requests answered `304 Not Modified`.
+     */
+    var `cacheRevalidations`: kotlin.ULong
+    , 
+    /**
+     * `cache_hits / (cache_hits + cache_misses)`, 0 when there were none.
+     */
     var `cacheHitRate`: kotlin.Double
     , 
+    /**
+     * WebSocket payload bytes sent.
+     */
     var `bytesSent`: kotlin.ULong
     , 
+    /**
+     * WebSocket payload bytes received.
+     */
     var `bytesReceived`: kotlin.ULong
     , 
+    /**
+     * WebSocket frames sent.
+     */
+    var `framesSent`: kotlin.ULong
+    , 
+    /**
+     * WebSocket frames received.
+     */
+    var `framesReceived`: kotlin.ULong
+    , 
+    /**
+     * Mutations written to the outbox.
+     */
+    var `mutationsQueued`: kotlin.ULong
+    , 
+    /**
+     * Mutations confirmed by the server.
+     */
+    var `mutationsAcked`: kotlin.ULong
+    , 
+    /**
+     * Mutations refused for good.
+     */
+    var `mutationsFailed`: kotlin.ULong
+    , 
+    /**
+     * Messages written to the outbox.
+     */
+    var `messagesQueued`: kotlin.ULong
+    , 
+    /**
+     * Messages put on the wire (resends count as retries).
+     */
     var `messagesSent`: kotlin.ULong
     , 
+    /**
+     * Messages confirmed by the server.
+     */
     var `messagesAcked`: kotlin.ULong
     , 
+    /**
+     * Messages refused for good.
+     */
     var `messagesFailed`: kotlin.ULong
     
 ){
@@ -6168,12 +6941,20 @@ data class Metrics (
 /**
  * @suppress
  */
-public object FfiConverterTypeMetrics: FfiConverterRustBuffer<Metrics> {
-    override fun read(buf: ByteBuffer): Metrics {
-        return Metrics(
+public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSnapshot> {
+    override fun read(buf: ByteBuffer): MetricsSnapshot {
+        return MetricsSnapshot(
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterOptionalULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
@@ -6183,34 +6964,68 @@ public object FfiConverterTypeMetrics: FfiConverterRustBuffer<Metrics> {
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
-    override fun allocationSize(value: Metrics) = (
+    override fun allocationSize(value: MetricsSnapshot) = (
             FfiConverterULong.allocationSize(value.`outboxDepth`) +
             FfiConverterULong.allocationSize(value.`outboxFailed`) +
             FfiConverterOptionalULong.allocationSize(value.`outboxOldestAgeMs`) +
             FfiConverterULong.allocationSize(value.`retries`) +
+            FfiConverterULong.allocationSize(value.`connectAttempts`) +
+            FfiConverterULong.allocationSize(value.`connections`) +
             FfiConverterULong.allocationSize(value.`reconnects`) +
             FfiConverterULong.allocationSize(value.`eventsRecovered`) +
+            FfiConverterULong.allocationSize(value.`eventsLive`) +
+            FfiConverterULong.allocationSize(value.`duplicatesIgnored`) +
+            FfiConverterULong.allocationSize(value.`resets`) +
+            FfiConverterULong.allocationSize(value.`cacheHits`) +
+            FfiConverterULong.allocationSize(value.`cacheMisses`) +
+            FfiConverterULong.allocationSize(value.`cacheRevalidations`) +
             FfiConverterDouble.allocationSize(value.`cacheHitRate`) +
             FfiConverterULong.allocationSize(value.`bytesSent`) +
             FfiConverterULong.allocationSize(value.`bytesReceived`) +
+            FfiConverterULong.allocationSize(value.`framesSent`) +
+            FfiConverterULong.allocationSize(value.`framesReceived`) +
+            FfiConverterULong.allocationSize(value.`mutationsQueued`) +
+            FfiConverterULong.allocationSize(value.`mutationsAcked`) +
+            FfiConverterULong.allocationSize(value.`mutationsFailed`) +
+            FfiConverterULong.allocationSize(value.`messagesQueued`) +
             FfiConverterULong.allocationSize(value.`messagesSent`) +
             FfiConverterULong.allocationSize(value.`messagesAcked`) +
             FfiConverterULong.allocationSize(value.`messagesFailed`)
     )
 
-    override fun write(value: Metrics, buf: ByteBuffer) {
+    override fun write(value: MetricsSnapshot, buf: ByteBuffer) {
             FfiConverterULong.write(value.`outboxDepth`, buf)
             FfiConverterULong.write(value.`outboxFailed`, buf)
             FfiConverterOptionalULong.write(value.`outboxOldestAgeMs`, buf)
             FfiConverterULong.write(value.`retries`, buf)
+            FfiConverterULong.write(value.`connectAttempts`, buf)
+            FfiConverterULong.write(value.`connections`, buf)
             FfiConverterULong.write(value.`reconnects`, buf)
             FfiConverterULong.write(value.`eventsRecovered`, buf)
+            FfiConverterULong.write(value.`eventsLive`, buf)
+            FfiConverterULong.write(value.`duplicatesIgnored`, buf)
+            FfiConverterULong.write(value.`resets`, buf)
+            FfiConverterULong.write(value.`cacheHits`, buf)
+            FfiConverterULong.write(value.`cacheMisses`, buf)
+            FfiConverterULong.write(value.`cacheRevalidations`, buf)
             FfiConverterDouble.write(value.`cacheHitRate`, buf)
             FfiConverterULong.write(value.`bytesSent`, buf)
             FfiConverterULong.write(value.`bytesReceived`, buf)
+            FfiConverterULong.write(value.`framesSent`, buf)
+            FfiConverterULong.write(value.`framesReceived`, buf)
+            FfiConverterULong.write(value.`mutationsQueued`, buf)
+            FfiConverterULong.write(value.`mutationsAcked`, buf)
+            FfiConverterULong.write(value.`mutationsFailed`, buf)
+            FfiConverterULong.write(value.`messagesQueued`, buf)
             FfiConverterULong.write(value.`messagesSent`, buf)
             FfiConverterULong.write(value.`messagesAcked`, buf)
             FfiConverterULong.write(value.`messagesFailed`, buf)
@@ -6301,10 +7116,21 @@ data class OutboxEntry (
     , 
     var `room`: kotlin.String?
     , 
+    /**
+     * The protocol operation (`message.send`, `document.put`, …).
+     */
     var `op`: kotlin.String
+    , 
+    /**
+     * The mutation as it will travel, `{"op": …, "args": {…}}`.
+     */
+    var `mutationJson`: kotlin.String
     , 
     var `state`: SendState
     , 
+    /**
+     * Transient failures so far.
+     */
     var `attempts`: kotlin.UInt
     , 
     var `createdAt`: kotlin.Long
@@ -6327,6 +7153,7 @@ public object FfiConverterTypeOutboxEntry: FfiConverterRustBuffer<OutboxEntry> {
             FfiConverterString.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
             FfiConverterTypeSendState.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterLong.read(buf),
@@ -6337,6 +7164,7 @@ public object FfiConverterTypeOutboxEntry: FfiConverterRustBuffer<OutboxEntry> {
             FfiConverterString.allocationSize(value.`id`) +
             FfiConverterOptionalString.allocationSize(value.`room`) +
             FfiConverterString.allocationSize(value.`op`) +
+            FfiConverterString.allocationSize(value.`mutationJson`) +
             FfiConverterTypeSendState.allocationSize(value.`state`) +
             FfiConverterUInt.allocationSize(value.`attempts`) +
             FfiConverterLong.allocationSize(value.`createdAt`)
@@ -6346,6 +7174,7 @@ public object FfiConverterTypeOutboxEntry: FfiConverterRustBuffer<OutboxEntry> {
             FfiConverterString.write(value.`id`, buf)
             FfiConverterOptionalString.write(value.`room`, buf)
             FfiConverterString.write(value.`op`, buf)
+            FfiConverterString.write(value.`mutationJson`, buf)
             FfiConverterTypeSendState.write(value.`state`, buf)
             FfiConverterUInt.write(value.`attempts`, buf)
             FfiConverterLong.write(value.`createdAt`, buf)
@@ -6422,15 +7251,33 @@ data class Room (
     , 
     var `owner`: kotlin.String
     , 
+    /**
+     * Milliseconds since the Unix epoch.
+     */
+    var `createdAt`: kotlin.Long
+    , 
+    var `updatedAt`: kotlin.Long
+    , 
+    /**
+     * The newest sequence number the server reported for the room.
+     */
     var `headSeq`: kotlin.ULong
+    , 
+    /**
+     * The highest sequence number held locally (everything up to it is in the store).
+     */
+    var `lastSeq`: kotlin.ULong
     , 
     var `memberCount`: kotlin.ULong
     , 
     /**
-     * True when this account is a member.
+     * True while this account is a member (or has asked to be).
      */
     var `joined`: kotlin.Boolean
     , 
+    /**
+     * The state of the latest local change to the room itself (create, update, join, leave).
+     */
     var `sendState`: SendState
     
 ){
@@ -6453,6 +7300,9 @@ public object FfiConverterTypeRoom: FfiConverterRustBuffer<Room> {
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
+            FfiConverterLong.read(buf),
+            FfiConverterLong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterBoolean.read(buf),
@@ -6466,7 +7316,10 @@ public object FfiConverterTypeRoom: FfiConverterRustBuffer<Room> {
             FfiConverterString.allocationSize(value.`title`) +
             FfiConverterString.allocationSize(value.`metadataJson`) +
             FfiConverterString.allocationSize(value.`owner`) +
+            FfiConverterLong.allocationSize(value.`createdAt`) +
+            FfiConverterLong.allocationSize(value.`updatedAt`) +
             FfiConverterULong.allocationSize(value.`headSeq`) +
+            FfiConverterULong.allocationSize(value.`lastSeq`) +
             FfiConverterULong.allocationSize(value.`memberCount`) +
             FfiConverterBoolean.allocationSize(value.`joined`) +
             FfiConverterTypeSendState.allocationSize(value.`sendState`)
@@ -6478,7 +7331,10 @@ public object FfiConverterTypeRoom: FfiConverterRustBuffer<Room> {
             FfiConverterString.write(value.`title`, buf)
             FfiConverterString.write(value.`metadataJson`, buf)
             FfiConverterString.write(value.`owner`, buf)
+            FfiConverterLong.write(value.`createdAt`, buf)
+            FfiConverterLong.write(value.`updatedAt`, buf)
             FfiConverterULong.write(value.`headSeq`, buf)
+            FfiConverterULong.write(value.`lastSeq`, buf)
             FfiConverterULong.write(value.`memberCount`, buf)
             FfiConverterBoolean.write(value.`joined`, buf)
             FfiConverterTypeSendState.write(value.`sendState`, buf)
@@ -6728,6 +7584,43 @@ public object FfiConverterTypeLogLevel: FfiConverterRustBuffer<LogLevel> {
 
 
 /**
+ * Whether a member is in the room or banned from it.
+ */
+
+enum class MemberStatus {
+    
+    ACTIVE,
+    BANNED;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMemberStatus: FfiConverterRustBuffer<MemberStatus> {
+    override fun read(buf: ByteBuffer) = try {
+        MemberStatus.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: MemberStatus) = 4UL
+
+    override fun write(value: MemberStatus, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * Online, away or offline.
  */
 
@@ -6768,12 +7661,12 @@ public object FfiConverterTypePresenceStatus: FfiConverterRustBuffer<PresenceSta
 
 
 /**
- * Why a Roam call failed. Swift: `RoamError`; Kotlin: `RoamException`.
+ * Why a Roam call failed. Swift: `RoamError` (an `Error`); Kotlin: `RoamException`.
  */
 sealed class RoamException: kotlin.Exception() {
     
     /**
-     * An argument broke the protocol's rules (bad room name, body too long, bad URL…).
+     * An argument broke the protocol's rules (bad room name, body too long, bad URL, …).
      * Retrying the same call cannot succeed.
      */
     class InvalidInput(
@@ -6796,7 +7689,7 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
-     * The token was refused or expired: get a new one.
+     * The token was refused or has expired: get a new one.
      */
     class Unauthorized(
         
@@ -6818,7 +7711,7 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
-     * No such room, message, document or outbox entry.
+     * No such room, message, document, invitation or outbox entry.
      */
     class NotFound(
         
@@ -6829,7 +7722,8 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
-     * The state does not allow it (already a member, an entry being sent right now…).
+     * The state does not allow it (already a member, an owner leaving, an entry being sent
+     * right now, …).
      */
     class Conflict(
         
@@ -6840,7 +7734,21 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
-     * Too many requests: wait this long.
+     * A document edit was based on a stale version: here is the server's current one. Rebase
+     * and save again with `base_version = current_version`.
+     */
+    class VersionConflict(
+        
+        val `currentVersion`: kotlin.ULong, 
+        
+        val `currentContent`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "currentVersion=${ `currentVersion` }, currentContent=${ `currentContent` }"
+    }
+    
+    /**
+     * Too many requests: wait this long before trying again.
      */
     class RateLimited(
         
@@ -6851,7 +7759,7 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
-     * The client was closed.
+     * The client was closed (`shutdown`).
      */
     class Closed(
         ) : RoamException() {
@@ -6860,7 +7768,7 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
-     * A bug or an unexpected state, including an exception thrown by an app's listener.
+     * A bug or an unexpected state (a corrupt database, a listener that threw, …).
      */
     class Internal(
         
@@ -6907,11 +7815,15 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
             6 -> RoamException.Conflict(
                 FfiConverterString.read(buf),
                 )
-            7 -> RoamException.RateLimited(
+            7 -> RoamException.VersionConflict(
+                FfiConverterULong.read(buf),
+                FfiConverterString.read(buf),
+                )
+            8 -> RoamException.RateLimited(
                 FfiConverterULong.read(buf),
                 )
-            8 -> RoamException.Closed()
-            9 -> RoamException.Internal(
+            9 -> RoamException.Closed()
+            10 -> RoamException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -6949,6 +7861,12 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is RoamException.VersionConflict -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterULong.allocationSize(value.`currentVersion`)
+                + FfiConverterString.allocationSize(value.`currentContent`)
             )
             is RoamException.RateLimited -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -6999,17 +7917,23 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is RoamException.RateLimited -> {
+            is RoamException.VersionConflict -> {
                 buf.putInt(7)
+                FfiConverterULong.write(value.`currentVersion`, buf)
+                FfiConverterString.write(value.`currentContent`, buf)
+                Unit
+            }
+            is RoamException.RateLimited -> {
+                buf.putInt(8)
                 FfiConverterULong.write(value.`retryAfterMs`, buf)
                 Unit
             }
             is RoamException.Closed -> {
-                buf.putInt(8)
+                buf.putInt(9)
                 Unit
             }
             is RoamException.Internal -> {
-                buf.putInt(9)
+                buf.putInt(10)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -7792,6 +8716,70 @@ public object FfiConverterOptionalTypeRoom: FfiConverterRustBuffer<Room?> {
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeRole: FfiConverterRustBuffer<Role?> {
+    override fun read(buf: ByteBuffer): Role? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeRole.read(buf)
+    }
+
+    override fun allocationSize(value: Role?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeRole.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Role?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeRole.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeRoomKind: FfiConverterRustBuffer<RoomKind?> {
+    override fun read(buf: ByteBuffer): RoomKind? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeRoomKind.read(buf)
+    }
+
+    override fun allocationSize(value: RoomKind?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeRoomKind.allocationSize(value)
+        }
+    }
+
+    override fun write(value: RoomKind?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeRoomKind.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.String>> {
     override fun read(buf: ByteBuffer): List<kotlin.String> {
         val len = buf.getInt()
@@ -7810,6 +8798,34 @@ public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.Str
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterString.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeDocument: FfiConverterRustBuffer<List<Document>> {
+    override fun read(buf: ByteBuffer): List<Document> {
+        val len = buf.getInt()
+        return List<Document>(len) {
+            FfiConverterTypeDocument.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Document>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeDocument.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Document>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeDocument.write(it, buf)
         }
     }
 }
@@ -7922,6 +8938,34 @@ public object FfiConverterSequenceTypeOutboxEntry: FfiConverterRustBuffer<List<O
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeOutboxEntry.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypePresence: FfiConverterRustBuffer<List<Presence>> {
+    override fun read(buf: ByteBuffer): List<Presence> {
+        val len = buf.getInt()
+        return List<Presence>(len) {
+            FfiConverterTypePresence.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Presence>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypePresence.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Presence>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypePresence.write(it, buf)
         }
     }
 }
