@@ -9,6 +9,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 cargo build --quiet -p roam-ffi --lib
+cargo build --quiet -p roam-server
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
 lib_dir=$(cd "$target_dir/debug" && pwd)
 [[ -f "$lib_dir/libroam_ffi.so" ]] || { echo "test-swift: $lib_dir/libroam_ffi.so missing" >&2; exit 1; }
@@ -18,6 +19,8 @@ build_dir="$target_dir/swift-build"
 mkdir -p "$build_dir"
 
 export ROAM_FFI_LIB_DIR="$lib_dir"
+# The client tests start and stop a real server (built above, run inside the chroot).
+export ROAM_SERVER_BIN="$lib_dir/roam-server"
 export LD_LIBRARY_PATH="$lib_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cd "$ROOT/ios"
 # The tests are XCTest; --disable-swift-testing drops swift-testing's "0 tests passed" trailer.

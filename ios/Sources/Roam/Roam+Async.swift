@@ -1,0 +1,125 @@
+// A thin Swift layer over the generated bindings (Roam.swift, do not edit that one): each
+// listener as an AsyncStream. Making a stream subscribes; when the stream terminates (the
+// consuming Task is cancelled, or a `for await` loop breaks out and the stream is released)
+// its subscription handle is cancelled, so no callback outlives the stream. Events are
+// buffered without bound: the client never waits for a slow consumer.
+//
+// After `shutdown()` a stream delivers nothing more (its subscription is closed) but does not
+// finish by itself: cancel the Task that reads it.
+
+import Foundation
+
+/// Who is typing in `room` (`users` empty: nobody).
+public struct TypingUpdate: Sendable, Equatable {
+    public let room: String
+    public let users: [String]
+}
+
+/// What `RoamClient.notificationEvents()` yields.
+public enum NotificationEvent: Sendable, Equatable {
+    /// A new notification arrived.
+    case new(RoamNotification)
+    /// The unread count changed (the current count comes first).
+    case unreadCount(UInt64)
+}
+
+extension SubscriptionHandle {
+    /// Stops the subscription (the same as `cancel()`).
+    public func close() { cancel() }
+}
+
+extension RoamClient {
+    /// Updates of one room, or of every room with `nil`.
+    public func roomUpdates(room: String? = nil) throws -> AsyncStream<RoomUpdate> {
+        try makeStream { try subscribeRoomUpdates(room: room, listener: RoomRelay($0)) }
+    }
+
+    /// Connection states, the current one first.
+    public func connectionStates() throws -> AsyncStream<ConnectionState> {
+        try makeStream { try subscribeConnectionState(listener: ConnectionRelay($0)) }
+    }
+
+    /// Typing lists of one room (its current list first), or of every room with `nil`.
+    public func typingUpdates(room: String? = nil) throws -> AsyncStream<TypingUpdate> {
+        try makeStream { try subscribeTyping(room: room, listener: TypingRelay($0)) }
+    }
+
+    /// Presence changes of other users.
+    public func presenceUpdates() throws -> AsyncStream<Presence> {
+        try makeStream { try subscribePresence(listener: PresenceRelay($0)) }
+    }
+
+    /// Document versions and conflicts of one room, or of every room with `nil`.
+    public func documentUpdates(room: String? = nil) throws -> AsyncStream<DocumentUpdate> {
+        try makeStream { try subscribeDocuments(room: room, listener: DocumentRelay($0)) }
+    }
+
+    /// New notifications and the unread count (the current count first).
+    public func notificationEvents() throws -> AsyncStream<NotificationEvent> {
+        try makeStream { try subscribeNotifications(listener: NotificationRelay($0)) }
+    }
+}
+
+/// An unbounded stream whose termination cancels the subscription made by `subscribe`.
+private func makeStream<Element: Sendable>(
+    _ subscribe: (AsyncStream<Element>.Continuation) throws -> SubscriptionHandle
+) throws -> AsyncStream<Element> {
+    let (stream, continuation) = AsyncStream<Element>.makeStream(bufferingPolicy: .unbounded)
+    do {
+        let handle = try subscribe(continuation)
+        continuation.onTermination = { _ in handle.cancel() }
+    } catch {
+        continuation.finish()
+        throw error
+    }
+    return stream
+}
+
+// The relays only hold a continuation (Sendable), so they are Sendable without `@unchecked`.
+
+private final class RoomRelay: RoomListener {
+    let continuation: AsyncStream<RoomUpdate>.Continuation
+    init(_ continuation: AsyncStream<RoomUpdate>.Continuation) { self.continuation = continuation }
+    func onRoomUpdate(update: RoomUpdate) { continuation.yield(update) }
+}
+
+private final class ConnectionRelay: ConnectionListener {
+    let continuation: AsyncStream<ConnectionState>.Continuation
+    init(_ continuation: AsyncStream<ConnectionState>.Continuation) {
+        self.continuation = continuation
+    }
+    func onConnectionState(state: ConnectionState) { continuation.yield(state) }
+}
+
+private final class TypingRelay: TypingListener {
+    let continuation: AsyncStream<TypingUpdate>.Continuation
+    init(_ continuation: AsyncStream<TypingUpdate>.Continuation) {
+        self.continuation = continuation
+    }
+    func onTyping(room: String, users: [String]) {
+        continuation.yield(TypingUpdate(room: room, users: users))
+    }
+}
+
+private final class PresenceRelay: PresenceListener {
+    let continuation: AsyncStream<Presence>.Continuation
+    init(_ continuation: AsyncStream<Presence>.Continuation) { self.continuation = continuation }
+    func onPresence(presence: Presence) { continuation.yield(presence) }
+}
+
+private final class DocumentRelay: DocumentListener {
+    let continuation: AsyncStream<DocumentUpdate>.Continuation
+    init(_ continuation: AsyncStream<DocumentUpdate>.Continuation) {
+        self.continuation = continuation
+    }
+    func onDocumentUpdate(update: DocumentUpdate) { continuation.yield(update) }
+}
+
+private final class NotificationRelay: NotificationListener {
+    let continuation: AsyncStream<NotificationEvent>.Continuation
+    init(_ continuation: AsyncStream<NotificationEvent>.Continuation) {
+        self.continuation = continuation
+    }
+    func onNotification(notification: RoamNotification) { continuation.yield(.new(notification)) }
+    func onUnreadCount(count: UInt64) { continuation.yield(.unreadCount(count)) }
+}
