@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Compiles the generated Kotlin bindings (android/src/main/kotlin) and the JUnit 4 tests
-# (android/src/test/kotlin) with kotlinc, without Gradle, and runs the tests on the JVM against
-# libroam_ffi.so built for this machine (loaded by JNA from the cargo target directory).
-# Installs/reuses the toolchain through scripts/toolchains/kotlin.sh. Exits non-zero on failure.
+# Compiles the Kotlin sources of the Android library (android/src/main/kotlin: the generated
+# bindings and the Flow layer) and the JUnit 4 tests (android/src/test/kotlin) with kotlinc,
+# without Gradle, and runs the tests on the JVM against libroam_ffi.so built for this machine
+# (loaded by JNA from the cargo target directory). The client tests start and stop their own
+# roam-server (ROAM_SERVER_BIN, built here). Checks first that docs/usage-kotlin.md shows the
+# sample the tests compile. Installs/reuses the toolchain through scripts/toolchains/kotlin.sh.
+# Extra arguments: test class names (default: every *Test class). Exits non-zero on failure.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+
+scripts/check-samples.sh docs/usage-kotlin.md
 
 # shellcheck disable=SC1090
 source "$(scripts/toolchains/kotlin.sh)"
@@ -30,7 +35,11 @@ if ! "$KOTLINC" -jvm-target 17 -Werror -classpath "$cp_compile" -d "$out/classes
     exit 1
 fi
 
-mapfile -t tests < <(cd android/src/test/kotlin && find . -name '*Test.kt' | sed 's|^\./||; s|\.kt$||; s|/|.|g' | sort)
+if [[ $# -gt 0 ]]; then
+    tests=("${@/#/dev.roam.}")
+else
+    mapfile -t tests < <(cd android/src/test/kotlin && find . -name '*Test.kt' | sed 's|^\./||; s|\.kt$||; s|/|.|g' | sort)
+fi
 cp_run="$out/classes:$KOTLIN_STDLIB_JAR:$cp_compile:$HAMCREST_JAR"
 set +e
 java -Djna.library.path="$lib_dir" -cp "$cp_run" org.junit.runner.JUnitCore "${tests[@]}" | tee "$out/junit.log"

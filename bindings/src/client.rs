@@ -23,8 +23,8 @@ use crate::listeners::{
 use crate::runtime::{run, runtime};
 use crate::save::EditWaiter;
 use crate::types::{
-    ClientOptions, ConnectionState, Document, Member, Message, MetricsSnapshot, Notification,
-    OutboxEntry, Presence, PresenceStatus, Role, Room, RoomKind,
+    ClientOptions, ConnectionState, Document, Member, Message, MetricsSnapshot, OutboxEntry,
+    Presence, PresenceStatus, RoamNotification, Role, Room, RoomKind,
 };
 
 /// A Roam client for one account: works offline, syncs when it can.
@@ -209,7 +209,7 @@ impl RoamClient {
         after_seq: Option<u64>,
         unread_only: bool,
         limit: u32,
-    ) -> Result<Vec<Notification>, RoamError> {
+    ) -> Result<Vec<RoamNotification>, RoamError> {
         self.call(|c| c.notifications(after_seq, unread_only, limit))
             .map(convert)
     }

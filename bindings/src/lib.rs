@@ -47,8 +47,8 @@ pub use listeners::{
 pub use logging::{set_log_listener, LogLevel, LogListener};
 pub use types::{
     ClientOptions, ConnectionState, Document, DocumentUpdate, DocumentVersion, Member,
-    MemberStatus, Message, MetricsSnapshot, Notification, OutboxEntry, Presence, PresenceStatus,
-    Role, Room, RoomKind, RoomUpdate, SendState,
+    MemberStatus, Message, MetricsSnapshot, OutboxEntry, Presence, PresenceStatus,
+    RoamNotification, Role, Room, RoomKind, RoomUpdate, SendState,
 };
 
 uniffi::setup_scaffolding!();

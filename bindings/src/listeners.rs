@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::types::{ConnectionState, DocumentUpdate, Notification, Presence, RoomUpdate};
+use crate::types::{ConnectionState, DocumentUpdate, Presence, RoamNotification, RoomUpdate};
 
 /// Connection state changes; the current state is delivered first.
 #[uniffi::export(with_foreign)]
@@ -50,7 +50,7 @@ pub trait DocumentListener: Send + Sync {
 /// New notifications, and the unread count whenever it changes (the current count first).
 #[uniffi::export(with_foreign)]
 pub trait NotificationListener: Send + Sync {
-    fn on_notification(&self, notification: Notification);
+    fn on_notification(&self, notification: RoamNotification);
     fn on_unread_count(&self, count: u64);
 }
 

@@ -292,9 +292,9 @@ impl From<roam_core::LocalDocument> for Document {
     }
 }
 
-/// A notification.
+/// A notification of this account (named so it does not clash with Foundation's `Notification`).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct Notification {
+pub struct RoamNotification {
     pub seq: u64,
     pub id: String,
     /// `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
@@ -306,9 +306,9 @@ pub struct Notification {
     pub read: bool,
 }
 
-impl From<roam_core::NotificationInfo> for Notification {
+impl From<roam_core::NotificationInfo> for RoamNotification {
     fn from(n: roam_core::NotificationInfo) -> Self {
-        Notification {
+        RoamNotification {
             seq: n.seq,
             id: n.id,
             kind: n.kind,

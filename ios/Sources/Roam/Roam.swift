@@ -1238,7 +1238,7 @@ public func FfiConverterTypeLogListener_lower(_ value: LogListener) -> UInt64 {
  */
 public protocol NotificationListener: AnyObject, Sendable {
     
-    func onNotification(notification: Notification) 
+    func onNotification(notification: RoamNotification) 
     
     func onUnreadCount(count: UInt64) 
     
@@ -1299,11 +1299,11 @@ open class NotificationListenerImpl: NotificationListener, @unchecked Sendable {
     
 
     
-open func onNotification(notification: Notification)  {try! rustCall() {
+open func onNotification(notification: RoamNotification)  {try! rustCall() {
         uniffiCallStatus in
     uniffi_roam_ffi_fn_method_notificationlistener_on_notification(
             self.uniffiCloneHandle(),
-        FfiConverterTypeNotification_lower(notification),uniffiCallStatus
+        FfiConverterTypeRoamNotification_lower(notification),uniffiCallStatus
     )
 }
 }
@@ -1357,7 +1357,7 @@ fileprivate struct UniffiCallbackInterfaceNotificationListener {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
                 return uniffiObj.onNotification(
-                     notification: try FfiConverterTypeNotification_lift(notification)
+                     notification: try FfiConverterTypeRoamNotification_lift(notification)
                 )
             }
 
@@ -1781,7 +1781,7 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
     /**
      * Notifications after `after_seq` (nil/null: from the start), at most `limit` (1–200).
      */
-    func notifications(afterSeq: UInt64?, unreadOnly: Bool, limit: UInt32) throws  -> [Notification]
+    func notifications(afterSeq: UInt64?, unreadOnly: Bool, limit: UInt32) throws  -> [RoamNotification]
     
     /**
      * The queued changes, in order.
@@ -2299,8 +2299,8 @@ open func networkAvailable()throws   {try rustCallWithError(FfiConverterTypeRoam
     /**
      * Notifications after `after_seq` (nil/null: from the start), at most `limit` (1–200).
      */
-open func notifications(afterSeq: UInt64?, unreadOnly: Bool, limit: UInt32)throws  -> [Notification]  {
-    return try  FfiConverterSequenceTypeNotification.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+open func notifications(afterSeq: UInt64?, unreadOnly: Bool, limit: UInt32)throws  -> [RoamNotification]  {
+    return try  FfiConverterSequenceTypeRoamNotification.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
     uniffi_roam_ffi_fn_method_roamclient_notifications(
             self.uniffiCloneHandle(),
@@ -4375,93 +4375,6 @@ public func FfiConverterTypeMetricsSnapshot_lower(_ value: MetricsSnapshot) -> R
 
 
 /**
- * A notification.
- */
-public struct Notification: Equatable, Hashable {
-    public var seq: UInt64
-    public var id: String
-    /**
-     * `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
-     */
-    public var kind: String
-    public var room: String?
-    public var actor: String?
-    public var dataJson: String
-    public var createdAt: Int64
-    public var read: Bool
-
-    // Default memberwise initializers are never public by default, so we
-    // declare one manually.
-    public init(seq: UInt64, id: String, 
-        /**
-         * `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
-         */kind: String, room: String?, actor: String?, dataJson: String, createdAt: Int64, read: Bool) {
-        self.seq = seq
-        self.id = id
-        self.kind = kind
-        self.room = room
-        self.actor = actor
-        self.dataJson = dataJson
-        self.createdAt = createdAt
-        self.read = read
-    }
-
-    
-
-    
-}
-
-#if compiler(>=6)
-extension Notification: Sendable {}
-#endif
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-public struct FfiConverterTypeNotification: FfiConverterRustBuffer {
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Notification {
-        return
-            try Notification(
-                seq: FfiConverterUInt64.read(from: &buf), 
-                id: FfiConverterString.read(from: &buf), 
-                kind: FfiConverterString.read(from: &buf), 
-                room: FfiConverterOptionString.read(from: &buf), 
-                actor: FfiConverterOptionString.read(from: &buf), 
-                dataJson: FfiConverterString.read(from: &buf), 
-                createdAt: FfiConverterInt64.read(from: &buf), 
-                read: FfiConverterBool.read(from: &buf)
-        )
-    }
-
-    public static func write(_ value: Notification, into buf: inout [UInt8]) {
-        FfiConverterUInt64.write(value.seq, into: &buf)
-        FfiConverterString.write(value.id, into: &buf)
-        FfiConverterString.write(value.kind, into: &buf)
-        FfiConverterOptionString.write(value.room, into: &buf)
-        FfiConverterOptionString.write(value.actor, into: &buf)
-        FfiConverterString.write(value.dataJson, into: &buf)
-        FfiConverterInt64.write(value.createdAt, into: &buf)
-        FfiConverterBool.write(value.read, into: &buf)
-    }
-}
-
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-public func FfiConverterTypeNotification_lift(_ buf: RustBuffer) throws -> Notification {
-    return try FfiConverterTypeNotification.lift(buf)
-}
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-public func FfiConverterTypeNotification_lower(_ value: Notification) -> RustBuffer {
-    return FfiConverterTypeNotification.lower(value)
-}
-
-
-/**
  * An outbox entry.
  */
 public struct OutboxEntry: Equatable, Hashable {
@@ -4618,6 +4531,93 @@ public func FfiConverterTypePresence_lift(_ buf: RustBuffer) throws -> Presence 
 #endif
 public func FfiConverterTypePresence_lower(_ value: Presence) -> RustBuffer {
     return FfiConverterTypePresence.lower(value)
+}
+
+
+/**
+ * A notification of this account (named so it does not clash with Foundation's `Notification`).
+ */
+public struct RoamNotification: Equatable, Hashable {
+    public var seq: UInt64
+    public var id: String
+    /**
+     * `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
+     */
+    public var kind: String
+    public var room: String?
+    public var actor: String?
+    public var dataJson: String
+    public var createdAt: Int64
+    public var read: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(seq: UInt64, id: String, 
+        /**
+         * `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
+         */kind: String, room: String?, actor: String?, dataJson: String, createdAt: Int64, read: Bool) {
+        self.seq = seq
+        self.id = id
+        self.kind = kind
+        self.room = room
+        self.actor = actor
+        self.dataJson = dataJson
+        self.createdAt = createdAt
+        self.read = read
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension RoamNotification: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoamNotification: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoamNotification {
+        return
+            try RoamNotification(
+                seq: FfiConverterUInt64.read(from: &buf), 
+                id: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterString.read(from: &buf), 
+                room: FfiConverterOptionString.read(from: &buf), 
+                actor: FfiConverterOptionString.read(from: &buf), 
+                dataJson: FfiConverterString.read(from: &buf), 
+                createdAt: FfiConverterInt64.read(from: &buf), 
+                read: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RoamNotification, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.seq, into: &buf)
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.kind, into: &buf)
+        FfiConverterOptionString.write(value.room, into: &buf)
+        FfiConverterOptionString.write(value.actor, into: &buf)
+        FfiConverterString.write(value.dataJson, into: &buf)
+        FfiConverterInt64.write(value.createdAt, into: &buf)
+        FfiConverterBool.write(value.read, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoamNotification_lift(_ buf: RustBuffer) throws -> RoamNotification {
+    return try FfiConverterTypeRoamNotification.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoamNotification_lower(_ value: RoamNotification) -> RustBuffer {
+    return FfiConverterTypeRoamNotification.lower(value)
 }
 
 
@@ -6135,31 +6135,6 @@ fileprivate struct FfiConverterSequenceTypeMessage: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-fileprivate struct FfiConverterSequenceTypeNotification: FfiConverterRustBuffer {
-    typealias SwiftType = [Notification]
-
-    public static func write(_ value: [Notification], into buf: inout [UInt8]) {
-        let len = Int32(value.count)
-        writeInt(&buf, len)
-        for item in value {
-            FfiConverterTypeNotification.write(item, into: &buf)
-        }
-    }
-
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Notification] {
-        let len: Int32 = try readInt(&buf)
-        var seq = [Notification]()
-        seq.reserveCapacity(Int(len))
-        for _ in 0 ..< len {
-            seq.append(try FfiConverterTypeNotification.read(from: &buf))
-        }
-        return seq
-    }
-}
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
 fileprivate struct FfiConverterSequenceTypeOutboxEntry: FfiConverterRustBuffer {
     typealias SwiftType = [OutboxEntry]
 
@@ -6202,6 +6177,31 @@ fileprivate struct FfiConverterSequenceTypePresence: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypePresence.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRoamNotification: FfiConverterRustBuffer {
+    typealias SwiftType = [RoamNotification]
+
+    public static func write(_ value: [RoamNotification], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRoamNotification.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RoamNotification] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RoamNotification]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRoamNotification.read(from: &buf))
         }
         return seq
     }
@@ -6434,7 +6434,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_network_available() != 44242) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamclient_notifications() != 43252) {
+    if (uniffi_roam_ffi_checksum_method_roamclient_notifications() != 55903) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_outbox() != 33843) {
@@ -6542,7 +6542,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_documentlistener_on_document_update() != 31515) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_notificationlistener_on_notification() != 21848) {
+    if (uniffi_roam_ffi_checksum_method_notificationlistener_on_notification() != 43928) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count() != 57413) {

@@ -1436,7 +1436,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_network_available() and 0xFFFF) != 44242) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_notifications() and 0xFFFF) != 43252) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_notifications() and 0xFFFF) != 55903) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_outbox() and 0xFFFF) != 33843) {
@@ -1544,7 +1544,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_documentlistener_on_document_update() and 0xFFFF) != 31515) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_notificationlistener_on_notification() and 0xFFFF) != 21848) {
+    if ((lib.uniffi_roam_ffi_checksum_method_notificationlistener_on_notification() and 0xFFFF) != 43928) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_notificationlistener_on_unread_count() and 0xFFFF) != 57413) {
@@ -3037,7 +3037,7 @@ public object FfiConverterTypeLogListener: FfiConverter<LogListener, Long> {
  */
 public interface NotificationListener {
     
-    fun `onNotification`(`notification`: Notification)
+    fun `onNotification`(`notification`: RoamNotification)
     
     fun `onUnreadCount`(`count`: kotlin.ULong)
     
@@ -3148,14 +3148,14 @@ open class NotificationListenerImpl: Disposable, AutoCloseable, NotificationList
         }
     }
 
-    override fun `onNotification`(`notification`: Notification)
+    override fun `onNotification`(`notification`: RoamNotification)
         = 
     callWithHandle {
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_roam_ffi_fn_method_notificationlistener_on_notification(
         it,
         
-        FfiConverterTypeNotification.lower(`notification`),_status)
+        FfiConverterTypeRoamNotification.lower(`notification`),_status)
 }
     }
     
@@ -3197,7 +3197,7 @@ internal object uniffiCallbackInterfaceNotificationListener {
             val uniffiObj = FfiConverterTypeNotificationListener.handleMap.get(uniffiHandle)
             val makeCall = { ->
                 uniffiObj.`onNotification`(
-                    FfiConverterTypeNotification.lift(`notification`),
+                    FfiConverterTypeRoamNotification.lift(`notification`),
                 )
             }
             val writeReturn = { _: Unit -> Unit }
@@ -3799,7 +3799,7 @@ public interface RoamClientInterface {
     /**
      * Notifications after `after_seq` (nil/null: from the start), at most `limit` (1–200).
      */
-    fun `notifications`(`afterSeq`: kotlin.ULong?, `unreadOnly`: kotlin.Boolean, `limit`: kotlin.UInt): List<Notification>
+    fun `notifications`(`afterSeq`: kotlin.ULong?, `unreadOnly`: kotlin.Boolean, `limit`: kotlin.UInt): List<RoamNotification>
     
     /**
      * The queued changes, in order.
@@ -4477,8 +4477,8 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     /**
      * Notifications after `after_seq` (nil/null: from the start), at most `limit` (1–200).
      */
-    @Throws(RoamException::class)override fun `notifications`(`afterSeq`: kotlin.ULong?, `unreadOnly`: kotlin.Boolean, `limit`: kotlin.UInt): List<Notification> {
-            return FfiConverterSequenceTypeNotification.lift(
+    @Throws(RoamException::class)override fun `notifications`(`afterSeq`: kotlin.ULong?, `unreadOnly`: kotlin.Boolean, `limit`: kotlin.UInt): List<RoamNotification> {
+            return FfiConverterSequenceTypeRoamNotification.lift(
     callWithHandle {
     uniffiRustCallWithError(RoamException) { _status ->
     UniffiLib.uniffi_roam_ffi_fn_method_roamclient_notifications(
@@ -7035,80 +7035,6 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
 
 
 /**
- * A notification.
- */
-data class Notification (
-    var `seq`: kotlin.ULong
-    , 
-    var `id`: kotlin.String
-    , 
-    /**
-     * `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
-     */
-    var `kind`: kotlin.String
-    , 
-    var `room`: kotlin.String?
-    , 
-    var `actor`: kotlin.String?
-    , 
-    var `dataJson`: kotlin.String
-    , 
-    var `createdAt`: kotlin.Long
-    , 
-    var `read`: kotlin.Boolean
-    
-){
-    
-
-    
-
-    
-    companion object
-}
-
-/**
- * @suppress
- */
-public object FfiConverterTypeNotification: FfiConverterRustBuffer<Notification> {
-    override fun read(buf: ByteBuffer): Notification {
-        return Notification(
-            FfiConverterULong.read(buf),
-            FfiConverterString.read(buf),
-            FfiConverterString.read(buf),
-            FfiConverterOptionalString.read(buf),
-            FfiConverterOptionalString.read(buf),
-            FfiConverterString.read(buf),
-            FfiConverterLong.read(buf),
-            FfiConverterBoolean.read(buf),
-        )
-    }
-
-    override fun allocationSize(value: Notification) = (
-            FfiConverterULong.allocationSize(value.`seq`) +
-            FfiConverterString.allocationSize(value.`id`) +
-            FfiConverterString.allocationSize(value.`kind`) +
-            FfiConverterOptionalString.allocationSize(value.`room`) +
-            FfiConverterOptionalString.allocationSize(value.`actor`) +
-            FfiConverterString.allocationSize(value.`dataJson`) +
-            FfiConverterLong.allocationSize(value.`createdAt`) +
-            FfiConverterBoolean.allocationSize(value.`read`)
-    )
-
-    override fun write(value: Notification, buf: ByteBuffer) {
-            FfiConverterULong.write(value.`seq`, buf)
-            FfiConverterString.write(value.`id`, buf)
-            FfiConverterString.write(value.`kind`, buf)
-            FfiConverterOptionalString.write(value.`room`, buf)
-            FfiConverterOptionalString.write(value.`actor`, buf)
-            FfiConverterString.write(value.`dataJson`, buf)
-            FfiConverterLong.write(value.`createdAt`, buf)
-            FfiConverterBoolean.write(value.`read`, buf)
-    }
-}
-
-
-
-/**
  * An outbox entry.
  */
 data class OutboxEntry (
@@ -7229,6 +7155,80 @@ public object FfiConverterTypePresence: FfiConverterRustBuffer<Presence> {
             FfiConverterTypePresenceStatus.write(value.`status`, buf)
             FfiConverterOptionalLong.write(value.`lastSeen`, buf)
             FfiConverterUInt.write(value.`devices`, buf)
+    }
+}
+
+
+
+/**
+ * A notification of this account (named so it does not clash with Foundation's `Notification`).
+ */
+data class RoamNotification (
+    var `seq`: kotlin.ULong
+    , 
+    var `id`: kotlin.String
+    , 
+    /**
+     * `invited`, `mentioned`, `role_changed`, `ownership_transferred`, `banned`.
+     */
+    var `kind`: kotlin.String
+    , 
+    var `room`: kotlin.String?
+    , 
+    var `actor`: kotlin.String?
+    , 
+    var `dataJson`: kotlin.String
+    , 
+    var `createdAt`: kotlin.Long
+    , 
+    var `read`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoamNotification: FfiConverterRustBuffer<RoamNotification> {
+    override fun read(buf: ByteBuffer): RoamNotification {
+        return RoamNotification(
+            FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterLong.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RoamNotification) = (
+            FfiConverterULong.allocationSize(value.`seq`) +
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`kind`) +
+            FfiConverterOptionalString.allocationSize(value.`room`) +
+            FfiConverterOptionalString.allocationSize(value.`actor`) +
+            FfiConverterString.allocationSize(value.`dataJson`) +
+            FfiConverterLong.allocationSize(value.`createdAt`) +
+            FfiConverterBoolean.allocationSize(value.`read`)
+    )
+
+    override fun write(value: RoamNotification, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`seq`, buf)
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterString.write(value.`kind`, buf)
+            FfiConverterOptionalString.write(value.`room`, buf)
+            FfiConverterOptionalString.write(value.`actor`, buf)
+            FfiConverterString.write(value.`dataJson`, buf)
+            FfiConverterLong.write(value.`createdAt`, buf)
+            FfiConverterBoolean.write(value.`read`, buf)
     }
 }
 
@@ -8892,34 +8892,6 @@ public object FfiConverterSequenceTypeMessage: FfiConverterRustBuffer<List<Messa
 /**
  * @suppress
  */
-public object FfiConverterSequenceTypeNotification: FfiConverterRustBuffer<List<Notification>> {
-    override fun read(buf: ByteBuffer): List<Notification> {
-        val len = buf.getInt()
-        return List<Notification>(len) {
-            FfiConverterTypeNotification.read(buf)
-        }
-    }
-
-    override fun allocationSize(value: List<Notification>): ULong {
-        val sizeForLength = 4UL
-        val sizeForItems = value.map { FfiConverterTypeNotification.allocationSize(it) }.sum()
-        return sizeForLength + sizeForItems
-    }
-
-    override fun write(value: List<Notification>, buf: ByteBuffer) {
-        buf.putInt(value.size)
-        value.iterator().forEach {
-            FfiConverterTypeNotification.write(it, buf)
-        }
-    }
-}
-
-
-
-
-/**
- * @suppress
- */
 public object FfiConverterSequenceTypeOutboxEntry: FfiConverterRustBuffer<List<OutboxEntry>> {
     override fun read(buf: ByteBuffer): List<OutboxEntry> {
         val len = buf.getInt()
@@ -8966,6 +8938,34 @@ public object FfiConverterSequenceTypePresence: FfiConverterRustBuffer<List<Pres
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypePresence.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRoamNotification: FfiConverterRustBuffer<List<RoamNotification>> {
+    override fun read(buf: ByteBuffer): List<RoamNotification> {
+        val len = buf.getInt()
+        return List<RoamNotification>(len) {
+            FfiConverterTypeRoamNotification.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<RoamNotification>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRoamNotification.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<RoamNotification>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRoamNotification.write(it, buf)
         }
     }
 }

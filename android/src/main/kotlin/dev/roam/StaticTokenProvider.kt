@@ -1,0 +1,6 @@
+package dev.roam
+
+/** A [TokenProvider] that always answers the same token (tests, samples, long-lived tokens). */
+class StaticTokenProvider(private val token: String) : TokenProvider {
+    override fun token(refresh: Boolean): String = token
+}
