@@ -2,11 +2,15 @@
 # Builds the Swift package in ios/ and runs its XCTest tests inside the Swift chroot
 # (scripts/toolchains/swift.sh makes it on first use), against libroam_ffi.so built here on the
 # host. The repository is bind-mounted at the same path, so the host-built .so is used as is.
-# Extra arguments go to `swift test` (e.g. --filter SmokeTests). Exits non-zero on failure.
+# The client tests start and stop their own roam-server (ROAM_SERVER_BIN, built here). Checks
+# first that docs/usage-swift.md shows the sample the tests compile.
+# Extra arguments go to `swift test` (e.g. --filter StreamTests). Exits non-zero on failure.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+
+scripts/check-samples.sh docs/usage-swift.md
 
 cargo build --quiet -p roam-ffi --lib
 cargo build --quiet -p roam-server
@@ -24,9 +28,10 @@ export ROAM_SERVER_BIN="$lib_dir/roam-server"
 export LD_LIBRARY_PATH="$lib_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cd "$ROOT/ios"
 # The tests are XCTest; --disable-swift-testing drops swift-testing's "0 tests passed" trailer.
+# Every wait in the tests is bounded; the 20-minute limit only guards against a hung process.
 set +e
 "$ROOT/scripts/toolchains/in-swift-chroot.sh" \
-    sh -c 'scratch=$1; shift; swift build --build-tests --scratch-path "$scratch" && swift test --skip-build --disable-swift-testing --scratch-path "$scratch" "$@"' \
+    sh -c 'scratch=$1; shift; swift build --build-tests --scratch-path "$scratch" && timeout -k 30 1200 swift test --skip-build --disable-swift-testing --scratch-path "$scratch" "$@"' \
     sh "$build_dir" "$@" 2>&1 | tee "$build_dir/test.log"
 status=${PIPESTATUS[0]}
 set -e
