@@ -21,7 +21,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use parking_lot::{Mutex, ReentrantMutex};
@@ -101,6 +101,8 @@ enum Command {
     Register(Box<Registration>),
     Unregister(u64),
     Event(Box<AppEvent>),
+    /// The events of one transaction, in order.
+    Events(Vec<AppEvent>),
 }
 
 struct Registration {
@@ -118,6 +120,8 @@ struct Shared {
 pub struct Subscription {
     shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<Command>>>,
+    /// The dispatcher's count of open subscriptions.
+    open: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for Subscription {
@@ -137,6 +141,7 @@ impl Subscription {
             guard.set(false);
         }
         if let Some(tx) = self.tx.lock().take() {
+            self.open.fetch_sub(1, Ordering::SeqCst);
             // The dispatcher may be gone already; then there is nothing to clean up.
             let _ = tx.send(Command::Unregister(self.shared.id));
         }
@@ -155,10 +160,16 @@ impl Drop for Subscription {
 }
 
 /// The sending side of the dispatcher, shared by the whole core.
+///
+/// While no subscription is open, events are dropped instead of queued: nobody could receive
+/// them (a subscription opened later only sees what is queued after its registration), and a
+/// write then costs no allocation and no wake-up of the dispatcher thread.
 #[derive(Debug, Clone)]
 pub(crate) struct Dispatcher {
     tx: mpsc::Sender<Command>,
     next_id: Arc<AtomicU64>,
+    /// Subscriptions registered and not closed.
+    open: Arc<AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -171,18 +182,36 @@ impl Dispatcher {
         Ok(Dispatcher {
             tx,
             next_id: Arc::new(AtomicU64::new(1)),
+            open: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// True when some subscription could receive an event queued now.
+    fn listened(&self) -> bool {
+        self.open.load(Ordering::SeqCst) > 0
     }
 
     /// Queues an event for every matching listener.
     pub(crate) fn emit(&self, event: AppEvent) {
-        let _ = self.tx.send(Command::Event(Box::new(event)));
+        if self.listened() {
+            let _ = self.tx.send(Command::Event(Box::new(event)));
+        }
     }
 
-    /// Queues events in order.
-    pub(crate) fn emit_all(&self, events: impl IntoIterator<Item = AppEvent>) {
-        for e in events {
-            self.emit(e);
+    /// Queues the events of one transaction, in order, as one message to the dispatcher thread.
+    pub(crate) fn emit_all(&self, events: Vec<AppEvent>) {
+        match events.len() {
+            0 => {}
+            1 => {
+                if let Some(e) = events.into_iter().next() {
+                    self.emit(e);
+                }
+            }
+            _ => {
+                if self.listened() {
+                    let _ = self.tx.send(Command::Events(events));
+                }
+            }
         }
     }
 
@@ -192,6 +221,9 @@ impl Dispatcher {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             active: ReentrantMutex::new(Cell::new(true)),
         });
+        // Counted before the registration is queued: an event queued after it is then never
+        // dropped for want of listeners.
+        self.open.fetch_add(1, Ordering::SeqCst);
         let _ = self.tx.send(Command::Register(Box::new(Registration {
             shared: shared.clone(),
             target,
@@ -200,6 +232,7 @@ impl Dispatcher {
         Subscription {
             shared,
             tx: Mutex::new(Some(self.tx.clone())),
+            open: self.open.clone(),
         }
     }
 }
@@ -223,6 +256,13 @@ fn run(rx: mpsc::Receiver<Command>) {
             Command::Event(event) => {
                 for (shared, target) in &subs {
                     deliver(shared, target, &event);
+                }
+            }
+            Command::Events(events) => {
+                for event in &events {
+                    for (shared, target) in &subs {
+                        deliver(shared, target, event);
+                    }
                 }
             }
         }

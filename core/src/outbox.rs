@@ -466,18 +466,27 @@ pub(crate) fn enqueue_with_id<T>(
     let is_message = matches!(mutation, Mutation::SendMessage { .. });
     let out = ctx.write(|tx, fx| {
         let now = now_ms();
-        let pos = writes::insert_entry(tx, &id, &queue, &mutation, target.as_deref(), None, now)?;
+        let pos = ctx.db.next_pos();
         let step = LocalStep {
             id: &id,
             pos,
             now,
             me: &ctx.me,
         };
+        // The local change first, so that its undo record goes into the outbox row as it is
+        // inserted (one write of the row, not an insert and an update).
         let (value, undo) = local(tx, &step, fx)?;
-        if let Some(undo) = undo {
-            tx.prepare_cached("UPDATE outbox SET undo = ?2 WHERE id = ?1")?
-                .execute(rusqlite::params![id, serde_json::to_string(&undo)?])?;
-        }
+        let undo = undo.map(|u| serde_json::to_string(&u)).transpose()?;
+        writes::insert_entry(
+            tx,
+            pos,
+            &id,
+            &queue,
+            &mutation,
+            target.as_deref(),
+            undo.as_deref(),
+            now,
+        )?;
         fx.enqueue(Queued::new(id.clone(), pos, queue, mutation, target));
         Ok(value)
     })?;
@@ -503,9 +512,7 @@ pub(crate) struct LocalStep<'a> {
 pub(crate) fn complete(ctx: &Context, entry: &Queued, result: Value) -> Result<()> {
     let is_message = matches!(entry.mutation, Mutation::SendMessage { .. });
     ctx.write(|tx, fx| {
-        let stored = reads::outbox_entry(tx, &entry.id)?;
-        writes::delete_entry(tx, &entry.id)?;
-        if stored.is_none() {
+        if !writes::delete_entry(tx, &entry.id)? {
             // Discarded while on the wire is refused, so this is a stale answer; the event the
             // mutation caused (if any) brings its effect anyway.
             return Ok(());

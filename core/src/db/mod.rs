@@ -20,6 +20,7 @@ pub(crate) mod reads;
 pub(crate) mod writes;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -40,6 +41,8 @@ pub(crate) struct Db {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// The next outbox position (see [`Db::next_pos`]).
+    next_pos: AtomicI64,
 }
 
 impl Db {
@@ -55,11 +58,21 @@ impl Db {
         configure(&writer)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         migrate(&mut writer)?;
+        let next_pos = first_free_pos(&writer)?;
         Ok(Db {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            next_pos: AtomicI64::new(next_pos),
         })
+    }
+
+    /// A position for a new outbox entry: greater than any position taken before in this
+    /// process, than every stored entry's and than every unconfirmed message's `local_order`
+    /// (so queue order and the order of local messages only grow). Call it while holding the
+    /// writer; a position taken by a transaction that rolls back is simply never used.
+    pub(crate) fn next_pos(&self) -> i64 {
+        self.next_pos.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The writer connection. Hold it for one transaction, then drop it.
@@ -92,8 +105,25 @@ impl Db {
     }
 }
 
+/// The first outbox position above everything stored (the outbox's largest rowid, and a walk of
+/// the partial index of unconfirmed messages, which holds only local ones).
+fn first_free_pos(conn: &Connection) -> Result<i64> {
+    let max: i64 = conn.query_row(
+        "SELECT max(COALESCE((SELECT max(pos) FROM outbox), 0), \
+         COALESCE((SELECT max(local_order) FROM messages WHERE seq IS NULL), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(max + 1)
+}
+
+/// Prepared statements kept per connection: every query is prepared through the cache, and the
+/// write paths use a few dozen distinct ones (the default keeps 16).
+const STATEMENT_CACHE: usize = 128;
+
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", false)?;
     Ok(())

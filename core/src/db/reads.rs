@@ -35,8 +35,14 @@ fn opt_u64_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<u64>> {
 // ---------------------------------------------------------------------------------------------
 // Rooms
 
-const ROOM_COLS: &str = "r.name, r.kind, r.title, r.metadata, r.owner, r.created_at, r.updated_at, \
-     r.head_seq, r.member_count, r.joined, COALESCE(c.seq, 0), r.send_state, r.failure_code, r.failure";
+// Column lists are macros so that every query is one `concat!`ed literal: `prepare_cached` then
+// finds its statement by that string, instead of preparing a freshly `format!`ted one each call.
+macro_rules! room_cols {
+    () => {
+        "r.name, r.kind, r.title, r.metadata, r.owner, r.created_at, r.updated_at, r.head_seq, \
+         r.member_count, r.joined, COALESCE(c.seq, 0), r.send_state, r.failure_code, r.failure"
+    };
+}
 
 fn room_row(row: &Row<'_>) -> rusqlite::Result<RoomInfo> {
     let kind: String = row.get(1)?;
@@ -58,19 +64,22 @@ fn room_row(row: &Row<'_>) -> rusqlite::Result<RoomInfo> {
 
 /// Every known room, by name.
 pub(crate) fn rooms(conn: &Connection) -> Result<Vec<RoomInfo>> {
-    let sql = format!(
-        "SELECT {ROOM_COLS} FROM rooms r LEFT JOIN room_cursors c ON c.room = r.name ORDER BY r.name"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        room_cols!(),
+        " FROM rooms r LEFT JOIN room_cursors c ON c.room = r.name ORDER BY r.name"
+    ))?;
     let rows = stmt.query_map([], room_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 pub(crate) fn room(conn: &Connection, name: &str) -> Result<Option<RoomInfo>> {
-    let sql = format!(
-        "SELECT {ROOM_COLS} FROM rooms r LEFT JOIN room_cursors c ON c.room = r.name WHERE r.name = ?1"
-    );
-    Ok(conn.query_row(&sql, [name], room_row).optional()?)
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        room_cols!(),
+        " FROM rooms r LEFT JOIN room_cursors c ON c.room = r.name WHERE r.name = ?1"
+    ))?;
+    Ok(stmt.query_row([name], room_row).optional()?)
 }
 
 /// The rooms to follow on the socket, with their cursors.
@@ -91,11 +100,8 @@ pub(crate) fn subscriptions(conn: &Connection) -> Result<Vec<RoomCursor>> {
 /// The highest applied seq of a room (0 for none).
 pub(crate) fn cursor(conn: &Connection, room: &str) -> Result<u64> {
     let v: Option<i64> = conn
-        .query_row(
-            "SELECT seq FROM room_cursors WHERE room = ?1",
-            [room],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT seq FROM room_cursors WHERE room = ?1")?
+        .query_row([room], |r| r.get(0))
         .optional()?;
     Ok(v.map(|v| u64::try_from(v).unwrap_or(0)).unwrap_or(0))
 }
@@ -125,19 +131,22 @@ pub(crate) fn members(conn: &Connection, room: &str) -> Result<Vec<Member>> {
 
 pub(crate) fn member(conn: &Connection, room: &str, user: &str) -> Result<Option<Member>> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT room, user, role, status, joined_at FROM members WHERE room = ?1 AND user = ?2",
-            [room, user],
-            member_row,
-        )
+        )?
+        .query_row([room, user], member_row)
         .optional()?)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Messages
 
-const MESSAGE_COLS: &str = "local_id, server_id, room, seq, sender, body, reply_to, created_at, \
-     edited_at, deleted, send_state, failure_code, failure";
+macro_rules! message_cols {
+    () => {
+        "local_id, server_id, room, seq, sender, body, reply_to, created_at, edited_at, deleted, \
+         send_state, failure_code, failure"
+    };
+}
 
 fn message_row(row: &Row<'_>) -> rusqlite::Result<LocalMessage> {
     Ok(LocalMessage {
@@ -168,10 +177,11 @@ pub(crate) fn messages(
     let mut out: Vec<LocalMessage> = Vec::new();
     let mut pending: Vec<LocalMessage> = Vec::new();
     if before_seq.is_none() {
-        let sql = format!(
-            "SELECT {MESSAGE_COLS} FROM messages WHERE room = ?1 AND seq IS NULL ORDER BY local_order"
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut stmt = conn.prepare_cached(concat!(
+            "SELECT ",
+            message_cols!(),
+            " FROM messages WHERE room = ?1 AND seq IS NULL ORDER BY local_order"
+        ))?;
         pending = stmt
             .query_map([room], message_row)?
             .collect::<rusqlite::Result<_>>()?;
@@ -182,11 +192,12 @@ pub(crate) fn messages(
     let confirmed_limit = limit - pending.len();
     if confirmed_limit > 0 {
         let before = before_seq.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX));
-        let sql = format!(
-            "SELECT {MESSAGE_COLS} FROM messages WHERE room = ?1 AND seq IS NOT NULL AND seq < ?2 \
+        let mut stmt = conn.prepare_cached(concat!(
+            "SELECT ",
+            message_cols!(),
+            " FROM messages WHERE room = ?1 AND seq IS NOT NULL AND seq < ?2 \
              ORDER BY seq DESC LIMIT ?3"
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
+        ))?;
         out = stmt
             .query_map(params![room, before, confirmed_limit as i64], message_row)?
             .collect::<rusqlite::Result<_>>()?;
@@ -197,13 +208,21 @@ pub(crate) fn messages(
 }
 
 pub(crate) fn message(conn: &Connection, local_id: &str) -> Result<Option<LocalMessage>> {
-    let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE local_id = ?1");
-    Ok(conn.query_row(&sql, [local_id], message_row).optional()?)
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        message_cols!(),
+        " FROM messages WHERE local_id = ?1"
+    ))?;
+    Ok(stmt.query_row([local_id], message_row).optional()?)
 }
 
 pub(crate) fn message_by_server_id(conn: &Connection, id: &str) -> Result<Option<LocalMessage>> {
-    let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE server_id = ?1");
-    Ok(conn.query_row(&sql, [id], message_row).optional()?)
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        message_cols!(),
+        " FROM messages WHERE server_id = ?1"
+    ))?;
+    Ok(stmt.query_row([id], message_row).optional()?)
 }
 
 /// A message by the id the app holds: its local id, or failing that its server id.
@@ -217,8 +236,12 @@ pub(crate) fn message_by_any_id(conn: &Connection, id: &str) -> Result<Option<Lo
 // ---------------------------------------------------------------------------------------------
 // Documents
 
-const DOCUMENT_COLS: &str =
-    "room, doc, version, content, updated_by, updated_at, send_state, failure_code, failure, conflict";
+macro_rules! document_cols {
+    () => {
+        "room, doc, version, content, updated_by, updated_at, send_state, failure_code, failure, \
+         conflict"
+    };
+}
 
 fn document_row(row: &Row<'_>) -> rusqlite::Result<LocalDocument> {
     let conflict: Option<String> = row.get(9)?;
@@ -235,13 +258,20 @@ fn document_row(row: &Row<'_>) -> rusqlite::Result<LocalDocument> {
 }
 
 pub(crate) fn document(conn: &Connection, room: &str, doc: &str) -> Result<Option<LocalDocument>> {
-    let sql = format!("SELECT {DOCUMENT_COLS} FROM documents WHERE room = ?1 AND doc = ?2");
-    Ok(conn.query_row(&sql, [room, doc], document_row).optional()?)
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        document_cols!(),
+        " FROM documents WHERE room = ?1 AND doc = ?2"
+    ))?;
+    Ok(stmt.query_row([room, doc], document_row).optional()?)
 }
 
 pub(crate) fn documents(conn: &Connection, room: &str) -> Result<Vec<LocalDocument>> {
-    let sql = format!("SELECT {DOCUMENT_COLS} FROM documents WHERE room = ?1 ORDER BY doc");
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        document_cols!(),
+        " FROM documents WHERE room = ?1 ORDER BY doc"
+    ))?;
     let rows = stmt.query_map([room], document_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -324,7 +354,8 @@ pub(crate) fn presence(conn: &Connection, user: &str) -> Result<Option<Presence>
 
 pub(crate) fn kv(conn: &Connection, key: &str) -> Result<Option<String>> {
     Ok(conn
-        .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+        .prepare_cached("SELECT value FROM kv WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?)
 }
 
@@ -357,8 +388,11 @@ pub(crate) struct StoredEntry {
     pub created_at: i64,
 }
 
-const OUTBOX_COLS: &str =
-    "pos, id, queue, mutation, target, undo, state, error_code, error, attempts, created_at";
+macro_rules! outbox_cols {
+    () => {
+        "pos, id, queue, mutation, target, undo, state, error_code, error, attempts, created_at"
+    };
+}
 
 fn outbox_row(row: &Row<'_>) -> rusqlite::Result<(StoredEntry, String)> {
     let mutation_json: String = row.get(3)?;
@@ -383,8 +417,11 @@ fn outbox_row(row: &Row<'_>) -> rusqlite::Result<(StoredEntry, String)> {
 
 /// Pending entries in queue order (to load the scheduler).
 pub(crate) fn pending_entries(conn: &Connection) -> Result<Vec<StoredEntry>> {
-    let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'pending' ORDER BY pos");
-    let mut stmt = conn.prepare(&sql)?;
+    let mut stmt = conn.prepare(concat!(
+        "SELECT ",
+        outbox_cols!(),
+        " FROM outbox WHERE state = 'pending' ORDER BY pos"
+    ))?;
     let rows = stmt.query_map([], outbox_row)?;
     Ok(rows
         .map(|r| r.map(|(e, _)| e))
@@ -392,17 +429,24 @@ pub(crate) fn pending_entries(conn: &Connection) -> Result<Vec<StoredEntry>> {
 }
 
 pub(crate) fn outbox_entry(conn: &Connection, id: &str) -> Result<Option<StoredEntry>> {
-    let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = ?1");
     Ok(conn
-        .query_row(&sql, [id], outbox_row)
+        .prepare_cached(concat!(
+            "SELECT ",
+            outbox_cols!(),
+            " FROM outbox WHERE id = ?1"
+        ))?
+        .query_row([id], outbox_row)
         .optional()?
         .map(|(e, _)| e))
 }
 
 /// Every entry, for the app.
 pub(crate) fn outbox(conn: &Connection) -> Result<Vec<OutboxEntry>> {
-    let sql = format!("SELECT {OUTBOX_COLS} FROM outbox ORDER BY pos");
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        outbox_cols!(),
+        " FROM outbox ORDER BY pos"
+    ))?;
     let rows = stmt.query_map([], outbox_row)?;
     let mut out = Vec::new();
     for row in rows {
@@ -422,12 +466,12 @@ pub(crate) fn outbox(conn: &Connection) -> Result<Vec<OutboxEntry>> {
 
 /// Depth, failed count and oldest pending age.
 pub(crate) fn outbox_figures(conn: &Connection, now_ms: i64) -> Result<OutboxFigures> {
-    let (pending, failed, oldest): (i64, i64, Option<i64>) = conn.query_row(
-        "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'failed'), 0), \
-         MIN(CASE WHEN state = 'pending' THEN created_at END) FROM outbox",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+    let (pending, failed, oldest): (i64, i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'failed'), 0), \
+             MIN(CASE WHEN state = 'pending' THEN created_at END) FROM outbox",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(OutboxFigures {
         pending: u64::try_from(pending).unwrap_or(0),
         failed: u64::try_from(failed).unwrap_or(0),

@@ -542,24 +542,34 @@ pub(crate) fn set_etag(tx: &Transaction<'_>, path: &str, etag: &str) -> Result<(
 // ---------------------------------------------------------------------------------------------
 // Outbox
 
-/// Appends an entry; returns its position.
+/// Appends an entry at `pos` (from [`super::Db::next_pos`]), with its undo record.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn insert_entry(
     tx: &Transaction<'_>,
+    pos: i64,
     id: &str,
     queue: &str,
     mutation: &Mutation,
     target: Option<&str>,
     undo: Option<&str>,
     now: i64,
-) -> Result<i64> {
+) -> Result<()> {
     let json = serde_json::to_string(mutation)?;
     tx.prepare_cached(
-        "INSERT INTO outbox (id, queue, op, mutation, target, undo, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO outbox (pos, id, queue, op, mutation, target, undo, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![id, queue, mutation.op(), json, target, undo, now])?;
-    Ok(tx.last_insert_rowid())
+    .execute(params![
+        pos,
+        id,
+        queue,
+        mutation.op(),
+        json,
+        target,
+        undo,
+        now
+    ])?;
+    Ok(())
 }
 
 pub(crate) fn delete_entry(tx: &Transaction<'_>, id: &str) -> Result<bool> {
