@@ -1,13 +1,15 @@
 // swift-tools-version:6.0
 // Roam for Swift: the generated bindings (Sources/Roam/Roam.swift, made by
-// scripts/gen-bindings.sh) over the Rust library libroam_ffi.
+// scripts/gen-bindings.sh) over the Rust library libroam_ffi, plus a thin Swift layer
+// (Roam+Async.swift: AsyncStreams over the listeners; StaticTokenProvider.swift).
 //
 // - Linux (this repository's CI): RoamFFI is a system-library target (Sources/RoamFFI: the
 //   generated C header plus a modulemap that links `roam_ffi`), and the linker finds
 //   libroam_ffi.so in the cargo target directory: $ROAM_FFI_LIB_DIR if set, else
 //   ../target/debug. Tests run with that directory on LD_LIBRARY_PATH (and it is on the rpath).
-// - Apple platforms: RoamFFI will be a binaryTarget over RoamFFI.xcframework, built on macOS by
-//   ios/build-xcframework.sh (static libroam_ffi.a slices + headers + module.modulemap).
+// - Apple platforms: RoamFFI is a binaryTarget over RoamFFI.xcframework, built on macOS by
+//   ios/build-xcframework.sh (static libroam_ffi.a for iOS devices, iOS simulators and macOS,
+//   each with the header and a module.modulemap).
 import Foundation
 import PackageDescription
 
