@@ -372,16 +372,16 @@ impl Scheduler {
     }
 
     /// A frame failed transiently: its entry waits, its queue drains and backs off.
-    /// Returns the entry id.
+    /// Returns the entry's id and position.
     pub(crate) fn on_transient(
         &mut self,
         frame_id: &str,
         retry_after: Option<Duration>,
         now: Instant,
-    ) -> Option<String> {
+    ) -> Option<(String, i64)> {
         let (queue, pos) = self.take_flight(frame_id)?;
         let q = self.queues.get_mut(&queue)?;
-        let id = q.entries.get(&pos)?.id.clone();
+        let id = (q.entries.get(&pos)?.id.clone(), pos);
         let delay = q.backoff.next_delay().max(retry_after.unwrap_or_default());
         let at = now + delay;
         q.retry_at = Some(q.retry_at.map_or(at, |t| t.max(at)));
@@ -389,8 +389,9 @@ impl Scheduler {
         Some(id)
     }
 
-    /// Frames whose answer is overdue: each counts as a transient failure.
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<String> {
+    /// Frames whose answer is overdue: each counts as a transient failure. Returns the entries'
+    /// ids and positions.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(String, i64)> {
         let overdue: Vec<String> = self
             .in_flight
             .iter()
@@ -512,7 +513,7 @@ pub(crate) struct LocalStep<'a> {
 pub(crate) fn complete(ctx: &Context, entry: &Queued, result: Value) -> Result<()> {
     let is_message = matches!(entry.mutation, Mutation::SendMessage { .. });
     ctx.write(|tx, fx| {
-        if !writes::delete_entry(tx, &entry.id)? {
+        if !writes::delete_entry(tx, entry.pos, &entry.id)? {
             // Discarded while on the wire is refused, so this is a stale answer; the event the
             // mutation caused (if any) brings its effect anyway.
             return Ok(());
@@ -534,7 +535,7 @@ pub(crate) fn fail(ctx: &Context, entry: &Queued, error: &ErrorBody) -> Result<(
     };
     let is_message = matches!(entry.mutation, Mutation::SendMessage { .. });
     ctx.write(|tx, fx| {
-        writes::set_entry_state(tx, &entry.id, &state)?;
+        writes::set_entry_state(tx, entry.pos, &entry.id, &state)?;
         optimistic::apply_failure(tx, entry, &state, error.current.as_ref(), fx)
     })?;
     tracing::info!(entry = %entry.id, op = entry.mutation.op(), code = error.code.as_str(), "outbox entry failed");
@@ -546,8 +547,8 @@ pub(crate) fn fail(ctx: &Context, entry: &Queued, error: &ErrorBody) -> Result<(
 }
 
 /// Counts a transient failure against an entry (the `retries` metric counts the resend).
-pub(crate) fn note_attempt(ctx: &Context, id: &str) {
-    let res = ctx.write(|tx, _| writes::bump_attempts(tx, id));
+pub(crate) fn note_attempt(ctx: &Context, id: &str, pos: i64) {
+    let res = ctx.write(|tx, _| writes::bump_attempts(tx, pos, id));
     if let Err(err) = res {
         tracing::warn!(error = %err, "cannot record an outbox attempt");
     }
@@ -561,7 +562,7 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
         if !entry.state.is_failed() {
             return Err(Error::state("only a failed entry can be retried"));
         }
-        writes::set_entry_state(tx, id, &SendState::Pending)?;
+        writes::set_entry_state(tx, entry.pos, id, &SendState::Pending)?;
         let q = Queued::new(
             entry.id.clone(),
             entry.pos,
@@ -585,7 +586,7 @@ pub(crate) fn discard(ctx: &Context, id: &str) -> Result<()> {
                 "the entry is being sent right now; wait for its answer",
             ));
         }
-        writes::delete_entry(tx, id)?;
+        writes::delete_entry(tx, entry.pos, id)?;
         optimistic::apply_discard(tx, &entry, fx)
     })
 }

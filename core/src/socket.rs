@@ -410,9 +410,9 @@ impl<'a> Session<'a> {
                 }
                 _ = sleep_until(outbox_deadline.unwrap_or_else(Instant::now)), if outbox_deadline.is_some() => {
                     let expired = self.ctx.outbox.lock().expire(Instant::now());
-                    for id in expired {
+                    for (id, pos) in expired {
                         tracing::debug!(entry = %id, "no answer in time; will resend");
-                        outbox::note_attempt(self.ctx, &id);
+                        outbox::note_attempt(self.ctx, &id, pos);
                     }
                     self.flush_outbox().await?;
                 }
@@ -681,9 +681,9 @@ impl<'a> Session<'a> {
                 .lock()
                 .on_transient(&id, retry_after, Instant::now());
             match entry {
-                Some(entry) => {
+                Some((entry, pos)) => {
                     tracing::debug!(entry = %entry, code = error.code.as_str(), ?retry_after, "transient failure; will retry");
-                    outbox::note_attempt(self.ctx, &entry);
+                    outbox::note_attempt(self.ctx, &entry, pos);
                 }
                 None => {
                     tracing::debug!(frame = %id, code = error.code.as_str(), "transient error for an untracked frame")

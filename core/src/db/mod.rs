@@ -29,8 +29,13 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::{Error, Result};
 
 /// The numbered migrations, in order. Index `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial", include_str!("migrations/0001_initial.sql")),
+    (
+        "0002_fewer_index_writes",
+        include_str!("migrations/0002_fewer_index_writes.sql"),
+    ),
+];
 
 /// Most idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 4;
@@ -204,6 +209,99 @@ mod tests {
             Db::open(&path),
             Err(Error::Migration { version: 99, .. })
         ));
+    }
+
+    /// A version-1 database with queued and confirmed data keeps all of it through the
+    /// upgrade, and new outbox positions stay above the old ones.
+    #[test]
+    fn version_2_keeps_the_data_of_version_1() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.db");
+        {
+            let mut c = Connection::open(&path).expect("open");
+            let tx = c.transaction().expect("tx");
+            tx.execute_batch(MIGRATIONS[0].1).expect("v1");
+            tx.pragma_update(None, "user_version", 1).expect("version");
+            tx.execute_batch(
+                "INSERT INTO outbox (id, queue, op, mutation, created_at) \
+                   VALUES ('k1', 'r', 'message.send', '{}', 1), ('k2', 'r', 'message.send', '{}', 2), \
+                          ('k3', 'r', 'message.send', '{}', 3); \
+                 DELETE FROM outbox WHERE id = 'k3'; \
+                 UPDATE outbox SET state = 'failed', error_code = 'forbidden' WHERE id = 'k2'; \
+                 INSERT INTO messages (local_id, room, sender, body, created_at, send_state, local_order) \
+                   VALUES ('k1', 'r', 'me', 'one', 1, 'pending', 1), ('k2', 'r', 'me', 'two', 2, 'failed', 2); \
+                 INSERT INTO messages (local_id, server_id, room, seq, sender, body, created_at) \
+                   VALUES ('s1', 's1', 'r', 1, 'you', 'hello', 0);",
+            )
+            .expect("data");
+            tx.commit().expect("commit");
+        }
+        let db = Db::open(&path).expect("migrate");
+        let (outbox, messages, pending): (i64, i64, Vec<String>) = db
+            .read(|c| {
+                let outbox = c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
+                let messages = c.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+                let pending = reads::messages(c, "r", None, 50)?
+                    .into_iter()
+                    .map(|m| m.body)
+                    .collect();
+                Ok((outbox, messages, pending))
+            })
+            .expect("read");
+        assert_eq!((outbox, messages), (2, 3));
+        assert_eq!(pending, ["hello", "one", "two"]);
+        assert!(db.next_pos() > 2, "above every stored position");
+        let by_server = db
+            .read(|c| reads::message_by_server_id(c, "s1"))
+            .expect("read")
+            .expect("found");
+        assert_eq!(by_server.seq, Some(1));
+    }
+
+    /// The queries that page messages and bind server ids use the partial indexes (a local
+    /// message is in neither, so every lookup must name a non-NULL value).
+    #[test]
+    fn message_queries_use_the_partial_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("a.db")).expect("open");
+        let plan = |sql: &str| -> String {
+            let conn = db.writer();
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("plan");
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(3))
+                .expect("rows")
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .expect("collect");
+            rows.join("; ")
+        };
+        for (sql, index) in [
+            (
+                "SELECT * FROM messages WHERE room = 'r' AND seq IS NOT NULL AND seq < 9 \
+                 ORDER BY seq DESC LIMIT 50",
+                "messages_room_seq",
+            ),
+            (
+                "SELECT * FROM messages WHERE room = 'r' AND seq IS NULL ORDER BY local_order",
+                "messages_room_unconfirmed",
+            ),
+            (
+                "SELECT * FROM messages WHERE server_id = 'x'",
+                "messages_server_id",
+            ),
+            (
+                "DELETE FROM messages WHERE room = 'r' AND seq IS NOT NULL AND send_state = 'sent'",
+                "messages_room_seq",
+            ),
+            (
+                "DELETE FROM outbox WHERE state = 'failed' AND op = 'document.put' AND queue = 'r'",
+                "outbox_failed_queue",
+            ),
+        ] {
+            let p = plan(sql);
+            assert!(p.contains(index), "{sql}: {p}");
+        }
     }
 
     #[test]

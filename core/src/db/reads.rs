@@ -428,6 +428,8 @@ pub(crate) fn pending_entries(conn: &Connection) -> Result<Vec<StoredEntry>> {
         .collect::<rusqlite::Result<_>>()?)
 }
 
+/// An entry by id, for the app's `retry` and `discard` (the outbox has no index on `id`: the
+/// core itself finds entries by position, so this reads the outbox through).
 pub(crate) fn outbox_entry(conn: &Connection, id: &str) -> Result<Option<StoredEntry>> {
     Ok(conn
         .prepare_cached(concat!(

@@ -146,7 +146,9 @@ pub(crate) fn delete_room(tx: &Transaction<'_>, name: &str) -> Result<()> {
         "DELETE FROM rooms WHERE name = ?1",
         "DELETE FROM room_cursors WHERE room = ?1",
         "DELETE FROM members WHERE room = ?1",
-        "DELETE FROM messages WHERE room = ?1 AND send_state = 'sent'",
+        // Two halves so that each uses an index (the `seq` ones are only indexed by seq).
+        "DELETE FROM messages WHERE room = ?1 AND seq IS NOT NULL AND send_state = 'sent'",
+        "DELETE FROM messages WHERE room = ?1 AND seq IS NULL AND send_state = 'sent'",
         "DELETE FROM documents WHERE room = ?1 AND send_state = 'sent'",
     ] {
         tx.prepare_cached(sql)?.execute([name])?;
@@ -572,22 +574,33 @@ pub(crate) fn insert_entry(
     Ok(())
 }
 
-pub(crate) fn delete_entry(tx: &Transaction<'_>, id: &str) -> Result<bool> {
+// Entries are found by position (the rowid) and id together: the rowid is the lookup, and the
+// id makes sure a stale position can never reach another entry.
+
+/// Deletes an entry; false when it was not there.
+pub(crate) fn delete_entry(tx: &Transaction<'_>, pos: i64, id: &str) -> Result<bool> {
     Ok(tx
-        .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
-        .execute([id])?
+        .prepare_cached("DELETE FROM outbox WHERE pos = ?1 AND id = ?2")?
+        .execute(params![pos, id])?
         > 0)
 }
 
-pub(crate) fn set_entry_state(tx: &Transaction<'_>, id: &str, state: &SendState) -> Result<()> {
+pub(crate) fn set_entry_state(
+    tx: &Transaction<'_>,
+    pos: i64,
+    id: &str,
+    state: &SendState,
+) -> Result<()> {
     let (s, code, msg) = failure_parts(state);
-    tx.prepare_cached("UPDATE outbox SET state = ?2, error_code = ?3, error = ?4 WHERE id = ?1")?
-        .execute(params![id, s, code, msg])?;
+    tx.prepare_cached(
+        "UPDATE outbox SET state = ?3, error_code = ?4, error = ?5 WHERE pos = ?1 AND id = ?2",
+    )?
+    .execute(params![pos, id, s, code, msg])?;
     Ok(())
 }
 
-pub(crate) fn bump_attempts(tx: &Transaction<'_>, id: &str) -> Result<()> {
-    tx.prepare_cached("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?1")?
-        .execute([id])?;
+pub(crate) fn bump_attempts(tx: &Transaction<'_>, pos: i64, id: &str) -> Result<()> {
+    tx.prepare_cached("UPDATE outbox SET attempts = attempts + 1 WHERE pos = ?1 AND id = ?2")?
+        .execute(params![pos, id])?;
     Ok(())
 }
