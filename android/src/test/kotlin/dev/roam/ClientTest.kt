@@ -218,6 +218,21 @@ class ClientTest : ServerTest() {
     }
 
     @Test
+    fun aThrowingListenerDoesNotBreakTheClient() {
+        val (alice, bob) = pair()
+        val thrower = bob.subscribeRoomUpdates("team", object : RoomListener {
+            override fun onRoomUpdate(update: RoomUpdate): Unit = throw IllegalStateException("app bug")
+        })
+        val after = Updates()
+        val h = bob.subscribeRoomUpdates("team", after)
+        alice.sendMessage("team", "one")
+        alice.sendMessage("team", "two")
+        waitUntil("the other listener gets both") { after.added("one") && after.added("two") }
+        thrower.close()
+        h.close()
+    }
+
+    @Test
     fun shutdownReleasesTheClient() = runBlocking {
         val bobDb = File(server.dir, "bob-own.db").absolutePath
         val (alice, bob) = pair(bobDb)
