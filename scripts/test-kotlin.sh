@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-scripts/check-samples.sh docs/usage-kotlin.md
+scripts/check-samples.sh docs/usage-kotlin.md README.md
 
 # shellcheck disable=SC1090
 source "$(scripts/toolchains/kotlin.sh)"

@@ -10,7 +10,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-scripts/check-samples.sh docs/usage-swift.md
+scripts/check-samples.sh docs/usage-swift.md README.md
 
 cargo build --quiet -p roam-ffi --lib
 cargo build --quiet -p roam-server
