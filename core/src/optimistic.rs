@@ -73,8 +73,8 @@ pub(crate) enum Undo {
     },
 }
 
-fn parse<T: DeserializeOwned>(op: &str, value: Value) -> Option<T> {
-    match serde_json::from_value(value) {
+fn parse<T: DeserializeOwned>(op: &str, value: &Value) -> Option<T> {
+    match T::deserialize(value) {
         Ok(v) => Some(v),
         Err(err) => {
             tracing::warn!(op, error = %err, "unexpected result shape in an ack");
@@ -435,7 +435,7 @@ pub(crate) fn mark_read(
 pub(crate) fn apply_ack(
     tx: &Transaction<'_>,
     entry: &Queued,
-    result: Value,
+    result: &Value,
     fx: &mut Effects,
 ) -> Result<()> {
     let op = entry.mutation.op();

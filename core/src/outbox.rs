@@ -59,7 +59,8 @@
 //! ## Acks
 //!
 //! An `ack` removes the entry and stores the server's result in the same transaction (the
-//! message gets its server id and `seq` and becomes [`SendState::Sent`]). The `event` that the
+//! message gets its server id and `seq` and becomes [`SendState::Sent`]); acks and events read
+//! from the socket together share that transaction (see [`crate::sync::apply`]). The `event` that the
 //! mutation caused may arrive before or after the ack; both paths bind to the same local row.
 
 use std::collections::{BTreeMap, HashMap};
@@ -509,22 +510,21 @@ pub(crate) struct LocalStep<'a> {
     pub me: &'a str,
 }
 
-/// Stores the server's answer to an entry and removes it.
-pub(crate) fn complete(ctx: &Context, entry: &Queued, result: Value) -> Result<()> {
-    let is_message = matches!(entry.mutation, Mutation::SendMessage { .. });
-    ctx.write(|tx, fx| {
-        if !writes::delete_entry(tx, entry.pos, &entry.id)? {
-            // Discarded while on the wire is refused, so this is a stale answer; the event the
-            // mutation caused (if any) brings its effect anyway.
-            return Ok(());
-        }
-        optimistic::apply_ack(tx, entry, result, fx)
-    })?;
-    Metrics::inc(&ctx.metrics.mutations_acked);
-    if is_message {
-        Metrics::inc(&ctx.metrics.messages_acked);
+/// Stores the server's answer to an entry and removes it, inside the caller's transaction
+/// (answers are applied in batches, see [`crate::sync::apply`]). Returns false when the entry
+/// was gone already: discarding one on the wire is refused, so that is a stale answer, and the
+/// event the mutation caused (if any) brings its effect anyway.
+pub(crate) fn complete_in(
+    tx: &rusqlite::Transaction<'_>,
+    fx: &mut Effects,
+    entry: &Queued,
+    result: &Value,
+) -> Result<bool> {
+    if !writes::delete_entry(tx, entry.pos, &entry.id)? {
+        return Ok(false);
     }
-    Ok(())
+    optimistic::apply_ack(tx, entry, result, fx)?;
+    Ok(true)
 }
 
 /// Marks an entry failed for good, with its local row.

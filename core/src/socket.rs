@@ -36,8 +36,8 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use roam_proto::{
-    close, ClientFrame, Envelope, ErrorBody, ErrorCode, Mutation, RoomCursor, RoomEvent,
-    ServerFrame, SubscribeResult, PROTOCOL_VERSION,
+    close, ClientFrame, Envelope, ErrorBody, ErrorCode, Mutation, RoomCursor, ServerFrame,
+    SubscribeResult, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -515,36 +515,53 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Handles what arrived, applying consecutive events in one transaction.
+    /// Handles what arrived. Consecutive events and outbox acks are applied in one transaction
+    /// (see [`sync::apply`]); any other frame is handled after the ones before it are stored.
+    /// The outbox window is refilled and the socket flushed once, at the end.
     async fn handle_batch(&mut self, batch: Vec<Incoming>) -> Result<(), End> {
-        let mut events: Vec<RoomEvent> = Vec::new();
+        let mut items: Vec<sync::Item> = Vec::new();
+        let mut acked = false;
         for item in batch {
             match item {
                 Incoming::Frame(frame) => match *frame {
-                    ServerFrame::Event(ev) => events.push(ev),
+                    ServerFrame::Event(ev) => items.push(sync::Item::Event(ev)),
+                    ServerFrame::Ack { id, result } if !self.subscribes.contains_key(&id) => {
+                        let entry = self.ctx.outbox.lock().on_ack(&id);
+                        match entry {
+                            Some(entry) => {
+                                items.push(sync::Item::Ack(entry, result));
+                                acked = true;
+                            }
+                            None => tracing::trace!(frame = %id, "ack of an untracked frame"),
+                        }
+                    }
                     frame => {
-                        self.apply_events(&mut events)?;
+                        self.apply_items(&mut items)?;
                         self.handle_frame(frame).await?;
                     }
                 },
                 Incoming::Alive => {}
                 Incoming::End(end) => {
-                    self.apply_events(&mut events)?;
+                    self.apply_items(&mut items)?;
                     return Err(end);
                 }
             }
         }
-        self.apply_events(&mut events)?;
-        self.flush_sink().await
+        self.apply_items(&mut items)?;
+        if acked {
+            self.flush_outbox().await
+        } else {
+            self.flush_sink().await
+        }
     }
 
-    fn apply_events(&mut self, events: &mut Vec<RoomEvent>) -> Result<(), End> {
-        if events.is_empty() {
+    fn apply_items(&mut self, items: &mut Vec<sync::Item>) -> Result<(), End> {
+        if items.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(events);
-        let applied = sync::apply_events(self.ctx, &batch, &self.catching_up, &self.resubscribing)
-            .map_err(|e| End::Lost(format!("cannot store events: {e}")))?;
+        let batch = std::mem::take(items);
+        let applied = sync::apply(self.ctx, &batch, &self.catching_up, &self.resubscribing)
+            .map_err(|e| End::Lost(format!("cannot store events and answers: {e}")))?;
         for room in applied.gaps {
             if self.resubscribing.insert(room.clone()) {
                 self.subscribe_rooms(vec![room])?;
@@ -556,19 +573,9 @@ impl<'a> Session<'a> {
     async fn handle_frame(&mut self, frame: ServerFrame) -> Result<(), End> {
         match frame {
             ServerFrame::Ack { id, result } => {
+                // Outbox acks are taken by `handle_batch`; this is a subscription's.
                 if let Some(rooms) = self.subscribes.remove(&id) {
                     self.on_subscribed(rooms, result).await?;
-                } else {
-                    let entry = self.ctx.outbox.lock().on_ack(&id);
-                    match entry {
-                        Some(entry) => {
-                            if let Err(err) = outbox::complete(self.ctx, &entry, result) {
-                                tracing::error!(error = %err, entry = %entry.id, "cannot store an ack");
-                            }
-                            self.flush_outbox().await?;
-                        }
-                        None => tracing::trace!(frame = %id, "ack of an untracked frame"),
-                    }
                 }
             }
             ServerFrame::Error {

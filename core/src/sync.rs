@@ -28,6 +28,7 @@ use roam_proto::{
     EventBody, MemberStatus, Notification, Presence, RoomEvent, SubscribeResult, SubscriptionStatus,
 };
 use rusqlite::Transaction;
+use serde_json::Value;
 
 use crate::context::{Context, Effects};
 use crate::db::{reads, writes};
@@ -35,6 +36,7 @@ use crate::error::Result;
 use crate::listeners::AppEvent;
 use crate::metrics::Metrics;
 use crate::model::{DocumentUpdate, NotificationInfo, RoomUpdate};
+use crate::outbox::{self, Queued};
 
 /// What a batch of events did.
 #[derive(Debug, Default)]
@@ -43,21 +45,50 @@ pub(crate) struct Applied {
     pub gaps: Vec<String>,
 }
 
-/// Applies events in order, in one transaction. `recovering`: rooms still catching up (for the
-/// metrics); `skip`: rooms being re-subscribed after a gap (their events will be resent).
-pub(crate) fn apply_events(
+/// One thing the server sent that changes the store: a room event, or the answer to an outbox
+/// entry (already taken off the scheduler's wire).
+#[derive(Debug)]
+pub(crate) enum Item {
+    Event(RoomEvent),
+    Ack(Queued, Value),
+}
+
+/// Applies what arrived together, in arrival order, in one transaction. `recovering`: rooms
+/// still catching up (for the metrics); `skip`: rooms being re-subscribed after a gap (their
+/// events will be resent).
+///
+/// A replay answers thousands of mutations, each acknowledged and echoed as an event; one
+/// transaction per frame would make the commits the bottleneck, so every event and every ack
+/// read from the socket in one go shares one. Events follow the cursor rules of the module
+/// docs; an ack stores the server's result and removes its outbox entry (see
+/// [`outbox::complete_in`]).
+pub(crate) fn apply(
     ctx: &Context,
-    events: &[RoomEvent],
+    items: &[Item],
     recovering: &HashSet<String>,
     skip: &HashSet<String>,
 ) -> Result<Applied> {
     let mut recovered = 0u64;
     let mut live = 0u64;
     let mut duplicates = 0u64;
+    let mut acked = 0u64;
+    let mut messages_acked = 0u64;
     let applied = ctx.write(|tx, fx| {
         let mut out = Applied::default();
         let mut cursors: HashMap<&str, u64> = HashMap::new();
-        for ev in events {
+        for item in items {
+            let ev = match item {
+                Item::Ack(entry, result) => {
+                    if outbox::complete_in(tx, fx, entry, result)? {
+                        acked += 1;
+                        if matches!(entry.mutation, roam_proto::Mutation::SendMessage { .. }) {
+                            messages_acked += 1;
+                        }
+                    }
+                    continue;
+                }
+                Item::Event(ev) => ev,
+            };
             if skip.contains(&ev.room) || out.gaps.contains(&ev.room) {
                 continue;
             }
@@ -91,6 +122,8 @@ pub(crate) fn apply_events(
     Metrics::add(&ctx.metrics.events_recovered, recovered);
     Metrics::add(&ctx.metrics.events_live, live);
     Metrics::add(&ctx.metrics.duplicates_ignored, duplicates);
+    Metrics::add(&ctx.metrics.mutations_acked, acked);
+    Metrics::add(&ctx.metrics.messages_acked, messages_acked);
     Ok(applied)
 }
 

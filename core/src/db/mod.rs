@@ -298,6 +298,10 @@ mod tests {
                 "DELETE FROM outbox WHERE state = 'failed' AND op = 'document.put' AND queue = 'r'",
                 "outbox_failed_queue",
             ),
+            (
+                "SELECT count(*) FROM outbox WHERE state = 'failed'",
+                "outbox_failed_queue",
+            ),
         ] {
             let p = plan(sql);
             assert!(p.contains(index), "{sql}: {p}");
