@@ -578,7 +578,7 @@ async fn write_loop(
         let ok = tokio::select! {
             biased;
             _ = close.cancelled() => false,
-            r = w.handle(&mut sink, item) => r,
+            r = w.handle_queued(&mut sink, item, &mut rx) => r,
         };
         if !ok {
             break;
@@ -617,9 +617,39 @@ struct Writer {
     cursors: HashMap<String, u64>,
 }
 
+/// Items taken from the queue before the socket is flushed.
+const FLUSH_EVERY: usize = 64;
+
 impl Writer {
+    /// Queues a frame on the sink. The sink writes to the socket by itself once its buffer is
+    /// large; [`Writer::handle_queued`] flushes the rest.
     async fn put(&self, sink: &mut SplitSink<WebSocket, Message>, frame: Utf8Bytes) -> bool {
-        sink.send(Message::Text(frame)).await.is_ok()
+        sink.feed(Message::Text(frame)).await.is_ok()
+    }
+
+    /// Handles `first` and whatever else is already queued (up to [`FLUSH_EVERY`] items), then
+    /// flushes once: a pipelining client gets its acks and events in a few large writes
+    /// instead of one system call per frame. False when the socket is gone.
+    async fn handle_queued(
+        &mut self,
+        sink: &mut SplitSink<WebSocket, Message>,
+        first: Outbound,
+        rx: &mut mpsc::Receiver<Outbound>,
+    ) -> bool {
+        if !self.handle(sink, first).await {
+            return false;
+        }
+        for _ in 1..FLUSH_EVERY {
+            match rx.try_recv() {
+                Ok(item) => {
+                    if !self.handle(sink, item).await {
+                        return false;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        sink.flush().await.is_ok()
     }
 
     /// Sends one item; false when the socket is gone.
