@@ -124,8 +124,11 @@ impl Store for SqliteStore {
     }
 
     async fn idempotent_result(&self, user: &str, key: &str) -> StoreResult<Option<StoredResult>> {
+        // A primary-key probe made before every mutation: on the calling thread (see
+        // `ReaderPool::read_point`).
         let (user, key) = (user.to_owned(), key.to_owned());
-        self.read(move |c| read::idempotent_result(c, &user, &key))
+        self.readers
+            .read_point(move |c| read::idempotent_result(c, &user, &key))
             .await
     }
 

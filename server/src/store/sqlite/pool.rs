@@ -84,6 +84,42 @@ impl ReaderPool {
     }
 }
 
+impl ReaderPool {
+    /// Runs `f` on the calling thread if a connection is free right now, else like [`read`].
+    ///
+    /// Only for reads that are a few b-tree probes by primary key (microseconds once the pages
+    /// are cached): handing those to the blocking pool costs more than the read itself (two
+    /// thread wake-ups), and when one is awaited per WebSocket frame that hop becomes the
+    /// socket's throughput limit. Anything that scans goes through [`read`].
+    ///
+    /// [`read`]: ReaderPool::read
+    pub(super) async fn read_point<T, F>(self: &Arc<Self>, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return self.read(f).await;
+        };
+        let Some(conn) = self.conns.lock().pop() else {
+            drop(permit);
+            return self.read(f).await;
+        };
+        self.in_use.fetch_add(1, Ordering::Relaxed);
+        let lease = Lease {
+            conn: Some(conn),
+            pool: self.clone(),
+            _permit: permit,
+        };
+        match &lease.conn {
+            Some(conn) => f(conn),
+            None => Err(StoreError::Backend(
+                "reader lease without a connection".into(),
+            )),
+        }
+    }
+}
+
 /// A connection out of the pool; it goes back (and the permit is released) on drop.
 struct Lease {
     conn: Option<Connection>,
