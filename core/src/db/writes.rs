@@ -317,10 +317,14 @@ pub(crate) fn attach_server_message(
     };
     let changed =
         before.id.as_deref() != Some(m.id.as_str()) || before.send_state != SendState::Sent;
-    if let Some(dup) = reads::message_by_server_id(tx, &m.id)? {
-        if dup.local_id != local_id {
-            // Stored separately earlier (cannot happen with client-chosen ids; kept for safety).
-            tx.execute("DELETE FROM messages WHERE local_id = ?1", [&dup.local_id])?;
+    // A message sent from here carries its local id as its server id (client-chosen ids), and
+    // a copy stored from the server has `local_id = server_id`, so with `m.id == local_id` no
+    // other row can hold that server id. Otherwise look for one stored separately earlier.
+    if m.id != local_id {
+        if let Some(dup) = reads::message_by_server_id(tx, &m.id)? {
+            if dup.local_id != local_id {
+                tx.execute("DELETE FROM messages WHERE local_id = ?1", [&dup.local_id])?;
+            }
         }
     }
     tx.prepare_cached(
@@ -337,7 +341,18 @@ pub(crate) fn attach_server_message(
         m.deleted,
         m.created_at
     ])?;
-    Ok(reads::message(tx, local_id)?.map(|row| (row, changed)))
+    // The row as the UPDATE above left it (no need to read it back).
+    let row = LocalMessage {
+        id: Some(m.id.clone()),
+        seq: Some(m.seq),
+        body: m.body.clone(),
+        edited_at: m.edited_at,
+        deleted: m.deleted,
+        created_at: m.created_at,
+        send_state: SendState::Sent,
+        ..before
+    };
+    Ok(Some((row, changed)))
 }
 
 pub(crate) fn set_message_state(
