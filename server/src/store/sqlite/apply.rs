@@ -91,12 +91,19 @@ const INSERT_IDEM: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 fn record(tx: &Transaction<'_>, idem: &IdemRecord, output: &Output, now: i64) -> StoreResult<()> {
+    let result = match output {
+        // The common case, serialised directly rather than through a JSON tree.
+        Output::Message(m) => {
+            serde_json::to_string(m).map_err(|e| StoreError::Backend(e.to_string()))?
+        }
+        other => json_text(&other.to_json()),
+    };
     tx.prepare_cached(INSERT_IDEM)?.execute(params![
         idem.user,
         idem.key,
         idem.op,
         idem.fingerprint,
-        json_text(&output.to_json()),
+        result,
         now
     ])?;
     Ok(())

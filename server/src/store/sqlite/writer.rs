@@ -146,7 +146,7 @@ fn in_savepoint<T>(
     job: impl FnOnce(&Transaction<'_>) -> StoreResult<T>,
     done: impl FnOnce(StoreResult<T>) -> Done,
 ) -> Ran {
-    if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+    if let Err(e) = run_cached(tx, "SAVEPOINT job") {
         return Ran {
             done: done(Err(StoreError::Backend(e.to_string()))),
             broke_group: Some(e),
@@ -156,15 +156,21 @@ fn in_savepoint<T>(
         tracing::error!("store write panicked; rolled back");
         Err(backend("write panicked"))
     });
-    let close = if result.is_ok() {
-        "RELEASE job"
+    let closed = if result.is_ok() {
+        run_cached(tx, "RELEASE job")
     } else {
-        "ROLLBACK TO job; RELEASE job"
+        run_cached(tx, "ROLLBACK TO job").and_then(|()| run_cached(tx, "RELEASE job"))
     };
     Ran {
         done: done(result),
-        broke_group: tx.execute_batch(close).err(),
+        broke_group: closed.err(),
     }
+}
+
+/// Runs a statement without parameters through the statement cache (two of these frame every
+/// job; `execute_batch` would parse them again each time).
+fn run_cached(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// The caller side: a sender and the queue gauge. Dropping it stops the thread once the jobs
