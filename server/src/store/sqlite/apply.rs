@@ -176,8 +176,11 @@ const INSERT_ROOM: &str = "INSERT INTO rooms \
 const UPDATE_ROOM: &str = "UPDATE rooms SET title = coalesce(?2, title), \
      kind = coalesce(?3, kind), metadata = coalesce(?4, metadata), updated_at = ?5 \
      WHERE name = ?1 AND deleted_at IS NULL";
-const NEXT_SEQ: &str = "UPDATE rooms SET head_seq = head_seq + ?2 \
-     WHERE name = ?1 AND deleted_at IS NULL RETURNING head_seq";
+// Two statements rather than `UPDATE … RETURNING`: SQLite runs RETURNING through an ephemeral
+// table that it opens and frees on every execution, which cost more than the update itself.
+const BUMP_SEQ: &str = "UPDATE rooms SET head_seq = head_seq + ?2 \
+     WHERE name = ?1 AND deleted_at IS NULL";
+const HEAD_SEQ: &str = "SELECT head_seq FROM rooms WHERE name = ?1";
 const INSERT_EVENT: &str = "INSERT INTO events (room, seq, at, actor, kind, data) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const INSERT_MEMBER: &str = "INSERT INTO members (room, user, role, status, joined_at) \
@@ -258,11 +261,17 @@ impl Cx<'_, '_> {
 
     /// Reserves `n` seqs of a live room and returns the last one.
     fn reserve_seqs(&self, room: &str, n: u64) -> StoreResult<u64> {
-        self.tx
-            .prepare_cached(NEXT_SEQ)?
-            .query_row(params![room, int(n)], |r| r.get(0))
-            .optional()?
-            .ok_or(StoreError::NotFound("room"))
+        let bumped = self
+            .tx
+            .prepare_cached(BUMP_SEQ)?
+            .execute(params![room, int(n)])?;
+        if bumped == 0 {
+            return Err(StoreError::NotFound("room"));
+        }
+        Ok(self
+            .tx
+            .prepare_cached(HEAD_SEQ)?
+            .query_row(params![room], |r| r.get(0))?)
     }
 
     fn next_seq(&self, room: &str) -> StoreResult<u64> {
