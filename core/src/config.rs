@@ -4,7 +4,7 @@
 //! account's database lives, where the server is, and whose account it is) and fills in every
 //! timing from the seed design and the protocol: reconnect backoff 1 s → 5 s with randomisation
 //! 0.5, heartbeat ping every 25 s and 5 s to answer, typing throttle 3 s / idle stop 3 s / remote
-//! expiry 5 s, an outbox window of 64 in-flight mutations. Every field is public so tests (and
+//! expiry 5 s, an outbox window of 256 in-flight mutations. Every field is public so tests (and
 //! apps) can shorten the timings; [`ClientConfig::validate`] refuses combinations that cannot
 //! work before anything is opened.
 
@@ -155,9 +155,12 @@ impl Default for HeartbeatConfig {
 /// Outbox replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxConfig {
-    /// Most `mutate` frames on the wire at once, over all rooms (64).
+    /// Most `mutate` frames on the wire at once, over all rooms (256: what the server admits per
+    /// socket before it stops reading, so a replay keeps the server's reader, its store writer
+    /// and this client busy at the same time instead of taking turns; the answers, an ack and an
+    /// echoed event per mutation, stay well inside the server's 1,024-frame send queue).
     pub window: usize,
-    /// Most `mutate` frames of one room on the wire at once (64). With 1, a room's entries go
+    /// Most `mutate` frames of one room on the wire at once (256). With 1, a room's entries go
     /// out one round trip at a time, which keeps their order even if the server refuses one
     /// transiently and accepts the next (see the `outbox` module docs).
     pub per_room_window: usize,
@@ -173,8 +176,8 @@ pub struct OutboxConfig {
 impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
-            window: 64,
-            per_room_window: 64,
+            window: 256,
+            per_room_window: 256,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(15),
