@@ -509,6 +509,7 @@ pub(crate) fn apply_ack(
         }
         Mutation::Invite { .. }
         | Mutation::RejectInvitation { .. }
+        | Mutation::RevokeInvitation { .. }
         | Mutation::Ban { .. }
         | Mutation::Unban { .. }
         | Mutation::ImportMessages { .. }

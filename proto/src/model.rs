@@ -90,6 +90,17 @@ impl Role {
     pub fn outranks(self, other: Role) -> bool {
         self.rank() > other.rank()
     }
+
+    /// The one rule for handing out a role, whatever hands it out (`member.set_role`, an
+    /// invitation when it is created and again when it is accepted, `room.transfer`): a holder
+    /// of `self` may grant a role strictly below its own; the owner role only passes from the
+    /// owner, by transfer.
+    pub fn can_grant(self, role: Role) -> bool {
+        match role {
+            Role::Owner => self == Role::Owner,
+            other => self.outranks(other),
+        }
+    }
 }
 
 /// A room.
@@ -158,6 +169,8 @@ pub enum InvitationStatus {
     Accepted,
     Rejected,
     Expired,
+    /// Withdrawn by its inviter or a room admin before it was answered.
+    Revoked,
 }
 
 impl InvitationStatus {
@@ -168,6 +181,7 @@ impl InvitationStatus {
             InvitationStatus::Accepted => "accepted",
             InvitationStatus::Rejected => "rejected",
             InvitationStatus::Expired => "expired",
+            InvitationStatus::Revoked => "revoked",
         }
     }
 
@@ -178,6 +192,7 @@ impl InvitationStatus {
             "accepted" => Some(InvitationStatus::Accepted),
             "rejected" => Some(InvitationStatus::Rejected),
             "expired" => Some(InvitationStatus::Expired),
+            "revoked" => Some(InvitationStatus::Revoked),
             _ => None,
         }
     }

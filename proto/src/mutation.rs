@@ -63,6 +63,10 @@ pub enum Mutation {
     /// The invitee only. Result: `Invitation`.
     #[serde(rename = "invitation.reject")]
     RejectInvitation { invitation: String },
+    /// Withdraws a pending invitation of the room: its inviter, or an owner or admin.
+    /// Result: `Invitation` (status `revoked`).
+    #[serde(rename = "member.revoke_invitation")]
+    RevokeInvitation { room: String, invitation: String },
     /// Owner or admin, on a weaker member, to a role below their own. Result: `Member`.
     #[serde(rename = "member.set_role")]
     SetRole {
@@ -144,6 +148,7 @@ impl Mutation {
             Mutation::Invite { .. } => "member.invite",
             Mutation::AcceptInvitation { .. } => "invitation.accept",
             Mutation::RejectInvitation { .. } => "invitation.reject",
+            Mutation::RevokeInvitation { .. } => "member.revoke_invitation",
             Mutation::SetRole { .. } => "member.set_role",
             Mutation::Ban { .. } => "member.ban",
             Mutation::Unban { .. } => "member.unban",
@@ -168,6 +173,7 @@ impl Mutation {
             | Mutation::LeaveRoom { room }
             | Mutation::TransferOwnership { room, .. }
             | Mutation::Invite { room, .. }
+            | Mutation::RevokeInvitation { room, .. }
             | Mutation::SetRole { room, .. }
             | Mutation::Ban { room, .. }
             | Mutation::Unban { room, .. }
@@ -247,7 +253,10 @@ impl Mutation {
                 Ok(())
             }
             Mutation::AcceptInvitation { invitation }
-            | Mutation::RejectInvitation { invitation } => v::identifier("invitation", invitation),
+            | Mutation::RejectInvitation { invitation }
+            | Mutation::RevokeInvitation { invitation, .. } => {
+                v::identifier("invitation", invitation)
+            }
             Mutation::SendMessage {
                 body, reply_to, id, ..
             } => {
