@@ -142,8 +142,13 @@ fn apply_event(
 ) -> Result<()> {
     let me = ctx.me.as_str();
     match &ev.body {
+        // The server redacts a deleted message in every event that carried it (`deleted: true`,
+        // empty body): whatever the event's kind, such a message is shown as deleted.
         EventBody::MessageCreated(m) => match writes::upsert_server_message(tx, m)? {
             writes::MessageChange::Added(msg) => fx.room(RoomUpdate::MessageAdded(msg)),
+            writes::MessageChange::Updated(msg) if m.deleted => {
+                fx.room(RoomUpdate::MessageDeleted(msg))
+            }
             writes::MessageChange::Updated(msg) => fx.room(RoomUpdate::MessageEdited(msg)),
             writes::MessageChange::Confirmed(msg) => fx.room(RoomUpdate::SendStateChanged {
                 room: msg.room,
@@ -153,7 +158,7 @@ fn apply_event(
             writes::MessageChange::Unchanged => {}
         },
         EventBody::MessageEdited(m) | EventBody::MessageDeleted(m) => {
-            let deleted = matches!(ev.body, EventBody::MessageDeleted(_));
+            let deleted = matches!(ev.body, EventBody::MessageDeleted(_)) || m.deleted;
             match writes::upsert_server_message(tx, m)? {
                 writes::MessageChange::Added(msg)
                 | writes::MessageChange::Updated(msg)

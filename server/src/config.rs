@@ -170,6 +170,23 @@ pub struct Config {
         default_value_t = 90
     )]
     pub notification_retention_days: u64,
+    /// Keep room events this many days (0: forever). Each room keeps at least its newest
+    /// event; a client whose cursor is older gets `reset` and reloads the room.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_EVENT_RETENTION_DAYS",
+        default_value_t = 90
+    )]
+    pub event_retention_days: u64,
+    /// Rows one retention batch removes at most (each batch is one short write transaction).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_RETENTION_BATCH_ROWS",
+        default_value_t = 1_000
+    )]
+    pub retention_batch_rows: u32,
     /// Keep idempotency keys this many days (at least 7).
     #[arg(
         long,
@@ -225,6 +242,9 @@ impl Config {
         }
         if self.rate_mutations_per_sec == 0 || self.rate_connects_per_min == 0 {
             return Err("rate limits must be at least 1".into());
+        }
+        if self.retention_batch_rows == 0 {
+            return Err("retention batches must remove at least 1 row".into());
         }
         if self.send_queue < 16 {
             return Err("send queue must hold at least 16 frames".into());

@@ -1,6 +1,10 @@
 //! Periodic clean-up with the seed's defaults: presence older than 24 h, document history older
-//! than 30 days (the current version stays), notifications older than 90 days, plus idempotency
-//! keys past their 7 days and invitations long expired. All periods are configurable.
+//! than 30 days (the current version stays; the events of removed versions lose their content),
+//! notifications older than 90 days, room events older than 90 days (each room keeps its newest
+//! one; a client behind the horizon gets `reset`), plus idempotency keys past their 7 days and
+//! invitations long expired. All periods are configurable. A pass runs in batches of
+//! `ROAM_RETENTION_BATCH_ROWS` rows, each its own short transaction, so writes are never held
+//! up behind a large purge.
 
 use std::time::Duration;
 
@@ -21,6 +25,9 @@ pub fn cutoffs(state: &AppState, now: i64) -> RetentionCutoffs {
         notifications_before: now - c.notification_retention_days as i64 * DAY_MS,
         idempotency_before: now - c.idempotency_retention_days as i64 * DAY_MS,
         invitations_before: now - 30 * DAY_MS,
+        events_before: (c.event_retention_days > 0)
+            .then(|| now - c.event_retention_days as i64 * DAY_MS),
+        batch_rows: c.retention_batch_rows,
     }
 }
 
@@ -34,6 +41,7 @@ pub async fn run_once(state: &AppState, now: i64) -> StoreResult<Purged> {
         ("notifications", purged.notifications),
         ("idempotency_keys", purged.idempotency_keys),
         ("invitations", purged.invitations),
+        ("events", purged.events),
     ] {
         m.retention_deleted
             .get_or_create(&KindLabel { kind: kind.into() })

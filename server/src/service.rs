@@ -78,6 +78,15 @@ pub fn fingerprint(m: &Mutation) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&json))
 }
 
+/// The weakest role that may invite into a room of this kind.
+fn inviter_min(kind: RoomKind) -> Role {
+    if kind == RoomKind::Private {
+        Role::Admin
+    } else {
+        Role::Member
+    }
+}
+
 /// Active-member role, if any.
 fn active_role(m: &Option<Member>) -> Option<Role> {
     m.as_ref()
@@ -485,7 +494,16 @@ impl Service {
                     }
                     None => {}
                 }
-                let invitation = self.store.pending_invitation(&room, user, now).await?;
+                let mut invitation = self.store.pending_invitation(&room, user, now).await?;
+                if let Some(inv) = &invitation {
+                    if let Err(e) = self.check_grant(&r, inv).await {
+                        // A public room needs no invitation: join it as anyone would.
+                        if r.kind != RoomKind::Public {
+                            return Err(e);
+                        }
+                        invitation = None;
+                    }
+                }
                 match (r.kind, invitation) {
                     (_, Some(inv)) => Change::AddMember {
                         room,
@@ -520,7 +538,10 @@ impl Service {
                 }
             }
             Mutation::TransferOwnership { room, user: to } => {
-                self.require_role(user, &room, Role::Owner).await?;
+                let (_, my_role) = self.require_role(user, &room, Role::Owner).await?;
+                if !my_role.can_grant(Role::Owner) {
+                    return Err(ApiError::forbidden("only the owner hands over ownership"));
+                }
                 if to == user {
                     return Err(ApiError::conflict("you already own this room"));
                 }
@@ -553,15 +574,10 @@ impl Service {
                     .room(&room)
                     .await?
                     .ok_or_else(|| ApiError::not_found("room"))?;
-                let min = if r.kind == RoomKind::Private {
-                    Role::Admin
-                } else {
-                    Role::Member
-                };
-                let (_, my_role) = self.require_role(user, &room, min).await?;
-                if role.rank() > my_role.rank() {
+                let (_, my_role) = self.require_role(user, &room, inviter_min(r.kind)).await?;
+                if !my_role.can_grant(role) {
                     return Err(ApiError::forbidden(
-                        "you cannot grant a role above your own",
+                        "you can only grant a role below your own",
                     ));
                 }
                 match self.member(&room, &invitee).await?.map(|m| m.status) {
@@ -608,6 +624,11 @@ impl Service {
                 {
                     return Err(ApiError::forbidden("you are banned from this room"));
                 }
+                let r = self
+                    .room(&inv.room)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("invitation"))?;
+                self.check_grant(&r, &inv).await?;
                 Change::AddMember {
                     room: inv.room,
                     user: user.to_owned(),
@@ -619,6 +640,33 @@ impl Service {
                 let inv = self.own_invitation(user, &invitation, now).await?;
                 Change::RejectInvitation { id: inv.id }
             }
+            Mutation::RevokeInvitation { room, invitation } => {
+                let (_, my_role) = self.require_role(user, &room, Role::Guest).await?;
+                let inv = self
+                    .store
+                    .invitation(&invitation, now)
+                    .await?
+                    .filter(|i| i.room == room)
+                    .ok_or_else(|| ApiError::not_found("invitation"))?;
+                if inv.invited_by != user && my_role.rank() < Role::Admin.rank() {
+                    return Err(ApiError::forbidden(
+                        "only the inviter, an admin or the owner can revoke an invitation",
+                    ));
+                }
+                match inv.status {
+                    InvitationStatus::Pending => {}
+                    InvitationStatus::Expired => {
+                        return Err(ApiError::new(ErrorCode::Gone, "the invitation has expired"))
+                    }
+                    s => {
+                        return Err(ApiError::conflict(format!(
+                            "the invitation is already {}",
+                            s.as_str()
+                        )))
+                    }
+                }
+                Change::RevokeInvitation { id: inv.id }
+            }
             Mutation::SetRole {
                 room,
                 user: target,
@@ -627,7 +675,7 @@ impl Service {
                 let (_, my_role) = self.require_role(user, &room, Role::Admin).await?;
                 let current = active_role(&self.member(&room, &target).await?)
                     .ok_or_else(|| ApiError::not_found("member"))?;
-                if target == user || !my_role.outranks(current) || !my_role.outranks(role) {
+                if target == user || !my_role.outranks(current) || !my_role.can_grant(role) {
                     return Err(ApiError::forbidden(
                         "you can only change the role of a weaker member, to a role below yours",
                     ));
@@ -786,6 +834,20 @@ impl Service {
             }
         };
         Ok((change, notify))
+    }
+
+    /// An invitation grants its role only while its inviter could still grant it: an active
+    /// member of the room who may invite there and whose role is above the invitation's.
+    /// Checked again when it is accepted (or used by `room.join`), so an inviter demoted or
+    /// gone since then grants nothing.
+    async fn check_grant(&self, room: &Room, inv: &Invitation) -> ApiResult<()> {
+        let inviter = active_role(&self.member(&room.name, &inv.invited_by).await?);
+        match inviter {
+            Some(r) if r.rank() >= inviter_min(room.kind).rank() && r.can_grant(inv.role) => Ok(()),
+            _ => Err(ApiError::forbidden(
+                "the inviter can no longer grant this invitation's role; ask for a new invitation",
+            )),
+        }
     }
 
     async fn own_invitation(&self, user: &str, id: &str, now: i64) -> ApiResult<Invitation> {

@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
             "/v1/rooms/{room}/invitations",
             get(room_invitations).post(invite),
         )
+        .route("/v1/rooms/{room}/invitations/{id}", delete(revoke))
 }
 
 async fn run(s: &AppState, caller: &Caller, key: &str, m: Mutation) -> ApiResult<Response> {
@@ -315,6 +316,21 @@ async fn invite(
         ttl_secs: b.ttl_secs,
     };
     run(&s, &caller, &key, m).await
+}
+
+async fn revoke(
+    State(s): State<AppState>,
+    caller: Caller,
+    IdemKey(key): IdemKey,
+    Path((room, invitation)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    run(
+        &s,
+        &caller,
+        &key,
+        Mutation::RevokeInvitation { room, invitation },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]

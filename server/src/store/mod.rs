@@ -92,8 +92,10 @@ pub enum Change {
     DeleteRoom { name: String },
     /// Adds (or re-activates after leaving) an active member. With `invitation`, that pending
     /// invitation becomes `accepted` in the same transaction (Conflict if it is not pending or
-    /// has expired at `Write::now`). Conflict if already an active member or banned.
-    /// Event: `member_joined`. Output: `Member`.
+    /// has expired at `Write::now`). Conflict if already an active member or banned. Without an
+    /// invitation, a user who left the room as a guest comes back as a guest at most (the
+    /// store remembers the lower role when they leave). Event: `member_joined`.
+    /// Output: `Member`.
     AddMember {
         room: String,
         user: String,
@@ -131,6 +133,9 @@ pub enum Change {
     },
     /// The invitee refuses (Conflict unless pending and unexpired). Output: `Invitation`.
     RejectInvitation { id: String },
+    /// The inviter or an admin withdraws it (Conflict unless pending and unexpired).
+    /// No event. Output: `Invitation`.
+    RevokeInvitation { id: String },
     /// A message with the given `id` (client-chosen or service-made UUIDv7; Conflict if that id
     /// is taken). Event: `message_created`; the message's
     /// `seq` is that event's. Output: `Message`.
@@ -332,6 +337,13 @@ pub struct RetentionCutoffs {
     pub idempotency_before: i64,
     /// Invitations that expired before this.
     pub invitations_before: i64,
+    /// Event-log compaction horizon: each room's events older than this go, oldest first,
+    /// except the room's newest (`None`: the log is kept whole). A client whose cursor is
+    /// behind the oldest kept event gets `reset`.
+    pub events_before: Option<i64>,
+    /// Rows one batch removes at most; a pass runs as many batches as it needs, each committed
+    /// on its own, so writes go in between.
+    pub batch_rows: u32,
 }
 
 /// Rows removed by one retention pass.
@@ -342,6 +354,23 @@ pub struct Purged {
     pub notifications: u64,
     pub idempotency_keys: u64,
     pub invitations: u64,
+    /// Events removed by event-log compaction.
+    pub events: u64,
+    /// Batches (writer transactions) the pass took.
+    pub batches: u64,
+}
+
+impl Purged {
+    /// Adds another batch's counts to these.
+    pub fn add(&mut self, other: &Purged) {
+        self.presence += other.presence;
+        self.document_versions += other.document_versions;
+        self.notifications += other.notifications;
+        self.idempotency_keys += other.idempotency_keys;
+        self.invitations += other.invitations;
+        self.events += other.events;
+        self.batches += other.batches;
+    }
 }
 
 /// Connection pool figures for `/metrics`.
@@ -462,7 +491,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         to: i64,
     ) -> StoreResult<Vec<ActivityBucket>>;
 
-    /// One retention pass.
+    /// One retention pass, in batches of at most `cutoffs.batch_rows` rows, each its own
+    /// transaction (writes queued meanwhile are committed between them).
     async fn purge(&self, cutoffs: RetentionCutoffs) -> StoreResult<Purged>;
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

@@ -357,6 +357,14 @@ impl Api {
         r.body
     }
 
+    /// Becomes a member of `room` on an invitation from `by`, with `role`.
+    pub async fn join_invited(&self, by: &Api, room: &str, role: &str) -> Value {
+        let me = self.get("/v1/me").await;
+        let user = me.body["user"].as_str().expect("user").to_owned();
+        let inv = by.invite(room, &user, role).await;
+        self.accept(&inv).await
+    }
+
     /// Accepts an invitation; returns the membership.
     pub async fn accept(&self, invitation: &Value) -> Value {
         let id = invitation["id"].as_str().expect("invitation id");

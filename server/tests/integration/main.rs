@@ -2,6 +2,7 @@
 //! connections. One module per feature; shared fixtures in `fixtures`.
 
 mod auth;
+mod authz;
 mod documents;
 mod fixtures;
 mod http_features;
@@ -12,6 +13,8 @@ mod notifications;
 mod presence_typing;
 mod queries;
 mod recovery;
+mod redaction;
+mod roles;
 mod rooms;
 mod shutdown;
 mod smoke;

@@ -269,20 +269,25 @@ async fn roles_decide_who_edits_documents_and_the_room() {
         .await;
     assert_eq!(r.status, 403, "{:?}", r.body);
 
-    // A member invites into a protected room, but not to a role above her own.
+    // A member invites into a protected room, but only to a role below her own.
+    for role in ["admin", "member"] {
+        let r = carol
+            .post(
+                "/v1/rooms/team/invitations",
+                json!({"user": "dave", "role": role}),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{role}: {:?}", r.body);
+    }
     let r = carol
         .post(
             "/v1/rooms/team/invitations",
-            json!({"user": "dave", "role": "admin"}),
+            json!({"user": "dave", "role": "guest"}),
         )
-        .await;
-    assert_eq!(r.status, 403, "{:?}", r.body);
-    let r = carol
-        .post("/v1/rooms/team/invitations", json!({"user": "dave"}))
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["invited_by"], "carol");
-    assert_eq!(r.body["role"], "member");
+    assert_eq!(r.body["role"], "guest");
 
     // The owner makes carol an admin; then carol may update the room and manage bob.
     let r = alice

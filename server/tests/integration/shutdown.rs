@@ -88,7 +88,13 @@ async fn retention_purges_old_notifications_presence_and_history() {
     let purged = roam_server::retention::run_once(&state, now_ms())
         .await
         .expect("retention pass");
-    assert_eq!(purged, Default::default());
+    assert_eq!(
+        purged,
+        roam_server::store::Purged {
+            batches: 1,
+            ..Default::default()
+        }
+    );
     assert_eq!(
         bob.get("/v1/notifications").await.body["items"]
             .as_array()
@@ -119,8 +125,19 @@ async fn retention_purges_old_notifications_presence_and_history() {
         alice.get("/v1/rooms/r/documents/d").await.body["content"],
         "v3"
     );
-    // Messages and events are not subject to retention.
+    // Messages stay; the event log keeps each room's newest event only, so recovery from an
+    // older cursor answers `gone` (a socket gets `reset`).
     assert_eq!(alice.all_messages("r").await.len(), 2);
+    let head = alice.get("/v1/rooms/r").await.body["head_seq"]
+        .as_u64()
+        .expect("head_seq");
+    assert_eq!(purged.events, head - 1, "{purged:?}");
+    let r = alice.get("/v1/rooms/r/events?after=0").await;
+    assert_eq!(r.status, 410, "{:?}", r.body);
+    let r = alice
+        .get(&format!("/v1/rooms/r/events?after={}", head - 1))
+        .await;
+    assert_eq!(r.body["items"][0]["seq"], head);
     assert_eq!(
         t.metric(
             "roam_retention_deleted_total",

@@ -87,16 +87,19 @@ pub(super) fn commit(tx: &Transaction<'_>, w: &Write) -> StoreResult<Committed> 
 }
 
 const INSERT_IDEM: &str =
-    "INSERT INTO idempotency (user, key, op, fingerprint, result, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    "INSERT INTO idempotency (user, key, op, fingerprint, result, created_at, message) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
+/// Records the result; one that echoes a message names it, so that deleting the message can
+/// redact the stored result too.
 fn record(tx: &Transaction<'_>, idem: &IdemRecord, output: &Output, now: i64) -> StoreResult<()> {
-    let result = match output {
+    let (result, message) = match output {
         // The common case, serialised directly rather than through a JSON tree.
-        Output::Message(m) => {
-            serde_json::to_string(m).map_err(|e| StoreError::Backend(e.to_string()))?
-        }
-        other => json_text(&other.to_json()),
+        Output::Message(m) => (
+            serde_json::to_string(m).map_err(|e| StoreError::Backend(e.to_string()))?,
+            Some(m.id.as_str()),
+        ),
+        other => (json_text(&other.to_json()), None),
     };
     tx.prepare_cached(INSERT_IDEM)?.execute(params![
         idem.user,
@@ -104,7 +107,8 @@ fn record(tx: &Transaction<'_>, idem: &IdemRecord, output: &Output, now: i64) ->
         idem.op,
         idem.fingerprint,
         result,
-        now
+        now,
+        message
     ])?;
     Ok(())
 }
@@ -138,35 +142,190 @@ pub(super) fn save_last_seen(tx: &Transaction<'_>, user: &str, at: i64) -> Store
     Ok(())
 }
 
-/// One retention pass. A document's current version is kept whatever its age.
-pub(super) fn purge(tx: &Transaction<'_>, c: &RetentionCutoffs) -> StoreResult<Purged> {
-    let del = |sql: &str, cutoff: i64| -> StoreResult<u64> {
-        Ok(tx.prepare_cached(sql)?.execute(params![cutoff])? as u64)
+/// Where a retention pass stands between two of its batches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct PurgeCursor {
+    /// The table being purged (an index into the pass's order of tables).
+    stage: usize,
+    /// Event-log compaction walks the rooms by name: the last room it finished.
+    room: String,
+}
+
+/// One batch of a retention pass: what it removed, and where the next batch starts (`None`
+/// when the pass is over).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct PurgeStep {
+    pub(super) purged: Purged,
+    pub(super) next: Option<PurgeCursor>,
+}
+
+const PURGE_PRESENCE: &str = "DELETE FROM presence WHERE user IN \
+     (SELECT user FROM presence WHERE last_seen < ?1 LIMIT ?2)";
+/// Old versions that are not their document's current one, with the seq of their event.
+const EXPIRED_VERSIONS: &str = "SELECT rowid, room, seq FROM document_versions v \
+     WHERE v.updated_at < ?1 AND NOT EXISTS (SELECT 1 FROM documents d \
+     WHERE d.room = v.room AND d.doc = v.doc AND d.version = v.version) LIMIT ?2";
+const DELETE_VERSION: &str = "DELETE FROM document_versions WHERE rowid = ?1";
+/// A `document_updated` event whose version history retention removed keeps no content.
+const REDACT_DOCUMENT_EVENT: &str = "UPDATE events SET data = json_set(data, '$.content', '') \
+     WHERE room = ?1 AND seq = ?2 AND kind = 'document_updated'";
+const PURGE_NOTIFICATIONS: &str = "DELETE FROM notifications WHERE (user, seq) IN \
+     (SELECT user, seq FROM notifications WHERE created_at < ?1 LIMIT ?2)";
+const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency WHERE rowid IN \
+     (SELECT rowid FROM idempotency WHERE created_at < ?1 LIMIT ?2)";
+const PURGE_INVITATIONS: &str = "DELETE FROM invitations WHERE rowid IN \
+     (SELECT rowid FROM invitations WHERE expires_at < ?1 LIMIT ?2)";
+const NEXT_ROOM: &str = "SELECT name, head_seq FROM rooms WHERE name > ?1 ORDER BY name LIMIT 1";
+const OLDEST_EVENTS: &str = "SELECT seq, at FROM events WHERE room = ?1 ORDER BY seq LIMIT ?2";
+const DELETE_EVENTS_UPTO: &str = "DELETE FROM events WHERE room = ?1 AND seq <= ?2";
+
+/// The tables of a pass, in order.
+const PURGE_STAGES: usize = 6;
+
+/// One batch of a retention pass: removes at most `c.batch_rows` rows (event-log compaction also
+/// counts each room it looks at), starting where `from` says, so that a pass over millions of
+/// expired rows never holds the writer for long: the store commits each batch on its own and
+/// other writes go in between. A document's current version is kept whatever its age; an
+/// event log keeps a prefix-free suffix (the oldest events go first, the newest one of each
+/// room always stays), so a room's log never has a hole.
+pub(super) fn purge_batch(
+    tx: &Transaction<'_>,
+    c: &RetentionCutoffs,
+    from: &PurgeCursor,
+) -> StoreResult<PurgeStep> {
+    let batch = u64::from(c.batch_rows.max(1));
+    let mut cursor = from.clone();
+    let mut purged = Purged {
+        batches: 1,
+        ..Purged::default()
     };
-    Ok(Purged {
-        presence: del(
-            "DELETE FROM presence WHERE last_seen < ?1",
-            c.presence_before,
-        )?,
-        document_versions: del(
-            "DELETE FROM document_versions WHERE updated_at < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM documents d WHERE d.room = document_versions.room \
-              AND d.doc = document_versions.doc AND d.version = document_versions.version)",
-            c.document_history_before,
-        )?,
-        notifications: del(
-            "DELETE FROM notifications WHERE created_at < ?1",
-            c.notifications_before,
-        )?,
-        idempotency_keys: del(
-            "DELETE FROM idempotency WHERE created_at < ?1",
-            c.idempotency_before,
-        )?,
-        invitations: del(
-            "DELETE FROM invitations WHERE expires_at < ?1",
-            c.invitations_before,
-        )?,
-    })
+    let mut left = batch;
+    while cursor.stage < PURGE_STAGES {
+        let (removed, finished) = match cursor.stage {
+            0 => limited(tx, PURGE_PRESENCE, c.presence_before, left)?,
+            1 => purge_versions(tx, c.document_history_before, left)?,
+            2 => limited(tx, PURGE_NOTIFICATIONS, c.notifications_before, left)?,
+            3 => limited(tx, PURGE_IDEMPOTENCY, c.idempotency_before, left)?,
+            4 => limited(tx, PURGE_INVITATIONS, c.invitations_before, left)?,
+            _ => match c.events_before {
+                Some(before) => {
+                    let (removed, used, finished) =
+                        compact_events(tx, before, left, &mut cursor.room)?;
+                    purged.events += removed;
+                    left = left.saturating_sub(used);
+                    if !finished {
+                        return Ok(PurgeStep {
+                            purged,
+                            next: Some(cursor),
+                        });
+                    }
+                    cursor.stage += 1;
+                    continue;
+                }
+                None => (0, true),
+            },
+        };
+        match cursor.stage {
+            0 => purged.presence += removed,
+            1 => purged.document_versions += removed,
+            2 => purged.notifications += removed,
+            3 => purged.idempotency_keys += removed,
+            _ => purged.invitations += removed,
+        }
+        left -= removed;
+        if !finished {
+            return Ok(PurgeStep {
+                purged,
+                next: Some(cursor),
+            });
+        }
+        cursor.stage += 1;
+    }
+    Ok(PurgeStep { purged, next: None })
+}
+
+/// Runs a `DELETE … LIMIT` statement; `finished` when it removed fewer rows than it could.
+fn limited(tx: &Transaction<'_>, sql: &str, cutoff: i64, left: u64) -> StoreResult<(u64, bool)> {
+    if left == 0 {
+        return Ok((0, false));
+    }
+    let n = tx
+        .prepare_cached(sql)?
+        .execute(params![cutoff, int(left)])? as u64;
+    Ok((n, n < left))
+}
+
+/// Removes expired document versions and blanks the content of their events.
+fn purge_versions(tx: &Transaction<'_>, cutoff: i64, left: u64) -> StoreResult<(u64, bool)> {
+    if left == 0 {
+        return Ok((0, false));
+    }
+    let rows: Vec<(i64, String, Option<i64>)> = tx
+        .prepare_cached(EXPIRED_VERSIONS)?
+        .query_map(params![cutoff, int(left)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut redact = tx.prepare_cached(REDACT_DOCUMENT_EVENT)?;
+    let mut delete = tx.prepare_cached(DELETE_VERSION)?;
+    for (rowid, room, seq) in &rows {
+        if let Some(seq) = seq {
+            redact.execute(params![room, seq])?;
+        }
+        delete.execute(params![rowid])?;
+    }
+    let n = rows.len() as u64;
+    Ok((n, n < left))
+}
+
+/// Event-log compaction: walks the rooms by name after `room` and deletes each one's oldest
+/// events older than `before`, up to (never including) its newest. Returns the events removed,
+/// the budget used (each room visited costs one) and whether every room is done; `room` is
+/// left at the last room finished.
+fn compact_events(
+    tx: &Transaction<'_>,
+    before: i64,
+    mut left: u64,
+    room: &mut String,
+) -> StoreResult<(u64, u64, bool)> {
+    let budget = left;
+    let mut removed = 0;
+    while left > 0 {
+        let next: Option<(String, u64)> = tx
+            .prepare_cached(NEXT_ROOM)?
+            .query_row(params![room.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((name, head)) = next else {
+            return Ok((removed, budget - left, true));
+        };
+        left -= 1;
+        if left == 0 {
+            break;
+        }
+        let oldest: Vec<(u64, i64)> = tx
+            .prepare_cached(OLDEST_EVENTS)?
+            .query_map(params![name, int(left)], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let expired = oldest
+            .iter()
+            .take_while(|(seq, at)| *at < before && *seq < head)
+            .count();
+        let may_have_more = expired == oldest.len() && oldest.len() as u64 == left;
+        if let Some(&(last, _)) = expired.checked_sub(1).and_then(|i| oldest.get(i)) {
+            let n = tx
+                .prepare_cached(DELETE_EVENTS_UPTO)?
+                .execute(params![name, int(last)])? as u64;
+            removed += n;
+            left = left.saturating_sub(n);
+        }
+        if may_have_more {
+            // The room may have more expired events than this batch could take: the next
+            // batch starts with it again.
+            break;
+        }
+        *room = name;
+    }
+    Ok((removed, budget - left, false))
 }
 
 const ROOM_STATE: &str = "SELECT deleted_at IS NOT NULL FROM rooms WHERE name = ?1";
@@ -181,13 +340,24 @@ const UPDATE_ROOM: &str = "UPDATE rooms SET title = coalesce(?2, title), \
 const BUMP_SEQ: &str = "UPDATE rooms SET head_seq = head_seq + ?2 \
      WHERE name = ?1 AND deleted_at IS NULL";
 const HEAD_SEQ: &str = "SELECT head_seq FROM rooms WHERE name = ?1";
-const INSERT_EVENT: &str = "INSERT INTO events (room, seq, at, actor, kind, data) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_EVENT: &str = "INSERT INTO events (room, seq, at, actor, kind, data, message) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+/// Blanks a message's text in a stored event or result (JSON of a `Message`).
+const REDACT_CREATED_EVENT: &str =
+    "UPDATE events SET data = json_set(data, '$.body', '', '$.deleted', json('true')) \
+     WHERE room = ?1 AND seq = ?2 AND kind = 'message_created'";
+const REDACT_EDIT_EVENTS: &str =
+    "UPDATE events SET data = json_set(data, '$.body', '', '$.deleted', json('true')) \
+     WHERE message = ?1";
+const REDACT_RESULTS: &str =
+    "UPDATE idempotency SET result = json_set(result, '$.body', '', '$.deleted', json('true')) \
+     WHERE message = ?1";
 const INSERT_MEMBER: &str = "INSERT INTO members (room, user, role, status, joined_at) \
      VALUES (?1, ?2, ?3, ?4, ?5)";
 const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (id, room, seq, sender, body, reply_to, created_at, edited_at, deleted) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0)";
+const DELETE_ROLE_CAP: &str = "DELETE FROM role_caps WHERE room = ?1 AND user = ?2";
 const NEXT_NOTIFICATION_SEQ: &str =
     "UPDATE users SET notif_seq = notif_seq + 1 WHERE id = ?1 RETURNING notif_seq";
 const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
@@ -233,7 +403,10 @@ impl Cx<'_, '_> {
                 role,
                 expires_at,
             } => self.create_invitation(id, room, invitee, *role, *expires_at),
-            Change::RejectInvitation { id } => self.reject_invitation(id),
+            Change::RejectInvitation { id } => {
+                self.close_invitation(id, InvitationStatus::Rejected)
+            }
+            Change::RevokeInvitation { id } => self.close_invitation(id, InvitationStatus::Revoked),
             Change::InsertMessage {
                 id,
                 room,
@@ -281,13 +454,20 @@ impl Cx<'_, '_> {
     /// Appends an event with a seq obtained from [`Cx::next_seq`].
     fn emit(&mut self, room: &str, seq: u64, body: EventBody) -> StoreResult<()> {
         let (kind, data) = rows::event_data(&body)?;
+        // An edit names its message, so that deleting the message finds it (a creation is
+        // found by the message's seq).
+        let message = match &body {
+            EventBody::MessageEdited(m) => Some(m.id.as_str()),
+            _ => None,
+        };
         self.tx.prepare_cached(INSERT_EVENT)?.execute(params![
             room,
             int(seq),
             self.now,
             self.actor,
             kind,
-            data
+            data,
+            message
         ])?;
         self.events.push(RoomEvent {
             room: room.to_owned(),
@@ -426,6 +606,7 @@ impl Cx<'_, '_> {
             "DELETE FROM documents WHERE room = ?1",
             "DELETE FROM document_versions WHERE room = ?1",
             "DELETE FROM invitations WHERE room = ?1",
+            "DELETE FROM role_caps WHERE room = ?1",
         ] {
             self.tx.prepare_cached(sql)?.execute(params![name])?;
         }
@@ -477,6 +658,18 @@ impl Cx<'_, '_> {
                 .prepare_cached("UPDATE invitations SET status = 'accepted' WHERE id = ?1")?
                 .execute(params![id])?;
         }
+        // An invitation names the role it grants; joining without one gives back at most the
+        // role the user left with.
+        let role = match invitation {
+            Some(_) => role,
+            None => match self.role_cap(room, user)? {
+                Some(cap) if cap.rank() < role.rank() => cap,
+                _ => role,
+            },
+        };
+        self.tx
+            .prepare_cached(DELETE_ROLE_CAP)?
+            .execute(params![room, user])?;
         ensure_user(self.tx, user, self.now)?;
         let member = Member {
             room: room.to_owned(),
@@ -490,6 +683,16 @@ impl Cx<'_, '_> {
         Ok(Output::Member(member))
     }
 
+    /// The highest role the user may rejoin with, if they left demoted.
+    fn role_cap(&self, room: &str, user: &str) -> StoreResult<Option<Role>> {
+        let cap: Option<String> = self
+            .tx
+            .prepare_cached("SELECT role FROM role_caps WHERE room = ?1 AND user = ?2")?
+            .query_row(params![room, user], |r| r.get(0))
+            .optional()?;
+        Ok(cap.as_deref().and_then(Role::parse))
+    }
+
     fn remove_member(&mut self, room: &str, user: &str) -> StoreResult<Output> {
         let member = self.active_member(room, user)?;
         if member.role == Role::Owner {
@@ -498,6 +701,14 @@ impl Cx<'_, '_> {
         self.tx
             .prepare_cached("DELETE FROM members WHERE room = ?1 AND user = ?2")?
             .execute(params![room, user])?;
+        if member.role.rank() < Role::Member.rank() {
+            self.tx
+                .prepare_cached(
+                    "INSERT INTO role_caps (room, user, role) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (room, user) DO UPDATE SET role = excluded.role",
+                )?
+                .execute(params![room, user, member.role.as_str()])?;
+        }
         self.event(
             room,
             EventBody::MemberLeft {
@@ -656,16 +867,17 @@ impl Cx<'_, '_> {
         Ok(Output::Invitation(inv))
     }
 
-    fn reject_invitation(&mut self, id: &str) -> StoreResult<Output> {
+    /// A pending invitation becomes `rejected` or `revoked`.
+    fn close_invitation(&mut self, id: &str, status: InvitationStatus) -> StoreResult<Output> {
         let mut inv =
             read::invitation_raw(self.tx, id)?.ok_or(StoreError::NotFound("invitation"))?;
         if inv.status != InvitationStatus::Pending || self.now > inv.expires_at {
             return Err(conflict("invitation is no longer pending"));
         }
         self.tx
-            .prepare_cached("UPDATE invitations SET status = 'rejected' WHERE id = ?1")?
-            .execute(params![id])?;
-        inv.status = InvitationStatus::Rejected;
+            .prepare_cached("UPDATE invitations SET status = ?2 WHERE id = ?1")?
+            .execute(params![id, status.as_str()])?;
+        inv.status = status;
         Ok(Output::Invitation(inv))
     }
 
@@ -730,10 +942,21 @@ impl Cx<'_, '_> {
         Ok(Output::Message(msg))
     }
 
+    /// Deleting redacts: the row, the events that carried its text (its creation and every
+    /// edit) and the idempotency results that echo it, all in this transaction.
     fn delete_message(&mut self, room: &str, id: &str) -> StoreResult<Output> {
         let mut msg = self.live_message(room, id)?;
         self.tx
             .prepare_cached("UPDATE messages SET body = '', deleted = 1 WHERE id = ?1")?
+            .execute(params![id])?;
+        self.tx
+            .prepare_cached(REDACT_CREATED_EVENT)?
+            .execute(params![room, int(msg.seq)])?;
+        self.tx
+            .prepare_cached(REDACT_EDIT_EVENTS)?
+            .execute(params![id])?;
+        self.tx
+            .prepare_cached(REDACT_RESULTS)?
             .execute(params![id])?;
         msg.body.clear();
         msg.deleted = true;
@@ -819,11 +1042,13 @@ impl Cx<'_, '_> {
             updated_by: self.actor.to_owned(),
             updated_at: self.now,
         };
+        // The version row names its event, so history retention can blank the event too.
+        let seq = self.next_seq(room)?;
         self.tx
             .prepare_cached(
                 "INSERT INTO document_versions \
-                 (room, doc, version, content, updated_by, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (room, doc, version, content, updated_by, updated_at, seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 room,
@@ -831,7 +1056,8 @@ impl Cx<'_, '_> {
                 int(version),
                 content,
                 self.actor,
-                self.now
+                self.now,
+                int(seq)
             ])?;
         self.tx
             .prepare_cached(
@@ -839,7 +1065,7 @@ impl Cx<'_, '_> {
                  ON CONFLICT (room, doc) DO UPDATE SET version = excluded.version",
             )?
             .execute(params![room, doc, int(version)])?;
-        self.event(room, EventBody::DocumentUpdated(document.clone()))?;
+        self.emit(room, seq, EventBody::DocumentUpdated(document.clone()))?;
         Ok(Output::Document(document))
     }
 

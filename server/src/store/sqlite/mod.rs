@@ -306,10 +306,20 @@ impl Store for SqliteStore {
     }
 
     async fn purge(&self, cutoffs: RetentionCutoffs) -> StoreResult<Purged> {
-        let purged = self
-            .writer
-            .submit(|reply| Job::Purge(cutoffs, reply))
-            .await?;
+        let mut purged = Purged::default();
+        let mut from = apply::PurgeCursor::default();
+        loop {
+            // Each batch is a job of its own: writes queued while it ran go before the next.
+            let step = self
+                .writer
+                .submit(|reply| Job::Purge(cutoffs, from, reply))
+                .await?;
+            purged.add(&step.purged);
+            match step.next {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
         tracing::info!(?purged, "store: retention pass");
         Ok(purged)
     }

@@ -14,7 +14,11 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::store::{StoreError, StoreResult};
 
 /// The migrations, in order. Never edit a shipped entry; append a new file.
-pub(super) const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_init.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/0001_init.sql"),
+    include_str!("../../../migrations/0002_roles.sql"),
+    include_str!("../../../migrations/0003_redaction.sql"),
+];
 
 /// How long a connection waits for a lock before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1338,6 +1338,8 @@ async fn purge_removes_old_rows_but_keeps_current_documents() {
             notifications_before: cutoff,
             idempotency_before: cutoff,
             invitations_before: cutoff,
+            events_before: None,
+            batch_rows: 1_000,
         })
         .await
         .unwrap();
@@ -1404,10 +1406,18 @@ async fn purge_removes_old_rows_but_keeps_current_documents() {
             notifications_before: cutoff,
             idempotency_before: cutoff,
             invitations_before: cutoff,
+            events_before: None,
+            batch_rows: 1_000,
         })
         .await
         .unwrap();
-    assert_eq!(again, Default::default());
+    assert_eq!(
+        again,
+        crate::store::Purged {
+            batches: 1,
+            ..Default::default()
+        }
+    );
 }
 
 #[tokio::test]

@@ -30,7 +30,8 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply;
-use crate::store::{Committed, Purged, RetentionCutoffs, StoreError, StoreResult, Write};
+use super::apply::{PurgeCursor, PurgeStep};
+use crate::store::{Committed, RetentionCutoffs, StoreError, StoreResult, Write};
 
 /// Most jobs committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
@@ -51,14 +52,15 @@ pub(super) enum Job {
         at: i64,
         reply: Reply<()>,
     },
-    Purge(RetentionCutoffs, Reply<Purged>),
+    /// One batch of a retention pass.
+    Purge(RetentionCutoffs, PurgeCursor, Reply<PurgeStep>),
 }
 
 /// A job's outcome, kept until the group's `COMMIT` decides whether it stands.
 enum Done {
     Commit(Reply<Committed>, StoreResult<Committed>),
     Unit(Reply<()>, StoreResult<()>),
-    Purge(Reply<Purged>, StoreResult<Purged>),
+    Purge(Reply<PurgeStep>, StoreResult<PurgeStep>),
 }
 
 impl Job {
@@ -80,9 +82,9 @@ impl Job {
                 |tx| apply::save_last_seen(tx, &user, at),
                 |r| Done::Unit(reply, r),
             ),
-            Job::Purge(cutoffs, reply) => in_savepoint(
+            Job::Purge(cutoffs, from, reply) => in_savepoint(
                 tx,
-                |tx| apply::purge(tx, &cutoffs),
+                |tx| apply::purge_batch(tx, &cutoffs, &from),
                 |r| Done::Purge(reply, r),
             ),
         }
@@ -95,7 +97,7 @@ impl Job {
             Job::TouchUser { reply, .. } | Job::SaveLastSeen { reply, .. } => {
                 drop(reply.send(Err(backend(err))))
             }
-            Job::Purge(_, reply) => drop(reply.send(Err(backend(err)))),
+            Job::Purge(_, _, reply) => drop(reply.send(Err(backend(err)))),
         }
     }
 }
