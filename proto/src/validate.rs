@@ -30,6 +30,18 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Most rooms in one `subscribe` frame.
 pub const MAX_ROOMS_PER_SUBSCRIBE: usize = 500;
 
+/// The largest sequence number or cursor the server stores (SQLite's signed 64-bit range);
+/// a cursor above it (`u64::MAX` and its neighbours) is refused with `invalid_input`.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// Checks a sequence-number cursor (`since`, `after`, `before`, `inbox_since`).
+pub fn cursor(what: &str, n: u64) -> Result<(), Invalid> {
+    if n > MAX_SEQ {
+        return Err(Invalid(format!("{what} must be at most {MAX_SEQ}")));
+    }
+    Ok(())
+}
+
 /// Why an input was refused; the text is meant for the developer who sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
