@@ -1,8 +1,11 @@
-//! Bearer JWT authentication (HS256, `sub` = user id, `exp` required).
+//! Bearer JWT authentication (HS256, `sub` = user id, `exp` required, `nbf` checked when
+//! present, `iss`/`aud` required when configured).
 //!
 //! The secret comes from `ROAM_JWT_SECRET`; without one, the server generates a random secret
 //! once, keeps it in `<data dir>/jwt-secret` (mode 0600) and says so in the log, so tokens minted
-//! with `roam-server token` keep working across restarts.
+//! with `roam-server token` keep working across restarts. A secret file that other users can
+//! read is used but warned about. [`Keys::from_config`] is the one way the server and the
+//! `token` subcommand get their keys, so both apply the same checks.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,6 +29,13 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default)]
     pub iat: u64,
+    /// Not before (seconds): a token used earlier is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 /// Signs and checks tokens.
@@ -33,6 +43,8 @@ pub struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -58,46 +70,56 @@ fn now_secs() -> u64 {
 
 impl Keys {
     pub fn new(secret: &[u8]) -> Self {
+        Self::with_claims(secret, None, None)
+    }
+
+    /// Keys that also require (and mint) the given `iss` and `aud`.
+    pub fn with_claims(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(iss) = issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
         Keys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
         }
+    }
+
+    /// The keys of a configuration: its secret checked by [`Config::validate`]'s rules, or
+    /// the secret file of its data directory, with its issuer and audience.
+    ///
+    /// [`Config::validate`]: crate::config::Config::validate
+    pub fn from_config(config: &crate::config::Config) -> std::io::Result<Self> {
+        if let Some(s) = &config.jwt_secret {
+            crate::config::check_secret(s)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
+        let secret = load_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
+        Ok(Keys::with_claims(
+            secret.as_bytes(),
+            config.jwt_issuer.as_deref(),
+            config.jwt_audience.as_deref(),
+        ))
     }
 
     /// Uses `configured`, or reads (or creates) the secret file in `data_dir`.
     pub fn load(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Self> {
-        if let Some(s) = configured {
-            return Ok(Keys::new(s.as_bytes()));
-        }
-        let path = data_dir.join("jwt-secret");
-        match std::fs::read_to_string(&path) {
-            Ok(s) if s.trim().len() >= 32 => {
-                tracing::info!(path = %path.display(), "using the JWT secret from the data directory");
-                return Ok(Keys::new(s.trim().as_bytes()));
-            }
-            Ok(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} holds a secret shorter than 32 bytes", path.display()),
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        std::fs::create_dir_all(data_dir)?;
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        write_private(&path, &secret)?;
-        tracing::warn!(
-            path = %path.display(),
-            "ROAM_JWT_SECRET is not set: generated a secret in the data directory; set ROAM_JWT_SECRET in production"
-        );
-        Ok(Keys::new(secret.as_bytes()))
+        Ok(Keys::new(load_secret(configured, data_dir)?.as_bytes()))
     }
 
     /// Mints a token for `user` valid for `ttl_secs`.
@@ -108,6 +130,9 @@ impl Keys {
             sub: user.to_owned(),
             exp: now + ttl_secs,
             iat: now,
+            nbf: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)
@@ -124,6 +149,21 @@ impl Keys {
                     ErrorCode::Unauthorized,
                     "the token's signature is not valid",
                 ),
+                ErrorKind::ImmatureSignature => {
+                    ApiError::new(ErrorCode::Unauthorized, "the token is not valid yet (nbf)")
+                }
+                ErrorKind::InvalidIssuer => ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "the token's issuer is not accepted",
+                ),
+                ErrorKind::InvalidAudience => ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "the token's audience is not accepted",
+                ),
+                ErrorKind::MissingRequiredClaim(c) => ApiError::new(
+                    ErrorCode::Unauthorized,
+                    format!("the token lacks the {c} claim"),
+                ),
                 _ => ApiError::new(ErrorCode::Unauthorized, "the token is malformed"),
             })?;
         roam_proto::validate::user_id(&data.claims.sub).map_err(|e| {
@@ -137,6 +177,59 @@ impl Keys {
             exp: data.claims.exp,
         })
     }
+}
+
+/// The secret: `configured`, or the file `<data_dir>/jwt-secret` (made on first use, mode 0600).
+fn load_secret(configured: Option<&str>, data_dir: &Path) -> std::io::Result<String> {
+    if let Some(s) = configured {
+        return Ok(s.to_owned());
+    }
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => {
+            tracing::info!(path = %path.display(), "using the JWT secret from the data directory");
+            if let Some(mode) = readable_by_others(&path)? {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "the JWT secret file can be read by other users; chmod 600 it"
+                );
+            }
+            return Ok(s.trim().to_owned());
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} holds a secret shorter than 32 bytes", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &secret)?;
+    tracing::warn!(
+        path = %path.display(),
+        "ROAM_JWT_SECRET is not set: generated a secret in the data directory; set ROAM_JWT_SECRET in production"
+    );
+    Ok(secret)
+}
+
+/// The file's permission bits when group or others may read or write it.
+#[cfg(unix)]
+pub fn readable_by_others(path: &Path) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    Ok((mode & 0o077 != 0).then_some(mode))
+}
+
+/// Other platforms have no mode bits to check.
+#[cfg(not(unix))]
+pub fn readable_by_others(_path: &Path) -> std::io::Result<Option<u32>> {
+    Ok(None)
 }
 
 #[cfg(unix)]

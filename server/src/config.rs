@@ -57,6 +57,12 @@ pub struct Config {
     /// HS256 secret for tokens. Without it, one is generated in the data directory.
     #[arg(long, global = true, env = "ROAM_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Required `iss` of tokens (and the one `roam-server token` writes). Unset: not checked.
+    #[arg(long, global = true, env = "ROAM_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of tokens (and the one `roam-server token` writes). Unset: not checked.
+    #[arg(long, global = true, env = "ROAM_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
     /// Origins allowed by CORS (comma separated). Empty: no cross-origin access.
     #[arg(long, global = true, env = "ROAM_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -221,6 +227,14 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
 }
 
+/// The rule a configured JWT secret must meet (the server and `roam-server token` alike).
+pub fn check_secret(secret: &str) -> Result<(), String> {
+    if secret.len() < 32 {
+        return Err("the JWT secret must be at least 32 bytes".into());
+    }
+    Ok(())
+}
+
 impl Config {
     /// Defaults, with the given data directory and a free loopback port (`127.0.0.1:0`).
     pub fn for_data_dir(dir: impl Into<PathBuf>) -> Self {
@@ -250,9 +264,7 @@ impl Config {
             return Err("send queue must hold at least 16 frames".into());
         }
         if let Some(s) = &self.jwt_secret {
-            if s.len() < 32 {
-                return Err("the JWT secret must be at least 32 bytes".into());
-            }
+            check_secret(s)?;
         }
         Ok(())
     }

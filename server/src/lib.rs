@@ -77,7 +77,7 @@ impl AppState {
     /// Builds the state on the embedded SQLite store and the in-process bus.
     pub async fn embedded(config: Config) -> Result<Self, StartError> {
         config.validate().map_err(StartError::Config)?;
-        let keys = Keys::load(config.jwt_secret.as_deref(), &config.data_dir)?;
+        let keys = Keys::from_config(&config)?;
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&config.db_path(), config.db_pool_size).await?);
         Ok(Self::with_parts(config, keys, store, None))

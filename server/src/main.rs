@@ -51,14 +51,18 @@ async fn main() -> std::process::ExitCode {
     init_logging(cli.config.log_format);
     let config = cli.config;
     if let Some(Command::Token { user, ttl_secs }) = cli.command {
-        let keys =
-            match roam_server::auth::Keys::load(config.jwt_secret.as_deref(), &config.data_dir) {
-                Ok(k) => k,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
+        // The same checks as the server: a token the server would refuse is not printed.
+        if let Err(e) = config.validate() {
+            eprintln!("error: invalid configuration: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+        let keys = match roam_server::auth::Keys::from_config(&config) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
         return match keys.mint(&user, ttl_secs) {
             Ok(t) => {
                 println!("{t}");

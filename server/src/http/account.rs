@@ -9,7 +9,7 @@ use roam_proto::{Invitation, Mutation, Notification, Page, Presence, User};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{applied, page_limit, IdemKey, J, Q};
+use super::{applied, page_limit, seq_cursor, IdemKey, J, Q};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{NotificationQuery, Order, UserQuery, UserSort};
@@ -146,13 +146,14 @@ async fn notifications(
     Q(q): Q<NotificationsQuery>,
 ) -> ApiResult<Json<Page<Notification>>> {
     let limit = page_limit(q.limit)?;
+    let after = seq_cursor("after", q.after)?;
     let items = s
         .service
         .store
         .notifications(
             &caller.user,
             &NotificationQuery {
-                after_seq: q.after.unwrap_or(0),
+                after_seq: after.unwrap_or(0),
                 unread_only: q.unread.unwrap_or(false),
                 limit,
             },

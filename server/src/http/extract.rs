@@ -77,3 +77,12 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
         ))),
     }
 }
+
+/// Checks an optional sequence-number cursor of a query (`after`, `before`): at most
+/// [`roam_proto::validate::MAX_SEQ`], so that no arithmetic on it can overflow.
+pub fn seq_cursor(what: &str, v: Option<u64>) -> Result<Option<u64>, ApiError> {
+    if let Some(n) = v {
+        roam_proto::validate::cursor(what, n)?;
+    }
+    Ok(v)
+}

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use roam_proto::{ActivityBucket, Document, ErrorCode, Message, Mutation, Page, Role, RoomEvent};
 use serde::Deserialize;
 
-use super::{applied, page_limit, IdemKey, J, Q};
+use super::{applied, page_limit, seq_cursor, IdemKey, J, Q};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{MessageCursor, Period};
@@ -55,8 +55,12 @@ async fn list(
     Q(q): Q<MessagesQuery>,
 ) -> ApiResult<Json<Page<Message>>> {
     let limit = page_limit(q.limit)?;
+    let (before, after) = (
+        seq_cursor("before", q.before)?,
+        seq_cursor("after", q.after)?,
+    );
     s.service.readable_room(&caller.user, &room).await?;
-    let cursor = match (q.before, q.after) {
+    let cursor = match (before, after) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("give before or after, not both")),
         (Some(b), None) => MessageCursor::Before(b),
         (None, Some(a)) => MessageCursor::After(a),
@@ -170,8 +174,8 @@ async fn events(
             )))
         }
     };
+    let after = seq_cursor("after", q.after)?.unwrap_or(0);
     s.service.readable_room(&caller.user, &room).await?;
-    let after = q.after.unwrap_or(0);
     let (oldest, _) = s.service.store.event_bounds(&room).await?;
     if oldest > 0 && after + 1 < oldest {
         return Err(ApiError::new(
@@ -293,12 +297,13 @@ async fn history(
     Q(q): Q<HistoryQuery>,
 ) -> ApiResult<Json<Page<Document>>> {
     let limit = page_limit(q.limit)?;
+    let before = seq_cursor("before", q.before)?;
     s.service.readable_room(&caller.user, &room).await?;
     roam_proto::validate::document_name(&doc)?;
     let items = s
         .service
         .store
-        .document_history(&room, &doc, q.before.unwrap_or(u64::MAX), limit)
+        .document_history(&room, &doc, before.unwrap_or(u64::MAX), limit)
         .await?;
     let next_cursor = (items.len() as u32 == limit)
         .then(|| items.last().map(|d| d.version.to_string()))

@@ -9,8 +9,9 @@ mod messages;
 mod ops;
 mod rooms;
 
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderName, HeaderValue, Method, Request, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -24,7 +25,7 @@ use crate::error::ApiError;
 use crate::service::Applied;
 use crate::AppState;
 
-pub use extract::{page_limit, IdemKey, J, Q};
+pub use extract::{page_limit, seq_cursor, IdemKey, J, Q};
 
 /// The answer to a mutation: its result, flagged when it was a replay.
 pub fn applied(a: Applied) -> Response {
@@ -69,6 +70,28 @@ fn cors(origins: &[String]) -> CorsLayer {
         ])
 }
 
+/// The span of a request trace: method and path, with the query's `access_token` (a bearer
+/// token on the WebSocket URL) replaced, so that no log ever holds a token.
+fn request_span(req: &Request<Body>) -> tracing::Span {
+    let uri = redact_query(req.uri());
+    tracing::debug_span!("request", method = %req.method(), uri = %uri, version = ?req.version())
+}
+
+/// The path and query of `uri` with the value of every `access_token` parameter replaced.
+pub fn redact_query(uri: &Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name == "access_token" => format!("{name}=[redacted]"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), redacted.join("&"))
+}
+
 /// All routes with their middleware.
 pub fn router(state: AppState) -> Router {
     let compress = SizeAbove::new(state.config.compress_min_bytes)
@@ -91,6 +114,26 @@ pub fn router(state: AppState) -> Router {
                 .compress_when(compress),
         )
         .layer(cors(&state.config.cors_origins))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_never_hold_an_access_token() {
+        let uri: Uri = "/v1/ws?access_token=eyJsecret.part&x=1&access_token=again"
+            .parse()
+            .expect("uri");
+        let shown = redact_query(&uri);
+        assert_eq!(
+            shown,
+            "/v1/ws?access_token=[redacted]&x=1&access_token=[redacted]"
+        );
+        assert!(!shown.contains("eyJsecret"));
+        let plain: Uri = "/v1/rooms?limit=5".parse().expect("uri");
+        assert_eq!(redact_query(&plain), "/v1/rooms?limit=5");
+    }
 }

@@ -18,4 +18,5 @@ mod roles;
 mod rooms;
 mod shutdown;
 mod smoke;
+mod tokens;
 mod ws_protocol;
