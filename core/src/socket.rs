@@ -608,9 +608,12 @@ impl<'a> Session<'a> {
                     }
                 }
             }
-            ServerFrame::Presence(p) => {
-                if let Err(err) = sync::apply_presence(self.ctx, &p) {
-                    tracing::error!(error = %err, "cannot store presence");
+            ServerFrame::PresenceState { presences, .. }
+            | ServerFrame::PresenceDiff { presences, .. } => {
+                for p in &presences {
+                    if let Err(err) = sync::apply_presence(self.ctx, p) {
+                        tracing::error!(error = %err, "cannot store presence");
+                    }
                 }
             }
             ServerFrame::Notification(n) => {

@@ -111,6 +111,10 @@ pub enum ServerFrame {
         /// The client should ping at least this often.
         heartbeat_ms: u64,
         max_frame_bytes: u64,
+        /// `"deflate"` when the client asked for compression (`compress=deflate` on the
+        /// handshake): large frames then arrive as binary messages (see docs/protocol.md).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compression: Option<String>,
     },
     /// Success of the client frame with this id.
     Ack { id: String, result: Value },
@@ -134,8 +138,19 @@ pub enum ServerFrame {
         user: String,
         typing: bool,
     },
-    /// A user sharing a room with the client changed presence.
-    Presence(Presence),
+    /// Who is around in `room`, sent once after a `subscribe` acknowledges the room: every member
+    /// connected to the server (online or away). Members not listed are offline.
+    PresenceState {
+        room: String,
+        presences: Vec<Presence>,
+    },
+    /// Presence changes of `room`'s members since the room's previous presence frame, coalesced:
+    /// at most one per room per socket per interval (about 250 ms), each user at most once, with
+    /// their latest status.
+    PresenceDiff {
+        room: String,
+        presences: Vec<Presence>,
+    },
     /// A new notification for the client's user.
     Notification(Notification),
     /// The user's unread notification count changed.

@@ -225,6 +225,57 @@ pub struct Config {
         default_value_t = 10
     )]
     pub shutdown_grace_secs: u64,
+    /// Most WebSockets this server holds at once; more are refused with 503.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_MAX_SOCKETS",
+        default_value_t = 100_000
+    )]
+    pub max_sockets: usize,
+    /// Most WebSockets one user may hold at once; more are refused with 429.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_MAX_SOCKETS_PER_USER",
+        default_value_t = 16
+    )]
+    pub max_sockets_per_user: usize,
+    /// A write to a socket that does not complete this long closes it (4008: the client stopped
+    /// reading).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_SLOW_CONSUMER_GRACE_MS",
+        default_value_t = 5_000
+    )]
+    pub slow_consumer_grace_ms: u64,
+    /// How long a room's delivery line waits for a missing event before reading it from the
+    /// store (for every socket of the room at once).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_HUB_REORDER_WINDOW_MS",
+        default_value_t = 50
+    )]
+    pub hub_reorder_window_ms: u64,
+    /// Rooms with more members than this get no presence frames (`presence_state`,
+    /// `presence_diff`): their clients ask `GET /v1/presence` for the users they show.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PRESENCE_ROOM_MAX",
+        default_value_t = 200
+    )]
+    pub presence_room_max: u64,
+    /// WebSocket frames from this size go compressed to sockets that asked for compression.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_WS_COMPRESS_MIN_BYTES",
+        default_value_t = 512
+    )]
+    pub ws_compress_min_bytes: usize,
 }
 
 /// The rule a configured JWT secret must meet (the server and `roam-server token` alike).
@@ -259,6 +310,12 @@ impl Config {
         }
         if self.retention_batch_rows == 0 {
             return Err("retention batches must remove at least 1 row".into());
+        }
+        if self.max_sockets == 0 || self.max_sockets_per_user == 0 {
+            return Err("socket caps must be at least 1".into());
+        }
+        if self.slow_consumer_grace_ms < 100 {
+            return Err("the slow-consumer grace must be at least 100 ms".into());
         }
         if self.send_queue < 16 {
             return Err("send queue must hold at least 16 frames".into());

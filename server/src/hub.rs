@@ -1,51 +1,42 @@
-//! Fan-out: which sockets follow which rooms, and delivery to them.
+//! Fan-out: which sockets follow which rooms, and delivery to them in commit order.
 //!
 //! The [`Hub`] is this instance's registry of connected sockets. A [`Bus`] carries
 //! [`BusMessage`]s from whoever caused them to the hubs of every instance; the in-process bus
-//! ([`LocalBus`]) hands them straight to the local hub, a Redis bus would publish them and hand
-//! what it receives to its hub. Handlers only ever publish to the bus.
+//! ([`LocalBus`]) hands them straight to the local hub. Handlers only ever publish to the bus.
 //!
-//! Each event is serialised once into a shared frame and queued on every subscribed socket with
-//! `try_send`: a socket whose queue is full is a slow consumer and is closed (code 4008) instead
-//! of buffering without bound. Ordering per room is finished by the socket's writer (see
-//! `ws.rs`), which drops duplicates and fills any gap from the store.
+//! **Ordering.** Each room followed here has a *line*: the last sequence number released to its
+//! sockets and a small buffer of events that arrived early. Committed events are published by the
+//! tasks that made them, so two commits of one room can reach the hub in either order; the line
+//! holds the later one until its predecessor arrives and then releases both, so sockets only ever
+//! see a room's events in `seq` order without gaps. A predecessor that does not come within the
+//! reorder window (a publisher that died after its commit, a bus that dropped a message) is read
+//! from the store **once for the room** and released to every socket. A gap wider than
+//! [`HubConfig::fill_max`] (a batch import publishes only its last event) is released as it is,
+//! and each socket reads what it is missing from the store itself, page by page into its sink.
+//!
+//! **One encode.** An event is serialised once into a [`LiveEvent`] shared by every socket (and
+//! compressed at most once, on first demand); queuing it costs a reference count.
+//!
+//! **Presence** changes are collected per room and sent as one `presence_diff` frame per room
+//! per [`HubConfig::presence_interval`], so a crowd reconnecting at once costs each socket a few
+//! frames instead of one per member. Rooms with more members than the configured presence limit
+//! get no presence frames at all (their clients ask for presence on demand).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
-use parking_lot::RwLock;
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
 use roam_proto::{Envelope, Notification, Presence, RoomEvent, ServerFrame};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
+use crate::conn::{Conn, ConnId, Outbound};
 use crate::metrics::Metrics;
-
-/// A socket's id, unique in this process.
-pub type ConnId = u64;
-
-/// What a socket's writer receives.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A ready frame.
-    Frame(Utf8Bytes),
-    /// A room event: the writer checks it against the room's cursor before sending.
-    Event {
-        room: Arc<str>,
-        seq: u64,
-        frame: Utf8Bytes,
-        /// The event's kind and the user it concerns, for membership changes.
-        effect: Option<Effect>,
-    },
-    /// Start delivering `room` from `since` (catch up from the store first).
-    StartRoom { room: String, since: u64 },
-    /// Stop delivering `room`.
-    StopRoom { room: String },
-}
+use crate::store::Store;
 
 /// An event that changes who may read a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,12 +50,37 @@ pub enum Effect {
     Recheck,
 }
 
+/// A committed room event ready to send, shared by every socket that follows its room.
+#[derive(Debug)]
+pub struct LiveEvent {
+    pub room: Arc<str>,
+    pub seq: u64,
+    /// The `event` frame as JSON text.
+    pub frame: Utf8Bytes,
+    pub effect: Option<Effect>,
+    /// The frame compressed for sockets that asked for compression, made on first demand.
+    pub deflated: OnceLock<Bytes>,
+}
+
+impl LiveEvent {
+    /// Encodes `ev` once.
+    pub fn new(room: Arc<str>, ev: &RoomEvent) -> LiveEvent {
+        LiveEvent {
+            room,
+            seq: ev.seq,
+            frame: encode_event(ev),
+            effect: effect_of(ev),
+            deflated: OnceLock::new(),
+        }
+    }
+}
+
 /// A message between instances.
 #[derive(Debug, Clone)]
 pub enum BusMessage {
     /// A committed room event.
     Event(Arc<RoomEvent>),
-    /// Typing, relayed to the room's sockets except `origin` (on `origin_instance`).
+    /// Typing, relayed to the room's sockets except `origin`.
     Typing {
         room: String,
         user: String,
@@ -81,7 +97,6 @@ pub enum BusMessage {
         user: String,
         notification: Box<Notification>,
     },
-    /// A user's unread count.
     /// A user's unread count as of the write numbered `order` (see
     /// `Service::commit_order`); an older one arriving late is dropped.
     Unread {
@@ -118,61 +133,77 @@ impl Bus for LocalBus {
     }
 }
 
-/// One connected socket as the hub sees it.
-#[derive(Debug, Clone)]
-pub struct Conn {
-    pub id: ConnId,
-    pub user: Arc<str>,
-    pub tx: mpsc::Sender<Outbound>,
-    /// Cancelled to close the socket (slow consumer, shutdown).
-    pub close: CancellationToken,
-    /// Set before cancelling: the close code the socket should send.
-    pub close_code: Arc<AtomicU64>,
+/// Tuning of the hub.
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// How long a room's line waits for a missing event before reading it from the store.
+    pub reorder_window: Duration,
+    /// Widest gap the hub fills for the room; wider ones are left to each socket.
+    pub fill_max: u64,
+    /// Most early events a line holds while it waits; past that it fills at once.
+    pub pending_max: usize,
+    /// Presence changes of a room are sent together at most this often.
+    pub presence_interval: Duration,
 }
 
-impl Conn {
-    /// Queues without waiting; a full queue closes the socket as a slow consumer.
-    fn offer(&self, item: Outbound, metrics: &Metrics) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.close.is_cancelled() {
-                    tracing::warn!(conn = self.id, user = %self.user, "slow consumer: closing socket");
-                    metrics.disconnects_slow_consumer.inc();
-                    self.close_code.store(
-                        u64::from(roam_proto::close::SLOW_CONSUMER),
-                        Ordering::Relaxed,
-                    );
-                    self.close.cancel();
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            reorder_window: Duration::from_millis(50),
+            fill_max: 256,
+            pending_max: 1024,
+            presence_interval: Duration::from_millis(250),
         }
     }
 }
 
-#[derive(Debug, Default)]
-struct State {
-    rooms: HashMap<String, HashMap<ConnId, Conn>>,
-    users: HashMap<Arc<str>, HashMap<ConnId, Conn>>,
+/// A room followed by at least one local socket.
+struct Line {
+    name: Arc<str>,
+    state: Mutex<LineState>,
 }
 
-/// This instance's socket registry.
+struct LineState {
+    subs: Vec<Arc<Conn>>,
+    /// The last seq released to the sockets.
+    released: u64,
+    /// Events that arrived before their predecessors, by seq.
+    early: BTreeMap<u64, Arc<LiveEvent>>,
+    /// A fill task is scheduled.
+    filling: bool,
+    /// Presence changes not sent yet, by user.
+    presence: HashMap<String, Presence>,
+    /// A presence flush is scheduled.
+    presence_flush: bool,
+    /// The room is too large for presence frames: its members ask for presence on demand.
+    presence_off: bool,
+}
+
+#[derive(Default)]
+struct Registry {
+    rooms: HashMap<Arc<str>, Arc<Line>>,
+    users: HashMap<Arc<str>, Vec<Arc<Conn>>>,
+    /// Per connected user, the order of the newest unread count delivered.
+    unread_order: HashMap<Arc<str>, u64>,
+    sockets: usize,
+}
+
+/// This instance's socket registry and per-room delivery lines.
 pub struct Hub {
-    state: RwLock<State>,
-    /// Per user, the order of the newest unread count delivered.
-    unread_order: parking_lot::Mutex<HashMap<String, u64>>,
+    reg: RwLock<Registry>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
+    config: HubConfig,
 }
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.state.read();
+        let r = self.reg.read();
         f.debug_struct("Hub")
-            .field("rooms", &s.rooms.len())
-            .field("users", &s.users.len())
+            .field("rooms", &r.rooms.len())
+            .field("users", &r.users.len())
+            .field("sockets", &r.sockets)
             .finish()
     }
 }
@@ -195,7 +226,7 @@ pub fn effect_of(ev: &RoomEvent) -> Option<Effect> {
 }
 
 /// Serialises a server frame once, for any number of sockets.
-pub fn encode(frame: ServerFrame) -> Utf8Bytes {
+pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
     match serde_json::to_string(&Envelope::new(frame)) {
         Ok(s) => Utf8Bytes::from(s),
         Err(e) => {
@@ -205,13 +236,38 @@ pub fn encode(frame: ServerFrame) -> Utf8Bytes {
     }
 }
 
+/// The `event` frame of a room event.
+pub fn encode_event(ev: &RoomEvent) -> Utf8Bytes {
+    #[derive(serde::Serialize)]
+    struct EventFrame<'a> {
+        v: u32,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        event: &'a RoomEvent,
+    }
+    let frame = EventFrame {
+        v: roam_proto::PROTOCOL_VERSION,
+        kind: "event",
+        event: ev,
+    };
+    match serde_json::to_string(&frame) {
+        Ok(s) => Utf8Bytes::from(s),
+        Err(e) => {
+            tracing::error!(error = %e, "failed to encode an event");
+            Utf8Bytes::from_static("{}")
+        }
+    }
+}
+
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, store: Arc<dyn Store>, config: HubConfig) -> Self {
         Hub {
-            state: RwLock::new(State::default()),
-            unread_order: parking_lot::Mutex::new(HashMap::new()),
+            reg: RwLock::new(Registry::default()),
             next_id: AtomicU64::new(1),
             metrics,
+            store,
+            config,
         }
     }
 
@@ -220,74 +276,134 @@ impl Hub {
     }
 
     /// Registers a socket; returns how many sockets the user now has.
-    pub fn connect(&self, conn: Conn) -> usize {
-        let mut s = self.state.write();
-        let mine = s.users.entry(conn.user.clone()).or_default();
-        mine.insert(conn.id, conn);
+    pub fn connect(&self, conn: &Arc<Conn>) -> usize {
+        let mut r = self.reg.write();
+        r.sockets += 1;
+        let mine = r.users.entry(conn.user.clone()).or_default();
+        mine.push(Arc::clone(conn));
         mine.len()
     }
 
-    /// Forgets a socket everywhere; returns how many sockets the user still has.
-    pub fn disconnect(&self, user: &str, id: ConnId) -> usize {
-        let mut s = self.state.write();
-        s.rooms.retain(|_, subs| {
-            subs.remove(&id);
-            !subs.is_empty()
-        });
-        let left = match s.users.get_mut(user) {
+    /// Sockets of `user` here, and sockets in total.
+    pub fn socket_counts(&self, user: &str) -> (usize, usize) {
+        let r = self.reg.read();
+        (r.users.get(user).map_or(0, Vec::len), r.sockets)
+    }
+
+    /// Forgets a socket everywhere (`rooms`: the rooms it followed); returns how many sockets
+    /// the user still has.
+    pub fn disconnect(&self, conn: &Conn, rooms: &[Arc<str>]) -> usize {
+        for room in rooms {
+            self.unfollow(room, conn.id);
+        }
+        let mut r = self.reg.write();
+        r.sockets = r.sockets.saturating_sub(1);
+        let left = match r.users.get_mut(&conn.user) {
             Some(mine) => {
-                mine.remove(&id);
+                mine.retain(|c| c.id != conn.id);
                 mine.len()
             }
             None => 0,
         };
         if left == 0 {
-            s.users.remove(user);
-            self.unread_order.lock().remove(user);
+            r.users.remove(&conn.user);
+            r.unread_order.remove(&conn.user);
         }
-        self.metrics.rooms_active.set(s.rooms.len() as i64);
         left
     }
 
-    /// Adds the socket to the room's followers.
-    pub fn follow(&self, room: &str, conn: &Conn) {
-        let mut s = self.state.write();
-        s.rooms
-            .entry(room.to_owned())
-            .or_default()
-            .insert(conn.id, conn.clone());
-        self.metrics.rooms_active.set(s.rooms.len() as i64);
+    /// Adds the socket to the room's followers. `head` is the room's newest seq as the caller
+    /// read it from the store before following: a line made now starts there. `presence`: the
+    /// room is small enough for presence frames (as of this subscription).
+    pub fn follow(&self, room: &str, conn: &Arc<Conn>, head: u64, presence: bool) -> Arc<str> {
+        let line = {
+            let existing = self.reg.read().rooms.get(room).cloned();
+            match existing {
+                Some(l) => l,
+                None => {
+                    let mut r = self.reg.write();
+                    let line = r
+                        .rooms
+                        .entry(Arc::from(room))
+                        .or_insert_with_key(|name| {
+                            Arc::new(Line {
+                                name: Arc::clone(name),
+                                state: Mutex::new(LineState {
+                                    subs: Vec::new(),
+                                    released: head,
+                                    early: BTreeMap::new(),
+                                    filling: false,
+                                    presence: HashMap::new(),
+                                    presence_flush: false,
+                                    presence_off: !presence,
+                                }),
+                            })
+                        })
+                        .clone();
+                    self.metrics.rooms_active.set(r.rooms.len() as i64);
+                    line
+                }
+            }
+        };
+        let mut st = line.state.lock();
+        st.presence_off = !presence;
+        if !st.subs.iter().any(|c| c.id == conn.id) {
+            st.subs.push(Arc::clone(conn));
+        }
+        Arc::clone(&line.name)
     }
 
-    /// Removes the socket from the room's followers.
+    /// Removes the socket from the room's followers; the line goes with its last follower.
     pub fn unfollow(&self, room: &str, id: ConnId) {
-        let mut s = self.state.write();
-        if let Some(subs) = s.rooms.get_mut(room) {
-            subs.remove(&id);
-            if subs.is_empty() {
-                s.rooms.remove(room);
+        let Some(line) = self.reg.read().rooms.get(room).cloned() else {
+            return;
+        };
+        let empty = {
+            let mut st = line.state.lock();
+            st.subs.retain(|c| c.id != id);
+            st.subs.is_empty()
+        };
+        if empty {
+            let mut r = self.reg.write();
+            // Re-checked under the registry lock: a follower may have come in between.
+            if r.rooms
+                .get(room)
+                .is_some_and(|l| l.state.lock().subs.is_empty())
+            {
+                r.rooms.remove(room);
             }
+            self.metrics.rooms_active.set(r.rooms.len() as i64);
         }
-        self.metrics.rooms_active.set(s.rooms.len() as i64);
     }
 
     /// Sockets connected right now.
     pub fn connection_count(&self) -> usize {
-        self.state.read().users.values().map(HashMap::len).sum()
+        self.reg.read().sockets
     }
 
     /// Every socket (for shutdown).
-    pub fn all(&self) -> Vec<Conn> {
-        self.state
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.reg
             .read()
             .users
             .values()
-            .flat_map(|m| m.values().cloned())
+            .flat_map(|m| m.iter().cloned())
             .collect()
     }
 
+    /// The newest seq released to the sockets of `room` here, if anyone follows it.
+    pub fn released(&self, room: &str) -> Option<u64> {
+        let line = self.reg.read().rooms.get(room).cloned()?;
+        let released = line.state.lock().released;
+        Some(released)
+    }
+
+    fn line(&self, room: &str) -> Option<Arc<Line>> {
+        self.reg.read().rooms.get(room).cloned()
+    }
+
     /// Delivers a bus message to the local sockets it concerns.
-    pub fn dispatch(&self, msg: BusMessage) {
+    pub fn dispatch(self: &Arc<Self>, msg: BusMessage) {
         match msg {
             BusMessage::Event(ev) => self.dispatch_event(&ev),
             BusMessage::Typing {
@@ -296,46 +412,45 @@ impl Hub {
                 typing,
                 origin,
             } => {
-                let frame = encode(ServerFrame::Typing {
+                let Some(line) = self.line(&room) else {
+                    return;
+                };
+                let frame = encode(&ServerFrame::Typing {
                     room: room.clone(),
                     user,
                     typing,
                 });
-                let s = self.state.read();
-                if let Some(subs) = s.rooms.get(&room) {
-                    for c in subs.values().filter(|c| Some(c.id) != origin) {
-                        c.offer(Outbound::Frame(frame.clone()), &self.metrics);
-                    }
+                let st = line.state.lock();
+                for c in st.subs.iter().filter(|c| Some(c.id) != origin) {
+                    c.push(Outbound::Frame(frame.clone()), &self.metrics);
                 }
             }
             BusMessage::Presence { presence, rooms } => {
-                let frame = encode(ServerFrame::Presence(presence));
-                let s = self.state.read();
-                let mut seen = HashSet::new();
                 for room in &rooms {
-                    if let Some(subs) = s.rooms.get(room) {
-                        for c in subs.values() {
-                            if seen.insert(c.id) {
-                                c.offer(Outbound::Frame(frame.clone()), &self.metrics);
-                            }
-                        }
+                    if let Some(line) = self.line(room) {
+                        self.queue_presence(&line, presence.clone());
                     }
                 }
             }
             BusMessage::Notification { user, notification } => {
-                let frame = encode(ServerFrame::Notification(*notification));
+                let frame = encode(&ServerFrame::Notification(*notification));
                 self.to_user(&user, &frame);
             }
             BusMessage::Unread { user, count, order } => {
                 {
-                    let mut seen = self.unread_order.lock();
-                    let last = seen.entry(user.clone()).or_insert(0);
+                    let mut r = self.reg.write();
+                    // Only users connected here are tracked, so the map stays bounded.
+                    let Some(key) = r.users.get_key_value(user.as_str()).map(|(k, _)| k.clone())
+                    else {
+                        return;
+                    };
+                    let last = r.unread_order.entry(key).or_insert(0);
                     if order <= *last {
                         return;
                     }
                     *last = order;
                 }
-                let frame = encode(ServerFrame::Unread { count });
+                let frame = encode(&ServerFrame::Unread { count });
                 self.to_user(&user, &frame);
             }
             BusMessage::Invalidate { .. } => {}
@@ -343,42 +458,315 @@ impl Hub {
     }
 
     fn to_user(&self, user: &str, frame: &Utf8Bytes) {
-        let s = self.state.read();
-        if let Some(mine) = s.users.get(user) {
-            for c in mine.values() {
-                c.offer(Outbound::Frame(frame.clone()), &self.metrics);
+        let r = self.reg.read();
+        if let Some(mine) = r.users.get(user) {
+            for c in mine {
+                c.push(Outbound::Frame(frame.clone()), &self.metrics);
             }
         }
     }
 
-    fn dispatch_event(&self, ev: &RoomEvent) {
-        let started = Instant::now();
-        let effect = effect_of(ev);
-        let s = self.state.read();
-        let Some(subs) = s.rooms.get(&ev.room) else {
+    fn dispatch_event(self: &Arc<Self>, ev: &RoomEvent) {
+        let Some(line) = self.line(&ev.room) else {
             return;
         };
-        let frame = encode(ServerFrame::Event(ev.clone()));
-        let room: Arc<str> = Arc::from(ev.room.as_str());
-        let mut delivered = 0u64;
-        for c in subs.values() {
-            let item = Outbound::Event {
-                room: room.clone(),
-                seq: ev.seq,
-                frame: frame.clone(),
-                effect: effect.clone(),
-            };
-            if c.offer(item, &self.metrics) {
-                delivered += 1;
+        let live = Arc::new(LiveEvent::new(Arc::clone(&line.name), ev));
+        let mut st = line.state.lock();
+        self.sequence(&line, &mut st, live);
+    }
+
+    /// Puts one event on its room's line: released at once if it is the next one, held if it
+    /// came early, dropped if it was released before.
+    fn sequence(self: &Arc<Self>, line: &Arc<Line>, st: &mut LineState, ev: Arc<LiveEvent>) {
+        if ev.seq <= st.released {
+            self.metrics.events_duplicate.inc();
+            return;
+        }
+        if ev.seq == st.released + 1 {
+            self.release(st, &ev);
+            self.release_ready(st);
+            return;
+        }
+        if ev.seq - st.released > self.config.fill_max {
+            // Too wide for the hub: release what is held and this one; each socket reads its
+            // own gap from the store.
+            self.metrics.hub_gaps_skipped.inc();
+            self.release_all(st);
+            self.release(st, &ev);
+            return;
+        }
+        st.early.insert(ev.seq, ev);
+        if st.early.len() > self.config.pending_max {
+            self.metrics.hub_gaps_skipped.inc();
+            self.release_all(st);
+            return;
+        }
+        if !st.filling {
+            st.filling = true;
+            let hub = Arc::clone(self);
+            let line = Arc::clone(line);
+            tokio::spawn(async move { hub.fill(line).await });
+        }
+    }
+
+    /// Releases held events while they follow on.
+    fn release_ready(&self, st: &mut LineState) {
+        while let Some(entry) = st.early.first_entry() {
+            if *entry.key() > st.released + 1 {
+                break;
+            }
+            let ev = entry.remove();
+            if ev.seq == st.released + 1 {
+                self.release(st, &ev);
             }
         }
-        drop(s);
+    }
+
+    /// Releases every held event in order, gaps and all.
+    fn release_all(&self, st: &mut LineState) {
+        while let Some((_, ev)) = st.early.pop_first() {
+            if ev.seq > st.released {
+                self.release(st, &ev);
+            }
+        }
+    }
+
+    /// Queues the event on every follower.
+    fn release(&self, st: &mut LineState, ev: &Arc<LiveEvent>) {
+        let started = Instant::now();
+        st.released = ev.seq;
+        let mut delivered = 0u64;
+        let mut skipped = 0u64;
+        for c in &st.subs {
+            if c.offer_event(ev) {
+                delivered += 1;
+            } else {
+                skipped += 1;
+            }
+        }
         self.metrics.events_delivered.inc_by(delivered);
+        if skipped > 0 {
+            self.metrics.events_skipped_lagging.inc_by(skipped);
+        }
         self.metrics
             .bytes_out
-            .inc_by(delivered * frame.as_str().len() as u64);
+            .inc_by(delivered * ev.frame.as_str().len() as u64);
         self.metrics
             .fanout_seconds
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Waits out the reorder window, then reads what is still missing from the store, once for
+    /// every socket of the room.
+    async fn fill(self: Arc<Self>, line: Arc<Line>) {
+        tokio::time::sleep(self.config.reorder_window).await;
+        let (after, upto) = {
+            let mut st = line.state.lock();
+            match st.early.first_key_value() {
+                Some((&first, _)) if first > st.released + 1 => (st.released, first - 1),
+                _ => {
+                    self.release_ready(&mut st);
+                    st.filling = false;
+                    return;
+                }
+            }
+        };
+        self.metrics.hub_gap_fills.inc();
+        let limit = u32::try_from(upto - after).unwrap_or(u32::MAX);
+        let read = self.store.events_after(&line.name, after, limit).await;
+        let events: Vec<Arc<LiveEvent>> = match read {
+            Ok(list) => list
+                .iter()
+                .filter(|e| e.seq <= upto)
+                .map(|e| Arc::new(LiveEvent::new(Arc::clone(&line.name), e)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, room = %line.name, "hub: could not fill a gap");
+                Vec::new()
+            }
+        };
+        let mut st = line.state.lock();
+        self.metrics.events_filled.inc_by(events.len() as u64);
+        for ev in events {
+            if ev.seq == st.released + 1 {
+                self.release(&mut st, &ev);
+            }
+        }
+        self.release_ready(&mut st);
+        if st
+            .early
+            .first_key_value()
+            .is_some_and(|(&first, _)| first > st.released + 1)
+        {
+            // The store does not have them (removed by retention, or a read failed): go on
+            // without them; sockets that need them read the store themselves.
+            self.metrics.hub_gaps_skipped.inc();
+            self.release_all(&mut st);
+        }
+        st.filling = false;
+    }
+
+    fn queue_presence(self: &Arc<Self>, line: &Arc<Line>, presence: Presence) {
+        let mut st = line.state.lock();
+        if st.presence_off {
+            return;
+        }
+        st.presence.insert(presence.user.clone(), presence);
+        if !st.presence_flush {
+            st.presence_flush = true;
+            let hub = Arc::clone(self);
+            let line = Arc::clone(line);
+            tokio::spawn(async move {
+                tokio::time::sleep(hub.config.presence_interval).await;
+                hub.flush_presence(&line);
+            });
+        }
+    }
+
+    /// Sends a room's collected presence changes as one frame to each follower.
+    fn flush_presence(&self, line: &Line) {
+        let mut st = line.state.lock();
+        st.presence_flush = false;
+        if st.presence.is_empty() {
+            return;
+        }
+        let mut presences: Vec<Presence> = st.presence.drain().map(|(_, p)| p).collect();
+        presences.sort_by(|a, b| a.user.cmp(&b.user));
+        let frame = encode(&ServerFrame::PresenceDiff {
+            room: line.name.to_string(),
+            presences,
+        });
+        for c in &st.subs {
+            c.push(Outbound::Frame(frame.clone()), &self.metrics);
+        }
+        self.metrics.presence_frames.inc_by(st.subs.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use std::collections::VecDeque;
+
+    fn event(room: &str, seq: u64) -> RoomEvent {
+        RoomEvent {
+            room: room.into(),
+            seq,
+            at: 0,
+            actor: "a".into(),
+            body: roam_proto::EventBody::MemberLeft { user: "x".into() },
+        }
+    }
+
+    async fn hub(window_ms: u64) -> (Arc<Hub>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("t.db"), 1)
+            .await
+            .expect("store");
+        let config = HubConfig {
+            reorder_window: Duration::from_millis(window_ms),
+            ..HubConfig::default()
+        };
+        (
+            Arc::new(Hub::new(Arc::new(Metrics::new()), Arc::new(store), config)),
+            dir,
+        )
+    }
+
+    fn seqs(conn: &Conn) -> Vec<u64> {
+        let mut q = VecDeque::new();
+        conn.take(&mut q);
+        q.into_iter()
+            .filter_map(|o| match o {
+                Outbound::Event(e) => Some(e.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn events_leave_in_seq_order_whatever_order_they_arrive_in() {
+        let (hub, _dir) = hub(60_000).await;
+        let c = Conn::new(1, Arc::from("u"), 64, 0);
+        hub.follow("r", &c, 10, true);
+        for s in [13, 12, 11, 10, 14] {
+            hub.dispatch(BusMessage::Event(Arc::new(event("r", s))));
+        }
+        assert_eq!(seqs(&c), vec![11, 12, 13, 14]);
+        assert_eq!(hub.released("r"), Some(14));
+        assert_eq!(hub.metrics.events_duplicate.get(), 1, "10 was already out");
+    }
+
+    #[tokio::test]
+    async fn a_missing_event_is_read_from_the_store_once_for_the_room() {
+        let (hub, _dir) = hub(10).await;
+        let a = Conn::new(1, Arc::from("u"), 64, 0);
+        let b = Conn::new(2, Arc::from("v"), 64, 0);
+        hub.follow("r", &a, 0, true);
+        hub.follow("r", &b, 0, true);
+        // seq 1 never comes and the store does not have it either: after the window the hub
+        // tries the store once, then goes on.
+        hub.dispatch(BusMessage::Event(Arc::new(event("r", 2))));
+        assert!(seqs(&a).is_empty(), "held while 1 is missing");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(seqs(&a), vec![2]);
+        assert_eq!(seqs(&b), vec![2]);
+        assert_eq!(
+            hub.metrics.hub_gap_fills.get(),
+            1,
+            "one store read for both sockets"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gap_wider_than_the_fill_limit_is_left_to_the_sockets() {
+        let (hub, _dir) = hub(60_000).await;
+        let a = Conn::new(1, Arc::from("u"), 64, 0);
+        hub.follow("r", &a, 0, true);
+        hub.dispatch(BusMessage::Event(Arc::new(event("r", 1_000))));
+        assert_eq!(seqs(&a), vec![1_000]);
+        assert_eq!(hub.metrics.hub_gap_fills.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn unread_counts_of_users_not_connected_here_are_not_kept() {
+        let (hub, _dir) = hub(10).await;
+        for i in 0..100 {
+            hub.dispatch(BusMessage::Unread {
+                user: format!("u{i}"),
+                count: 1,
+                order: 1,
+            });
+        }
+        assert!(hub.reg.read().unread_order.is_empty());
+    }
+
+    #[tokio::test]
+    async fn presence_changes_are_coalesced_per_room() {
+        let (hub, _dir) = hub(10).await;
+        let c = Conn::new(1, Arc::from("watcher"), 64, 0);
+        hub.follow("r", &c, 0, true);
+        for i in 0..50 {
+            hub.dispatch(BusMessage::Presence {
+                presence: Presence {
+                    user: format!("u{i}"),
+                    status: roam_proto::PresenceStatus::Online,
+                    last_seen: None,
+                    devices: 1,
+                },
+                rooms: vec!["r".into()],
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut q = VecDeque::new();
+        c.take(&mut q);
+        assert_eq!(q.len(), 1, "one frame for fifty changes");
+        let Some(Outbound::Frame(f)) = q.pop_front() else {
+            panic!("a frame")
+        };
+        let v: serde_json::Value = serde_json::from_str(f.as_str()).expect("json");
+        assert_eq!(v["type"], "presence_diff");
+        assert_eq!(v["presences"].as_array().map(Vec::len), Some(50));
     }
 }

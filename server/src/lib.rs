@@ -16,7 +16,9 @@
 
 pub mod auth;
 pub mod cache;
+pub mod compress;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod http;
 pub mod hub;
@@ -40,7 +42,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Keys;
 use crate::cache::ReadCache;
 use crate::config::Config;
-use crate::hub::{Bus, Hub, LocalBus};
+use crate::hub::{Bus, Hub, HubConfig, LocalBus};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::{PresenceTracker, TypingTracker};
@@ -91,7 +93,14 @@ impl AppState {
         bus: Option<Arc<dyn Bus>>,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(Arc::clone(&metrics)));
+        let hub = Arc::new(Hub::new(
+            Arc::clone(&metrics),
+            Arc::clone(&store),
+            HubConfig {
+                reorder_window: Duration::from_millis(config.hub_reorder_window_ms),
+                ..HubConfig::default()
+            },
+        ));
         let bus = bus.unwrap_or_else(|| Arc::new(LocalBus::new(Arc::clone(&hub))));
         let service = Arc::new(Service {
             store,
@@ -126,6 +135,7 @@ pub struct Server {
     addr: SocketAddr,
     serve: JoinHandle<()>,
     retention: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
 }
 
 impl Server {
@@ -150,12 +160,14 @@ impl Server {
             }
         });
         let retention = tokio::spawn(retention::run(state.clone()));
+        let sweeper = tokio::spawn(ws::sweep(state.clone(), Duration::from_secs(1)));
         tracing::info!(%addr, "roam server listening");
         Ok(Server {
             state,
             addr,
             serve,
             retention,
+            sweeper,
         })
     }
 
@@ -176,6 +188,9 @@ impl Server {
     pub async fn shutdown(self) {
         tracing::info!("shutting down: draining connections");
         self.state.shutdown.cancel();
+        for conn in self.state.hub.all() {
+            conn.close_with(roam_proto::close::GOING_AWAY);
+        }
         self.state.tasks.close();
         let grace = Duration::from_secs(self.state.config.shutdown_grace_secs);
         if tokio::time::timeout(grace, self.state.tasks.wait())
@@ -185,6 +200,7 @@ impl Server {
             tracing::warn!("some sockets did not close within the grace period");
         }
         self.retention.abort();
+        self.sweeper.abort();
         if tokio::time::timeout(grace, self.serve).await.is_err() {
             tracing::warn!("HTTP connections did not finish within the grace period");
         }

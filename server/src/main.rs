@@ -6,6 +6,11 @@ use roam_server::config::{Cli, Command, LogFormat};
 use roam_server::Server;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: per-socket buffers are many and small, and it hands freed pages back to the OS, so
+/// memory returns after a burst of connections closes (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));

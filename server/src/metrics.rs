@@ -23,6 +23,12 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Label of counters split by cause.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -35,7 +41,15 @@ pub struct Metrics {
     pub replays_deduplicated: Counter,
     pub rate_limited: Family<KindLabel, Counter>,
     pub events_delivered: Counter,
-    pub events_recovered: Counter,
+    pub events_recovered: Family<ReasonLabel, Counter>,
+    pub events_duplicate: Counter,
+    pub events_skipped_lagging: Counter,
+    pub events_filled: Counter,
+    pub hub_gap_fills: Counter,
+    pub hub_gaps_skipped: Counter,
+    pub presence_frames: Counter,
+    pub compressed_bytes: Counter,
+    pub sockets_refused: Family<KindLabel, Counter>,
     pub resets: Counter,
     pub frames_in: Counter,
     pub bytes_in: Counter,
@@ -71,7 +85,15 @@ impl Metrics {
             replays_deduplicated: Counter::default(),
             rate_limited: Family::default(),
             events_delivered: Counter::default(),
-            events_recovered: Counter::default(),
+            events_recovered: Family::default(),
+            events_duplicate: Counter::default(),
+            events_skipped_lagging: Counter::default(),
+            events_filled: Counter::default(),
+            hub_gap_fills: Counter::default(),
+            hub_gaps_skipped: Counter::default(),
+            presence_frames: Counter::default(),
+            compressed_bytes: Counter::default(),
+            sockets_refused: Family::default(),
             resets: Counter::default(),
             frames_in: Counter::default(),
             bytes_in: Counter::default(),
@@ -128,8 +150,49 @@ impl Metrics {
         );
         r.register(
             "events_recovered",
-            "Events sent from the store to catch a socket up",
+            "Events a socket read from the store itself, by reason: subscribe (its own \
+             catch-up), lagging (skipped while its queue was full), gap (wider than the hub fills)",
             m.events_recovered.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Events that reached a room's line after it had released them (dropped)",
+            m.events_duplicate.clone(),
+        );
+        r.register(
+            "events_skipped_lagging",
+            "Live events not queued on a socket whose queue was full (it reads them later)",
+            m.events_skipped_lagging.clone(),
+        );
+        r.register(
+            "hub_gap_fills",
+            "Store reads by the hub to fill a room's missing events, once for all its sockets",
+            m.hub_gap_fills.clone(),
+        );
+        r.register(
+            "events_filled",
+            "Events the hub read from the store to fill gaps",
+            m.events_filled.clone(),
+        );
+        r.register(
+            "hub_gaps_skipped",
+            "Gaps the hub released unfilled (too wide, or not in the store)",
+            m.hub_gaps_skipped.clone(),
+        );
+        r.register(
+            "presence_frames",
+            "Coalesced presence_diff frames queued to sockets",
+            m.presence_frames.clone(),
+        );
+        r.register(
+            "compressed_input_bytes",
+            "Bytes of frames compressed for sockets that asked for compression (before)",
+            m.compressed_bytes.clone(),
+        );
+        r.register(
+            "sockets_refused",
+            "WebSocket upgrades refused by a socket cap, by kind (total, per_user)",
+            m.sockets_refused.clone(),
         );
         r.register(
             "recovery_resets",
@@ -219,6 +282,15 @@ impl Metrics {
     /// Counts one refusal by a rate limit.
     pub fn limited(&self, kind: &str) {
         self.rate_limited
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one upgrade refused by a socket cap.
+    pub fn sockets_refused(&self, kind: &str) {
+        self.sockets_refused
             .get_or_create(&KindLabel {
                 kind: kind.to_owned(),
             })

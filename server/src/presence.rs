@@ -13,7 +13,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use roam_proto::{Presence, PresenceStatus};
 
-use crate::hub::{Bus, BusMessage, ConnId};
+use crate::conn::ConnId;
+use crate::hub::{Bus, BusMessage};
 use crate::store::Store;
 
 fn aggregate(devices: &HashMap<ConnId, bool>) -> PresenceStatus {

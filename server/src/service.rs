@@ -114,14 +114,16 @@ fn mentions(body: &str) -> Vec<String> {
 /// fields around it.
 const MAX_ENCODED_DOCUMENT: usize = roam_proto::validate::MAX_FRAME_BYTES - 4 * 1024;
 
-/// A commit with more events than this in one room publishes only the room's last one.
-const COALESCE_OVER: usize = 8;
+/// A commit with more events than this in one room publishes only the room's last one. It
+/// matches the widest gap the hub fills itself (`HubConfig::fill_max`), so such a run is left to
+/// each socket's own catch-up at once instead of waiting out the hub's reorder window.
+const COALESCE_OVER: usize = 256;
 
 /// The events of one commit to publish. A `message.import` appends up to 5,000 events at once;
-/// queuing each on every subscribed socket would overflow their send queues and close sockets
-/// that keep up perfectly well as slow consumers. A socket's writer fills any gap before an
-/// event from the store, page by page and straight into its sink, so publishing the last event
-/// of such a run delivers all of them, in order, with bounded memory.
+/// queuing each on every subscribed socket would fill their send queues for nothing. A socket's
+/// writer fills a gap before an event from the store, page by page and straight into its sink,
+/// so publishing the last event of such a run delivers all of them, in order, with bounded
+/// memory.
 fn coalesce(events: Vec<roam_proto::RoomEvent>) -> Vec<roam_proto::RoomEvent> {
     if events.len() <= COALESCE_OVER {
         return events;
@@ -894,14 +896,14 @@ mod tests {
     fn long_runs_publish_their_last_event_only() {
         let few: Vec<_> = (1..=3).map(|s| event("a", s)).collect();
         assert_eq!(coalesce(few.clone()), few);
-        let mut many: Vec<_> = (1..=20).map(|s| event("a", s)).collect();
+        let mut many: Vec<_> = (1..=300).map(|s| event("a", s)).collect();
         many.push(event("b", 7));
         let out = coalesce(many);
         assert_eq!(
             out.iter()
                 .map(|e| (e.room.as_str(), e.seq))
                 .collect::<Vec<_>>(),
-            [("a", 20), ("b", 7)]
+            [("a", 300), ("b", 7)]
         );
     }
 

@@ -1,15 +1,24 @@
 //! The WebSocket gateway: `GET /v1/ws`.
 //!
-//! Each socket has a reader (this task) and a writer task joined by a bounded queue. The reader
-//! parses frames and applies them; mutations are prepared in arrival order and submitted to the
-//! store at once, then acknowledged from their own tasks, so a client can pipeline many of them
-//! and they are still applied in its order. The writer owns the socket's sink and its per-room
-//! cursors: it sends a room's events strictly in sequence, drops any it already sent, and fills a
-//! gap from the store, so recovery and live delivery join without loss or duplicates. Catch-up
-//! reads the store page by page straight into the sink, so a long outage costs no memory.
+//! Each socket has a reader (the task that runs [`run`]) and a writer task, joined by the
+//! socket's queue ([`Conn`]). Neither ever waits for the other: the reader queues its answers
+//! without blocking, so a client that stops reading cannot wedge it; every write has a timeout
+//! (a client that stops reading is cut with 4008); and one sweeper task closes sockets that are
+//! idle or whose token expired (see [`sweep`]).
+//!
+//! The reader parses frames and applies them; mutations are prepared in arrival order and
+//! submitted to the store at once, then acknowledged from their own tasks, so a client can
+//! pipeline many of them and they are still applied in its order.
+//!
+//! The writer owns the socket's sink and its per-room cursors. Live events come from the hub
+//! already in `seq` order, so in the common case it only compares the event with its cursor and
+//! writes the shared frame. It reads the store only when the socket subscribes (catch-up from the
+//! client's cursor), when its queue overflowed (it skipped events while lagging), or when the
+//! hub released a gap wider than it fills itself. Catch-up reads the store page by page straight
+//! into the sink, so a long outage costs no memory. Everything taken from the queue in one go is
+//! written with one flush.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,16 +29,17 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use roam_proto::{
-    close, ClientFrame, Envelope, ErrorCode, Mutation, RoomCursor, RoomSubscription, ServerFrame,
-    SubscribeResult, SubscriptionStatus,
+    close, ClientFrame, Envelope, ErrorCode, Mutation, Presence, RoomCursor, RoomSubscription,
+    ServerFrame, SubscribeResult, SubscriptionStatus,
 };
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{watch, Semaphore};
 
 use crate::auth::{bearer, Caller};
+use crate::compress;
+use crate::conn::{Conn, Outbound};
 use crate::error::ApiError;
-use crate::hub::{effect_of, encode, Conn, Effect, Outbound};
+use crate::hub::{effect_of, encode, encode_event, Effect, LiveEvent};
 use crate::presence::announce;
 use crate::service::now_ms;
 use crate::store::NotificationQuery;
@@ -41,8 +51,15 @@ const CATCH_UP_PAGE: u32 = 500;
 const MAX_IN_FLIGHT: usize = 256;
 /// Typing frames allowed per socket per second.
 const TYPING_PER_SEC: u32 = 5;
+/// Control frames (subscribe, unsubscribe, ping) allowed per socket per second.
+const CONTROL_PER_SEC: u32 = 20;
+/// WebSocket read buffer: client frames are small; larger ones grow it on demand.
+const READ_BUFFER: usize = 4 * 1024;
+/// The sink writes to the socket once this much is buffered (and at every flush).
+const WRITE_BUFFER: usize = 16 * 1024;
 
-/// Upgrades after checking the token, the connect rate and that the server is not draining.
+/// Upgrades after checking the token, the connect rate, the socket caps and that the server is
+/// not draining.
 pub async fn handler(
     State(state): State<AppState>,
     ws: WebSocketUpgrade,
@@ -56,26 +73,54 @@ pub async fn handler(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    let (mine, total) = state.hub.socket_counts(&caller.user);
+    if total >= state.config.max_sockets {
+        state.service.metrics.sockets_refused("total");
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            "this server holds as many sockets as it may; retry later or elsewhere",
+        )
+        .into_response();
+    }
+    if mine >= state.config.max_sockets_per_user {
+        state.service.metrics.sockets_refused("per_user");
+        return ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "at most {} sockets per user; close one first",
+                state.config.max_sockets_per_user
+            ),
+        )
+        .into_response();
+    }
     if let Err(e) = state.service.limits.connect(&caller.user) {
         state.service.metrics.limited("connect");
         return e.into_response();
     }
+    let compress = parts.uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == format!("compress={}", compress::DEFLATE))
+    });
     let max = roam_proto::validate::MAX_FRAME_BYTES;
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(max * 4)
         .on_upgrade(move |socket| {
             let tracker = state.tasks.clone();
-            tracker.track_future(run(state, socket, caller))
+            tracker.track_future(run(state, socket, caller, compress))
         })
 }
 
 struct Socket {
     state: AppState,
-    conn: Conn,
-    user: String,
-    tx: mpsc::Sender<Outbound>,
+    conn: Arc<Conn>,
     in_flight: Arc<Semaphore>,
     typing_window: (Instant, u32),
+    control_window: (Instant, u32),
+    /// Rooms this socket follows (for clean-up when it closes).
+    following: HashSet<Arc<str>>,
     /// Client-chosen ids of messages this socket is sending, until their commit: the receiver
     /// reports closed once the send is committed (or failed).
     sending: HashMap<String, watch::Receiver<()>>,
@@ -94,52 +139,30 @@ fn referenced_message(m: &Mutation) -> Option<&str> {
     }
 }
 
-async fn run(state: AppState, socket: WebSocket, caller: Caller) {
-    let svc = &state.service;
+async fn run(state: AppState, socket: WebSocket, caller: Caller, compress: bool) {
     let id = state.hub.next_conn_id();
-    let (tx, rx) = mpsc::channel(state.config.send_queue);
-    let conn = Conn {
+    let conn = Conn::new(
         id,
-        user: Arc::from(caller.user.as_str()),
-        tx: tx.clone(),
-        close: CancellationToken::new(),
-        close_code: Arc::new(AtomicU64::new(0)),
-    };
-    svc.metrics.connections.inc();
-    svc.metrics.connections_total.inc();
-    state.hub.connect(conn.clone());
-    let now = now_ms();
-    if let Err(e) = svc.store.touch_user(&caller.user, now).await {
-        tracing::warn!(error = %e, "could not record the user");
-    }
-    if let Some(p) = svc.presence.connect(&caller.user, id, now) {
-        announce(&svc.store, &svc.bus, p).await;
-    }
-    tracing::debug!(conn = id, user = %caller.user, "socket open");
-
+        Arc::from(caller.user.as_str()),
+        state.config.send_queue,
+        caller.exp.saturating_mul(1000),
+    );
+    Box::pin(opened(&state, &conn, compress)).await;
     let (sink, stream) = socket.split();
-    let writer = tokio::spawn(write_loop(state.clone(), conn.clone(), sink, rx));
-    let hello = encode(ServerFrame::Hello {
-        session: uuid::Uuid::now_v7().to_string(),
-        user: caller.user.clone(),
-        server_time: now,
-        heartbeat_ms: state.config.heartbeat_ms,
-        max_frame_bytes: roam_proto::validate::MAX_FRAME_BYTES as u64,
-    });
+    let writer = tokio::spawn(write_loop(state.clone(), Arc::clone(&conn), sink, compress));
     let mut sock = Socket {
         state: state.clone(),
-        conn: conn.clone(),
-        user: caller.user.clone(),
-        tx,
+        conn: Arc::clone(&conn),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         typing_window: (Instant::now(), 0),
+        control_window: (Instant::now(), 0),
+        following: HashSet::new(),
         sending: HashMap::new(),
     };
-    if sock.tx.send(Outbound::Frame(hello)).await.is_ok() {
-        sock.read_loop(stream, caller.exp).await;
-    }
-    // Make sure the writer ends (it sends the close frame chosen by whoever cancelled).
+    sock.read_loop(stream).await;
+    // Make sure the writer ends (it sends the close frame chosen by whoever closed).
     conn.close.cancel();
+    let following: Vec<Arc<str>> = sock.following.drain().collect();
     drop(sock);
     if tokio::time::timeout(Duration::from_secs(5), writer)
         .await
@@ -147,77 +170,117 @@ async fn run(state: AppState, socket: WebSocket, caller: Caller) {
     {
         tracing::debug!(conn = id, "writer did not finish in time");
     }
+    Box::pin(closed(&state, &conn, &following)).await;
+}
 
+/// Registers a socket and queues its `hello`.
+async fn opened(state: &AppState, conn: &Arc<Conn>, compress: bool) {
+    let svc = &state.service;
+    svc.metrics.connections.inc();
+    svc.metrics.connections_total.inc();
+    state.hub.connect(conn);
+    if state.shutdown.is_cancelled() {
+        // Upgraded while the server began to drain: it closes like the others.
+        conn.close_with(close::GOING_AWAY);
+    }
     let now = now_ms();
-    let left = state.hub.disconnect(&caller.user, id);
+    if let Err(e) = svc.store.touch_user(&conn.user, now).await {
+        tracing::warn!(error = %e, "could not record the user");
+    }
+    if let Some(p) = svc.presence.connect(&conn.user, conn.id, now) {
+        announce(&svc.store, &svc.bus, p).await;
+    }
+    tracing::debug!(conn = conn.id, user = %conn.user, "socket open");
+    let hello = encode(&ServerFrame::Hello {
+        session: uuid::Uuid::now_v7().to_string(),
+        user: conn.user.to_string(),
+        server_time: now,
+        heartbeat_ms: state.config.heartbeat_ms,
+        max_frame_bytes: roam_proto::validate::MAX_FRAME_BYTES as u64,
+        compression: compress.then(|| compress::DEFLATE.to_owned()),
+    });
+    conn.push(Outbound::Frame(hello), &svc.metrics);
+}
+
+/// Forgets a closed socket.
+async fn closed(state: &AppState, conn: &Arc<Conn>, following: &[Arc<str>]) {
+    let svc = &state.service;
+    let now = now_ms();
+    let left = state.hub.disconnect(conn, following);
     if left == 0 {
-        state.typing.clear_user(&svc.bus, &caller.user).await;
-        if let Err(e) = svc.store.save_last_seen(&caller.user, now).await {
+        state.typing.clear_user(&svc.bus, &conn.user).await;
+        if let Err(e) = svc.store.save_last_seen(&conn.user, now).await {
             tracing::warn!(error = %e, "could not save last-seen");
         }
     }
-    if let Some(p) = svc.presence.disconnect(&caller.user, id, now) {
+    if let Some(p) = svc.presence.disconnect(&conn.user, conn.id, now) {
         announce(&svc.store, &svc.bus, p).await;
     }
     svc.metrics.connections.dec();
-    tracing::debug!(conn = id, user = %caller.user, "socket closed");
+    tracing::debug!(conn = conn.id, user = %conn.user, code = conn.close_code(), "socket closed");
 }
 
-fn close_with(conn: &Conn, code: u16) {
-    conn.close_code
-        .compare_exchange(0, u64::from(code), Ordering::AcqRel, Ordering::Acquire)
-        .ok();
-    conn.close.cancel();
+/// Closes sockets that are idle or whose token expired, every `every`, whatever their queues
+/// hold. One task for all sockets: an idle socket costs no timer of its own. (A socket that
+/// stops reading is cut by its writer's write timeout.)
+pub async fn sweep(state: AppState, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle_ms = state.config.idle_timeout().as_millis() as u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        let now = now_ms();
+        for conn in state.hub.all() {
+            if conn.close.is_cancelled() {
+                continue;
+            }
+            if conn.expired(now) {
+                conn.close_with(close::TOKEN_EXPIRED);
+            } else if conn.idle_for(now) > idle_ms {
+                tracing::debug!(conn = conn.id, "idle timeout");
+                conn.close_with(close::NORMAL);
+            }
+        }
+    }
 }
 
 impl Socket {
-    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>, exp: u64) {
-        let idle = self.state.config.idle_timeout();
-        let exp_in = Duration::from_secs(exp.saturating_sub(now_ms() as u64 / 1000));
-        let expiry = tokio::time::sleep(exp_in);
-        tokio::pin!(expiry);
+    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
+        let close = self.conn.close.clone();
         loop {
             let next = tokio::select! {
-                _ = self.conn.close.cancelled() => return,
-                _ = self.state.shutdown.cancelled() => {
-                    close_with(&self.conn, close::GOING_AWAY);
-                    return;
-                }
-                _ = &mut expiry => {
-                    close_with(&self.conn, close::TOKEN_EXPIRED);
-                    return;
-                }
-                n = tokio::time::timeout(idle, stream.next()) => n,
+                _ = close.cancelled() => return,
+                n = stream.next() => n,
             };
+            self.conn.read_now();
             let msg = match next {
-                Err(_) => {
-                    tracing::debug!(conn = self.conn.id, "idle timeout");
-                    close_with(&self.conn, close::NORMAL);
-                    return;
-                }
-                Ok(None) => return,
-                Ok(Some(Err(e))) => {
+                None => return,
+                Some(Err(e)) => {
                     let text = e.to_string();
                     if text.contains("Space limit exceeded")
                         || text.contains("too long")
                         || text.contains("Capacity")
                     {
-                        close_with(&self.conn, close::TOO_BIG);
+                        self.conn.close_with(close::TOO_BIG);
                     }
                     tracing::debug!(conn = self.conn.id, error = %text, "socket read failed");
                     return;
                 }
-                Ok(Some(Ok(m))) => m,
+                Some(Ok(m)) => m,
             };
             match msg {
                 Message::Text(t) => {
                     let m = &self.state.service.metrics;
                     m.frames_in.inc();
                     m.bytes_in.inc_by(t.len() as u64);
-                    self.on_text(&t).await;
+                    // Boxed: the handling of a frame is large and rare next to waiting.
+                    Box::pin(self.on_text(&t)).await;
                 }
                 Message::Binary(_) => {
-                    close_with(&self.conn, close::UNSUPPORTED_DATA);
+                    self.conn.close_with(close::UNSUPPORTED_DATA);
                     return;
                 }
                 Message::Close(_) => return,
@@ -226,17 +289,32 @@ impl Socket {
         }
     }
 
-    async fn send(&self, frame: ServerFrame) {
-        // A closed queue means the writer is gone; the read loop ends on its own.
-        let _ = self.tx.send(Outbound::Frame(encode(frame))).await;
+    fn send(&self, frame: &ServerFrame) {
+        // A closing socket drops what is queued; the read loop ends on its own.
+        self.conn
+            .push(Outbound::Frame(encode(frame)), &self.state.service.metrics);
     }
 
-    async fn error(&self, id: Option<String>, err: ApiError) {
-        self.send(ServerFrame::Error {
+    fn error(&self, id: Option<String>, err: ApiError) {
+        self.send(&ServerFrame::Error {
             id,
             error: err.body(),
-        })
-        .await;
+        });
+    }
+
+    /// Counts a control frame; false (and an error sent) past the per-second allowance.
+    fn control_allowed(&mut self, id: &str) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.control_window.0) >= Duration::from_secs(1) {
+            self.control_window = (now, 0);
+        }
+        self.control_window.1 += 1;
+        if self.control_window.1 > CONTROL_PER_SEC {
+            self.state.service.metrics.limited("control");
+            self.error(Some(id.to_owned()), ApiError::rate_limited(1000));
+            return false;
+        }
+        true
     }
 
     async fn on_text(&mut self, text: &str) {
@@ -244,7 +322,7 @@ impl Socket {
             Ok(env) => env,
             Err(e) => {
                 let (id, err) = explain_bad_frame(text, &e);
-                self.error(id, err).await;
+                self.error(id, err);
                 return;
             }
         };
@@ -256,8 +334,7 @@ impl Socket {
                     ErrorCode::UnsupportedVersion,
                     "this server speaks protocol v1",
                 ),
-            )
-            .await;
+            );
             return;
         }
         match env.frame {
@@ -265,22 +342,46 @@ impl Socket {
                 id,
                 rooms,
                 inbox_since,
-            } => self.subscribe(id, rooms, inbox_since).await,
-            ClientFrame::Unsubscribe { id, rooms } => {
-                for room in rooms {
-                    self.state.hub.unfollow(&room, self.conn.id);
-                    let _ = self.tx.send(Outbound::StopRoom { room }).await;
+            } => {
+                if self.control_allowed(&id) {
+                    self.subscribe(id, rooms, inbox_since).await;
                 }
-                self.send(ServerFrame::Ack {
-                    id,
-                    result: json!({}),
-                })
-                .await;
+            }
+            ClientFrame::Unsubscribe { id, rooms } => {
+                if self.control_allowed(&id) {
+                    self.unsubscribe(id, rooms);
+                }
             }
             ClientFrame::Mutate { id, key, mutation } => self.mutate(id, key, mutation).await,
             ClientFrame::Typing { room, typing } => self.typing(room, typing).await,
-            ClientFrame::Ping { id } => self.send(ServerFrame::Pong { id }).await,
+            ClientFrame::Ping { id } => {
+                if self.control_allowed(&id) {
+                    self.send(&ServerFrame::Pong { id });
+                }
+            }
         }
+    }
+
+    fn unsubscribe(&mut self, id: String, rooms: Vec<String>) {
+        let max = roam_proto::validate::MAX_ROOMS_PER_SUBSCRIBE;
+        if rooms.len() > max {
+            self.error(
+                Some(id),
+                ApiError::invalid(format!("at most {max} rooms per unsubscribe")),
+            );
+            return;
+        }
+        for room in rooms {
+            if let Some(name) = self.following.take(room.as_str()) {
+                self.state.hub.unfollow(&name, self.conn.id);
+                self.conn
+                    .push(Outbound::StopRoom(name), &self.state.service.metrics);
+            }
+        }
+        self.send(&ServerFrame::Ack {
+            id,
+            result: json!({}),
+        });
     }
 
     async fn subscribe(&mut self, id: String, rooms: Vec<RoomCursor>, inbox_since: Option<u64>) {
@@ -291,23 +392,22 @@ impl Socket {
                     "at most {} rooms per subscribe",
                     roam_proto::validate::MAX_ROOMS_PER_SUBSCRIBE
                 )),
-            )
-            .await;
+            );
             return;
         }
         if let Some(bad) = rooms
             .iter()
             .find_map(|c| roam_proto::validate::room_name(&c.room).err())
         {
-            self.error(Some(id), bad.into()).await;
+            self.error(Some(id), bad.into());
             return;
         }
-        let svc = &self.state.service;
+        let svc = Arc::clone(&self.state.service);
         let mut results = Vec::with_capacity(rooms.len());
         let mut starts = Vec::new();
-        let mut subscribed = Vec::new();
         for c in rooms {
-            let status = match svc.readable_room(&self.user, &c.room).await {
+            let presence_on;
+            let status = match svc.readable_room(&self.conn.user, &c.room).await {
                 Err(e) if e.code == ErrorCode::NotFound => {
                     results.push(RoomSubscription {
                         room: c.room,
@@ -325,15 +425,18 @@ impl Socket {
                     continue;
                 }
                 Err(e) => {
-                    self.error(Some(id), e).await;
+                    self.error(Some(id), e);
                     return;
                 }
-                Ok(_) => SubscriptionStatus::Ok,
+                Ok((room, _)) => {
+                    presence_on = room.member_count <= self.state.config.presence_room_max;
+                    SubscriptionStatus::Ok
+                }
             };
             let (oldest, head) = match svc.store.event_bounds(&c.room).await {
                 Ok(b) => b,
                 Err(e) => {
-                    self.error(Some(id), e.into()).await;
+                    self.error(Some(id), e.into());
                     return;
                 }
             };
@@ -345,9 +448,12 @@ impl Socket {
             } else {
                 (status, c.since)
             };
-            self.state.hub.follow(&c.room, &self.conn);
-            subscribed.push(c.room.clone());
-            starts.push((c.room.clone(), since));
+            let name = self
+                .state
+                .hub
+                .follow(&c.room, &self.conn, head, presence_on);
+            self.following.insert(Arc::clone(&name));
+            starts.push((name, since, presence_on));
             results.push(RoomSubscription {
                 room: c.room,
                 status,
@@ -356,85 +462,100 @@ impl Socket {
         }
         let result =
             serde_json::to_value(SubscribeResult { rooms: results }).unwrap_or(Value::Null);
-        self.send(ServerFrame::Ack { id, result }).await;
-        for (room, since) in starts {
-            let _ = self.tx.send(Outbound::StartRoom { room, since }).await;
+        self.send(&ServerFrame::Ack { id, result });
+        for (room, since, _) in &starts {
+            self.conn.push(
+                Outbound::StartRoom {
+                    room: Arc::clone(room),
+                    since: *since,
+                },
+                &svc.metrics,
+            );
         }
-        self.send_member_presence(&subscribed).await;
+        for (room, _, presence_on) in &starts {
+            if *presence_on {
+                self.send_presence_state(room).await;
+            }
+        }
         if let Some(after) = inbox_since {
             let q = NotificationQuery {
                 after_seq: after,
                 unread_only: false,
                 limit: 500,
             };
-            match svc.store.notifications(&self.user, &q).await {
+            match svc.store.notifications(&self.conn.user, &q).await {
                 Ok(list) => {
                     for n in list {
-                        self.send(ServerFrame::Notification(n)).await;
+                        self.send(&ServerFrame::Notification(n));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "inbox catch-up failed"),
             }
-            match svc.store.unread_count(&self.user).await {
-                Ok(count) => self.send(ServerFrame::Unread { count }).await,
+            match svc.store.unread_count(&self.conn.user).await {
+                Ok(count) => self.send(&ServerFrame::Unread { count }),
                 Err(e) => tracing::warn!(error = %e, "unread count failed"),
             }
         }
     }
 
-    /// The presence of the connected members of newly followed rooms (everyone else is
-    /// offline), so a client knows who is around without asking.
-    async fn send_member_presence(&self, rooms: &[String]) {
+    /// One `presence_state` frame: the room's members connected right now (other than this
+    /// socket's user).
+    async fn send_presence_state(&self, room: &str) {
         let svc = &self.state.service;
-        let mut sent = std::collections::HashSet::new();
-        for room in rooms {
-            let members = match svc
-                .store
-                .list_members(room, None, roam_proto::validate::MAX_IDS_PER_CALL as u32)
-                .await
-            {
+        let mut presences: Vec<Presence> = Vec::new();
+        let mut after: Option<String> = None;
+        let page = roam_proto::validate::MAX_IDS_PER_CALL as u32;
+        loop {
+            let members = match svc.store.list_members(room, after.as_deref(), page).await {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, room, "presence snapshot failed");
-                    continue;
+                    return;
                 }
             };
+            let n = members.len();
+            after = members.last().map(|m| m.user.clone());
             for m in members {
-                if m.user == self.user || !sent.insert(m.user.clone()) {
+                if *m.user == *self.conn.user || m.status != roam_proto::MemberStatus::Active {
                     continue;
                 }
                 if let Some(p) = svc.live_presence(&m.user) {
-                    self.send(ServerFrame::Presence(p)).await;
+                    presences.push(p);
                 }
             }
+            if n < page as usize {
+                break;
+            }
         }
+        self.send(&ServerFrame::PresenceState {
+            room: room.to_owned(),
+            presences,
+        });
     }
 
     async fn mutate(&mut self, id: String, key: String, mutation: Mutation) {
         let svc = Arc::clone(&self.state.service);
+        let user = self.conn.user.to_string();
         if let Mutation::SetPresence { status } = mutation {
             // Not stored, so no idempotency record; but checked like every mutation.
             if let Err(e) =
                 roam_proto::validate::idempotency_key(&key).and_then(|()| mutation.validate())
             {
-                return self.error(Some(id), e.into()).await;
+                return self.error(Some(id), e.into());
             }
             let away = status == roam_proto::PresenceStatus::Away;
-            if let Some(p) = svc
-                .presence
-                .set_away(&self.user, self.conn.id, away, now_ms())
-            {
+            if let Some(p) = svc.presence.set_away(&user, self.conn.id, away, now_ms()) {
                 announce(&svc.store, &svc.bus, p).await;
             }
-            let (status, devices) = svc.presence.live(&self.user);
-            let p = roam_proto::Presence {
-                user: self.user.clone(),
+            let (status, devices) = svc.presence.live(&user);
+            let p = Presence {
+                user,
                 status,
                 last_seen: Some(now_ms()),
                 devices,
             };
             let result = serde_json::to_value(p).unwrap_or(Value::Null);
-            self.send(ServerFrame::Ack { id, result }).await;
+            self.send(&ServerFrame::Ack { id, result });
             return;
         }
         // A client may pipeline an edit, a delete or a reply right behind the send of the
@@ -449,12 +570,16 @@ impl Socket {
             Mutation::SendMessage { id: Some(m), .. } => Some(m.clone()),
             _ => None,
         };
-        let prepared = match svc.prepare(&self.user, &key, mutation).await {
+        let prepared = match svc.prepare(&user, &key, mutation).await {
             Ok(p) => p,
-            Err(e) => return self.error(Some(id), e).await,
+            Err(e) => return self.error(Some(id), e),
         };
-        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
-            return;
+        let permit = tokio::select! {
+            p = Arc::clone(&self.in_flight).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = self.conn.close.cancelled() => return,
         };
         let fut = svc.submit(prepared);
         let committed = sent_id.map(|m| {
@@ -463,7 +588,7 @@ impl Socket {
             self.sending.insert(m, rx);
             done
         });
-        let tx = self.tx.clone();
+        let conn = Arc::clone(&self.conn);
         tokio::spawn(async move {
             let outcome = fut.await;
             drop(committed);
@@ -477,7 +602,7 @@ impl Socket {
                     error: e.body(),
                 },
             };
-            let _ = tx.send(Outbound::Frame(encode(frame))).await;
+            conn.push(Outbound::Frame(encode(&frame)), &svc.metrics);
             drop(permit);
         });
     }
@@ -490,25 +615,23 @@ impl Socket {
         self.typing_window.1 += 1;
         if self.typing_window.1 > TYPING_PER_SEC {
             self.state.service.metrics.limited("typing");
-            self.error(None, ApiError::rate_limited(1000)).await;
+            self.error(None, ApiError::rate_limited(1000));
             return;
         }
         if let Err(e) = roam_proto::validate::room_name(&room) {
-            return self.error(None, e.into()).await;
+            return self.error(None, e.into());
         }
         let svc = &self.state.service;
-        match svc.member(&room, &self.user).await {
+        match svc.member(&room, &self.conn.user).await {
             Ok(Some(m)) if m.status == roam_proto::MemberStatus::Active => {}
             Ok(_) => {
-                return self
-                    .error(None, ApiError::forbidden("only members can type in a room"))
-                    .await
+                return self.error(None, ApiError::forbidden("only members can type in a room"))
             }
-            Err(e) => return self.error(None, e).await,
+            Err(e) => return self.error(None, e),
         }
         self.state
             .typing
-            .update(&svc.bus, &room, &self.user, typing, Some(self.conn.id))
+            .update(&svc.bus, &room, &self.conn.user, typing, Some(self.conn.id))
             .await;
     }
 }
@@ -555,38 +678,72 @@ fn explain_bad_frame(text: &str, err: &serde_json::Error) -> (Option<String>, Ap
     }
 }
 
+/// The socket is gone (or must go): stop writing.
+#[derive(Debug)]
+struct Gone;
+
+/// Why a socket reads the store.
+#[derive(Debug, Clone, Copy)]
+enum CatchUp {
+    /// Its own subscription, from the client's cursor.
+    Subscribe,
+    /// It skipped events while its queue was full.
+    Lagging,
+    /// The hub released a gap wider than it fills itself.
+    Gap,
+}
+
+impl CatchUp {
+    fn label(self) -> &'static str {
+        match self {
+            CatchUp::Subscribe => "subscribe",
+            CatchUp::Lagging => "lagging",
+            CatchUp::Gap => "gap",
+        }
+    }
+}
+
 /// The socket's writer: the only place that touches the sink.
 async fn write_loop(
     state: AppState,
-    conn: Conn,
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
+    conn: Arc<Conn>,
+    sink: SplitSink<WebSocket, Message>,
+    compress: bool,
 ) {
+    let grace = Duration::from_millis(state.config.slow_consumer_grace_ms.max(1));
+    let compress_min = state.config.ws_compress_min_bytes;
     let mut w = Writer {
         state,
-        conn,
+        conn: Arc::clone(&conn),
+        sink,
         cursors: HashMap::new(),
+        compress,
+        compress_min,
+        batch: None,
+        write_timeout: grace,
     };
-    let close = w.conn.close.clone();
+    let mut items: VecDeque<Outbound> = VecDeque::new();
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = close.cancelled() => break,
-            item = rx.recv() => item,
-        };
-        let Some(item) = item else { break };
-        let ok = tokio::select! {
-            biased;
-            _ = close.cancelled() => false,
-            r = w.handle_queued(&mut sink, item, &mut rx) => r,
-        };
-        if !ok {
+        let taken = conn.take(&mut items);
+        if items.is_empty() && !taken.lagged {
+            if conn.close.is_cancelled() {
+                break;
+            }
+            conn.wait().await;
+            continue;
+        }
+        let done = Box::pin(w.write_all(&mut items, taken.lagged)).await;
+        items.clear();
+        if items.capacity() > 256 {
+            items = VecDeque::new();
+        }
+        if done.is_err() {
             break;
         }
     }
-    let code = match w.conn.close_code.load(Ordering::Acquire) {
+    let code = match conn.close_code() {
         0 => close::NORMAL,
-        c => u16::try_from(c).unwrap_or(close::NORMAL),
+        c => c,
     };
     let reason = match code {
         close::GOING_AWAY => "server shutting down",
@@ -603,156 +760,245 @@ async fn write_loop(
     // A slow consumer's sink may be full: the close frame then goes after what is pending, if
     // the client reads within the bound, and is dropped with the socket otherwise.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = sink.send(frame).await;
-        let _ = sink.flush().await;
+        let _ = w.sink.send(frame).await;
+        let _ = w.sink.flush().await;
     })
     .await;
-    w.conn.close.cancel();
+    conn.close.cancel();
 }
 
 struct Writer {
     state: AppState,
-    conn: Conn,
+    conn: Arc<Conn>,
+    sink: SplitSink<WebSocket, Message>,
     /// Last seq sent per followed room.
-    cursors: HashMap<String, u64>,
+    cursors: HashMap<Arc<str>, u64>,
+    compress: bool,
+    compress_min: usize,
+    /// While catching up a compressing socket: frames gathered for one compressed message.
+    batch: Option<Vec<u8>>,
+    write_timeout: Duration,
 }
 
-/// Items taken from the queue before the socket is flushed.
-const FLUSH_EVERY: usize = 64;
-
 impl Writer {
-    /// Queues a frame on the sink. The sink writes to the socket by itself once its buffer is
-    /// large; [`Writer::handle_queued`] flushes the rest.
-    async fn put(&self, sink: &mut SplitSink<WebSocket, Message>, frame: Utf8Bytes) -> bool {
-        sink.feed(Message::Text(frame)).await.is_ok()
-    }
-
-    /// Handles `first` and whatever else is already queued (up to [`FLUSH_EVERY`] items), then
-    /// flushes once: a pipelining client gets its acks and events in a few large writes
-    /// instead of one system call per frame. False when the socket is gone.
-    async fn handle_queued(
+    /// Writes everything taken from the queue, catches up what was skipped while lagging, and
+    /// flushes once.
+    async fn write_all(
         &mut self,
-        sink: &mut SplitSink<WebSocket, Message>,
-        first: Outbound,
-        rx: &mut mpsc::Receiver<Outbound>,
-    ) -> bool {
-        if !self.handle(sink, first).await {
-            return false;
+        items: &mut VecDeque<Outbound>,
+        lagged: bool,
+    ) -> Result<(), Gone> {
+        for item in items.drain(..) {
+            if self.conn.close.is_cancelled() {
+                return Err(Gone);
+            }
+            self.handle(item).await?;
         }
-        for _ in 1..FLUSH_EVERY {
-            match rx.try_recv() {
-                Ok(item) => {
-                    if !self.handle(sink, item).await {
-                        return false;
-                    }
-                }
-                Err(_) => break,
+        if lagged {
+            let rooms: Vec<Arc<str>> = self.cursors.keys().cloned().collect();
+            for room in rooms {
+                self.catch_up(&room, u64::MAX, CatchUp::Lagging).await?;
             }
         }
-        sink.flush().await.is_ok()
+        self.flush().await
     }
 
-    /// Sends one item; false when the socket is gone.
-    async fn handle(&mut self, sink: &mut SplitSink<WebSocket, Message>, item: Outbound) -> bool {
+    /// Flushes the sink, giving up on a client that does not read within the write timeout.
+    async fn flush(&mut self) -> Result<(), Gone> {
+        let close = self.conn.close.clone();
+        tokio::select! {
+            r = tokio::time::timeout(self.write_timeout, self.sink.flush()) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Gone),
+                Err(_) => {
+                    self.state.service.metrics.disconnects_slow_consumer.inc();
+                    self.conn.close_with(close::SLOW_CONSUMER);
+                    Err(Gone)
+                }
+            },
+            _ = close.cancelled() => Err(Gone),
+        }
+    }
+
+    /// Queues a message on the sink (written once the sink's buffer fills, or at the flush).
+    async fn feed(&mut self, msg: Message) -> Result<(), Gone> {
+        let close = self.conn.close.clone();
+        tokio::select! {
+            r = tokio::time::timeout(self.write_timeout, self.sink.feed(msg)) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Gone),
+                Err(_) => {
+                    self.state.service.metrics.disconnects_slow_consumer.inc();
+                    self.conn.close_with(close::SLOW_CONSUMER);
+                    Err(Gone)
+                }
+            },
+            _ = close.cancelled() => Err(Gone),
+        }
+    }
+
+    /// Sends one text frame: into the current compressed batch, compressed alone when large,
+    /// or as it is.
+    async fn put(&mut self, frame: Utf8Bytes) -> Result<(), Gone> {
+        if let Some(batch) = self.batch.as_mut() {
+            if !batch.is_empty() {
+                batch.push(b'\n');
+            }
+            batch.extend_from_slice(frame.as_bytes());
+            return Ok(());
+        }
+        if self.compress && frame.len() >= self.compress_min {
+            let packed = compress::deflate(frame.as_bytes());
+            return self.feed(Message::Binary(packed)).await;
+        }
+        self.feed(Message::Text(frame)).await
+    }
+
+    /// Sends a live event's shared frame (compressed once for every socket that asked).
+    async fn put_event(&mut self, ev: &LiveEvent) -> Result<(), Gone> {
+        if self.batch.is_none() && self.compress && ev.frame.len() >= self.compress_min {
+            let packed = ev
+                .deflated
+                .get_or_init(|| compress::deflate(ev.frame.as_bytes()))
+                .clone();
+            return self.feed(Message::Binary(packed)).await;
+        }
+        self.put(ev.frame.clone()).await
+    }
+
+    /// Starts gathering frames into one compressed message (compressing sockets only).
+    fn begin_batch(&mut self) {
+        if self.compress && self.batch.is_none() {
+            self.batch = Some(Vec::new());
+        }
+    }
+
+    /// Sends the gathered frames as one compressed message.
+    async fn end_batch(&mut self) -> Result<(), Gone> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let packed = compress::deflate(&batch);
+        self.state
+            .service
+            .metrics
+            .compressed_bytes
+            .inc_by(batch.len() as u64);
+        self.feed(Message::Binary(packed)).await
+    }
+
+    fn following(&self, room: &str) -> bool {
+        self.cursors.contains_key(room)
+    }
+
+    /// Sends one item.
+    async fn handle(&mut self, item: Outbound) -> Result<(), Gone> {
         match item {
-            Outbound::Frame(f) => self.put(sink, f).await,
-            Outbound::StopRoom { room } => {
+            Outbound::Frame(f) => self.put(f).await,
+            Outbound::StopRoom(room) => {
                 self.cursors.remove(&room);
-                true
+                Ok(())
             }
             Outbound::StartRoom { room, since } => {
-                self.cursors.insert(room.clone(), since);
-                let Some(head) = self.catch_up(sink, &room, u64::MAX).await else {
-                    return false;
-                };
-                if self.cursors.contains_key(&room) {
-                    self.put(sink, encode(ServerFrame::CaughtUp { room, seq: head }))
-                        .await
-                } else {
-                    true
+                self.cursors.insert(Arc::clone(&room), since);
+                let head = self.catch_up(&room, u64::MAX, CatchUp::Subscribe).await?;
+                if self.following(&room) {
+                    self.put(encode(&ServerFrame::CaughtUp {
+                        room: room.to_string(),
+                        seq: head,
+                    }))
+                    .await?;
                 }
+                Ok(())
             }
-            Outbound::Event {
-                room,
-                seq,
-                frame,
-                effect,
-            } => {
-                let Some(&cur) = self.cursors.get(&*room) else {
-                    return true;
+            Outbound::Event(ev) => {
+                let Some(&cur) = self.cursors.get(&*ev.room) else {
+                    return Ok(());
                 };
-                if seq <= cur {
-                    return true;
+                if ev.seq <= cur {
+                    return Ok(());
                 }
-                if seq > cur + 1 && self.catch_up(sink, &room, seq - 1).await.is_none() {
-                    return false;
+                if ev.seq > cur + 1 {
+                    self.catch_up(&ev.room, ev.seq - 1, CatchUp::Gap).await?;
+                    if !self.following(&ev.room) {
+                        return Ok(());
+                    }
                 }
-                if !self.cursors.contains_key(&*room) {
-                    return true;
+                self.put_event(&ev).await?;
+                if let Some(c) = self.cursors.get_mut(&*ev.room) {
+                    *c = ev.seq;
                 }
-                if !self.put(sink, frame).await {
-                    return false;
+                if ev.effect.is_some() {
+                    self.apply_effect(&ev.room, ev.effect.clone()).await?;
                 }
-                self.cursors.insert(room.to_string(), seq);
-                self.apply_effect(sink, &room, effect).await
+                Ok(())
             }
         }
     }
 
     /// Sends stored events after the room's cursor up to `upto`; returns the new cursor.
-    async fn catch_up(
-        &mut self,
-        sink: &mut SplitSink<WebSocket, Message>,
-        room: &str,
-        upto: u64,
-    ) -> Option<u64> {
+    async fn catch_up(&mut self, room: &Arc<str>, upto: u64, why: CatchUp) -> Result<u64, Gone> {
         let store = Arc::clone(&self.state.service.store);
+        let recovered = self
+            .state
+            .service
+            .metrics
+            .events_recovered
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: why.label(),
+            })
+            .clone();
         loop {
-            let cur = *self.cursors.get(room)?;
+            let Some(&cur) = self.cursors.get(&**room) else {
+                return Ok(0);
+            };
             if cur >= upto {
-                return Some(cur);
+                return Ok(cur);
             }
             let page = match store.events_after(room, cur, CATCH_UP_PAGE).await {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::error!(error = %e, room, "catch-up read failed");
-                    return None;
+                    tracing::error!(error = %e, room = %room, "catch-up read failed");
+                    return Err(Gone);
                 }
             };
             if page.is_empty() {
-                return Some(cur);
+                return Ok(cur);
             }
-            let n = page.len() as u32;
+            self.begin_batch();
+            let mut stop = false;
             for ev in page {
                 if ev.seq > upto {
-                    return Some(*self.cursors.get(room)?);
+                    stop = true;
+                    break;
                 }
                 let seq = ev.seq;
                 let effect = effect_of(&ev);
-                if !self.put(sink, encode(ServerFrame::Event(ev))).await {
-                    return None;
+                self.put(encode_event(&ev)).await?;
+                recovered.inc();
+                if let Some(c) = self.cursors.get_mut(&**room) {
+                    *c = seq;
                 }
-                self.state.service.metrics.events_recovered.inc();
-                self.cursors.insert(room.to_owned(), seq);
-                if !self.apply_effect(sink, room, effect).await {
-                    return None;
+                if effect.is_some() {
+                    self.apply_effect(room, effect).await?;
                 }
-                if !self.cursors.contains_key(room) {
-                    return Some(seq);
+                if !self.following(room) {
+                    stop = true;
+                    break;
                 }
             }
-            if n < CATCH_UP_PAGE {
-                return self.cursors.get(room).copied();
+            self.end_batch().await?;
+            self.flush().await?;
+            if stop {
+                return Ok(self.cursors.get(&**room).copied().unwrap_or(0));
             }
         }
     }
 
-    async fn apply_effect(
-        &mut self,
-        sink: &mut SplitSink<WebSocket, Message>,
-        room: &str,
-        effect: Option<Effect>,
-    ) -> bool {
+    async fn apply_effect(&mut self, room: &Arc<str>, effect: Option<Effect>) -> Result<(), Gone> {
         let reason = match effect {
             Some(Effect::RoomDeleted) => "room_deleted",
             Some(Effect::Removed { user, reason }) if *user == *self.conn.user => {
@@ -772,7 +1018,7 @@ impl Writer {
                     Err(_) => true,
                 };
                 if !stands {
-                    return true;
+                    return Ok(());
                 }
                 reason
             }
@@ -788,20 +1034,17 @@ impl Writer {
                     Err(e) if matches!(e.code, ErrorCode::Forbidden | ErrorCode::NotFound) => {
                         "forbidden"
                     }
-                    _ => return true,
+                    _ => return Ok(()),
                 }
             }
-            _ => return true,
+            _ => return Ok(()),
         };
-        self.cursors.remove(room);
+        self.cursors.remove(&**room);
         self.state.hub.unfollow(room, self.conn.id);
-        self.put(
-            sink,
-            encode(ServerFrame::Unsubscribed {
-                room: room.to_owned(),
-                reason: reason.to_owned(),
-            }),
-        )
+        self.put(encode(&ServerFrame::Unsubscribed {
+            room: room.to_string(),
+            reason: reason.to_owned(),
+        }))
         .await
     }
 }

@@ -584,6 +584,7 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
         server_time: now_ms(),
         heartbeat_ms: 25_000,
         max_frame_bytes: 1 << 20,
+        compression: None,
     };
     if sink.send(to_text(hello)).await.is_err() {
         state.lock().conns.remove(&conn_id);
@@ -897,10 +898,13 @@ pub fn notification(seq: u64, user: &str) -> Notification {
 
 /// Sends presence of a user to every connection.
 pub fn presence_frame(user: &str, status: PresenceStatus) -> ServerFrame {
-    ServerFrame::Presence(Presence {
-        user: user.to_owned(),
-        status,
-        last_seen: Some(now_ms()),
-        devices: 1,
-    })
+    ServerFrame::PresenceDiff {
+        room: "general".into(),
+        presences: vec![Presence {
+            user: user.to_owned(),
+            status,
+            last_seen: Some(now_ms()),
+            devices: 1,
+        }],
+    }
 }

@@ -393,6 +393,12 @@ pub struct Ws {
     next_id: u64,
     /// Frames read while waiting for an answer (`call`), returned first by `next`.
     pending: VecDeque<Value>,
+    /// When false (the default), each `presence_state`/`presence_diff` frame is read as one
+    /// `{"type": "presence", "room", "batch", ...presence}` value per user it lists (none for an
+    /// empty one), so tests can wait for one user's presence; true returns the frames as sent.
+    pub raw_presence: bool,
+    /// Presence entries of a batch frame not returned yet.
+    unpacked: VecDeque<Value>,
 }
 
 /// A refused WebSocket handshake.
@@ -453,6 +459,8 @@ impl Ws {
             hello: Value::Null,
             next_id: 0,
             pending: VecDeque::new(),
+            raw_presence: false,
+            unpacked: VecDeque::new(),
         };
         ws.hello = ws.next().await;
         assert_eq!(ws.hello["type"], "hello", "first frame: {:?}", ws.hello);
@@ -494,15 +502,29 @@ impl Ws {
     /// The next frame from the socket itself.
     async fn read(&mut self) -> Value {
         loop {
+            if let Some(v) = self.unpacked.pop_front() {
+                return v;
+            }
             let m = tokio::time::timeout(WAIT, self.stream.next())
                 .await
                 .expect("timed out waiting for a frame")
                 .expect("socket ended")
                 .expect("socket error");
-            match m {
-                Message::Text(t) => return serde_json::from_str(&t).expect("frame is JSON"),
+            let v: Value = match m {
+                Message::Text(t) => serde_json::from_str(&t).expect("frame is JSON"),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("unexpected message {other:?}"),
+            };
+            let batch = v["type"] == "presence_state" || v["type"] == "presence_diff";
+            if !batch || self.raw_presence {
+                return v;
+            }
+            for p in v["presences"].as_array().into_iter().flatten() {
+                let mut p = p.clone();
+                p["type"] = json!("presence");
+                p["room"] = v["room"].clone();
+                p["batch"] = v["type"].clone();
+                self.unpacked.push_back(p);
             }
         }
     }

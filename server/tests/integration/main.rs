@@ -3,6 +3,7 @@
 
 mod auth;
 mod authz;
+mod delivery;
 mod documents;
 mod fixtures;
 mod http_features;

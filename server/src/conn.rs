@@ -1,0 +1,236 @@
+//! One connected socket as the rest of the server sees it: who it is, how to close it, and its
+//! send queue.
+//!
+//! The queue sits between everything that produces frames for the socket (its own reader, the
+//! hub) and the socket's writer task. Producers never wait on it:
+//!
+//! - A room event offered to a full queue is not queued. The socket becomes *lagging*: further
+//!   events are skipped until the writer has emptied the queue, and the writer then reads what it
+//!   skipped from the store, once, before it takes anything newer. A burst therefore never cuts a
+//!   socket that is still reading, and never holds more than `capacity` items for it.
+//! - Any other frame (an ack, an error, typing, presence, a notification) is queued even when the
+//!   queue is full, up to twice its capacity; past that the socket is closed with 4008 (slow
+//!   consumer). A client that stops reading altogether is cut by the writer: every write to the
+//!   socket has a timeout (the slow-consumer grace), whatever the queue holds.
+//!
+//! An idle socket's queue holds no allocation: the deque grows on demand and the writer swaps it
+//! out whole, giving back large buffers after a burst.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::LiveEvent;
+use crate::metrics::Metrics;
+use crate::service::now_ms;
+
+/// A socket's id, unique in this process.
+pub type ConnId = u64;
+
+/// What a socket's writer receives.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A ready frame.
+    Frame(Utf8Bytes),
+    /// A room event, shared with every socket that follows the room.
+    Event(Arc<LiveEvent>),
+    /// Start delivering `room` after `since` (catch up from the store first).
+    StartRoom { room: Arc<str>, since: u64 },
+    /// Stop delivering `room`.
+    StopRoom(Arc<str>),
+}
+
+/// One connected socket.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: ConnId,
+    pub user: Arc<str>,
+    /// Cancelled to close the socket; [`Conn::close_with`] records the code first.
+    pub close: CancellationToken,
+    close_code: AtomicU16,
+    queue: Mutex<VecDeque<Outbound>>,
+    wake: Notify,
+    capacity: usize,
+    /// Events were skipped because the queue was full; the writer recovers them.
+    lagging: AtomicBool,
+    /// When the reader last received a frame (ms since the epoch).
+    read_ms: AtomicU64,
+    /// When the socket's token expires (ms since the epoch; 0: never).
+    expires_ms: u64,
+}
+
+/// What [`Conn::take`] hands the writer.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Events were skipped since the last take: catch every room up from the store after the
+    /// taken items.
+    pub lagged: bool,
+}
+
+impl Conn {
+    pub fn new(id: ConnId, user: Arc<str>, capacity: usize, expires_ms: u64) -> Arc<Conn> {
+        let now = now_ms().max(0) as u64;
+        Arc::new(Conn {
+            id,
+            user,
+            close: CancellationToken::new(),
+            close_code: AtomicU16::new(0),
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            capacity: capacity.max(1),
+            lagging: AtomicBool::new(false),
+            read_ms: AtomicU64::new(now),
+            expires_ms,
+        })
+    }
+
+    /// Closes the socket with `code`, unless a code was already chosen.
+    pub fn close_with(&self, code: u16) {
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.close.cancel();
+        self.wake.notify_one();
+    }
+
+    /// The close code chosen, or 0.
+    pub fn close_code(&self) -> u16 {
+        self.close_code.load(Ordering::Acquire)
+    }
+
+    fn slow_consumer(&self, metrics: &Metrics) {
+        if !self.close.is_cancelled() {
+            tracing::warn!(conn = self.id, user = %self.user, "slow consumer: closing socket");
+            metrics.disconnects_slow_consumer.inc();
+            self.close_with(roam_proto::close::SLOW_CONSUMER);
+        }
+    }
+
+    /// Queues a frame that must not be skipped. False when the socket is closing or had to be
+    /// closed because it stopped reading.
+    pub fn push(&self, item: Outbound, metrics: &Metrics) -> bool {
+        if self.close.is_cancelled() {
+            return false;
+        }
+        {
+            let mut q = self.queue.lock();
+            if q.len() >= self.capacity * 2 {
+                drop(q);
+                self.slow_consumer(metrics);
+                return false;
+            }
+            q.push_back(item);
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Offers a room event; a full queue skips it and marks the socket lagging. True when it
+    /// was queued.
+    pub fn offer_event(&self, ev: &Arc<LiveEvent>) -> bool {
+        if self.lagging.load(Ordering::Acquire) || self.close.is_cancelled() {
+            return false;
+        }
+        {
+            let mut q = self.queue.lock();
+            if q.len() >= self.capacity {
+                self.lagging.store(true, Ordering::Release);
+                drop(q);
+                self.wake.notify_one();
+                return false;
+            }
+            q.push_back(Outbound::Event(Arc::clone(ev)));
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Moves everything queued into `into` (which must be empty) and clears the lagging mark.
+    pub fn take(&self, into: &mut VecDeque<Outbound>) -> Taken {
+        let mut q = self.queue.lock();
+        std::mem::swap(&mut *q, into);
+        let lagged = self.lagging.swap(false, Ordering::AcqRel);
+        Taken { lagged }
+    }
+
+    /// Waits until something is queued or the socket is closing.
+    pub async fn wait(&self) {
+        if self.close.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = self.wake.notified() => {}
+            _ = self.close.cancelled() => {}
+        }
+    }
+
+    /// The reader received a frame.
+    pub fn read_now(&self) {
+        self.read_ms
+            .store(now_ms().max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// How long the client has been silent (ms).
+    pub fn idle_for(&self, now: i64) -> u64 {
+        (now.max(0) as u64).saturating_sub(self.read_ms.load(Ordering::Relaxed))
+    }
+
+    /// True once the socket's token has expired.
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_ms != 0 && now.max(0) as u64 >= self.expires_ms
+    }
+
+    /// Items queued right now.
+    pub fn queued(&self) -> usize {
+        self.queue.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64) -> Arc<LiveEvent> {
+        Arc::new(LiveEvent {
+            room: Arc::from("r"),
+            seq,
+            frame: Utf8Bytes::from_static("{}"),
+            effect: None,
+            deflated: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_full_queue_skips_events_and_marks_the_socket_lagging() {
+        let m = Metrics::new();
+        let c = Conn::new(1, Arc::from("u"), 2, 0);
+        assert!(c.offer_event(&event(1)));
+        assert!(c.offer_event(&event(2)));
+        assert!(!c.offer_event(&event(3)), "the third does not fit");
+        assert!(!c.offer_event(&event(4)), "skipped while lagging");
+        assert!(!c.close.is_cancelled(), "lagging is not a reason to close");
+        let mut got = VecDeque::new();
+        assert!(c.take(&mut got).lagged);
+        assert_eq!(got.len(), 2);
+        got.clear();
+        assert!(!c.take(&mut got).lagged, "the mark is cleared by a take");
+        assert!(c.push(Outbound::Frame(Utf8Bytes::from_static("a")), &m));
+    }
+
+    #[test]
+    fn frames_past_twice_the_capacity_close_the_socket() {
+        let m = Metrics::new();
+        let c = Conn::new(1, Arc::from("u"), 2, 0);
+        for _ in 0..4 {
+            assert!(c.push(Outbound::Frame(Utf8Bytes::from_static("a")), &m));
+        }
+        assert!(!c.push(Outbound::Frame(Utf8Bytes::from_static("a")), &m));
+        assert!(c.close.is_cancelled());
+        assert_eq!(c.close_code(), roam_proto::close::SLOW_CONSUMER);
+    }
+}
