@@ -30,6 +30,7 @@
 //! goes to Waiting.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -205,7 +206,9 @@ async fn connect(ctx: &Context, refresh: bool) -> Result<(Ws, Duration), Connect
         })?;
     let base = http::base_url(&ctx.config.server_url)
         .map_err(|e| ConnectFailure::network(e.to_string()))?;
-    let url = http::ws_url(&base).map_err(|e| ConnectFailure::network(e.to_string()))?;
+    let mut url = http::ws_url(&base).map_err(|e| ConnectFailure::network(e.to_string()))?;
+    // Large frames (catch-up pages, documents) then come compressed.
+    url.set_query(Some("compress=deflate"));
     let mut request = url
         .as_str()
         .into_client_request()
@@ -376,10 +379,11 @@ impl<'a> Session<'a> {
                 }
                 msg = stream.next() => {
                     pong_deadline = None;
-                    let mut batch = vec![classify(self.ctx, msg)];
+                    let mut batch = Vec::new();
+                    classify(self.ctx, msg, &mut batch);
                     while batch.len() < MAX_BATCH {
                         match stream.next().now_or_never() {
-                            Some(m) => batch.push(classify(self.ctx, m)),
+                            Some(m) => classify(self.ctx, m, &mut batch),
                             None => break,
                         }
                     }
@@ -759,34 +763,64 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Turns a socket read into an [`Incoming`].
-fn classify(ctx: &Context, msg: Option<Result<Message, WsError>>) -> Incoming {
+/// Largest a compressed message may inflate to: a catch-up page of 500 events, each within
+/// the frame limit, with room to spare. A message past it ends the connection.
+const MAX_INFLATED: u64 = 64 * 1024 * 1024;
+
+/// Turns a socket read into [`Incoming`]s: one per text frame, one per frame of a compressed
+/// binary message (raw DEFLATE of frames separated by `\n`, negotiated with `compress=deflate`).
+fn classify(ctx: &Context, msg: Option<Result<Message, WsError>>, out: &mut Vec<Incoming>) {
     match msg {
         Some(Ok(Message::Text(text))) => {
             Metrics::add(&ctx.metrics.bytes_received, text.len() as u64);
-            Metrics::inc(&ctx.metrics.frames_received);
-            match serde_json::from_str::<Envelope<ServerFrame>>(&text) {
-                Ok(env) if env.v == PROTOCOL_VERSION => Incoming::Frame(Box::new(env.frame)),
-                Ok(env) => {
-                    tracing::warn!(v = env.v, "frame of another protocol version ignored");
-                    Incoming::Alive
+            out.push(parse_frame(ctx, &text));
+        }
+        Some(Ok(Message::Binary(packed))) => {
+            Metrics::add(&ctx.metrics.bytes_received, packed.len() as u64);
+            let mut text = String::new();
+            let inflated = flate2::read::DeflateDecoder::new(&packed[..])
+                .take(MAX_INFLATED + 1)
+                .read_to_string(&mut text);
+            match inflated {
+                Ok(n) if n as u64 <= MAX_INFLATED => {
+                    out.extend(text.split('\n').map(|frame| parse_frame(ctx, frame)));
                 }
-                Err(err) => {
-                    tracing::warn!(error = %err, "unreadable frame ignored");
-                    Incoming::Alive
-                }
+                Ok(_) => out.push(Incoming::End(End::Lost(
+                    "a compressed message from the server is too large".into(),
+                ))),
+                Err(err) => out.push(Incoming::End(End::Lost(format!(
+                    "a compressed message from the server is corrupt: {err}"
+                )))),
             }
         }
         Some(Ok(Message::Close(frame))) => {
             let code = frame.as_ref().map(|f| u16::from(f.code));
             if code == Some(close::TOKEN_EXPIRED) {
-                Incoming::End(End::TokenExpired)
+                out.push(Incoming::End(End::TokenExpired));
             } else {
-                Incoming::End(End::Lost(format!("closed by the server ({code:?})")))
+                out.push(Incoming::End(End::Lost(format!(
+                    "closed by the server ({code:?})"
+                ))));
             }
         }
-        Some(Ok(_)) => Incoming::Alive,
-        Some(Err(err)) => Incoming::End(End::Lost(err.to_string())),
-        None => Incoming::End(End::Lost("the connection closed".into())),
+        Some(Ok(_)) => out.push(Incoming::Alive),
+        Some(Err(err)) => out.push(Incoming::End(End::Lost(err.to_string()))),
+        None => out.push(Incoming::End(End::Lost("the connection closed".into()))),
+    }
+}
+
+/// One JSON frame.
+fn parse_frame(ctx: &Context, text: &str) -> Incoming {
+    Metrics::inc(&ctx.metrics.frames_received);
+    match serde_json::from_str::<Envelope<ServerFrame>>(text) {
+        Ok(env) if env.v == PROTOCOL_VERSION => Incoming::Frame(Box::new(env.frame)),
+        Ok(env) => {
+            tracing::warn!(v = env.v, "frame of another protocol version ignored");
+            Incoming::Alive
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "unreadable frame ignored");
+            Incoming::Alive
+        }
     }
 }
