@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::stats::Shared;
-use crate::wire::{self, quote, str_field, u64_field, Stamp, BODY_MARK};
+use crate::wire::{self, quote, str_field, u64_field, Stamp};
 
 /// Commands a workload queued for one client before it starts dropping them.
 pub const COMMAND_QUEUE: usize = 4096;
@@ -27,6 +27,8 @@ pub const COMMAND_QUEUE: usize = 4096;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// WebSocket ping interval on Roam sockets (the server closes sockets silent for 60 s).
 const ROAM_PING: Duration = Duration::from_secs(20);
+/// A body as it starts inside a JSON string.
+const QUOTED_MARK: &str = "\"R|";
 /// Read chunk of the client's WebSocket (the default 128 KiB times 10,000 idle sockets would be
 /// the load generator's own memory problem).
 const READ_BUFFER: usize = 8 * 1024;
@@ -541,8 +543,7 @@ impl Conn {
                 self.ended(0);
             }
         } else if let Some(rest) = f.strip_prefix("42") {
-            let mark = format!("\"{BODY_MARK}");
-            let stamp = rest.find(&mark).and_then(|at| {
+            let stamp = rest.find(QUOTED_MARK).and_then(|at| {
                 let s = &rest[at + 1..];
                 s.find('"').and_then(|end| wire::parse_body(&s[..end]))
             });
@@ -699,6 +700,11 @@ mod tests {
             n,
             sent_ns: 0,
         }
+    }
+
+    #[test]
+    fn the_quoted_mark_is_the_body_mark() {
+        assert_eq!(QUOTED_MARK, format!("\"{}", wire::BODY_MARK));
     }
 
     #[test]

@@ -113,12 +113,21 @@ pub fn markdown(race: &Race) -> String {
     if !versions.is_empty() {
         let _ = writeln!(s, "Servers: {}.", versions.join("; "));
     }
+    let loads: Vec<f64> = race.figures.iter().filter_map(|f| f.load_avg).collect();
+    if !loads.is_empty() {
+        let lo = loads.iter().copied().fold(f64::MAX, f64::min);
+        let hi = loads.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            s,
+            "Machine load average (1 min, every process) at the end of the windows: {lo:.1} to {hi:.1}."
+        );
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "| workload | server | deliveries/s (offered) | p50 ms | p99 ms | p99.9 ms | server CPU % | CPU-s per M deliveries | server RSS | closed by server | violations |"
+        "| workload | server | deliveries/s (offered) | p50 ms | p99 ms | p99.9 ms | server CPU % | CPU-s per M deliveries | server RSS | load generator CPU % | closed by server | violations |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for f in &race.figures {
         let closed = if f.closed_by_server.is_empty() {
             "0".to_string()
@@ -139,7 +148,7 @@ pub fn markdown(race: &Race) -> String {
         if let Some(idle) = &f.idle {
             let _ = writeln!(
                 s,
-                "| {} | {} | — | — | — | — | — | — | {} before, {} open ({:.1} KiB per socket), {} after close | {} | {} |",
+                "| {} | {} | — | — | — | — | — | — | {} before, {} open ({:.1} KiB per socket), {} after close | — | {} | {} |",
                 workload_label(f, &race.scale),
                 f.server_label,
                 mib(idle.rss_before_kib),
@@ -153,7 +162,7 @@ pub fn markdown(race: &Race) -> String {
         }
         let _ = writeln!(
             s,
-            "| {} | {} | {} ({}) | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} ({}) | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
             workload_label(f, &race.scale),
             f.server_label,
             thousands(f.deliveries_per_sec),
@@ -165,6 +174,8 @@ pub fn markdown(race: &Race) -> String {
             f.cpu_secs_per_million
                 .map_or("—".into(), |v| format!("{v:.2}")),
             mib(f.rss_kib),
+            f.generator_cpu_percent
+                .map_or("—".into(), |v| format!("{v:.0}")),
             closed,
             bad
         );

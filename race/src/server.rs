@@ -269,6 +269,11 @@ impl Drop for Server {
     }
 }
 
+/// CPU time this process (the load generator) used so far, in seconds.
+pub fn own_cpu_secs() -> Option<f64> {
+    cpu_secs_of(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
 /// utime + stime from a /proc/PID/stat line, in seconds.
 fn cpu_secs_of(stat: &str) -> Option<f64> {
     // The command name (field 2) may hold spaces; the fields after it are plain.

@@ -101,7 +101,12 @@ pub struct Figures {
     pub latency_samples: u64,
     pub cpu_percent: f64,
     pub cpu_secs_per_million: Option<f64>,
+    /// CPU used by the load generator itself over the window: near the machine's capacity
+    /// minus the server's, the generator (not the server) bounds the figures.
+    pub generator_cpu_percent: Option<f64>,
     pub rss_kib: u64,
+    /// The machine's 1-minute load average at the end of the window (other processes included).
+    pub load_avg: Option<f64>,
     pub idle: Option<IdleFigures>,
     /// Sockets the server closed, by close code (0: ended without a close frame).
     pub closed_by_server: BTreeMap<u16, u64>,
@@ -322,7 +327,8 @@ async fn connect_all(
 }
 
 /// Publishes `rate` messages per second round-robin over `publishers` for `warmup + measure`,
-/// measuring during `measure`. Returns (messages in the window, window, CPU seconds, dropped).
+/// measuring during `measure`. Returns (messages in the window, window, server CPU seconds,
+/// dropped publishes, load-generator CPU seconds).
 async fn publish(
     server: &Server,
     shared: &Shared,
@@ -330,7 +336,7 @@ async fn publish(
     rate: f64,
     warmup: Duration,
     measure: Duration,
-) -> Result<(u64, Duration, f64, u64), ServerError> {
+) -> Result<(u64, Duration, f64, u64, Option<f64>), ServerError> {
     let start = Instant::now();
     let total = warmup + measure;
     let mut tick = tokio::time::interval(TICK);
@@ -339,11 +345,13 @@ async fn publish(
     let mut next = 0usize;
     let mut dropped = 0u64;
     let mut window: Option<(Instant, f64, u64)> = None;
+    let mut own0 = None;
     loop {
         tick.tick().await;
         let elapsed = start.elapsed();
         if window.is_none() && elapsed >= warmup {
             shared.start_window();
+            own0 = crate::server::own_cpu_secs();
             window = Some((Instant::now(), server.cpu_secs()?, done));
         }
         if elapsed >= total {
@@ -361,8 +369,9 @@ async fn publish(
     }
     shared.end_window();
     let cpu1 = server.cpu_secs()?;
+    let own = own0.zip(crate::server::own_cpu_secs()).map(|(a, b)| b - a);
     let (t0, cpu0, done0) = window.unwrap_or((start, cpu1, 0));
-    Ok((done - done0, t0.elapsed(), cpu1 - cpu0, dropped))
+    Ok((done - done0, t0.elapsed(), cpu1 - cpu0, dropped, own))
 }
 
 /// Waits until every publisher's messages are written (Roam: acknowledged), then until every
@@ -418,6 +427,16 @@ async fn close_all(cast: Cast) {
     }
 }
 
+/// The 1-minute load average from /proc/loadavg.
+pub fn load_avg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn steady(
     workload: Workload,
@@ -439,7 +458,7 @@ async fn steady(
     let mut errors_before = 0;
     let mut closed_before = BTreeMap::new();
     for (i, &(offered, rate)) in steps.iter().enumerate() {
-        let (published, window, cpu, dropped) =
+        let (published, window, cpu, dropped, own_cpu) =
             publish(server, &shared, &cast.publishers, rate, warmup, measure).await?;
         let rss = server.rss_kib()?;
         let deliveries = shared.delivered.load(Ordering::Relaxed);
@@ -462,7 +481,9 @@ async fn steady(
             latency_samples: shared.latency.count(),
             cpu_percent: cpu / secs * 100.0,
             cpu_secs_per_million: (deliveries > 0).then(|| cpu / (deliveries as f64 / 1e6)),
+            generator_cpu_percent: own_cpu.map(|c| c / secs * 100.0),
             rss_kib: rss,
+            load_avg: load_avg(),
             idle: None,
             closed_by_server: BTreeMap::new(),
             publish_errors: 0,
@@ -592,7 +613,9 @@ async fn idle(server: &mut Server, scale: &Scale) -> Result<Figures, RunError> {
         latency_samples: 0,
         cpu_percent: 0.0,
         cpu_secs_per_million: None,
+        generator_cpu_percent: None,
         rss_kib: open,
+        load_avg: load_avg(),
         idle: Some(IdleFigures {
             sockets: n,
             rss_before_kib: before,
