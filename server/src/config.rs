@@ -40,6 +40,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// `ROAM_DB_SYNCHRONOUS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DbSynchronous {
+    Full,
+    Normal,
+}
+
 /// Server settings.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -75,6 +82,17 @@ pub struct Config {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// How commits reach the disk: `full` (an acknowledged write survives power loss) or
+    /// `normal` (synced at checkpoints: faster, but the last writes before a power loss can be
+    /// lost; never corrupt).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_DB_SYNCHRONOUS",
+        value_enum,
+        default_value = "full"
+    )]
+    pub db_synchronous: DbSynchronous,
     /// Reader connections of the database pool.
     #[arg(long, global = true, env = "ROAM_DB_POOL_SIZE", default_value_t = 4)]
     pub db_pool_size: u32,

@@ -47,7 +47,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::{PresenceTracker, TypingTracker};
 use crate::service::Service;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{SqliteStore, Synchronous};
 use crate::store::Store;
 
 /// Everything a handler can reach.
@@ -80,8 +80,12 @@ impl AppState {
     pub async fn embedded(config: Config) -> Result<Self, StartError> {
         config.validate().map_err(StartError::Config)?;
         let keys = Keys::from_config(&config)?;
+        let sync = match config.db_synchronous {
+            config::DbSynchronous::Full => Synchronous::Full,
+            config::DbSynchronous::Normal => Synchronous::Normal,
+        };
         let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&config.db_path(), config.db_pool_size).await?);
+            Arc::new(SqliteStore::open_with(&config.db_path(), config.db_pool_size, sync).await?);
         Ok(Self::with_parts(config, keys, store, None))
     }
 

@@ -66,11 +66,15 @@ async fn list(
         (None, Some(a)) => MessageCursor::After(a),
         (None, None) => MessageCursor::Before(u64::MAX),
     };
-    let items = s.service.store.messages(&room, cursor, limit).await?;
-    let next_cursor = (items.len() as u32 == limit)
-        .then(|| items.last().map(|m| m.seq.to_string()))
+    let page = s.service.store.messages(&room, cursor, limit).await?;
+    let next_cursor = page
+        .more(limit)
+        .then(|| page.items.last().map(|m| m.seq.to_string()))
         .flatten();
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page {
+        items: page.items,
+        next_cursor,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,17 +180,19 @@ async fn events(
     };
     let after = seq_cursor("after", q.after)?.unwrap_or(0);
     s.service.readable_room(&caller.user, &room).await?;
-    let (oldest, _) = s.service.store.event_bounds(&room).await?;
+    let (oldest, head) = s.service.store.event_bounds(&room).await?;
     if oldest > 0 && after + 1 < oldest {
         return Err(ApiError::new(
             ErrorCode::Gone,
             "events before the oldest kept one are gone; reload the room",
         ));
     }
+    // A page stops at `limit` events or at the store's byte budget, whichever comes first.
     let items = s.service.store.events_after(&room, after, limit).await?;
-    let next_cursor = (items.len() as u32 == limit)
-        .then(|| items.last().map(|e| e.seq.to_string()))
-        .flatten();
+    let next_cursor = items
+        .last()
+        .filter(|e| e.seq < head)
+        .map(|e| e.seq.to_string());
     Ok(Json(Page { items, next_cursor }))
 }
 
@@ -236,13 +242,38 @@ async fn activity(
     ))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentsQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
 async fn documents(
     State(s): State<AppState>,
     caller: Caller,
     Path(room): Path<String>,
-) -> ApiResult<Json<Vec<Document>>> {
+    Q(q): Q<DocumentsQuery>,
+) -> ApiResult<Json<Page<Document>>> {
+    let limit = page_limit(q.limit)?;
+    if let Some(c) = &q.cursor {
+        roam_proto::validate::document_name(c)
+            .map_err(|_| ApiError::invalid("malformed cursor"))?;
+    }
     s.service.readable_room(&caller.user, &room).await?;
-    Ok(Json(s.service.store.documents(&room).await?))
+    let page = s
+        .service
+        .store
+        .documents(&room, q.cursor.as_deref(), limit)
+        .await?;
+    let next_cursor = page
+        .more(limit)
+        .then(|| page.items.last().map(|d| d.doc.clone()))
+        .flatten();
+    Ok(Json(Page {
+        items: page.items,
+        next_cursor,
+    }))
 }
 
 async fn document(
@@ -300,13 +331,17 @@ async fn history(
     let before = seq_cursor("before", q.before)?;
     s.service.readable_room(&caller.user, &room).await?;
     roam_proto::validate::document_name(&doc)?;
-    let items = s
+    let page = s
         .service
         .store
         .document_history(&room, &doc, before.unwrap_or(u64::MAX), limit)
         .await?;
-    let next_cursor = (items.len() as u32 == limit)
-        .then(|| items.last().map(|d| d.version.to_string()))
+    let next_cursor = page
+        .more(limit)
+        .then(|| page.items.last().map(|d| d.version.to_string()))
         .flatten();
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page {
+        items: page.items,
+        next_cursor,
+    }))
 }

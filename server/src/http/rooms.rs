@@ -61,7 +61,7 @@ async fn list(
     if let Some(c) = &q.cursor {
         roam_proto::validate::room_name(c).map_err(|_| ApiError::invalid("malformed cursor"))?;
     }
-    let rooms = s
+    let page = s
         .service
         .store
         .list_rooms(
@@ -74,11 +74,12 @@ async fn list(
             },
         )
         .await?;
-    let next_cursor = (rooms.len() as u32 == limit)
-        .then(|| rooms.last().map(|r| r.name.clone()))
+    let next_cursor = page
+        .more(limit)
+        .then(|| page.items.last().map(|r| r.name.clone()))
         .flatten();
     Ok(Json(Page {
-        items: rooms,
+        items: page.items,
         next_cursor,
     }))
 }

@@ -24,6 +24,27 @@ use roam_proto::{
 };
 use serde_json::Value;
 
+/// About how many bytes of stored text (event data, message bodies, document content, room
+/// metadata) one page of a listing reads before it stops: every page, REST or socket catch-up,
+/// is bounded in bytes as well as in items, and always holds at least one item.
+pub const PAGE_BYTES: usize = 1024 * 1024;
+
+/// One page of a listing read from the store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bounded<T> {
+    pub items: Vec<T>,
+    /// The page stopped at [`PAGE_BYTES`] before its item limit: more may follow.
+    pub cut: bool,
+}
+
+impl<T> Bounded<T> {
+    /// True when the listing may continue after this page: it was cut at the byte budget, or
+    /// it holds `limit` items.
+    pub fn more(&self, limit: u32) -> bool {
+        self.cut || self.items.len() >= limit as usize
+    }
+}
+
 /// Store errors. `Backend` carries the detail for the log; it is never sent to clients.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -406,8 +427,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The member row, banned ones included.
     async fn member(&self, room: &str, user: &str) -> StoreResult<Option<Member>>;
     /// Rooms the viewer may see (public, protected, and private ones they are an active member
-    /// of), by name.
-    async fn list_rooms(&self, viewer: &str, q: &RoomQuery) -> StoreResult<Vec<Room>>;
+    /// of), by name; at most [`PAGE_BYTES`] of metadata.
+    async fn list_rooms(&self, viewer: &str, q: &RoomQuery) -> StoreResult<Bounded<Room>>;
     /// Members by user id, banned ones included, after `after_user`.
     async fn list_members(
         &self,
@@ -443,30 +464,40 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<Invitation>>;
 
     async fn message(&self, room: &str, id: &str) -> StoreResult<Option<Message>>;
+    /// At most `limit` messages and [`PAGE_BYTES`] of bodies.
     async fn messages(
         &self,
         room: &str,
         cursor: MessageCursor,
         limit: u32,
-    ) -> StoreResult<Vec<Message>>;
+    ) -> StoreResult<Bounded<Message>>;
 
-    /// Events with seq > `after`, in order, at most `limit`.
+    /// Events with seq > `after`, in order, at most `limit`, and stopping once about
+    /// [`PAGE_BYTES`] of event data is read (always at least one event): a short page is not
+    /// the end of the log; read on from its last seq until a page comes back empty.
     async fn events_after(&self, room: &str, after: u64, limit: u32)
         -> StoreResult<Vec<RoomEvent>>;
     /// `(oldest kept seq, head seq)` of a room's event log; `(0, 0)` when empty or unknown.
     async fn event_bounds(&self, room: &str) -> StoreResult<(u64, u64)>;
 
     async fn document(&self, room: &str, doc: &str) -> StoreResult<Option<Document>>;
-    /// Current versions of the room's documents, by name.
-    async fn documents(&self, room: &str) -> StoreResult<Vec<Document>>;
-    /// Kept versions, newest first, with version < `before` (`u64::MAX` for the newest).
+    /// Current versions of the room's documents, by name, after `after_doc`: at most `limit`
+    /// and [`PAGE_BYTES`] of content.
+    async fn documents(
+        &self,
+        room: &str,
+        after_doc: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Bounded<Document>>;
+    /// Kept versions, newest first, with version < `before` (`u64::MAX` for the newest): at
+    /// most `limit` and [`PAGE_BYTES`] of content.
     async fn document_history(
         &self,
         room: &str,
         doc: &str,
         before: u64,
         limit: u32,
-    ) -> StoreResult<Vec<Document>>;
+    ) -> StoreResult<Bounded<Document>>;
 
     async fn notifications(
         &self,

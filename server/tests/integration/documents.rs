@@ -77,7 +77,10 @@ async fn create_update_and_reject_a_stale_base() {
     assert_eq!(got.body["content"], "v3 rebased");
     let list = alice.get("/v1/rooms/team/documents").await;
     assert_eq!(list.status, 200);
-    assert_eq!(versions(&list.body), [(3, "v3 rebased".to_owned())]);
+    assert_eq!(
+        versions(&list.body["items"]),
+        [(3, "v3 rebased".to_owned())]
+    );
 
     // Over the socket the conflict carries `current` as well.
     let mut ws = t.ws("bob").await;

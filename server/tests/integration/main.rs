@@ -3,6 +3,7 @@
 
 mod auth;
 mod authz;
+mod budgets;
 mod delivery;
 mod documents;
 mod fixtures;

@@ -47,8 +47,8 @@ use roam_proto::{
 use self::pool::ReaderPool;
 use self::writer::{Job, Writer};
 use crate::store::{
-    Committed, MessageCursor, NotificationQuery, Period, PoolStats, Purged, RetentionCutoffs,
-    RoomQuery, Store, StoreError, StoreResult, StoredResult, UserQuery, Write,
+    Bounded, Committed, MessageCursor, NotificationQuery, Period, PoolStats, Purged,
+    RetentionCutoffs, RoomQuery, Store, StoreError, StoreResult, StoredResult, UserQuery, Write,
 };
 
 /// The SQLite [`Store`]. Cheap to share behind an `Arc`; dropping it finishes the queued writes
@@ -57,7 +57,10 @@ pub struct SqliteStore {
     path: PathBuf,
     readers: Arc<ReaderPool>,
     writer: Writer,
+    synchronous: Synchronous,
 }
+
+pub use self::schema::Synchronous;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,17 +73,26 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating it and its directory if needed) and migrates the database at `path`,
-    /// with `readers` read-only connections (at least one).
+    /// with `readers` read-only connections (at least one) and `synchronous=FULL`.
     pub async fn open(path: &Path, readers: u32) -> StoreResult<SqliteStore> {
+        Self::open_with(path, readers, Synchronous::Full).await
+    }
+
+    /// [`SqliteStore::open`] with the writer's `synchronous` mode.
+    pub async fn open_with(
+        path: &Path,
+        readers: u32,
+        sync: Synchronous,
+    ) -> StoreResult<SqliteStore> {
         let path = path.to_path_buf();
         let opened = path.clone();
-        let (writer_conn, reader_conns) = tokio::task::spawn_blocking(move || {
+        let ((writer_conn, synchronous), reader_conns) = tokio::task::spawn_blocking(move || {
             if let Some(dir) = opened.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
-            let writer = schema::open_writer(&opened)?;
+            let writer = schema::open_writer(&opened, sync)?;
             let readers = (0..readers.max(1))
                 .map(|_| schema::open_reader(&opened))
                 .collect::<StoreResult<Vec<_>>>()?;
@@ -91,13 +103,20 @@ impl SqliteStore {
         tracing::info!(
             path = %path.display(),
             readers = reader_conns.len(),
+            ?synchronous,
             "store: SQLite opened"
         );
         Ok(SqliteStore {
             path,
             readers: ReaderPool::new(reader_conns),
             writer: Writer::start(writer_conn)?,
+            synchronous,
         })
+    }
+
+    /// The writer's `synchronous` mode, as SQLite reported it after opening.
+    pub fn synchronous(&self) -> Synchronous {
+        self.synchronous
     }
 
     /// The database file.
@@ -149,7 +168,7 @@ impl Store for SqliteStore {
         self.read(move |c| read::member(c, &room, &user)).await
     }
 
-    async fn list_rooms(&self, viewer: &str, q: &RoomQuery) -> StoreResult<Vec<Room>> {
+    async fn list_rooms(&self, viewer: &str, q: &RoomQuery) -> StoreResult<Bounded<Room>> {
         let (viewer, q) = (viewer.to_owned(), q.clone());
         self.read(move |c| read::list_rooms(c, &viewer, &q)).await
     }
@@ -218,7 +237,7 @@ impl Store for SqliteStore {
         room: &str,
         cursor: MessageCursor,
         limit: u32,
-    ) -> StoreResult<Vec<Message>> {
+    ) -> StoreResult<Bounded<Message>> {
         let room = room.to_owned();
         self.read(move |c| read::messages(c, &room, cursor, limit))
             .await
@@ -245,9 +264,15 @@ impl Store for SqliteStore {
         self.read(move |c| read::document(c, &room, &doc)).await
     }
 
-    async fn documents(&self, room: &str) -> StoreResult<Vec<Document>> {
-        let room = room.to_owned();
-        self.read(move |c| read::documents(c, &room)).await
+    async fn documents(
+        &self,
+        room: &str,
+        after_doc: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Bounded<Document>> {
+        let (room, after) = (room.to_owned(), after_doc.map(str::to_owned));
+        self.read(move |c| read::documents(c, &room, after.as_deref(), limit))
+            .await
     }
 
     async fn document_history(
@@ -256,7 +281,7 @@ impl Store for SqliteStore {
         doc: &str,
         before: u64,
         limit: u32,
-    ) -> StoreResult<Vec<Document>> {
+    ) -> StoreResult<Bounded<Document>> {
         let (room, doc) = (room.to_owned(), doc.to_owned());
         self.read(move |c| read::document_history(c, &room, &doc, before, limit))
             .await

@@ -19,9 +19,33 @@ use super::rows::{
     notification_cols, room_cols, user_cols,
 };
 use crate::store::{
-    MessageCursor, NotificationQuery, Order, Period, RoomQuery, StoreError, StoreResult,
-    StoredResult, UserQuery, UserSort,
+    Bounded, MessageCursor, NotificationQuery, Order, Period, RoomQuery, StoreError, StoreResult,
+    StoredResult, UserQuery, UserSort, PAGE_BYTES,
 };
+
+/// Maps rows until there are none left or the text of column `size_col` adds up to more than
+/// [`PAGE_BYTES`] (the row that would pass it is left for the next page, unless it is the
+/// first): every listing stops at a byte budget as well as at its `LIMIT`.
+fn bounded<T>(
+    mut rows: rusqlite::Rows<'_>,
+    size_col: usize,
+    map: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Bounded<T>> {
+    let mut items = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next()? {
+        let size = match row.get_ref(size_col)? {
+            rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.len(),
+            _ => 0,
+        };
+        if !items.is_empty() && bytes + size > PAGE_BYTES {
+            return Ok(Bounded { items, cut: true });
+        }
+        bytes += size;
+        items.push(map(row)?);
+    }
+    Ok(Bounded { items, cut: false })
+}
 
 pub(super) const IDEMPOTENT_RESULT: &str = concat!(
     "SELECT ",
@@ -73,7 +97,11 @@ pub(super) const LIST_JOINED_ROOMS: &str = concat!(
      ORDER BY j.room LIMIT ?4"
 );
 
-pub(super) fn list_rooms(conn: &Connection, viewer: &str, q: &RoomQuery) -> StoreResult<Vec<Room>> {
+pub(super) fn list_rooms(
+    conn: &Connection,
+    viewer: &str,
+    q: &RoomQuery,
+) -> StoreResult<Bounded<Room>> {
     let sql = if q.joined_only {
         LIST_JOINED_ROOMS
     } else {
@@ -82,8 +110,13 @@ pub(super) fn list_rooms(conn: &Connection, viewer: &str, q: &RoomQuery) -> Stor
     let mut stmt = conn.prepare_cached(sql)?;
     let after = q.after_name.as_deref().unwrap_or("");
     let kind = q.kind.map(|k| k.as_str());
-    let rows = stmt.query_map(params![viewer, after, kind, q.limit], rows::room)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    // Column 3 is the metadata.
+    let page = bounded(
+        stmt.query(params![viewer, after, kind, q.limit])?,
+        3,
+        rows::room,
+    )?;
+    Ok(page)
 }
 
 pub(super) const MEMBER: &str = concat!(
@@ -226,14 +259,19 @@ pub(super) fn messages(
     room: &str,
     cursor: MessageCursor,
     limit: u32,
-) -> StoreResult<Vec<Message>> {
+) -> StoreResult<Bounded<Message>> {
     let (sql, seq) = match cursor {
         MessageCursor::Before(n) => (MESSAGES_BEFORE, n),
         MessageCursor::After(n) => (MESSAGES_AFTER, n),
     };
     let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params![room, int(seq), limit], rows::message)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    // Column 4 is the body.
+    let page = bounded(
+        stmt.query(params![room, int(seq), limit])?,
+        4,
+        rows::message,
+    )?;
+    Ok(page)
 }
 
 pub(super) const EVENTS_AFTER: &str = concat!(
@@ -249,8 +287,13 @@ pub(super) fn events_after(
     limit: u32,
 ) -> StoreResult<Vec<RoomEvent>> {
     let mut stmt = conn.prepare_cached(EVENTS_AFTER)?;
-    let rows = stmt.query_map(params![room, int(after), limit], rows::event)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    // Column 5 is the event's data.
+    let page = bounded(
+        stmt.query(params![room, int(after), limit])?,
+        5,
+        rows::event,
+    )?;
+    Ok(page.items)
 }
 
 /// Two single-aggregate subqueries, so each is one index probe (min/max optimisation).
@@ -283,13 +326,23 @@ pub(super) const DOCUMENTS: &str = concat!(
     document_cols!(),
     " FROM documents d JOIN document_versions v \
      ON v.room = d.room AND v.doc = d.doc AND v.version = d.version \
-     WHERE d.room = ?1 ORDER BY d.doc"
+     WHERE d.room = ?1 AND d.doc > ?2 ORDER BY d.doc LIMIT ?3"
 );
 
-pub(super) fn documents(conn: &Connection, room: &str) -> StoreResult<Vec<Document>> {
+pub(super) fn documents(
+    conn: &Connection,
+    room: &str,
+    after_doc: Option<&str>,
+    limit: u32,
+) -> StoreResult<Bounded<Document>> {
     let mut stmt = conn.prepare_cached(DOCUMENTS)?;
-    let rows = stmt.query_map(params![room], rows::document)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    // Column 3 is the content.
+    let page = bounded(
+        stmt.query(params![room, after_doc.unwrap_or(""), limit])?,
+        3,
+        rows::document,
+    )?;
+    Ok(page)
 }
 
 pub(super) const DOCUMENT_HISTORY: &str = concat!(
@@ -305,10 +358,14 @@ pub(super) fn document_history(
     doc: &str,
     before: u64,
     limit: u32,
-) -> StoreResult<Vec<Document>> {
+) -> StoreResult<Bounded<Document>> {
     let mut stmt = conn.prepare_cached(DOCUMENT_HISTORY)?;
-    let rows = stmt.query_map(params![room, doc, int(before), limit], rows::document)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let page = bounded(
+        stmt.query(params![room, doc, int(before), limit])?,
+        3,
+        rows::document,
+    )?;
+    Ok(page)
 }
 
 pub(super) const NOTIFICATIONS: &str = concat!(

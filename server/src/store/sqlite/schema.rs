@@ -25,9 +25,43 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (the store has a few dozen distinct ones).
 const STATEMENT_CACHE: usize = 128;
 
-/// The read-write connection: WAL, `synchronous=NORMAL` (durable at checkpoints, never corrupt),
-/// foreign keys on; the schema is migrated before it is returned.
-pub(super) fn open_writer(path: &Path) -> StoreResult<Connection> {
+/// How the writer syncs a commit to disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// Every commit is synced before it is acknowledged: an acknowledged write survives power
+    /// loss. Group commit makes one sync cover every write of the group.
+    #[default]
+    Full,
+    /// WAL commits are synced at checkpoints only: the database is never corrupted, but the
+    /// last commits before a power loss (not a process crash) can be lost.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+
+    /// The mode of a `PRAGMA synchronous` value, if it is one of these.
+    fn from_level(level: i64) -> Option<Self> {
+        match level {
+            2 => Some(Synchronous::Full),
+            1 => Some(Synchronous::Normal),
+            _ => None,
+        }
+    }
+}
+
+/// The read-write connection: WAL, `synchronous` as asked (FULL by default: durable at every
+/// commit; NORMAL: durable at checkpoints, never corrupt), foreign keys on; the schema is
+/// migrated before it is returned, with the mode SQLite reports.
+pub(super) fn open_writer(
+    path: &Path,
+    sync: Synchronous,
+) -> StoreResult<(Connection, Synchronous)> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -38,11 +72,15 @@ pub(super) fn open_writer(path: &Path) -> StoreResult<Connection> {
             path.display()
         )));
     }
-    conn.execute_batch(
-        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
-    )?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+        sync.pragma()
+    ))?;
+    let level: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    let actual = Synchronous::from_level(level)
+        .ok_or_else(|| StoreError::Backend(format!("SQLite reports synchronous level {level}")))?;
     migrate(&mut conn)?;
-    Ok(conn)
+    Ok((conn, actual))
 }
 
 /// A read-only connection for the reader pool (open it after the writer: WAL must be set).

@@ -159,7 +159,8 @@ async fn concurrent_messages_get_contiguous_seqs() {
     let page = store
         .messages("busy", MessageCursor::After(0), 100)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(page.len(), 20);
     assert!(page.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
 }
@@ -239,7 +240,8 @@ async fn idempotent_replay_survives_reopen() {
         let all = store
             .messages("general", MessageCursor::Before(u64::MAX), 10)
             .await
-            .unwrap();
+            .unwrap()
+            .items;
         assert_eq!(all.len(), 1);
         assert_eq!(store.room("general").await.unwrap().unwrap().head_seq, 3);
 
@@ -283,6 +285,7 @@ async fn idempotent_replay_survives_reopen() {
             .messages("general", MessageCursor::After(0), 10)
             .await
             .unwrap()
+            .items
             .len(),
         1
     );
@@ -295,7 +298,9 @@ async fn a_failing_write_does_not_undo_its_group() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     drop(open(&dir).await); // creates and migrates
-    let mut conn = schema::open_writer(&path).unwrap();
+    let mut conn = schema::open_writer(&path, schema::Synchronous::Full)
+        .unwrap()
+        .0;
 
     let mut batch = Vec::new();
     let mut answers = Vec::new();
@@ -346,7 +351,8 @@ async fn a_failing_write_does_not_undo_its_group() {
     let msgs = store
         .messages("grp", MessageCursor::After(0), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(
         msgs.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
         vec!["one", "two"]
@@ -389,7 +395,8 @@ async fn concurrent_failures_leave_good_writes() {
     let msgs = store
         .messages("mixed", MessageCursor::After(0), 100)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(msgs.len(), 36);
     assert_eq!(store.event_bounds("mixed").await.unwrap(), (1, 38));
 }
@@ -469,12 +476,14 @@ async fn messages_edit_delete_and_pages() {
     let before = store
         .messages("chat", MessageCursor::Before(7), 2)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(before.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![6, 5]);
     let after = store
         .messages("chat", MessageCursor::After(3), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(
         after.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![4, 5, 6, 7]
@@ -524,11 +533,15 @@ async fn document_compare_and_swap() {
     }
     let current = store.document("docs", "plan").await.unwrap().unwrap();
     assert_eq!((current.version, current.content.as_str()), (2, "two"));
-    assert_eq!(store.documents("docs").await.unwrap(), vec![current]);
+    assert_eq!(
+        store.documents("docs", None, 10).await.unwrap().items,
+        vec![current]
+    );
     let history = store
         .document_history("docs", "plan", u64::MAX, 10)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(
         history.iter().map(|d| d.version).collect::<Vec<_>>(),
         vec![2, 1]
@@ -697,11 +710,11 @@ async fn members_roles_bans_and_visibility() {
         ..RoomQuery::default()
     };
     assert_eq!(
-        names(store.list_rooms("bob", &all).await.unwrap()),
+        names(store.list_rooms("bob", &all).await.unwrap().items),
         vec!["a-public", "c-protected"]
     );
     assert_eq!(
-        names(store.list_rooms("alice", &all).await.unwrap()),
+        names(store.list_rooms("alice", &all).await.unwrap().items),
         vec!["a-public", "b-private", "c-protected"]
     );
     let joined = RoomQuery {
@@ -709,7 +722,7 @@ async fn members_roles_bans_and_visibility() {
         ..all.clone()
     };
     assert_eq!(
-        names(store.list_rooms("bob", &joined).await.unwrap()),
+        names(store.list_rooms("bob", &joined).await.unwrap().items),
         vec!["a-public"]
     );
     let paged = RoomQuery {
@@ -718,7 +731,7 @@ async fn members_roles_bans_and_visibility() {
         ..all.clone()
     };
     assert_eq!(
-        names(store.list_rooms("alice", &paged).await.unwrap()),
+        names(store.list_rooms("alice", &paged).await.unwrap().items),
         vec!["b-private"]
     );
     let kind = RoomQuery {
@@ -726,11 +739,11 @@ async fn members_roles_bans_and_visibility() {
         ..all.clone()
     };
     assert_eq!(
-        names(store.list_rooms("bob", &kind).await.unwrap()),
+        names(store.list_rooms("bob", &kind).await.unwrap().items),
         vec!["c-protected"]
     );
     assert_eq!(
-        store.list_rooms("bob", &all).await.unwrap()[0].member_count,
+        store.list_rooms("bob", &all).await.unwrap().items[0].member_count,
         2
     );
 
@@ -960,6 +973,7 @@ async fn events_survive_reopen_and_room_deletion() {
         .messages("gone", MessageCursor::After(0), 10)
         .await
         .unwrap()
+        .items
         .is_empty());
     assert_eq!(store.event_bounds("gone").await.unwrap(), (1, 6));
     let all = store.events_after("gone", 0, 100).await.unwrap();
@@ -975,6 +989,7 @@ async fn events_survive_reopen_and_room_deletion() {
         )
         .await
         .unwrap()
+        .items
         .is_empty());
 
     // Writes to a deleted room, and reusing its name, are refused.
@@ -1030,7 +1045,8 @@ async fn import_writes_one_event_per_message() {
     let last = store
         .messages("bulk", MessageCursor::Before(u64::MAX), 1)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!((last[0].seq, last[0].id.as_str()), (452, "imp0449"));
     assert_eq!(store.event_bounds("bulk").await.unwrap(), (1, 452));
 
@@ -1357,7 +1373,8 @@ async fn purge_removes_old_rows_but_keeps_current_documents() {
     let history = store
         .document_history("p", "old", u64::MAX, 10)
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(
         history.iter().map(|d| d.version).collect::<Vec<_>>(),
         vec![3]
@@ -1470,7 +1487,9 @@ fn cursors_round_trip_and_reject_garbage() {
 fn hot_queries_use_indexes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plan.db");
-    let conn = schema::open_writer(&path).unwrap();
+    let conn = schema::open_writer(&path, schema::Synchronous::Full)
+        .unwrap()
+        .0;
     let cases: &[(&str, &str, &str)] = &[
         (
             "messages before",
@@ -1632,4 +1651,16 @@ fn explain(conn: &rusqlite::Connection, sql: &str) -> String {
         .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
         .unwrap();
     rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn the_writer_syncs_every_commit_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    assert_eq!(store.synchronous(), schema::Synchronous::Full);
+    drop(store);
+    let store = SqliteStore::open_with(&db_path(&dir), 1, schema::Synchronous::Normal)
+        .await
+        .unwrap();
+    assert_eq!(store.synchronous(), schema::Synchronous::Normal);
 }
