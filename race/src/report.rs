@@ -507,7 +507,7 @@ pub fn latency_svg(race: &Race) -> Option<String> {
         .collect();
     let lo = vals.iter().copied().fold(f64::MAX, f64::min).min(1.0);
     let hi = vals.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
-    let panel_w = 330.0;
+    let panel_w = 360.0;
     let (t, b) = (60.0, 390.0);
     let w = (90.0 + panel_w * panels.len() as f64 + 30.0) as u32;
     let h = 500u32;
@@ -521,7 +521,8 @@ pub fn latency_svg(race: &Race) -> Option<String> {
     let y = LogAxis::new(lo, hi, b, t);
     for (i, (workload, figs)) in panels.iter().enumerate() {
         let l = 90.0 + panel_w * i as f64;
-        let r = l + panel_w - 40.0;
+        // The gap leaves room for the next panel's tick labels.
+        let r = l + panel_w - 80.0;
         let _ = writeln!(
             s,
             r#"<text x="{}" y="{}" text-anchor="middle" font-weight="bold">{}</text>"#,
