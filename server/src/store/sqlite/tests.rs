@@ -1664,3 +1664,133 @@ async fn the_writer_syncs_every_commit_unless_told_otherwise() {
         .unwrap();
     assert_eq!(store.synchronous(), schema::Synchronous::Normal);
 }
+
+/// Cutoffs that remove nothing but what a test sets.
+fn nothing_expires() -> RetentionCutoffs {
+    RetentionCutoffs {
+        presence_before: i64::MIN,
+        document_history_before: i64::MIN,
+        notifications_before: i64::MIN,
+        idempotency_before: i64::MIN,
+        invitations_before: i64::MIN,
+        events_before: None,
+        batch_rows: 1_000,
+    }
+}
+
+#[tokio::test]
+async fn a_purge_runs_in_batches_that_let_writes_in_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir).await);
+    // 1,000 old notifications for carol, in one write.
+    let notify: Vec<NewNotification> = (0..1_000)
+        .map(|i| NewNotification {
+            user: "carol".into(),
+            id: format!("n{i}"),
+            kind: "mentioned".into(),
+            room: None,
+            data: json!({}),
+        })
+        .collect();
+    apply(
+        &store,
+        Write {
+            notify,
+            ..write("bob", T0, Change::MarkRead { ids: Some(vec![]) })
+        },
+    )
+    .await;
+    assert_eq!(store.unread_count("carol").await.unwrap(), 1_000);
+
+    // The pass starts (its first batch is queued) before carol's write is queued.
+    let purging = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .purge(RetentionCutoffs {
+                    notifications_before: T0 + 1,
+                    batch_rows: 100,
+                    ..nothing_expires()
+                })
+                .await
+        }
+    });
+    tokio::task::yield_now().await;
+    // A write that changes nothing and reports how many of carol's notifications are left
+    // when it commits: between two batches, some are gone and some are not.
+    let (output, _) = apply(
+        &store,
+        write("carol", T0 + 2, Change::MarkRead { ids: Some(vec![]) }),
+    )
+    .await;
+    let Output::Unread { unread: left } = output else {
+        panic!("{output:?}")
+    };
+    assert!(
+        0 < left && left < 1_000,
+        "the write went in between batches ({left} left)"
+    );
+    let purged = purging.await.unwrap().unwrap();
+    assert_eq!(purged.notifications, 1_000);
+    assert!(purged.batches >= 10, "{purged:?}");
+    assert_eq!(store.unread_count("carol").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn event_log_compaction_keeps_each_rooms_newest_event_and_no_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    for room in ["a", "b", "c"] {
+        apply(
+            &store,
+            write("alice", T0, create_room(room, RoomKind::Public, "alice")),
+        )
+        .await;
+    }
+    // Room a: 25 old messages then 5 recent; b: only old ones; c: nothing more.
+    for i in 0..25 {
+        apply(
+            &store,
+            write("alice", T0 + i, message("a", &format!("a{i}"), "x")),
+        )
+        .await;
+        apply(
+            &store,
+            write("alice", T0 + i, message("b", &format!("b{i}"), "x")),
+        )
+        .await;
+    }
+    for i in 0..5 {
+        apply(
+            &store,
+            write(
+                "alice",
+                T0 + 1_000 + i,
+                message("a", &format!("a-new{i}"), "x"),
+            ),
+        )
+        .await;
+    }
+    let purged = store
+        .purge(RetentionCutoffs {
+            events_before: Some(T0 + 500),
+            batch_rows: 7,
+            ..nothing_expires()
+        })
+        .await
+        .unwrap();
+    // a: seqs 1..=27 are old (created, joined, 25 messages), 28..=32 recent.
+    assert_eq!(store.event_bounds("a").await.unwrap(), (28, 32));
+    // b: everything is old; its newest event stays.
+    assert_eq!(store.event_bounds("b").await.unwrap(), (27, 27));
+    // c: created and joined, both old; the newest stays.
+    assert_eq!(store.event_bounds("c").await.unwrap(), (2, 2));
+    assert_eq!(purged.events, 27 + 26 + 1);
+    assert!(purged.batches > 1, "{purged:?}");
+    // Messages are not events: they all stay.
+    let page = store
+        .messages("a", MessageCursor::After(0), 100)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 30);
+}
