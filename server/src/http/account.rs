@@ -45,7 +45,7 @@ struct UsersQuery {
 
 async fn users(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Q(q): Q<UsersQuery>,
 ) -> ApiResult<Json<Page<User>>> {
     let limit = page_limit(q.limit)?;
@@ -77,6 +77,7 @@ async fn users(
         .service
         .store
         .search_users(&UserQuery {
+            viewer: Some(caller.user.clone()),
             q: text,
             sort,
             order,
@@ -201,7 +202,7 @@ struct PresenceQuery {
 
 async fn presence(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Q(q): Q<PresenceQuery>,
 ) -> ApiResult<Json<Vec<Presence>>> {
     let users: Vec<String> = q
@@ -220,5 +221,25 @@ async fn presence(
     for u in &users {
         roam_proto::validate::user_id(u)?;
     }
-    Ok(Json(s.service.presence_of(&users).await?))
+    // Only users who share a room with the caller: anyone else reads as offline and never
+    // seen, exactly like an id nobody uses.
+    let visible = s.service.store.co_members(&caller.user, &users).await?;
+    let shown = s.service.presence_of(&visible).await?;
+    Ok(Json(
+        users
+            .into_iter()
+            .map(|u| {
+                shown
+                    .iter()
+                    .find(|p| p.user == u)
+                    .cloned()
+                    .unwrap_or(Presence {
+                        user: u,
+                        status: roam_proto::PresenceStatus::Offline,
+                        last_seen: None,
+                        devices: 0,
+                    })
+            })
+            .collect(),
+    ))
 }

@@ -326,6 +326,9 @@ pub enum UserSort {
 /// `GET /v1/users`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserQuery {
+    /// Only the viewer and users who share an active membership of a room with them (`None`:
+    /// every user, for the server's own use).
+    pub viewer: Option<String>,
     /// Case-insensitive substring of the user id (empty: everyone).
     pub q: String,
     pub sort: UserSort,
@@ -511,6 +514,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Last-seen of each user that has one.
     async fn last_seen(&self, users: &[String]) -> StoreResult<Vec<(String, i64)>>;
 
+    /// Those of `users` who are active members of a room `viewer` is an active member of
+    /// (the viewer itself included).
+    async fn co_members(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>>;
     /// The directory search of `GET /v1/users`.
     async fn search_users(&self, q: &UserQuery) -> StoreResult<Page<User>>;
     /// Messages and distinct senders per period, with `from <= created_at < to`.

@@ -13,6 +13,7 @@ mod limits;
 mod messages;
 mod notifications;
 mod presence_typing;
+mod privacy;
 mod queries;
 mod recovery;
 mod redaction;

@@ -318,6 +318,9 @@ async fn typing_is_refused_from_non_members_and_rate_limited() {
 #[tokio::test]
 async fn last_seen_survives_a_restart() {
     let t = TestServer::start().await;
+    // carol may see bob's presence: they share a room.
+    t.as_user("carol").create_room("team", "public").await;
+    t.as_user("bob").join("team").await;
     let connected = now_ms();
     let mut bob = t.ws("bob").await;
     assert_eq!(bob.call(json!({"type": "ping"})).await["type"], "pong");

@@ -52,6 +52,9 @@ async fn the_user_directory_searches_sorts_and_pages() {
     pause().await;
     t.as_user("erin").join("r").await;
     assert_eq!(t.as_user("dave").get("/v1/rooms").await.status, 200);
+    // The directory lists those who share a room with the viewer: everyone joins `r`.
+    t.as_user("bob").join("r").await;
+    t.as_user("Carol").join("r").await;
 
     let api = t.as_user("alice");
     let all = api.get("/v1/users").await;

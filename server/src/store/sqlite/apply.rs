@@ -358,8 +358,10 @@ const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (id, room, seq, sender, body, reply_to, created_at, edited_at, deleted) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0)";
 const DELETE_ROLE_CAP: &str = "DELETE FROM role_caps WHERE room = ?1 AND user = ?2";
-const NEXT_NOTIFICATION_SEQ: &str =
-    "UPDATE users SET notif_seq = notif_seq + 1 WHERE id = ?1 RETURNING notif_seq";
+/// The user's inbox counter (not the directory: a notification for an id nobody has used yet
+/// — an invitation — must not list that id as a user).
+const NEXT_NOTIFICATION_SEQ: &str = "INSERT INTO inboxes (user, notif_seq) VALUES (?1, 1) \
+     ON CONFLICT (user) DO UPDATE SET notif_seq = notif_seq + 1 RETURNING notif_seq";
 const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
      (user, seq, id, kind, room, actor, data, created_at, read) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)";
@@ -493,7 +495,6 @@ impl Cx<'_, '_> {
     }
 
     fn notify(&mut self, n: &NewNotification) -> StoreResult<Notification> {
-        ensure_user(self.tx, &n.user, self.now)?;
         let seq: u64 = self
             .tx
             .prepare_cached(NEXT_NOTIFICATION_SEQ)?
@@ -774,7 +775,6 @@ impl Cx<'_, '_> {
                     .execute(params![room, user])?;
             }
             None => {
-                ensure_user(self.tx, user, self.now)?;
                 self.insert_member(&Member {
                     room: room.to_owned(),
                     user: user.to_owned(),
@@ -838,7 +838,7 @@ impl Cx<'_, '_> {
         if read::pending_invitation(self.tx, room, invitee, self.now)?.is_some() {
             return Err(conflict("a pending invitation exists"));
         }
-        ensure_user(self.tx, invitee, self.now)?;
+        // No directory entry for the invitee: an id is listed once its user has been seen.
         let inv = Invitation {
             id: id.to_owned(),
             room: room.to_owned(),

@@ -313,6 +313,12 @@ impl Store for SqliteStore {
         self.read(move |c| read::last_seen(c, &users)).await
     }
 
+    async fn co_members(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {
+        let (viewer, users) = (viewer.to_owned(), users.to_vec());
+        self.read(move |c| read::co_members(c, &viewer, &users))
+            .await
+    }
+
     async fn search_users(&self, q: &UserQuery) -> StoreResult<Page<User>> {
         let q = q.clone();
         self.read(move |c| read::search_users(c, &q)).await

@@ -426,16 +426,48 @@ pub(super) fn last_seen(conn: &Connection, users: &[String]) -> StoreResult<Vec<
     Ok(out)
 }
 
+/// Whether two users share a room (both active members).
+pub(super) const SHARE_A_ROOM: &str = "SELECT EXISTS (SELECT 1 FROM members a \
+     JOIN members b ON b.room = a.room AND b.user = ?2 AND b.status = 'active' \
+     WHERE a.user = ?1 AND a.status = 'active')";
+
+pub(super) fn co_members(
+    conn: &Connection,
+    viewer: &str,
+    users: &[String],
+) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached(SHARE_A_ROOM)?;
+    let mut out = Vec::new();
+    for user in users {
+        if user == viewer || stmt.query_row(params![viewer, user], |r| r.get::<_, bool>(0))? {
+            out.push(user.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// The directory search: `?1` the LIKE pattern (`''` for everyone), `?2`/`?3` the cursor's
-/// sort value and id, `?4` the limit. The id sort ignores `?2`; first pages ignore both (a
-/// parameter index that the text does not use may still be bound).
+/// sort value and id, `?4` the limit, `?5` the viewer (`''`: no viewer, everyone is listed;
+/// else only the viewer and those who share a room with them). The id sort ignores `?2`;
+/// first pages ignore both (a parameter index that the text does not use may still be bound).
+/// The directory's privacy rule, in SQL (`?5` the viewer).
+macro_rules! visible {
+    () => {
+        "(?5 = '' OR id = ?5 OR EXISTS (SELECT 1 FROM members a JOIN members b \
+         ON b.room = a.room AND b.user = users.id AND b.status = 'active' \
+         WHERE a.user = ?5 AND a.status = 'active'))"
+    };
+}
+
 macro_rules! search_users {
     (first, $key:literal, $dir:literal) => {
         concat!(
             "SELECT ",
             user_cols!(),
             " FROM users WHERE (?1 = '' OR id LIKE ?1 ESCAPE '\\') \
-             ORDER BY ",
+             AND ",
+            visible!(),
+            " ORDER BY ",
             $key,
             " ",
             $dir,
@@ -451,7 +483,9 @@ macro_rules! search_users {
             " FROM users WHERE id ",
             $cmp,
             " ?3 AND (?1 = '' OR id LIKE ?1 ESCAPE '\\') \
-             ORDER BY id ",
+             AND ",
+            visible!(),
+            " ORDER BY id ",
             $dir,
             " LIMIT ?4"
         )
@@ -471,7 +505,9 @@ macro_rules! search_users {
             ", id) ",
             $cmp,
             " (?2, ?3) AND (?1 = '' OR id LIKE ?1 ESCAPE '\\') \
-             ORDER BY ",
+             AND ",
+            visible!(),
+            " ORDER BY ",
             $key,
             " ",
             $dir,
@@ -575,7 +611,13 @@ pub(super) fn search_users(conn: &Connection, q: &UserQuery) -> StoreResult<Page
     let mut stmt = conn.prepare_cached(sql)?;
     let fetch = i64::from(q.limit) + 1;
     let rows = stmt.query_map(
-        params![like_pattern(&q.q), value, after_id, fetch],
+        params![
+            like_pattern(&q.q),
+            value,
+            after_id,
+            fetch,
+            q.viewer.as_deref().unwrap_or("")
+        ],
         rows::user,
     )?;
     let mut items: Vec<User> = rows.collect::<Result<_, _>>()?;

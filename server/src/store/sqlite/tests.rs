@@ -1095,6 +1095,7 @@ async fn search_users_pages_every_user_once() {
             loop {
                 let page = store
                     .search_users(&UserQuery {
+                        viewer: None,
                         q: String::new(),
                         sort,
                         order,
