@@ -607,6 +607,17 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
                 }
                 Some(Out::Close(code)) => {
                     let _ = sink.send(WsMessage::Close(Some(CloseFrame { code: CloseCode::from(code), reason: "bye".into() }))).await;
+                    // Finish the closing handshake: dropping the socket with the client's
+                    // frames unread would reset the connection, and the client could see the
+                    // reset before the close frame.
+                    let drain = async {
+                        while let Some(Ok(m)) = source.next().await {
+                            if matches!(m, WsMessage::Close(_)) {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
                     break;
                 }
                 Some(Out::Drop) | None => break,

@@ -1,7 +1,9 @@
 //! Permanent failure: a send into a room the user was banned from ends `failed` with a reason,
 //! sends to other rooms go on, and retry and discard work.
 
-use roam_core::SendState;
+use std::sync::{Arc, Mutex};
+
+use roam_core::{RoomListener, RoomUpdate, SendState};
 use roam_tests::{all_local, fast_config, open_client, wait_until, Backend};
 use serde_json::json;
 
@@ -65,16 +67,24 @@ async fn banned_room_fails_without_blocking_others() {
         .iter()
         .any(|e| e.id == other.local_id));
 
-    // Retry while still banned: back to pending at once, then failed again.
+    // Retry while still banned: back to pending, then failed again. The resend can fail before
+    // this test gets to read the message, so the transitions are observed, not sampled.
+    let states = Arc::new(States::default());
+    let sub = b.subscribe_room_updates(Some("closed".into()), states.clone());
     b.retry(doomed.local_id.clone()).expect("retry");
-    assert!(
-        !matches!(state(&doomed.local_id), Some(SendState::Failed { .. })),
-        "retry puts the message back in the queue"
-    );
     wait_until("the retry failed again", || {
-        matches!(state(&doomed.local_id), Some(SendState::Failed { .. }))
+        let seen = states.of(&doomed.local_id);
+        seen.len() >= 2
+            && seen[seen.len() - 2] == SendState::Pending
+            && seen[seen.len() - 1].is_failed()
     })
     .await;
+    assert_eq!(
+        states.of(&doomed.local_id).first(),
+        Some(&SendState::Pending),
+        "retry puts the message back in the queue first"
+    );
+    sub.close();
     assert!(
         b.retry("no-such-entry".into()).is_err(),
         "retrying an unknown entry is an error"
@@ -112,4 +122,31 @@ async fn banned_room_fails_without_blocking_others() {
         0
     );
     b.shutdown().await;
+}
+
+/// Records every send-state change of a room's messages, in delivery order.
+#[derive(Default)]
+struct States(Mutex<Vec<(String, SendState)>>);
+
+impl States {
+    fn of(&self, local_id: &str) -> Vec<SendState> {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(id, _)| id == local_id)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+}
+
+impl RoomListener for States {
+    fn on_room_update(&self, update: RoomUpdate) {
+        if let RoomUpdate::SendStateChanged {
+            local_id, state, ..
+        } = update
+        {
+            self.0.lock().expect("lock").push((local_id, state));
+        }
+    }
 }
