@@ -37,12 +37,14 @@ use crate::error::{Error, Result};
 use crate::http::{self, Http};
 use crate::listeners::{
     AppEvent, ConnectionStateListener, Dispatcher, DocumentListener, NotificationListener,
-    PresenceListener, RoomListener, Subscription, Target, TypingListener,
+    PresenceListener, RoomListener, Subscription, SyncStatusListener, Target, TypingListener,
 };
 use crate::metrics::MetricsSnapshot;
 use crate::model::{
     now_ms, ConnectionState, LocalDocument, LocalMessage, NotificationInfo, OutboxEntry, RoomInfo,
+    SendState, SyncPhase, SyncStatus,
 };
+use crate::timeline::{Timeline, TimelineListener};
 use crate::{optimistic, outbox, presence, remote, socket, typing};
 
 /// Background tasks of a started client.
@@ -60,6 +62,9 @@ struct DropGuard {
 
 impl Drop for DropGuard {
     fn drop(&mut self) {
+        // Nobody can call this client any more: let a new one open the database at once, even
+        // while the connection task below is still winding down.
+        self.ctx.db.close();
         if let Some(tasks) = self.tasks.lock().take() {
             self.ctx.want.send_replace(Want::Shutdown);
             for t in &tasks.timers {
@@ -72,7 +77,9 @@ impl Drop for DropGuard {
 }
 
 /// The client core of one account. Clone it freely; all clones share one client. Call
-/// [`Client::shutdown`] to stop it; dropping the last clone stops it too (without waiting).
+/// [`Client::shutdown`] to stop it; dropping the last clone stops it too (without waiting) and
+/// closes the database (a [`Timeline`] kept after that stops receiving diffs). Only one client
+/// may have an account's database open at a time ([`Error::AlreadyOpen`]).
 #[derive(Clone)]
 pub struct Client {
     ctx: Arc<Context>,
@@ -131,6 +138,7 @@ impl Client {
     /// called) and the typing and presence timers. Must be called inside a Tokio runtime.
     /// Calling it again while started does nothing.
     pub async fn start(&self) -> Result<()> {
+        self.ctx.db.check_open()?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let mut tasks = self.tasks.lock();
         if tasks.is_some() {
@@ -175,7 +183,9 @@ impl Client {
     }
 
     /// Tells the client the OS reports the network is back: a pending reconnect wait is cut
-    /// short and the next attempt starts at once.
+    /// short and the next attempt starts at once. In
+    /// [`ConnectionState::NeedsSignIn`] it makes one new attempt (call it after the user
+    /// signed in again).
     pub fn network_available(&self) {
         self.ctx.network_available.notify_waiters();
     }
@@ -203,9 +213,125 @@ impl Client {
         self.ctx.set_connection_state(ConnectionState::Offline);
     }
 
+    /// Signs the account out of this device: stops the client, and with `wipe` deletes the
+    /// account's files (database, WAL, lock). Every later call on this client (and its clones)
+    /// fails with [`Error::Shutdown`]; open a new client to sign in again.
+    pub async fn sign_out(&self, wipe: bool) -> Result<()> {
+        self.shutdown().await;
+        self.ctx.db.close();
+        if wipe {
+            for file in self.ctx.db.files() {
+                match std::fs::remove_file(&file) {
+                    Ok(()) => tracing::debug!(file = %file.display(), "deleted"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::state(format!(
+                            "cannot delete {}: {e}",
+                            file.display()
+                        )))
+                    }
+                }
+            }
+        }
+        tracing::info!(wipe, "signed out");
+        Ok(())
+    }
+
     /// The connection's current state.
     pub fn connection_state(&self) -> ConnectionState {
         self.ctx.connection_state()
+    }
+
+    /// The sync status now: phase, pending writes, oldest pending write.
+    pub fn sync_status(&self) -> SyncStatus {
+        self.ctx.sync.borrow().clone()
+    }
+
+    /// Waits until the outbox has nothing left to send. Returns `Ok` once every write that was
+    /// pending is answered; fails with [`Error::WriteFailed`] when one of the writes pending
+    /// during the wait was refused for good (the first such entry), and with
+    /// [`Error::NeedsSignIn`] when the account cannot connect. While offline it keeps waiting
+    /// (cancel the future to stop).
+    pub async fn wait_for_pending_writes(&self) -> Result<()> {
+        let mut rx = self.ctx.sync.subscribe();
+        let mut watched = std::collections::HashSet::new();
+        loop {
+            let status = rx.borrow_and_update().clone();
+            watched.extend(self.ctx.outbox.lock().ids());
+            if let SyncPhase::NeedsSignIn { reason } = status.phase {
+                return Err(Error::NeedsSignIn(reason));
+            }
+            if status.pending_writes == 0 {
+                break;
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::Shutdown);
+            }
+        }
+        if watched.is_empty() {
+            return Ok(());
+        }
+        let failed = self
+            .ctx
+            .db
+            .read(reads::outbox)?
+            .into_iter()
+            .find_map(|e| match e.state {
+                SendState::Failed { code, message } if watched.contains(&e.id) => {
+                    Some(Error::WriteFailed {
+                        entry: e.id,
+                        code,
+                        message,
+                    })
+                }
+                _ => None,
+            });
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// One round of synchronisation for a background task (BGTaskScheduler, WorkManager):
+    /// connects (starting the client if needed), catches up every followed room, sends the
+    /// outbox, then disconnects again (shuts down what it started; a client that was started but
+    /// offline goes back offline). Fails with [`Error::Timeout`] when that takes longer than
+    /// `timeout`, and like [`Client::wait_for_pending_writes`] otherwise.
+    pub async fn sync_once(&self, timeout: Duration) -> Result<()> {
+        let started_here = self.tasks.lock().is_none();
+        let was_online = self.online.load(Ordering::SeqCst);
+        if started_here {
+            self.online.store(true, Ordering::SeqCst);
+            self.start().await?;
+        } else if !was_online {
+            self.set_online(true);
+        }
+        let round = async {
+            let mut rx = self.ctx.sync.subscribe();
+            loop {
+                let phase = rx.borrow_and_update().phase.clone();
+                match phase {
+                    SyncPhase::Synced => break,
+                    SyncPhase::NeedsSignIn { reason } => return Err(Error::NeedsSignIn(reason)),
+                    _ => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err(Error::Shutdown);
+                }
+            }
+            self.wait_for_pending_writes().await
+        };
+        let outcome = tokio::time::timeout(timeout, round).await;
+        if started_here {
+            self.shutdown().await;
+            self.online.store(was_online, Ordering::SeqCst);
+        } else if !was_online {
+            self.set_online(false);
+        }
+        match outcome {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(format!(
+                "not synced within {} ms",
+                timeout.as_millis()
+            ))),
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -665,8 +791,15 @@ impl Client {
         }
     }
 
-    /// The app went to the background (`true`: `away` now) or came back (`false`).
+    /// The app went to the background (`true`: `away` now) or came back (`false`). Coming back
+    /// checks the link at once (a ping answered within the heartbeat timeout, or the connection
+    /// is dropped and made again) and cuts a reconnect wait short, instead of leaving a link that
+    /// died in the background to the next heartbeat.
     pub fn set_idle(&self, idle: bool) {
+        if !idle {
+            self.ctx.send(SessionCmd::CheckLink);
+            self.ctx.network_available.notify_waiters();
+        }
         if let Some(status) = self
             .ctx
             .presence
@@ -720,6 +853,25 @@ impl Client {
 
     // -----------------------------------------------------------------------------------------
     // Listeners
+
+    /// A live timeline of a room: its listener gets the newest `initial` messages (1–200, plus
+    /// the unconfirmed ones) first, then diffs as messages arrive, change, are confirmed or fail;
+    /// `paginate_backwards` extends it with older ones. See [`crate::timeline`].
+    pub fn timeline(
+        &self,
+        room: String,
+        initial: u32,
+        listener: Arc<dyn TimelineListener>,
+    ) -> Result<Timeline> {
+        roam_proto::validate::room_name(&room)?;
+        check_limit(initial)?;
+        Ok(Timeline::open(&self.ctx, room, initial, listener))
+    }
+
+    /// Sync status changes; the current status first.
+    pub fn subscribe_sync_status(&self, listener: Arc<dyn SyncStatusListener>) -> Subscription {
+        self.ctx.subscribe_sync(listener)
+    }
 
     /// Connection state changes; the current state first.
     pub fn subscribe_connection_state(

@@ -11,6 +11,7 @@
 //! commit order; then it lets go and wakes whoever needs to know. Lock order is always
 //! writer → scheduler → connection state, never the other way round.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -25,7 +26,7 @@ use crate::error::Result;
 use crate::http::Http;
 use crate::listeners::{AppEvent, Dispatcher};
 use crate::metrics::Metrics;
-use crate::model::{ConnectionState, RoomUpdate};
+use crate::model::{ConnectionState, RoomUpdate, SyncPhase, SyncStatus};
 use crate::outbox::{Queued, Scheduler};
 use crate::presence::PresenceTracker;
 use crate::remote::Remote;
@@ -38,6 +39,8 @@ pub(crate) struct Effects {
     pub enqueued: Vec<Queued>,
     /// Rooms the socket should start following.
     pub subscribe: Vec<String>,
+    /// Outbox answers this transaction stores (see `Scheduler::answers_stored`).
+    pub answers: usize,
 }
 
 impl Effects {
@@ -69,6 +72,8 @@ pub(crate) enum SessionCmd {
     Frame(ClientFrame),
     /// Start following these rooms (from their cursors).
     Subscribe(Vec<String>),
+    /// Ping now and drop the link if no answer comes within the heartbeat timeout.
+    CheckLink,
 }
 
 /// Shared state of one client.
@@ -93,6 +98,12 @@ pub(crate) struct Context {
     pub want: watch::Sender<Want>,
     /// The app says the network is back: skip the current wait.
     pub network_available: Notify,
+    /// The sync status as last computed (see [`Context::refresh_sync`]).
+    pub sync: watch::Sender<SyncStatus>,
+    /// The live session has caught up every followed room.
+    recovered: AtomicBool,
+    /// Why the account needs a new sign-in (with [`ConnectionState::NeedsSignIn`]).
+    sign_in: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -131,6 +142,14 @@ impl Context {
             session: Mutex::new(None),
             want,
             network_available: Notify::new(),
+            sync: watch::channel(SyncStatus {
+                phase: SyncPhase::Offline,
+                pending_writes: 0,
+                oldest_pending_at: None,
+            })
+            .0,
+            recovered: AtomicBool::new(false),
+            sign_in: Mutex::new(None),
         }
     }
 
@@ -139,6 +158,7 @@ impl Context {
         &self,
         f: impl FnOnce(&Transaction<'_>, &mut Effects) -> Result<T>,
     ) -> Result<T> {
+        self.db.check_open()?;
         let mut conn = self.db.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut fx = Effects::default();
@@ -146,12 +166,14 @@ impl Context {
         tx.commit()?;
         self.dispatcher.emit_all(fx.events);
         let wake = !fx.enqueued.is_empty();
-        if wake {
+        if wake || fx.answers > 0 {
             let mut s = self.outbox.lock();
+            s.answers_stored(fx.answers);
             for e in fx.enqueued {
                 s.push(e);
             }
         }
+        self.refresh_sync();
         drop(conn);
         if wake {
             self.outbox_wakeup.notify_one();
@@ -169,11 +191,85 @@ impl Context {
 
     /// Changes the connection state and tells the listeners (only on a real change).
     pub(crate) fn set_connection_state(&self, state: ConnectionState) {
-        let mut current = self.connection.lock();
-        if *current != state {
+        {
+            let mut current = self.connection.lock();
+            if *current == state {
+                return;
+            }
             *current = state;
             tracing::debug!(?state, "connection state");
             self.dispatcher.emit(AppEvent::Connection(state));
+        }
+        self.refresh_sync();
+    }
+
+    /// The account needs a new sign-in: nothing is sent until the app asks to try again.
+    pub(crate) fn set_needs_sign_in(&self, reason: String) {
+        tracing::warn!(%reason, "the account needs a new sign-in");
+        *self.sign_in.lock() = Some(reason);
+        self.set_connection_state(ConnectionState::NeedsSignIn);
+    }
+
+    /// Whether the live session has caught up (false between sessions).
+    pub(crate) fn set_recovered(&self, recovered: bool) {
+        self.recovered.store(recovered, Ordering::SeqCst);
+        self.refresh_sync();
+    }
+
+    /// Recomputes the sync status from the connection state, the session's recovery and the
+    /// scheduler, and tells the listeners if it changed. The computation and the emission happen
+    /// under the status's own lock, so listeners see statuses in the order they were computed.
+    /// Lock order: (writer →) status → scheduler → connection.
+    pub(crate) fn refresh_sync(&self) {
+        self.sync.send_if_modified(|status| {
+            let (pending, oldest) = self.outbox.lock().figures();
+            let phase = match *self.connection.lock() {
+                ConnectionState::Offline => SyncPhase::Offline,
+                ConnectionState::Connecting | ConnectionState::Waiting { .. } => {
+                    SyncPhase::Connecting
+                }
+                ConnectionState::Connected if self.recovered.load(Ordering::SeqCst) => {
+                    SyncPhase::Synced
+                }
+                ConnectionState::Connected => SyncPhase::CatchingUp,
+                ConnectionState::NeedsSignIn => SyncPhase::NeedsSignIn {
+                    reason: self.sign_in.lock().clone().unwrap_or_default(),
+                },
+            };
+            let next = SyncStatus {
+                phase,
+                pending_writes: pending,
+                oldest_pending_at: oldest,
+            };
+            if *status == next {
+                return false;
+            }
+            self.dispatcher.emit(AppEvent::Sync(next.clone()));
+            *status = next;
+            true
+        });
+    }
+
+    /// Registers a sync status listener with the current status, atomically with its changes.
+    pub(crate) fn subscribe_sync(
+        &self,
+        listener: Arc<dyn crate::listeners::SyncStatusListener>,
+    ) -> crate::listeners::Subscription {
+        let mut sub = None;
+        // `send_if_modified` holds the status lock: no change can be emitted in between.
+        self.sync.send_if_modified(|status| {
+            sub = Some(self.dispatcher.register(
+                crate::listeners::Target::Sync(listener.clone()),
+                vec![AppEvent::Sync(status.clone())],
+            ));
+            false
+        });
+        match sub {
+            Some(s) => s,
+            None => self.dispatcher.register(
+                crate::listeners::Target::Sync(listener),
+                vec![AppEvent::Sync(self.sync.borrow().clone())],
+            ),
         }
     }
 

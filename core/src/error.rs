@@ -85,6 +85,33 @@ pub enum Error {
     /// The client was shut down.
     #[error("the client was shut down")]
     Shutdown,
+
+    /// A write the caller waited for was refused by the server for good (see
+    /// `Client::wait_for_pending_writes`); the entry waits for `retry` or `discard`.
+    #[error("outbox entry {entry} failed ({code}): {message}")]
+    WriteFailed {
+        /// The outbox entry id.
+        entry: String,
+        /// The protocol error code.
+        code: String,
+        /// The server's reason.
+        message: String,
+    },
+
+    /// The account cannot connect until the app signs in again.
+    #[error("sign-in needed: {0}")]
+    NeedsSignIn(String),
+
+    /// A bounded wait (`sync_once`) ran out of time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+
+    /// Another client has this account's database open (in this process or another one).
+    #[error("the database {path} is already open by another client")]
+    AlreadyOpen {
+        /// The database file.
+        path: String,
+    },
 }
 
 impl Error {

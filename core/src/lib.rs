@@ -33,15 +33,14 @@
 //! ```
 //!
 //! Module map: [`client`] (the API), [`config`], [`error`], [`model`] (records), [`listeners`],
+//! [`timeline`] (a room's live window of messages, as diffs),
 //! [`metrics`]; internally `db` (store and migrations), `outbox` (durable queue and scheduler),
 //! `optimistic` (local effects of each mutation), `socket` (reconnecting connection),
 //! `sync` (applying server events, recovery), `typing`, `presence`, `http` (REST transport),
-//! `remote` (cached REST reads into the store), `backoff`.
-//! [`cache`], [`debounce`] and [`lazy`] are general-purpose helpers.
+//! `remote` (cached REST reads into the store), `backoff`; [`cache`] is the single-flight,
+//! size-bounded cache behind the REST reads.
 
 pub mod cache;
-pub mod debounce;
-pub mod lazy;
 
 pub mod client;
 pub mod config;
@@ -49,6 +48,7 @@ pub mod error;
 pub mod listeners;
 pub mod metrics;
 pub mod model;
+pub mod timeline;
 
 mod auth;
 mod backoff;
@@ -72,13 +72,14 @@ pub use config::{
 pub use error::{Error, Result};
 pub use listeners::{
     ConnectionStateListener, DocumentListener, NotificationListener, PresenceListener,
-    RoomListener, Subscription, TypingListener,
+    RoomListener, Subscription, SyncStatusListener, TypingListener,
 };
 pub use metrics::MetricsSnapshot;
 pub use model::{
     ConnectionState, DocumentUpdate, LocalDocument, LocalMessage, NotificationInfo, OutboxEntry,
-    PresenceInfo, RoomInfo, RoomUpdate, SendState,
+    PresenceInfo, RoomInfo, RoomUpdate, SendState, SyncPhase, SyncStatus,
 };
 pub use roam_proto::{
     Document, ErrorCode, Member, MemberStatus, Presence, PresenceStatus, Role, RoomKind,
 };
+pub use timeline::{apply_diffs, Timeline, TimelineDiff, TimelineListener};

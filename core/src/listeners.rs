@@ -26,7 +26,10 @@ use std::sync::{mpsc, Arc};
 
 use parking_lot::{Mutex, ReentrantMutex};
 
-use crate::model::{ConnectionState, DocumentUpdate, NotificationInfo, PresenceInfo, RoomUpdate};
+use crate::model::{
+    ConnectionState, DocumentUpdate, NotificationInfo, PresenceInfo, RoomUpdate, SyncStatus,
+};
+use crate::timeline::TimelineSink;
 
 /// Receives connection state changes. The current state is delivered first.
 pub trait ConnectionStateListener: Send + Sync {
@@ -60,16 +63,27 @@ pub trait NotificationListener: Send + Sync {
     fn on_unread_count(&self, count: u64);
 }
 
+/// Receives the sync status (the current one first) whenever it changes.
+pub trait SyncStatusListener: Send + Sync {
+    fn on_sync_status(&self, status: SyncStatus);
+}
+
 /// Something to deliver.
 #[derive(Debug, Clone)]
 pub(crate) enum AppEvent {
     Connection(ConnectionState),
     Room(RoomUpdate),
-    Typing { room: String, users: Vec<String> },
+    Typing {
+        room: String,
+        users: Vec<String>,
+    },
     Presence(PresenceInfo),
     Document(DocumentUpdate),
     Notification(NotificationInfo),
     Unread(u64),
+    /// A timeline of this room changed its window bounds: read it again.
+    TimelineRefresh(String),
+    Sync(SyncStatus),
 }
 
 /// A registered listener with its filter.
@@ -81,6 +95,8 @@ pub(crate) enum Target {
     Presence(Arc<dyn PresenceListener>),
     Document(Option<String>, Arc<dyn DocumentListener>),
     Notification(Arc<dyn NotificationListener>),
+    Timeline(Arc<dyn TimelineSink>),
+    Sync(Arc<dyn SyncStatusListener>),
 }
 
 impl fmt::Debug for Target {
@@ -92,6 +108,8 @@ impl fmt::Debug for Target {
             Target::Presence(_) => "Presence",
             Target::Document(..) => "Document",
             Target::Notification(_) => "Notification",
+            Target::Timeline(_) => "Timeline",
+            Target::Sync(_) => "Sync",
         };
         f.write_str(name)
     }
@@ -247,6 +265,9 @@ fn run(rx: mpsc::Receiver<Command>) {
                     target,
                     initial,
                 } = *reg;
+                if let Target::Timeline(t) = &target {
+                    refresh_timeline(&shared, t.as_ref(), true);
+                }
                 for event in &initial {
                     deliver(&shared, &target, event);
                 }
@@ -255,18 +276,56 @@ fn run(rx: mpsc::Receiver<Command>) {
             Command::Unregister(id) => subs.retain(|(s, _)| s.id != id),
             Command::Event(event) => {
                 for (shared, target) in &subs {
-                    deliver(shared, target, &event);
+                    deliver_all(shared, target, std::slice::from_ref(event.as_ref()));
                 }
             }
             Command::Events(events) => {
-                for event in &events {
-                    for (shared, target) in &subs {
-                        deliver(shared, target, event);
-                    }
+                for (shared, target) in &subs {
+                    deliver_all(shared, target, &events);
                 }
             }
         }
     }
+}
+
+/// Delivers the events of one transaction to one subscription: each event to a listener, one
+/// refresh to a timeline that any of them concerns.
+fn deliver_all(shared: &Shared, target: &Target, events: &[AppEvent]) {
+    let Target::Timeline(t) = target else {
+        for event in events {
+            deliver(shared, target, event);
+        }
+        return;
+    };
+    let mut touched = false;
+    let mut reset = false;
+    for event in events {
+        match event {
+            AppEvent::Room(u) if u.room() == t.room() => {
+                touched = true;
+                reset |= matches!(u, RoomUpdate::Reset { .. } | RoomUpdate::RoomRemoved { .. });
+            }
+            AppEvent::TimelineRefresh(room) if room == t.room() => touched = true,
+            _ => {}
+        }
+    }
+    if touched {
+        refresh_timeline(shared, t.as_ref(), reset);
+    }
+}
+
+fn refresh_timeline(shared: &Shared, timeline: &dyn TimelineSink, reset: bool) {
+    let guard = shared.active.lock();
+    if !guard.get() {
+        return;
+    }
+    if catch_unwind(AssertUnwindSafe(|| timeline.refresh(reset))).is_err() {
+        tracing::error!(
+            subscription = shared.id,
+            "a timeline listener panicked; it stays registered"
+        );
+    }
+    drop(guard);
 }
 
 fn deliver(shared: &Shared, target: &Target, event: &AppEvent) {
@@ -298,6 +357,7 @@ fn deliver(shared: &Shared, target: &Target, event: &AppEvent) {
         }
         (Target::Notification(l), AppEvent::Notification(n)) => l.on_notification(n.clone()),
         (Target::Notification(l), AppEvent::Unread(c)) => l.on_unread_count(*c),
+        (Target::Sync(l), AppEvent::Sync(s)) => l.on_sync_status(s.clone()),
         _ => {}
     };
     if catch_unwind(AssertUnwindSafe(call)).is_err() {

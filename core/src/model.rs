@@ -156,6 +156,40 @@ pub enum ConnectionState {
         /// The delay before the next attempt.
         retry_in: Duration,
     },
+    /// The account cannot connect until the app signs in again: the token provider failed, the
+    /// server refused a freshly asked token, or the server says the token belongs to another
+    /// user. Nothing is sent and no attempt is made until the app calls `network_available`
+    /// (after a new sign-in) or `set_online`. The reason is in [`SyncPhase::NeedsSignIn`].
+    NeedsSignIn,
+}
+
+/// Where synchronisation stands, as an app shows it ("offline", "updating…", "up to date").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncPhase {
+    /// Not started, or the app asked to be offline.
+    Offline,
+    /// Connecting, or waiting to try again after a failure.
+    Connecting,
+    /// Connected; missed events are still being fetched.
+    CatchingUp,
+    /// Connected and every followed room caught up; live events arrive as they happen.
+    Synced,
+    /// See [`ConnectionState::NeedsSignIn`].
+    NeedsSignIn {
+        /// Why, for logs and for choosing what to show.
+        reason: String,
+    },
+}
+
+/// The sync status: the phase, and what the outbox still has to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub phase: SyncPhase,
+    /// Outbox entries waiting to be sent or answered (failed ones not counted).
+    pub pending_writes: u64,
+    /// When the oldest of them was written, milliseconds since the Unix epoch (its age is
+    /// "now" minus this).
+    pub oldest_pending_at: Option<i64>,
 }
 
 /// Something changed in a room.

@@ -88,6 +88,8 @@ pub(crate) struct Queued {
     pub queue: String,
     pub mutation: Mutation,
     pub target: Option<String>,
+    /// When it was written, milliseconds since the Unix epoch.
+    pub created_at: i64,
     /// The frame id while on the wire.
     flight: Option<String>,
 }
@@ -99,6 +101,7 @@ impl Queued {
         queue: String,
         mutation: Mutation,
         target: Option<String>,
+        created_at: i64,
     ) -> Self {
         Queued {
             id,
@@ -106,6 +109,7 @@ impl Queued {
             queue,
             mutation,
             target,
+            created_at,
             flight: None,
         }
     }
@@ -181,6 +185,9 @@ pub(crate) struct Scheduler {
     next_frame: u64,
     /// Round-robin start.
     rotate: usize,
+    /// Entries answered (taken off by `on_ack`) whose answer is not stored yet: still pending
+    /// for the sync status until the transaction that removes their row commits.
+    answered: usize,
 }
 
 impl Scheduler {
@@ -192,6 +199,7 @@ impl Scheduler {
             sent_before: Default::default(),
             next_frame: 0,
             rotate: 0,
+            answered: 0,
         }
     }
 
@@ -213,9 +221,32 @@ impl Scheduler {
     }
 
     /// Pending entries held (including those on the wire).
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.queues.values().map(|q| q.entries.len()).sum()
+    }
+
+    /// The pending entries' count and when the oldest was written (each queue's first entry is
+    /// its oldest, so this looks at one entry per queue).
+    pub(crate) fn figures(&self) -> (u64, Option<i64>) {
+        let oldest = self
+            .queues
+            .values()
+            .filter_map(|q| q.entries.first_key_value().map(|(_, e)| e.created_at))
+            .min();
+        ((self.len() + self.answered) as u64, oldest)
+    }
+
+    /// `n` answers taken by `on_ack` were stored (or dropped with their session).
+    pub(crate) fn answers_stored(&mut self, n: usize) {
+        self.answered = self.answered.saturating_sub(n);
+    }
+
+    /// The ids of the pending entries.
+    pub(crate) fn ids(&self) -> std::collections::HashSet<String> {
+        self.queues
+            .values()
+            .flat_map(|q| q.entries.values().map(|e| e.id.clone()))
+            .collect()
     }
 
     #[cfg(test)]
@@ -354,6 +385,7 @@ impl Scheduler {
         }
         if let Some(e) = &e {
             self.sent_before.remove(&e.id);
+            self.answered += 1;
         }
         e
     }
@@ -407,6 +439,9 @@ impl Scheduler {
 
     /// The connection is gone: whatever was on the wire waits to be sent again.
     pub(crate) fn on_disconnect(&mut self) -> usize {
+        // Answers that could not be stored are lost with the session; their rows stay pending
+        // and are sent again after the next open.
+        self.answered = 0;
         let frames: Vec<String> = self.in_flight.keys().cloned().collect();
         for f in &frames {
             self.take_flight(f);
@@ -489,7 +524,7 @@ pub(crate) fn enqueue_with_id<T>(
             undo.as_deref(),
             now,
         )?;
-        fx.enqueue(Queued::new(id.clone(), pos, queue, mutation, target));
+        fx.enqueue(Queued::new(id.clone(), pos, queue, mutation, target, now));
         Ok(value)
     })?;
     Metrics::inc(&ctx.metrics.mutations_queued);
@@ -569,6 +604,7 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
             entry.queue.clone(),
             entry.mutation.clone(),
             entry.target.clone(),
+            entry.created_at,
         );
         optimistic::apply_retry(tx, &q, fx)?;
         fx.enqueue(q);
@@ -577,10 +613,21 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
 }
 
 /// Deletes an entry that is pending (not on the wire) or failed, and undoes its local change.
+/// An entry that cannot be decoded is simply deleted (its local change cannot be known).
 pub(crate) fn discard(ctx: &Context, id: &str) -> Result<()> {
     ctx.write(|tx, fx| {
-        let entry = reads::outbox_entry(tx, id)?
-            .ok_or_else(|| Error::not_found(format!("outbox entry {id}")))?;
+        let entry = match reads::outbox_entry(tx, id) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Err(Error::not_found(format!("outbox entry {id}"))),
+            Err(err) => {
+                let Some(pos) = reads::entry_pos(tx, id)? else {
+                    return Err(err);
+                };
+                tracing::info!(entry = %id, error = %err, "discarding an undecodable outbox entry");
+                writes::delete_entry(tx, pos, id)?;
+                return Ok(());
+            }
+        };
         if ctx.outbox.lock().remove(id).is_err() {
             return Err(Error::state(
                 "the entry is being sent right now; wait for its answer",
@@ -591,14 +638,39 @@ pub(crate) fn discard(ctx: &Context, id: &str) -> Result<()> {
     })
 }
 
-/// Loads the pending rows into the scheduler (at open).
+/// Loads the pending rows into the scheduler (at open). A row whose mutation this version cannot
+/// decode (written by a newer app version, or damaged) is marked failed with the code `client`
+/// and kept, so the app can show and discard it; it never stops the client from opening.
 pub(crate) fn load(ctx: &Context) -> Result<usize> {
+    let unreadable = ctx.db.read(reads::undecodable_pending)?;
+    if !unreadable.is_empty() {
+        ctx.write(|tx, _| {
+            for (pos, id, why) in &unreadable {
+                tracing::warn!(entry = %id, error = %why, "an outbox entry cannot be decoded; marked failed");
+                let state = SendState::Failed {
+                    code: "client".into(),
+                    message: format!("this app version cannot read the entry: {why}"),
+                };
+                writes::set_entry_state(tx, *pos, id, &state)?;
+            }
+            Ok(())
+        })?;
+    }
     let entries = ctx.db.read(reads::pending_entries)?;
     let n = entries.len();
     let mut s = ctx.outbox.lock();
     for e in entries {
-        s.push(Queued::new(e.id, e.pos, e.queue, e.mutation, e.target));
+        s.push(Queued::new(
+            e.id,
+            e.pos,
+            e.queue,
+            e.mutation,
+            e.target,
+            e.created_at,
+        ));
     }
+    drop(s);
+    ctx.refresh_sync();
     Ok(n)
 }
 
@@ -618,6 +690,7 @@ mod tests {
                 id: None,
             },
             None,
+            0,
         )
     }
 
@@ -739,7 +812,7 @@ mod barrier_tests {
     use super::*;
 
     fn entry(n: i64, mutation: Mutation) -> Queued {
-        Queued::new(format!("e{n}"), n, "r".into(), mutation, None)
+        Queued::new(format!("e{n}"), n, "r".into(), mutation, None, n)
     }
 
     fn send(n: i64) -> Queued {

@@ -71,6 +71,8 @@ struct ConnectFailure {
     refresh: bool,
     /// The server asked to wait at least this long.
     retry_after: Option<Duration>,
+    /// Trying again cannot help until the app signs in again.
+    sign_in: bool,
 }
 
 impl ConnectFailure {
@@ -79,6 +81,16 @@ impl ConnectFailure {
             reason: reason.into(),
             refresh: false,
             retry_after: None,
+            sign_in: false,
+        }
+    }
+
+    fn sign_in(reason: impl Into<String>) -> Self {
+        ConnectFailure {
+            reason: reason.into(),
+            refresh: true,
+            retry_after: None,
+            sign_in: true,
         }
     }
 }
@@ -143,6 +155,22 @@ pub(crate) async fn run(ctx: Arc<Context>) {
                     End::Lost(reason) => tracing::info!(%reason, "connection lost"),
                 }
             }
+            Err(failure) if failure.sign_in => {
+                ctx.set_needs_sign_in(failure.reason);
+                refresh = true;
+                let notified = ctx.network_available.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                tokio::select! {
+                    _ = notified => tracing::debug!("trying again after a sign-in"),
+                    changed = want.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
             Err(failure) => {
                 tracing::info!(reason = %failure.reason, "connection attempt failed");
                 refresh = failure.refresh;
@@ -181,6 +209,7 @@ async fn until_not_online(want: &mut watch::Receiver<Want>) {
 
 fn end_session(ctx: &Context) {
     ctx.set_session(None);
+    ctx.set_recovered(false);
     let back = ctx.outbox.lock().on_disconnect();
     if back > 0 {
         tracing::debug!(entries = back, "in-flight mutations will be sent again");
@@ -195,15 +224,20 @@ fn end_session(ctx: &Context) {
 
 /// Opens the socket and waits for `hello`. Returns the socket and the heartbeat interval.
 async fn connect(ctx: &Context, refresh: bool) -> Result<(Ws, Duration), ConnectFailure> {
-    let token = ctx
-        .tokens
-        .token(refresh)
-        .await
-        .map_err(|e| ConnectFailure {
-            reason: format!("no token: {e}"),
-            refresh: true,
-            retry_after: None,
-        })?;
+    let token = match ctx.tokens.token(refresh).await {
+        Ok(token) => token,
+        // A provider that cannot reach its own backend says so with a network error: that is
+        // retried like any connection failure. Anything else means there is no sign-in.
+        Err(crate::Error::Network(reason)) => {
+            return Err(ConnectFailure {
+                reason: format!("no token: {reason}"),
+                refresh: true,
+                retry_after: None,
+                sign_in: false,
+            })
+        }
+        Err(e) => return Err(ConnectFailure::sign_in(format!("no token: {e}"))),
+    };
     let base = http::base_url(&ctx.config.server_url)
         .map_err(|e| ConnectFailure::network(e.to_string()))?;
     let mut url = http::ws_url(&base).map_err(|e| ConnectFailure::network(e.to_string()))?;
@@ -213,11 +247,8 @@ async fn connect(ctx: &Context, refresh: bool) -> Result<(Ws, Duration), Connect
         .as_str()
         .into_client_request()
         .map_err(|e| ConnectFailure::network(e.to_string()))?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ConnectFailure {
-        reason: "the token is not a valid header value".into(),
-        refresh: true,
-        retry_after: None,
-    })?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| ConnectFailure::sign_in("the token is not a valid header value"))?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
     let config = WebSocketConfig::default()
         .max_message_size(Some(roam_proto::validate::MAX_FRAME_BYTES))
@@ -225,7 +256,7 @@ async fn connect(ctx: &Context, refresh: bool) -> Result<(Ws, Duration), Connect
     let attempt = async {
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
             .await
-            .map_err(handshake_failure)?;
+            .map_err(|e| handshake_failure(e, refresh))?;
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) => {
@@ -240,7 +271,19 @@ async fn connect(ctx: &Context, refresh: bool) -> Result<(Ws, Duration), Connect
                             ..
                         }) => {
                             if user != ctx.me {
+                                // Nothing of this account may be sent as another user: close
+                                // before the first subscribe or mutation.
                                 tracing::error!(server_user = %user, "the token belongs to another user than this database");
+                                let _ = ws
+                                    .close(Some(CloseFrame {
+                                        code: CloseCode::Normal,
+                                        reason: "wrong account".into(),
+                                    }))
+                                    .await;
+                                return Err(ConnectFailure::sign_in(format!(
+                                    "the token is for user {user}, this client's account is {}",
+                                    ctx.me
+                                )));
                             }
                             let hb = ctx
                                 .config
@@ -258,6 +301,7 @@ async fn connect(ctx: &Context, refresh: bool) -> Result<(Ws, Duration), Connect
                         reason: format!("closed before hello ({code:?})"),
                         refresh: code == Some(close::TOKEN_EXPIRED),
                         retry_after: None,
+                        sign_in: false,
                     });
                 }
                 Some(Ok(_)) => continue,
@@ -272,8 +316,13 @@ async fn connect(ctx: &Context, refresh: bool) -> Result<(Ws, Duration), Connect
     }
 }
 
-fn handshake_failure(err: WsError) -> ConnectFailure {
+/// A refused handshake. A 401 for a token the provider was asked to refresh means the account
+/// needs a new sign-in; the first 401 only asks for a fresh token.
+fn handshake_failure(err: WsError, refreshed: bool) -> ConnectFailure {
     match &err {
+        WsError::Http(resp) if resp.status().as_u16() == 401 && refreshed => {
+            ConnectFailure::sign_in("the server refused a freshly issued token (HTTP 401)")
+        }
         WsError::Http(resp) => {
             let status = resp.status().as_u16();
             let retry_after = resp
@@ -286,6 +335,7 @@ fn handshake_failure(err: WsError) -> ConnectFailure {
                 reason: format!("handshake refused with HTTP {status}"),
                 refresh: status == 401,
                 retry_after,
+                sign_in: false,
             }
         }
         _ => ConnectFailure::network(err.to_string()),
@@ -394,6 +444,17 @@ impl<'a> Session<'a> {
                     Some(SessionCmd::Subscribe(rooms)) => {
                         self.subscribe_rooms(rooms)?;
                         self.flush_sink().await?;
+                    }
+                    Some(SessionCmd::CheckLink) => {
+                        // Back from the background: find out now whether the link still works
+                        // instead of at the next heartbeat.
+                        if pong_deadline.is_none() {
+                            pong_deadline = Some(Instant::now() + timeout);
+                            self.sink
+                                .send(Message::Ping(Vec::new().into()))
+                                .await
+                                .map_err(|e| End::Lost(e.to_string()))?;
+                        }
                     }
                     None => return Ok(End::Stopped),
                 },
@@ -737,7 +798,10 @@ impl<'a> Session<'a> {
             key: uuid::Uuid::now_v7().to_string(),
             mutation: Mutation::SetPresence { status },
         });
-        self.flush_outbox().await
+        self.flush_outbox().await?;
+        // Synced from here on: caught up, and the outbox window is on the wire.
+        self.ctx.set_recovered(true);
+        Ok(())
     }
 
     /// Fills the outbox window and sends.

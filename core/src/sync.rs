@@ -79,6 +79,7 @@ pub(crate) fn apply(
         for item in items {
             let ev = match item {
                 Item::Ack(entry, result) => {
+                    fx.answers += 1;
                     if outbox::complete_in(tx, fx, entry, result)? {
                         acked += 1;
                         if matches!(entry.mutation, roam_proto::Mutation::SendMessage { .. }) {

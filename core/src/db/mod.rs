@@ -13,14 +13,21 @@
 //! - **Shape of the code.** Functions that write take a `&Transaction` (in [`writes`]); functions
 //!   that read take a `&Connection` (in [`reads`]), so they also run inside a write transaction
 //!   (a `Transaction` derefs to its `Connection`).
+//! - **One client per file.** `open` takes an exclusive advisory lock on `<db>-lock` (held for
+//!   the store's life), so a second client on the same database — in this process or another —
+//!   fails at once with [`Error::AlreadyOpen`] instead of fighting over outbox keys.
+//! - **Closing.** [`Db::close`] (sign-out, or the last `Client` handle dropped) makes every
+//!   later read and write fail with [`Error::Shutdown`] and releases the lock; [`Db::files`]
+//!   names what a wipe deletes.
 //! - **Schema** is versioned by `PRAGMA user_version` and upgraded by the numbered files in
 //!   `migrations/`, each in its own transaction. See `NOTES.md` next to this file.
 
 pub(crate) mod reads;
 pub(crate) mod writes;
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -48,6 +55,9 @@ pub(crate) struct Db {
     readers: Mutex<Vec<Connection>>,
     /// The next outbox position (see [`Db::next_pos`]).
     next_pos: AtomicI64,
+    /// Held (locked) while the store is open.
+    lock: Mutex<Option<File>>,
+    closed: AtomicBool,
 }
 
 impl Db {
@@ -59,6 +69,7 @@ impl Db {
                     .map_err(|e| Error::invalid(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
+        let lock = lock_file(path)?;
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
@@ -69,7 +80,49 @@ impl Db {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             next_pos: AtomicI64::new(next_pos),
+            lock: Mutex::new(Some(lock)),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// Refuses every later read and write, closes the idle readers and lets go of the lock, so
+    /// a new client may open the file.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.readers.lock().clear();
+        // Close the file's writer connection now (SQLite checkpoints and removes the WAL), not
+        // when the last handle goes: a late close would remove the WAL of a database opened at
+        // the same path since (after a sign-out and a new sign-in).
+        match Connection::open_in_memory() {
+            Ok(placeholder) => {
+                let old = std::mem::replace(&mut *self.writer.lock(), placeholder);
+                if let Err((_, err)) = old.close() {
+                    tracing::warn!(error = %err, "closing the database failed");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot close the database writer"),
+        }
+        self.lock.lock().take();
+    }
+
+    /// Fails with [`Error::Shutdown`] once closed.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// The files of this store: the database, its WAL and shared-memory files, and the lock.
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        ["", "-wal", "-shm", "-journal", "-lock"]
+            .iter()
+            .map(|suffix| {
+                let mut name = self.path.clone().into_os_string();
+                name.push(suffix);
+                PathBuf::from(name)
+            })
+            .collect()
     }
 
     /// A position for a new outbox entry: greater than any position taken before in this
@@ -87,13 +140,14 @@ impl Db {
 
     /// Runs a read on a pooled connection.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.check_open()?;
         let conn = match self.readers.lock().pop() {
             Some(c) => c,
             None => self.open_reader()?,
         };
         let out = f(&conn);
         let mut pool = self.readers.lock();
-        if pool.len() < MAX_IDLE_READERS {
+        if pool.len() < MAX_IDLE_READERS && !self.closed.load(Ordering::SeqCst) {
             pool.push(conn);
         }
         out
@@ -161,9 +215,44 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// Takes the exclusive lock of the store at `path` (see the module docs).
+fn lock_file(path: &Path) -> Result<File> {
+    let mut name = path.to_owned().into_os_string();
+    name.push("-lock");
+    let lock_path = PathBuf::from(name);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::invalid(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::AlreadyOpen {
+            path: path.display().to_string(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::invalid(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_open_of_the_same_file_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.db");
+        let first = Db::open(&path).expect("open");
+        assert!(matches!(Db::open(&path), Err(Error::AlreadyOpen { .. })));
+        drop(first);
+        let again = Db::open(&path).expect("reopen after close");
+        again.close();
+        assert!(matches!(again.read(|_| Ok(())), Err(Error::Shutdown)));
+    }
 
     #[test]
     fn migrations_are_numbered_in_order() {

@@ -207,6 +207,23 @@ pub(crate) fn messages(
     Ok(out)
 }
 
+/// A room's messages from `floor` up, then its unconfirmed ones in the order they were written,
+/// in one statement (one snapshot). The order is that of [`messages`].
+pub(crate) fn messages_from(
+    conn: &Connection,
+    room: &str,
+    floor: i64,
+) -> Result<Vec<LocalMessage>> {
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        message_cols!(),
+        " FROM messages WHERE room = ?1 AND (seq IS NULL OR seq >= ?2) \
+         ORDER BY seq IS NULL, seq, local_order"
+    ))?;
+    let rows = stmt.query_map(params![room, floor], message_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub(crate) fn message(conn: &Connection, local_id: &str) -> Result<Option<LocalMessage>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
@@ -442,28 +459,59 @@ pub(crate) fn outbox_entry(conn: &Connection, id: &str) -> Result<Option<StoredE
         .map(|(e, _)| e))
 }
 
-/// Every entry, for the app.
+/// Every entry, for the app. An entry this version cannot decode (written by a newer app) is
+/// listed with the op `unknown` and its stored text.
 pub(crate) fn outbox(conn: &Connection) -> Result<Vec<OutboxEntry>> {
-    let mut stmt = conn.prepare_cached(concat!(
-        "SELECT ",
-        outbox_cols!(),
-        " FROM outbox ORDER BY pos"
-    ))?;
-    let rows = stmt.query_map([], outbox_row)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, queue, mutation, state, error_code, error, attempts, created_at \
+         FROM outbox ORDER BY pos",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        let queue: String = row.get(1)?;
+        let json: String = row.get(2)?;
+        let op = serde_json::from_str::<Mutation>(&json)
+            .map(|m| m.op().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
+        Ok(OutboxEntry {
+            id: row.get(0)?,
+            room: (!queue.is_empty()).then_some(queue),
+            op,
+            mutation_json: json,
+            state: send_state(&row.get::<_, String>(3)?, row.get(4)?, row.get(5)?),
+            attempts: row.get(6)?,
+            created_at: row.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Pending entries whose mutation this version cannot decode: `(pos, id, why)`.
+pub(crate) fn undecodable_pending(conn: &Connection) -> Result<Vec<(i64, String, String)>> {
+    let mut stmt =
+        conn.prepare("SELECT pos, id, mutation FROM outbox WHERE state = 'pending' ORDER BY pos")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
     let mut out = Vec::new();
     for row in rows {
-        let (e, json) = row?;
-        out.push(OutboxEntry {
-            op: e.mutation.op().to_owned(),
-            room: (!e.queue.is_empty()).then_some(e.queue),
-            id: e.id,
-            mutation_json: json,
-            state: e.state,
-            attempts: e.attempts,
-            created_at: e.created_at,
-        });
+        let (pos, id, json) = row?;
+        if let Err(err) = serde_json::from_str::<Mutation>(&json) {
+            out.push((pos, id, err.to_string()));
+        }
     }
     Ok(out)
+}
+
+/// The position of an entry by id, whether or not its mutation can be decoded.
+pub(crate) fn entry_pos(conn: &Connection, id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT pos FROM outbox WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
 }
 
 /// Depth, failed count and oldest pending age.
