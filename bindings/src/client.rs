@@ -18,13 +18,14 @@ use crate::auth::{TokenProvider, Tokens};
 use crate::error::RoamError;
 use crate::listeners::{
     ConnectionListener, DocumentListener, Handles, NotificationListener, PresenceListener, Relay,
-    RoomListener, SubscriptionHandle, TypingListener,
+    RoomListener, SubscriptionHandle, SyncStatusListener, TimelineListener, TypingListener,
 };
 use crate::runtime::{run, runtime};
 use crate::save::EditWaiter;
+use crate::timeline::RoamTimeline;
 use crate::types::{
     ClientOptions, ConnectionState, Document, Member, Message, MetricsSnapshot, OutboxEntry,
-    Presence, PresenceStatus, RoamNotification, Role, Room, RoomKind,
+    Presence, PresenceStatus, RoamNotification, Role, Room, RoomKind, SyncStatus,
 };
 
 /// A Roam client for one account: works offline, syncs when it can.
@@ -141,11 +142,11 @@ impl RoamClient {
         }
         self.handles.cancel_all();
         let core = self.inner.clone();
-        let _ = run(async move {
-            core.shutdown().await;
-            Ok(())
-        })
-        .await;
+        // `sign_out(false)` = shut down and close the database, so that a new client may open
+        // it at once even while the app still holds this object.
+        if let Err(err) = run(async move { core.sign_out(false).await }).await {
+            tracing::warn!(target: "roam_ffi", error = %err, "shutdown did not complete");
+        }
     }
 
     /// Whether the app wants to be online; `false` closes the connection (writes keep queueing).
@@ -160,6 +161,44 @@ impl RoamClient {
 
     pub fn connection_state(&self) -> ConnectionState {
         self.inner.connection_state().into()
+    }
+
+    /// The sync status now (phase, pending writes, oldest pending write).
+    pub fn sync_status(&self) -> SyncStatus {
+        self.inner.sync_status().into()
+    }
+
+    /// Returns when every pending write is answered; throws `WriteFailed` when one of them was
+    /// refused for good, `NeedsSignIn` when the account cannot connect. Keeps waiting while
+    /// offline; cancel the Swift `Task` / Kotlin coroutine to stop waiting.
+    pub async fn wait_for_pending_writes(&self) -> Result<(), RoamError> {
+        let core = self.core()?;
+        // Awaited on the caller's executor (it needs no tokio I/O), so cancelling the caller
+        // really stops the wait.
+        core.wait_for_pending_writes()
+            .await
+            .map_err(RoamError::from)
+    }
+
+    /// One round of sync for a background task (BGTaskScheduler, WorkManager): connect, catch
+    /// up every room, send the outbox, disconnect. Throws `Timeout` after `timeout_ms`.
+    pub async fn sync_once(&self, timeout_ms: u64) -> Result<(), RoamError> {
+        let core = self.core()?;
+        run(async move {
+            core.sync_once(std::time::Duration::from_millis(timeout_ms))
+                .await
+        })
+        .await
+    }
+
+    /// Signs the account out of this device: closes the client (like `shutdown`) and, with
+    /// `wipe`, deletes the account's database files. Later calls fail with `Closed`.
+    pub async fn sign_out(&self, wipe: bool) -> Result<(), RoamError> {
+        self.check()?;
+        self.closed.store(true, Ordering::Release);
+        self.handles.cancel_all();
+        let core = self.inner.clone();
+        run(async move { core.sign_out(wipe).await }).await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -487,6 +526,38 @@ impl RoamClient {
         listener: Arc<dyn ConnectionListener>,
     ) -> Result<Arc<SubscriptionHandle>, RoamError> {
         self.subscribe(|c, open| c.subscribe_connection_state(Relay::new(listener, open)))
+    }
+
+    /// A live timeline of a room: `listener` gets the newest `initial` (1–200) messages, plus the
+    /// unconfirmed ones, as one `Reset`, then diffs as messages arrive, change, are confirmed or
+    /// fail. `paginate_backwards` loads older ones.
+    pub fn timeline(
+        &self,
+        room: String,
+        initial: u32,
+        listener: Arc<dyn TimelineListener>,
+    ) -> Result<Arc<RoamTimeline>, RoamError> {
+        self.check()?;
+        let _guard = runtime()?.enter();
+        let open = Arc::new(AtomicBool::new(true));
+        let core = self
+            .inner
+            .timeline(room, initial, Relay::new(listener, &open))?;
+        let timeline = RoamTimeline::new(open, core);
+        self.handles.add(&timeline);
+        if self.closed.load(Ordering::Acquire) {
+            timeline.close();
+            return Err(RoamError::Closed);
+        }
+        Ok(timeline)
+    }
+
+    /// Sync status changes; the current status first.
+    pub fn subscribe_sync_status(
+        &self,
+        listener: Arc<dyn SyncStatusListener>,
+    ) -> Result<Arc<SubscriptionHandle>, RoamError> {
+        self.subscribe(|c, open| c.subscribe_sync_status(Relay::new(listener, open)))
     }
 
     /// Updates of one room, or of every room with `room` = nil/null.

@@ -42,9 +42,26 @@ pub enum RoamError {
     /// Too many requests: wait this long before trying again.
     #[error("rate limited: retry in {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
-    /// The client was closed (`shutdown`).
+    /// The client was closed (`shutdown`, `sign_out`).
     #[error("the client is closed")]
     Closed,
+    /// The user must sign in again before anything can be sent.
+    #[error("sign-in needed: {reason}")]
+    NeedsSignIn { reason: String },
+    /// A write that was waited for was refused by the server for good; the outbox entry
+    /// `entry_id` waits for `retry` or `discard`.
+    #[error("write {entry_id} failed ({code}): {reason}")]
+    WriteFailed {
+        entry_id: String,
+        code: String,
+        reason: String,
+    },
+    /// A bounded wait (`sync_once`) ran out of time.
+    #[error("timed out: {reason}")]
+    Timeout { reason: String },
+    /// Another client has this account's database open: close it first.
+    #[error("the database {path} is already open")]
+    AlreadyOpen { path: String },
     /// A bug or an unexpected state (a corrupt database, a listener that threw, …).
     #[error("internal error: {reason}")]
     Internal { reason: String },
@@ -84,6 +101,21 @@ impl From<roam_core::Error> for RoamError {
             E::NotFound { what } => RoamError::NotFound { reason: what },
             E::InvalidState { reason } => RoamError::Conflict { reason },
             E::Shutdown => RoamError::Closed,
+            E::AlreadyOpen { path } => RoamError::AlreadyOpen { path },
+            E::Timeout(reason) => RoamError::Timeout { reason },
+            E::NeedsSignIn(reason) => {
+                tracing::info!(target: "roam_ffi", error = %reason, "sign-in needed");
+                RoamError::NeedsSignIn { reason }
+            }
+            E::WriteFailed {
+                entry,
+                code,
+                message,
+            } => RoamError::WriteFailed {
+                entry_id: entry,
+                code,
+                reason: message,
+            },
             // The network and the token: expected in a mobile app's life, logged quietly.
             E::Network(reason) => {
                 tracing::debug!(target: "roam_ffi", error = %reason, "network error");

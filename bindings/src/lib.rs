@@ -9,7 +9,7 @@
 //! One file per concern: `client.rs` (the exported client), `types.rs` (records and enums, each
 //! converted from the core's type in one place), `error.rs` ([`RoamError`] and the one mapping
 //! from the core's error), `listeners.rs` (listener traits and [`SubscriptionHandle`]),
-//! `auth.rs` ([`TokenProvider`]), `save.rs` (`save_document`'s wait for the server's answer),
+//! `auth.rs` ([`TokenProvider`]), `timeline.rs` ([`RoamTimeline`]), `save.rs` (`save_document`'s wait for the server's answer),
 //! `runtime.rs` (the tokio runtime), `logging.rs` (`tracing` to the app's logger).
 //!
 //! Conventions (STYLE.md, "Listeners and async across the FFI"):
@@ -33,6 +33,7 @@ mod listeners;
 mod logging;
 mod runtime;
 mod save;
+mod timeline;
 mod types;
 
 use std::time::{Duration, Instant};
@@ -42,13 +43,15 @@ pub use client::RoamClient;
 pub use error::RoamError;
 pub use listeners::{
     ConnectionListener, DocumentListener, NotificationListener, PresenceListener, RoomListener,
-    SubscriptionHandle, TypingListener,
+    SubscriptionHandle, SyncStatusListener, TimelineListener, TypingListener,
 };
 pub use logging::{set_log_listener, LogLevel, LogListener};
+pub use timeline::RoamTimeline;
 pub use types::{
     ClientOptions, ConnectionState, Document, DocumentUpdate, DocumentVersion, Member,
     MemberStatus, Message, MetricsSnapshot, OutboxEntry, Presence, PresenceStatus,
-    RoamNotification, Role, Room, RoomKind, RoomUpdate, SendState,
+    RoamNotification, Role, Room, RoomKind, RoomUpdate, SendState, SyncPhase, SyncStatus,
+    TimelineDiff,
 };
 
 uniffi::setup_scaffolding!();

@@ -14,7 +14,10 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::types::{ConnectionState, DocumentUpdate, Presence, RoamNotification, RoomUpdate};
+use crate::types::{
+    ConnectionState, DocumentUpdate, Presence, RoamNotification, RoomUpdate, SyncStatus,
+    TimelineDiff,
+};
 
 /// Connection state changes; the current state is delivered first.
 #[uniffi::export(with_foreign)]
@@ -52,6 +55,18 @@ pub trait DocumentListener: Send + Sync {
 pub trait NotificationListener: Send + Sync {
     fn on_notification(&self, notification: RoamNotification);
     fn on_unread_count(&self, count: u64);
+}
+
+/// The sync status whenever it changes (the current status first).
+#[uniffi::export(with_foreign)]
+pub trait SyncStatusListener: Send + Sync {
+    fn on_sync_status(&self, status: SyncStatus);
+}
+
+/// A timeline's diffs: first one `Reset` with the current messages, then changes.
+#[uniffi::export(with_foreign)]
+pub trait TimelineListener: Send + Sync {
+    fn on_diffs(&self, diffs: Vec<TimelineDiff>);
 }
 
 /// Forwards the core's callbacks to a foreign listener while its handle is open.
@@ -127,6 +142,23 @@ impl roam_core::NotificationListener for Relay<dyn NotificationListener> {
     }
 }
 
+impl roam_core::SyncStatusListener for Relay<dyn SyncStatusListener> {
+    fn on_sync_status(&self, status: roam_core::SyncStatus) {
+        if self.live() {
+            self.listener.on_sync_status(status.into());
+        }
+    }
+}
+
+impl roam_core::TimelineListener for Relay<dyn TimelineListener> {
+    fn on_diffs(&self, diffs: Vec<roam_core::TimelineDiff>) {
+        if self.live() {
+            self.listener
+                .on_diffs(diffs.into_iter().map(TimelineDiff::from).collect());
+        }
+    }
+}
+
 /// A running subscription. `cancel()` (Swift also `close()`, Kotlin `close()`), or releasing
 /// the handle, stops it: once that returns, no callback of it runs.
 #[derive(uniffi::Object)]
@@ -176,15 +208,32 @@ impl Drop for SubscriptionHandle {
     }
 }
 
+/// Something a client gave out that its shutdown must stop.
+pub(crate) trait Handle: Send + Sync {
+    fn cancel(&self);
+    fn is_open(&self) -> bool;
+}
+
+impl Handle for SubscriptionHandle {
+    fn cancel(&self) {
+        SubscriptionHandle::cancel(self);
+    }
+
+    fn is_open(&self) -> bool {
+        SubscriptionHandle::is_open(self)
+    }
+}
+
 /// The handles a client gave out (weakly: the app owns them), to close them on shutdown.
 #[derive(Default)]
-pub(crate) struct Handles(Mutex<Vec<Weak<SubscriptionHandle>>>);
+pub(crate) struct Handles(Mutex<Vec<Weak<dyn Handle>>>);
 
 impl Handles {
-    pub(crate) fn add(&self, handle: &Arc<SubscriptionHandle>) {
+    pub(crate) fn add<H: Handle + 'static>(&self, handle: &Arc<H>) {
         let mut handles = self.0.lock();
         handles.retain(|h| h.upgrade().is_some_and(|h| h.is_open()));
-        handles.push(Arc::downgrade(handle));
+        let weak: Weak<dyn Handle> = Arc::downgrade(handle) as Weak<dyn Handle>;
+        handles.push(weak);
     }
 
     pub(crate) fn cancel_all(&self) {

@@ -361,6 +361,10 @@ pub enum ConnectionState {
     Waiting {
         retry_in_ms: u64,
     },
+    /// The account cannot connect until the user signs in again (the token provider failed,
+    /// a fresh token was refused, or the token belongs to another user). Nothing is sent; call
+    /// `network_available()` after a new sign-in to try again. The reason is in `SyncStatus`.
+    NeedsSignIn,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -376,6 +380,81 @@ impl From<roam_core::ConnectionState> for ConnectionState {
             roam_core::ConnectionState::Waiting { retry_in } => ConnectionState::Waiting {
                 retry_in_ms: millis(retry_in),
             },
+            roam_core::ConnectionState::NeedsSignIn => ConnectionState::NeedsSignIn,
+        }
+    }
+}
+
+/// Where synchronisation stands.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum SyncPhase {
+    /// Not started, or the app asked to be offline.
+    Offline,
+    /// Connecting, or waiting to try again.
+    Connecting,
+    /// Connected; missed events are still arriving.
+    CatchingUp,
+    /// Connected and caught up.
+    Synced,
+    /// The user must sign in again.
+    NeedsSignIn { reason: String },
+}
+
+/// The sync status: phase and what the outbox still has to send.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SyncStatus {
+    pub phase: SyncPhase,
+    /// Writes waiting to be sent or answered (failed ones not counted).
+    pub pending_writes: u64,
+    /// When the oldest of them was written (milliseconds since the Unix epoch).
+    pub oldest_pending_at: Option<i64>,
+}
+
+impl From<roam_core::SyncStatus> for SyncStatus {
+    fn from(s: roam_core::SyncStatus) -> Self {
+        SyncStatus {
+            phase: match s.phase {
+                roam_core::SyncPhase::Offline => SyncPhase::Offline,
+                roam_core::SyncPhase::Connecting => SyncPhase::Connecting,
+                roam_core::SyncPhase::CatchingUp => SyncPhase::CatchingUp,
+                roam_core::SyncPhase::Synced => SyncPhase::Synced,
+                roam_core::SyncPhase::NeedsSignIn { reason } => SyncPhase::NeedsSignIn { reason },
+            },
+            pending_writes: s.pending_writes,
+            oldest_pending_at: s.oldest_pending_at,
+        }
+    }
+}
+
+/// One change of a timeline. Apply the diffs of one callback in order; indices refer to the
+/// list as it is at that point.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum TimelineDiff {
+    /// Replace the whole list.
+    Reset { messages: Vec<Message> },
+    /// Insert at `index`.
+    Insert { index: u32, message: Message },
+    /// Replace the message at `index`.
+    Set { index: u32, message: Message },
+    /// Remove the message at `index`.
+    Remove { index: u32 },
+}
+
+impl From<roam_core::TimelineDiff> for TimelineDiff {
+    fn from(d: roam_core::TimelineDiff) -> Self {
+        match d {
+            roam_core::TimelineDiff::Reset { messages } => TimelineDiff::Reset {
+                messages: messages.into_iter().map(Message::from).collect(),
+            },
+            roam_core::TimelineDiff::Insert { index, message } => TimelineDiff::Insert {
+                index,
+                message: message.into(),
+            },
+            roam_core::TimelineDiff::Set { index, message } => TimelineDiff::Set {
+                index,
+                message: message.into(),
+            },
+            roam_core::TimelineDiff::Remove { index } => TimelineDiff::Remove { index },
         }
     }
 }

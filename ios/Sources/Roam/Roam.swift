@@ -1867,6 +1867,12 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
     func shutdown() async 
     
     /**
+     * Signs the account out of this device: closes the client (like `shutdown`) and, with
+     * `wipe`, deletes the account's database files. Later calls fail with `Closed`.
+     */
+    func signOut(wipe: Bool) async throws 
+    
+    /**
      * Starts connecting (and reconnecting) in the background. Returns at once.
      */
     func start() async throws 
@@ -1897,9 +1903,32 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
     func subscribeRoomUpdates(room: String?, listener: RoomListener) throws  -> SubscriptionHandle
     
     /**
+     * Sync status changes; the current status first.
+     */
+    func subscribeSyncStatus(listener: SyncStatusListener) throws  -> SubscriptionHandle
+    
+    /**
      * Typing lists of one room (its current list first) or of every room.
      */
     func subscribeTyping(room: String?, listener: TypingListener) throws  -> SubscriptionHandle
+    
+    /**
+     * One round of sync for a background task (BGTaskScheduler, WorkManager): connect, catch
+     * up every room, send the outbox, disconnect. Throws `Timeout` after `timeout_ms`.
+     */
+    func syncOnce(timeoutMs: UInt64) async throws 
+    
+    /**
+     * The sync status now (phase, pending writes, oldest pending write).
+     */
+    func syncStatus()  -> SyncStatus
+    
+    /**
+     * A live timeline of a room: `listener` gets the newest `initial` (1–200) messages, plus the
+     * unconfirmed ones, as one `Reset`, then diffs as messages arrive, change, are confirmed or
+     * fail. `paginate_backwards` loads older ones.
+     */
+    func timeline(room: String, initial: UInt32, listener: TimelineListener) throws  -> RoamTimeline
     
     /**
      * Hands the room to another member (owner only). Returns the outbox entry id.
@@ -1939,6 +1968,13 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
      * The account's user id.
      */
     func userId()  -> String
+    
+    /**
+     * Returns when every pending write is answered; throws `WriteFailed` when one of them was
+     * refused for good, `NeedsSignIn` when the account cannot connect. Keeps waiting while
+     * offline; cancel the Swift `Task` / Kotlin coroutine to stop waiting.
+     */
+    func waitForPendingWrites() async throws 
     
 }
 /**
@@ -2565,6 +2601,26 @@ open func shutdown()async   {
 }
     
     /**
+     * Signs the account out of this device: closes the client (like `shutdown`) and, with
+     * `wipe`, deletes the account's database files. Later calls fail with `Closed`.
+     */
+open func signOut(wipe: Bool)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_sign_out(
+                        self.uniffiCloneHandle(),FfiConverterBool.lower(wipe)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_void,
+            completeFunc: ffi_roam_ffi_rust_future_complete_void,
+            freeFunc: ffi_roam_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+    /**
      * Starts connecting (and reconnecting) in the background. Returns at once.
      */
 open func start()async throws   {
@@ -2651,6 +2707,19 @@ open func subscribeRoomUpdates(room: String?, listener: RoomListener)throws  -> 
 }
     
     /**
+     * Sync status changes; the current status first.
+     */
+open func subscribeSyncStatus(listener: SyncStatusListener)throws  -> SubscriptionHandle  {
+    return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_subscribe_sync_status(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeSyncStatusListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Typing lists of one room (its current list first) or of every room.
      */
 open func subscribeTyping(room: String?, listener: TypingListener)throws  -> SubscriptionHandle  {
@@ -2660,6 +2729,55 @@ open func subscribeTyping(room: String?, listener: TypingListener)throws  -> Sub
             self.uniffiCloneHandle(),
         FfiConverterOptionString.lower(room),
         FfiConverterTypeTypingListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * One round of sync for a background task (BGTaskScheduler, WorkManager): connect, catch
+     * up every room, send the outbox, disconnect. Throws `Timeout` after `timeout_ms`.
+     */
+open func syncOnce(timeoutMs: UInt64)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_sync_once(
+                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(timeoutMs)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_void,
+            completeFunc: ffi_roam_ffi_rust_future_complete_void,
+            freeFunc: ffi_roam_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+    /**
+     * The sync status now (phase, pending writes, oldest pending write).
+     */
+open func syncStatus() -> SyncStatus  {
+    return try!  FfiConverterTypeSyncStatus_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_sync_status(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A live timeline of a room: `listener` gets the newest `initial` (1–200) messages, plus the
+     * unconfirmed ones, as one `Reset`, then diffs as messages arrive, change, are confirmed or
+     * fail. `paginate_backwards` loads older ones.
+     */
+open func timeline(room: String, initial: UInt32, listener: TimelineListener)throws  -> RoamTimeline  {
+    return try  FfiConverterTypeRoamTimeline_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_timeline(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterUInt32.lower(initial),
+        FfiConverterTypeTimelineListener_lower(listener),uniffiCallStatus
     )
 })
 }
@@ -2774,6 +2892,27 @@ open func userId() -> String  {
 })
 }
     
+    /**
+     * Returns when every pending write is answered; throws `WriteFailed` when one of them was
+     * refused for good, `NeedsSignIn` when the account cannot connect. Keeps waiting while
+     * offline; cancel the Swift `Task` / Kotlin coroutine to stop waiting.
+     */
+open func waitForPendingWrites()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_wait_for_pending_writes(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_void,
+            completeFunc: ffi_roam_ffi_rust_future_complete_void,
+            freeFunc: ffi_roam_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
 
     
 }
@@ -2817,6 +2956,213 @@ public func FfiConverterTypeRoamClient_lift(_ handle: UInt64) throws -> RoamClie
 #endif
 public func FfiConverterTypeRoamClient_lower(_ value: RoamClient) -> UInt64 {
     return FfiConverterTypeRoamClient.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A live view of one room's messages. `close()` (or releasing it) stops the diffs.
+ */
+public protocol RoamTimelineProtocol: AnyObject, Sendable {
+    
+    /**
+     * Stops the diffs. Safe to call more than once, and from inside the listener.
+     */
+    func close() 
+    
+    /**
+     * True until closed (or until the client shuts down).
+     */
+    func isOpen()  -> Bool
+    
+    /**
+     * The messages as last delivered to the listener.
+     */
+    func items() throws  -> [Message]
+    
+    /**
+     * Loads up to `count` (1–200) older messages, from the local store first and then from
+     * the server; they arrive as inserts at the top. Returns true once the start of the room
+     * is reached.
+     */
+    func paginateBackwards(count: UInt32) async throws  -> Bool
+    
+    /**
+     * The room shown.
+     */
+    func room()  -> String
+    
+}
+/**
+ * A live view of one room's messages. `close()` (or releasing it) stops the diffs.
+ */
+open class RoamTimeline: RoamTimelineProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_roamtimeline(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_roamtimeline(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Stops the diffs. Safe to call more than once, and from inside the listener.
+     */
+open func close()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamtimeline_close(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * True until closed (or until the client shuts down).
+     */
+open func isOpen() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamtimeline_is_open(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The messages as last delivered to the listener.
+     */
+open func items()throws  -> [Message]  {
+    return try  FfiConverterSequenceTypeMessage.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamtimeline_items(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Loads up to `count` (1–200) older messages, from the local store first and then from
+     * the server; they arrive as inserts at the top. Returns true once the start of the room
+     * is reached.
+     */
+open func paginateBackwards(count: UInt32)async throws  -> Bool  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamtimeline_paginate_backwards(
+                        self.uniffiCloneHandle(),FfiConverterUInt32.lower(count)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_i8,
+            completeFunc: ffi_roam_ffi_rust_future_complete_i8,
+            freeFunc: ffi_roam_ffi_rust_future_free_i8,
+            liftFunc: FfiConverterBool.lift,
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+    /**
+     * The room shown.
+     */
+open func room() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamtimeline_room(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoamTimeline: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = RoamTimeline
+
+    public static func lift(_ handle: UInt64) throws -> RoamTimeline {
+        return RoamTimeline(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: RoamTimeline) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoamTimeline {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: RoamTimeline, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoamTimeline_lift(_ handle: UInt64) throws -> RoamTimeline {
+    return try FfiConverterTypeRoamTimeline.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoamTimeline_lower(_ value: RoamTimeline) -> UInt64 {
+    return FfiConverterTypeRoamTimeline.lower(value)
 }
 
 
@@ -3176,23 +3522,433 @@ public func FfiConverterTypeSubscriptionHandle_lower(_ value: SubscriptionHandle
 
 
 /**
+ * The sync status whenever it changes (the current status first).
+ */
+public protocol SyncStatusListener: AnyObject, Sendable {
+    
+    func onSyncStatus(status: SyncStatus) 
+    
+}
+/**
+ * The sync status whenever it changes (the current status first).
+ */
+open class SyncStatusListenerImpl: SyncStatusListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_syncstatuslistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_syncstatuslistener(handle, $0) }
+    }
+
+    
+
+    
+open func onSyncStatus(status: SyncStatus)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_syncstatuslistener_on_sync_status(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeSyncStatus_lower(status),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceSyncStatusListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceSyncStatusListener = UniffiVTableCallbackInterfaceSyncStatusListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeSyncStatusListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface SyncStatusListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeSyncStatusListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface SyncStatusListener: handle missing in uniffiClone")
+            }
+        },
+        onSyncStatus: { (
+            uniffiHandle: UInt64,
+            status: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeSyncStatusListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onSyncStatus(
+                     status: try FfiConverterTypeSyncStatus_lift(status)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceSyncStatusListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceSyncStatusListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitSyncStatusListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_syncstatuslistener(UniffiCallbackInterfaceSyncStatusListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSyncStatusListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<SyncStatusListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = SyncStatusListener
+
+    public static func lift(_ handle: UInt64) throws -> SyncStatusListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return SyncStatusListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: SyncStatusListener) -> UInt64 {
+         if let rustImpl = value as? SyncStatusListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SyncStatusListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: SyncStatusListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncStatusListener_lift(_ handle: UInt64) throws -> SyncStatusListener {
+    return try FfiConverterTypeSyncStatusListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncStatusListener_lower(_ value: SyncStatusListener) -> UInt64 {
+    return FfiConverterTypeSyncStatusListener.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A timeline's diffs: first one `Reset` with the current messages, then changes.
+ */
+public protocol TimelineListener: AnyObject, Sendable {
+    
+    func onDiffs(diffs: [TimelineDiff]) 
+    
+}
+/**
+ * A timeline's diffs: first one `Reset` with the current messages, then changes.
+ */
+open class TimelineListenerImpl: TimelineListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_timelinelistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_timelinelistener(handle, $0) }
+    }
+
+    
+
+    
+open func onDiffs(diffs: [TimelineDiff])  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_timelinelistener_on_diffs(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeTimelineDiff.lower(diffs),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceTimelineListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceTimelineListener = UniffiVTableCallbackInterfaceTimelineListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeTimelineListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface TimelineListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeTimelineListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface TimelineListener: handle missing in uniffiClone")
+            }
+        },
+        onDiffs: { (
+            uniffiHandle: UInt64,
+            diffs: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeTimelineListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onDiffs(
+                     diffs: try FfiConverterSequenceTypeTimelineDiff.lift(diffs)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceTimelineListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceTimelineListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitTimelineListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_timelinelistener(UniffiCallbackInterfaceTimelineListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTimelineListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<TimelineListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = TimelineListener
+
+    public static func lift(_ handle: UInt64) throws -> TimelineListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return TimelineListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: TimelineListener) -> UInt64 {
+         if let rustImpl = value as? TimelineListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TimelineListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: TimelineListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTimelineListener_lift(_ handle: UInt64) throws -> TimelineListener {
+    return try FfiConverterTypeTimelineListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTimelineListener_lower(_ value: TimelineListener) -> UInt64 {
+    return FfiConverterTypeTimelineListener.lower(value)
+}
+
+
+
+
+
+
+/**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
- * the client's async workers.
+ * protocol with an `async` method; Kotlin: an interface with a `suspend` function, so a provider
+ * may refresh over the network or read the keychain without blocking a thread.
  */
 public protocol TokenProvider: AnyObject, Sendable {
     
     /**
      * A token to use now; `refresh` is true when the last one was refused or has expired.
-     * Throw (any `RoamError`) when there is none: the client reports `Unauthorized`.
+     * Throw `Network` when the token service cannot be reached (the client retries like after
+     * any network failure); throw anything else when there is no sign-in: the client stops
+     * connecting and reports `NeedsSignIn` until `network_available()` is called.
      */
-    func token(refresh: Bool) throws  -> String
+    func token(refresh: Bool) async throws  -> String
     
 }
 /**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
- * the client's async workers.
+ * protocol with an `async` method; Kotlin: an interface with a `suspend` function, so a provider
+ * may refresh over the network or read the keychain without blocking a thread.
  */
 open class TokenProviderImpl: TokenProvider, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -3249,16 +4005,24 @@ open class TokenProviderImpl: TokenProvider, @unchecked Sendable {
     
     /**
      * A token to use now; `refresh` is true when the last one was refused or has expired.
-     * Throw (any `RoamError`) when there is none: the client reports `Unauthorized`.
+     * Throw `Network` when the token service cannot be reached (the client retries like after
+     * any network failure); throw anything else when there is no sign-in: the client stops
+     * connecting and reports `NeedsSignIn` until `network_available()` is called.
      */
-open func token(refresh: Bool)throws  -> String  {
-    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
-        uniffiCallStatus in
-    uniffi_roam_ffi_fn_method_tokenprovider_token(
-            self.uniffiCloneHandle(),
-        FfiConverterBool.lower(refresh),uniffiCallStatus
-    )
-})
+open func token(refresh: Bool)async throws  -> String  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_tokenprovider_token(
+                        self.uniffiCloneHandle(),FfiConverterBool.lower(refresh)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_roam_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_roam_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
 }
     
 
@@ -3292,26 +4056,44 @@ fileprivate struct UniffiCallbackInterfaceTokenProvider {
         token: { (
             uniffiHandle: UInt64,
             refresh: Int8,
-            uniffiOutReturn: UnsafeMutablePointer<RustBuffer>,
-            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+            uniffiFutureCallback: @escaping UniffiForeignFutureCompleteRustBuffer,
+            uniffiCallbackData: UInt64,
+            uniffiOutDroppedCallback: UnsafeMutablePointer<UniffiForeignFutureDroppedCallbackStruct>
         ) in
             let makeCall = {
-                () throws -> String in
+                () async throws -> String in
                 guard let uniffiObj = try? FfiConverterTypeTokenProvider.handleMap.get(handle: uniffiHandle) else {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
-                return try uniffiObj.token(
+                return try await uniffiObj.token(
                      refresh: try FfiConverterBool.lift(refresh)
                 )
             }
 
-            
-            let writeReturn = { uniffiOutReturn.pointee = FfiConverterString.lower($0) }
-            uniffiTraitInterfaceCallWithError(
-                callStatus: uniffiCallStatus,
+            let uniffiHandleSuccess = { (returnValue: String) in
+                uniffiFutureCallback(
+                    uniffiCallbackData,
+                    UniffiForeignFutureResultRustBuffer(
+                        returnValue: FfiConverterString.lower(returnValue),
+                        callStatus: RustCallStatus()
+                    )
+                )
+            }
+            let uniffiHandleError = { (statusCode, errorBuf) in
+                uniffiFutureCallback(
+                    uniffiCallbackData,
+                    UniffiForeignFutureResultRustBuffer(
+                        returnValue: RustBuffer.empty(),
+                        callStatus: RustCallStatus(code: statusCode, errorBuf: errorBuf)
+                    )
+                )
+            }
+            uniffiTraitInterfaceCallAsyncWithError(
                 makeCall: makeCall,
-                writeReturn: writeReturn,
-                lowerError: FfiConverterTypeRoamError_lower
+                handleSuccess: uniffiHandleSuccess,
+                handleError: uniffiHandleError,
+                lowerError: FfiConverterTypeRoamError_lower,
+                droppedCallback: uniffiOutDroppedCallback
             )
         }
     )
@@ -4755,6 +5537,79 @@ public func FfiConverterTypeRoom_lower(_ value: Room) -> RustBuffer {
 
 
 /**
+ * The sync status: phase and what the outbox still has to send.
+ */
+public struct SyncStatus: Equatable, Hashable {
+    public var phase: SyncPhase
+    /**
+     * Writes waiting to be sent or answered (failed ones not counted).
+     */
+    public var pendingWrites: UInt64
+    /**
+     * When the oldest of them was written (milliseconds since the Unix epoch).
+     */
+    public var oldestPendingAt: Int64?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(phase: SyncPhase, 
+        /**
+         * Writes waiting to be sent or answered (failed ones not counted).
+         */pendingWrites: UInt64, 
+        /**
+         * When the oldest of them was written (milliseconds since the Unix epoch).
+         */oldestPendingAt: Int64?) {
+        self.phase = phase
+        self.pendingWrites = pendingWrites
+        self.oldestPendingAt = oldestPendingAt
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension SyncStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSyncStatus: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SyncStatus {
+        return
+            try SyncStatus(
+                phase: FfiConverterTypeSyncPhase.read(from: &buf), 
+                pendingWrites: FfiConverterUInt64.read(from: &buf), 
+                oldestPendingAt: FfiConverterOptionInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SyncStatus, into buf: inout [UInt8]) {
+        FfiConverterTypeSyncPhase.write(value.phase, into: &buf)
+        FfiConverterUInt64.write(value.pendingWrites, into: &buf)
+        FfiConverterOptionInt64.write(value.oldestPendingAt, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncStatus_lift(_ buf: RustBuffer) throws -> SyncStatus {
+    return try FfiConverterTypeSyncStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncStatus_lower(_ value: SyncStatus) -> RustBuffer {
+    return FfiConverterTypeSyncStatus.lower(value)
+}
+
+
+/**
  * The connection to the server.
  */
 
@@ -4771,6 +5626,12 @@ public enum ConnectionState: Equatable, Hashable {
      */
     case waiting(retryInMs: UInt64
     )
+    /**
+     * The account cannot connect until the user signs in again (the token provider failed,
+     * a fresh token was refused, or the token belongs to another user). Nothing is sent; call
+     * `network_available()` after a new sign-in to try again. The reason is in `SyncStatus`.
+     */
+    case needsSignIn
 
 
 
@@ -4801,6 +5662,8 @@ public struct FfiConverterTypeConnectionState: FfiConverterRustBuffer {
         case 4: return .waiting(retryInMs: try FfiConverterUInt64.read(from: &buf)
         )
         
+        case 5: return .needsSignIn
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -4825,6 +5688,10 @@ public struct FfiConverterTypeConnectionState: FfiConverterRustBuffer {
             writeInt(&buf, Int32(4))
             FfiConverterUInt64.write(retryInMs, into: &buf)
             
+        
+        case .needsSignIn:
+            writeInt(&buf, Int32(5))
+        
         }
     }
 }
@@ -5209,9 +6076,30 @@ enum RoamError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case RateLimited(retryAfterMs: UInt64
     )
     /**
-     * The client was closed (`shutdown`).
+     * The client was closed (`shutdown`, `sign_out`).
      */
     case Closed
+    /**
+     * The user must sign in again before anything can be sent.
+     */
+    case NeedsSignIn(reason: String
+    )
+    /**
+     * A write that was waited for was refused by the server for good; the outbox entry
+     * `entry_id` waits for `retry` or `discard`.
+     */
+    case WriteFailed(entryId: String, code: String, reason: String
+    )
+    /**
+     * A bounded wait (`sync_once`) ran out of time.
+     */
+    case Timeout(reason: String
+    )
+    /**
+     * Another client has this account's database open: close it first.
+     */
+    case AlreadyOpen(path: String
+    )
     /**
      * A bug or an unexpected state (a corrupt database, a listener that threw, …).
      */
@@ -5272,7 +6160,21 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
             retryAfterMs: try FfiConverterUInt64.read(from: &buf)
             )
         case 9: return .Closed
-        case 10: return .Internal(
+        case 10: return .NeedsSignIn(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 11: return .WriteFailed(
+            entryId: try FfiConverterString.read(from: &buf), 
+            code: try FfiConverterString.read(from: &buf), 
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 12: return .Timeout(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 13: return .AlreadyOpen(
+            path: try FfiConverterString.read(from: &buf)
+            )
+        case 14: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -5332,8 +6234,30 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(9))
         
         
-        case let .Internal(reason):
+        case let .NeedsSignIn(reason):
             writeInt(&buf, Int32(10))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .WriteFailed(entryId,code,reason):
+            writeInt(&buf, Int32(11))
+            FfiConverterString.write(entryId, into: &buf)
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Timeout(reason):
+            writeInt(&buf, Int32(12))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .AlreadyOpen(path):
+            writeInt(&buf, Int32(13))
+            FfiConverterString.write(path, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(14))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -5765,6 +6689,224 @@ public func FfiConverterTypeSendState_lift(_ buf: RustBuffer) throws -> SendStat
 #endif
 public func FfiConverterTypeSendState_lower(_ value: SendState) -> RustBuffer {
     return FfiConverterTypeSendState.lower(value)
+}
+
+
+
+/**
+ * Where synchronisation stands.
+ */
+
+public enum SyncPhase: Equatable, Hashable {
+    
+    /**
+     * Not started, or the app asked to be offline.
+     */
+    case offline
+    /**
+     * Connecting, or waiting to try again.
+     */
+    case connecting
+    /**
+     * Connected; missed events are still arriving.
+     */
+    case catchingUp
+    /**
+     * Connected and caught up.
+     */
+    case synced
+    /**
+     * The user must sign in again.
+     */
+    case needsSignIn(reason: String
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension SyncPhase: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSyncPhase: FfiConverterRustBuffer {
+    typealias SwiftType = SyncPhase
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SyncPhase {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .offline
+        
+        case 2: return .connecting
+        
+        case 3: return .catchingUp
+        
+        case 4: return .synced
+        
+        case 5: return .needsSignIn(reason: try FfiConverterString.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SyncPhase, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .offline:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .connecting:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .catchingUp:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .synced:
+            writeInt(&buf, Int32(4))
+        
+        
+        case let .needsSignIn(reason):
+            writeInt(&buf, Int32(5))
+            FfiConverterString.write(reason, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncPhase_lift(_ buf: RustBuffer) throws -> SyncPhase {
+    return try FfiConverterTypeSyncPhase.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncPhase_lower(_ value: SyncPhase) -> RustBuffer {
+    return FfiConverterTypeSyncPhase.lower(value)
+}
+
+
+
+/**
+ * One change of a timeline. Apply the diffs of one callback in order; indices refer to the
+ * list as it is at that point.
+ */
+
+public enum TimelineDiff: Equatable, Hashable {
+    
+    /**
+     * Replace the whole list.
+     */
+    case reset(messages: [Message]
+    )
+    /**
+     * Insert at `index`.
+     */
+    case insert(index: UInt32, message: Message
+    )
+    /**
+     * Replace the message at `index`.
+     */
+    case set(index: UInt32, message: Message
+    )
+    /**
+     * Remove the message at `index`.
+     */
+    case remove(index: UInt32
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension TimelineDiff: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTimelineDiff: FfiConverterRustBuffer {
+    typealias SwiftType = TimelineDiff
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TimelineDiff {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .reset(messages: try FfiConverterSequenceTypeMessage.read(from: &buf)
+        )
+        
+        case 2: return .insert(index: try FfiConverterUInt32.read(from: &buf), message: try FfiConverterTypeMessage.read(from: &buf)
+        )
+        
+        case 3: return .set(index: try FfiConverterUInt32.read(from: &buf), message: try FfiConverterTypeMessage.read(from: &buf)
+        )
+        
+        case 4: return .remove(index: try FfiConverterUInt32.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TimelineDiff, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .reset(messages):
+            writeInt(&buf, Int32(1))
+            FfiConverterSequenceTypeMessage.write(messages, into: &buf)
+            
+        
+        case let .insert(index,message):
+            writeInt(&buf, Int32(2))
+            FfiConverterUInt32.write(index, into: &buf)
+            FfiConverterTypeMessage.write(message, into: &buf)
+            
+        
+        case let .set(index,message):
+            writeInt(&buf, Int32(3))
+            FfiConverterUInt32.write(index, into: &buf)
+            FfiConverterTypeMessage.write(message, into: &buf)
+            
+        
+        case let .remove(index):
+            writeInt(&buf, Int32(4))
+            FfiConverterUInt32.write(index, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTimelineDiff_lift(_ buf: RustBuffer) throws -> TimelineDiff {
+    return try FfiConverterTypeTimelineDiff.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTimelineDiff_lower(_ value: TimelineDiff) -> RustBuffer {
+    return FfiConverterTypeTimelineDiff.lower(value)
 }
 
 
@@ -6231,6 +7373,31 @@ fileprivate struct FfiConverterSequenceTypeRoom: FfiConverterRustBuffer {
         return seq
     }
 }
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeTimelineDiff: FfiConverterRustBuffer {
+    typealias SwiftType = [TimelineDiff]
+
+    public static func write(_ value: [TimelineDiff], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeTimelineDiff.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [TimelineDiff] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [TimelineDiff]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeTimelineDiff.read(from: &buf))
+        }
+        return seq
+    }
+}
 private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
 private let UNIFFI_RUST_FUTURE_POLL_WAKE: Int8 = 1
 
@@ -6278,6 +7445,96 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     } else {
         print("uniffiFutureContinuationCallback invalid handle")
     }
+}
+private func uniffiTraitInterfaceCallAsync<T>(
+    makeCall: @escaping () async throws -> T,
+    handleSuccess: @escaping (T) -> (),
+    handleError: @escaping (Int8, RustBuffer) -> (),
+    droppedCallback: UnsafeMutablePointer<UniffiForeignFutureDroppedCallbackStruct>
+) {
+    let task = Task {
+        // Note: it's important we call either `handleSuccess` or `handleError` exactly once.  Each
+        // call consumes an Arc reference, which means there should be no possibility of a double
+        // call.  The following code is structured so that will will never call both `handleSuccess`
+        // and `handleError`, even in the face of weird errors.
+        //
+        // On platforms that need extra machinery to make C-ABI calls, like JNA or ctypes, it's
+        // possible that we fail to make either call.  However, it doesn't seem like this is
+        // possible on Swift since swift can just make the C call directly.
+        var callResult: T
+        do {
+            callResult = try await makeCall()
+        } catch {
+            handleError(CALL_UNEXPECTED_ERROR, FfiConverterString.lower(String(describing: error)))
+            return
+        }
+        handleSuccess(callResult)
+    }
+    let handle = UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.insert(obj: task)
+    droppedCallback.pointee = UniffiForeignFutureDroppedCallbackStruct(
+        handle: handle,
+        free: uniffiForeignFutureDroppedCallback
+    )
+}
+
+private func uniffiTraitInterfaceCallAsyncWithError<T, E>(
+    makeCall: @escaping () async throws -> T,
+    handleSuccess: @escaping (T) -> (),
+    handleError: @escaping (Int8, RustBuffer) -> (),
+    lowerError: @escaping (E) -> RustBuffer,
+    droppedCallback: UnsafeMutablePointer<UniffiForeignFutureDroppedCallbackStruct>
+) {
+    let task = Task {
+        // See the note in uniffiTraitInterfaceCallAsync for details on `handleSuccess` and
+        // `handleError`.
+        var callResult: T
+        do {
+            callResult = try await makeCall()
+        } catch let error as E {
+            handleError(CALL_ERROR, lowerError(error))
+            return
+        } catch {
+            handleError(CALL_UNEXPECTED_ERROR, FfiConverterString.lower(String(describing: error)))
+            return
+        }
+        handleSuccess(callResult)
+    }
+    let handle = UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.insert(obj: task)
+    droppedCallback.pointee = UniffiForeignFutureDroppedCallbackStruct(
+        handle: handle,
+        free: uniffiForeignFutureDroppedCallback
+    )
+}
+
+// Borrow the callback handle map implementation to store foreign future handles
+// TODO: consolidate the handle-map code (https://github.com/mozilla/uniffi-rs/pull/1823)
+fileprivate let UNIFFI_FOREIGN_FUTURE_HANDLE_MAP = UniffiHandleMap<UniffiForeignFutureTask>()
+
+// Protocol for tasks that handle foreign futures.
+//
+// Defining a protocol allows all tasks to be stored in the same handle map.  This can't be done
+// with the task object itself, since has generic parameters.
+fileprivate protocol UniffiForeignFutureTask {
+    func cancel()
+}
+
+extension Task: UniffiForeignFutureTask {}
+
+private func uniffiForeignFutureDroppedCallback(handle: UInt64) {
+    do {
+        let task = try UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.remove(handle: handle)
+        // Set the cancellation flag on the task.  If it's still running, the code can check the
+        // cancellation flag or call `Task.checkCancellation()`.  If the task has completed, this is
+        // a no-op.
+        task.cancel()
+    } catch {
+        print("uniffiForeignFutureDroppedCallback: handle missing from handlemap")
+    }
+}
+
+// For testing
+public func uniffiForeignFutureHandleCountRoamFfi() -> Int {
+    UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.count
 }
 /**
  * Opens a TCP connection to the host and port of a server URL (`ws`, `wss`, `http` or `https`)
@@ -6365,7 +7622,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_func_set_log_listener() != 54420) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_tokenprovider_token() != 27962) {
+    if (uniffi_roam_ffi_checksum_method_tokenprovider_token() != 13221) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_accept_invitation() != 19788) {
@@ -6488,6 +7745,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_shutdown() != 50219) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_roamclient_sign_out() != 51772) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_roamclient_start() != 58974) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -6506,7 +7766,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates() != 56832) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_sync_status() != 31977) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing() != 5399) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_sync_once() != 49506) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_sync_status() != 10560) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_timeline() != 43945) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_transfer_ownership() != 40009) {
@@ -6536,6 +7808,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_user_id() != 64079) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes() != 29280) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() != 23817) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -6560,10 +7835,31 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open() != 49113) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_syncstatuslistener_on_sync_status() != 56603) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_timelinelistener_on_diffs() != 21526) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_typinglistener_on_typing() != 56799) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_loglistener_on_log() != 854) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamtimeline_close() != 25883) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamtimeline_is_open() != 54497) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamtimeline_items() != 23737) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamtimeline_paginate_backwards() != 65513) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamtimeline_room() != 9015) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_constructor_roamclient_new() != 56002) {
@@ -6576,6 +7872,8 @@ private let initializationResult: InitializationResult = {
     uniffiCallbackInitNotificationListener()
     uniffiCallbackInitPresenceListener()
     uniffiCallbackInitRoomListener()
+    uniffiCallbackInitSyncStatusListener()
+    uniffiCallbackInitTimelineListener()
     uniffiCallbackInitTokenProvider()
     uniffiCallbackInitTypingListener()
     return InitializationResult.ok

@@ -245,8 +245,7 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
 #endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
-typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, int8_t, RustBuffer* _Nonnull, 
-        RustCallStatus *_Nonnull uniffiCallStatus
+typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, int8_t, UniffiForeignFutureCompleteRustBuffer _Nonnull, uint64_t, UniffiForeignFutureDroppedCallbackStruct* _Nonnull
     );
 
 #endif
@@ -288,6 +287,20 @@ typedef void (*UniffiCallbackInterfacePresenceListenerMethod0)(uint64_t, RustBuf
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_ROOM_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_ROOM_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceRoomListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_SYNC_STATUS_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_SYNC_STATUS_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceSyncStatusListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TIMELINE_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TIMELINE_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceTimelineListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
 
@@ -361,6 +374,24 @@ typedef struct UniffiVTableCallbackInterfaceRoomListener {
 } UniffiVTableCallbackInterfaceRoomListener;
 
 #endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_SYNC_STATUS_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_SYNC_STATUS_LISTENER
+typedef struct UniffiVTableCallbackInterfaceSyncStatusListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceSyncStatusListenerMethod0 _Nonnull onSyncStatus;
+} UniffiVTableCallbackInterfaceSyncStatusListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TIMELINE_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TIMELINE_LISTENER
+typedef struct UniffiVTableCallbackInterfaceTimelineListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceTimelineListenerMethod0 _Nonnull onDiffs;
+} UniffiVTableCallbackInterfaceTimelineListener;
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TYPING_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TYPING_LISTENER
 typedef struct UniffiVTableCallbackInterfaceTypingListener {
@@ -396,7 +427,7 @@ void uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(const UniffiVTableCal
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
-RustBuffer uniffi_roam_ffi_fn_method_tokenprovider_token(uint64_t ptr, int8_t refresh, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_roam_ffi_fn_method_tokenprovider_token(uint64_t ptr, int8_t refresh
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCLIENT
@@ -614,6 +645,11 @@ RustBuffer uniffi_roam_ffi_fn_method_roamclient_set_role(uint64_t ptr, RustBuffe
 uint64_t uniffi_roam_ffi_fn_method_roamclient_shutdown(uint64_t ptr
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SIGN_OUT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SIGN_OUT
+uint64_t uniffi_roam_ffi_fn_method_roamclient_sign_out(uint64_t ptr, int8_t wipe
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_START
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_START
 uint64_t uniffi_roam_ffi_fn_method_roamclient_start(uint64_t ptr
@@ -644,9 +680,29 @@ uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_presence(uint64_t ptr, u
 uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_room_updates(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_SYNC_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_SYNC_STATUS
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_sync_status(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
 uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SYNC_ONCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SYNC_ONCE
+uint64_t uniffi_roam_ffi_fn_method_roamclient_sync_once(uint64_t ptr, uint64_t timeout_ms
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SYNC_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SYNC_STATUS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_sync_status(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TIMELINE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TIMELINE
+uint64_t uniffi_roam_ffi_fn_method_roamclient_timeline(uint64_t ptr, RustBuffer room, uint32_t initial, uint64_t listener, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_TRANSFER_OWNERSHIP
@@ -692,6 +748,11 @@ void uniffi_roam_ffi_fn_method_roamclient_user_activity(uint64_t ptr, RustCallSt
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_USER_ID
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_USER_ID
 RustBuffer uniffi_roam_ffi_fn_method_roamclient_user_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_WAIT_FOR_PENDING_WRITES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_WAIT_FOR_PENDING_WRITES
+uint64_t uniffi_roam_ffi_fn_method_roamclient_wait_for_pending_writes(uint64_t ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_CONNECTIONLISTENER
@@ -819,6 +880,46 @@ void uniffi_roam_ffi_fn_method_subscriptionhandle_cancel(uint64_t ptr, RustCallS
 int8_t uniffi_roam_ffi_fn_method_subscriptionhandle_is_open(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_SYNCSTATUSLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_SYNCSTATUSLISTENER
+uint64_t uniffi_roam_ffi_fn_clone_syncstatuslistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_SYNCSTATUSLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_SYNCSTATUSLISTENER
+void uniffi_roam_ffi_fn_free_syncstatuslistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_SYNCSTATUSLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_SYNCSTATUSLISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_syncstatuslistener(const UniffiVTableCallbackInterfaceSyncStatusListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_SYNCSTATUSLISTENER_ON_SYNC_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_SYNCSTATUSLISTENER_ON_SYNC_STATUS
+void uniffi_roam_ffi_fn_method_syncstatuslistener_on_sync_status(uint64_t ptr, RustBuffer status, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TIMELINELISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TIMELINELISTENER
+uint64_t uniffi_roam_ffi_fn_clone_timelinelistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TIMELINELISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TIMELINELISTENER
+void uniffi_roam_ffi_fn_free_timelinelistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_TIMELINELISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_TIMELINELISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_timelinelistener(const UniffiVTableCallbackInterfaceTimelineListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TIMELINELISTENER_ON_DIFFS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TIMELINELISTENER_ON_DIFFS
+void uniffi_roam_ffi_fn_method_timelinelistener_on_diffs(uint64_t ptr, RustBuffer diffs, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TYPINGLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TYPINGLISTENER
 uint64_t uniffi_roam_ffi_fn_clone_typinglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -857,6 +958,41 @@ void uniffi_roam_ffi_fn_init_callback_vtable_loglistener(const UniffiVTableCallb
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_LOGLISTENER_ON_LOG
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_LOGLISTENER_ON_LOG
 void uniffi_roam_ffi_fn_method_loglistener_on_log(uint64_t ptr, RustBuffer level, RustBuffer target, RustBuffer message, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMTIMELINE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMTIMELINE
+uint64_t uniffi_roam_ffi_fn_clone_roamtimeline(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMTIMELINE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMTIMELINE
+void uniffi_roam_ffi_fn_free_roamtimeline(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_CLOSE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_CLOSE
+void uniffi_roam_ffi_fn_method_roamtimeline_close(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_IS_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_IS_OPEN
+int8_t uniffi_roam_ffi_fn_method_roamtimeline_is_open(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_ITEMS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_ITEMS
+RustBuffer uniffi_roam_ffi_fn_method_roamtimeline_items(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_PAGINATE_BACKWARDS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_PAGINATE_BACKWARDS
+uint64_t uniffi_roam_ffi_fn_method_roamtimeline_paginate_backwards(uint64_t ptr, uint32_t count
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamtimeline_room(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FUNC_PING_SERVER
@@ -1410,6 +1546,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_shutdown(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SIGN_OUT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SIGN_OUT
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_sign_out(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_START
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_START
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_start(void
@@ -1446,9 +1588,33 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_SYNC_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_SYNC_STATUS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_sync_status(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SYNC_ONCE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SYNC_ONCE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_sync_once(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SYNC_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SYNC_STATUS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_sync_status(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TIMELINE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_TIMELINE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_timeline(void
     
 );
 #endif
@@ -1506,6 +1672,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_user_id(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_WAIT_FOR_PENDING_WRITES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_WAIT_FOR_PENDING_WRITES
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
 uint16_t uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(void
@@ -1554,6 +1726,18 @@ uint16_t uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_SYNCSTATUSLISTENER_ON_SYNC_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_SYNCSTATUSLISTENER_ON_SYNC_STATUS
+uint16_t uniffi_roam_ffi_checksum_method_syncstatuslistener_on_sync_status(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TIMELINELISTENER_ON_DIFFS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TIMELINELISTENER_ON_DIFFS
+uint16_t uniffi_roam_ffi_checksum_method_timelinelistener_on_diffs(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TYPINGLISTENER_ON_TYPING
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TYPINGLISTENER_ON_TYPING
 uint16_t uniffi_roam_ffi_checksum_method_typinglistener_on_typing(void
@@ -1563,6 +1747,36 @@ uint16_t uniffi_roam_ffi_checksum_method_typinglistener_on_typing(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_LOGLISTENER_ON_LOG
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_LOGLISTENER_ON_LOG
 uint16_t uniffi_roam_ffi_checksum_method_loglistener_on_log(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_CLOSE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_CLOSE
+uint16_t uniffi_roam_ffi_checksum_method_roamtimeline_close(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_IS_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_IS_OPEN
+uint16_t uniffi_roam_ffi_checksum_method_roamtimeline_is_open(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_ITEMS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_ITEMS
+uint16_t uniffi_roam_ffi_checksum_method_roamtimeline_items(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_PAGINATE_BACKWARDS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_PAGINATE_BACKWARDS
+uint16_t uniffi_roam_ffi_checksum_method_roamtimeline_paginate_backwards(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_ROOM
+uint16_t uniffi_roam_ffi_checksum_method_roamtimeline_room(void
     
 );
 #endif

@@ -658,7 +658,7 @@ internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
 internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
-    fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
+    fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiFutureCallback`: UniffiForeignFutureCompleteRustBuffer,`uniffiCallbackData`: Long,`uniffiOutDroppedCallback`: UniffiForeignFutureDroppedCallbackStruct,)
 }
 internal interface UniffiCallbackInterfaceConnectionListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`state`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
@@ -677,6 +677,12 @@ internal interface UniffiCallbackInterfacePresenceListenerMethod0 : com.sun.jna.
 }
 internal interface UniffiCallbackInterfaceRoomListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`update`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceSyncStatusListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`status`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceTimelineListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`diffs`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
 internal interface UniffiCallbackInterfaceTypingListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`room`: RustBuffer.ByValue,`users`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
@@ -798,6 +804,44 @@ internal open class UniffiVTableCallbackInterfaceRoomListener(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `onRoomUpdate` = other.`onRoomUpdate`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onSyncStatus")
+internal open class UniffiVTableCallbackInterfaceSyncStatusListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onSyncStatus`: UniffiCallbackInterfaceSyncStatusListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onSyncStatus`: UniffiCallbackInterfaceSyncStatusListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceSyncStatusListener(`uniffiFree`,`uniffiClone`,`onSyncStatus`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceSyncStatusListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onSyncStatus` = other.`onSyncStatus`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onDiffs")
+internal open class UniffiVTableCallbackInterfaceTimelineListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onDiffs`: UniffiCallbackInterfaceTimelineListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onDiffs`: UniffiCallbackInterfaceTimelineListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceTimelineListener(`uniffiFree`,`uniffiClone`,`onDiffs`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceTimelineListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onDiffs` = other.`onDiffs`
     }
 
 }
@@ -954,6 +998,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_shutdown(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_sign_out(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_start(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_connection_state(
@@ -966,7 +1012,15 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_sync_status(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_sync_once(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_sync_status(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_timeline(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_transfer_ownership(
     ): Int
@@ -986,6 +1040,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_user_id(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_documentlistener_on_document_update(
@@ -1002,9 +1058,23 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_syncstatuslistener_on_sync_status(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_timelinelistener_on_diffs(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_typinglistener_on_typing(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_loglistener_on_log(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamtimeline_close(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamtimeline_is_open(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamtimeline_items(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamtimeline_paginate_backwards(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamtimeline_room(
     ): Int
     external fun uniffi_roam_ffi_checksum_constructor_roamclient_new(
     ): Int
@@ -1030,6 +1100,8 @@ internal object UniffiLib {
         uniffiCallbackInterfaceNotificationListener.register(this)
         uniffiCallbackInterfacePresenceListener.register(this)
         uniffiCallbackInterfaceRoomListener.register(this)
+        uniffiCallbackInterfaceSyncStatusListener.register(this)
+        uniffiCallbackInterfaceTimelineListener.register(this)
         uniffiCallbackInterfaceTokenProvider.register(this)
         uniffiCallbackInterfaceTypingListener.register(this)
         
@@ -1042,8 +1114,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(`vtable`: UniffiVTableCallbackInterfaceTokenProvider,
     ): Unit
-    external fun uniffi_roam_ffi_fn_method_tokenprovider_token(`ptr`: Long,`refresh`: Byte,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_tokenprovider_token(`ptr`: Long,`refresh`: Byte,
+    ): Long
     external fun uniffi_roam_ffi_fn_clone_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1130,6 +1202,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_shutdown(`ptr`: Long,
     ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_sign_out(`ptr`: Long,`wipe`: Byte,
+    ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_start(`ptr`: Long,
     ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_connection_state(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1142,7 +1216,15 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_room_updates(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_sync_status(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_sync_once(`ptr`: Long,`timeoutMs`: Long,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_sync_status(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_timeline(`ptr`: Long,`room`: RustBuffer.ByValue,`initial`: Int,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_transfer_ownership(`ptr`: Long,`room`: RustBuffer.ByValue,`user`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1162,6 +1244,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_method_roamclient_user_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_wait_for_pending_writes(`ptr`: Long,
+    ): Long
     external fun uniffi_roam_ffi_fn_clone_connectionlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_connectionlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1212,6 +1296,22 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_method_subscriptionhandle_is_open(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
+    external fun uniffi_roam_ffi_fn_clone_syncstatuslistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_syncstatuslistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_syncstatuslistener(`vtable`: UniffiVTableCallbackInterfaceSyncStatusListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_syncstatuslistener_on_sync_status(`ptr`: Long,`status`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_clone_timelinelistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_timelinelistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_timelinelistener(`vtable`: UniffiVTableCallbackInterfaceTimelineListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_timelinelistener_on_diffs(`ptr`: Long,`diffs`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_roam_ffi_fn_clone_typinglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_typinglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1228,6 +1328,20 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_method_loglistener_on_log(`ptr`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_roam_ffi_fn_clone_roamtimeline(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_roamtimeline(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamtimeline_close(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamtimeline_is_open(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_roam_ffi_fn_method_roamtimeline_items(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamtimeline_paginate_backwards(`ptr`: Long,`count`: Int,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamtimeline_room(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_func_ping_server(`url`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_roam_ffi_fn_func_protocol_version(uniffi_out_err: UniffiRustCallStatus, 
@@ -1367,7 +1481,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_func_set_log_listener() and 0xFFFF) != 54420) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_tokenprovider_token() and 0xFFFF) != 27962) {
+    if ((lib.uniffi_roam_ffi_checksum_method_tokenprovider_token() and 0xFFFF) != 13221) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_accept_invitation() and 0xFFFF) != 19788) {
@@ -1490,6 +1604,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_shutdown() and 0xFFFF) != 50219) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_sign_out() and 0xFFFF) != 51772) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_start() and 0xFFFF) != 58974) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1508,7 +1625,19 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_room_updates() and 0xFFFF) != 56832) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_sync_status() and 0xFFFF) != 31977) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing() and 0xFFFF) != 5399) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_sync_once() and 0xFFFF) != 49506) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_sync_status() and 0xFFFF) != 10560) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_timeline() and 0xFFFF) != 43945) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_transfer_ownership() and 0xFFFF) != 40009) {
@@ -1538,6 +1667,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_user_id() and 0xFFFF) != 64079) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes() and 0xFFFF) != 29280) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() and 0xFFFF) != 23817) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1562,10 +1694,31 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_subscriptionhandle_is_open() and 0xFFFF) != 49113) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_syncstatuslistener_on_sync_status() and 0xFFFF) != 56603) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_timelinelistener_on_diffs() and 0xFFFF) != 21526) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_typinglistener_on_typing() and 0xFFFF) != 56799) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_loglistener_on_log() and 0xFFFF) != 854) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamtimeline_close() and 0xFFFF) != 25883) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamtimeline_is_open() and 0xFFFF) != 54497) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamtimeline_items() and 0xFFFF) != 23737) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamtimeline_paginate_backwards() and 0xFFFF) != 65513) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamtimeline_room() and 0xFFFF) != 9015) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_constructor_roamclient_new() and 0xFFFF) != 56002) {
@@ -1624,6 +1777,95 @@ internal suspend fun<T, F, E: kotlin.Exception> uniffiRustCallAsync(
         freeFunc(rustFuture)
     }
 }
+internal inline fun<T> uniffiTraitInterfaceCallAsync(
+    crossinline makeCall: suspend () -> T,
+    crossinline handleSuccess: (T) -> Unit,
+    crossinline handleError: (UniffiRustCallStatus.ByValue) -> Unit,
+    uniffiOutDroppedCallback: UniffiForeignFutureDroppedCallbackStruct,
+) {
+    // Using `GlobalScope` is labeled as a "delicate API" and generally discouraged in Kotlin programs, since it breaks structured concurrency.
+    // However, our parent task is a Rust future, so we're going to need to break structure concurrency in any case.
+    //
+    // Uniffi does its best to support structured concurrency across the FFI.
+    // If the Rust future is dropped, `uniffiForeignFutureDroppedCallbackImpl` is called, which will cancel the Kotlin coroutine if it's still running.
+    @OptIn(DelicateCoroutinesApi::class)
+    val job = GlobalScope.launch coroutineBlock@ {
+        // Note: it's important we call either `handleSuccess` or `handleError` exactly once.  Each
+        // call consumes an Arc reference, which means there should be no possibility of a double
+        // call.  The following code is structured so that will will never call both `handleSuccess`
+        // and `handleError`, even in the face of weird exceptions.
+        //
+        // In extreme circumstances we may not call either, for example if we fail to make the JNA
+        // call to `handleSuccess`.  This means we will leak the Arc reference, which is better than
+        // double-freeing it.
+        val callResult = try {
+            makeCall()
+        } catch(e: kotlin.Exception) {
+            handleError(
+                UniffiRustCallStatus.create(
+                    UNIFFI_CALL_UNEXPECTED_ERROR,
+                    FfiConverterString.lower(e.toString()),
+                )
+            )
+            return@coroutineBlock
+        }
+        handleSuccess(callResult)
+    }
+    val handle = uniffiForeignFutureHandleMap.insert(job)
+    uniffiOutDroppedCallback.uniffiSetValue(UniffiForeignFutureDroppedCallbackStruct(handle, uniffiForeignFutureDroppedCallbackImpl))
+}
+
+internal inline fun<T, reified E: Throwable> uniffiTraitInterfaceCallAsyncWithError(
+    crossinline makeCall: suspend () -> T,
+    crossinline handleSuccess: (T) -> Unit,
+    crossinline handleError: (UniffiRustCallStatus.ByValue) -> Unit,
+    crossinline lowerError: (E) -> RustBuffer.ByValue,
+    uniffiOutDroppedCallback: UniffiForeignFutureDroppedCallbackStruct,
+) {
+    // See uniffiTraitInterfaceCallAsync for details on `DelicateCoroutinesApi`
+    @OptIn(DelicateCoroutinesApi::class)
+    val job = GlobalScope.launch coroutineBlock@ {
+        // See the note in uniffiTraitInterfaceCallAsync for details on `handleSuccess` and
+        // `handleError`.
+        val callResult = try {
+            makeCall()
+        } catch(e: kotlin.Exception) {
+            if (e is E) {
+                handleError(
+                    UniffiRustCallStatus.create(
+                        UNIFFI_CALL_ERROR,
+                        lowerError(e),
+                    )
+                )
+            } else {
+                handleError(
+                    UniffiRustCallStatus.create(
+                        UNIFFI_CALL_UNEXPECTED_ERROR,
+                        FfiConverterString.lower(e.toString()),
+                    )
+                )
+            }
+            return@coroutineBlock
+        }
+        handleSuccess(callResult)
+    }
+    val handle = uniffiForeignFutureHandleMap.insert(job)
+    uniffiOutDroppedCallback.uniffiSetValue(UniffiForeignFutureDroppedCallbackStruct(handle, uniffiForeignFutureDroppedCallbackImpl))
+}
+
+internal val uniffiForeignFutureHandleMap = UniffiHandleMap<Job>()
+
+internal object uniffiForeignFutureDroppedCallbackImpl: UniffiForeignFutureDroppedCallback {
+    override fun callback(handle: Long) {
+        val job = uniffiForeignFutureHandleMap.remove(handle)
+        if (!job.isCompleted) {
+            job.cancel()
+        }
+    }
+}
+
+// For testing
+public fun uniffiForeignFutureHandleCount() = uniffiForeignFutureHandleMap.size
 
 // Public interface members begin here.
 
@@ -3885,6 +4127,12 @@ public interface RoamClientInterface {
     suspend fun `shutdown`()
     
     /**
+     * Signs the account out of this device: closes the client (like `shutdown`) and, with
+     * `wipe`, deletes the account's database files. Later calls fail with `Closed`.
+     */
+    suspend fun `signOut`(`wipe`: kotlin.Boolean)
+    
+    /**
      * Starts connecting (and reconnecting) in the background. Returns at once.
      */
     suspend fun `start`()
@@ -3915,9 +4163,32 @@ public interface RoamClientInterface {
     fun `subscribeRoomUpdates`(`room`: kotlin.String?, `listener`: RoomListener): SubscriptionHandle
     
     /**
+     * Sync status changes; the current status first.
+     */
+    fun `subscribeSyncStatus`(`listener`: SyncStatusListener): SubscriptionHandle
+    
+    /**
      * Typing lists of one room (its current list first) or of every room.
      */
     fun `subscribeTyping`(`room`: kotlin.String?, `listener`: TypingListener): SubscriptionHandle
+    
+    /**
+     * One round of sync for a background task (BGTaskScheduler, WorkManager): connect, catch
+     * up every room, send the outbox, disconnect. Throws `Timeout` after `timeout_ms`.
+     */
+    suspend fun `syncOnce`(`timeoutMs`: kotlin.ULong)
+    
+    /**
+     * The sync status now (phase, pending writes, oldest pending write).
+     */
+    fun `syncStatus`(): SyncStatus
+    
+    /**
+     * A live timeline of a room: `listener` gets the newest `initial` (1–200) messages, plus the
+     * unconfirmed ones, as one `Reset`, then diffs as messages arrive, change, are confirmed or
+     * fail. `paginate_backwards` loads older ones.
+     */
+    fun `timeline`(`room`: kotlin.String, `initial`: kotlin.UInt, `listener`: TimelineListener): RoamTimeline
     
     /**
      * Hands the room to another member (owner only). Returns the outbox entry id.
@@ -3957,6 +4228,13 @@ public interface RoamClientInterface {
      * The account's user id.
      */
     fun `userId`(): kotlin.String
+    
+    /**
+     * Returns when every pending write is answered; throws `WriteFailed` when one of them was
+     * refused for good, `NeedsSignIn` when the account cannot connect. Keeps waiting while
+     * offline; cancel the Swift `Task` / Kotlin coroutine to stop waiting.
+     */
+    suspend fun `waitForPendingWrites`()
     
     companion object
 }
@@ -4838,6 +5116,33 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
+     * Signs the account out of this device: closes the client (like `shutdown`) and, with
+     * `wipe`, deletes the account's database files. Later calls fail with `Closed`.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `signOut`(`wipe`: kotlin.Boolean) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_sign_out(
+                uniffiHandle,
+                
+        FfiConverterBoolean.lower(`wipe`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Starts connecting (and reconnecting) in the background. Returns at once.
      */
     @Throws(RoamException::class)
@@ -4955,6 +5260,24 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
+     * Sync status changes; the current status first.
+     */
+    @Throws(RoamException::class)override fun `subscribeSyncStatus`(`listener`: SyncStatusListener): SubscriptionHandle {
+            return FfiConverterTypeSubscriptionHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_subscribe_sync_status(
+        it,
+        
+        FfiConverterTypeSyncStatusListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Typing lists of one room (its current list first) or of every room.
      */
     @Throws(RoamException::class)override fun `subscribeTyping`(`room`: kotlin.String?, `listener`: TypingListener): SubscriptionHandle {
@@ -4966,6 +5289,71 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
         
         FfiConverterOptionalString.lower(`room`),
         FfiConverterTypeTypingListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * One round of sync for a background task (BGTaskScheduler, WorkManager): connect, catch
+     * up every room, send the outbox, disconnect. Throws `Timeout` after `timeout_ms`.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `syncOnce`(`timeoutMs`: kotlin.ULong) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_sync_once(
+                uniffiHandle,
+                
+        FfiConverterULong.lower(`timeoutMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The sync status now (phase, pending writes, oldest pending write).
+     */override fun `syncStatus`(): SyncStatus {
+            return FfiConverterTypeSyncStatus.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_sync_status(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A live timeline of a room: `listener` gets the newest `initial` (1–200) messages, plus the
+     * unconfirmed ones, as one `Reset`, then diffs as messages arrive, change, are confirmed or
+     * fail. `paginate_backwards` loads older ones.
+     */
+    @Throws(RoamException::class)override fun `timeline`(`room`: kotlin.String, `initial`: kotlin.UInt, `listener`: TimelineListener): RoamTimeline {
+            return FfiConverterTypeRoamTimeline.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_timeline(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterUInt.lower(`initial`),
+        FfiConverterTypeTimelineListener.lower(`listener`),_status)
 }
     }
     )
@@ -5126,6 +5514,33 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * Returns when every pending write is answered; throws `WriteFailed` when one of them was
+     * refused for good, `NeedsSignIn` when the account cannot connect. Keeps waiting while
+     * offline; cancel the Swift `Task` / Kotlin coroutine to stop waiting.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `waitForPendingWrites`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_wait_for_pending_writes(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
 
     
 
@@ -5159,6 +5574,370 @@ public object FfiConverterTypeRoamClient: FfiConverter<RoamClient, Long> {
     override fun allocationSize(value: RoamClient) = 8UL
 
     override fun write(value: RoamClient, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A live view of one room's messages. `close()` (or releasing it) stops the diffs.
+ */
+public interface RoamTimelineInterface {
+    
+    /**
+     * Stops the diffs. Safe to call more than once, and from inside the listener.
+     */
+    fun `close`()
+    
+    /**
+     * True until closed (or until the client shuts down).
+     */
+    fun `isOpen`(): kotlin.Boolean
+    
+    /**
+     * The messages as last delivered to the listener.
+     */
+    fun `items`(): List<Message>
+    
+    /**
+     * Loads up to `count` (1–200) older messages, from the local store first and then from
+     * the server; they arrive as inserts at the top. Returns true once the start of the room
+     * is reached.
+     */
+    suspend fun `paginateBackwards`(`count`: kotlin.UInt): kotlin.Boolean
+    
+    /**
+     * The room shown.
+     */
+    fun `room`(): kotlin.String
+    
+    companion object
+}
+
+/**
+ * A live view of one room's messages. `close()` (or releasing it) stops the diffs.
+ */
+open class RoamTimeline: Disposable, AutoCloseable, RoamTimelineInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_roamtimeline(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_roamtimeline(handle, status)
+        }
+    }
+
+    
+    /**
+     * Stops the diffs. Safe to call more than once, and from inside the listener.
+     */override fun `close`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamtimeline_close(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * True until closed (or until the client shuts down).
+     */override fun `isOpen`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamtimeline_is_open(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The messages as last delivered to the listener.
+     */
+    @Throws(RoamException::class)override fun `items`(): List<Message> {
+            return FfiConverterSequenceTypeMessage.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamtimeline_items(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Loads up to `count` (1–200) older messages, from the local store first and then from
+     * the server; they arrive as inserts at the top. Returns true once the start of the room
+     * is reached.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `paginateBackwards`(`count`: kotlin.UInt) : kotlin.Boolean {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamtimeline_paginate_backwards(
+                uniffiHandle,
+                
+        FfiConverterUInt.lower(`count`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_i8(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_i8(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_i8(future) },
+        // lift function
+        { FfiConverterBoolean.lift(it) },
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The room shown.
+     */override fun `room`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamtimeline_room(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoamTimeline: FfiConverter<RoamTimeline, Long> {
+    override fun lower(value: RoamTimeline): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): RoamTimeline {
+        return RoamTimeline(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): RoamTimeline {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: RoamTimeline) = 8UL
+
+    override fun write(value: RoamTimeline, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -5866,25 +6645,661 @@ public object FfiConverterTypeSubscriptionHandle: FfiConverter<SubscriptionHandl
 
 
 /**
+ * The sync status whenever it changes (the current status first).
+ */
+public interface SyncStatusListener {
+    
+    fun `onSyncStatus`(`status`: SyncStatus)
+    
+    companion object
+}
+
+/**
+ * The sync status whenever it changes (the current status first).
+ */
+open class SyncStatusListenerImpl: Disposable, AutoCloseable, SyncStatusListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_syncstatuslistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_syncstatuslistener(handle, status)
+        }
+    }
+
+    override fun `onSyncStatus`(`status`: SyncStatus)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_syncstatuslistener_on_sync_status(
+        it,
+        
+        FfiConverterTypeSyncStatus.lower(`status`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceSyncStatusListener {
+    internal object `onSyncStatus`: UniffiCallbackInterfaceSyncStatusListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`status`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeSyncStatusListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onSyncStatus`(
+                    FfiConverterTypeSyncStatus.lift(`status`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeSyncStatusListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeSyncStatusListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceSyncStatusListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onSyncStatus`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_syncstatuslistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSyncStatusListener: FfiConverter<SyncStatusListener, Long> {
+    internal val handleMap = UniffiHandleMap<SyncStatusListener>()
+
+    override fun lower(value: SyncStatusListener): Long {
+        if (value is SyncStatusListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): SyncStatusListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return SyncStatusListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): SyncStatusListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: SyncStatusListener) = 8UL
+
+    override fun write(value: SyncStatusListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A timeline's diffs: first one `Reset` with the current messages, then changes.
+ */
+public interface TimelineListener {
+    
+    fun `onDiffs`(`diffs`: List<TimelineDiff>)
+    
+    companion object
+}
+
+/**
+ * A timeline's diffs: first one `Reset` with the current messages, then changes.
+ */
+open class TimelineListenerImpl: Disposable, AutoCloseable, TimelineListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_timelinelistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_timelinelistener(handle, status)
+        }
+    }
+
+    override fun `onDiffs`(`diffs`: List<TimelineDiff>)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_timelinelistener_on_diffs(
+        it,
+        
+        FfiConverterSequenceTypeTimelineDiff.lower(`diffs`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceTimelineListener {
+    internal object `onDiffs`: UniffiCallbackInterfaceTimelineListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`diffs`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeTimelineListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onDiffs`(
+                    FfiConverterSequenceTypeTimelineDiff.lift(`diffs`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeTimelineListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeTimelineListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceTimelineListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onDiffs`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_timelinelistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTimelineListener: FfiConverter<TimelineListener, Long> {
+    internal val handleMap = UniffiHandleMap<TimelineListener>()
+
+    override fun lower(value: TimelineListener): Long {
+        if (value is TimelineListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): TimelineListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return TimelineListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): TimelineListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: TimelineListener) = 8UL
+
+    override fun write(value: TimelineListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
- * the client's async workers.
+ * protocol with an `async` method; Kotlin: an interface with a `suspend` function, so a provider
+ * may refresh over the network or read the keychain without blocking a thread.
  */
 public interface TokenProvider {
     
     /**
      * A token to use now; `refresh` is true when the last one was refused or has expired.
-     * Throw (any `RoamError`) when there is none: the client reports `Unauthorized`.
+     * Throw `Network` when the token service cannot be reached (the client retries like after
+     * any network failure); throw anything else when there is no sign-in: the client stops
+     * connecting and reports `NeedsSignIn` until `network_available()` is called.
      */
-    fun `token`(`refresh`: kotlin.Boolean): kotlin.String
+    suspend fun `token`(`refresh`: kotlin.Boolean): kotlin.String
     
     companion object
 }
 
 /**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
- * the client's async workers.
+ * protocol with an `async` method; Kotlin: an interface with a `suspend` function, so a provider
+ * may refresh over the network or read the keychain without blocking a thread.
  */
 open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
 {
@@ -5990,21 +7405,30 @@ open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
     
     /**
      * A token to use now; `refresh` is true when the last one was refused or has expired.
-     * Throw (any `RoamError`) when there is none: the client reports `Unauthorized`.
+     * Throw `Network` when the token service cannot be reached (the client retries like after
+     * any network failure); throw anything else when there is no sign-in: the client stops
+     * connecting and reports `NeedsSignIn` until `network_available()` is called.
      */
-    @Throws(RoamException::class)override fun `token`(`refresh`: kotlin.Boolean): kotlin.String {
-            return FfiConverterString.lift(
-    callWithHandle {
-    uniffiRustCallWithError(RoamException) { _status ->
-    UniffiLib.uniffi_roam_ffi_fn_method_tokenprovider_token(
-        it,
-        
-        FfiConverterBoolean.lower(`refresh`),_status)
-}
-    }
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `token`(`refresh`: kotlin.Boolean) : kotlin.String {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_tokenprovider_token(
+                uniffiHandle,
+                
+        FfiConverterBoolean.lower(`refresh`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterString.lift(it) },
+        // Error FFI converter
+        RoamException.ErrorHandler,
     )
     }
-    
 
     
 
@@ -6025,19 +7449,36 @@ open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
 // Put the implementation in an object so we don't pollute the top-level namespace
 internal object uniffiCallbackInterfaceTokenProvider {
     internal object `token`: UniffiCallbackInterfaceTokenProviderMethod0 {
-        override fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,) {
+        override fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiFutureCallback`: UniffiForeignFutureCompleteRustBuffer,`uniffiCallbackData`: Long,`uniffiOutDroppedCallback`: UniffiForeignFutureDroppedCallbackStruct,) {
             val uniffiObj = FfiConverterTypeTokenProvider.handleMap.get(uniffiHandle)
-            val makeCall = { ->
+            val makeCall = suspend { ->
                 uniffiObj.`token`(
                     FfiConverterBoolean.lift(`refresh`),
                 )
             }
-            val writeReturn = { value: kotlin.String -> uniffiOutReturn.setValue(FfiConverterString.lower(value)) }
-            uniffiTraitInterfaceCallWithError(
-                uniffiCallStatus,
+            val uniffiHandleSuccess = { returnValue: kotlin.String ->
+                val uniffiResult = UniffiForeignFutureResultRustBuffer.UniffiByValue(
+                    FfiConverterString.lower(returnValue),
+                    UniffiRustCallStatus.ByValue()
+                )
+                uniffiResult.write()
+                uniffiFutureCallback.callback(uniffiCallbackData, uniffiResult)
+            }
+            val uniffiHandleError = { callStatus: UniffiRustCallStatus.ByValue ->
+                uniffiFutureCallback.callback(
+                    uniffiCallbackData,
+                    UniffiForeignFutureResultRustBuffer.UniffiByValue(
+                        RustBuffer.ByValue(),
+                        callStatus,
+                    ),
+                )
+            }
+            uniffiTraitInterfaceCallAsyncWithError(
                 makeCall,
-                writeReturn,
-                { e: RoamException -> FfiConverterTypeRoamError.lower(e) }
+                uniffiHandleSuccess,
+                uniffiHandleError,
+                { e: RoamException -> FfiConverterTypeRoamError.lower(e) },
+                uniffiOutDroppedCallback
             )
         }
     }
@@ -7344,6 +8785,58 @@ public object FfiConverterTypeRoom: FfiConverterRustBuffer<Room> {
 
 
 /**
+ * The sync status: phase and what the outbox still has to send.
+ */
+data class SyncStatus (
+    var `phase`: SyncPhase
+    , 
+    /**
+     * Writes waiting to be sent or answered (failed ones not counted).
+     */
+    var `pendingWrites`: kotlin.ULong
+    , 
+    /**
+     * When the oldest of them was written (milliseconds since the Unix epoch).
+     */
+    var `oldestPendingAt`: kotlin.Long?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSyncStatus: FfiConverterRustBuffer<SyncStatus> {
+    override fun read(buf: ByteBuffer): SyncStatus {
+        return SyncStatus(
+            FfiConverterTypeSyncPhase.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterOptionalLong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: SyncStatus) = (
+            FfiConverterTypeSyncPhase.allocationSize(value.`phase`) +
+            FfiConverterULong.allocationSize(value.`pendingWrites`) +
+            FfiConverterOptionalLong.allocationSize(value.`oldestPendingAt`)
+    )
+
+    override fun write(value: SyncStatus, buf: ByteBuffer) {
+            FfiConverterTypeSyncPhase.write(value.`phase`, buf)
+            FfiConverterULong.write(value.`pendingWrites`, buf)
+            FfiConverterOptionalLong.write(value.`oldestPendingAt`, buf)
+    }
+}
+
+
+
+/**
  * The connection to the server.
  */
 sealed class ConnectionState {
@@ -7372,6 +8865,14 @@ sealed class ConnectionState {
         companion object
     }
     
+    /**
+     * The account cannot connect until the user signs in again (the token provider failed,
+     * a fresh token was refused, or the token belongs to another user). Nothing is sent; call
+     * `network_available()` after a new sign-in to try again. The reason is in `SyncStatus`.
+     */
+    object NeedsSignIn : ConnectionState()
+    
+    
 
     
 
@@ -7394,6 +8895,7 @@ public object FfiConverterTypeConnectionState : FfiConverterRustBuffer<Connectio
             4 -> ConnectionState.Waiting(
                 FfiConverterULong.read(buf),
                 )
+            5 -> ConnectionState.NeedsSignIn
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
     }
@@ -7424,6 +8926,12 @@ public object FfiConverterTypeConnectionState : FfiConverterRustBuffer<Connectio
                 + FfiConverterULong.allocationSize(value.`retryInMs`)
             )
         }
+        is ConnectionState.NeedsSignIn -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
     }
 
     override fun write(value: ConnectionState, buf: ByteBuffer) {
@@ -7443,6 +8951,10 @@ public object FfiConverterTypeConnectionState : FfiConverterRustBuffer<Connectio
             is ConnectionState.Waiting -> {
                 buf.putInt(4)
                 FfiConverterULong.write(value.`retryInMs`, buf)
+                Unit
+            }
+            is ConnectionState.NeedsSignIn -> {
+                buf.putInt(5)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -7759,12 +9271,61 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
-     * The client was closed (`shutdown`).
+     * The client was closed (`shutdown`, `sign_out`).
      */
     class Closed(
         ) : RoamException() {
         override val message
             get() = ""
+    }
+    
+    /**
+     * The user must sign in again before anything can be sent.
+     */
+    class NeedsSignIn(
+        
+        val `reason`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * A write that was waited for was refused by the server for good; the outbox entry
+     * `entry_id` waits for `retry` or `discard`.
+     */
+    class WriteFailed(
+        
+        val `entryId`: kotlin.String, 
+        
+        val `code`: kotlin.String, 
+        
+        val `reason`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "entryId=${ `entryId` }, code=${ `code` }, reason=${ `reason` }"
+    }
+    
+    /**
+     * A bounded wait (`sync_once`) ran out of time.
+     */
+    class Timeout(
+        
+        val `reason`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * Another client has this account's database open: close it first.
+     */
+    class AlreadyOpen(
+        
+        val `path`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "path=${ `path` }"
     }
     
     /**
@@ -7823,7 +9384,21 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 FfiConverterULong.read(buf),
                 )
             9 -> RoamException.Closed()
-            10 -> RoamException.Internal(
+            10 -> RoamException.NeedsSignIn(
+                FfiConverterString.read(buf),
+                )
+            11 -> RoamException.WriteFailed(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            12 -> RoamException.Timeout(
+                FfiConverterString.read(buf),
+                )
+            13 -> RoamException.AlreadyOpen(
+                FfiConverterString.read(buf),
+                )
+            14 -> RoamException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -7876,6 +9451,28 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
             is RoamException.Closed -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+            )
+            is RoamException.NeedsSignIn -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is RoamException.WriteFailed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`entryId`)
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is RoamException.Timeout -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is RoamException.AlreadyOpen -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`path`)
             )
             is RoamException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -7932,8 +9529,30 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 buf.putInt(9)
                 Unit
             }
-            is RoamException.Internal -> {
+            is RoamException.NeedsSignIn -> {
                 buf.putInt(10)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is RoamException.WriteFailed -> {
+                buf.putInt(11)
+                FfiConverterString.write(value.`entryId`, buf)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is RoamException.Timeout -> {
+                buf.putInt(12)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is RoamException.AlreadyOpen -> {
+                buf.putInt(13)
+                FfiConverterString.write(value.`path`, buf)
+                Unit
+            }
+            is RoamException.Internal -> {
+                buf.putInt(14)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -8414,6 +10033,294 @@ public object FfiConverterTypeSendState : FfiConverterRustBuffer<SendState>{
                 buf.putInt(3)
                 FfiConverterString.write(value.`code`, buf)
                 FfiConverterString.write(value.`message`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * Where synchronisation stands.
+ */
+sealed class SyncPhase {
+    
+    /**
+     * Not started, or the app asked to be offline.
+     */
+    object Offline : SyncPhase()
+    
+    
+    /**
+     * Connecting, or waiting to try again.
+     */
+    object Connecting : SyncPhase()
+    
+    
+    /**
+     * Connected; missed events are still arriving.
+     */
+    object CatchingUp : SyncPhase()
+    
+    
+    /**
+     * Connected and caught up.
+     */
+    object Synced : SyncPhase()
+    
+    
+    /**
+     * The user must sign in again.
+     */
+    data class NeedsSignIn(
+        val `reason`: kotlin.String) : SyncPhase()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSyncPhase : FfiConverterRustBuffer<SyncPhase>{
+    override fun read(buf: ByteBuffer): SyncPhase {
+        return when(buf.getInt()) {
+            1 -> SyncPhase.Offline
+            2 -> SyncPhase.Connecting
+            3 -> SyncPhase.CatchingUp
+            4 -> SyncPhase.Synced
+            5 -> SyncPhase.NeedsSignIn(
+                FfiConverterString.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: SyncPhase): ULong = when(value) {
+        is SyncPhase.Offline -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SyncPhase.Connecting -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SyncPhase.CatchingUp -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SyncPhase.Synced -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SyncPhase.NeedsSignIn -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+        }
+    }
+
+    override fun write(value: SyncPhase, buf: ByteBuffer) {
+        when(value) {
+            is SyncPhase.Offline -> {
+                buf.putInt(1)
+                Unit
+            }
+            is SyncPhase.Connecting -> {
+                buf.putInt(2)
+                Unit
+            }
+            is SyncPhase.CatchingUp -> {
+                buf.putInt(3)
+                Unit
+            }
+            is SyncPhase.Synced -> {
+                buf.putInt(4)
+                Unit
+            }
+            is SyncPhase.NeedsSignIn -> {
+                buf.putInt(5)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * One change of a timeline. Apply the diffs of one callback in order; indices refer to the
+ * list as it is at that point.
+ */
+sealed class TimelineDiff {
+    
+    /**
+     * Replace the whole list.
+     */
+    data class Reset(
+        val `messages`: List<dev.roam.Message>) : TimelineDiff()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Insert at `index`.
+     */
+    data class Insert(
+        val `index`: kotlin.UInt, 
+        val `message`: dev.roam.Message) : TimelineDiff()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Replace the message at `index`.
+     */
+    data class Set(
+        val `index`: kotlin.UInt, 
+        val `message`: dev.roam.Message) : TimelineDiff()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Remove the message at `index`.
+     */
+    data class Remove(
+        val `index`: kotlin.UInt) : TimelineDiff()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTimelineDiff : FfiConverterRustBuffer<TimelineDiff>{
+    override fun read(buf: ByteBuffer): TimelineDiff {
+        return when(buf.getInt()) {
+            1 -> TimelineDiff.Reset(
+                FfiConverterSequenceTypeMessage.read(buf),
+                )
+            2 -> TimelineDiff.Insert(
+                FfiConverterUInt.read(buf),
+                FfiConverterTypeMessage.read(buf),
+                )
+            3 -> TimelineDiff.Set(
+                FfiConverterUInt.read(buf),
+                FfiConverterTypeMessage.read(buf),
+                )
+            4 -> TimelineDiff.Remove(
+                FfiConverterUInt.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: TimelineDiff): ULong = when(value) {
+        is TimelineDiff.Reset -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterSequenceTypeMessage.allocationSize(value.`messages`)
+            )
+        }
+        is TimelineDiff.Insert -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`index`)
+                + FfiConverterTypeMessage.allocationSize(value.`message`)
+            )
+        }
+        is TimelineDiff.Set -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`index`)
+                + FfiConverterTypeMessage.allocationSize(value.`message`)
+            )
+        }
+        is TimelineDiff.Remove -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`index`)
+            )
+        }
+    }
+
+    override fun write(value: TimelineDiff, buf: ByteBuffer) {
+        when(value) {
+            is TimelineDiff.Reset -> {
+                buf.putInt(1)
+                FfiConverterSequenceTypeMessage.write(value.`messages`, buf)
+                Unit
+            }
+            is TimelineDiff.Insert -> {
+                buf.putInt(2)
+                FfiConverterUInt.write(value.`index`, buf)
+                FfiConverterTypeMessage.write(value.`message`, buf)
+                Unit
+            }
+            is TimelineDiff.Set -> {
+                buf.putInt(3)
+                FfiConverterUInt.write(value.`index`, buf)
+                FfiConverterTypeMessage.write(value.`message`, buf)
+                Unit
+            }
+            is TimelineDiff.Remove -> {
+                buf.putInt(4)
+                FfiConverterUInt.write(value.`index`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -8994,6 +10901,34 @@ public object FfiConverterSequenceTypeRoom: FfiConverterRustBuffer<List<Room>> {
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeRoom.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeTimelineDiff: FfiConverterRustBuffer<List<TimelineDiff>> {
+    override fun read(buf: ByteBuffer): List<TimelineDiff> {
+        val len = buf.getInt()
+        return List<TimelineDiff>(len) {
+            FfiConverterTypeTimelineDiff.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<TimelineDiff>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeTimelineDiff.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<TimelineDiff>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeTimelineDiff.write(it, buf)
         }
     }
 }
