@@ -1,9 +1,11 @@
 //! End-to-end tests: the real server on loopback and real roam-core clients, with temporary
 //! directories. One module per scenario.
 
+mod account;
 mod backoff;
 mod live;
 mod offline;
 mod outage;
 mod permanent;
 mod process_death;
+mod timeline;
