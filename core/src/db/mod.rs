@@ -13,7 +13,7 @@
 //! - **Shape of the code.** Functions that write take a `&Transaction` (in [`writes`]); functions
 //!   that read take a `&Connection` (in [`reads`]), so they also run inside a write transaction
 //!   (a `Transaction` derefs to its `Connection`).
-//! - **One client per file.** `open` takes an exclusive advisory lock on `<db>-lock` (held for
+//! - **One client per file.** `open` takes an exclusive SQLite lock on `<db>-lock` (held for
 //!   the store's life), so a second client on the same database — in this process or another —
 //!   fails at once with [`Error::AlreadyOpen`] instead of fighting over outbox keys.
 //! - **Closing.** [`Db::close`] (sign-out, or the last `Client` handle dropped) makes every
@@ -25,7 +25,6 @@
 pub(crate) mod reads;
 pub(crate) mod writes;
 
-use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -55,8 +54,8 @@ pub(crate) struct Db {
     readers: Mutex<Vec<Connection>>,
     /// The next outbox position (see [`Db::next_pos`]).
     next_pos: AtomicI64,
-    /// Held (locked) while the store is open.
-    lock: Mutex<Option<File>>,
+    /// The lock file's connection, holding its exclusive lock while the store is open.
+    lock: Mutex<Option<Connection>>,
     closed: AtomicBool,
 }
 
@@ -115,7 +114,7 @@ impl Db {
 
     /// The files of this store: the database, its WAL and shared-memory files, and the lock.
     pub(crate) fn files(&self) -> Vec<PathBuf> {
-        ["", "-wal", "-shm", "-journal", "-lock"]
+        ["", "-wal", "-shm", "-journal", "-lock", "-lock-journal"]
             .iter()
             .map(|suffix| {
                 let mut name = self.path.clone().into_os_string();
@@ -215,26 +214,30 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// Takes the exclusive lock of the store at `path` (see the module docs).
-fn lock_file(path: &Path) -> Result<File> {
+/// Takes the exclusive lock of the store at `path` (see the module docs): a connection to the
+/// lock file that holds an exclusive transaction open. SQLite's locks work across processes and
+/// between connections of one process, and are released when the connection closes or the
+/// process dies, so a crash never leaves the account locked.
+fn lock_file(path: &Path) -> Result<Connection> {
     let mut name = path.to_owned().into_os_string();
     name.push("-lock");
     let lock_path = PathBuf::from(name);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::invalid(format!("cannot open {}: {e}", lock_path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::AlreadyOpen {
-            path: path.display().to_string(),
-        }),
-        Err(TryLockError::Error(e)) => Err(Error::invalid(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
+    let conn = Connection::open(&lock_path)?;
+    conn.busy_timeout(Duration::ZERO)?;
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    match conn.execute_batch("BEGIN EXCLUSIVE") {
+        Ok(()) => Ok(conn),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            Err(Error::AlreadyOpen {
+                path: path.display().to_string(),
+            })
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
