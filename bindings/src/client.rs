@@ -546,7 +546,7 @@ impl RoamClient {
         let timeline = RoamTimeline::new(open, core);
         self.handles.add(&timeline);
         if self.closed.load(Ordering::Acquire) {
-            timeline.close();
+            timeline.cancel();
             return Err(RoamError::Closed);
         }
         Ok(timeline)

@@ -210,19 +210,20 @@ mod tests {
 
     #[test]
     fn forwards_filtered_events_then_stops() {
+        // A target of its own: other tests of this crate log under `roam_ffi` meanwhile.
         let collect = Arc::new(Collect::default());
-        set_log_listener(Some(collect.clone()), "roam_ffi=debug".into()).expect("set");
-        tracing::debug!(target: "roam_ffi", answer = 42, "hello");
-        tracing::trace!(target: "roam_ffi", "filtered out");
+        set_log_listener(Some(collect.clone()), "roam_ffi_log_test=debug".into()).expect("set");
+        tracing::debug!(target: "roam_ffi_log_test", answer = 42, "hello");
+        tracing::trace!(target: "roam_ffi_log_test", "filtered out");
         tracing::info!(target: "other", "filtered out");
         set_log_listener(None, String::new()).expect("unset");
-        tracing::error!(target: "roam_ffi", "after removal");
+        tracing::error!(target: "roam_ffi_log_test", "after removal");
         let lines = collect.0.lock().expect("lock").clone();
         assert_eq!(
             lines,
             vec![(
                 LogLevel::Debug,
-                "roam_ffi".to_owned(),
+                "roam_ffi_log_test".to_owned(),
                 "hello answer=42".to_owned()
             )]
         );

@@ -14,7 +14,8 @@ use crate::listeners::Handle;
 use crate::runtime::run;
 use crate::types::Message;
 
-/// A live view of one room's messages. `close()` (or releasing it) stops the diffs.
+/// A live view of one room's messages. `cancel()` (Kotlin also `close()`), or releasing it,
+/// stops the diffs.
 #[derive(uniffi::Object)]
 pub struct RoamTimeline {
     room: String,
@@ -71,7 +72,7 @@ impl RoamTimeline {
     }
 
     /// Stops the diffs. Safe to call more than once, and from inside the listener.
-    pub fn close(&self) {
+    pub fn cancel(&self) {
         self.open.store(false, Ordering::Release);
         let timeline = self.inner.lock().take();
         if let Some(timeline) = timeline {
@@ -87,7 +88,7 @@ impl RoamTimeline {
 
 impl Handle for RoamTimeline {
     fn cancel(&self) {
-        self.close();
+        RoamTimeline::cancel(self);
     }
 
     fn is_open(&self) -> bool {
@@ -97,6 +98,6 @@ impl Handle for RoamTimeline {
 
 impl Drop for RoamTimeline {
     fn drop(&mut self) {
-        self.close();
+        self.cancel();
     }
 }

@@ -2964,14 +2964,15 @@ public func FfiConverterTypeRoamClient_lower(_ value: RoamClient) -> UInt64 {
 
 
 /**
- * A live view of one room's messages. `close()` (or releasing it) stops the diffs.
+ * A live view of one room's messages. `cancel()` (Kotlin also `close()`), or releasing it,
+ * stops the diffs.
  */
 public protocol RoamTimelineProtocol: AnyObject, Sendable {
     
     /**
      * Stops the diffs. Safe to call more than once, and from inside the listener.
      */
-    func close() 
+    func cancel() 
     
     /**
      * True until closed (or until the client shuts down).
@@ -2997,7 +2998,8 @@ public protocol RoamTimelineProtocol: AnyObject, Sendable {
     
 }
 /**
- * A live view of one room's messages. `close()` (or releasing it) stops the diffs.
+ * A live view of one room's messages. `cancel()` (Kotlin also `close()`), or releasing it,
+ * stops the diffs.
  */
 open class RoamTimeline: RoamTimelineProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -3055,9 +3057,9 @@ open class RoamTimeline: RoamTimelineProtocol, @unchecked Sendable {
     /**
      * Stops the diffs. Safe to call more than once, and from inside the listener.
      */
-open func close()  {try! rustCall() {
+open func cancel()  {try! rustCall() {
         uniffiCallStatus in
-    uniffi_roam_ffi_fn_method_roamtimeline_close(
+    uniffi_roam_ffi_fn_method_roamtimeline_cancel(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
@@ -7847,7 +7849,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_loglistener_on_log() != 854) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamtimeline_close() != 25883) {
+    if (uniffi_roam_ffi_checksum_method_roamtimeline_cancel() != 35773) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamtimeline_is_open() != 54497) {

@@ -970,9 +970,9 @@ uint64_t uniffi_roam_ffi_fn_clone_roamtimeline(uint64_t handle, RustCallStatus *
 void uniffi_roam_ffi_fn_free_roamtimeline(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_CLOSE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_CLOSE
-void uniffi_roam_ffi_fn_method_roamtimeline_close(uint64_t ptr, RustCallStatus *_Nonnull out_status
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_CANCEL
+void uniffi_roam_ffi_fn_method_roamtimeline_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMTIMELINE_IS_OPEN
@@ -1750,9 +1750,9 @@ uint16_t uniffi_roam_ffi_checksum_method_loglistener_on_log(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_CLOSE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_CLOSE
-uint16_t uniffi_roam_ffi_checksum_method_roamtimeline_close(void
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMTIMELINE_CANCEL
+uint16_t uniffi_roam_ffi_checksum_method_roamtimeline_cancel(void
     
 );
 #endif

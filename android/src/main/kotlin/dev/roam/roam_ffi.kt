@@ -1066,7 +1066,7 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_loglistener_on_log(
     ): Int
-    external fun uniffi_roam_ffi_checksum_method_roamtimeline_close(
+    external fun uniffi_roam_ffi_checksum_method_roamtimeline_cancel(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamtimeline_is_open(
     ): Int
@@ -1332,7 +1332,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_roam_ffi_fn_free_roamtimeline(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_roam_ffi_fn_method_roamtimeline_close(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_roam_ffi_fn_method_roamtimeline_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_roam_ffi_fn_method_roamtimeline_is_open(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
@@ -1706,7 +1706,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_loglistener_on_log() and 0xFFFF) != 854) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamtimeline_close() and 0xFFFF) != 25883) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamtimeline_cancel() and 0xFFFF) != 35773) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamtimeline_is_open() and 0xFFFF) != 54497) {
@@ -5675,14 +5675,15 @@ public object FfiConverterTypeRoamClient: FfiConverter<RoamClient, Long> {
 
 
 /**
- * A live view of one room's messages. `close()` (or releasing it) stops the diffs.
+ * A live view of one room's messages. `cancel()` (Kotlin also `close()`), or releasing it,
+ * stops the diffs.
  */
 public interface RoamTimelineInterface {
     
     /**
      * Stops the diffs. Safe to call more than once, and from inside the listener.
      */
-    fun `close`()
+    fun `cancel`()
     
     /**
      * True until closed (or until the client shuts down).
@@ -5710,7 +5711,8 @@ public interface RoamTimelineInterface {
 }
 
 /**
- * A live view of one room's messages. `close()` (or releasing it) stops the diffs.
+ * A live view of one room's messages. `cancel()` (Kotlin also `close()`), or releasing it,
+ * stops the diffs.
  */
 open class RoamTimeline: Disposable, AutoCloseable, RoamTimelineInterface
 {
@@ -5816,11 +5818,11 @@ open class RoamTimeline: Disposable, AutoCloseable, RoamTimelineInterface
     
     /**
      * Stops the diffs. Safe to call more than once, and from inside the listener.
-     */override fun `close`()
+     */override fun `cancel`()
         = 
     callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.uniffi_roam_ffi_fn_method_roamtimeline_close(
+    UniffiLib.uniffi_roam_ffi_fn_method_roamtimeline_cancel(
         it,
         _status)
 }
