@@ -197,6 +197,11 @@ async fn mentions_notify_and_metrics_add_up() {
     let (_, me) = backend.api("bob").get("/v1/me").await;
     assert_eq!(me["unread"], 0);
 
+    // Bob's notifications can arrive before alice's acks: wait for those.
+    tokio::time::timeout(roam_tests::WAIT, a.wait_for_pending_writes())
+        .await
+        .expect("alice's writes answered in time")
+        .expect("alice's writes confirmed");
     let m = a.metrics();
     assert_eq!(m.outbox_depth, 0);
     assert_eq!(m.outbox_failed, 0);
