@@ -35,8 +35,25 @@ pub mod close {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomCursor {
     pub room: String,
-    #[serde(default)]
+    /// At most [`crate::validate::MAX_SEQ`]; a larger one does not parse.
+    #[serde(default, deserialize_with = "seq")]
     pub since: u64,
+}
+
+/// A sequence cursor, refused past [`crate::validate::MAX_SEQ`] so no arithmetic on it can
+/// overflow.
+fn seq<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(d)?;
+    crate::validate::cursor("since", n).map_err(serde::de::Error::custom)?;
+    Ok(n)
+}
+
+fn opt_seq<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n = Option::<u64>::deserialize(d)?;
+    if let Some(n) = n {
+        crate::validate::cursor("inbox_since", n).map_err(serde::de::Error::custom)?;
+    }
+    Ok(n)
 }
 
 /// Frames a client sends.
@@ -49,7 +66,11 @@ pub enum ClientFrame {
     Subscribe {
         id: String,
         rooms: Vec<RoomCursor>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "opt_seq"
+        )]
         inbox_since: Option<u64>,
     },
     /// Stop following rooms. Answered by an `ack` with `{}`.
