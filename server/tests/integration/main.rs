@@ -7,6 +7,7 @@ mod budgets;
 mod delivery;
 mod documents;
 mod fixtures;
+mod fuzz;
 mod http_features;
 mod idempotency;
 mod limits;

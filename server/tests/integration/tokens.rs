@@ -140,3 +140,23 @@ async fn cursors_past_the_stored_range_are_invalid_input() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["items"], json!([]));
 }
+
+#[tokio::test]
+async fn socket_cursors_past_the_stored_range_are_invalid_input() {
+    let t = TestServer::start().await;
+    t.as_user("alice").create_room("general", "public").await;
+    let mut ws = t.ws("alice").await;
+    for frame in [
+        json!({"type": "subscribe", "rooms": [{"room": "general", "since": u64::MAX}]}),
+        json!({"type": "subscribe", "rooms": [], "inbox_since": u64::MAX}),
+    ] {
+        let f = ws.call(frame).await;
+        assert_eq!(f["type"], "error", "{f}");
+        assert_eq!(f["code"], "invalid_input", "{f}");
+    }
+    // The socket is still there, and the largest stored value is fine.
+    let ack = ws
+        .call(json!({"type": "subscribe", "rooms": [{"room": "general", "since": i64::MAX}]}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+}
