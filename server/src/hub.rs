@@ -22,7 +22,7 @@
 //! frames instead of one per member. Rooms with more members than the configured presence limit
 //! get no presence frames at all (their clients ask for presence on demand).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -144,6 +144,11 @@ pub struct HubConfig {
     pub pending_max: usize,
     /// Presence changes of a room are sent together at most this often.
     pub presence_interval: Duration,
+    /// Most recently released events a room keeps in memory, already encoded, for sockets that
+    /// catch up (after lagging, or subscribing from a recent cursor) without reading the store.
+    pub recent_events: usize,
+    /// ... and at most this many bytes of them per room.
+    pub recent_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -153,6 +158,8 @@ impl Default for HubConfig {
             fill_max: 256,
             pending_max: 1024,
             presence_interval: Duration::from_millis(250),
+            recent_events: 1024,
+            recent_bytes: 1 << 20,
         }
     }
 }
@@ -169,6 +176,10 @@ struct LineState {
     released: u64,
     /// Events that arrived before their predecessors, by seq.
     early: BTreeMap<u64, Arc<LiveEvent>>,
+    /// The most recently released events, in seq order (with holes where a gap was released
+    /// unfilled), and their frames' total size.
+    recent: VecDeque<Arc<LiveEvent>>,
+    recent_bytes: usize,
     /// A fill task is scheduled.
     filling: bool,
     /// Presence changes not sent yet, by user.
@@ -332,6 +343,8 @@ impl Hub {
                                     subs: Vec::new(),
                                     released: head,
                                     early: BTreeMap::new(),
+                                    recent: VecDeque::new(),
+                                    recent_bytes: 0,
                                     filling: false,
                                     presence: HashMap::new(),
                                     presence_flush: false,
@@ -396,6 +409,33 @@ impl Hub {
         let line = self.reg.read().rooms.get(room).cloned()?;
         let released = line.state.lock().released;
         Some(released)
+    }
+
+    /// The events of `room` after `after` (at most `max`) from its recent events, when this hub
+    /// holds every one of them: `Some` (empty once `after` reaches what the room released; newer
+    /// events reach its followers through their queues), or `None` when the store must be read.
+    pub fn recent_after(&self, room: &str, after: u64, max: usize) -> Option<Vec<Arc<LiveEvent>>> {
+        let line = self.line(room)?;
+        let st = line.state.lock();
+        if after >= st.released {
+            return Some(Vec::new());
+        }
+        if st.recent.front()?.seq > after + 1 {
+            return None;
+        }
+        let start = st.recent.partition_point(|e| e.seq <= after);
+        let mut out = Vec::with_capacity((st.released - after).min(max as u64) as usize);
+        for (ev, want) in st.recent.range(start..).zip(after + 1..) {
+            if ev.seq != want {
+                // A gap released unfilled: those are only in the store.
+                return None;
+            }
+            out.push(Arc::clone(ev));
+            if out.len() >= max {
+                break;
+            }
+        }
+        Some(out)
     }
 
     fn line(&self, room: &str) -> Option<Arc<Line>> {
@@ -531,10 +571,19 @@ impl Hub {
         }
     }
 
-    /// Queues the event on every follower.
+    /// Queues the event on every follower and keeps it among the room's recent events.
     fn release(&self, st: &mut LineState, ev: &Arc<LiveEvent>) {
         let started = Instant::now();
         st.released = ev.seq;
+        st.recent.push_back(Arc::clone(ev));
+        st.recent_bytes += ev.frame.len();
+        while st.recent.len() > self.config.recent_events
+            || (st.recent_bytes > self.config.recent_bytes && st.recent.len() > 1)
+        {
+            if let Some(old) = st.recent.pop_front() {
+                st.recent_bytes -= old.frame.len();
+            }
+        }
         let mut delivered = 0u64;
         let mut skipped = 0u64;
         for c in &st.subs {
@@ -727,6 +776,30 @@ mod tests {
         hub.dispatch(BusMessage::Event(Arc::new(event("r", 1_000))));
         assert_eq!(seqs(&a), vec![1_000]);
         assert_eq!(hub.metrics.hub_gap_fills.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn recent_events_serve_catch_up_until_they_no_longer_cover_it() {
+        let (hub, _dir) = hub(60_000).await;
+        let c = Conn::new(1, Arc::from("u"), 4096, 0);
+        hub.follow("r", &c, 0, true);
+        for s in 1..=1_100 {
+            hub.dispatch(BusMessage::Event(Arc::new(event("r", s))));
+        }
+        let got = hub.recent_after("r", 1_000, 50).expect("covered");
+        assert_eq!(
+            got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1_001..=1_050).collect::<Vec<_>>()
+        );
+        assert_eq!(hub.recent_after("r", 1_100, 50).map(|v| v.len()), Some(0));
+        assert!(
+            hub.recent_after("r", 10, 50).is_none(),
+            "only the newest 1,024 are kept"
+        );
+        // A gap released unfilled is a hole the store must fill.
+        hub.dispatch(BusMessage::Event(Arc::new(event("r", 2_000))));
+        assert!(hub.recent_after("r", 1_090, 50).is_none());
+        assert_eq!(hub.recent_after("r", 2_000, 50).map(|v| v.len()), Some(0));
     }
 
     #[tokio::test]

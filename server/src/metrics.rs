@@ -43,6 +43,7 @@ pub struct Metrics {
     pub events_delivered: Counter,
     pub events_recovered: Family<ReasonLabel, Counter>,
     pub events_duplicate: Counter,
+    pub events_replayed_memory: Counter,
     pub events_skipped_lagging: Counter,
     pub events_filled: Counter,
     pub hub_gap_fills: Counter,
@@ -87,6 +88,7 @@ impl Metrics {
             events_delivered: Counter::default(),
             events_recovered: Family::default(),
             events_duplicate: Counter::default(),
+            events_replayed_memory: Counter::default(),
             events_skipped_lagging: Counter::default(),
             events_filled: Counter::default(),
             hub_gap_fills: Counter::default(),
@@ -153,6 +155,11 @@ impl Metrics {
             "Events a socket read from the store itself, by reason: subscribe (its own \
              catch-up), lagging (skipped while its queue was full), gap (wider than the hub fills)",
             m.events_recovered.clone(),
+        );
+        r.register(
+            "events_replayed_memory",
+            "Events a socket caught up from its room's recent events in memory (no store read)",
+            m.events_replayed_memory.clone(),
         );
         r.register(
             "events_duplicate",

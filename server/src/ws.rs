@@ -12,9 +12,10 @@
 //!
 //! The writer owns the socket's sink and its per-room cursors. Live events come from the hub
 //! already in `seq` order, so in the common case it only compares the event with its cursor and
-//! writes the shared frame. It reads the store only when the socket subscribes (catch-up from the
-//! client's cursor), when its queue overflowed (it skipped events while lagging), or when the
-//! hub released a gap wider than it fills itself. Catch-up reads the store page by page straight
+//! writes the shared frame. When it must catch up — the socket subscribes from an older cursor,
+//! its queue overflowed (it skipped events while lagging), or the hub released a gap wider than
+//! it fills itself — it takes what the room's recent events in memory cover, and reads the
+//! store only for older events. Catch-up reads the store page by page straight
 //! into the sink, so a long outage costs no memory. Everything taken from the queue in one go is
 //! written with one flush.
 
@@ -957,6 +958,48 @@ impl Writer {
             };
             if cur >= upto {
                 return Ok(cur);
+            }
+            // The room's recent events in memory first: shared frames, no store read.
+            if let Some(recent) = self
+                .state
+                .hub
+                .recent_after(room, cur, CATCH_UP_PAGE as usize)
+            {
+                if recent.is_empty() {
+                    // Caught up with what the room released; newer events come through the queue.
+                    return Ok(cur);
+                }
+                self.begin_batch();
+                let mut stop = false;
+                let mut sent = 0u64;
+                for ev in recent {
+                    if ev.seq > upto {
+                        stop = true;
+                        break;
+                    }
+                    self.put_event(&ev).await?;
+                    sent += 1;
+                    if let Some(c) = self.cursors.get_mut(&**room) {
+                        *c = ev.seq;
+                    }
+                    if ev.effect.is_some() {
+                        self.apply_effect(room, ev.effect.clone()).await?;
+                    }
+                    if !self.following(room) {
+                        stop = true;
+                        break;
+                    }
+                }
+                self.state
+                    .service
+                    .metrics
+                    .events_replayed_memory
+                    .inc_by(sent);
+                self.end_batch().await?;
+                if stop {
+                    return Ok(self.cursors.get(&**room).copied().unwrap_or(0));
+                }
+                continue;
             }
             let page = match store.events_after(room, cur, CATCH_UP_PAGE).await {
                 Ok(p) => p,

@@ -315,7 +315,12 @@ async fn a_lagging_socket_is_caught_up_from_the_store_without_stalling_others() 
     assert!(
         t.metric("roam_events_recovered_total", Some("reason=\"lagging\""))
             .await
-            > 0.0
+            > 0.0,
+        "the oldest skipped events come from the store"
+    );
+    assert!(
+        t.metric("roam_events_replayed_memory_total", None).await > 0.0,
+        "the newest come from the room's recent events in memory"
     );
     assert_eq!(
         t.metric("roam_slow_consumer_disconnects_total", None).await,
