@@ -147,3 +147,35 @@ async fn document_history_retention_blanks_old_content_in_the_event_log() {
     assert_eq!(docs[2]["data"]["content"], "draft 3");
     assert_eq!(docs[2]["data"]["version"], 3);
 }
+
+#[tokio::test]
+async fn a_socket_catching_up_from_memory_gets_the_redacted_form() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("live", "public").await;
+    // A follower makes the room's events go through live delivery (and its memory).
+    let mut watcher = t.ws("bob").await;
+    watcher.subscribe(&[("live", 0)]).await;
+    let sent = alice.say("live", SECRET).await;
+    let id = sent["id"].as_str().expect("id").to_owned();
+    let r = alice
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/rooms/live/messages/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let head = alice.get("/v1/rooms/live").await.body["head_seq"]
+        .as_u64()
+        .expect("head");
+    watcher.events_until("live", head).await;
+    // A second socket catches up from before the message.
+    let mut late = t.ws("carol").await;
+    late.subscribe(&[("live", 1)]).await;
+    let recovered = late.events_until("live", head).await;
+    assert!(
+        !mentions(&Value::from(recovered.clone()), SECRET),
+        "{recovered:?}"
+    );
+}
