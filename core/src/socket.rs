@@ -25,6 +25,11 @@
 //!   `heartbeat_ms`); when nothing at all arrives within the heartbeat timeout after a ping the
 //!   link is declared dead and dropped.
 //!
+//! - **NeedsSignIn**: the token provider failed (other than with a network error), the server
+//!   refused a token the provider was just asked to refresh, or the `hello` names another user
+//!   than the account's (the socket is closed before anything is sent). No attempt is made until
+//!   the app calls `network_available()` or changes `set_online`.
+//!
 //! When a session ends, whatever the outbox had on the wire goes back to waiting (it is sent
 //! again with the same idempotency keys), remote typing indicators are cleared, and the loop
 //! goes to Waiting.

@@ -58,6 +58,49 @@ extension RoamClient {
     public func notificationEvents() throws -> AsyncStream<NotificationEvent> {
         try makeStream { try subscribeNotifications(listener: NotificationRelay($0)) }
     }
+
+    /// Sync statuses (phase, pending writes), the current one first.
+    public func syncStatuses() throws -> AsyncStream<SyncStatus> {
+        try makeStream { try subscribeSyncStatus(listener: SyncStatusRelay($0)) }
+    }
+
+    /// A live timeline of `room`: the timeline (for `paginateBackwards` and `cancel`) and its
+    /// batches of diffs, the first one a `.reset` with the newest `initial` (1–200) messages.
+    /// Ending the stream cancels the timeline. A view model applies each batch with
+    /// `[Message].applying(_:)`.
+    public func liveTimeline(room: String, initial: UInt32 = 50) throws
+        -> (timeline: RoamTimeline, diffs: AsyncStream<[TimelineDiff]>)
+    {
+        let (stream, continuation) = AsyncStream<[TimelineDiff]>.makeStream(bufferingPolicy: .unbounded)
+        do {
+            let timeline = try timeline(room: room, initial: initial, listener: TimelineRelay(continuation))
+            continuation.onTermination = { _ in timeline.cancel() }
+            return (timeline, stream)
+        } catch {
+            continuation.finish()
+            throw error
+        }
+    }
+}
+
+extension Array where Element == Message {
+    /// This list with `diffs` applied in order, as a timeline's listener receives them.
+    public func applying(_ diffs: [TimelineDiff]) -> [Message] {
+        var out = self
+        for diff in diffs {
+            switch diff {
+            case .reset(let messages):
+                out = messages
+            case .insert(let index, let message):
+                out.insert(message, at: Swift.min(Int(index), out.count))
+            case .set(let index, let message):
+                if Int(index) < out.count { out[Int(index)] = message }
+            case .remove(let index):
+                if Int(index) < out.count { out.remove(at: Int(index)) }
+            }
+        }
+        return out
+    }
 }
 
 /// An unbounded stream whose termination cancels the subscription made by `subscribe`.
@@ -122,4 +165,18 @@ private final class NotificationRelay: NotificationListener {
     }
     func onNotification(notification: RoamNotification) { continuation.yield(.new(notification)) }
     func onUnreadCount(count: UInt64) { continuation.yield(.unreadCount(count)) }
+}
+
+private final class SyncStatusRelay: SyncStatusListener {
+    let continuation: AsyncStream<SyncStatus>.Continuation
+    init(_ continuation: AsyncStream<SyncStatus>.Continuation) { self.continuation = continuation }
+    func onSyncStatus(status: SyncStatus) { continuation.yield(status) }
+}
+
+private final class TimelineRelay: TimelineListener {
+    let continuation: AsyncStream<[TimelineDiff]>.Continuation
+    init(_ continuation: AsyncStream<[TimelineDiff]>.Continuation) {
+        self.continuation = continuation
+    }
+    func onDiffs(diffs: [TimelineDiff]) { continuation.yield(diffs) }
 }

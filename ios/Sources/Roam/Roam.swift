@@ -3933,8 +3933,9 @@ public func FfiConverterTypeTimelineListener_lower(_ value: TimelineListener) ->
 
 /**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol with an `async` method; Kotlin: an interface with a `suspend` function, so a provider
- * may refresh over the network or read the keychain without blocking a thread.
+ * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
+ * the client's async workers. (Not `async`: the Swift 6.0 compiler crashes on the code uniffi
+ * generates for async methods of foreign traits.)
  */
 public protocol TokenProvider: AnyObject, Sendable {
     
@@ -3944,13 +3945,14 @@ public protocol TokenProvider: AnyObject, Sendable {
      * any network failure); throw anything else when there is no sign-in: the client stops
      * connecting and reports `NeedsSignIn` until `network_available()` is called.
      */
-    func token(refresh: Bool) async throws  -> String
+    func token(refresh: Bool) throws  -> String
     
 }
 /**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol with an `async` method; Kotlin: an interface with a `suspend` function, so a provider
- * may refresh over the network or read the keychain without blocking a thread.
+ * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
+ * the client's async workers. (Not `async`: the Swift 6.0 compiler crashes on the code uniffi
+ * generates for async methods of foreign traits.)
  */
 open class TokenProviderImpl: TokenProvider, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -4011,20 +4013,14 @@ open class TokenProviderImpl: TokenProvider, @unchecked Sendable {
      * any network failure); throw anything else when there is no sign-in: the client stops
      * connecting and reports `NeedsSignIn` until `network_available()` is called.
      */
-open func token(refresh: Bool)async throws  -> String  {
-    return
-        try  await uniffiRustCallAsync(
-            rustFutureFunc: {
-                uniffi_roam_ffi_fn_method_tokenprovider_token(
-                        self.uniffiCloneHandle(),FfiConverterBool.lower(refresh)
-                )
-            },
-            pollFunc: ffi_roam_ffi_rust_future_poll_rust_buffer,
-            completeFunc: ffi_roam_ffi_rust_future_complete_rust_buffer,
-            freeFunc: ffi_roam_ffi_rust_future_free_rust_buffer,
-            liftFunc: FfiConverterString.lift,
-            errorHandler: FfiConverterTypeRoamError_lift
-        )
+open func token(refresh: Bool)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_tokenprovider_token(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(refresh),uniffiCallStatus
+    )
+})
 }
     
 
@@ -4058,44 +4054,26 @@ fileprivate struct UniffiCallbackInterfaceTokenProvider {
         token: { (
             uniffiHandle: UInt64,
             refresh: Int8,
-            uniffiFutureCallback: @escaping UniffiForeignFutureCompleteRustBuffer,
-            uniffiCallbackData: UInt64,
-            uniffiOutDroppedCallback: UnsafeMutablePointer<UniffiForeignFutureDroppedCallbackStruct>
+            uniffiOutReturn: UnsafeMutablePointer<RustBuffer>,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
         ) in
             let makeCall = {
-                () async throws -> String in
+                () throws -> String in
                 guard let uniffiObj = try? FfiConverterTypeTokenProvider.handleMap.get(handle: uniffiHandle) else {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
-                return try await uniffiObj.token(
+                return try uniffiObj.token(
                      refresh: try FfiConverterBool.lift(refresh)
                 )
             }
 
-            let uniffiHandleSuccess = { (returnValue: String) in
-                uniffiFutureCallback(
-                    uniffiCallbackData,
-                    UniffiForeignFutureResultRustBuffer(
-                        returnValue: FfiConverterString.lower(returnValue),
-                        callStatus: RustCallStatus()
-                    )
-                )
-            }
-            let uniffiHandleError = { (statusCode, errorBuf) in
-                uniffiFutureCallback(
-                    uniffiCallbackData,
-                    UniffiForeignFutureResultRustBuffer(
-                        returnValue: RustBuffer.empty(),
-                        callStatus: RustCallStatus(code: statusCode, errorBuf: errorBuf)
-                    )
-                )
-            }
-            uniffiTraitInterfaceCallAsyncWithError(
+            
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterString.lower($0) }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
                 makeCall: makeCall,
-                handleSuccess: uniffiHandleSuccess,
-                handleError: uniffiHandleError,
-                lowerError: FfiConverterTypeRoamError_lower,
-                droppedCallback: uniffiOutDroppedCallback
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeRoamError_lower
             )
         }
     )
@@ -7448,96 +7426,6 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
         print("uniffiFutureContinuationCallback invalid handle")
     }
 }
-private func uniffiTraitInterfaceCallAsync<T>(
-    makeCall: @escaping () async throws -> T,
-    handleSuccess: @escaping (T) -> (),
-    handleError: @escaping (Int8, RustBuffer) -> (),
-    droppedCallback: UnsafeMutablePointer<UniffiForeignFutureDroppedCallbackStruct>
-) {
-    let task = Task {
-        // Note: it's important we call either `handleSuccess` or `handleError` exactly once.  Each
-        // call consumes an Arc reference, which means there should be no possibility of a double
-        // call.  The following code is structured so that will will never call both `handleSuccess`
-        // and `handleError`, even in the face of weird errors.
-        //
-        // On platforms that need extra machinery to make C-ABI calls, like JNA or ctypes, it's
-        // possible that we fail to make either call.  However, it doesn't seem like this is
-        // possible on Swift since swift can just make the C call directly.
-        var callResult: T
-        do {
-            callResult = try await makeCall()
-        } catch {
-            handleError(CALL_UNEXPECTED_ERROR, FfiConverterString.lower(String(describing: error)))
-            return
-        }
-        handleSuccess(callResult)
-    }
-    let handle = UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.insert(obj: task)
-    droppedCallback.pointee = UniffiForeignFutureDroppedCallbackStruct(
-        handle: handle,
-        free: uniffiForeignFutureDroppedCallback
-    )
-}
-
-private func uniffiTraitInterfaceCallAsyncWithError<T, E>(
-    makeCall: @escaping () async throws -> T,
-    handleSuccess: @escaping (T) -> (),
-    handleError: @escaping (Int8, RustBuffer) -> (),
-    lowerError: @escaping (E) -> RustBuffer,
-    droppedCallback: UnsafeMutablePointer<UniffiForeignFutureDroppedCallbackStruct>
-) {
-    let task = Task {
-        // See the note in uniffiTraitInterfaceCallAsync for details on `handleSuccess` and
-        // `handleError`.
-        var callResult: T
-        do {
-            callResult = try await makeCall()
-        } catch let error as E {
-            handleError(CALL_ERROR, lowerError(error))
-            return
-        } catch {
-            handleError(CALL_UNEXPECTED_ERROR, FfiConverterString.lower(String(describing: error)))
-            return
-        }
-        handleSuccess(callResult)
-    }
-    let handle = UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.insert(obj: task)
-    droppedCallback.pointee = UniffiForeignFutureDroppedCallbackStruct(
-        handle: handle,
-        free: uniffiForeignFutureDroppedCallback
-    )
-}
-
-// Borrow the callback handle map implementation to store foreign future handles
-// TODO: consolidate the handle-map code (https://github.com/mozilla/uniffi-rs/pull/1823)
-fileprivate let UNIFFI_FOREIGN_FUTURE_HANDLE_MAP = UniffiHandleMap<UniffiForeignFutureTask>()
-
-// Protocol for tasks that handle foreign futures.
-//
-// Defining a protocol allows all tasks to be stored in the same handle map.  This can't be done
-// with the task object itself, since has generic parameters.
-fileprivate protocol UniffiForeignFutureTask {
-    func cancel()
-}
-
-extension Task: UniffiForeignFutureTask {}
-
-private func uniffiForeignFutureDroppedCallback(handle: UInt64) {
-    do {
-        let task = try UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.remove(handle: handle)
-        // Set the cancellation flag on the task.  If it's still running, the code can check the
-        // cancellation flag or call `Task.checkCancellation()`.  If the task has completed, this is
-        // a no-op.
-        task.cancel()
-    } catch {
-        print("uniffiForeignFutureDroppedCallback: handle missing from handlemap")
-    }
-}
-
-// For testing
-public func uniffiForeignFutureHandleCountRoamFfi() -> Int {
-    UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.count
-}
 /**
  * Opens a TCP connection to the host and port of a server URL (`ws`, `wss`, `http` or `https`)
  * and returns how long that took, in milliseconds; the connection is closed at once.
@@ -7624,7 +7512,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_func_set_log_listener() != 54420) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_tokenprovider_token() != 13221) {
+    if (uniffi_roam_ffi_checksum_method_tokenprovider_token() != 9271) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_accept_invitation() != 19788) {

@@ -6,5 +6,5 @@ public final class StaticTokenProvider: TokenProvider {
 
     public init(_ token: String) { value = token }
 
-    public func token(refresh: Bool) async throws -> String { value }
+    public func token(refresh: Bool) throws -> String { value }
 }

@@ -245,7 +245,8 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
 #endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
-typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, int8_t, UniffiForeignFutureCompleteRustBuffer _Nonnull, uint64_t, UniffiForeignFutureDroppedCallbackStruct* _Nonnull
+typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, int8_t, RustBuffer* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
     );
 
 #endif
@@ -427,7 +428,7 @@ void uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(const UniffiVTableCal
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
-uint64_t uniffi_roam_ffi_fn_method_tokenprovider_token(uint64_t ptr, int8_t refresh
+RustBuffer uniffi_roam_ffi_fn_method_tokenprovider_token(uint64_t ptr, int8_t refresh, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCLIENT

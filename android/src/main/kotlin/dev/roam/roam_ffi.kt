@@ -658,7 +658,7 @@ internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
 internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
-    fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiFutureCallback`: UniffiForeignFutureCompleteRustBuffer,`uniffiCallbackData`: Long,`uniffiOutDroppedCallback`: UniffiForeignFutureDroppedCallbackStruct,)
+    fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
 }
 internal interface UniffiCallbackInterfaceConnectionListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`state`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
@@ -1114,8 +1114,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(`vtable`: UniffiVTableCallbackInterfaceTokenProvider,
     ): Unit
-    external fun uniffi_roam_ffi_fn_method_tokenprovider_token(`ptr`: Long,`refresh`: Byte,
-    ): Long
+    external fun uniffi_roam_ffi_fn_method_tokenprovider_token(`ptr`: Long,`refresh`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_clone_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1481,7 +1481,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_func_set_log_listener() and 0xFFFF) != 54420) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_tokenprovider_token() and 0xFFFF) != 13221) {
+    if ((lib.uniffi_roam_ffi_checksum_method_tokenprovider_token() and 0xFFFF) != 9271) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_accept_invitation() and 0xFFFF) != 19788) {
@@ -1777,95 +1777,6 @@ internal suspend fun<T, F, E: kotlin.Exception> uniffiRustCallAsync(
         freeFunc(rustFuture)
     }
 }
-internal inline fun<T> uniffiTraitInterfaceCallAsync(
-    crossinline makeCall: suspend () -> T,
-    crossinline handleSuccess: (T) -> Unit,
-    crossinline handleError: (UniffiRustCallStatus.ByValue) -> Unit,
-    uniffiOutDroppedCallback: UniffiForeignFutureDroppedCallbackStruct,
-) {
-    // Using `GlobalScope` is labeled as a "delicate API" and generally discouraged in Kotlin programs, since it breaks structured concurrency.
-    // However, our parent task is a Rust future, so we're going to need to break structure concurrency in any case.
-    //
-    // Uniffi does its best to support structured concurrency across the FFI.
-    // If the Rust future is dropped, `uniffiForeignFutureDroppedCallbackImpl` is called, which will cancel the Kotlin coroutine if it's still running.
-    @OptIn(DelicateCoroutinesApi::class)
-    val job = GlobalScope.launch coroutineBlock@ {
-        // Note: it's important we call either `handleSuccess` or `handleError` exactly once.  Each
-        // call consumes an Arc reference, which means there should be no possibility of a double
-        // call.  The following code is structured so that will will never call both `handleSuccess`
-        // and `handleError`, even in the face of weird exceptions.
-        //
-        // In extreme circumstances we may not call either, for example if we fail to make the JNA
-        // call to `handleSuccess`.  This means we will leak the Arc reference, which is better than
-        // double-freeing it.
-        val callResult = try {
-            makeCall()
-        } catch(e: kotlin.Exception) {
-            handleError(
-                UniffiRustCallStatus.create(
-                    UNIFFI_CALL_UNEXPECTED_ERROR,
-                    FfiConverterString.lower(e.toString()),
-                )
-            )
-            return@coroutineBlock
-        }
-        handleSuccess(callResult)
-    }
-    val handle = uniffiForeignFutureHandleMap.insert(job)
-    uniffiOutDroppedCallback.uniffiSetValue(UniffiForeignFutureDroppedCallbackStruct(handle, uniffiForeignFutureDroppedCallbackImpl))
-}
-
-internal inline fun<T, reified E: Throwable> uniffiTraitInterfaceCallAsyncWithError(
-    crossinline makeCall: suspend () -> T,
-    crossinline handleSuccess: (T) -> Unit,
-    crossinline handleError: (UniffiRustCallStatus.ByValue) -> Unit,
-    crossinline lowerError: (E) -> RustBuffer.ByValue,
-    uniffiOutDroppedCallback: UniffiForeignFutureDroppedCallbackStruct,
-) {
-    // See uniffiTraitInterfaceCallAsync for details on `DelicateCoroutinesApi`
-    @OptIn(DelicateCoroutinesApi::class)
-    val job = GlobalScope.launch coroutineBlock@ {
-        // See the note in uniffiTraitInterfaceCallAsync for details on `handleSuccess` and
-        // `handleError`.
-        val callResult = try {
-            makeCall()
-        } catch(e: kotlin.Exception) {
-            if (e is E) {
-                handleError(
-                    UniffiRustCallStatus.create(
-                        UNIFFI_CALL_ERROR,
-                        lowerError(e),
-                    )
-                )
-            } else {
-                handleError(
-                    UniffiRustCallStatus.create(
-                        UNIFFI_CALL_UNEXPECTED_ERROR,
-                        FfiConverterString.lower(e.toString()),
-                    )
-                )
-            }
-            return@coroutineBlock
-        }
-        handleSuccess(callResult)
-    }
-    val handle = uniffiForeignFutureHandleMap.insert(job)
-    uniffiOutDroppedCallback.uniffiSetValue(UniffiForeignFutureDroppedCallbackStruct(handle, uniffiForeignFutureDroppedCallbackImpl))
-}
-
-internal val uniffiForeignFutureHandleMap = UniffiHandleMap<Job>()
-
-internal object uniffiForeignFutureDroppedCallbackImpl: UniffiForeignFutureDroppedCallback {
-    override fun callback(handle: Long) {
-        val job = uniffiForeignFutureHandleMap.remove(handle)
-        if (!job.isCompleted) {
-            job.cancel()
-        }
-    }
-}
-
-// For testing
-public fun uniffiForeignFutureHandleCount() = uniffiForeignFutureHandleMap.size
 
 // Public interface members begin here.
 
@@ -7282,8 +7193,9 @@ public object FfiConverterTypeTimelineListener: FfiConverter<TimelineListener, L
 
 /**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol with an `async` method; Kotlin: an interface with a `suspend` function, so a provider
- * may refresh over the network or read the keychain without blocking a thread.
+ * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
+ * the client's async workers. (Not `async`: the Swift 6.0 compiler crashes on the code uniffi
+ * generates for async methods of foreign traits.)
  */
 public interface TokenProvider {
     
@@ -7293,15 +7205,16 @@ public interface TokenProvider {
      * any network failure); throw anything else when there is no sign-in: the client stops
      * connecting and reports `NeedsSignIn` until `network_available()` is called.
      */
-    suspend fun `token`(`refresh`: kotlin.Boolean): kotlin.String
+    fun `token`(`refresh`: kotlin.Boolean): kotlin.String
     
     companion object
 }
 
 /**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol with an `async` method; Kotlin: an interface with a `suspend` function, so a provider
- * may refresh over the network or read the keychain without blocking a thread.
+ * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
+ * the client's async workers. (Not `async`: the Swift 6.0 compiler crashes on the code uniffi
+ * generates for async methods of foreign traits.)
  */
 open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
 {
@@ -7411,26 +7324,19 @@ open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
      * any network failure); throw anything else when there is no sign-in: the client stops
      * connecting and reports `NeedsSignIn` until `network_available()` is called.
      */
-    @Throws(RoamException::class)
-    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `token`(`refresh`: kotlin.Boolean) : kotlin.String {
-        return uniffiRustCallAsync(
-        callWithHandle { uniffiHandle ->
-            UniffiLib.uniffi_roam_ffi_fn_method_tokenprovider_token(
-                uniffiHandle,
-                
-        FfiConverterBoolean.lower(`refresh`),
-            )
-        },
-        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
-        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_rust_buffer(future, continuation) },
-        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_rust_buffer(future) },
-        // lift function
-        { FfiConverterString.lift(it) },
-        // Error FFI converter
-        RoamException.ErrorHandler,
+    @Throws(RoamException::class)override fun `token`(`refresh`: kotlin.Boolean): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_tokenprovider_token(
+        it,
+        
+        FfiConverterBoolean.lower(`refresh`),_status)
+}
+    }
     )
     }
+    
 
     
 
@@ -7451,36 +7357,19 @@ open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
 // Put the implementation in an object so we don't pollute the top-level namespace
 internal object uniffiCallbackInterfaceTokenProvider {
     internal object `token`: UniffiCallbackInterfaceTokenProviderMethod0 {
-        override fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiFutureCallback`: UniffiForeignFutureCompleteRustBuffer,`uniffiCallbackData`: Long,`uniffiOutDroppedCallback`: UniffiForeignFutureDroppedCallbackStruct,) {
+        override fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,) {
             val uniffiObj = FfiConverterTypeTokenProvider.handleMap.get(uniffiHandle)
-            val makeCall = suspend { ->
+            val makeCall = { ->
                 uniffiObj.`token`(
                     FfiConverterBoolean.lift(`refresh`),
                 )
             }
-            val uniffiHandleSuccess = { returnValue: kotlin.String ->
-                val uniffiResult = UniffiForeignFutureResultRustBuffer.UniffiByValue(
-                    FfiConverterString.lower(returnValue),
-                    UniffiRustCallStatus.ByValue()
-                )
-                uniffiResult.write()
-                uniffiFutureCallback.callback(uniffiCallbackData, uniffiResult)
-            }
-            val uniffiHandleError = { callStatus: UniffiRustCallStatus.ByValue ->
-                uniffiFutureCallback.callback(
-                    uniffiCallbackData,
-                    UniffiForeignFutureResultRustBuffer.UniffiByValue(
-                        RustBuffer.ByValue(),
-                        callStatus,
-                    ),
-                )
-            }
-            uniffiTraitInterfaceCallAsyncWithError(
+            val writeReturn = { value: kotlin.String -> uniffiOutReturn.setValue(FfiConverterString.lower(value)) }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
                 makeCall,
-                uniffiHandleSuccess,
-                uniffiHandleError,
-                { e: RoamException -> FfiConverterTypeRoamError.lower(e) },
-                uniffiOutDroppedCallback
+                writeReturn,
+                { e: RoamException -> FfiConverterTypeRoamError.lower(e) }
             )
         }
     }
