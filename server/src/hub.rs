@@ -10,9 +10,10 @@
 //! holds the later one until its predecessor arrives and then releases both, so sockets only ever
 //! see a room's events in `seq` order without gaps. A predecessor that does not come within the
 //! reorder window (a publisher that died after its commit, a bus that dropped a message) is read
-//! from the store **once for the room** and released to every socket. A gap wider than
-//! [`HubConfig::fill_max`] (a batch import publishes only its last event) is released as it is,
-//! and each socket reads what it is missing from the store itself, page by page into its sink.
+//! from the store **once for the room** and released to every socket; a gap wider than
+//! [`HubConfig::fill_max`] (a batch import publishes only its last event) is filled at once.
+//! Only events the store no longer has are released as a gap (each socket then reads what it
+//! misses itself).
 //!
 //! **One encode.** An event is serialised once into a [`LiveEvent`] shared by every socket (and
 //! compressed at most once, on first demand); queuing it costs a reference count.
@@ -49,6 +50,9 @@ pub enum Effect {
     /// checks that its user may still read it, and stops following it otherwise.
     Recheck,
 }
+
+/// Events read from the store per page of a fill.
+const FILL_PAGE: u32 = 500;
 
 /// A committed room event ready to send, shared by every socket that follows its room.
 #[derive(Debug)]
@@ -138,7 +142,7 @@ impl Bus for LocalBus {
 pub struct HubConfig {
     /// How long a room's line waits for a missing event before reading it from the store.
     pub reorder_window: Duration,
-    /// Widest gap the hub fills for the room; wider ones are left to each socket.
+    /// A gap wider than this is filled from the store at once, without waiting out the window.
     pub fill_max: u64,
     /// Most early events a line holds while it waits; past that it fills at once.
     pub pending_max: usize,
@@ -527,25 +531,24 @@ impl Hub {
             self.release_ready(st);
             return;
         }
-        if ev.seq - st.released > self.config.fill_max {
-            // Too wide for the hub: release what is held and this one; each socket reads its
-            // own gap from the store.
-            self.metrics.hub_gaps_skipped.inc();
-            self.release_all(st);
-            self.release(st, &ev);
-            return;
-        }
         st.early.insert(ev.seq, ev);
-        if st.early.len() > self.config.pending_max {
-            self.metrics.hub_gaps_skipped.inc();
-            self.release_all(st);
-            return;
-        }
         if !st.filling {
             st.filling = true;
+            // A wide gap (a batch import publishes only its last event) or a full buffer is
+            // not worth waiting for.
+            let wait = if st.early.len() > self.config.pending_max
+                || st
+                    .early
+                    .first_key_value()
+                    .is_some_and(|(&first, _)| first - st.released > self.config.fill_max)
+            {
+                Duration::ZERO
+            } else {
+                self.config.reorder_window
+            };
             let hub = Arc::clone(self);
             let line = Arc::clone(line);
-            tokio::spawn(async move { hub.fill(line).await });
+            tokio::spawn(async move { hub.fill(line, wait).await });
         }
     }
 
@@ -606,53 +609,63 @@ impl Hub {
     }
 
     /// Waits out the reorder window, then reads what is still missing from the store, once for
-    /// every socket of the room.
-    async fn fill(self: Arc<Self>, line: Arc<Line>) {
-        tokio::time::sleep(self.config.reorder_window).await;
-        let (after, upto) = {
+    /// every socket of the room, page by page.
+    async fn fill(self: Arc<Self>, line: Arc<Line>, wait: Duration) {
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        loop {
+            let (after, upto) = {
+                let mut st = line.state.lock();
+                self.release_ready(&mut st);
+                match st.early.first_key_value() {
+                    Some((&first, _)) if first > st.released + 1 => (st.released, first - 1),
+                    _ => {
+                        st.filling = false;
+                        return;
+                    }
+                }
+            };
+            self.metrics.hub_gap_fills.inc();
+            let limit = u32::try_from(upto - after)
+                .unwrap_or(u32::MAX)
+                .min(FILL_PAGE);
+            let read = self.store.events_after(&line.name, after, limit).await;
+            let events: Vec<Arc<LiveEvent>> = match read {
+                Ok(list) => list
+                    .iter()
+                    .filter(|e| e.seq <= upto)
+                    .map(|e| Arc::new(LiveEvent::new(Arc::clone(&line.name), e)))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, room = %line.name, "hub: could not fill a gap");
+                    Vec::new()
+                }
+            };
             let mut st = line.state.lock();
-            match st.early.first_key_value() {
-                Some((&first, _)) if first > st.released + 1 => (st.released, first - 1),
-                _ => {
-                    self.release_ready(&mut st);
-                    st.filling = false;
-                    return;
+            self.metrics.events_filled.inc_by(events.len() as u64);
+            let mut progressed = false;
+            for ev in events {
+                if ev.seq == st.released + 1 {
+                    self.release(&mut st, &ev);
+                    progressed = true;
                 }
             }
-        };
-        self.metrics.hub_gap_fills.inc();
-        let limit = u32::try_from(upto - after).unwrap_or(u32::MAX);
-        let read = self.store.events_after(&line.name, after, limit).await;
-        let events: Vec<Arc<LiveEvent>> = match read {
-            Ok(list) => list
-                .iter()
-                .filter(|e| e.seq <= upto)
-                .map(|e| Arc::new(LiveEvent::new(Arc::clone(&line.name), e)))
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, room = %line.name, "hub: could not fill a gap");
-                Vec::new()
-            }
-        };
-        let mut st = line.state.lock();
-        self.metrics.events_filled.inc_by(events.len() as u64);
-        for ev in events {
-            if ev.seq == st.released + 1 {
-                self.release(&mut st, &ev);
+            self.release_ready(&mut st);
+            if !progressed
+                && st
+                    .early
+                    .first_key_value()
+                    .is_some_and(|(&first, _)| first > st.released + 1)
+            {
+                // The store does not have them (removed by retention, or a read failed): go on
+                // without them; a socket that needs them reads the store itself.
+                self.metrics.hub_gaps_skipped.inc();
+                self.release_all(&mut st);
+                st.filling = false;
+                return;
             }
         }
-        self.release_ready(&mut st);
-        if st
-            .early
-            .first_key_value()
-            .is_some_and(|(&first, _)| first > st.released + 1)
-        {
-            // The store does not have them (removed by retention, or a read failed): go on
-            // without them; sockets that need them read the store themselves.
-            self.metrics.hub_gaps_skipped.inc();
-            self.release_all(&mut st);
-        }
-        st.filling = false;
     }
 
     fn queue_presence(self: &Arc<Self>, line: &Arc<Line>, presence: Presence) {
@@ -769,13 +782,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_gap_wider_than_the_fill_limit_is_left_to_the_sockets() {
+    async fn a_gap_wider_than_the_fill_limit_is_filled_without_waiting() {
         let (hub, _dir) = hub(60_000).await;
         let a = Conn::new(1, Arc::from("u"), 64, 0);
         hub.follow("r", &a, 0, true);
         hub.dispatch(BusMessage::Event(Arc::new(event("r", 1_000))));
+        // The window is a minute; the store (empty here) is asked at once, then the gap goes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(seqs(&a), vec![1_000]);
-        assert_eq!(hub.metrics.hub_gap_fills.get(), 0);
+        assert_eq!(hub.metrics.hub_gap_fills.get(), 1);
     }
 
     #[tokio::test]
@@ -798,6 +813,7 @@ mod tests {
         );
         // A gap released unfilled is a hole the store must fill.
         hub.dispatch(BusMessage::Event(Arc::new(event("r", 2_000))));
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(hub.recent_after("r", 1_090, 50).is_none());
         assert_eq!(hub.recent_after("r", 2_000, 50).map(|v| v.len()), Some(0));
     }

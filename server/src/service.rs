@@ -115,15 +115,13 @@ fn mentions(body: &str) -> Vec<String> {
 const MAX_ENCODED_DOCUMENT: usize = roam_proto::validate::MAX_FRAME_BYTES - 4 * 1024;
 
 /// A commit with more events than this in one room publishes only the room's last one. It
-/// matches the widest gap the hub fills itself (`HubConfig::fill_max`), so such a run is left to
-/// each socket's own catch-up at once instead of waiting out the hub's reorder window.
+/// matches `HubConfig::fill_max`: the hub sees the gap before that event is wider than any
+/// reordering and reads the run from the store at once, once for the room.
 const COALESCE_OVER: usize = 256;
 
 /// The events of one commit to publish. A `message.import` appends up to 5,000 events at once;
-/// queuing each on every subscribed socket would fill their send queues for nothing. A socket's
-/// writer fills a gap before an event from the store, page by page and straight into its sink,
-/// so publishing the last event of such a run delivers all of them, in order, with bounded
-/// memory.
+/// publishing only the last one lets the hub read the run from the store in pages, once for the
+/// room, instead of carrying thousands of bus messages.
 fn coalesce(events: Vec<roam_proto::RoomEvent>) -> Vec<roam_proto::RoomEvent> {
     if events.len() <= COALESCE_OVER {
         return events;
