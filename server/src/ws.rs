@@ -768,6 +768,37 @@ async fn write_loop(
     conn.close.cancel();
 }
 
+/// Drives a sink operation. It almost always completes at once (the sink only buffers); only
+/// one that has to wait for the socket gets a timer, and one that waits longer than `limit`
+/// closes the socket as a slow consumer.
+async fn bounded<F>(
+    mut fut: std::pin::Pin<&mut F>,
+    limit: Duration,
+    close: tokio_util::sync::CancellationToken,
+    conn: &Conn,
+    state: &AppState,
+) -> Result<(), Gone>
+where
+    F: std::future::Future<Output = Result<(), axum::Error>>,
+{
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+    let done = match first {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => tokio::select! {
+            r = tokio::time::timeout(limit, fut) => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    state.service.metrics.disconnects_slow_consumer.inc();
+                    conn.close_with(close::SLOW_CONSUMER);
+                    return Err(Gone);
+                }
+            },
+            _ = close.cancelled() => return Err(Gone),
+        },
+    };
+    done.map_err(|_| Gone)
+}
+
 struct Writer {
     state: AppState,
     conn: Arc<Conn>,
@@ -807,35 +838,17 @@ impl Writer {
     /// Flushes the sink, giving up on a client that does not read within the write timeout.
     async fn flush(&mut self) -> Result<(), Gone> {
         let close = self.conn.close.clone();
-        tokio::select! {
-            r = tokio::time::timeout(self.write_timeout, self.sink.flush()) => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(Gone),
-                Err(_) => {
-                    self.state.service.metrics.disconnects_slow_consumer.inc();
-                    self.conn.close_with(close::SLOW_CONSUMER);
-                    Err(Gone)
-                }
-            },
-            _ = close.cancelled() => Err(Gone),
-        }
+        let limit = self.write_timeout;
+        let fut = std::pin::pin!(self.sink.flush());
+        bounded(fut, limit, close, &self.conn, &self.state).await
     }
 
     /// Queues a message on the sink (written once the sink's buffer fills, or at the flush).
     async fn feed(&mut self, msg: Message) -> Result<(), Gone> {
         let close = self.conn.close.clone();
-        tokio::select! {
-            r = tokio::time::timeout(self.write_timeout, self.sink.feed(msg)) => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(Gone),
-                Err(_) => {
-                    self.state.service.metrics.disconnects_slow_consumer.inc();
-                    self.conn.close_with(close::SLOW_CONSUMER);
-                    Err(Gone)
-                }
-            },
-            _ = close.cancelled() => Err(Gone),
-        }
+        let limit = self.write_timeout;
+        let fut = std::pin::pin!(self.sink.feed(msg));
+        bounded(fut, limit, close, &self.conn, &self.state).await
     }
 
     /// Sends one text frame: into the current compressed batch, compressed alone when large,

@@ -378,7 +378,8 @@ async fn a_client_that_sends_and_never_reads_is_cut_even_without_room_traffic() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_expiry_closes_a_socket_whatever_its_queue_does() {
     let t = TestServer::start_with(|c| {
-        c.send_queue = 16;
+        // Room for every unread ack, so only the token's expiry can end it.
+        c.send_queue = 1024;
         c.slow_consumer_grace_ms = 60_000;
     })
     .await;
