@@ -184,11 +184,6 @@ impl Conn {
     pub fn expired(&self, now: i64) -> bool {
         self.expires_ms != 0 && now.max(0) as u64 >= self.expires_ms
     }
-
-    /// Items queued right now.
-    pub fn queued(&self) -> usize {
-        self.queue.lock().len()
-    }
 }
 
 #[cfg(test)]

@@ -224,7 +224,7 @@ impl fmt::Debug for Hub {
 }
 
 /// How an event changes who may read its room.
-pub fn effect_of(ev: &RoomEvent) -> Option<Effect> {
+fn effect_of(ev: &RoomEvent) -> Option<Effect> {
     match &ev.body {
         roam_proto::EventBody::MemberLeft { user } => Some(Effect::Removed {
             user: user.clone(),
@@ -252,7 +252,7 @@ pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
 }
 
 /// The `event` frame of a room event.
-pub fn encode_event(ev: &RoomEvent) -> Utf8Bytes {
+fn encode_event(ev: &RoomEvent) -> Utf8Bytes {
     #[derive(serde::Serialize)]
     struct EventFrame<'a> {
         v: u32,
@@ -409,7 +409,8 @@ impl Hub {
     }
 
     /// The newest seq released to the sockets of `room` here, if anyone follows it.
-    pub fn released(&self, room: &str) -> Option<u64> {
+    #[cfg(test)]
+    fn released(&self, room: &str) -> Option<u64> {
         let line = self.reg.read().rooms.get(room).cloned()?;
         let released = line.state.lock().released;
         Some(released)

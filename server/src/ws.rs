@@ -40,7 +40,7 @@ use crate::auth::{bearer, Caller};
 use crate::compress;
 use crate::conn::{Conn, Outbound};
 use crate::error::ApiError;
-use crate::hub::{effect_of, encode, encode_event, Effect, LiveEvent};
+use crate::hub::{encode, Effect, LiveEvent};
 use crate::presence::announce;
 use crate::service::now_ms;
 use crate::store::NotificationQuery;
@@ -862,6 +862,11 @@ impl Writer {
             return Ok(());
         }
         if self.compress && frame.len() >= self.compress_min {
+            self.state
+                .service
+                .metrics
+                .compressed_bytes
+                .inc_by(frame.len() as u64);
             let packed = compress::deflate(frame.as_bytes());
             return self.feed(Message::Binary(packed)).await;
         }
@@ -873,7 +878,15 @@ impl Writer {
         if self.batch.is_none() && self.compress && ev.frame.len() >= self.compress_min {
             let packed = ev
                 .deflated
-                .get_or_init(|| compress::deflate(ev.frame.as_bytes()))
+                .get_or_init(|| {
+                    // Once per event, however many sockets share it.
+                    self.state
+                        .service
+                        .metrics
+                        .compressed_bytes
+                        .inc_by(ev.frame.len() as u64);
+                    compress::deflate(ev.frame.as_bytes())
+                })
                 .clone();
             return self.feed(Message::Binary(packed)).await;
         }
@@ -953,13 +966,11 @@ impl Writer {
         }
     }
 
-    /// Sends stored events after the room's cursor up to `upto`; returns the new cursor.
+    /// Sends the events after the room's cursor up to `upto` (the room's recent events in
+    /// memory where they cover it, the store otherwise); returns the new cursor.
     async fn catch_up(&mut self, room: &Arc<str>, upto: u64, why: CatchUp) -> Result<u64, Gone> {
-        let store = Arc::clone(&self.state.service.store);
-        let recovered = self
-            .state
-            .service
-            .metrics
+        let metrics = Arc::clone(&self.state.service.metrics);
+        let recovered = metrics
             .events_recovered
             .get_or_create(&crate::metrics::ReasonLabel {
                 reason: why.label(),
@@ -973,85 +984,80 @@ impl Writer {
                 return Ok(cur);
             }
             // The room's recent events in memory first: shared frames, no store read.
-            if let Some(recent) = self
-                .state
-                .hub
-                .recent_after(room, cur, CATCH_UP_PAGE as usize)
-            {
-                if recent.is_empty() {
+            let (page, counter) =
+                match self
+                    .state
+                    .hub
+                    .recent_after(room, cur, CATCH_UP_PAGE as usize)
+                {
                     // Caught up with what the room released; newer events come through the queue.
-                    return Ok(cur);
-                }
-                self.begin_batch();
-                let mut stop = false;
-                let mut sent = 0u64;
-                for ev in recent {
-                    if ev.seq > upto {
-                        stop = true;
-                        break;
+                    Some(recent) if recent.is_empty() => return Ok(cur),
+                    Some(recent) => (recent, &metrics.events_replayed_memory),
+                    None => {
+                        let stored = match self
+                            .state
+                            .service
+                            .store
+                            .events_after(room, cur, CATCH_UP_PAGE)
+                            .await
+                        {
+                            Ok(p) => p,
+                            Err(e) => {
+                                tracing::error!(error = %e, room = %room, "catch-up read failed");
+                                return Err(Gone);
+                            }
+                        };
+                        if stored.is_empty() {
+                            return Ok(cur);
+                        }
+                        let page = stored
+                            .iter()
+                            .map(|ev| Arc::new(LiveEvent::new(Arc::clone(room), ev)))
+                            .collect();
+                        (page, &recovered)
                     }
-                    self.put_event(&ev).await?;
-                    sent += 1;
-                    if let Some(c) = self.cursors.get_mut(&**room) {
-                        *c = ev.seq;
-                    }
-                    if ev.effect.is_some() {
-                        self.apply_effect(room, ev.effect.clone()).await?;
-                    }
-                    if !self.following(room) {
-                        stop = true;
-                        break;
-                    }
-                }
-                self.state
-                    .service
-                    .metrics
-                    .events_replayed_memory
-                    .inc_by(sent);
-                self.end_batch().await?;
-                if stop {
-                    return Ok(self.cursors.get(&**room).copied().unwrap_or(0));
-                }
-                continue;
-            }
-            let page = match store.events_after(room, cur, CATCH_UP_PAGE).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, room = %room, "catch-up read failed");
-                    return Err(Gone);
-                }
-            };
-            if page.is_empty() {
-                return Ok(cur);
-            }
-            self.begin_batch();
-            let mut stop = false;
-            for ev in page {
-                if ev.seq > upto {
-                    stop = true;
-                    break;
-                }
-                let seq = ev.seq;
-                let effect = effect_of(&ev);
-                self.put(encode_event(&ev)).await?;
-                recovered.inc();
-                if let Some(c) = self.cursors.get_mut(&**room) {
-                    *c = seq;
-                }
-                if effect.is_some() {
-                    self.apply_effect(room, effect).await?;
-                }
-                if !self.following(room) {
-                    stop = true;
-                    break;
-                }
-            }
-            self.end_batch().await?;
-            self.flush().await?;
+                };
+            let (sent, stop) = self.send_page(room, page, upto).await?;
+            counter.inc_by(sent);
             if stop {
                 return Ok(self.cursors.get(&**room).copied().unwrap_or(0));
             }
         }
+    }
+
+    /// Sends one catch-up page (compressed as one message when the socket asked) and flushes;
+    /// returns how many events went and whether catching up must stop (past `upto`, or the
+    /// socket stopped following the room).
+    async fn send_page(
+        &mut self,
+        room: &Arc<str>,
+        page: Vec<Arc<LiveEvent>>,
+        upto: u64,
+    ) -> Result<(u64, bool), Gone> {
+        self.begin_batch();
+        let mut sent = 0u64;
+        let mut stop = false;
+        for ev in page {
+            if ev.seq > upto {
+                stop = true;
+                break;
+            }
+            self.put_event(&ev).await?;
+            sent += 1;
+            if let Some(c) = self.cursors.get_mut(&**room) {
+                *c = ev.seq;
+            }
+            if ev.effect.is_some() {
+                self.apply_effect(room, ev.effect.clone()).await?;
+            }
+            if !self.following(room) {
+                stop = true;
+                break;
+            }
+        }
+        self.end_batch().await?;
+        self.flush().await?;
+        Ok((sent, stop))
     }
 
     async fn apply_effect(&mut self, room: &Arc<str>, effect: Option<Effect>) -> Result<(), Gone> {

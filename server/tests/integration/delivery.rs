@@ -329,6 +329,23 @@ async fn a_lagging_socket_is_caught_up_from_the_store_without_stalling_others() 
     );
 }
 
+/// Pipelines `n` sends of 60 KiB messages into `room` and reads none of their acks (each
+/// carries the message), until the server stops taking them.
+async fn flood_without_reading(raw: &mut Raw, room: &str, n: usize) {
+    let body = "f".repeat(60 * 1024);
+    for i in 0..n {
+        let frame = json!({"v": 1, "type": "mutate", "id": format!("m{i}"), "key": key(),
+            "op": "message.send", "args": {"room": room, "body": body}});
+        if raw
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
 /// Waits until the server counts `n` sockets.
 async fn connections_become(t: &TestServer, n: f64) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -352,21 +369,7 @@ async fn a_client_that_sends_and_never_reads_is_cut_even_without_room_traffic() 
     t.as_user("flooder").join("quiet").await;
     let mut flooder = raw(&t, &t.token("flooder"), 4096, "").await;
     connections_become(&t, 1.0).await;
-    // Pipelined sends whose acks (each carrying the 60 KiB message) it never reads.
-    let body = "f".repeat(60 * 1024);
-    for i in 0..200 {
-        let sent = flooder
-            .send(Message::Text(
-                json!({"v": 1, "type": "mutate", "id": format!("m{i}"), "key": key(),
-                "op": "message.send", "args": {"room": "quiet", "body": body}})
-                .to_string()
-                .into(),
-            ))
-            .await;
-        if sent.is_err() {
-            break;
-        }
-    }
+    flood_without_reading(&mut flooder, "quiet", 200).await;
     connections_become(&t, 0.0).await;
     assert!(t.metric("roam_slow_consumer_disconnects_total", None).await >= 1.0);
     // The server goes on.
@@ -387,20 +390,7 @@ async fn token_expiry_closes_a_socket_whatever_its_queue_does() {
     t.as_user("flooder").join("quiet").await;
     let token = mint(SECRET, "flooder", now_secs() + 3);
     let mut flooder = raw(&t, &token, 4096, "").await;
-    let body = "f".repeat(60 * 1024);
-    for i in 0..100 {
-        let sent = flooder
-            .send(Message::Text(
-                json!({"v": 1, "type": "mutate", "id": format!("m{i}"), "key": key(),
-                "op": "message.send", "args": {"room": "quiet", "body": body}})
-                .to_string()
-                .into(),
-            ))
-            .await;
-        if sent.is_err() {
-            break;
-        }
-    }
+    flood_without_reading(&mut flooder, "quiet", 100).await;
     // Wedged behind its own unread acks, it still ends when its token does.
     connections_become(&t, 0.0).await;
     assert_eq!(
