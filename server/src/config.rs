@@ -294,6 +294,32 @@ pub struct Config {
         default_value_t = 512
     )]
     pub ws_compress_min_bytes: usize,
+    /// How instances reach each other: `local` (this process only) or `redis://host:port/db`
+    /// (several instances on one Postgres store; see README "Run more than one node").
+    #[arg(long, global = true, env = "ROAM_BUS", default_value = "local")]
+    pub bus: String,
+    /// Prefix of the Redis bus's keys and channel (deployments sharing one Redis differ here).
+    #[arg(long, global = true, env = "ROAM_BUS_PREFIX", default_value = "roam")]
+    pub bus_prefix: String,
+    /// This instance's id in the cluster (default: a new random one at each start).
+    #[arg(long, global = true, env = "ROAM_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How often an instance tells the cluster it is alive; one silent for 5 of these is gone
+    /// and its users' presence expires.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_BUS_HEARTBEAT_MS",
+        default_value_t = 2_000
+    )]
+    pub bus_heartbeat_ms: u64,
+}
+
+/// Which bus `--bus` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusChoice {
+    Local,
+    Redis(String),
 }
 
 /// The rule a configured JWT secret must meet (the server and `roam-server token` alike).
@@ -341,7 +367,47 @@ impl Config {
         if let Some(s) = &self.jwt_secret {
             check_secret(s)?;
         }
+        self.bus_choice()?;
+        if self.bus_heartbeat_ms < 100 || self.bus_heartbeat_ms > 60_000 {
+            return Err("the bus heartbeat must be 100 ms to 60 s".into());
+        }
+        if self.bus_prefix.is_empty()
+            || !self
+                .bus_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err("the bus prefix must be letters, digits, '-', '_' or '.'".into());
+        }
+        if self
+            .node_id
+            .as_ref()
+            .is_some_and(|n| n.is_empty() || n.len() > 64 || n.contains(':'))
+        {
+            return Err("the node id must be 1 to 64 characters without ':'".into());
+        }
         Ok(())
+    }
+
+    /// The bus `--bus` names.
+    pub fn bus_choice(&self) -> Result<BusChoice, String> {
+        let b = self.bus.trim();
+        if b == "local" {
+            Ok(BusChoice::Local)
+        } else if b.starts_with("redis://") {
+            Ok(BusChoice::Redis(b.to_owned()))
+        } else if b.starts_with("rediss://") {
+            Err("--bus rediss:// (TLS) is not supported: use redis:// on a private network".into())
+        } else {
+            Err(format!(
+                "--bus must be `local` or a redis:// URL, not {b:?}"
+            ))
+        }
+    }
+
+    /// The Redis bus heartbeat.
+    pub fn bus_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.bus_heartbeat_ms)
     }
 
     pub fn typing_timeout(&self) -> Duration {

@@ -112,10 +112,29 @@ pub enum BusMessage {
     Invalidate { room: String },
 }
 
-/// Carries [`BusMessage`]s to every instance's hub.
+/// Carries [`BusMessage`]s to every instance's hub, and keeps the cluster's view of presence.
+/// The defaults are those of a single instance: its own view is the whole view.
 #[async_trait]
 pub trait Bus: Send + Sync + fmt::Debug + 'static {
     async fn publish(&self, msg: BusMessage);
+
+    /// Why the bus cannot reach the other instances right now (`None`: it can). `/readyz`
+    /// answers 503 while this is `Some`.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
+    /// Shares a change of this instance's view of a user's presence (`devices` 0: no socket
+    /// here left) and answers the user's presence over every instance when its status changed
+    /// (`None`: nothing anyone should be told).
+    async fn share_presence(&self, change: crate::presence::Transition) -> Option<Presence> {
+        change.status_changed().then_some(change.now)
+    }
+
+    /// The presence of each user over every instance, given this instance's view of each.
+    async fn cluster_presence(&self, local: Vec<Presence>) -> Vec<Presence> {
+        local
+    }
 }
 
 /// The in-process bus of a single instance.
@@ -391,6 +410,43 @@ impl Hub {
             }
             self.metrics.rooms_active.set(r.rooms.len() as i64);
         }
+    }
+
+    /// Brings every room followed here up to the store's head, after the bus may have lost
+    /// events: each room is read once, from the seq it last released, for all its sockets.
+    /// Returns the events read.
+    pub async fn resync(self: &Arc<Self>) -> u64 {
+        let lines: Vec<Arc<Line>> = self.reg.read().rooms.values().cloned().collect();
+        let mut read = 0u64;
+        for line in lines {
+            loop {
+                let after = line.state.lock().released;
+                let page = match self.store.events_after(&line.name, after, FILL_PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, room = %line.name, "hub: resync read failed");
+                        break;
+                    }
+                };
+                if page.is_empty() {
+                    break;
+                }
+                read += page.len() as u64;
+                self.metrics.hub_gap_fills.inc();
+                self.metrics.events_filled.inc_by(page.len() as u64);
+                let mut st = line.state.lock();
+                for e in &page {
+                    let live = Arc::new(LiveEvent::new(Arc::clone(&line.name), e));
+                    self.sequence(&line, &mut st, live);
+                }
+                if st.released == after {
+                    // The store's next event is not the one after `after` (compacted away):
+                    // the line's own fill deals with that gap.
+                    break;
+                }
+            }
+        }
+        read
     }
 
     /// Sockets connected right now.

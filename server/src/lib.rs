@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod cluster;
 pub mod compress;
 pub mod config;
 pub mod conn;
@@ -73,6 +74,8 @@ pub enum StartError {
     Secret(#[from] std::io::Error),
     #[error("could not open the store: {0}")]
     Store(#[from] store::StoreError),
+    #[error("could not set up the bus: {0}")]
+    Bus(#[from] cluster::BusError),
 }
 
 impl AppState {
@@ -86,7 +89,31 @@ impl AppState {
         };
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open_with(&config.db_path(), config.db_pool_size, sync).await?);
-        Ok(Self::with_parts(config, keys, store, None))
+        Self::on_store(config, keys, store)
+    }
+
+    /// Builds the state on a store with the bus the configuration names, and joins the cluster
+    /// when that is Redis.
+    pub fn on_store(config: Config, keys: Keys, store: Arc<dyn Store>) -> Result<Self, StartError> {
+        match config.bus_choice().map_err(StartError::Config)? {
+            config::BusChoice::Local => Ok(Self::with_parts(config, keys, store, None)),
+            config::BusChoice::Redis(url) => {
+                let bus = cluster::RedisBus::new(cluster::RedisBusConfig {
+                    url,
+                    prefix: config.bus_prefix.clone(),
+                    node: config
+                        .node_id
+                        .clone()
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+                    heartbeat: config.bus_heartbeat(),
+                    node_ttl: config.bus_heartbeat() * 5,
+                })?;
+                let shared: Arc<dyn Bus> = bus.clone();
+                let state = Self::with_parts(config, keys, store, Some(shared));
+                bus.start(&state);
+                Ok(state)
+            }
+        }
     }
 
     /// Builds the state on any store, with the in-process bus unless one is given.

@@ -66,6 +66,16 @@ pub struct Metrics {
     pub cache_misses: Gauge<u64, AtomicU64>,
     pub cache_hit_ratio: Gauge<f64, AtomicU64>,
     pub retention_deleted: Family<KindLabel, Counter>,
+    /// Bus messages sent to other instances.
+    pub bus_published: Counter,
+    /// Bus messages received from other instances.
+    pub bus_received: Counter,
+    /// Bus messages that could not be sent (the bus was down or its queue full).
+    pub bus_dropped: Counter,
+    /// Whole-node repairs from the store after the bus lost messages.
+    pub bus_resyncs: Counter,
+    /// 1 while the bus reaches the other instances (always 1 on the in-process bus).
+    pub bus_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -112,8 +122,40 @@ impl Metrics {
             cache_misses: Gauge::default(),
             cache_hit_ratio: Gauge::default(),
             retention_deleted: Family::default(),
+            bus_published: Counter::default(),
+            bus_received: Counter::default(),
+            bus_dropped: Counter::default(),
+            bus_resyncs: Counter::default(),
+            bus_up: Gauge::default(),
             registry: Registry::default(),
         };
+        m.bus_up.set(1);
+        r.register(
+            "bus_published",
+            "Bus messages sent to the other instances",
+            m.bus_published.clone(),
+        );
+        r.register(
+            "bus_received",
+            "Bus messages received from the other instances",
+            m.bus_received.clone(),
+        );
+        r.register(
+            "bus_dropped",
+            "Bus messages that could not be sent (bus down or its queue full); the other \
+             instances repair from the store",
+            m.bus_dropped.clone(),
+        );
+        r.register(
+            "bus_resyncs",
+            "Repairs of every followed room from the store after the bus lost messages",
+            m.bus_resyncs.clone(),
+        );
+        r.register(
+            "bus_up",
+            "1 while the bus reaches the other instances",
+            m.bus_up.clone(),
+        );
         r.register(
             "connections",
             "Open WebSocket connections",

@@ -27,6 +27,22 @@ fn aggregate(devices: &HashMap<ConnId, bool>) -> PresenceStatus {
     }
 }
 
+/// A change of a user's presence on this instance: the status before it and the presence
+/// after it (every connect, disconnect and away change makes one, even when only the device
+/// count moved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub before: PresenceStatus,
+    pub now: Presence,
+}
+
+impl Transition {
+    /// The status changed, so the user's rooms should hear of it (on a single instance).
+    pub fn status_changed(&self) -> bool {
+        self.before != self.now.status
+    }
+}
+
 /// Live presence of this instance's users.
 #[derive(Debug, Default)]
 pub struct PresenceTracker {
@@ -34,63 +50,72 @@ pub struct PresenceTracker {
     users: Mutex<HashMap<String, HashMap<ConnId, bool>>>,
 }
 
+fn transition(
+    user: &str,
+    before: PresenceStatus,
+    devices: &HashMap<ConnId, bool>,
+    now: i64,
+) -> Transition {
+    Transition {
+        before,
+        now: Presence {
+            user: user.to_owned(),
+            status: aggregate(devices),
+            last_seen: Some(now),
+            devices: devices.len() as u32,
+        },
+    }
+}
+
 impl PresenceTracker {
-    /// Records a socket; returns the presence if it changed.
-    pub fn connect(&self, user: &str, conn: ConnId, now: i64) -> Option<Presence> {
+    /// Records a socket.
+    pub fn connect(&self, user: &str, conn: ConnId, now: i64) -> Transition {
         let mut u = self.users.lock();
         let devices = u.entry(user.to_owned()).or_default();
         let before = aggregate(devices);
         devices.insert(conn, false);
-        let after = aggregate(devices);
-        (before != after).then(|| Presence {
-            user: user.to_owned(),
-            status: after,
-            last_seen: Some(now),
-            devices: devices.len() as u32,
-        })
+        transition(user, before, devices, now)
     }
 
-    /// Forgets a socket; returns the presence if it changed.
-    pub fn disconnect(&self, user: &str, conn: ConnId, now: i64) -> Option<Presence> {
+    /// Forgets a socket (`None` if it was not recorded).
+    pub fn disconnect(&self, user: &str, conn: ConnId, now: i64) -> Option<Transition> {
         let mut u = self.users.lock();
         let devices = u.get_mut(user)?;
         let before = aggregate(devices);
-        devices.remove(&conn);
-        let after = aggregate(devices);
-        let count = devices.len() as u32;
+        devices.remove(&conn)?;
+        let t = transition(user, before, devices, now);
         if devices.is_empty() {
             u.remove(user);
         }
-        (before != after).then(|| Presence {
-            user: user.to_owned(),
-            status: after,
-            last_seen: Some(now),
-            devices: count,
-        })
+        Some(t)
     }
 
-    /// A socket says it is away (or back); returns the presence if it changed.
-    pub fn set_away(&self, user: &str, conn: ConnId, away: bool, now: i64) -> Option<Presence> {
+    /// A socket says it is away (or back) (`None` if it is not recorded).
+    pub fn set_away(&self, user: &str, conn: ConnId, away: bool, now: i64) -> Option<Transition> {
         let mut u = self.users.lock();
         let devices = u.get_mut(user)?;
         let before = aggregate(devices);
-        devices.insert(conn, away);
-        let after = aggregate(devices);
-        (before != after).then(|| Presence {
-            user: user.to_owned(),
-            status: after,
-            last_seen: Some(now),
-            devices: devices.len() as u32,
-        })
+        let slot = devices.get_mut(&conn)?;
+        *slot = away;
+        Some(transition(user, before, devices, now))
     }
 
-    /// The live status of a user and their device count.
+    /// The live status of a user and their device count on this instance.
     pub fn live(&self, user: &str) -> (PresenceStatus, u32) {
         let u = self.users.lock();
         match u.get(user) {
             Some(d) => (aggregate(d), d.len() as u32),
             None => (PresenceStatus::Offline, 0),
         }
+    }
+
+    /// Every user connected here, with their status and device count on this instance.
+    pub fn snapshot(&self) -> Vec<(String, PresenceStatus, u32)> {
+        self.users
+            .lock()
+            .iter()
+            .map(|(u, d)| (u.clone(), aggregate(d), d.len() as u32))
+            .collect()
     }
 }
 
@@ -206,32 +231,45 @@ pub async fn announce(store: &Arc<dyn Store>, bus: &Arc<dyn Bus>, presence: Pres
 mod tests {
     use super::*;
 
+    fn status(t: Option<Transition>) -> Option<PresenceStatus> {
+        t.filter(Transition::status_changed).map(|t| t.now.status)
+    }
+
     #[test]
     fn online_while_any_device_connected() {
         let p = PresenceTracker::default();
         assert_eq!(
-            p.connect("a", 1, 0).map(|x| x.status),
+            status(Some(p.connect("a", 1, 0))),
             Some(PresenceStatus::Online)
         );
-        assert_eq!(
-            p.connect("a", 2, 0),
-            None,
-            "a second device changes nothing"
+        let second = p.connect("a", 2, 0);
+        assert!(
+            !second.status_changed(),
+            "a second device changes only the count"
         );
+        assert_eq!(second.now.devices, 2);
+        let one_left = p.disconnect("a", 1, 0);
         assert_eq!(
-            p.disconnect("a", 1, 0),
+            status(one_left.clone()),
             None,
             "one device left: still online"
         );
+        assert_eq!(one_left.map(|t| t.now.devices), Some(1));
         assert_eq!(p.live("a"), (PresenceStatus::Online, 1));
         assert_eq!(
-            p.set_away("a", 2, true, 0).map(|x| x.status),
+            status(p.set_away("a", 2, true, 0)),
             Some(PresenceStatus::Away)
         );
         assert_eq!(
-            p.disconnect("a", 2, 0).map(|x| x.status),
+            status(p.disconnect("a", 2, 0)),
             Some(PresenceStatus::Offline)
         );
+        assert_eq!(
+            p.disconnect("a", 2, 0),
+            None,
+            "an unknown socket changes nothing"
+        );
+        assert!(p.snapshot().is_empty());
     }
 
     #[test]
@@ -239,9 +277,21 @@ mod tests {
         let p = PresenceTracker::default();
         p.connect("a", 1, 0);
         p.connect("a", 2, 0);
-        assert_eq!(p.set_away("a", 1, true, 0), None);
+        assert_eq!(status(p.set_away("a", 1, true, 0)), None);
         assert_eq!(p.live("a").0, PresenceStatus::Online);
-        assert!(p.set_away("a", 2, true, 0).is_some());
+        assert_eq!(
+            status(p.set_away("a", 2, true, 0)),
+            Some(PresenceStatus::Away)
+        );
         assert_eq!(p.live("a").0, PresenceStatus::Away);
+        assert_eq!(
+            p.set_away("a", 9, true, 0),
+            None,
+            "an unknown socket changes nothing"
+        );
+        assert_eq!(
+            p.snapshot(),
+            vec![("a".to_owned(), PresenceStatus::Away, 2)]
+        );
     }
 }

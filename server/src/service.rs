@@ -214,38 +214,49 @@ impl Service {
         }
     }
 
-    /// Live presence of users, with their stored last-seen.
+    /// Presence of users over every instance, with their stored last-seen when offline.
     pub async fn presence_of(&self, users: &[String]) -> ApiResult<Vec<Presence>> {
         let seen = self.store.last_seen(users).await?;
+        let mut out = self.cluster_presence(users).await;
+        for p in &mut out {
+            if p.status == PresenceStatus::Offline {
+                p.last_seen = seen.iter().find(|(x, _)| *x == p.user).map(|(_, t)| *t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The presence of those of `users` connected to any instance (online or away).
+    pub async fn live_presences(&self, users: &[String]) -> Vec<Presence> {
+        let mut out = self.cluster_presence(users).await;
+        out.retain(|p| p.status != PresenceStatus::Offline);
+        out
+    }
+
+    /// Presence over every instance, one per user (`last_seen` now for the connected).
+    async fn cluster_presence(&self, users: &[String]) -> Vec<Presence> {
         let now = now_ms();
-        Ok(users
+        let local = users
             .iter()
             .map(|u| {
                 let (status, devices) = self.presence.live(u);
-                let last_seen = if status == PresenceStatus::Offline {
-                    seen.iter().find(|(x, _)| x == u).map(|(_, t)| *t)
-                } else {
-                    Some(now)
-                };
                 Presence {
                     user: u.clone(),
                     status,
-                    last_seen,
+                    last_seen: Some(now),
                     devices,
                 }
             })
-            .collect())
+            .collect();
+        self.bus.cluster_presence(local).await
     }
 
-    /// The user's presence if they are connected here (online or away), else `None`.
-    pub fn live_presence(&self, user: &str) -> Option<Presence> {
-        let (status, devices) = self.presence.live(user);
-        (status != PresenceStatus::Offline).then(|| Presence {
-            user: user.to_owned(),
-            status,
-            last_seen: Some(now_ms()),
-            devices,
-        })
+    /// Shares a presence change of this instance with the cluster, and tells the user's rooms
+    /// when the user's status over every instance changed.
+    pub async fn presence_moved(&self, t: crate::presence::Transition) {
+        if let Some(p) = self.bus.share_presence(t).await {
+            crate::presence::announce(&self.store, &self.bus, p).await;
+        }
     }
 
     // ----- mutations -----
@@ -411,11 +422,11 @@ impl Service {
         }
         // A new member's presence is news to the room they joined.
         for (room, user) in joined {
-            if let Some(presence) = self.live_presence(&user) {
+            for presence in self.live_presences(std::slice::from_ref(&user)).await {
                 self.bus
                     .publish(BusMessage::Presence {
                         presence,
-                        rooms: vec![room],
+                        rooms: vec![room.clone()],
                     })
                     .await;
             }

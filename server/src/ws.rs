@@ -41,7 +41,6 @@ use crate::compress;
 use crate::conn::{Conn, Outbound};
 use crate::error::ApiError;
 use crate::hub::{encode, Effect, LiveEvent};
-use crate::presence::announce;
 use crate::service::now_ms;
 use crate::store::NotificationQuery;
 use crate::AppState;
@@ -188,9 +187,8 @@ async fn opened(state: &AppState, conn: &Arc<Conn>, compress: bool) {
     if let Err(e) = svc.store.touch_user(&conn.user, now).await {
         tracing::warn!(error = %e, "could not record the user");
     }
-    if let Some(p) = svc.presence.connect(&conn.user, conn.id, now) {
-        announce(&svc.store, &svc.bus, p).await;
-    }
+    svc.presence_moved(svc.presence.connect(&conn.user, conn.id, now))
+        .await;
     tracing::debug!(conn = conn.id, user = %conn.user, "socket open");
     let hello = encode(&ServerFrame::Hello {
         session: uuid::Uuid::now_v7().to_string(),
@@ -214,8 +212,8 @@ async fn closed(state: &AppState, conn: &Arc<Conn>, following: &[Arc<str>]) {
             tracing::warn!(error = %e, "could not save last-seen");
         }
     }
-    if let Some(p) = svc.presence.disconnect(&conn.user, conn.id, now) {
-        announce(&svc.store, &svc.bus, p).await;
+    if let Some(t) = svc.presence.disconnect(&conn.user, conn.id, now) {
+        svc.presence_moved(t).await;
     }
     svc.metrics.connections.dec();
     tracing::debug!(conn = conn.id, user = %conn.user, code = conn.close_code(), "socket closed");
@@ -516,14 +514,14 @@ impl Socket {
             };
             let n = members.len();
             after = members.last().map(|m| m.user.clone());
-            for m in members {
-                if *m.user == *self.conn.user || m.status != roam_proto::MemberStatus::Active {
-                    continue;
-                }
-                if let Some(p) = svc.live_presence(&m.user) {
-                    presences.push(p);
-                }
-            }
+            let others: Vec<String> = members
+                .into_iter()
+                .filter(|m| {
+                    *m.user != *self.conn.user && m.status == roam_proto::MemberStatus::Active
+                })
+                .map(|m| m.user)
+                .collect();
+            presences.extend(svc.live_presences(&others).await);
             if n < page as usize {
                 break;
             }
@@ -545,8 +543,8 @@ impl Socket {
                 return self.error(Some(id), e.into());
             }
             let away = status == roam_proto::PresenceStatus::Away;
-            if let Some(p) = svc.presence.set_away(&user, self.conn.id, away, now_ms()) {
-                announce(&svc.store, &svc.bus, p).await;
+            if let Some(t) = svc.presence.set_away(&user, self.conn.id, away, now_ms()) {
+                svc.presence_moved(t).await;
             }
             let (status, devices) = svc.presence.live(&user);
             let p = Presence {

@@ -23,6 +23,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
+    if let Some(why) = state.service.bus.unavailable() {
+        tracing::warn!(reason = %why, "readiness: bus unavailable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "bus unavailable");
+    }
     match state.service.store.ping().await {
         Ok(()) => (StatusCode::OK, "ok"),
         Err(e) => {

@@ -4,6 +4,7 @@
 mod auth;
 mod authz;
 mod budgets;
+mod cluster;
 mod delivery;
 mod documents;
 mod fixtures;

@@ -1,0 +1,464 @@
+//! Several instances sharing one store, joined by the Redis bus: room events, bans, presence
+//! and typing cross instances; an outage of Redis is repaired from the store; a silent
+//! instance's presence expires. Redis is the machine's (127.0.0.1:6379, or `ROAM_TEST_REDIS`)
+//! with a fresh key prefix per test, except the outage test, which runs its own `redis-server`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use roam_server::auth::Keys;
+use roam_server::store::sqlite::{SqliteStore, Synchronous};
+use roam_server::store::Store;
+use roam_server::{AppState, Server};
+use serde_json::{json, Value};
+
+use crate::fixtures::{config, TestServer, Ws, WAIT};
+
+fn redis_url() -> String {
+    std::env::var("ROAM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
+
+/// Instances on one store and one Redis.
+struct Cluster {
+    nodes: Vec<TestServer>,
+    redis: String,
+    prefix: String,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Cluster {
+        Self::start_on(n, redis_url()).await
+    }
+
+    async fn start_on(n: usize, redis: String) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open_with(&dir.path().join("shared.db"), 4, Synchronous::Normal)
+                .await
+                .expect("store"),
+        );
+        let prefix = format!("roamtest-{}", uuid::Uuid::new_v4().simple());
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            redis,
+            prefix,
+            store,
+            _dir: dir,
+        };
+        for i in 0..n {
+            let node = c.node(&format!("n{i}")).await;
+            c.nodes.push(node);
+        }
+        for node in &c.nodes {
+            ready(node).await;
+        }
+        c
+    }
+
+    /// One more instance on the cluster's store and bus.
+    async fn node(&self, name: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(dir.path());
+        cfg.bus = self.redis.clone();
+        cfg.bus_prefix = self.prefix.clone();
+        cfg.node_id = Some(name.to_owned());
+        cfg.bus_heartbeat_ms = 100;
+        let keys = Keys::from_config(&cfg).expect("keys");
+        let state = AppState::on_store(cfg, keys, Arc::clone(&self.store)).expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = Server::start_with(state, listener).expect("start");
+        let base = format!("http://{}", server.local_addr());
+        TestServer {
+            server: Some(server),
+            dir,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection")
+    }
+
+    async fn stop(mut self) {
+        for n in &mut self.nodes {
+            n.stop().await;
+        }
+    }
+}
+
+async fn readyz(node: &TestServer) -> u16 {
+    node.http
+        .get(format!("{}/readyz", node.base))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// Waits until the instance reports ready (its bus subscribed).
+async fn ready(node: &TestServer) {
+    wait_for_readyz(node, 200).await;
+}
+
+async fn wait_for_readyz(node: &TestServer, status: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while readyz(node).await != status {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never answered /readyz {status}",
+            node.base
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn subscribed(node: &TestServer, user: &str, room: &str) -> Ws {
+    let mut ws = node.ws(user).await;
+    ws.subscribe(&[(room, 0)]).await;
+    ws.until(|f| f["type"] == "caught_up").await;
+    ws
+}
+
+fn seq(f: &Value) -> u64 {
+    f["seq"].as_u64().expect("seq")
+}
+
+async fn head(node: &TestServer, user: &str, room: &str) -> u64 {
+    node.as_user(user)
+        .all_events(room)
+        .await
+        .last()
+        .map_or(0, seq)
+}
+
+#[tokio::test]
+async fn publishers_on_every_node_reach_every_receiver_once_in_order() {
+    let c = Cluster::start(3).await;
+    c.nodes[0]
+        .as_user("owner")
+        .create_room("hall", "public")
+        .await;
+    let mut receivers = Vec::new();
+    for (i, node) in c.nodes.iter().enumerate() {
+        for r in 0..2 {
+            let user = format!("r{i}{r}");
+            node.as_user(&user).join("hall").await;
+            receivers.push(subscribed(node, &user, "hall").await);
+        }
+    }
+    let start = head(&c.nodes[0], "owner", "hall").await;
+    let per_node = 60;
+    let mut sends = Vec::new();
+    for (i, node) in c.nodes.iter().enumerate() {
+        let api = node.as_user("owner");
+        sends.push(tokio::spawn(async move {
+            for k in 0..per_node {
+                api.say("hall", &format!("n{i} #{k}")).await;
+            }
+        }));
+    }
+    for s in sends {
+        s.await.expect("sender");
+    }
+    let last = start + 3 * per_node;
+    assert_eq!(head(&c.nodes[1], "owner", "hall").await, last);
+    for ws in &mut receivers {
+        let evs = ws.events_until("hall", last).await;
+        // (A receiver also saw the joins of those who subscribed after it.)
+        let seqs: Vec<u64> = evs.iter().map(seq).filter(|&s| s > start).collect();
+        assert_eq!(
+            seqs,
+            (start + 1..=last).collect::<Vec<_>>(),
+            "every event once, in seq order"
+        );
+    }
+    for node in &c.nodes {
+        assert!(node.metric("roam_bus_received_total", None).await > 0.0);
+        assert_eq!(node.metric("roam_bus_dropped_total", None).await, 0.0);
+        assert_eq!(node.metric("roam_bus_up", None).await, 1.0);
+    }
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_ban_on_one_node_unsubscribes_the_user_on_another_within_a_second() {
+    let c = Cluster::start(2).await;
+    let owner = c.nodes[0].as_user("owner");
+    owner.create_room("club", "public").await;
+    c.nodes[1].as_user("bob").join("club").await;
+    let mut bob = subscribed(&c.nodes[1], "bob", "club").await;
+    // Warm node 1's cache of bob's membership, so a stale cache would let him read.
+    let bob_api = c.nodes[1].as_user("bob");
+    assert_eq!(bob_api.get("/v1/rooms/club/messages").await.status, 200);
+
+    owner
+        .post("/v1/rooms/club/bans", json!({"user": "bob"}))
+        .await;
+    let gone = tokio::time::timeout(
+        Duration::from_secs(1),
+        bob.until(|f| f["type"] == "unsubscribed"),
+    )
+    .await
+    .expect("bob's socket on the other node is unsubscribed within a second");
+    assert_eq!(gone["reason"], "banned");
+    let r = bob_api.get("/v1/rooms/club/messages").await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    owner.say("club", "after the ban").await;
+    assert!(bob.drain().await.iter().all(|f| f["type"] != "event"));
+    c.stop().await;
+}
+
+async fn presence(node: &TestServer, viewer: &str, user: &str) -> Value {
+    let r = node
+        .as_user(viewer)
+        .get(&format!("/v1/presence?users={user}"))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body[0].clone()
+}
+
+async fn presence_until(
+    node: &TestServer,
+    viewer: &str,
+    user: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let p = presence(node, viewer, user).await;
+        if pred(&p) {
+            return p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence never matched: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn presence_and_typing_span_nodes() {
+    let c = Cluster::start(2).await;
+    c.nodes[0]
+        .as_user("carol")
+        .create_room("team", "public")
+        .await;
+    c.nodes[0].as_user("bob").join("team").await;
+    let mut carol = subscribed(&c.nodes[0], "carol", "team").await;
+
+    // bob comes online on node 1: carol on node 0 hears of it.
+    let mut phone = subscribed(&c.nodes[1], "bob", "team").await;
+    let f = carol
+        .until(|f| f["type"] == "presence" && f["user"] == "bob")
+        .await;
+    assert_eq!(f["status"], "online");
+    let p = presence(&c.nodes[0], "carol", "bob").await;
+    assert_eq!(
+        (p["status"].as_str(), p["devices"].as_u64()),
+        (Some("online"), Some(1))
+    );
+
+    // A second device on node 0: the count spans both nodes, nobody is told anything new.
+    let laptop = c.nodes[0].ws("bob").await;
+    let p = presence_until(&c.nodes[1], "carol", "bob", |p| p["devices"] == 2).await;
+    assert_eq!(p["status"], "online");
+
+    // Typing on node 1 reaches node 0.
+    phone
+        .send(json!({"v": 1, "type": "typing", "room": "team", "typing": true}))
+        .await;
+    let t = carol.until(|f| f["type"] == "typing").await;
+    assert_eq!(
+        (t["user"].as_str(), t["typing"].as_bool()),
+        (Some("bob"), Some(true))
+    );
+
+    // The phone goes: still online through the laptop.
+    phone.stream.close(None).await.expect("close");
+    phone.closed().await;
+    let p = presence_until(&c.nodes[0], "carol", "bob", |p| p["devices"] == 1).await;
+    assert_eq!(p["status"], "online");
+    assert!(carol
+        .drain()
+        .await
+        .iter()
+        .all(|f| !(f["type"] == "presence" && f["user"] == "bob" && f["status"] == "offline")));
+
+    // The laptop goes: offline everywhere.
+    let mut laptop = laptop;
+    laptop.stream.close(None).await.expect("close");
+    laptop.closed().await;
+    let f = carol
+        .until(|f| f["type"] == "presence" && f["user"] == "bob")
+        .await;
+    assert_eq!(f["status"], "offline");
+    let p = presence(&c.nodes[1], "carol", "bob").await;
+    assert_eq!(
+        (p["status"].as_str(), p["devices"].as_u64()),
+        (Some("offline"), Some(0))
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_nodes_users_go_offline_after_its_ttl() {
+    let c = Cluster::start(1).await;
+    c.nodes[0]
+        .as_user("carol")
+        .create_room("den", "public")
+        .await;
+    c.nodes[0].as_user("dave").join("den").await;
+    let mut carol = subscribed(&c.nodes[0], "carol", "den").await;
+
+    // An instance "ghost" held dave's socket and then stopped heartbeating (as after SIGKILL).
+    let mut r = c.redis().await;
+    let pre = &c.prefix;
+    let long_ago = crate::fixtures::now_ms() - 60_000;
+    let _: () = redis::pipe()
+        .hset(format!("{pre}:nodes"), "ghost", long_ago)
+        .hset(format!("{pre}:presence:dave"), "ghost", "o:1")
+        .sadd(format!("{pre}:node:ghost"), "dave")
+        .query_async(&mut r)
+        .await
+        .expect("seed the ghost");
+
+    let f = carol
+        .until(|f| f["type"] == "presence" && f["user"] == "dave")
+        .await;
+    assert_eq!(f["status"], "offline");
+    assert_eq!(
+        f["last_seen"], long_ago,
+        "last seen at the silent node's last heartbeat"
+    );
+    let p = presence(&c.nodes[0], "carol", "dave").await;
+    assert_eq!(p["status"], "offline");
+    let left: Vec<String> = redis::cmd("HKEYS")
+        .arg(format!("{pre}:nodes"))
+        .query_async(&mut r)
+        .await
+        .expect("nodes");
+    assert_eq!(
+        left,
+        vec!["n0".to_owned()],
+        "the ghost is gone from the cluster"
+    );
+    c.stop().await;
+}
+
+/// A `redis-server` of the test's own, on a free port, keeping nothing on disk.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl OwnRedis {
+    async fn start() -> OwnRedis {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr").port()
+        };
+        let mut r = OwnRedis { port, child: None };
+        r.up().await;
+        r
+    }
+
+    async fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/services.sh installs it)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = tokio::task::spawn_blocking(move || c.wait()).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+#[tokio::test]
+async fn nodes_serve_their_own_sockets_while_redis_is_down_and_repair_when_it_returns() {
+    let mut redis = OwnRedis::start().await;
+    let c = Cluster::start_on(2, redis.url()).await;
+    let alice = c.nodes[0].as_user("alice");
+    alice.create_room("ops", "public").await;
+    c.nodes[1].as_user("bob").join("ops").await;
+    let mut mine = subscribed(&c.nodes[0], "alice", "ops").await;
+    let mut bob = subscribed(&c.nodes[1], "bob", "ops").await;
+    let start = head(&c.nodes[0], "alice", "ops").await;
+
+    redis.down().await;
+    wait_for_readyz(&c.nodes[0], 503).await;
+    wait_for_readyz(&c.nodes[1], 503).await;
+    for k in 0..5 {
+        alice.say("ops", &format!("during the outage #{k}")).await;
+    }
+    // Node 0's own sockets are served meanwhile.
+    let evs = mine.events_until("ops", start + 5).await;
+    assert_eq!(
+        evs.iter().map(seq).collect::<Vec<_>>(),
+        (start + 1..=start + 5).collect::<Vec<_>>()
+    );
+
+    redis.up().await;
+    ready(&c.nodes[0]).await;
+    ready(&c.nodes[1]).await;
+    // Node 1 repairs its room from the store once subscribed again, with no new event to
+    // reveal the gap: everything, once, in order.
+    let evs = bob.events_until("ops", start + 5).await;
+    assert_eq!(
+        evs.iter().map(seq).collect::<Vec<_>>(),
+        (start + 1..=start + 5).collect::<Vec<_>>()
+    );
+    assert!(c.nodes[1].metric("roam_bus_resyncs_total", None).await >= 1.0);
+    alice.say("ops", "after the outage").await;
+    let evs = bob.events_until("ops", start + 6).await;
+    assert_eq!(evs.iter().map(seq).collect::<Vec<_>>(), [start + 6]);
+    c.stop().await;
+    redis.down().await;
+}
