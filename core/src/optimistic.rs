@@ -16,7 +16,9 @@
 //! do not need. Every step records the listener events it causes in the [`Effects`] of the
 //! transaction, so the app hears about the change right after it is committed.
 
-use roam_proto::{Document, Member, MemberStatus, Message, Mutation, Role, Room, RoomKind};
+use roam_proto::{
+    Document, Member, MemberStatus, Message, Mutation, ReadMarker, Role, Room, RoomKind,
+};
 use rusqlite::Transaction;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -505,6 +507,11 @@ pub(crate) fn apply_ack(
             if let Some(n) = result.get("unread").and_then(Value::as_u64) {
                 writes::set_kv(tx, "unread", &n.to_string())?;
                 fx.emit(AppEvent::Unread(n));
+            }
+        }
+        Mutation::MarkRoomRead { .. } => {
+            if let Some(m) = parse::<ReadMarker>(op, result) {
+                writes::advance_read_marker(tx, &m.room, m.seq, m.updated_at)?;
             }
         }
         Mutation::Invite { .. }

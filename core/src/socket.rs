@@ -696,6 +696,11 @@ impl<'a> Session<'a> {
                     tracing::error!(error = %err, "cannot store the unread count");
                 }
             }
+            ServerFrame::ReadMarker(marker) => {
+                if let Err(err) = sync::apply_read_marker(self.ctx, &marker) {
+                    tracing::error!(error = %err, "cannot store a read marker");
+                }
+            }
             ServerFrame::Hello { .. } | ServerFrame::Pong { .. } => {}
         }
         Ok(())

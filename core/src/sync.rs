@@ -25,7 +25,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use roam_proto::{
-    EventBody, MemberStatus, Notification, Presence, RoomEvent, SubscribeResult, SubscriptionStatus,
+    EventBody, MemberStatus, Notification, Presence, ReadMarker, RoomEvent, SubscribeResult,
+    SubscriptionStatus,
 };
 use rusqlite::Transaction;
 use serde_json::Value;
@@ -351,6 +352,15 @@ pub(crate) fn apply_unread(ctx: &Context, count: u64) -> Result<()> {
     ctx.write(|tx, fx| {
         writes::set_kv(tx, "unread", &count.to_string())?;
         fx.emit(AppEvent::Unread(count));
+        Ok(())
+    })
+}
+
+/// Stores a read marker the server reported (this account read `room` up to `seq`, on this
+/// device or another); a marker behind the stored one changes nothing.
+pub(crate) fn apply_read_marker(ctx: &Context, marker: &ReadMarker) -> Result<()> {
+    ctx.write(|tx, _fx| {
+        writes::advance_read_marker(tx, &marker.room, marker.seq, marker.updated_at)?;
         Ok(())
     })
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::ErrorBody;
 use crate::event::RoomEvent;
-use crate::model::{Notification, Presence, PresenceStatus};
+use crate::model::{Notification, Presence, PresenceStatus, ReadMarker};
 use crate::mutation::Mutation;
 
 /// The protocol version carried by every frame.
@@ -176,6 +176,8 @@ pub enum ServerFrame {
     Notification(Notification),
     /// The user's unread notification count changed.
     Unread { count: u64 },
+    /// The user's read marker of a room moved (`room.mark_read` from any of their devices).
+    ReadMarker(ReadMarker),
     /// Answer to `ping`.
     Pong { id: String },
 }

@@ -30,6 +30,6 @@ pub use frame::{
 };
 pub use model::{
     ActivityBucket, Document, Invitation, InvitationStatus, Member, MemberStatus, Message,
-    Notification, Page, Presence, PresenceStatus, Role, Room, RoomKind, User,
+    Notification, Page, Presence, PresenceStatus, ReadMarker, Role, Room, RoomKind, User,
 };
 pub use mutation::Mutation;

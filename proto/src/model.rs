@@ -245,6 +245,18 @@ pub struct Document {
     pub updated_at: i64,
 }
 
+/// How far one user has read one room: every message with `seq` up to `seq` is read. Kept per
+/// member by the server (`room.mark_read`), shared by all of the user's devices, and only ever
+/// moves forward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMarker {
+    pub room: String,
+    /// The seq of the last event read (0: nothing read yet).
+    pub seq: u64,
+    /// When the marker last moved.
+    pub updated_at: i64,
+}
+
 /// A notification kept for one user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {

@@ -116,6 +116,12 @@ pub enum Mutation {
         base_version: u64,
         content: String,
     },
+    /// Active members: the caller has read `room` up to `seq` (at most the room's head). The
+    /// marker only moves forward (a lower `seq` leaves it as it is); the caller's `mentioned`
+    /// notifications of messages up to `seq` in the room are marked read with it. Every socket
+    /// of the caller receives a `read_marker` frame. Result: `ReadMarker`.
+    #[serde(rename = "room.mark_read")]
+    MarkRoomRead { room: String, seq: u64 },
     /// The caller's own notifications; unknown ids are ignored. Result: `{"unread": n}`.
     #[serde(rename = "notification.read")]
     MarkRead { ids: Vec<String> },
@@ -145,6 +151,7 @@ impl Mutation {
             Mutation::JoinRoom { .. } => "room.join",
             Mutation::LeaveRoom { .. } => "room.leave",
             Mutation::TransferOwnership { .. } => "room.transfer",
+            Mutation::MarkRoomRead { .. } => "room.mark_read",
             Mutation::Invite { .. } => "member.invite",
             Mutation::AcceptInvitation { .. } => "invitation.accept",
             Mutation::RejectInvitation { .. } => "invitation.reject",
@@ -172,6 +179,7 @@ impl Mutation {
             | Mutation::JoinRoom { room }
             | Mutation::LeaveRoom { room }
             | Mutation::TransferOwnership { room, .. }
+            | Mutation::MarkRoomRead { room, .. }
             | Mutation::Invite { room, .. }
             | Mutation::RevokeInvitation { room, .. }
             | Mutation::SetRole { room, .. }
@@ -307,6 +315,7 @@ impl Mutation {
                 }
                 Ok(())
             }
+            Mutation::MarkRoomRead { seq, .. } => v::cursor("seq", *seq),
             Mutation::DeleteRoom { .. }
             | Mutation::JoinRoom { .. }
             | Mutation::LeaveRoom { .. }

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use roam_proto::{Envelope, Notification, Presence, RoomEvent, ServerFrame};
+use roam_proto::{Envelope, Notification, Presence, ReadMarker, RoomEvent, ServerFrame};
 
 use crate::conn::{Conn, ConnId, Outbound};
 use crate::metrics::Metrics;
@@ -110,6 +110,8 @@ pub enum BusMessage {
     },
     /// Cached room metadata or membership changed: drop it from every instance's cache.
     Invalidate { room: String },
+    /// A user's read marker of a room moved: for all of that user's sockets.
+    ReadMarker { user: String, marker: ReadMarker },
 }
 
 /// Carries [`BusMessage`]s to every instance's hub, and keeps the cluster's view of presence.
@@ -553,6 +555,9 @@ impl Hub {
                 }
                 let frame = encode(&ServerFrame::Unread { count });
                 self.to_user(&user, &frame);
+            }
+            BusMessage::ReadMarker { user, marker } => {
+                self.to_user(&user, &encode(&ServerFrame::ReadMarker(marker)));
             }
             BusMessage::Invalidate { .. } => {}
         }

@@ -26,7 +26,7 @@ use crate::hub::{Bus, BusMessage};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::PresenceTracker;
-use crate::store::{Change, Committed, IdemRecord, NewNotification, Store, Write};
+use crate::store::{Change, Committed, IdemRecord, NewNotification, Output, Store, Write};
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
@@ -330,14 +330,17 @@ impl Service {
             Prepared::Replay(result) => Err(result),
             Prepared::Write { op, write } => {
                 let fp = write.idem.as_ref().map(|i| i.fingerprint.clone());
+                // A moved read marker goes to the reader's own sockets.
+                let reader = matches!(write.change, Change::MarkRoomRead { .. })
+                    .then(|| write.actor.clone());
                 let mut order = self.commit_order.lock();
                 *order += 1;
-                Ok((op, fp, *order, self.store.commit(*write)))
+                Ok((op, fp, reader, *order, self.store.commit(*write)))
             }
         };
         let me = Arc::clone(self);
         async move {
-            let (op, fp, order, fut) = match pending {
+            let (op, fp, reader, order, fut) = match pending {
                 Err(result) => {
                     return Ok(Applied {
                         result,
@@ -371,6 +374,14 @@ impl Service {
                     unread,
                 } => {
                     me.announce(op, order, events, notifications, unread).await;
+                    if let (Output::ReadMarker(marker), Some(user)) = (&output, reader) {
+                        me.bus
+                            .publish(BusMessage::ReadMarker {
+                                user,
+                                marker: marker.clone(),
+                            })
+                            .await;
+                    }
                     Ok(Applied {
                         result: output.to_json(),
                         replayed: false,
@@ -835,6 +846,16 @@ impl Service {
                     base_version,
                     content,
                 }
+            }
+            Mutation::MarkRoomRead { room, seq } => {
+                self.require_role(user, &room, Role::Guest).await?;
+                let (_, head) = self.store.event_bounds(&room).await?;
+                if seq > head {
+                    return Err(ApiError::invalid(format!(
+                        "seq {seq} is past the room's last event ({head})"
+                    )));
+                }
+                Change::MarkRoomRead { room, seq }
             }
             Mutation::MarkRead { ids } => Change::MarkRead { ids: Some(ids) },
             Mutation::MarkAllRead {} => Change::MarkRead { ids: None },

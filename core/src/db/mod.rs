@@ -41,6 +41,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_fewer_index_writes",
         include_str!("migrations/0002_fewer_index_writes.sql"),
     ),
+    (
+        "0003_read_markers",
+        include_str!("migrations/0003_read_markers.sql"),
+    ),
 ];
 
 /// Most idle reader connections kept open.

@@ -547,6 +547,23 @@ pub(crate) fn set_kv(tx: &Transaction<'_>, key: &str, value: &str) -> Result<()>
     Ok(())
 }
 
+/// Moves the room's read marker to `seq` if that is further; true when it moved.
+pub(crate) fn advance_read_marker(
+    tx: &Transaction<'_>,
+    room: &str,
+    seq: u64,
+    updated_at: i64,
+) -> Result<bool> {
+    let changed = tx
+        .prepare_cached(
+            "INSERT INTO read_markers (room, seq, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(room) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at \
+             WHERE excluded.seq > read_markers.seq",
+        )?
+        .execute(params![room, i64_of(seq), updated_at])?;
+    Ok(changed > 0)
+}
+
 pub(crate) fn set_etag(tx: &Transaction<'_>, path: &str, etag: &str) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO http_etags (path, etag) VALUES (?1, ?2) \

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use roam_proto::{Invitation, Mutation, Notification, Page, Presence, User};
+use roam_proto::{Invitation, Mutation, Notification, Page, Presence, ReadMarker, User};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/notifications/read", post(read))
         .route("/v1/notifications/read-all", post(read_all))
         .route("/v1/presence", get(presence))
+        .route("/v1/read-markers", get(read_markers))
 }
 
 async fn me(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -165,6 +166,24 @@ async fn notifications(
         .flatten();
     Ok(Json(Page { items, next_cursor }))
 }
+
+/// The caller's read markers of every room they are an active member of, in one page (one row
+/// per room the user is in).
+async fn read_markers(
+    State(s): State<AppState>,
+    caller: Caller,
+    Q(_): Q<NoQuery>,
+) -> ApiResult<Json<Page<ReadMarker>>> {
+    let items = s.service.store.read_markers(&caller.user).await?;
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoQuery {}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

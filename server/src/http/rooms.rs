@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/rooms/{room}", get(show).patch(update).delete(remove))
         .route("/v1/rooms/{room}/join", post(join))
         .route("/v1/rooms/{room}/leave", post(leave))
+        .route("/v1/rooms/{room}/read", post(mark_read))
         .route("/v1/rooms/{room}/transfer", post(transfer))
         .route("/v1/rooms/{room}/members", get(members))
         .route("/v1/rooms/{room}/members/{user}/role", put(set_role))
@@ -197,6 +198,28 @@ async fn leave(
     Path(room): Path<String>,
 ) -> ApiResult<Response> {
     run(&s, &caller, &key, Mutation::LeaveRoom { room }).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadBody {
+    seq: u64,
+}
+
+async fn mark_read(
+    State(s): State<AppState>,
+    caller: Caller,
+    IdemKey(key): IdemKey,
+    Path(room): Path<String>,
+    J(b): J<ReadBody>,
+) -> ApiResult<Response> {
+    run(
+        &s,
+        &caller,
+        &key,
+        Mutation::MarkRoomRead { room, seq: b.seq },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]

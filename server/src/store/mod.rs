@@ -19,8 +19,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use roam_proto::{
-    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, Role, Room,
-    RoomEvent, RoomKind, User,
+    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, ReadMarker, Role,
+    Room, RoomEvent, RoomKind, User,
 };
 use serde_json::Value;
 
@@ -193,6 +193,12 @@ pub enum Change {
     },
     /// Marks the actor's notifications read (`None`: all of them). Output: `Unread`.
     MarkRead { ids: Option<Vec<String>> },
+    /// Moves the actor's read marker of `room` to `seq` if that is further than it is (never
+    /// back), and marks read the actor's unread `mentioned` notifications of that room whose
+    /// message `seq` is at most the marker (the actor's unread count is announced when that
+    /// changed it). NotFound if the room is gone. No event. Output: `ReadMarker` (the marker as
+    /// it now is). A deleted room's markers go with it.
+    MarkRoomRead { room: String, seq: u64 },
 }
 
 /// A notification to create in the same transaction as the change.
@@ -233,6 +239,7 @@ pub enum Output {
     Unread {
         unread: u64,
     },
+    ReadMarker(ReadMarker),
     Empty,
 }
 
@@ -253,6 +260,7 @@ impl Output {
                 "imported": imported, "first_seq": first_seq, "last_seq": last_seq
             })),
             Output::Unread { unread } => Ok(serde_json::json!({ "unread": unread })),
+            Output::ReadMarker(m) => serde_json::to_value(m),
             Output::Empty => Ok(serde_json::json!({})),
         };
         // Serialising these plain structs cannot fail (no maps with non-string keys).
@@ -508,6 +516,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         q: &NotificationQuery,
     ) -> StoreResult<Vec<Notification>>;
     async fn unread_count(&self, user: &str) -> StoreResult<u64>;
+    /// The user's read markers of the rooms they are an active member of, by room name.
+    async fn read_markers(&self, user: &str) -> StoreResult<Vec<ReadMarker>>;
 
     /// Stores the user's last-seen instant (presence persistence).
     async fn save_last_seen(&self, user: &str, at: i64) -> StoreResult<()>;

@@ -113,6 +113,11 @@ const TABLE: &[(&str, [[&str; 7]; 3])] = &[
         ["ok", "ok", "ok", "ok", "forbidden", "forbidden", "forbidden"],
         ["ok", "ok", "ok", "ok", "not_found", "forbidden", "not_found"],
     ]),
+    ("room.mark_read", [
+        ["ok", "ok", "ok", "ok", "forbidden", "forbidden", "forbidden"],
+        ["ok", "ok", "ok", "ok", "forbidden", "forbidden", "forbidden"],
+        ["ok", "ok", "ok", "ok", "not_found", "forbidden", "not_found"],
+    ]),
     ("message.edit (someone else's)", [
         ["forbidden", "forbidden", "forbidden", "forbidden", "forbidden", "forbidden", "forbidden"],
         ["forbidden", "forbidden", "forbidden", "forbidden", "forbidden", "forbidden", "forbidden"],
@@ -317,6 +322,7 @@ async fn case(svc: Arc<Service>, n: usize, op: usize, kind: RoomKind, actor: &st
             reply_to: None,
             id: None,
         },
+        "room.mark_read" => Mutation::MarkRoomRead { room: r, seq: 1 },
         "message.edit" => Mutation::EditMessage {
             room: r,
             message,

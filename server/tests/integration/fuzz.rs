@@ -44,6 +44,7 @@ const FIELDS: &[&str] = &[
     "ids",
     "invitation",
     "status",
+    "seq",
 ];
 const STRINGS: &[&str] = &[
     "",
@@ -94,6 +95,7 @@ const OPS: &[&str] = &[
     "document.put",
     "notification.read",
     "notification.read_all",
+    "room.mark_read",
     "presence.set",
     "no.such.op",
 ];
@@ -233,6 +235,7 @@ async fn fingerprint(api: &Api) -> Value {
     let me = api.get("/v1/me").await.body;
     let invitations = api.get("/v1/invitations").await.body;
     let docs = api.get("/v1/rooms/fz/documents").await.body;
+    let markers = api.get("/v1/read-markers").await.body;
     json!([
         room["head_seq"],
         room["title"],
@@ -240,7 +243,8 @@ async fn fingerprint(api: &Api) -> Value {
         rooms,
         me,
         invitations,
-        docs
+        docs,
+        markers
     ])
 }
 
@@ -266,6 +270,7 @@ async fn any_rest_input_gets_a_clear_error_and_changes_nothing() {
             (M::PATCH, "/v1/rooms/{room}".into()),
             (M::POST, "/v1/rooms/{room}/join".into()),
             (M::POST, "/v1/rooms/{room}/leave".into()),
+            (M::POST, "/v1/rooms/{room}/read".into()),
             (M::POST, "/v1/rooms/{room}/transfer".into()),
             (M::PUT, "/v1/rooms/{room}/members/{user}/role".into()),
             (M::POST, "/v1/rooms/{room}/bans".into()),
@@ -288,6 +293,7 @@ async fn any_rest_input_gets_a_clear_error_and_changes_nothing() {
             (M::GET, "/v1/notifications".into()),
             (M::GET, "/v1/invitations".into()),
             (M::GET, "/v1/presence".into()),
+            (M::GET, "/v1/read-markers".into()),
         ]
     };
     let seed = seed();

@@ -17,6 +17,7 @@ mod notifications;
 mod presence_typing;
 mod privacy;
 mod queries;
+mod read_markers;
 mod recovery;
 mod redaction;
 mod roles;

@@ -366,6 +366,17 @@ const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
      (user, seq, id, kind, room, actor, data, created_at, read) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)";
 
+/// A marker only moves forward: an equal or lower seq leaves the row (and `updated_at`) alone.
+const MOVE_READ_MARKER: &str = "INSERT INTO read_markers (user, room, seq, updated_at) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user, room) DO UPDATE \
+     SET seq = excluded.seq, updated_at = excluded.updated_at WHERE excluded.seq > read_markers.seq";
+/// The user's unread mentions in a room up to a seq. Without statistics the planner would walk
+/// all of the user's notifications by primary key; the unread index visits only unread ones.
+pub(super) const READ_MENTIONS: &str = "UPDATE notifications INDEXED BY notifications_unread \
+     SET read = 1 \
+     WHERE user = ?1 AND read = 0 AND kind = 'mentioned' AND room = ?2 \
+     AND json_extract(data, '$.seq') <= ?3";
+
 fn conflict(what: &str) -> StoreError {
     StoreError::Conflict(what.to_owned())
 }
@@ -425,6 +436,7 @@ impl Cx<'_, '_> {
                 content,
             } => self.put_document(room, doc, *base_version, content),
             Change::MarkRead { ids } => self.mark_read(ids.as_deref()),
+            Change::MarkRoomRead { room, seq } => self.mark_room_read(room, *seq),
         }
     }
 
@@ -608,6 +620,7 @@ impl Cx<'_, '_> {
             "DELETE FROM document_versions WHERE room = ?1",
             "DELETE FROM invitations WHERE room = ?1",
             "DELETE FROM role_caps WHERE room = ?1",
+            "DELETE FROM read_markers WHERE room = ?1",
         ] {
             self.tx.prepare_cached(sql)?.execute(params![name])?;
         }
@@ -1094,5 +1107,28 @@ impl Cx<'_, '_> {
         Ok(Output::Unread {
             unread: read::unread_count(self.tx, self.actor)?,
         })
+    }
+
+    /// Moves the actor's marker forward only, then reads the marker and clears the mentions it
+    /// covers.
+    fn mark_room_read(&mut self, room: &str, seq: u64) -> StoreResult<Output> {
+        self.live_room(room)?;
+        self.tx.prepare_cached(MOVE_READ_MARKER)?.execute(params![
+            self.actor,
+            room,
+            int(seq),
+            self.now
+        ])?;
+        let marker = read::read_marker(self.tx, self.actor, room)?
+            .ok_or(StoreError::NotFound("read marker"))?;
+        let cleared = self.tx.prepare_cached(READ_MENTIONS)?.execute(params![
+            self.actor,
+            room,
+            int(marker.seq)
+        ])?;
+        if cleared > 0 {
+            self.unread.push(self.actor.to_owned());
+        }
+        Ok(Output::ReadMarker(marker))
     }
 }

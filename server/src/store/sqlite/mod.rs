@@ -40,8 +40,8 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
 use roam_proto::{
-    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, Room, RoomEvent,
-    User,
+    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, ReadMarker, Room,
+    RoomEvent, User,
 };
 
 use self::pool::ReaderPool;
@@ -299,6 +299,11 @@ impl Store for SqliteStore {
     async fn unread_count(&self, user: &str) -> StoreResult<u64> {
         let user = user.to_owned();
         self.read(move |c| read::unread_count(c, &user)).await
+    }
+
+    async fn read_markers(&self, user: &str) -> StoreResult<Vec<ReadMarker>> {
+        let user = user.to_owned();
+        self.read(move |c| read::read_markers(c, &user)).await
     }
 
     async fn save_last_seen(&self, user: &str, at: i64) -> StoreResult<()> {

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use roam_proto::{
-    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, Room, RoomEvent,
-    User,
+    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, ReadMarker, Room,
+    RoomEvent, User,
 };
 
 use super::rows::{
@@ -404,6 +404,40 @@ pub(super) const UNREAD_COUNT: &str =
 pub(super) fn unread_count(conn: &Connection, user: &str) -> StoreResult<u64> {
     let mut stmt = conn.prepare_cached(UNREAD_COUNT)?;
     Ok(stmt.query_row(params![user], |r| r.get(0))?)
+}
+
+pub(super) const READ_MARKER: &str =
+    "SELECT room, seq, updated_at FROM read_markers WHERE user = ?1 AND room = ?2";
+
+fn read_marker_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReadMarker> {
+    Ok(ReadMarker {
+        room: r.get(0)?,
+        seq: r.get(1)?,
+        updated_at: r.get(2)?,
+    })
+}
+
+pub(super) fn read_marker(
+    conn: &Connection,
+    user: &str,
+    room: &str,
+) -> StoreResult<Option<ReadMarker>> {
+    let mut stmt = conn.prepare_cached(READ_MARKER)?;
+    Ok(stmt
+        .query_row(params![user, room], read_marker_row)
+        .optional()?)
+}
+
+/// Markers of the rooms the user is an active member of (a room left keeps its marker for a
+/// return, but is not listed).
+pub(super) const READ_MARKERS: &str = "SELECT r.room, r.seq, r.updated_at FROM read_markers r \
+     JOIN members m ON m.room = r.room AND m.user = r.user AND m.status = 'active' \
+     WHERE r.user = ?1 ORDER BY r.room";
+
+pub(super) fn read_markers(conn: &Connection, user: &str) -> StoreResult<Vec<ReadMarker>> {
+    let mut stmt = conn.prepare_cached(READ_MARKERS)?;
+    let rows = stmt.query_map(params![user], read_marker_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub(super) const LAST_SEEN: &str = "SELECT last_seen FROM presence WHERE user = ?1";

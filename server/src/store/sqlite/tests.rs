@@ -929,6 +929,113 @@ async fn notifications_are_per_user_and_counted() {
 }
 
 #[tokio::test]
+async fn read_markers_move_forward_and_clear_covered_mentions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    apply(
+        &store,
+        write("alice", T0, create_room("r", RoomKind::Public, "alice")),
+    )
+    .await;
+    apply(
+        &store,
+        write(
+            "bob",
+            T0,
+            Change::AddMember {
+                room: "r".into(),
+                user: "bob".into(),
+                role: Role::Member,
+                invitation: None,
+            },
+        ),
+    )
+    .await;
+    let mut seqs = Vec::new();
+    for id in ["m1", "m2"] {
+        let w = Write {
+            notify: vec![NewNotification {
+                user: "bob".into(),
+                id: format!("n-{id}"),
+                kind: "mentioned".into(),
+                room: Some("r".into()),
+                data: json!({ "message": id }),
+            }],
+            ..write("alice", T0, message("r", id, "@bob"))
+        };
+        seqs.push(seq_of(&apply(&store, w).await.0));
+    }
+    assert_eq!(store.unread_count("bob").await.unwrap(), 2);
+    let mark = |seq: u64, now: i64| {
+        write(
+            "bob",
+            now,
+            Change::MarkRoomRead {
+                room: "r".into(),
+                seq,
+            },
+        )
+    };
+
+    let Committed::Applied {
+        output,
+        events,
+        unread,
+        ..
+    } = store.commit(mark(seqs[0], T0 + 1)).await.unwrap()
+    else {
+        panic!()
+    };
+    let marker = roam_proto::ReadMarker {
+        room: "r".into(),
+        seq: seqs[0],
+        updated_at: T0 + 1,
+    };
+    assert_eq!(output, Output::ReadMarker(marker.clone()));
+    assert!(events.is_empty(), "a marker is no room event");
+    assert_eq!(unread, vec![("bob".to_owned(), 1)]);
+
+    // Behind the marker: nothing moves, nothing is re-stamped, no unread announced.
+    let Committed::Applied { output, unread, .. } =
+        store.commit(mark(seqs[0] - 1, T0 + 2)).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(output, Output::ReadMarker(marker.clone()));
+    assert!(unread.is_empty());
+    assert_eq!(store.read_markers("bob").await.unwrap(), vec![marker]);
+    assert!(store.read_markers("alice").await.unwrap().is_empty());
+
+    let (output, _) = apply(&store, mark(seqs[1], T0 + 3)).await;
+    assert!(matches!(output, Output::ReadMarker(m) if m.seq == seqs[1]));
+    assert_eq!(store.unread_count("bob").await.unwrap(), 0);
+
+    // Leaving hides the marker; deleting the room removes it; a gone room is NotFound.
+    apply(
+        &store,
+        write(
+            "bob",
+            T0,
+            Change::RemoveMember {
+                room: "r".into(),
+                user: "bob".into(),
+            },
+        ),
+    )
+    .await;
+    assert!(store.read_markers("bob").await.unwrap().is_empty());
+    apply(
+        &store,
+        write("alice", T0, Change::DeleteRoom { name: "r".into() }),
+    )
+    .await;
+    assert!(matches!(
+        apply_err(&store, mark(1, T0 + 4)).await,
+        StoreError::NotFound("room")
+    ));
+}
+
+#[tokio::test]
 async fn events_survive_reopen_and_room_deletion() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -1516,6 +1623,13 @@ fn hot_queries_use_indexes() {
             "notifications_unread",
         ),
         ("unread count", read::UNREAD_COUNT, "notifications_unread"),
+        ("read marker", read::READ_MARKER, "PRIMARY KEY"),
+        ("read markers", read::READ_MARKERS, "PRIMARY KEY"),
+        (
+            "read mentions",
+            super::apply::READ_MENTIONS,
+            "notifications_unread",
+        ),
         ("rooms of", read::ROOMS_OF, "members_user_status"),
         ("list rooms", read::LIST_ROOMS, "sqlite_autoindex_rooms_1"),
         (
