@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisResult};
-use roam_proto::{Notification, Presence, PresenceStatus, RoomEvent};
+use roam_proto::{Notification, Presence, PresenceStatus, ReadMarker, RoomEvent};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -114,6 +114,11 @@ enum WireMsg {
     Invalidate {
         room: String,
     },
+    /// A user's read marker moved.
+    ReadMarker {
+        user: String,
+        marker: ReadMarker,
+    },
     /// The sender lost messages: every receiver brings its rooms up to the store.
     Resync,
 }
@@ -133,6 +138,7 @@ fn wire_msg(m: BusMessage) -> WireMsg {
         },
         BusMessage::Unread { user, .. } => WireMsg::Unread { user },
         BusMessage::Invalidate { room } => WireMsg::Invalidate { room },
+        BusMessage::ReadMarker { user, marker } => WireMsg::ReadMarker { user, marker },
     }
 }
 
@@ -558,6 +564,9 @@ impl RedisBus {
                 if let Some(svc) = self.service.get().and_then(Weak::upgrade) {
                     svc.cache.invalidate_room(&room);
                 }
+            }
+            WireMsg::ReadMarker { user, marker } => {
+                hub.dispatch(BusMessage::ReadMarker { user, marker })
             }
             WireMsg::Resync => self.resync_here(),
         }

@@ -216,6 +216,25 @@ async fn a_ban_on_one_node_unsubscribes_the_user_on_another_within_a_second() {
     c.stop().await;
 }
 
+#[tokio::test]
+async fn a_read_marker_reaches_the_readers_sockets_on_every_node() {
+    let c = Cluster::start(2).await;
+    let alice = c.nodes[0].as_user("alice");
+    alice.create_room("desk", "public").await;
+    let m = alice.say("desk", "read me").await;
+    let mut phone = c.nodes[0].ws("alice").await;
+    let mut tablet = c.nodes[1].ws("alice").await;
+    let r = alice
+        .post("/v1/rooms/desk/read", json!({"seq": m["seq"]}))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for ws in [&mut phone, &mut tablet] {
+        let f = ws.until(|f| f["type"] == "read_marker").await;
+        assert_eq!((&f["room"], &f["seq"]), (&json!("desk"), &m["seq"]));
+    }
+    c.stop().await;
+}
+
 async fn presence(node: &TestServer, viewer: &str, user: &str) -> Value {
     let r = node
         .as_user(viewer)
