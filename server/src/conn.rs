@@ -196,6 +196,7 @@ mod tests {
             seq,
             frame: Utf8Bytes::from_static("{}"),
             effect: None,
+            redacts: false,
             deflated: Default::default(),
         })
     }

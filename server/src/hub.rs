@@ -37,7 +37,7 @@ use roam_proto::{Envelope, Notification, Presence, ReadMarker, RoomEvent, Server
 
 use crate::conn::{Conn, ConnId, Outbound};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError, StoreResult};
 
 /// An event that changes who may read a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,30 @@ pub enum Effect {
 /// Events read from the store per page of a fill.
 const FILL_PAGE: u32 = 500;
 
+/// Events per shared catch-up page: page `k` of a room holds its stored events with seqs
+/// `k * CATCH_UP_PAGE + 1 ..= (k + 1) * CATCH_UP_PAGE`.
+pub const CATCH_UP_PAGE: u64 = 512;
+
+/// A room's stored events of one catch-up page, encoded once.
+type Page = Arc<[Arc<LiveEvent>]>;
+
+/// A shared catch-up page: read by the first socket that needs it, awaited by the others.
+struct PageSlot {
+    index: u64,
+    made: Instant,
+    cell: Arc<tokio::sync::OnceCell<Page>>,
+}
+
+/// A page of stored events for one socket's catch-up (see [`Hub::stored_after`]).
+#[derive(Debug)]
+pub struct StoredPage {
+    /// The events after the cursor asked for, in seq order.
+    pub events: Vec<Arc<LiveEvent>>,
+    /// The page covers every stored event up to this seq: a socket with nothing left to send
+    /// from it may move its cursor here (the store has nothing in between).
+    pub covered: u64,
+}
+
 /// A committed room event ready to send, shared by every socket that follows its room.
 #[derive(Debug)]
 pub struct LiveEvent {
@@ -62,6 +86,9 @@ pub struct LiveEvent {
     /// The `event` frame as JSON text.
     pub frame: Utf8Bytes,
     pub effect: Option<Effect>,
+    /// Releasing it redacts earlier events in the store (a deleted message): copies of them
+    /// kept in memory are stale.
+    pub redacts: bool,
     /// The frame compressed for sockets that asked for compression, made on first demand.
     pub deflated: OnceLock<Bytes>,
 }
@@ -74,6 +101,7 @@ impl LiveEvent {
             seq: ev.seq,
             frame: encode_event(ev),
             effect: effect_of(ev),
+            redacts: matches!(ev.body, roam_proto::EventBody::MessageDeleted(_)),
             deflated: OnceLock::new(),
         }
     }
@@ -174,6 +202,12 @@ pub struct HubConfig {
     pub recent_events: usize,
     /// ... and at most this many bytes of them per room.
     pub recent_bytes: usize,
+    /// Shared catch-up pages (of [`CATCH_UP_PAGE`] stored events) a room keeps for sockets
+    /// further behind than its recent events, at most this many ...
+    pub catch_up_pages: usize,
+    /// ... for at most this long after they were read (stored events are redacted by
+    /// retention; a deleted message drops them at once).
+    pub catch_up_page_ttl: Duration,
 }
 
 impl Default for HubConfig {
@@ -185,6 +219,8 @@ impl Default for HubConfig {
             presence_interval: Duration::from_millis(250),
             recent_events: 1024,
             recent_bytes: 1 << 20,
+            catch_up_pages: 8,
+            catch_up_page_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -205,6 +241,8 @@ struct LineState {
     /// unfilled), and their frames' total size.
     recent: VecDeque<Arc<LiveEvent>>,
     recent_bytes: usize,
+    /// Shared catch-up pages, least recently used first.
+    pages: VecDeque<PageSlot>,
     /// A fill task is scheduled.
     filling: bool,
     /// Presence changes not sent yet, by user.
@@ -370,6 +408,7 @@ impl Hub {
                                     early: BTreeMap::new(),
                                     recent: VecDeque::new(),
                                     recent_bytes: 0,
+                                    pages: VecDeque::new(),
                                     filling: false,
                                     presence: HashMap::new(),
                                     presence_flush: false,
@@ -499,6 +538,80 @@ impl Hub {
             }
         }
         Some(out)
+    }
+
+    /// The room's stored events after `after`, for a socket further behind than the room's
+    /// recent events. A page whose events were all released here is read from the store and
+    /// encoded once for every socket of the room that needs it (so sockets that fall behind
+    /// together cost one read, not one each); others (a room nobody follows here, the page
+    /// at the head) are read for this socket alone.
+    pub async fn stored_after(&self, room: &Arc<str>, after: u64) -> StoreResult<StoredPage> {
+        let index = after / CATCH_UP_PAGE;
+        let first = index * CATCH_UP_PAGE;
+        let last = first + CATCH_UP_PAGE;
+        let cell = self.line(room).and_then(|line| {
+            let mut st = line.state.lock();
+            if last > st.released {
+                return None;
+            }
+            let ttl = self.config.catch_up_page_ttl;
+            st.pages.retain(|p| p.made.elapsed() < ttl);
+            let cell = match st.pages.iter().position(|p| p.index == index) {
+                Some(at) => {
+                    let slot = st.pages.remove(at)?;
+                    let cell = Arc::clone(&slot.cell);
+                    st.pages.push_back(slot);
+                    cell
+                }
+                None => {
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    st.pages.push_back(PageSlot {
+                        index,
+                        made: Instant::now(),
+                        cell: Arc::clone(&cell),
+                    });
+                    while st.pages.len() > self.config.catch_up_pages.max(1) {
+                        st.pages.pop_front();
+                    }
+                    cell
+                }
+            };
+            Some(cell)
+        });
+        let Some(cell) = cell else {
+            let list = self
+                .store
+                .events_after(room, after, CATCH_UP_PAGE as u32)
+                .await?;
+            let covered = list.last().map_or(after, |e| e.seq);
+            return Ok(StoredPage {
+                events: list
+                    .iter()
+                    .map(|e| Arc::new(LiveEvent::new(Arc::clone(room), e)))
+                    .collect(),
+                covered,
+            });
+        };
+        let page = cell
+            .get_or_try_init(|| async {
+                self.metrics.catch_up_pages_read.inc();
+                let list = self
+                    .store
+                    .events_after(room, first, CATCH_UP_PAGE as u32)
+                    .await?;
+                Ok::<Page, StoreError>(
+                    list.iter()
+                        .filter(|e| e.seq <= last)
+                        .map(|e| Arc::new(LiveEvent::new(Arc::clone(room), e)))
+                        .collect(),
+                )
+            })
+            .await?;
+        let start = page.partition_point(|e| e.seq <= after);
+        Ok(StoredPage {
+            events: page[start..].to_vec(),
+            covered: last,
+        })
     }
 
     fn line(&self, room: &str) -> Option<Arc<Line>> {
@@ -640,6 +753,13 @@ impl Hub {
     fn release(&self, st: &mut LineState, ev: &Arc<LiveEvent>) {
         let started = Instant::now();
         st.released = ev.seq;
+        if ev.redacts {
+            // The recent events and shared pages may hold the deleted message's text: sockets
+            // that need anything older read the redacted form from the store.
+            st.pages.clear();
+            st.recent.clear();
+            st.recent_bytes = 0;
+        }
         st.recent.push_back(Arc::clone(ev));
         st.recent_bytes += ev.frame.len();
         while st.recent.len() > self.config.recent_events

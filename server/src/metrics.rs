@@ -46,6 +46,7 @@ pub struct Metrics {
     pub events_replayed_memory: Counter,
     pub events_skipped_lagging: Counter,
     pub events_filled: Counter,
+    pub catch_up_pages_read: Counter,
     pub hub_gap_fills: Counter,
     pub hub_gaps_skipped: Counter,
     pub presence_frames: Counter,
@@ -101,6 +102,7 @@ impl Metrics {
             events_replayed_memory: Counter::default(),
             events_skipped_lagging: Counter::default(),
             events_filled: Counter::default(),
+            catch_up_pages_read: Counter::default(),
             hub_gap_fills: Counter::default(),
             hub_gaps_skipped: Counter::default(),
             presence_frames: Counter::default(),
@@ -194,8 +196,9 @@ impl Metrics {
         );
         r.register(
             "events_recovered",
-            "Events a socket read from the store itself, by reason: subscribe (its own \
-             catch-up), lagging (skipped while its queue was full), gap (wider than the hub fills)",
+            "Events a socket caught up from the store (its own read or a shared catch-up page), by \
+             reason: subscribe (its own catch-up), lagging (skipped while its queue was full), \
+             gap (wider than the hub fills)",
             m.events_recovered.clone(),
         );
         r.register(
@@ -222,6 +225,12 @@ impl Metrics {
             "events_filled",
             "Events the hub read from the store to fill gaps",
             m.events_filled.clone(),
+        );
+        r.register(
+            "catch_up_pages_read",
+            "Store reads of shared catch-up pages: each serves every socket of its room that is \
+             as far behind (counted in events_recovered by the reason of each)",
+            m.catch_up_pages_read.clone(),
         );
         r.register(
             "hub_gaps_skipped",

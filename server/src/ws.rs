@@ -40,21 +40,20 @@ use crate::auth::{bearer, Caller};
 use crate::compress;
 use crate::conn::{Conn, Outbound};
 use crate::error::ApiError;
-use crate::hub::{encode, Effect, LiveEvent};
+use crate::hub::{encode, Effect, LiveEvent, CATCH_UP_PAGE};
 use crate::service::now_ms;
 use crate::store::NotificationQuery;
 use crate::AppState;
 
-/// Events read from the store per catch-up page.
-const CATCH_UP_PAGE: u32 = 500;
 /// Mutations of one socket waiting for their commit at once.
 const MAX_IN_FLIGHT: usize = 256;
 /// Typing frames allowed per socket per second.
 const TYPING_PER_SEC: u32 = 5;
 /// Control frames (subscribe, unsubscribe, ping) allowed per socket per second.
 const CONTROL_PER_SEC: u32 = 20;
-/// WebSocket read buffer: client frames are small; larger ones grow it on demand.
-const READ_BUFFER: usize = 4 * 1024;
+/// WebSocket read buffer. Client frames are small (a chat `mutate` is a few hundred bytes);
+/// a larger one grows it on demand. Every socket holds this much for as long as it is open.
+const READ_BUFFER: usize = 1024;
 /// The sink writes to the socket once this much is buffered (and at every flush).
 const WRITE_BUFFER: usize = 16 * 1024;
 
@@ -991,29 +990,25 @@ impl Writer {
                     // Caught up with what the room released; newer events come through the queue.
                     Some(recent) if recent.is_empty() => return Ok(cur),
                     Some(recent) => (recent, &metrics.events_replayed_memory),
-                    None => {
-                        let stored = match self
-                            .state
-                            .service
-                            .store
-                            .events_after(room, cur, CATCH_UP_PAGE)
-                            .await
-                        {
-                            Ok(p) => p,
-                            Err(e) => {
-                                tracing::error!(error = %e, room = %room, "catch-up read failed");
-                                return Err(Gone);
+                    None => match self.state.hub.stored_after(room, cur).await {
+                        Ok(stored) if stored.events.is_empty() => {
+                            if stored.covered <= cur {
+                                return Ok(cur);
                             }
-                        };
-                        if stored.is_empty() {
-                            return Ok(cur);
+                            // Nothing stored in this page past the cursor (removed by
+                            // retention): go on from its end.
+                            let next = stored.covered.min(upto);
+                            if let Some(c) = self.cursors.get_mut(&**room) {
+                                *c = next;
+                            }
+                            continue;
                         }
-                        let page = stored
-                            .iter()
-                            .map(|ev| Arc::new(LiveEvent::new(Arc::clone(room), ev)))
-                            .collect();
-                        (page, &recovered)
-                    }
+                        Ok(stored) => (stored.events, &recovered),
+                        Err(e) => {
+                            tracing::error!(error = %e, room = %room, "catch-up read failed");
+                            return Err(Gone);
+                        }
+                    },
                 };
             let (sent, stop) = self.send_page(room, page, upto).await?;
             counter.inc_by(sent);

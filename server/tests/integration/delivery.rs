@@ -534,3 +534,92 @@ async fn negotiated_compression_shrinks_a_catch_up_to_under_a_third() {
         sizes[0]
     );
 }
+
+/// Imports `n` short messages into `room`; returns the last seq.
+async fn import(t: &TestServer, room: &str, n: usize) -> u64 {
+    let bodies: Vec<String> = (0..n)
+        .map(|i| format!("message number {i} with a few words of text in it"))
+        .collect();
+    let r = t
+        .as_user("alice")
+        .post(
+            &format!("/v1/rooms/{room}/messages/import"),
+            json!({"bodies": bodies}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body["last_seq"].as_u64().expect("last_seq")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_catching_up_the_same_history_share_each_page_read() {
+    let t = TestServer::start().await;
+    t.as_user("alice").create_room("history", "public").await;
+    let last = import(&t, "history", 2_000).await;
+    // A follower at the head keeps the room's line (and its shared pages) on this server.
+    let mut watcher = t.ws("watcher").await;
+    watcher.subscribe(&[("history", last)]).await;
+    watcher.until(|f| f["type"] == "caught_up").await;
+
+    const SOCKETS: u64 = 6;
+    for i in 0..SOCKETS {
+        let mut s = t.ws(&format!("reader{i}")).await;
+        s.subscribe(&[("history", 0)]).await;
+        let evs = s.events_until("history", last).await;
+        let seqs: Vec<u64> = evs.iter().filter_map(|e| e["seq"].as_u64()).collect();
+        check_sequence(&seqs, 1, last);
+    }
+    assert_eq!(
+        t.metric("roam_events_recovered_total", Some("reason=\"subscribe\""))
+            .await,
+        (SOCKETS * last) as f64,
+        "every reader got the whole history from the store"
+    );
+    // Pages of 512: 0..=2 are complete and shared; the last, partial one (1,537..=2,000) is
+    // read by each socket. Without sharing that would be 4 reads per socket.
+    let shared = t.metric("roam_catch_up_pages_read_total", None).await;
+    assert!(
+        (3.0..=6.0).contains(&shared),
+        "{shared} shared page reads for {SOCKETS} sockets (3 pages; a page older than its \
+         time to live is read again)"
+    );
+}
+
+/// The text of a message that gets deleted.
+const GONE: &str = "words nobody may read again";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_message_is_not_replayed_from_memory() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("live", "public").await;
+    let mut watcher = t.ws("bob").await;
+    let ack = watcher.subscribe(&[("live", 0)]).await;
+    let start = ack["result"]["rooms"][0]["head_seq"]
+        .as_u64()
+        .expect("head");
+    watcher.until(|f| f["type"] == "caught_up").await;
+    let sent = alice.say("live", GONE).await;
+    let id = sent["id"].as_str().expect("id").to_owned();
+    alice.say("live", "after it").await;
+    let r = alice
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/rooms/live/messages/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let head = start + 3;
+    watcher.events_until("live", head).await;
+    // From the cursor just before the message: the room's recent events cover it exactly.
+    let mut late = t.ws("carol").await;
+    late.subscribe(&[("live", start)]).await;
+    let recovered = late.events_until("live", head).await;
+    let seqs: Vec<u64> = recovered.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    check_sequence(&seqs, start + 1, head);
+    assert!(
+        !Value::from(recovered.clone()).to_string().contains(GONE),
+        "{recovered:?}"
+    );
+}
