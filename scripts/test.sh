@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the repository:
+#   0. makes sure PostgreSQL and Redis run on loopback (scripts/services.sh);
 #   1. the Rust workspace: unit tests, the server's integration tests and the end-to-end tests
-#      (real server on loopback, real roam-core clients), then the server race in smoke mode
+#      (real server on loopback, real roam-core clients), then the server's integration tests a
+#      second time on PostgreSQL (ROAM_TEST_STORE), then the server race in smoke mode
 #      (every receiver gets every event once, in order, on roam-server, Socket.IO and Bun);
 #   2. the Kotlin tests of android/ (kotlinc + JUnit on the JVM, against the Rust library);
 #   3. the Swift tests of ios/ (swift build / swift test in a Debian chroot with Swift 6).
@@ -9,8 +11,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PG_TEST_URL=postgres://postgres@127.0.0.1:5432/test
+
+echo "== services (PostgreSQL, Redis)"
+scripts/services.sh
+# Test schemas that interrupted runs left behind: their names end in a UUIDv7, whose first 12
+# hex digits are the creation time in ms; those older than an hour go (a run in progress keeps
+# its own).
+psql "$PG_TEST_URL" -Atqc "SELECT format('DROP SCHEMA %I CASCADE;', nspname) FROM pg_namespace \
+    WHERE nspname ~ '^roam_(test|unit)_[0-9a-f]{32}$' \
+    AND ('x' || substring(nspname from '_([0-9a-f]{12})[0-9a-f]{20}$'))::bit(48)::bigint \
+        < (extract(epoch from now()) * 1000)::bigint - 3600000" | psql "$PG_TEST_URL" -q
+
 echo "== cargo test --workspace"
 cargo test --workspace --locked
+
+echo "== server integration tests on PostgreSQL"
+ROAM_TEST_STORE=$PG_TEST_URL cargo test --locked -p roam-server --test integration
 
 echo "== server race, smoke (correctness only: roam-server, Socket.IO, Bun)"
 scripts/race.sh --smoke

@@ -47,6 +47,43 @@ pub enum DbSynchronous {
     Normal,
 }
 
+/// Where the server keeps its data (`--store`, `ROAM_STORE`).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// The embedded SQLite file in the data directory (one server).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database that several servers can share: the connection URL.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreKind {
+    /// Never prints the URL (it may carry a password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Sqlite => f.write_str("Sqlite"),
+            StoreKind::Postgres(_) => f.write_str("Postgres(..)"),
+        }
+    }
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    /// `sqlite`, or a `postgres://` / `postgresql://` URL (checked here, so a typo fails at
+    /// start-up with the reason rather than at the first connection).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "sqlite" {
+            return Ok(StoreKind::Sqlite);
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            crate::store::postgres::parse_url(s).map_err(|e| e.to_string())?;
+            return Ok(StoreKind::Postgres(s.to_owned()));
+        }
+        Err("the store must be `sqlite` or a PostgreSQL URL (postgres://user@host:5432/db)".into())
+    }
+}
+
 /// Server settings.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -61,6 +98,17 @@ pub struct Config {
     /// Directory for the SQLite database and the generated JWT secret.
     #[arg(long, global = true, env = "ROAM_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Where data lives: `sqlite` (the embedded file in the data directory) or a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/db`) that several servers can share.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_STORE",
+        default_value = "sqlite",
+        hide_env_values = true,
+        value_parser = clap::value_parser!(StoreKind)
+    )]
+    pub store: StoreKind,
     /// HS256 secret for tokens. Without it, one is generated in the data directory.
     #[arg(long, global = true, env = "ROAM_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -93,7 +141,7 @@ pub struct Config {
         default_value = "full"
     )]
     pub db_synchronous: DbSynchronous,
-    /// Reader connections of the database pool.
+    /// Reader connections of the database pool (with PostgreSQL, also its writer connections).
     #[arg(long, global = true, env = "ROAM_DB_POOL_SIZE", default_value_t = 4)]
     pub db_pool_size: u32,
     /// Mutations per second per user (sustained).

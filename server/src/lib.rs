@@ -48,6 +48,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::{PresenceTracker, TypingTracker};
 use crate::service::Service;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::{SqliteStore, Synchronous};
 use crate::store::Store;
 
@@ -116,6 +117,20 @@ impl AppState {
         }
     }
 
+    /// Builds the state on the configured store (`--store`): the embedded SQLite file, or a
+    /// PostgreSQL database (connected and migrated here); the in-process bus.
+    pub async fn from_config(config: Config) -> Result<Self, StartError> {
+        let url = match &config.store {
+            config::StoreKind::Sqlite => return Self::embedded(config).await,
+            config::StoreKind::Postgres(url) => url.clone(),
+        };
+        config.validate().map_err(StartError::Config)?;
+        let keys = Keys::from_config(&config)?;
+        let store: Arc<dyn Store> =
+            Arc::new(PostgresStore::connect(&url, config.db_pool_size).await?);
+        Ok(Self::with_parts(config, keys, store, None))
+    }
+
     /// Builds the state on any store, with the in-process bus unless one is given.
     pub fn with_parts(
         config: Config,
@@ -170,9 +185,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the embedded store and serves on `listener` until [`Server::shutdown`].
+    /// Opens the configured store and serves on `listener` until [`Server::shutdown`].
     pub async fn start(config: Config, listener: TcpListener) -> Result<Server, StartError> {
-        let state = AppState::embedded(config).await?;
+        let state = AppState::from_config(config).await?;
         Self::start_with(state, listener)
     }
 

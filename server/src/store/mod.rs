@@ -14,6 +14,7 @@
 //! invariants that must hold at write time (unique names, a document's base version, a message
 //! that must exist), so a race between two requests never leaves broken state.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

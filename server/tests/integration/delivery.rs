@@ -175,6 +175,11 @@ async fn concurrent_publishers_reach_every_receiver_in_order_without_store_reads
 async fn storm(t: &TestServer, room: &'static str, members: usize) -> usize {
     fill_room(t, room, members).await;
     let head = 2 + members as u64;
+    // The owner watches from before the crowd arrives, so arrivals always meet a subscriber
+    // (however the store's speed interleaves the crowd's connects and subscribes).
+    let mut watcher = t.ws("alice").await;
+    watcher.subscribe(&[(room, head)]).await;
+    watcher.until(|f| f["type"] == "caught_up").await;
     // Everyone connects and subscribes at once, from a cursor a little behind.
     let mut tasks = Vec::new();
     for i in 0..members {

@@ -62,6 +62,10 @@ pub struct SqliteStore {
 
 pub use self::schema::Synchronous;
 
+// Shared with the Postgres store, so both answer cursors, searches and event data alike.
+pub(in crate::store) use self::read::{decode_cursor, encode_cursor, like_pattern};
+pub(in crate::store) use self::rows::event_data;
+
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")

@@ -588,7 +588,7 @@ pub(super) fn search_users_sql(sort: UserSort, order: Order, next: bool) -> &'st
 
 /// `%q%` with LIKE's wildcards (and the escape character itself) escaped, or `''` for "all".
 /// (SQLite's LIKE folds case for ASCII letters only, which covers user ids in practice.)
-pub(super) fn like_pattern(q: &str) -> String {
+pub(in crate::store) fn like_pattern(q: &str) -> String {
     if q.is_empty() {
         return String::new();
     }
@@ -614,7 +614,7 @@ fn sort_value(user: &User, sort: UserSort) -> i64 {
 }
 
 /// An opaque cursor: `<sort value>:<id>` in lowercase hex.
-pub(super) fn encode_cursor(value: i64, id: &str) -> String {
+pub(in crate::store) fn encode_cursor(value: i64, id: &str) -> String {
     format!("{value}:{id}")
         .bytes()
         .map(|b| format!("{b:02x}"))
@@ -622,7 +622,7 @@ pub(super) fn encode_cursor(value: i64, id: &str) -> String {
 }
 
 /// The inverse of [`encode_cursor`]; `None` for anything it did not make.
-pub(super) fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
+pub(in crate::store) fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
     if cursor.len() % 2 != 0 || !cursor.is_ascii() {
         return None;
     }

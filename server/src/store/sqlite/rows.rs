@@ -192,7 +192,7 @@ pub(super) fn event(row: &Row<'_>) -> rusqlite::Result<RoomEvent> {
 }
 
 /// Splits an event body into its stored `(kind, data)`.
-pub(super) fn event_data(body: &EventBody) -> Result<(&'static str, String), StoreError> {
+pub(in crate::store) fn event_data(body: &EventBody) -> Result<(&'static str, String), StoreError> {
     // Message events are most of the log: serialise their data directly, without building
     // the tagged JSON tree first.
     if let EventBody::MessageCreated(m)

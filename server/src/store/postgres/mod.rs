@@ -1,0 +1,357 @@
+//! The PostgreSQL store: the same [`Store`] contract as the embedded SQLite store, on a database
+//! that several roam-server processes share (scale-out mode, `--store postgres://…`).
+//!
+//! - **Driver:** `tokio-postgres` (async, no macros, no SQLite of its own), without TLS for now
+//!   (`NoTls`: run Postgres on a private network or a loopback; see docs/architecture.md).
+//! - **Writes** go through a few writer lanes (`writer.rs`), each a task owning one connection;
+//!   a write is routed by its actor, so one caller's writes keep their order. Each write is one
+//!   transaction; a room's seqs come from its row (`UPDATE … head_seq = head_seq + n
+//!   RETURNING`), locked until commit, so they are gap-free and in commit order across servers.
+//! - **Reads** use a small pool of connections (`conn.rs`), opened on demand.
+//! - **Schema** (`schema.rs`): numbered migrations in `server/migrations/postgres/`, applied at
+//!   start in one transaction under an advisory lock, so servers starting together migrate once.
+//! - **Retention** (`purge`) runs under a session advisory lock: one server at a time does the
+//!   pass; the others skip theirs (logged at debug).
+//! - **Failures:** a lost or unreachable server is a [`StoreError::Backend`] (connecting is bounded
+//!   by [`conn::CONNECT_TIMEOUT`]); a write is answered only after its `COMMIT` returned.
+//!
+//! The connection string is a libpq-style URL; a schema other than `public` is chosen with
+//! `options=-csearch_path%3Dname` (the schema must exist). Every SQL value is a bound
+//! parameter, and each statement is prepared once per connection.
+//!
+//! ```no_run
+//! # async fn demo() -> roam_server::store::StoreResult<()> {
+//! use roam_server::store::{postgres::PostgresStore, Store};
+//!
+//! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test", 4).await?;
+//! store.ping().await?;
+//! # Ok(()) }
+//! ```
+
+mod apply;
+mod conn;
+mod read;
+mod rows;
+mod schema;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+
+use roam_proto::{
+    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, Room, RoomEvent,
+    User,
+};
+
+use self::apply::PurgeCursor;
+use self::conn::{backend, Pool};
+use self::writer::Lanes;
+use crate::store::{
+    Bounded, Committed, MessageCursor, NotificationQuery, Period, PoolStats, Purged,
+    RetentionCutoffs, RoomQuery, Store, StoreError, StoreResult, StoredResult, UserQuery, Write,
+};
+
+pub use self::conn::CONNECT_TIMEOUT;
+
+/// The Postgres [`Store`]. Cheap to share behind an `Arc`.
+pub struct PostgresStore {
+    config: tokio_postgres::Config,
+    readers: Arc<Pool>,
+    lanes: Lanes,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("pool", &self.pool_stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a `postgres://` (or `postgresql://`) URL, or a libpq key=value string.
+pub fn parse_url(url: &str) -> StoreResult<tokio_postgres::Config> {
+    tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL connection string: {e}")))
+}
+
+impl PostgresStore {
+    /// Connects (bounded by [`CONNECT_TIMEOUT`]), migrates the schema, and starts `connections`
+    /// reader connections at most plus as many writer lanes (each at least one).
+    pub async fn connect(url: &str, connections: u32) -> StoreResult<PostgresStore> {
+        let config = parse_url(url)?;
+        let first = conn::connect(&config).await?;
+        let version = schema::migrate(&first).await?;
+        drop(first);
+        let connections = connections.max(1);
+        tracing::info!(
+            hosts = ?config.get_hosts(),
+            dbname = ?config.get_dbname(),
+            version,
+            readers = connections,
+            writer_lanes = connections,
+            "store: PostgreSQL opened"
+        );
+        Ok(PostgresStore {
+            readers: Pool::new(config.clone(), connections),
+            lanes: Lanes::start(&config, connections),
+            config,
+        })
+    }
+
+    /// A pooled connection.
+    async fn conn(&self) -> StoreResult<conn::Lease> {
+        self.readers.get().await
+    }
+
+    /// One retention batch in its own transaction.
+    async fn purge_step(
+        c: &conn::Conn,
+        cutoffs: &RetentionCutoffs,
+        from: &PurgeCursor,
+    ) -> StoreResult<apply::PurgeStep> {
+        c.begin().await?;
+        match apply::purge_batch(c, cutoffs, from).await {
+            Ok(step) => {
+                c.commit().await?;
+                Ok(step)
+            }
+            Err(e) => {
+                c.rollback().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The retention lock, named after the schema so that separate deployments sharing one
+/// database (or tests in their own schemas) do not exclude each other.
+const TRY_RETENTION_LOCK: &str =
+    "SELECT pg_try_advisory_lock(hashtext('roam.retention.' || current_schema()))";
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn commit(&self, write: Write) -> BoxFuture<'static, StoreResult<Committed>> {
+        Box::pin(self.lanes.submit(write))
+    }
+
+    async fn idempotent_result(&self, user: &str, key: &str) -> StoreResult<Option<StoredResult>> {
+        read::idempotent_result(&*self.conn().await?, user, key).await
+    }
+
+    async fn touch_user(&self, user: &str, now: i64) -> StoreResult<()> {
+        self.conn()
+            .await?
+            .execute(apply::TOUCH_USER, &[&user, &now])
+            .await
+            .map(drop)
+    }
+
+    async fn room(&self, name: &str) -> StoreResult<Option<Room>> {
+        read::room(&*self.conn().await?, name).await
+    }
+
+    async fn member(&self, room: &str, user: &str) -> StoreResult<Option<Member>> {
+        read::member(&*self.conn().await?, room, user).await
+    }
+
+    async fn list_rooms(&self, viewer: &str, q: &RoomQuery) -> StoreResult<Bounded<Room>> {
+        read::list_rooms(&*self.conn().await?, viewer, q).await
+    }
+
+    async fn list_members(
+        &self,
+        room: &str,
+        after_user: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Member>> {
+        read::list_members(&*self.conn().await?, room, after_user, limit).await
+    }
+
+    async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>> {
+        read::rooms_of(&*self.conn().await?, user).await
+    }
+
+    async fn invitation(&self, id: &str, now: i64) -> StoreResult<Option<Invitation>> {
+        read::invitation(&*self.conn().await?, id, now).await
+    }
+
+    async fn pending_invitation(
+        &self,
+        room: &str,
+        user: &str,
+        now: i64,
+    ) -> StoreResult<Option<Invitation>> {
+        read::pending_invitation(&*self.conn().await?, room, user, now).await
+    }
+
+    async fn invitations_for(
+        &self,
+        user: &str,
+        now: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Invitation>> {
+        read::invitations_for(&*self.conn().await?, user, now, limit).await
+    }
+
+    async fn room_invitations(
+        &self,
+        room: &str,
+        now: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Invitation>> {
+        read::room_invitations(&*self.conn().await?, room, now, limit).await
+    }
+
+    async fn message(&self, room: &str, id: &str) -> StoreResult<Option<Message>> {
+        read::message(&*self.conn().await?, room, id).await
+    }
+
+    async fn messages(
+        &self,
+        room: &str,
+        cursor: MessageCursor,
+        limit: u32,
+    ) -> StoreResult<Bounded<Message>> {
+        read::messages(&*self.conn().await?, room, cursor, limit).await
+    }
+
+    async fn events_after(
+        &self,
+        room: &str,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<RoomEvent>> {
+        read::events_after(&*self.conn().await?, room, after, limit).await
+    }
+
+    async fn event_bounds(&self, room: &str) -> StoreResult<(u64, u64)> {
+        read::event_bounds(&*self.conn().await?, room).await
+    }
+
+    async fn document(&self, room: &str, doc: &str) -> StoreResult<Option<Document>> {
+        read::document(&*self.conn().await?, room, doc).await
+    }
+
+    async fn documents(
+        &self,
+        room: &str,
+        after_doc: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Bounded<Document>> {
+        read::documents(&*self.conn().await?, room, after_doc, limit).await
+    }
+
+    async fn document_history(
+        &self,
+        room: &str,
+        doc: &str,
+        before: u64,
+        limit: u32,
+    ) -> StoreResult<Bounded<Document>> {
+        read::document_history(&*self.conn().await?, room, doc, before, limit).await
+    }
+
+    async fn notifications(
+        &self,
+        user: &str,
+        q: &NotificationQuery,
+    ) -> StoreResult<Vec<Notification>> {
+        read::notifications(&*self.conn().await?, user, q).await
+    }
+
+    async fn unread_count(&self, user: &str) -> StoreResult<u64> {
+        read::unread_count(&*self.conn().await?, user).await
+    }
+
+    async fn save_last_seen(&self, user: &str, at: i64) -> StoreResult<()> {
+        self.conn()
+            .await?
+            .execute(apply::SAVE_LAST_SEEN, &[&user, &at])
+            .await
+            .map(drop)
+    }
+
+    async fn last_seen(&self, users: &[String]) -> StoreResult<Vec<(String, i64)>> {
+        read::last_seen(&*self.conn().await?, users).await
+    }
+
+    async fn co_members(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {
+        read::co_members(&*self.conn().await?, viewer, users).await
+    }
+
+    async fn search_users(&self, q: &UserQuery) -> StoreResult<Page<User>> {
+        read::search_users(&*self.conn().await?, q).await
+    }
+
+    async fn room_activity(
+        &self,
+        room: &str,
+        period: Period,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<ActivityBucket>> {
+        read::room_activity(&*self.conn().await?, room, period, from, to).await
+    }
+
+    /// Runs on a connection of its own that holds the retention advisory lock for the whole
+    /// pass (closing it releases the lock, even if the pass is abandoned half way). A server
+    /// that does not get the lock skips the pass: another one is running it.
+    async fn purge(&self, cutoffs: RetentionCutoffs) -> StoreResult<Purged> {
+        let c = conn::connect(&self.config).await?;
+        let got: bool = c
+            .query_text(TRY_RETENTION_LOCK, &[])
+            .await
+            .map_err(|e| backend(&e))?
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|e| backend(&e))?
+            .unwrap_or(false);
+        if !got {
+            tracing::debug!("store: retention pass skipped, another server is running one");
+            return Ok(Purged::default());
+        }
+        let mut purged = Purged::default();
+        let mut from = PurgeCursor::default();
+        loop {
+            let step = Self::purge_step(&c, &cutoffs, &from).await?;
+            purged.add(&step.purged);
+            match step.next {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        // Dropping the connection releases the lock too; unlocking first frees it at once.
+        if let Err(e) = c.batch("SELECT pg_advisory_unlock_all()").await {
+            tracing::debug!(error = %e, "store: releasing the retention lock failed");
+        }
+        tracing::info!(?purged, "store: retention pass");
+        Ok(purged)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.conn()
+            .await?
+            .query_text("SELECT 1", &[])
+            .await
+            .map(drop)
+            .map_err(|e| backend(&e))
+    }
+
+    /// Reader connections open (at most the configured size), in use and waited for; the
+    /// write queue is the writes sent to the lanes and not finished.
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            write_queue: self.lanes.queued(),
+            ..self.readers.stats()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

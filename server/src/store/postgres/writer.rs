@@ -1,0 +1,189 @@
+//! Writer lanes: a few tasks, each owning one connection and fed by its own channel.
+//!
+//! `Store::commit` picks the lane by a hash of the write's actor and sends the write at once
+//! (the channel is unbounded, so queuing never waits): one caller's writes go down one lane in
+//! call order and are applied in that order, which is the trait's "queued when called" contract.
+//! Writes of different actors run on different lanes concurrently; when they touch the same
+//! room they meet at the room row's lock in Postgres (see `apply.rs`), which also orders them
+//! against writers on other servers.
+//!
+//! Each write is one transaction (`BEGIN` … `COMMIT`); its answer is sent only after `COMMIT`
+//! returned, so no caller sees a result that could still be lost. A deadlock or serialization
+//! failure (possible between servers) runs the write again, a few times; a lost connection
+//! fails the write with `Backend` and the lane opens a new connection for the next one.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::apply::{self, Outcome};
+use super::conn::{self, Conn};
+use crate::store::{Committed, StoreError, StoreResult, Write};
+
+/// How many times a write that lost a deadlock or a serialization conflict is tried in all.
+const ATTEMPTS: u32 = 5;
+
+type Reply = oneshot::Sender<StoreResult<Committed>>;
+
+struct Job {
+    write: Box<Write>,
+    reply: Reply,
+}
+
+/// The lanes. Dropping them closes the channels; each lane finishes its queued writes and ends.
+#[derive(Debug)]
+pub(super) struct Lanes {
+    senders: Vec<mpsc::UnboundedSender<JobBox>>,
+    queued: Arc<AtomicU32>,
+}
+
+/// A queued job (boxed: the channel holds pointers).
+pub(super) struct JobBox(Box<Job>);
+
+impl std::fmt::Debug for JobBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("actor", &self.0.write.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lanes {
+    /// Starts `n` lanes (at least one); each opens its connection when its first write comes.
+    pub(super) fn start(config: &tokio_postgres::Config, n: u32) -> Lanes {
+        let queued = Arc::new(AtomicU32::new(0));
+        let senders = (0..n.max(1))
+            .map(|lane| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(lane, config.clone(), rx, queued.clone()));
+                tx
+            })
+            .collect();
+        Lanes { senders, queued }
+    }
+
+    /// Writes sent and not yet finished.
+    pub(super) fn queued(&self) -> u32 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Queues the write now (before the future is polled) and returns its answer's future.
+    pub(super) fn submit(
+        &self,
+        write: Write,
+    ) -> impl Future<Output = StoreResult<Committed>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let lane = lane_of(&write.actor, self.senders.len());
+        let sent = match self.senders.get(lane) {
+            Some(sender) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                let job = JobBox(Box::new(Job {
+                    write: Box::new(write),
+                    reply,
+                }));
+                let ok = sender.send(job).is_ok();
+                if !ok {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                ok
+            }
+            None => false,
+        };
+        async move {
+            if !sent {
+                return Err(stopped());
+            }
+            answer.await.map_err(|_| stopped())?
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the store's writer lanes have stopped".into())
+}
+
+/// The lane of an actor: a stable hash, so one actor's writes always share a lane.
+fn lane_of(actor: &str, lanes: usize) -> usize {
+    let h = xxhash_rust::xxh3::xxh3_64(actor.as_bytes());
+    (h % lanes.max(1) as u64) as usize
+}
+
+/// One lane's loop: a write at a time, until the channel closes.
+async fn run(
+    lane: u32,
+    config: tokio_postgres::Config,
+    mut rx: mpsc::UnboundedReceiver<JobBox>,
+    queued: Arc<AtomicU32>,
+) {
+    let mut conn: Option<Conn> = None;
+    while let Some(JobBox(job)) = rx.recv().await {
+        let started = Instant::now();
+        let result = run_job(&config, &mut conn, &job.write).await;
+        queued.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = &result {
+            if matches!(e, StoreError::Backend(_)) {
+                tracing::error!(lane, error = %e, "store: write failed");
+            }
+        } else {
+            tracing::trace!(
+                lane,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "store: write committed"
+            );
+        }
+        // The caller may have stopped waiting; the write stands (or not) all the same.
+        let _ = job.reply.send(result);
+    }
+    tracing::debug!(lane, "store writer lane stopped");
+}
+
+/// Runs one write on the lane's connection (opening it if needed), retrying deadlocks.
+async fn run_job(
+    config: &tokio_postgres::Config,
+    slot: &mut Option<Conn>,
+    write: &Write,
+) -> StoreResult<Committed> {
+    let mut attempt = 1;
+    loop {
+        if slot.as_ref().is_none_or(Conn::is_closed) {
+            *slot = Some(conn::connect(config).await?);
+        }
+        let Some(c) = slot.as_ref() else {
+            return Err(StoreError::Backend("no writer connection".into()));
+        };
+        let result = transaction(c, write).await;
+        let retry = c.take_retryable();
+        if c.is_closed() {
+            *slot = None;
+        }
+        match result {
+            Err(e) if retry && attempt < ATTEMPTS => {
+                tracing::debug!(attempt, error = %e, "store: write lost a lock race, retrying");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `BEGIN`, the write, then `COMMIT` (or `ROLLBACK` when it failed or was a replay).
+async fn transaction(c: &Conn, write: &Write) -> StoreResult<Committed> {
+    c.begin().await?;
+    match apply::commit(c, write).await {
+        Ok(Outcome::Applied(done)) => {
+            c.commit().await?;
+            Ok(done)
+        }
+        Ok(Outcome::Replayed(done)) => {
+            c.rollback().await;
+            Ok(done)
+        }
+        Err(e) => {
+            c.rollback().await;
+            Err(e)
+        }
+    }
+}
