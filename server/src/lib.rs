@@ -118,7 +118,7 @@ impl AppState {
     }
 
     /// Builds the state on the configured store (`--store`): the embedded SQLite file, or a
-    /// PostgreSQL database (connected and migrated here); the in-process bus.
+    /// PostgreSQL database (connected and migrated here); the bus as [`AppState::on_store`].
     pub async fn from_config(config: Config) -> Result<Self, StartError> {
         let url = match &config.store {
             config::StoreKind::Sqlite => return Self::embedded(config).await,
@@ -128,7 +128,7 @@ impl AppState {
         let keys = Keys::from_config(&config)?;
         let store: Arc<dyn Store> =
             Arc::new(PostgresStore::connect(&url, config.db_pool_size).await?);
-        Ok(Self::with_parts(config, keys, store, None))
+        Self::on_store(config, keys, store)
     }
 
     /// Builds the state on any store, with the in-process bus unless one is given.

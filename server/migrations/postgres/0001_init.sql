@@ -171,3 +171,13 @@ CREATE TABLE presence (
     last_seen bigint NOT NULL
 );
 CREATE INDEX presence_last_seen ON presence (last_seen);
+
+-- How far each user has read each room (`room.mark_read`): the seq of the last event read. One
+-- row per (user, room), written only forward.
+CREATE TABLE read_markers (
+    user_id    text COLLATE "C" NOT NULL,
+    room       text COLLATE "C" NOT NULL,
+    seq        bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (user_id, room)
+);

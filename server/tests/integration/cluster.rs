@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roam_server::auth::Keys;
+use roam_server::store::postgres::PostgresStore;
 use roam_server::store::sqlite::{SqliteStore, Synchronous};
 use roam_server::store::Store;
 use roam_server::{AppState, Server};
 use serde_json::{json, Value};
 
-use crate::fixtures::{config, TestServer, Ws, WAIT};
+use crate::fixtures::{config, postgres_url, PgSchema, TestServer, Ws, WAIT};
 
 fn redis_url() -> String {
     std::env::var("ROAM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
@@ -25,6 +26,8 @@ struct Cluster {
     prefix: String,
     store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
+    /// The store's schema when the tests run on Postgres (`ROAM_TEST_STORE`).
+    _schema: Option<PgSchema>,
 }
 
 impl Cluster {
@@ -34,11 +37,23 @@ impl Cluster {
 
     async fn start_on(n: usize, redis: String) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open_with(&dir.path().join("shared.db"), 4, Synchronous::Normal)
-                .await
-                .expect("store"),
-        );
+        let (store, schema): (Arc<dyn Store>, _) = match postgres_url() {
+            Some(base) => {
+                let schema = PgSchema::create(&base).await;
+                let store = PostgresStore::connect(&schema.url(), 4)
+                    .await
+                    .expect("store");
+                (Arc::new(store), Some(schema))
+            }
+            None => (
+                Arc::new(
+                    SqliteStore::open_with(&dir.path().join("shared.db"), 4, Synchronous::Normal)
+                        .await
+                        .expect("store"),
+                ),
+                None,
+            ),
+        };
         let prefix = format!("roamtest-{}", uuid::Uuid::new_v4().simple());
         let mut c = Cluster {
             nodes: Vec::new(),
@@ -46,6 +61,7 @@ impl Cluster {
             prefix,
             store,
             _dir: dir,
+            _schema: schema,
         };
         for i in 0..n {
             let node = c.node(&format!("n{i}")).await;
@@ -77,6 +93,7 @@ impl Cluster {
             dir,
             base,
             http: reqwest::Client::new(),
+            schema: None,
         }
     }
 

@@ -390,13 +390,14 @@ const MARK_ALL_READ: &str = "UPDATE notifications SET read = true WHERE user_id 
 const MARK_READ: &str = "UPDATE notifications SET read = true \
      WHERE user_id = $1 AND id = ANY($2::text[]) AND NOT read";
 /// Every table a deleted room empties (its row and its events stay).
-const DELETE_ROOM_CONTENT: [&str; 6] = [
+const DELETE_ROOM_CONTENT: [&str; 7] = [
     "DELETE FROM members WHERE room = $1",
     "DELETE FROM messages WHERE room = $1",
     "DELETE FROM documents WHERE room = $1",
     "DELETE FROM document_versions WHERE room = $1",
     "DELETE FROM invitations WHERE room = $1",
     "DELETE FROM role_caps WHERE room = $1",
+    "DELETE FROM read_markers WHERE room = $1",
 ];
 const MARK_ROOM_DELETED: &str = "UPDATE rooms SET deleted_at = $2, updated_at = $2 WHERE name = $1";
 
@@ -462,6 +463,17 @@ fn with_fields(json: &str, fields: &[(&str, Value)]) -> StoreResult<String> {
     }
     Ok(v.to_string())
 }
+
+/// A marker only moves forward: an equal or lower seq leaves the row (and `updated_at`) alone.
+const MOVE_READ_MARKER: &str = "INSERT INTO read_markers (user_id, room, seq, updated_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room) DO UPDATE \
+     SET seq = excluded.seq, updated_at = excluded.updated_at \
+     WHERE excluded.seq > read_markers.seq";
+/// The user's unread mentions in a room up to a seq (served by the unread index). `json`, not
+/// `jsonb`: the data may hold a `\u0000` that jsonb refuses.
+pub(super) const READ_MENTIONS: &str = "UPDATE notifications SET read = true \
+     WHERE user_id = $1 AND NOT read AND kind = 'mentioned' AND room = $2 \
+     AND (data::json ->> 'seq')::bigint <= $3";
 
 fn conflict(what: &str) -> StoreError {
     StoreError::Conflict(what.to_owned())
@@ -539,6 +551,7 @@ impl Cx<'_> {
                 content,
             } => self.put_document(room, doc, *base_version, content).await,
             Change::MarkRead { ids } => self.mark_read(ids.as_deref()).await,
+            Change::MarkRoomRead { room, seq } => self.mark_room_read(room, *seq).await,
         }
     }
 
@@ -1127,8 +1140,7 @@ impl Cx<'_> {
         let last_seq = self.reserve_seqs(room, n).await?;
         let first_seq = last_seq + 1 - n;
         self.events.reserve(messages.len());
-        let mut seq = first_seq;
-        for (id, body) in messages {
+        for (seq, (id, body)) in (first_seq..).zip(messages) {
             let msg = Message {
                 id: id.clone(),
                 room: room.to_owned(),
@@ -1142,7 +1154,6 @@ impl Cx<'_> {
             };
             self.insert_message_row(&msg).await?;
             self.emit(room, seq, EventBody::MessageCreated(msg)).await?;
-            seq += 1;
         }
         Ok(Output::Imported {
             imported: n,
@@ -1204,6 +1215,29 @@ impl Cx<'_> {
     }
 
     // --- notifications --------------------------------------------------------------------
+
+    /// Moves the actor's marker forward only, then reads the marker and clears the mentions it
+    /// covers.
+    async fn mark_room_read(&mut self, room: &str, seq: u64) -> StoreResult<Output> {
+        self.live_room(room).await?;
+        self.c
+            .execute(
+                MOVE_READ_MARKER,
+                &[&self.actor, &room, &int(seq), &self.now],
+            )
+            .await?;
+        let marker = read::read_marker(self.c, self.actor, room)
+            .await?
+            .ok_or(StoreError::NotFound("read marker"))?;
+        let cleared = self
+            .c
+            .execute(READ_MENTIONS, &[&self.actor, &room, &int(marker.seq)])
+            .await?;
+        if cleared > 0 {
+            self.unread.push(self.actor.to_owned());
+        }
+        Ok(Output::ReadMarker(marker))
+    }
 
     async fn mark_read(&mut self, ids: Option<&[String]>) -> StoreResult<Output> {
         let changed = match ids {

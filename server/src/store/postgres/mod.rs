@@ -42,8 +42,8 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
 use roam_proto::{
-    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, Room, RoomEvent,
-    User,
+    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, ReadMarker, Room,
+    RoomEvent, User,
 };
 
 use self::apply::PurgeCursor;
@@ -266,6 +266,10 @@ impl Store for PostgresStore {
 
     async fn unread_count(&self, user: &str) -> StoreResult<u64> {
         read::unread_count(&*self.conn().await?, user).await
+    }
+
+    async fn read_markers(&self, user: &str) -> StoreResult<Vec<ReadMarker>> {
+        read::read_markers(&*self.conn().await?, user).await
     }
 
     async fn save_last_seen(&self, user: &str, at: i64) -> StoreResult<()> {

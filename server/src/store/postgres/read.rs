@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use tokio_postgres::Row;
 
 use roam_proto::{
-    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, Room, RoomEvent,
-    User,
+    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, ReadMarker, Room,
+    RoomEvent, User,
 };
 
 use super::conn::Conn;
@@ -629,4 +629,37 @@ pub(super) async fn room_activity(
             senders: count(r, 2)?,
         })
     })
+}
+
+pub(super) const READ_MARKER: &str =
+    "SELECT room, seq, updated_at FROM read_markers WHERE user_id = $1 AND room = $2";
+
+fn read_marker_row(r: &Row) -> StoreResult<ReadMarker> {
+    Ok(ReadMarker {
+        room: col(r, 0)?,
+        seq: count(r, 1)?,
+        updated_at: col(r, 2)?,
+    })
+}
+
+pub(super) async fn read_marker(
+    c: &Conn,
+    user: &str,
+    room: &str,
+) -> StoreResult<Option<ReadMarker>> {
+    c.query_opt(READ_MARKER, &[&user, &room])
+        .await?
+        .map(|r| read_marker_row(&r))
+        .transpose()
+}
+
+/// Markers of the rooms the user is an active member of (a room left keeps its marker for a
+/// return, but is not listed).
+pub(super) const READ_MARKERS: &str = "SELECT r.room, r.seq, r.updated_at FROM read_markers r \
+     JOIN members m ON m.room = r.room AND m.user_id = r.user_id AND m.status = 'active' \
+     WHERE r.user_id = $1 ORDER BY r.room";
+
+pub(super) async fn read_markers(c: &Conn, user: &str) -> StoreResult<Vec<ReadMarker>> {
+    let rows = c.query(READ_MARKERS, &[&user]).await?;
+    all(&rows, read_marker_row)
 }
