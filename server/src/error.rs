@@ -64,6 +64,17 @@ impl ApiError {
         Self::new(ErrorCode::Internal, "internal server error")
     }
 
+    /// Logs `detail` (a store that failed or cannot be reached: a lost database connection, a
+    /// disk error) and returns the generic `unavailable` error (503): nothing was changed and
+    /// the client may retry.
+    pub fn unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "store unavailable");
+        Self::new(
+            ErrorCode::Unavailable,
+            "the server's storage is unavailable; retry later",
+        )
+    }
+
     /// The body sent on the wire.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
@@ -87,7 +98,7 @@ impl From<StoreError> for ApiError {
                     "the document changed since base_version; rebase on `current`",
                 )
             },
-            StoreError::Backend(detail) => ApiError::internal(detail),
+            StoreError::Backend(detail) => ApiError::unavailable(detail),
         }
     }
 }

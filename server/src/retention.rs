@@ -5,6 +5,10 @@
 //! invitations long expired. All periods are configurable. A pass runs in batches of
 //! `ROAM_RETENTION_BATCH_ROWS` rows, each its own short transaction, so writes are never held
 //! up behind a large purge.
+//!
+//! With several instances on one PostgreSQL store, a pass runs on one instance at a time: the
+//! store takes an advisory lock around it, and an instance that does not get it skips its pass
+//! (a pass of no batches, logged at debug).
 
 use std::time::Duration;
 
@@ -34,6 +38,10 @@ pub fn cutoffs(state: &AppState, now: i64) -> RetentionCutoffs {
 /// One pass; counts what was removed in `/metrics`.
 pub async fn run_once(state: &AppState, now: i64) -> StoreResult<Purged> {
     let purged = state.service.store.purge(cutoffs(state, now)).await?;
+    if purged.batches == 0 {
+        tracing::debug!("retention pass skipped: another instance is running one");
+        return Ok(purged);
+    }
     let m = &state.service.metrics;
     for (kind, n) in [
         ("presence", purged.presence),

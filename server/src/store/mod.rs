@@ -389,7 +389,8 @@ pub struct Purged {
     pub invitations: u64,
     /// Events removed by event-log compaction.
     pub events: u64,
-    /// Batches (writer transactions) the pass took.
+    /// Batches (writer transactions) the pass took; 0 when a store shared by several servers
+    /// skipped the pass because another server is running one.
     pub batches: u64,
 }
 
@@ -540,7 +541,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<ActivityBucket>>;
 
     /// One retention pass, in batches of at most `cutoffs.batch_rows` rows, each its own
-    /// transaction (writes queued meanwhile are committed between them).
+    /// transaction (writes queued meanwhile are committed between them). A store that several
+    /// servers share runs one pass at a time across all of them: the others return at once with
+    /// nothing purged and no batches.
     async fn purge(&self, cutoffs: RetentionCutoffs) -> StoreResult<Purged>;
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

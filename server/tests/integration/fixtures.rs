@@ -71,6 +71,73 @@ impl PgSchema {
         let sep = if self.base.contains('?') { '&' } else { '?' };
         format!("{}{sep}options=-csearch_path%3D{}", self.base, self.name)
     }
+
+    /// The store URL for this schema, reaching the server through `addr` (a [`Relay`]).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let cfg: tokio_postgres::Config = self.base.parse().expect("postgres url");
+        let user = cfg.get_user().unwrap_or("postgres");
+        let db = cfg.get_dbname().unwrap_or("test");
+        format!(
+            "postgres://{user}@{addr}/{db}?options=-csearch_path%3D{}",
+            self.name
+        )
+    }
+
+    /// `host:port` of the server itself.
+    pub fn server_addr(&self) -> String {
+        let cfg: tokio_postgres::Config = self.base.parse().expect("postgres url");
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        format!(
+            "{host}:{}",
+            cfg.get_ports().first().copied().unwrap_or(5432)
+        )
+    }
+}
+
+/// A TCP relay to a server, which a test cuts to play a database that went away.
+pub struct Relay {
+    pub addr: std::net::SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    /// Relays connections to `target`, listening on `addr` (a fresh port when `None`).
+    pub async fn start(target: String, addr: Option<std::net::SocketAddr>) -> Relay {
+        let listener = tokio::net::TcpListener::bind(addr.unwrap_or(([127, 0, 0, 1], 0).into()))
+            .await
+            .expect("bind relay");
+        let addr = listener.local_addr().expect("relay address");
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = links.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut out) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                held.lock().expect("relay links").push(link);
+            }
+        });
+        Relay {
+            addr,
+            accept,
+            links,
+        }
+    }
+
+    /// Closes every relayed connection and stops accepting.
+    pub fn cut(&self) {
+        self.accept.abort();
+        for l in self.links.lock().expect("relay links").drain(..) {
+            l.abort();
+        }
+    }
 }
 
 impl Drop for PgSchema {
@@ -132,9 +199,10 @@ impl TestServer {
     }
 
     async fn start_in(dir: tempfile::TempDir, c: Config) -> Self {
-        let schema = match postgres_url() {
-            Some(base) => Some(PgSchema::create(&base).await),
-            None => None,
+        // A test that names its own Postgres store keeps it.
+        let schema = match (postgres_url(), &c.store) {
+            (Some(base), StoreKind::Sqlite) => Some(PgSchema::create(&base).await),
+            _ => None,
         };
         Self::start_on(dir, schema, c).await
     }

@@ -24,5 +24,6 @@ mod roles;
 mod rooms;
 mod shutdown;
 mod smoke;
+mod store_outage;
 mod tokens;
 mod ws_protocol;
