@@ -44,6 +44,7 @@ use crate::model::{
     now_ms, ConnectionState, LocalDocument, LocalMessage, NotificationInfo, OutboxEntry, RoomInfo,
     SendState, SyncPhase, SyncStatus,
 };
+use crate::room_list::{RoomList, RoomListListener, RoomSummary};
 use crate::timeline::{Timeline, TimelineListener};
 use crate::{optimistic, outbox, presence, remote, socket, typing};
 
@@ -741,6 +742,41 @@ impl Client {
         Ok(id)
     }
 
+    /// Marks `room` read up to `seq` (`None`: up to the newest event the store holds), on this
+    /// device at once and, through the outbox, on the server, which shares the marker with the
+    /// account's other devices. The marker only moves forward: a `seq` at or below it changes
+    /// nothing and queues nothing. Mentions of the account's user up to the marker are marked
+    /// read with it. Returns the marker as it now is. The room must be one the account is a
+    /// member of, and `seq` at most the room's newest known seq.
+    pub fn mark_room_read(&self, room: String, seq: Option<u64>) -> Result<u64> {
+        roam_proto::validate::room_name(&room)?;
+        let (info, current) = self.ctx.db.read(|c| {
+            Ok((
+                reads::room(c, &room)?.filter(|r| r.joined),
+                reads::read_marker(c, &room)?,
+            ))
+        })?;
+        let info = info.ok_or_else(|| Error::not_found(format!("room {room} (not a member)")))?;
+        let newest = info.head_seq.max(info.last_seq);
+        let up_to = seq.unwrap_or(info.last_seq);
+        if up_to > newest {
+            return Err(Error::invalid(format!(
+                "seq {up_to} is past the newest event of {room} ({newest})"
+            )));
+        }
+        if up_to <= current {
+            return Ok(current);
+        }
+        let mutation = Mutation::MarkRoomRead {
+            room: room.clone(),
+            seq: up_to,
+        };
+        outbox::enqueue(&self.ctx, mutation, None, |tx, step, fx| {
+            optimistic::mark_room_read(tx, step, fx, &room, up_to)
+        })?;
+        Ok(up_to)
+    }
+
     /// Puts a failed outbox entry back in its queue (same idempotency key).
     pub fn retry(&self, entry_id: String) -> Result<()> {
         outbox::retry(&self.ctx, &entry_id)
@@ -866,6 +902,18 @@ impl Client {
         roam_proto::validate::room_name(&room)?;
         check_limit(initial)?;
         Ok(Timeline::open(&self.ctx, room, initial, listener))
+    }
+
+    /// A live list of the account's rooms with their last message, unread and mention counts,
+    /// newest activity first: its listener gets the whole list first, then diffs as messages
+    /// arrive, rooms change and read markers move. See [`crate::room_list`].
+    pub fn room_list(&self, listener: Arc<dyn RoomListListener>) -> RoomList {
+        RoomList::open(&self.ctx, listener)
+    }
+
+    /// One room's summary as the room list shows it (`None` unless the account is a member).
+    pub fn room_summary(&self, room: String) -> Result<Option<RoomSummary>> {
+        crate::room_list::read_summary(&self.ctx, &room)
     }
 
     /// Sync status changes; the current status first.

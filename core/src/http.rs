@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use reqwest::{StatusCode, Url};
-use roam_proto::{ErrorResponse, Member, Message, Page, Presence, Room};
+use roam_proto::{ErrorResponse, Member, Message, Page, Presence, ReadMarker, Room};
 use serde::de::DeserializeOwned;
 
 use crate::auth::TokenProvider;
@@ -176,6 +176,24 @@ impl Http {
         self.get("/v1/rooms", &query, etag).await
     }
 
+    /// A page of the rooms the account is an active member of, by name after `cursor`.
+    pub(crate) async fn joined_rooms(&self, cursor: Option<&str>) -> Result<Page<Room>> {
+        let mut query = vec![
+            ("joined", "true".to_owned()),
+            ("limit", roam_proto::validate::MAX_PAGE_SIZE.to_string()),
+        ];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        match self.get("/v1/rooms", &query, None).await? {
+            Fetched::Fresh { value, .. } => Ok(value),
+            Fetched::NotModified => Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            }),
+        }
+    }
+
     /// A room's members (first page).
     pub(crate) async fn members(
         &self,
@@ -185,6 +203,17 @@ impl Http {
         let query = [("limit", roam_proto::validate::MAX_PAGE_SIZE.to_string())];
         self.get(&format!("/v1/rooms/{room}/members"), &query, etag)
             .await
+    }
+
+    /// The account's read markers (one page holds them all).
+    pub(crate) async fn read_markers(&self) -> Result<Page<ReadMarker>> {
+        match self.get("/v1/read-markers", &[], None).await? {
+            Fetched::Fresh { value, .. } => Ok(value),
+            Fetched::NotModified => Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            }),
+        }
     }
 
     /// Presence of up to 500 users.

@@ -33,10 +33,12 @@
 //! ```
 //!
 //! Module map: [`client`] (the API), [`config`], [`error`], [`model`] (records), [`listeners`],
-//! [`timeline`] (a room's live window of messages, as diffs),
+//! [`timeline`] (a room's live window of messages, as diffs), [`room_list`] (the account's
+//! rooms with last message and unread counts, as diffs),
 //! [`metrics`]; internally `db` (store and migrations), `outbox` (durable queue and scheduler),
 //! `optimistic` (local effects of each mutation), `socket` (reconnecting connection),
-//! `sync` (applying server events, recovery), `typing`, `presence`, `http` (REST transport),
+//! `sync` (applying server events, recovery), `diff` (keyed list diffs), `typing`, `presence`,
+//! `http` (REST transport),
 //! `remote` (cached REST reads into the store), `backoff`; [`cache`] is the single-flight,
 //! size-bounded cache behind the REST reads.
 
@@ -48,12 +50,14 @@ pub mod error;
 pub mod listeners;
 pub mod metrics;
 pub mod model;
+pub mod room_list;
 pub mod timeline;
 
 mod auth;
 mod backoff;
 mod context;
 mod db;
+mod diff;
 mod http;
 mod optimistic;
 mod outbox;
@@ -82,4 +86,5 @@ pub use model::{
 pub use roam_proto::{
     Document, ErrorCode, Member, MemberStatus, Presence, PresenceStatus, Role, RoomKind,
 };
+pub use room_list::{apply_room_list_diffs, RoomList, RoomListDiff, RoomListListener, RoomSummary};
 pub use timeline::{apply_diffs, Timeline, TimelineDiff, TimelineListener};

@@ -19,6 +19,7 @@
 //! A panicking listener is caught and logged; it does not stop the dispatcher.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +30,7 @@ use parking_lot::{Mutex, ReentrantMutex};
 use crate::model::{
     ConnectionState, DocumentUpdate, NotificationInfo, PresenceInfo, RoomUpdate, SyncStatus,
 };
+use crate::room_list::RoomListSink;
 use crate::timeline::TimelineSink;
 
 /// Receives connection state changes. The current state is delivered first.
@@ -83,6 +85,8 @@ pub(crate) enum AppEvent {
     Unread(u64),
     /// A timeline of this room changed its window bounds: read it again.
     TimelineRefresh(String),
+    /// The account's read marker of this room moved.
+    ReadMarker(String),
     Sync(SyncStatus),
 }
 
@@ -96,6 +100,7 @@ pub(crate) enum Target {
     Document(Option<String>, Arc<dyn DocumentListener>),
     Notification(Arc<dyn NotificationListener>),
     Timeline(Arc<dyn TimelineSink>),
+    RoomList(Arc<dyn RoomListSink>),
     Sync(Arc<dyn SyncStatusListener>),
 }
 
@@ -109,6 +114,7 @@ impl fmt::Debug for Target {
             Target::Document(..) => "Document",
             Target::Notification(_) => "Notification",
             Target::Timeline(_) => "Timeline",
+            Target::RoomList(_) => "RoomList",
             Target::Sync(_) => "Sync",
         };
         f.write_str(name)
@@ -265,8 +271,10 @@ fn run(rx: mpsc::Receiver<Command>) {
                     target,
                     initial,
                 } = *reg;
-                if let Target::Timeline(t) = &target {
-                    refresh_timeline(&shared, t.as_ref(), true);
+                match &target {
+                    Target::Timeline(t) => refresh_timeline(&shared, t.as_ref(), true),
+                    Target::RoomList(l) => refresh_room_list(&shared, l.as_ref(), None),
+                    _ => {}
                 }
                 for event in &initial {
                     deliver(&shared, &target, event);
@@ -289,8 +297,23 @@ fn run(rx: mpsc::Receiver<Command>) {
 }
 
 /// Delivers the events of one transaction to one subscription: each event to a listener, one
-/// refresh to a timeline that any of them concerns.
+/// refresh to a timeline that any of them concerns, one refresh of the rooms they touch to a
+/// room list.
 fn deliver_all(shared: &Shared, target: &Target, events: &[AppEvent]) {
+    if let Target::RoomList(l) = target {
+        let touched: HashSet<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                AppEvent::Room(u) => Some(u.room().to_owned()),
+                AppEvent::ReadMarker(room) => Some(room.clone()),
+                _ => None,
+            })
+            .collect();
+        if !touched.is_empty() {
+            refresh_room_list(shared, l.as_ref(), Some(&touched));
+        }
+        return;
+    }
     let Target::Timeline(t) = target else {
         for event in events {
             deliver(shared, target, event);
@@ -323,6 +346,20 @@ fn refresh_timeline(shared: &Shared, timeline: &dyn TimelineSink, reset: bool) {
         tracing::error!(
             subscription = shared.id,
             "a timeline listener panicked; it stays registered"
+        );
+    }
+    drop(guard);
+}
+
+fn refresh_room_list(shared: &Shared, list: &dyn RoomListSink, rooms: Option<&HashSet<String>>) {
+    let guard = shared.active.lock();
+    if !guard.get() {
+        return;
+    }
+    if catch_unwind(AssertUnwindSafe(|| list.refresh(rooms))).is_err() {
+        tracing::error!(
+            subscription = shared.id,
+            "a room list listener panicked; it stays registered"
         );
     }
     drop(guard);

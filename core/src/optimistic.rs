@@ -431,6 +431,26 @@ pub(crate) fn mark_read(
     Ok(((), Some(Undo::MarkUnread { ids: newly })))
 }
 
+/// Moves the room's read marker forward and marks read the mentions it covers, as the server
+/// will. A marker cannot move back, so there is nothing to undo: a discarded (or failed) entry
+/// leaves the local marker where it is.
+pub(crate) fn mark_room_read(
+    tx: &Transaction<'_>,
+    step: &LocalStep<'_>,
+    fx: &mut Effects,
+    room: &str,
+    seq: u64,
+) -> Result<((), Option<Undo>)> {
+    if writes::advance_read_marker(tx, room, seq, step.now)? {
+        fx.emit(AppEvent::ReadMarker(room.to_owned()));
+    }
+    let newly = writes::read_mentions_up_to(tx, room, seq)?;
+    if !newly.is_empty() {
+        unread_delta(tx, fx, -(newly.len() as i64))?;
+    }
+    Ok(((), None))
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. ack
 
@@ -511,7 +531,9 @@ pub(crate) fn apply_ack(
         }
         Mutation::MarkRoomRead { .. } => {
             if let Some(m) = parse::<ReadMarker>(op, result) {
-                writes::advance_read_marker(tx, &m.room, m.seq, m.updated_at)?;
+                if writes::advance_read_marker(tx, &m.room, m.seq, m.updated_at)? {
+                    fx.emit(AppEvent::ReadMarker(m.room));
+                }
             }
         }
         Mutation::Invite { .. }

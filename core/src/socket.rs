@@ -46,7 +46,7 @@ use roam_proto::{
     SubscribeResult, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
@@ -201,6 +201,14 @@ pub(crate) async fn run(ctx: Arc<Context>) {
         }
     }
     ctx.set_connection_state(ConnectionState::Offline);
+}
+
+/// What the task behind `rx` answered (nothing if it is gone, or without one).
+async fn wait<T: Default>(rx: &mut Option<oneshot::Receiver<T>>) -> T {
+    match rx {
+        Some(rx) => rx.await.unwrap_or_default(),
+        None => T::default(),
+    }
 }
 
 /// Resolves when the app no longer wants to be online.
@@ -365,6 +373,8 @@ struct Session<'a> {
     /// Rooms re-subscribed after a gap, until their ack.
     resubscribing: HashSet<String>,
     recovered: bool,
+    /// The account's rooms and read markers have been read from the server (part of recovery).
+    account_loaded: bool,
     next_id: u64,
     /// Frames to send with the next flush.
     outgoing: Vec<ClientFrame>,
@@ -387,6 +397,7 @@ impl<'a> Session<'a> {
             catching_up: HashSet::new(),
             resubscribing: HashSet::new(),
             recovered: false,
+            account_loaded: false,
             next_id: 0,
             outgoing: Vec::new(),
         };
@@ -415,6 +426,10 @@ impl<'a> Session<'a> {
     ) -> Result<End, End> {
         self.subscribe_all()?;
         self.flush_sink().await?;
+        // The account's rooms and read markers, as changed on other devices while this one was
+        // away, come over REST alongside the catch-up; recovery waits for them (a failure is
+        // logged and does not hold it up).
+        let mut account = Some(self.load_account());
         let timeout = self.ctx.config.heartbeat.timeout;
         let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -486,6 +501,16 @@ impl<'a> Session<'a> {
                     }
                     self.flush_outbox().await?;
                 }
+                rooms = wait(&mut account), if account.is_some() => {
+                    account = None;
+                    if !rooms.is_empty() {
+                        tracing::info!(rooms = rooms.len(), "following rooms joined elsewhere");
+                        self.subscribe_rooms(rooms)?;
+                        self.flush_sink().await?;
+                    }
+                    self.account_loaded = true;
+                    self.maybe_recovered().await?;
+                }
                 _ = sleep_until(recovery_deadline), if !self.recovered => {
                     // Late answers are still handled when they come; only the outbox stops
                     // waiting for them.
@@ -494,6 +519,24 @@ impl<'a> Session<'a> {
                 }
             }
         }
+    }
+
+    /// Starts reading the account's rooms and read markers; the receiver gets the rooms to
+    /// start following when that is over.
+    fn load_account(&self) -> oneshot::Receiver<Vec<String>> {
+        let (done, rx) = oneshot::channel();
+        let ctx = Arc::clone(self.ctx);
+        tokio::spawn(async move {
+            let follow = match sync::load_account(&ctx).await {
+                Ok(follow) => follow,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot load the account's rooms and read markers");
+                    Vec::new()
+                }
+            };
+            let _ = done.send(follow);
+        });
+        rx
     }
 
     fn frame_id(&mut self, prefix: &str) -> String {
@@ -792,7 +835,11 @@ impl<'a> Session<'a> {
     }
 
     async fn maybe_recovered(&mut self) -> Result<(), End> {
-        if !self.recovered && self.subscribes.is_empty() && self.catching_up.is_empty() {
+        if !self.recovered
+            && self.account_loaded
+            && self.subscribes.is_empty()
+            && self.catching_up.is_empty()
+        {
             self.finish_recovery().await?;
         }
         Ok(())

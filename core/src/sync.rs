@@ -359,9 +359,56 @@ pub(crate) fn apply_unread(ctx: &Context, count: u64) -> Result<()> {
 /// Stores a read marker the server reported (this account read `room` up to `seq`, on this
 /// device or another); a marker behind the stored one changes nothing.
 pub(crate) fn apply_read_marker(ctx: &Context, marker: &ReadMarker) -> Result<()> {
-    ctx.write(|tx, _fx| {
-        writes::advance_read_marker(tx, &marker.room, marker.seq, marker.updated_at)?;
-        Ok(())
+    ctx.write(|tx, fx| advance_marker(tx, fx, marker))
+}
+
+/// Moves the stored marker forward (never back) and tells the room list when it moved.
+fn advance_marker(tx: &Transaction<'_>, fx: &mut Effects, marker: &ReadMarker) -> Result<()> {
+    if writes::advance_read_marker(tx, &marker.room, marker.seq, marker.updated_at)? {
+        fx.emit(AppEvent::ReadMarker(marker.room.clone()));
+    }
+    Ok(())
+}
+
+/// Brings the account's own state from the server, as part of every recovery: the rooms it is
+/// an active member of (`GET /v1/rooms?joined=true`: one joined on another device is followed
+/// from here on) and its read markers (`GET /v1/read-markers`: every one ahead of the stored one
+/// is kept — markers moved on another device while this one was away). A room with a local
+/// membership change still pending or failed (a leave not yet sent) is left as it is. Returns
+/// the rooms to start following.
+pub(crate) async fn load_account(ctx: &Context) -> Result<Vec<String>> {
+    let mut joined = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = ctx.http.joined_rooms(cursor.as_deref()).await?;
+        joined.extend(page.items);
+        match page.next_cursor {
+            Some(next) if cursor.as_ref() != Some(&next) => cursor = Some(next),
+            _ => break,
+        }
+    }
+    let markers = ctx.http.read_markers().await?;
+    ctx.write(|tx, fx| {
+        let mut follow = Vec::new();
+        for r in &joined {
+            let known = reads::room(tx, &r.name)?;
+            let adopt = match &known {
+                None => true,
+                Some(k) => !k.joined && k.send_state == crate::model::SendState::Sent,
+            };
+            if known.is_none() || adopt {
+                writes::upsert_room(tx, r)?;
+            }
+            if adopt {
+                writes::set_room_flags(tx, &r.name, Some(true), Some(true))?;
+                room_changed(tx, fx, &r.name)?;
+                follow.push(r.name.clone());
+            }
+        }
+        for m in &markers.items {
+            advance_marker(tx, fx, m)?;
+        }
+        Ok(follow)
     })
 }
 

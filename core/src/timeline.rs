@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::context::Context;
 use crate::db::{reads, writes};
+use crate::diff::{steps, Step};
 use crate::error::{Error, Result};
 use crate::listeners::{AppEvent, Subscription, Target};
 use crate::model::{LocalMessage, RoomUpdate};
@@ -298,78 +299,31 @@ fn oldest_stored(c: &Connection, room: &str) -> Result<Option<u64>> {
     Ok(v.map(|v| u64::try_from(v).unwrap_or(0)))
 }
 
-/// The diffs that turn `old` into `new`, matching messages by local id: removals first (from
-/// the end, so indices hold), then a walk over `new` that keeps, sets, moves or inserts.
+/// The diffs that turn `old` into `new`, matching messages by local id (see [`crate::diff`]).
 pub(crate) fn diff(old: &[LocalMessage], new: &[LocalMessage]) -> Vec<TimelineDiff> {
-    use std::collections::HashSet;
-    let wanted: HashSet<&str> = new.iter().map(|m| m.local_id.as_str()).collect();
-    let mut out = Vec::new();
-    let mut cur: Vec<&LocalMessage> = Vec::with_capacity(old.len().max(new.len()));
-    for (i, m) in old.iter().enumerate().rev() {
-        if wanted.contains(m.local_id.as_str()) {
-            cur.push(m);
-        } else {
-            out.push(TimelineDiff::Remove { index: idx(i) });
-        }
-    }
-    cur.reverse();
-    for (i, m) in new.iter().enumerate() {
-        match cur.get(i) {
-            Some(c) if c.local_id == m.local_id => {
-                if *c != m {
-                    out.push(TimelineDiff::Set {
-                        index: idx(i),
-                        message: m.clone(),
-                    });
-                    cur[i] = m;
-                }
-            }
-            _ => {
-                if let Some(j) = cur
-                    .iter()
-                    .skip(i + 1)
-                    .position(|c| c.local_id == m.local_id)
-                {
-                    cur.remove(i + 1 + j);
-                    out.push(TimelineDiff::Remove {
-                        index: idx(i + 1 + j),
-                    });
-                }
-                cur.insert(i, m);
-                out.push(TimelineDiff::Insert {
-                    index: idx(i),
-                    message: m.clone(),
-                });
-            }
-        }
-    }
-    out
-}
-
-fn idx(i: usize) -> u32 {
-    u32::try_from(i).unwrap_or(u32::MAX)
+    steps(old, new, |m| m.local_id.as_str())
+        .into_iter()
+        .map(|s| match s {
+            Step::Insert(index, message) => TimelineDiff::Insert { index, message },
+            Step::Set(index, message) => TimelineDiff::Set { index, message },
+            Step::Remove(index) => TimelineDiff::Remove { index },
+        })
+        .collect()
 }
 
 /// Applies diffs to a list, as an app would (used by tests and documentation).
 pub fn apply_diffs(list: &mut Vec<LocalMessage>, diffs: Vec<TimelineDiff>) {
     for d in diffs {
-        match d {
-            TimelineDiff::Reset { messages } => *list = messages,
-            TimelineDiff::Insert { index, message } => {
-                let i = (index as usize).min(list.len());
-                list.insert(i, message);
+        let step = match d {
+            TimelineDiff::Reset { messages } => {
+                *list = messages;
+                continue;
             }
-            TimelineDiff::Set { index, message } => {
-                if let Some(slot) = list.get_mut(index as usize) {
-                    *slot = message;
-                }
-            }
-            TimelineDiff::Remove { index } => {
-                if (index as usize) < list.len() {
-                    list.remove(index as usize);
-                }
-            }
-        }
+            TimelineDiff::Insert { index, message } => Step::Insert(index, message),
+            TimelineDiff::Set { index, message } => Step::Set(index, message),
+            TimelineDiff::Remove { index } => Step::Remove(index),
+        };
+        crate::diff::apply(list, [step]);
     }
 }
 

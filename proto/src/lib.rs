@@ -18,6 +18,7 @@
 pub mod error;
 pub mod event;
 pub mod frame;
+pub mod mention;
 pub mod model;
 pub mod mutation;
 pub mod validate;
@@ -28,6 +29,7 @@ pub use frame::{
     close, ClientFrame, Envelope, PresenceUpdate, RoomCursor, RoomSubscription, ServerFrame,
     SubscribeResult, SubscriptionStatus, PROTOCOL_VERSION,
 };
+pub use mention::{mentions, mentions_user};
 pub use model::{
     ActivityBucket, Document, Invitation, InvitationStatus, Member, MemberStatus, Message,
     Notification, Page, Presence, PresenceStatus, ReadMarker, Role, Room, RoomKind, User,

@@ -94,22 +94,6 @@ fn active_role(m: &Option<Member>) -> Option<Role> {
         .map(|m| m.role)
 }
 
-fn mentions(body: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for word in body.split(|c: char| c.is_whitespace()) {
-        if let Some(rest) = word.strip_prefix('@') {
-            let name = rest.trim_end_matches([',', '.', ':', ';', '!', '?']);
-            if roam_proto::validate::user_id(name).is_ok() && !out.iter().any(|n| n == name) {
-                out.push(name.to_owned());
-            }
-        }
-        if out.len() >= 20 {
-            break;
-        }
-    }
-    out
-}
-
 /// Largest document content once escaped as a JSON string: a frame (1 MiB) minus room for the
 /// fields around it.
 const MAX_ENCODED_DOCUMENT: usize = roam_proto::validate::MAX_FRAME_BYTES - 4 * 1024;
@@ -760,7 +744,7 @@ impl Service {
                     }
                 }
                 let id = id.unwrap_or_else(new_id);
-                for name in mentions(&body) {
+                for name in roam_proto::mentions(&body) {
                     if name != user && active_role(&self.member(&room, &name).await?).is_some() {
                         notify.push(NewNotification {
                             user: name,
@@ -905,12 +889,6 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mentions_are_parsed_once() {
-        assert_eq!(mentions("hi @bob and @carol, @bob!"), vec!["bob", "carol"]);
-        assert!(mentions("email a@b.c").is_empty());
-    }
 
     fn event(room: &str, seq: u64) -> roam_proto::RoomEvent {
         roam_proto::RoomEvent {

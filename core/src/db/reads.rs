@@ -224,6 +224,37 @@ pub(crate) fn messages_from(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The newest local message of a room not yet confirmed and not deleted.
+pub(crate) fn newest_unconfirmed(conn: &Connection, room: &str) -> Result<Option<LocalMessage>> {
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        message_cols!(),
+        " FROM messages WHERE room = ?1 AND seq IS NULL AND deleted = 0 \
+         ORDER BY local_order DESC LIMIT 1"
+    ))?;
+    Ok(stmt.query_row([room], message_row).optional()?)
+}
+
+/// The confirmed message of a room with the highest seq that is not deleted.
+pub(crate) fn newest_confirmed(conn: &Connection, room: &str) -> Result<Option<LocalMessage>> {
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        message_cols!(),
+        " FROM messages WHERE room = ?1 AND seq IS NOT NULL AND deleted = 0 \
+         ORDER BY seq DESC LIMIT 1"
+    ))?;
+    Ok(stmt.query_row([room], message_row).optional()?)
+}
+
+/// The room's read marker (0: nothing read).
+pub(crate) fn read_marker(conn: &Connection, room: &str) -> Result<u64> {
+    let v: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM read_markers WHERE room = ?1")?
+        .query_row([room], |r| r.get(0))
+        .optional()?;
+    Ok(v.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+}
+
 pub(crate) fn message(conn: &Connection, local_id: &str) -> Result<Option<LocalMessage>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",

@@ -518,6 +518,25 @@ pub(crate) fn set_notifications_read(
     Ok(())
 }
 
+/// Marks read the unread `mentioned` notifications of a room whose message seq is at most
+/// `seq` (as the server does on `room.mark_read`); returns their ids.
+pub(crate) fn read_mentions_up_to(
+    tx: &Transaction<'_>,
+    room: &str,
+    seq: u64,
+) -> Result<Vec<String>> {
+    let ids: Vec<String> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id FROM notifications WHERE read = 0 AND kind = 'mentioned' AND room = ?1 \
+             AND json_extract(data, '$.seq') <= ?2",
+        )?;
+        let rows = stmt.query_map(params![room, i64_of(seq)], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    set_notifications_read(tx, &ids, true)?;
+    Ok(ids)
+}
+
 /// Marks every stored notification read; returns the ids that were unread.
 pub(crate) fn mark_all_read(tx: &Transaction<'_>) -> Result<Vec<String>> {
     let ids: Vec<String> = {

@@ -31,6 +31,15 @@ async fn joined_pair(
             .unwrap_or(false)
     })
     .await;
+    // Bob's socket follows the room once it has applied his own `member_joined` (seq 3, after
+    // `room_created` and alice's): only then do frames that are not replayed (typing) reach him.
+    wait_until("bob follows the room", || {
+        b.room("team".into())
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.last_seq >= 3)
+    })
+    .await;
     (a, b)
 }
 

@@ -8,4 +8,5 @@ mod offline;
 mod outage;
 mod permanent;
 mod process_death;
+mod room_list;
 mod timeline;

@@ -1,0 +1,288 @@
+//! Room lists against the real server: the diffs a listener receives, applied in order, give
+//! exactly the summaries the store holds, newest activity first, through messages from both
+//! sides, edits, deletes, mentions, joins and leaves; and two devices of one account show the
+//! same unread and mention counts after `mark_room_read` on one of them, online or after an
+//! outage.
+
+use std::sync::{Arc, Mutex};
+
+use roam_core::{
+    apply_room_list_diffs, Client, RoomKind, RoomListDiff, RoomListListener, RoomSummary,
+};
+use roam_tests::{all_local, fast_config, open_client, wait_until, Api, Backend};
+use serde_json::json;
+
+/// Applies every diff it receives to its own list, as an app's view model would.
+#[derive(Default)]
+struct Replica {
+    list: Mutex<Vec<RoomSummary>>,
+    resets: Mutex<usize>,
+}
+
+impl Replica {
+    fn list(&self) -> Vec<RoomSummary> {
+        self.list.lock().expect("lock").clone()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.list().into_iter().map(|s| s.room.name).collect()
+    }
+}
+
+impl RoomListListener for Replica {
+    fn on_diffs(&self, diffs: Vec<RoomListDiff>) {
+        for d in &diffs {
+            if matches!(d, RoomListDiff::Reset { .. }) {
+                *self.resets.lock().expect("lock") += 1;
+            }
+        }
+        apply_room_list_diffs(&mut self.list.lock().expect("lock"), diffs);
+    }
+}
+
+fn drained(c: &Client) -> bool {
+    c.metrics().outbox_depth == 0
+}
+
+/// The summaries of every room the client is a member of, as the list must show them.
+fn expected(c: &Client) -> Vec<RoomSummary> {
+    let mut out: Vec<RoomSummary> = c
+        .rooms()
+        .expect("rooms")
+        .into_iter()
+        .filter_map(|r| c.room_summary(r.name).expect("summary"))
+        .collect();
+    out.sort_by(|a, b| {
+        b.latest_activity
+            .cmp(&a.latest_activity)
+            .then_with(|| a.room.name.cmp(&b.room.name))
+    });
+    out
+}
+
+async fn say(api: &Api, room: &str, body: &str) -> u64 {
+    let (s, m) = api
+        .post(
+            &format!("/v1/rooms/{room}/messages"),
+            json!({ "body": body }),
+        )
+        .await;
+    assert_eq!(s, 200, "send: {m}");
+    m["seq"].as_u64().expect("seq")
+}
+
+fn device(backend: &Backend, dir: &tempfile::TempDir, name: &str, user: &str) -> Client {
+    open_client(
+        fast_config(&dir.path().join(format!("{name}.db")), &backend.url(), user),
+        backend.token(user),
+    )
+}
+
+/// The counts of one room on one device.
+fn counts(c: &Client, room: &str) -> (u64, u64, u64) {
+    let s = c
+        .room_summary(room.into())
+        .expect("summary")
+        .expect("a member");
+    (s.unread_count, s.mention_count, s.read_seq)
+}
+
+/// Seqs of the confirmed messages a client holds for a room.
+fn held(c: &Client, room: &str) -> usize {
+    all_local(c, room)
+        .iter()
+        .filter(|m| m.seq.is_some())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diffs_reproduce_the_summaries_newest_activity_first() {
+    let backend = Backend::up().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = device(&backend, &dir, "a", "alice");
+    a.start().await.expect("start");
+    for room in ["north", "south", "west"] {
+        a.create_room(room.into(), RoomKind::Public, room.into(), None)
+            .expect("create");
+    }
+    wait_until("the rooms exist", || drained(&a)).await;
+    let bob = backend.api("bob");
+    for room in ["north", "south", "west", "east"] {
+        if room == "east" {
+            bob.create_room(room, "public").await;
+        } else {
+            bob.join(room).await;
+        }
+    }
+
+    let replica = Arc::new(Replica::default());
+    let list = a.room_list(replica.clone());
+    wait_until("the first list", || {
+        *replica.resets.lock().expect("lock") == 1
+    })
+    .await;
+    assert_eq!(replica.list(), expected(&a));
+    assert_eq!(replica.list().len(), 3, "east is not alice's");
+
+    // Mixed traffic; each step changes which room is the newest.
+    let mut sent = Vec::new();
+    for i in 0..60usize {
+        let room = ["north", "south", "west"][i % 3];
+        match i % 5 {
+            0 | 1 => {
+                say(&bob, room, &format!("bob {i}")).await;
+            }
+            2 => {
+                say(&bob, room, &format!("@alice look {i}")).await;
+            }
+            3 => {
+                let m = a
+                    .send_message(room.into(), format!("alice {i}"))
+                    .expect("send");
+                sent.push((room, m.local_id));
+            }
+            _ => {
+                if let Some((r, id)) = sent.get(i % sent.len().max(1)).cloned() {
+                    if i % 2 == 0 {
+                        a.edit_message(r.into(), id, format!("edited {i}"))
+                            .expect("edit");
+                    } else {
+                        a.delete_message(r.into(), id).expect("delete");
+                    }
+                }
+            }
+        }
+    }
+    // The newest message is bob's last one, in this room.
+    say(&bob, "south", "last word").await;
+    wait_until("everything sent", || drained(&a)).await;
+    wait_until("the last word arrived", || {
+        a.room_summary("south".into())
+            .ok()
+            .flatten()
+            .and_then(|s| s.last_message)
+            .is_some_and(|m| m.body == "last word")
+    })
+    .await;
+    wait_until("the replica matches the store", || {
+        replica.list() == expected(&a)
+    })
+    .await;
+    let now = replica.list();
+    assert_eq!(now[0].room.name, "south", "newest activity first");
+    for s in &now {
+        assert!(s.unread_count > 0 && s.mention_count > 0, "{s:?}");
+        assert!(s.mention_count < s.unread_count);
+    }
+    assert_eq!(*replica.resets.lock().expect("lock"), 1, "then diffs only");
+
+    // Reading a room clears its counts; leaving it takes it off the list.
+    a.mark_room_read("south".into(), None).expect("mark");
+    let (unread, mentions, _) = counts(&a, "south");
+    assert_eq!((unread, mentions), (0, 0), "at once, locally");
+    a.leave_room("west".into()).expect("leave");
+    wait_until("west is gone and south is read", || {
+        replica.names().len() == 2
+            && replica
+                .list()
+                .iter()
+                .any(|s| s.room.name == "south" && s.unread_count == 0)
+    })
+    .await;
+    assert_eq!(replica.list(), expected(&a));
+    assert_eq!(list.items(), replica.list());
+    list.close();
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_show_the_same_counts_after_mark_read_on_one() {
+    let backend = Backend::up().await;
+    let owner = backend.api("bob");
+    owner.create_room("team", "public").await;
+    backend.api("alice").join("team").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = device(&backend, &dir, "phone", "alice");
+    let tablet = device(&backend, &dir, "tablet", "alice");
+    phone.start().await.expect("start");
+    tablet.start().await.expect("start");
+    // Alice joined elsewhere (over REST): both devices learn it when they connect.
+    wait_until("both know the room", || {
+        drained(&phone)
+            && drained(&tablet)
+            && phone.room_summary("team".into()).ok().flatten().is_some()
+            && tablet.room_summary("team".into()).ok().flatten().is_some()
+    })
+    .await;
+
+    let mut seqs = Vec::new();
+    for (i, body) in ["one", "@alice two", "three", "four @alice!", "five", "six"]
+        .iter()
+        .enumerate()
+    {
+        seqs.push(say(&owner, "team", &format!("{body} ({i})")).await);
+    }
+    let both_hold = |n: usize| held(&phone, "team") >= n && held(&tablet, "team") >= n;
+    wait_until("both hold every message", || both_hold(6)).await;
+    assert_eq!(counts(&phone, "team"), (6, 2, 0));
+    assert_eq!(counts(&tablet, "team"), (6, 2, 0));
+
+    // Online: the phone reads up to "four"; the tablet follows through the server.
+    let marker = phone
+        .mark_room_read("team".into(), Some(seqs[3]))
+        .expect("mark");
+    assert_eq!(marker, seqs[3]);
+    assert_eq!(counts(&phone, "team"), (2, 0, seqs[3]));
+    wait_until("the tablet has the marker", || {
+        counts(&tablet, "team").2 == seqs[3]
+    })
+    .await;
+    assert_eq!(counts(&tablet, "team"), counts(&phone, "team"));
+    // Behind the marker: nothing moves, nothing is queued.
+    let depth = tablet.metrics().outbox_depth;
+    assert_eq!(
+        tablet
+            .mark_room_read("team".into(), Some(seqs[1]))
+            .expect("mark behind"),
+        seqs[3]
+    );
+    assert_eq!(tablet.metrics().outbox_depth, depth);
+    wait_until("the mentions are read on both", || {
+        drained(&phone)
+            && phone.unread_count().ok() == Some(0)
+            && tablet.unread_count().ok() == Some(0)
+    })
+    .await;
+
+    // The tablet is away while the phone reads everything and a new message comes.
+    tablet.set_online(false);
+    wait_until("the tablet is offline", || {
+        tablet.connection_state() == roam_core::ConnectionState::Offline
+    })
+    .await;
+    let seven = say(&owner, "team", "@alice seven").await;
+    wait_until("the phone has seven", || held(&phone, "team") >= 7).await;
+    assert_eq!(counts(&phone, "team"), (3, 1, seqs[3]));
+    phone.mark_room_read("team".into(), None).expect("mark all");
+    wait_until("the phone's marker is stored", || drained(&phone)).await;
+    assert_eq!(counts(&phone, "team"), (0, 0, seven));
+    tablet.set_online(true);
+    wait_until("the tablet caught up, marker included", || {
+        held(&tablet, "team") >= 7 && counts(&tablet, "team").2 == seven
+    })
+    .await;
+    assert_eq!(counts(&tablet, "team"), counts(&phone, "team"));
+    wait_until("the notification counts agree", || {
+        phone.unread_count().ok() == Some(0) && tablet.unread_count().ok() == Some(0)
+    })
+    .await;
+
+    // Bad marks are refused locally and change nothing.
+    assert!(phone
+        .mark_room_read("team".into(), Some(seven + 100))
+        .is_err());
+    assert!(phone.mark_room_read("nowhere".into(), None).is_err());
+    assert_eq!(counts(&phone, "team"), (0, 0, seven));
+    phone.shutdown().await;
+    tablet.shutdown().await;
+}
