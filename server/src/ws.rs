@@ -35,6 +35,7 @@ use roam_proto::{
 };
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::auth::{bearer, Caller};
 use crate::compress;
@@ -714,7 +715,7 @@ async fn write_loop(
         state,
         conn: Arc::clone(&conn),
         sink,
-        cursors: HashMap::new(),
+        cursors: HashMap::default(),
         compress,
         compress_min,
         batch: None,
@@ -800,8 +801,9 @@ struct Writer {
     state: AppState,
     conn: Arc<Conn>,
     sink: SplitSink<WebSocket, Message>,
-    /// Last seq sent per followed room.
-    cursors: HashMap<Arc<str>, u64>,
+    /// Last seq sent per followed room (looked up for every delivery: xxh3 rather than the
+    /// default SipHash; the map is the socket's own, a few rooms).
+    cursors: HashMap<Arc<str>, u64, Xxh3DefaultBuilder>,
     compress: bool,
     compress_min: usize,
     /// While catching up a compressing socket: frames gathered for one compressed message.
