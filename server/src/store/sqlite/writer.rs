@@ -18,6 +18,13 @@
 //! still be lost; if `COMMIT` fails, every job of the group gets that error. Under load, batching
 //! turns many small transactions into a few larger ones, and with no load a lone job commits at
 //! once (no waiting for company).
+//!
+//! **Checkpoints** are off the commit path: the writer connection does not checkpoint on its
+//! own (`wal_autocheckpoint = 0`); every [`CHECKPOINT_EVERY_JOBS`] committed jobs it wakes a
+//! checkpointer thread with a connection of its own, which copies the WAL back into the
+//! database (`wal_checkpoint(PASSIVE)`: it never blocks the writer or a reader). A commit then
+//! costs its WAL append and `fsync` only, never a checkpoint's page copies and database `fsync`.
+//! Commits are as durable as before: the WAL is synced at each one as `synchronous` says.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,7 +33,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply;
@@ -35,6 +42,10 @@ use crate::store::{Committed, RetentionCutoffs, StoreError, StoreResult, Write};
 
 /// Most jobs committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
+
+/// Committed jobs between two checkpoints (at about ten WAL pages a message, a few thousand
+/// pages: the WAL stays a few MiB).
+pub(super) const CHECKPOINT_EVERY_JOBS: usize = 256;
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -185,14 +196,15 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
+    /// Starts the writer thread on `conn` (and the checkpointer, for a database in a file).
     pub(super) fn start(conn: Connection) -> StoreResult<Writer> {
         let (sender, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicU32::new(0));
         let gauge = queued.clone();
+        let checkpointer = Checkpointer::start(&conn);
         let thread = std::thread::Builder::new()
             .name("roam-sqlite-writer".into())
-            .spawn(move || run(conn, receiver, &gauge))
+            .spawn(move || run(conn, receiver, &gauge, checkpointer))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             sender: Some(sender),
@@ -256,8 +268,14 @@ impl Drop for Writer {
 }
 
 /// The writer thread's loop: one group per wake-up, until every sender is gone.
-fn run(mut conn: Connection, mut receiver: mpsc::UnboundedReceiver<Job>, queued: &AtomicU32) {
+fn run(
+    mut conn: Connection,
+    mut receiver: mpsc::UnboundedReceiver<Job>,
+    queued: &AtomicU32,
+    checkpointer: Option<Checkpointer>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut since_checkpoint = 0usize;
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -267,9 +285,99 @@ fn run(mut conn: Connection, mut receiver: mpsc::UnboundedReceiver<Job>, queued:
             }
         }
         queued.fetch_sub(batch.len() as u32, Ordering::Relaxed);
+        since_checkpoint += batch.len();
         commit_group(&mut conn, &mut batch);
+        if since_checkpoint >= CHECKPOINT_EVERY_JOBS {
+            since_checkpoint = 0;
+            if let Some(c) = &checkpointer {
+                c.wake();
+            }
+        }
     }
+    // The checkpointer finishes its last pass before the writer connection closes (which
+    // checkpoints whatever is left).
+    drop(checkpointer);
     tracing::debug!("store writer stopped");
+}
+
+/// The thread that checkpoints the WAL for the writer (see the module documentation).
+struct Checkpointer {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Opens a connection of its own to the writer's database and turns the writer's automatic
+    /// checkpoints off. `None` (and automatic checkpoints kept) for an in-memory database or
+    /// when that fails.
+    fn start(writer: &Connection) -> Option<Checkpointer> {
+        let path = writer.path().filter(|p| !p.is_empty())?.to_owned();
+        let conn = match Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "store: no checkpointer; the writer checkpoints itself");
+                return None;
+            }
+        };
+        let (wake, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("roam-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&conn, &asked));
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "store: no checkpointer; the writer checkpoints itself");
+                return None;
+            }
+        };
+        if let Err(e) = writer.pragma_update(None, "wal_autocheckpoint", 0) {
+            tracing::warn!(error = %e, "store: the writer keeps checkpointing itself");
+        }
+        Some(Checkpointer {
+            wake: Some(wake),
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for a checkpoint (one already asked for and not started yet covers this one).
+    fn wake(&self) {
+        if let Some(w) = &self.wake {
+            let _ = w.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.wake.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the store checkpoint thread panicked");
+            }
+        }
+    }
+}
+
+/// One `PRAGMA wal_checkpoint(PASSIVE)` per request, until the writer goes.
+fn checkpoint_loop(conn: &Connection, asked: &std::sync::mpsc::Receiver<()>) {
+    while asked.recv().is_ok() {
+        let started = Instant::now();
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match done {
+            Ok((wal_pages, copied)) => tracing::debug!(
+                wal_pages,
+                copied,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "store: checkpoint"
+            ),
+            Err(e) => tracing::warn!(error = %e, "store: checkpoint failed"),
+        }
+    }
 }
 
 /// Commits one group; every job of `batch` is answered and the vector left empty.
@@ -320,5 +428,64 @@ pub(super) fn commit_group(conn: &mut Connection, batch: &mut Vec<Job>) {
             let msg = e.to_string();
             done.into_iter().for_each(|d| d.fail(&msg));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Change, Store, Write};
+
+    fn write(change: Change) -> Write {
+        Write {
+            actor: "w".into(),
+            now: 1,
+            idem: None,
+            change,
+            notify: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_back_without_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path, 1).await.expect("store");
+        store
+            .commit(write(Change::CreateRoom {
+                name: "r".into(),
+                kind: roam_proto::RoomKind::Public,
+                title: String::new(),
+                metadata: serde_json::json!({}),
+                owner: "w".into(),
+            }))
+            .await
+            .expect("room");
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let before = size();
+        let body = "x".repeat(2_000);
+        for i in 0..(CHECKPOINT_EVERY_JOBS * 2) {
+            store
+                .commit(write(Change::InsertMessage {
+                    id: format!("m{i}"),
+                    room: "r".into(),
+                    body: body.clone(),
+                    reply_to: None,
+                }))
+                .await
+                .expect("message");
+        }
+        // The writer never checkpoints itself: the database file grows only through the
+        // checkpointer (waits at most 20 s; a loaded machine may be slow to schedule it).
+        let mut grown = false;
+        for _ in 0..200 {
+            if size() > before + 256 * 1024 {
+                grown = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(grown, "the database file stayed at {} bytes", size());
     }
 }
