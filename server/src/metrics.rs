@@ -327,6 +327,33 @@ impl Metrics {
             "Rows removed by retention, by kind",
             m.retention_deleted.clone(),
         );
+        // Every known label value starts at 0, so dashboards and alerts see the series before
+        // the first occurrence.
+        for reason in ["subscribe", "lagging", "gap"] {
+            let _ = m.events_recovered.get_or_create(&ReasonLabel { reason });
+        }
+        for kind in ["total", "per_user"] {
+            let _ = m
+                .sockets_refused
+                .get_or_create(&KindLabel { kind: kind.into() });
+        }
+        for kind in ["connect", "control", "typing", "mutation"] {
+            let _ = m
+                .rate_limited
+                .get_or_create(&KindLabel { kind: kind.into() });
+        }
+        for kind in [
+            "presence",
+            "document_versions",
+            "notifications",
+            "idempotency_keys",
+            "invitations",
+            "events",
+        ] {
+            let _ = m
+                .retention_deleted
+                .get_or_create(&KindLabel { kind: kind.into() });
+        }
         Metrics { registry: r, ..m }
     }
 

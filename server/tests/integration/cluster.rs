@@ -498,3 +498,47 @@ async fn nodes_serve_their_own_sockets_while_redis_is_down_and_repair_when_it_re
     c.stop().await;
     redis.down().await;
 }
+
+#[tokio::test]
+async fn the_grafana_dashboard_names_only_metrics_the_server_exports() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/roam-dashboard.json"
+    );
+    let text = std::fs::read_to_string(path).expect("deploy/grafana/roam-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let mut names: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(i) = rest.find("roam_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                names.push(name);
+            }
+        }
+    }
+    assert!(
+        names.len() >= 10,
+        "the dashboard charts the server: {names:?}"
+    );
+    let t = TestServer::start().await;
+    // Per-op mutation counters appear with the first mutation.
+    t.as_user("a").create_room("r", "public").await;
+    let exported = t.metrics().await;
+    for name in &names {
+        // Every family is declared (`# TYPE`) even before it has samples.
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            exported.contains(&format!("# TYPE {family} ")),
+            "the dashboard charts {name}, which /metrics does not export:\n{exported}"
+        );
+    }
+}
