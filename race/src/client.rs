@@ -57,7 +57,8 @@ pub enum ClientError {
 pub enum Flavor {
     /// roam-server: HS256 tokens signed with `secret`; `nonce` keeps idempotency keys fresh.
     Roam {
-        port: u16,
+        /// One port per instance; a client picks one by its user id.
+        ports: Arc<[u16]>,
         secret: Arc<str>,
         nonce: u64,
     },
@@ -101,6 +102,15 @@ pub struct Client {
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Spreads users evenly over instances (their trailing number, else a hash of the id).
+fn spread(user: &str) -> usize {
+    let digits = user.trim_start_matches(|c: char| !c.is_ascii_digit());
+    digits.parse::<usize>().unwrap_or_else(|_| {
+        user.bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+    })
+}
 
 /// Connects, sets up (join, subscribe) and returns once the client is ready.
 pub async fn start(flavor: Flavor, spec: Spec, shared: Arc<Shared>) -> Result<Client, ClientError> {
@@ -176,11 +186,12 @@ impl Conn {
     async fn open(flavor: Flavor, spec: Spec, shared: Arc<Shared>) -> Result<Self, ClientError> {
         let (url, roam, nonce) = match &flavor {
             Flavor::Roam {
-                port,
+                ports,
                 secret,
                 nonce,
             } => {
                 let t = token(secret, &spec.user)?;
+                let port = ports[spread(&spec.user) % ports.len()];
                 (
                     format!("ws://127.0.0.1:{port}/v1/ws?access_token={t}"),
                     true,

@@ -96,6 +96,16 @@ struct Cli {
     /// Sockets connecting at once during setup.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
+    /// roam-server instances to run side by side (more than one needs --roam-store postgres://…
+    /// and --roam-bus redis://…); clients are spread over them, CPU and memory are summed.
+    #[arg(long, default_value_t = 1)]
+    roam_nodes: usize,
+    /// roam-server's `--store` (default: its embedded SQLite file).
+    #[arg(long)]
+    roam_store: Option<String>,
+    /// roam-server's `--bus` (default: in-process).
+    #[arg(long)]
+    roam_bus: Option<String>,
 }
 
 fn secs(v: f64) -> Duration {
@@ -190,6 +200,9 @@ async fn race(cli: Cli) -> ExitCode {
         bun: cli.bun.clone(),
         peers_dir: cli.peers_dir.clone(),
         log_dir: cli.out_dir.join("logs"),
+        roam_nodes: cli.roam_nodes.max(1),
+        roam_store: cli.roam_store.clone(),
+        roam_bus: cli.roam_bus.clone(),
     };
     let mut race = Race {
         commit: cli.commit.clone(),

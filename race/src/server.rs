@@ -63,6 +63,10 @@ pub struct Programs {
     pub bun: PathBuf,
     pub peers_dir: PathBuf,
     pub log_dir: PathBuf,
+    /// roam-server instances (sharing `roam_store` through `roam_bus` when more than one).
+    pub roam_nodes: usize,
+    pub roam_store: Option<String>,
+    pub roam_bus: Option<String>,
 }
 
 impl Programs {
@@ -82,6 +86,9 @@ impl Programs {
             bun: abs(&self.bun),
             peers_dir: abs(&self.peers_dir),
             log_dir: abs(&self.log_dir),
+            roam_nodes: self.roam_nodes,
+            roam_store: self.roam_store.clone(),
+            roam_bus: self.roam_bus.clone(),
         }
     }
 }
@@ -92,6 +99,8 @@ pub struct Server {
     pub kind: Kind,
     child: Child,
     pub pid: u32,
+    /// Further instances of a multi-node roam-server (their CPU and memory count too).
+    others: Vec<Child>,
     pub flavor: Flavor,
     pub version: String,
     log: PathBuf,
@@ -133,6 +142,7 @@ impl Server {
         let out = File::create(&log).map_err(io(format!("create {}", log.display())))?;
         let err = out.try_clone().map_err(io("log file"))?;
         let mut data = None;
+        let mut others: Vec<(Command, u16, PathBuf)> = Vec::new();
         let (mut cmd, flavor, version) = match kind {
             Kind::Roam => {
                 let dir = tempfile::Builder::new()
@@ -140,28 +150,73 @@ impl Server {
                     .tempdir()
                     .map_err(io("create a data directory"))?;
                 let secret = random_secret();
-                let mut c = Command::new(&programs.roam_server);
-                c.arg("--listen")
-                    .arg(format!("127.0.0.1:{port}"))
-                    .arg("--data-dir")
-                    .arg(dir.path())
-                    // The load generator is one process making thousands of users' traffic:
-                    // the per-user limits are raised so that they never answer `rate_limited`.
-                    .args(["--rate-mutations-per-sec", "1000000"])
-                    .args(["--rate-mutations-burst", "1000000"])
-                    .args(["--rate-connects-per-min", "1000000"])
-                    .args(["--rate-connects-burst", "1000000"])
-                    .env("ROAM_JWT_SECRET", &secret)
-                    .env("RUST_LOG", "warn");
+                // Several instances share one store and bus; each its own key prefix per run.
+                let prefix = format!("roam-race-{}", &random_secret()[..16]);
+                let roam_cmd = |port: u16, node: usize| {
+                    let mut c = Command::new(&programs.roam_server);
+                    c.arg("--listen")
+                        .arg(format!("127.0.0.1:{port}"))
+                        .arg("--data-dir")
+                        .arg(dir.path().join(format!("n{node}")))
+                        // The load generator is one process making thousands of users'
+                        // traffic: the per-user limits are raised so that they never answer
+                        // `rate_limited`.
+                        .args(["--rate-mutations-per-sec", "1000000"])
+                        .args(["--rate-mutations-burst", "1000000"])
+                        .args(["--rate-connects-per-min", "1000000"])
+                        .args(["--rate-connects-burst", "1000000"])
+                        .env("ROAM_JWT_SECRET", &secret)
+                        .env("RUST_LOG", "warn");
+                    if let Some(store) = &programs.roam_store {
+                        c.args(["--store", store]);
+                    }
+                    if let Some(bus) = &programs.roam_bus {
+                        c.args(["--bus", bus, "--bus-prefix", &prefix]);
+                        c.arg("--node-id").arg(format!("n{node}"));
+                    }
+                    c
+                };
+                let mut ports = vec![port];
+                // The first instance migrates a fresh store before the others open it.
+                for node in 1..programs.roam_nodes {
+                    let p = free_port()?;
+                    ports.push(p);
+                    let log = programs.log_dir.join(format!("roam-{tag}-n{node}.log"));
+                    let out =
+                        File::create(&log).map_err(io(format!("create {}", log.display())))?;
+                    let err = out.try_clone().map_err(io("log file"))?;
+                    let mut c = roam_cmd(p, node);
+                    c.stdin(Stdio::null())
+                        .stdout(Stdio::from(out))
+                        .stderr(Stdio::from(err));
+                    others.push((c, p, log));
+                }
+                let c = roam_cmd(port, 0);
                 data = Some(dir);
                 let nonce = Instant::now().elapsed().as_nanos() as u64
                     ^ u64::from_str_radix(&secret[..16], 16).unwrap_or_default();
-                let version = program_version(&programs.roam_server, "--version")
+                let mut version = program_version(&programs.roam_server, "--version")
                     .unwrap_or_else(|| "roam-server".into());
+                if programs.roam_nodes > 1 || programs.roam_store.is_some() {
+                    version = format!(
+                        "{version} ×{} on {}{}",
+                        programs.roam_nodes,
+                        if programs.roam_store.is_some() {
+                            "postgres"
+                        } else {
+                            "sqlite"
+                        },
+                        if programs.roam_bus.is_some() {
+                            " + redis"
+                        } else {
+                            ""
+                        },
+                    );
+                }
                 (
                     c,
                     Flavor::Roam {
-                        port,
+                        ports: Arc::from(ports),
                         secret: Arc::from(secret.as_str()),
                         nonce,
                     },
@@ -203,12 +258,18 @@ impl Server {
             kind,
             child,
             pid,
+            others: Vec::new(),
             flavor,
             version,
             log,
             _data: data,
         };
         server.wait_listening(port)?;
+        for (mut c, p, log) in others {
+            let child = c.spawn().map_err(io(format!("start {}", kind.label())))?;
+            server.others.push(child);
+            wait_port(p, &log, kind)?;
+        }
         Ok(server)
     }
 
@@ -240,33 +301,69 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// CPU time used so far (user + system), in seconds.
-    pub fn cpu_secs(&self) -> Result<f64, ServerError> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .map_err(|e| ServerError::Proc(self.pid, e.to_string()))?;
-        cpu_secs_of(&stat).ok_or_else(|| ServerError::Proc(self.pid, "unreadable stat".into()))
+    fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.pid).chain(self.others.iter().map(Child::id))
     }
 
-    /// Resident set size, in KiB.
+    /// CPU time used so far (user + system), in seconds, over every process of the server.
+    pub fn cpu_secs(&self) -> Result<f64, ServerError> {
+        let mut total = 0.0;
+        for pid in self.pids() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_err(|e| ServerError::Proc(pid, e.to_string()))?;
+            total += cpu_secs_of(&stat)
+                .ok_or_else(|| ServerError::Proc(pid, "unreadable stat".into()))?;
+        }
+        Ok(total)
+    }
+
+    /// Resident set size, in KiB, over every process of the server.
     pub fn rss_kib(&self) -> Result<u64, ServerError> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .map_err(|e| ServerError::Proc(self.pid, e.to_string()))?;
-        rss_of(&status).ok_or_else(|| ServerError::Proc(self.pid, "no VmRSS".into()))
+        let mut total = 0;
+        for pid in self.pids() {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map_err(|e| ServerError::Proc(pid, e.to_string()))?;
+            total += rss_of(&status).ok_or_else(|| ServerError::Proc(pid, "no VmRSS".into()))?;
+        }
+        Ok(total)
     }
 
     pub fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for c in &mut self.others {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        for c in std::iter::once(&mut self.child).chain(self.others.iter_mut()) {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
+}
+
+/// Waits until a further instance accepts TCP connections.
+fn wait_port(port: u16, log: &Path, kind: Kind) -> Result<(), ServerError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    while start.elapsed() < START_TIMEOUT {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(ServerError::NotListening(
+        kind.label().into(),
+        START_TIMEOUT,
+        log.display().to_string(),
+    ))
 }
 
 /// CPU time this process (the load generator) used so far, in seconds.
