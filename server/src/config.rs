@@ -415,7 +415,13 @@ impl Config {
         if let Some(s) = &self.jwt_secret {
             check_secret(s)?;
         }
-        self.bus_choice()?;
+        if self.bus_choice()? != BusChoice::Local && self.store == StoreKind::Sqlite {
+            return Err(
+                "--bus redis://… needs --store postgres://…: instances on a Redis bus \
+                        must share one store, and the SQLite file belongs to one process"
+                    .into(),
+            );
+        }
         if self.bus_heartbeat_ms < 100 || self.bus_heartbeat_ms > 60_000 {
             return Err("the bus heartbeat must be 100 ms to 60 s".into());
         }

@@ -542,3 +542,24 @@ async fn the_grafana_dashboard_names_only_metrics_the_server_exports() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_redis_bus_on_the_sqlite_store_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.store = roam_server::config::StoreKind::Sqlite;
+    cfg.bus = redis_url();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let err = Server::start(cfg, listener)
+        .await
+        .expect_err("a Redis bus needs a shared store");
+    let text = err.to_string();
+    assert!(text.contains("--store postgres"), "{text}");
+    for bad in ["rediss://x:6379", "nats://127.0.0.1:4222", ""] {
+        let mut cfg = config(dir.path());
+        cfg.bus = bad.to_owned();
+        assert!(cfg.validate().is_err(), "--bus {bad:?} is refused");
+    }
+}
