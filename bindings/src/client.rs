@@ -18,14 +18,16 @@ use crate::auth::{TokenProvider, Tokens};
 use crate::error::RoamError;
 use crate::listeners::{
     ConnectionListener, DocumentListener, Handles, NotificationListener, PresenceListener, Relay,
-    RoomListener, SubscriptionHandle, SyncStatusListener, TimelineListener, TypingListener,
+    RoomListListener, RoomListener, SubscriptionHandle, SyncStatusListener, TimelineListener,
+    TypingListener,
 };
+use crate::room_list::RoamRoomList;
 use crate::runtime::{run, runtime};
 use crate::save::EditWaiter;
 use crate::timeline::RoamTimeline;
 use crate::types::{
     ClientOptions, ConnectionState, Document, Member, Message, MetricsSnapshot, OutboxEntry,
-    Presence, PresenceStatus, RoamNotification, Role, Room, RoomKind, SyncStatus,
+    Presence, PresenceStatus, RoamNotification, Role, Room, RoomKind, RoomSummary, SyncStatus,
 };
 
 /// A Roam client for one account: works offline, syncs when it can.
@@ -210,6 +212,12 @@ impl RoamClient {
 
     pub fn room(&self, room: String) -> Result<Option<Room>, RoamError> {
         self.call(|c| c.room(room)).map(|r| r.map(Into::into))
+    }
+
+    /// One room as the room list shows it (nil/null unless the account is a member).
+    pub fn room_summary(&self, room: String) -> Result<Option<RoomSummary>, RoamError> {
+        self.call(|c| c.room_summary(room))
+            .map(|s| s.map(Into::into))
     }
 
     pub fn members(&self, room: String) -> Result<Vec<Member>, RoamError> {
@@ -440,6 +448,13 @@ impl RoamClient {
         self.call(|c| c.mark_read(ids))
     }
 
+    /// Marks `room` read up to `seq` (nil/null: up to the newest message held), here at once
+    /// and, through the server, on the account's other devices. The marker only moves forward.
+    /// Returns the marker as it now is.
+    pub fn mark_room_read(&self, room: String, seq: Option<u64>) -> Result<u64, RoamError> {
+        self.call(|c| c.mark_room_read(room, seq))
+    }
+
     /// Marks every notification read. Returns the outbox entry id.
     pub fn mark_all_read(&self) -> Result<String, RoamError> {
         self.call(|c| c.mark_all_read())
@@ -550,6 +565,26 @@ impl RoamClient {
             return Err(RoamError::Closed);
         }
         Ok(timeline)
+    }
+
+    /// A live list of the account's rooms with their last message, unread and mention counts,
+    /// newest activity first: `listener` gets every room as one `Reset`, then diffs as messages
+    /// arrive, rooms change and read markers move (on this device or another).
+    pub fn room_list(
+        &self,
+        listener: Arc<dyn RoomListListener>,
+    ) -> Result<Arc<RoamRoomList>, RoamError> {
+        self.check()?;
+        let _guard = runtime()?.enter();
+        let open = Arc::new(AtomicBool::new(true));
+        let core = self.inner.room_list(Relay::new(listener, &open));
+        let list = RoamRoomList::new(open, core);
+        self.handles.add(&list);
+        if self.closed.load(Ordering::Acquire) {
+            list.cancel();
+            return Err(RoamError::Closed);
+        }
+        Ok(list)
     }
 
     /// Sync status changes; the current status first.

@@ -9,7 +9,8 @@
 //! One file per concern: `client.rs` (the exported client), `types.rs` (records and enums, each
 //! converted from the core's type in one place), `error.rs` ([`RoamError`] and the one mapping
 //! from the core's error), `listeners.rs` (listener traits and [`SubscriptionHandle`]),
-//! `auth.rs` ([`TokenProvider`]), `timeline.rs` ([`RoamTimeline`]), `save.rs` (`save_document`'s wait for the server's answer),
+//! `auth.rs` ([`TokenProvider`]), `timeline.rs` ([`RoamTimeline`]), `room_list.rs`
+//! ([`RoamRoomList`]), `save.rs` (`save_document`'s wait for the server's answer),
 //! `runtime.rs` (the tokio runtime), `logging.rs` (`tracing` to the app's logger).
 //!
 //! Conventions (STYLE.md, "Listeners and async across the FFI"):
@@ -31,6 +32,7 @@ mod client;
 mod error;
 mod listeners;
 mod logging;
+mod room_list;
 mod runtime;
 mod save;
 mod timeline;
@@ -42,16 +44,17 @@ pub use auth::TokenProvider;
 pub use client::RoamClient;
 pub use error::RoamError;
 pub use listeners::{
-    ConnectionListener, DocumentListener, NotificationListener, PresenceListener, RoomListener,
-    SubscriptionHandle, SyncStatusListener, TimelineListener, TypingListener,
+    ConnectionListener, DocumentListener, NotificationListener, PresenceListener, RoomListListener,
+    RoomListener, SubscriptionHandle, SyncStatusListener, TimelineListener, TypingListener,
 };
 pub use logging::{set_log_listener, LogLevel, LogListener};
+pub use room_list::RoamRoomList;
 pub use timeline::RoamTimeline;
 pub use types::{
     ClientOptions, ConnectionState, Document, DocumentUpdate, DocumentVersion, Member,
     MemberStatus, Message, MetricsSnapshot, OutboxEntry, Presence, PresenceStatus,
-    RoamNotification, Role, Room, RoomKind, RoomUpdate, SendState, SyncPhase, SyncStatus,
-    TimelineDiff,
+    RoamNotification, Role, Room, RoomKind, RoomListDiff, RoomSummary, RoomUpdate, SendState,
+    SyncPhase, SyncStatus, TimelineDiff,
 };
 
 uniffi::setup_scaffolding!();

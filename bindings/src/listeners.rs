@@ -15,8 +15,8 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use crate::types::{
-    ConnectionState, DocumentUpdate, Presence, RoamNotification, RoomUpdate, SyncStatus,
-    TimelineDiff,
+    ConnectionState, DocumentUpdate, Presence, RoamNotification, RoomListDiff, RoomUpdate,
+    SyncStatus, TimelineDiff,
 };
 
 /// Connection state changes; the current state is delivered first.
@@ -67,6 +67,12 @@ pub trait SyncStatusListener: Send + Sync {
 #[uniffi::export(with_foreign)]
 pub trait TimelineListener: Send + Sync {
     fn on_diffs(&self, diffs: Vec<TimelineDiff>);
+}
+
+/// Receives a room list's diffs: first one `Reset` with every room, then the changes.
+#[uniffi::export(with_foreign)]
+pub trait RoomListListener: Send + Sync {
+    fn on_diffs(&self, diffs: Vec<RoomListDiff>);
 }
 
 /// Forwards the core's callbacks to a foreign listener while its handle is open.
@@ -155,6 +161,15 @@ impl roam_core::TimelineListener for Relay<dyn TimelineListener> {
         if self.live() {
             self.listener
                 .on_diffs(diffs.into_iter().map(TimelineDiff::from).collect());
+        }
+    }
+}
+
+impl roam_core::RoomListListener for Relay<dyn RoomListListener> {
+    fn on_diffs(&self, diffs: Vec<roam_core::RoomListDiff>) {
+        if self.live() {
+            self.listener
+                .on_diffs(diffs.into_iter().map(RoomListDiff::from).collect());
         }
     }
 }

@@ -459,6 +459,69 @@ impl From<roam_core::TimelineDiff> for TimelineDiff {
     }
 }
 
+/// A room as the room list shows it (the core's `RoomSummary`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RoomSummary {
+    pub room: Room,
+    /// The newest message that is not deleted (an unsent one of this device first).
+    pub last_message: Option<Message>,
+    /// Messages after the read marker, not deleted, not sent by this account.
+    pub unread_count: u64,
+    /// Those of them that mention this account's user (`@user`).
+    pub mention_count: u64,
+    /// The read marker: every message with a seq up to this is read (0: none).
+    pub read_seq: u64,
+    /// What the list is sorted by, newest first: the last message's time, else the room's
+    /// creation time (milliseconds since the Unix epoch).
+    pub latest_activity: i64,
+}
+
+impl From<roam_core::RoomSummary> for RoomSummary {
+    fn from(s: roam_core::RoomSummary) -> Self {
+        RoomSummary {
+            room: s.room.into(),
+            last_message: s.last_message.map(Message::from),
+            unread_count: s.unread_count,
+            mention_count: s.mention_count,
+            read_seq: s.read_seq,
+            latest_activity: s.latest_activity,
+        }
+    }
+}
+
+/// One change of a room list. Apply the diffs of one callback in order; indices refer to the
+/// list as it is at that point.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum RoomListDiff {
+    /// Replace the whole list.
+    Reset { rooms: Vec<RoomSummary> },
+    /// Insert at `index`.
+    Insert { index: u32, room: RoomSummary },
+    /// Replace the room at `index`.
+    Set { index: u32, room: RoomSummary },
+    /// Remove the room at `index`.
+    Remove { index: u32 },
+}
+
+impl From<roam_core::RoomListDiff> for RoomListDiff {
+    fn from(d: roam_core::RoomListDiff) -> Self {
+        match d {
+            roam_core::RoomListDiff::Reset { rooms } => RoomListDiff::Reset {
+                rooms: rooms.into_iter().map(RoomSummary::from).collect(),
+            },
+            roam_core::RoomListDiff::Insert { index, room } => RoomListDiff::Insert {
+                index,
+                room: room.into(),
+            },
+            roam_core::RoomListDiff::Set { index, room } => RoomListDiff::Set {
+                index,
+                room: room.into(),
+            },
+            roam_core::RoomListDiff::Remove { index } => RoomListDiff::Remove { index },
+        }
+    }
+}
+
 /// Something changed in a room.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum RoomUpdate {

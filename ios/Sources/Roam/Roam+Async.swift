@@ -81,6 +81,42 @@ extension RoamClient {
             throw error
         }
     }
+
+    /// A live list of the account's rooms (last message, unread and mention counts), newest
+    /// activity first: the list (for `items` and `cancel`) and its batches of diffs, the first
+    /// one a `.reset` with every room. Ending the stream cancels the list. A view model applies
+    /// each batch with `[RoomSummary].applying(_:)`.
+    public func liveRoomList() throws -> (list: RoamRoomList, diffs: AsyncStream<[RoomListDiff]>) {
+        let (stream, continuation) = AsyncStream<[RoomListDiff]>.makeStream(bufferingPolicy: .unbounded)
+        do {
+            let list = try roomList(listener: RoomListRelay(continuation))
+            continuation.onTermination = { _ in list.cancel() }
+            return (list, stream)
+        } catch {
+            continuation.finish()
+            throw error
+        }
+    }
+}
+
+extension Array where Element == RoomSummary {
+    /// This list with `diffs` applied in order, as a room list's listener receives them.
+    public func applying(_ diffs: [RoomListDiff]) -> [RoomSummary] {
+        var out = self
+        for diff in diffs {
+            switch diff {
+            case .reset(let rooms):
+                out = rooms
+            case .insert(let index, let room):
+                out.insert(room, at: Swift.min(Int(index), out.count))
+            case .set(let index, let room):
+                if Int(index) < out.count { out[Int(index)] = room }
+            case .remove(let index):
+                if Int(index) < out.count { out.remove(at: Int(index)) }
+            }
+        }
+        return out
+    }
 }
 
 extension Array where Element == Message {
@@ -179,4 +215,12 @@ private final class TimelineRelay: TimelineListener {
         self.continuation = continuation
     }
     func onDiffs(diffs: [TimelineDiff]) { continuation.yield(diffs) }
+}
+
+private final class RoomListRelay: RoomListListener {
+    let continuation: AsyncStream<[RoomListDiff]>.Continuation
+    init(_ continuation: AsyncStream<[RoomListDiff]>.Continuation) {
+        self.continuation = continuation
+    }
+    func onDiffs(diffs: [RoomListDiff]) { continuation.yield(diffs) }
 }

@@ -1750,6 +1750,13 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
      */
     func markRead(ids: [String]) throws  -> String
     
+    /**
+     * Marks `room` read up to `seq` (nil/null: up to the newest message held), here at once
+     * and, through the server, on the account's other devices. The marker only moves forward.
+     * Returns the marker as it now is.
+     */
+    func markRoomRead(room: String, seq: UInt64?) throws  -> UInt64
+    
     func members(room: String) throws  -> [Member]
     
     /**
@@ -1823,6 +1830,18 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
     func retry(entryId: String) throws 
     
     func room(room: String) throws  -> Room?
+    
+    /**
+     * A live list of the account's rooms with their last message, unread and mention counts,
+     * newest activity first: `listener` gets every room as one `Reset`, then diffs as messages
+     * arrive, rooms change and read markers move (on this device or another).
+     */
+    func roomList(listener: RoomListListener) throws  -> RoamRoomList
+    
+    /**
+     * One room as the room list shows it (nil/null unless the account is a member).
+     */
+    func roomSummary(room: String) throws  -> RoomSummary?
     
     func rooms() throws  -> [Room]
     
@@ -2258,6 +2277,22 @@ open func markRead(ids: [String])throws  -> String  {
 })
 }
     
+    /**
+     * Marks `room` read up to `seq` (nil/null: up to the newest message held), here at once
+     * and, through the server, on the account's other devices. The marker only moves forward.
+     * Returns the marker as it now is.
+     */
+open func markRoomRead(room: String, seq: UInt64?)throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_mark_room_read(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterOptionUInt64.lower(seq),uniffiCallStatus
+    )
+})
+}
+    
 open func members(room: String)throws  -> [Member]  {
     return try  FfiConverterSequenceTypeMember.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2473,6 +2508,34 @@ open func room(room: String)throws  -> Room?  {
     return try  FfiConverterOptionTypeRoom.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
     uniffi_roam_ffi_fn_method_roamclient_room(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A live list of the account's rooms with their last message, unread and mention counts,
+     * newest activity first: `listener` gets every room as one `Reset`, then diffs as messages
+     * arrive, rooms change and read markers move (on this device or another).
+     */
+open func roomList(listener: RoomListListener)throws  -> RoamRoomList  {
+    return try  FfiConverterTypeRoamRoomList_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_room_list(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeRoomListListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * One room as the room list shows it (nil/null unless the account is a member).
+     */
+open func roomSummary(room: String)throws  -> RoomSummary?  {
+    return try  FfiConverterOptionTypeRoomSummary.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_room_summary(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(room),uniffiCallStatus
     )
@@ -2964,6 +3027,170 @@ public func FfiConverterTypeRoamClient_lower(_ value: RoamClient) -> UInt64 {
 
 
 /**
+ * A live list of the account's rooms. `cancel()` (Kotlin also `close()`), or releasing it,
+ * stops the diffs.
+ */
+public protocol RoamRoomListProtocol: AnyObject, Sendable {
+    
+    /**
+     * Stops the diffs. Safe to call more than once, and from inside the listener.
+     */
+    func cancel() 
+    
+    /**
+     * True until closed (or until the client shuts down).
+     */
+    func isOpen()  -> Bool
+    
+    /**
+     * The rooms as last delivered to the listener.
+     */
+    func items() throws  -> [RoomSummary]
+    
+}
+/**
+ * A live list of the account's rooms. `cancel()` (Kotlin also `close()`), or releasing it,
+ * stops the diffs.
+ */
+open class RoamRoomList: RoamRoomListProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_roamroomlist(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_roamroomlist(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Stops the diffs. Safe to call more than once, and from inside the listener.
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamroomlist_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * True until closed (or until the client shuts down).
+     */
+open func isOpen() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamroomlist_is_open(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The rooms as last delivered to the listener.
+     */
+open func items()throws  -> [RoomSummary]  {
+    return try  FfiConverterSequenceTypeRoomSummary.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamroomlist_items(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoamRoomList: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = RoamRoomList
+
+    public static func lift(_ handle: UInt64) throws -> RoamRoomList {
+        return RoamRoomList(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: RoamRoomList) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoamRoomList {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: RoamRoomList, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoamRoomList_lift(_ handle: UInt64) throws -> RoamRoomList {
+    return try FfiConverterTypeRoamRoomList.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoamRoomList_lower(_ value: RoamRoomList) -> UInt64 {
+    return FfiConverterTypeRoamRoomList.lower(value)
+}
+
+
+
+
+
+
+/**
  * A live view of one room's messages. `cancel()` (Kotlin also `close()`), or releasing it,
  * stops the diffs.
  */
@@ -3165,6 +3392,210 @@ public func FfiConverterTypeRoamTimeline_lift(_ handle: UInt64) throws -> RoamTi
 #endif
 public func FfiConverterTypeRoamTimeline_lower(_ value: RoamTimeline) -> UInt64 {
     return FfiConverterTypeRoamTimeline.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Receives a room list's diffs: first one `Reset` with every room, then the changes.
+ */
+public protocol RoomListListener: AnyObject, Sendable {
+    
+    func onDiffs(diffs: [RoomListDiff]) 
+    
+}
+/**
+ * Receives a room list's diffs: first one `Reset` with every room, then the changes.
+ */
+open class RoomListListenerImpl: RoomListListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_roomlistlistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_roomlistlistener(handle, $0) }
+    }
+
+    
+
+    
+open func onDiffs(diffs: [RoomListDiff])  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roomlistlistener_on_diffs(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeRoomListDiff.lower(diffs),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceRoomListListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceRoomListListener = UniffiVTableCallbackInterfaceRoomListListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeRoomListListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface RoomListListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeRoomListListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface RoomListListener: handle missing in uniffiClone")
+            }
+        },
+        onDiffs: { (
+            uniffiHandle: UInt64,
+            diffs: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeRoomListListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onDiffs(
+                     diffs: try FfiConverterSequenceTypeRoomListDiff.lift(diffs)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceRoomListListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceRoomListListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitRoomListListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_roomlistlistener(UniffiCallbackInterfaceRoomListListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoomListListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<RoomListListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = RoomListListener
+
+    public static func lift(_ handle: UInt64) throws -> RoomListListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return RoomListListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: RoomListListener) -> UInt64 {
+         if let rustImpl = value as? RoomListListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoomListListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: RoomListListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomListListener_lift(_ handle: UInt64) throws -> RoomListListener {
+    return try FfiConverterTypeRoomListListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomListListener_lower(_ value: RoomListListener) -> UInt64 {
+    return FfiConverterTypeRoomListListener.lower(value)
 }
 
 
@@ -5517,6 +5948,111 @@ public func FfiConverterTypeRoom_lower(_ value: Room) -> RustBuffer {
 
 
 /**
+ * A room as the room list shows it (the core's `RoomSummary`).
+ */
+public struct RoomSummary: Equatable, Hashable {
+    public var room: Room
+    /**
+     * The newest message that is not deleted (an unsent one of this device first).
+     */
+    public var lastMessage: Message?
+    /**
+     * Messages after the read marker, not deleted, not sent by this account.
+     */
+    public var unreadCount: UInt64
+    /**
+     * Those of them that mention this account's user (`@user`).
+     */
+    public var mentionCount: UInt64
+    /**
+     * The read marker: every message with a seq up to this is read (0: none).
+     */
+    public var readSeq: UInt64
+    /**
+     * What the list is sorted by, newest first: the last message's time, else the room's
+     * creation time (milliseconds since the Unix epoch).
+     */
+    public var latestActivity: Int64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(room: Room, 
+        /**
+         * The newest message that is not deleted (an unsent one of this device first).
+         */lastMessage: Message?, 
+        /**
+         * Messages after the read marker, not deleted, not sent by this account.
+         */unreadCount: UInt64, 
+        /**
+         * Those of them that mention this account's user (`@user`).
+         */mentionCount: UInt64, 
+        /**
+         * The read marker: every message with a seq up to this is read (0: none).
+         */readSeq: UInt64, 
+        /**
+         * What the list is sorted by, newest first: the last message's time, else the room's
+         * creation time (milliseconds since the Unix epoch).
+         */latestActivity: Int64) {
+        self.room = room
+        self.lastMessage = lastMessage
+        self.unreadCount = unreadCount
+        self.mentionCount = mentionCount
+        self.readSeq = readSeq
+        self.latestActivity = latestActivity
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension RoomSummary: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoomSummary: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoomSummary {
+        return
+            try RoomSummary(
+                room: FfiConverterTypeRoom.read(from: &buf), 
+                lastMessage: FfiConverterOptionTypeMessage.read(from: &buf), 
+                unreadCount: FfiConverterUInt64.read(from: &buf), 
+                mentionCount: FfiConverterUInt64.read(from: &buf), 
+                readSeq: FfiConverterUInt64.read(from: &buf), 
+                latestActivity: FfiConverterInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RoomSummary, into buf: inout [UInt8]) {
+        FfiConverterTypeRoom.write(value.room, into: &buf)
+        FfiConverterOptionTypeMessage.write(value.lastMessage, into: &buf)
+        FfiConverterUInt64.write(value.unreadCount, into: &buf)
+        FfiConverterUInt64.write(value.mentionCount, into: &buf)
+        FfiConverterUInt64.write(value.readSeq, into: &buf)
+        FfiConverterInt64.write(value.latestActivity, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomSummary_lift(_ buf: RustBuffer) throws -> RoomSummary {
+    return try FfiConverterTypeRoomSummary.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomSummary_lower(_ value: RoomSummary) -> RustBuffer {
+    return FfiConverterTypeRoomSummary.lower(value)
+}
+
+
+/**
  * The sync status: phase and what the outbox still has to send.
  */
 public struct SyncStatus: Equatable, Hashable {
@@ -6420,6 +6956,116 @@ public func FfiConverterTypeRoomKind_lower(_ value: RoomKind) -> RustBuffer {
 
 
 /**
+ * One change of a room list. Apply the diffs of one callback in order; indices refer to the
+ * list as it is at that point.
+ */
+
+public enum RoomListDiff: Equatable, Hashable {
+    
+    /**
+     * Replace the whole list.
+     */
+    case reset(rooms: [RoomSummary]
+    )
+    /**
+     * Insert at `index`.
+     */
+    case insert(index: UInt32, room: RoomSummary
+    )
+    /**
+     * Replace the room at `index`.
+     */
+    case set(index: UInt32, room: RoomSummary
+    )
+    /**
+     * Remove the room at `index`.
+     */
+    case remove(index: UInt32
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension RoomListDiff: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoomListDiff: FfiConverterRustBuffer {
+    typealias SwiftType = RoomListDiff
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoomListDiff {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .reset(rooms: try FfiConverterSequenceTypeRoomSummary.read(from: &buf)
+        )
+        
+        case 2: return .insert(index: try FfiConverterUInt32.read(from: &buf), room: try FfiConverterTypeRoomSummary.read(from: &buf)
+        )
+        
+        case 3: return .set(index: try FfiConverterUInt32.read(from: &buf), room: try FfiConverterTypeRoomSummary.read(from: &buf)
+        )
+        
+        case 4: return .remove(index: try FfiConverterUInt32.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RoomListDiff, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .reset(rooms):
+            writeInt(&buf, Int32(1))
+            FfiConverterSequenceTypeRoomSummary.write(rooms, into: &buf)
+            
+        
+        case let .insert(index,room):
+            writeInt(&buf, Int32(2))
+            FfiConverterUInt32.write(index, into: &buf)
+            FfiConverterTypeRoomSummary.write(room, into: &buf)
+            
+        
+        case let .set(index,room):
+            writeInt(&buf, Int32(3))
+            FfiConverterUInt32.write(index, into: &buf)
+            FfiConverterTypeRoomSummary.write(room, into: &buf)
+            
+        
+        case let .remove(index):
+            writeInt(&buf, Int32(4))
+            FfiConverterUInt32.write(index, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomListDiff_lift(_ buf: RustBuffer) throws -> RoomListDiff {
+    return try FfiConverterTypeRoomListDiff.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomListDiff_lower(_ value: RoomListDiff) -> RustBuffer {
+    return FfiConverterTypeRoomListDiff.lower(value)
+}
+
+
+
+/**
  * Something changed in a room.
  */
 
@@ -7109,6 +7755,30 @@ fileprivate struct FfiConverterOptionTypeRoom: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeRoomSummary: FfiConverterRustBuffer {
+    typealias SwiftType = RoomSummary?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRoomSummary.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRoomSummary.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeRole: FfiConverterRustBuffer {
     typealias SwiftType = Role?
 
@@ -7357,6 +8027,56 @@ fileprivate struct FfiConverterSequenceTypeRoom: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeRoomSummary: FfiConverterRustBuffer {
+    typealias SwiftType = [RoomSummary]
+
+    public static func write(_ value: [RoomSummary], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRoomSummary.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RoomSummary] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RoomSummary]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRoomSummary.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRoomListDiff: FfiConverterRustBuffer {
+    typealias SwiftType = [RoomListDiff]
+
+    public static func write(_ value: [RoomListDiff], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRoomListDiff.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RoomListDiff] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RoomListDiff]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRoomListDiff.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeTimelineDiff: FfiConverterRustBuffer {
     typealias SwiftType = [TimelineDiff]
 
@@ -7563,6 +8283,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_mark_read() != 9137) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_roamclient_mark_room_read() != 18502) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_roamclient_members() != 32512) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -7609,6 +8332,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_room() != 55611) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_room_list() != 26607) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_room_summary() != 38233) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_rooms() != 36790) {
@@ -7716,6 +8445,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_presencelistener_on_presence() != 14387) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_roomlistlistener_on_diffs() != 41283) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_roomlistener_on_room_update() != 59879) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -7735,6 +8467,15 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_loglistener_on_log() != 854) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamroomlist_cancel() != 44573) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamroomlist_is_open() != 30662) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamroomlist_items() != 33148) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamtimeline_cancel() != 35773) {
@@ -7761,6 +8502,7 @@ private let initializationResult: InitializationResult = {
     uniffiCallbackInitLogListener()
     uniffiCallbackInitNotificationListener()
     uniffiCallbackInitPresenceListener()
+    uniffiCallbackInitRoomListListener()
     uniffiCallbackInitRoomListener()
     uniffiCallbackInitSyncStatusListener()
     uniffiCallbackInitTimelineListener()

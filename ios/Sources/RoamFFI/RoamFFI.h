@@ -285,6 +285,13 @@ typedef void (*UniffiCallbackInterfacePresenceListenerMethod0)(uint64_t, RustBuf
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_ROOM_LIST_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_ROOM_LIST_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceRoomListListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_ROOM_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_ROOM_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceRoomListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
@@ -364,6 +371,15 @@ typedef struct UniffiVTableCallbackInterfacePresenceListener {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfacePresenceListenerMethod0 _Nonnull onPresence;
 } UniffiVTableCallbackInterfacePresenceListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ROOM_LIST_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ROOM_LIST_LISTENER
+typedef struct UniffiVTableCallbackInterfaceRoomListListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceRoomListListenerMethod0 _Nonnull onDiffs;
+} UniffiVTableCallbackInterfaceRoomListListener;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ROOM_LISTENER
@@ -526,6 +542,11 @@ RustBuffer uniffi_roam_ffi_fn_method_roamclient_mark_all_read(uint64_t ptr, Rust
 RustBuffer uniffi_roam_ffi_fn_method_roamclient_mark_read(uint64_t ptr, RustBuffer ids, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_ROOM_READ
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_ROOM_READ
+uint64_t uniffi_roam_ffi_fn_method_roamclient_mark_room_read(uint64_t ptr, RustBuffer room, RustBuffer seq, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEMBERS
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEMBERS
 RustBuffer uniffi_roam_ffi_fn_method_roamclient_members(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
@@ -604,6 +625,16 @@ void uniffi_roam_ffi_fn_method_roamclient_retry(uint64_t ptr, RustBuffer entry_i
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM
 RustBuffer uniffi_roam_ffi_fn_method_roamclient_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM_LIST
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM_LIST
+uint64_t uniffi_roam_ffi_fn_method_roamclient_room_list(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM_SUMMARY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOM_SUMMARY
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_room_summary(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ROOMS
@@ -841,6 +872,26 @@ void uniffi_roam_ffi_fn_init_callback_vtable_presencelistener(const UniffiVTable
 void uniffi_roam_ffi_fn_method_presencelistener_on_presence(uint64_t ptr, RustBuffer presence, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROOMLISTLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROOMLISTLISTENER
+uint64_t uniffi_roam_ffi_fn_clone_roomlistlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROOMLISTLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROOMLISTLISTENER
+void uniffi_roam_ffi_fn_free_roomlistlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_ROOMLISTLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_ROOMLISTLISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_roomlistlistener(const UniffiVTableCallbackInterfaceRoomListListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROOMLISTLISTENER_ON_DIFFS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROOMLISTLISTENER_ON_DIFFS
+void uniffi_roam_ffi_fn_method_roomlistlistener_on_diffs(uint64_t ptr, RustBuffer diffs, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROOMLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROOMLISTENER
 uint64_t uniffi_roam_ffi_fn_clone_roomlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -959,6 +1010,31 @@ void uniffi_roam_ffi_fn_init_callback_vtable_loglistener(const UniffiVTableCallb
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_LOGLISTENER_ON_LOG
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_LOGLISTENER_ON_LOG
 void uniffi_roam_ffi_fn_method_loglistener_on_log(uint64_t ptr, RustBuffer level, RustBuffer target, RustBuffer message, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMROOMLIST
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMROOMLIST
+uint64_t uniffi_roam_ffi_fn_clone_roamroomlist(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMROOMLIST
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMROOMLIST
+void uniffi_roam_ffi_fn_free_roamroomlist(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMROOMLIST_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMROOMLIST_CANCEL
+void uniffi_roam_ffi_fn_method_roamroomlist_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMROOMLIST_IS_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMROOMLIST_IS_OPEN
+int8_t uniffi_roam_ffi_fn_method_roamroomlist_is_open(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMROOMLIST_ITEMS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMROOMLIST_ITEMS
+RustBuffer uniffi_roam_ffi_fn_method_roamroomlist_items(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMTIMELINE
@@ -1403,6 +1479,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_mark_read(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MARK_ROOM_READ
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MARK_ROOM_READ
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_mark_room_read(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MEMBERS
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MEMBERS
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_members(void
@@ -1496,6 +1578,18 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_retry(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ROOM
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ROOM
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_room(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ROOM_LIST
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ROOM_LIST
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_room_list(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ROOM_SUMMARY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ROOM_SUMMARY
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_room_summary(void
     
 );
 #endif
@@ -1709,6 +1803,12 @@ uint16_t uniffi_roam_ffi_checksum_method_presencelistener_on_presence(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROOMLISTLISTENER_ON_DIFFS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROOMLISTLISTENER_ON_DIFFS
+uint16_t uniffi_roam_ffi_checksum_method_roomlistlistener_on_diffs(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROOMLISTENER_ON_ROOM_UPDATE
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROOMLISTENER_ON_ROOM_UPDATE
 uint16_t uniffi_roam_ffi_checksum_method_roomlistener_on_room_update(void
@@ -1748,6 +1848,24 @@ uint16_t uniffi_roam_ffi_checksum_method_typinglistener_on_typing(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_LOGLISTENER_ON_LOG
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_LOGLISTENER_ON_LOG
 uint16_t uniffi_roam_ffi_checksum_method_loglistener_on_log(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMROOMLIST_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMROOMLIST_CANCEL
+uint16_t uniffi_roam_ffi_checksum_method_roamroomlist_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMROOMLIST_IS_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMROOMLIST_IS_OPEN
+uint16_t uniffi_roam_ffi_checksum_method_roamroomlist_is_open(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMROOMLIST_ITEMS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMROOMLIST_ITEMS
+uint16_t uniffi_roam_ffi_checksum_method_roamroomlist_items(void
     
 );
 #endif

@@ -675,6 +675,9 @@ internal interface UniffiCallbackInterfaceNotificationListenerMethod1 : com.sun.
 internal interface UniffiCallbackInterfacePresenceListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`presence`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceRoomListListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`diffs`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceRoomListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`update`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -785,6 +788,25 @@ internal open class UniffiVTableCallbackInterfacePresenceListener(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `onPresence` = other.`onPresence`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onDiffs")
+internal open class UniffiVTableCallbackInterfaceRoomListListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onDiffs`: UniffiCallbackInterfaceRoomListListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onDiffs`: UniffiCallbackInterfaceRoomListListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceRoomListListener(`uniffiFree`,`uniffiClone`,`onDiffs`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceRoomListListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onDiffs` = other.`onDiffs`
     }
 
 }
@@ -950,6 +972,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_mark_read(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_mark_room_read(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_members(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_message(
@@ -981,6 +1005,10 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_roam_ffi_checksum_method_roamclient_retry(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_room(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_room_list(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_room_summary(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_rooms(
     ): Int
@@ -1052,6 +1080,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_presencelistener_on_presence(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roomlistlistener_on_diffs(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roomlistener_on_room_update(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_subscriptionhandle_cancel(
@@ -1065,6 +1095,12 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_roam_ffi_checksum_method_typinglistener_on_typing(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_loglistener_on_log(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamroomlist_cancel(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamroomlist_is_open(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamroomlist_items(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamtimeline_cancel(
     ): Int
@@ -1099,6 +1135,7 @@ internal object UniffiLib {
         uniffiCallbackInterfaceLogListener.register(this)
         uniffiCallbackInterfaceNotificationListener.register(this)
         uniffiCallbackInterfacePresenceListener.register(this)
+        uniffiCallbackInterfaceRoomListListener.register(this)
         uniffiCallbackInterfaceRoomListener.register(this)
         uniffiCallbackInterfaceSyncStatusListener.register(this)
         uniffiCallbackInterfaceTimelineListener.register(this)
@@ -1154,6 +1191,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_mark_read(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_mark_room_read(`ptr`: Long,`room`: RustBuffer.ByValue,`seq`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_members(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_message(`ptr`: Long,`id`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1185,6 +1224,10 @@ internal object UniffiLib {
     external fun uniffi_roam_ffi_fn_method_roamclient_retry(`ptr`: Long,`entryId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_roam_ffi_fn_method_roamclient_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_room_list(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_room_summary(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_rooms(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1280,6 +1323,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_method_presencelistener_on_presence(`ptr`: Long,`presence`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_roam_ffi_fn_clone_roomlistlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_roomlistlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_roomlistlistener(`vtable`: UniffiVTableCallbackInterfaceRoomListListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roomlistlistener_on_diffs(`ptr`: Long,`diffs`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_roam_ffi_fn_clone_roomlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_roomlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1328,6 +1379,16 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_method_loglistener_on_log(`ptr`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_roam_ffi_fn_clone_roamroomlist(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_roamroomlist(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamroomlist_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamroomlist_is_open(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_roam_ffi_fn_method_roamroomlist_items(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_clone_roamtimeline(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_roamtimeline(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1532,6 +1593,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_mark_read() and 0xFFFF) != 9137) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_mark_room_read() and 0xFFFF) != 18502) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_members() and 0xFFFF) != 32512) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1578,6 +1642,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_room() and 0xFFFF) != 55611) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_room_list() and 0xFFFF) != 26607) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_room_summary() and 0xFFFF) != 38233) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_rooms() and 0xFFFF) != 36790) {
@@ -1685,6 +1755,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_presencelistener_on_presence() and 0xFFFF) != 14387) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_roomlistlistener_on_diffs() and 0xFFFF) != 41283) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_roomlistener_on_room_update() and 0xFFFF) != 59879) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1704,6 +1777,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_loglistener_on_log() and 0xFFFF) != 854) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamroomlist_cancel() and 0xFFFF) != 44573) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamroomlist_is_open() and 0xFFFF) != 30662) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamroomlist_items() and 0xFFFF) != 33148) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamtimeline_cancel() and 0xFFFF) != 35773) {
@@ -3921,6 +4003,13 @@ public interface RoamClientInterface {
      */
     fun `markRead`(`ids`: List<kotlin.String>): kotlin.String
     
+    /**
+     * Marks `room` read up to `seq` (nil/null: up to the newest message held), here at once
+     * and, through the server, on the account's other devices. The marker only moves forward.
+     * Returns the marker as it now is.
+     */
+    fun `markRoomRead`(`room`: kotlin.String, `seq`: kotlin.ULong?): kotlin.ULong
+    
     fun `members`(`room`: kotlin.String): List<Member>
     
     /**
@@ -3994,6 +4083,18 @@ public interface RoamClientInterface {
     fun `retry`(`entryId`: kotlin.String)
     
     fun `room`(`room`: kotlin.String): Room?
+    
+    /**
+     * A live list of the account's rooms with their last message, unread and mention counts,
+     * newest activity first: `listener` gets every room as one `Reset`, then diffs as messages
+     * arrive, rooms change and read markers move (on this device or another).
+     */
+    fun `roomList`(`listener`: RoomListListener): RoamRoomList
+    
+    /**
+     * One room as the room list shows it (nil/null unless the account is a member).
+     */
+    fun `roomSummary`(`room`: kotlin.String): RoomSummary?
     
     fun `rooms`(): List<Room>
     
@@ -4561,6 +4662,27 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * Marks `room` read up to `seq` (nil/null: up to the newest message held), here at once
+     * and, through the server, on the account's other devices. The marker only moves forward.
+     * Returns the marker as it now is.
+     */
+    @Throws(RoamException::class)override fun `markRoomRead`(`room`: kotlin.String, `seq`: kotlin.ULong?): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_mark_room_read(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterOptionalULong.lower(`seq`),_status)
+}
+    }
+    )
+    }
+    
+
+    
     @Throws(RoamException::class)override fun `members`(`room`: kotlin.String): List<Member> {
             return FfiConverterSequenceTypeMember.lift(
     callWithHandle {
@@ -4852,6 +4974,44 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     callWithHandle {
     uniffiRustCallWithError(RoamException) { _status ->
     UniffiLib.uniffi_roam_ffi_fn_method_roamclient_room(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A live list of the account's rooms with their last message, unread and mention counts,
+     * newest activity first: `listener` gets every room as one `Reset`, then diffs as messages
+     * arrive, rooms change and read markers move (on this device or another).
+     */
+    @Throws(RoamException::class)override fun `roomList`(`listener`: RoomListListener): RoamRoomList {
+            return FfiConverterTypeRoamRoomList.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_room_list(
+        it,
+        
+        FfiConverterTypeRoomListListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * One room as the room list shows it (nil/null unless the account is a member).
+     */
+    @Throws(RoamException::class)override fun `roomSummary`(`room`: kotlin.String): RoomSummary? {
+            return FfiConverterOptionalTypeRoomSummary.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_room_summary(
         it,
         
         FfiConverterString.lower(`room`),_status)
@@ -5586,6 +5746,317 @@ public object FfiConverterTypeRoamClient: FfiConverter<RoamClient, Long> {
 
 
 /**
+ * A live list of the account's rooms. `cancel()` (Kotlin also `close()`), or releasing it,
+ * stops the diffs.
+ */
+public interface RoamRoomListInterface {
+    
+    /**
+     * Stops the diffs. Safe to call more than once, and from inside the listener.
+     */
+    fun `cancel`()
+    
+    /**
+     * True until closed (or until the client shuts down).
+     */
+    fun `isOpen`(): kotlin.Boolean
+    
+    /**
+     * The rooms as last delivered to the listener.
+     */
+    fun `items`(): List<RoomSummary>
+    
+    companion object
+}
+
+/**
+ * A live list of the account's rooms. `cancel()` (Kotlin also `close()`), or releasing it,
+ * stops the diffs.
+ */
+open class RoamRoomList: Disposable, AutoCloseable, RoamRoomListInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_roamroomlist(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_roamroomlist(handle, status)
+        }
+    }
+
+    
+    /**
+     * Stops the diffs. Safe to call more than once, and from inside the listener.
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamroomlist_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * True until closed (or until the client shuts down).
+     */override fun `isOpen`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamroomlist_is_open(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The rooms as last delivered to the listener.
+     */
+    @Throws(RoamException::class)override fun `items`(): List<RoomSummary> {
+            return FfiConverterSequenceTypeRoomSummary.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamroomlist_items(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoamRoomList: FfiConverter<RoamRoomList, Long> {
+    override fun lower(value: RoamRoomList): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): RoamRoomList {
+        return RoamRoomList(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): RoamRoomList {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: RoamRoomList) = 8UL
+
+    override fun write(value: RoamRoomList, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * A live view of one room's messages. `cancel()` (Kotlin also `close()`), or releasing it,
  * stops the diffs.
  */
@@ -5851,6 +6322,323 @@ public object FfiConverterTypeRoamTimeline: FfiConverter<RoamTimeline, Long> {
     override fun allocationSize(value: RoamTimeline) = 8UL
 
     override fun write(value: RoamTimeline, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Receives a room list's diffs: first one `Reset` with every room, then the changes.
+ */
+public interface RoomListListener {
+    
+    fun `onDiffs`(`diffs`: List<RoomListDiff>)
+    
+    companion object
+}
+
+/**
+ * Receives a room list's diffs: first one `Reset` with every room, then the changes.
+ */
+open class RoomListListenerImpl: Disposable, AutoCloseable, RoomListListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_roomlistlistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_roomlistlistener(handle, status)
+        }
+    }
+
+    override fun `onDiffs`(`diffs`: List<RoomListDiff>)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roomlistlistener_on_diffs(
+        it,
+        
+        FfiConverterSequenceTypeRoomListDiff.lower(`diffs`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceRoomListListener {
+    internal object `onDiffs`: UniffiCallbackInterfaceRoomListListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`diffs`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeRoomListListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onDiffs`(
+                    FfiConverterSequenceTypeRoomListDiff.lift(`diffs`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeRoomListListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeRoomListListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceRoomListListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onDiffs`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_roomlistlistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoomListListener: FfiConverter<RoomListListener, Long> {
+    internal val handleMap = UniffiHandleMap<RoomListListener>()
+
+    override fun lower(value: RoomListListener): Long {
+        if (value is RoomListListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): RoomListListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return RoomListListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): RoomListListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: RoomListListener) = 8UL
+
+    override fun write(value: RoomListListener, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -8676,6 +9464,83 @@ public object FfiConverterTypeRoom: FfiConverterRustBuffer<Room> {
 
 
 /**
+ * A room as the room list shows it (the core's `RoomSummary`).
+ */
+data class RoomSummary (
+    var `room`: Room
+    , 
+    /**
+     * The newest message that is not deleted (an unsent one of this device first).
+     */
+    var `lastMessage`: Message?
+    , 
+    /**
+     * Messages after the read marker, not deleted, not sent by this account.
+     */
+    var `unreadCount`: kotlin.ULong
+    , 
+    /**
+     * Those of them that mention this account's user (`@user`).
+     */
+    var `mentionCount`: kotlin.ULong
+    , 
+    /**
+     * The read marker: every message with a seq up to this is read (0: none).
+     */
+    var `readSeq`: kotlin.ULong
+    , 
+    /**
+     * What the list is sorted by, newest first: the last message's time, else the room's
+     * creation time (milliseconds since the Unix epoch).
+     */
+    var `latestActivity`: kotlin.Long
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoomSummary: FfiConverterRustBuffer<RoomSummary> {
+    override fun read(buf: ByteBuffer): RoomSummary {
+        return RoomSummary(
+            FfiConverterTypeRoom.read(buf),
+            FfiConverterOptionalTypeMessage.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterLong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RoomSummary) = (
+            FfiConverterTypeRoom.allocationSize(value.`room`) +
+            FfiConverterOptionalTypeMessage.allocationSize(value.`lastMessage`) +
+            FfiConverterULong.allocationSize(value.`unreadCount`) +
+            FfiConverterULong.allocationSize(value.`mentionCount`) +
+            FfiConverterULong.allocationSize(value.`readSeq`) +
+            FfiConverterLong.allocationSize(value.`latestActivity`)
+    )
+
+    override fun write(value: RoomSummary, buf: ByteBuffer) {
+            FfiConverterTypeRoom.write(value.`room`, buf)
+            FfiConverterOptionalTypeMessage.write(value.`lastMessage`, buf)
+            FfiConverterULong.write(value.`unreadCount`, buf)
+            FfiConverterULong.write(value.`mentionCount`, buf)
+            FfiConverterULong.write(value.`readSeq`, buf)
+            FfiConverterLong.write(value.`latestActivity`, buf)
+    }
+}
+
+
+
+/**
  * The sync status: phase and what the outbox still has to send.
  */
 data class SyncStatus (
@@ -9524,6 +10389,161 @@ public object FfiConverterTypeRoomKind: FfiConverterRustBuffer<RoomKind> {
 
     override fun write(value: RoomKind, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * One change of a room list. Apply the diffs of one callback in order; indices refer to the
+ * list as it is at that point.
+ */
+sealed class RoomListDiff {
+    
+    /**
+     * Replace the whole list.
+     */
+    data class Reset(
+        val `rooms`: List<dev.roam.RoomSummary>) : RoomListDiff()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Insert at `index`.
+     */
+    data class Insert(
+        val `index`: kotlin.UInt, 
+        val `room`: dev.roam.RoomSummary) : RoomListDiff()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Replace the room at `index`.
+     */
+    data class Set(
+        val `index`: kotlin.UInt, 
+        val `room`: dev.roam.RoomSummary) : RoomListDiff()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Remove the room at `index`.
+     */
+    data class Remove(
+        val `index`: kotlin.UInt) : RoomListDiff()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoomListDiff : FfiConverterRustBuffer<RoomListDiff>{
+    override fun read(buf: ByteBuffer): RoomListDiff {
+        return when(buf.getInt()) {
+            1 -> RoomListDiff.Reset(
+                FfiConverterSequenceTypeRoomSummary.read(buf),
+                )
+            2 -> RoomListDiff.Insert(
+                FfiConverterUInt.read(buf),
+                FfiConverterTypeRoomSummary.read(buf),
+                )
+            3 -> RoomListDiff.Set(
+                FfiConverterUInt.read(buf),
+                FfiConverterTypeRoomSummary.read(buf),
+                )
+            4 -> RoomListDiff.Remove(
+                FfiConverterUInt.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: RoomListDiff): ULong = when(value) {
+        is RoomListDiff.Reset -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterSequenceTypeRoomSummary.allocationSize(value.`rooms`)
+            )
+        }
+        is RoomListDiff.Insert -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`index`)
+                + FfiConverterTypeRoomSummary.allocationSize(value.`room`)
+            )
+        }
+        is RoomListDiff.Set -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`index`)
+                + FfiConverterTypeRoomSummary.allocationSize(value.`room`)
+            )
+        }
+        is RoomListDiff.Remove -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`index`)
+            )
+        }
+    }
+
+    override fun write(value: RoomListDiff, buf: ByteBuffer) {
+        when(value) {
+            is RoomListDiff.Reset -> {
+                buf.putInt(1)
+                FfiConverterSequenceTypeRoomSummary.write(value.`rooms`, buf)
+                Unit
+            }
+            is RoomListDiff.Insert -> {
+                buf.putInt(2)
+                FfiConverterUInt.write(value.`index`, buf)
+                FfiConverterTypeRoomSummary.write(value.`room`, buf)
+                Unit
+            }
+            is RoomListDiff.Set -> {
+                buf.putInt(3)
+                FfiConverterUInt.write(value.`index`, buf)
+                FfiConverterTypeRoomSummary.write(value.`room`, buf)
+                Unit
+            }
+            is RoomListDiff.Remove -> {
+                buf.putInt(4)
+                FfiConverterUInt.write(value.`index`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
     }
 }
 
@@ -10514,6 +11534,38 @@ public object FfiConverterOptionalTypeRoom: FfiConverterRustBuffer<Room?> {
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeRoomSummary: FfiConverterRustBuffer<RoomSummary?> {
+    override fun read(buf: ByteBuffer): RoomSummary? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeRoomSummary.read(buf)
+    }
+
+    override fun allocationSize(value: RoomSummary?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeRoomSummary.allocationSize(value)
+        }
+    }
+
+    override fun write(value: RoomSummary?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeRoomSummary.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeRole: FfiConverterRustBuffer<Role?> {
     override fun read(buf: ByteBuffer): Role? {
         if (buf.get().toInt() == 0) {
@@ -10792,6 +11844,62 @@ public object FfiConverterSequenceTypeRoom: FfiConverterRustBuffer<List<Room>> {
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeRoom.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRoomSummary: FfiConverterRustBuffer<List<RoomSummary>> {
+    override fun read(buf: ByteBuffer): List<RoomSummary> {
+        val len = buf.getInt()
+        return List<RoomSummary>(len) {
+            FfiConverterTypeRoomSummary.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<RoomSummary>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRoomSummary.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<RoomSummary>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRoomSummary.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRoomListDiff: FfiConverterRustBuffer<List<RoomListDiff>> {
+    override fun read(buf: ByteBuffer): List<RoomListDiff> {
+        val len = buf.getInt()
+        return List<RoomListDiff>(len) {
+            FfiConverterTypeRoomListDiff.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<RoomListDiff>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRoomListDiff.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<RoomListDiff>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRoomListDiff.write(it, buf)
         }
     }
 }
