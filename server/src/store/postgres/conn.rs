@@ -144,6 +144,14 @@ impl Conn {
         })
     }
 
+    /// Savepoint control inside a write group (`SAVEPOINT …`, `RELEASE …`, `ROLLBACK TO …`).
+    pub(super) async fn savepoint(&self, sql: &str) -> StoreResult<()> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| backend(&self.note(e)))
+    }
+
     /// Rolls back; on a broken connection there is nothing to roll back (the server already
     /// did).
     pub(super) async fn rollback(&self) {

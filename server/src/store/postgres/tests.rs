@@ -554,3 +554,41 @@ async fn hot_queries_use_indexes() {
     drop(c);
     schema.drop_now().await;
 }
+
+/// One caller's pipelined writes land on one lane and are committed as a group: they apply in
+/// call order, and a failing one (a taken message id) is undone alone.
+#[tokio::test]
+async fn a_group_keeps_call_order_and_a_failing_write_is_undone_alone() {
+    let schema = Schema::new().await;
+    let store = PostgresStore::connect(&schema.url(), 2).await.unwrap();
+    store
+        .commit(write("alice", create_room("hall", "alice")))
+        .await
+        .unwrap();
+    let futures: Vec<_> = (0..12)
+        .map(|i| {
+            // The 6th reuses the 2nd's id.
+            let id = if i == 5 {
+                "m1".to_owned()
+            } else {
+                format!("m{i}")
+            };
+            store.commit(write("alice", message("hall", &id)))
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for (i, f) in futures.into_iter().enumerate().rev() {
+        match bounded(f).await {
+            Ok(Committed::Applied { events, .. }) => seqs.push((i, events[0].seq)),
+            Err(StoreError::Conflict(_)) => assert_eq!(i, 5),
+            other => panic!("write {i}: {other:?}"),
+        }
+    }
+    seqs.sort_unstable();
+    let expected: Vec<(usize, u64)> = (0..12).filter(|i| *i != 5).zip(3..).collect();
+    assert_eq!(seqs, expected);
+    let (_, head) = store.event_bounds("hall").await.unwrap();
+    assert_eq!(head, 13);
+    drop(store);
+    schema.drop_now().await;
+}

@@ -7,10 +7,13 @@
 //! room they meet at the room row's lock in Postgres (see `apply.rs`), which also orders them
 //! against writers on other servers.
 //!
-//! Each write is one transaction (`BEGIN` … `COMMIT`); its answer is sent only after `COMMIT`
-//! returned, so no caller sees a result that could still be lost. A deadlock or serialization
-//! failure (possible between servers) runs the write again, a few times; a lost connection
-//! fails the write with `Backend` and the lane opens a new connection for the next one.
+//! A lane commits what is queued on it as one group: one transaction, each write in its own
+//! savepoint (a failing write is undone alone), one `COMMIT` and so one WAL flush for all. A lone
+//! write is its own transaction, at once. Answers are sent only after `COMMIT` returned, so no
+//! caller sees a result that could still be lost; if `COMMIT` fails, every write of the group gets
+//! that error. A deadlock or serialization failure (possible between lanes and servers) abandons
+//! the group and runs its writes one transaction each, each retried a few times; a lost
+//! connection fails the writes with `Backend` and the lane opens a new connection for the next.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,6 +28,8 @@ use crate::store::{Committed, StoreError, StoreResult, Write};
 
 /// How many times a write that lost a deadlock or a serialization conflict is tried in all.
 const ATTEMPTS: u32 = 5;
+/// Most writes a lane commits in one transaction.
+const MAX_GROUP: usize = 64;
 
 type Reply = oneshot::Sender<StoreResult<Committed>>;
 
@@ -111,7 +116,8 @@ fn lane_of(actor: &str, lanes: usize) -> usize {
     (h % lanes.max(1) as u64) as usize
 }
 
-/// One lane's loop: a write at a time, until the channel closes.
+/// One lane's loop: takes the first write that arrives plus whatever else is queued (up to
+/// [`MAX_GROUP`]) and commits them as one group, until the channel closes.
 async fn run(
     lane: u32,
     config: tokio_postgres::Config,
@@ -119,25 +125,130 @@ async fn run(
     queued: Arc<AtomicU32>,
 ) {
     let mut conn: Option<Conn> = None;
-    while let Some(JobBox(job)) = rx.recv().await {
+    let mut group: Vec<Box<Job>> = Vec::with_capacity(MAX_GROUP);
+    while let Some(JobBox(first)) = rx.recv().await {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(JobBox(job)) => group.push(job),
+                Err(_) => break,
+            }
+        }
         let started = Instant::now();
-        let result = run_job(&config, &mut conn, &job.write).await;
-        queued.fetch_sub(1, Ordering::Relaxed);
-        if let Err(e) = &result {
-            if matches!(e, StoreError::Backend(_)) {
+        let results = run_group(&config, &mut conn, &group).await;
+        queued.fetch_sub(group.len() as u32, Ordering::Relaxed);
+        tracing::trace!(
+            lane,
+            size = group.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "store: write group done"
+        );
+        for (job, result) in group.drain(..).zip(results) {
+            if let Err(e @ StoreError::Backend(_)) = &result {
                 tracing::error!(lane, error = %e, "store: write failed");
             }
-        } else {
-            tracing::trace!(
-                lane,
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "store: write committed"
-            );
+            // The caller may have stopped waiting; the write stands (or not) all the same.
+            let _ = job.reply.send(result);
         }
-        // The caller may have stopped waiting; the write stands (or not) all the same.
-        let _ = job.reply.send(result);
     }
     tracing::debug!(lane, "store writer lane stopped");
+}
+
+/// Why a group could not be committed whole.
+enum GroupFailed {
+    /// A write lost a lock race with another lane or server: each write runs on its own.
+    Retry,
+    /// The connection failed, or `COMMIT` did: every write of the group gets this error.
+    Fatal(String),
+}
+
+/// Commits a group: one transaction, each write in its own savepoint (a failing write is undone
+/// alone), one `COMMIT` (one WAL flush) for all. Falls back to one transaction per write when a
+/// write of the group lost a lock race.
+async fn run_group(
+    config: &tokio_postgres::Config,
+    slot: &mut Option<Conn>,
+    group: &[Box<Job>],
+) -> Vec<StoreResult<Committed>> {
+    if let [job] = group {
+        return vec![run_job(config, slot, &job.write).await];
+    }
+    if slot.as_ref().is_none_or(Conn::is_closed) {
+        match conn::connect(config).await {
+            Ok(c) => *slot = Some(c),
+            Err(e) => return fail_all(group.len(), &e.to_string()),
+        }
+    }
+    let outcome = match slot.as_ref() {
+        Some(c) => {
+            let outcome = group_transaction(c, group).await;
+            c.take_retryable();
+            if c.is_closed() {
+                *slot = None;
+            }
+            outcome
+        }
+        None => Err(GroupFailed::Fatal("no writer connection".into())),
+    };
+    match outcome {
+        Ok(results) => results,
+        Err(GroupFailed::Fatal(msg)) => fail_all(group.len(), &msg),
+        Err(GroupFailed::Retry) => {
+            tracing::debug!(
+                size = group.len(),
+                "store: write group lost a lock race, one by one"
+            );
+            let mut results = Vec::with_capacity(group.len());
+            for job in group {
+                results.push(run_job(config, slot, &job.write).await);
+            }
+            results
+        }
+    }
+}
+
+fn fail_all(n: usize, msg: &str) -> Vec<StoreResult<Committed>> {
+    (0..n)
+        .map(|_| Err(StoreError::Backend(msg.to_owned())))
+        .collect()
+}
+
+async fn group_transaction(
+    c: &Conn,
+    group: &[Box<Job>],
+) -> Result<Vec<StoreResult<Committed>>, GroupFailed> {
+    let fatal = |e: StoreError| GroupFailed::Fatal(e.to_string());
+    c.begin().await.map_err(fatal)?;
+    let mut results = Vec::with_capacity(group.len());
+    for job in group {
+        if let Err(e) = c.savepoint("SAVEPOINT w").await {
+            c.rollback().await;
+            return Err(fatal(e));
+        }
+        let (result, keep) = match apply::commit(c, &job.write).await {
+            Ok(Outcome::Applied(done)) => (Ok(done), true),
+            Ok(Outcome::Replayed(done)) => (Ok(done), false),
+            Err(e) => {
+                if c.take_retryable() {
+                    c.rollback().await;
+                    return Err(GroupFailed::Retry);
+                }
+                (Err(e), false)
+            }
+        };
+        let end = if keep {
+            "RELEASE SAVEPOINT w"
+        } else {
+            "ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w"
+        };
+        if let Err(e) = c.savepoint(end).await {
+            c.rollback().await;
+            return Err(fatal(e));
+        }
+        results.push(result);
+    }
+    c.commit().await.map_err(fatal)?;
+    Ok(results)
 }
 
 /// Runs one write on the lane's connection (opening it if needed), retrying deadlocks.
