@@ -481,8 +481,10 @@ impl Client {
         Ok(m)
     }
 
-    /// Edits one of the account's messages (by local or server id). Works on messages still
-    /// queued: the edit is sent after the message (which travels with its local id).
+    /// Edits one of the account's messages (by local or server id). A message not sent yet
+    /// (queued and not on the wire, or failed) takes the new text into its send: one outbox
+    /// entry, the latest body, and `retry` sends that. Otherwise the edit is queued behind the
+    /// send (which travels with its local id).
     pub fn edit_message(
         &self,
         room: String,
@@ -496,10 +498,16 @@ impl Client {
         if before.deleted {
             return Err(Error::invalid("the message is deleted"));
         }
-        if before.id.is_none() && before.send_state.is_failed() {
-            return Err(Error::state(
-                "the message was never sent: retry or discard its outbox entry first",
-            ));
+        // Not sent yet: the edit becomes the send's text (one entry, the latest body).
+        if before.id.is_none() {
+            if let Some(m) = outbox::fold_edit_into_send(&self.ctx, &before.local_id, &body)? {
+                return Ok(m);
+            }
+            if before.send_state.is_failed() {
+                return Err(Error::state(
+                    "the message was never sent: retry or discard its outbox entry first",
+                ));
+            }
         }
         let mutation = Mutation::EditMessage {
             room: room.clone(),
@@ -515,15 +523,19 @@ impl Client {
         Ok(m)
     }
 
-    /// Deletes a message (by local or server id). A local message that was never sent and
-    /// failed is simply discarded.
+    /// Deletes a message (by local or server id). A local message not sent yet (its send failed,
+    /// or is still queued and not on the wire) is removed without a trace: its send is
+    /// discarded and the server never sees it.
     pub fn delete_message(&self, room: String, message: String) -> Result<LocalMessage> {
         let before = self.own_message(&room, &message)?;
         if before.deleted {
             return Ok(before);
         }
-        if before.id.is_none() && before.send_state.is_failed() {
-            outbox::discard(&self.ctx, &before.local_id)?;
+        // Not sent yet (failed, or still waiting and not on the wire): the send is discarded
+        // and the message removed without a trace; nothing reaches the server.
+        let unsent = before.id.is_none()
+            && (before.send_state.is_failed() || self.ctx.outbox.lock().unsent(&before.local_id));
+        if unsent && outbox::discard(&self.ctx, &before.local_id).is_ok() {
             return Ok(LocalMessage {
                 deleted: true,
                 body: String::new(),

@@ -182,6 +182,9 @@ pub(crate) struct Scheduler {
     in_flight: HashMap<String, Flight>,
     /// Entries sent at least once in this process (a resend counts as a retry).
     sent_before: std::collections::HashSet<String>,
+    /// Entries loaded at open: an earlier process may have sent them, so the server may hold
+    /// their key with this mutation, and they are never rewritten.
+    loaded: std::collections::HashSet<String>,
     next_frame: u64,
     /// Round-robin start.
     rotate: usize,
@@ -197,6 +200,7 @@ impl Scheduler {
             queues: BTreeMap::new(),
             in_flight: HashMap::new(),
             sent_before: Default::default(),
+            loaded: Default::default(),
             next_frame: 0,
             rotate: 0,
             answered: 0,
@@ -252,6 +256,32 @@ impl Scheduler {
     #[cfg(test)]
     pub(crate) fn in_flight_count(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// True when the entry is held and has certainly never reached the server: not on the
+    /// wire, not sent earlier in this process, not loaded from an earlier one.
+    pub(crate) fn unsent(&self, id: &str) -> bool {
+        !self.sent_before.contains(id)
+            && !self.loaded.contains(id)
+            && self
+                .queues
+                .values()
+                .any(|q| q.entries.values().any(|e| e.id == id && e.flight.is_none()))
+    }
+
+    /// Replaces the mutation of an [`unsent`](Self::unsent) entry: false (and nothing changed)
+    /// for any other.
+    pub(crate) fn rewrite(&mut self, id: &str, mutation: &Mutation) -> bool {
+        if !self.unsent(id) {
+            return false;
+        }
+        for q in self.queues.values_mut() {
+            if let Some(e) = q.entries.values_mut().find(|e| e.id == id) {
+                e.mutation = mutation.clone();
+                return true;
+            }
+        }
+        false
     }
 
     /// Removes an entry that is not on the wire. `Err` if it is.
@@ -612,6 +642,52 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
     })
 }
 
+/// Folds an edit into the queued send of a message written on this device and not sent yet (a
+/// pending entry that never went on the wire, or a failed one): the send's entry gets `body`,
+/// so one entry travels, with the latest text, and a retry sends that text. Returns the message
+/// as it now is, or `None` when the send cannot take it (on the wire, or answered): the caller
+/// then queues an edit.
+pub(crate) fn fold_edit_into_send(
+    ctx: &Context,
+    local_id: &str,
+    body: &str,
+) -> Result<Option<crate::model::LocalMessage>> {
+    roam_proto::validate::body(body)?;
+    ctx.write(|tx, fx| {
+        let Some(entry) = reads::outbox_entry(tx, local_id)? else {
+            return Ok(None);
+        };
+        let Mutation::SendMessage {
+            room, reply_to, id, ..
+        } = &entry.mutation
+        else {
+            return Ok(None);
+        };
+        let mutation = Mutation::SendMessage {
+            room: room.clone(),
+            body: body.to_owned(),
+            reply_to: reply_to.clone(),
+            id: id.clone(),
+        };
+        // A failed entry is not held by the scheduler; a pending one must be held and not on
+        // the wire. The scheduler's copy changes under its lock, before the row: once this
+        // returns true, whatever it sends carries the new body.
+        if !entry.state.is_failed() && !ctx.outbox.lock().rewrite(local_id, &mutation) {
+            return Ok(None);
+        }
+        writes::set_entry_mutation(tx, entry.pos, local_id, &mutation)?;
+        let Some(before) = reads::message(tx, local_id)? else {
+            return Ok(None);
+        };
+        writes::set_message_content(tx, local_id, body, None, false, &before.send_state)?;
+        let after = reads::message(tx, local_id)?;
+        if let Some(m) = &after {
+            fx.room(crate::model::RoomUpdate::MessageEdited(m.clone()));
+        }
+        Ok(after)
+    })
+}
+
 /// Deletes an entry that is pending (not on the wire) or failed, and undoes its local change.
 /// An entry that cannot be decoded is simply deleted (its local change cannot be known).
 pub(crate) fn discard(ctx: &Context, id: &str) -> Result<()> {
@@ -660,6 +736,7 @@ pub(crate) fn load(ctx: &Context) -> Result<usize> {
     let n = entries.len();
     let mut s = ctx.outbox.lock();
     for e in entries {
+        s.loaded.insert(e.id.clone());
         s.push(Queued::new(
             e.id,
             e.pos,

@@ -636,6 +636,19 @@ pub(crate) fn delete_entry(tx: &Transaction<'_>, pos: i64, id: &str) -> Result<b
         > 0)
 }
 
+/// Replaces the mutation an entry will send (an edit folded into a queued send).
+pub(crate) fn set_entry_mutation(
+    tx: &Transaction<'_>,
+    pos: i64,
+    id: &str,
+    mutation: &Mutation,
+) -> Result<()> {
+    let json = serde_json::to_string(mutation)?;
+    tx.prepare_cached("UPDATE outbox SET mutation = ?3 WHERE pos = ?1 AND id = ?2")?
+        .execute(params![pos, id, json])?;
+    Ok(())
+}
+
 pub(crate) fn set_entry_state(
     tx: &Transaction<'_>,
     pos: i64,

@@ -91,3 +91,50 @@ async fn offline_sends_arrive_once_in_order() {
     b.shutdown().await;
     backend.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_fold_into_unsent_sends_and_deleting_one_leaves_no_trace() {
+    let backend = Backend::up().await;
+    backend.api("alice").create_room("fold", "public").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = open_client(
+        fast_config(&dir.path().join("a.db"), &backend.url(), "alice"),
+        backend.token("alice"),
+    );
+    // Not started: everything below is queued and never on the wire.
+    let kept = a.send_message("fold".into(), "draft".into()).expect("send");
+    let gone = a.send_message("fold".into(), "oops".into()).expect("send");
+    let edited = a
+        .edit_message("fold".into(), kept.local_id.clone(), "final".into())
+        .expect("edit");
+    assert_eq!(edited.body, "final");
+    assert_eq!(edited.local_id, kept.local_id);
+    a.delete_message("fold".into(), gone.local_id.clone())
+        .expect("delete");
+    let outbox = a.outbox().expect("outbox");
+    assert_eq!(outbox.len(), 1, "one entry, the send: {outbox:?}");
+    assert!(outbox[0].mutation_json.contains("final"));
+    let local = a.messages("fold".into(), None, 50).expect("messages");
+    assert_eq!(
+        local.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["final"],
+        "the deleted one is gone without a trace"
+    );
+
+    a.start().await.expect("start");
+    wait_until("sent", || a.metrics().outbox_depth == 0).await;
+    let stored = backend.api("alice").all_messages("fold").await;
+    assert_eq!(
+        stored.iter().map(|m| m["body"].clone()).collect::<Vec<_>>(),
+        [serde_json::json!("final")],
+        "the server saw one message, with the latest text, never edited"
+    );
+    assert!(stored[0].get("edited_at").is_none_or(|v| v.is_null()));
+    // Sent: an edit now is a real edit.
+    let again = a
+        .edit_message("fold".into(), kept.local_id.clone(), "later".into())
+        .expect("edit");
+    assert_eq!(again.body, "later");
+    wait_until("edited on the server", || a.metrics().outbox_depth == 0).await;
+    a.shutdown().await;
+}
