@@ -11,6 +11,8 @@ final class StreamTests: ServerTestCase, @unchecked Sendable {
         let (alice, bob) = try await pair()
         let updates = try bob.roomUpdates(room: "team")
         let sent = try alice.sendMessage(room: "team", body: "first draft")
+        // An edit before the send is confirmed would fold into the send (no edit event).
+        try await alice.waitForPendingWrites()
         _ = try alice.editMessage(room: "team", message: sent.localId, body: "final text")
         let edited = try await within("the edit arrives") { () -> Message? in
             for await case .messageEdited(let message) in updates { return message }

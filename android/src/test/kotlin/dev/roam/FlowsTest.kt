@@ -29,6 +29,8 @@ class FlowsTest : ServerTest() {
             }
         }
         val sent = alice.sendMessage("team", "first draft")
+        // An edit before the send is confirmed would fold into the send (no edit event).
+        withTimeout(20_000) { alice.waitForPendingWrites() }
         alice.editMessage("team", sent.localId, "final text")
         assertEquals("final text", got.await().body)
         assertEquals("alice", got.await().sender)
