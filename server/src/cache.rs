@@ -50,6 +50,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Generations<K, V> {
         self.old.retain(|k, _| !f(k));
     }
 
+    /// Keeps the entries `keep` accepts; gives back the room of the others. Returns how many
+    /// were dropped.
+    fn retain(&mut self, keep: impl Fn(&K) -> bool) -> usize {
+        let before = self.len();
+        self.young.retain(|k, _| keep(k));
+        self.old.retain(|k, _| keep(k));
+        self.young.shrink_to_fit();
+        self.old.shrink_to_fit();
+        before - self.len()
+    }
+
     fn len(&self) -> usize {
         self.young.len() + self.old.len()
     }
@@ -146,6 +157,13 @@ impl ReadCache {
         m.remove_where(|(r, _)| r == room);
     }
 
+    /// Drops the membership entries of users `keep` rejects (users with no socket here, after
+    /// many closed) and gives back the room they took. Dropping an entry never serves stale
+    /// data: the next lookup reads the store. Returns how many were dropped.
+    pub fn retain_members_of(&self, keep: impl Fn(&str) -> bool) -> usize {
+        self.members.lock().retain(|(_, user)| keep(user))
+    }
+
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             entries: self.rooms.lock().len() + self.members.lock().len(),
@@ -168,6 +186,21 @@ mod tests {
         assert!(g.len() <= 4);
         assert_eq!(g.get(&9), Some(9));
         assert_eq!(g.get(&0), None);
+    }
+
+    #[test]
+    fn members_of_departed_users_are_dropped_and_rooms_kept() {
+        let c = ReadCache::new(100);
+        let e = c.epoch();
+        c.put_room(e, "r", None);
+        c.put_member(e, "r", "stays", None);
+        c.put_member(e, "r", "left", None);
+        c.put_member(e, "q", "left", None);
+        assert_eq!(c.retain_members_of(|u| u == "stays"), 2);
+        assert_eq!(c.member("r", "stays"), Some(None));
+        assert_eq!(c.member("r", "left"), None);
+        assert_eq!(c.member("q", "left"), None);
+        assert_eq!(c.room("r"), Some(None), "room entries are not per user");
     }
 
     #[test]

@@ -491,6 +491,16 @@ impl Hub {
     }
 
     /// Sockets connected right now.
+    /// Gives back the registry's room for sockets, users and rooms that are gone; returns the
+    /// users connected here.
+    pub fn shrink(&self) -> std::collections::HashSet<Arc<str>> {
+        let mut r = self.reg.write();
+        r.users.shrink_to_fit();
+        r.unread_order.shrink_to_fit();
+        r.rooms.shrink_to_fit();
+        r.users.keys().cloned().collect()
+    }
+
     pub fn connection_count(&self) -> usize {
         self.reg.read().sockets
     }

@@ -24,6 +24,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod presence;
 pub mod retention;
@@ -182,6 +183,7 @@ pub struct Server {
     serve: JoinHandle<()>,
     retention: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    trimmer: JoinHandle<()>,
 }
 
 impl Server {
@@ -207,6 +209,7 @@ impl Server {
         });
         let retention = tokio::spawn(retention::run(state.clone()));
         let sweeper = tokio::spawn(ws::sweep(state.clone(), Duration::from_secs(1)));
+        let trimmer = tokio::spawn(memory::run(state.clone(), Duration::from_secs(1)));
         tracing::info!(%addr, "roam server listening");
         Ok(Server {
             state,
@@ -214,6 +217,7 @@ impl Server {
             serve,
             retention,
             sweeper,
+            trimmer,
         })
     }
 
@@ -247,6 +251,7 @@ impl Server {
         }
         self.retention.abort();
         self.sweeper.abort();
+        self.trimmer.abort();
         if tokio::time::timeout(grace, self.serve).await.is_err() {
             tracing::warn!("HTTP connections did not finish within the grace period");
         }

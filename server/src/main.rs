@@ -6,8 +6,9 @@ use roam_server::config::{Cli, Command, LogFormat};
 use roam_server::Server;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: per-socket buffers are many and small, and it hands freed pages back to the OS, so
-/// memory returns after a burst of connections closes (see BENCHMARKS.md).
+/// mimalloc: per-socket buffers are many and small, and it hands freed pages back to the OS;
+/// after a burst of connections closes, `roam_server::memory` makes every worker thread give
+/// its freed pages back (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -50,8 +51,23 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    roam_server::memory::use_mimalloc();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(roam_server::memory::on_worker_park)
+        .thread_keep_alive(roam_server::memory::BLOCKING_KEEP_ALIVE)
+        .build();
+    match runtime {
+        Ok(rt) => rt.block_on(serve()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.config.log_format);
     let config = cli.config;

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_total: Counter,
     pub disconnects_slow_consumer: Counter,
+    pub memory_trims: Counter,
     pub messages: Counter,
     pub mutations: Family<OpLabel, Counter>,
     pub replays_deduplicated: Counter,
@@ -92,6 +93,7 @@ impl Metrics {
             connections: Gauge::default(),
             connections_total: Counter::default(),
             disconnects_slow_consumer: Counter::default(),
+            memory_trims: Counter::default(),
             messages: Counter::default(),
             mutations: Family::default(),
             replays_deduplicated: Counter::default(),
@@ -172,6 +174,12 @@ impl Metrics {
             "slow_consumer_disconnects",
             "Sockets dropped because their send queue was full",
             m.disconnects_slow_consumer.clone(),
+        );
+        r.register(
+            "memory_trims",
+            "Times the server dropped departed users' state and gave freed memory back (after \
+             many sockets closed)",
+            m.memory_trims.clone(),
         );
         r.register(
             "messages",

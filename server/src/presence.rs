@@ -109,6 +109,11 @@ impl PresenceTracker {
         }
     }
 
+    /// Gives back the map's room for users who have left.
+    pub fn shrink(&self) {
+        self.users.lock().shrink_to_fit();
+    }
+
     /// Every user connected here, with their status and device count on this instance.
     pub fn snapshot(&self) -> Vec<(String, PresenceStatus, u32)> {
         self.users

@@ -548,4 +548,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     fn pool_stats(&self) -> PoolStats;
+    /// Gives back memory the store holds but does not need (page caches of idle connections),
+    /// after many sockets closed. Nothing to do by default.
+    async fn release_memory(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }

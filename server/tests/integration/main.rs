@@ -12,6 +12,7 @@ mod fuzz;
 mod http_features;
 mod idempotency;
 mod limits;
+mod memory;
 mod messages;
 mod notifications;
 mod presence_typing;

@@ -379,6 +379,15 @@ impl Store for SqliteStore {
             ..self.readers.stats()
         }
     }
+
+    /// Empties the page caches of the idle readers and of the writer (`PRAGMA shrink_memory`):
+    /// SQLite keeps the pages it read until its cache is full.
+    async fn release_memory(&self) -> StoreResult<()> {
+        self.readers.release_memory();
+        self.writer
+            .submit(|reply| Job::ReleaseMemory { reply })
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ pub(super) enum Job {
     },
     /// One batch of a retention pass.
     Purge(RetentionCutoffs, PurgeCursor, Reply<PurgeStep>),
+    /// Empty the writer connection's page cache (after many sockets closed).
+    ReleaseMemory {
+        reply: Reply<()>,
+    },
 }
 
 /// A job's outcome, kept until the group's `COMMIT` decides whether it stands.
@@ -98,6 +102,11 @@ impl Job {
                 |tx| apply::purge_batch(tx, &cutoffs, &from),
                 |r| Done::Purge(reply, r),
             ),
+            Job::ReleaseMemory { reply } => in_savepoint(
+                tx,
+                |tx| Ok(tx.execute_batch("PRAGMA shrink_memory")?),
+                |r| Done::Unit(reply, r),
+            ),
         }
     }
 
@@ -105,9 +114,9 @@ impl Job {
     fn fail(self, err: &str) {
         match self {
             Job::Commit(_, reply) => drop(reply.send(Err(backend(err)))),
-            Job::TouchUser { reply, .. } | Job::SaveLastSeen { reply, .. } => {
-                drop(reply.send(Err(backend(err))))
-            }
+            Job::TouchUser { reply, .. }
+            | Job::SaveLastSeen { reply, .. }
+            | Job::ReleaseMemory { reply } => drop(reply.send(Err(backend(err)))),
             Job::Purge(_, _, reply) => drop(reply.send(Err(backend(err)))),
         }
     }
