@@ -8,8 +8,9 @@
 //! transaction and collects the closure's [`Effects`] (listener events, outbox entries to
 //! schedule, rooms to subscribe). After the commit, and while it still holds the writer, it hands
 //! the events to the dispatcher and the entries to the scheduler, so that both see changes in
-//! commit order; then it lets go and wakes whoever needs to know. Lock order is always
-//! writer → scheduler → connection state, never the other way round.
+//! commit order; then it lets go (handing the writer to the next thread waiting for it, so a
+//! series of transactions cannot starve the app's writes) and wakes whoever needs to know. Lock
+//! order is always writer → scheduler → connection state, never the other way round.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -164,6 +165,7 @@ impl Context {
         let mut fx = Effects::default();
         let out = f(&tx, &mut fx)?;
         tx.commit()?;
+        self.db.committed();
         self.dispatcher.emit_all(fx.events);
         let wake = !fx.enqueued.is_empty();
         if wake || fx.answers > 0 {
@@ -174,7 +176,9 @@ impl Context {
             }
         }
         self.refresh_sync();
-        drop(conn);
+        // Hand the writer straight to a thread waiting for it, if any: a long series of
+        // transactions (a catch-up) must not take it back before an app write gets its turn.
+        parking_lot::MutexGuard::unlock_fair(conn);
         if wake {
             self.outbox_wakeup.notify_one();
         }

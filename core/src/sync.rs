@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use roam_proto::{
     EventBody, MemberStatus, Notification, Presence, ReadMarker, RoomEvent, SubscribeResult,
@@ -54,14 +55,21 @@ pub(crate) enum Item {
     Ack(Queued, Value),
 }
 
-/// Applies what arrived together, in arrival order, in one transaction. `recovering`: rooms
-/// still catching up (for the metrics); `skip`: rooms being re-subscribed after a gap (their
-/// events will be resent).
+/// Longest the store's writer is held by one transaction of [`apply`]. A catch-up of thousands
+/// of events is stored in many short transactions, so the app's own writes (a message sent from
+/// the main thread) wait at most about this long for the writer, never for the whole catch-up.
+const APPLY_SLICE: Duration = Duration::from_micros(750);
+
+/// Applies what arrived together, in arrival order. `recovering`: rooms still catching up (for
+/// the metrics); `skip`: rooms being re-subscribed after a gap (their events will be resent).
 ///
-/// A replay answers thousands of mutations, each acknowledged and echoed as an event; one
-/// transaction per frame would make the commits the bottleneck, so every event and every ack
-/// read from the socket in one go shares one. Events follow the cursor rules of the module
-/// docs; an ack stores the server's result and removes its outbox entry (see
+/// A replay answers thousands of mutations, each acknowledged and echoed as an event, and a
+/// catch-up brings thousands of events; one transaction per frame would make the commits the
+/// bottleneck, one transaction for all of them would keep the writer from the app for the whole
+/// batch. So items share transactions of at most [`APPLY_SLICE`] each (at least one item): each
+/// item is stored whole with its cursor, and the writer is handed to any waiting app write
+/// between two transactions (see [`Context::write`]). Events follow the cursor rules of the
+/// module docs; an ack stores the server's result and removes its outbox entry (see
 /// [`outbox::complete_in`]).
 pub(crate) fn apply(
     ctx: &Context,
@@ -69,64 +77,124 @@ pub(crate) fn apply(
     recovering: &HashSet<String>,
     skip: &HashSet<String>,
 ) -> Result<Applied> {
-    let mut recovered = 0u64;
-    let mut live = 0u64;
-    let mut duplicates = 0u64;
-    let mut acked = 0u64;
-    let mut messages_acked = 0u64;
-    let applied = ctx.write(|tx, fx| {
-        let mut out = Applied::default();
-        let mut cursors: HashMap<&str, u64> = HashMap::new();
-        for item in items {
-            let ev = match item {
-                Item::Ack(entry, result) => {
-                    fx.answers += 1;
-                    if outbox::complete_in(tx, fx, entry, result)? {
-                        acked += 1;
-                        if matches!(entry.mutation, roam_proto::Mutation::SendMessage { .. }) {
-                            messages_acked += 1;
-                        }
-                    }
-                    continue;
+    let mut counts = Counts::default();
+    let mut out = Applied::default();
+    let mut cursors: HashMap<&str, u64> = HashMap::new();
+    let mut next = 0;
+    let mut result = Ok(());
+    while next < items.len() {
+        let slice = ctx.write(|tx, fx| {
+            let started = Instant::now();
+            let mut slice = Counts::default();
+            while let Some(item) = items.get(next) {
+                apply_item(
+                    ctx,
+                    tx,
+                    fx,
+                    item,
+                    &mut cursors,
+                    &mut out,
+                    &mut slice,
+                    recovering,
+                    skip,
+                )?;
+                next += 1;
+                if started.elapsed() >= APPLY_SLICE {
+                    break;
                 }
-                Item::Event(ev) => ev,
-            };
-            if skip.contains(&ev.room) || out.gaps.contains(&ev.room) {
-                continue;
             }
-            let cursor = match cursors.get(ev.room.as_str()) {
-                Some(c) => *c,
-                None => reads::cursor(tx, &ev.room)?,
-            };
-            if ev.seq <= cursor {
-                duplicates += 1;
-                continue;
-            }
-            if ev.seq != cursor + 1 {
-                tracing::warn!(room = %ev.room, seq = ev.seq, cursor, "gap in room events; re-subscribing");
-                out.gaps.push(ev.room.clone());
-                continue;
-            }
-            apply_event(ctx, tx, ev, fx)?;
-            if !matches!(ev.body, EventBody::RoomDeleted { .. }) {
-                writes::set_cursor(tx, &ev.room, ev.seq)?;
-                writes::set_head_seq(tx, &ev.room, ev.seq)?;
-            }
-            cursors.insert(&ev.room, ev.seq);
-            if recovering.contains(&ev.room) {
-                recovered += 1;
-            } else {
-                live += 1;
+            Ok(slice)
+        });
+        match slice {
+            Ok(slice) => counts.add(&slice),
+            Err(err) => {
+                result = Err(err);
+                break;
             }
         }
-        Ok(out)
-    })?;
-    Metrics::add(&ctx.metrics.events_recovered, recovered);
-    Metrics::add(&ctx.metrics.events_live, live);
-    Metrics::add(&ctx.metrics.duplicates_ignored, duplicates);
-    Metrics::add(&ctx.metrics.mutations_acked, acked);
-    Metrics::add(&ctx.metrics.messages_acked, messages_acked);
-    Ok(applied)
+    }
+    Metrics::add(&ctx.metrics.events_recovered, counts.recovered);
+    Metrics::add(&ctx.metrics.events_live, counts.live);
+    Metrics::add(&ctx.metrics.duplicates_ignored, counts.duplicates);
+    Metrics::add(&ctx.metrics.mutations_acked, counts.acked);
+    Metrics::add(&ctx.metrics.messages_acked, counts.messages_acked);
+    result.map(|()| out)
+}
+
+/// What [`apply`] counted (committed transactions only).
+#[derive(Debug, Default)]
+struct Counts {
+    recovered: u64,
+    live: u64,
+    duplicates: u64,
+    acked: u64,
+    messages_acked: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.recovered += other.recovered;
+        self.live += other.live;
+        self.duplicates += other.duplicates;
+        self.acked += other.acked;
+        self.messages_acked += other.messages_acked;
+    }
+}
+
+/// Stores one item of [`apply`] inside its transaction.
+#[allow(clippy::too_many_arguments)]
+fn apply_item<'a>(
+    ctx: &Context,
+    tx: &Transaction<'_>,
+    fx: &mut Effects,
+    item: &'a Item,
+    cursors: &mut HashMap<&'a str, u64>,
+    out: &mut Applied,
+    counts: &mut Counts,
+    recovering: &HashSet<String>,
+    skip: &HashSet<String>,
+) -> Result<()> {
+    let ev = match item {
+        Item::Ack(entry, result) => {
+            fx.answers += 1;
+            if outbox::complete_in(tx, fx, entry, result)? {
+                counts.acked += 1;
+                if matches!(entry.mutation, roam_proto::Mutation::SendMessage { .. }) {
+                    counts.messages_acked += 1;
+                }
+            }
+            return Ok(());
+        }
+        Item::Event(ev) => ev,
+    };
+    if skip.contains(&ev.room) || out.gaps.contains(&ev.room) {
+        return Ok(());
+    }
+    let cursor = match cursors.get(ev.room.as_str()) {
+        Some(c) => *c,
+        None => reads::cursor(tx, &ev.room)?,
+    };
+    if ev.seq <= cursor {
+        counts.duplicates += 1;
+        return Ok(());
+    }
+    if ev.seq != cursor + 1 {
+        tracing::warn!(room = %ev.room, seq = ev.seq, cursor, "gap in room events; re-subscribing");
+        out.gaps.push(ev.room.clone());
+        return Ok(());
+    }
+    apply_event(ctx, tx, ev, fx)?;
+    if !matches!(ev.body, EventBody::RoomDeleted { .. }) {
+        writes::set_cursor(tx, &ev.room, ev.seq)?;
+        writes::set_head_seq(tx, &ev.room, ev.seq)?;
+    }
+    cursors.insert(&ev.room, ev.seq);
+    if recovering.contains(&ev.room) {
+        counts.recovered += 1;
+    } else {
+        counts.live += 1;
+    }
+    Ok(())
 }
 
 fn room_changed(tx: &Transaction<'_>, fx: &mut Effects, room: &str) -> Result<()> {
@@ -419,4 +487,94 @@ pub(crate) fn apply_presence(ctx: &Context, p: &Presence) -> Result<()> {
         fx.emit(AppEvent::Presence(p.clone()));
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use roam_proto::Message;
+
+    use super::*;
+    use crate::auth::{StaticToken, TokenProvider};
+    use crate::config::ClientConfig;
+    use crate::db::Db;
+    use crate::http::{self, Http};
+    use crate::listeners::Dispatcher;
+
+    fn context(dir: &Path) -> Arc<Context> {
+        let config = ClientConfig::new(dir.join("a.db"), "http://127.0.0.1:9", "me");
+        let db = Db::open(&config.db_path).expect("open");
+        let dispatcher = Dispatcher::start().expect("dispatcher");
+        let tokens: Arc<dyn TokenProvider> = Arc::new(StaticToken("token".into()));
+        let base = http::base_url(&config.server_url).expect("url");
+        let http = Http::new(base, tokens.clone(), config.http_timeout).expect("http");
+        Arc::new(Context::new(config, db, dispatcher, tokens, http))
+    }
+
+    fn message_event(room: &str, seq: u64) -> Item {
+        Item::Event(RoomEvent {
+            room: room.into(),
+            seq,
+            at: 0,
+            actor: "them".into(),
+            body: EventBody::MessageCreated(Message {
+                id: format!("m{seq}"),
+                room: room.into(),
+                seq,
+                sender: "them".into(),
+                body: format!("body {seq}"),
+                reply_to: None,
+                created_at: 0,
+                edited_at: None,
+                deleted: false,
+            }),
+        })
+    }
+
+    /// A long catch-up is stored in short transactions: a write that starts once the first of
+    /// them is committed gets the writer before the last one (it sees the room part-applied),
+    /// and everything ends applied once, in order.
+    #[test]
+    fn a_write_gets_in_while_a_long_catch_up_is_applied() {
+        const N: u64 = 20_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = context(dir.path());
+        let items: Vec<Item> = (1..=N).map(|seq| message_event("r", seq)).collect();
+        let recovering: HashSet<String> = ["r".to_owned()].into();
+        let applier = {
+            let ctx = Arc::clone(&ctx);
+            std::thread::spawn(move || apply(&ctx, &items, &recovering, &HashSet::new()))
+        };
+        // Wait for the first committed slice (bounded: a stuck apply fails the test).
+        let mut looks = 0;
+        while ctx.db.read(|c| reads::cursor(c, "r")).expect("cursor") == 0 {
+            looks += 1;
+            assert!(looks < 60_000, "nothing applied");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let seen = ctx
+            .write(|tx, _| reads::cursor(tx, "r"))
+            .expect("the app's write");
+        let applied = applier.join().expect("apply thread").expect("apply");
+        assert!(applied.gaps.is_empty());
+        assert!(
+            seen > 0 && seen < N,
+            "the write waited for the whole catch-up (it saw the cursor at {seen})"
+        );
+        let cursor = ctx.db.read(|c| reads::cursor(c, "r")).expect("cursor");
+        assert_eq!(cursor, N);
+        assert_eq!(
+            ctx.metrics
+                .events_recovered
+                .load(std::sync::atomic::Ordering::Relaxed),
+            N
+        );
+        let newest = ctx
+            .db
+            .read(|c| reads::messages(c, "r", None, 2))
+            .expect("messages");
+        let bodies: Vec<&str> = newest.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, [format!("body {}", N - 1), format!("body {N}")]);
+    }
 }

@@ -10,14 +10,21 @@
 //!    messages: target < 50 ms.
 //! 4. Recovery of 10,000 events missed during an outage, in one room: target < 2 s, complete
 //!    and in order.
+//! 5. App calls during catch-up: while the client applies 10,000 missed events (ten rounds),
+//!    a separate thread standing in for the app's main thread calls `send_message` and
+//!    `messages` one after the other; each call's duration is recorded. Target (issue 10): p99
+//!    ≤ 2 ms and max ≤ 8 ms during catch-up. The same calls made while synced and idle, in the
+//!    same run, are the baseline.
 //!
 //! Scenarios can be picked by name: `cargo bench -p roam-tests --bench core -- enqueue replay`
-//! (names: `enqueue`, `replay`, `recovery`, `cold_start`; none given: all of them). The same list
-//! can come from `ROAM_BENCH` (comma or space separated).
+//! (names: `enqueue`, `replay`, `recovery`, `cold_start`, `app_calls`; none given: all of them).
+//! The same list can come from `ROAM_BENCH` (comma or space separated).
 
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use roam_core::RoomKind;
+use roam_core::{Client, ConnectionState, RoomKind};
 use roam_tests::{fast_config, open_client, wait_until, Backend};
 use serde_json::json;
 
@@ -228,7 +235,164 @@ async fn cold_start(backend: &Backend, dir: &std::path::Path) -> Duration {
     median(times)
 }
 
-const SCENARIOS: [&str; 4] = ["enqueue", "replay", "recovery", "cold_start"];
+/// What the app thread of [`app_calls`] is doing.
+const APP_IDLE: u8 = 0;
+const APP_CALLING: u8 = 1;
+const APP_STOP: u8 = 2;
+
+/// One app call: which one (`true`: `send_message`), when it started, how long it took.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    send: bool,
+    at: Instant,
+    took: Duration,
+}
+
+/// The app's thread: while told to, calls `send_message` and `messages` (the newest 50) in
+/// turn, about once a millisecond, and records every call.
+fn app_thread(
+    client: Arc<Client>,
+    room: String,
+    mode: Arc<AtomicU8>,
+    calls: Arc<Mutex<Vec<Call>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        loop {
+            match mode.load(Ordering::SeqCst) {
+                APP_STOP => return,
+                APP_IDLE => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                _ => {}
+            }
+            n += 1;
+            let send = n % 2 == 0;
+            let at = Instant::now();
+            if send {
+                client
+                    .send_message(room.clone(), format!("app {n}"))
+                    .expect("send");
+            } else {
+                let page = client.messages(room.clone(), None, 50).expect("messages");
+                assert!(!page.is_empty());
+            }
+            let took = at.elapsed();
+            calls.lock().expect("calls").push(Call { send, at, took });
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+/// p50, p99 and max of some durations, in milliseconds.
+fn spread(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (ms(at(0.5)), ms(at(0.99)), ms(v[v.len() - 1]))
+}
+
+/// Figures of [`app_calls`]: (label, calls, p50, p99, max) per group.
+type Figures = Vec<(&'static str, usize, f64, f64, f64)>;
+
+/// Rounds of 10,000 events missed offline in [`app_calls`].
+const CATCH_UP_ROUNDS: usize = 10;
+
+async fn app_calls(backend: &Backend, dir: &std::path::Path) -> (Figures, Duration) {
+    const N: u64 = 10_000;
+    let room = "catchup";
+    backend.api("alice").create_room(room, "public").await;
+    let client = Arc::new(open_client(
+        fast_config(&dir.join("app.db"), &backend.url(), "dave"),
+        backend.token("dave"),
+    ));
+    client.start().await.expect("start");
+    client.join_room(room.into()).expect("join");
+    wait_until("dave follows the room", || {
+        client.metrics().outbox_depth == 0 && client.room(room.into()).ok().flatten().is_some()
+    })
+    .await;
+    client
+        .send_message(room.into(), "first".into())
+        .expect("send");
+
+    let mode = Arc::new(AtomicU8::new(APP_IDLE));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let app = app_thread(
+        Arc::clone(&client),
+        room.to_owned(),
+        Arc::clone(&mode),
+        Arc::clone(&calls),
+    );
+    // (start, end) of each catch-up: from the last look that saw nothing applied yet to the
+    // first that saw everything applied.
+    let mut windows = Vec::new();
+    let mut catch_up_time = Duration::ZERO;
+    for _ in 0..CATCH_UP_ROUNDS {
+        // Baseline: connected, caught up, nothing arriving.
+        wait_until("the outbox is empty", || client.metrics().outbox_depth == 0).await;
+        mode.store(APP_CALLING, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        mode.store(APP_IDLE, Ordering::SeqCst);
+        wait_until("the outbox is empty", || client.metrics().outbox_depth == 0).await;
+
+        client.set_online(false);
+        wait_until("offline", || {
+            client.connection_state() == ConnectionState::Offline
+        })
+        .await;
+        import(backend, room, N as usize).await;
+        let base = client.metrics().events_recovered;
+        mode.store(APP_CALLING, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.set_online(true);
+        let mut start = Instant::now();
+        let end = loop {
+            let looked = Instant::now();
+            let applied = client.metrics().events_recovered - base;
+            if applied == 0 {
+                start = looked;
+            } else if applied >= N {
+                break looked;
+            }
+            assert!(looked - start < roam_tests::WAIT, "catch-up did not finish");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        mode.store(APP_IDLE, Ordering::SeqCst);
+        catch_up_time += end - start;
+        windows.push((start, end));
+    }
+    mode.store(APP_STOP, Ordering::SeqCst);
+    app.join().expect("app thread");
+
+    let calls = std::mem::take(&mut *calls.lock().expect("calls"));
+    let during = |c: &Call| windows.iter().any(|(s, e)| c.at >= *s && c.at <= *e);
+    let mut figures = Figures::new();
+    for (label, caught_up, send) in [
+        ("during catch-up, send_message", true, Some(true)),
+        ("during catch-up, messages", true, Some(false)),
+        ("during catch-up, all calls", true, None),
+        ("baseline (synced, idle), send_message", false, Some(true)),
+        ("baseline (synced, idle), messages", false, Some(false)),
+        ("baseline (synced, idle), all calls", false, None),
+    ] {
+        let picked: Vec<Duration> = calls
+            .iter()
+            .filter(|c| during(c) == caught_up && send.is_none_or(|s| c.send == s))
+            .map(|c| c.took)
+            .collect();
+        assert!(!picked.is_empty(), "no calls for {label}");
+        let (p50, p99, max) = spread(picked.clone());
+        figures.push((label, picked.len(), p50, p99, max));
+    }
+    let newest = client.messages(room.into(), None, 1).expect("read");
+    assert!(!newest.is_empty());
+    client.shutdown().await;
+    (figures, catch_up_time / CATCH_UP_ROUNDS as u32)
+}
+
+const SCENARIOS: [&str; 5] = ["enqueue", "replay", "recovery", "cold_start", "app_calls"];
 
 /// The scenarios asked for on the command line (flags such as cargo's `--bench` are ignored)
 /// or in `ROAM_BENCH`; all of them when none is named.
@@ -299,6 +463,21 @@ async fn main() {
             "cold start with 100,000 messages (median of 15): {:.1} ms (target < 50 ms) {}",
             took.as_secs_f64() * 1e3,
             verdict(took < Duration::from_millis(50))
+        );
+    }
+    if wants("app_calls") {
+        let (figures, took) = app_calls(&backend, dir.path()).await;
+        println!(
+            "app calls from another thread, {CATCH_UP_ROUNDS} catch-ups of 10,000 missed events (mean catch-up {:.0} ms):",
+            took.as_secs_f64() * 1e3
+        );
+        for (label, n, p50, p99, max) in &figures {
+            println!("  {label}: {n} calls, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+        }
+        let (_, _, _, p99, max) = figures[2];
+        println!(
+            "  target during catch-up: p99 <= 2 ms and max <= 8 ms: {}",
+            verdict(p99 <= 2.0 && max <= 8.0)
         );
     }
     backend.stop().await;

@@ -10,6 +10,12 @@
 //! - **Readers.** Reads borrow a connection from a small pool ([`Db::read`]) opened with
 //!   `query_only`; under WAL they never wait for the writer, and they see the last committed
 //!   state.
+//! - **Checkpoints** run off the commit path: the writer's automatic checkpoint is off, and a
+//!   checkpointer thread with its own connection copies the WAL back into the database (a
+//!   `PASSIVE` checkpoint, which never blocks the writer) after every [`CHECKPOINT_EVERY`]
+//!   commits ([`Db::committed`]). Otherwise the commit that crosses SQLite's threshold would pay
+//!   for copying and syncing thousands of pages while holding the writer, and that commit may
+//!   be a message the app is sending.
 //! - **Shape of the code.** Functions that write take a `&Transaction` (in [`writes`]); functions
 //!   that read take a `&Connection` (in [`reads`]), so they also run inside a write transaction
 //!   (a `Transaction` derefs to its `Connection`).
@@ -26,7 +32,9 @@ pub(crate) mod reads;
 pub(crate) mod writes;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -50,6 +58,17 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// Most idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 4;
 
+/// Commits between two background checkpoints (a catch-up slice writes a few dozen pages, a
+/// queued message three, so the WAL stays within a few megabytes).
+const CHECKPOINT_EVERY: u64 = 64;
+
+/// The checkpointer thread: woken through `wake`, it ends when `wake` is dropped.
+#[derive(Debug)]
+struct Checkpointer {
+    wake: mpsc::SyncSender<()>,
+    thread: JoinHandle<()>,
+}
+
 /// The store of one account.
 #[derive(Debug)]
 pub(crate) struct Db {
@@ -61,6 +80,9 @@ pub(crate) struct Db {
     /// The lock file's connection, holding its exclusive lock while the store is open.
     lock: Mutex<Option<Connection>>,
     closed: AtomicBool,
+    /// Commits so far (see [`Db::committed`]).
+    commits: AtomicU64,
+    checkpointer: Mutex<Option<Checkpointer>>,
 }
 
 impl Db {
@@ -76,8 +98,10 @@ impl Db {
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate(&mut writer)?;
         let next_pos = first_free_pos(&writer)?;
+        let checkpointer = start_checkpointer(path)?;
         Ok(Db {
             path: path.to_owned(),
             writer: Mutex::new(writer),
@@ -85,7 +109,32 @@ impl Db {
             next_pos: AtomicI64::new(next_pos),
             lock: Mutex::new(Some(lock)),
             closed: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+            checkpointer: Mutex::new(Some(checkpointer)),
         })
+    }
+
+    /// Counts a commit of the writer; every [`CHECKPOINT_EVERY`] commits wakes the checkpointer
+    /// (a wake-up while it is still busy is merged into the one pending).
+    pub(crate) fn committed(&self) {
+        let n = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % CHECKPOINT_EVERY == 0 {
+            if let Some(c) = self.checkpointer.lock().as_ref() {
+                let _ = c.wake.try_send(());
+            }
+        }
+    }
+
+    /// Ends the checkpointer thread and closes its connection (waits for a checkpoint under
+    /// way).
+    fn stop_checkpointer(&self) {
+        let Some(c) = self.checkpointer.lock().take() else {
+            return;
+        };
+        drop(c.wake);
+        if c.thread.join().is_err() {
+            tracing::warn!("the checkpointer thread panicked");
+        }
     }
 
     /// Refuses every later read and write, closes the idle readers and lets go of the lock, so
@@ -93,6 +142,7 @@ impl Db {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.readers.lock().clear();
+        self.stop_checkpointer();
         // Close the file's writer connection now (SQLite checkpoints and removes the WAL), not
         // when the last handle goes: a late close would remove the WAL of a database opened at
         // the same path since (after a sign-out and a new sign-in).
@@ -165,6 +215,37 @@ impl Db {
         conn.pragma_update(None, "query_only", true)?;
         Ok(conn)
     }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.stop_checkpointer();
+    }
+}
+
+/// Starts the checkpointer of the store at `path` (see the module docs).
+fn start_checkpointer(path: &Path) -> Result<Checkpointer> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    configure(&conn)?;
+    let (wake, woken) = mpsc::sync_channel::<()>(1);
+    let thread = std::thread::Builder::new()
+        .name("roam-checkpoint".into())
+        .spawn(move || {
+            while woken.recv().is_ok() {
+                let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                });
+                match done {
+                    Ok((wal, copied)) => tracing::trace!(wal, copied, "checkpoint"),
+                    Err(err) => tracing::warn!(error = %err, "checkpoint failed"),
+                }
+            }
+        })
+        .map_err(|e| Error::state(format!("cannot start the checkpointer thread: {e}")))?;
+    Ok(Checkpointer { wake, thread })
 }
 
 /// The first outbox position above everything stored (the outbox's largest rowid, and a walk of
@@ -402,6 +483,41 @@ mod tests {
             let p = plan(sql);
             assert!(p.contains(index), "{sql}: {p}");
         }
+    }
+
+    /// The writer never checkpoints by itself; the checkpointer copies the WAL into the
+    /// database after enough commits, and closing leaves no WAL behind.
+    #[test]
+    fn checkpoints_run_off_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.db");
+        let db = Db::open(&path).expect("open");
+        let auto: i64 = db
+            .writer()
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(auto, 0);
+        let before = std::fs::metadata(&path).expect("db file").len();
+        for i in 0..CHECKPOINT_EVERY {
+            db.writer()
+                .execute(
+                    "INSERT INTO kv (key, value) VALUES (?1, ?2)",
+                    rusqlite::params![format!("k{i}"), "x".repeat(4000)],
+                )
+                .expect("insert");
+            db.committed();
+        }
+        // The checkpoint copies the new pages into the database file (bounded wait).
+        let mut looks = 0;
+        while std::fs::metadata(&path).expect("db file").len() <= before {
+            looks += 1;
+            assert!(looks < 10_000, "no checkpoint ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        db.close();
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        assert!(!PathBuf::from(wal).exists(), "the WAL is gone after close");
     }
 
     #[test]
