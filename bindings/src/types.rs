@@ -101,7 +101,11 @@ pub struct Message {
     pub created_at: i64,
     pub edited_at: Option<i64>,
     pub deleted: bool,
+    /// The state of the latest local change to this message (send, edit or delete).
     pub send_state: SendState,
+    /// The outbox entry holding that change while it is pending or failed: pass it to
+    /// `retry` or `discard`. `None` once it is sent.
+    pub outbox_entry_id: Option<String>,
 }
 
 impl From<roam_core::LocalMessage> for Message {
@@ -118,6 +122,7 @@ impl From<roam_core::LocalMessage> for Message {
             edited_at: m.edited_at,
             deleted: m.deleted,
             send_state: m.send_state.into(),
+            outbox_entry_id: m.outbox_entry_id,
         }
     }
 }
@@ -780,6 +785,7 @@ mod tests {
             edited_at: None,
             deleted: false,
             send_state: state,
+            outbox_entry_id: None,
         }
     }
 

@@ -539,6 +539,7 @@ impl Client {
             return Ok(LocalMessage {
                 deleted: true,
                 body: String::new(),
+                outbox_entry_id: None,
                 ..before
             });
         }
@@ -1026,4 +1027,181 @@ fn parse_metadata(json: Option<&str>) -> Result<Option<Value>> {
             .map_err(|e| Error::invalid(format!("metadata is not JSON: {e}")))
     })
     .transpose()
+}
+
+/// The answers to a message's send and to its edit, in either order, against the store: the
+/// message never shows its old text once edited, and it names the outbox entry of its latest
+/// change until that is sent.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use roam_proto::{EventBody, Message, RoomEvent};
+
+    use super::*;
+    use crate::auth::StaticToken;
+    use crate::sync::{self, Item};
+
+    fn client(dir: &std::path::Path) -> Client {
+        let config = ClientConfig::new(dir.join("a.db"), "http://127.0.0.1:9", "me");
+        Client::open(config, Arc::new(StaticToken("token".into()))).expect("open")
+    }
+
+    /// Puts what the outbox would send now on the wire; returns (frame id, entry id) of each.
+    fn on_wire(c: &Client) -> Vec<(String, String)> {
+        c.ctx
+            .outbox
+            .lock()
+            .fill(tokio::time::Instant::now())
+            .into_iter()
+            .map(|o| (o.frame_id, o.key))
+            .collect()
+    }
+
+    fn server_copy(local_id: &str, body: &str, edited_at: Option<i64>) -> Message {
+        Message {
+            id: local_id.into(),
+            room: "r".into(),
+            seq: 1,
+            sender: "me".into(),
+            body: body.into(),
+            reply_to: None,
+            created_at: 5,
+            edited_at,
+            deleted: false,
+        }
+    }
+
+    fn store(c: &Client, items: Vec<Item>) {
+        sync::apply(&c.ctx, &items, &HashSet::new(), &HashSet::new()).expect("apply");
+    }
+
+    fn answer(c: &Client, frame: &str, copy: &Message) {
+        let entry = c.ctx.outbox.lock().on_ack(frame).expect("on the wire");
+        let result = serde_json::to_value(copy).expect("json");
+        store(c, vec![Item::Ack(entry, result)]);
+    }
+
+    fn event(c: &Client, seq: u64, body: EventBody) {
+        store(
+            c,
+            vec![Item::Event(RoomEvent {
+                room: "r".into(),
+                seq,
+                at: 0,
+                actor: "me".into(),
+                body,
+            })],
+        );
+    }
+
+    fn stored(c: &Client, local_id: &str) -> LocalMessage {
+        c.message(local_id.into()).expect("read").expect("stored")
+    }
+
+    /// Sends "a", edits it to "b" while the send is on the wire, and returns (message, frame
+    /// of the send, edit as returned).
+    fn send_then_edit_on_the_wire(c: &Client) -> (LocalMessage, String, LocalMessage) {
+        let sent = c.send_message("r".into(), "a".into()).expect("send");
+        assert_eq!(
+            sent.outbox_entry_id.as_deref(),
+            Some(sent.local_id.as_str())
+        );
+        let wire = on_wire(c);
+        assert_eq!(wire.len(), 1);
+        let edited = c
+            .edit_message("r".into(), sent.local_id.clone(), "b".into())
+            .expect("edit");
+        let edit_entry = edited.outbox_entry_id.clone().expect("the edit's entry");
+        assert_ne!(
+            edit_entry, sent.local_id,
+            "an edit behind a send on the wire"
+        );
+        assert_eq!(stored(c, &sent.local_id).outbox_entry_id, Some(edit_entry));
+        (sent, wire[0].0.clone(), edited)
+    }
+
+    #[test]
+    fn the_send_confirmed_before_the_edit_keeps_the_edited_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = client(dir.path());
+        let (sent, send_frame, edited) = send_then_edit_on_the_wire(&c);
+        let id = sent.local_id.as_str();
+
+        answer(&c, &send_frame, &server_copy(id, "a", None));
+        let m = stored(&c, id);
+        assert_eq!((m.body.as_str(), m.seq), ("b", Some(1)), "{m:?}");
+        assert_eq!(
+            m.send_state,
+            SendState::Pending,
+            "the edit is still pending"
+        );
+        assert_eq!(m.outbox_entry_id, edited.outbox_entry_id);
+
+        event(&c, 1, EventBody::MessageCreated(server_copy(id, "a", None)));
+        assert_eq!(stored(&c, id).body, "b", "the send's event");
+
+        let wire = on_wire(&c);
+        assert_eq!(wire.len(), 1);
+        answer(&c, &wire[0].0, &server_copy(id, "b", Some(9)));
+        let m = stored(&c, id);
+        assert_eq!(
+            (m.body.as_str(), &m.send_state, &m.outbox_entry_id),
+            ("b", &SendState::Sent, &None)
+        );
+        event(
+            &c,
+            2,
+            EventBody::MessageEdited(server_copy(id, "b", Some(9))),
+        );
+        assert_eq!(stored(&c, id), m);
+    }
+
+    #[test]
+    fn answers_out_of_order_never_bring_the_old_text_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = client(dir.path());
+        let (sent, send_frame, _) = send_then_edit_on_the_wire(&c);
+        let id = sent.local_id.as_str();
+        let wire = on_wire(&c);
+        assert_eq!(wire.len(), 1, "the edit follows on the wire");
+
+        answer(&c, &wire[0].0, &server_copy(id, "b", Some(9)));
+        let after_edit = stored(&c, id);
+        assert_eq!(
+            (after_edit.body.as_str(), &after_edit.send_state),
+            ("b", &SendState::Sent)
+        );
+        answer(&c, &send_frame, &server_copy(id, "a", None));
+        assert_eq!(stored(&c, id), after_edit, "the send's late answer");
+        event(&c, 1, EventBody::MessageCreated(server_copy(id, "a", None)));
+        assert_eq!(stored(&c, id), after_edit, "the send's late event");
+        event(
+            &c,
+            2,
+            EventBody::MessageEdited(server_copy(id, "b", Some(9))),
+        );
+        assert_eq!(stored(&c, id), after_edit);
+    }
+
+    #[test]
+    fn a_failed_send_names_the_entry_to_retry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = client(dir.path());
+        let sent = c.send_message("r".into(), "a".into()).expect("send");
+        let wire = on_wire(&c);
+        let entry = c.ctx.outbox.lock().on_permanent(&wire[0].0).expect("entry");
+        let refused = roam_proto::ErrorBody {
+            code: roam_proto::ErrorCode::Forbidden,
+            message: "no".into(),
+            retry_after_ms: None,
+            current: None,
+        };
+        outbox::fail(&c.ctx, &entry, &refused).expect("fail");
+        let m = stored(&c, &sent.local_id);
+        assert!(m.send_state.is_failed());
+        let to_retry = m.outbox_entry_id.expect("the failed entry");
+        c.retry(to_retry).expect("retry");
+        assert_eq!(stored(&c, &sent.local_id).send_state, SendState::Pending);
+    }
 }

@@ -66,6 +66,9 @@ pub struct LocalMessage {
     pub deleted: bool,
     /// The state of the latest local change to this message (send, edit or delete).
     pub send_state: SendState,
+    /// The outbox entry holding that change while it is pending or failed (the id to pass to
+    /// `retry` or `discard`); `None` once it is sent.
+    pub outbox_entry_id: Option<String>,
 }
 
 /// A room as held locally.
@@ -204,7 +207,9 @@ pub enum RoomUpdate {
     /// A local message disappeared for good (its send was discarded) or was merged into the
     /// server's copy.
     MessageRemoved { room: String, local_id: String },
-    /// The send state of a local change to a message moved (`pending → sent`, `→ failed`, …).
+    /// The send state of a local change to a message moved (`pending → sent`, `→ failed`, …),
+    /// or the server confirmed a message while a later edit or delete of it is still queued
+    /// (it gets its `seq`; `state` is that change's, and the text stays the local one).
     SendStateChanged {
         room: String,
         local_id: String,

@@ -148,6 +148,7 @@ pub(crate) fn send_message(
         edited_at: None,
         deleted: false,
         send_state: SendState::Pending,
+        outbox_entry_id: Some(step.id.to_owned()),
     };
     writes::insert_local_message(tx, &m, step.pos)?;
     fx.room(RoomUpdate::MessageAdded(m.clone()));
@@ -186,8 +187,10 @@ pub(crate) fn change_message(
         deleted,
         &SendState::Pending,
     )?;
-    let after = reads::message(tx, &before.local_id)?
+    let mut after = reads::message(tx, &before.local_id)?
         .ok_or_else(|| Error::not_found(format!("message {}", before.local_id)))?;
+    // The entry is written after this step (in the same transaction).
+    after.outbox_entry_id = Some(step.id.to_owned());
     fx.room(if deleted {
         RoomUpdate::MessageDeleted(after.clone())
     } else {
@@ -464,7 +467,7 @@ pub(crate) fn apply_ack(
     match &entry.mutation {
         Mutation::SendMessage { .. } => {
             if let Some(m) = parse::<Message>(op, result) {
-                bind_message(tx, fx, &entry.id, &m)?;
+                bind_message(tx, fx, &entry.id, &m, entry.pos)?;
             } else {
                 message_state_changed(tx, fx, &entry.id, &SendState::Sent)?;
             }
@@ -472,7 +475,7 @@ pub(crate) fn apply_ack(
         Mutation::EditMessage { .. } | Mutation::DeleteMessage { .. } => {
             let target = entry.target.as_deref().unwrap_or_default();
             match parse::<Message>(op, result) {
-                Some(m) if !target.is_empty() => bind_message(tx, fx, target, &m)?,
+                Some(m) if !target.is_empty() => bind_message(tx, fx, target, &m, entry.pos)?,
                 _ => message_state_changed(tx, fx, target, &SendState::Sent)?,
             }
         }
@@ -547,20 +550,22 @@ pub(crate) fn apply_ack(
     Ok(())
 }
 
-/// Binds a local message to the server's copy and reports what changed.
+/// Binds a local message to the server's copy `m`, the answer to the outbox entry at
+/// `answered` (see [`writes::attach_server_message`]), and reports what changed.
 pub(crate) fn bind_message(
     tx: &Transaction<'_>,
     fx: &mut Effects,
     local_id: &str,
     m: &Message,
+    answered: i64,
 ) -> Result<()> {
-    match writes::attach_server_message(tx, local_id, m)? {
+    match writes::attach_server_message(tx, local_id, m, Some(answered))? {
         Some((msg, changed)) => {
             if changed {
                 fx.room(RoomUpdate::SendStateChanged {
                     room: msg.room,
                     local_id: msg.local_id,
-                    state: SendState::Sent,
+                    state: msg.send_state,
                 });
             }
         }

@@ -223,7 +223,7 @@ fn apply_event(
             writes::MessageChange::Confirmed(msg) => fx.room(RoomUpdate::SendStateChanged {
                 room: msg.room,
                 local_id: msg.local_id,
-                state: crate::model::SendState::Sent,
+                state: msg.send_state,
             }),
             writes::MessageChange::Unchanged => {}
         },

@@ -349,6 +349,7 @@ mod tests {
             } else {
                 SendState::Pending
             },
+            outbox_entry_id: seq.is_none().then(|| id.to_owned()),
         }
     }
 

@@ -53,6 +53,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_read_markers",
         include_str!("migrations/0003_read_markers.sql"),
     ),
+    (
+        "0004_outbox_target",
+        include_str!("migrations/0004_outbox_target.sql"),
+    ),
 ];
 
 /// Most idle reader connections kept open.
@@ -478,6 +482,10 @@ mod tests {
             (
                 "SELECT count(*) FROM outbox WHERE state = 'failed'",
                 "outbox_failed_queue",
+            ),
+            (
+                "SELECT id FROM outbox WHERE target = 'm' ORDER BY pos DESC LIMIT 1",
+                "outbox_target",
             ),
         ] {
             let p = plan(sql);

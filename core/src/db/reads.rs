@@ -141,10 +141,18 @@ pub(crate) fn member(conn: &Connection, room: &str, user: &str) -> Result<Option
 // ---------------------------------------------------------------------------------------------
 // Messages
 
+/// The columns of a message row, and last the id of the outbox entry holding its latest local
+/// change: none once everything is sent; else the newest edit or delete of it still in the
+/// outbox (found through the `outbox_target` index), or, for a message not confirmed yet, its
+/// send (whose id is the message's local id). Every query selects `FROM messages`.
 macro_rules! message_cols {
     () => {
         "local_id, server_id, room, seq, sender, body, reply_to, created_at, edited_at, deleted, \
-         send_state, failure_code, failure"
+         send_state, failure_code, failure, \
+         CASE WHEN send_state = 'sent' THEN NULL ELSE COALESCE( \
+           (SELECT o.id FROM outbox o WHERE o.target = messages.local_id \
+            ORDER BY o.pos DESC LIMIT 1), \
+           CASE WHEN seq IS NULL THEN local_id END) END"
     };
 }
 
@@ -161,7 +169,23 @@ fn message_row(row: &Row<'_>) -> rusqlite::Result<LocalMessage> {
         edited_at: row.get(8)?,
         deleted: row.get(9)?,
         send_state: send_state(&row.get::<_, String>(10)?, row.get(11)?, row.get(12)?),
+        outbox_entry_id: row.get(13)?,
     })
+}
+
+/// The id of the newest edit or delete of a message still in the outbox (pending or failed)
+/// that was written after position `after` (`None`: any).
+pub(crate) fn queued_change(
+    conn: &Connection,
+    local_id: &str,
+    after: Option<i64>,
+) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id FROM outbox WHERE target = ?1 AND pos > ?2 ORDER BY pos DESC LIMIT 1",
+        )?
+        .query_row(params![local_id, after.unwrap_or(i64::MIN)], |r| r.get(0))
+        .optional()?)
 }
 
 /// A page of a room's messages, oldest first: the newest `limit` confirmed messages below

@@ -235,7 +235,9 @@ pub(crate) enum MessageChange {
 }
 
 /// Stores a message as the server sent it. A message with a local change pending keeps its
-/// local body until that change is confirmed or dropped. A local message the server now confirms
+/// local body until that change is confirmed or dropped, and a copy older than the stored one
+/// (edited earlier, or not deleted where the stored one is) changes nothing. A local message the
+/// server now confirms
 /// (same id: sends carry the local id) is bound to it, see [`attach_server_message`].
 pub(crate) fn upsert_server_message(tx: &Transaction<'_>, m: &Message) -> Result<MessageChange> {
     let existing = match reads::message_by_server_id(tx, &m.id)? {
@@ -245,10 +247,12 @@ pub(crate) fn upsert_server_message(tx: &Transaction<'_>, m: &Message) -> Result
     match existing {
         Some(existing) if existing.id.is_none() => {
             // Our own message, confirmed by its event before the ack.
-            Ok(match attach_server_message(tx, &existing.local_id, m)? {
-                Some((row, true)) => MessageChange::Confirmed(row),
-                _ => MessageChange::Unchanged,
-            })
+            Ok(
+                match attach_server_message(tx, &existing.local_id, m, None)? {
+                    Some((row, true)) => MessageChange::Confirmed(row),
+                    _ => MessageChange::Unchanged,
+                },
+            )
         }
         Some(existing) => {
             if existing.send_state == SendState::Pending {
@@ -262,6 +266,11 @@ pub(crate) fn upsert_server_message(tx: &Transaction<'_>, m: &Message) -> Result
                 && existing.deleted == m.deleted
             {
                 // Our own ack already stored exactly this (its event came after it).
+                return Ok(MessageChange::Unchanged);
+            }
+            if (existing.deleted && !m.deleted) || m.edited_at < existing.edited_at {
+                // An older copy than the stored one: the event of an edit whose answer, and
+                // the answer to a later edit, were stored before it.
                 return Ok(MessageChange::Unchanged);
             }
             tx.prepare_cached(
@@ -304,19 +313,33 @@ pub(crate) fn upsert_server_message(tx: &Transaction<'_>, m: &Message) -> Result
     }
 }
 
-/// Binds the local message `local_id` to the server's copy `m` (the ack of its send, or its
-/// `message_created` event), marking it sent. Returns the row and whether it was not already
-/// bound and sent, or `None` if the row is gone.
+/// Binds the local message `local_id` to the server's copy `m` (the answer to the outbox entry
+/// at `answered`, or with `None` the message's `message_created` event), marking it sent. The
+/// message never shows an older text again:
+///
+/// - while an edit or delete of the message written after the answered entry is still in the
+///   outbox, only the server id, `seq` and time are taken; the text and the send state stay
+///   those of that change;
+/// - once the message is bound and sent, an answer changes nothing: the stored copy is the
+///   answer to the newest change, and answers may arrive out of order.
+///
+/// Returns the row and whether it was not already bound (and sent), or `None` if the row is
+/// gone.
 pub(crate) fn attach_server_message(
     tx: &Transaction<'_>,
     local_id: &str,
     m: &Message,
+    answered: Option<i64>,
 ) -> Result<Option<(LocalMessage, bool)>> {
     let Some(before) = reads::message(tx, local_id)? else {
         return Ok(None);
     };
-    let changed =
-        before.id.as_deref() != Some(m.id.as_str()) || before.send_state != SendState::Sent;
+    let later_change = reads::queued_change(tx, local_id, answered)?.is_some();
+    let bound = before.id.as_deref() == Some(m.id.as_str()) && before.seq == Some(m.seq);
+    if bound && !later_change && before.send_state == SendState::Sent {
+        return Ok(Some((before, false)));
+    }
+    let changed = !bound || (!later_change && before.send_state != SendState::Sent);
     // A message sent from here carries its local id as its server id (client-chosen ids), and
     // a copy stored from the server has `local_id = server_id`, so with `m.id == local_id` no
     // other row can hold that server id. Otherwise look for one stored separately earlier.
@@ -326,6 +349,19 @@ pub(crate) fn attach_server_message(
                 tx.execute("DELETE FROM messages WHERE local_id = ?1", [&dup.local_id])?;
             }
         }
+    }
+    if later_change {
+        tx.prepare_cached(
+            "UPDATE messages SET server_id = ?2, seq = ?3, created_at = ?4 WHERE local_id = ?1",
+        )?
+        .execute(params![local_id, m.id, i64_of(m.seq), m.created_at])?;
+        let row = LocalMessage {
+            id: Some(m.id.clone()),
+            seq: Some(m.seq),
+            created_at: m.created_at,
+            ..before
+        };
+        return Ok(Some((row, changed)));
     }
     tx.prepare_cached(
         "UPDATE messages SET server_id = ?2, seq = ?3, body = ?4, edited_at = ?5, deleted = ?6, \
@@ -350,6 +386,7 @@ pub(crate) fn attach_server_message(
         deleted: m.deleted,
         created_at: m.created_at,
         send_state: SendState::Sent,
+        outbox_entry_id: None,
         ..before
     };
     Ok(Some((row, changed)))

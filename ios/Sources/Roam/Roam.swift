@@ -5167,7 +5167,15 @@ public struct Message: Equatable, Hashable {
     public var createdAt: Int64
     public var editedAt: Int64?
     public var deleted: Bool
+    /**
+     * The state of the latest local change to this message (send, edit or delete).
+     */
     public var sendState: SendState
+    /**
+     * The outbox entry holding that change while it is pending or failed: pass it to
+     * `retry` or `discard`. `None` once it is sent.
+     */
+    public var outboxEntryId: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -5183,7 +5191,14 @@ public struct Message: Equatable, Hashable {
          */seq: UInt64?, sender: String, body: String, replyTo: String?, 
         /**
          * Milliseconds since the Unix epoch.
-         */createdAt: Int64, editedAt: Int64?, deleted: Bool, sendState: SendState) {
+         */createdAt: Int64, editedAt: Int64?, deleted: Bool, 
+        /**
+         * The state of the latest local change to this message (send, edit or delete).
+         */sendState: SendState, 
+        /**
+         * The outbox entry holding that change while it is pending or failed: pass it to
+         * `retry` or `discard`. `None` once it is sent.
+         */outboxEntryId: String?) {
         self.localId = localId
         self.id = id
         self.room = room
@@ -5195,6 +5210,7 @@ public struct Message: Equatable, Hashable {
         self.editedAt = editedAt
         self.deleted = deleted
         self.sendState = sendState
+        self.outboxEntryId = outboxEntryId
     }
 
     
@@ -5223,7 +5239,8 @@ public struct FfiConverterTypeMessage: FfiConverterRustBuffer {
                 createdAt: FfiConverterInt64.read(from: &buf), 
                 editedAt: FfiConverterOptionInt64.read(from: &buf), 
                 deleted: FfiConverterBool.read(from: &buf), 
-                sendState: FfiConverterTypeSendState.read(from: &buf)
+                sendState: FfiConverterTypeSendState.read(from: &buf), 
+                outboxEntryId: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -5239,6 +5256,7 @@ public struct FfiConverterTypeMessage: FfiConverterRustBuffer {
         FfiConverterOptionInt64.write(value.editedAt, into: &buf)
         FfiConverterBool.write(value.deleted, into: &buf)
         FfiConverterTypeSendState.write(value.sendState, into: &buf)
+        FfiConverterOptionString.write(value.outboxEntryId, into: &buf)
     }
 }
 

@@ -117,19 +117,22 @@ final class ClientTests: ServerTestCase, @unchecked Sendable {
         } catch RoamError.Forbidden(let reason) {
             XCTAssertTrue(reason.contains("banned"), reason)
         }
-        // A queued write: the send ends failed, with the reason.
+        // A queued write: the send ends failed, with the reason; the message names its entry.
         let doomed = try bob.sendMessage(room: "team", body: "let me in")
+        XCTAssertEqual(doomed.outboxEntryId, doomed.localId)
         try await waitUntil("bob's send failed") {
-            try bob.outbox().contains { entry in
-                if case .failed = entry.state { return entry.id == doomed.localId } else { return false }
-            }
+            if case .failed = try bob.message(id: doomed.localId)?.sendState { return true } else { return false }
         }
-        guard case .failed(let code, _) = try bob.outbox().first(where: { $0.id == doomed.localId })?.state else {
-            return XCTFail("not failed")
+        guard let failed = try bob.message(id: doomed.localId),
+              case .failed(let code, _) = failed.sendState,
+              let entry = failed.outboxEntryId
+        else {
+            return XCTFail("not failed, or no outbox entry")
         }
         XCTAssertEqual(code, "forbidden")
-        try bob.discard(entryId: doomed.localId)
+        try bob.discard(entryId: entry)
         XCTAssertTrue(try bob.outbox().isEmpty)
+        XCTAssertNil(try bob.message(id: doomed.localId))
     }
 
     func testADocumentConflictCarriesTheCurrentVersion() async throws {

@@ -173,9 +173,10 @@ async fn pagination_goes_back_to_the_start_of_the_room() {
     );
     b.start().await.expect("start");
     b.join_room("old".into()).expect("join");
-    wait_until("joined, and the newest page reloaded after the reset", || {
-        drained(&b) && b.metrics().resets == 1 && !all_local(&b, "old").is_empty()
-    })
+    wait_until(
+        "joined, and the newest page reloaded after the reset",
+        || drained(&b) && b.metrics().resets == 1 && !all_local(&b, "old").is_empty(),
+    )
     .await;
     // One older page from the server: the store still lacks the oldest ones.
     let older = b

@@ -8853,7 +8853,16 @@ data class Message (
     , 
     var `deleted`: kotlin.Boolean
     , 
+    /**
+     * The state of the latest local change to this message (send, edit or delete).
+     */
     var `sendState`: SendState
+    , 
+    /**
+     * The outbox entry holding that change while it is pending or failed: pass it to
+     * `retry` or `discard`. `None` once it is sent.
+     */
+    var `outboxEntryId`: kotlin.String?
     
 ){
     
@@ -8881,6 +8890,7 @@ public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
             FfiConverterOptionalLong.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterTypeSendState.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -8895,7 +8905,8 @@ public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
             FfiConverterLong.allocationSize(value.`createdAt`) +
             FfiConverterOptionalLong.allocationSize(value.`editedAt`) +
             FfiConverterBoolean.allocationSize(value.`deleted`) +
-            FfiConverterTypeSendState.allocationSize(value.`sendState`)
+            FfiConverterTypeSendState.allocationSize(value.`sendState`) +
+            FfiConverterOptionalString.allocationSize(value.`outboxEntryId`)
     )
 
     override fun write(value: Message, buf: ByteBuffer) {
@@ -8910,6 +8921,7 @@ public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
             FfiConverterOptionalLong.write(value.`editedAt`, buf)
             FfiConverterBoolean.write(value.`deleted`, buf)
             FfiConverterTypeSendState.write(value.`sendState`, buf)
+            FfiConverterOptionalString.write(value.`outboxEntryId`, buf)
     }
 }
 

@@ -171,13 +171,15 @@ class ClientTest : ServerTest() {
         // An API that asks the server: a typed exception at once.
         val err = assertFailsWith<RoamException.Forbidden> { bob.refreshMembers("team") }
         assertTrue(err.reason.contains("banned"), err.reason)
-        // A queued write: the send ends failed, with the reason.
+        // A queued write: the send ends failed, with the reason; the message names its entry.
         val doomed = bob.sendMessage("team", "let me in")
-        waitUntil("bob's send failed") { bob.outbox().any { it.id == doomed.localId && it.state is SendState.Failed } }
-        val failed = bob.outbox().single { it.id == doomed.localId }.state as SendState.Failed
-        assertEquals("forbidden", failed.code)
-        bob.discard(doomed.localId)
+        assertEquals(doomed.localId, doomed.outboxEntryId)
+        waitUntil("bob's send failed") { bob.message(doomed.localId)?.sendState is SendState.Failed }
+        val failed = assertNotNull(bob.message(doomed.localId))
+        assertEquals("forbidden", (failed.sendState as SendState.Failed).code)
+        bob.discard(assertNotNull(failed.outboxEntryId))
         assertTrue(bob.outbox().isEmpty())
+        assertNull(bob.message(doomed.localId))
     }
 
     @Test
