@@ -480,12 +480,23 @@ impl Scheduler {
     }
 
     /// The earliest moment something becomes due (a backoff ends, an answer is overdue).
-    /// Backoffs already over are not deadlines: the next flush picks them up.
+    ///
+    /// A drained queue whose backoff is already over is due *now* (when the window has room):
+    /// nothing else may come to flush it — its frames are all answered or expired, and once
+    /// the other queues are done no answer or event arrives to trigger a fill. Other backoffs
+    /// already over are not deadlines: `fill` does not wait for them.
     pub(crate) fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let backoffs = self
-            .queues
-            .values()
-            .filter_map(|q| q.retry_at.filter(|t| *t > now));
+        let room = self.in_flight.len() < self.config.window;
+        let backoffs = self.queues.values().filter_map(|q| {
+            let at = q.retry_at?;
+            if at > now {
+                Some(at)
+            } else if room && q.draining && q.flying == 0 {
+                Some(now)
+            } else {
+                None
+            }
+        });
         let answers = self.in_flight.values().map(|f| f.deadline);
         backoffs.chain(answers).min()
     }
@@ -881,6 +892,45 @@ mod tests {
         assert_eq!(s.on_disconnect(), 2);
         assert!(s.remove("a-2").expect("not in flight").is_some());
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_drained_queue_whose_backoff_is_over_is_due_at_once() {
+        // Every frame of the queue expired; its backoff then ends while the session is busy
+        // elsewhere. Nothing else will come to flush it, so the deadline must say "now".
+        let mut s = Scheduler::new(config(8));
+        s.push(send("a", 1));
+        s.push(send("a", 2));
+        let now = Instant::now();
+        assert_eq!(s.fill(now).len(), 2);
+        let expired_at = now + Duration::from_secs(6);
+        assert_eq!(s.expire(expired_at).len(), 2);
+        let backoff = s
+            .next_deadline(expired_at)
+            .expect("the backoff is a deadline while it runs");
+        assert!(backoff >= expired_at);
+        let over = expired_at + Duration::from_secs(1);
+        assert_eq!(s.next_deadline(over), Some(over), "due now, not forgotten");
+        assert_eq!(s.fill(over).len(), 2, "the queue resumes");
+        // On the wire again: only the answers' deadlines remain, none of them in the past.
+        assert_eq!(s.next_deadline(over), Some(over + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_due_queue_waits_without_spinning_while_the_window_is_full() {
+        let mut s = Scheduler::new(config(1));
+        s.push(send("a", 1));
+        s.push(send("b", 1));
+        let now = Instant::now();
+        let first = s.fill(now);
+        assert_eq!(first.len(), 1);
+        let later = now + Duration::from_secs(6);
+        s.expire(later);
+        // One queue's frame fills the window of one again; the other queue waits for room.
+        let over = later + Duration::from_secs(1);
+        assert_eq!(s.fill(over).len(), 1);
+        let d = s.next_deadline(over).expect("the frame's answer is due");
+        assert!(d > over, "a full window is not a reason to wake at once");
     }
 }
 
