@@ -13,6 +13,10 @@
 //!   consumer). A client that stops reading altogether is cut by the writer: every write to the
 //!   socket has a timeout (the slow-consumer grace), whatever the queue holds.
 //!
+//! Only the item that finds the queue empty wakes the writer: the writer takes the whole queue
+//! at once, so one wake-up covers everything queued until it takes, and a burst of events costs
+//! a socket one wake-up instead of one per event.
+//!
 //! An idle socket's queue holds no allocation: the deque grows on demand and the writer swaps it
 //! out whole, giving back large buffers after a burst.
 
@@ -50,8 +54,11 @@ pub enum Outbound {
 pub struct Conn {
     pub id: ConnId,
     pub user: Arc<str>,
-    /// Cancelled to close the socket; [`Conn::close_with`] records the code first.
-    pub close: CancellationToken,
+    /// Cancelled to close the socket ([`Conn::close_with`], [`Conn::shut`]).
+    close: CancellationToken,
+    /// Set with `close`, read where every delivery checks it: a token's `is_cancelled` takes
+    /// its node's lock.
+    closing: AtomicBool,
     close_code: AtomicU16,
     queue: Mutex<VecDeque<Outbound>>,
     wake: Notify,
@@ -79,6 +86,7 @@ impl Conn {
             id,
             user,
             close: CancellationToken::new(),
+            closing: AtomicBool::new(false),
             close_code: AtomicU16::new(0),
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
@@ -94,8 +102,24 @@ impl Conn {
         let _ = self
             .close_code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        self.close.cancel();
+        self.shut();
         self.wake.notify_one();
+    }
+
+    /// Closes the socket with whatever code was chosen (none: a normal close).
+    pub fn shut(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.close.cancel();
+    }
+
+    /// True once the socket is closing.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Completes once the socket is closing.
+    pub async fn closing(&self) {
+        self.close.cancelled().await
     }
 
     /// The close code chosen, or 0.
@@ -104,7 +128,7 @@ impl Conn {
     }
 
     fn slow_consumer(&self, metrics: &Metrics) {
-        if !self.close.is_cancelled() {
+        if !self.is_closing() {
             tracing::warn!(conn = self.id, user = %self.user, "slow consumer: closing socket");
             metrics.disconnects_slow_consumer.inc();
             self.close_with(roam_proto::close::SLOW_CONSUMER);
@@ -114,9 +138,10 @@ impl Conn {
     /// Queues a frame that must not be skipped. False when the socket is closing or had to be
     /// closed because it stopped reading.
     pub fn push(&self, item: Outbound, metrics: &Metrics) -> bool {
-        if self.close.is_cancelled() {
+        if self.is_closing() {
             return false;
         }
+        let was_empty;
         {
             let mut q = self.queue.lock();
             if q.len() >= self.capacity * 2 {
@@ -124,18 +149,22 @@ impl Conn {
                 self.slow_consumer(metrics);
                 return false;
             }
+            was_empty = q.is_empty();
             q.push_back(item);
         }
-        self.wake.notify_one();
+        if was_empty {
+            self.wake.notify_one();
+        }
         true
     }
 
     /// Offers a room event; a full queue skips it and marks the socket lagging. True when it
     /// was queued.
     pub fn offer_event(&self, ev: &Arc<LiveEvent>) -> bool {
-        if self.lagging.load(Ordering::Acquire) || self.close.is_cancelled() {
+        if self.lagging.load(Ordering::Acquire) || self.is_closing() {
             return false;
         }
+        let was_empty;
         {
             let mut q = self.queue.lock();
             if q.len() >= self.capacity {
@@ -144,9 +173,12 @@ impl Conn {
                 self.wake.notify_one();
                 return false;
             }
+            was_empty = q.is_empty();
             q.push_back(Outbound::Event(Arc::clone(ev)));
         }
-        self.wake.notify_one();
+        if was_empty {
+            self.wake.notify_one();
+        }
         true
     }
 
@@ -160,7 +192,7 @@ impl Conn {
 
     /// Waits until something is queued or the socket is closing.
     pub async fn wait(&self) {
-        if self.close.is_cancelled() {
+        if self.is_closing() {
             return;
         }
         tokio::select! {
@@ -209,7 +241,7 @@ mod tests {
         assert!(c.offer_event(&event(2)));
         assert!(!c.offer_event(&event(3)), "the third does not fit");
         assert!(!c.offer_event(&event(4)), "skipped while lagging");
-        assert!(!c.close.is_cancelled(), "lagging is not a reason to close");
+        assert!(!c.is_closing(), "lagging is not a reason to close");
         let mut got = VecDeque::new();
         assert!(c.take(&mut got).lagged);
         assert_eq!(got.len(), 2);
@@ -226,7 +258,7 @@ mod tests {
             assert!(c.push(Outbound::Frame(Utf8Bytes::from_static("a")), &m));
         }
         assert!(!c.push(Outbound::Frame(Utf8Bytes::from_static("a")), &m));
-        assert!(c.close.is_cancelled());
+        assert!(c.is_closing());
         assert_eq!(c.close_code(), roam_proto::close::SLOW_CONSUMER);
     }
 }

@@ -161,7 +161,7 @@ async fn run(state: AppState, socket: WebSocket, caller: Caller, compress: bool)
     };
     sock.read_loop(stream).await;
     // Make sure the writer ends (it sends the close frame chosen by whoever closed).
-    conn.close.cancel();
+    conn.shut();
     let following: Vec<Arc<str>> = sock.following.drain().collect();
     drop(sock);
     if tokio::time::timeout(Duration::from_secs(5), writer)
@@ -233,7 +233,7 @@ pub async fn sweep(state: AppState, every: Duration) {
         }
         let now = now_ms();
         for conn in state.hub.all() {
-            if conn.close.is_cancelled() {
+            if conn.is_closing() {
                 continue;
             }
             if conn.expired(now) {
@@ -248,10 +248,10 @@ pub async fn sweep(state: AppState, every: Duration) {
 
 impl Socket {
     async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
-        let close = self.conn.close.clone();
+        let conn = Arc::clone(&self.conn);
         loop {
             let next = tokio::select! {
-                _ = close.cancelled() => return,
+                _ = conn.closing() => return,
                 n = stream.next() => n,
             };
             self.conn.read_now();
@@ -578,7 +578,7 @@ impl Socket {
                 Ok(p) => p,
                 Err(_) => return,
             },
-            _ = self.conn.close.cancelled() => return,
+            _ = self.conn.closing() => return,
         };
         let fut = svc.submit(prepared);
         let committed = sent_id.map(|m| {
@@ -725,7 +725,7 @@ async fn write_loop(
     loop {
         let taken = conn.take(&mut items);
         if items.is_empty() && !taken.lagged {
-            if conn.close.is_cancelled() {
+            if conn.is_closing() {
                 break;
             }
             conn.wait().await;
@@ -763,7 +763,7 @@ async fn write_loop(
         let _ = w.sink.flush().await;
     })
     .await;
-    conn.close.cancel();
+    conn.shut();
 }
 
 /// Drives a sink operation. It almost always completes at once (the sink only buffers); only
@@ -772,7 +772,6 @@ async fn write_loop(
 async fn bounded<F>(
     mut fut: std::pin::Pin<&mut F>,
     limit: Duration,
-    close: tokio_util::sync::CancellationToken,
     conn: &Conn,
     state: &AppState,
 ) -> Result<(), Gone>
@@ -791,7 +790,7 @@ where
                     return Err(Gone);
                 }
             },
-            _ = close.cancelled() => return Err(Gone),
+            _ = conn.closing() => return Err(Gone),
         },
     };
     done.map_err(|_| Gone)
@@ -820,7 +819,7 @@ impl Writer {
         lagged: bool,
     ) -> Result<(), Gone> {
         for item in items.drain(..) {
-            if self.conn.close.is_cancelled() {
+            if self.conn.is_closing() {
                 return Err(Gone);
             }
             self.handle(item).await?;
@@ -836,18 +835,15 @@ impl Writer {
 
     /// Flushes the sink, giving up on a client that does not read within the write timeout.
     async fn flush(&mut self) -> Result<(), Gone> {
-        let close = self.conn.close.clone();
-        let limit = self.write_timeout;
         let fut = std::pin::pin!(self.sink.flush());
-        bounded(fut, limit, close, &self.conn, &self.state).await
+        bounded(fut, self.write_timeout, &self.conn, &self.state).await
     }
 
     /// Queues a message on the sink (written once the sink's buffer fills, or at the flush).
     async fn feed(&mut self, msg: Message) -> Result<(), Gone> {
-        let close = self.conn.close.clone();
-        let limit = self.write_timeout;
+        // No clone of the close token per frame: cloning and dropping one locks its node twice.
         let fut = std::pin::pin!(self.sink.feed(msg));
-        bounded(fut, limit, close, &self.conn, &self.state).await
+        bounded(fut, self.write_timeout, &self.conn, &self.state).await
     }
 
     /// Sends one text frame: into the current compressed batch, compressed alone when large,
