@@ -184,7 +184,13 @@ async fn connect_and_never_read(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_disconnected_and_the_server_goes_on() {
-    let t = TestServer::start_with(|c| c.send_queue = 16).await;
+    // A short grace: the flood below is bounded in messages, not in time, and must outlast the
+    // grace however fast the server commits and writes.
+    let t = TestServer::start_with(|c| {
+        c.send_queue = 16;
+        c.slow_consumer_grace_ms = 500;
+    })
+    .await;
     let alice = t.as_user("alice");
     alice.create_room("flood", "public").await;
     let mut stuck = connect_and_never_read(&t, "lurker", "flood", 2).await;
