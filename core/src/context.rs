@@ -12,6 +12,7 @@
 //! series of transactions cannot starve the app's writes) and wakes whoever needs to know. Lock
 //! order is always writer → scheduler → connection state, never the other way round.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -105,6 +106,8 @@ pub(crate) struct Context {
     recovered: AtomicBool,
     /// Why the account needs a new sign-in (with [`ConnectionState::NeedsSignIn`]).
     sign_in: Mutex<Option<String>>,
+    /// Reset rooms being reloaded now (see `sync::reload_room`).
+    reloading: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -151,7 +154,18 @@ impl Context {
             .0,
             recovered: AtomicBool::new(false),
             sign_in: Mutex::new(None),
+            reloading: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Claims the reload of a reset room: false when one is already running.
+    pub(crate) fn start_reload(&self, room: &str) -> bool {
+        self.reloading.lock().insert(room.to_owned())
+    }
+
+    /// The reload of a reset room is over (done or given up).
+    pub(crate) fn end_reload(&self, room: &str) {
+        self.reloading.lock().remove(room);
     }
 
     /// Runs `f` in one write transaction; see the module docs.

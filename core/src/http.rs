@@ -1,4 +1,5 @@
-//! The REST side of the protocol (`/v1/…`), for the few reads the socket does not cover.
+//! The REST side of the protocol (`/v1/…`), for the few reads the socket does not cover (and
+//! for reloading a room the server reset: its record, members, documents and newest messages).
 //!
 //! The core uses REST to reload a room's newest messages after a `reset`, to page older history,
 //! and for directory-style reads the app asks for explicitly (the room list, a room's members,
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use reqwest::{StatusCode, Url};
-use roam_proto::{ErrorResponse, Member, Message, Page, Presence, ReadMarker, Room};
+use roam_proto::{Document, ErrorResponse, Member, Message, Page, Presence, ReadMarker, Room};
 use serde::de::DeserializeOwned;
 
 use crate::auth::TokenProvider;
@@ -203,6 +204,48 @@ impl Http {
         let query = [("limit", roam_proto::validate::MAX_PAGE_SIZE.to_string())];
         self.get(&format!("/v1/rooms/{room}/members"), &query, etag)
             .await
+    }
+
+    /// One room's record.
+    pub(crate) async fn room(&self, room: &str) -> Result<Room> {
+        match self.get(&format!("/v1/rooms/{room}"), &[], None).await? {
+            Fetched::Fresh { value, .. } => Ok(value),
+            Fetched::NotModified => Err(Error::Network(
+                "the server answered 'not modified' to an unconditional request".into(),
+            )),
+        }
+    }
+
+    /// Every item of a paged list at `path` (`limit` and `cursor` query), page after page.
+    async fn all_pages<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", roam_proto::validate::MAX_PAGE_SIZE.to_string())];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.clone()));
+            }
+            let page: Page<T> = match self.get(path, &query, None).await? {
+                Fetched::Fresh { value, .. } => value,
+                Fetched::NotModified => break,
+            };
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(next) if cursor.as_ref() != Some(&next) => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every member of a room.
+    pub(crate) async fn all_members(&self, room: &str) -> Result<Vec<Member>> {
+        self.all_pages(&format!("/v1/rooms/{room}/members")).await
+    }
+
+    /// Every document of a room, as the server holds it.
+    pub(crate) async fn all_documents(&self, room: &str) -> Result<Vec<Document>> {
+        self.all_pages(&format!("/v1/rooms/{room}/documents")).await
     }
 
     /// The account's read markers (one page holds them all).

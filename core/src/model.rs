@@ -223,8 +223,9 @@ pub enum RoomUpdate {
     MemberChanged(Member),
     /// A member left.
     MemberRemoved { room: String, user: String },
-    /// The server could not replay what was missed: the room's messages were reloaded from
-    /// scratch (read them again).
+    /// The server could not replay what was missed: the room's confirmed messages were dropped,
+    /// and its record, members, documents and newest messages are being reloaded (they arrive
+    /// as the usual updates; read the room again).
     Reset { room: String },
 }
 

@@ -426,6 +426,15 @@ impl<'a> Session<'a> {
     ) -> Result<End, End> {
         self.subscribe_all()?;
         self.flush_sink().await?;
+        // Reset rooms whose reload an earlier session or process did not finish.
+        match sync::pending_reloads(self.ctx) {
+            Ok(rooms) => {
+                for room in rooms {
+                    tokio::spawn(sync::reload_room(self.ctx.clone(), room));
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot read the rooms still to reload"),
+        }
         // The account's rooms and read markers, as changed on other devices while this one was
         // away, come over REST alongside the catch-up; recovery waits for them (a failure is
         // logged and does not hold it up).

@@ -11,10 +11,12 @@
 //!
 //! **Recovery.** After every connect the socket sends one `subscribe` with every followed room
 //! and its cursor (see [`crate::socket`]). For `ok` rooms the server replays the missed events,
-//! then `caught_up`; they go through the same path as live events (in batches of whatever has
-//! arrived, one transaction per batch). For a `reset` room the store drops the room's confirmed
-//! messages (local unsent ones stay), moves the cursor to the server's `head_seq`, and reloads the
-//! newest page of messages over REST in the background; live events continue from `head_seq`.
+//! then `caught_up`; they go through the same path as live events (whatever has arrived, in
+//! short transactions: see [`apply`]). For a `reset` room the store drops the room's confirmed
+//! messages (local unsent ones stay), moves the cursor to the server's `head_seq`, marks the room
+//! for reloading, and reloads in the background over REST everything the missed events would
+//! have changed: the room's record, its members, its documents and the newest page of messages,
+//! retried until it is stored (see [`reload_room`]); live events continue from `head_seq`.
 //! `forbidden` and `not_found` rooms stop being followed.
 //!
 //! **Own messages.** Messages are sent with a client-chosen id (their local id), so the
@@ -26,15 +28,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roam_proto::{
-    EventBody, MemberStatus, Notification, Presence, ReadMarker, RoomEvent, SubscribeResult,
-    SubscriptionStatus,
+    Document, ErrorCode, EventBody, Member, MemberStatus, Message, Notification, Presence,
+    ReadMarker, Room, RoomEvent, SubscribeResult, SubscriptionStatus,
 };
 use rusqlite::Transaction;
 use serde_json::Value;
 
-use crate::context::{Context, Effects};
+use crate::backoff::{Backoff, Jitter};
+use crate::context::{Context, Effects, Want};
 use crate::db::{reads, writes};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::listeners::AppEvent;
 use crate::metrics::Metrics;
 use crate::model::{DocumentUpdate, NotificationInfo, RoomUpdate};
@@ -315,6 +318,7 @@ pub(crate) fn apply_subscribed(ctx: &Context, result: &SubscribeResult) -> Resul
                     let dropped = writes::drop_confirmed_messages(tx, &r.room)?;
                     writes::set_cursor(tx, &r.room, r.head_seq)?;
                     writes::set_head_seq(tx, &r.room, r.head_seq)?;
+                    writes::set_kv(tx, &reload_key(&r.room), &r.head_seq.to_string())?;
                     tracing::info!(room = %r.room, head_seq = r.head_seq, dropped, "room reset by the server");
                     fx.room(RoomUpdate::Reset {
                         room: r.room.clone(),
@@ -341,34 +345,153 @@ pub(crate) fn apply_subscribed(ctx: &Context, result: &SubscribeResult) -> Resul
     Ok(out)
 }
 
-/// Reloads the newest page of a reset room over REST.
+/// The `kv` key that marks a reset room as still to be reloaded (kept across restarts).
+fn reload_key(room: &str) -> String {
+    format!("reload:{room}")
+}
+
+/// Reloads what a `reset` invalidated in a room — its record, its members, its documents and
+/// the newest page of its messages — over REST, and stores it in one transaction. A failed
+/// attempt is tried again after a backoff delay (the reconnect settings) until it succeeds, the
+/// room turns out to be gone or forbidden, or the client shuts down; the room stays marked in
+/// the store until then, so a restart picks the reload up again (see [`pending_reloads`]). At
+/// most one reload per room runs at a time.
 #[tracing::instrument(skip_all, fields(room = %room))]
 pub(crate) async fn reload_room(ctx: Arc<Context>, room: String) {
-    let page = match ctx
-        .http
-        .messages(&room, None, ctx.config.reset_page_size)
-        .await
-    {
-        Ok(p) => p,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot reload the room after a reset");
-            return;
+    if !ctx.start_reload(&room) {
+        return;
+    }
+    let rc = ctx.config.reconnect;
+    let mut backoff = Backoff::new(
+        rc.initial_delay,
+        rc.max_delay,
+        Jitter::Randomize(rc.randomization_factor),
+    );
+    let mut want = ctx.want.subscribe();
+    loop {
+        if *want.borrow_and_update() == Want::Shutdown {
+            break;
         }
-    };
-    let res = ctx.write(|tx, fx| {
-        let cursor = reads::cursor(tx, &room)?;
-        let mut items = page.items;
+        let attempt = match fetch_reload(&ctx, &room).await {
+            Ok(fetched) => store_reload(&ctx, &room, fetched),
+            Err(err) => Err(err),
+        };
+        match attempt {
+            Ok(()) => {
+                tracing::info!("reset room reloaded");
+                break;
+            }
+            Err(Error::Shutdown) => break,
+            Err(Error::Server { code, .. })
+                if matches!(code, ErrorCode::Forbidden | ErrorCode::NotFound) =>
+            {
+                tracing::info!(
+                    code = code.as_str(),
+                    "the reset room is gone; not reloading it"
+                );
+                if let Err(err) = ctx.write(|tx, _| writes::delete_kv(tx, &reload_key(&room))) {
+                    tracing::warn!(error = %err, "cannot clear the reload mark");
+                }
+                break;
+            }
+            Err(err) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %err, ?delay, "cannot reload the reset room yet; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    changed = want.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ctx.end_reload(&room);
+}
+
+/// What a reset room gets from the server again.
+#[derive(Debug)]
+struct Reloaded {
+    record: Room,
+    members: Vec<Member>,
+    documents: Vec<Document>,
+    messages: Vec<Message>,
+}
+
+async fn fetch_reload(ctx: &Context, room: &str) -> Result<Reloaded> {
+    let record = ctx.http.room(room).await?;
+    let members = ctx.http.all_members(room).await?;
+    let documents = ctx.http.all_documents(room).await?;
+    let page = ctx
+        .http
+        .messages(room, None, ctx.config.reset_page_size)
+        .await?;
+    Ok(Reloaded {
+        record,
+        members,
+        documents,
+        messages: page.items,
+    })
+}
+
+/// Stores a reload: the room's record, its members (replacing the stored ones), its documents
+/// (a local edit still pending stays on top) and its messages up to the cursor (newer ones
+/// arrive as events); then clears the room's reload mark.
+fn store_reload(ctx: &Context, room: &str, r: Reloaded) -> Result<()> {
+    ctx.write(|tx, fx| {
+        if r.record.name == room {
+            writes::upsert_room(tx, &r.record)?;
+            room_changed(tx, fx, room)?;
+        }
+        let before = reads::members(tx, room)?;
+        let members: Vec<Member> = r.members.into_iter().filter(|m| m.room == room).collect();
+        writes::replace_members(tx, room, &members)?;
+        for gone in before
+            .iter()
+            .filter(|b| !members.iter().any(|m| m.user == b.user))
+        {
+            fx.room(RoomUpdate::MemberRemoved {
+                room: room.to_owned(),
+                user: gone.user.clone(),
+            });
+        }
+        for m in members.iter().filter(|m| !before.contains(m)) {
+            fx.room(RoomUpdate::MemberChanged(m.clone()));
+        }
+        for d in r.documents.iter().filter(|d| d.room == room) {
+            if let Some(doc) = writes::upsert_server_document(tx, d, false)? {
+                fx.emit(AppEvent::Document(DocumentUpdate::Updated(doc)));
+            }
+        }
+        let cursor = reads::cursor(tx, room)?;
+        let mut items: Vec<&Message> = r
+            .messages
+            .iter()
+            .filter(|m| m.seq <= cursor && m.room == room)
+            .collect();
         items.sort_by_key(|m| m.seq);
-        for m in items.iter().filter(|m| m.seq <= cursor && m.room == room) {
+        for m in items {
             if let writes::MessageChange::Added(msg) = writes::upsert_server_message(tx, m)? {
                 fx.room(RoomUpdate::MessageAdded(msg));
             }
         }
-        Ok(())
-    });
-    if let Err(err) = res {
-        tracing::warn!(error = %err, "cannot store the reloaded messages");
-    }
+        writes::delete_kv(tx, &reload_key(room))
+    })
+}
+
+/// Rooms reset by the server whose reload has not finished (in this process or an earlier
+/// one).
+pub(crate) fn pending_reloads(ctx: &Context) -> Result<Vec<String>> {
+    ctx.db.read(|c| {
+        let mut stmt =
+            c.prepare_cached("SELECT substr(key, 8) FROM kv WHERE key LIKE 'reload:%'")?;
+        let rooms = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rooms)
+    })
 }
 
 /// The server stopped sending a room's events.
@@ -492,8 +615,6 @@ pub(crate) fn apply_presence(ctx: &Context, p: &Presence) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-
-    use roam_proto::Message;
 
     use super::*;
     use crate::auth::{StaticToken, TokenProvider};

@@ -603,6 +603,12 @@ pub(crate) fn set_kv(tx: &Transaction<'_>, key: &str, value: &str) -> Result<()>
     Ok(())
 }
 
+pub(crate) fn delete_kv(tx: &Transaction<'_>, key: &str) -> Result<()> {
+    tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?
+        .execute([key])?;
+    Ok(())
+}
+
 /// Moves the room's read marker to `seq` if that is further; true when it moved.
 pub(crate) fn advance_read_marker(
     tx: &Transaction<'_>,

@@ -499,6 +499,7 @@ async fn serve_http(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 ms.sort_by_key(|m| std::cmp::Reverse(m.seq));
                 json!({ "items": ms.into_iter().take(50).collect::<Vec<_>>() })
             }
+            ["v1", "rooms", room] => json!(st.room_record(room, "bob")),
             ["v1", "rooms"] => {
                 // The tag changes with the listing.
                 st.rooms_etag = format!("\"r{}\"", st.logs.len());

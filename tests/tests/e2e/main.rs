@@ -8,5 +8,6 @@ mod offline;
 mod outage;
 mod permanent;
 mod process_death;
+mod reset;
 mod room_list;
 mod timeline;
