@@ -835,29 +835,44 @@ impl Hub {
                 }
             };
             let mut st = line.state.lock();
-            self.metrics.events_filled.inc_by(events.len() as u64);
-            let mut progressed = false;
-            for ev in events {
-                if ev.seq == st.released + 1 {
-                    self.release(&mut st, &ev);
-                    progressed = true;
-                }
-            }
-            self.release_ready(&mut st);
-            if !progressed
-                && st
-                    .early
-                    .first_key_value()
-                    .is_some_and(|(&first, _)| first > st.released + 1)
-            {
-                // The store does not have them (removed by retention, or a read failed): go on
-                // without them; a socket that needs them reads the store itself.
-                self.metrics.hub_gaps_skipped.inc();
-                self.release_all(&mut st);
-                st.filling = false;
+            if !self.take_filled(&mut st, after, events) {
                 return;
             }
         }
+    }
+
+    /// Releases the events a fill read from the store after `after`; false when the fill is
+    /// over (the line then released every held event, gap and all).
+    ///
+    /// The line may have moved on while the store was read: live events can have filled the
+    /// gap, and a new gap opened behind events that came early since. That is progress, not a
+    /// sign the store lacks the events: only a read that leaves the line where it was, still
+    /// waiting, is.
+    fn take_filled(&self, st: &mut LineState, after: u64, events: Vec<Arc<LiveEvent>>) -> bool {
+        self.metrics.events_filled.inc_by(events.len() as u64);
+        for ev in events {
+            if ev.seq == st.released + 1 {
+                self.release(st, &ev);
+            }
+        }
+        self.release_ready(st);
+        let waiting = st
+            .early
+            .first_key_value()
+            .is_some_and(|(&first, _)| first > st.released + 1);
+        if !waiting {
+            st.filling = false;
+            return false;
+        }
+        if st.released > after {
+            return true;
+        }
+        // The store does not have them (removed by retention, or a read failed): go on
+        // without them; a socket that needs them reads the store itself.
+        self.metrics.hub_gaps_skipped.inc();
+        self.release_all(st);
+        st.filling = false;
+        false
     }
 
     fn queue_presence(self: &Arc<Self>, line: &Arc<Line>, presence: Presence) {
@@ -950,6 +965,33 @@ mod tests {
         assert_eq!(seqs(&c), vec![11, 12, 13, 14]);
         assert_eq!(hub.released("r"), Some(14));
         assert_eq!(hub.metrics.events_duplicate.get(), 1, "10 was already out");
+    }
+
+    #[tokio::test]
+    async fn a_fill_overtaken_by_live_events_keeps_waiting_for_the_next_gap() {
+        let (hub, _dir) = hub(60_000).await;
+        let c = Conn::new(1, Arc::from("u"), 64, 0);
+        hub.follow("r", &c, 0, true);
+        let line = hub.line("r").expect("line");
+        let live = |s: u64| Arc::new(LiveEvent::new(Arc::from("r"), &event("r", s)));
+        // A fill read the store after seq 0 and found 1; meanwhile 1 and 2 arrived live and
+        // 4 came early (3 is on its way).
+        hub.dispatch(BusMessage::Event(Arc::new(event("r", 1))));
+        hub.dispatch(BusMessage::Event(Arc::new(event("r", 2))));
+        hub.dispatch(BusMessage::Event(Arc::new(event("r", 4))));
+        let mut st = line.state.lock();
+        assert!(
+            hub.take_filled(&mut st, 0, vec![live(1)]),
+            "the line moved on: read again from where it is"
+        );
+        assert_eq!(st.released, 2, "4 still waits for 3");
+        assert_eq!(hub.metrics.hub_gaps_skipped.get(), 0);
+        // A read that finds nothing new while the line has not moved: the store lacks 3.
+        assert!(!hub.take_filled(&mut st, 2, Vec::new()));
+        assert_eq!(st.released, 4);
+        assert_eq!(hub.metrics.hub_gaps_skipped.get(), 1);
+        drop(st);
+        assert_eq!(seqs(&c), vec![1, 2, 4]);
     }
 
     #[tokio::test]
