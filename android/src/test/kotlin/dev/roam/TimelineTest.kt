@@ -19,6 +19,9 @@ class TimelineTest : ServerTest() {
         val (alice, bob) = pair()
         val live = alice.liveTimeline("team", 50u)
         val mine = (0 until 30).map { alice.sendMessage("team", "mine $it") }
+        // Sent first: an edit or delete of a message not sent yet folds into its send (a delete
+        // then leaves no trace), and whether it is sent yet would be up to timing.
+        withTimeout(20_000) { alice.waitForPendingWrites() }
         alice.editMessage("team", mine[3].localId, "edited")
         alice.deleteMessage("team", mine[5].localId)
         repeat(10) { bob.sendMessage("team", "theirs $it") }
