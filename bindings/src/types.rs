@@ -370,6 +370,12 @@ pub enum ConnectionState {
     /// a fresh token was refused, or the token belongs to another user). Nothing is sent; call
     /// `network_available()` after a new sign-in to try again. The reason is in `SyncStatus`.
     NeedsSignIn,
+    /// The device ran out of storage (or the database reached `max_store_bytes`) while storing
+    /// what the server sent; the next attempt is in `retry_in_ms` (slow), or at once after
+    /// `network_available()` (call it once space was freed).
+    StorageFull {
+        retry_in_ms: u64,
+    },
 }
 
 fn millis(d: Duration) -> u64 {
@@ -386,6 +392,9 @@ impl From<roam_core::ConnectionState> for ConnectionState {
                 retry_in_ms: millis(retry_in),
             },
             roam_core::ConnectionState::NeedsSignIn => ConnectionState::NeedsSignIn,
+            roam_core::ConnectionState::StorageFull { retry_in } => ConnectionState::StorageFull {
+                retry_in_ms: millis(retry_in),
+            },
         }
     }
 }
@@ -403,6 +412,8 @@ pub enum SyncPhase {
     Synced,
     /// The user must sign in again.
     NeedsSignIn { reason: String },
+    /// The device is out of storage: see `ConnectionState::StorageFull`.
+    StorageFull,
 }
 
 /// The sync status: phase and what the outbox still has to send.
@@ -424,6 +435,7 @@ impl From<roam_core::SyncStatus> for SyncStatus {
                 roam_core::SyncPhase::CatchingUp => SyncPhase::CatchingUp,
                 roam_core::SyncPhase::Synced => SyncPhase::Synced,
                 roam_core::SyncPhase::NeedsSignIn { reason } => SyncPhase::NeedsSignIn { reason },
+                roam_core::SyncPhase::StorageFull => SyncPhase::StorageFull,
             },
             pending_writes: s.pending_writes,
             oldest_pending_at: s.oldest_pending_at,
@@ -726,6 +738,10 @@ pub struct ClientOptions {
     /// Heartbeat ping interval (default 25,000).
     #[uniffi(default = 0)]
     pub heartbeat_ms: u64,
+    /// Largest size of the database in bytes (default 0: no cap but the disk). A store that
+    /// reaches it behaves like a full disk (`ConnectionState.StorageFull`).
+    #[uniffi(default = 0)]
+    pub max_store_bytes: u64,
 }
 
 impl ClientOptions {
@@ -739,6 +755,9 @@ impl ClientOptions {
         }
         if self.heartbeat_ms > 0 {
             c.heartbeat.interval = Duration::from_millis(self.heartbeat_ms);
+        }
+        if self.max_store_bytes > 0 {
+            c.max_store_bytes = Some(self.max_store_bytes);
         }
         if c.reconnect.max_delay < c.reconnect.initial_delay {
             c.reconnect.max_delay = c.reconnect.initial_delay;
@@ -769,6 +788,14 @@ mod tests {
                 retry_in: Duration::from_millis(1500)
             }),
             ConnectionState::Waiting { retry_in_ms: 1500 }
+        );
+        assert_eq!(
+            ConnectionState::from(roam_core::ConnectionState::StorageFull {
+                retry_in: Duration::from_secs(60)
+            }),
+            ConnectionState::StorageFull {
+                retry_in_ms: 60_000
+            }
         );
     }
 
@@ -909,9 +936,16 @@ mod tests {
             reconnect_initial_ms: 0,
             reconnect_max_ms: 0,
             heartbeat_ms: 0,
+            max_store_bytes: 0,
         };
         let c = o.to_core();
         assert_eq!(c.reconnect.initial_delay, Duration::from_secs(1));
         assert_eq!(c.heartbeat.interval, Duration::from_secs(25));
+        assert_eq!(c.max_store_bytes, None);
+        let capped = ClientOptions {
+            max_store_bytes: 1 << 20,
+            ..o
+        };
+        assert_eq!(capped.to_core().max_store_bytes, Some(1 << 20));
     }
 }

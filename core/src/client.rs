@@ -108,6 +108,9 @@ impl Client {
     pub fn open(config: ClientConfig, tokens: Arc<dyn TokenProvider>) -> Result<Client> {
         config.validate()?;
         let db = Db::open(&config.db_path)?;
+        if let Some(bytes) = config.max_store_bytes {
+            db.set_max_bytes(bytes)?;
+        }
         let dispatcher = Dispatcher::start()
             .map_err(|e| Error::state(format!("cannot start the listener thread: {e}")))?;
         let http = Http::new(

@@ -46,6 +46,9 @@ pub struct ClientConfig {
     pub reset_page_size: u32,
     /// Timeout of each REST request.
     pub http_timeout: Duration,
+    /// Largest size the database may grow to, in bytes (`None`: as large as the disk allows).
+    /// A store that reaches it behaves like a full disk: see [`ReconnectConfig::storage_full_delay`].
+    pub max_store_bytes: Option<u64>,
 }
 
 impl ClientConfig {
@@ -69,6 +72,7 @@ impl ClientConfig {
             recovery_timeout: Duration::from_secs(30),
             reset_page_size: 50,
             http_timeout: Duration::from_secs(20),
+            max_store_bytes: None,
         }
     }
 
@@ -80,6 +84,11 @@ impl ClientConfig {
         if r.initial_delay.is_zero() || r.max_delay < r.initial_delay {
             return Err(Error::invalid(
                 "reconnect delays must be positive with max_delay >= initial_delay",
+            ));
+        }
+        if r.storage_full_delay.is_zero() {
+            return Err(Error::invalid(
+                "reconnect storage_full_delay must be positive",
             ));
         }
         if !(0.0..=1.0).contains(&r.randomization_factor) {
@@ -122,6 +131,12 @@ pub struct ReconnectConfig {
     pub max_delay: Duration,
     /// Each delay is drawn from `[d·(1−f), min(d·(1+f), max_delay)]` (0.5).
     pub randomization_factor: f64,
+    /// How long to wait before connecting again after the store ran out of space (the disk is
+    /// full, or the database reached `max_store_bytes`) while storing what the server sent (60 s):
+    /// reconnecting at once would download the same events only to fail again. The client
+    /// reports [`ConnectionState::StorageFull`](crate::ConnectionState::StorageFull) meanwhile;
+    /// `network_available()` tries again at once.
+    pub storage_full_delay: Duration,
 }
 
 impl Default for ReconnectConfig {
@@ -130,6 +145,7 @@ impl Default for ReconnectConfig {
             initial_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(5),
             randomization_factor: 0.5,
+            storage_full_delay: Duration::from_secs(60),
         }
     }
 }

@@ -250,6 +250,7 @@ impl Context {
                     SyncPhase::Synced
                 }
                 ConnectionState::Connected => SyncPhase::CatchingUp,
+                ConnectionState::StorageFull { .. } => SyncPhase::StorageFull,
                 ConnectionState::NeedsSignIn => SyncPhase::NeedsSignIn {
                     reason: self.sign_in.lock().clone().unwrap_or_default(),
                 },

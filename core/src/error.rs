@@ -134,6 +134,16 @@ impl Error {
         }
     }
 
+    /// True when the store ran out of space: the disk is full (`ENOSPC`) or the database
+    /// reached `max_store_bytes` (SQLite's `SQLITE_FULL` either way).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(
+            self,
+            Error::Database(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+
     /// True when the same call may succeed later unchanged.
     pub fn is_transient(&self) -> bool {
         match self {

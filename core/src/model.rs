@@ -164,6 +164,14 @@ pub enum ConnectionState {
     /// user. Nothing is sent and no attempt is made until the app calls `network_available`
     /// (after a new sign-in) or `set_online`. The reason is in [`SyncPhase::NeedsSignIn`].
     NeedsSignIn,
+    /// The store ran out of space (the disk is full, or the database reached
+    /// `max_store_bytes`) while storing what the server sent. The connection was closed; the
+    /// next attempt is in `retry_in` (the slow `storage_full_delay`), or as soon as the app calls
+    /// `network_available` (after freeing space). Reads and local writes that fit still work.
+    StorageFull {
+        /// The delay before the next attempt.
+        retry_in: Duration,
+    },
 }
 
 /// Where synchronisation stands, as an app shows it ("offline", "updating…", "up to date").
@@ -182,6 +190,8 @@ pub enum SyncPhase {
         /// Why, for logs and for choosing what to show.
         reason: String,
     },
+    /// The device is out of storage: see [`ConnectionState::StorageFull`].
+    StorageFull,
 }
 
 /// The sync status: the phase, and what the outbox still has to send.

@@ -30,6 +30,12 @@
 //!   than the account's (the socket is closed before anything is sent). No attempt is made until
 //!   the app calls `network_available()` or changes `set_online`.
 //!
+//! - **StorageFull**: what the server sent could not be stored because the store is out of space
+//!   (`SQLITE_FULL`: the disk is full, or the database reached `max_store_bytes`). The session
+//!   ends and the next attempt waits `storage_full_delay` (a minute) instead of the usual
+//!   backoff — at once it would only download the same events to fail again — or until the app
+//!   calls `network_available()`.
+//!
 //! When a session ends, whatever the outbox had on the wire goes back to waiting (it is sent
 //! again with the same idempotency keys), remote typing indicators are cleared, and the loop
 //! goes to Waiting.
@@ -109,6 +115,17 @@ enum End {
     TokenExpired,
     /// The link broke or the server closed it.
     Lost(String),
+    /// The store is out of space: what the server sends cannot be kept.
+    StorageFull(String),
+}
+
+/// How a session ends when storing what the server sent failed.
+fn store_failed(err: crate::Error, what: &str) -> End {
+    if err.is_storage_full() {
+        End::StorageFull(format!("{what}: {err}"))
+    } else {
+        End::Lost(format!("{what}: {err}"))
+    }
 }
 
 /// The connection loop of a client; returns on shutdown.
@@ -158,6 +175,26 @@ pub(crate) async fn run(ctx: Arc<Context>) {
                         refresh = true;
                     }
                     End::Lost(reason) => tracing::info!(%reason, "connection lost"),
+                    End::StorageFull(reason) => {
+                        // Reconnecting at once would download the same events only to fail
+                        // again: wait long, unless the app says space was freed.
+                        let delay = ctx.config.reconnect.storage_full_delay;
+                        tracing::warn!(%reason, ?delay, "the store is full; waiting before connecting again");
+                        let notified = ctx.network_available.notified();
+                        tokio::pin!(notified);
+                        notified.as_mut().enable();
+                        ctx.set_connection_state(ConnectionState::StorageFull { retry_in: delay });
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = notified => tracing::debug!("network available: retrying now"),
+                            changed = want.changed() => {
+                                if changed.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        continue;
+                    }
                 }
             }
             Err(failure) if failure.sign_in => {
@@ -683,7 +720,7 @@ impl<'a> Session<'a> {
         }
         let batch = std::mem::take(items);
         let applied = sync::apply(self.ctx, &batch, &self.catching_up, &self.resubscribing)
-            .map_err(|e| End::Lost(format!("cannot store events and answers: {e}")))?;
+            .map_err(|e| store_failed(e, "cannot store events and answers"))?;
         for room in applied.gaps {
             if self.resubscribing.insert(room.clone()) {
                 self.subscribe_rooms(vec![room])?;
@@ -786,7 +823,7 @@ impl<'a> Session<'a> {
                     }
                     Err(err) => {
                         tracing::error!(error = %err, "cannot store a subscription result");
-                        return Err(End::Lost(err.to_string()));
+                        return Err(store_failed(err, "cannot store a subscription result"));
                     }
                 }
             }

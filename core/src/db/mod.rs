@@ -118,6 +118,16 @@ impl Db {
         })
     }
 
+    /// Caps the database at `bytes` (rounded down to whole pages, at least its current size):
+    /// a write that would grow it further fails with `SQLITE_FULL`, like on a full disk.
+    pub(crate) fn set_max_bytes(&self, bytes: u64) -> Result<()> {
+        let conn = self.writer();
+        let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let pages = i64::try_from(bytes).unwrap_or(i64::MAX) / page.max(1);
+        conn.pragma_update(None, "max_page_count", pages.max(1))?;
+        Ok(())
+    }
+
     /// Counts a commit of the writer; every [`CHECKPOINT_EVERY`] commits wakes the checkpointer
     /// (a wake-up while it is still busy is merged into the one pending).
     pub(crate) fn committed(&self) {

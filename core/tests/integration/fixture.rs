@@ -762,6 +762,7 @@ pub fn config(dir: &Path, server_url: &str, user: &str) -> ClientConfig {
         initial_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(200),
         randomization_factor: 0.5,
+        ..ReconnectConfig::default()
     };
     c.heartbeat = HeartbeatConfig {
         interval: Duration::from_secs(1),

@@ -4821,6 +4821,11 @@ public struct ClientOptions: Equatable, Hashable {
      * Heartbeat ping interval (default 25,000).
      */
     public var heartbeatMs: UInt64
+    /**
+     * Largest size of the database in bytes (default 0: no cap but the disk). A store that
+     * reaches it behaves like a full disk (`ConnectionState.StorageFull`).
+     */
+    public var maxStoreBytes: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4842,13 +4847,18 @@ public struct ClientOptions: Equatable, Hashable {
          */reconnectMaxMs: UInt64 = UInt64(0), 
         /**
          * Heartbeat ping interval (default 25,000).
-         */heartbeatMs: UInt64 = UInt64(0)) {
+         */heartbeatMs: UInt64 = UInt64(0), 
+        /**
+         * Largest size of the database in bytes (default 0: no cap but the disk). A store that
+         * reaches it behaves like a full disk (`ConnectionState.StorageFull`).
+         */maxStoreBytes: UInt64 = UInt64(0)) {
         self.dbPath = dbPath
         self.serverUrl = serverUrl
         self.userId = userId
         self.reconnectInitialMs = reconnectInitialMs
         self.reconnectMaxMs = reconnectMaxMs
         self.heartbeatMs = heartbeatMs
+        self.maxStoreBytes = maxStoreBytes
     }
 
     
@@ -4872,7 +4882,8 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
                 userId: FfiConverterString.read(from: &buf), 
                 reconnectInitialMs: FfiConverterUInt64.read(from: &buf), 
                 reconnectMaxMs: FfiConverterUInt64.read(from: &buf), 
-                heartbeatMs: FfiConverterUInt64.read(from: &buf)
+                heartbeatMs: FfiConverterUInt64.read(from: &buf), 
+                maxStoreBytes: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -4883,6 +4894,7 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.reconnectInitialMs, into: &buf)
         FfiConverterUInt64.write(value.reconnectMaxMs, into: &buf)
         FfiConverterUInt64.write(value.heartbeatMs, into: &buf)
+        FfiConverterUInt64.write(value.maxStoreBytes, into: &buf)
     }
 }
 
@@ -6166,6 +6178,13 @@ public enum ConnectionState: Equatable, Hashable {
      * `network_available()` after a new sign-in to try again. The reason is in `SyncStatus`.
      */
     case needsSignIn
+    /**
+     * The device ran out of storage (or the database reached `max_store_bytes`) while storing
+     * what the server sent; the next attempt is in `retry_in_ms` (slow), or at once after
+     * `network_available()` (call it once space was freed).
+     */
+    case storageFull(retryInMs: UInt64
+    )
 
 
 
@@ -6198,6 +6217,9 @@ public struct FfiConverterTypeConnectionState: FfiConverterRustBuffer {
         
         case 5: return .needsSignIn
         
+        case 6: return .storageFull(retryInMs: try FfiConverterUInt64.read(from: &buf)
+        )
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -6226,6 +6248,11 @@ public struct FfiConverterTypeConnectionState: FfiConverterRustBuffer {
         case .needsSignIn:
             writeInt(&buf, Int32(5))
         
+        
+        case let .storageFull(retryInMs):
+            writeInt(&buf, Int32(6))
+            FfiConverterUInt64.write(retryInMs, into: &buf)
+            
         }
     }
 }
@@ -7364,6 +7391,10 @@ public enum SyncPhase: Equatable, Hashable {
      */
     case needsSignIn(reason: String
     )
+    /**
+     * The device is out of storage: see `ConnectionState::StorageFull`.
+     */
+    case storageFull
 
 
 
@@ -7396,6 +7427,8 @@ public struct FfiConverterTypeSyncPhase: FfiConverterRustBuffer {
         case 5: return .needsSignIn(reason: try FfiConverterString.read(from: &buf)
         )
         
+        case 6: return .storageFull
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -7424,6 +7457,10 @@ public struct FfiConverterTypeSyncPhase: FfiConverterRustBuffer {
             writeInt(&buf, Int32(5))
             FfiConverterString.write(reason, into: &buf)
             
+        
+        case .storageFull:
+            writeInt(&buf, Int32(6))
+        
         }
     }
 }

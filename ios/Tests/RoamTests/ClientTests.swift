@@ -135,6 +135,31 @@ final class ClientTests: ServerTestCase, @unchecked Sendable {
         XCTAssertNil(try bob.message(id: doomed.localId))
     }
 
+    func testAFullStoreSaysSoInsteadOfReconnecting() async throws {
+        let alice = try client("alice")
+        // Room for the schema and a few hundred kilobytes, not for 500 messages of 1,500 characters.
+        let bob = try client("bob", maxStoreBytes: 384 * 1024)
+        try await alice.start()
+        try await bob.start()
+        _ = try alice.createRoom(room: "team", kind: .public, title: "Team")
+        try await waitUntil("the room is created") { try alice.room(room: "team")?.sendState == .sent }
+        _ = try bob.joinRoom(room: "team")
+        try await waitUntil("bob has joined") {
+            guard let r = try bob.room(room: "team") else { return false }
+            return r.joined && r.sendState == .sent
+        }
+        try bob.setOnline(online: false)
+        let filler = String(repeating: "x", count: 1_500)
+        for i in 0..<500 { _ = try alice.sendMessage(room: "team", body: "\(i) \(filler)") }
+        try await waitUntil("alice's messages are sent") { try alice.outbox().isEmpty }
+        try bob.setOnline(online: true)
+        try await waitUntil("bob's store is full") {
+            if case .storageFull = bob.connectionState() { return true } else { return false }
+        }
+        XCTAssertEqual(bob.syncStatus().phase, .storageFull)
+        XCTAssertEqual(bob.connectionState(), .storageFull(retryInMs: 60_000))
+    }
+
     func testADocumentConflictCarriesTheCurrentVersion() async throws {
         let (alice, bob) = try await pair()
         let v1 = try await alice.saveDocument(room: "team", doc: "plan", baseVersion: 0, content: "alice's plan")

@@ -102,13 +102,16 @@ final class TestServer: @unchecked Sendable {
     }
 
     /// A client for `user` with its own database, quick to reconnect.
-    func client(_ user: String, token: String? = nil, dbPath: String? = nil) throws -> RoamClient {
+    func client(
+        _ user: String, token: String? = nil, dbPath: String? = nil, maxStoreBytes: UInt64 = 0
+    ) throws -> RoamClient {
         let options = ClientOptions(
             dbPath: dbPath ?? dir + "/\(user)-\(UUID().uuidString).db",
             serverUrl: url,
             userId: user,
             reconnectInitialMs: 50,
-            reconnectMaxMs: 250
+            reconnectMaxMs: 250,
+            maxStoreBytes: maxStoreBytes
         )
         return try RoamClient(options: options, tokens: StaticTokenProvider(try token ?? self.token(user)))
     }
@@ -316,8 +319,10 @@ class ServerTestCase: XCTestCase, @unchecked Sendable {
         server?.close()
     }
 
-    func client(_ user: String, token: String? = nil, dbPath: String? = nil) throws -> RoamClient {
-        let c = try server.client(user, token: token, dbPath: dbPath)
+    func client(
+        _ user: String, token: String? = nil, dbPath: String? = nil, maxStoreBytes: UInt64 = 0
+    ) throws -> RoamClient {
+        let c = try server.client(user, token: token, dbPath: dbPath, maxStoreBytes: maxStoreBytes)
         clients.append(c)
         return c
     }

@@ -10,4 +10,5 @@ mod permanent;
 mod process_death;
 mod reset;
 mod room_list;
+mod storage;
 mod timeline;

@@ -8581,6 +8581,12 @@ data class ClientOptions (
      * Heartbeat ping interval (default 25,000).
      */
     var `heartbeatMs`: kotlin.ULong = 0uL 
+    , 
+    /**
+     * Largest size of the database in bytes (default 0: no cap but the disk). A store that
+     * reaches it behaves like a full disk (`ConnectionState.StorageFull`).
+     */
+    var `maxStoreBytes`: kotlin.ULong = 0uL 
     
 ){
     
@@ -8603,6 +8609,7 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -8612,7 +8619,8 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterString.allocationSize(value.`userId`) +
             FfiConverterULong.allocationSize(value.`reconnectInitialMs`) +
             FfiConverterULong.allocationSize(value.`reconnectMaxMs`) +
-            FfiConverterULong.allocationSize(value.`heartbeatMs`)
+            FfiConverterULong.allocationSize(value.`heartbeatMs`) +
+            FfiConverterULong.allocationSize(value.`maxStoreBytes`)
     )
 
     override fun write(value: ClientOptions, buf: ByteBuffer) {
@@ -8622,6 +8630,7 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.write(value.`reconnectInitialMs`, buf)
             FfiConverterULong.write(value.`reconnectMaxMs`, buf)
             FfiConverterULong.write(value.`heartbeatMs`, buf)
+            FfiConverterULong.write(value.`maxStoreBytes`, buf)
     }
 }
 
@@ -9641,6 +9650,20 @@ sealed class ConnectionState {
     object NeedsSignIn : ConnectionState()
     
     
+    /**
+     * The device ran out of storage (or the database reached `max_store_bytes`) while storing
+     * what the server sent; the next attempt is in `retry_in_ms` (slow), or at once after
+     * `network_available()` (call it once space was freed).
+     */
+    data class StorageFull(
+        val `retryInMs`: kotlin.ULong) : ConnectionState()
+        
+    {
+        
+
+        companion object
+    }
+    
 
     
 
@@ -9664,6 +9687,9 @@ public object FfiConverterTypeConnectionState : FfiConverterRustBuffer<Connectio
                 FfiConverterULong.read(buf),
                 )
             5 -> ConnectionState.NeedsSignIn
+            6 -> ConnectionState.StorageFull(
+                FfiConverterULong.read(buf),
+                )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
     }
@@ -9700,6 +9726,13 @@ public object FfiConverterTypeConnectionState : FfiConverterRustBuffer<Connectio
                 4UL
             )
         }
+        is ConnectionState.StorageFull -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterULong.allocationSize(value.`retryInMs`)
+            )
+        }
     }
 
     override fun write(value: ConnectionState, buf: ByteBuffer) {
@@ -9723,6 +9756,11 @@ public object FfiConverterTypeConnectionState : FfiConverterRustBuffer<Connectio
             }
             is ConnectionState.NeedsSignIn -> {
                 buf.putInt(5)
+                Unit
+            }
+            is ConnectionState.StorageFull -> {
+                buf.putInt(6)
+                FfiConverterULong.write(value.`retryInMs`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -11007,6 +11045,12 @@ sealed class SyncPhase {
         companion object
     }
     
+    /**
+     * The device is out of storage: see `ConnectionState::StorageFull`.
+     */
+    object StorageFull : SyncPhase()
+    
+    
 
     
 
@@ -11030,6 +11074,7 @@ public object FfiConverterTypeSyncPhase : FfiConverterRustBuffer<SyncPhase>{
             5 -> SyncPhase.NeedsSignIn(
                 FfiConverterString.read(buf),
                 )
+            6 -> SyncPhase.StorageFull
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
     }
@@ -11066,6 +11111,12 @@ public object FfiConverterTypeSyncPhase : FfiConverterRustBuffer<SyncPhase>{
                 + FfiConverterString.allocationSize(value.`reason`)
             )
         }
+        is SyncPhase.StorageFull -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
     }
 
     override fun write(value: SyncPhase, buf: ByteBuffer) {
@@ -11089,6 +11140,10 @@ public object FfiConverterTypeSyncPhase : FfiConverterRustBuffer<SyncPhase>{
             is SyncPhase.NeedsSignIn -> {
                 buf.putInt(5)
                 FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is SyncPhase.StorageFull -> {
+                buf.putInt(6)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }

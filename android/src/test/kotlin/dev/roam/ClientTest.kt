@@ -50,8 +50,12 @@ abstract class ServerTest {
         server.close()
     }
 
-    protected fun client(user: String, token: String = server.token(user), dbPath: String? = null): RoamClient =
-        server.client(user, token, dbPath).also { clients.add(it) }
+    protected fun client(
+        user: String,
+        token: String = server.token(user),
+        dbPath: String? = null,
+        maxStoreBytes: ULong = 0uL,
+    ): RoamClient = server.client(user, token, dbPath, maxStoreBytes).also { clients.add(it) }
 
     /** Alice's public room "team" with Bob in it, both connected and confirmed. */
     protected fun pair(bobDb: String? = null): Pair<RoamClient, RoamClient> = runBlocking {
@@ -180,6 +184,27 @@ class ClientTest : ServerTest() {
         bob.discard(assertNotNull(failed.outboxEntryId))
         assertTrue(bob.outbox().isEmpty())
         assertNull(bob.message(doomed.localId))
+    }
+
+    @Test
+    fun aFullStoreSaysSoInsteadOfReconnecting() = runBlocking {
+        val alice = client("alice")
+        // Room for the schema and a few hundred kilobytes, not for 500 messages of 1,500 characters.
+        val bob = client("bob", maxStoreBytes = 384uL * 1024uL)
+        alice.start()
+        bob.start()
+        alice.createRoom("team", RoomKind.PUBLIC, "Team")
+        waitUntil("the room is created") { alice.room("team")?.sendState == SendState.Sent }
+        bob.joinRoom("team")
+        waitUntil("bob has joined") { bob.room("team")?.let { it.joined && it.sendState == SendState.Sent } == true }
+        bob.setOnline(false)
+        val filler = "x".repeat(1_500)
+        repeat(500) { alice.sendMessage("team", "$it $filler") }
+        waitUntil("alice's messages are sent") { alice.outbox().isEmpty() }
+        bob.setOnline(true)
+        waitUntil("bob's store is full") { bob.connectionState() is ConnectionState.StorageFull }
+        assertEquals(SyncPhase.StorageFull, bob.syncStatus().phase)
+        assertEquals(60_000uL, (bob.connectionState() as ConnectionState.StorageFull).retryInMs)
     }
 
     @Test

@@ -75,13 +75,14 @@ class TestServer {
     }
 
     /** A client for [user] with its own database, quick to reconnect. */
-    fun client(user: String, token: String = token(user), dbPath: String? = null): RoamClient {
+    fun client(user: String, token: String = token(user), dbPath: String? = null, maxStoreBytes: ULong = 0uL): RoamClient {
         val options = ClientOptions(
             dbPath = dbPath ?: File(dir, "$user-${System.nanoTime()}.db").absolutePath,
             serverUrl = url,
             userId = user,
             reconnectInitialMs = 50uL,
             reconnectMaxMs = 250uL,
+            maxStoreBytes = maxStoreBytes,
         )
         return RoamClient(options, StaticTokenProvider(token))
     }
