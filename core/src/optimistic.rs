@@ -30,7 +30,30 @@ use crate::db::writes;
 use crate::error::{Error, Result};
 use crate::listeners::AppEvent;
 use crate::model::{DocumentUpdate, LocalDocument, LocalMessage, RoomUpdate, SendState};
-use crate::outbox::{LocalStep, Queued};
+
+/// What the optimistic step of an enqueue gets to know.
+#[derive(Debug)]
+pub(crate) struct LocalStep<'a> {
+    /// The entry id (idempotency key).
+    pub id: &'a str,
+    /// The entry's position (orders local messages).
+    pub pos: i64,
+    pub now: i64,
+    pub me: &'a str,
+}
+
+/// The outbox entry an answer, a failure or a retry is about, as the steps here need it (the
+/// outbox hands it over; this module never reads or writes outbox rows).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Change<'a> {
+    /// The entry id (idempotency key; a message send's is the message's local id).
+    pub id: &'a str,
+    /// The entry's position.
+    pub pos: i64,
+    pub mutation: &'a Mutation,
+    /// The local id of the message an edit or delete changes.
+    pub target: Option<&'a str>,
+}
 
 /// How to take back an optimistic change (stored as JSON in the outbox row).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -373,13 +396,6 @@ pub(crate) fn put_document(
     base_version: u64,
     content: &str,
 ) -> Result<(LocalDocument, Option<Undo>)> {
-    // A new edit supersedes earlier edits of the document that failed for good (typically the
-    // app rebasing after a version conflict): their entries go, without undoing anything.
-    tx.execute(
-        "DELETE FROM outbox WHERE state = 'failed' AND op = 'document.put' AND queue = ?1 \
-         AND json_extract(mutation, '$.args.doc') = ?2",
-        [room, doc],
-    )?;
     let before = reads::document(tx, room, doc)?;
     let undo = Undo::RestoreDocument {
         room: room.to_owned(),
@@ -459,21 +475,21 @@ pub(crate) fn mark_room_read(
 
 pub(crate) fn apply_ack(
     tx: &Transaction<'_>,
-    entry: &Queued,
+    entry: &Change<'_>,
     result: &Value,
     fx: &mut Effects,
 ) -> Result<()> {
     let op = entry.mutation.op();
-    match &entry.mutation {
+    match entry.mutation {
         Mutation::SendMessage { .. } => {
             if let Some(m) = parse::<Message>(op, result) {
-                bind_message(tx, fx, &entry.id, &m, entry.pos)?;
+                bind_message(tx, fx, entry.id, &m, entry.pos)?;
             } else {
-                message_state_changed(tx, fx, &entry.id, &SendState::Sent)?;
+                message_state_changed(tx, fx, entry.id, &SendState::Sent)?;
             }
         }
         Mutation::EditMessage { .. } | Mutation::DeleteMessage { .. } => {
-            let target = entry.target.as_deref().unwrap_or_default();
+            let target = entry.target.unwrap_or_default();
             match parse::<Message>(op, result) {
                 Some(m) if !target.is_empty() => bind_message(tx, fx, target, &m, entry.pos)?,
                 _ => message_state_changed(tx, fx, target, &SendState::Sent)?,
@@ -584,15 +600,15 @@ pub(crate) fn bind_message(
 
 fn set_state(
     tx: &Transaction<'_>,
-    entry: &Queued,
+    entry: &Change<'_>,
     state: &SendState,
     current: Option<&Document>,
     fx: &mut Effects,
 ) -> Result<()> {
-    match &entry.mutation {
-        Mutation::SendMessage { .. } => message_state_changed(tx, fx, &entry.id, state)?,
+    match entry.mutation {
+        Mutation::SendMessage { .. } => message_state_changed(tx, fx, entry.id, state)?,
         Mutation::EditMessage { .. } | Mutation::DeleteMessage { .. } => {
-            if let Some(t) = &entry.target {
+            if let Some(t) = entry.target {
                 message_state_changed(tx, fx, t, state)?;
             }
         }
@@ -622,7 +638,7 @@ fn set_state(
 
 pub(crate) fn apply_failure(
     tx: &Transaction<'_>,
-    entry: &Queued,
+    entry: &Change<'_>,
     state: &SendState,
     current: Option<&Document>,
     fx: &mut Effects,
@@ -630,7 +646,11 @@ pub(crate) fn apply_failure(
     set_state(tx, entry, state, current, fx)
 }
 
-pub(crate) fn apply_retry(tx: &Transaction<'_>, entry: &Queued, fx: &mut Effects) -> Result<()> {
+pub(crate) fn apply_retry(
+    tx: &Transaction<'_>,
+    entry: &Change<'_>,
+    fx: &mut Effects,
+) -> Result<()> {
     set_state(tx, entry, &SendState::Pending, None, fx)
 }
 

@@ -77,7 +77,9 @@ use crate::db::{reads, writes};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{now_ms, SendState};
-use crate::optimistic::{self, Undo};
+use crate::optimistic::{self, Change, Undo};
+
+pub(crate) use crate::optimistic::LocalStep;
 
 /// An entry as the scheduler holds it.
 #[derive(Debug, Clone)]
@@ -116,6 +118,16 @@ impl Queued {
 
     fn is_barrier(&self) -> bool {
         is_barrier(&self.mutation)
+    }
+
+    /// The entry as the optimistic steps see it.
+    pub(crate) fn change(&self) -> Change<'_> {
+        Change {
+            id: &self.id,
+            pos: self.pos,
+            mutation: &self.mutation,
+            target: self.target.as_deref(),
+        }
     }
 }
 
@@ -551,6 +563,12 @@ pub(crate) fn enqueue_with_id<T>(
             now,
             me: &ctx.me,
         };
+        // A new edit of a document supersedes its earlier edits that failed for good
+        // (typically the app rebasing after a version conflict): their entries go, without
+        // undoing anything.
+        if let Mutation::PutDocument { room, doc, .. } = &mutation {
+            writes::delete_failed_document_puts(tx, room, doc)?;
+        }
         // The local change first, so that its undo record goes into the outbox row as it is
         // inserted (one write of the row, not an insert and an update).
         let (value, undo) = local(tx, &step, fx)?;
@@ -575,17 +593,6 @@ pub(crate) fn enqueue_with_id<T>(
     Ok((id, out))
 }
 
-/// What the optimistic step of [`enqueue`] gets to know.
-#[derive(Debug)]
-pub(crate) struct LocalStep<'a> {
-    /// The entry id (idempotency key).
-    pub id: &'a str,
-    /// The entry's position (orders local messages).
-    pub pos: i64,
-    pub now: i64,
-    pub me: &'a str,
-}
-
 /// Stores the server's answer to an entry and removes it, inside the caller's transaction
 /// (answers are applied in batches, see [`crate::sync::apply`]). Returns false when the entry
 /// was gone already: discarding one on the wire is refused, so that is a stale answer, and the
@@ -599,7 +606,7 @@ pub(crate) fn complete_in(
     if !writes::delete_entry(tx, entry.pos, &entry.id)? {
         return Ok(false);
     }
-    optimistic::apply_ack(tx, entry, result, fx)?;
+    optimistic::apply_ack(tx, &entry.change(), result, fx)?;
     Ok(true)
 }
 
@@ -612,7 +619,7 @@ pub(crate) fn fail(ctx: &Context, entry: &Queued, error: &ErrorBody) -> Result<(
     let is_message = matches!(entry.mutation, Mutation::SendMessage { .. });
     ctx.write(|tx, fx| {
         writes::set_entry_state(tx, entry.pos, &entry.id, &state)?;
-        optimistic::apply_failure(tx, entry, &state, error.current.as_ref(), fx)
+        optimistic::apply_failure(tx, &entry.change(), &state, error.current.as_ref(), fx)
     })?;
     tracing::info!(entry = %entry.id, op = entry.mutation.op(), code = error.code.as_str(), "outbox entry failed");
     Metrics::inc(&ctx.metrics.mutations_failed);
@@ -647,7 +654,7 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
             entry.target.clone(),
             entry.created_at,
         );
-        optimistic::apply_retry(tx, &q, fx)?;
+        optimistic::apply_retry(tx, &q.change(), fx)?;
         fx.enqueue(q);
         Ok(())
     })

@@ -603,6 +603,20 @@ pub(crate) fn set_kv(tx: &Transaction<'_>, key: &str, value: &str) -> Result<()>
     Ok(())
 }
 
+/// Deletes the failed `document.put` entries of one document.
+pub(crate) fn delete_failed_document_puts(
+    tx: &Transaction<'_>,
+    room: &str,
+    doc: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM outbox WHERE state = 'failed' AND op = 'document.put' AND queue = ?1 \
+         AND json_extract(mutation, '$.args.doc') = ?2",
+    )?
+    .execute([room, doc])?;
+    Ok(())
+}
+
 pub(crate) fn delete_kv(tx: &Transaction<'_>, key: &str) -> Result<()> {
     tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?
         .execute([key])?;
