@@ -425,9 +425,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Applies one write atomically; see the module docs.
     ///
     /// The write is queued when `commit` is CALLED, not when the returned future is first
-    /// polled: writes issued one after another by one caller are applied in that order, even if
+    /// polled: writes to one room issued one after another are applied in that order, even if
     /// their futures are awaited later or together (a socket pipelines a client's mutations
-    /// this way and keeps their order).
+    /// this way and keeps their order), and so are one actor's writes that name no room. The
+    /// SQLite store applies every write in call order; the PostgreSQL store applies writes to
+    /// different rooms concurrently.
     fn commit(&self, write: Write) -> BoxFuture<'static, StoreResult<Committed>>;
 
     /// The recorded result for `(user, key)`, if any.

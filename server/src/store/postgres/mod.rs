@@ -4,8 +4,8 @@
 //! - **Driver:** `tokio-postgres` (async, no macros, no SQLite of its own), without TLS for now
 //!   (`NoTls`: run Postgres on a private network or a loopback; see docs/architecture.md).
 //! - **Writes** go through a few writer lanes (`writer.rs`), each a task owning one connection;
-//!   a write is routed by its actor, so one caller's writes keep their order. Each write is one
-//!   transaction; a room's seqs come from its row (`UPDATE … head_seq = head_seq + n
+//!   a write is routed by its room (by its actor when it names none), so a room's writes keep
+//!   their order, and a lane commits what is queued on it as one group; a room's seqs come from its row (`UPDATE … head_seq = head_seq + n
 //!   RETURNING`), locked until commit, so they are gap-free and in commit order across servers.
 //! - **Reads** use a small pool of connections (`conn.rs`), opened on demand.
 //! - **Schema** (`schema.rs`): numbered migrations in `server/migrations/postgres/`, applied at

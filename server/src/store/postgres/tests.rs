@@ -592,3 +592,37 @@ async fn a_group_keeps_call_order_and_a_failing_write_is_undone_alone() {
     drop(store);
     schema.drop_now().await;
 }
+
+/// Writes to one room from many users go down that room's lane: issued one after another, they
+/// are numbered in call order (on actor lanes they raced each other for the room's lock).
+#[tokio::test]
+async fn one_rooms_writes_from_many_users_keep_call_order() {
+    let schema = Schema::new().await;
+    let store = PostgresStore::connect(&schema.url(), 4).await.unwrap();
+    store
+        .commit(write("alice", create_room("hall", "alice")))
+        .await
+        .unwrap();
+    let futures: Vec<_> = (0..24)
+        .map(|i| {
+            store.commit(write(
+                &format!("user{i}"),
+                message("hall", &format!("m{i}")),
+            ))
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        match bounded(f).await {
+            Ok(Committed::Applied { events, .. }) => seqs.push(events[0].seq),
+            other => panic!("write {i}: {other:?}"),
+        }
+    }
+    let expected: Vec<u64> = (3..27).collect();
+    assert_eq!(
+        seqs, expected,
+        "seqs follow the order the writes were issued in"
+    );
+    drop(store);
+    schema.drop_now().await;
+}

@@ -1,11 +1,13 @@
 //! Writer lanes: a few tasks, each owning one connection and fed by its own channel.
 //!
-//! `Store::commit` picks the lane by a hash of the write's actor and sends the write at once
-//! (the channel is unbounded, so queuing never waits): one caller's writes go down one lane in
-//! call order and are applied in that order, which is the trait's "queued when called" contract.
-//! Writes of different actors run on different lanes concurrently; when they touch the same
-//! room they meet at the room row's lock in Postgres (see `apply.rs`), which also orders them
-//! against writers on other servers.
+//! `Store::commit` picks the lane by a hash of the write's room (its actor when it names no
+//! room) and sends the write at once (the channel is unbounded, so queuing never waits): a
+//! room's writes go down one lane in call order and are applied in that order, which is the
+//! trait's "queued when called" contract for everything that can conflict. Writes to different
+//! rooms run on different lanes concurrently. A room's writes from other servers meet this
+//! server's at the room row's lock in Postgres (see `apply.rs`), which orders them; on one
+//! server a hot room's writes are committed in groups by its one lane instead of each lane
+//! taking its turn on that lock.
 //!
 //! A lane commits what is queued on it as one group: one transaction, each write in its own
 //! savepoint (a failing write is undone alone), one `COMMIT` and so one WAL flush for all. A lone
@@ -24,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{self, Outcome};
 use super::conn::{self, Conn};
-use crate::store::{Committed, StoreError, StoreResult, Write};
+use crate::store::{Change, Committed, StoreError, StoreResult, Write};
 
 /// How many times a write that lost a deadlock or a serialization conflict is tried in all.
 const ATTEMPTS: u32 = 5;
@@ -81,7 +83,7 @@ impl Lanes {
         write: Write,
     ) -> impl Future<Output = StoreResult<Committed>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let lane = lane_of(&write.actor, self.senders.len());
+        let lane = lane_of(lane_key(&write), self.senders.len());
         let sent = match self.senders.get(lane) {
             Some(sender) => {
                 self.queued.fetch_add(1, Ordering::Relaxed);
@@ -110,10 +112,38 @@ fn stopped() -> StoreError {
     StoreError::Backend("the store's writer lanes have stopped".into())
 }
 
-/// The lane of an actor: a stable hash, so one actor's writes always share a lane.
-fn lane_of(actor: &str, lanes: usize) -> usize {
-    let h = xxhash_rust::xxh3::xxh3_64(actor.as_bytes());
+/// The lane of a key: a stable hash, so writes with one key always share a lane.
+fn lane_of(key: &str, lanes: usize) -> usize {
+    let h = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
     (h % lanes.max(1) as u64) as usize
+}
+
+/// What a write is queued by: its room when it has one, else its actor. A room's writes then
+/// share one lane on this server, in call order, and are committed in groups by it instead of
+/// taking turns with the other lanes on the room row's lock; writes that name no room (an
+/// invitation answered by id, notifications marked read) keep their actor's order.
+fn lane_key(w: &Write) -> &str {
+    match &w.change {
+        Change::CreateRoom { name, .. }
+        | Change::UpdateRoom { name, .. }
+        | Change::DeleteRoom { name } => name,
+        Change::AddMember { room, .. }
+        | Change::RemoveMember { room, .. }
+        | Change::SetRole { room, .. }
+        | Change::TransferOwnership { room, .. }
+        | Change::Ban { room, .. }
+        | Change::Unban { room, .. }
+        | Change::CreateInvitation { room, .. }
+        | Change::InsertMessage { room, .. }
+        | Change::EditMessage { room, .. }
+        | Change::DeleteMessage { room, .. }
+        | Change::ImportMessages { room, .. }
+        | Change::PutDocument { room, .. }
+        | Change::MarkRoomRead { room, .. } => room,
+        Change::RejectInvitation { .. }
+        | Change::RevokeInvitation { .. }
+        | Change::MarkRead { .. } => &w.actor,
+    }
 }
 
 /// One lane's loop: takes the first write that arrives plus whatever else is queued (up to
