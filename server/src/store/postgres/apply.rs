@@ -26,6 +26,7 @@ use crate::store::{
     Change, Committed, IdemRecord, NewNotification, Output, Purged, RetentionCutoffs, StoreError,
     StoreResult, Write,
 };
+use tokio_postgres::types::ToSql;
 
 /// The state of one write while it is applied.
 struct Cx<'a> {
@@ -68,20 +69,20 @@ pub(super) enum Outcome {
 /// change, its events and notifications, and the idempotency result.
 pub(super) async fn commit(c: &Conn, w: &Write) -> StoreResult<Outcome> {
     if let Some(idem) = &w.idem {
-        let claimed = c
-            .execute(
-                CLAIM_IDEM,
-                &[&idem.user, &idem.key, &idem.op, &idem.fingerprint, &w.now],
-            )
-            .await?;
+        // Sent together (one round trip): a replay's user row is undone with the rest.
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&idem.user, &idem.key, &idem.op, &idem.fingerprint, &w.now];
+        let claim = c.execute(CLAIM_IDEM, &params);
+        let (claimed, ()) = futures_util::try_join!(claim, ensure_user(c, &w.actor, w.now))?;
         if claimed == 0 {
             let stored = read::idempotent_result(c, &idem.user, &idem.key)
                 .await?
                 .ok_or_else(|| StoreError::Backend("idempotency record vanished".into()))?;
             return Ok(Outcome::Replayed(Committed::Replayed(stored)));
         }
+    } else {
+        ensure_user(c, &w.actor, w.now).await?;
     }
-    ensure_user(c, &w.actor, w.now).await?;
     let mut cx = Cx {
         c,
         actor: &w.actor,
@@ -587,10 +588,17 @@ impl Cx<'_> {
 
     /// Appends an event with a seq obtained from [`Cx::next_seq`].
     async fn emit(&mut self, room: &str, seq: u64, body: EventBody) -> StoreResult<()> {
-        let (kind, data) = event_data(&body)?;
+        self.insert_event(room, seq, &body).await?;
+        self.push_event(room, seq, body);
+        Ok(())
+    }
+
+    /// Writes an event's row (see [`Cx::emit`]).
+    async fn insert_event(&self, room: &str, seq: u64, body: &EventBody) -> StoreResult<()> {
+        let (kind, data) = event_data(body)?;
         // An edit names its message, so that deleting the message finds it (a creation is
         // found by the message's seq).
-        let message = match &body {
+        let message = match body {
             EventBody::MessageEdited(m) => Some(m.id.as_str()),
             _ => None,
         };
@@ -608,6 +616,11 @@ impl Cx<'_> {
                 ],
             )
             .await?;
+        Ok(())
+    }
+
+    /// Records a written event for the hub.
+    fn push_event(&mut self, room: &str, seq: u64, body: EventBody) {
         self.events.push(RoomEvent {
             room: room.to_owned(),
             seq,
@@ -615,7 +628,6 @@ impl Cx<'_> {
             actor: self.actor.to_owned(),
             body,
         });
-        Ok(())
     }
 
     /// Takes the next seq and appends the event made from it.
@@ -1056,9 +1068,13 @@ impl Cx<'_> {
             edited_at: None,
             deleted: false,
         };
-        self.insert_message_row(&msg).await?;
-        self.emit(room, seq, EventBody::MessageCreated(msg.clone()))
-            .await?;
+        // The row and its event go in one round trip (the room row is locked meanwhile).
+        let body = EventBody::MessageCreated(msg.clone());
+        futures_util::try_join!(
+            self.insert_message_row(&msg),
+            self.insert_event(room, seq, &body)
+        )?;
+        self.push_event(room, seq, body);
         Ok(Output::Message(msg))
     }
 
