@@ -103,13 +103,15 @@ impl Conn {
             .close_code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
         self.shut();
-        self.wake.notify_one();
     }
 
     /// Closes the socket with whatever code was chosen (none: a normal close).
     pub fn shut(&self) {
         self.closing.store(true, Ordering::Release);
         self.close.cancel();
+        // The writer waits on `wake` alone ([`Conn::wait`]); a wake-up given while it is busy
+        // is kept for its next wait.
+        self.wake.notify_one();
     }
 
     /// True once the socket is closing.
@@ -190,15 +192,14 @@ impl Conn {
         Taken { lagged }
     }
 
-    /// Waits until something is queued or the socket is closing.
+    /// Waits until something is queued or the socket is closing. Only the writer waits here:
+    /// every producer and [`Conn::shut`] notify `wake`, so the wait needs no cancellation
+    /// future of its own (which would double what an idle writer holds while it waits).
     pub async fn wait(&self) {
         if self.is_closing() {
             return;
         }
-        tokio::select! {
-            _ = self.wake.notified() => {}
-            _ = self.close.cancelled() => {}
-        }
+        self.wake.notified().await;
     }
 
     /// The reader received a frame.
