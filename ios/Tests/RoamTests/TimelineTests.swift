@@ -60,6 +60,9 @@ final class TimelineTests: ServerTestCase, @unchecked Sendable {
     func testSyncStatusAndWaitingForPendingWritesAcrossAnOutage() async throws {
         let (alice, _) = try await pair()
         try alice.setOnline(online: false)
+        // Going offline closes the socket in the background: wait for it, so the sends below
+        // stay queued instead of leaving on the socket that is still closing.
+        try await waitUntil("offline") { alice.syncStatus().phase == .offline }
         for i in 0..<5 { _ = try alice.sendMessage(room: "team", body: "queued \(i)") }
         XCTAssertEqual(alice.syncStatus().pendingWrites, 5)
         let statuses = try alice.syncStatuses()

@@ -59,9 +59,12 @@ class TimelineTest : ServerTest() {
     fun syncStatusAndWaitingForPendingWritesAcrossAnOutage() = runBlocking {
         val (alice, _) = pair()
         alice.setOnline(false)
+        // Going offline closes the socket in the background: wait for it, so the sends below
+        // stay queued instead of leaving on the socket that is still closing.
+        withTimeout(10_000) { alice.syncStatuses().first { it.phase == SyncPhase.Offline } }
         repeat(5) { alice.sendMessage("team", "queued $it") }
         assertEquals(5uL, alice.syncStatus().pendingWrites)
-        assertEquals(SyncPhase.Offline, withTimeout(10_000) { alice.syncStatuses().first() }.phase)
+        assertEquals(SyncPhase.Offline, alice.syncStatus().phase)
         alice.setOnline(true)
         withTimeout(20_000) { alice.waitForPendingWrites() }
         val synced = withTimeout(20_000) { alice.syncStatuses().first { it.phase == SyncPhase.Synced } }
