@@ -180,36 +180,27 @@ pub(crate) async fn run(ctx: Arc<Context>) {
                         // again: wait long, unless the app says space was freed.
                         let delay = ctx.config.reconnect.storage_full_delay;
                         tracing::warn!(%reason, ?delay, "the store is full; waiting before connecting again");
-                        let notified = ctx.network_available.notified();
-                        tokio::pin!(notified);
-                        notified.as_mut().enable();
-                        ctx.set_connection_state(ConnectionState::StorageFull { retry_in: delay });
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = notified => tracing::debug!("network available: retrying now"),
-                            changed = want.changed() => {
-                                if changed.is_err() {
-                                    break;
-                                }
-                            }
+                        let waiting = pause(&ctx, &mut want, Some(delay), || {
+                            ctx.set_connection_state(ConnectionState::StorageFull {
+                                retry_in: delay,
+                            })
+                        });
+                        if !waiting.await {
+                            break;
                         }
                         continue;
                     }
                 }
             }
             Err(failure) if failure.sign_in => {
-                ctx.set_needs_sign_in(failure.reason);
                 refresh = true;
-                let notified = ctx.network_available.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                tokio::select! {
-                    _ = notified => tracing::debug!("trying again after a sign-in"),
-                    changed = want.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                    }
+                // Until the app signs in again (it calls `network_available`).
+                if !pause(&ctx, &mut want, None, || {
+                    ctx.set_needs_sign_in(failure.reason)
+                })
+                .await
+                {
+                    break;
                 }
                 continue;
             }
@@ -223,21 +214,45 @@ pub(crate) async fn run(ctx: Arc<Context>) {
             continue;
         }
         let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
-        let notified = ctx.network_available.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        ctx.set_connection_state(ConnectionState::Waiting { retry_in: delay });
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = notified => tracing::debug!("network available: retrying now"),
-            changed = want.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-            }
+        let waiting = pause(&ctx, &mut want, Some(delay), || {
+            ctx.set_connection_state(ConnectionState::Waiting { retry_in: delay })
+        });
+        if !waiting.await {
+            break;
         }
     }
     ctx.set_connection_state(ConnectionState::Offline);
+}
+
+/// Waits before the next connection attempt: until `delay` has passed (with `None`, for as
+/// long as it takes), the app says the network is back (`network_available`), or what the app
+/// wants changes. `announce` tells the app why it waits; it runs once the wait already listens
+/// for `network_available`, so a call made in answer to it is not missed. False when the client
+/// is gone.
+async fn pause(
+    ctx: &Context,
+    want: &mut watch::Receiver<Want>,
+    delay: Option<Duration>,
+    announce: impl FnOnce(),
+) -> bool {
+    let notified = ctx.network_available.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    announce();
+    let elapsed = async {
+        match delay {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = elapsed => true,
+        _ = notified => {
+            tracing::debug!("network available: trying again now");
+            true
+        }
+        changed = want.changed() => changed.is_ok(),
+    }
 }
 
 /// What the task behind `rx` answered (nothing if it is gone, or without one).
