@@ -136,18 +136,8 @@ final class ClientTests: ServerTestCase, @unchecked Sendable {
     }
 
     func testAFullStoreSaysSoInsteadOfReconnecting() async throws {
-        let alice = try client("alice")
         // Room for the schema and a few hundred kilobytes, not for 500 messages of 1,500 characters.
-        let bob = try client("bob", maxStoreBytes: 384 * 1024)
-        try await alice.start()
-        try await bob.start()
-        _ = try alice.createRoom(room: "team", kind: .public, title: "Team")
-        try await waitUntil("the room is created") { try alice.room(room: "team")?.sendState == .sent }
-        _ = try bob.joinRoom(room: "team")
-        try await waitUntil("bob has joined") {
-            guard let r = try bob.room(room: "team") else { return false }
-            return r.joined && r.sendState == .sent
-        }
+        let (alice, bob) = try await pair(bobMaxStoreBytes: 384 * 1024)
         try bob.setOnline(online: false)
         let filler = String(repeating: "x", count: 1_500)
         for i in 0..<500 { _ = try alice.sendMessage(room: "team", body: "\(i) \(filler)") }

@@ -327,10 +327,13 @@ class ServerTestCase: XCTestCase, @unchecked Sendable {
         return c
     }
 
-    /// Alice's public room "team" with Bob in it, both connected and confirmed.
-    func pair(bobDb: String? = nil) async throws -> (RoamClient, RoamClient) {
+    /// Alice's public room "team" with Bob in it, both connected and confirmed (Bob's store
+    /// capped at `bobMaxStoreBytes` when that is not 0).
+    func pair(bobDb: String? = nil, bobMaxStoreBytes: UInt64 = 0) async throws
+        -> (RoamClient, RoamClient)
+    {
         let alice = try client("alice")
-        let bob = try client("bob", dbPath: bobDb)
+        let bob = try client("bob", dbPath: bobDb, maxStoreBytes: bobMaxStoreBytes)
         try await alice.start()
         try await bob.start()
         _ = try alice.createRoom(room: "team", kind: .public, title: "Team")

@@ -57,10 +57,13 @@ abstract class ServerTest {
         maxStoreBytes: ULong = 0uL,
     ): RoamClient = server.client(user, token, dbPath, maxStoreBytes).also { clients.add(it) }
 
-    /** Alice's public room "team" with Bob in it, both connected and confirmed. */
-    protected fun pair(bobDb: String? = null): Pair<RoamClient, RoamClient> = runBlocking {
+    /**
+     * Alice's public room "team" with Bob in it, both connected and confirmed (Bob's store capped
+     * at [bobMaxStoreBytes] when that is not 0).
+     */
+    protected fun pair(bobDb: String? = null, bobMaxStoreBytes: ULong = 0uL): Pair<RoamClient, RoamClient> = runBlocking {
         val alice = client("alice")
-        val bob = client("bob", dbPath = bobDb)
+        val bob = client("bob", dbPath = bobDb, maxStoreBytes = bobMaxStoreBytes)
         alice.start()
         bob.start()
         alice.createRoom("team", RoomKind.PUBLIC, "Team")
@@ -188,15 +191,8 @@ class ClientTest : ServerTest() {
 
     @Test
     fun aFullStoreSaysSoInsteadOfReconnecting() = runBlocking {
-        val alice = client("alice")
         // Room for the schema and a few hundred kilobytes, not for 500 messages of 1,500 characters.
-        val bob = client("bob", maxStoreBytes = 384uL * 1024uL)
-        alice.start()
-        bob.start()
-        alice.createRoom("team", RoomKind.PUBLIC, "Team")
-        waitUntil("the room is created") { alice.room("team")?.sendState == SendState.Sent }
-        bob.joinRoom("team")
-        waitUntil("bob has joined") { bob.room("team")?.let { it.joined && it.sendState == SendState.Sent } == true }
+        val (alice, bob) = pair(bobMaxStoreBytes = 384uL * 1024uL)
         bob.setOnline(false)
         val filler = "x".repeat(1_500)
         repeat(500) { alice.sendMessage("team", "$it $filler") }
