@@ -114,6 +114,17 @@ async fn diffs_reproduce_the_summaries_newest_activity_first() {
             bob.join(room).await;
         }
     }
+    // Bob's joins are events in alice's rooms; the list opens once they
+    // have arrived, so its first snapshot is the settled one.
+    wait_until("bob's joins arrived", || {
+        ["north", "south", "west"].iter().all(|r| {
+            a.room_summary((*r).into())
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.room.head_seq >= 3)
+        })
+    })
+    .await;
 
     let replica = Arc::new(Replica::default());
     let list = a.room_list(replica.clone());
