@@ -6,6 +6,9 @@
 //! task on it and await the task's `JoinHandle`, a runtime-agnostic future that the foreign
 //! executor can poll (and drop: cancelling a Swift `Task` or a Kotlin coroutine only drops the
 //! handle; the core call still runs to its end, so no core state is left half-done).
+//!
+//! Its worker threads run at a background priority (nice 10 on Android, utility QoS on Apple
+//! platforms; `roam_core::priority`), so a catch-up never takes a CPU from the app's main thread.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -19,6 +22,11 @@ pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, RoamError> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("roam")
+            // Sync is background work: the app's threads get a CPU first (see the core's
+            // `priority` module).
+            .on_thread_start(|| {
+                roam_core::priority::lower_current_thread();
+            })
             .enable_all()
             .build()
             .map_err(|e| e.to_string())

@@ -62,6 +62,7 @@ mod http;
 mod optimistic;
 mod outbox;
 mod presence;
+pub mod priority;
 mod remote;
 mod socket;
 mod sync;

@@ -240,12 +240,23 @@ const APP_IDLE: u8 = 0;
 const APP_CALLING: u8 = 1;
 const APP_STOP: u8 = 2;
 
-/// One app call: which one (`true`: `send_message`), when it started, how long it took.
+/// One app call: which one (`true`: `send_message`), when it started, how long it took, and how
+/// much of that the thread was ready to run but waiting for a CPU.
 #[derive(Debug, Clone, Copy)]
 struct Call {
     send: bool,
     at: Instant,
     took: Duration,
+    no_cpu: Duration,
+}
+
+/// How long the calling thread has been ready to run but waiting for a CPU, in all (the second
+/// field of Linux's `/proc/thread-self/schedstat`; zero where there is none).
+fn waited_for_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 /// The app's thread: while told to, calls `send_message` and `messages` (the newest 50) in
@@ -269,6 +280,7 @@ fn app_thread(
             }
             n += 1;
             let send = n % 2 == 0;
+            let cpu_wait = waited_for_cpu();
             let at = Instant::now();
             if send {
                 client
@@ -279,7 +291,13 @@ fn app_thread(
                 assert!(!page.is_empty());
             }
             let took = at.elapsed();
-            calls.lock().expect("calls").push(Call { send, at, took });
+            let no_cpu = waited_for_cpu().saturating_sub(cpu_wait);
+            calls.lock().expect("calls").push(Call {
+                send,
+                at,
+                took,
+                no_cpu,
+            });
             std::thread::sleep(Duration::from_millis(1));
         }
     })
@@ -293,21 +311,76 @@ fn spread(mut v: Vec<Duration>) -> (f64, f64, f64) {
     (ms(at(0.5)), ms(at(0.99)), ms(v[v.len() - 1]))
 }
 
-/// Figures of [`app_calls`]: (label, calls, p50, p99, max) per group.
-type Figures = Vec<(&'static str, usize, f64, f64, f64)>;
+/// Figures of one group of app calls: p50, p99 and max of their durations, and p99 and max of
+/// how long they waited for a CPU (in milliseconds).
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    calls: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    no_cpu_p99: f64,
+    no_cpu_max: f64,
+}
+
+/// Figures of [`app_calls`], per group.
+type Figures = Vec<(&'static str, Spread)>;
+
+/// A multi-threaded runtime of two workers, each of which runs `at_start` first.
+fn runtime(name: &str, at_start: fn()) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .on_thread_start(at_start)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Makes the calling thread the lowest priority there is (nice 19).
+#[allow(unsafe_code)]
+fn lowest_priority() {
+    // SAFETY: `setpriority` reads its arguments only; who = 0 is the calling thread on Linux.
+    let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    assert_eq!(done, 0, "setpriority");
+}
 
 /// Rounds of 10,000 events missed offline in [`app_calls`].
 const CATCH_UP_ROUNDS: usize = 10;
 
-async fn app_calls(backend: &Backend, dir: &std::path::Path) -> (Figures, Duration) {
+/// App calls during catch-ups, on the threads a phone would have:
+/// - the client on a runtime of its own, made as the bindings make theirs: its workers run at
+///   the library's background priority (`roam_core::priority`);
+/// - the app's thread at the default priority;
+/// - the server (in this process, on a runtime of its own) at the lowest priority: it stands in
+///   for another machine, which takes no CPU from the phone.
+async fn app_calls(dir: &std::path::Path) -> (Figures, Duration) {
     const N: u64 = 10_000;
     let room = "catchup";
+    let server_rt = runtime("server", lowest_priority);
+    let client_rt = runtime("roam", || {
+        assert!(roam_core::priority::lower_current_thread());
+    });
+    let mut server = server_rt
+        .spawn(async {
+            let mut b = Backend::down_with(|c| c.max_recovery_events = 1_000_000);
+            b.start().await;
+            b
+        })
+        .await
+        .expect("server");
+    let backend = &server;
     backend.api("alice").create_room(room, "public").await;
     let client = Arc::new(open_client(
         fast_config(&dir.join("app.db"), &backend.url(), "dave"),
         backend.token("dave"),
     ));
-    client.start().await.expect("start");
+    let starting = Arc::clone(&client);
+    client_rt
+        .spawn(async move { starting.start().await })
+        .await
+        .expect("client runtime")
+        .expect("start");
     client.join_room(room.into()).expect("join");
     wait_until("dave follows the room", || {
         client.metrics().outbox_depth == 0 && client.room(room.into()).ok().flatten().is_some()
@@ -377,18 +450,39 @@ async fn app_calls(backend: &Backend, dir: &std::path::Path) -> (Figures, Durati
         ("baseline (synced, idle), messages", false, Some(false)),
         ("baseline (synced, idle), all calls", false, None),
     ] {
-        let picked: Vec<Duration> = calls
+        let picked: Vec<&Call> = calls
             .iter()
             .filter(|c| during(c) == caught_up && send.is_none_or(|s| c.send == s))
-            .map(|c| c.took)
             .collect();
         assert!(!picked.is_empty(), "no calls for {label}");
-        let (p50, p99, max) = spread(picked.clone());
-        figures.push((label, picked.len(), p50, p99, max));
+        let (p50, p99, max) = spread(picked.iter().map(|c| c.took).collect());
+        let (_, no_cpu_p99, no_cpu_max) = spread(picked.iter().map(|c| c.no_cpu).collect());
+        figures.push((
+            label,
+            Spread {
+                calls: picked.len(),
+                p50,
+                p99,
+                max,
+                no_cpu_p99,
+                no_cpu_max,
+            },
+        ));
     }
     let newest = client.messages(room.into(), None, 1).expect("read");
     assert!(!newest.is_empty());
-    client.shutdown().await;
+    let closing = Arc::clone(&client);
+    client_rt
+        .spawn(async move { closing.shutdown().await })
+        .await
+        .expect("client runtime");
+    server_rt
+        .spawn(async move { server.stop().await })
+        .await
+        .expect("server runtime");
+    // Dropping a runtime would block this async function: both are left to end on their own.
+    client_rt.shutdown_background();
+    server_rt.shutdown_background();
     (figures, catch_up_time / CATCH_UP_ROUNDS as u32)
 }
 
@@ -466,18 +560,21 @@ async fn main() {
         );
     }
     if wants("app_calls") {
-        let (figures, took) = app_calls(&backend, dir.path()).await;
+        let (figures, took) = app_calls(dir.path()).await;
         println!(
             "app calls from another thread, {CATCH_UP_ROUNDS} catch-ups of 10,000 missed events (mean catch-up {:.0} ms):",
             took.as_secs_f64() * 1e3
         );
-        for (label, n, p50, p99, max) in &figures {
-            println!("  {label}: {n} calls, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+        for (label, f) in &figures {
+            println!(
+                "  {label}: {} calls, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (waiting for a CPU: p99 {:.2} ms, max {:.2} ms)",
+                f.calls, f.p50, f.p99, f.max, f.no_cpu_p99, f.no_cpu_max
+            );
         }
-        let (_, _, _, p99, max) = figures[2];
+        let all = figures[2].1;
         println!(
             "  target during catch-up: p99 <= 2 ms and max <= 8 ms: {}",
-            verdict(p99 <= 2.0 && max <= 8.0)
+            verdict(all.p99 <= 2.0 && all.max <= 8.0)
         );
     }
     backend.stop().await;

@@ -248,6 +248,7 @@ fn start_checkpointer(path: &Path) -> Result<Checkpointer> {
     let thread = std::thread::Builder::new()
         .name("roam-checkpoint".into())
         .spawn(move || {
+            crate::priority::lower_current_thread();
             while woken.recv().is_ok() {
                 let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                     Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
