@@ -202,6 +202,34 @@ pub enum Change {
     MarkRoomRead { room: String, seq: u64 },
 }
 
+impl Change {
+    /// The room the change is about, if it names one (an invitation by id and `MarkRead` do
+    /// not).
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            Change::CreateRoom { name, .. }
+            | Change::UpdateRoom { name, .. }
+            | Change::DeleteRoom { name } => Some(name),
+            Change::AddMember { room, .. }
+            | Change::RemoveMember { room, .. }
+            | Change::SetRole { room, .. }
+            | Change::TransferOwnership { room, .. }
+            | Change::Ban { room, .. }
+            | Change::Unban { room, .. }
+            | Change::CreateInvitation { room, .. }
+            | Change::InsertMessage { room, .. }
+            | Change::EditMessage { room, .. }
+            | Change::DeleteMessage { room, .. }
+            | Change::ImportMessages { room, .. }
+            | Change::PutDocument { room, .. }
+            | Change::MarkRoomRead { room, .. } => Some(room),
+            Change::RejectInvitation { .. }
+            | Change::RevokeInvitation { .. }
+            | Change::MarkRead { .. } => None,
+        }
+    }
+}
+
 /// A notification to create in the same transaction as the change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewNotification {

@@ -415,15 +415,15 @@ const INVITATION_FOR_UPDATE: &str = concat!(
 /// updating a room lock the row by writing it first.)
 fn checked_under_lock(change: &Change) -> Option<&str> {
     match change {
-        Change::AddMember { room, .. }
-        | Change::RemoveMember { room, .. }
-        | Change::SetRole { room, .. }
-        | Change::TransferOwnership { room, .. }
-        | Change::Ban { room, .. }
-        | Change::Unban { room, .. }
-        | Change::CreateInvitation { room, .. }
-        | Change::EditMessage { room, .. }
-        | Change::DeleteMessage { room, .. } => Some(room),
+        Change::AddMember { .. }
+        | Change::RemoveMember { .. }
+        | Change::SetRole { .. }
+        | Change::TransferOwnership { .. }
+        | Change::Ban { .. }
+        | Change::Unban { .. }
+        | Change::CreateInvitation { .. }
+        | Change::EditMessage { .. }
+        | Change::DeleteMessage { .. } => change.room(),
         _ => None,
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{self, Outcome};
 use super::conn::{self, Conn};
-use crate::store::{Change, Committed, StoreError, StoreResult, Write};
+use crate::store::{Committed, StoreError, StoreResult, Write};
 
 /// How many times a write that lost a deadlock or a serialization conflict is tried in all.
 const ATTEMPTS: u32 = 5;
@@ -123,27 +123,7 @@ fn lane_of(key: &str, lanes: usize) -> usize {
 /// taking turns with the other lanes on the room row's lock; writes that name no room (an
 /// invitation answered by id, notifications marked read) keep their actor's order.
 fn lane_key(w: &Write) -> &str {
-    match &w.change {
-        Change::CreateRoom { name, .. }
-        | Change::UpdateRoom { name, .. }
-        | Change::DeleteRoom { name } => name,
-        Change::AddMember { room, .. }
-        | Change::RemoveMember { room, .. }
-        | Change::SetRole { room, .. }
-        | Change::TransferOwnership { room, .. }
-        | Change::Ban { room, .. }
-        | Change::Unban { room, .. }
-        | Change::CreateInvitation { room, .. }
-        | Change::InsertMessage { room, .. }
-        | Change::EditMessage { room, .. }
-        | Change::DeleteMessage { room, .. }
-        | Change::ImportMessages { room, .. }
-        | Change::PutDocument { room, .. }
-        | Change::MarkRoomRead { room, .. } => room,
-        Change::RejectInvitation { .. }
-        | Change::RevokeInvitation { .. }
-        | Change::MarkRead { .. } => &w.actor,
-    }
+    w.change.room().unwrap_or(&w.actor)
 }
 
 /// One lane's loop: takes the first write that arrives plus whatever else is queued (up to
