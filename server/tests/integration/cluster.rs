@@ -14,6 +14,7 @@ use roam_server::{AppState, Server};
 use serde_json::{json, Value};
 
 use crate::fixtures::{config, postgres_url, PgSchema, TestServer, Ws, WAIT};
+use roam_testkit::OwnRedis;
 
 fn redis_url() -> String {
     std::env::var("ROAM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
@@ -39,7 +40,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, schema): (Arc<dyn Store>, _) = match postgres_url() {
             Some(base) => {
-                let schema = PgSchema::create(&base).await;
+                let schema = PgSchema::create(&base, "roam_test").await;
                 let store = PostgresStore::connect(&schema.url(), 4)
                     .await
                     .expect("store");
@@ -388,73 +389,6 @@ async fn a_silent_nodes_users_go_offline_after_its_ttl() {
         "the ghost is gone from the cluster"
     );
     c.stop().await;
-}
-
-/// A `redis-server` of the test's own, on a free port, keeping nothing on disk.
-struct OwnRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl OwnRedis {
-    async fn start() -> OwnRedis {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            l.local_addr().expect("addr").port()
-        };
-        let mut r = OwnRedis { port, child: None };
-        r.up().await;
-        r
-    }
-
-    async fn up(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (scripts/services.sh installs it)");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = tokio::task::spawn_blocking(move || c.wait()).await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
 }
 
 #[tokio::test]

@@ -39,63 +39,7 @@ pub fn postgres_url() -> Option<String> {
         .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
 }
 
-/// A schema of its own for one test server; dropped (with everything in it) on drop.
-#[derive(Debug)]
-pub struct PgSchema {
-    base: String,
-    pub name: String,
-}
-
-impl PgSchema {
-    /// Creates a fresh schema in the database of `base`.
-    pub async fn create(base: &str) -> PgSchema {
-        let name = format!("roam_test_{}", uuid::Uuid::now_v7().simple());
-        let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-            .await
-            .expect("connect to ROAM_TEST_STORE");
-        let io = tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .expect("create test schema");
-        drop(client);
-        let _ = io.await;
-        PgSchema {
-            base: base.to_owned(),
-            name,
-        }
-    }
-
-    /// The store URL for this schema (its `search_path`).
-    pub fn url(&self) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-csearch_path%3D{}", self.base, self.name)
-    }
-
-    /// The store URL for this schema, reaching the server through `addr` (a [`Relay`]).
-    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
-        let cfg: tokio_postgres::Config = self.base.parse().expect("postgres url");
-        let user = cfg.get_user().unwrap_or("postgres");
-        let db = cfg.get_dbname().unwrap_or("test");
-        format!(
-            "postgres://{user}@{addr}/{db}?options=-csearch_path%3D{}",
-            self.name
-        )
-    }
-
-    /// `host:port` of the server itself.
-    pub fn server_addr(&self) -> String {
-        let cfg: tokio_postgres::Config = self.base.parse().expect("postgres url");
-        let host = match cfg.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".into(),
-        };
-        format!(
-            "{host}:{}",
-            cfg.get_ports().first().copied().unwrap_or(5432)
-        )
-    }
-}
+pub use roam_testkit::PgSchema;
 
 /// A TCP relay to a server, which a test cuts to play a database that went away.
 pub struct Relay {
@@ -140,35 +84,6 @@ impl Relay {
     }
 }
 
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // Drop runs inside the test's runtime, whose tasks (the server's writes, a retention
-        // pass) may hold locks on the schema until that runtime ends: the clean-up gets a thread
-        // of its own and is not waited for. Schemas a finished process left behind are removed
-        // by scripts/test.sh before the Postgres run.
-        std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                let Ok((client, conn)) =
-                    tokio_postgres::connect(&base, tokio_postgres::NoTls).await
-                else {
-                    return;
-                };
-                tokio::spawn(conn);
-                let _ = client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                    .await;
-            });
-        });
-    }
-}
-
 /// The JWT secret of every test server.
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
@@ -201,7 +116,7 @@ impl TestServer {
     async fn start_in(dir: tempfile::TempDir, c: Config) -> Self {
         // A test that names its own Postgres store keeps it.
         let schema = match (postgres_url(), &c.store) {
-            (Some(base), StoreKind::Sqlite) => Some(PgSchema::create(&base).await),
+            (Some(base), StoreKind::Sqlite) => Some(PgSchema::create(&base, "roam_test").await),
             _ => None,
         };
         Self::start_on(dir, schema, c).await

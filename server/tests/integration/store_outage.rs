@@ -12,7 +12,7 @@ use crate::fixtures::{key, postgres_url, PgSchema, Relay, TestServer};
 async fn a_lost_database_answers_unavailable_changes_nothing_and_recovers() {
     let base =
         postgres_url().unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let schema = PgSchema::create(&base).await;
+    let schema = PgSchema::create(&base, "roam_test").await;
     let relay = Relay::start(schema.server_addr(), None).await;
     let url = schema.url_via(relay.addr);
     let t = TestServer::start_with(|c| c.store = StoreKind::Postgres(url)).await;

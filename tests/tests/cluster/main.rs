@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use roam_core::{Client, RoomKind};
 use roam_server::config::Config;
+use roam_testkit::{OwnRedis, PgSchema};
 use roam_tests::{all_local, fast_config, free_addr, open_client, wait_until, Api, SECRET};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -28,104 +29,7 @@ const SETTLE: Duration = Duration::from_secs(180);
 const CLIENTS: usize = 6;
 
 fn pg_base() -> String {
-    std::env::var("ROAM_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A schema of the test's own in the test database.
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create() -> Schema {
-        let base = pg_base();
-        let name = format!("roam_test_{}", uuid::Uuid::now_v7().simple());
-        let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-            .await
-            .expect("connect to PostgreSQL (scripts/services.sh starts it)");
-        let io = tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .expect("create schema");
-        drop(client);
-        let _ = io.await;
-        Schema { base, name }
-    }
-
-    fn url(&self) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-csearch_path%3D{}", self.base, self.name)
-    }
-
-    async fn drop_now(self) {
-        if let Ok((client, conn)) = tokio_postgres::connect(&self.base, tokio_postgres::NoTls).await
-        {
-            let io = tokio::spawn(conn);
-            let _ = client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
-                .await;
-            drop(client);
-            let _ = io.await;
-        }
-    }
-}
-
-/// A `redis-server` of the test's own, keeping nothing on disk.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let mut r = Redis {
-            port: free_addr().port(),
-            child: None,
-        };
-        r.up().await;
-        r
-    }
-
-    async fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (scripts/services.sh installs it)");
-        self.child = Some(child);
-        wait_port(self.port).await;
-    }
-
-    fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
-async fn wait_port(port: u16) {
-    for _ in 0..500 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("nothing listens on {port}");
+    std::env::var("ROAM_TEST_PG").unwrap_or_else(|_| roam_testkit::DEFAULT_POSTGRES.to_owned())
 }
 
 /// One `roam-e2e-node` process.
@@ -256,8 +160,8 @@ enum Trouble {
 }
 
 struct Cluster {
-    schema: Option<Schema>,
-    redis: Redis,
+    schema: Option<PgSchema>,
+    redis: OwnRedis,
     nodes: Vec<Node>,
     lb: Balancer,
     clients: Vec<Client>,
@@ -266,8 +170,8 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
-        let schema = Schema::create().await;
-        let redis = Redis::start().await;
+        let schema = PgSchema::create(&pg_base(), "roam_test").await;
+        let redis = OwnRedis::start().await;
         // The first node migrates the schema; the others find it done.
         let mut nodes = vec![Node::start("n0", &schema.url(), &redis.url())];
         for i in 1..3 {
@@ -385,7 +289,7 @@ impl Cluster {
             }
             Trouble::RestartRedis => {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                self.redis.down();
+                self.redis.down().await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 self.redis.up().await;
             }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roam_proto::{EventBody, RoomKind};
+use roam_testkit::PgSchema;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -27,7 +28,7 @@ fn base_url() -> String {
     std::env::var("ROAM_TEST_STORE")
         .ok()
         .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into())
+        .unwrap_or_else(|| roam_testkit::DEFAULT_POSTGRES.into())
 }
 
 async fn admin(url: &str) -> tokio_postgres::Client {
@@ -38,47 +39,9 @@ async fn admin(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// A fresh schema; `url()` points a store at it. Dropped explicitly with [`Schema::drop_now`].
-struct Schema {
-    name: String,
-    base: String,
-}
-
-impl Schema {
-    async fn new() -> Schema {
-        let base = base_url();
-        let name = format!("roam_unit_{}", uuid::Uuid::now_v7().simple());
-        admin(&base)
-            .await
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .unwrap();
-        Schema { name, base }
-    }
-
-    fn url(&self) -> String {
-        format!("{}?options=-csearch_path%3D{}", self.base, self.name)
-    }
-
-    fn url_via(&self, addr: std::net::SocketAddr) -> String {
-        let mut cfg = super::parse_url(&self.base).unwrap();
-        cfg.host("127.0.0.1").port(addr.port());
-        let user = cfg.get_user().unwrap_or("postgres").to_owned();
-        let db = cfg.get_dbname().unwrap_or("test").to_owned();
-        format!(
-            "postgres://{user}@127.0.0.1:{}/{db}?options=-csearch_path%3D{}",
-            addr.port(),
-            self.name
-        )
-    }
-
-    async fn drop_now(self) {
-        admin(&self.base)
-            .await
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
-            .await
-            .unwrap();
-    }
+/// A fresh schema of the test's own; `url()` points a store at it. Dropped with `drop_now`.
+async fn new_schema() -> PgSchema {
+    PgSchema::create(&base_url(), "roam_unit").await
 }
 
 fn write(actor: &str, change: Change) -> Write {
@@ -118,7 +81,7 @@ async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_writing_one_room_get_gap_free_seqs_each_once() {
-    let schema = Schema::new().await;
+    let schema = new_schema().await;
     let a = Arc::new(PostgresStore::connect(&schema.url(), 4).await.unwrap());
     let b = Arc::new(PostgresStore::connect(&schema.url(), 4).await.unwrap());
     a.commit(write("owner", create_room("hall", "owner")))
@@ -188,7 +151,7 @@ async fn two_servers_writing_one_room_get_gap_free_seqs_each_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_key_raced_from_two_servers_applies_once_and_replays_once() {
-    let schema = Schema::new().await;
+    let schema = new_schema().await;
     let a = Arc::new(PostgresStore::connect(&schema.url(), 2).await.unwrap());
     let b = Arc::new(PostgresStore::connect(&schema.url(), 2).await.unwrap());
     a.commit(write("alice", create_room("hall", "alice")))
@@ -239,7 +202,7 @@ async fn one_key_raced_from_two_servers_applies_once_and_replays_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_starting_together_migrate_once() {
-    let schema = Schema::new().await;
+    let schema = new_schema().await;
     let url = schema.url();
     let opens = (0..3).map(|_| {
         let url = url.clone();
@@ -248,7 +211,7 @@ async fn servers_starting_together_migrate_once() {
     for o in opens {
         bounded(o).await.unwrap().unwrap();
     }
-    let rows = admin(&schema.base)
+    let rows = admin(&base_url())
         .await
         .query(
             &format!(
@@ -329,7 +292,7 @@ fn pg_target() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_server_is_a_backend_error_then_the_store_recovers() {
-    let schema = Schema::new().await;
+    let schema = new_schema().await;
     let relay = Relay::start(pg_target(), None).await;
     let store = PostgresStore::connect(&schema.url_via(relay.addr), 1)
         .await
@@ -402,7 +365,7 @@ async fn an_unreachable_server_fails_to_open_within_the_connect_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_runs_on_one_server_at_a_time() {
-    let schema = Schema::new().await;
+    let schema = new_schema().await;
     let store = PostgresStore::connect(&schema.url(), 1).await.unwrap();
     let cutoffs = RetentionCutoffs {
         presence_before: T0,
@@ -448,7 +411,7 @@ async fn retention_runs_on_one_server_at_a_time() {
 
 #[tokio::test]
 async fn pool_statistics_are_the_real_connections() {
-    let schema = Schema::new().await;
+    let schema = new_schema().await;
     let store = PostgresStore::connect(&schema.url(), 3).await.unwrap();
     assert_eq!(store.pool_stats().size, 0, "readers open on demand");
     store.ping().await.unwrap();
@@ -469,7 +432,7 @@ async fn pool_statistics_are_the_real_connections() {
 /// must be served by the named index (a missing index leaves a `Seq Scan` and fails this).
 #[tokio::test]
 async fn hot_queries_use_indexes() {
-    let schema = Schema::new().await;
+    let schema = new_schema().await;
     let store = PostgresStore::connect(&schema.url(), 1).await.unwrap();
     drop(store);
     let c = super::conn::connect(&super::parse_url(&schema.url()).unwrap())
@@ -559,7 +522,7 @@ async fn hot_queries_use_indexes() {
 /// call order, and a failing one (a taken message id) is undone alone.
 #[tokio::test]
 async fn a_group_keeps_call_order_and_a_failing_write_is_undone_alone() {
-    let schema = Schema::new().await;
+    let schema = new_schema().await;
     let store = PostgresStore::connect(&schema.url(), 2).await.unwrap();
     store
         .commit(write("alice", create_room("hall", "alice")))
@@ -597,7 +560,7 @@ async fn a_group_keeps_call_order_and_a_failing_write_is_undone_alone() {
 /// are numbered in call order (on actor lanes they raced each other for the room's lock).
 #[tokio::test]
 async fn one_rooms_writes_from_many_users_keep_call_order() {
-    let schema = Schema::new().await;
+    let schema = new_schema().await;
     let store = PostgresStore::connect(&schema.url(), 4).await.unwrap();
     store
         .commit(write("alice", create_room("hall", "alice")))

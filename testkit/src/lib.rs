@@ -1,0 +1,193 @@
+//! What the test suites of several crates share (roam-server's unit and integration tests,
+//! roam-tests' multi-node test): a PostgreSQL schema of a test's own, and a `redis-server` of a
+//! test's own. Test code: a failure to set either up panics with what is missing.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// The database the tests use when their environment names none (`scripts/services.sh` starts
+/// it; trust authentication).
+pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// How long a server started by a test may take to listen.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local address").port()
+}
+
+/// Waits until something listens on `port` of 127.0.0.1; panics after [`START_WAIT`].
+pub async fn wait_port(port: u16) {
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listens on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A schema of a test's own in the database at `base`; a store pointed at [`PgSchema::url`]
+/// keeps everything in it. Dropped with everything in it by [`PgSchema::drop_now`], or on drop
+/// (in the background).
+#[derive(Debug)]
+pub struct PgSchema {
+    base: String,
+    pub name: String,
+}
+
+async fn connect(url: &str) -> Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    let io = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Some((client, io))
+}
+
+impl PgSchema {
+    /// Creates a fresh schema named `{prefix}_{uuid}` in the database of `base`.
+    pub async fn create(base: &str, prefix: &str) -> PgSchema {
+        let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+        let (client, io) = connect(base).await.unwrap_or_else(|| {
+            panic!("PostgreSQL at {base} for the tests (scripts/services.sh starts one)")
+        });
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .expect("create the test schema");
+        drop(client);
+        let _ = io.await;
+        PgSchema {
+            base: base.to_owned(),
+            name,
+        }
+    }
+
+    /// The database URL for this schema (its `search_path`).
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-csearch_path%3D{}", self.base, self.name)
+    }
+
+    /// The database URL for this schema, reaching the server through `addr` (a relay).
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        let cfg: tokio_postgres::Config = self.base.parse().expect("a PostgreSQL URL");
+        let user = cfg.get_user().unwrap_or("postgres");
+        let db = cfg.get_dbname().unwrap_or("test");
+        format!(
+            "postgres://{user}@{addr}/{db}?options=-csearch_path%3D{}",
+            self.name
+        )
+    }
+
+    /// `host:port` of the database server itself.
+    pub fn server_addr(&self) -> String {
+        let cfg: tokio_postgres::Config = self.base.parse().expect("a PostgreSQL URL");
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        format!(
+            "{host}:{}",
+            cfg.get_ports().first().copied().unwrap_or(5432)
+        )
+    }
+
+    /// Drops the schema and everything in it now, and waits for it.
+    pub async fn drop_now(mut self) {
+        let name = std::mem::take(&mut self.name);
+        drop_schema(&self.base, &name).await;
+    }
+}
+
+async fn drop_schema(base: &str, name: &str) {
+    if let Some((client, io)) = connect(base).await {
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+            .await;
+        drop(client);
+        let _ = io.await;
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if self.name.is_empty() {
+            return; // dropped by `drop_now` already
+        }
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, whose tasks (a server's writes, a retention pass)
+        // may hold locks on the schema until that runtime ends: the clean-up gets a thread of
+        // its own and is not waited for. Schemas a finished process left behind are removed by
+        // scripts/test.sh before the Postgres run.
+        std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_schema(&base, &name));
+            }
+        });
+    }
+}
+
+/// A `redis-server` of a test's own, on a free port, keeping nothing on disk; killed on drop.
+#[derive(Debug)]
+pub struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    /// Starts one and waits until it listens.
+    pub async fn start() -> OwnRedis {
+        let mut r = OwnRedis {
+            port: free_port(),
+            child: None,
+        };
+        r.up().await;
+        r
+    }
+
+    /// Starts it again (after [`OwnRedis::down`]) on the same port, empty.
+    pub async fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/services.sh installs it)");
+        self.child = Some(child);
+        wait_port(self.port).await;
+    }
+
+    /// Kills it and waits until it is gone.
+    pub async fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = tokio::task::spawn_blocking(move || c.wait()).await;
+        }
+    }
+
+    /// `redis://127.0.0.1:port/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
