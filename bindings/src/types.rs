@@ -108,8 +108,8 @@ pub struct Message {
     pub outbox_entry_id: Option<String>,
 }
 
-impl From<roam_core::LocalMessage> for Message {
-    fn from(m: roam_core::LocalMessage) -> Self {
+impl From<roam_core::Message> for Message {
+    fn from(m: roam_core::Message) -> Self {
         Message {
             local_id: m.local_id,
             id: m.id,
@@ -799,8 +799,8 @@ mod tests {
         );
     }
 
-    fn core_message(state: roam_core::SendState) -> roam_core::LocalMessage {
-        roam_core::LocalMessage {
+    fn core_message(state: roam_core::SendState) -> roam_core::Message {
+        roam_core::Message {
             local_id: "l1".into(),
             id: Some("m1".into()),
             room: "team".into(),

@@ -41,7 +41,7 @@ use crate::listeners::{
 };
 use crate::metrics::MetricsSnapshot;
 use crate::model::{
-    now_ms, ConnectionState, LocalDocument, LocalMessage, NotificationInfo, OutboxEntry, RoomInfo,
+    now_ms, ConnectionState, LocalDocument, Message, NotificationInfo, OutboxEntry, RoomInfo,
     SendState, SyncPhase, SyncStatus,
 };
 use crate::room_list::{RoomList, RoomListListener, RoomSummary};
@@ -363,7 +363,7 @@ impl Client {
         room: String,
         before_seq: Option<u64>,
         limit: u32,
-    ) -> Result<Vec<LocalMessage>> {
+    ) -> Result<Vec<Message>> {
         check_limit(limit)?;
         self.ctx
             .db
@@ -371,7 +371,7 @@ impl Client {
     }
 
     /// One message, by its local id or server id.
-    pub fn message(&self, id: String) -> Result<Option<LocalMessage>> {
+    pub fn message(&self, id: String) -> Result<Option<Message>> {
         self.ctx.db.read(|c| reads::message_by_any_id(c, &id))
     }
 
@@ -441,7 +441,7 @@ impl Client {
     // Writes (store + outbox, one transaction each)
 
     /// Sends a message. Returns it as stored locally: pending, with a local id.
-    pub fn send_message(&self, room: String, body: String) -> Result<LocalMessage> {
+    pub fn send_message(&self, room: String, body: String) -> Result<Message> {
         self.send_reply(room, body, None)
     }
 
@@ -451,7 +451,7 @@ impl Client {
         room: String,
         body: String,
         reply_to: Option<String>,
-    ) -> Result<LocalMessage> {
+    ) -> Result<Message> {
         // The message id is chosen here (protocol §6, `message.send` `id`) and doubles as the
         // idempotency key, so later edits can name the message before the server has answered.
         let id = outbox::new_key();
@@ -470,7 +470,7 @@ impl Client {
         Ok(m)
     }
 
-    fn own_message(&self, room: &str, id: &str) -> Result<LocalMessage> {
+    fn own_message(&self, room: &str, id: &str) -> Result<Message> {
         let m = self
             .ctx
             .db
@@ -488,12 +488,7 @@ impl Client {
     /// (queued and not on the wire, or failed) takes the new text into its send: one outbox
     /// entry, the latest body, and `retry` sends that. Otherwise the edit is queued behind the
     /// send (which travels with its local id).
-    pub fn edit_message(
-        &self,
-        room: String,
-        message: String,
-        body: String,
-    ) -> Result<LocalMessage> {
+    pub fn edit_message(&self, room: String, message: String, body: String) -> Result<Message> {
         let before = self.own_message(&room, &message)?;
         if before.sender != self.ctx.me {
             return Err(Error::invalid("only the author can edit a message"));
@@ -529,7 +524,7 @@ impl Client {
     /// Deletes a message (by local or server id). A local message not sent yet (its send failed,
     /// or is still queued and not on the wire) is removed without a trace: its send is
     /// discarded and the server never sees it.
-    pub fn delete_message(&self, room: String, message: String) -> Result<LocalMessage> {
+    pub fn delete_message(&self, room: String, message: String) -> Result<Message> {
         let before = self.own_message(&room, &message)?;
         if before.deleted {
             return Ok(before);
@@ -539,7 +534,7 @@ impl Client {
         let unsent = before.id.is_none()
             && (before.send_state.is_failed() || self.ctx.outbox.lock().unsent(&before.local_id));
         if unsent && outbox::discard(&self.ctx, &before.local_id).is_ok() {
-            return Ok(LocalMessage {
+            return Ok(Message {
                 deleted: true,
                 body: String::new(),
                 outbox_entry_id: None,
@@ -897,7 +892,7 @@ impl Client {
 
     /// Fetches the page of messages before the oldest one held locally, stores it, and returns
     /// it (oldest first).
-    pub async fn load_older_messages(&self, room: String, limit: u32) -> Result<Vec<LocalMessage>> {
+    pub async fn load_older_messages(&self, room: String, limit: u32) -> Result<Vec<Message>> {
         roam_proto::validate::room_name(&room)?;
         check_limit(limit)?;
         remote::load_older_messages(&self.ctx, room, limit).await
@@ -1039,7 +1034,7 @@ fn parse_metadata(json: Option<&str>) -> Result<Option<Value>> {
 mod tests {
     use std::collections::HashSet;
 
-    use roam_proto::{EventBody, Message, RoomEvent};
+    use roam_proto::{EventBody, Message as WireMessage, RoomEvent};
 
     use super::*;
     use crate::auth::StaticToken;
@@ -1061,8 +1056,8 @@ mod tests {
             .collect()
     }
 
-    fn server_copy(local_id: &str, body: &str, edited_at: Option<i64>) -> Message {
-        Message {
+    fn server_copy(local_id: &str, body: &str, edited_at: Option<i64>) -> WireMessage {
+        WireMessage {
             id: local_id.into(),
             room: "r".into(),
             seq: 1,
@@ -1079,7 +1074,7 @@ mod tests {
         sync::apply(&c.ctx, &items, &HashSet::new(), &HashSet::new()).expect("apply");
     }
 
-    fn answer(c: &Client, frame: &str, copy: &Message) {
+    fn answer(c: &Client, frame: &str, copy: &WireMessage) {
         let entry = c.ctx.outbox.lock().on_ack(frame).expect("on the wire");
         let result = serde_json::to_value(copy).expect("json");
         store(c, vec![Item::Ack(entry, result)]);
@@ -1098,13 +1093,13 @@ mod tests {
         );
     }
 
-    fn stored(c: &Client, local_id: &str) -> LocalMessage {
+    fn stored(c: &Client, local_id: &str) -> Message {
         c.message(local_id.into()).expect("read").expect("stored")
     }
 
     /// Sends "a", edits it to "b" while the send is on the wire, and returns (message, frame
     /// of the send, edit as returned).
-    fn send_then_edit_on_the_wire(c: &Client) -> (LocalMessage, String, LocalMessage) {
+    fn send_then_edit_on_the_wire(c: &Client) -> (Message, String, Message) {
         let sent = c.send_message("r".into(), "a".into()).expect("send");
         assert_eq!(
             sent.outbox_entry_id.as_deref(),

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use reqwest::{StatusCode, Url};
-use roam_proto::{Document, ErrorResponse, Member, Message, Page, Presence, ReadMarker, Room};
+use roam_proto::{
+    Document, ErrorResponse, Member, Message as WireMessage, Page, Presence, ReadMarker, Room,
+};
 use serde::de::DeserializeOwned;
 
 use crate::auth::TokenProvider;
@@ -154,7 +156,7 @@ impl Http {
         room: &str,
         before: Option<u64>,
         limit: u32,
-    ) -> Result<Page<Message>> {
+    ) -> Result<Page<WireMessage>> {
         let mut query = vec![("limit", limit.to_string())];
         if let Some(b) = before {
             query.push(("before", b.to_string()));

@@ -81,7 +81,7 @@ pub use listeners::{
 };
 pub use metrics::MetricsSnapshot;
 pub use model::{
-    ConnectionState, DocumentUpdate, LocalDocument, LocalMessage, NotificationInfo, OutboxEntry,
+    ConnectionState, DocumentUpdate, LocalDocument, Message, NotificationInfo, OutboxEntry,
     PresenceInfo, RoomInfo, RoomUpdate, SendState, SyncPhase, SyncStatus,
 };
 pub use roam_proto::{

@@ -46,7 +46,7 @@ impl SendState {
 
 /// A message as the app shows it: confirmed by the server, or local and optimistic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalMessage {
+pub struct Message {
     /// Stable identifier for the app: the transaction id (outbox key, UUIDv7) for messages sent
     /// from this device, the server id for everyone else's. It never changes, even when the
     /// server confirms a local message.
@@ -209,11 +209,11 @@ pub struct SyncStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoomUpdate {
     /// A message appeared (from the server, or sent locally).
-    MessageAdded(LocalMessage),
+    MessageAdded(Message),
     /// A message's body changed.
-    MessageEdited(LocalMessage),
+    MessageEdited(Message),
     /// A message was deleted (it stays, with `deleted: true` and an empty body).
-    MessageDeleted(LocalMessage),
+    MessageDeleted(Message),
     /// A local message disappeared for good (its send was discarded) or was merged into the
     /// server's copy.
     MessageRemoved { room: String, local_id: String },

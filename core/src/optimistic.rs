@@ -17,7 +17,8 @@
 //! transaction, so the app hears about the change right after it is committed.
 
 use roam_proto::{
-    Document, Member, MemberStatus, Message, Mutation, ReadMarker, Role, Room, RoomKind,
+    Document, Member, MemberStatus, Message as WireMessage, Mutation, ReadMarker, Role, Room,
+    RoomKind,
 };
 use rusqlite::Transaction;
 use serde::de::DeserializeOwned;
@@ -29,7 +30,7 @@ use crate::db::reads::{self, StoredEntry};
 use crate::db::writes;
 use crate::error::{Error, Result};
 use crate::listeners::AppEvent;
-use crate::model::{DocumentUpdate, LocalDocument, LocalMessage, RoomUpdate, SendState};
+use crate::model::{DocumentUpdate, LocalDocument, Message, RoomUpdate, SendState};
 
 /// What the optimistic step of an enqueue gets to know.
 #[derive(Debug)]
@@ -158,8 +159,8 @@ pub(crate) fn send_message(
     room: &str,
     body: &str,
     reply_to: Option<&str>,
-) -> Result<(LocalMessage, Option<Undo>)> {
-    let m = LocalMessage {
+) -> Result<(Message, Option<Undo>)> {
+    let m = Message {
         local_id: step.id.to_owned(),
         id: None,
         room: room.to_owned(),
@@ -188,9 +189,9 @@ pub(crate) fn change_message(
     tx: &Transaction<'_>,
     step: &LocalStep<'_>,
     fx: &mut Effects,
-    before: &LocalMessage,
+    before: &Message,
     body: Option<&str>,
-) -> Result<(LocalMessage, Option<Undo>)> {
+) -> Result<(Message, Option<Undo>)> {
     let undo = Undo::RestoreMessage {
         local_id: before.local_id.clone(),
         body: before.body.clone(),
@@ -482,7 +483,7 @@ pub(crate) fn apply_ack(
     let op = entry.mutation.op();
     match entry.mutation {
         Mutation::SendMessage { .. } => {
-            if let Some(m) = parse::<Message>(op, result) {
+            if let Some(m) = parse::<WireMessage>(op, result) {
                 bind_message(tx, fx, entry.id, &m, entry.pos)?;
             } else {
                 message_state_changed(tx, fx, entry.id, &SendState::Sent)?;
@@ -490,7 +491,7 @@ pub(crate) fn apply_ack(
         }
         Mutation::EditMessage { .. } | Mutation::DeleteMessage { .. } => {
             let target = entry.target.unwrap_or_default();
-            match parse::<Message>(op, result) {
+            match parse::<WireMessage>(op, result) {
                 Some(m) if !target.is_empty() => bind_message(tx, fx, target, &m, entry.pos)?,
                 _ => message_state_changed(tx, fx, target, &SendState::Sent)?,
             }
@@ -572,7 +573,7 @@ pub(crate) fn bind_message(
     tx: &Transaction<'_>,
     fx: &mut Effects,
     local_id: &str,
-    m: &Message,
+    m: &WireMessage,
     answered: i64,
 ) -> Result<()> {
     match writes::attach_server_message(tx, local_id, m, Some(answered))? {

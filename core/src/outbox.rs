@@ -669,7 +669,7 @@ pub(crate) fn fold_edit_into_send(
     ctx: &Context,
     local_id: &str,
     body: &str,
-) -> Result<Option<crate::model::LocalMessage>> {
+) -> Result<Option<crate::model::Message>> {
     roam_proto::validate::body(body)?;
     ctx.write(|tx, fx| {
         let Some(entry) = reads::outbox_entry(tx, local_id)? else {

@@ -32,7 +32,7 @@ use crate::context::Context;
 use crate::db::{reads, writes};
 use crate::error::{Error, Result};
 use crate::http::Fetched;
-use crate::model::{LocalMessage, RoomUpdate};
+use crate::model::{Message, RoomUpdate};
 
 /// A cached REST answer (also written to the store).
 #[derive(Debug, Clone)]
@@ -279,7 +279,7 @@ pub(crate) async fn load_older_messages(
     ctx: &Arc<Context>,
     room: String,
     limit: u32,
-) -> Result<Vec<LocalMessage>> {
+) -> Result<Vec<Message>> {
     let oldest: Option<u64> = ctx.db.read(|c| {
         Ok(c.query_row(
             "SELECT MIN(seq) FROM messages WHERE room = ?1 AND seq IS NOT NULL",

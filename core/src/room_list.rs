@@ -32,7 +32,7 @@ use crate::db::reads;
 use crate::diff::{steps, Step};
 use crate::error::Result;
 use crate::listeners::{Subscription, Target};
-use crate::model::{LocalMessage, RoomInfo};
+use crate::model::{Message, RoomInfo};
 
 /// A room as the room list shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct RoomSummary {
     pub room: RoomInfo,
     /// The newest message that is not deleted: the newest local one not yet confirmed, else
     /// the confirmed one with the highest seq. `None` when the store holds none.
-    pub last_message: Option<LocalMessage>,
+    pub last_message: Option<Message>,
     /// Messages after the read marker, not deleted, not sent by the account's user.
     pub unread_count: u64,
     /// Those of them that mention the account's user.
@@ -245,7 +245,7 @@ pub(crate) fn summary(c: &Connection, me: &str, name: &str) -> Result<Option<Roo
 }
 
 /// The newest message of a room that is not deleted (unconfirmed ones are the newest).
-fn last_message(c: &Connection, room: &str) -> Result<Option<LocalMessage>> {
+fn last_message(c: &Connection, room: &str) -> Result<Option<Message>> {
     if let Some(m) = reads::newest_unconfirmed(c, room)? {
         return Ok(Some(m));
     }

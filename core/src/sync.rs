@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roam_proto::{
-    Document, ErrorCode, EventBody, Member, MemberStatus, Message, Notification, Presence,
-    ReadMarker, Room, RoomEvent, SubscribeResult, SubscriptionStatus,
+    Document, ErrorCode, EventBody, Member, MemberStatus, Message as WireMessage, Notification,
+    Presence, ReadMarker, Room, RoomEvent, SubscribeResult, SubscriptionStatus,
 };
 use rusqlite::Transaction;
 use serde_json::Value;
@@ -417,7 +417,7 @@ struct Reloaded {
     record: Room,
     members: Vec<Member>,
     documents: Vec<Document>,
-    messages: Vec<Message>,
+    messages: Vec<WireMessage>,
 }
 
 async fn fetch_reload(ctx: &Context, room: &str) -> Result<Reloaded> {
@@ -466,7 +466,7 @@ fn store_reload(ctx: &Context, room: &str, r: Reloaded) -> Result<()> {
             }
         }
         let cursor = reads::cursor(tx, room)?;
-        let mut items: Vec<&Message> = r
+        let mut items: Vec<&WireMessage> = r
             .messages
             .iter()
             .filter(|m| m.seq <= cursor && m.room == room)
@@ -639,7 +639,7 @@ mod tests {
             seq,
             at: 0,
             actor: "them".into(),
-            body: EventBody::MessageCreated(Message {
+            body: EventBody::MessageCreated(WireMessage {
                 id: format!("m{seq}"),
                 room: room.into(),
                 seq,

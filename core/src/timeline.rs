@@ -31,18 +31,18 @@ use crate::db::{reads, writes};
 use crate::diff::{steps, Step};
 use crate::error::{Error, Result};
 use crate::listeners::{AppEvent, Subscription, Target};
-use crate::model::{LocalMessage, RoomUpdate};
+use crate::model::{Message, RoomUpdate};
 
 /// One change of a timeline's window. Indices refer to the window as it is when the diff is
 /// applied (after the diffs before it in the same list).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimelineDiff {
     /// The whole window: replace everything held with `messages`.
-    Reset { messages: Vec<LocalMessage> },
+    Reset { messages: Vec<Message> },
     /// A message appears at `index` (the ones from `index` on move down by one).
-    Insert { index: u32, message: LocalMessage },
+    Insert { index: u32, message: Message },
     /// The message at `index` changed (body, deletion, send state, confirmation).
-    Set { index: u32, message: LocalMessage },
+    Set { index: u32, message: Message },
     /// The message at `index` leaves the window.
     Remove { index: u32 },
 }
@@ -76,7 +76,7 @@ struct Shared {
 struct Window {
     /// Confirmed messages with `seq >= floor` are in the window; `None`: not read yet (or reset).
     floor: Option<u64>,
-    items: Vec<LocalMessage>,
+    items: Vec<Message>,
     start_reached: bool,
 }
 
@@ -126,7 +126,7 @@ impl Timeline {
     }
 
     /// The window as last delivered to the listener.
-    pub fn items(&self) -> Vec<LocalMessage> {
+    pub fn items(&self) -> Vec<Message> {
         self.shared.window.lock().items.clone()
     }
 
@@ -251,7 +251,7 @@ impl TimelineSink for Shared {
     }
 }
 
-fn oldest_seq(items: &[LocalMessage]) -> Option<u64> {
+fn oldest_seq(items: &[Message]) -> Option<u64> {
     items.iter().filter_map(|m| m.seq).min()
 }
 
@@ -270,7 +270,7 @@ fn initial_floor(c: &Connection, room: &str, initial: u32) -> Result<u64> {
 
 /// The window above `floor`, in one statement: confirmed by seq, then unconfirmed by the order
 /// they were written.
-fn window(c: &Connection, room: &str, floor: u64) -> Result<Vec<LocalMessage>> {
+fn window(c: &Connection, room: &str, floor: u64) -> Result<Vec<Message>> {
     let floor = i64::try_from(floor).unwrap_or(i64::MAX);
     reads::messages_from(c, room, floor)
 }
@@ -300,7 +300,7 @@ fn oldest_stored(c: &Connection, room: &str) -> Result<Option<u64>> {
 }
 
 /// The diffs that turn `old` into `new`, matching messages by local id (see [`crate::diff`]).
-pub(crate) fn diff(old: &[LocalMessage], new: &[LocalMessage]) -> Vec<TimelineDiff> {
+pub(crate) fn diff(old: &[Message], new: &[Message]) -> Vec<TimelineDiff> {
     steps(old, new, |m| m.local_id.as_str())
         .into_iter()
         .map(|s| match s {
@@ -312,7 +312,7 @@ pub(crate) fn diff(old: &[LocalMessage], new: &[LocalMessage]) -> Vec<TimelineDi
 }
 
 /// Applies diffs to a list, as an app would (used by tests and documentation).
-pub fn apply_diffs(list: &mut Vec<LocalMessage>, diffs: Vec<TimelineDiff>) {
+pub fn apply_diffs(list: &mut Vec<Message>, diffs: Vec<TimelineDiff>) {
     for d in diffs {
         let step = match d {
             TimelineDiff::Reset { messages } => {
@@ -332,8 +332,8 @@ mod tests {
     use super::*;
     use crate::model::SendState;
 
-    fn m(id: &str, seq: Option<u64>, body: &str) -> LocalMessage {
-        LocalMessage {
+    fn m(id: &str, seq: Option<u64>, body: &str) -> Message {
+        Message {
             local_id: id.into(),
             id: seq.map(|s| format!("srv-{s}")),
             room: "r".into(),
@@ -353,7 +353,7 @@ mod tests {
         }
     }
 
-    fn check(old: Vec<LocalMessage>, new: Vec<LocalMessage>) -> Vec<TimelineDiff> {
+    fn check(old: Vec<Message>, new: Vec<Message>) -> Vec<TimelineDiff> {
         let diffs = diff(&old, &new);
         let mut list = old;
         apply_diffs(&mut list, diffs.clone());
@@ -418,18 +418,18 @@ mod tests {
 
     #[test]
     fn shuffles_are_reproduced() {
-        let all: Vec<LocalMessage> = (0..12)
+        let all: Vec<Message> = (0..12)
             .map(|i| m(&format!("m{i}"), Some(i), &format!("b{i}")))
             .collect();
         // A deterministic spread of subsets, orders and edits.
         for k in 0..40usize {
-            let old: Vec<LocalMessage> = all
+            let old: Vec<Message> = all
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| (i * 7 + k) % 3 != 0)
                 .map(|(_, m)| m.clone())
                 .collect();
-            let mut new: Vec<LocalMessage> = all
+            let mut new: Vec<Message> = all
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| (i * 5 + k) % 4 != 0)

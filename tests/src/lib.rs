@@ -346,8 +346,9 @@ async fn copy(
     }
 }
 
-/// Every local message of a room, oldest first (pages backwards by seq; pending ones last).
-pub fn all_local(client: &Client, room: &str) -> Vec<roam_core::LocalMessage> {
+/// Every message of a room in the client's store, oldest first (pages backwards by seq; pending
+/// ones last).
+pub fn all_local(client: &Client, room: &str) -> Vec<roam_core::Message> {
     let mut newest = client.messages(room.into(), None, 200).unwrap_or_default();
     let mut before = newest.iter().filter_map(|m| m.seq).min();
     while let Some(b) = before {

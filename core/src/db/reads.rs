@@ -4,9 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::Result;
 use crate::metrics::OutboxFigures;
-use crate::model::{
-    LocalDocument, LocalMessage, NotificationInfo, OutboxEntry, RoomInfo, SendState,
-};
+use crate::model::{LocalDocument, Message, NotificationInfo, OutboxEntry, RoomInfo, SendState};
 use roam_proto::{
     Document, Member, MemberStatus, Mutation, Presence, PresenceStatus, Role, RoomCursor, RoomKind,
 };
@@ -156,8 +154,8 @@ macro_rules! message_cols {
     };
 }
 
-fn message_row(row: &Row<'_>) -> rusqlite::Result<LocalMessage> {
-    Ok(LocalMessage {
+fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
         local_id: row.get(0)?,
         id: row.get(1)?,
         room: row.get(2)?,
@@ -196,10 +194,10 @@ pub(crate) fn messages(
     room: &str,
     before_seq: Option<u64>,
     limit: u32,
-) -> Result<Vec<LocalMessage>> {
+) -> Result<Vec<Message>> {
     let limit = limit as usize;
-    let mut out: Vec<LocalMessage> = Vec::new();
-    let mut pending: Vec<LocalMessage> = Vec::new();
+    let mut out: Vec<Message> = Vec::new();
+    let mut pending: Vec<Message> = Vec::new();
     if before_seq.is_none() {
         let mut stmt = conn.prepare_cached(concat!(
             "SELECT ",
@@ -233,11 +231,7 @@ pub(crate) fn messages(
 
 /// A room's messages from `floor` up, then its unconfirmed ones in the order they were written,
 /// in one statement (one snapshot). The order is that of [`messages`].
-pub(crate) fn messages_from(
-    conn: &Connection,
-    room: &str,
-    floor: i64,
-) -> Result<Vec<LocalMessage>> {
+pub(crate) fn messages_from(conn: &Connection, room: &str, floor: i64) -> Result<Vec<Message>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
         message_cols!(),
@@ -249,7 +243,7 @@ pub(crate) fn messages_from(
 }
 
 /// The newest local message of a room not yet confirmed and not deleted.
-pub(crate) fn newest_unconfirmed(conn: &Connection, room: &str) -> Result<Option<LocalMessage>> {
+pub(crate) fn newest_unconfirmed(conn: &Connection, room: &str) -> Result<Option<Message>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
         message_cols!(),
@@ -260,7 +254,7 @@ pub(crate) fn newest_unconfirmed(conn: &Connection, room: &str) -> Result<Option
 }
 
 /// The confirmed message of a room with the highest seq that is not deleted.
-pub(crate) fn newest_confirmed(conn: &Connection, room: &str) -> Result<Option<LocalMessage>> {
+pub(crate) fn newest_confirmed(conn: &Connection, room: &str) -> Result<Option<Message>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
         message_cols!(),
@@ -279,7 +273,7 @@ pub(crate) fn read_marker(conn: &Connection, room: &str) -> Result<u64> {
     Ok(v.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
 }
 
-pub(crate) fn message(conn: &Connection, local_id: &str) -> Result<Option<LocalMessage>> {
+pub(crate) fn message(conn: &Connection, local_id: &str) -> Result<Option<Message>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
         message_cols!(),
@@ -288,7 +282,7 @@ pub(crate) fn message(conn: &Connection, local_id: &str) -> Result<Option<LocalM
     Ok(stmt.query_row([local_id], message_row).optional()?)
 }
 
-pub(crate) fn message_by_server_id(conn: &Connection, id: &str) -> Result<Option<LocalMessage>> {
+pub(crate) fn message_by_server_id(conn: &Connection, id: &str) -> Result<Option<Message>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
         message_cols!(),
@@ -298,7 +292,7 @@ pub(crate) fn message_by_server_id(conn: &Connection, id: &str) -> Result<Option
 }
 
 /// A message by the id the app holds: its local id, or failing that its server id.
-pub(crate) fn message_by_any_id(conn: &Connection, id: &str) -> Result<Option<LocalMessage>> {
+pub(crate) fn message_by_any_id(conn: &Connection, id: &str) -> Result<Option<Message>> {
     match message(conn, id)? {
         Some(m) => Ok(Some(m)),
         None => message_by_server_id(conn, id),

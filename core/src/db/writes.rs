@@ -4,8 +4,10 @@ use rusqlite::{params, Transaction};
 
 use super::reads;
 use crate::error::Result;
-use crate::model::{LocalDocument, LocalMessage, SendState};
-use roam_proto::{Document, Member, Message, Mutation, Notification, Presence, Room, RoomKind};
+use crate::model::{LocalDocument, Message, SendState};
+use roam_proto::{
+    Document, Member, Message as WireMessage, Mutation, Notification, Presence, Room, RoomKind,
+};
 
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -204,7 +206,7 @@ pub(crate) fn replace_members(tx: &Transaction<'_>, room: &str, members: &[Membe
 
 pub(crate) fn insert_local_message(
     tx: &Transaction<'_>,
-    m: &LocalMessage,
+    m: &Message,
     local_order: i64,
 ) -> Result<()> {
     tx.prepare_cached(
@@ -226,10 +228,10 @@ pub(crate) fn insert_local_message(
 /// What happened to a stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MessageChange {
-    Added(LocalMessage),
-    Updated(LocalMessage),
+    Added(Message),
+    Updated(Message),
     /// A local message was confirmed (now sent, with its seq).
-    Confirmed(LocalMessage),
+    Confirmed(Message),
     /// Not changed (an older copy, or a local change is pending on it).
     Unchanged,
 }
@@ -239,7 +241,10 @@ pub(crate) enum MessageChange {
 /// (edited earlier, or not deleted where the stored one is) changes nothing. A local message the
 /// server now confirms
 /// (same id: sends carry the local id) is bound to it, see [`attach_server_message`].
-pub(crate) fn upsert_server_message(tx: &Transaction<'_>, m: &Message) -> Result<MessageChange> {
+pub(crate) fn upsert_server_message(
+    tx: &Transaction<'_>,
+    m: &WireMessage,
+) -> Result<MessageChange> {
     let existing = match reads::message_by_server_id(tx, &m.id)? {
         Some(e) => Some(e),
         None => reads::message(tx, &m.id)?,
@@ -328,9 +333,9 @@ pub(crate) fn upsert_server_message(tx: &Transaction<'_>, m: &Message) -> Result
 pub(crate) fn attach_server_message(
     tx: &Transaction<'_>,
     local_id: &str,
-    m: &Message,
+    m: &WireMessage,
     answered: Option<i64>,
-) -> Result<Option<(LocalMessage, bool)>> {
+) -> Result<Option<(Message, bool)>> {
     let Some(before) = reads::message(tx, local_id)? else {
         return Ok(None);
     };
@@ -355,7 +360,7 @@ pub(crate) fn attach_server_message(
             "UPDATE messages SET server_id = ?2, seq = ?3, created_at = ?4 WHERE local_id = ?1",
         )?
         .execute(params![local_id, m.id, i64_of(m.seq), m.created_at])?;
-        let row = LocalMessage {
+        let row = Message {
             id: Some(m.id.clone()),
             seq: Some(m.seq),
             created_at: m.created_at,
@@ -378,7 +383,7 @@ pub(crate) fn attach_server_message(
         m.created_at
     ])?;
     // The row as the UPDATE above left it (no need to read it back).
-    let row = LocalMessage {
+    let row = Message {
         id: Some(m.id.clone()),
         seq: Some(m.seq),
         body: m.body.clone(),

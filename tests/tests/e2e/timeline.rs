@@ -4,20 +4,20 @@
 
 use std::sync::{Arc, Mutex};
 
-use roam_core::{apply_diffs, Client, LocalMessage, RoomKind, TimelineDiff, TimelineListener};
+use roam_core::{apply_diffs, Client, Message, RoomKind, TimelineDiff, TimelineListener};
 use roam_tests::{all_local, fast_config, open_client, wait_until, Backend};
 use serde_json::json;
 
 /// Applies every diff it receives to its own list, as an app's view model would.
 #[derive(Default)]
 struct Replica {
-    list: Mutex<Vec<LocalMessage>>,
+    list: Mutex<Vec<Message>>,
     resets: Mutex<usize>,
     diffs: Mutex<usize>,
 }
 
 impl Replica {
-    fn list(&self) -> Vec<LocalMessage> {
+    fn list(&self) -> Vec<Message> {
         self.list.lock().expect("lock").clone()
     }
 }
