@@ -48,7 +48,7 @@ impl EditWaiter {
         (waiter, rx)
     }
 
-    fn ours(&self, d: &roam_core::LocalDocument) -> bool {
+    fn ours(&self, d: &roam_core::Document) -> bool {
         d.room == self.room && d.doc == self.doc
     }
 
@@ -92,10 +92,10 @@ impl roam_core::DocumentListener for EditWaiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roam_core::{DocumentUpdate, LocalDocument, SendState};
+    use roam_core::{DocumentUpdate, SendState};
 
-    fn local(version: u64, content: &str, state: SendState) -> LocalDocument {
-        LocalDocument {
+    fn local(version: u64, content: &str, state: SendState) -> roam_core::Document {
+        roam_core::Document {
             room: "team".into(),
             doc: "plan".into(),
             version,
@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn a_conflict_carries_the_current_version() {
         let (w, _rx) = EditWaiter::new("team", "plan", "alice", 0, "stale");
-        let current = roam_core::Document {
+        let current = roam_core::DocumentVersion {
             room: "team".into(),
             doc: "plan".into(),
             version: 3,

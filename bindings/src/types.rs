@@ -256,8 +256,8 @@ pub struct DocumentVersion {
     pub updated_at: i64,
 }
 
-impl From<roam_core::Document> for DocumentVersion {
-    fn from(d: roam_core::Document) -> Self {
+impl From<roam_core::DocumentVersion> for DocumentVersion {
+    fn from(d: roam_core::DocumentVersion) -> Self {
         DocumentVersion {
             version: d.version,
             content: d.content,
@@ -282,8 +282,8 @@ pub struct Document {
     pub conflict: Option<DocumentVersion>,
 }
 
-impl From<roam_core::LocalDocument> for Document {
-    fn from(d: roam_core::LocalDocument) -> Self {
+impl From<roam_core::Document> for Document {
+    fn from(d: roam_core::Document) -> Self {
         Document {
             room: d.room,
             doc: d.doc,
@@ -860,7 +860,7 @@ mod tests {
 
     #[test]
     fn a_conflict_carries_the_servers_version() {
-        let local = roam_core::LocalDocument {
+        let local = roam_core::Document {
             room: "team".into(),
             doc: "plan".into(),
             version: 1,
@@ -873,7 +873,7 @@ mod tests {
             },
             conflict: None,
         };
-        let current = roam_core::Document {
+        let current = roam_core::DocumentVersion {
             room: "team".into(),
             doc: "plan".into(),
             version: 4,

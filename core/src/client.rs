@@ -41,8 +41,8 @@ use crate::listeners::{
 };
 use crate::metrics::MetricsSnapshot;
 use crate::model::{
-    now_ms, ConnectionState, LocalDocument, Message, NotificationInfo, OutboxEntry, RoomInfo,
-    SendState, SyncPhase, SyncStatus,
+    now_ms, ConnectionState, Document, Message, NotificationInfo, OutboxEntry, RoomInfo, SendState,
+    SyncPhase, SyncStatus,
 };
 use crate::room_list::{RoomList, RoomListListener, RoomSummary};
 use crate::timeline::{Timeline, TimelineListener};
@@ -376,12 +376,12 @@ impl Client {
     }
 
     /// One document.
-    pub fn document(&self, room: String, doc: String) -> Result<Option<LocalDocument>> {
+    pub fn document(&self, room: String, doc: String) -> Result<Option<Document>> {
         self.ctx.db.read(|c| reads::document(c, &room, &doc))
     }
 
     /// A room's documents.
-    pub fn documents(&self, room: String) -> Result<Vec<LocalDocument>> {
+    pub fn documents(&self, room: String) -> Result<Vec<Document>> {
         self.ctx.db.read(|c| reads::documents(c, &room))
     }
 
@@ -722,7 +722,7 @@ impl Client {
         doc: String,
         base_version: u64,
         content: String,
-    ) -> Result<LocalDocument> {
+    ) -> Result<Document> {
         let mutation = Mutation::PutDocument {
             room: room.clone(),
             doc: doc.clone(),

@@ -17,13 +17,12 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use reqwest::{StatusCode, Url};
-use roam_proto::{
-    Document, ErrorResponse, Member, Message as WireMessage, Page, Presence, ReadMarker, Room,
-};
+use roam_proto::{ErrorResponse, Member, Message as WireMessage, Page, Presence, ReadMarker, Room};
 use serde::de::DeserializeOwned;
 
 use crate::auth::TokenProvider;
 use crate::error::{Error, Result};
+use crate::model::DocumentVersion;
 
 /// Parses and checks the server's base URL (`http` or `https`, with a host).
 pub(crate) fn base_url(s: &str) -> Result<Url> {
@@ -246,7 +245,7 @@ impl Http {
     }
 
     /// Every document of a room, as the server holds it.
-    pub(crate) async fn all_documents(&self, room: &str) -> Result<Vec<Document>> {
+    pub(crate) async fn all_documents(&self, room: &str) -> Result<Vec<DocumentVersion>> {
         self.all_pages(&format!("/v1/rooms/{room}/documents")).await
     }
 

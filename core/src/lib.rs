@@ -81,11 +81,9 @@ pub use listeners::{
 };
 pub use metrics::MetricsSnapshot;
 pub use model::{
-    ConnectionState, DocumentUpdate, LocalDocument, Message, NotificationInfo, OutboxEntry,
-    PresenceInfo, RoomInfo, RoomUpdate, SendState, SyncPhase, SyncStatus,
+    ConnectionState, Document, DocumentUpdate, DocumentVersion, Message, NotificationInfo,
+    OutboxEntry, PresenceInfo, RoomInfo, RoomUpdate, SendState, SyncPhase, SyncStatus,
 };
-pub use roam_proto::{
-    Document, ErrorCode, Member, MemberStatus, Presence, PresenceStatus, Role, RoomKind,
-};
+pub use roam_proto::{ErrorCode, Member, MemberStatus, Presence, PresenceStatus, Role, RoomKind};
 pub use room_list::{apply_room_list_diffs, RoomList, RoomListDiff, RoomListListener, RoomSummary};
 pub use timeline::{apply_diffs, Timeline, TimelineDiff, TimelineListener};

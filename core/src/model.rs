@@ -2,14 +2,18 @@
 //!
 //! They are plain data (strings, integers, enums, `Option`, `Vec`) so that the bindings can turn
 //! them into Swift structs and Kotlin data classes one to one. Where the protocol type fits as it
-//! is (`Member`, `Presence`, `Document`, the small enums) it is re-used; where it holds free JSON
-//! (`Room::metadata`, `Notification::data`) the core record carries that JSON as text instead.
+//! is (`Member`, `Presence`, the small enums, the server's document as [`DocumentVersion`]) it is
+//! re-used; where it holds free JSON (`Room::metadata`, `Notification::data`) the core record
+//! carries that JSON as text instead.
 //! Local-only state (send state, failure reason, local id, the sync cursor) lives here and
 //! nowhere in the protocol.
 
 use std::time::Duration;
 
-use roam_proto::{Document, Member, Presence, RoomKind};
+use roam_proto::{Member, Presence, RoomKind};
+
+/// A document as the server holds it: one version of its content (the protocol record).
+pub use roam_proto::Document as DocumentVersion;
 
 /// Where a local change stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +99,7 @@ pub struct RoomInfo {
 
 /// A document as held locally, possibly with a local edit on top.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalDocument {
+pub struct Document {
     pub room: String,
     pub doc: String,
     /// The server version this content is (or, while pending, is meant to become).
@@ -107,7 +111,7 @@ pub struct LocalDocument {
     /// When the last local edit was refused with `version_conflict`: the document as the server
     /// holds it. Rebase onto it and call `put_document` again with
     /// `base_version = conflict.version`.
-    pub conflict: Option<Document>,
+    pub conflict: Option<DocumentVersion>,
 }
 
 /// A notification of the local user.
@@ -261,12 +265,12 @@ impl RoomUpdate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DocumentUpdate {
     /// A new version (from the server or a local edit), or a send-state change.
-    Updated(LocalDocument),
+    Updated(Document),
     /// A local edit was refused because its base version is stale; `current` is the server's
     /// document. The local edit stays in the store as failed until rebased or discarded.
     Conflict {
-        local: LocalDocument,
-        current: Document,
+        local: Document,
+        current: DocumentVersion,
     },
 }
 

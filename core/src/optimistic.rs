@@ -17,8 +17,7 @@
 //! transaction, so the app hears about the change right after it is committed.
 
 use roam_proto::{
-    Document, Member, MemberStatus, Message as WireMessage, Mutation, ReadMarker, Role, Room,
-    RoomKind,
+    Member, MemberStatus, Message as WireMessage, Mutation, ReadMarker, Role, Room, RoomKind,
 };
 use rusqlite::Transaction;
 use serde::de::DeserializeOwned;
@@ -30,7 +29,7 @@ use crate::db::reads::{self, StoredEntry};
 use crate::db::writes;
 use crate::error::{Error, Result};
 use crate::listeners::AppEvent;
-use crate::model::{DocumentUpdate, LocalDocument, Message, RoomUpdate, SendState};
+use crate::model::{Document, DocumentUpdate, DocumentVersion, Message, RoomUpdate, SendState};
 
 /// What the optimistic step of an enqueue gets to know.
 #[derive(Debug)]
@@ -91,7 +90,7 @@ pub(crate) enum Undo {
     RestoreDocument {
         room: String,
         doc: String,
-        previous: Option<Document>,
+        previous: Option<DocumentVersion>,
         previous_pending: bool,
     },
     MarkUnread {
@@ -396,7 +395,7 @@ pub(crate) fn put_document(
     doc: &str,
     base_version: u64,
     content: &str,
-) -> Result<(LocalDocument, Option<Undo>)> {
+) -> Result<(Document, Option<Undo>)> {
     let before = reads::document(tx, room, doc)?;
     let undo = Undo::RestoreDocument {
         room: room.to_owned(),
@@ -404,7 +403,7 @@ pub(crate) fn put_document(
         previous_pending: before
             .as_ref()
             .is_some_and(|d| d.send_state == SendState::Pending),
-        previous: before.map(|d| Document {
+        previous: before.map(|d| DocumentVersion {
             room: d.room,
             doc: d.doc,
             version: d.version,
@@ -413,7 +412,7 @@ pub(crate) fn put_document(
             updated_at: d.updated_at,
         }),
     };
-    let local = LocalDocument {
+    let local = Document {
         room: room.to_owned(),
         doc: doc.to_owned(),
         version: base_version + 1,
@@ -535,7 +534,7 @@ pub(crate) fn apply_ack(
             }
         }
         Mutation::PutDocument { room, doc, .. } => {
-            match parse::<Document>(op, result) {
+            match parse::<DocumentVersion>(op, result) {
                 Some(d) => {
                     writes::upsert_server_document(tx, &d, true)?;
                 }
@@ -603,7 +602,7 @@ fn set_state(
     tx: &Transaction<'_>,
     entry: &Change<'_>,
     state: &SendState,
-    current: Option<&Document>,
+    current: Option<&DocumentVersion>,
     fx: &mut Effects,
 ) -> Result<()> {
     match entry.mutation {
@@ -641,7 +640,7 @@ pub(crate) fn apply_failure(
     tx: &Transaction<'_>,
     entry: &Change<'_>,
     state: &SendState,
-    current: Option<&Document>,
+    current: Option<&DocumentVersion>,
     fx: &mut Effects,
 ) -> Result<()> {
     set_state(tx, entry, state, current, fx)

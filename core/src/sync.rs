@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roam_proto::{
-    Document, ErrorCode, EventBody, Member, MemberStatus, Message as WireMessage, Notification,
-    Presence, ReadMarker, Room, RoomEvent, SubscribeResult, SubscriptionStatus,
+    ErrorCode, EventBody, Member, MemberStatus, Message as WireMessage, Notification, Presence,
+    ReadMarker, Room, RoomEvent, SubscribeResult, SubscriptionStatus,
 };
 use rusqlite::Transaction;
 use serde_json::Value;
@@ -40,7 +40,7 @@ use crate::db::{reads, writes};
 use crate::error::{Error, Result};
 use crate::listeners::AppEvent;
 use crate::metrics::Metrics;
-use crate::model::{DocumentUpdate, NotificationInfo, RoomUpdate};
+use crate::model::{DocumentUpdate, DocumentVersion, NotificationInfo, RoomUpdate};
 use crate::outbox::{self, Queued};
 
 /// What a batch of events did.
@@ -416,7 +416,7 @@ pub(crate) async fn reload_room(ctx: Arc<Context>, room: String) {
 struct Reloaded {
     record: Room,
     members: Vec<Member>,
-    documents: Vec<Document>,
+    documents: Vec<DocumentVersion>,
     messages: Vec<WireMessage>,
 }
 

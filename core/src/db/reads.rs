@@ -4,9 +4,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::Result;
 use crate::metrics::OutboxFigures;
-use crate::model::{LocalDocument, Message, NotificationInfo, OutboxEntry, RoomInfo, SendState};
+use crate::model::{
+    Document, DocumentVersion, Message, NotificationInfo, OutboxEntry, RoomInfo, SendState,
+};
 use roam_proto::{
-    Document, Member, MemberStatus, Mutation, Presence, PresenceStatus, Role, RoomCursor, RoomKind,
+    Member, MemberStatus, Mutation, Presence, PresenceStatus, Role, RoomCursor, RoomKind,
 };
 
 pub(crate) fn send_state(state: &str, code: Option<String>, message: Option<String>) -> SendState {
@@ -309,9 +311,9 @@ macro_rules! document_cols {
     };
 }
 
-fn document_row(row: &Row<'_>) -> rusqlite::Result<LocalDocument> {
+fn document_row(row: &Row<'_>) -> rusqlite::Result<Document> {
     let conflict: Option<String> = row.get(9)?;
-    Ok(LocalDocument {
+    Ok(Document {
         room: row.get(0)?,
         doc: row.get(1)?,
         version: u64_col(row, 2)?,
@@ -319,11 +321,11 @@ fn document_row(row: &Row<'_>) -> rusqlite::Result<LocalDocument> {
         updated_by: row.get(4)?,
         updated_at: row.get(5)?,
         send_state: send_state(&row.get::<_, String>(6)?, row.get(7)?, row.get(8)?),
-        conflict: conflict.and_then(|c| serde_json::from_str::<Document>(&c).ok()),
+        conflict: conflict.and_then(|c| serde_json::from_str::<DocumentVersion>(&c).ok()),
     })
 }
 
-pub(crate) fn document(conn: &Connection, room: &str, doc: &str) -> Result<Option<LocalDocument>> {
+pub(crate) fn document(conn: &Connection, room: &str, doc: &str) -> Result<Option<Document>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
         document_cols!(),
@@ -332,7 +334,7 @@ pub(crate) fn document(conn: &Connection, room: &str, doc: &str) -> Result<Optio
     Ok(stmt.query_row([room, doc], document_row).optional()?)
 }
 
-pub(crate) fn documents(conn: &Connection, room: &str) -> Result<Vec<LocalDocument>> {
+pub(crate) fn documents(conn: &Connection, room: &str) -> Result<Vec<Document>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
         document_cols!(),

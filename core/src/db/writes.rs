@@ -4,9 +4,9 @@ use rusqlite::{params, Transaction};
 
 use super::reads;
 use crate::error::Result;
-use crate::model::{LocalDocument, Message, SendState};
+use crate::model::{Document, DocumentVersion, Message, SendState};
 use roam_proto::{
-    Document, Member, Message as WireMessage, Mutation, Notification, Presence, Room, RoomKind,
+    Member, Message as WireMessage, Mutation, Notification, Presence, Room, RoomKind,
 };
 
 fn i64_of(v: u64) -> i64 {
@@ -445,7 +445,7 @@ pub(crate) fn drop_confirmed_messages(tx: &Transaction<'_>, room: &str) -> Resul
 // ---------------------------------------------------------------------------------------------
 // Documents
 
-pub(crate) fn put_local_document(tx: &Transaction<'_>, d: &LocalDocument) -> Result<()> {
+pub(crate) fn put_local_document(tx: &Transaction<'_>, d: &Document) -> Result<()> {
     tx.execute(
         "INSERT INTO documents (room, doc, version, content, updated_by, updated_at, send_state) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending') \
@@ -469,9 +469,9 @@ pub(crate) fn put_local_document(tx: &Transaction<'_>, d: &LocalDocument) -> Res
 /// (its ack or conflict settles it), and an older version never replaces a newer one.
 pub(crate) fn upsert_server_document(
     tx: &Transaction<'_>,
-    d: &Document,
+    d: &DocumentVersion,
     force: bool,
-) -> Result<Option<LocalDocument>> {
+) -> Result<Option<Document>> {
     if !force {
         if let Some(existing) = reads::document(tx, &d.room, &d.doc)? {
             if existing.send_state == SendState::Pending
@@ -505,7 +505,7 @@ pub(crate) fn set_document_failed(
     room: &str,
     doc: &str,
     state: &SendState,
-    conflict: Option<&Document>,
+    conflict: Option<&DocumentVersion>,
 ) -> Result<()> {
     let (s, code, msg) = failure_parts(state);
     let conflict = conflict.map(serde_json::to_string).transpose()?;
