@@ -40,7 +40,7 @@ mod types;
 
 use std::time::{Duration, Instant};
 
-pub use auth::TokenProvider;
+pub use auth::{TokenProvider, TokenReply};
 pub use client::RoamClient;
 pub use error::RoamError;
 pub use listeners::{

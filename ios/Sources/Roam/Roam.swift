@@ -4364,26 +4364,26 @@ public func FfiConverterTypeTimelineListener_lower(_ value: TimelineListener) ->
 
 /**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
- * the client's async workers. (Not `async`: the Swift 6.0 compiler crashes on the code uniffi
- * generates for async methods of foreign traits.)
+ * protocol; Kotlin: an interface. Most apps use `AsyncTokenProvider` (Swift) or
+ * `SuspendTokenProvider` (Kotlin), or `StaticTokenProvider` for a fixed token.
  */
 public protocol TokenProvider: AnyObject, Sendable {
     
     /**
-     * A token to use now; `refresh` is true when the last one was refused or has expired.
-     * Throw `Network` when the token service cannot be reached (the client retries like after
-     * any network failure); throw anything else when there is no sign-in: the client stops
-     * connecting and reports `NeedsSignIn` until `network_available()` is called.
+     * A token is wanted; `refresh` is true when the last one was refused or has expired.
+     * Return at once and answer through `reply`, now or later, from any thread: `token` with
+     * the token; `unreachable` when the token service cannot be reached (the client retries
+     * like after any network failure); `signed_out` when there is no sign-in (the client stops
+     * connecting and reports `NeedsSignIn` until `network_available()` is called). Only the
+     * first answer counts; a reply dropped unanswered counts as `unreachable`.
      */
-    func token(refresh: Bool) throws  -> String
+    func token(refresh: Bool, reply: TokenReply) 
     
 }
 /**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
- * the client's async workers. (Not `async`: the Swift 6.0 compiler crashes on the code uniffi
- * generates for async methods of foreign traits.)
+ * protocol; Kotlin: an interface. Most apps use `AsyncTokenProvider` (Swift) or
+ * `SuspendTokenProvider` (Kotlin), or `StaticTokenProvider` for a fixed token.
  */
 open class TokenProviderImpl: TokenProvider, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -4439,19 +4439,21 @@ open class TokenProviderImpl: TokenProvider, @unchecked Sendable {
 
     
     /**
-     * A token to use now; `refresh` is true when the last one was refused or has expired.
-     * Throw `Network` when the token service cannot be reached (the client retries like after
-     * any network failure); throw anything else when there is no sign-in: the client stops
-     * connecting and reports `NeedsSignIn` until `network_available()` is called.
+     * A token is wanted; `refresh` is true when the last one was refused or has expired.
+     * Return at once and answer through `reply`, now or later, from any thread: `token` with
+     * the token; `unreachable` when the token service cannot be reached (the client retries
+     * like after any network failure); `signed_out` when there is no sign-in (the client stops
+     * connecting and reports `NeedsSignIn` until `network_available()` is called). Only the
+     * first answer counts; a reply dropped unanswered counts as `unreachable`.
      */
-open func token(refresh: Bool)throws  -> String  {
-    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+open func token(refresh: Bool, reply: TokenReply)  {try! rustCall() {
         uniffiCallStatus in
     uniffi_roam_ffi_fn_method_tokenprovider_token(
             self.uniffiCloneHandle(),
-        FfiConverterBool.lower(refresh),uniffiCallStatus
+        FfiConverterBool.lower(refresh),
+        FfiConverterTypeTokenReply_lower(reply),uniffiCallStatus
     )
-})
+}
 }
     
 
@@ -4485,26 +4487,27 @@ fileprivate struct UniffiCallbackInterfaceTokenProvider {
         token: { (
             uniffiHandle: UInt64,
             refresh: Int8,
-            uniffiOutReturn: UnsafeMutablePointer<RustBuffer>,
+            reply: UInt64,
+            uniffiOutReturn: UnsafeMutableRawPointer,
             uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
         ) in
             let makeCall = {
-                () throws -> String in
+                () throws -> () in
                 guard let uniffiObj = try? FfiConverterTypeTokenProvider.handleMap.get(handle: uniffiHandle) else {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
-                return try uniffiObj.token(
-                     refresh: try FfiConverterBool.lift(refresh)
+                return uniffiObj.token(
+                     refresh: try FfiConverterBool.lift(refresh),
+                     reply: try FfiConverterTypeTokenReply_lift(reply)
                 )
             }
 
             
-            let writeReturn = { uniffiOutReturn.pointee = FfiConverterString.lower($0) }
-            uniffiTraitInterfaceCallWithError(
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
                 callStatus: uniffiCallStatus,
                 makeCall: makeCall,
-                writeReturn: writeReturn,
-                lowerError: FfiConverterTypeRoamError_lower
+                writeReturn: writeReturn
             )
         }
     )
@@ -4579,6 +4582,169 @@ public func FfiConverterTypeTokenProvider_lift(_ handle: UInt64) throws -> Token
 #endif
 public func FfiConverterTypeTokenProvider_lower(_ value: TokenProvider) -> UInt64 {
     return FfiConverterTypeTokenProvider.lower(value)
+}
+
+
+
+
+
+
+/**
+ * The answer to one [`TokenProvider::token`] request.
+ */
+public protocol TokenReplyProtocol: AnyObject, Sendable {
+    
+    /**
+     * There is no sign-in: the client stops connecting and reports `NeedsSignIn`.
+     */
+    func signedOut(reason: String) 
+    
+    /**
+     * Answers with the token to use.
+     */
+    func token(token: String) 
+    
+    /**
+     * The token service cannot be reached now: the client retries later.
+     */
+    func unreachable(reason: String) 
+    
+}
+/**
+ * The answer to one [`TokenProvider::token`] request.
+ */
+open class TokenReply: TokenReplyProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_tokenreply(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_tokenreply(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * There is no sign-in: the client stops connecting and reports `NeedsSignIn`.
+     */
+open func signedOut(reason: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_tokenreply_signed_out(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(reason),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Answers with the token to use.
+     */
+open func token(token: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_tokenreply_token(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(token),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The token service cannot be reached now: the client retries later.
+     */
+open func unreachable(reason: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_tokenreply_unreachable(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(reason),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTokenReply: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = TokenReply
+
+    public static func lift(_ handle: UInt64) throws -> TokenReply {
+        return TokenReply(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: TokenReply) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TokenReply {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: TokenReply, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTokenReply_lift(_ handle: UInt64) throws -> TokenReply {
+    return try FfiConverterTypeTokenReply.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTokenReply_lower(_ value: TokenReply) -> UInt64 {
+    return FfiConverterTypeTokenReply.lower(value)
 }
 
 
@@ -8287,7 +8453,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_func_set_log_listener() != 54420) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_tokenprovider_token() != 9271) {
+    if (uniffi_roam_ffi_checksum_method_tokenprovider_token() != 16194) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_tokenreply_signed_out() != 22787) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_tokenreply_token() != 53297) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_tokenreply_unreachable() != 33066) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_accept_invitation() != 19788) {

@@ -245,7 +245,7 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
 #endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
-typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, int8_t, RustBuffer* _Nonnull, 
+typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, int8_t, uint64_t, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
 
@@ -444,7 +444,32 @@ void uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(const UniffiVTableCal
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENPROVIDER_TOKEN
-RustBuffer uniffi_roam_ffi_fn_method_tokenprovider_token(uint64_t ptr, int8_t refresh, RustCallStatus *_Nonnull out_status
+void uniffi_roam_ffi_fn_method_tokenprovider_token(uint64_t ptr, int8_t refresh, uint64_t reply, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TOKENREPLY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_TOKENREPLY
+uint64_t uniffi_roam_ffi_fn_clone_tokenreply(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TOKENREPLY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_TOKENREPLY
+void uniffi_roam_ffi_fn_free_tokenreply(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENREPLY_SIGNED_OUT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENREPLY_SIGNED_OUT
+void uniffi_roam_ffi_fn_method_tokenreply_signed_out(uint64_t ptr, RustBuffer reason, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENREPLY_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENREPLY_TOKEN
+void uniffi_roam_ffi_fn_method_tokenreply_token(uint64_t ptr, RustBuffer token, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENREPLY_UNREACHABLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TOKENREPLY_UNREACHABLE
+void uniffi_roam_ffi_fn_method_tokenreply_unreachable(uint64_t ptr, RustBuffer reason, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCLIENT
@@ -1380,6 +1405,24 @@ uint16_t uniffi_roam_ffi_checksum_func_set_log_listener(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENPROVIDER_TOKEN
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENPROVIDER_TOKEN
 uint16_t uniffi_roam_ffi_checksum_method_tokenprovider_token(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENREPLY_SIGNED_OUT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENREPLY_SIGNED_OUT
+uint16_t uniffi_roam_ffi_checksum_method_tokenreply_signed_out(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENREPLY_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENREPLY_TOKEN
+uint16_t uniffi_roam_ffi_checksum_method_tokenreply_token(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENREPLY_UNREACHABLE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TOKENREPLY_UNREACHABLE
+uint16_t uniffi_roam_ffi_checksum_method_tokenreply_unreachable(void
     
 );
 #endif

@@ -103,7 +103,8 @@ final class TestServer: @unchecked Sendable {
 
     /// A client for `user` with its own database, quick to reconnect.
     func client(
-        _ user: String, token: String? = nil, dbPath: String? = nil, maxStoreBytes: UInt64 = 0
+        _ user: String, token: String? = nil, dbPath: String? = nil, maxStoreBytes: UInt64 = 0,
+        tokens: TokenProvider? = nil
     ) throws -> RoamClient {
         let options = ClientOptions(
             dbPath: dbPath ?? dir + "/\(user)-\(UUID().uuidString).db",
@@ -113,7 +114,8 @@ final class TestServer: @unchecked Sendable {
             reconnectMaxMs: 250,
             maxStoreBytes: maxStoreBytes
         )
-        return try RoamClient(options: options, tokens: StaticTokenProvider(try token ?? self.token(user)))
+        return try RoamClient(
+            options: options, tokens: try tokens ?? StaticTokenProvider(try token ?? self.token(user)))
     }
 
     /// The bodies of a room's messages as the server stores them, oldest first (REST).
@@ -320,7 +322,8 @@ class ServerTestCase: XCTestCase, @unchecked Sendable {
     }
 
     func client(
-        _ user: String, token: String? = nil, dbPath: String? = nil, maxStoreBytes: UInt64 = 0
+        _ user: String, token: String? = nil, dbPath: String? = nil, maxStoreBytes: UInt64 = 0,
+        tokens: TokenProvider? = nil
     ) throws -> RoamClient {
         let c = try server.client(user, token: token, dbPath: dbPath, maxStoreBytes: maxStoreBytes)
         clients.append(c)

@@ -96,6 +96,30 @@ final class TimelineTests: ServerTestCase, @unchecked Sendable {
         XCTAssertEqual(try server.storedBodies(room: "shared", token: try server.token("mallory")), [])
     }
 
+    func testAnAsyncTokenProviderSignsInAndOneThatThrowsNeedsSignIn() async throws {
+        let token = try server.token("dora")
+        let dora = try client("dora", tokens: AsyncTokenProvider { _ in
+            try await Task.sleep(nanoseconds: 20_000_000)
+            return token
+        })
+        _ = try dora.createRoom(room: "tokens", kind: .public, title: "Tokens")
+        _ = try dora.sendMessage(room: "tokens", body: "signed in asynchronously")
+        try await dora.start()
+        try await dora.waitForPendingWrites()
+        XCTAssertEqual(try server.storedBodies(room: "tokens", token: token), ["signed in asynchronously"])
+
+        struct Revoked: Error, CustomStringConvertible { var description: String { "session revoked" } }
+        let gone = try client("dora", tokens: AsyncTokenProvider { _ in throw Revoked() })
+        try await gone.start()
+        try await waitUntil("needs sign-in") { gone.connectionState() == .needsSignIn }
+        guard case .needsSignIn(let reason) = gone.syncStatus().phase else {
+            return XCTFail("expected needsSignIn, got \(gone.syncStatus().phase)")
+        }
+        XCTAssertTrue(reason.contains("session revoked"), reason)
+        await gone.shutdown()
+        await dora.shutdown()
+    }
+
     func testSignOutWipesTheDatabaseAndASecondClientIsRefused() async throws {
         let db = server.dir + "/carol-\(UUID().uuidString).db"
         let carol = try client("carol", dbPath: db)

@@ -658,7 +658,7 @@ internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
 internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
-    fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
+    fun callback(`uniffiHandle`: Long,`refresh`: Byte,`reply`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
 internal interface UniffiCallbackInterfaceConnectionListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`state`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
@@ -940,6 +940,12 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_tokenprovider_token(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_tokenreply_signed_out(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_tokenreply_token(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_tokenreply_unreachable(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_accept_invitation(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_ban(
@@ -1151,8 +1157,18 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_init_callback_vtable_tokenprovider(`vtable`: UniffiVTableCallbackInterfaceTokenProvider,
     ): Unit
-    external fun uniffi_roam_ffi_fn_method_tokenprovider_token(`ptr`: Long,`refresh`: Byte,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_tokenprovider_token(`ptr`: Long,`refresh`: Byte,`reply`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_clone_tokenreply(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_tokenreply(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_tokenreply_signed_out(`ptr`: Long,`reason`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_tokenreply_token(`ptr`: Long,`token`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_tokenreply_unreachable(`ptr`: Long,`reason`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_roam_ffi_fn_clone_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_roamclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1542,7 +1558,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_func_set_log_listener() and 0xFFFF) != 54420) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_tokenprovider_token() and 0xFFFF) != 9271) {
+    if ((lib.uniffi_roam_ffi_checksum_method_tokenprovider_token() and 0xFFFF) != 16194) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_tokenreply_signed_out() and 0xFFFF) != 22787) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_tokenreply_token() and 0xFFFF) != 53297) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_tokenreply_unreachable() and 0xFFFF) != 33066) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_accept_invitation() and 0xFFFF) != 19788) {
@@ -7981,28 +8006,28 @@ public object FfiConverterTypeTimelineListener: FfiConverter<TimelineListener, L
 
 /**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
- * the client's async workers. (Not `async`: the Swift 6.0 compiler crashes on the code uniffi
- * generates for async methods of foreign traits.)
+ * protocol; Kotlin: an interface. Most apps use `AsyncTokenProvider` (Swift) or
+ * `SuspendTokenProvider` (Kotlin), or `StaticTokenProvider` for a fixed token.
  */
 public interface TokenProvider {
     
     /**
-     * A token to use now; `refresh` is true when the last one was refused or has expired.
-     * Throw `Network` when the token service cannot be reached (the client retries like after
-     * any network failure); throw anything else when there is no sign-in: the client stops
-     * connecting and reports `NeedsSignIn` until `network_available()` is called.
+     * A token is wanted; `refresh` is true when the last one was refused or has expired.
+     * Return at once and answer through `reply`, now or later, from any thread: `token` with
+     * the token; `unreachable` when the token service cannot be reached (the client retries
+     * like after any network failure); `signed_out` when there is no sign-in (the client stops
+     * connecting and reports `NeedsSignIn` until `network_available()` is called). Only the
+     * first answer counts; a reply dropped unanswered counts as `unreachable`.
      */
-    fun `token`(`refresh`: kotlin.Boolean): kotlin.String
+    fun `token`(`refresh`: kotlin.Boolean, `reply`: TokenReply)
     
     companion object
 }
 
 /**
  * Gives the client a token (a JWT) whenever it connects or calls the REST API. Swift: a
- * protocol; Kotlin: an interface. It may block (keychain, a refresh request): it is called off
- * the client's async workers. (Not `async`: the Swift 6.0 compiler crashes on the code uniffi
- * generates for async methods of foreign traits.)
+ * protocol; Kotlin: an interface. Most apps use `AsyncTokenProvider` (Swift) or
+ * `SuspendTokenProvider` (Kotlin), or `StaticTokenProvider` for a fixed token.
  */
 open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
 {
@@ -8107,23 +8132,24 @@ open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
 
     
     /**
-     * A token to use now; `refresh` is true when the last one was refused or has expired.
-     * Throw `Network` when the token service cannot be reached (the client retries like after
-     * any network failure); throw anything else when there is no sign-in: the client stops
-     * connecting and reports `NeedsSignIn` until `network_available()` is called.
-     */
-    @Throws(RoamException::class)override fun `token`(`refresh`: kotlin.Boolean): kotlin.String {
-            return FfiConverterString.lift(
+     * A token is wanted; `refresh` is true when the last one was refused or has expired.
+     * Return at once and answer through `reply`, now or later, from any thread: `token` with
+     * the token; `unreachable` when the token service cannot be reached (the client retries
+     * like after any network failure); `signed_out` when there is no sign-in (the client stops
+     * connecting and reports `NeedsSignIn` until `network_available()` is called). Only the
+     * first answer counts; a reply dropped unanswered counts as `unreachable`.
+     */override fun `token`(`refresh`: kotlin.Boolean, `reply`: TokenReply)
+        = 
     callWithHandle {
-    uniffiRustCallWithError(RoamException) { _status ->
+    uniffiRustCall() { _status ->
     UniffiLib.uniffi_roam_ffi_fn_method_tokenprovider_token(
         it,
         
-        FfiConverterBoolean.lower(`refresh`),_status)
+        FfiConverterBoolean.lower(`refresh`),
+        FfiConverterTypeTokenReply.lower(`reply`),_status)
 }
     }
-    )
-    }
+    
     
 
     
@@ -8145,20 +8171,16 @@ open class TokenProviderImpl: Disposable, AutoCloseable, TokenProvider
 // Put the implementation in an object so we don't pollute the top-level namespace
 internal object uniffiCallbackInterfaceTokenProvider {
     internal object `token`: UniffiCallbackInterfaceTokenProviderMethod0 {
-        override fun callback(`uniffiHandle`: Long,`refresh`: Byte,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,) {
+        override fun callback(`uniffiHandle`: Long,`refresh`: Byte,`reply`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
             val uniffiObj = FfiConverterTypeTokenProvider.handleMap.get(uniffiHandle)
             val makeCall = { ->
                 uniffiObj.`token`(
                     FfiConverterBoolean.lift(`refresh`),
+                    FfiConverterTypeTokenReply.lift(`reply`),
                 )
             }
-            val writeReturn = { value: kotlin.String -> uniffiOutReturn.setValue(FfiConverterString.lower(value)) }
-            uniffiTraitInterfaceCallWithError(
-                uniffiCallStatus,
-                makeCall,
-                writeReturn,
-                { e: RoamException -> FfiConverterTypeRoamError.lower(e) }
-            )
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
         }
     }
 
@@ -8221,6 +8243,315 @@ public object FfiConverterTypeTokenProvider: FfiConverter<TokenProvider, Long> {
     override fun allocationSize(value: TokenProvider) = 8UL
 
     override fun write(value: TokenProvider, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * The answer to one [`TokenProvider::token`] request.
+ */
+public interface TokenReplyInterface {
+    
+    /**
+     * There is no sign-in: the client stops connecting and reports `NeedsSignIn`.
+     */
+    fun `signedOut`(`reason`: kotlin.String)
+    
+    /**
+     * Answers with the token to use.
+     */
+    fun `token`(`token`: kotlin.String)
+    
+    /**
+     * The token service cannot be reached now: the client retries later.
+     */
+    fun `unreachable`(`reason`: kotlin.String)
+    
+    companion object
+}
+
+/**
+ * The answer to one [`TokenProvider::token`] request.
+ */
+open class TokenReply: Disposable, AutoCloseable, TokenReplyInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_tokenreply(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_tokenreply(handle, status)
+        }
+    }
+
+    
+    /**
+     * There is no sign-in: the client stops connecting and reports `NeedsSignIn`.
+     */override fun `signedOut`(`reason`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_tokenreply_signed_out(
+        it,
+        
+        FfiConverterString.lower(`reason`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Answers with the token to use.
+     */override fun `token`(`token`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_tokenreply_token(
+        it,
+        
+        FfiConverterString.lower(`token`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The token service cannot be reached now: the client retries later.
+     */override fun `unreachable`(`reason`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_tokenreply_unreachable(
+        it,
+        
+        FfiConverterString.lower(`reason`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTokenReply: FfiConverter<TokenReply, Long> {
+    override fun lower(value: TokenReply): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): TokenReply {
+        return TokenReply(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): TokenReply {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: TokenReply) = 8UL
+
+    override fun write(value: TokenReply, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }

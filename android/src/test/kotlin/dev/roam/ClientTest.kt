@@ -55,7 +55,8 @@ abstract class ServerTest {
         token: String = server.token(user),
         dbPath: String? = null,
         maxStoreBytes: ULong = 0uL,
-    ): RoamClient = server.client(user, token, dbPath, maxStoreBytes).also { clients.add(it) }
+        tokens: TokenProvider = StaticTokenProvider(token),
+    ): RoamClient = server.client(user, token, dbPath, maxStoreBytes, tokens).also { clients.add(it) }
 
     /**
      * Alice's public room "team" with Bob in it, both connected and confirmed (Bob's store capped

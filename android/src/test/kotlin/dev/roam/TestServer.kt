@@ -75,7 +75,13 @@ class TestServer {
     }
 
     /** A client for [user] with its own database, quick to reconnect. */
-    fun client(user: String, token: String = token(user), dbPath: String? = null, maxStoreBytes: ULong = 0uL): RoamClient {
+    fun client(
+        user: String,
+        token: String = token(user),
+        dbPath: String? = null,
+        maxStoreBytes: ULong = 0uL,
+        tokens: TokenProvider = StaticTokenProvider(token),
+    ): RoamClient {
         val options = ClientOptions(
             dbPath = dbPath ?: File(dir, "$user-${System.nanoTime()}.db").absolutePath,
             serverUrl = url,
@@ -84,7 +90,7 @@ class TestServer {
             reconnectMaxMs = 250uL,
             maxStoreBytes = maxStoreBytes,
         )
-        return RoamClient(options, StaticTokenProvider(token))
+        return RoamClient(options, tokens)
     }
 
     /** The bodies of a room's messages as the server stores them, oldest first (REST). */

@@ -7,6 +7,7 @@ import kotlin.test.assertTrue
 import kotlinx.coroutines.cancel
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
@@ -84,6 +85,21 @@ class TimelineTest : ServerTest() {
         assertEquals(ConnectionState.NeedsSignIn, wrong.connectionState())
         assertFailsWith<RoamException.NeedsSignIn> { wrong.waitForPendingWrites() }
         assertEquals(emptyList(), server.storedBodies("shared", server.token("mallory")))
+    }
+
+    @Test
+    fun aSuspendTokenProviderSignsInAndOneThatThrowsNeedsSignIn() = runBlocking {
+        val token = server.token("dora")
+        val dora = client("dora", tokens = SuspendTokenProvider { delay(20); token })
+        dora.createRoom("tokens", RoomKind.PUBLIC, "Tokens")
+        dora.sendMessage("tokens", "signed in asynchronously")
+        withTimeout(20_000) { dora.start(); dora.waitForPendingWrites() }
+        assertEquals(listOf("signed in asynchronously"), server.storedBodies("tokens", token))
+
+        val gone = client("dora", tokens = SuspendTokenProvider { throw IllegalStateException("session revoked") })
+        gone.start()
+        val status = withTimeout(10_000) { gone.syncStatuses().first { it.phase is SyncPhase.NeedsSignIn } }
+        assertTrue((status.phase as SyncPhase.NeedsSignIn).reason.contains("session revoked"))
     }
 
     @Test
