@@ -325,7 +325,8 @@ class ServerTestCase: XCTestCase, @unchecked Sendable {
         _ user: String, token: String? = nil, dbPath: String? = nil, maxStoreBytes: UInt64 = 0,
         tokens: TokenProvider? = nil
     ) throws -> RoamClient {
-        let c = try server.client(user, token: token, dbPath: dbPath, maxStoreBytes: maxStoreBytes)
+        let c = try server.client(
+            user, token: token, dbPath: dbPath, maxStoreBytes: maxStoreBytes, tokens: tokens)
         clients.append(c)
         return c
     }
