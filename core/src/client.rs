@@ -44,9 +44,10 @@ use crate::model::{
     now_ms, ConnectionState, Document, Message, NotificationInfo, OutboxEntry, RoomInfo, SendState,
     SyncPhase, SyncStatus,
 };
+use crate::remote::{self, Remote};
 use crate::room_list::{RoomList, RoomListListener, RoomSummary};
 use crate::timeline::{Timeline, TimelineListener};
-use crate::{optimistic, outbox, presence, remote, socket, typing};
+use crate::{optimistic, outbox, presence, scheduler, socket, typing};
 
 /// Background tasks of a started client.
 #[derive(Debug)]
@@ -84,6 +85,8 @@ impl Drop for DropGuard {
 #[derive(Clone)]
 pub struct Client {
     ctx: Arc<Context>,
+    /// Cache of REST reads (`remote.rs`).
+    remote: Arc<Remote>,
     tasks: Arc<Mutex<Option<Tasks>>>,
     online: Arc<AtomicBool>,
     _guard: Arc<DropGuard>,
@@ -118,6 +121,7 @@ impl Client {
             tokens.clone(),
             config.http_timeout,
         )?;
+        let remote = Arc::new(Remote::new(config.cache));
         let ctx = Arc::new(Context::new(config, db, dispatcher, tokens, http));
         let pending = outbox::load(&ctx)?;
         tracing::debug!(pending, "client opened");
@@ -128,6 +132,7 @@ impl Client {
                 tasks: tasks.clone(),
             }),
             ctx,
+            remote,
             tasks,
             online: Arc::new(AtomicBool::new(true)),
         })
@@ -434,7 +439,7 @@ impl Client {
                 tracing::warn!(error = %err, "cannot read the outbox figures");
                 Default::default()
             });
-        self.ctx.metrics.snapshot(figures, self.ctx.remote.stats())
+        self.ctx.metrics.snapshot(figures, self.remote.stats())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -461,7 +466,7 @@ impl Client {
             reply_to: reply_to.clone(),
             id: Some(id.clone()),
         };
-        let queue = outbox::queue_of(&mutation);
+        let queue = scheduler::queue_of(&mutation);
         let (_, m) =
             outbox::enqueue_with_id(&self.ctx, id, queue, mutation, None, |tx, step, fx| {
                 optimistic::send_message(tx, step, fx, &room, &body, reply_to.as_deref())
@@ -863,7 +868,7 @@ impl Client {
     /// listed rooms as stored. Cached: see [`crate::config::CacheConfig`] for when a request is
     /// made.
     pub async fn refresh_rooms(&self) -> Result<Vec<RoomInfo>> {
-        let names = remote::refresh_rooms(&self.ctx).await?;
+        let names = remote::refresh_rooms(&self.ctx, &self.remote).await?;
         self.ctx.db.read(|c| {
             names
                 .iter()
@@ -875,7 +880,7 @@ impl Client {
     /// Refreshes a room's members into the store and returns the server's listing. Cached.
     pub async fn refresh_members(&self, room: String) -> Result<Vec<Member>> {
         roam_proto::validate::room_name(&room)?;
-        remote::refresh_members(&self.ctx, room).await
+        remote::refresh_members(&self.ctx, &self.remote, room).await
     }
 
     /// Refreshes the presence of 1–500 users into the store and returns the server's answer.
@@ -887,7 +892,7 @@ impl Client {
         for u in &users {
             roam_proto::validate::user_id(u)?;
         }
-        remote::refresh_presence(&self.ctx, users).await
+        remote::refresh_presence(&self.ctx, &self.remote, users).await
     }
 
     /// Fetches the page of messages before the oldest one held locally, stores it, and returns

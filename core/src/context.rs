@@ -29,9 +29,8 @@ use crate::http::Http;
 use crate::listeners::{AppEvent, Dispatcher};
 use crate::metrics::Metrics;
 use crate::model::{ConnectionState, RoomUpdate, SyncPhase, SyncStatus};
-use crate::outbox::{Queued, Scheduler};
 use crate::presence::PresenceTracker;
-use crate::remote::Remote;
+use crate::scheduler::{Queued, Scheduler};
 use crate::typing::Typing;
 
 /// What a write transaction causes besides the rows it changes.
@@ -93,8 +92,6 @@ pub(crate) struct Context {
     pub presence: Arc<PresenceTracker>,
     pub tokens: Arc<dyn TokenProvider>,
     pub http: Http,
-    /// Cache of REST reads.
-    pub remote: Remote,
     connection: Mutex<ConnectionState>,
     session: Mutex<Option<mpsc::UnboundedSender<SessionCmd>>>,
     pub want: watch::Sender<Want>,
@@ -128,7 +125,6 @@ impl Context {
         http: Http,
     ) -> Self {
         let (want, _) = watch::channel(Want::Offline);
-        let config_cache = config.cache;
         Context {
             me: config.user_id.clone(),
             outbox: Mutex::new(Scheduler::new(config.outbox)),
@@ -141,7 +137,6 @@ impl Context {
             metrics: Metrics::default(),
             tokens,
             http,
-            remote: Remote::new(config_cache),
             connection: Mutex::new(ConnectionState::Offline),
             session: Mutex::new(None),
             want,

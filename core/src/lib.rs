@@ -64,6 +64,7 @@ mod outbox;
 mod presence;
 pub mod priority;
 mod remote;
+mod scheduler;
 mod socket;
 mod sync;
 mod typing;

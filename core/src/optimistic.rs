@@ -30,6 +30,7 @@ use crate::db::writes;
 use crate::error::{Error, Result};
 use crate::listeners::AppEvent;
 use crate::model::{Document, DocumentUpdate, DocumentVersion, Message, RoomUpdate, SendState};
+use crate::scheduler::Queued;
 
 /// What the optimistic step of an enqueue gets to know.
 #[derive(Debug)]
@@ -53,6 +54,17 @@ pub(crate) struct Change<'a> {
     pub mutation: &'a Mutation,
     /// The local id of the message an edit or delete changes.
     pub target: Option<&'a str>,
+}
+
+impl<'a> From<&'a Queued> for Change<'a> {
+    fn from(q: &'a Queued) -> Self {
+        Change {
+            id: &q.id,
+            pos: q.pos,
+            mutation: &q.mutation,
+            target: q.target.as_deref(),
+        }
+    }
 }
 
 /// How to take back an optimistic change (stored as JSON in the outbox row).

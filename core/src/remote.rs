@@ -105,8 +105,8 @@ fn weight<T: serde::Serialize>(items: &[T]) -> usize {
 }
 
 /// Seeds the cache from the store after a restart, so the first request is conditional.
-fn seed(ctx: &Context, key: &str, stored: impl FnOnce() -> Result<Cached>) {
-    if ctx.remote.cache.get_entry(key).is_some() {
+fn seed(ctx: &Context, remote: &Remote, key: &str, stored: impl FnOnce() -> Result<Cached>) {
+    if remote.cache.get_entry(key).is_some() {
         return;
     }
     let etag = match ctx.db.read(|c| reads::etag(c, key)) {
@@ -116,7 +116,7 @@ fn seed(ctx: &Context, key: &str, stored: impl FnOnce() -> Result<Cached>) {
     match stored() {
         Ok(value) => {
             let expired = CachePolicy::new(Duration::ZERO, Duration::ZERO);
-            ctx.remote.cache.insert(key, value, Some(etag), 0, expired);
+            remote.cache.insert(key, value, Some(etag), 0, expired);
         }
         Err(err) => tracing::debug!(error = %err, key, "cannot seed the cache from the store"),
     }
@@ -125,9 +125,9 @@ fn seed(ctx: &Context, key: &str, stored: impl FnOnce() -> Result<Cached>) {
 /// Fetches the room directory into the store (see the module docs for when a request is made).
 /// Returns the names the directory lists, in its order.
 #[tracing::instrument(skip_all)]
-pub(crate) async fn refresh_rooms(ctx: &Arc<Context>) -> Result<Vec<String>> {
+pub(crate) async fn refresh_rooms(ctx: &Arc<Context>, remote: &Remote) -> Result<Vec<String>> {
     const KEY: &str = "/v1/rooms";
-    seed(ctx, KEY, || {
+    seed(ctx, remote, KEY, || {
         let rooms = ctx.db.read(reads::rooms)?;
         Ok(Cached::Rooms(Arc::new(
             rooms
@@ -148,9 +148,9 @@ pub(crate) async fn refresh_rooms(ctx: &Arc<Context>) -> Result<Vec<String>> {
         )))
     });
     let c = ctx.clone();
-    ctx.remote
+    remote
         .cache
-        .get_or_fetch(KEY, ctx.remote.policy, move |etag| async move {
+        .get_or_fetch(KEY, remote.policy, move |etag| async move {
             match c.http.rooms(etag.as_deref()).await? {
                 Fetched::NotModified => Ok(CacheFetched::NotModified),
                 Fetched::Fresh { value, etag } => {
@@ -184,18 +184,22 @@ pub(crate) async fn refresh_rooms(ctx: &Arc<Context>) -> Result<Vec<String>> {
 
 /// Fetches a room's members into the store; returns the listing.
 #[tracing::instrument(skip_all, fields(room = %room))]
-pub(crate) async fn refresh_members(ctx: &Arc<Context>, room: String) -> Result<Vec<Member>> {
+pub(crate) async fn refresh_members(
+    ctx: &Arc<Context>,
+    remote: &Remote,
+    room: String,
+) -> Result<Vec<Member>> {
     let key = format!("/v1/rooms/{room}/members");
-    seed(ctx, &key, || {
+    seed(ctx, remote, &key, || {
         Ok(Cached::Members(Arc::new(
             ctx.db.read(|c| reads::members(c, &room))?,
         )))
     });
     let c = ctx.clone();
     let k = key.clone();
-    ctx.remote
+    remote
         .cache
-        .get_or_fetch(&key, ctx.remote.policy, move |etag| async move {
+        .get_or_fetch(&key, remote.policy, move |etag| async move {
             match c.http.members(&room, etag.as_deref()).await? {
                 Fetched::NotModified => Ok(CacheFetched::NotModified),
                 Fetched::Fresh { value, etag } => {
@@ -226,10 +230,11 @@ pub(crate) async fn refresh_members(ctx: &Arc<Context>, room: String) -> Result<
 #[tracing::instrument(skip_all, fields(users = users.len()))]
 pub(crate) async fn refresh_presence(
     ctx: &Arc<Context>,
+    remote: &Remote,
     users: Vec<String>,
 ) -> Result<Vec<Presence>> {
     let key = format!("/v1/presence?users={}", users.join(","));
-    seed(ctx, &key, || {
+    seed(ctx, remote, &key, || {
         let stored = ctx.db.read(|c| {
             users
                 .iter()
@@ -240,9 +245,9 @@ pub(crate) async fn refresh_presence(
     });
     let c = ctx.clone();
     let k = key.clone();
-    ctx.remote
+    remote
         .cache
-        .get_or_fetch(&key, ctx.remote.policy, move |etag| async move {
+        .get_or_fetch(&key, remote.policy, move |etag| async move {
             match c.http.presence(&users, etag.as_deref()).await? {
                 Fetched::NotModified => Ok(CacheFetched::NotModified),
                 Fetched::Fresh { value, etag } => {

@@ -41,7 +41,8 @@ use crate::error::{Error, Result};
 use crate::listeners::AppEvent;
 use crate::metrics::Metrics;
 use crate::model::{DocumentUpdate, DocumentVersion, NotificationInfo, RoomUpdate};
-use crate::outbox::{self, Queued};
+use crate::outbox;
+use crate::scheduler::Queued;
 
 /// What a batch of events did.
 #[derive(Debug, Default)]
