@@ -186,13 +186,7 @@ pub(crate) fn fail(ctx: &Context, entry: &Queued, error: &ErrorBody) -> Result<(
     let is_message = matches!(entry.mutation, Mutation::SendMessage { .. });
     ctx.write(|tx, fx| {
         writes::set_entry_state(tx, entry.pos, &entry.id, &state)?;
-        optimistic::apply_failure(
-            tx,
-            &Change::from(entry),
-            &state,
-            error.current.as_ref(),
-            fx,
-        )
+        optimistic::apply_failure(tx, &Change::from(entry), &state, error.current.as_ref(), fx)
     })?;
     tracing::info!(entry = %entry.id, op = entry.mutation.op(), code = error.code.as_str(), "outbox entry failed");
     Metrics::inc(&ctx.metrics.mutations_failed);
