@@ -169,7 +169,24 @@ impl Context {
         f: impl FnOnce(&Transaction<'_>, &mut Effects) -> Result<T>,
     ) -> Result<T> {
         self.db.check_open()?;
-        let mut conn = self.db.writer();
+        self.write_on(self.db.writer(), f)
+    }
+
+    /// [`Context::write`] for background work that writes again and again (a catch-up): a
+    /// write waiting for the writer goes first (see `Db::writer_in_turn`).
+    pub(crate) fn write_in_turn<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &mut Effects) -> Result<T>,
+    ) -> Result<T> {
+        self.db.check_open()?;
+        self.write_on(self.db.writer_in_turn(), f)
+    }
+
+    fn write_on<T>(
+        &self,
+        mut conn: parking_lot::MutexGuard<'_, rusqlite::Connection>,
+        f: impl FnOnce(&Transaction<'_>, &mut Effects) -> Result<T>,
+    ) -> Result<T> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut fx = Effects::default();
         let out = f(&tx, &mut fx)?;

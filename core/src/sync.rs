@@ -72,7 +72,9 @@ const APPLY_SLICE: Duration = Duration::from_micros(750);
 /// bottleneck, one transaction for all of them would keep the writer from the app for the whole
 /// batch. So items share transactions of at most [`APPLY_SLICE`] each (at least one item): each
 /// item is stored whole with its cursor, and the writer is handed to any waiting app write
-/// between two transactions (see [`Context::write`]). Events follow the cursor rules of the
+/// between two transactions (see [`Context::write`]). While an app write is waiting, a
+/// transaction ends after the item in hand, and the next one starts only once that write is in
+/// (`Db::writer_wanted`, `Context::write_in_turn`). Events follow the cursor rules of the
 /// module docs; an ack stores the server's result and removes its outbox entry (see
 /// [`outbox::complete_in`]).
 pub(crate) fn apply(
@@ -87,7 +89,7 @@ pub(crate) fn apply(
     let mut next = 0;
     let mut result = Ok(());
     while next < items.len() {
-        let slice = ctx.write(|tx, fx| {
+        let slice = ctx.write_in_turn(|tx, fx| {
             let started = Instant::now();
             let mut slice = Counts::default();
             while let Some(item) = items.get(next) {
@@ -103,7 +105,8 @@ pub(crate) fn apply(
                     skip,
                 )?;
                 next += 1;
-                if started.elapsed() >= APPLY_SLICE {
+                // An app write waiting for the writer gets it after this item's commit.
+                if started.elapsed() >= APPLY_SLICE || ctx.db.writer_wanted() {
                     break;
                 }
             }
@@ -657,6 +660,35 @@ mod tests {
     /// A long catch-up is stored in short transactions: a write that starts once the first of
     /// them is committed gets the writer before the last one (it sees the room part-applied),
     /// and everything ends applied once, in order.
+    #[test]
+    fn a_catch_up_commits_after_every_item_while_a_write_waits() {
+        const N: u64 = 40;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = context(dir.path());
+        let recovering: HashSet<String> = ["r".to_owned()].into();
+        let waited: Vec<Item> = (1..=N).map(|seq| message_event("r", seq)).collect();
+        let before = ctx.db.commit_count();
+        ctx.db
+            .with_writer_wanted(|| apply(&ctx, &waited, &recovering, &HashSet::new()))
+            .expect("apply");
+        assert_eq!(
+            ctx.db.commit_count() - before,
+            N,
+            "one transaction per item while a write waits for the writer"
+        );
+        let alone: Vec<Item> = (N + 1..=2 * N).map(|seq| message_event("r", seq)).collect();
+        let before = ctx.db.commit_count();
+        apply(&ctx, &alone, &recovering, &HashSet::new()).expect("apply");
+        assert!(
+            ctx.db.commit_count() - before < N,
+            "with nobody waiting, items share transactions"
+        );
+        assert_eq!(
+            ctx.db.read(|c| reads::cursor(c, "r")).expect("cursor"),
+            2 * N
+        );
+    }
+
     #[test]
     fn a_write_gets_in_while_a_long_catch_up_is_applied() {
         const N: u64 = 20_000;

@@ -32,10 +32,10 @@ pub(crate) mod reads;
 pub(crate) mod writes;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags};
@@ -66,6 +66,10 @@ const MAX_IDLE_READERS: usize = 4;
 /// queued message three, so the WAL stays within a few megabytes).
 const CHECKPOINT_EVERY: u64 = 64;
 
+/// Longest a caller keeps trying for a taken writer before it sleeps, and longest background
+/// work lets such a caller go first (see [`Db::writer`]).
+const WRITER_SPIN: Duration = Duration::from_millis(2);
+
 /// The checkpointer thread: woken through `wake`, it ends when `wake` is dropped.
 #[derive(Debug)]
 struct Checkpointer {
@@ -79,6 +83,8 @@ pub(crate) struct Db {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Callers trying for the writer now (see [`Db::writer`]).
+    wanted: AtomicUsize,
     /// The next outbox position (see [`Db::next_pos`]).
     next_pos: AtomicI64,
     /// The lock file's connection, holding its exclusive lock while the store is open.
@@ -110,6 +116,7 @@ impl Db {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            wanted: AtomicUsize::new(0),
             next_pos: AtomicI64::new(next_pos),
             lock: Mutex::new(Some(lock)),
             closed: AtomicBool::new(false),
@@ -201,7 +208,47 @@ impl Db {
     }
 
     /// The writer connection. Hold it for one transaction, then drop it.
+    ///
+    /// A caller that finds it taken says so (background work then ends its transaction early and
+    /// lets it go first: [`Db::writer_wanted`], [`Db::writer_in_turn`]) and keeps trying for up
+    /// to [`WRITER_SPIN`], yielding its CPU between tries, before it sleeps. A thread that sleeps
+    /// must be woken and then wait for a CPU, which on a busy phone takes longer than the
+    /// transaction it waited for; yielding rather than spinning matters because the holder, a
+    /// background-priority thread (see `crate::priority`), may be waiting for this very CPU.
     pub(crate) fn writer(&self) -> MutexGuard<'_, Connection> {
+        if let Some(conn) = self.writer.try_lock() {
+            return conn;
+        }
+        self.wanted.fetch_add(1, Ordering::SeqCst);
+        let started = Instant::now();
+        let conn = loop {
+            // Yield rather than spin: the holder may be waiting for this very CPU.
+            std::thread::yield_now();
+            if let Some(conn) = self.writer.try_lock() {
+                break conn;
+            }
+            if started.elapsed() >= WRITER_SPIN {
+                break self.writer.lock();
+            }
+        };
+        self.wanted.fetch_sub(1, Ordering::SeqCst);
+        conn
+    }
+
+    /// Whether a caller of [`Db::writer`] is waiting for the writer now: background work that
+    /// holds it ends its transaction early.
+    pub(crate) fn writer_wanted(&self) -> bool {
+        self.wanted.load(Ordering::SeqCst) > 0
+    }
+
+    /// The writer connection for background work that takes it again and again (the slices of
+    /// a catch-up): first lets any caller of [`Db::writer`] that is waiting for it take it (for
+    /// up to [`WRITER_SPIN`]), so a long series of transactions cannot keep an app write out.
+    pub(crate) fn writer_in_turn(&self) -> MutexGuard<'_, Connection> {
+        let started = Instant::now();
+        while self.wanted.load(Ordering::SeqCst) > 0 && started.elapsed() < WRITER_SPIN {
+            std::thread::yield_now();
+        }
         self.writer.lock()
     }
 
@@ -234,6 +281,22 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         self.stop_checkpointer();
+    }
+}
+
+#[cfg(test)]
+impl Db {
+    /// Commits of the writer so far.
+    pub(crate) fn commit_count(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` as if a caller of [`Db::writer`] were waiting for the writer all along.
+    pub(crate) fn with_writer_wanted<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.wanted.fetch_add(1, Ordering::SeqCst);
+        let out = f();
+        self.wanted.fetch_sub(1, Ordering::SeqCst);
+        out
     }
 }
 
