@@ -1,6 +1,6 @@
 //! What the test suites of several crates share (roam-server's unit and integration tests,
-//! roam-tests' multi-node test): a PostgreSQL schema of a test's own, and a `redis-server` of a
-//! test's own. Test code: a failure to set either up panics with what is missing.
+//! roam-tests): a free loopback address, a PostgreSQL schema of a test's own, and a
+//! `redis-server` of a test's own. Test code: a failure to set either up panics with what is missing.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -15,10 +15,10 @@ pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// How long a server started by a test may take to listen.
 const START_WAIT: Duration = Duration::from_secs(10);
 
-/// A free loopback port (bound and released).
-pub fn free_port() -> u16 {
+/// A free loopback address (a port bound and released).
+pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local address").port()
+    l.local_addr().expect("local address")
 }
 
 /// Waits until something listens on `port` of 127.0.0.1; panics after [`START_WAIT`].
@@ -150,7 +150,7 @@ impl OwnRedis {
     /// Starts one and waits until it listens.
     pub async fn start() -> OwnRedis {
         let mut r = OwnRedis {
-            port: free_port(),
+            port: free_addr().port(),
             child: None,
         };
         r.up().await;

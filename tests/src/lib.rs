@@ -29,11 +29,7 @@ pub struct Backend {
     tune: Box<dyn Fn(&mut Config) + Send + Sync>,
 }
 
-/// A free loopback port (bound and released).
-pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
+pub use roam_testkit::free_addr;
 
 impl Backend {
     /// A backend that is not running yet.
