@@ -1,6 +1,7 @@
 //! What the test suites of several crates share (roam-server's unit and integration tests,
 //! roam-tests): a free loopback address, a PostgreSQL schema of a test's own, and a
-//! `redis-server` of a test's own. Test code: a failure to set either up panics with what is missing.
+//! `redis-server` of a test's own. Test code: a failure to set one up panics with what is
+//! missing.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
