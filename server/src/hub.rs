@@ -490,7 +490,6 @@ impl Hub {
         read
     }
 
-    /// Sockets connected right now.
     /// Gives back the registry's room for sockets, users and rooms that are gone; returns the
     /// users connected here.
     pub fn shrink(&self) -> std::collections::HashSet<Arc<str>> {
@@ -501,6 +500,7 @@ impl Hub {
         r.users.keys().cloned().collect()
     }
 
+    /// Sockets connected right now.
     pub fn connection_count(&self) -> usize {
         self.reg.read().sockets
     }
