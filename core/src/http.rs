@@ -149,6 +149,21 @@ impl Http {
         }
     }
 
+    /// A GET without a stored ETag: the answer must be a full one (a `304` to an unconditional
+    /// request is the server's error, not an empty answer).
+    async fn get_fresh<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T> {
+        match self.get(path, query, None).await? {
+            Fetched::Fresh { value, .. } => Ok(value),
+            Fetched::NotModified => Err(Error::Network(format!(
+                "the server answered 'not modified' to an unconditional GET {path}"
+            ))),
+        }
+    }
+
     /// The newest page of a room's messages (newest first), or the page before a seq.
     pub(crate) async fn messages(
         &self,
@@ -160,16 +175,8 @@ impl Http {
         if let Some(b) = before {
             query.push(("before", b.to_string()));
         }
-        match self
-            .get(&format!("/v1/rooms/{room}/messages"), &query, None)
-            .await?
-        {
-            Fetched::Fresh { value, .. } => Ok(value),
-            Fetched::NotModified => Ok(Page {
-                items: Vec::new(),
-                next_cursor: None,
-            }),
-        }
+        self.get_fresh(&format!("/v1/rooms/{room}/messages"), &query)
+            .await
     }
 
     /// The rooms the caller may see (first page).
@@ -187,13 +194,7 @@ impl Http {
         if let Some(c) = cursor {
             query.push(("cursor", c.to_owned()));
         }
-        match self.get("/v1/rooms", &query, None).await? {
-            Fetched::Fresh { value, .. } => Ok(value),
-            Fetched::NotModified => Ok(Page {
-                items: Vec::new(),
-                next_cursor: None,
-            }),
-        }
+        self.get_fresh("/v1/rooms", &query).await
     }
 
     /// A room's members (first page).
@@ -209,12 +210,7 @@ impl Http {
 
     /// One room's record.
     pub(crate) async fn room(&self, room: &str) -> Result<Room> {
-        match self.get(&format!("/v1/rooms/{room}"), &[], None).await? {
-            Fetched::Fresh { value, .. } => Ok(value),
-            Fetched::NotModified => Err(Error::Network(
-                "the server answered 'not modified' to an unconditional request".into(),
-            )),
-        }
+        self.get_fresh(&format!("/v1/rooms/{room}"), &[]).await
     }
 
     /// Every item of a paged list at `path` (`limit` and `cursor` query), page after page.
@@ -226,10 +222,7 @@ impl Http {
             if let Some(c) = &cursor {
                 query.push(("cursor", c.clone()));
             }
-            let page: Page<T> = match self.get(path, &query, None).await? {
-                Fetched::Fresh { value, .. } => value,
-                Fetched::NotModified => break,
-            };
+            let page: Page<T> = self.get_fresh(path, &query).await?;
             out.extend(page.items);
             match page.next_cursor {
                 Some(next) if cursor.as_ref() != Some(&next) => cursor = Some(next),
@@ -251,13 +244,7 @@ impl Http {
 
     /// The account's read markers (one page holds them all).
     pub(crate) async fn read_markers(&self) -> Result<Page<ReadMarker>> {
-        match self.get("/v1/read-markers", &[], None).await? {
-            Fetched::Fresh { value, .. } => Ok(value),
-            Fetched::NotModified => Ok(Page {
-                items: Vec::new(),
-                next_cursor: None,
-            }),
-        }
+        self.get_fresh("/v1/read-markers", &[]).await
     }
 
     /// Presence of up to 500 users.
