@@ -349,9 +349,12 @@ pub(crate) fn apply_subscribed(ctx: &Context, result: &SubscribeResult) -> Resul
     Ok(out)
 }
 
-/// The `kv` key that marks a reset room as still to be reloaded (kept across restarts).
+/// The `kv` keys that mark a reset room as still to be reloaded (kept across restarts) start
+/// with this, followed by the room's name.
+const RELOAD_PREFIX: &str = "reload:";
+
 fn reload_key(room: &str) -> String {
-    format!("reload:{room}")
+    format!("{RELOAD_PREFIX}{room}")
 }
 
 /// Reloads what a `reset` invalidated in a room — its record, its members, its documents and
@@ -488,14 +491,7 @@ fn store_reload(ctx: &Context, room: &str, r: Reloaded) -> Result<()> {
 /// Rooms reset by the server whose reload has not finished (in this process or an earlier
 /// one).
 pub(crate) fn pending_reloads(ctx: &Context) -> Result<Vec<String>> {
-    ctx.db.read(|c| {
-        let mut stmt =
-            c.prepare_cached("SELECT substr(key, 8) FROM kv WHERE key LIKE 'reload:%'")?;
-        let rooms = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rooms)
-    })
+    ctx.db.read(|c| reads::kv_keys_after(c, RELOAD_PREFIX))
 }
 
 /// The server stopped sending a room's events.

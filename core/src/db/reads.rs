@@ -427,6 +427,19 @@ pub(crate) fn kv(conn: &Connection, key: &str) -> Result<Option<String>> {
         .optional()?)
 }
 
+/// The keys of `kv` that start with `prefix`, without it.
+pub(crate) fn kv_keys_after(conn: &Connection, prefix: &str) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")?;
+    let keys = stmt
+        .query_map([prefix], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(keys
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(prefix).map(str::to_owned))
+        .collect())
+}
+
 pub(crate) fn kv_u64(conn: &Connection, key: &str) -> Result<u64> {
     Ok(kv(conn, key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
