@@ -239,8 +239,8 @@ pub(crate) enum MessageChange {
 /// Stores a message as the server sent it. A message with a local change pending keeps its
 /// local body until that change is confirmed or dropped, and a copy older than the stored one
 /// (edited earlier, or not deleted where the stored one is) changes nothing. A local message the
-/// server now confirms
-/// (same id: sends carry the local id) is bound to it, see [`attach_server_message`].
+/// server now confirms (same id: sends carry the local id) is bound to it, see
+/// [`attach_server_message`].
 pub(crate) fn upsert_server_message(
     tx: &Transaction<'_>,
     m: &WireMessage,
