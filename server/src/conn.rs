@@ -24,7 +24,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::LiveEvent;
 use crate::metrics::Metrics;
 use crate::service::now_ms;
+use crate::wsframe::WireFrame;
 
 /// A socket's id, unique in this process.
 pub type ConnId = u64;
@@ -40,7 +40,7 @@ pub type ConnId = u64;
 #[derive(Debug)]
 pub enum Outbound {
     /// A ready frame.
-    Frame(Utf8Bytes),
+    Frame(WireFrame),
     /// A room event, shared with every socket that follows the room.
     Event(Arc<LiveEvent>),
     /// Start delivering `room` after `since` (catch up from the store first).
@@ -227,7 +227,7 @@ mod tests {
         Arc::new(LiveEvent {
             room: Arc::from("r"),
             seq,
-            frame: Utf8Bytes::from_static("{}"),
+            frame: WireFrame::text("{}"),
             effect: None,
             redacts: false,
             deflated: Default::default(),
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(got.len(), 2);
         got.clear();
         assert!(!c.take(&mut got).lagged, "the mark is cleared by a take");
-        assert!(c.push(Outbound::Frame(Utf8Bytes::from_static("a")), &m));
+        assert!(c.push(Outbound::Frame(WireFrame::text("a")), &m));
     }
 
     #[test]
@@ -256,9 +256,9 @@ mod tests {
         let m = Metrics::new();
         let c = Conn::new(1, Arc::from("u"), 2, 0);
         for _ in 0..4 {
-            assert!(c.push(Outbound::Frame(Utf8Bytes::from_static("a")), &m));
+            assert!(c.push(Outbound::Frame(WireFrame::text("a")), &m));
         }
-        assert!(!c.push(Outbound::Frame(Utf8Bytes::from_static("a")), &m));
+        assert!(!c.push(Outbound::Frame(WireFrame::text("a")), &m));
         assert!(c.is_closing());
         assert_eq!(c.close_code(), roam_proto::close::SLOW_CONSUMER);
     }

@@ -30,14 +30,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use roam_proto::{Envelope, Notification, Presence, ReadMarker, RoomEvent, ServerFrame};
 
 use crate::conn::{Conn, ConnId, Outbound};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoreResult};
+use crate::wsframe::WireFrame;
 
 /// An event that changes who may read a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,14 +82,15 @@ pub struct StoredPage {
 pub struct LiveEvent {
     pub room: Arc<str>,
     pub seq: u64,
-    /// The `event` frame as JSON text.
-    pub frame: Utf8Bytes,
+    /// The `event` frame, framed for the wire once (JSON text).
+    pub frame: WireFrame,
     pub effect: Option<Effect>,
     /// Releasing it redacts earlier events in the store (a deleted message): copies of them
     /// kept in memory are stale.
     pub redacts: bool,
-    /// The frame compressed for sockets that asked for compression, made on first demand.
-    pub deflated: OnceLock<Bytes>,
+    /// The frame compressed for sockets that asked for compression (a binary frame), made on
+    /// first demand.
+    pub deflated: OnceLock<WireFrame>,
 }
 
 impl LiveEvent {
@@ -300,18 +300,15 @@ fn effect_of(ev: &RoomEvent) -> Option<Effect> {
 }
 
 /// Serialises a server frame once, for any number of sockets.
-pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
-    match serde_json::to_string(&Envelope::new(frame)) {
-        Ok(s) => Utf8Bytes::from(s),
-        Err(e) => {
-            tracing::error!(error = %e, "failed to encode a frame");
-            Utf8Bytes::from_static("{}")
-        }
-    }
+pub fn encode(frame: &ServerFrame) -> WireFrame {
+    WireFrame::json(&Envelope::new(frame)).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "failed to encode a frame");
+        WireFrame::text("{}")
+    })
 }
 
 /// The `event` frame of a room event.
-fn encode_event(ev: &RoomEvent) -> Utf8Bytes {
+fn encode_event(ev: &RoomEvent) -> WireFrame {
     #[derive(serde::Serialize)]
     struct EventFrame<'a> {
         v: u32,
@@ -325,13 +322,10 @@ fn encode_event(ev: &RoomEvent) -> Utf8Bytes {
         kind: "event",
         event: ev,
     };
-    match serde_json::to_string(&frame) {
-        Ok(s) => Utf8Bytes::from(s),
-        Err(e) => {
-            tracing::error!(error = %e, "failed to encode an event");
-            Utf8Bytes::from_static("{}")
-        }
-    }
+    WireFrame::json(&frame).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "failed to encode an event");
+        WireFrame::text("{}")
+    })
 }
 
 impl Hub {
@@ -686,7 +680,7 @@ impl Hub {
         }
     }
 
-    fn to_user(&self, user: &str, frame: &Utf8Bytes) {
+    fn to_user(&self, user: &str, frame: &WireFrame) {
         let r = self.reg.read();
         if let Some(mine) = r.users.get(user) {
             for c in mine {
@@ -794,7 +788,7 @@ impl Hub {
         }
         self.metrics
             .bytes_out
-            .inc_by(delivered * ev.frame.as_str().len() as u64);
+            .inc_by(delivered * ev.frame.len() as u64);
         self.metrics
             .fanout_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -1088,7 +1082,7 @@ mod tests {
         let Some(Outbound::Frame(f)) = q.pop_front() else {
             panic!("a frame")
         };
-        let v: serde_json::Value = serde_json::from_str(f.as_str()).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(f.payload()).expect("json");
         assert_eq!(v["type"], "presence_diff");
         assert_eq!(v["presences"].as_array().map(Vec::len), Some(50));
     }

@@ -31,6 +31,7 @@ pub mod retention;
 pub mod service;
 pub mod store;
 pub mod ws;
+pub mod wsframe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -10,32 +10,37 @@
 //! submitted to the store at once, then acknowledged from their own tasks, so a client can
 //! pipeline many of them and they are still applied in its order.
 //!
-//! The writer owns the socket's sink and its per-room cursors. Live events come from the hub
-//! already in `seq` order, so in the common case it only compares the event with its cursor and
-//! writes the shared frame. When it must catch up — the socket subscribes from an older cursor,
-//! its queue overflowed (it skipped events while lagging), or the hub released a gap wider than
-//! it fills itself — it takes what the room's recent events in memory cover, and reads the
-//! store only for older events. Catch-up reads the store page by page straight
-//! into the sink, so a long outage costs no memory. Everything taken from the queue in one go is
-//! written with one flush.
+//! The writer owns the connection's sending half and the socket's per-room cursors. Live events
+//! come from the hub already in `seq` order, so in the common case it only compares the event
+//! with its cursor and gathers the event's frame — framed once for every socket
+//! ([`WireFrame`]), so gathering it costs a reference count. When it must catch up — the socket
+//! subscribes from an older cursor, its queue overflowed (it skipped events while lagging), or
+//! the hub released a gap wider than it fills itself — it takes what the room's recent events in
+//! memory cover, and reads the store only for older events. Catch-up goes page by page straight
+//! to the socket, so a long outage costs no memory. Everything taken from the queue in one go is
+//! written with one vectored write (more when it is over 64 KiB).
+//!
+//! The upgrade is done here rather than by axum's `WebSocketUpgrade`, so that the gateway frames
+//! what it sends itself ([`crate::wsframe`]): a WebSocket library would copy every frame into
+//! each socket's own write buffer.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use roam_proto::{
     close, ClientFrame, Envelope, ErrorCode, Mutation, Presence, RoomCursor, RoomSubscription,
     ServerFrame, SubscribeResult, SubscriptionStatus,
 };
 use serde_json::{json, Value};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{watch, Semaphore};
-use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::auth::{bearer, Caller};
 use crate::compress;
@@ -44,7 +49,11 @@ use crate::error::ApiError;
 use crate::hub::{encode, Effect, LiveEvent, CATCH_UP_PAGE};
 use crate::service::now_ms;
 use crate::store::NotificationQuery;
+use crate::wsframe::{self, FrameReader, Incoming, WireFrame};
 use crate::AppState;
+
+/// The upgraded connection under a socket.
+type Io = TokioIo<hyper::upgrade::Upgraded>;
 
 /// Mutations of one socket waiting for their commit at once.
 const MAX_IN_FLIGHT: usize = 256;
@@ -55,16 +64,58 @@ const CONTROL_PER_SEC: u32 = 20;
 /// WebSocket read buffer. Client frames are small (a chat `mutate` is a few hundred bytes);
 /// a larger one grows it on demand. Every socket holds this much for as long as it is open.
 const READ_BUFFER: usize = 512;
-/// The sink writes to the socket once this much is buffered (and at every flush).
-const WRITE_BUFFER: usize = 16 * 1024;
+/// The writer writes to the socket once this much is gathered (and at every flush).
+const WRITE_BUFFER: usize = 64 * 1024;
+/// … or once this many frames are.
+const WRITE_FRAMES: usize = 256;
+
+/// Checks that `parts` asks for a WebSocket (RFC 6455 §4.2.1) and returns the value of its
+/// `Sec-WebSocket-Accept`.
+fn websocket_accept(parts: &Parts) -> Result<HeaderValue, ApiError> {
+    let has = |name: header::HeaderName, want: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(want))
+    };
+    let bad = |m: &str| ApiError::new(ErrorCode::InvalidInput, m.to_owned());
+    if !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return Err(bad(
+            "this endpoint speaks WebSocket: send `Connection: upgrade` and `Upgrade: websocket`",
+        ));
+    }
+    if parts
+        .headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(bad("`Sec-WebSocket-Version` must be 13"));
+    }
+    let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(bad("`Sec-WebSocket-Key` is missing"));
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    HeaderValue::from_str(&accept).map_err(|_| bad("`Sec-WebSocket-Key` is not valid"))
+}
 
 /// Upgrades after checking the token, the connect rate, the socket caps and that the server is
 /// not draining.
-pub async fn handler(
-    State(state): State<AppState>,
-    ws: WebSocketUpgrade,
-    parts: Parts,
-) -> Response {
+pub async fn handler(State(state): State<AppState>, req: Request) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let accept = match websocket_accept(&parts) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return ApiError::new(
+            ErrorCode::InvalidInput,
+            "this connection cannot be upgraded to a WebSocket",
+        )
+        .into_response();
+    };
     if state.shutdown.is_cancelled() {
         return ApiError::new(ErrorCode::Unavailable, "the server is shutting down")
             .into_response();
@@ -101,16 +152,19 @@ pub async fn handler(
         q.split('&')
             .any(|p| p == format!("compress={}", compress::DEFLATE))
     });
-    let max = roam_proto::validate::MAX_FRAME_BYTES;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(max * 4)
-        .on_upgrade(move |socket| {
-            let tracker = state.tasks.clone();
-            tracker.track_future(run(state, socket, caller, compress))
-        })
+    let tracker = state.tasks.clone();
+    tokio::spawn(tracker.track_future(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => run(state, TokioIo::new(upgraded), caller, compress).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    }));
+    let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    res
 }
 
 struct Socket {
@@ -144,7 +198,7 @@ fn referenced_message(m: &Mutation) -> Option<&str> {
 /// in every idle socket's reader task.
 fn run(
     state: AppState,
-    socket: WebSocket,
+    socket: Io,
     caller: Caller,
     compress: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -155,7 +209,7 @@ fn run(
         state.config.send_queue,
         caller.exp.saturating_mul(1000),
     );
-    let (sink, stream) = socket.split();
+    let (stream, sink) = tokio::io::split(socket);
     // The writer waits for its first item; `opened` queues the `hello`.
     let writer = tokio::spawn(write_loop(state.clone(), Arc::clone(&conn), sink, compress));
     let sock = Socket {
@@ -174,7 +228,7 @@ fn run(
 #[allow(clippy::manual_async_fn)]
 fn serve(
     mut sock: Socket,
-    stream: SplitStream<WebSocket>,
+    stream: ReadHalf<Io>,
     writer: tokio::task::JoinHandle<()>,
     compress: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -285,43 +339,50 @@ pub async fn sweep(state: AppState, every: Duration) {
 }
 
 impl Socket {
-    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
+    async fn read_loop(&mut self, mut stream: ReadHalf<Io>) {
         let conn = Arc::clone(&self.conn);
+        let mut frames = FrameReader::new(roam_proto::validate::MAX_FRAME_BYTES, READ_BUFFER);
         loop {
             let next = tokio::select! {
                 _ = conn.closing() => return,
-                n = stream.next() => n,
+                n = frames.read(&mut stream) => n,
             };
             self.conn.read_now();
             let msg = match next {
-                None => return,
-                Some(Err(e)) => {
-                    let text = e.to_string();
-                    if text.contains("Space limit exceeded")
-                        || text.contains("too long")
-                        || text.contains("Capacity")
-                    {
-                        self.conn.close_with(close::TOO_BIG);
+                Ok(None) => return,
+                Err(e) => {
+                    if let Some(code) = e.close_code() {
+                        self.conn.close_with(code);
                     }
-                    tracing::debug!(conn = self.conn.id, error = %text, "socket read failed");
+                    tracing::debug!(conn = self.conn.id, error = %e, "socket read failed");
                     return;
                 }
-                Some(Ok(m)) => m,
+                Ok(Some(m)) => m,
             };
             match msg {
-                Message::Text(t) => {
+                Incoming::Text(t) => {
+                    let Ok(text) = std::str::from_utf8(&t) else {
+                        self.conn.close_with(wsframe::INVALID_PAYLOAD);
+                        return;
+                    };
                     let m = &self.state.service.metrics;
                     m.frames_in.inc();
                     m.bytes_in.inc_by(t.len() as u64);
                     // Boxed: the handling of a frame is large and rare next to waiting.
-                    Box::pin(self.on_text(&t)).await;
+                    Box::pin(self.on_text(text)).await;
                 }
-                Message::Binary(_) => {
+                Incoming::Binary(_) => {
                     self.conn.close_with(close::UNSUPPORTED_DATA);
                     return;
                 }
-                Message::Close(_) => return,
-                Message::Ping(_) | Message::Pong(_) => {}
+                Incoming::Close(_) => return,
+                Incoming::Ping(payload) => {
+                    self.conn.push(
+                        Outbound::Frame(WireFrame::pong(&payload)),
+                        &self.state.service.metrics,
+                    );
+                }
+                Incoming::Pong => {}
             }
         }
     }
@@ -746,7 +807,7 @@ impl CatchUp {
 fn write_loop(
     state: AppState,
     conn: Arc<Conn>,
-    sink: SplitSink<WebSocket, Message>,
+    io: WriteHalf<Io>,
     compress: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
     let grace = Duration::from_millis(state.config.slow_consumer_grace_ms.max(1));
@@ -754,8 +815,10 @@ fn write_loop(
     write_items(Writer {
         state,
         conn,
-        sink,
-        cursors: HashMap::default(),
+        io,
+        out: VecDeque::new(),
+        out_bytes: 0,
+        cursors: Cursors::default(),
         compress,
         compress_min,
         batch: None,
@@ -788,14 +851,14 @@ fn write_items(mut w: Writer) -> impl std::future::Future<Output = ()> + Send {
             }
         }
         // Boxed: the close handshake's timer would otherwise size every idle writer's future.
-        Box::pin(send_close(w.sink, &conn)).await;
+        Box::pin(send_close(w.io, w.out, &conn)).await;
         conn.shut();
     }
 }
 
-/// Sends the close frame chosen by whoever closed the socket (bounded: a slow consumer's sink
-/// may be full).
-async fn send_close(mut sink: SplitSink<WebSocket, Message>, conn: &Conn) {
+/// Sends what is still gathered and the close frame chosen by whoever closed the socket
+/// (bounded: a slow consumer's socket may be full), then ends the connection's sending side.
+async fn send_close(mut io: WriteHalf<Io>, mut out: VecDeque<Bytes>, conn: &Conn) {
     let code = match conn.close_code() {
         0 => close::NORMAL,
         c => c,
@@ -808,20 +871,18 @@ async fn send_close(mut sink: SplitSink<WebSocket, Message>, conn: &Conn) {
         close::SLOW_CONSUMER => "slow consumer",
         _ => "",
     };
-    let frame = Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }));
-    // A slow consumer's sink may be full: the close frame then goes after what is pending, if
+    out.push_back(WireFrame::close(code, reason).wire().clone());
+    // A slow consumer's socket may be full: the close frame then goes after what is pending, if
     // the client reads within the bound, and is dropped with the socket otherwise.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = sink.send(frame).await;
-        let _ = sink.flush().await;
+        if wsframe::write_chunks(&mut io, &mut out).await.is_ok() {
+            let _ = io.shutdown().await;
+        }
     })
     .await;
 }
 
-/// Drives a sink operation. It almost always completes at once (the sink only buffers); only
+/// Drives a write. It almost always completes at once (the socket's buffer takes it); only
 /// one that has to wait for the socket gets a timer, and one that waits longer than `limit`
 /// closes the socket as a slow consumer.
 async fn bounded<F>(
@@ -831,7 +892,7 @@ async fn bounded<F>(
     state: &AppState,
 ) -> Result<(), Gone>
 where
-    F: std::future::Future<Output = Result<(), axum::Error>>,
+    F: std::future::Future<Output = std::io::Result<()>>,
 {
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
     let done = match first {
@@ -851,13 +912,63 @@ where
     done.map_err(|_| Gone)
 }
 
+/// The last seq sent per followed room. A socket follows a few rooms, and every delivery looks
+/// its room up: a list searched by pointer first — a room's live events share one name, which
+/// the list adopts the first time it meets it — and by name only when that misses; no hashing.
+#[derive(Default)]
+struct Cursors {
+    list: Vec<(Arc<str>, u64)>,
+}
+
+impl Cursors {
+    fn find(&mut self, room: &Arc<str>) -> Option<usize> {
+        if let Some(i) = self.list.iter().position(|(r, _)| Arc::ptr_eq(r, room)) {
+            return Some(i);
+        }
+        let i = self.list.iter().position(|(r, _)| **r == **room)?;
+        self.list[i].0 = Arc::clone(room);
+        Some(i)
+    }
+
+    fn get(&mut self, room: &Arc<str>) -> Option<u64> {
+        self.find(room).map(|i| self.list[i].1)
+    }
+
+    /// Moves a followed room's cursor (nothing for a room not followed).
+    fn set(&mut self, room: &Arc<str>, seq: u64) {
+        if let Some(i) = self.find(room) {
+            self.list[i].1 = seq;
+        }
+    }
+
+    fn insert(&mut self, room: &Arc<str>, seq: u64) {
+        match self.find(room) {
+            Some(i) => self.list[i].1 = seq,
+            None => self.list.push((Arc::clone(room), seq)),
+        }
+    }
+
+    fn remove(&mut self, room: &Arc<str>) {
+        if let Some(i) = self.find(room) {
+            self.list.swap_remove(i);
+        }
+    }
+
+    fn rooms(&self) -> Vec<Arc<str>> {
+        self.list.iter().map(|(r, _)| Arc::clone(r)).collect()
+    }
+}
+
 struct Writer {
     state: AppState,
     conn: Arc<Conn>,
-    sink: SplitSink<WebSocket, Message>,
-    /// Last seq sent per followed room (looked up for every delivery: xxh3 rather than the
-    /// default SipHash; the map is the socket's own, a few rooms).
-    cursors: HashMap<Arc<str>, u64, Xxh3DefaultBuilder>,
+    io: WriteHalf<Io>,
+    /// Frames gathered for the next write, each a shared buffer (a live event's is the same
+    /// buffer for every socket): written together with one vectored write.
+    out: VecDeque<Bytes>,
+    out_bytes: usize,
+    /// Last seq sent per followed room (looked up for every delivery).
+    cursors: Cursors,
     compress: bool,
     compress_min: usize,
     /// While catching up a compressing socket: frames gathered for one compressed message.
@@ -880,7 +991,7 @@ impl Writer {
             self.handle(item).await?;
         }
         if lagged {
-            let rooms: Vec<Arc<str>> = self.cursors.keys().cloned().collect();
+            let rooms = self.cursors.rooms();
             for room in rooms {
                 self.catch_up(&room, u64::MAX, CatchUp::Lagging).await?;
             }
@@ -888,27 +999,43 @@ impl Writer {
         self.flush().await
     }
 
-    /// Flushes the sink, giving up on a client that does not read within the write timeout.
+    /// Writes what is gathered, giving up on a client that does not read within the write
+    /// timeout.
     async fn flush(&mut self) -> Result<(), Gone> {
-        let fut = std::pin::pin!(self.sink.flush());
-        bounded(fut, self.write_timeout, &self.conn, &self.state).await
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        // No clone of the close token per write: cloning and dropping one locks its node twice.
+        let done = {
+            let fut = std::pin::pin!(wsframe::write_chunks(&mut self.io, &mut self.out));
+            bounded(fut, self.write_timeout, &self.conn, &self.state).await
+        };
+        self.out_bytes = 0;
+        if self.out.capacity() > WRITE_FRAMES * 2 {
+            self.out = VecDeque::new();
+        }
+        done
     }
 
-    /// Queues a message on the sink (written once the sink's buffer fills, or at the flush).
-    async fn feed(&mut self, msg: Message) -> Result<(), Gone> {
-        // No clone of the close token per frame: cloning and dropping one locks its node twice.
-        let fut = std::pin::pin!(self.sink.feed(msg));
-        bounded(fut, self.write_timeout, &self.conn, &self.state).await
+    /// Gathers a frame for the next write (written at once when enough is gathered).
+    async fn queue(&mut self, frame: &WireFrame) -> Result<(), Gone> {
+        let wire = frame.wire();
+        self.out_bytes += wire.len();
+        self.out.push_back(wire.clone());
+        if self.out_bytes >= WRITE_BUFFER || self.out.len() >= WRITE_FRAMES {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     /// Sends one text frame: into the current compressed batch, compressed alone when large,
     /// or as it is.
-    async fn put(&mut self, frame: Utf8Bytes) -> Result<(), Gone> {
+    async fn put(&mut self, frame: &WireFrame) -> Result<(), Gone> {
         if let Some(batch) = self.batch.as_mut() {
             if !batch.is_empty() {
                 batch.push(b'\n');
             }
-            batch.extend_from_slice(frame.as_bytes());
+            batch.extend_from_slice(frame.payload());
             return Ok(());
         }
         if self.compress && frame.len() >= self.compress_min {
@@ -917,30 +1044,27 @@ impl Writer {
                 .metrics
                 .compressed_bytes
                 .inc_by(frame.len() as u64);
-            let packed = compress::deflate(frame.as_bytes());
-            return self.feed(Message::Binary(packed)).await;
+            let packed = compress::deflate(frame.payload());
+            return self.queue(&packed).await;
         }
-        self.feed(Message::Text(frame)).await
+        self.queue(frame).await
     }
 
     /// Sends a live event's shared frame (compressed once for every socket that asked).
     async fn put_event(&mut self, ev: &LiveEvent) -> Result<(), Gone> {
         if self.batch.is_none() && self.compress && ev.frame.len() >= self.compress_min {
-            let packed = ev
-                .deflated
-                .get_or_init(|| {
-                    // Once per event, however many sockets share it.
-                    self.state
-                        .service
-                        .metrics
-                        .compressed_bytes
-                        .inc_by(ev.frame.len() as u64);
-                    compress::deflate(ev.frame.as_bytes())
-                })
-                .clone();
-            return self.feed(Message::Binary(packed)).await;
+            let packed = ev.deflated.get_or_init(|| {
+                // Once per event, however many sockets share it.
+                self.state
+                    .service
+                    .metrics
+                    .compressed_bytes
+                    .inc_by(ev.frame.len() as u64);
+                compress::deflate(ev.frame.payload())
+            });
+            return self.queue(packed).await;
         }
-        self.put(ev.frame.clone()).await
+        self.put(&ev.frame).await
     }
 
     /// Starts gathering frames into one compressed message (compressing sockets only).
@@ -964,26 +1088,29 @@ impl Writer {
             .metrics
             .compressed_bytes
             .inc_by(batch.len() as u64);
-        self.feed(Message::Binary(packed)).await
+        self.queue(&packed).await
     }
 
-    fn following(&self, room: &str) -> bool {
-        self.cursors.contains_key(room)
+    fn following(&self, room: &Arc<str>) -> bool {
+        self.cursors
+            .list
+            .iter()
+            .any(|(r, _)| Arc::ptr_eq(r, room) || **r == **room)
     }
 
     /// Sends one item.
     async fn handle(&mut self, item: Outbound) -> Result<(), Gone> {
         match item {
-            Outbound::Frame(f) => self.put(f).await,
+            Outbound::Frame(f) => self.put(&f).await,
             Outbound::StopRoom(room) => {
                 self.cursors.remove(&room);
                 Ok(())
             }
             Outbound::StartRoom { room, since } => {
-                self.cursors.insert(Arc::clone(&room), since);
+                self.cursors.insert(&room, since);
                 let head = self.catch_up(&room, u64::MAX, CatchUp::Subscribe).await?;
                 if self.following(&room) {
-                    self.put(encode(&ServerFrame::CaughtUp {
+                    self.put(&encode(&ServerFrame::CaughtUp {
                         room: room.to_string(),
                         seq: head,
                     }))
@@ -992,7 +1119,7 @@ impl Writer {
                 Ok(())
             }
             Outbound::Event(ev) => {
-                let Some(&cur) = self.cursors.get(&*ev.room) else {
+                let Some(cur) = self.cursors.get(&ev.room) else {
                     return Ok(());
                 };
                 if ev.seq <= cur {
@@ -1005,9 +1132,7 @@ impl Writer {
                     }
                 }
                 self.put_event(&ev).await?;
-                if let Some(c) = self.cursors.get_mut(&*ev.room) {
-                    *c = ev.seq;
-                }
+                self.cursors.set(&ev.room, ev.seq);
                 if ev.effect.is_some() {
                     self.apply_effect(&ev.room, ev.effect.clone()).await?;
                 }
@@ -1027,7 +1152,7 @@ impl Writer {
             })
             .clone();
         loop {
-            let Some(&cur) = self.cursors.get(&**room) else {
+            let Some(cur) = self.cursors.get(room) else {
                 return Ok(0);
             };
             if cur >= upto {
@@ -1051,9 +1176,7 @@ impl Writer {
                             // Nothing stored in this page past the cursor (removed by
                             // retention): go on from its end.
                             let next = stored.covered.min(upto);
-                            if let Some(c) = self.cursors.get_mut(&**room) {
-                                *c = next;
-                            }
+                            self.cursors.set(room, next);
                             continue;
                         }
                         Ok(stored) => (stored.events, &recovered),
@@ -1066,7 +1189,7 @@ impl Writer {
             let (sent, stop) = self.send_page(room, page, upto).await?;
             counter.inc_by(sent);
             if stop {
-                return Ok(self.cursors.get(&**room).copied().unwrap_or(0));
+                return Ok(self.cursors.get(room).unwrap_or(0));
             }
         }
     }
@@ -1090,9 +1213,7 @@ impl Writer {
             }
             self.put_event(&ev).await?;
             sent += 1;
-            if let Some(c) = self.cursors.get_mut(&**room) {
-                *c = ev.seq;
-            }
+            self.cursors.set(room, ev.seq);
             if ev.effect.is_some() {
                 self.apply_effect(room, ev.effect.clone()).await?;
             }
@@ -1147,9 +1268,9 @@ impl Writer {
             }
             _ => return Ok(()),
         };
-        self.cursors.remove(&**room);
+        self.cursors.remove(room);
         self.state.hub.unfollow(room, self.conn.id);
-        self.put(encode(&ServerFrame::Unsubscribed {
+        self.put(&encode(&ServerFrame::Unsubscribed {
             room: room.to_string(),
             reason: reason.to_owned(),
         }))
