@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::stats::Shared;
-use crate::wire::{self, quote, str_field, u64_field, Stamp};
+use crate::wire::{self, quote, str_field, Stamp};
 
 /// Commands a workload queued for one client before it starts dropping them.
 pub const COMMAND_QUEUE: usize = 4096;
@@ -492,9 +492,14 @@ impl Conn {
     }
 
     fn roam_frame(&mut self, f: &str) {
-        match str_field(f, "type") {
+        let Some(got) = wire::fields(f) else {
+            self.shared
+                .violation(format!("{}: unreadable frame {}", self.spec.user, cut(f)));
+            return;
+        };
+        match got.kind_of_frame {
             Some("event") => {
-                let (Some(room), Some(seq)) = (str_field(f, "room"), u64_field(f, "seq")) else {
+                let (Some(room), Some(seq)) = (got.room, got.seq) else {
                     self.shared.violation(format!(
                         "{}: unreadable event {}",
                         self.spec.user,
@@ -505,8 +510,8 @@ impl Conn {
                 if let Err(v) = self.track.event(room, seq) {
                     self.shared.violation(format!("{}: {v}", self.spec.user));
                 }
-                if str_field(f, "kind") == Some("message_created") {
-                    match str_field(f, "body").and_then(wire::parse_body) {
+                if got.kind == Some("message_created") {
+                    match got.body.and_then(wire::parse_body) {
                         Some(stamp) => self.received(stamp),
                         None => self.shared.violation(format!(
                             "{}: message without a readable body: {}",
@@ -516,8 +521,8 @@ impl Conn {
                     }
                 }
             }
-            Some("ack") | Some("error") => {
-                let id = str_field(f, "id").unwrap_or_default();
+            Some(kind @ ("ack" | "error")) => {
+                let id = got.id.unwrap_or_default();
                 if let Some((want, answer)) = &mut self.awaiting {
                     if want == id {
                         *answer = Some(f.to_owned());
@@ -526,7 +531,7 @@ impl Conn {
                 }
                 if id.starts_with('p') {
                     self.in_flight = self.in_flight.saturating_sub(1);
-                    if str_field(f, "type") == Some("error") {
+                    if kind == "error" {
                         self.shared.publish_errors.fetch_add(1, Ordering::Relaxed);
                         self.shared.violation(format!(
                             "{}: message.send refused: {}",
@@ -539,7 +544,7 @@ impl Conn {
                             let _ = w.send(());
                         }
                     }
-                } else if str_field(f, "type") == Some("error") {
+                } else if kind == "error" {
                     self.shared
                         .violation(format!("{}: error frame {}", self.spec.user, cut(f)));
                 }

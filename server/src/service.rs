@@ -1,9 +1,10 @@
 //! The rules of Roam, shared by REST and WebSocket: who may read what, and how a mutation is
 //! checked, applied exactly once and announced.
 //!
-//! A mutation runs in two steps. [`Service::prepare`] answers a replayed idempotency key from
-//! the store, applies the rate limit, and checks the input and the caller's permissions against
-//! current state (room and membership come from the read cache). [`Service::submit`] then queues
+//! A mutation runs in two steps. [`Service::prepare`] applies the rate limit and checks the
+//! input and the caller's permissions against current state (room and membership come from the
+//! read cache); a replayed idempotency key is answered from the store, inside the write's
+//! transaction or, when the mutation would be refused, before it. [`Service::submit`] then queues
 //! the resulting write on the store at once and returns a future for its outcome. A socket
 //! prepares its frames one after another and submits each as soon as it is prepared, so a
 //! client's pipelined mutations are applied in the order it sent them while their commits
@@ -256,20 +257,38 @@ impl Service {
         self.submit(p).await
     }
 
-    /// Step one: replay check, rate limit, validation and permissions.
+    /// Step one: rate limit, validation and permissions, or the answer to a replayed key.
+    ///
+    /// A replayed key must get its first answer, not a refusal made from the state since (the
+    /// message it sent may be deleted, the user banned). The store is read for it only when the
+    /// mutation would be refused here: a write that passes is checked again inside its
+    /// transaction, where the store answers a replay with the stored result and changes
+    /// nothing ([`Committed::Replayed`]). So the usual fresh mutation costs no read before its
+    /// write.
     pub async fn prepare(&self, user: &str, key: &str, m: Mutation) -> ApiResult<Prepared> {
         roam_proto::validate::idempotency_key(key)?;
         m.validate()?;
         let fp = fingerprint(&m);
-        if let Some(stored) = self.store.idempotent_result(user, key).await? {
-            return self.replayed(stored.op, stored.fingerprint, stored.result, m.op(), &fp);
-        }
-        self.limits.mutation(user).inspect_err(|_| {
-            self.metrics.limited("mutation");
-        })?;
         let op = m.op();
         let now = now_ms();
-        let (change, notify) = self.plan(user, m, now).await?;
+        let limited = self.limits.mutation(user);
+        let was_limited = limited.is_err();
+        let planned = match limited {
+            Ok(()) => self.plan(user, m, now).await,
+            Err(e) => Err(e),
+        };
+        let (change, notify) = match planned {
+            Ok(p) => p,
+            Err(refused) => {
+                if let Some(stored) = self.store.idempotent_result(user, key).await? {
+                    return self.replayed(stored.op, stored.fingerprint, stored.result, op, &fp);
+                }
+                if was_limited {
+                    self.metrics.limited("mutation");
+                }
+                return Err(refused);
+            }
+        };
         Ok(Prepared::Write {
             op,
             write: Box::new(Write {
