@@ -24,11 +24,22 @@
 //! checkpointer thread with a connection of its own, which copies the WAL back into the
 //! database (`wal_checkpoint(PASSIVE)`: it never blocks the writer or a reader). A commit then
 //! costs its WAL append and `fsync` only, never a checkpoint's page copies and database `fsync`.
+//!
+//! SQLite starts the WAL over from its beginning only when a write transaction begins with every
+//! frame copied back; under a steady stream of writes the checkpointer never gets there (the
+//! writer appends while it copies), so the WAL would grow without end — every commit extending
+//! the file (a server under steady load would fill its disk). So every [`WAL_RESTART_JOBS`]
+//! jobs, once the checkpointer's next pass is done, the writer copies back the few frames
+//! committed during that pass itself, between two groups (a small `wal_checkpoint(PASSIVE)` of
+//! its own: nothing else writes then), and its next transaction starts the WAL over. The WAL
+//! stays about that many jobs long. The writer's pass holds the next group back for a WAL and a
+//! database `fsync` (a few milliseconds), so it is not done after every checkpoint, and it waits
+//! for a moment when no job is queued (up to twice that many jobs).
 //! Commits are as durable as before: the WAL is synced at each one as `synchronous` says.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -46,6 +57,9 @@ pub(super) const MAX_BATCH: usize = 256;
 /// Committed jobs between two checkpoints (at about ten WAL pages a message, a few thousand
 /// pages: the WAL stays a few MiB).
 pub(super) const CHECKPOINT_EVERY_JOBS: usize = 256;
+/// Committed jobs between two starts of the WAL from its beginning (about 40 MiB of WAL at ten
+/// pages a message).
+pub(super) const WAL_RESTART_JOBS: usize = 4 * CHECKPOINT_EVERY_JOBS;
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -285,6 +299,8 @@ fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut since_checkpoint = 0usize;
+    let mut since_restart = 0usize;
+    let mut restart_due = false;
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -295,12 +311,30 @@ fn run(
         }
         queued.fetch_sub(batch.len() as u32, Ordering::Relaxed);
         since_checkpoint += batch.len();
+        since_restart += batch.len();
         commit_group(&mut conn, &mut batch);
+        let Some(c) = &checkpointer else {
+            continue;
+        };
+        // At a moment when no job waits, unless the WAL is already twice as long as it
+        // should be (a store that is never idle).
+        let idle = queued.load(Ordering::Relaxed) == 0;
+        if restart_due
+            && (idle || since_restart >= 2 * WAL_RESTART_JOBS)
+            && c.passed.swap(false, Ordering::AcqRel)
+        {
+            finish_checkpoint(&conn);
+            restart_due = false;
+            since_restart = 0;
+        }
         if since_checkpoint >= CHECKPOINT_EVERY_JOBS {
             since_checkpoint = 0;
-            if let Some(c) = &checkpointer {
-                c.wake();
+            if since_restart >= WAL_RESTART_JOBS && !restart_due {
+                // Only a pass that starts from here counts: what it leaves is small.
+                restart_due = true;
+                c.passed.store(false, Ordering::Release);
             }
+            c.wake();
         }
     }
     // The checkpointer finishes its last pass before the writer connection closes (which
@@ -309,10 +343,29 @@ fn run(
     tracing::debug!("store writer stopped");
 }
 
+/// Copies back, on the writer's own connection, what the checkpointer's last pass left (see the
+/// module documentation).
+fn finish_checkpoint(conn: &Connection) {
+    let started = Instant::now();
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    }) {
+        Ok((wal_pages, copied)) => tracing::debug!(
+            wal_pages,
+            copied,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "store: writer finished the checkpoint"
+        ),
+        Err(e) => tracing::warn!(error = %e, "store: the writer could not finish a checkpoint"),
+    }
+}
+
 /// The thread that checkpoints the WAL for the writer (see the module documentation).
 struct Checkpointer {
     wake: Option<std::sync::mpsc::SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Set after every checkpoint pass (the frames the writer appended while it ran are left).
+    passed: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
@@ -332,9 +385,11 @@ impl Checkpointer {
             }
         };
         let (wake, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let passed = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&passed);
         let thread = std::thread::Builder::new()
             .name("roam-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(&conn, &asked));
+            .spawn(move || checkpoint_loop(&conn, &asked, &done));
         let thread = match thread {
             Ok(t) => t,
             Err(e) => {
@@ -348,6 +403,7 @@ impl Checkpointer {
         Some(Checkpointer {
             wake: Some(wake),
             thread: Some(thread),
+            passed,
         })
     }
 
@@ -371,19 +427,25 @@ impl Drop for Checkpointer {
 }
 
 /// One `PRAGMA wal_checkpoint(PASSIVE)` per request, until the writer goes.
-fn checkpoint_loop(conn: &Connection, asked: &std::sync::mpsc::Receiver<()>) {
+fn checkpoint_loop(conn: &Connection, asked: &std::sync::mpsc::Receiver<()>, passed: &AtomicBool) {
     while asked.recv().is_ok() {
         let started = Instant::now();
         let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         });
         match done {
-            Ok((wal_pages, copied)) => tracing::debug!(
-                wal_pages,
-                copied,
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "store: checkpoint"
-            ),
+            Ok((wal_pages, copied)) => {
+                tracing::debug!(
+                    wal_pages,
+                    copied,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "store: checkpoint"
+                );
+                // The writer appends while a pass runs (`wal_pages` is the WAL as the pass
+                // found it): what came since is for the writer to finish when it starts the
+                // WAL over.
+                passed.store(true, Ordering::Release);
+            }
             Err(e) => tracing::warn!(error = %e, "store: checkpoint failed"),
         }
     }
@@ -496,5 +558,56 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         assert!(grown, "the database file stayed at {} bytes", size());
+    }
+
+    #[tokio::test]
+    async fn the_wal_starts_over_under_a_steady_stream_of_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let wal = dir.path().join("t.db-wal");
+        let store = SqliteStore::open(&path, 1).await.expect("store");
+        store
+            .commit(write(Change::CreateRoom {
+                name: "r".into(),
+                kind: roam_proto::RoomKind::Public,
+                title: String::new(),
+                metadata: serde_json::json!({}),
+                owner: "w".into(),
+            }))
+            .await
+            .expect("room");
+        let body = "x".repeat(2_000);
+        let mut sent = 0usize;
+        let mut send = |n: usize| {
+            let from = sent;
+            sent += n;
+            let store = &store;
+            let body = &body;
+            async move {
+                for i in from..from + n {
+                    store
+                        .commit(write(Change::InsertMessage {
+                            id: format!("m{i}"),
+                            room: "r".into(),
+                            body: body.clone(),
+                            reply_to: None,
+                        }))
+                        .await
+                        .expect("message");
+                }
+            }
+        };
+        let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        // The file keeps the longest length the WAL reached: one that starts over stops
+        // growing, one that never does grows with every write.
+        send(WAL_RESTART_JOBS * 2).await;
+        let early = wal_size();
+        send(WAL_RESTART_JOBS * 6).await;
+        let late = wal_size();
+        assert!(early > 0, "no WAL file at {}", wal.display());
+        assert!(
+            late < early * 2,
+            "the WAL grew from {early} to {late} bytes over three times as many writes"
+        );
     }
 }
