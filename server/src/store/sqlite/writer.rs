@@ -518,11 +518,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_checkpointer_copies_the_wal_back_without_the_writer() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t.db");
-        let store = SqliteStore::open(&path, 1).await.expect("store");
+    /// A store in `dir` holding room `r`.
+    async fn store_with_room(path: &std::path::Path) -> SqliteStore {
+        let store = SqliteStore::open(path, 1).await.expect("store");
         store
             .commit(write(Change::CreateRoom {
                 name: "r".into(),
@@ -533,10 +531,13 @@ mod tests {
             }))
             .await
             .expect("room");
-        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let before = size();
+        store
+    }
+
+    /// Commits messages `m{from}`..`m{to}` into room `r`, one write each, one after another.
+    async fn send(store: &SqliteStore, from: usize, to: usize) {
         let body = "x".repeat(2_000);
-        for i in 0..(CHECKPOINT_EVERY_JOBS * 2) {
+        for i in from..to {
             store
                 .commit(write(Change::InsertMessage {
                     id: format!("m{i}"),
@@ -547,8 +548,19 @@ mod tests {
                 .await
                 .expect("message");
         }
-        // The writer never checkpoints itself: the database file grows only through the
-        // checkpointer (waits at most 20 s; a loaded machine may be slow to schedule it).
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_back_without_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = store_with_room(&path).await;
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let before = size();
+        send(&store, 0, CHECKPOINT_EVERY_JOBS * 2).await;
+        // Fewer writes than the writer's own pass comes after: the database file grows only
+        // through the checkpointer (waits at most 20 s; a loaded machine may be slow to
+        // schedule it).
         let mut grown = false;
         for _ in 0..200 {
             if size() > before + 256 * 1024 {
@@ -565,44 +577,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
         let wal = dir.path().join("t.db-wal");
-        let store = SqliteStore::open(&path, 1).await.expect("store");
-        store
-            .commit(write(Change::CreateRoom {
-                name: "r".into(),
-                kind: roam_proto::RoomKind::Public,
-                title: String::new(),
-                metadata: serde_json::json!({}),
-                owner: "w".into(),
-            }))
-            .await
-            .expect("room");
-        let body = "x".repeat(2_000);
-        let mut sent = 0usize;
-        let mut send = |n: usize| {
-            let from = sent;
-            sent += n;
-            let store = &store;
-            let body = &body;
-            async move {
-                for i in from..from + n {
-                    store
-                        .commit(write(Change::InsertMessage {
-                            id: format!("m{i}"),
-                            room: "r".into(),
-                            body: body.clone(),
-                            reply_to: None,
-                        }))
-                        .await
-                        .expect("message");
-                }
-            }
-        };
+        let store = store_with_room(&path).await;
         let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         // The file keeps the longest length the WAL reached: one that starts over stops
         // growing, one that never does grows with every write.
-        send(WAL_RESTART_JOBS * 2).await;
+        send(&store, 0, WAL_RESTART_JOBS * 2).await;
         let early = wal_size();
-        send(WAL_RESTART_JOBS * 6).await;
+        send(&store, WAL_RESTART_JOBS * 2, WAL_RESTART_JOBS * 8).await;
         let late = wal_size();
         assert!(early > 0, "no WAL file at {}", wal.display());
         assert!(
