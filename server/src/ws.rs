@@ -914,7 +914,9 @@ where
 
 /// The last seq sent per followed room. A socket follows a few rooms, and every delivery looks
 /// its room up: a list searched by pointer first — a room's live events share one name, which
-/// the list adopts the first time it meets it — and by name only when that misses; no hashing.
+/// the list adopts the first time it meets it — and by name only when that misses; no hashing
+/// (one that follows hundreds of rooms pays a scan of pointers per delivery, well under a
+/// microsecond).
 #[derive(Default)]
 struct Cursors {
     list: Vec<(Arc<str>, u64)>,
