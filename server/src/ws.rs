@@ -1293,6 +1293,33 @@ mod tests {
     /// sockets. (Before `run` and `write_loop` stopped being `async fn`s and boxed their
     /// closing steps, they were 1,184 and 664 bytes.)
     #[test]
+    fn cursors_are_found_by_pointer_or_name_and_adopt_the_events_name() {
+        let mut c = Cursors::default();
+        let subscribed: Arc<str> = Arc::from("general");
+        c.insert(&subscribed, 3);
+        c.insert(&Arc::from("other"), 9);
+        // A live event carries the hub's own copy of the name.
+        let live: Arc<str> = Arc::from("general");
+        assert!(!Arc::ptr_eq(&live, &subscribed));
+        assert_eq!(c.get(&live), Some(3), "found by name");
+        assert!(
+            c.list.iter().any(|(r, _)| Arc::ptr_eq(r, &live)),
+            "the list now holds the event's name"
+        );
+        c.set(&live, 4);
+        assert_eq!(c.get(&subscribed), Some(4), "the same room by either name");
+        c.set(&Arc::from("unknown"), 7);
+        assert_eq!(
+            c.get(&Arc::from("unknown")),
+            None,
+            "set does not follow a room"
+        );
+        c.remove(&subscribed);
+        assert_eq!(c.get(&live), None);
+        assert_eq!(c.rooms(), vec![Arc::<str>::from("other")]);
+    }
+
+    #[test]
     fn an_idle_sockets_tasks_stay_small() {
         let reader = future_size(run);
         let writer = future_size(write_loop);
