@@ -936,6 +936,13 @@ impl Cursors {
         self.find(room).map(|i| self.list[i].1)
     }
 
+    /// Whether the room is followed (no adoption: nothing is delivered from here).
+    fn contains(&self, room: &Arc<str>) -> bool {
+        self.list
+            .iter()
+            .any(|(r, _)| Arc::ptr_eq(r, room) || **r == **room)
+    }
+
     /// Moves a followed room's cursor (nothing for a room not followed).
     fn set(&mut self, room: &Arc<str>, seq: u64) {
         if let Some(i) = self.find(room) {
@@ -1093,13 +1100,6 @@ impl Writer {
         self.queue(&packed).await
     }
 
-    fn following(&self, room: &Arc<str>) -> bool {
-        self.cursors
-            .list
-            .iter()
-            .any(|(r, _)| Arc::ptr_eq(r, room) || **r == **room)
-    }
-
     /// Sends one item.
     async fn handle(&mut self, item: Outbound) -> Result<(), Gone> {
         match item {
@@ -1111,7 +1111,7 @@ impl Writer {
             Outbound::StartRoom { room, since } => {
                 self.cursors.insert(&room, since);
                 let head = self.catch_up(&room, u64::MAX, CatchUp::Subscribe).await?;
-                if self.following(&room) {
+                if self.cursors.contains(&room) {
                     self.put(&encode(&ServerFrame::CaughtUp {
                         room: room.to_string(),
                         seq: head,
@@ -1121,20 +1121,24 @@ impl Writer {
                 Ok(())
             }
             Outbound::Event(ev) => {
-                let Some(cur) = self.cursors.get(&ev.room) else {
+                let Some(mut at) = self.cursors.find(&ev.room) else {
                     return Ok(());
                 };
+                let cur = self.cursors.list[at].1;
                 if ev.seq <= cur {
                     return Ok(());
                 }
                 if ev.seq > cur + 1 {
                     self.catch_up(&ev.room, ev.seq - 1, CatchUp::Gap).await?;
-                    if !self.following(&ev.room) {
+                    // Catching up may have ended the following (a recovered removal).
+                    let Some(i) = self.cursors.find(&ev.room) else {
                         return Ok(());
-                    }
+                    };
+                    at = i;
                 }
                 self.put_event(&ev).await?;
-                self.cursors.set(&ev.room, ev.seq);
+                // Sending leaves the list as it was: `at` still names the room.
+                self.cursors.list[at].1 = ev.seq;
                 if ev.effect.is_some() {
                     self.apply_effect(&ev.room, ev.effect.clone()).await?;
                 }
@@ -1219,7 +1223,7 @@ impl Writer {
             if ev.effect.is_some() {
                 self.apply_effect(room, ev.effect.clone()).await?;
             }
-            if !self.following(room) {
+            if !self.cursors.contains(room) {
                 stop = true;
                 break;
             }
@@ -1314,8 +1318,10 @@ mod tests {
             None,
             "set does not follow a room"
         );
+        assert!(c.contains(&Arc::from("general")) && !c.contains(&Arc::from("unknown")));
         c.remove(&subscribed);
         assert_eq!(c.get(&live), None);
+        assert!(!c.contains(&live));
         assert_eq!(c.rooms(), vec![Arc::<str>::from("other")]);
     }
 
