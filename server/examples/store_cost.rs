@@ -21,8 +21,9 @@ use roam_server::store::postgres::PostgresStore;
 use roam_server::store::sqlite::SqliteStore;
 use roam_server::store::{Change, Store, Write};
 
-/// Linux reports CPU times in /proc in units of USER_HZ, which the kernel ABI fixes at 100.
-const USER_HZ: f64 = 100.0;
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::{cpu_of_stat, own_cpu};
 
 fn write(actor: &str, change: Change) -> Write {
     Write {
@@ -32,24 +33,6 @@ fn write(actor: &str, change: Change) -> Write {
         change,
         notify: Vec::new(),
     }
-}
-
-/// utime + stime of one /proc/<pid>/stat, in seconds.
-fn cpu_of_stat(stat: &str) -> Option<f64> {
-    // The command name (field 2) is in parentheses and may hold spaces: split after it.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of the line are utime and stime; `rest` starts at field 3.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / USER_HZ)
-}
-
-fn own_cpu() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| cpu_of_stat(&s))
-        .unwrap_or(0.0)
 }
 
 /// CPU seconds of every process named `postgres` (live ones; a backend that exited meanwhile

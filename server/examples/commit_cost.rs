@@ -1,0 +1,152 @@
+//! What one chat message's commit costs on the embedded SQLite store, and how much of it is the
+//! sync that makes it durable: the same writes with `synchronous=FULL` (the default: every commit
+//! is synced before it is answered) and `synchronous=NORMAL` (synced at checkpoints only),
+//! alternating, in one run.
+//!
+//! `cargo run --release -p roam-server --example commit_cost [commits] [rounds]`
+//!
+//! Each round opens a fresh store per mode, creates 100 rooms, commits 500 messages to warm it,
+//! then commits `commits` messages (default 3,000) one after another — each awaited before the
+//! next, as in the race's chat workload, where a message rarely finds another one to share its
+//! commit — from 1,000 users round-robin over the rooms, each with an idempotency key as clients
+//! send them. It prints commits per second and CPU microseconds per commit: of the whole process,
+//! and of the store's writer and checkpointer threads alone. Default 3 rounds. Nothing is
+//! asserted; compare the two modes within one run.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use roam_proto::RoomKind;
+use roam_server::store::sqlite::{SqliteStore, Synchronous};
+use roam_server::store::{Change, IdemRecord, Store, Write};
+
+#[path = "common/cpu.rs"]
+mod cpu;
+
+const ROOMS: usize = 100;
+const USERS: usize = 1_000;
+const WARM_UP: usize = 500;
+/// The store's threads: `roam-sqlite-writer` and `roam-sqlite-checkpoint`, as the kernel keeps
+/// their names (15 bytes).
+const STORE_THREADS: &str = "roam-sqlite-";
+
+struct Figures {
+    per_sec: f64,
+    process_us: f64,
+    store_threads_us: f64,
+}
+
+fn message(n: usize) -> Write {
+    let user = format!("user-{:04}", n % USERS);
+    Write {
+        actor: user.clone(),
+        now: 1_764_400_000_000 + n as i64,
+        idem: Some(IdemRecord {
+            user,
+            key: format!("send.{n}"),
+            op: "message.send".into(),
+            fingerprint: format!("{:064x}", n),
+        }),
+        change: Change::InsertMessage {
+            id: uuid::Uuid::now_v7().to_string(),
+            room: format!("room-{:03}", n % USERS / (USERS / ROOMS)),
+            body: "x".repeat(64),
+            reply_to: None,
+        },
+        notify: Vec::new(),
+    }
+}
+
+async fn measure(dir: &Path, sync: Synchronous, commits: usize) -> Figures {
+    let store = Arc::new(
+        SqliteStore::open_with(&dir.join("roam.db"), 1, sync)
+            .await
+            .expect("open the store"),
+    );
+    for r in 0..ROOMS {
+        let name = format!("room-{r:03}");
+        let create = Change::CreateRoom {
+            name: name.clone(),
+            kind: RoomKind::Public,
+            title: name,
+            metadata: serde_json::json!({}),
+            owner: "owner".into(),
+        };
+        store
+            .commit(Write {
+                actor: "owner".into(),
+                now: 1_764_400_000_000,
+                idem: None,
+                change: create,
+                notify: Vec::new(),
+            })
+            .await
+            .expect("create a room");
+    }
+    for n in 0..WARM_UP {
+        store.commit(message(n)).await.expect("commit");
+    }
+    let (process0, threads0, t0) = (
+        cpu::own_cpu(),
+        cpu::threads_cpu(STORE_THREADS),
+        Instant::now(),
+    );
+    for n in WARM_UP..WARM_UP + commits {
+        store.commit(message(n)).await.expect("commit");
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let per = |cpu: f64| cpu / commits as f64 * 1e6;
+    Figures {
+        per_sec: commits as f64 / secs,
+        process_us: per(cpu::own_cpu() - process0),
+        store_threads_us: per(cpu::threads_cpu(STORE_THREADS) - threads0),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let commits: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3_000);
+    let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+    if commits == 0 || rounds == 0 {
+        return Err("commits and rounds must be at least 1".into());
+    }
+
+    println!("{commits} commits per round, each awaited before the next; CPU µs per commit");
+    println!("| round | synchronous | commits/s | CPU, process | CPU, store threads |");
+    println!("|---|---|---|---|---|");
+    let mut full = Vec::new();
+    let mut normal = Vec::new();
+    for round in 1..=rounds {
+        for (name, sync) in [("FULL", Synchronous::Full), ("NORMAL", Synchronous::Normal)] {
+            let dir = tempfile::tempdir()?;
+            let f = measure(dir.path(), sync, commits).await;
+            println!(
+                "| {round} | {name} | {:.0} | {:.0} | {:.0} |",
+                f.per_sec, f.process_us, f.store_threads_us
+            );
+            match sync {
+                Synchronous::Full => full.push(f),
+                Synchronous::Normal => normal.push(f),
+            }
+        }
+    }
+    let process = |v: &[Figures]| median(v.iter().map(|f| f.process_us).collect());
+    let threads = |v: &[Figures]| median(v.iter().map(|f| f.store_threads_us).collect());
+    println!(
+        "\nmedian CPU µs per commit: FULL {:.0} (store threads {:.0}), NORMAL {:.0} (store threads {:.0}); the sync: {:.0} µs, {:.0} % of a durable commit",
+        process(&full),
+        threads(&full),
+        process(&normal),
+        threads(&normal),
+        process(&full) - process(&normal),
+        (process(&full) - process(&normal)) / process(&full) * 100.0
+    );
+    Ok(())
+}
