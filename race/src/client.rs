@@ -167,6 +167,8 @@ struct Conn {
     nonce: u64,
     spec: Spec,
     shared: Arc<Shared>,
+    /// This receiver's slice of the delivery counters.
+    shard: usize,
     track: Tracker,
     published: u64,
     in_flight: u64,
@@ -220,6 +222,7 @@ impl Conn {
             roam,
             nonce,
             spec,
+            shard: shared.shard(),
             shared,
             track,
             published: 0,
@@ -591,11 +594,11 @@ impl Conn {
 
     fn received(&mut self, stamp: Stamp) {
         match self.track.message(stamp) {
-            Ok(()) => self.shared.delivered(stamp.sent_ns),
+            Ok(()) => self.shared.delivered(self.shard, stamp.sent_ns),
             Err(v) => {
                 // A repeat or a late one still reached the receiver; a stranger did not count.
                 if v.counted {
-                    self.shared.delivered(stamp.sent_ns);
+                    self.shared.delivered(self.shard, stamp.sent_ns);
                 }
                 self.shared
                     .violation(format!("{}: {}", self.spec.user, v.text));

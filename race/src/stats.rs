@@ -2,7 +2,7 @@
 //! correctness violations and sockets the server closed.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -66,31 +66,55 @@ impl Histogram {
         }
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
     /// The value at quantile `q` (0–1) in milliseconds, or `None` when empty.
+    #[cfg(test)]
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(value_of(i) / 1000.0);
-            }
-        }
-        None
+        let mut counts = vec![0; BUCKETS];
+        self.add_counts(&mut counts);
+        quantile_ms(&counts, q)
     }
+
+    /// Adds this histogram's bucket counts to `into` (one slot per bucket).
+    fn add_counts(&self, into: &mut [u64]) {
+        for (sum, b) in into.iter_mut().zip(&self.buckets) {
+            *sum += b.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// The value at quantile `q` (0–1) of bucket counts, in milliseconds; `None` when empty.
+fn quantile_ms(counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return Some(value_of(i) / 1000.0);
+        }
+    }
+    None
+}
+
+/// Slices of the delivery counters. Every receiver counts into its own slice (its own cache
+/// lines): with one shared counter the load generator's threads took turns owning that line,
+/// once per delivery, and at a million deliveries a second that cost the generator more than
+/// reading the frames. A window's figures are the sum of the slices.
+const SHARDS: usize = 32;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    delivered: AtomicU64,
+    latency: Histogram,
 }
 
 /// What every connection of a run reports into.
@@ -100,9 +124,8 @@ pub struct Shared {
     pub t0: Instant,
     /// Deliveries and latencies are counted only while this is set.
     pub measuring: AtomicBool,
-    pub delivered: AtomicU64,
-    pub delivered_total: AtomicU64,
-    pub latency: Histogram,
+    shards: Box<[Shard]>,
+    next_shard: AtomicUsize,
     /// Messages written by each publisher (index: publisher id).
     pub sent: Vec<AtomicU64>,
     pub publish_errors: AtomicU64,
@@ -117,9 +140,8 @@ impl Shared {
         Shared {
             t0: Instant::now(),
             measuring: AtomicBool::new(false),
-            delivered: AtomicU64::new(0),
-            delivered_total: AtomicU64::new(0),
-            latency: Histogram::default(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            next_shard: AtomicUsize::new(0),
             sent: (0..publishers).map(|_| AtomicU64::new(0)).collect(),
             publish_errors: AtomicU64::new(0),
             violations: AtomicU64::new(0),
@@ -133,19 +155,54 @@ impl Shared {
         self.t0.elapsed().as_nanos() as u64
     }
 
-    /// One event reached one receiver; `sent_ns` is the publisher's instant.
-    pub fn delivered(&self, sent_ns: u64) {
-        self.delivered_total.fetch_add(1, Ordering::Relaxed);
+    /// The counter slice for a new receiver (they take the slices in turn).
+    pub fn shard(&self) -> usize {
+        self.next_shard.fetch_add(1, Ordering::Relaxed) % SHARDS
+    }
+
+    /// One event reached one receiver, which counts into `shard`; `sent_ns` is the publisher's
+    /// instant.
+    pub fn delivered(&self, shard: usize, sent_ns: u64) {
         if self.measuring.load(Ordering::Relaxed) {
-            self.delivered.fetch_add(1, Ordering::Relaxed);
+            let s = &self.shards[shard % SHARDS];
+            s.delivered.fetch_add(1, Ordering::Relaxed);
             let us = self.now_ns().saturating_sub(sent_ns) / 1000;
-            self.latency.record(us);
+            s.latency.record(us);
         }
     }
 
+    /// Deliveries counted since the window started.
+    pub fn deliveries(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.delivered.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The window's latency bucket counts, every slice summed.
+    fn latency_counts(&self) -> Vec<u64> {
+        let mut counts = vec![0; BUCKETS];
+        for s in self.shards.iter() {
+            s.latency.add_counts(&mut counts);
+        }
+        counts
+    }
+
+    /// The window's latency at quantile `q` (0–1) in milliseconds; `None` before any delivery.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        quantile_ms(&self.latency_counts(), q)
+    }
+
+    /// Latencies recorded in the window.
+    pub fn latency_samples(&self) -> u64 {
+        self.latency_counts().iter().sum()
+    }
+
     pub fn start_window(&self) {
-        self.delivered.store(0, Ordering::Relaxed);
-        self.latency.reset();
+        for s in self.shards.iter() {
+            s.delivered.store(0, Ordering::Relaxed);
+            s.latency.reset();
+        }
         self.measuring.store(true, Ordering::Release);
     }
 
@@ -222,5 +279,31 @@ mod tests {
         assert!((0.49..=0.51).contains(&p50), "{p50}");
         assert!((0.97..=1.01).contains(&p99), "{p99}");
         assert_eq!(h.count(), 1000);
+    }
+
+    #[test]
+    fn a_window_sums_every_receivers_slice() {
+        let shared = Shared::new(1);
+        let receivers: Vec<usize> = (0..SHARDS + 3).map(|_| shared.shard()).collect();
+        assert_eq!(receivers[0], receivers[SHARDS], "slices are taken in turn");
+        shared.delivered(receivers[0], 0);
+        assert_eq!(shared.deliveries(), 0, "nothing counts before the window");
+        shared.start_window();
+        // Sent "now": every latency lands in the lowest buckets, wherever it is counted.
+        for (i, &r) in receivers.iter().enumerate() {
+            for _ in 0..=i {
+                shared.delivered(r, shared.now_ns());
+            }
+        }
+        let n = receivers.len() as u64;
+        assert_eq!(shared.deliveries(), n * (n + 1) / 2);
+        assert_eq!(shared.latency_samples(), n * (n + 1) / 2);
+        assert!(shared.latency_ms(0.99).is_some_and(|ms| ms < 1000.0));
+        shared.end_window();
+        shared.delivered(receivers[1], 0);
+        assert_eq!(shared.deliveries(), n * (n + 1) / 2, "nor after it");
+        shared.start_window();
+        assert_eq!(shared.deliveries(), 0);
+        assert_eq!(shared.latency_ms(0.5), None, "a new window starts empty");
     }
 }

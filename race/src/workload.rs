@@ -461,7 +461,7 @@ async fn steady(
         let (published, window, cpu, dropped, own_cpu) =
             publish(server, &shared, &cast.publishers, rate, warmup, measure).await?;
         let rss = server.rss_kib()?;
-        let deliveries = shared.delivered.load(Ordering::Relaxed);
+        let deliveries = shared.deliveries();
         let secs = window.as_secs_f64();
         let (missing, gone) = drain(&cast, scale.drain).await;
         let mut f = Figures {
@@ -475,10 +475,10 @@ async fn steady(
             messages_published: published,
             deliveries,
             deliveries_per_sec: deliveries as f64 / secs,
-            p50_ms: shared.latency.quantile_ms(0.5),
-            p99_ms: shared.latency.quantile_ms(0.99),
-            p999_ms: shared.latency.quantile_ms(0.999),
-            latency_samples: shared.latency.count(),
+            p50_ms: shared.latency_ms(0.5),
+            p99_ms: shared.latency_ms(0.99),
+            p999_ms: shared.latency_ms(0.999),
+            latency_samples: shared.latency_samples(),
             cpu_percent: cpu / secs * 100.0,
             cpu_secs_per_million: (deliveries > 0).then(|| cpu / (deliveries as f64 / 1e6)),
             generator_cpu_percent: own_cpu.map(|c| c / secs * 100.0),
