@@ -72,7 +72,7 @@ fn find_key(frame: &str, key: &str) -> Option<usize> {
     None
 }
 
-/// The fields of a Roam server frame the harness reads, found in one pass over the frame.
+/// The fields of a Roam server frame the harness reads (see [`fields`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Fields<'a> {
     pub kind_of_frame: Option<&'a str>,

@@ -1292,10 +1292,6 @@ mod tests {
         size_of::<F>()
     }
 
-    /// Every open socket holds its reader's and its writer's futures for as long as it is
-    /// open; what either keeps across its idle wait is paid 10,000 times over by 10,000 idle
-    /// sockets. (Before `run` and `write_loop` stopped being `async fn`s and boxed their
-    /// closing steps, they were 1,184 and 664 bytes.)
     #[test]
     fn cursors_are_found_by_pointer_or_name_and_adopt_the_events_name() {
         let mut c = Cursors::default();
@@ -1325,6 +1321,10 @@ mod tests {
         assert_eq!(c.rooms(), vec![Arc::<str>::from("other")]);
     }
 
+    /// Every open socket holds its reader's and its writer's futures for as long as it is
+    /// open; what either keeps across its idle wait is paid 10,000 times over by 10,000 idle
+    /// sockets. (Before `run` and `write_loop` stopped being `async fn`s and boxed their
+    /// closing steps, they were 1,184 and 664 bytes.)
     #[test]
     fn an_idle_sockets_tasks_stay_small() {
         let reader = future_size(run);

@@ -15,7 +15,6 @@ pub fn cpu_of_stat(stat: &str) -> Option<f64> {
 }
 
 /// CPU seconds of this process so far.
-#[allow(dead_code)] // not every example that includes this module uses every function
 pub fn own_cpu() -> f64 {
     std::fs::read_to_string("/proc/self/stat")
         .ok()
@@ -25,7 +24,7 @@ pub fn own_cpu() -> f64 {
 
 /// CPU seconds of this process's live threads whose name starts with `prefix` (the kernel keeps
 /// the first 15 bytes of a thread's name).
-#[allow(dead_code)]
+#[allow(dead_code)] // not every example that includes this module asks for its threads
 pub fn threads_cpu(prefix: &str) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;

@@ -346,18 +346,24 @@ fn run(
 /// Copies back, on the writer's own connection, what the checkpointer's last pass left (see the
 /// module documentation).
 fn finish_checkpoint(conn: &Connection) {
-    let started = Instant::now();
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-    }) {
-        Ok((wal_pages, copied)) => tracing::debug!(
-            wal_pages,
-            copied,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "store: writer finished the checkpoint"
-        ),
-        Err(e) => tracing::warn!(error = %e, "store: the writer could not finish a checkpoint"),
+    if let Err(e) = passive_checkpoint(conn, "store: writer finished the checkpoint") {
+        tracing::warn!(error = %e, "store: the writer could not finish a checkpoint");
     }
+}
+
+/// One `PRAGMA wal_checkpoint(PASSIVE)`, logged with what it found and copied.
+fn passive_checkpoint(conn: &Connection, what: &'static str) -> rusqlite::Result<()> {
+    let started = Instant::now();
+    let (wal_pages, copied) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    })?;
+    tracing::debug!(
+        wal_pages,
+        copied,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "{what}"
+    );
+    Ok(())
 }
 
 /// The thread that checkpoints the WAL for the writer (see the module documentation).
@@ -429,23 +435,10 @@ impl Drop for Checkpointer {
 /// One `PRAGMA wal_checkpoint(PASSIVE)` per request, until the writer goes.
 fn checkpoint_loop(conn: &Connection, asked: &std::sync::mpsc::Receiver<()>, passed: &AtomicBool) {
     while asked.recv().is_ok() {
-        let started = Instant::now();
-        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        });
-        match done {
-            Ok((wal_pages, copied)) => {
-                tracing::debug!(
-                    wal_pages,
-                    copied,
-                    elapsed_us = started.elapsed().as_micros() as u64,
-                    "store: checkpoint"
-                );
-                // The writer appends while a pass runs (`wal_pages` is the WAL as the pass
-                // found it): what came since is for the writer to finish when it starts the
-                // WAL over.
-                passed.store(true, Ordering::Release);
-            }
+        match passive_checkpoint(conn, "store: checkpoint") {
+            // The writer appends while a pass runs: what came since is for the writer to
+            // finish when it starts the WAL over.
+            Ok(()) => passed.store(true, Ordering::Release),
             Err(e) => tracing::warn!(error = %e, "store: checkpoint failed"),
         }
     }
@@ -518,7 +511,7 @@ mod tests {
         }
     }
 
-    /// A store in `dir` holding room `r`.
+    /// A store at `path` holding room `r`.
     async fn store_with_room(path: &std::path::Path) -> SqliteStore {
         let store = SqliteStore::open(path, 1).await.expect("store");
         store
