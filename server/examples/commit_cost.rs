@@ -42,6 +42,7 @@ fn message(n: usize) -> Write {
     Write {
         actor: user.clone(),
         now: 1_764_400_000_000 + n as i64,
+        guard: None,
         idem: Some(IdemRecord {
             user,
             key: format!("send.{n}"),
@@ -77,6 +78,7 @@ async fn measure(dir: &Path, sync: Synchronous, commits: usize) -> Figures {
             .commit(Write {
                 actor: "owner".into(),
                 now: 1_764_400_000_000,
+                guard: None,
                 idem: None,
                 change: create,
                 notify: Vec::new(),

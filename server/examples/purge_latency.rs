@@ -20,6 +20,7 @@ fn write(now: i64, change: Change, notify: Vec<NewNotification>) -> Write {
     Write {
         actor: "bench".into(),
         now,
+        guard: None,
         idem: None,
         change,
         notify,

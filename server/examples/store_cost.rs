@@ -29,6 +29,7 @@ fn write(actor: &str, change: Change) -> Write {
     Write {
         actor: actor.into(),
         now: 1_704_103_200_000,
+        guard: None,
         idem: None,
         change,
         notify: Vec::new(),

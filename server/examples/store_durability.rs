@@ -18,6 +18,7 @@ fn write(actor: &str, now: i64, change: Change) -> Write {
     Write {
         actor: actor.into(),
         now,
+        guard: None,
         idem: None,
         change,
         notify: Vec::new(),

@@ -5,10 +5,17 @@
 //! Every change invalidates what it touched before its result is answered, and a global epoch
 //! stops a load that raced with an invalidation from putting stale data back: a revoked
 //! permission is never served from cache.
+//!
+//! Invalidations from other instances travel on the bus, which may lose some (a dropped Redis
+//! link). So an entry is also trusted only for a bounded time (`--cache-ttl-ms`, 5 s by
+//! default), and a bus that reconnects empties the whole cache ([`ReadCache::invalidate_all`]).
+//! Writes do not rely on either: the store checks the writer's membership again inside the
+//! write's transaction (`rules::Guard`).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use roam_proto::{Member, Room};
@@ -85,21 +92,28 @@ impl CacheStats {
     }
 }
 
+/// A cached value and when it was read from the store.
+type Stamped<V> = (Instant, V);
+
 /// Room and membership cache. `None` values (known absent) are cached too.
 #[derive(Debug)]
 pub struct ReadCache {
-    rooms: Mutex<Generations<String, Option<Room>>>,
-    members: Mutex<Generations<(String, String), Option<Member>>>,
+    rooms: Mutex<Generations<String, Stamped<Option<Room>>>>,
+    members: Mutex<Generations<(String, String), Stamped<Option<Member>>>>,
+    /// How long an entry is served without reading the store again.
+    ttl: Duration,
     epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl ReadCache {
-    pub fn new(entries: usize) -> Self {
+    /// A cache of about `entries` entries, each served for at most `ttl`.
+    pub fn new(entries: usize, ttl: Duration) -> Self {
         ReadCache {
             rooms: Mutex::new(Generations::new(entries / 4)),
             members: Mutex::new(Generations::new(entries - entries / 4)),
+            ttl,
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -113,12 +127,18 @@ impl ReadCache {
 
     pub fn room(&self, name: &str) -> Option<Option<Room>> {
         let v = self.rooms.lock().get(&name.to_owned());
-        self.count(v.is_some());
-        v
+        self.fresh(v)
     }
 
     pub fn member(&self, room: &str, user: &str) -> Option<Option<Member>> {
         let v = self.members.lock().get(&(room.to_owned(), user.to_owned()));
+        self.fresh(v)
+    }
+
+    /// The value if it was read within the TTL (an older one counts as a miss and is replaced
+    /// by the caller's next `put_*`).
+    fn fresh<V>(&self, v: Option<Stamped<V>>) -> Option<V> {
+        let v = v.filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v);
         self.count(v.is_some());
         v
     }
@@ -135,7 +155,7 @@ impl ReadCache {
     pub fn put_room(&self, epoch: u64, name: &str, room: Option<Room>) {
         let mut g = self.rooms.lock();
         if self.epoch.load(Ordering::Acquire) == epoch {
-            g.insert(name.to_owned(), room);
+            g.insert(name.to_owned(), (Instant::now(), room));
         }
     }
 
@@ -143,7 +163,7 @@ impl ReadCache {
     pub fn put_member(&self, epoch: u64, room: &str, user: &str, member: Option<Member>) {
         let mut g = self.members.lock();
         if self.epoch.load(Ordering::Acquire) == epoch {
-            g.insert((room.to_owned(), user.to_owned()), member);
+            g.insert((room.to_owned(), user.to_owned()), (Instant::now(), member));
         }
     }
 
@@ -155,6 +175,16 @@ impl ReadCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         r.remove_where(|k| k == room);
         m.remove_where(|(r, _)| r == room);
+    }
+
+    /// Drops everything: the bus lost messages (its link dropped), so any entry may have missed
+    /// its invalidation.
+    pub fn invalidate_all(&self) {
+        let mut r = self.rooms.lock();
+        let mut m = self.members.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        r.retain(|_| false);
+        m.retain(|_| false);
     }
 
     /// Drops the membership entries of users `keep` rejects (users with no socket here, after
@@ -190,7 +220,7 @@ mod tests {
 
     #[test]
     fn members_of_departed_users_are_dropped_and_rooms_kept() {
-        let c = ReadCache::new(100);
+        let c = ReadCache::new(100, Duration::from_secs(60));
         let e = c.epoch();
         c.put_room(e, "r", None);
         c.put_member(e, "r", "stays", None);
@@ -205,7 +235,7 @@ mod tests {
 
     #[test]
     fn stale_load_after_invalidation_is_not_cached() {
-        let c = ReadCache::new(100);
+        let c = ReadCache::new(100, Duration::from_secs(60));
         let e = c.epoch();
         c.invalidate_room("r");
         c.put_room(e, "r", None);
@@ -219,5 +249,30 @@ mod tests {
         assert_eq!(c.room("r"), Some(None));
         let s = c.stats();
         assert_eq!((s.hits, s.misses), (1, 1));
+    }
+
+    #[test]
+    fn entries_expire() {
+        let c = ReadCache::new(100, Duration::ZERO);
+        let e = c.epoch();
+        c.put_room(e, "r", None);
+        c.put_member(e, "r", "u", None);
+        assert_eq!(c.room("r"), None, "an expired room is a miss");
+        assert_eq!(c.member("r", "u"), None, "an expired member is a miss");
+    }
+
+    #[test]
+    fn everything_goes_and_racing_loads_stay_out() {
+        let c = ReadCache::new(100, Duration::from_secs(60));
+        let e = c.epoch();
+        c.put_room(e, "r", None);
+        c.put_member(e, "q", "u", None);
+        c.invalidate_all();
+        assert_eq!(c.room("r"), None);
+        assert_eq!(c.member("q", "u"), None);
+        // A load that started before the invalidation does not put its stale value back.
+        c.put_room(e, "r", None);
+        assert_eq!(c.room("r"), None);
+        assert_eq!(c.stats().entries, 0);
     }
 }

@@ -490,8 +490,13 @@ impl RedisBus {
         }
     }
 
-    /// Brings every room followed here up to the store, in the background.
+    /// Brings every room followed here up to the store, in the background. Whatever the bus
+    /// lost may include cache invalidations, so the whole read cache goes first: the events
+    /// read back (a ban, a deletion) are then judged against the store, not stale entries.
     fn resync_here(&self) {
+        if let Some(svc) = self.service.get().and_then(Weak::upgrade) {
+            svc.cache.invalidate_all();
+        }
         let Some(hub) = self.hub.get().cloned() else {
             return;
         };

@@ -283,6 +283,15 @@ pub struct Config {
         default_value_t = 100_000
     )]
     pub cache_entries: usize,
+    /// How long a cached room or membership is served before it is read again: the bound on
+    /// how stale a permission can be on an instance that missed an invalidation.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_CACHE_TTL_MS",
+        default_value_t = 5_000
+    )]
+    pub cache_ttl_ms: u64,
     /// How long shutdown waits for connections to close.
     #[arg(
         long,

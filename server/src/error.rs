@@ -98,7 +98,17 @@ impl From<StoreError> for ApiError {
                     "the document changed since base_version; rebase on `current`",
                 )
             },
+            StoreError::Refused(r) => r.into(),
             StoreError::Backend(detail) => ApiError::unavailable(detail),
+        }
+    }
+}
+
+impl From<crate::rules::Refusal> for ApiError {
+    fn from(r: crate::rules::Refusal) -> Self {
+        match r {
+            crate::rules::Refusal::NoRoom => ApiError::not_found("room"),
+            other => ApiError::forbidden(other.message()),
         }
     }
 }

@@ -251,6 +251,9 @@ struct LineState {
     presence_flush: bool,
     /// The room is too large for presence frames: its members ask for presence on demand.
     presence_off: bool,
+    /// Followers who are not active members (a public room read without joining): they get no
+    /// presence, as REST shows presence only to users who share a room.
+    blind: Vec<ConnId>,
 }
 
 #[derive(Default)]
@@ -382,8 +385,16 @@ impl Hub {
 
     /// Adds the socket to the room's followers. `head` is the room's newest seq as the caller
     /// read it from the store before following: a line made now starts there. `presence`: the
-    /// room is small enough for presence frames (as of this subscription).
-    pub fn follow(&self, room: &str, conn: &Arc<Conn>, head: u64, presence: bool) -> Arc<str> {
+    /// room is small enough for presence frames (as of this subscription); `member`: the
+    /// socket's user is an active member, who may see the members' presence.
+    pub fn follow(
+        &self,
+        room: &str,
+        conn: &Arc<Conn>,
+        head: u64,
+        presence: bool,
+        member: bool,
+    ) -> Arc<str> {
         let line = {
             let existing = self.reg.read().rooms.get(room).cloned();
             match existing {
@@ -407,6 +418,7 @@ impl Hub {
                                     presence: HashMap::new(),
                                     presence_flush: false,
                                     presence_off: !presence,
+                                    blind: Vec::new(),
                                 }),
                             })
                         })
@@ -421,6 +433,10 @@ impl Hub {
         if !st.subs.iter().any(|c| c.id == conn.id) {
             st.subs.push(Arc::clone(conn));
         }
+        st.blind.retain(|id| *id != conn.id);
+        if !member {
+            st.blind.push(conn.id);
+        }
         Arc::clone(&line.name)
     }
 
@@ -432,6 +448,7 @@ impl Hub {
         let empty = {
             let mut st = line.state.lock();
             st.subs.retain(|c| c.id != id);
+            st.blind.retain(|b| *b != id);
             st.subs.is_empty()
         };
         if empty {
@@ -899,10 +916,12 @@ impl Hub {
             room: line.name.to_string(),
             presences,
         });
-        for c in &st.subs {
+        let mut sent = 0u64;
+        for c in st.subs.iter().filter(|c| !st.blind.contains(&c.id)) {
             c.push(Outbound::Frame(frame.clone()), &self.metrics);
+            sent += 1;
         }
-        self.metrics.presence_frames.inc_by(st.subs.len() as u64);
+        self.metrics.presence_frames.inc_by(sent);
     }
 }
 
@@ -952,7 +971,7 @@ mod tests {
     async fn events_leave_in_seq_order_whatever_order_they_arrive_in() {
         let (hub, _dir) = hub(60_000).await;
         let c = Conn::new(1, Arc::from("u"), 64, 0);
-        hub.follow("r", &c, 10, true);
+        hub.follow("r", &c, 10, true, true);
         for s in [13, 12, 11, 10, 14] {
             hub.dispatch(BusMessage::Event(Arc::new(event("r", s))));
         }
@@ -965,7 +984,7 @@ mod tests {
     async fn a_fill_overtaken_by_live_events_keeps_waiting_for_the_next_gap() {
         let (hub, _dir) = hub(60_000).await;
         let c = Conn::new(1, Arc::from("u"), 64, 0);
-        hub.follow("r", &c, 0, true);
+        hub.follow("r", &c, 0, true, true);
         let line = hub.line("r").expect("line");
         let live = |s: u64| Arc::new(LiveEvent::new(Arc::from("r"), &event("r", s)));
         // A fill read the store after seq 0 and found 1; meanwhile 1 and 2 arrived live and
@@ -993,8 +1012,8 @@ mod tests {
         let (hub, _dir) = hub(10).await;
         let a = Conn::new(1, Arc::from("u"), 64, 0);
         let b = Conn::new(2, Arc::from("v"), 64, 0);
-        hub.follow("r", &a, 0, true);
-        hub.follow("r", &b, 0, true);
+        hub.follow("r", &a, 0, true, true);
+        hub.follow("r", &b, 0, true, true);
         // seq 1 never comes and the store does not have it either: after the window the hub
         // tries the store once, then goes on.
         hub.dispatch(BusMessage::Event(Arc::new(event("r", 2))));
@@ -1013,7 +1032,7 @@ mod tests {
     async fn a_gap_wider_than_the_fill_limit_is_filled_without_waiting() {
         let (hub, _dir) = hub(60_000).await;
         let a = Conn::new(1, Arc::from("u"), 64, 0);
-        hub.follow("r", &a, 0, true);
+        hub.follow("r", &a, 0, true, true);
         hub.dispatch(BusMessage::Event(Arc::new(event("r", 1_000))));
         // The window is a minute; the store (empty here) is asked at once, then the gap goes.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1025,7 +1044,7 @@ mod tests {
     async fn recent_events_serve_catch_up_until_they_no_longer_cover_it() {
         let (hub, _dir) = hub(60_000).await;
         let c = Conn::new(1, Arc::from("u"), 4096, 0);
-        hub.follow("r", &c, 0, true);
+        hub.follow("r", &c, 0, true, true);
         for s in 1..=1_100 {
             hub.dispatch(BusMessage::Event(Arc::new(event("r", s))));
         }
@@ -1063,7 +1082,7 @@ mod tests {
     async fn presence_changes_are_coalesced_per_room() {
         let (hub, _dir) = hub(10).await;
         let c = Conn::new(1, Arc::from("watcher"), 64, 0);
-        hub.follow("r", &c, 0, true);
+        hub.follow("r", &c, 0, true, true);
         for i in 0..50 {
             hub.dispatch(BusMessage::Presence {
                 presence: Presence {

@@ -28,6 +28,7 @@ pub mod memory;
 pub mod metrics;
 pub mod presence;
 pub mod retention;
+pub mod rules;
 pub mod service;
 pub mod store;
 pub mod ws;
@@ -153,7 +154,10 @@ impl AppState {
         let service = Arc::new(Service {
             store,
             bus,
-            cache: ReadCache::new(config.cache_entries),
+            cache: ReadCache::new(
+                config.cache_entries,
+                Duration::from_millis(config.cache_ttl_ms),
+            ),
             limits: Limits::new(&config),
             presence: PresenceTracker::default(),
             commit_order: parking_lot::Mutex::new(0),

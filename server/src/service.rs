@@ -27,6 +27,7 @@ use crate::hub::{Bus, BusMessage};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::PresenceTracker;
+use crate::rules::{self, Guard, Standing};
 use crate::store::{Change, Committed, IdemRecord, NewNotification, Output, Store, Write};
 
 /// Milliseconds since the epoch.
@@ -177,26 +178,32 @@ impl Service {
 
     /// The room if `user` is an active member with at least `min` role.
     async fn require_role(&self, user: &str, name: &str, min: Role) -> ApiResult<(Room, Role)> {
-        let room = self
-            .room(name)
-            .await?
-            .ok_or_else(|| ApiError::not_found("room"))?;
+        let room = self.room(name).await?;
         let member = self.member(name, user).await?;
-        if member
-            .as_ref()
-            .is_some_and(|m| m.status == MemberStatus::Banned)
-        {
-            return Err(ApiError::forbidden("you are banned from this room"));
-        }
-        match active_role(&member) {
-            Some(role) if role.rank() >= min.rank() => Ok((room, role)),
-            Some(_) => Err(ApiError::forbidden(format!(
-                "this needs the {} role or higher",
-                min.as_str()
-            ))),
-            None if room.kind == RoomKind::Private => Err(ApiError::not_found("room")),
-            None => Err(ApiError::forbidden("you are not a member of this room")),
-        }
+        let standing = member.map(|m| Standing {
+            role: m.role,
+            status: m.status,
+        });
+        let role = rules::require_role(room.as_ref().map(|r| r.kind), standing, min)?;
+        let room = room.ok_or_else(|| ApiError::not_found("room"))?;
+        Ok((room, role))
+    }
+
+    /// [`Service::require_role`] for a write: the same requirement goes with the write as its
+    /// guard, which the store checks again under the room's lock.
+    async fn require(
+        &self,
+        guard: &mut Option<Guard>,
+        user: &str,
+        name: &str,
+        min: Role,
+    ) -> ApiResult<(Room, Role)> {
+        let found = self.require_role(user, name, min).await?;
+        *guard = Some(Guard {
+            room: name.to_owned(),
+            min,
+        });
+        Ok(found)
     }
 
     /// Presence of users over every instance, with their stored last-seen when offline.
@@ -259,32 +266,29 @@ impl Service {
 
     /// Step one: rate limit, validation and permissions, or the answer to a replayed key.
     ///
-    /// A replayed key must get its first answer, not a refusal made from the state since (the
-    /// message it sent may be deleted, the user banned). The store is read for it only when the
-    /// mutation would be refused here: a write that passes is checked again inside its
-    /// transaction, where the store answers a replay with the stored result and changes
-    /// nothing ([`Committed::Replayed`]). So the usual fresh mutation costs no read before its
-    /// write.
+    /// The rate limit comes first and reads nothing: a refused mutation costs the store
+    /// nothing, and a replay over the limit is refused too (`rate_limited` is transient, and
+    /// the retry gets the stored answer). A replayed key must get its first answer, not a
+    /// refusal made from the state since (the message it sent may be deleted, the user
+    /// banned). The store is read for it only when the mutation would be refused here: a write
+    /// that passes is checked again inside its transaction, where the store answers a replay
+    /// with the stored result and changes nothing ([`Committed::Replayed`]). So the usual
+    /// fresh mutation costs no read before its write.
     pub async fn prepare(&self, user: &str, key: &str, m: Mutation) -> ApiResult<Prepared> {
         roam_proto::validate::idempotency_key(key)?;
         m.validate()?;
+        if let Err(limited) = self.limits.mutation(user) {
+            self.metrics.limited("mutation");
+            return Err(limited);
+        }
         let fp = fingerprint(&m);
         let op = m.op();
         let now = now_ms();
-        let limited = self.limits.mutation(user);
-        let was_limited = limited.is_err();
-        let planned = match limited {
-            Ok(()) => self.plan(user, m, now).await,
-            Err(e) => Err(e),
-        };
-        let (change, notify) = match planned {
+        let (change, notify, guard) = match self.plan(user, m, now).await {
             Ok(p) => p,
             Err(refused) => {
                 if let Some(stored) = self.store.idempotent_result(user, key).await? {
                     return self.replayed(stored.op, stored.fingerprint, stored.result, op, &fp);
-                }
-                if was_limited {
-                    self.metrics.limited("mutation");
                 }
                 return Err(refused);
             }
@@ -300,6 +304,7 @@ impl Service {
                     op: op.to_owned(),
                     fingerprint: fp,
                 }),
+                guard,
                 change,
                 notify,
             }),
@@ -466,8 +471,9 @@ impl Service {
         user: &str,
         m: Mutation,
         now: i64,
-    ) -> ApiResult<(Change, Vec<NewNotification>)> {
+    ) -> ApiResult<(Change, Vec<NewNotification>, Option<Guard>)> {
         let mut notify = Vec::new();
+        let mut guard = None;
         let change = match m {
             Mutation::CreateRoom {
                 room,
@@ -492,7 +498,7 @@ impl Service {
                 kind,
                 metadata,
             } => {
-                self.require_role(user, &room, Role::Admin).await?;
+                self.require(&mut guard, user, &room, Role::Admin).await?;
                 Change::UpdateRoom {
                     name: room,
                     title,
@@ -501,7 +507,7 @@ impl Service {
                 }
             }
             Mutation::DeleteRoom { room } => {
-                self.require_role(user, &room, Role::Owner).await?;
+                self.require(&mut guard, user, &room, Role::Owner).await?;
                 Change::DeleteRoom { name: room }
             }
             Mutation::JoinRoom { room } => {
@@ -551,7 +557,7 @@ impl Service {
                 }
             }
             Mutation::LeaveRoom { room } => {
-                let (_, role) = self.require_role(user, &room, Role::Guest).await?;
+                let (_, role) = self.require(&mut guard, user, &room, Role::Guest).await?;
                 if role == Role::Owner {
                     return Err(ApiError::conflict(
                         "the owner cannot leave; transfer ownership first (room.transfer)",
@@ -563,7 +569,7 @@ impl Service {
                 }
             }
             Mutation::TransferOwnership { room, user: to } => {
-                let (_, my_role) = self.require_role(user, &room, Role::Owner).await?;
+                let (_, my_role) = self.require(&mut guard, user, &room, Role::Owner).await?;
                 if !my_role.can_grant(Role::Owner) {
                     return Err(ApiError::forbidden("only the owner hands over ownership"));
                 }
@@ -599,7 +605,9 @@ impl Service {
                     .room(&room)
                     .await?
                     .ok_or_else(|| ApiError::not_found("room"))?;
-                let (_, my_role) = self.require_role(user, &room, inviter_min(r.kind)).await?;
+                let (_, my_role) = self
+                    .require(&mut guard, user, &room, inviter_min(r.kind))
+                    .await?;
                 if !my_role.can_grant(role) {
                     return Err(ApiError::forbidden(
                         "you can only grant a role below your own",
@@ -666,7 +674,7 @@ impl Service {
                 Change::RejectInvitation { id: inv.id }
             }
             Mutation::RevokeInvitation { room, invitation } => {
-                let (_, my_role) = self.require_role(user, &room, Role::Guest).await?;
+                let (_, my_role) = self.require(&mut guard, user, &room, Role::Guest).await?;
                 let inv = self
                     .store
                     .invitation(&invitation, now)
@@ -697,7 +705,7 @@ impl Service {
                 user: target,
                 role,
             } => {
-                let (_, my_role) = self.require_role(user, &room, Role::Admin).await?;
+                let (_, my_role) = self.require(&mut guard, user, &room, Role::Admin).await?;
                 let current = active_role(&self.member(&room, &target).await?)
                     .ok_or_else(|| ApiError::not_found("member"))?;
                 if target == user || !my_role.outranks(current) || !my_role.can_grant(role) {
@@ -719,7 +727,7 @@ impl Service {
                 }
             }
             Mutation::Ban { room, user: target } => {
-                let (_, my_role) = self.require_role(user, &room, Role::Admin).await?;
+                let (_, my_role) = self.require(&mut guard, user, &room, Role::Admin).await?;
                 if target == user {
                     return Err(ApiError::conflict("you cannot ban yourself"));
                 }
@@ -742,7 +750,7 @@ impl Service {
                 Change::Ban { room, user: target }
             }
             Mutation::Unban { room, user: target } => {
-                self.require_role(user, &room, Role::Admin).await?;
+                self.require(&mut guard, user, &room, Role::Admin).await?;
                 if self.member(&room, &target).await?.map(|m| m.status)
                     != Some(MemberStatus::Banned)
                 {
@@ -756,7 +764,7 @@ impl Service {
                 reply_to,
                 id,
             } => {
-                self.require_role(user, &room, Role::Guest).await?;
+                self.require(&mut guard, user, &room, Role::Guest).await?;
                 if let Some(r) = &reply_to {
                     if self.store.message(&room, r).await?.is_none() {
                         return Err(ApiError::not_found("reply_to message"));
@@ -786,7 +794,7 @@ impl Service {
                 message,
                 body,
             } => {
-                self.require_role(user, &room, Role::Guest).await?;
+                self.require(&mut guard, user, &room, Role::Guest).await?;
                 let msg = self
                     .store
                     .message(&room, &message)
@@ -803,22 +811,29 @@ impl Service {
                 }
             }
             Mutation::DeleteMessage { room, message } => {
-                let (_, role) = self.require_role(user, &room, Role::Guest).await?;
+                let (_, role) = self.require(&mut guard, user, &room, Role::Guest).await?;
                 let msg = self
                     .store
                     .message(&room, &message)
                     .await?
                     .filter(|m| !m.deleted)
                     .ok_or_else(|| ApiError::not_found("message"))?;
-                if msg.sender != user && role.rank() < Role::Admin.rank() {
-                    return Err(ApiError::forbidden(
-                        "only the author, an admin or the owner can delete a message",
-                    ));
+                if msg.sender != user {
+                    if role.rank() < Role::Admin.rank() {
+                        return Err(ApiError::forbidden(
+                            "only the author, an admin or the owner can delete a message",
+                        ));
+                    }
+                    // Someone else's message: the deleter must still be an admin then.
+                    guard = Some(Guard {
+                        room: room.clone(),
+                        min: Role::Admin,
+                    });
                 }
                 Change::DeleteMessage { room, id: message }
             }
             Mutation::ImportMessages { room, bodies } => {
-                self.require_role(user, &room, Role::Admin).await?;
+                self.require(&mut guard, user, &room, Role::Admin).await?;
                 Change::ImportMessages {
                     room,
                     messages: bodies.into_iter().map(|b| (new_id(), b)).collect(),
@@ -830,7 +845,7 @@ impl Service {
                 base_version,
                 content,
             } => {
-                self.require_role(user, &room, Role::Member).await?;
+                self.require(&mut guard, user, &room, Role::Member).await?;
                 // The event, the ack and a later `version_conflict` each carry the content in
                 // one frame: escaped as JSON (a control character takes six bytes), it must
                 // leave room in 1 MiB for the rest of that frame.
@@ -851,7 +866,7 @@ impl Service {
                 }
             }
             Mutation::MarkRoomRead { room, seq } => {
-                self.require_role(user, &room, Role::Guest).await?;
+                self.require(&mut guard, user, &room, Role::Guest).await?;
                 let (_, head) = self.store.event_bounds(&room).await?;
                 if seq > head {
                     return Err(ApiError::invalid(format!(
@@ -868,7 +883,7 @@ impl Service {
                 ))
             }
         };
-        Ok((change, notify))
+        Ok((change, notify, guard))
     }
 
     /// An invitation grants its role only while its inviter could still grant it: an active

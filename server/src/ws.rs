@@ -505,6 +505,7 @@ impl Socket {
         let mut starts = Vec::new();
         for c in rooms {
             let presence_on;
+            let member;
             let status = match svc.readable_room(&self.conn.user, &c.room).await {
                 Err(e) if e.code == ErrorCode::NotFound => {
                     results.push(RoomSubscription {
@@ -526,8 +527,9 @@ impl Socket {
                     self.error(Some(id), e);
                     return;
                 }
-                Ok((room, _)) => {
+                Ok((room, m)) => {
                     presence_on = room.member_count <= self.state.config.presence_room_max;
+                    member = m.is_some_and(|m| m.status == roam_proto::MemberStatus::Active);
                     SubscriptionStatus::Ok
                 }
             };
@@ -549,9 +551,9 @@ impl Socket {
             let name = self
                 .state
                 .hub
-                .follow(&c.room, &self.conn, head, presence_on);
+                .follow(&c.room, &self.conn, head, presence_on, member);
             self.following.insert(Arc::clone(&name));
-            starts.push((name, since, presence_on));
+            starts.push((name, since, presence_on && member));
             results.push(RoomSubscription {
                 room: c.room,
                 status,

@@ -60,9 +60,39 @@ pub enum StoreError {
     /// A document edit was based on a stale version; this is the document as it is now.
     #[error("document changed since base version")]
     VersionConflict(Box<Document>),
+    /// The actor may not do this, as the rows stand under the write's lock (a ban or a role
+    /// change committed after the service checked it).
+    #[error("refused: {0:?}")]
+    Refused(crate::rules::Refusal),
     /// The database failed (I/O, corruption, a closed pool).
     #[error("store backend: {0}")]
     Backend(String),
+}
+
+impl crate::rules::Guard {
+    /// Checks the guard against stored text: `None` when the room is missing or deleted, else
+    /// its kind with the actor's role and status (both `None` without a membership row). Both
+    /// stores read these three columns under the write's lock and decide here.
+    pub fn check_stored(&self, row: Option<(&str, Option<&str>, Option<&str>)>) -> StoreResult<()> {
+        let bad = |what: &str, v: &str| StoreError::Backend(format!("stored {what} {v:?}"));
+        let (kind, standing) = match row {
+            None => (None, None),
+            Some((kind, role, status)) => {
+                let kind = RoomKind::parse(kind).ok_or_else(|| bad("room kind", kind))?;
+                let standing = match (role, status) {
+                    (Some(role), Some(status)) => Some(crate::rules::Standing {
+                        role: Role::parse(role).ok_or_else(|| bad("role", role))?,
+                        status: roam_proto::MemberStatus::parse(status)
+                            .ok_or_else(|| bad("member status", status))?,
+                    }),
+                    _ => None,
+                };
+                (Some(kind), standing)
+            }
+        };
+        crate::rules::require_role(kind, standing, self.min).map_err(StoreError::Refused)?;
+        Ok(())
+    }
 }
 
 /// `Result` with [`StoreError`].
@@ -248,6 +278,9 @@ pub struct Write {
     /// The time stamped on everything written.
     pub now: i64,
     pub idem: Option<IdemRecord>,
+    /// What the actor must still be when the change is applied; checked inside the write's
+    /// transaction, after the room's lock, so nothing commits after its author lost the right.
+    pub guard: Option<crate::rules::Guard>,
     pub change: Change,
     pub notify: Vec<NewNotification>,
 }

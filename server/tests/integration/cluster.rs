@@ -76,9 +76,15 @@ impl Cluster {
 
     /// One more instance on the cluster's store and bus.
     async fn node(&self, name: &str) -> TestServer {
+        self.node_on(name, self.redis.clone()).await
+    }
+
+    /// One more instance on the cluster's store, reaching the bus at `bus` (a relay to the
+    /// cluster's Redis, which the test can cut).
+    async fn node_on(&self, name: &str, bus: String) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = config(dir.path());
-        cfg.bus = self.redis.clone();
+        cfg.bus = bus;
         cfg.bus_prefix = self.prefix.clone();
         cfg.node_id = Some(name.to_owned());
         cfg.bus_heartbeat_ms = 100;
@@ -232,6 +238,64 @@ async fn a_ban_on_one_node_unsubscribes_the_user_on_another_within_a_second() {
     owner.say("club", "after the ban").await;
     assert!(bob.drain().await.iter().all(|f| f["type"] != "event"));
     c.stop().await;
+}
+
+/// A node whose Redis link drops misses the invalidations sent meanwhile. When it is back it
+/// must not serve what it cached before: the ban reaches bob's socket there, a room deleted
+/// meanwhile is gone for strangers, and bob cannot post there.
+#[tokio::test]
+async fn a_node_that_missed_invalidations_forgets_what_it_cached() {
+    let redis_addr = c_redis_addr();
+    let relay = crate::fixtures::Relay::start(redis_addr.clone(), None).await;
+    let mut c = Cluster::start(1).await;
+    let b = c.node_on("nb", format!("redis://{}/0", relay.addr)).await;
+    ready(&b).await;
+    c.nodes.push(b);
+    let owner = c.nodes[0].as_user("owner");
+    owner.create_room("club", "public").await;
+    owner.create_room("doomed", "public").await;
+    owner.say("doomed", "secret plans").await;
+    c.nodes[0].as_user("bob").join("club").await;
+    let mut bob = subscribed(&c.nodes[1], "bob", "club").await;
+    // Node B caches bob's membership and the doomed room.
+    let bob_b = c.nodes[1].as_user("bob");
+    let carol_b = c.nodes[1].as_user("carol");
+    assert_eq!(bob_b.get("/v1/rooms/club/messages").await.status, 200);
+    assert_eq!(carol_b.get("/v1/rooms/doomed/messages").await.status, 200);
+
+    relay.cut();
+    wait_for_readyz(&c.nodes[1], 503).await;
+    owner
+        .post("/v1/rooms/club/bans", json!({"user": "bob"}))
+        .await;
+    let r = owner
+        .send(reqwest::Method::DELETE, "/v1/rooms/doomed", None)
+        .await;
+    assert!(r.status < 300, "{:?}", r.body);
+    let back = crate::fixtures::Relay::start(redis_addr, Some(relay.addr)).await;
+    ready(&c.nodes[1]).await;
+
+    let gone = bob.until(|f| f["type"] == "unsubscribed").await;
+    assert_eq!(gone["reason"], "banned");
+    let r = carol_b.get("/v1/rooms/doomed/messages").await;
+    assert_eq!(
+        r.status, 404,
+        "a deleted room is not read from a stale cache: {:?}",
+        r.body
+    );
+    let r = bob_b
+        .post("/v1/rooms/club/messages", json!({"body": "still here?"}))
+        .await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    back.cut();
+    c.stop().await;
+}
+
+/// `host:port` of the cluster tests' Redis.
+fn c_redis_addr() -> String {
+    let url = redis_url();
+    let rest = url.trim_start_matches("redis://");
+    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 #[tokio::test]

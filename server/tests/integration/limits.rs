@@ -84,7 +84,8 @@ async fn a_burst_over_the_mutation_limit_is_refused_on_the_socket_and_over_rest(
         (limited.len() + refused_count) as f64
     );
 
-    // A replay is not a new mutation: it is answered even while limited.
+    // The limit is checked before anything is read, replays included: a replay over the limit
+    // is refused like anything else, and answered from the store once the bucket refilled.
     let k = key();
     let dave = t.as_user("dave");
     let r = dave
@@ -95,6 +96,14 @@ async fn a_burst_over_the_mutation_limit_is_refused_on_the_socket_and_over_rest(
         dave.post("/v1/rooms/chat/messages", json!({"body": "spam"}))
             .await;
     }
+    let r = dave
+        .post_with_key("/v1/rooms/chat/join", &k, json!({}))
+        .await;
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    let wait = r.body["error"]["retry_after_ms"]
+        .as_u64()
+        .expect("retry_after_ms");
+    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
     let r = dave
         .post_with_key("/v1/rooms/chat/join", &k, json!({}))
         .await;

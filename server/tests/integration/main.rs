@@ -27,4 +27,5 @@ mod shutdown;
 mod smoke;
 mod store_outage;
 mod tokens;
+mod trust;
 mod ws_protocol;

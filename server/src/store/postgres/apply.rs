@@ -83,6 +83,9 @@ pub(super) async fn commit(c: &Conn, w: &Write) -> StoreResult<Outcome> {
     } else {
         ensure_user(c, &w.actor, w.now).await?;
     }
+    if let Some(guard) = &w.guard {
+        check_guard(c, &w.actor, guard).await?;
+    }
     let mut cx = Cx {
         c,
         actor: &w.actor,
@@ -114,6 +117,26 @@ pub(super) async fn commit(c: &Conn, w: &Write) -> StoreResult<Outcome> {
         notifications,
         unread,
     }))
+}
+
+/// Locks the guarded room's row (the lock seq assignment and every membership change take) and
+/// reads the actor's standing under it, so a ban or demotion committed before this write, on
+/// any node, refuses it; one committed after waits for this write.
+const STANDING_LOCKED: &str = "SELECT r.kind, m.role, m.status FROM rooms r \
+     LEFT JOIN members m ON m.room = r.name AND m.user_id = $2 \
+     WHERE r.name = $1 AND r.deleted_at IS NULL FOR NO KEY UPDATE OF r";
+
+async fn check_guard(c: &Conn, actor: &str, guard: &crate::rules::Guard) -> StoreResult<()> {
+    let row = c.query_opt(STANDING_LOCKED, &[&guard.room, &actor]).await?;
+    match row {
+        None => guard.check_stored(None),
+        Some(r) => {
+            let kind: &str = col(&r, 0)?;
+            let role: Option<&str> = col(&r, 1)?;
+            let status: Option<&str> = col(&r, 2)?;
+            guard.check_stored(Some((kind, role, status)))
+        }
+    }
 }
 
 /// Fills in the claimed key's result; one that echoes a message names it, so that deleting the

@@ -48,6 +48,7 @@ fn write(actor: &str, change: Change) -> Write {
     Write {
         actor: actor.into(),
         now: T0,
+        guard: None,
         idem: None,
         change,
         notify: Vec::new(),
@@ -160,6 +161,7 @@ async fn one_key_raced_from_two_servers_applies_once_and_replays_once() {
     const KEYS: usize = 20;
     for k in 0..KEYS {
         let keyed = |id: &str| Write {
+            guard: None,
             idem: Some(IdemRecord {
                 user: "alice".into(),
                 key: format!("key-{k}"),

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::read;
 use super::rows::{self, int, json_text};
+use crate::rules::Guard;
 use crate::store::{
     Change, Committed, IdemRecord, NewNotification, Output, Purged, RetentionCutoffs, StoreError,
     StoreResult, Write,
@@ -52,6 +53,9 @@ pub(super) fn commit(tx: &Transaction<'_>, w: &Write) -> StoreResult<Committed> 
             return Ok(Committed::Replayed(stored));
         }
     }
+    if let Some(guard) = &w.guard {
+        check_guard(tx, &w.actor, guard)?;
+    }
     ensure_user(tx, &w.actor, w.now)?;
     let mut cx = Cx {
         tx,
@@ -84,6 +88,31 @@ pub(super) fn commit(tx: &Transaction<'_>, w: &Write) -> StoreResult<Committed> 
         notifications,
         unread,
     })
+}
+
+const STANDING: &str = "SELECT r.kind, m.role, m.status FROM rooms r \
+     LEFT JOIN members m ON m.room = r.name AND m.user = ?2 \
+     WHERE r.name = ?1 AND r.deleted_at IS NULL";
+
+/// The write's guard, against the rows as they are now: the one writer applies writes one at a
+/// time, so a ban committed before this write is seen here.
+fn check_guard(tx: &Transaction<'_>, actor: &str, guard: &Guard) -> StoreResult<()> {
+    let row = tx
+        .prepare_cached(STANDING)?
+        .query_row(params![guard.room, actor], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
+        .optional()?;
+    match row {
+        None => guard.check_stored(None),
+        Some((kind, role, status)) => {
+            guard.check_stored(Some((&kind, role.as_deref(), status.as_deref())))
+        }
+    }
 }
 
 const INSERT_IDEM: &str =

@@ -30,6 +30,7 @@ fn write(actor: &str, now: i64, change: Change) -> Write {
     Write {
         actor: actor.into(),
         now,
+        guard: None,
         idem: None,
         change,
         notify: Vec::new(),
@@ -209,6 +210,7 @@ async fn idempotent_replay_survives_reopen() {
         fingerprint: "f1".into(),
     };
     let send = |id: &str| Write {
+        guard: None,
         idem: Some(idem.clone()),
         ..write("alice", T0 + 5, message("general", id, "once"))
     };
@@ -247,6 +249,7 @@ async fn idempotent_replay_survives_reopen() {
 
         // A failed write records nothing: the key stays free.
         let failing = Write {
+            guard: None,
             idem: Some(IdemRecord {
                 key: "k2".into(),
                 ..idem.clone()
@@ -1421,6 +1424,7 @@ async fn purge_removes_old_rows_but_keeps_current_documents() {
     apply(
         &store,
         Write {
+            guard: None,
             idem: Some(idem("old-key")),
             notify: vec![notify("old-n")],
             ..write("alice", T0, message("p", "m1", "x"))
@@ -1430,6 +1434,7 @@ async fn purge_removes_old_rows_but_keeps_current_documents() {
     apply(
         &store,
         Write {
+            guard: None,
             idem: Some(idem("new-key")),
             notify: vec![notify("new-n")],
             ..write("alice", T0 + 500, message("p", "m2", "x"))

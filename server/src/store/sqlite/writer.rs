@@ -505,6 +505,7 @@ mod tests {
         Write {
             actor: "w".into(),
             now: 1,
+            guard: None,
             idem: None,
             change,
             notify: Vec::new(),

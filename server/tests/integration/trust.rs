@@ -1,0 +1,118 @@
+//! Permissions that hold whatever the timing: a write authorized before its author's ban never
+//! commits after it, and a socket shows no more than REST would show the same user.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::fixtures::TestServer;
+
+/// A phone pipelines a burst of messages; its owner bans it meanwhile. Every message is either
+/// refused or committed before the ban, never after: the membership check belongs to the
+/// write's transaction, ordered with the ban's commit.
+#[tokio::test]
+async fn no_message_commits_after_its_authors_ban() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("club", "public").await;
+    t.as_user("bob").join("club").await;
+    let mut bob = t.ws("bob").await;
+
+    const SENT: usize = 400;
+    let mut ids = Vec::with_capacity(SENT);
+    for i in 0..SENT {
+        let id = bob.id();
+        let frame = json!({
+            "v": 1, "type": "mutate", "id": id, "key": uuid::Uuid::now_v7().to_string(),
+            "op": "message.send", "args": {"room": "club", "body": format!("m{i}")},
+        });
+        bob.send(frame).await;
+        ids.push(id);
+        if i == 20 {
+            let r = alice
+                .post("/v1/rooms/club/bans", json!({"user": "bob"}))
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+        }
+    }
+    // Every frame is answered: acks for what committed, `forbidden` for the rest.
+    let mut answered = 0;
+    let mut refused = 0;
+    while answered < SENT {
+        let f = bob.next().await;
+        if f["type"] == "ack" || f["type"] == "error" {
+            assert!(ids.contains(&f["id"].as_str().unwrap_or_default().to_owned()));
+            answered += 1;
+            if f["type"] == "error" {
+                assert_eq!(f["code"], "forbidden", "{f}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the ban refused the rest of the burst");
+
+    let events = alice.all_events("club").await;
+    let ban = events
+        .iter()
+        .find(|e| e["kind"] == "member_banned")
+        .and_then(|e| e["seq"].as_u64())
+        .expect("the ban's event");
+    let late: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "message_created" && e["seq"].as_u64() > Some(ban))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} messages of bob committed after his ban (seq {ban}): first {:?}",
+        late.len(),
+        late.first()
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["kind"] == "message_created")
+            .count(),
+        SENT - refused
+    );
+}
+
+/// A user may read a public room without joining it, over REST and the socket alike. REST
+/// shows presence only of users who share a room with the caller; so does the socket.
+#[tokio::test]
+async fn a_reader_who_is_not_a_member_gets_no_presence() {
+    let t = TestServer::start().await;
+    let alice = t.as_user("alice");
+    alice.create_room("lobby", "public").await;
+    // mallory shares no room with alice: REST shows alice as unknown to her.
+    let r = t.as_user("mallory").get("/v1/presence?users=alice").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body[0]["status"], "offline", "{:?}", r.body);
+    assert_eq!(r.body[0]["last_seen"], Value::Null, "{:?}", r.body);
+
+    let mut mallory = t.ws("mallory").await;
+    mallory.subscribe(&[("lobby", 0)]).await;
+    mallory.until(|f| f["type"] == "caught_up").await;
+    // bob is a member and follows too: he is the control.
+    t.as_user("bob").join("lobby").await;
+    let mut bob = t.ws("bob").await;
+    bob.subscribe(&[("lobby", 0)]).await;
+    bob.until(|f| f["type"] == "caught_up").await;
+
+    // alice comes online and goes away: bob hears it, mallory does not.
+    let mut phone = t.ws("alice").await;
+    let ack = phone
+        .mutate("presence.set", json!({"status": "away"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let seen = bob
+        .until(|f| f["type"] == "presence" && f["user"] == "alice" && f["status"] == "away")
+        .await;
+    assert_eq!(seen["room"], "lobby");
+    // Whatever presence the server queued for mallory has reached her by her pong.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let frames = mallory.drain().await;
+    assert!(
+        frames.iter().all(|f| f["type"] != "presence"),
+        "a non-member saw presence: {frames:?}"
+    );
+}
