@@ -1070,3 +1070,229 @@ fn parse_frame(metrics: &Metrics, text: &[u8]) -> Incoming {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use roam_proto::{EventBody, Message as WireMessage, RoomEvent};
+    use tokio_tungstenite::tungstenite::Bytes;
+
+    use super::*;
+    use crate::test_alloc::peak_during;
+
+    fn deflate(data: &[u8]) -> Bytes {
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(data).expect("deflate");
+        Bytes::from(enc.finish().expect("deflate"))
+    }
+
+    fn event_line(seq: u64, body: &str) -> String {
+        let ev = RoomEvent {
+            room: "general".into(),
+            seq,
+            at: 1_764_201_600_000,
+            actor: "bob".into(),
+            body: EventBody::MessageCreated(WireMessage {
+                id: format!("m{seq}"),
+                room: "general".into(),
+                seq,
+                sender: "bob".into(),
+                body: body.into(),
+                reply_to: None,
+                created_at: 1_764_201_600_000,
+                edited_at: None,
+                deleted: false,
+            }),
+        };
+        serde_json::to_string(&Envelope::new(ServerFrame::Event(ev))).expect("encode")
+    }
+
+    /// What reading a message gave: events and other frames seen, and how the session ended.
+    #[derive(Debug, Default)]
+    struct Read_ {
+        events: u64,
+        last_seq: u64,
+        frames: u64,
+        end: Option<End>,
+    }
+
+    fn tally(read: &mut Read_, batch: &mut Vec<Incoming>) {
+        for item in batch.drain(..) {
+            match item {
+                Incoming::Frame(f) => {
+                    read.frames += 1;
+                    if let ServerFrame::Event(ev) = *f {
+                        read.events += 1;
+                        read.last_seq = ev.seq;
+                    }
+                }
+                Incoming::Alive => {}
+                Incoming::End(end) => read.end = Some(end),
+            }
+        }
+    }
+
+    /// A message as the session reads it: [`MAX_BATCH`] items at a time, each batch handled
+    /// (here: counted and dropped) before the next is read.
+    fn read_streaming(metrics: &Metrics, msg: Message) -> Read_ {
+        let mut read = Read_::default();
+        let mut inflating = None;
+        let mut batch = Vec::new();
+        classify(metrics, Some(Ok(msg)), &mut batch, &mut inflating);
+        tally(&mut read, &mut batch);
+        while let Some(message) = inflating.as_mut() {
+            let over = next_frames(metrics, message, &mut batch);
+            assert!(batch.len() <= MAX_BATCH);
+            tally(&mut read, &mut batch);
+            if over {
+                inflating = None;
+            }
+        }
+        read
+    }
+
+    /// How the core read a compressed message before the bound (kept to measure against):
+    /// inflated whole, up to 64 MiB, and every frame parsed before any was handled.
+    fn read_whole_before(metrics: &Metrics, packed: Bytes) -> Read_ {
+        const MAX_INFLATED: u64 = 64 * 1024 * 1024;
+        let mut out = Vec::new();
+        let mut text = String::new();
+        let inflated = flate2::read::DeflateDecoder::new(&packed[..])
+            .take(MAX_INFLATED + 1)
+            .read_to_string(&mut text);
+        match inflated {
+            Ok(n) if n as u64 <= MAX_INFLATED => {
+                out.extend(
+                    text.split('\n')
+                        .map(|frame| parse_frame(metrics, frame.as_bytes())),
+                );
+            }
+            _ => out.push(Incoming::End(End::Lost("refused".into()))),
+        }
+        let mut read = Read_::default();
+        tally(&mut read, &mut out);
+        read
+    }
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    #[test]
+    fn a_deflate_bomb_is_refused_within_a_few_mebibytes() {
+        let metrics = Metrics::default();
+        // 64 MiB of event frames (the same one over and over): about 64 KB compressed.
+        let line = event_line(1, "hello") + "\n";
+        let frames = deflate(line.repeat((64 << 20) / line.len()).as_bytes());
+        // One 64 MiB line of spaces.
+        let spaces = deflate(&vec![b' '; 64 << 20]);
+        for (what, packed) in [("small frames", frames), ("one long line", spaces)] {
+            let size = packed.len();
+            let (read, peak) = peak_during(|| read_streaming(&metrics, Message::Binary(packed)));
+            eprintln!(
+                "{what}: {size} bytes compressed, peak {:.1} MiB allocated, {} frames read, {:?}",
+                peak as f64 / MIB,
+                read.frames,
+                read.end
+            );
+            assert!(
+                matches!(read.end, Some(End::Violation(_))),
+                "{:?}",
+                read.end
+            );
+            assert!(peak < 4 * MAX_FRAME_BYTES, "{what}: peak {peak}");
+            assert!(
+                read.frames as usize <= MAX_MESSAGE_BYTES / line.len(),
+                "{what}"
+            );
+        }
+        assert_eq!(Metrics::get(&metrics.protocol_violations), 2);
+    }
+
+    #[test]
+    fn a_large_catch_up_page_is_read_and_parsed_in_batches() {
+        let metrics = Metrics::default();
+        // A page as large as the server sends: 512 events, about 1 MiB of bodies.
+        let lines: Vec<String> = (1..=512)
+            .map(|seq| event_line(seq, &format!("{seq:>5} {}", "lorem ipsum ".repeat(170))))
+            .collect();
+        let page = lines.join("\n");
+        assert!(page.len() > 1 << 20, "{}", page.len());
+        let (read, peak) =
+            peak_during(|| read_streaming(&metrics, Message::Binary(deflate(page.as_bytes()))));
+        eprintln!(
+            "a {:.2} MiB page: peak {:.1} MiB allocated",
+            page.len() as f64 / MIB,
+            peak as f64 / MIB
+        );
+        assert!(read.end.is_none(), "{:?}", read.end);
+        assert_eq!((read.events, read.last_seq), (512, 512));
+        assert!(peak < 4 * page.len(), "peak {peak}");
+        assert_eq!(Metrics::get(&metrics.protocol_violations), 0);
+    }
+
+    /// Not a check: the figures of the reading before the bound, for comparison
+    /// (`cargo test -p roam-core --lib socket::tests::peak_before -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "allocates hundreds of MiB"]
+    fn peak_before() {
+        let metrics = Metrics::default();
+        let line = event_line(1, "hello") + "\n";
+        let pong = format!("{}\n", r#"{"v":1,"type":"pong","id":"p"}"#);
+        let cases = [
+            (
+                "64 MiB of event frames",
+                deflate(line.repeat((64 << 20) / line.len()).as_bytes()),
+            ),
+            (
+                "64 MiB of pong frames",
+                deflate(pong.repeat((64 << 20) / pong.len()).as_bytes()),
+            ),
+            ("64 MiB of spaces", deflate(&vec![b' '; 64 << 20])),
+        ];
+        for (what, packed) in cases {
+            let size = packed.len();
+            let (read, before) = peak_during(|| read_whole_before(&metrics, packed.clone()));
+            let (_, after) = peak_during(|| read_streaming(&metrics, Message::Binary(packed)));
+            eprintln!(
+                "{what} ({size} bytes compressed): before {:.1} MiB ({} frames), after {:.1} MiB",
+                before as f64 / MIB,
+                read.frames,
+                after as f64 / MIB
+            );
+        }
+        let lines: Vec<String> = (1..=512)
+            .map(|seq| event_line(seq, &format!("{seq:>5} {}", "lorem ipsum ".repeat(170))))
+            .collect();
+        let page = deflate(lines.join("\n").as_bytes());
+        let (_, before) = peak_during(|| read_whole_before(&metrics, page.clone()));
+        let (_, after) = peak_during(|| read_streaming(&metrics, Message::Binary(page)));
+        eprintln!(
+            "a 512-event page: before {:.1} MiB, after {:.1} MiB",
+            before as f64 / MIB,
+            after as f64 / MIB
+        );
+    }
+
+    #[test]
+    fn a_text_frame_over_the_limit_is_a_violation() {
+        let metrics = Metrics::default();
+        let text = format!(
+            "{{\"v\":1,\"type\":\"pong\",\"id\":\"{}\"}}",
+            "x".repeat(MAX_FRAME_BYTES)
+        );
+        let read = read_streaming(&metrics, Message::text(text));
+        assert!(
+            matches!(read.end, Some(End::Violation(_))),
+            "{:?}",
+            read.end
+        );
+        // At the limit it is read.
+        let text = format!(
+            "{{\"v\":1,\"type\":\"pong\",\"id\":\"{}\"}}",
+            "x".repeat(MAX_FRAME_BYTES - 40)
+        );
+        let read = read_streaming(&metrics, Message::text(text));
+        assert_eq!((read.frames, read.end), (1, None));
+        assert_eq!(Metrics::get(&metrics.protocol_violations), 1);
+    }
+}
