@@ -1231,10 +1231,10 @@ mod tests {
     }
 
     /// Not a check: the figures of the reading before the bound, for comparison
-    /// (`cargo test -p roam-core --lib socket::tests::peak_before -- --ignored --nocapture`).
+    /// (`cargo test -p roam-core --lib socket::tests::peak_before_and_after -- --ignored --nocapture`).
     #[test]
     #[ignore = "allocates hundreds of MiB"]
-    fn peak_before() {
+    fn peak_before_and_after() {
         let metrics = Metrics::default();
         let line = event_line(1, "hello") + "\n";
         let pong = format!("{}\n", r#"{"v":1,"type":"pong","id":"p"}"#);
