@@ -918,6 +918,7 @@ mod tests {
             messages_sent: 0,
             messages_acked: 9,
             messages_failed: 0,
+            protocol_violations: 0,
         };
         let s = MetricsSnapshot::from(m);
         assert_eq!(

@@ -59,6 +59,7 @@ mod context;
 mod db;
 mod diff;
 mod http;
+mod inflate;
 mod optimistic;
 mod outbox;
 mod presence;
@@ -67,6 +68,8 @@ mod remote;
 mod scheduler;
 mod socket;
 mod sync;
+#[cfg(test)]
+mod test_alloc;
 mod typing;
 
 pub use auth::{StaticToken, TokenProvider};

@@ -31,6 +31,7 @@ pub(crate) struct Metrics {
     pub messages_sent: AtomicU64,
     pub messages_acked: AtomicU64,
     pub messages_failed: AtomicU64,
+    pub protocol_violations: AtomicU64,
 }
 
 impl Metrics {
@@ -42,7 +43,7 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 
@@ -78,6 +79,7 @@ impl Metrics {
             messages_sent: Self::get(&self.messages_sent),
             messages_acked: Self::get(&self.messages_acked),
             messages_failed: Self::get(&self.messages_failed),
+            protocol_violations: Self::get(&self.protocol_violations),
         }
     }
 }
@@ -144,6 +146,9 @@ pub struct MetricsSnapshot {
     pub messages_acked: u64,
     /// `message.send` mutations refused for good.
     pub messages_failed: u64,
+    /// Connections closed because the server sent more than the protocol allows (a message or
+    /// frame over the size limit, compressed data that does not inflate).
+    pub protocol_violations: u64,
 }
 
 #[cfg(test)]

@@ -41,7 +41,6 @@
 //! goes to Waiting.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +63,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::backoff::{Backoff, Jitter};
 use crate::context::{Context, SessionCmd, Want};
 use crate::db::reads;
+use crate::inflate::{Inflater, Violation, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use crate::listeners::AppEvent;
 use crate::metrics::Metrics;
 use crate::model::ConnectionState;
@@ -117,6 +117,9 @@ enum End {
     Lost(String),
     /// The store is out of space: what the server sends cannot be kept.
     StorageFull(String),
+    /// The server sent more than the protocol allows (see [`crate::inflate`]): the next
+    /// connection waits a backoff that keeps growing while this repeats.
+    Violation(String),
 }
 
 /// How a session ends when storing what the server sent failed.
@@ -162,12 +165,16 @@ pub(crate) async fn run(ctx: Arc<Context>) {
         match attempt {
             Ok((ws, heartbeat)) => {
                 refresh = false;
-                backoff.reset();
                 Metrics::inc(&ctx.metrics.connections);
                 ctx.set_connection_state(ConnectionState::Connected);
                 tracing::info!("connected");
                 let end = Session::run(&ctx, ws, heartbeat, &mut want).await;
                 end_session(&ctx);
+                // A connection that reached `hello` starts the delays over, unless the server
+                // broke the protocol: reconnecting at once would only fetch the same again.
+                if !matches!(end, End::Violation(_)) {
+                    backoff.reset();
+                }
                 match end {
                     End::Stopped => continue,
                     End::TokenExpired => {
@@ -175,6 +182,9 @@ pub(crate) async fn run(ctx: Arc<Context>) {
                         refresh = true;
                     }
                     End::Lost(reason) => tracing::info!(%reason, "connection lost"),
+                    End::Violation(reason) => {
+                        tracing::warn!(%reason, "the server broke the protocol; connection closed")
+                    }
                     End::StorageFull(reason) => {
                         // Reconnecting at once would download the same events only to fail
                         // again: wait long, unless the app says space was freed.
@@ -315,9 +325,11 @@ async fn connect(ctx: &Context, refresh: bool) -> Result<(Ws, Duration), Connect
     let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| ConnectFailure::sign_in("the token is not a valid header value"))?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
+    // No message is read past the largest the server sends (compressed or not); a text frame
+    // is held to the frame limit when it is read (`classify`).
     let config = WebSocketConfig::default()
-        .max_message_size(Some(roam_proto::validate::MAX_FRAME_BYTES))
-        .max_frame_size(Some(roam_proto::validate::MAX_FRAME_BYTES));
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let attempt = async {
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
             .await
@@ -496,6 +508,9 @@ impl<'a> Session<'a> {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pong_deadline: Option<Instant> = None;
         let recovery_deadline = Instant::now() + self.ctx.config.recovery_timeout;
+        // A compressed message being read: its frames are handled [`MAX_BATCH`] at a time, and
+        // the socket is read again only once it is over.
+        let mut inflating: Option<Inflater> = None;
         loop {
             let outbox_deadline = if self.recovered {
                 self.ctx.outbox.lock().next_deadline(Instant::now())
@@ -508,16 +523,16 @@ impl<'a> Session<'a> {
                         return Ok(End::Stopped);
                     }
                 }
-                msg = stream.next() => {
+                msg = stream.next(), if inflating.is_none() => {
                     pong_deadline = None;
                     let mut batch = Vec::new();
-                    classify(self.ctx, msg, &mut batch);
-                    while batch.len() < MAX_BATCH {
-                        match stream.next().now_or_never() {
-                            Some(m) => classify(self.ctx, m, &mut batch),
-                            None => break,
-                        }
-                    }
+                    classify(&self.ctx.metrics, msg, &mut batch, &mut inflating);
+                    read_ready(&self.ctx.metrics, stream, &mut inflating, &mut batch);
+                    self.handle_batch(batch).await?;
+                }
+                () = std::future::ready(()), if inflating.is_some() => {
+                    let mut batch = Vec::new();
+                    read_ready(&self.ctx.metrics, stream, &mut inflating, &mut batch);
                     self.handle_batch(batch).await?;
                 }
                 cmd = cmd_rx.recv() => match cmd {
@@ -945,35 +960,58 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Largest a compressed message may inflate to: a catch-up page of 500 events, each within
-/// the frame limit, with room to spare. A message past it ends the connection.
-const MAX_INFLATED: u64 = 64 * 1024 * 1024;
+/// Reads what is ready without waiting, up to [`MAX_BATCH`] items: the rest of the compressed
+/// message being read first, then further messages while the socket has them. Stops at the end
+/// of the session.
+fn read_ready(
+    metrics: &Metrics,
+    stream: &mut SplitStream<Ws>,
+    inflating: &mut Option<Inflater>,
+    out: &mut Vec<Incoming>,
+) {
+    loop {
+        if let Some(message) = inflating.as_mut() {
+            if !next_frames(metrics, message, out) {
+                return;
+            }
+            *inflating = None;
+        }
+        if out.len() >= MAX_BATCH || matches!(out.last(), Some(Incoming::End(_))) {
+            return;
+        }
+        match stream.next().now_or_never() {
+            Some(m) => classify(metrics, m, out, inflating),
+            None => return,
+        }
+    }
+}
 
-/// Turns a socket read into [`Incoming`]s: one per text frame, one per frame of a compressed
-/// binary message (raw DEFLATE of frames separated by `\n`, negotiated with `compress=deflate`).
-fn classify(ctx: &Context, msg: Option<Result<Message, WsError>>, out: &mut Vec<Incoming>) {
+/// Turns a socket read into [`Incoming`]s: one per text frame; a compressed binary message (raw
+/// DEFLATE of frames separated by `\n`, negotiated with `compress=deflate`) is left in
+/// `inflating` for [`next_frames`] to read.
+fn classify(
+    metrics: &Metrics,
+    msg: Option<Result<Message, WsError>>,
+    out: &mut Vec<Incoming>,
+    inflating: &mut Option<Inflater>,
+) {
     match msg {
         Some(Ok(Message::Text(text))) => {
-            Metrics::add(&ctx.metrics.bytes_received, text.len() as u64);
-            out.push(parse_frame(ctx, &text));
+            Metrics::add(&metrics.bytes_received, text.len() as u64);
+            if text.len() > MAX_FRAME_BYTES {
+                out.push(violation(
+                    metrics,
+                    Violation::FrameTooLarge {
+                        limit: MAX_FRAME_BYTES,
+                    },
+                ));
+            } else {
+                out.push(parse_frame(metrics, text.as_bytes()));
+            }
         }
         Some(Ok(Message::Binary(packed))) => {
-            Metrics::add(&ctx.metrics.bytes_received, packed.len() as u64);
-            let mut text = String::new();
-            let inflated = flate2::read::DeflateDecoder::new(&packed[..])
-                .take(MAX_INFLATED + 1)
-                .read_to_string(&mut text);
-            match inflated {
-                Ok(n) if n as u64 <= MAX_INFLATED => {
-                    out.extend(text.split('\n').map(|frame| parse_frame(ctx, frame)));
-                }
-                Ok(_) => out.push(Incoming::End(End::Lost(
-                    "a compressed message from the server is too large".into(),
-                ))),
-                Err(err) => out.push(Incoming::End(End::Lost(format!(
-                    "a compressed message from the server is corrupt: {err}"
-                )))),
-            }
+            Metrics::add(&metrics.bytes_received, packed.len() as u64);
+            *inflating = Some(Inflater::new(packed));
         }
         Some(Ok(Message::Close(frame))) => {
             let code = frame.as_ref().map(|f| u16::from(f.code));
@@ -986,15 +1024,41 @@ fn classify(ctx: &Context, msg: Option<Result<Message, WsError>>, out: &mut Vec<
             }
         }
         Some(Ok(_)) => out.push(Incoming::Alive),
+        Some(Err(WsError::Capacity(err))) => {
+            out.push(violation(metrics, Violation::Oversized(err)));
+        }
         Some(Err(err)) => out.push(Incoming::End(End::Lost(err.to_string()))),
         None => out.push(Incoming::End(End::Lost("the connection closed".into()))),
     }
 }
 
+/// Reads frames of a compressed message until `out` holds [`MAX_BATCH`] items; true once the
+/// message is over (read whole, or refused).
+fn next_frames(metrics: &Metrics, message: &mut Inflater, out: &mut Vec<Incoming>) -> bool {
+    while out.len() < MAX_BATCH {
+        match message.next_frame() {
+            Ok(Some(frame)) => out.push(parse_frame(metrics, frame)),
+            Ok(None) => return true,
+            Err(err) => {
+                tracing::debug!(inflated = message.inflated(), "compressed message refused");
+                out.push(violation(metrics, err));
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The end of a session whose server sent what the protocol does not allow.
+fn violation(metrics: &Metrics, err: Violation) -> Incoming {
+    Metrics::inc(&metrics.protocol_violations);
+    Incoming::End(End::Violation(err.to_string()))
+}
+
 /// One JSON frame.
-fn parse_frame(ctx: &Context, text: &str) -> Incoming {
-    Metrics::inc(&ctx.metrics.frames_received);
-    match serde_json::from_str::<Envelope<ServerFrame>>(text) {
+fn parse_frame(metrics: &Metrics, text: &[u8]) -> Incoming {
+    Metrics::inc(&metrics.frames_received);
+    match serde_json::from_slice::<Envelope<ServerFrame>>(text) {
         Ok(env) if env.v == PROTOCOL_VERSION => Incoming::Frame(Box::new(env.frame)),
         Ok(env) => {
             tracing::warn!(v = env.v, "frame of another protocol version ignored");
@@ -1004,5 +1068,231 @@ fn parse_frame(ctx: &Context, text: &str) -> Incoming {
             tracing::warn!(error = %err, "unreadable frame ignored");
             Incoming::Alive
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use roam_proto::{EventBody, Message as WireMessage, RoomEvent};
+    use tokio_tungstenite::tungstenite::Bytes;
+
+    use super::*;
+    use crate::test_alloc::peak_during;
+
+    fn deflate(data: &[u8]) -> Bytes {
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(data).expect("deflate");
+        Bytes::from(enc.finish().expect("deflate"))
+    }
+
+    fn event_line(seq: u64, body: &str) -> String {
+        let ev = RoomEvent {
+            room: "general".into(),
+            seq,
+            at: 1_764_201_600_000,
+            actor: "bob".into(),
+            body: EventBody::MessageCreated(WireMessage {
+                id: format!("m{seq}"),
+                room: "general".into(),
+                seq,
+                sender: "bob".into(),
+                body: body.into(),
+                reply_to: None,
+                created_at: 1_764_201_600_000,
+                edited_at: None,
+                deleted: false,
+            }),
+        };
+        serde_json::to_string(&Envelope::new(ServerFrame::Event(ev))).expect("encode")
+    }
+
+    /// What reading a message gave: events and other frames seen, and how the session ended.
+    #[derive(Debug, Default)]
+    struct Read_ {
+        events: u64,
+        last_seq: u64,
+        frames: u64,
+        end: Option<End>,
+    }
+
+    fn tally(read: &mut Read_, batch: &mut Vec<Incoming>) {
+        for item in batch.drain(..) {
+            match item {
+                Incoming::Frame(f) => {
+                    read.frames += 1;
+                    if let ServerFrame::Event(ev) = *f {
+                        read.events += 1;
+                        read.last_seq = ev.seq;
+                    }
+                }
+                Incoming::Alive => {}
+                Incoming::End(end) => read.end = Some(end),
+            }
+        }
+    }
+
+    /// A message as the session reads it: [`MAX_BATCH`] items at a time, each batch handled
+    /// (here: counted and dropped) before the next is read.
+    fn read_streaming(metrics: &Metrics, msg: Message) -> Read_ {
+        let mut read = Read_::default();
+        let mut inflating = None;
+        let mut batch = Vec::new();
+        classify(metrics, Some(Ok(msg)), &mut batch, &mut inflating);
+        tally(&mut read, &mut batch);
+        while let Some(message) = inflating.as_mut() {
+            let over = next_frames(metrics, message, &mut batch);
+            assert!(batch.len() <= MAX_BATCH);
+            tally(&mut read, &mut batch);
+            if over {
+                inflating = None;
+            }
+        }
+        read
+    }
+
+    /// How the core read a compressed message before the bound (kept to measure against):
+    /// inflated whole, up to 64 MiB, and every frame parsed before any was handled.
+    fn read_whole_before(metrics: &Metrics, packed: Bytes) -> Read_ {
+        const MAX_INFLATED: u64 = 64 * 1024 * 1024;
+        let mut out = Vec::new();
+        let mut text = String::new();
+        let inflated = flate2::read::DeflateDecoder::new(&packed[..])
+            .take(MAX_INFLATED + 1)
+            .read_to_string(&mut text);
+        match inflated {
+            Ok(n) if n as u64 <= MAX_INFLATED => {
+                out.extend(
+                    text.split('\n')
+                        .map(|frame| parse_frame(metrics, frame.as_bytes())),
+                );
+            }
+            _ => out.push(Incoming::End(End::Lost("refused".into()))),
+        }
+        let mut read = Read_::default();
+        tally(&mut read, &mut out);
+        read
+    }
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    #[test]
+    fn a_deflate_bomb_is_refused_within_a_few_mebibytes() {
+        let metrics = Metrics::default();
+        // 64 MiB of event frames (the same one over and over): about 64 KB compressed.
+        let line = event_line(1, "hello") + "\n";
+        let frames = deflate(line.repeat((64 << 20) / line.len()).as_bytes());
+        // One 64 MiB line of spaces.
+        let spaces = deflate(&vec![b' '; 64 << 20]);
+        for (what, packed) in [("small frames", frames), ("one long line", spaces)] {
+            let size = packed.len();
+            let (read, peak) = peak_during(|| read_streaming(&metrics, Message::Binary(packed)));
+            eprintln!(
+                "{what}: {size} bytes compressed, peak {:.1} MiB allocated, {} frames read, {:?}",
+                peak as f64 / MIB,
+                read.frames,
+                read.end
+            );
+            assert!(
+                matches!(read.end, Some(End::Violation(_))),
+                "{:?}",
+                read.end
+            );
+            assert!(peak < 4 * MAX_FRAME_BYTES, "{what}: peak {peak}");
+            assert!(
+                read.frames as usize <= MAX_MESSAGE_BYTES / line.len(),
+                "{what}"
+            );
+        }
+        assert_eq!(Metrics::get(&metrics.protocol_violations), 2);
+    }
+
+    #[test]
+    fn a_large_catch_up_page_is_read_and_parsed_in_batches() {
+        let metrics = Metrics::default();
+        // A page as large as the server sends: 512 events, about 1 MiB of bodies.
+        let lines: Vec<String> = (1..=512)
+            .map(|seq| event_line(seq, &format!("{seq:>5} {}", "lorem ipsum ".repeat(170))))
+            .collect();
+        let page = lines.join("\n");
+        assert!(page.len() > 1 << 20, "{}", page.len());
+        let (read, peak) =
+            peak_during(|| read_streaming(&metrics, Message::Binary(deflate(page.as_bytes()))));
+        eprintln!(
+            "a {:.2} MiB page: peak {:.1} MiB allocated",
+            page.len() as f64 / MIB,
+            peak as f64 / MIB
+        );
+        assert!(read.end.is_none(), "{:?}", read.end);
+        assert_eq!((read.events, read.last_seq), (512, 512));
+        assert!(peak < 4 * page.len(), "peak {peak}");
+        assert_eq!(Metrics::get(&metrics.protocol_violations), 0);
+    }
+
+    /// Not a check: the figures of the reading before the bound, for comparison
+    /// (`cargo test -p roam-core --lib socket::tests::peak_before_and_after -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "allocates hundreds of MiB"]
+    fn peak_before_and_after() {
+        let metrics = Metrics::default();
+        let line = event_line(1, "hello") + "\n";
+        let pong = format!("{}\n", r#"{"v":1,"type":"pong","id":"p"}"#);
+        let cases = [
+            (
+                "64 MiB of event frames",
+                deflate(line.repeat((64 << 20) / line.len()).as_bytes()),
+            ),
+            (
+                "64 MiB of pong frames",
+                deflate(pong.repeat((64 << 20) / pong.len()).as_bytes()),
+            ),
+            ("64 MiB of spaces", deflate(&vec![b' '; 64 << 20])),
+        ];
+        for (what, packed) in cases {
+            let size = packed.len();
+            let (read, before) = peak_during(|| read_whole_before(&metrics, packed.clone()));
+            let (_, after) = peak_during(|| read_streaming(&metrics, Message::Binary(packed)));
+            eprintln!(
+                "{what} ({size} bytes compressed): before {:.1} MiB ({} frames), after {:.1} MiB",
+                before as f64 / MIB,
+                read.frames,
+                after as f64 / MIB
+            );
+        }
+        let lines: Vec<String> = (1..=512)
+            .map(|seq| event_line(seq, &format!("{seq:>5} {}", "lorem ipsum ".repeat(170))))
+            .collect();
+        let page = deflate(lines.join("\n").as_bytes());
+        let (_, before) = peak_during(|| read_whole_before(&metrics, page.clone()));
+        let (_, after) = peak_during(|| read_streaming(&metrics, Message::Binary(page)));
+        eprintln!(
+            "a 512-event page: before {:.1} MiB, after {:.1} MiB",
+            before as f64 / MIB,
+            after as f64 / MIB
+        );
+    }
+
+    #[test]
+    fn a_text_frame_over_the_limit_is_a_violation() {
+        let metrics = Metrics::default();
+        let text = format!(
+            "{{\"v\":1,\"type\":\"pong\",\"id\":\"{}\"}}",
+            "x".repeat(MAX_FRAME_BYTES)
+        );
+        let read = read_streaming(&metrics, Message::text(text));
+        assert!(
+            matches!(read.end, Some(End::Violation(_))),
+            "{:?}",
+            read.end
+        );
+        // At the limit it is read.
+        let text = format!(
+            "{{\"v\":1,\"type\":\"pong\",\"id\":\"{}\"}}",
+            "x".repeat(MAX_FRAME_BYTES - 40)
+        );
+        let read = read_streaming(&metrics, Message::text(text));
+        assert_eq!((read.frames, read.end), (1, None));
+        assert_eq!(Metrics::get(&metrics.protocol_violations), 1);
     }
 }

@@ -59,6 +59,8 @@ pub type Subscribed = (Vec<(String, u64)>, Option<u64>);
 #[derive(Debug)]
 enum Out {
     Frame(ServerFrame),
+    /// A message as it is (a compressed message, or one that breaks the protocol).
+    Raw(WsMessage),
     Close(u16),
     Drop,
 }
@@ -134,6 +136,11 @@ pub struct State {
     pub silent: bool,
     /// Connections that stopped reading and writing (a half-open link).
     pub stalled: HashSet<u64>,
+    /// Send the events replayed for a subscription as one compressed message (raw DEFLATE of
+    /// the frames joined by `\n`, as the server does with `compress=deflate`).
+    pub compress_replay: bool,
+    /// Messages sent to every new connection right after `hello`.
+    pub on_connect: Vec<WsMessage>,
 
     conns: HashMap<u64, Conn>,
     next_conn: u64,
@@ -224,6 +231,31 @@ impl State {
     pub fn drop_all(&mut self) {
         for c in self.conns.values() {
             let _ = c.tx.send(Out::Drop);
+        }
+    }
+
+    /// Sends a message as it is to every connection.
+    pub fn send_raw_all(&self, msg: WsMessage) {
+        for c in self.conns.values() {
+            let _ = c.tx.send(Out::Raw(msg.clone()));
+        }
+    }
+
+    /// A new version of a document, put by `user` on the server side.
+    pub fn put_document(&mut self, room: &str, doc: &str, user: &str, content: &str) {
+        let base_version = self
+            .docs
+            .get(&(room.to_owned(), doc.to_owned()))
+            .map_or(0, |d| d.version);
+        let put = Mutation::PutDocument {
+            room: room.to_owned(),
+            doc: doc.to_owned(),
+            base_version,
+            content: content.to_owned(),
+        };
+        let key = uuid::Uuid::now_v7().to_string();
+        if let Err(e) = self.apply(user, &key, &put) {
+            panic!("put_document: {e:?}");
         }
     }
 
@@ -543,6 +575,23 @@ fn to_text(frame: ServerFrame) -> WsMessage {
     WsMessage::text(serde_json::to_string(&Envelope::new(frame)).unwrap_or_default())
 }
 
+/// Raw DEFLATE (RFC 1951) of `data`.
+pub fn deflate(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(5));
+    enc.write_all(data).expect("deflate");
+    enc.finish().expect("deflate")
+}
+
+/// Frames as one compressed binary message.
+pub fn compressed(frames: &[ServerFrame]) -> WsMessage {
+    let text: Vec<String> = frames
+        .iter()
+        .map(|f| serde_json::to_string(&Envelope::new(f)).unwrap_or_default())
+        .collect();
+    WsMessage::binary(deflate(text.join("\n").as_bytes()))
+}
+
 async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
     let st = state.clone();
     let callback = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -591,6 +640,13 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
         state.lock().conns.remove(&conn_id);
         return;
     }
+    let on_connect = state.lock().on_connect.clone();
+    for m in on_connect {
+        if sink.send(m).await.is_err() {
+            state.lock().conns.remove(&conn_id);
+            return;
+        }
+    }
     let mut held: Vec<ServerFrame> = Vec::new();
     loop {
         if state.lock().stalled.contains(&conn_id) {
@@ -605,6 +661,9 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
             out = rx.recv() => match out {
                 Some(Out::Frame(f)) => {
                     if sink.send(to_text(f)).await.is_err() { break; }
+                }
+                Some(Out::Raw(m)) => {
+                    if sink.send(m).await.is_err() { break; }
                 }
                 Some(Out::Close(code)) => {
                     let _ = sink.send(WsMessage::Close(Some(CloseFrame { code: CloseCode::from(code), reason: "bye".into() }))).await;
@@ -637,6 +696,8 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
                 };
                 let mut answers: Vec<ServerFrame> = Vec::new();
                 let mut direct: Vec<ServerFrame> = Vec::new();
+                // A compressed message to send after the first `at` frames of `direct`.
+                let mut packed: Option<(usize, WsMessage)> = None;
                 let mut drop_now = false;
                 {
                     let mut s = state.lock();
@@ -678,7 +739,11 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
                                 }
                             }
                             direct.push(ServerFrame::Ack { id, result: serde_json::to_value(SubscribeResult { rooms: result }).unwrap_or_default() });
-                            direct.extend(replay);
+                            if s.compress_replay && !replay.is_empty() {
+                                packed = Some((direct.len(), compressed(&replay)));
+                            } else {
+                                direct.extend(replay);
+                            }
                             if let Some(since) = inbox_since {
                                 for n in s.notifications.iter().filter(|n| n.seq > since) {
                                     direct.push(ServerFrame::Notification(n.clone()));
@@ -743,8 +808,12 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
                 if drop_now {
                     break;
                 }
-                for f in direct.into_iter().chain(answers) {
-                    if sink.send(to_text(f)).await.is_err() { break; }
+                let mut msgs: Vec<WsMessage> = direct.into_iter().chain(answers).map(to_text).collect();
+                if let Some((at, m)) = packed {
+                    msgs.insert(at, m);
+                }
+                for m in msgs {
+                    if sink.send(m).await.is_err() { break; }
                 }
             }
         }
