@@ -77,19 +77,59 @@ fn request_span(req: &Request<Body>) -> tracing::Span {
     tracing::debug_span!("request", method = %req.method(), uri = %uri, version = ?req.version())
 }
 
-/// The path and query of `uri` with the value of every `access_token` parameter replaced.
+/// The path and query of `uri` with the value of every parameter that may hold a credential
+/// replaced. A name is judged after percent-decoding and case-folding (`Access_Token`,
+/// `access%5Ftoken`), and a pair is split after decoding (`access_token%3D…`), so no spelling
+/// of a token reaches a log.
 pub fn redact_query(uri: &Uri) -> String {
     let Some(query) = uri.query() else {
         return uri.path().to_owned();
     };
     let redacted: Vec<String> = query
         .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if name == "access_token" => format!("{name}=[redacted]"),
-            _ => pair.to_owned(),
+        .map(|pair| {
+            let decoded = percent_decode(pair);
+            let name = decoded.split_once('=').map_or(decoded.as_str(), |(n, _)| n);
+            let folded = name.to_ascii_lowercase();
+            let secret = ["token", "secret", "password", "auth", "key", "jwt"]
+                .iter()
+                .any(|w| folded.contains(w));
+            match (secret, pair.split_once('=')) {
+                (false, _) => pair.to_owned(),
+                (true, Some((raw_name, _))) if percent_decode(raw_name) == name => {
+                    format!("{raw_name}=[redacted]")
+                }
+                // The `=` itself was encoded, or the whole pair is one name: show nothing of it.
+                (true, _) => "[redacted]".to_owned(),
+            }
         })
         .collect();
     format!("{}?{}", uri.path(), redacted.join("&"))
+}
+
+/// `%XX` sequences and `+` decoded (invalid sequences kept as they are; lossy UTF-8).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b),
+            },
+            b'+' => out.push(b' '),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// All routes with their middleware.
@@ -135,5 +175,26 @@ mod tests {
         assert!(!shown.contains("eyJsecret"));
         let plain: Uri = "/v1/rooms?limit=5".parse().expect("uri");
         assert_eq!(redact_query(&plain), "/v1/rooms?limit=5");
+    }
+
+    #[test]
+    fn every_spelling_of_a_token_is_redacted() {
+        for q in [
+            "Access_Token=eyJsecret",
+            "ACCESS_TOKEN=eyJsecret",
+            "access%5Ftoken=eyJsecret",
+            "access_token%3DeyJsecret",
+            "access_token%3deyJsecret",
+            "x=1&token=eyJsecret",
+            "x=1&access_token",
+        ] {
+            let uri: Uri = format!("/v1/ws?{q}").parse().expect("uri");
+            let shown = redact_query(&uri);
+            assert!(!shown.contains("eyJsecret"), "{q} showed {shown}");
+        }
+        let uri: Uri = "/v1/ws?Access_Token=eyJsecret&since=4"
+            .parse()
+            .expect("uri");
+        assert_eq!(redact_query(&uri), "/v1/ws?Access_Token=[redacted]&since=4");
     }
 }
