@@ -820,6 +820,11 @@ impl<'a> Session<'a> {
                     tracing::error!(error = %err, "cannot store a read marker");
                 }
             }
+            ServerFrame::Membership(change) => {
+                if let Err(err) = sync::apply_membership(self.ctx, &change) {
+                    tracing::error!(error = %err, "cannot store a membership change");
+                }
+            }
             ServerFrame::Hello { .. } | ServerFrame::Pong { .. } => {}
         }
         Ok(())

@@ -28,10 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roam_proto::{
-    ErrorCode, EventBody, Member, MemberStatus, Message as WireMessage, Notification, Presence,
-    ReadMarker, Room, RoomEvent, SubscribeResult, SubscriptionStatus,
+    ErrorCode, EventBody, Member, MemberStatus, MembershipChange, MembershipChangeKind,
+    Message as WireMessage, Notification, Presence, ReadMarker, Room, RoomEvent, RoomKind,
+    SubscribeResult, SubscriptionStatus,
 };
-use rusqlite::Transaction;
+use rusqlite::{OptionalExtension, Transaction};
 use serde_json::Value;
 
 use crate::backoff::{Backoff, Jitter};
@@ -505,6 +506,56 @@ pub(crate) fn apply_unsubscribed(ctx: &Context, room: &str, reason: &str) -> Res
         } else {
             writes::set_room_flags(tx, room, Some(false), Some(false))?;
             room_changed(tx, fx, room)?;
+        }
+        Ok(())
+    })
+}
+
+/// The user's own membership changed, maybe on another device: the room list follows at once.
+/// A room joined elsewhere is listed (with the details the frame carries) and followed; a room
+/// left is no longer followed, and its local data goes unless the room is public (anyone may
+/// read it); a ban takes the room's data in any case.
+pub(crate) fn apply_membership(ctx: &Context, change: &MembershipChange) -> Result<()> {
+    let room = change.room.as_str();
+    ctx.write(|tx, fx| {
+        match change.change {
+            MembershipChangeKind::Joined | MembershipChangeKind::Updated => {
+                if let Some(details) = &change.details {
+                    writes::upsert_room(tx, details)?;
+                }
+                if let Some(m) = &change.member {
+                    writes::upsert_member(tx, m)?;
+                    fx.room(RoomUpdate::MemberChanged(m.clone()));
+                }
+                let followed: bool = tx
+                    .prepare_cached("SELECT subscribed FROM rooms WHERE name = ?1")?
+                    .query_row([room], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(false);
+                writes::set_room_flags(tx, room, Some(true), Some(true))?;
+                if !followed {
+                    fx.subscribe.push(room.to_owned());
+                }
+                room_changed(tx, fx, room)?;
+            }
+            MembershipChangeKind::Left | MembershipChangeKind::Banned => {
+                let public = reads::room(tx, room)?.is_some_and(|r| r.kind == RoomKind::Public);
+                if public && change.change == MembershipChangeKind::Left {
+                    writes::set_room_flags(tx, room, Some(false), Some(false))?;
+                    writes::delete_member(tx, room, &ctx.me)?;
+                    fx.room(RoomUpdate::MemberRemoved {
+                        room: room.to_owned(),
+                        user: ctx.me.clone(),
+                    });
+                    room_changed(tx, fx, room)?;
+                } else {
+                    writes::delete_room(tx, room)?;
+                    fx.room(RoomUpdate::RoomRemoved {
+                        room: room.to_owned(),
+                    });
+                }
+            }
+            MembershipChangeKind::Unbanned => {}
         }
         Ok(())
     })

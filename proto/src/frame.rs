@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::ErrorBody;
 use crate::event::RoomEvent;
-use crate::model::{Notification, Presence, PresenceStatus, ReadMarker};
+use crate::model::{MembershipChange, Notification, Presence, PresenceStatus, ReadMarker};
 use crate::mutation::Mutation;
 
 /// The protocol version carried by every frame.
@@ -178,6 +178,8 @@ pub enum ServerFrame {
     Unread { count: u64 },
     /// The user's read marker of a room moved (`room.mark_read` from any of their devices).
     ReadMarker(ReadMarker),
+    /// The user's own membership of a room changed, on this device or another.
+    Membership(MembershipChange),
     /// Answer to `ping`.
     Pong { id: String },
 }

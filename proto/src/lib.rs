@@ -31,7 +31,8 @@ pub use frame::{
 };
 pub use mention::{mentions, mentions_user};
 pub use model::{
-    ActivityBucket, Document, Invitation, InvitationStatus, Member, MemberStatus, Message,
-    Notification, Page, Presence, PresenceStatus, ReadMarker, Role, Room, RoomKind, User,
+    ActivityBucket, Document, Invitation, InvitationStatus, Member, MemberStatus, MembershipChange,
+    MembershipChangeKind, Message, Notification, Page, Presence, PresenceStatus, ReadMarker, Role,
+    Room, RoomKind, User,
 };
 pub use mutation::Mutation;

@@ -257,6 +257,38 @@ pub struct ReadMarker {
     pub updated_at: i64,
 }
 
+/// How the user's own membership of a room changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipChangeKind {
+    /// Joined (by `room.join` or an accepted invitation), or created the room.
+    Joined,
+    /// Still a member, with another role (`member.set_role`, `room.transfer`).
+    Updated,
+    /// No longer a member (`room.leave`).
+    Left,
+    /// Banned: no longer a member, and cannot read a room that needs membership.
+    Banned,
+    /// The ban was lifted (the user is not a member until they join again).
+    Unbanned,
+}
+
+/// A change of the user's own membership, sent to every socket of the user on every node, so
+/// that a room joined or left on one device shows on the others at once. `seq` is the room
+/// event that made the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    pub room: String,
+    pub change: MembershipChangeKind,
+    pub seq: u64,
+    /// The membership as it now is (`joined`, `updated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<Member>,
+    /// The room as it now is (`joined`), so a device can list it without asking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Room>,
+}
+
 /// A notification kept for one user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {

@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisResult};
-use roam_proto::{Notification, Presence, PresenceStatus, ReadMarker, RoomEvent};
+use roam_proto::{MembershipChange, Notification, Presence, PresenceStatus, ReadMarker, RoomEvent};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +119,11 @@ enum WireMsg {
         user: String,
         marker: ReadMarker,
     },
+    /// A user's own membership changed.
+    Membership {
+        user: String,
+        change: MembershipChange,
+    },
     /// The sender lost messages: every receiver brings its rooms up to the store.
     Resync,
 }
@@ -139,6 +144,10 @@ fn wire_msg(m: BusMessage) -> WireMsg {
         BusMessage::Unread { user, .. } => WireMsg::Unread { user },
         BusMessage::Invalidate { room } => WireMsg::Invalidate { room },
         BusMessage::ReadMarker { user, marker } => WireMsg::ReadMarker { user, marker },
+        BusMessage::Membership { user, change } => WireMsg::Membership {
+            user,
+            change: *change,
+        },
     }
 }
 
@@ -573,6 +582,10 @@ impl RedisBus {
             WireMsg::ReadMarker { user, marker } => {
                 hub.dispatch(BusMessage::ReadMarker { user, marker })
             }
+            WireMsg::Membership { user, change } => hub.dispatch(BusMessage::Membership {
+                user,
+                change: Box::new(change),
+            }),
             WireMsg::Resync => self.resync_here(),
         }
     }

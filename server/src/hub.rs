@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
-use roam_proto::{Envelope, Notification, Presence, ReadMarker, RoomEvent, ServerFrame};
+use roam_proto::{
+    Envelope, MembershipChange, Notification, Presence, ReadMarker, RoomEvent, ServerFrame,
+};
 
 use crate::conn::{Conn, ConnId, Outbound};
 use crate::metrics::Metrics;
@@ -140,6 +142,11 @@ pub enum BusMessage {
     Invalidate { room: String },
     /// A user's read marker of a room moved: for all of that user's sockets.
     ReadMarker { user: String, marker: ReadMarker },
+    /// A user's own membership of a room changed: for all of that user's sockets.
+    Membership {
+        user: String,
+        change: Box<MembershipChange>,
+    },
 }
 
 /// Carries [`BusMessage`]s to every instance's hub, and keeps the cluster's view of presence.
@@ -692,6 +699,9 @@ impl Hub {
             }
             BusMessage::ReadMarker { user, marker } => {
                 self.to_user(&user, &encode(&ServerFrame::ReadMarker(marker)));
+            }
+            BusMessage::Membership { user, change } => {
+                self.to_user(&user, &encode(&ServerFrame::Membership(*change)));
             }
             BusMessage::Invalidate { .. } => {}
         }

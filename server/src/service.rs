@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use roam_proto::{
-    ErrorCode, Invitation, InvitationStatus, Member, MemberStatus, Mutation, Presence,
-    PresenceStatus, Role, Room, RoomKind,
+    ErrorCode, Invitation, InvitationStatus, Member, MemberStatus, MembershipChange,
+    MembershipChangeKind, Mutation, Presence, PresenceStatus, Role, Room, RoomKind,
 };
 use serde_json::{json, Value};
 
@@ -124,6 +124,29 @@ fn coalesce(events: Vec<roam_proto::RoomEvent>) -> Vec<roam_proto::RoomEvent> {
         .collect();
     out.reverse();
     out
+}
+
+/// The user whose own membership an event changed, and the change to tell their devices.
+fn membership_change(ev: &roam_proto::RoomEvent) -> Option<(String, MembershipChange)> {
+    use roam_proto::EventBody as E;
+    let (user, change, member) = match &ev.body {
+        E::MemberJoined(m) => (&m.user, MembershipChangeKind::Joined, Some(m.clone())),
+        E::MemberUpdated(m) => (&m.user, MembershipChangeKind::Updated, Some(m.clone())),
+        E::MemberLeft { user } => (user, MembershipChangeKind::Left, None),
+        E::MemberBanned { user } => (user, MembershipChangeKind::Banned, None),
+        E::MemberUnbanned { user } => (user, MembershipChangeKind::Unbanned, None),
+        _ => return None,
+    };
+    Some((
+        user.clone(),
+        MembershipChange {
+            room: ev.room.clone(),
+            change,
+            seq: ev.seq,
+            member,
+            details: None,
+        },
+    ))
 }
 
 impl Service {
@@ -433,11 +456,30 @@ impl Service {
                 .await;
         }
         let mut joined: Vec<(String, String)> = Vec::new();
+        let mut own: Vec<(String, MembershipChange)> = Vec::new();
         for ev in coalesce(events) {
             if let E::MemberJoined(m) = &ev.body {
                 joined.push((m.room.clone(), m.user.clone()));
             }
+            if let Some(change) = membership_change(&ev) {
+                own.push(change);
+            }
             self.bus.publish(BusMessage::Event(Arc::new(ev))).await;
+        }
+        // Each user's devices hear of their own membership changes, followed room or not.
+        for (user, mut change) in own {
+            if change.change == MembershipChangeKind::Joined {
+                match self.room(&change.room).await {
+                    Ok(details) => change.details = details,
+                    Err(e) => tracing::warn!(error = %e.message, "membership: room unreadable"),
+                }
+            }
+            self.bus
+                .publish(BusMessage::Membership {
+                    user,
+                    change: Box::new(change),
+                })
+                .await;
         }
         // A new member's presence is news to the room they joined.
         for (room, user) in joined {
