@@ -307,3 +307,26 @@ async fn a_locked_room_fails_alone_and_other_rooms_on_its_lane_go_on() {
         assert_eq!(bodies(&alice, room).await, [format!("to {room}")]);
     }
 }
+
+#[test]
+fn statement_and_lock_timeouts_out_of_range_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let defaults = crate::fixtures::config(dir.path());
+    assert_eq!(
+        (
+            defaults.db_statement_timeout_ms,
+            defaults.db_lock_timeout_ms
+        ),
+        (5000, 2000)
+    );
+    assert!(defaults.validate().is_ok());
+    for (statement, lock) in [(50, 10), (1000, 2000), (1000, 5), (700_000, 2000)] {
+        let mut c = crate::fixtures::config(dir.path());
+        c.db_statement_timeout_ms = statement;
+        c.db_lock_timeout_ms = lock;
+        assert!(
+            c.validate().is_err(),
+            "statement {statement} ms, lock {lock} ms"
+        );
+    }
+}
