@@ -144,6 +144,26 @@ pub struct Config {
     /// Reader connections of the database pool (with PostgreSQL, also its writer connections).
     #[arg(long, global = true, env = "ROAM_DB_POOL_SIZE", default_value_t = 4)]
     pub db_pool_size: u32,
+    /// PostgreSQL: the longest a statement may run before the server cancels it
+    /// (`statement_timeout`; also `idle_in_transaction_session_timeout`). A call that gets no
+    /// answer at all for this long plus 1 s gives its connection up. Either way the request
+    /// answers 503 (retry).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub db_statement_timeout_ms: u64,
+    /// PostgreSQL: the longest a statement waits for a row lock (`lock_timeout`), e.g. a room's
+    /// row held by another connection; the write then answers 503 and the others go on.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_DB_LOCK_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub db_lock_timeout_ms: u64,
     /// Mutations per second per user (sustained).
     #[arg(
         long,
@@ -406,6 +426,15 @@ impl Config {
         if self.db_pool_size == 0 || self.db_pool_size > 64 {
             return Err("db pool size must be 1 to 64".into());
         }
+        if self.db_statement_timeout_ms < 100 || self.db_statement_timeout_ms > 600_000 {
+            return Err("the db statement timeout must be 100 ms to 10 min".into());
+        }
+        if self.db_lock_timeout_ms < 10 || self.db_lock_timeout_ms > self.db_statement_timeout_ms {
+            return Err(
+                "the db lock timeout must be at least 10 ms and at most the statement timeout"
+                    .into(),
+            );
+        }
         if self.rate_mutations_per_sec == 0 || self.rate_connects_per_min == 0 {
             return Err("rate limits must be at least 1".into());
         }
@@ -479,6 +508,14 @@ impl Config {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The PostgreSQL store's statement and lock timeouts.
+    pub fn db_timeouts(&self) -> crate::store::postgres::Timeouts {
+        crate::store::postgres::Timeouts {
+            statement: Duration::from_millis(self.db_statement_timeout_ms),
+            lock: Duration::from_millis(self.db_lock_timeout_ms),
+        }
     }
 
     /// Path of the SQLite database.

@@ -129,8 +129,9 @@ impl AppState {
         };
         config.validate().map_err(StartError::Config)?;
         let keys = Keys::from_config(&config)?;
-        let store: Arc<dyn Store> =
-            Arc::new(PostgresStore::connect(&url, config.db_pool_size).await?);
+        let store: Arc<dyn Store> = Arc::new(
+            PostgresStore::connect_with(&url, config.db_pool_size, config.db_timeouts()).await?,
+        );
         Self::on_store(config, keys, store)
     }
 

@@ -1,5 +1,7 @@
 //! Operations endpoints: liveness, readiness and Prometheus metrics (no token needed).
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -7,6 +9,9 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::AppState;
+
+/// The longest `/readyz` waits for the store's probe before it answers 503.
+const READY_PROBE: Duration = Duration::from_secs(3);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,11 +32,21 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         tracing::warn!(reason = %why, "readiness: bus unavailable");
         return (StatusCode::SERVICE_UNAVAILABLE, "bus unavailable");
     }
-    match state.service.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ok"),
-        Err(e) => {
+    // The store's probe is bounded on its own (PostgreSQL: the round-trip deadline, and a stalled
+    // writer lane fails it); this bound holds for any store, and whatever is slower than it
+    // counts as not ready.
+    match tokio::time::timeout(READY_PROBE, state.service.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok"),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: store not answering");
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+        }
+        Err(_) => {
+            tracing::warn!(
+                limit_ms = READY_PROBE.as_millis() as u64,
+                "readiness: store probe timed out"
+            );
+            (StatusCode::SERVICE_UNAVAILABLE, "store not answering")
         }
     }
 }

@@ -15,6 +15,7 @@ mod limits;
 mod memory;
 mod messages;
 mod notifications;
+mod pg_faults;
 mod presence_typing;
 mod privacy;
 mod queries;

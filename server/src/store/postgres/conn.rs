@@ -1,5 +1,14 @@
 //! Connections: opening one (bounded in time), a per-connection statement cache, the error
-//! mapping, and the small reader pool.
+//! mapping, the deadlines of every round trip, and the small reader pool.
+//!
+//! **Timeouts.** The store's connections (readers, writer lanes, retention) carry
+//! `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout`
+//! ([`Timeouts`]), so the server itself ends a slow statement or a long lock wait; and each round
+//! trip has a deadline of our own a little longer than the statement timeout, for when no answer
+//! comes at all (a frozen link, a stuck server). A connection that missed its deadline is in an
+//! unknown state: it is marked broken, fails every later call at once, is never handed out
+//! again, and its I/O task is stopped when it is dropped. Either way the caller gets a `Backend`
+//! error (503, retry), never a wait without end.
 //!
 //! The pool is ours rather than a crate's: it is a semaphore over a stack of idle connections,
 //! opened lazily up to the configured size, and a connection that broke (the server went away)
@@ -7,6 +16,7 @@
 //! all the store needs, and it keeps `/metrics`' pool figures exact (size, in use, waiting).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +37,47 @@ pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// TCP keepalive idle time: a server that vanished without closing the connection is noticed.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// How much longer than the statement timeout a round trip may take before the connection is
+/// given up: the server's own timeout error normally comes first.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+
+/// The time limits of the store's connections (`--db-statement-timeout-ms`,
+/// `--db-lock-timeout-ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `statement_timeout` (and `idle_in_transaction_session_timeout`): the longest a statement
+    /// runs, or a transaction of ours sits idle on the server, before the server ends it.
+    pub statement: Duration,
+    /// `lock_timeout`: the longest a statement waits for a row lock (another server's write to
+    /// the same room, a stray `SELECT … FOR UPDATE`) before it fails.
+    pub lock: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            statement: Duration::from_secs(5),
+            lock: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The deadline of one round trip on a connection with these settings.
+    pub fn deadline(&self) -> Duration {
+        self.statement + DEADLINE_MARGIN
+    }
+
+    /// The `SET` commands applied to each new connection.
+    fn session_sql(&self) -> String {
+        let statement = self.statement.as_millis().max(1);
+        format!(
+            "SET statement_timeout = {statement}; SET lock_timeout = {}; \
+             SET idle_in_transaction_session_timeout = {statement}",
+            self.lock.as_millis().max(1)
+        )
+    }
+}
 
 impl From<tokio_postgres::Error> for StoreError {
     /// A unique violation means "exists already" (Conflict), as in the SQLite store; anything
@@ -54,6 +105,15 @@ pub(super) fn backend(err: &tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// True for a statement the server ended because it waited too long for a lock
+/// (`lock_timeout`) or ran too long (`statement_timeout`): transient, the write may be sent again.
+pub(super) fn timed_out(err: &tokio_postgres::Error) -> bool {
+    matches!(
+        err.code(),
+        Some(&SqlState::LOCK_NOT_AVAILABLE) | Some(&SqlState::QUERY_CANCELED)
+    )
+}
+
 /// True for errors after which the same transaction may simply be run again: a deadlock or a
 /// serialization failure between writers (possibly on other servers).
 pub(super) fn retryable(err: &tokio_postgres::Error) -> bool {
@@ -63,7 +123,20 @@ pub(super) fn retryable(err: &tokio_postgres::Error) -> bool {
     )
 }
 
-/// Opens a connection with the store's settings and spawns its I/O task.
+/// Opens a connection with the store's [`Timeouts`]: the server enforces them, and every round
+/// trip has a deadline ([`Timeouts::deadline`]).
+pub(super) async fn connect_bounded(
+    config: &tokio_postgres::Config,
+    timeouts: &Timeouts,
+) -> StoreResult<Conn> {
+    let mut conn = connect(config).await?;
+    conn.deadline = Some(timeouts.deadline());
+    conn.simple(&timeouts.session_sql()).await?;
+    Ok(conn)
+}
+
+/// Opens a connection without statement timeouts or deadlines (migrations, which may wait for
+/// another server's, and tests), and spawns its I/O task.
 pub(super) async fn connect(config: &tokio_postgres::Config) -> StoreResult<Conn> {
     let mut config = config.clone();
     config
@@ -81,7 +154,7 @@ pub(super) async fn connect(config: &tokio_postgres::Config) -> StoreResult<Conn
             ))
         })?
         .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
-    tokio::spawn(async move {
+    let io = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "store: PostgreSQL connection ended");
         }
@@ -90,7 +163,28 @@ pub(super) async fn connect(config: &tokio_postgres::Config) -> StoreResult<Conn
         client,
         stmts: Mutex::new(HashMap::new()),
         retryable: AtomicBool::new(false),
+        timed_out: AtomicBool::new(false),
+        broken: AtomicBool::new(false),
+        deadline: None,
+        io: io.abort_handle(),
     })
+}
+
+/// Why a round trip failed.
+enum Fault {
+    /// The server answered with an error, or the connection closed.
+    Pg(tokio_postgres::Error),
+    /// No answer within the deadline, or the connection had missed one before.
+    Abandoned(String),
+}
+
+impl From<Fault> for StoreError {
+    fn from(f: Fault) -> Self {
+        match f {
+            Fault::Pg(e) => StoreError::from(e),
+            Fault::Abandoned(msg) => StoreError::Backend(msg),
+        }
+    }
 }
 
 /// One connection with its prepared statements (each SQL text is prepared once per
@@ -101,19 +195,39 @@ pub(super) struct Conn {
     /// A statement failed with a deadlock or serialization error since the last
     /// [`Conn::take_retryable`].
     retryable: AtomicBool,
+    /// A statement hit `lock_timeout` or `statement_timeout` since the last
+    /// [`Conn::take_timed_out`].
+    timed_out: AtomicBool,
+    /// A round trip missed its deadline: the connection's state is unknown, it is not used again.
+    broken: AtomicBool,
+    /// The deadline of each round trip (none on the migration connection).
+    deadline: Option<Duration>,
+    /// The connection's I/O task, stopped when a broken connection is dropped (a frozen link
+    /// would keep it waiting).
+    io: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.broken.load(Ordering::Relaxed) {
+            self.io.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
             .field("closed", &self.client.is_closed())
+            .field("broken", &self.broken.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
 
 impl Conn {
+    /// Closed by the server or the network, or given up after a missed deadline.
     pub(super) fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client.is_closed() || self.broken.load(Ordering::Relaxed)
     }
 
     /// Whether a statement lost a lock race since the last call (and clears it).
@@ -121,77 +235,114 @@ impl Conn {
         self.retryable.swap(false, Ordering::Relaxed)
     }
 
-    /// Notes a failure that a retry of the whole transaction may cure.
+    /// Whether a statement hit the lock or statement timeout since the last call (and clears
+    /// it).
+    pub(super) fn take_timed_out(&self) -> bool {
+        self.timed_out.swap(false, Ordering::Relaxed)
+    }
+
+    /// Notes a failure that a retry of the whole transaction may cure, or a server timeout.
     fn note(&self, err: tokio_postgres::Error) -> tokio_postgres::Error {
         if retryable(&err) {
             self.retryable.store(true, Ordering::Relaxed);
         }
+        if timed_out(&err) {
+            self.timed_out.store(true, Ordering::Relaxed);
+        }
         err
     }
 
-    pub(super) async fn begin(&self) -> StoreResult<()> {
-        self.client
-            .batch_execute("BEGIN")
-            .await
-            .map_err(|e| backend(&e))
+    /// Runs one round trip within the connection's deadline. A connection that missed one is
+    /// marked broken and fails every later call at once.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, Fault> {
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(Fault::Abandoned(
+                "PostgreSQL connection abandoned after a missed deadline".into(),
+            ));
+        }
+        let answer = match self.deadline {
+            None => call.await,
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    self.broken.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        deadline_ms = limit.as_millis() as u64,
+                        "store: PostgreSQL did not answer in time; connection abandoned"
+                    );
+                    return Err(Fault::Abandoned(format!(
+                        "PostgreSQL did not answer within {} ms",
+                        limit.as_millis()
+                    )));
+                }
+            },
+        };
+        answer.map_err(|e| Fault::Pg(self.note(e)))
     }
 
-    /// Commits; a failure here leaves the outcome unknown to us, and is reported as such.
+    pub(super) async fn begin(&self) -> StoreResult<()> {
+        self.simple("BEGIN").await
+    }
+
+    /// Commits; a failure here (a missed deadline included) leaves the outcome unknown to us,
+    /// and is reported as such: a `Backend` error, which the client retries with the same
+    /// idempotency key (a replay if the commit did land).
     pub(super) async fn commit(&self) -> StoreResult<()> {
-        self.client.batch_execute("COMMIT").await.map_err(|e| {
-            let e = self.note(e);
-            StoreError::Backend(format!("COMMIT failed, outcome unknown: {}", backend(&e)))
-        })
+        self.bounded(self.client.batch_execute("COMMIT"))
+            .await
+            .map_err(|f| {
+                let detail = match f {
+                    Fault::Pg(e) => backend(&e).to_string(),
+                    Fault::Abandoned(msg) => msg,
+                };
+                StoreError::Backend(format!("COMMIT failed, outcome unknown: {detail}"))
+            })
     }
 
     /// Savepoint control inside a write group (`SAVEPOINT …`, `RELEASE …`, `ROLLBACK TO …`).
     pub(super) async fn savepoint(&self, sql: &str) -> StoreResult<()> {
-        self.client
-            .batch_execute(sql)
+        self.simple(sql).await
+    }
+
+    /// Plain SQL without parameters, within the deadline; any failure is a `Backend` error.
+    pub(super) async fn simple(&self, sql: &str) -> StoreResult<()> {
+        self.bounded(self.client.batch_execute(sql))
             .await
-            .map_err(|e| backend(&self.note(e)))
+            .map_err(|f| match f {
+                Fault::Pg(e) => backend(&e),
+                Fault::Abandoned(msg) => StoreError::Backend(msg),
+            })
     }
 
     /// Rolls back; on a broken connection there is nothing to roll back (the server already
-    /// did).
+    /// did, or will when the connection closes).
     pub(super) async fn rollback(&self) {
-        if let Err(e) = self.client.batch_execute("ROLLBACK").await {
+        if let Err(e) = self.simple("ROLLBACK").await {
             tracing::debug!(error = %e, "store: rollback failed");
         }
     }
 
-    async fn stmt(&self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+    async fn stmt(&self, sql: &'static str) -> Result<Statement, Fault> {
         if let Some(s) = self.stmts.lock().get(sql) {
             return Ok(s.clone());
         }
-        let s = self.client.prepare(sql).await?;
+        let s = self.bounded(self.client.prepare(sql)).await?;
         self.stmts.lock().insert(sql, s.clone());
         Ok(s)
     }
 
     /// Runs a statement of the store (prepared once, cached).
-    pub(super) async fn query_raw(
-        &self,
-        sql: &'static str,
-        params: Params<'_>,
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        let stmt = self.stmt(sql).await.map_err(|e| self.note(e))?;
-        self.client
-            .query(&stmt, params)
-            .await
-            .map_err(|e| self.note(e))
+    async fn query_raw(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, Fault> {
+        let stmt = self.stmt(sql).await?;
+        self.bounded(self.client.query(&stmt, params)).await
     }
 
-    pub(super) async fn execute_raw(
-        &self,
-        sql: &'static str,
-        params: Params<'_>,
-    ) -> Result<u64, tokio_postgres::Error> {
-        let stmt = self.stmt(sql).await.map_err(|e| self.note(e))?;
-        self.client
-            .execute(&stmt, params)
-            .await
-            .map_err(|e| self.note(e))
+    async fn execute_raw(&self, sql: &'static str, params: Params<'_>) -> Result<u64, Fault> {
+        let stmt = self.stmt(sql).await?;
+        self.bounded(self.client.execute(&stmt, params)).await
     }
 
     pub(super) async fn query(
@@ -224,12 +375,23 @@ impl Conn {
         Ok(self.execute_raw(sql, params).await?)
     }
 
-    /// Plain SQL without parameters (transaction control, migrations).
+    /// A one-off query with a text not worth caching (locks, the readiness probe), within the
+    /// deadline; any failure is a `Backend` error.
+    pub(super) async fn query_sql(&self, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
+        self.bounded(self.client.query(sql, params))
+            .await
+            .map_err(|f| match f {
+                Fault::Pg(e) => backend(&e),
+                Fault::Abandoned(msg) => StoreError::Backend(msg),
+            })
+    }
+
+    /// Plain SQL without parameters and without a deadline (migrations, tests).
     pub(super) async fn batch(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
         self.client.batch_execute(sql).await
     }
 
-    /// A one-off query with a text not worth caching (EXPLAIN in tests, locks).
+    /// A one-off query without a deadline (migrations, EXPLAIN in tests).
     pub(super) async fn query_text(
         &self,
         sql: &str,
@@ -250,6 +412,7 @@ const READER_SESSION: &str = "SET synchronous_commit = off";
 #[derive(Debug)]
 pub(super) struct Pool {
     config: tokio_postgres::Config,
+    timeouts: Timeouts,
     idle: Mutex<Vec<Conn>>,
     permits: Arc<Semaphore>,
     open: AtomicU32,
@@ -258,10 +421,11 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(config: tokio_postgres::Config, size: u32) -> Arc<Pool> {
+    pub(super) fn new(config: tokio_postgres::Config, size: u32, timeouts: Timeouts) -> Arc<Pool> {
         let size = size.max(1);
         Arc::new(Pool {
             config,
+            timeouts,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size as usize)),
             open: AtomicU32::new(0),
@@ -281,13 +445,24 @@ impl Pool {
     }
 
     /// A connection for the caller alone; it goes back to the pool when the lease drops,
-    /// unless it broke meanwhile.
+    /// unless it broke meanwhile. Waiting for a free one is bounded by the round-trip deadline
+    /// (every connection in use stuck on a dead server must not queue callers without end).
     pub(super) async fn get(self: &Arc<Self>) -> StoreResult<Lease> {
         let permit = {
             self.waiting.fetch_add(1, Ordering::Relaxed);
-            let permit = self.permits.clone().acquire_owned().await;
+            let limit = self.timeouts.deadline();
+            let permit = tokio::time::timeout(limit, self.permits.clone().acquire_owned()).await;
             self.waiting.fetch_sub(1, Ordering::Relaxed);
-            permit.map_err(|_| StoreError::Backend("the reader pool is closed".into()))?
+            match permit {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(StoreError::Backend("the reader pool is closed".into())),
+                Err(_) => {
+                    return Err(StoreError::Backend(format!(
+                        "no PostgreSQL reader connection free within {} ms",
+                        limit.as_millis()
+                    )))
+                }
+            }
         };
         let reused = loop {
             let Some(conn) = self.idle.lock().pop() else {
@@ -302,8 +477,8 @@ impl Pool {
         let conn = match reused {
             Some(conn) => conn,
             None => {
-                let conn = connect(&self.config).await?;
-                conn.batch(READER_SESSION).await.map_err(|e| backend(&e))?;
+                let conn = connect_bounded(&self.config, &self.timeouts).await?;
+                conn.simple(READER_SESSION).await?;
                 self.open.fetch_add(1, Ordering::Relaxed);
                 conn
             }

@@ -14,6 +14,10 @@
 //!   pass; the others skip theirs (logged at debug).
 //! - **Failures:** a lost or unreachable server is a [`StoreError::Backend`] (connecting is bounded
 //!   by [`conn::CONNECT_TIMEOUT`]); a write is answered only after its `COMMIT` returned.
+//! - **Time limits** ([`Timeouts`]): every connection but the migration's has
+//!   `statement_timeout` and `lock_timeout`, and every round trip a deadline of our own, so a
+//!   slow, locked or unreachable database answers `Backend` (503) within a bound instead of
+//!   hanging; [`Store::ping`] fails when a writer lane has made no progress for too long.
 //!
 //! The connection string is a libpq-style URL; a schema other than `public` is chosen with
 //! `options=-csearch_path%3Dname` (the schema must exist). Every SQL value is a bound
@@ -54,11 +58,12 @@ use crate::store::{
     RetentionCutoffs, RoomQuery, Store, StoreError, StoreResult, StoredResult, UserQuery, Write,
 };
 
-pub use self::conn::CONNECT_TIMEOUT;
+pub use self::conn::{Timeouts, CONNECT_TIMEOUT};
 
 /// The Postgres [`Store`]. Cheap to share behind an `Arc`.
 pub struct PostgresStore {
     config: tokio_postgres::Config,
+    timeouts: Timeouts,
     readers: Arc<Pool>,
     lanes: Lanes,
 }
@@ -81,8 +86,18 @@ pub fn parse_url(url: &str) -> StoreResult<tokio_postgres::Config> {
 
 impl PostgresStore {
     /// Connects (bounded by [`CONNECT_TIMEOUT`]), migrates the schema, and starts `connections`
-    /// reader connections at most plus as many writer lanes (each at least one).
+    /// reader connections at most plus as many writer lanes (each at least one), with the
+    /// default [`Timeouts`].
     pub async fn connect(url: &str, connections: u32) -> StoreResult<PostgresStore> {
+        Self::connect_with(url, connections, Timeouts::default()).await
+    }
+
+    /// [`PostgresStore::connect`] with the given statement and lock timeouts.
+    pub async fn connect_with(
+        url: &str,
+        connections: u32,
+        timeouts: Timeouts,
+    ) -> StoreResult<PostgresStore> {
         let config = parse_url(url)?;
         let first = conn::connect(&config).await?;
         let version = schema::migrate(&first).await?;
@@ -94,12 +109,15 @@ impl PostgresStore {
             version,
             readers = connections,
             writer_lanes = connections,
+            statement_timeout_ms = timeouts.statement.as_millis() as u64,
+            lock_timeout_ms = timeouts.lock.as_millis() as u64,
             "store: PostgreSQL opened"
         );
         Ok(PostgresStore {
-            readers: Pool::new(config.clone(), connections),
-            lanes: Lanes::start(&config, connections),
+            readers: Pool::new(config.clone(), connections, timeouts),
+            lanes: Lanes::start(&config, connections, timeouts),
             config,
+            timeouts,
         })
     }
 
@@ -306,11 +324,10 @@ impl Store for PostgresStore {
     /// pass (closing it releases the lock, even if the pass is abandoned half way). A server
     /// that does not get the lock skips the pass: another one is running it.
     async fn purge(&self, cutoffs: RetentionCutoffs) -> StoreResult<Purged> {
-        let c = conn::connect(&self.config).await?;
+        let c = conn::connect_bounded(&self.config, &self.timeouts).await?;
         let got: bool = c
-            .query_text(TRY_RETENTION_LOCK, &[])
-            .await
-            .map_err(|e| backend(&e))?
+            .query_sql(TRY_RETENTION_LOCK, &[])
+            .await?
             .first()
             .map(|r| r.try_get(0))
             .transpose()
@@ -331,20 +348,29 @@ impl Store for PostgresStore {
             }
         }
         // Dropping the connection releases the lock too; unlocking first frees it at once.
-        if let Err(e) = c.batch("SELECT pg_advisory_unlock_all()").await {
+        if let Err(e) = c.simple("SELECT pg_advisory_unlock_all()").await {
             tracing::debug!(error = %e, "store: releasing the retention lock failed");
         }
         tracing::info!(?purged, "store: retention pass");
         Ok(purged)
     }
 
+    /// Fails when a writer lane has had writes queued and finished nothing for two round-trip
+    /// deadlines (reads may still work while writes are stuck), else runs `SELECT 1` on a
+    /// reader connection (within the deadline, like every call).
     async fn ping(&self) -> StoreResult<()> {
+        let bound = 2 * self.timeouts.deadline();
+        if let Some((lane, idle)) = self.lanes.stalled(bound) {
+            return Err(StoreError::Backend(format!(
+                "writer lane {lane} has writes queued and finished none for {} ms",
+                idle.as_millis()
+            )));
+        }
         self.conn()
             .await?
-            .query_text("SELECT 1", &[])
+            .query_sql("SELECT 1", &[])
             .await
             .map(drop)
-            .map_err(|e| backend(&e))
     }
 
     /// Reader connections open (at most the configured size), in use and waited for; the

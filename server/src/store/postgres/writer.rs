@@ -16,16 +16,28 @@
 //! that error. A deadlock or serialization failure (possible between lanes and servers) abandons
 //! the group and runs its writes one transaction each, each retried a few times; a lost
 //! connection fails the writes with `Backend` and the lane opens a new connection for the next.
+//!
+//! **Bounds.** A lane never waits without end. Its connection has `lock_timeout` and
+//! `statement_timeout`, and a deadline on each round trip (`conn.rs`): a write waiting on a room
+//! row that someone else holds fails alone (its savepoint is rolled back, `Backend`, 503) and
+//! the rest of the group goes on; the group's later writes to that same room are answered the
+//! same way without waiting again, so one locked room costs the lane at most one lock timeout
+//! per group. A connection that missed a deadline is dropped (its state is unknown) and every
+//! write of its group gets a `Backend` error: one whose `COMMIT` may have landed is a transient
+//! error all the same, and its resend with the same idempotency key replays. A write that has
+//! waited in the queue longer than [`Lanes`]' queue bound is answered `Backend` without being
+//! tried. Each lane records when it last finished a group; [`Lanes::stalled`] names a lane with
+//! writes queued and no group finished for too long (`/readyz`).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{self, Outcome};
-use super::conn::{self, Conn};
+use super::conn::{self, Conn, Timeouts};
 use crate::store::{Committed, StoreError, StoreResult, Write};
 
 /// How many times a write that lost a deadlock or a serialization conflict is tried in all.
@@ -38,13 +50,50 @@ type Reply = oneshot::Sender<StoreResult<Committed>>;
 struct Job {
     write: Box<Write>,
     reply: Reply,
+    queued_at: Instant,
 }
 
 /// The lanes. Dropping them closes the channels; each lane finishes its queued writes and ends.
 #[derive(Debug)]
 pub(super) struct Lanes {
     senders: Vec<mpsc::UnboundedSender<JobBox>>,
-    queued: Arc<AtomicU32>,
+    state: Arc<[LaneState]>,
+    /// What the lanes' progress is measured from.
+    epoch: Instant,
+}
+
+/// One lane's progress, read by [`Lanes::stalled`] and the pool figures.
+#[derive(Debug, Default)]
+struct LaneState {
+    /// Writes sent to the lane and not answered.
+    pending: AtomicU32,
+    /// Milliseconds after the epoch at which the lane last finished a group, or was idle when a
+    /// write came.
+    progress_ms: AtomicU64,
+}
+
+/// What a lane needs besides its channel.
+struct LaneContext {
+    lane: u32,
+    config: tokio_postgres::Config,
+    timeouts: Timeouts,
+    state: Arc<[LaneState]>,
+    epoch: Instant,
+}
+
+impl LaneContext {
+    fn state(&self) -> Option<&LaneState> {
+        self.state.get(self.lane as usize)
+    }
+
+    /// Longest a write may wait in the queue before it is answered without being tried.
+    fn queue_bound(&self) -> Duration {
+        2 * self.timeouts.deadline()
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A queued job (boxed: the channel holds pointers).
@@ -60,21 +109,51 @@ impl std::fmt::Debug for JobBox {
 
 impl Lanes {
     /// Starts `n` lanes (at least one); each opens its connection when its first write comes.
-    pub(super) fn start(config: &tokio_postgres::Config, n: u32) -> Lanes {
-        let queued = Arc::new(AtomicU32::new(0));
-        let senders = (0..n.max(1))
+    pub(super) fn start(config: &tokio_postgres::Config, n: u32, timeouts: Timeouts) -> Lanes {
+        let n = n.max(1);
+        let state: Arc<[LaneState]> = (0..n).map(|_| LaneState::default()).collect();
+        let epoch = Instant::now();
+        let senders = (0..n)
             .map(|lane| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run(lane, config.clone(), rx, queued.clone()));
+                let cx = LaneContext {
+                    lane,
+                    config: config.clone(),
+                    timeouts,
+                    state: state.clone(),
+                    epoch,
+                };
+                tokio::spawn(run(cx, rx));
                 tx
             })
             .collect();
-        Lanes { senders, queued }
+        Lanes {
+            senders,
+            state,
+            epoch,
+        }
     }
 
     /// Writes sent and not yet finished.
     pub(super) fn queued(&self) -> u32 {
-        self.queued.load(Ordering::Relaxed)
+        self.state
+            .iter()
+            .map(|s| s.pending.load(Ordering::Relaxed))
+            .fold(0u32, u32::saturating_add)
+    }
+
+    /// The first lane that has writes queued and has finished no group for longer than `bound`,
+    /// with how long that has been.
+    pub(super) fn stalled(&self, bound: Duration) -> Option<(usize, Duration)> {
+        let now = millis_since(self.epoch);
+        self.state.iter().enumerate().find_map(|(lane, s)| {
+            if s.pending.load(Ordering::Relaxed) == 0 {
+                return None;
+            }
+            let idle =
+                Duration::from_millis(now.saturating_sub(s.progress_ms.load(Ordering::Relaxed)));
+            (idle > bound).then_some((lane, idle))
+        })
     }
 
     /// Queues the write now (before the future is polled) and returns its answer's future.
@@ -84,20 +163,26 @@ impl Lanes {
     ) -> impl Future<Output = StoreResult<Committed>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let lane = lane_of(lane_key(&write), self.senders.len());
-        let sent = match self.senders.get(lane) {
-            Some(sender) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = match (self.senders.get(lane), self.state.get(lane)) {
+            (Some(sender), Some(state)) => {
+                if state.pending.fetch_add(1, Ordering::Relaxed) == 0 {
+                    // An idle lane: its wait for progress starts now.
+                    state
+                        .progress_ms
+                        .store(millis_since(self.epoch), Ordering::Relaxed);
+                }
                 let job = JobBox(Box::new(Job {
                     write: Box::new(write),
                     reply,
+                    queued_at: Instant::now(),
                 }));
                 let ok = sender.send(job).is_ok();
                 if !ok {
-                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                    state.pending.fetch_sub(1, Ordering::Relaxed);
                 }
                 ok
             }
-            None => false,
+            _ => false,
         };
         async move {
             if !sent {
@@ -127,26 +212,49 @@ fn lane_key(w: &Write) -> &str {
 }
 
 /// One lane's loop: takes the first write that arrives plus whatever else is queued (up to
-/// [`MAX_GROUP`]) and commits them as one group, until the channel closes.
-async fn run(
-    lane: u32,
-    config: tokio_postgres::Config,
-    mut rx: mpsc::UnboundedReceiver<JobBox>,
-    queued: Arc<AtomicU32>,
-) {
+/// [`MAX_GROUP`]) and commits them as one group, until the channel closes. Writes that waited
+/// longer than the queue bound are answered without being tried.
+async fn run(cx: LaneContext, mut rx: mpsc::UnboundedReceiver<JobBox>) {
+    let lane = cx.lane;
     let mut conn: Option<Conn> = None;
     let mut group: Vec<Box<Job>> = Vec::with_capacity(MAX_GROUP);
     while let Some(JobBox(first)) = rx.recv().await {
-        group.push(first);
+        let mut expired = 0u32;
+        let mut take = |job: Box<Job>, group: &mut Vec<Box<Job>>| {
+            let waited = job.queued_at.elapsed();
+            if waited > cx.queue_bound() {
+                expired += 1;
+                let _ = job.reply.send(Err(StoreError::Backend(format!(
+                    "the write waited {} ms for writer lane {lane}; not tried",
+                    waited.as_millis()
+                ))));
+            } else {
+                group.push(job);
+            }
+        };
+        take(first, &mut group);
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(JobBox(job)) => group.push(job),
+                Ok(JobBox(job)) => take(job, &mut group),
                 Err(_) => break,
             }
         }
+        if expired > 0 {
+            tracing::warn!(lane, expired, "store: writes waited too long in the queue");
+            if let Some(s) = cx.state() {
+                s.pending.fetch_sub(expired, Ordering::Relaxed);
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
         let started = Instant::now();
-        let results = run_group(&config, &mut conn, &group).await;
-        queued.fetch_sub(group.len() as u32, Ordering::Relaxed);
+        let results = run_group(&cx, &mut conn, &group).await;
+        if let Some(s) = cx.state() {
+            s.progress_ms
+                .store(millis_since(cx.epoch), Ordering::Relaxed);
+            s.pending.fetch_sub(group.len() as u32, Ordering::Relaxed);
+        }
         tracing::trace!(
             lane,
             size = group.len(),
@@ -176,15 +284,15 @@ enum GroupFailed {
 /// alone), one `COMMIT` (one WAL flush) for all. Falls back to one transaction per write when a
 /// write of the group lost a lock race.
 async fn run_group(
-    config: &tokio_postgres::Config,
+    cx: &LaneContext,
     slot: &mut Option<Conn>,
     group: &[Box<Job>],
 ) -> Vec<StoreResult<Committed>> {
     if let [job] = group {
-        return vec![run_job(config, slot, &job.write).await];
+        return vec![run_job(cx, slot, &job.write).await];
     }
     if slot.as_ref().is_none_or(Conn::is_closed) {
-        match conn::connect(config).await {
+        match conn::connect_bounded(&cx.config, &cx.timeouts).await {
             Ok(c) => *slot = Some(c),
             Err(e) => return fail_all(group.len(), &e.to_string()),
         }
@@ -193,6 +301,7 @@ async fn run_group(
         Some(c) => {
             let outcome = group_transaction(c, group).await;
             c.take_retryable();
+            c.take_timed_out();
             if c.is_closed() {
                 *slot = None;
             }
@@ -210,7 +319,7 @@ async fn run_group(
             );
             let mut results = Vec::with_capacity(group.len());
             for job in group {
-                results.push(run_job(config, slot, &job.write).await);
+                results.push(run_job(cx, slot, &job.write).await);
             }
             results
         }
@@ -235,14 +344,29 @@ async fn group_transaction(
         return Err(fatal(e));
     }
     let mut results = Vec::with_capacity(group.len());
+    // Rooms (lane keys) whose write hit the lock or statement timeout: the group's later writes
+    // to them would wait just as long, and are answered at once instead.
+    let mut timed_out: Vec<&str> = Vec::new();
     for (i, job) in group.iter().enumerate() {
-        let (result, keep) = match apply::commit(c, &job.write).await {
+        let key = lane_key(&job.write);
+        let applied = if timed_out.contains(&key) {
+            Err(StoreError::Backend(format!(
+                "an earlier write to {key} in this group timed out waiting; not tried"
+            )))
+        } else {
+            apply::commit(c, &job.write).await
+        };
+        let (result, keep) = match applied {
             Ok(Outcome::Applied(done)) => (Ok(done), true),
             Ok(Outcome::Replayed(done)) => (Ok(done), false),
             Err(e) => {
                 if c.take_retryable() {
                     c.rollback().await;
                     return Err(GroupFailed::Retry);
+                }
+                if c.take_timed_out() {
+                    tracing::warn!(key, error = %e, "store: a write timed out in its group");
+                    timed_out.push(key);
                 }
                 (Err(e), false)
             }
@@ -266,20 +390,21 @@ async fn group_transaction(
 
 /// Runs one write on the lane's connection (opening it if needed), retrying deadlocks.
 async fn run_job(
-    config: &tokio_postgres::Config,
+    cx: &LaneContext,
     slot: &mut Option<Conn>,
     write: &Write,
 ) -> StoreResult<Committed> {
     let mut attempt = 1;
     loop {
         if slot.as_ref().is_none_or(Conn::is_closed) {
-            *slot = Some(conn::connect(config).await?);
+            *slot = Some(conn::connect_bounded(&cx.config, &cx.timeouts).await?);
         }
         let Some(c) = slot.as_ref() else {
             return Err(StoreError::Backend("no writer connection".into()));
         };
         let result = transaction(c, write).await;
         let retry = c.take_retryable();
+        c.take_timed_out();
         if c.is_closed() {
             *slot = None;
         }
