@@ -331,9 +331,9 @@ pub(crate) fn apply_subscribed(ctx: &Context, result: &SubscribeResult) -> Resul
                     out.resets.push((r.room.clone(), r.head_seq));
                 }
                 SubscriptionStatus::Forbidden => {
+                    // No longer readable: nothing of it stays on the device.
                     tracing::info!(room = %r.room, "not allowed to follow the room any more");
-                    writes::set_room_flags(tx, &r.room, Some(false), Some(false))?;
-                    room_changed(tx, fx, &r.room)?;
+                    forget_room(tx, fx, &r.room)?;
                 }
                 SubscriptionStatus::NotFound => {
                     tracing::info!(room = %r.room, "the room does not exist on the server");
@@ -495,20 +495,57 @@ pub(crate) fn pending_reloads(ctx: &Context) -> Result<Vec<String>> {
     ctx.db.read(|c| reads::kv_keys_after(c, RELOAD_PREFIX))
 }
 
-/// The server stopped sending a room's events.
+/// The server stopped sending a room's events: the room was deleted, or the user lost the
+/// right to read it (`left`, `banned`, `forbidden`).
 pub(crate) fn apply_unsubscribed(ctx: &Context, room: &str, reason: &str) -> Result<()> {
-    ctx.write(|tx, fx| {
-        if reason == "room_deleted" {
-            writes::delete_room(tx, room)?;
-            fx.room(RoomUpdate::RoomRemoved {
-                room: room.to_owned(),
-            });
-        } else {
-            writes::set_room_flags(tx, room, Some(false), Some(false))?;
-            room_changed(tx, fx, room)?;
+    ctx.write(|tx, fx| match reason {
+        "left" => lose_room(tx, fx, &ctx.me, room, false),
+        "banned" => lose_room(tx, fx, &ctx.me, room, true),
+        "room_deleted" | "forbidden" => forget_room(tx, fx, room),
+        _ => {
+            if reads::room(tx, room)?.is_some() {
+                writes::set_room_flags(tx, room, Some(false), Some(false))?;
+                room_changed(tx, fx, room)?;
+            }
+            Ok(())
         }
-        Ok(())
     })
+}
+
+/// The user is no longer a member of `room`. A public room stays readable (unless `banned`),
+/// so only the membership goes; anything else goes whole, text included.
+fn lose_room(
+    tx: &Transaction<'_>,
+    fx: &mut Effects,
+    me: &str,
+    room: &str,
+    banned: bool,
+) -> Result<()> {
+    let Some(info) = reads::room(tx, room)? else {
+        return Ok(());
+    };
+    if info.kind == RoomKind::Public && !banned {
+        writes::set_room_flags(tx, room, Some(false), Some(false))?;
+        writes::delete_member(tx, room, me)?;
+        fx.room(RoomUpdate::MemberRemoved {
+            room: room.to_owned(),
+            user: me.to_owned(),
+        });
+        room_changed(tx, fx, room)
+    } else {
+        forget_room(tx, fx, room)
+    }
+}
+
+/// Forgets a room and what was stored of it.
+fn forget_room(tx: &Transaction<'_>, fx: &mut Effects, room: &str) -> Result<()> {
+    if reads::room(tx, room)?.is_some() {
+        writes::delete_room(tx, room)?;
+        fx.room(RoomUpdate::RoomRemoved {
+            room: room.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The user's own membership changed, maybe on another device: the room list follows at once.
@@ -538,23 +575,8 @@ pub(crate) fn apply_membership(ctx: &Context, change: &MembershipChange) -> Resu
                 }
                 room_changed(tx, fx, room)?;
             }
-            MembershipChangeKind::Left | MembershipChangeKind::Banned => {
-                let public = reads::room(tx, room)?.is_some_and(|r| r.kind == RoomKind::Public);
-                if public && change.change == MembershipChangeKind::Left {
-                    writes::set_room_flags(tx, room, Some(false), Some(false))?;
-                    writes::delete_member(tx, room, &ctx.me)?;
-                    fx.room(RoomUpdate::MemberRemoved {
-                        room: room.to_owned(),
-                        user: ctx.me.clone(),
-                    });
-                    room_changed(tx, fx, room)?;
-                } else {
-                    writes::delete_room(tx, room)?;
-                    fx.room(RoomUpdate::RoomRemoved {
-                        room: room.to_owned(),
-                    });
-                }
-            }
+            MembershipChangeKind::Left => lose_room(tx, fx, &ctx.me, room, false)?,
+            MembershipChangeKind::Banned => lose_room(tx, fx, &ctx.me, room, true)?,
             MembershipChangeKind::Unbanned => {}
         }
         Ok(())

@@ -302,3 +302,88 @@ async fn two_devices_show_the_same_counts_after_mark_read_on_one() {
     phone.shutdown().await;
     tablet.shutdown().await;
 }
+
+/// The account is live on every device: a room joined on the phone is listed and followed on
+/// the tablet at once (not at its next reconnect), a message in it reaches the tablet, and a
+/// room left on the phone leaves the tablet's list; a private room the user is banned from
+/// takes its local data with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_joined_or_left_on_one_device_shows_on_the_other_at_once() {
+    let backend = Backend::up().await;
+    let owner = backend.api("bob");
+    owner.create_room("club", "public").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = device(&backend, &dir, "phone", "alice");
+    let tablet = device(&backend, &dir, "tablet", "alice");
+    let replica = Arc::new(Replica::default());
+    let _list = tablet.room_list(replica.clone());
+    phone.start().await.expect("start");
+    tablet.start().await.expect("start");
+    wait_until("both connected", || {
+        phone.sync_status().phase == roam_core::SyncPhase::Synced
+            && tablet.sync_status().phase == roam_core::SyncPhase::Synced
+    })
+    .await;
+
+    phone.join_room("club".into()).expect("join");
+    wait_until("the tablet lists the room joined on the phone", || {
+        replica.names().contains(&"club".to_owned())
+            && tablet
+                .room("club".into())
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.joined && r.kind == RoomKind::Public)
+    })
+    .await;
+    let seq = say(&owner, "club", "welcome").await;
+    wait_until("the tablet follows it", || {
+        all_local(&tablet, "club")
+            .iter()
+            .any(|m| m.seq == Some(seq))
+    })
+    .await;
+
+    phone.leave_room("club".into()).expect("leave");
+    wait_until("the tablet no longer lists it", || {
+        !replica.names().contains(&"club".to_owned())
+            && tablet
+                .room("club".into())
+                .ok()
+                .flatten()
+                .is_none_or(|r| !r.joined)
+    })
+    .await;
+
+    // A private room: the ban (made while both devices are online) removes it everywhere.
+    owner.create_room("vault", "private").await;
+    let (s, inv) = owner
+        .post(
+            "/v1/rooms/vault/invitations",
+            json!({"user": "alice", "role": "member"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{inv}");
+    let id = inv["id"].as_str().expect("invitation id").to_owned();
+    phone.accept_invitation(id).expect("accept");
+    let secret = say(&owner, "vault", "the code is 1234").await;
+    wait_until("the tablet holds the private room's message", || {
+        all_local(&tablet, "vault")
+            .iter()
+            .any(|m| m.seq == Some(secret))
+    })
+    .await;
+    let (s, b) = owner
+        .post("/v1/rooms/vault/bans", json!({"user": "alice"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    wait_until(
+        "the ban takes the room and its text from both devices",
+        || {
+            [&phone, &tablet].iter().all(|c| {
+                c.room("vault".into()).ok().flatten().is_none() && all_local(c, "vault").is_empty()
+            })
+        },
+    )
+    .await;
+    assert!(!replica.names().contains(&"vault".to_owned()));
+}
