@@ -1448,6 +1448,67 @@ mod tests {
         assert_eq!(c.rooms(), vec![Arc::<str>::from("other")]);
     }
 
+    #[test]
+    fn a_websocket_key_must_be_the_base64_of_16_bytes() {
+        assert!(websocket_key_is_valid(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(websocket_key_is_valid(b"AAAAAAAAAAAAAAAAAAAAAA=="));
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+            b"dGhlIHNhbXBsZSBub25j",
+            b"dGhlIHNhbXBsZSBub25jZQ.=",
+            b"dGhlIHNhbXBsZSBub25jZQAA",
+            b"dGhlIHNhbXBsZSBub25jZSBsb25nZXI=",
+        ] {
+            assert!(
+                !websocket_key_is_valid(bad),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(!websocket_key_is_valid(&[b'A'; 8192]));
+    }
+
+    #[test]
+    fn socket_slots_hold_their_caps_under_concurrent_takers() {
+        let slots = Arc::new(SocketSlots::new(10, 4));
+        let barrier = Arc::new(std::sync::Barrier::new(32));
+        let threads: Vec<_> = (0..32)
+            .map(|i| {
+                let slots = Arc::clone(&slots);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    // Half of them as one user, the rest as 16 others.
+                    let user = if i % 2 == 0 {
+                        "alice".to_owned()
+                    } else {
+                        format!("u{i}")
+                    };
+                    slots.take(&user).ok()
+                })
+            })
+            .collect();
+        let held: Vec<SocketSlot> = threads
+            .into_iter()
+            .filter_map(|t| t.join().expect("thread"))
+            .collect();
+        assert_eq!(held.len(), 10, "exactly the total cap");
+        assert!(slots.taken("alice").1 <= 4, "the per-user cap");
+        assert_eq!(
+            slots.take("bob").map(|_| ()),
+            Err(SlotRefused::Total),
+            "full"
+        );
+        drop(held);
+        assert_eq!(slots.taken("alice"), (0, 0), "every slot given back");
+        let mine: Vec<_> = (0..4).filter_map(|_| slots.take("alice").ok()).collect();
+        assert_eq!(mine.len(), 4);
+        assert_eq!(slots.take("alice").map(|_| ()), Err(SlotRefused::PerUser));
+    }
+
     /// Every open socket holds its reader's and its writer's futures for as long as it is
     /// open; what either keeps across its idle wait is paid 10,000 times over by 10,000 idle
     /// sockets. (Before `run` and `write_loop` stopped being `async fn`s and boxed their

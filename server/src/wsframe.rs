@@ -817,6 +817,186 @@ mod tests {
         assert_eq!(r.read(&mut server).await.expect("eof"), None);
     }
 
+    /// The first error parsing `bytes` gives (panics if they are all accepted).
+    fn first_error(bytes: &[u8]) -> ReadError {
+        let mut r = reader_with(bytes);
+        loop {
+            match r.parse() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("accepted: {bytes:?}"),
+                Err(e) => return e,
+            }
+        }
+    }
+
+    #[test]
+    fn close_frames_are_checked_as_rfc_6455_says() {
+        // A one-byte payload cannot hold a code.
+        let e = first_error(&client_frame(true, OP_CLOSE, &[0x03]));
+        assert_eq!(e.close_code(), Some(PROTOCOL_ERROR), "{e}");
+        // Codes that may not be sent.
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let e = first_error(&client_frame(true, OP_CLOSE, &code.to_be_bytes()));
+            assert_eq!(e.close_code(), Some(PROTOCOL_ERROR), "code {code}: {e}");
+        }
+        // A reason that is not UTF-8.
+        let mut payload = 1000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(&[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xff]);
+        let e = first_error(&client_frame(true, OP_CLOSE, &payload));
+        assert_eq!(e.close_code(), Some(INVALID_PAYLOAD), "{e}");
+        // Codes a client may send, with or without a reason; and no code at all.
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ] {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice("κόσμε".as_bytes());
+            let mut r = reader_with(&client_frame(true, OP_CLOSE, &payload));
+            assert_eq!(r.parse().expect("valid"), Some(Incoming::Close(Some(code))));
+        }
+        let mut r = reader_with(&client_frame(true, OP_CLOSE, &[]));
+        assert_eq!(r.parse().expect("valid"), Some(Incoming::Close(None)));
+    }
+
+    #[test]
+    fn invalid_utf8_fails_on_the_fragment_that_brings_it() {
+        // The first fragment is already not UTF-8: refused before any other comes.
+        let e = first_error(&client_frame(false, OP_TEXT, &[b'a', 0xff]));
+        assert_eq!(e.close_code(), Some(INVALID_PAYLOAD), "{e}");
+        // A bad continuation byte right after a cut code point, in the next fragment.
+        let mut bytes = client_frame(false, OP_TEXT, &[b'a', 0xe2]);
+        bytes.extend(client_frame(false, OP_CONTINUATION, &[0x28]));
+        let e = first_error(&bytes);
+        assert_eq!(e.close_code(), Some(INVALID_PAYLOAD), "{e}");
+        // A code point cut at the end of the final fragment.
+        let mut bytes = client_frame(false, OP_TEXT, b"ok");
+        bytes.extend(client_frame(true, OP_CONTINUATION, &[0xe2, 0x82]));
+        let e = first_error(&bytes);
+        assert_eq!(e.close_code(), Some(INVALID_PAYLOAD), "{e}");
+        // One frame, not fragmented.
+        let e = first_error(&client_frame(true, OP_TEXT, &[0xc0, 0xaf]));
+        assert_eq!(e.close_code(), Some(INVALID_PAYLOAD), "{e}");
+        // A code point split over three fragments is fine.
+        let euro = "€".as_bytes();
+        let mut bytes = client_frame(false, OP_TEXT, &[b'[', euro[0]]);
+        bytes.extend(client_frame(false, OP_CONTINUATION, &euro[1..2]));
+        bytes.extend(client_frame(true, OP_CONTINUATION, &[euro[2], b']']));
+        let mut r = reader_with(&bytes);
+        assert_eq!(
+            r.parse().expect("valid"),
+            Some(Incoming::Text(Bytes::from("[€]")))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_buffer_grows_with_what_arrives_not_with_the_announced_length() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let frame = client_frame(true, OP_TEXT, &vec![b'a'; 1 << 20]);
+        // The header and 100 bytes of a 1 MiB frame, then nothing more for now.
+        client.write_all(&frame[..14 + 100]).await.expect("write");
+        let mut r = FrameReader::new(1 << 20, 512);
+        let read = tokio::time::timeout(std::time::Duration::from_millis(200), r.read(&mut server));
+        assert!(read.await.is_err(), "the frame is not whole yet");
+        assert!(
+            r.buf.capacity() < 16 * 1024,
+            "{} bytes reserved for 114 received",
+            r.buf.capacity()
+        );
+        // The rest comes and the message is whole.
+        let rest = frame[14 + 100..].to_vec();
+        tokio::spawn(async move {
+            client.write_all(&rest).await.expect("write");
+            client
+        });
+        let got = r.read(&mut server).await.expect("read");
+        assert!(matches!(got, Some(Incoming::Text(t)) if t.len() == 1 << 20));
+    }
+
+    fn budget(max: usize, timeout_ms: u64) -> Arc<PartialBudget> {
+        Arc::new(PartialBudget::new(
+            max,
+            Duration::from_millis(timeout_ms),
+            Arc::new(Metrics::new()),
+        ))
+    }
+
+    #[test]
+    fn unfinished_messages_share_one_budget() {
+        let b = budget(20_000, 60_000);
+        let mut first = FrameReader::with_budget(1 << 20, 512, Arc::clone(&b));
+        first
+            .buf
+            .extend(client_frame(false, OP_TEXT, &[b'a'; 12_000]));
+        assert_eq!(first.parse().expect("within the budget"), None);
+        assert!(b.used() >= 12_000, "{} counted", b.used());
+        // A second socket's fragment that would pass the budget ends that socket.
+        let mut second = FrameReader::with_budget(1 << 20, 512, Arc::clone(&b));
+        second
+            .buf
+            .extend(client_frame(false, OP_TEXT, &[b'a'; 12_000]));
+        let e = second.parse().expect_err("over the budget");
+        assert_eq!(e.close_code(), Some(POLICY_VIOLATION), "{e}");
+        drop(second);
+        // Finishing the message gives its bytes back; so does a reader that goes away.
+        first
+            .buf
+            .extend(client_frame(true, OP_CONTINUATION, b"end"));
+        assert!(matches!(first.parse(), Ok(Some(Incoming::Text(_)))));
+        assert_eq!(b.used(), 0);
+        first
+            .buf
+            .extend(client_frame(false, OP_TEXT, &[b'a'; 12_000]));
+        assert_eq!(first.parse().expect("within the budget"), None);
+        assert!(b.used() > 0);
+        drop(first);
+        assert_eq!(b.used(), 0);
+        // A chat frame split over two reads costs nothing shared.
+        let mut small = FrameReader::with_budget(1 << 20, 512, Arc::clone(&b));
+        small
+            .buf
+            .extend_from_slice(&client_frame(true, OP_TEXT, &[b'a'; 300])[..100]);
+        assert_eq!(small.parse().expect("valid so far"), None);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_message_left_unfinished_times_out_whatever_pings_come() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let mut r = FrameReader::with_budget(1 << 20, 512, budget(1 << 24, 300));
+        client
+            .write_all(&client_frame(false, OP_TEXT, b"{\"v\":"))
+            .await
+            .expect("write");
+        let mut pongs = 0;
+        let err = loop {
+            assert!(pongs < 200, "still open after {pongs} pings");
+            client
+                .write_all(&client_frame(true, OP_PING, b"hb"))
+                .await
+                .expect("write");
+            match r.read(&mut server).await {
+                Ok(Some(Incoming::Ping(_))) => pongs += 1,
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(e) => break e,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(matches!(err, ReadError::Unfinished(_)), "{err}");
+        assert_eq!(err.close_code(), Some(POLICY_VIOLATION));
+        assert!(pongs > 0, "pings were answered meanwhile");
+        // A reader waiting for the rest of a frame times out too, with no pings.
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let mut r = FrameReader::with_budget(1 << 20, 512, budget(1 << 24, 200));
+        client
+            .write_all(&client_frame(true, OP_TEXT, b"{}")[..4])
+            .await
+            .expect("write");
+        let e = r.read(&mut server).await.expect_err("timed out");
+        assert!(matches!(e, ReadError::Unfinished(_)), "{e}");
+    }
+
     #[tokio::test]
     async fn chunks_go_out_whole_and_in_order_through_short_writes() {
         let (mut a, mut b) = tokio::io::duplex(7);
