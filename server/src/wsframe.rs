@@ -897,7 +897,7 @@ mod tests {
         // The header and 100 bytes of a 1 MiB frame, then nothing more for now.
         client.write_all(&frame[..14 + 100]).await.expect("write");
         let mut r = FrameReader::new(1 << 20, 512);
-        let read = tokio::time::timeout(std::time::Duration::from_millis(200), r.read(&mut server));
+        let read = tokio::time::timeout(Duration::from_millis(200), r.read(&mut server));
         assert!(read.await.is_err(), "the frame is not whole yet");
         assert!(
             r.buf.capacity() < 16 * 1024,
