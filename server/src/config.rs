@@ -341,7 +341,7 @@ pub struct Config {
         long,
         global = true,
         env = "ROAM_MAX_PENDING_PER_IP",
-        default_value_t = 512
+        default_value_t = 2_048
     )]
     pub max_pending_per_ip: usize,
     /// Most client sockets (HTTP and WebSocket) held at once; more get health checks only.
