@@ -196,6 +196,10 @@ impl Edge {
     pub fn new(config: EdgeConfig, metrics: Arc<Metrics>) -> Arc<Edge> {
         if let Some(max) = config.max_connections {
             metrics.edge_connection_budget.set(max as i64);
+            tracing::info!(
+                budget = max,
+                "client connections past this budget get health checks only"
+            );
         }
         Arc::new(Edge {
             config,
