@@ -336,6 +336,69 @@ pub struct Config {
         default_value_t = 16
     )]
     pub max_sockets_per_user: usize,
+    /// An HTTP request head (request line and headers) must arrive in full within this long of
+    /// the connection opening, or of its first byte after a keep-alive wait; past it the
+    /// connection is dropped.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub http_header_timeout_ms: u64,
+    /// A keep-alive HTTP connection with no request in flight is dropped after this long
+    /// without a byte from the client.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_HTTP_IDLE_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
+    pub http_idle_timeout_secs: u64,
+    /// Most HTTP connections not upgraded to a WebSocket (REST keep-alive connections and
+    /// handshakes in progress) held at once; more get health checks only.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_MAX_PENDING_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub max_pending_connections: usize,
+    /// Most such connections from one client address (0: no cap; behind a reverse proxy every
+    /// connection comes from the proxy's address).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_MAX_PENDING_PER_IP",
+        default_value_t = 2_048
+    )]
+    pub max_pending_per_ip: usize,
+    /// Most client sockets (HTTP and WebSocket) held at once; more get health checks only.
+    /// 0: the open-file limit less the descriptors open at start and `--fd-reserve`.
+    #[arg(long, global = true, env = "ROAM_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// File descriptors kept free below the open-file limit (for the store, logs and health
+    /// checks) when the connection budget comes from the limit.
+    #[arg(long, global = true, env = "ROAM_FD_RESERVE", default_value_t = 128)]
+    pub fd_reserve: usize,
+    /// A WebSocket message left unfinished (fragments without the final one) this long closes
+    /// the socket with 1008.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_WS_MESSAGE_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub ws_message_timeout_ms: u64,
+    /// Bytes of unfinished WebSocket messages (partial frames and fragments) the server holds
+    /// over all sockets; a socket whose message would pass it is closed with 1008.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_WS_PARTIAL_BUDGET_BYTES",
+        default_value_t = 256 * 1024 * 1024
+    )]
+    pub ws_partial_budget_bytes: usize,
     /// A write to a socket that does not complete this long closes it (4008: the client stopped
     /// reading).
     #[arg(
@@ -443,6 +506,22 @@ impl Config {
         }
         if self.max_sockets == 0 || self.max_sockets_per_user == 0 {
             return Err("socket caps must be at least 1".into());
+        }
+        if self.http_header_timeout_ms < 100 || self.http_idle_timeout_secs == 0 {
+            return Err(
+                "the HTTP header timeout must be at least 100 ms and the idle timeout \
+                        at least 1 s"
+                    .into(),
+            );
+        }
+        if self.max_pending_connections == 0 {
+            return Err("--max-pending-connections must be at least 1".into());
+        }
+        if self.ws_message_timeout_ms < 100 {
+            return Err("the WebSocket message timeout must be at least 100 ms".into());
+        }
+        if self.ws_partial_budget_bytes < roam_proto::validate::MAX_FRAME_BYTES {
+            return Err("the partial-message budget must hold at least one largest message".into());
         }
         if self.slow_consumer_grace_ms < 100 {
             return Err("the slow-consumer grace must be at least 100 ms".into());

@@ -60,6 +60,8 @@ pub struct Conn {
     /// its node's lock.
     closing: AtomicBool,
     close_code: AtomicU16,
+    /// The close code is the client's own, echoed (sent without a reason).
+    echoed: AtomicBool,
     queue: Mutex<VecDeque<Outbound>>,
     wake: Notify,
     capacity: usize,
@@ -88,6 +90,7 @@ impl Conn {
             close: CancellationToken::new(),
             closing: AtomicBool::new(false),
             close_code: AtomicU16::new(0),
+            echoed: AtomicBool::new(false),
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             capacity: capacity.max(1),
@@ -103,6 +106,24 @@ impl Conn {
             .close_code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
         self.shut();
+    }
+
+    /// Closes the socket answering the client's close frame with its `code`, unless a code was
+    /// already chosen.
+    pub fn close_echo(&self, code: u16) {
+        if self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.echoed.store(true, Ordering::Release);
+        }
+        self.shut();
+    }
+
+    /// True when the close code is the client's, echoed.
+    pub fn echoed(&self) -> bool {
+        self.echoed.load(Ordering::Acquire)
     }
 
     /// Closes the socket with whatever code was chosen (none: a normal close).

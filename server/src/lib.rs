@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod compress;
 pub mod config;
 pub mod conn;
+pub mod edge;
 pub mod error;
 pub mod http;
 pub mod hub;
@@ -67,6 +68,12 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Socket tasks, awaited on shutdown.
     pub tasks: TaskTracker,
+    /// The connection edge: what is counted of the HTTP connections, and their limits.
+    pub edge: Arc<edge::Edge>,
+    /// WebSocket slots, taken before an upgrade (the socket caps).
+    pub sockets: Arc<ws::SocketSlots>,
+    /// Bytes of unfinished WebSocket messages, over every socket.
+    pub partial: Arc<wsframe::PartialBudget>,
 }
 
 /// Start-up failures.
@@ -151,6 +158,16 @@ impl AppState {
                 ..HubConfig::default()
             },
         ));
+        let edge = edge::Edge::new(edge::EdgeConfig::from_config(&config), Arc::clone(&metrics));
+        let sockets = Arc::new(ws::SocketSlots::new(
+            config.max_sockets,
+            config.max_sockets_per_user,
+        ));
+        let partial = Arc::new(wsframe::PartialBudget::new(
+            config.ws_partial_budget_bytes,
+            Duration::from_millis(config.ws_message_timeout_ms),
+            Arc::clone(&metrics),
+        ));
         let bus = bus.unwrap_or_else(|| Arc::new(LocalBus::new(Arc::clone(&hub))));
         let service = Arc::new(Service {
             store,
@@ -172,6 +189,9 @@ impl AppState {
             hub,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            edge,
+            sockets,
+            partial,
         }
     }
 }
@@ -204,15 +224,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let router = app(state.clone());
         let stop = state.shutdown.clone();
-        let serve = tokio::spawn(async move {
-            let svc = router.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, svc)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                tracing::error!(error = %e, "server stopped with an error");
-            }
-        });
+        let serve = tokio::spawn(edge::serve(listener, router, Arc::clone(&state.edge), stop));
         let retention = tokio::spawn(retention::run(state.clone()));
         let sweeper = tokio::spawn(ws::sweep(state.clone(), Duration::from_secs(1)));
         let trimmer = tokio::spawn(memory::run(state.clone(), Duration::from_secs(1)));

@@ -24,6 +24,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Raises the open-file limit to the hard limit: every socket is a descriptor.
+fn raise_open_file_limit() {
+    match roam_server::edge::raise_open_file_limit() {
+        Ok(r) if r.before != r.after => {
+            tracing::info!(before = ?r.before, after = ?r.after, "raised the open-file limit");
+        }
+        Ok(r) => tracing::info!(limit = ?r.after, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "the open-file limit stays as it is"),
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
@@ -71,6 +82,9 @@ async fn serve() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.config.log_format);
     let config = cli.config;
+    if cli.command.is_none() || matches!(cli.command, Some(Command::Serve)) {
+        raise_open_file_limit();
+    }
     if let Some(Command::Token { user, ttl_secs }) = cli.command {
         // The same checks as the server: a token the server would refuse is not printed.
         if let Err(e) = config.validate() {

@@ -78,6 +78,22 @@ pub struct Metrics {
     pub bus_resyncs: Counter,
     /// 1 while the bus reaches the other instances (always 1 on the in-process bus).
     pub bus_up: Gauge,
+    /// Client sockets open (HTTP connections and WebSockets).
+    pub edge_open: Gauge,
+    /// HTTP connections not upgraded to a WebSocket (admitted under the pending caps).
+    pub edge_pending: Gauge,
+    /// Most client sockets held before new ones get health checks only.
+    pub edge_connection_budget: Gauge,
+    /// Connections over a cap, by `<cap>_<outcome>` (outcome: spare, closed).
+    pub edge_refused: Family<KindLabel, Counter>,
+    /// HTTP connections dropped by the watchdog, by kind (header, idle).
+    pub edge_timeouts: Family<KindLabel, Counter>,
+    /// Accepts that failed for want of a file descriptor.
+    pub edge_accept_errors: Counter,
+    /// Bytes of unfinished WebSocket messages held, over every socket.
+    pub ws_partial_bytes: Gauge,
+    /// Sockets closed for an unfinished message, by kind (timeout, budget).
+    pub ws_partial_closed: Family<KindLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -131,6 +147,14 @@ impl Metrics {
             bus_dropped: Counter::default(),
             bus_resyncs: Counter::default(),
             bus_up: Gauge::default(),
+            edge_open: Gauge::default(),
+            edge_pending: Gauge::default(),
+            edge_connection_budget: Gauge::default(),
+            edge_refused: Family::default(),
+            edge_timeouts: Family::default(),
+            edge_accept_errors: Counter::default(),
+            ws_partial_bytes: Gauge::default(),
+            ws_partial_closed: Family::default(),
             registry: Registry::default(),
         };
         m.bus_up.set(1);
@@ -259,6 +283,48 @@ impl Metrics {
             "sockets_refused",
             "WebSocket upgrades refused by a socket cap, by kind (total, per_user)",
             m.sockets_refused.clone(),
+        );
+        r.register(
+            "edge_open_connections",
+            "Client sockets open (HTTP connections and WebSockets)",
+            m.edge_open.clone(),
+        );
+        r.register(
+            "edge_pending_connections",
+            "HTTP connections not upgraded to a WebSocket, under the pending caps",
+            m.edge_pending.clone(),
+        );
+        r.register(
+            "edge_connection_budget",
+            "Client sockets held before new connections get health checks only (from the \
+             open-file limit or --max-connections; 0: none)",
+            m.edge_connection_budget.clone(),
+        );
+        r.register(
+            "edge_refused",
+            "Connections over a cap, by kind: <cap>_<outcome>, cap pending, pending_per_ip or \
+             descriptors, outcome spare (health checks only) or closed",
+            m.edge_refused.clone(),
+        );
+        r.register(
+            "edge_timeouts",
+            "HTTP connections dropped by kind: header (request head late), idle (keep-alive)",
+            m.edge_timeouts.clone(),
+        );
+        r.register(
+            "edge_accept_errors",
+            "Accepts that failed for want of a file descriptor",
+            m.edge_accept_errors.clone(),
+        );
+        r.register(
+            "ws_partial_bytes",
+            "Bytes of unfinished WebSocket messages held, over every socket",
+            m.ws_partial_bytes.clone(),
+        );
+        r.register(
+            "ws_partial_closed",
+            "Sockets closed for an unfinished message, by kind: timeout, budget",
+            m.ws_partial_closed.clone(),
         );
         r.register(
             "recovery_resets",

@@ -8,20 +8,33 @@
 //!
 //! [`FrameReader`] reads what clients send: masked text frames (fragmented or not), pings,
 //! pongs and close frames, within a size limit. It parses from a buffer that starts small and
-//! grows only for a large message, and gives a large one back once it has been read.
+//! grows with the bytes that arrive (never by a frame's announced length), and gives a large
+//! one back once it has been read. It checks text for UTF-8 fragment by fragment and close
+//! frames as RFC 6455 §5.5.1 and §7.4 say, and counts unfinished messages against a budget
+//! shared by every socket, with a timeout.
 
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
 
 /// Close code for a frame that breaks RFC 6455 (unmasked, reserved bits, a bad opcode).
 pub const PROTOCOL_ERROR: u16 = 1002;
-/// Close code for a text message that is not UTF-8.
+/// Close code for a text message or close reason that is not UTF-8.
 pub const INVALID_PAYLOAD: u16 = 1007;
+/// Close code for a message left unfinished too long, or one that would take the server past
+/// its budget of unfinished messages (the client broke a policy of this server rather than the
+/// protocol, and no single message was too big: 1008, not 1009).
+pub const POLICY_VIOLATION: u16 = 1008;
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -153,14 +166,15 @@ impl WireFrame {
 /// What a client sent.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
-    /// A whole text message (not yet checked for UTF-8: the caller reads it as text once).
+    /// A whole text message, checked to be UTF-8.
     Text(Bytes),
     /// A whole binary message.
     Binary(Bytes),
     /// A ping: answer with a pong carrying the same payload.
     Ping(Bytes),
     Pong,
-    /// The client closes, with its code if it gave one.
+    /// The client closes, with its code if it gave one (always one a client may send,
+    /// [`close_code_may_be_sent`]; its reason was UTF-8).
     Close(Option<u16>),
 }
 
@@ -173,6 +187,12 @@ pub enum ReadError {
     TooBig(usize),
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    #[error("invalid UTF-8 in a {0}")]
+    InvalidUtf8(&'static str),
+    #[error("a message still unfinished after {0:?}")]
+    Unfinished(Duration),
+    #[error("the server holds as many unfinished messages as it may")]
+    OverBudget,
 }
 
 impl ReadError {
@@ -182,23 +202,141 @@ impl ReadError {
             ReadError::Io(_) => None,
             ReadError::TooBig(_) => Some(roam_proto::close::TOO_BIG),
             ReadError::Protocol(_) => Some(PROTOCOL_ERROR),
+            ReadError::InvalidUtf8(_) => Some(INVALID_PAYLOAD),
+            ReadError::Unfinished(_) | ReadError::OverBudget => Some(POLICY_VIOLATION),
         }
     }
 }
 
+/// True for a close code a peer may send (RFC 6455 §7.4.1 and §7.4.2, with the codes IANA
+/// registered since: 1012–1014): 1000–1003, 1007–1014 and 3000–4999. 1004 is reserved; 1005,
+/// 1006 and 1015 must never be sent; 0–999, the rest of 1000–2999 and 5000 up are not codes.
+pub fn close_code_may_be_sent(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Reads a close frame's payload (RFC 6455 §5.5.1): empty, or a code a peer may send followed
+/// by a UTF-8 reason.
+fn close_frame(payload: &[u8]) -> Result<Incoming, ReadError> {
+    match payload.len() {
+        0 => Ok(Incoming::Close(None)),
+        1 => Err(ReadError::Protocol("a close payload of one byte")),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !close_code_may_be_sent(code) {
+                return Err(ReadError::Protocol("a close code that may not be sent"));
+            }
+            if std::str::from_utf8(&payload[2..]).is_err() {
+                return Err(ReadError::InvalidUtf8("close reason"));
+            }
+            Ok(Incoming::Close(Some(code)))
+        }
+    }
+}
+
+/// Checks the bytes of a text message after `checked` and moves `checked` past what is valid.
+/// A code point cut at the end is let through until the final fragment (it may be completed by
+/// the next one); anything else that is not UTF-8 fails at once.
+fn check_utf8(bytes: &[u8], checked: &mut usize, fin: bool) -> Result<(), ReadError> {
+    match std::str::from_utf8(&bytes[*checked..]) {
+        Ok(_) => {
+            *checked = bytes.len();
+            Ok(())
+        }
+        Err(e) if e.error_len().is_none() && !fin => {
+            *checked += e.valid_up_to();
+            Ok(())
+        }
+        Err(_) => Err(ReadError::InvalidUtf8("text message")),
+    }
+}
+
+/// The bytes of unfinished messages (frames partly received, fragments of a message without
+/// its final fragment) that every socket's reader together may hold, and how long a message
+/// may stay unfinished. Shared by every socket's [`FrameReader`].
+#[derive(Debug)]
+pub struct PartialBudget {
+    max: usize,
+    used: AtomicUsize,
+    timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl PartialBudget {
+    pub fn new(max: usize, timeout: Duration, metrics: Arc<Metrics>) -> PartialBudget {
+        PartialBudget {
+            max,
+            used: AtomicUsize::new(0),
+            timeout,
+            metrics: Some(metrics),
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, used: usize) {
+        if let Some(m) = &self.metrics {
+            m.ws_partial_bytes.set(used as i64);
+        }
+    }
+
+    fn take(&self, n: usize) -> bool {
+        let before = self.used.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > self.max {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        self.publish(before + n);
+        true
+    }
+
+    fn give(&self, n: usize) {
+        let before = self.used.fetch_sub(n, Ordering::AcqRel);
+        self.publish(before.saturating_sub(n));
+    }
+}
+
+/// A fragmented message being gathered.
+#[derive(Debug)]
+struct Partial {
+    opcode: u8,
+    gathered: BytesMut,
+    /// How much of a text message is checked UTF-8.
+    checked: usize,
+}
+
 /// Reads client frames into whole messages.
+///
+/// The read buffer grows with the bytes that arrive, never by a frame's announced length: a
+/// header announcing 1 MiB costs nothing until the bytes come. With a [`PartialBudget`], what
+/// an unfinished message holds (past [`FREE_BYTES`] per socket) is counted against it, and a
+/// message unfinished for longer than its timeout ends the socket, pings or not.
 #[derive(Debug)]
 pub struct FrameReader {
     buf: BytesMut,
-    /// A fragmented message being gathered: its opcode and what came so far.
-    partial: Option<(u8, BytesMut)>,
+    /// Boxed: it exists only while a fragmented message is gathered, and every idle socket's
+    /// reader holds this field.
+    partial: Option<Box<Partial>>,
     max: usize,
-    read_size: usize,
+    /// `u32`s, like `held`: every idle socket's reader holds these.
+    read_size: u32,
+    budget: Option<Arc<PartialBudget>>,
+    /// Bytes counted against the budget now.
+    held: u32,
+    /// When the current message began, while it is unfinished.
+    unfinished_since: Option<Instant>,
 }
 
 /// A buffer this large or larger is dropped once empty, so a burst or a large message does not
 /// stay with an idle socket.
 const KEEP_AT_MOST: usize = 8 * 1024;
+
+/// Unfinished bytes a socket holds without counting them against the [`PartialBudget`]: a
+/// chat frame split across two reads costs no shared counter.
+pub const FREE_BYTES: usize = 4 * 1024;
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     let word = u32::from_ne_bytes(mask);
@@ -213,14 +351,25 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 }
 
 impl FrameReader {
-    /// A reader of messages up to `max` bytes, reading `read_size` bytes at a time.
+    /// A reader of messages up to `max` bytes, reading `read_size` bytes at a time, with no
+    /// budget or timeout for unfinished messages.
     pub fn new(max: usize, read_size: usize) -> FrameReader {
         FrameReader {
             buf: BytesMut::new(),
             partial: None,
             max,
-            read_size: read_size.max(16),
+            read_size: u32::try_from(read_size.max(16)).unwrap_or(u32::MAX),
+            budget: None,
+            held: 0,
+            unfinished_since: None,
         }
+    }
+
+    /// A reader whose unfinished messages count against `budget` and its timeout.
+    pub fn with_budget(max: usize, read_size: usize, budget: Arc<PartialBudget>) -> FrameReader {
+        let mut r = FrameReader::new(max, read_size);
+        r.budget = Some(budget);
+        r
     }
 
     /// Reads the next message; `None` when the client closed the connection.
@@ -236,22 +385,85 @@ impl FrameReader {
             if let Some(m) = got {
                 return Ok(Some(m));
             }
-            self.buf.reserve(self.read_size);
-            if io.read_buf(&mut self.buf).await? == 0 {
+            // Grow with what arrives: at most double what is held, never to a frame's
+            // announced length.
+            self.buf
+                .reserve((self.read_size as usize).max(self.buf.len().min(self.max)));
+            let n = if self.budget.is_some() && self.unfinished_since.is_some() {
+                // Boxed: an idle socket's reader waits in the other branch, and a timer would
+                // size its future.
+                Box::pin(self.read_unfinished(io)).await?
+            } else {
+                io.read_buf(&mut self.buf).await?
+            };
+            if n == 0 {
                 return Ok(None);
             }
         }
     }
 
+    /// Reads more of an unfinished message, within what is left of its time.
+    async fn read_unfinished<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+    ) -> Result<usize, ReadError> {
+        let (Some(b), Some(since)) = (&self.budget, self.unfinished_since) else {
+            return Ok(io.read_buf(&mut self.buf).await?);
+        };
+        let timeout = b.timeout;
+        match tokio::time::timeout_at(since + timeout, io.read_buf(&mut self.buf)).await {
+            Ok(n) => Ok(n?),
+            Err(_) => Err(ReadError::Unfinished(timeout)),
+        }
+    }
+
     /// Takes one message out of what was read, if a whole one is there.
     pub fn parse(&mut self) -> Result<Option<Incoming>, ReadError> {
+        if let (Some(b), Some(since)) = (&self.budget, self.unfinished_since) {
+            if since.elapsed() >= b.timeout {
+                return Err(ReadError::Unfinished(b.timeout));
+            }
+        }
+        let got = self.take_frames()?;
+        self.account(got.is_some())?;
+        Ok(got)
+    }
+
+    /// Notes when the current message began and counts what unfinished messages hold against
+    /// the budget.
+    fn account(&mut self, completed: bool) -> Result<(), ReadError> {
+        let pending = self.buf.len() + self.partial.as_ref().map_or(0, |p| p.gathered.len());
+        if pending == 0 {
+            self.unfinished_since = None;
+        } else if (completed && self.partial.is_none()) || self.unfinished_since.is_none() {
+            // What is left after a whole frame begins the next message.
+            self.unfinished_since = Some(Instant::now());
+        }
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let want = if pending > FREE_BYTES { pending } else { 0 };
+        let held = self.held as usize;
+        if want > held {
+            if !budget.take(want - held) {
+                return Err(ReadError::OverBudget);
+            }
+        } else if want < held {
+            budget.give(held - want);
+        }
+        // At most two largest messages: fits.
+        self.held = u32::try_from(want).unwrap_or(u32::MAX);
+        Ok(())
+    }
+
+    /// Takes frames until one makes a message (or a control frame) or the buffer runs out.
+    fn take_frames(&mut self) -> Result<Option<Incoming>, ReadError> {
         loop {
             let Some((fin, opcode, mask, at, len)) = self.header()? else {
                 return Ok(None);
             };
             if self.buf.len() < at + len {
-                // Room for the rest of the frame, at once rather than read by read.
-                self.buf.reserve(at + len - self.buf.len());
+                // The rest comes read by read (see `read`).
                 return Ok(None);
             }
             self.buf.advance(at);
@@ -260,32 +472,39 @@ impl FrameReader {
             match opcode {
                 OP_PING => return Ok(Some(Incoming::Ping(payload.freeze()))),
                 OP_PONG => return Ok(Some(Incoming::Pong)),
-                OP_CLOSE => {
-                    let code =
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                    return Ok(Some(Incoming::Close(code)));
-                }
+                OP_CLOSE => return close_frame(&payload).map(Some),
                 OP_CONTINUATION => {
-                    let Some((_, gathered)) = self.partial.as_mut() else {
+                    let Some(p) = self.partial.as_mut() else {
                         return Err(ReadError::Protocol("continuation without a message"));
                     };
-                    gathered.extend_from_slice(&payload);
+                    p.gathered.extend_from_slice(&payload);
+                    if p.opcode == OP_TEXT {
+                        check_utf8(&p.gathered, &mut p.checked, fin)?;
+                    }
                     if !fin {
                         continue;
                     }
-                    let Some((op, gathered)) = self.partial.take() else {
+                    let Some(p) = self.partial.take() else {
                         continue;
                     };
-                    return Ok(Some(message(op, gathered.freeze())));
+                    return Ok(Some(message(p.opcode, p.gathered.freeze())));
                 }
                 _ => {
                     if self.partial.is_some() {
                         return Err(ReadError::Protocol("new message inside a fragmented one"));
                     }
+                    let mut checked = 0;
+                    if opcode == OP_TEXT {
+                        check_utf8(&payload, &mut checked, fin)?;
+                    }
                     if fin {
                         return Ok(Some(message(opcode, payload.freeze())));
                     }
-                    self.partial = Some((opcode, payload));
+                    self.partial = Some(Box::new(Partial {
+                        opcode,
+                        gathered: payload,
+                        checked,
+                    }));
                 }
             }
         }
@@ -332,7 +551,7 @@ impl FrameReader {
                 }
             }
             OP_CONTINUATION | OP_TEXT | OP_BINARY => {
-                let before = self.partial.as_ref().map_or(0, |(_, g)| g.len() as u64);
+                let before = self.partial.as_ref().map_or(0, |p| p.gathered.len() as u64);
                 if before.saturating_add(len) > self.max as u64 {
                     return Err(ReadError::TooBig(self.max));
                 }
@@ -344,6 +563,16 @@ impl FrameReader {
         }
         let mask = [b[at], b[at + 1], b[at + 2], b[at + 3]];
         Ok(Some((fin, opcode, mask, at + 4, len as usize)))
+    }
+}
+
+impl Drop for FrameReader {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            if self.held > 0 {
+                b.give(self.held as usize);
+            }
+        }
     }
 }
 
@@ -586,6 +815,186 @@ mod tests {
         );
         drop(writer.await.expect("writer"));
         assert_eq!(r.read(&mut server).await.expect("eof"), None);
+    }
+
+    /// The first error parsing `bytes` gives (panics if they are all accepted).
+    fn first_error(bytes: &[u8]) -> ReadError {
+        let mut r = reader_with(bytes);
+        loop {
+            match r.parse() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("accepted: {bytes:?}"),
+                Err(e) => return e,
+            }
+        }
+    }
+
+    #[test]
+    fn close_frames_are_checked_as_rfc_6455_says() {
+        // A one-byte payload cannot hold a code.
+        let e = first_error(&client_frame(true, OP_CLOSE, &[0x03]));
+        assert_eq!(e.close_code(), Some(PROTOCOL_ERROR), "{e}");
+        // Codes that may not be sent.
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let e = first_error(&client_frame(true, OP_CLOSE, &code.to_be_bytes()));
+            assert_eq!(e.close_code(), Some(PROTOCOL_ERROR), "code {code}: {e}");
+        }
+        // A reason that is not UTF-8.
+        let mut payload = 1000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(&[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xff]);
+        let e = first_error(&client_frame(true, OP_CLOSE, &payload));
+        assert_eq!(e.close_code(), Some(INVALID_PAYLOAD), "{e}");
+        // Codes a client may send, with or without a reason; and no code at all.
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ] {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice("κόσμε".as_bytes());
+            let mut r = reader_with(&client_frame(true, OP_CLOSE, &payload));
+            assert_eq!(r.parse().expect("valid"), Some(Incoming::Close(Some(code))));
+        }
+        let mut r = reader_with(&client_frame(true, OP_CLOSE, &[]));
+        assert_eq!(r.parse().expect("valid"), Some(Incoming::Close(None)));
+    }
+
+    #[test]
+    fn invalid_utf8_fails_on_the_fragment_that_brings_it() {
+        // The first fragment is already not UTF-8: refused before any other comes.
+        let e = first_error(&client_frame(false, OP_TEXT, &[b'a', 0xff]));
+        assert_eq!(e.close_code(), Some(INVALID_PAYLOAD), "{e}");
+        // A bad continuation byte right after a cut code point, in the next fragment.
+        let mut bytes = client_frame(false, OP_TEXT, &[b'a', 0xe2]);
+        bytes.extend(client_frame(false, OP_CONTINUATION, &[0x28]));
+        let e = first_error(&bytes);
+        assert_eq!(e.close_code(), Some(INVALID_PAYLOAD), "{e}");
+        // A code point cut at the end of the final fragment.
+        let mut bytes = client_frame(false, OP_TEXT, b"ok");
+        bytes.extend(client_frame(true, OP_CONTINUATION, &[0xe2, 0x82]));
+        let e = first_error(&bytes);
+        assert_eq!(e.close_code(), Some(INVALID_PAYLOAD), "{e}");
+        // One frame, not fragmented.
+        let e = first_error(&client_frame(true, OP_TEXT, &[0xc0, 0xaf]));
+        assert_eq!(e.close_code(), Some(INVALID_PAYLOAD), "{e}");
+        // A code point split over three fragments is fine.
+        let euro = "€".as_bytes();
+        let mut bytes = client_frame(false, OP_TEXT, &[b'[', euro[0]]);
+        bytes.extend(client_frame(false, OP_CONTINUATION, &euro[1..2]));
+        bytes.extend(client_frame(true, OP_CONTINUATION, &[euro[2], b']']));
+        let mut r = reader_with(&bytes);
+        assert_eq!(
+            r.parse().expect("valid"),
+            Some(Incoming::Text(Bytes::from("[€]")))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_buffer_grows_with_what_arrives_not_with_the_announced_length() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let frame = client_frame(true, OP_TEXT, &vec![b'a'; 1 << 20]);
+        // The header and 100 bytes of a 1 MiB frame, then nothing more for now.
+        client.write_all(&frame[..14 + 100]).await.expect("write");
+        let mut r = FrameReader::new(1 << 20, 512);
+        let read = tokio::time::timeout(Duration::from_millis(200), r.read(&mut server));
+        assert!(read.await.is_err(), "the frame is not whole yet");
+        assert!(
+            r.buf.capacity() < 16 * 1024,
+            "{} bytes reserved for 114 received",
+            r.buf.capacity()
+        );
+        // The rest comes and the message is whole.
+        let rest = frame[14 + 100..].to_vec();
+        tokio::spawn(async move {
+            client.write_all(&rest).await.expect("write");
+            client
+        });
+        let got = r.read(&mut server).await.expect("read");
+        assert!(matches!(got, Some(Incoming::Text(t)) if t.len() == 1 << 20));
+    }
+
+    fn budget(max: usize, timeout_ms: u64) -> Arc<PartialBudget> {
+        Arc::new(PartialBudget::new(
+            max,
+            Duration::from_millis(timeout_ms),
+            Arc::new(Metrics::new()),
+        ))
+    }
+
+    #[test]
+    fn unfinished_messages_share_one_budget() {
+        let b = budget(20_000, 60_000);
+        let mut first = FrameReader::with_budget(1 << 20, 512, Arc::clone(&b));
+        first
+            .buf
+            .extend(client_frame(false, OP_TEXT, &[b'a'; 12_000]));
+        assert_eq!(first.parse().expect("within the budget"), None);
+        assert!(b.used() >= 12_000, "{} counted", b.used());
+        // A second socket's fragment that would pass the budget ends that socket.
+        let mut second = FrameReader::with_budget(1 << 20, 512, Arc::clone(&b));
+        second
+            .buf
+            .extend(client_frame(false, OP_TEXT, &[b'a'; 12_000]));
+        let e = second.parse().expect_err("over the budget");
+        assert_eq!(e.close_code(), Some(POLICY_VIOLATION), "{e}");
+        drop(second);
+        // Finishing the message gives its bytes back; so does a reader that goes away.
+        first
+            .buf
+            .extend(client_frame(true, OP_CONTINUATION, b"end"));
+        assert!(matches!(first.parse(), Ok(Some(Incoming::Text(_)))));
+        assert_eq!(b.used(), 0);
+        first
+            .buf
+            .extend(client_frame(false, OP_TEXT, &[b'a'; 12_000]));
+        assert_eq!(first.parse().expect("within the budget"), None);
+        assert!(b.used() > 0);
+        drop(first);
+        assert_eq!(b.used(), 0);
+        // A chat frame split over two reads costs nothing shared.
+        let mut small = FrameReader::with_budget(1 << 20, 512, Arc::clone(&b));
+        small
+            .buf
+            .extend_from_slice(&client_frame(true, OP_TEXT, &[b'a'; 300])[..100]);
+        assert_eq!(small.parse().expect("valid so far"), None);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_message_left_unfinished_times_out_whatever_pings_come() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let mut r = FrameReader::with_budget(1 << 20, 512, budget(1 << 24, 300));
+        client
+            .write_all(&client_frame(false, OP_TEXT, b"{\"v\":"))
+            .await
+            .expect("write");
+        let mut pongs = 0;
+        let err = loop {
+            assert!(pongs < 200, "still open after {pongs} pings");
+            client
+                .write_all(&client_frame(true, OP_PING, b"hb"))
+                .await
+                .expect("write");
+            match r.read(&mut server).await {
+                Ok(Some(Incoming::Ping(_))) => pongs += 1,
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(e) => break e,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(matches!(err, ReadError::Unfinished(_)), "{err}");
+        assert_eq!(err.close_code(), Some(POLICY_VIOLATION));
+        assert!(pongs > 0, "pings were answered meanwhile");
+        // A reader waiting for the rest of a frame times out too, with no pings.
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let mut r = FrameReader::with_budget(1 << 20, 512, budget(1 << 24, 200));
+        client
+            .write_all(&client_frame(true, OP_TEXT, b"{}")[..4])
+            .await
+            .expect("write");
+        let e = r.read(&mut server).await.expect_err("timed out");
+        assert!(matches!(e, ReadError::Unfinished(_)), "{e}");
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ mod budgets;
 mod cluster;
 mod delivery;
 mod documents;
+mod edge;
 mod fixtures;
 mod fuzz;
 mod http_features;
