@@ -147,7 +147,8 @@ impl From<roam_core::Error> for RoamError {
                 ErrorCode::InvalidInput | ErrorCode::PayloadTooLarge => {
                     RoamError::InvalidInput { reason: message }
                 }
-                ErrorCode::Unavailable => {
+                // Out of order is the outbox's to resend; it reaches an app only as "try again".
+                ErrorCode::Unavailable | ErrorCode::OutOfOrder => {
                     tracing::debug!(target: "roam_ffi", error = %message, "server unavailable");
                     RoamError::Network { reason: message }
                 }

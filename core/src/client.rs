@@ -1010,6 +1010,7 @@ fn send_presence(ctx: &Context, status: PresenceStatus) {
     ctx.send(SessionCmd::Frame(ClientFrame::Mutate {
         id: format!("p-{}", uuid::Uuid::now_v7()),
         key: uuid::Uuid::now_v7().to_string(),
+        after: None,
         mutation: Mutation::SetPresence { status },
     }));
 }

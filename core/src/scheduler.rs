@@ -103,6 +103,10 @@ struct RoomQueue {
 pub(crate) struct Outgoing {
     pub frame_id: String,
     pub key: String,
+    /// The key of the queue's previous entry, still awaiting its answer: the server applies
+    /// this one only after it (`after` on the wire), so nothing overtakes a refused or lost
+    /// frame.
+    pub after: Option<String>,
     pub mutation: Mutation,
     pub retry: bool,
 }
@@ -299,6 +303,18 @@ impl Scheduler {
                     }
                     q.barrier = true;
                 }
+                // Every earlier entry of the queue is on the wire (the queue is sent in order
+                // and a failure drains it before anything is sent again): the nearest one is
+                // this one's predecessor.
+                let after = q
+                    .entries
+                    .range(..pos)
+                    .next_back()
+                    .map(|(_, e)| e.id.clone());
+                let Some(entry) = q.entries.get_mut(&pos) else {
+                    blocked[idx] = true;
+                    continue;
+                };
                 self.next_frame += 1;
                 let frame_id = format!("o{}", self.next_frame);
                 entry.flight = Some(frame_id.clone());
@@ -315,6 +331,7 @@ impl Scheduler {
                 out.push(Outgoing {
                     frame_id,
                     key: entry.id.clone(),
+                    after,
                     mutation: entry.mutation.clone(),
                     retry,
                 });
@@ -388,6 +405,18 @@ impl Scheduler {
         let delay = q.backoff.next_delay().max(retry_after.unwrap_or_default());
         let at = now + delay;
         q.retry_at = Some(q.retry_at.map_or(at, |t| t.max(at)));
+        q.draining = true;
+        Some(id)
+    }
+
+    /// A frame was refused because its predecessor was not applied (`out_of_order`): its
+    /// entry waits and its queue drains, to be sent again in order once the predecessor's own
+    /// answer (a transient failure, with its backoff) has come. No backoff of its own: it is
+    /// the predecessor's failure, counted there. Returns the entry's id and position.
+    pub(crate) fn on_out_of_order(&mut self, frame_id: &str) -> Option<(String, i64)> {
+        let (queue, pos) = self.take_flight(frame_id)?;
+        let q = self.queues.get_mut(&queue)?;
+        let id = (q.entries.get(&pos)?.id.clone(), pos);
         q.draining = true;
         Some(id)
     }

@@ -881,6 +881,13 @@ impl<'a> Session<'a> {
             }
             return self.maybe_recovered().await;
         }
+        if error.code == ErrorCode::OutOfOrder {
+            // Its predecessor failed or was lost: it is sent again, in order, once the
+            // predecessor has been.
+            let entry = self.ctx.outbox.lock().on_out_of_order(&id);
+            tracing::debug!(frame = %id, ?entry, "out of order; will resend after its predecessor");
+            return Ok(());
+        }
         let transient = error.code.is_transient() || error.code == ErrorCode::TokenExpired;
         if transient {
             let retry_after = error.retry_after_ms.map(Duration::from_millis);
@@ -934,6 +941,7 @@ impl<'a> Session<'a> {
         self.outgoing.push(ClientFrame::Mutate {
             id,
             key: uuid::Uuid::now_v7().to_string(),
+            after: None,
             mutation: Mutation::SetPresence { status },
         });
         self.flush_outbox().await?;
@@ -958,6 +966,7 @@ impl<'a> Session<'a> {
             self.outgoing.push(ClientFrame::Mutate {
                 id: o.frame_id,
                 key: o.key,
+                after: o.after,
                 mutation: o.mutation,
             });
         }

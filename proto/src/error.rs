@@ -34,6 +34,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Too many requests; retry after `retry_after_ms`. (429)
     RateLimited,
+    /// The mutation names a predecessor (`after`) that is not applied: nothing changed. Send the
+    /// predecessor again first, then this one. (409)
+    OutOfOrder,
     /// The server failed; the detail is in its log, not here. (500)
     Internal,
     /// The server is shutting down or a dependency is down; retry. (503)
@@ -48,7 +51,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::Conflict | ErrorCode::VersionConflict => 409,
+            ErrorCode::Conflict | ErrorCode::VersionConflict | ErrorCode::OutOfOrder => 409,
             ErrorCode::Gone => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::IdempotencyMismatch => 422,
@@ -63,7 +66,10 @@ impl ErrorCode {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::Unavailable
+            ErrorCode::RateLimited
+                | ErrorCode::OutOfOrder
+                | ErrorCode::Internal
+                | ErrorCode::Unavailable
         )
     }
 
@@ -82,6 +88,7 @@ impl ErrorCode {
             ErrorCode::Gone => "gone",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::OutOfOrder => "out_of_order",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
         }

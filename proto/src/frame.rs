@@ -79,6 +79,12 @@ pub enum ClientFrame {
     Mutate {
         id: String,
         key: String,
+        /// The key of the mutation this one must follow: the server applies this one only if
+        /// that one is applied (its key recorded), else answers `out_of_order` and changes
+        /// nothing. A client pipelining a queue names each frame's predecessor still awaiting
+        /// its answer, so a refused or lost frame can never be overtaken by a later one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
         #[serde(flatten)]
         mutation: Mutation,
     },
@@ -218,7 +224,9 @@ mod tests {
         let env: Envelope<ClientFrame> = serde_json::from_str(raw).expect("parse");
         assert_eq!(env.v, 1);
         match &env.frame {
-            ClientFrame::Mutate { id, key, mutation } => {
+            ClientFrame::Mutate {
+                id, key, mutation, ..
+            } => {
                 assert_eq!(id, "r1");
                 assert_eq!(key, "k1");
                 assert_eq!(mutation.op(), "message.send");

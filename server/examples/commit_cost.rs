@@ -43,6 +43,7 @@ fn message(n: usize) -> Write {
         actor: user.clone(),
         now: 1_764_400_000_000 + n as i64,
         guard: None,
+        after: None,
         idem: Some(IdemRecord {
             user,
             key: format!("send.{n}"),
@@ -79,6 +80,7 @@ async fn measure(dir: &Path, sync: Synchronous, commits: usize) -> Figures {
                 actor: "owner".into(),
                 now: 1_764_400_000_000,
                 guard: None,
+                after: None,
                 idem: None,
                 change: create,
                 notify: Vec::new(),

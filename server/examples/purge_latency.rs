@@ -21,6 +21,7 @@ fn write(now: i64, change: Change, notify: Vec<NewNotification>) -> Write {
         actor: "bench".into(),
         now,
         guard: None,
+        after: None,
         idem: None,
         change,
         notify,

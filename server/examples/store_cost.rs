@@ -30,6 +30,7 @@ fn write(actor: &str, change: Change) -> Write {
         actor: actor.into(),
         now: 1_704_103_200_000,
         guard: None,
+        after: None,
         idem: None,
         change,
         notify: Vec::new(),

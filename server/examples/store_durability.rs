@@ -19,6 +19,7 @@ fn write(actor: &str, now: i64, change: Change) -> Write {
         actor: actor.into(),
         now,
         guard: None,
+        after: None,
         idem: None,
         change,
         notify: Vec::new(),

@@ -94,12 +94,14 @@ impl CacheStats {
 
 /// A cached value and when it was read from the store.
 type Stamped<V> = (Instant, V);
+/// Memberships by (room, user).
+type MemberMap = Generations<(String, String), Stamped<Option<Member>>>;
 
 /// Room and membership cache. `None` values (known absent) are cached too.
 #[derive(Debug)]
 pub struct ReadCache {
     rooms: Mutex<Generations<String, Stamped<Option<Room>>>>,
-    members: Mutex<Generations<(String, String), Stamped<Option<Member>>>>,
+    members: Mutex<MemberMap>,
     /// How long an entry is served without reading the store again.
     ttl: Duration,
     epoch: AtomicU64,

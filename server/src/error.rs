@@ -99,6 +99,10 @@ impl From<StoreError> for ApiError {
                 )
             },
             StoreError::Refused(r) => r.into(),
+            StoreError::OutOfOrder(key) => ApiError::new(
+                ErrorCode::OutOfOrder,
+                format!("the mutation {key} this one follows is not applied; send it first"),
+            ),
             StoreError::Backend(detail) => ApiError::unavailable(detail),
         }
     }

@@ -50,6 +50,16 @@ pub struct Applied {
     pub replayed: bool,
 }
 
+impl Prepared {
+    /// Makes the write apply only after the actor's mutation `key` (a pipelined queue's
+    /// predecessor): see [`Write::after`].
+    pub fn after(&mut self, key: Option<String>) {
+        if let Prepared::Write { write, .. } = self {
+            write.after = key;
+        }
+    }
+}
+
 /// A checked mutation, ready to submit.
 #[derive(Debug)]
 pub enum Prepared {
@@ -328,6 +338,7 @@ impl Service {
                     fingerprint: fp,
                 }),
                 guard,
+                after: None,
                 change,
                 notify,
             }),

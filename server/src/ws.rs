@@ -572,7 +572,12 @@ impl Socket {
                     self.unsubscribe(id, rooms);
                 }
             }
-            ClientFrame::Mutate { id, key, mutation } => self.mutate(id, key, mutation).await,
+            ClientFrame::Mutate {
+                id,
+                key,
+                after,
+                mutation,
+            } => self.mutate(id, key, after, mutation).await,
             ClientFrame::Typing { room, typing } => self.typing(room, typing).await,
             ClientFrame::Ping { id } => {
                 if self.control_allowed(&id) {
@@ -755,7 +760,13 @@ impl Socket {
         });
     }
 
-    async fn mutate(&mut self, id: String, key: String, mutation: Mutation) {
+    async fn mutate(
+        &mut self,
+        id: String,
+        key: String,
+        after: Option<String>,
+        mutation: Mutation,
+    ) {
         let svc = Arc::clone(&self.state.service);
         let user = self.conn.user.to_string();
         if let Mutation::SetPresence { status } = mutation {
@@ -792,10 +803,17 @@ impl Socket {
             Mutation::SendMessage { id: Some(m), .. } => Some(m.clone()),
             _ => None,
         };
-        let prepared = match svc.prepare(&user, &key, mutation).await {
+        if let Some(Err(e)) = after
+            .as_deref()
+            .map(roam_proto::validate::idempotency_key)
+        {
+            return self.error(Some(id), e.into());
+        }
+        let mut prepared = match svc.prepare(&user, &key, mutation).await {
             Ok(p) => p,
             Err(e) => return self.error(Some(id), e),
         };
+        prepared.after(after);
         let permit = tokio::select! {
             p = Arc::clone(&self.in_flight).acquire_owned() => match p {
                 Ok(p) => p,

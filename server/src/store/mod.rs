@@ -60,6 +60,9 @@ pub enum StoreError {
     /// A document edit was based on a stale version; this is the document as it is now.
     #[error("document changed since base version")]
     VersionConflict(Box<Document>),
+    /// The write names a predecessor (`Write::after`) that is not applied: nothing changed.
+    #[error("the mutation {0:?} this one follows is not applied")]
+    OutOfOrder(String),
     /// The actor may not do this, as the rows stand under the write's lock (a ban or a role
     /// change committed after the service checked it).
     #[error("refused: {0:?}")]
@@ -281,6 +284,10 @@ pub struct Write {
     /// What the actor must still be when the change is applied; checked inside the write's
     /// transaction, after the room's lock, so nothing commits after its author lost the right.
     pub guard: Option<crate::rules::Guard>,
+    /// The key of the actor's mutation this one must follow: applied only if that key is
+    /// recorded (checked in the transaction, after the replay check), else
+    /// [`StoreError::OutOfOrder`].
+    pub after: Option<String>,
     pub change: Change,
     pub notify: Vec<NewNotification>,
 }

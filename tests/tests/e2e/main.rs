@@ -5,6 +5,7 @@ mod account;
 mod backoff;
 mod live;
 mod offline;
+mod order;
 mod outage;
 mod permanent;
 mod process_death;

@@ -83,6 +83,11 @@ pub(super) async fn commit(c: &Conn, w: &Write) -> StoreResult<Outcome> {
     } else {
         ensure_user(c, &w.actor, w.now).await?;
     }
+    if let Some(after) = &w.after {
+        if c.query_opt(IDEM_EXISTS, &[&w.actor, after]).await?.is_none() {
+            return Err(StoreError::OutOfOrder(after.clone()));
+        }
+    }
     if let Some(guard) = &w.guard {
         check_guard(c, &w.actor, guard).await?;
     }
@@ -118,6 +123,11 @@ pub(super) async fn commit(c: &Conn, w: &Write) -> StoreResult<Outcome> {
         unread,
     }))
 }
+
+/// A predecessor's key is applied when its row exists: a write claims its key in its own
+/// transaction, so a row of a write still in progress elsewhere is not seen, and one of this
+/// lane's batch is (same transaction).
+const IDEM_EXISTS: &str = "SELECT 1 FROM idempotency WHERE user_id = $1 AND key = $2";
 
 /// Locks the guarded room's row (the lock seq assignment and every membership change take) and
 /// reads the actor's standing under it, so a ban or demotion committed before this write, on

@@ -49,6 +49,7 @@ fn write(actor: &str, change: Change) -> Write {
         actor: actor.into(),
         now: T0,
         guard: None,
+        after: None,
         idem: None,
         change,
         notify: Vec::new(),
@@ -162,6 +163,7 @@ async fn one_key_raced_from_two_servers_applies_once_and_replays_once() {
     for k in 0..KEYS {
         let keyed = |id: &str| Write {
             guard: None,
+            after: None,
             idem: Some(IdemRecord {
                 user: "alice".into(),
                 key: format!("key-{k}"),

@@ -53,6 +53,14 @@ pub(super) fn commit(tx: &Transaction<'_>, w: &Write) -> StoreResult<Committed> 
             return Ok(Committed::Replayed(stored));
         }
     }
+    if let Some(after) = &w.after {
+        let applied = tx
+            .prepare_cached(IDEM_EXISTS)?
+            .exists(params![w.actor, after])?;
+        if !applied {
+            return Err(StoreError::OutOfOrder(after.clone()));
+        }
+    }
     if let Some(guard) = &w.guard {
         check_guard(tx, &w.actor, guard)?;
     }
@@ -89,6 +97,8 @@ pub(super) fn commit(tx: &Transaction<'_>, w: &Write) -> StoreResult<Committed> 
         unread,
     })
 }
+
+const IDEM_EXISTS: &str = "SELECT 1 FROM idempotency WHERE user = ?1 AND key = ?2";
 
 const STANDING: &str = "SELECT r.kind, m.role, m.status FROM rooms r \
      LEFT JOIN members m ON m.room = r.name AND m.user = ?2 \

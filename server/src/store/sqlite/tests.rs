@@ -31,6 +31,7 @@ fn write(actor: &str, now: i64, change: Change) -> Write {
         actor: actor.into(),
         now,
         guard: None,
+        after: None,
         idem: None,
         change,
         notify: Vec::new(),
@@ -211,6 +212,7 @@ async fn idempotent_replay_survives_reopen() {
     };
     let send = |id: &str| Write {
         guard: None,
+        after: None,
         idem: Some(idem.clone()),
         ..write("alice", T0 + 5, message("general", id, "once"))
     };
@@ -250,6 +252,7 @@ async fn idempotent_replay_survives_reopen() {
         // A failed write records nothing: the key stays free.
         let failing = Write {
             guard: None,
+            after: None,
             idem: Some(IdemRecord {
                 key: "k2".into(),
                 ..idem.clone()
@@ -1425,6 +1428,7 @@ async fn purge_removes_old_rows_but_keeps_current_documents() {
         &store,
         Write {
             guard: None,
+            after: None,
             idem: Some(idem("old-key")),
             notify: vec![notify("old-n")],
             ..write("alice", T0, message("p", "m1", "x"))
@@ -1435,6 +1439,7 @@ async fn purge_removes_old_rows_but_keeps_current_documents() {
         &store,
         Write {
             guard: None,
+            after: None,
             idem: Some(idem("new-key")),
             notify: vec![notify("new-n")],
             ..write("alice", T0 + 500, message("p", "m2", "x"))

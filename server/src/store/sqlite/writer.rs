@@ -506,6 +506,7 @@ mod tests {
             actor: "w".into(),
             now: 1,
             guard: None,
+            after: None,
             idem: None,
             change,
             notify: Vec::new(),
