@@ -10,6 +10,7 @@ mod documents;
 mod fixtures;
 mod fuzz;
 mod http_features;
+mod hub_budget;
 mod idempotency;
 mod limits;
 mod memory;
