@@ -615,7 +615,13 @@ impl Hub {
         let mut pages: Vec<(Instant, usize, u64)> = Vec::new();
         for (i, line) in lines.iter().enumerate() {
             let st = line.state.lock();
-            pages.extend(st.pages.iter().map(|p| (p.used, i, p.index)));
+            // A page still being read holds nothing yet.
+            pages.extend(
+                st.pages
+                    .iter()
+                    .filter(|p| p.charged > 0)
+                    .map(|p| (p.used, i, p.index)),
+            );
         }
         pages.sort_unstable_by_key(|p| p.0);
         let mut pages_out = 0u64;
@@ -876,6 +882,7 @@ impl Hub {
         r.users.shrink_to_fit();
         r.unread_order.shrink_to_fit();
         r.rooms.shrink_to_fit();
+        self.follows.lock().shrink_to_fit();
         r.users.keys().cloned().collect()
     }
 

@@ -141,3 +141,57 @@ impl Limits {
         self.connects.shrink_to_fit();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn import(n: usize, len: usize) -> Mutation {
+        Mutation::ImportMessages {
+            room: "r".into(),
+            bodies: vec!["x".repeat(len); n],
+        }
+    }
+
+    #[test]
+    fn an_import_costs_tokens_by_size_up_to_the_burst() {
+        let mut c = Config::for_data_dir("/tmp/unused");
+        c.rate_mutations_burst = 500;
+        let limits = Limits::new(&c);
+        let send = Mutation::SendMessage {
+            room: "r".into(),
+            id: None,
+            body: "x".repeat(60_000),
+            reply_to: None,
+        };
+        assert_eq!(limits.cost(&send), 1, "other mutations cost one token");
+        assert_eq!(limits.cost(&import(1, 10)), 1, "at least one");
+        // 64 bodies of 16 KiB less their row's 256 bytes: 64 × 16 KiB.
+        assert_eq!(limits.cost(&import(64, 16 * 1024 - 256)), 64);
+        assert_eq!(limits.cost(&import(64, 16 * 1024 - 255)), 65);
+        // The largest import (5,000 × 1.6 KiB ≈ 8 MiB) costs the whole burst, no more.
+        assert_eq!(limits.cost(&import(5_000, 1_600)), 500);
+    }
+
+    #[test]
+    fn imports_share_a_budget_of_bytes_being_written() {
+        let mut c = Config::for_data_dir("/tmp/unused");
+        c.import_inflight_mb = 1;
+        let limits = Limits::new(&c);
+        let half = limits.import_permit(512 * 1024).expect("free");
+        let quarter = limits.import_permit(256 * 1024).expect("room left");
+        assert!(limits.import_permit(512 * 1024).is_err(), "over the budget");
+        drop(half);
+        assert!(
+            limits.import_permit(64 << 20).is_err(),
+            "a larger one needs all of it"
+        );
+        drop(quarter);
+        let whole = limits
+            .import_permit(64 << 20)
+            .expect("a larger one takes it whole");
+        assert!(limits.import_permit(1).is_err());
+        drop(whole);
+        assert!(limits.import_permit(1).is_ok());
+    }
+}
