@@ -417,6 +417,48 @@ pub struct Config {
         default_value_t = 50
     )]
     pub hub_reorder_window_ms: u64,
+    /// MiB of encoded events the hub keeps in memory over every room followed here (each
+    /// room's recent events and shared catch-up pages). Past it the hub evicts pages (least
+    /// recently used first), then the oldest recent events of the least recently active rooms;
+    /// sockets read what was evicted from the store.
+    #[arg(long, global = true, env = "ROAM_HUB_MEMORY_MB", default_value_t = 256)]
+    pub hub_memory_mb: usize,
+    /// Most rooms one socket may follow; a `subscribe` past it is refused with `conflict`.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_MAX_ROOMS_PER_SOCKET",
+        default_value_t = 1_000
+    )]
+    pub max_rooms_per_socket: usize,
+    /// Most rooms one user's sockets on this server may follow together (a room followed by
+    /// several of them counts once); a `subscribe` past it is refused with `conflict`.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_MAX_ROOMS_PER_USER",
+        default_value_t = 2_000
+    )]
+    pub max_rooms_per_user: usize,
+    /// A `message.import` costs one mutation token per started this many KiB of its messages
+    /// (each body plus 256 bytes for its row and event), at least one and at most the burst.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_RATE_IMPORT_KIB_PER_TOKEN",
+        default_value_t = 16
+    )]
+    pub rate_import_kib_per_token: u32,
+    /// MiB of `message.import` messages this server writes at once; an import that finds the
+    /// budget taken is refused with `rate_limited` (an import larger than the budget takes it
+    /// whole), so imports queue at most this much ahead of other writes.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_IMPORT_INFLIGHT_MB",
+        default_value_t = 8
+    )]
+    pub import_inflight_mb: u32,
     /// Rooms with more members than this get no presence frames (`presence_state`,
     /// `presence_diff`): their clients ask `GET /v1/presence` for the users they show.
     #[arg(
@@ -525,6 +567,15 @@ impl Config {
         }
         if self.slow_consumer_grace_ms < 100 {
             return Err("the slow-consumer grace must be at least 100 ms".into());
+        }
+        if self.hub_memory_mb == 0 {
+            return Err("the hub memory budget must be at least 1 MiB".into());
+        }
+        if self.max_rooms_per_socket == 0 || self.max_rooms_per_user == 0 {
+            return Err("room caps must be at least 1".into());
+        }
+        if self.rate_import_kib_per_token == 0 || self.import_inflight_mb == 0 {
+            return Err("import budgets must be at least 1".into());
         }
         if self.send_queue < 16 {
             return Err("send queue must hold at least 16 frames".into());

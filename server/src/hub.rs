@@ -18,14 +18,24 @@
 //! **One encode.** An event is serialised once into a [`LiveEvent`] shared by every socket (and
 //! compressed at most once, on first demand); queuing it costs a reference count.
 //!
+//! **Memory.** The encoded events a hub keeps — each line's recent events and its shared
+//! catch-up pages — count against one budget for the whole hub ([`HubConfig::memory_budget`],
+//! the `hub_cached_bytes` gauge). Past it the hub evicts down to seven eighths of it: catch-up
+//! pages first, least recently used across every line, then the oldest recent events of the
+//! least recently active lines. Nothing a socket needs is lost: a socket that finds a page or a
+//! recent event gone reads the store, as it does for anything older. Pages also expire on time
+//! ([`Hub::sweep`], run every second), whether or not their room is read again. How many rooms
+//! a socket, and a user over all their sockets here, may follow is capped
+//! ([`HubConfig::max_rooms_per_socket`], [`HubConfig::max_rooms_per_user`]).
+//!
 //! **Presence** changes are collected per room and sent as one `presence_diff` frame per room
 //! per [`HubConfig::presence_interval`], so a crowd reconnecting at once costs each socket a few
 //! frames instead of one per member. Rooms with more members than the configured presence limit
 //! get no presence frames at all (their clients ask for presence on demand).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -66,7 +76,142 @@ type Page = Arc<[Arc<LiveEvent>]>;
 struct PageSlot {
     index: u64,
     made: Instant,
+    /// Last handed to a socket (eviction takes the least recently used page first).
+    used: Instant,
+    /// What the page counts against the hub's memory budget (0 until it is read).
+    charged: usize,
     cell: Arc<tokio::sync::OnceCell<Page>>,
+}
+
+/// What an event kept in memory counts against the hub's budget besides its frame: the
+/// [`LiveEvent`] itself, its reference counts and the slot that points to it.
+const EVENT_OVERHEAD: usize = size_of::<LiveEvent>() + 3 * size_of::<usize>();
+
+/// The bytes an event kept in memory counts against the hub's budget.
+fn cost(ev: &LiveEvent) -> usize {
+    ev.frame.len() + EVENT_OVERHEAD
+}
+
+/// A subscription the follow caps refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowRefused {
+    #[error(
+        "this socket follows {follows} rooms and may follow at most {max}: unsubscribe from some first"
+    )]
+    Socket { follows: usize, max: usize },
+    #[error(
+        "your sockets on this server follow {follows} rooms and may follow at most {max}: \
+         unsubscribe from some first"
+    )]
+    User { follows: usize, max: usize },
+}
+
+impl FollowRefused {
+    /// The metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FollowRefused::Socket { .. } => "socket",
+            FollowRefused::User { .. } => "user",
+        }
+    }
+}
+
+/// The rooms one user's sockets follow here.
+#[derive(Default)]
+struct UserFollows {
+    /// Every room followed by at least one of the user's sockets, with how many follow it.
+    rooms: HashMap<Arc<str>, u32>,
+    /// The rooms of each socket.
+    conns: Vec<(ConnId, HashSet<Arc<str>>)>,
+}
+
+impl UserFollows {
+    fn of(&self, conn: ConnId) -> Option<&HashSet<Arc<str>>> {
+        self.conns.iter().find(|(c, _)| *c == conn).map(|(_, r)| r)
+    }
+
+    /// Refuses when following `rooms` (some maybe followed already) would take the socket or
+    /// the user past their caps.
+    fn check<'a>(
+        &self,
+        conn: ConnId,
+        rooms: impl Iterator<Item = &'a str>,
+        config: &HubConfig,
+    ) -> Result<(), FollowRefused> {
+        let mine = self.of(conn);
+        let mut new_here: HashSet<&str> = HashSet::new();
+        let mut new_for_user = 0usize;
+        for room in rooms {
+            if mine.is_some_and(|m| m.contains(room)) || !new_here.insert(room) {
+                continue;
+            }
+            if !self.rooms.contains_key(room) {
+                new_for_user += 1;
+            }
+        }
+        let follows = mine.map_or(0, HashSet::len);
+        if follows + new_here.len() > config.max_rooms_per_socket {
+            return Err(FollowRefused::Socket {
+                follows,
+                max: config.max_rooms_per_socket,
+            });
+        }
+        let follows = self.rooms.len();
+        if follows + new_for_user > config.max_rooms_per_user {
+            return Err(FollowRefused::User {
+                follows,
+                max: config.max_rooms_per_user,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records that the socket follows the room.
+    fn add(&mut self, conn: ConnId, room: &Arc<str>) {
+        let at = match self.conns.iter().position(|(c, _)| *c == conn) {
+            Some(at) => at,
+            None => {
+                self.conns.push((conn, HashSet::new()));
+                self.conns.len() - 1
+            }
+        };
+        if self.conns[at].1.insert(Arc::clone(room)) {
+            *self.rooms.entry(Arc::clone(room)).or_insert(0) += 1;
+        }
+    }
+
+    /// Forgets that the socket follows the room.
+    fn remove(&mut self, conn: ConnId, room: &str) {
+        let Some(at) = self.conns.iter().position(|(c, _)| *c == conn) else {
+            return;
+        };
+        if self.conns[at].1.remove(room) {
+            self.unref(room);
+        }
+        if self.conns[at].1.is_empty() {
+            self.conns.swap_remove(at);
+        }
+    }
+
+    /// Forgets every room of the socket.
+    fn remove_conn(&mut self, conn: ConnId) {
+        let Some(at) = self.conns.iter().position(|(c, _)| *c == conn) else {
+            return;
+        };
+        let (_, rooms) = self.conns.swap_remove(at);
+        for room in &rooms {
+            self.unref(room);
+        }
+    }
+
+    fn unref(&mut self, room: &str) {
+        if let Some(n) = self.rooms.get_mut(room) {
+            *n -= 1;
+            if *n == 0 {
+                self.rooms.remove(room);
+            }
+        }
+    }
 }
 
 /// A page of stored events for one socket's catch-up (see [`Hub::stored_after`]).
@@ -215,6 +360,14 @@ pub struct HubConfig {
     /// ... for at most this long after they were read (stored events are redacted by
     /// retention; a deleted message drops them at once).
     pub catch_up_page_ttl: Duration,
+    /// Bytes of encoded events (recent events and catch-up pages) the hub keeps over every
+    /// room; past it, it evicts (see the module documentation).
+    pub memory_budget: usize,
+    /// Most rooms one socket may follow.
+    pub max_rooms_per_socket: usize,
+    /// Most rooms one user's sockets here may follow together (a room followed by several of
+    /// them counts once).
+    pub max_rooms_per_user: usize,
 }
 
 impl Default for HubConfig {
@@ -228,6 +381,9 @@ impl Default for HubConfig {
             recent_bytes: 1 << 20,
             catch_up_pages: 8,
             catch_up_page_ttl: Duration::from_secs(10),
+            memory_budget: 256 << 20,
+            max_rooms_per_socket: 1_000,
+            max_rooms_per_user: 2_000,
         }
     }
 }
@@ -235,6 +391,9 @@ impl Default for HubConfig {
 /// A room followed by at least one local socket.
 struct Line {
     name: Arc<str>,
+    /// When the line last released an event or served a catch-up (ms since the hub started):
+    /// eviction trims the least recently active lines first.
+    active: AtomicU64,
     state: Mutex<LineState>,
 }
 
@@ -245,9 +404,11 @@ struct LineState {
     /// Events that arrived before their predecessors, by seq.
     early: BTreeMap<u64, Arc<LiveEvent>>,
     /// The most recently released events, in seq order (with holes where a gap was released
-    /// unfilled), and their frames' total size.
+    /// unfilled), and what they count against the budget ([`cost`]).
     recent: VecDeque<Arc<LiveEvent>>,
     recent_bytes: usize,
+    /// The line was removed from the registry (its last follower left): it keeps nothing.
+    closed: bool,
     /// Shared catch-up pages, least recently used first.
     pages: VecDeque<PageSlot>,
     /// A fill task is scheduled.
@@ -279,6 +440,14 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
     config: HubConfig,
+    /// Bytes of encoded events kept over every line (recent events and pages).
+    held: AtomicUsize,
+    /// An eviction pass is running.
+    evicting: AtomicBool,
+    /// The origin of [`Line::active`].
+    started: Instant,
+    /// The rooms each connected user's sockets follow (for the follow caps).
+    follows: Mutex<HashMap<Arc<str>, UserFollows>>,
 }
 
 impl fmt::Debug for Hub {
@@ -340,13 +509,174 @@ fn encode_event(ev: &RoomEvent) -> WireFrame {
 
 impl Hub {
     pub fn new(metrics: Arc<Metrics>, store: Arc<dyn Store>, config: HubConfig) -> Self {
+        metrics
+            .hub_cache_budget_bytes
+            .set(config.memory_budget as i64);
         Hub {
             reg: RwLock::new(Registry::default()),
             next_id: AtomicU64::new(1),
             metrics,
             store,
             config,
+            held: AtomicUsize::new(0),
+            evicting: AtomicBool::new(false),
+            started: Instant::now(),
+            follows: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Bytes of encoded events kept in memory over every room.
+    pub fn cached_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn charge(&self, n: usize) {
+        if n > 0 {
+            let now = self.held.fetch_add(n, Ordering::Relaxed) + n;
+            self.metrics.hub_cached_bytes.set(now as i64);
+        }
+    }
+
+    fn uncharge(&self, n: usize) {
+        if n > 0 {
+            let now = self.held.fetch_sub(n, Ordering::Relaxed).saturating_sub(n);
+            self.metrics.hub_cached_bytes.set(now as i64);
+        }
+    }
+
+    /// Now, on the clock of [`Line::active`].
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Drops a line's recent events and pages (a deleted message, or the line going away).
+    fn drop_cached(&self, st: &mut LineState) {
+        let pages: usize = st.pages.drain(..).map(|p| p.charged).sum();
+        st.recent.clear();
+        self.uncharge(st.recent_bytes + pages);
+        st.recent_bytes = 0;
+    }
+
+    /// Whether `conn` may follow every room of `rooms` (those it follows already cost nothing)
+    /// without going past the socket's or its user's cap. Checked for a whole `subscribe`
+    /// before anything is read; [`Hub::follow`] checks each room again.
+    pub fn admit(&self, conn: &Conn, rooms: &[&str]) -> Result<(), FollowRefused> {
+        let follows = self.follows.lock();
+        match follows.get(&conn.user) {
+            Some(f) => f.check(conn.id, rooms.iter().copied(), &self.config),
+            None => UserFollows::default().check(conn.id, rooms.iter().copied(), &self.config),
+        }
+    }
+
+    /// Sweeps expired catch-up pages out of every line, then evicts if the hub is over its
+    /// memory budget. Run every second.
+    pub fn sweep(&self) {
+        let lines: Vec<Arc<Line>> = self.reg.read().rooms.values().cloned().collect();
+        let ttl = self.config.catch_up_page_ttl;
+        let mut expired = 0u64;
+        for line in lines {
+            let mut st = line.state.lock();
+            expired += self.expire_pages(&mut st, ttl);
+        }
+        if expired > 0 {
+            self.metrics.hub_evicted("expired_page", expired);
+        }
+        self.enforce_budget();
+    }
+
+    /// Drops the line's pages older than `ttl`; returns how many.
+    fn expire_pages(&self, st: &mut LineState, ttl: Duration) -> u64 {
+        let mut freed = 0usize;
+        let mut n = 0u64;
+        st.pages.retain(|p| {
+            let keep = p.made.elapsed() < ttl;
+            if !keep {
+                freed += p.charged;
+                n += 1;
+            }
+            keep
+        });
+        self.uncharge(freed);
+        n
+    }
+
+    /// Evicts when the hub holds more than its budget. Called with no line locked.
+    pub fn enforce_budget(&self) {
+        if self.cached_bytes() <= self.config.memory_budget {
+            return;
+        }
+        if self.evicting.swap(true, Ordering::AcqRel) {
+            // Another thread is at it.
+            return;
+        }
+        self.evict(self.config.memory_budget / 8 * 7);
+        self.evicting.store(false, Ordering::Release);
+    }
+
+    /// Evicts down to `target` bytes: catch-up pages first, least recently used across every
+    /// line, then the oldest recent events of the least recently active lines. What goes is
+    /// read from the store again by whoever needs it.
+    fn evict(&self, target: usize) {
+        let started = Instant::now();
+        let lines: Vec<Arc<Line>> = self.reg.read().rooms.values().cloned().collect();
+        let mut pages: Vec<(Instant, usize, u64)> = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let st = line.state.lock();
+            // A page still being read holds nothing yet.
+            pages.extend(
+                st.pages
+                    .iter()
+                    .filter(|p| p.charged > 0)
+                    .map(|p| (p.used, i, p.index)),
+            );
+        }
+        pages.sort_unstable_by_key(|p| p.0);
+        let mut pages_out = 0u64;
+        for (_, i, index) in pages {
+            if self.cached_bytes() <= target {
+                break;
+            }
+            let mut st = lines[i].state.lock();
+            if let Some(at) = st.pages.iter().position(|p| p.index == index) {
+                if let Some(slot) = st.pages.remove(at) {
+                    self.uncharge(slot.charged);
+                    pages_out += 1;
+                }
+            }
+        }
+        let mut events_out = 0u64;
+        if self.cached_bytes() > target {
+            let mut order: Vec<(u64, usize)> = lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.active.load(Ordering::Relaxed), i))
+                .collect();
+            order.sort_unstable();
+            for (_, i) in order {
+                if self.cached_bytes() <= target {
+                    break;
+                }
+                let mut st = lines[i].state.lock();
+                while self.cached_bytes() > target {
+                    let Some(old) = st.recent.pop_front() else {
+                        break;
+                    };
+                    let c = cost(&old);
+                    st.recent_bytes -= c;
+                    self.uncharge(c);
+                    events_out += 1;
+                }
+            }
+        }
+        self.metrics.hub_evicted("page", pages_out);
+        self.metrics.hub_evicted("event", events_out);
+        tracing::debug!(
+            pages = pages_out,
+            events = events_out,
+            held = self.cached_bytes(),
+            took_us = started.elapsed().as_micros() as u64,
+            "hub: evicted to stay within its memory budget"
+        );
     }
 
     pub fn next_conn_id(&self) -> ConnId {
@@ -372,7 +702,16 @@ impl Hub {
     /// the user still has.
     pub fn disconnect(&self, conn: &Conn, rooms: &[Arc<str>]) -> usize {
         for room in rooms {
-            self.unfollow(room, conn.id);
+            self.unfollow(room, conn);
+        }
+        {
+            let mut follows = self.follows.lock();
+            if let Some(f) = follows.get_mut(&conn.user) {
+                f.remove_conn(conn.id);
+                if f.conns.is_empty() {
+                    follows.remove(&conn.user);
+                }
+            }
         }
         let mut r = self.reg.write();
         r.sockets = r.sockets.saturating_sub(1);
@@ -390,10 +729,11 @@ impl Hub {
         left
     }
 
-    /// Adds the socket to the room's followers. `head` is the room's newest seq as the caller
-    /// read it from the store before following: a line made now starts there. `presence`: the
-    /// room is small enough for presence frames (as of this subscription); `member`: the
-    /// socket's user is an active member, who may see the members' presence.
+    /// Adds the socket to the room's followers, unless that takes the socket or its user past
+    /// their caps. `head` is the room's newest seq as the caller read it from the store before
+    /// following: a line made now starts there. `presence`: the room is small enough for
+    /// presence frames (as of this subscription); `member`: the socket's user is an active
+    /// member, who may see the members' presence.
     pub fn follow(
         &self,
         room: &str,
@@ -401,54 +741,77 @@ impl Hub {
         head: u64,
         presence: bool,
         member: bool,
-    ) -> Arc<str> {
-        let line = {
-            let existing = self.reg.read().rooms.get(room).cloned();
-            match existing {
-                Some(l) => l,
-                None => {
-                    let mut r = self.reg.write();
-                    let line = r
-                        .rooms
-                        .entry(Arc::from(room))
-                        .or_insert_with_key(|name| {
-                            Arc::new(Line {
-                                name: Arc::clone(name),
-                                state: Mutex::new(LineState {
-                                    subs: Vec::new(),
-                                    released: head,
-                                    early: BTreeMap::new(),
-                                    recent: VecDeque::new(),
-                                    recent_bytes: 0,
-                                    pages: VecDeque::new(),
-                                    filling: false,
-                                    presence: HashMap::new(),
-                                    presence_flush: false,
-                                    presence_off: !presence,
-                                    blind: Vec::new(),
-                                }),
+    ) -> Result<Arc<str>, FollowRefused> {
+        {
+            let mut follows = self.follows.lock();
+            let mine = follows.entry(Arc::clone(&conn.user)).or_default();
+            mine.check(conn.id, std::iter::once(room), &self.config)?;
+            mine.add(conn.id, &Arc::from(room));
+        }
+        loop {
+            let line = {
+                let existing = self.reg.read().rooms.get(room).cloned();
+                match existing {
+                    Some(l) => l,
+                    None => {
+                        let mut r = self.reg.write();
+                        let line = r
+                            .rooms
+                            .entry(Arc::from(room))
+                            .or_insert_with_key(|name| {
+                                Arc::new(Line {
+                                    name: Arc::clone(name),
+                                    active: AtomicU64::new(self.now_ms()),
+                                    state: Mutex::new(LineState {
+                                        subs: Vec::new(),
+                                        released: head,
+                                        early: BTreeMap::new(),
+                                        recent: VecDeque::new(),
+                                        recent_bytes: 0,
+                                        closed: false,
+                                        pages: VecDeque::new(),
+                                        filling: false,
+                                        presence: HashMap::new(),
+                                        presence_flush: false,
+                                        presence_off: !presence,
+                                        blind: Vec::new(),
+                                    }),
+                                })
                             })
-                        })
-                        .clone();
-                    self.metrics.rooms_active.set(r.rooms.len() as i64);
-                    line
+                            .clone();
+                        self.metrics.rooms_active.set(r.rooms.len() as i64);
+                        line
+                    }
                 }
+            };
+            let mut st = line.state.lock();
+            if st.closed {
+                // Its last follower left between the lookup and the lock: it is out of the
+                // registry, so look again (a new line is made).
+                continue;
             }
-        };
-        let mut st = line.state.lock();
-        st.presence_off = !presence;
-        if !st.subs.iter().any(|c| c.id == conn.id) {
-            st.subs.push(Arc::clone(conn));
+            st.presence_off = !presence;
+            if !st.subs.iter().any(|c| c.id == conn.id) {
+                st.subs.push(Arc::clone(conn));
+            }
+            st.blind.retain(|id| *id != conn.id);
+            if !member {
+                st.blind.push(conn.id);
+            }
+            return Ok(Arc::clone(&line.name));
         }
-        st.blind.retain(|id| *id != conn.id);
-        if !member {
-            st.blind.push(conn.id);
-        }
-        Arc::clone(&line.name)
     }
 
-    /// Removes the socket from the room's followers; the line goes with its last follower.
-    pub fn unfollow(&self, room: &str, id: ConnId) {
+    /// Removes the socket from the room's followers; the line goes with its last follower, and
+    /// what it kept in memory with it.
+    pub fn unfollow(&self, room: &str, conn: &Conn) {
+        {
+            let mut follows = self.follows.lock();
+            if let Some(f) = follows.get_mut(&conn.user) {
+                f.remove(conn.id, room);
+            }
+        }
+        let id = conn.id;
         let Some(line) = self.reg.read().rooms.get(room).cloned() else {
             return;
         };
@@ -461,10 +824,17 @@ impl Hub {
         if empty {
             let mut r = self.reg.write();
             // Re-checked under the registry lock: a follower may have come in between.
-            if r.rooms
-                .get(room)
-                .is_some_and(|l| l.state.lock().subs.is_empty())
-            {
+            let gone = r.rooms.get(room).is_some_and(|l| {
+                let mut st = l.state.lock();
+                if st.subs.is_empty() {
+                    st.closed = true;
+                    self.drop_cached(&mut st);
+                    true
+                } else {
+                    false
+                }
+            });
+            if gone {
                 r.rooms.remove(room);
             }
             self.metrics.rooms_active.set(r.rooms.len() as i64);
@@ -493,12 +863,16 @@ impl Hub {
                 read += page.len() as u64;
                 self.metrics.hub_gap_fills.inc();
                 self.metrics.events_filled.inc_by(page.len() as u64);
-                let mut st = line.state.lock();
-                for e in &page {
-                    let live = Arc::new(LiveEvent::new(Arc::clone(&line.name), e));
-                    self.sequence(&line, &mut st, live);
-                }
-                if st.released == after {
+                let released = {
+                    let mut st = line.state.lock();
+                    for e in &page {
+                        let live = Arc::new(LiveEvent::new(Arc::clone(&line.name), e));
+                        self.sequence(&line, &mut st, live);
+                    }
+                    st.released
+                };
+                self.enforce_budget();
+                if released == after {
                     // The store's next event is not the one after `after` (compacted away):
                     // the line's own fill deals with that gap.
                     break;
@@ -510,11 +884,12 @@ impl Hub {
 
     /// Gives back the registry's room for sockets, users and rooms that are gone; returns the
     /// users connected here.
-    pub fn shrink(&self) -> std::collections::HashSet<Arc<str>> {
+    pub fn shrink(&self) -> HashSet<Arc<str>> {
         let mut r = self.reg.write();
         r.users.shrink_to_fit();
         r.unread_order.shrink_to_fit();
         r.rooms.shrink_to_fit();
+        self.follows.lock().shrink_to_fit();
         r.users.keys().cloned().collect()
     }
 
@@ -550,6 +925,7 @@ impl Hub {
         if after >= st.released {
             return Some(Vec::new());
         }
+        line.active.store(self.now_ms(), Ordering::Relaxed);
         if st.recent.front()?.seq > after + 1 {
             return None;
         }
@@ -577,30 +953,40 @@ impl Hub {
         let index = after / CATCH_UP_PAGE;
         let first = index * CATCH_UP_PAGE;
         let last = first + CATCH_UP_PAGE;
-        let cell = self.line(room).and_then(|line| {
+        let line = self.line(room);
+        let cell = line.as_ref().and_then(|line| {
             let mut st = line.state.lock();
-            if last > st.released {
+            if last > st.released || st.closed {
                 return None;
             }
-            let ttl = self.config.catch_up_page_ttl;
-            st.pages.retain(|p| p.made.elapsed() < ttl);
+            line.active.store(self.now_ms(), Ordering::Relaxed);
+            let expired = self.expire_pages(&mut st, self.config.catch_up_page_ttl);
+            if expired > 0 {
+                self.metrics.hub_evicted("expired_page", expired);
+            }
             let cell = match st.pages.iter().position(|p| p.index == index) {
                 Some(at) => {
-                    let slot = st.pages.remove(at)?;
+                    let mut slot = st.pages.remove(at)?;
+                    slot.used = Instant::now();
                     let cell = Arc::clone(&slot.cell);
                     st.pages.push_back(slot);
                     cell
                 }
                 None => {
                     let cell = Arc::new(tokio::sync::OnceCell::new());
+                    let now = Instant::now();
                     st.pages.push_back(PageSlot {
                         index,
-                        made: Instant::now(),
+                        made: now,
+                        used: now,
+                        charged: 0,
                         cell: Arc::clone(&cell),
                     });
+                    let mut freed = 0usize;
                     while st.pages.len() > self.config.catch_up_pages.max(1) {
-                        st.pages.pop_front();
+                        freed += st.pages.pop_front().map_or(0, |p| p.charged);
                     }
+                    self.uncharge(freed);
                     cell
                 }
             };
@@ -620,8 +1006,10 @@ impl Hub {
                 covered,
             });
         };
+        let mut made = false;
         let page = cell
             .get_or_try_init(|| async {
+                made = true;
                 self.metrics.catch_up_pages_read.inc();
                 let list = self
                     .store
@@ -635,11 +1023,44 @@ impl Hub {
                 )
             })
             .await?;
+        if made {
+            self.charge_page(line.as_deref(), &cell, page);
+        }
         let start = page.partition_point(|e| e.seq <= after);
         Ok(StoredPage {
             events: page[start..].to_vec(),
             covered: last,
         })
+    }
+
+    /// Counts a page just read against the budget, if its line still keeps it.
+    fn charge_page(
+        &self,
+        line: Option<&Line>,
+        cell: &Arc<tokio::sync::OnceCell<Page>>,
+        page: &Page,
+    ) {
+        let Some(line) = line else {
+            return;
+        };
+        let bytes: usize = page.iter().map(|e| cost(e)).sum::<usize>() + size_of::<PageSlot>();
+        {
+            let mut st = line.state.lock();
+            if st.closed {
+                return;
+            }
+            let Some(slot) = st
+                .pages
+                .iter_mut()
+                .find(|p| Arc::ptr_eq(&p.cell, cell) && p.charged == 0)
+            else {
+                // Dropped (evicted, expired or redacted) while it was read.
+                return;
+            };
+            slot.charged = bytes;
+            self.charge(bytes);
+        }
+        self.enforce_budget();
     }
 
     fn line(&self, room: &str) -> Option<Arc<Line>> {
@@ -721,8 +1142,12 @@ impl Hub {
             return;
         };
         let live = Arc::new(LiveEvent::new(Arc::clone(&line.name), ev));
-        let mut st = line.state.lock();
-        self.sequence(&line, &mut st, live);
+        line.active.store(self.now_ms(), Ordering::Relaxed);
+        {
+            let mut st = line.state.lock();
+            self.sequence(&line, &mut st, live);
+        }
+        self.enforce_budget();
     }
 
     /// Puts one event on its room's line: released at once if it is the next one, held if it
@@ -787,17 +1212,26 @@ impl Hub {
         if ev.redacts {
             // The recent events and shared pages may hold the deleted message's text: sockets
             // that need anything older read the redacted form from the store.
-            st.pages.clear();
-            st.recent.clear();
-            st.recent_bytes = 0;
+            self.drop_cached(st);
         }
-        st.recent.push_back(Arc::clone(ev));
-        st.recent_bytes += ev.frame.len();
-        while st.recent.len() > self.config.recent_events
-            || (st.recent_bytes > self.config.recent_bytes && st.recent.len() > 1)
-        {
-            if let Some(old) = st.recent.pop_front() {
-                st.recent_bytes -= old.frame.len();
+        if !st.closed {
+            let c = cost(ev);
+            st.recent.push_back(Arc::clone(ev));
+            st.recent_bytes += c;
+            let mut freed = 0usize;
+            while st.recent.len() > self.config.recent_events
+                || (st.recent_bytes > self.config.recent_bytes && st.recent.len() > 1)
+            {
+                if let Some(old) = st.recent.pop_front() {
+                    let oc = cost(&old);
+                    st.recent_bytes -= oc;
+                    freed += oc;
+                }
+            }
+            if c >= freed {
+                self.charge(c - freed);
+            } else {
+                self.uncharge(freed - c);
             }
         }
         let mut delivered = 0u64;
@@ -855,8 +1289,12 @@ impl Hub {
                     Vec::new()
                 }
             };
-            let mut st = line.state.lock();
-            if !self.take_filled(&mut st, after, events) {
+            let more = {
+                let mut st = line.state.lock();
+                self.take_filled(&mut st, after, events)
+            };
+            self.enforce_budget();
+            if !more {
                 return;
             }
         }
@@ -981,7 +1419,7 @@ mod tests {
     async fn events_leave_in_seq_order_whatever_order_they_arrive_in() {
         let (hub, _dir) = hub(60_000).await;
         let c = Conn::new(1, Arc::from("u"), 64, 0);
-        hub.follow("r", &c, 10, true, true);
+        hub.follow("r", &c, 10, true, true).expect("follow");
         for s in [13, 12, 11, 10, 14] {
             hub.dispatch(BusMessage::Event(Arc::new(event("r", s))));
         }
@@ -994,7 +1432,7 @@ mod tests {
     async fn a_fill_overtaken_by_live_events_keeps_waiting_for_the_next_gap() {
         let (hub, _dir) = hub(60_000).await;
         let c = Conn::new(1, Arc::from("u"), 64, 0);
-        hub.follow("r", &c, 0, true, true);
+        hub.follow("r", &c, 0, true, true).expect("follow");
         let line = hub.line("r").expect("line");
         let live = |s: u64| Arc::new(LiveEvent::new(Arc::from("r"), &event("r", s)));
         // A fill read the store after seq 0 and found 1; meanwhile 1 and 2 arrived live and
@@ -1022,8 +1460,8 @@ mod tests {
         let (hub, _dir) = hub(10).await;
         let a = Conn::new(1, Arc::from("u"), 64, 0);
         let b = Conn::new(2, Arc::from("v"), 64, 0);
-        hub.follow("r", &a, 0, true, true);
-        hub.follow("r", &b, 0, true, true);
+        hub.follow("r", &a, 0, true, true).expect("follow");
+        hub.follow("r", &b, 0, true, true).expect("follow");
         // seq 1 never comes and the store does not have it either: after the window the hub
         // tries the store once, then goes on.
         hub.dispatch(BusMessage::Event(Arc::new(event("r", 2))));
@@ -1042,7 +1480,7 @@ mod tests {
     async fn a_gap_wider_than_the_fill_limit_is_filled_without_waiting() {
         let (hub, _dir) = hub(60_000).await;
         let a = Conn::new(1, Arc::from("u"), 64, 0);
-        hub.follow("r", &a, 0, true, true);
+        hub.follow("r", &a, 0, true, true).expect("follow");
         hub.dispatch(BusMessage::Event(Arc::new(event("r", 1_000))));
         // The window is a minute; the store (empty here) is asked at once, then the gap goes.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1054,7 +1492,7 @@ mod tests {
     async fn recent_events_serve_catch_up_until_they_no_longer_cover_it() {
         let (hub, _dir) = hub(60_000).await;
         let c = Conn::new(1, Arc::from("u"), 4096, 0);
-        hub.follow("r", &c, 0, true, true);
+        hub.follow("r", &c, 0, true, true).expect("follow");
         for s in 1..=1_100 {
             hub.dispatch(BusMessage::Event(Arc::new(event("r", s))));
         }
@@ -1075,6 +1513,212 @@ mod tests {
         assert_eq!(hub.recent_after("r", 2_000, 50).map(|v| v.len()), Some(0));
     }
 
+    /// A message event whose frame is about `len` bytes.
+    fn message(room: &str, seq: u64, len: usize) -> RoomEvent {
+        RoomEvent {
+            room: room.into(),
+            seq,
+            at: 0,
+            actor: "a".into(),
+            body: roam_proto::EventBody::MessageCreated(roam_proto::Message {
+                id: format!("m{seq}"),
+                room: room.into(),
+                seq,
+                sender: "a".into(),
+                body: "x".repeat(len),
+                reply_to: None,
+                created_at: 0,
+                edited_at: None,
+                deleted: false,
+            }),
+        }
+    }
+
+    async fn hub_with(config: HubConfig) -> (Arc<Hub>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("t.db"), 1)
+            .await
+            .expect("store");
+        (
+            Arc::new(Hub::new(Arc::new(Metrics::new()), Arc::new(store), config)),
+            dir,
+        )
+    }
+
+    /// What the lines really hold, summed: the gauge must match it.
+    fn held_by_lines(hub: &Hub) -> usize {
+        let lines: Vec<Arc<Line>> = hub.reg.read().rooms.values().cloned().collect();
+        lines
+            .iter()
+            .map(|l| {
+                let st = l.state.lock();
+                st.recent.iter().map(|e| cost(e)).sum::<usize>()
+                    + st.pages.iter().map(|p| p.charged).sum::<usize>()
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn many_followed_rooms_stay_within_the_memory_budget() {
+        let budget = 512 * 1024;
+        let (hub, _dir) = hub_with(HubConfig {
+            reorder_window: Duration::from_secs(60),
+            memory_budget: budget,
+            ..HubConfig::default()
+        })
+        .await;
+        let c = Conn::new(1, Arc::from("u"), 64, 0);
+        // 150 rooms, each well under its own 1 MiB of recent events: 150 × 20 × 4 KiB, about
+        // 12 MiB without a global budget.
+        for r in 0..150 {
+            hub.follow(&format!("r{r}"), &c, 0, true, true)
+                .expect("follow");
+        }
+        for seq in 1..=20 {
+            for r in 0..150 {
+                hub.dispatch(BusMessage::Event(Arc::new(message(
+                    &format!("r{r}"),
+                    seq,
+                    4096,
+                ))));
+            }
+            let mut q = VecDeque::new();
+            c.take(&mut q);
+        }
+        let held = hub.cached_bytes();
+        assert!(held <= budget, "the hub holds {held} bytes, over {budget}");
+        assert_eq!(
+            held,
+            held_by_lines(&hub),
+            "the gauge counts what the lines hold"
+        );
+        assert_eq!(hub.metrics.hub_cached_bytes.get(), held as i64);
+        let evicted = hub
+            .metrics
+            .hub_evictions
+            .get_or_create(&crate::metrics::KindLabel {
+                kind: "event".into(),
+            })
+            .get();
+        assert!(evicted > 0);
+        // The most recently active room kept its newest events; the least recently active
+        // ones gave theirs up (a socket catching up there reads the store).
+        assert!(hub
+            .recent_after("r149", 19, 10)
+            .is_some_and(|v| v.len() == 1));
+        assert!(hub.recent_after("r0", 10, 10).is_none());
+        // A room nobody follows any more gives its memory back.
+        for r in 0..150 {
+            hub.unfollow(&format!("r{r}"), &c);
+        }
+        assert_eq!(hub.cached_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn catch_up_pages_expire_without_their_room_being_read_again() {
+        let (hub, _dir) = hub_with(HubConfig {
+            reorder_window: Duration::from_secs(60),
+            catch_up_page_ttl: Duration::from_millis(50),
+            ..HubConfig::default()
+        })
+        .await;
+        let c = Conn::new(1, Arc::from("u"), 64, 0);
+        let room = hub
+            .follow("r", &c, 2 * CATCH_UP_PAGE, true, true)
+            .expect("follow");
+        hub.stored_after(&room, 0).await.expect("page");
+        assert_eq!(hub.line("r").expect("line").state.lock().pages.len(), 1);
+        assert!(hub.cached_bytes() > 0, "the page counts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        hub.sweep();
+        assert!(hub.line("r").expect("line").state.lock().pages.is_empty());
+        assert_eq!(hub.cached_bytes(), 0);
+        let expired = hub
+            .metrics
+            .hub_evictions
+            .get_or_create(&crate::metrics::KindLabel {
+                kind: "expired_page".into(),
+            })
+            .get();
+        assert_eq!(expired, 1);
+    }
+
+    #[tokio::test]
+    async fn pages_go_first_least_recently_used_across_rooms() {
+        let (hub, _dir) = hub_with(HubConfig {
+            reorder_window: Duration::from_secs(60),
+            ..HubConfig::default()
+        })
+        .await;
+        let c = Conn::new(1, Arc::from("u"), 64, 0);
+        let a = hub
+            .follow("a", &c, 2 * CATCH_UP_PAGE, true, true)
+            .expect("follow");
+        let b = hub
+            .follow("b", &c, 2 * CATCH_UP_PAGE, true, true)
+            .expect("follow");
+        hub.stored_after(&a, 0).await.expect("page");
+        hub.stored_after(&b, 0).await.expect("page");
+        hub.dispatch(BusMessage::Event(Arc::new(message(
+            "a",
+            2 * CATCH_UP_PAGE + 1,
+            100,
+        ))));
+        let before = hub.cached_bytes();
+        // Just under what is held: one page (the older, a's) must go, and nothing else.
+        hub.evict(before - 1);
+        assert!(hub.line("a").expect("a").state.lock().pages.is_empty());
+        assert_eq!(hub.line("b").expect("b").state.lock().pages.len(), 1);
+        assert_eq!(hub.line("a").expect("a").state.lock().recent.len(), 1);
+        assert_eq!(hub.cached_bytes(), held_by_lines(&hub));
+    }
+
+    #[tokio::test]
+    async fn follows_are_capped_per_socket_and_per_user() {
+        let (hub, _dir) = hub_with(HubConfig {
+            max_rooms_per_socket: 3,
+            max_rooms_per_user: 4,
+            ..HubConfig::default()
+        })
+        .await;
+        let a = Conn::new(1, Arc::from("u"), 64, 0);
+        let b = Conn::new(2, Arc::from("u"), 64, 0);
+        let other = Conn::new(3, Arc::from("v"), 64, 0);
+        for r in ["r1", "r2", "r3"] {
+            hub.follow(r, &a, 0, true, true).expect("under the cap");
+        }
+        hub.follow("r1", &a, 0, true, true)
+            .expect("following a room again costs nothing");
+        assert!(matches!(
+            hub.follow("r4", &a, 0, true, true),
+            Err(FollowRefused::Socket { follows: 3, max: 3 })
+        ));
+        assert!(matches!(
+            hub.admit(&a, &["r1", "r4"]),
+            Err(FollowRefused::Socket { .. })
+        ));
+        assert!(hub.admit(&a, &["r1", "r2"]).is_ok());
+        // The user's other socket: rooms the first one follows count once.
+        for r in ["r1", "r2", "r4"] {
+            hub.follow(r, &b, 0, true, true)
+                .expect("four distinct rooms");
+        }
+        hub.unfollow("r1", &b);
+        assert!(
+            matches!(
+                hub.follow("r5", &b, 0, true, true),
+                Err(FollowRefused::User { follows: 4, max: 4 })
+            ),
+            "r1 is still followed by the first socket"
+        );
+        hub.follow("r5", &other, 0, true, true)
+            .expect("another user has caps of their own");
+        hub.disconnect(&a, &[]);
+        hub.follow("r5", &b, 0, true, true)
+            .expect("the closed socket's rooms no longer count");
+        assert!(!hub.line("r5").expect("r5").state.lock().subs.is_empty());
+    }
+
     #[tokio::test]
     async fn unread_counts_of_users_not_connected_here_are_not_kept() {
         let (hub, _dir) = hub(10).await;
@@ -1092,7 +1736,7 @@ mod tests {
     async fn presence_changes_are_coalesced_per_room() {
         let (hub, _dir) = hub(10).await;
         let c = Conn::new(1, Arc::from("watcher"), 64, 0);
-        hub.follow("r", &c, 0, true, true);
+        hub.follow("r", &c, 0, true, true).expect("follow");
         for i in 0..50 {
             hub.dispatch(BusMessage::Presence {
                 presence: Presence {

@@ -155,6 +155,9 @@ impl AppState {
             Arc::clone(&store),
             HubConfig {
                 reorder_window: Duration::from_millis(config.hub_reorder_window_ms),
+                memory_budget: config.hub_memory_mb.saturating_mul(1 << 20),
+                max_rooms_per_socket: config.max_rooms_per_socket,
+                max_rooms_per_user: config.max_rooms_per_user,
                 ..HubConfig::default()
             },
         ));

@@ -23,6 +23,9 @@
 //!   pages it read until its cache is full) and then asks glibc to return what is free in every
 //!   arena (`malloc_trim`).
 //!
+//! [`run`] also sweeps the hub once a second ([`crate::hub::Hub::sweep`]: expired catch-up
+//! pages go, and the hub evicts when over its memory budget).
+//!
 //! [`run`] watches the socket count once a second and trims when it dropped sharply (by at
 //! least [`MIN_DROP`] sockets and a quarter of its peak) and then held still for a tick — and
 //! once more [`FOLLOW_UP`] later, for what the closing sockets' tasks and the exiting blocking
@@ -208,6 +211,8 @@ pub async fn run(state: AppState, every: Duration) {
             _ = tick.tick() => {}
             _ = state.shutdown.cancelled() => return,
         }
+        // Catch-up pages expire on time whether or not their room is read again.
+        state.hub.sweep();
         let count = state.hub.connection_count();
         if policy.tick(count, Instant::now()) {
             let started = Instant::now();

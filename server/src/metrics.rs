@@ -59,6 +59,15 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub fanout_seconds: Histogram,
     pub rooms_active: Gauge,
+    /// Bytes of encoded events the hub keeps (recent events and catch-up pages of every room).
+    pub hub_cached_bytes: Gauge,
+    /// The hub's budget for them (`--hub-memory-mb`).
+    pub hub_cache_budget_bytes: Gauge,
+    /// What the hub dropped from memory, by kind: `page` and `event` (evicted for the budget),
+    /// `expired_page` (a catch-up page past its time).
+    pub hub_evictions: Family<KindLabel, Counter>,
+    /// Subscribes refused because a socket or a user would follow too many rooms, by kind.
+    pub follows_refused: Family<KindLabel, Counter>,
     pub db_pool_size: Gauge,
     pub db_pool_in_use: Gauge,
     pub db_pool_waiting: Gauge,
@@ -133,6 +142,10 @@ impl Metrics {
             // 10 µs … ~1.3 s
             fanout_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 18)),
             rooms_active: Gauge::default(),
+            hub_cached_bytes: Gauge::default(),
+            hub_cache_budget_bytes: Gauge::default(),
+            hub_evictions: Family::default(),
+            follows_refused: Family::default(),
             db_pool_size: Gauge::default(),
             db_pool_in_use: Gauge::default(),
             db_pool_waiting: Gauge::default(),
@@ -357,6 +370,30 @@ impl Metrics {
             m.rooms_active.clone(),
         );
         r.register(
+            "hub_cached_bytes",
+            "Bytes of encoded events the hub keeps in memory (recent events and shared catch-up \
+             pages, over every room followed here)",
+            m.hub_cached_bytes.clone(),
+        );
+        r.register(
+            "hub_cache_budget_bytes",
+            "The hub's memory budget for them (--hub-memory-mb)",
+            m.hub_cache_budget_bytes.clone(),
+        );
+        r.register(
+            "hub_evictions",
+            "What the hub dropped from memory, by kind: page and event (evicted to stay within \
+             the budget; read again from the store when needed), expired_page (a catch-up page \
+             past its time)",
+            m.hub_evictions.clone(),
+        );
+        r.register(
+            "follows_refused",
+            "Subscribes refused because the socket (socket) or the user (user) would follow \
+             more rooms than allowed",
+            m.follows_refused.clone(),
+        );
+        r.register(
             "db_pool_size",
             "Reader connections in the pool",
             m.db_pool_size.clone(),
@@ -411,7 +448,17 @@ impl Metrics {
                 .sockets_refused
                 .get_or_create(&KindLabel { kind: kind.into() });
         }
-        for kind in ["connect", "control", "typing", "mutation"] {
+        for kind in ["page", "event", "expired_page"] {
+            let _ = m
+                .hub_evictions
+                .get_or_create(&KindLabel { kind: kind.into() });
+        }
+        for kind in ["socket", "user"] {
+            let _ = m
+                .follows_refused
+                .get_or_create(&KindLabel { kind: kind.into() });
+        }
+        for kind in ["connect", "control", "typing", "mutation", "import"] {
             let _ = m
                 .rate_limited
                 .get_or_create(&KindLabel { kind: kind.into() });
@@ -441,6 +488,24 @@ impl Metrics {
     /// Counts one refusal by a rate limit.
     pub fn limited(&self, kind: &str) {
         self.rate_limited
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts what the hub dropped from memory.
+    pub fn hub_evicted(&self, kind: &str, n: u64) {
+        self.hub_evictions
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts one subscribe refused by a follow cap.
+    pub fn follow_refused(&self, kind: &str) {
+        self.follows_refused
             .get_or_create(&KindLabel {
                 kind: kind.to_owned(),
             })

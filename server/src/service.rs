@@ -65,8 +65,13 @@ impl Prepared {
 pub enum Prepared {
     /// The key was used before for this same request: its stored result.
     Replay(Value),
-    /// A write for the store.
-    Write { op: &'static str, write: Box<Write> },
+    /// A write for the store; an import holds its share of the import budget
+    /// ([`crate::limits::Limits::import_permit`]) until it is committed.
+    Write {
+        op: &'static str,
+        write: Box<Write>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
 }
 
 /// The shared rules.
@@ -310,7 +315,21 @@ impl Service {
     pub async fn prepare(&self, user: &str, key: &str, m: Mutation) -> ApiResult<Prepared> {
         roam_proto::validate::idempotency_key(key)?;
         m.validate()?;
-        if let Err(limited) = self.limits.mutation(user) {
+        // An import first takes its share of the bytes imports may write at once (refused
+        // while others hold it, before it costs any tokens), then tokens by its size.
+        let weight = crate::limits::import_weight(&m);
+        let permit = if weight > 0 {
+            match self.limits.import_permit(weight) {
+                Ok(p) => Some(p),
+                Err(busy) => {
+                    self.metrics.limited("import");
+                    return Err(busy);
+                }
+            }
+        } else {
+            None
+        };
+        if let Err(limited) = self.limits.mutation_n(user, self.limits.cost(&m)) {
             self.metrics.limited("mutation");
             return Err(limited);
         }
@@ -342,6 +361,7 @@ impl Service {
                 change,
                 notify,
             }),
+            permit,
         })
     }
 
@@ -370,19 +390,19 @@ impl Service {
     ) -> impl Future<Output = ApiResult<Applied>> + Send + 'static {
         let pending = match p {
             Prepared::Replay(result) => Err(result),
-            Prepared::Write { op, write } => {
+            Prepared::Write { op, write, permit } => {
                 let fp = write.idem.as_ref().map(|i| i.fingerprint.clone());
                 // A moved read marker goes to the reader's own sockets.
                 let reader = matches!(write.change, Change::MarkRoomRead { .. })
                     .then(|| write.actor.clone());
                 let mut order = self.commit_order.lock();
                 *order += 1;
-                Ok((op, fp, reader, *order, self.store.commit(*write)))
+                Ok((op, fp, reader, *order, self.store.commit(*write), permit))
             }
         };
         let me = Arc::clone(self);
         async move {
-            let (op, fp, reader, order, fut) = match pending {
+            let (op, fp, reader, order, fut, permit) = match pending {
                 Err(result) => {
                     return Ok(Applied {
                         result,
@@ -391,7 +411,10 @@ impl Service {
                 }
                 Ok(p) => p,
             };
-            match fut.await? {
+            let committed = fut.await;
+            // The write is done: the next import may go.
+            drop(permit);
+            match committed? {
                 Committed::Replayed(stored) => {
                     match me.replayed(
                         stored.op,

@@ -598,7 +598,7 @@ impl Socket {
         }
         for room in rooms {
             if let Some(name) = self.following.take(room.as_str()) {
-                self.state.hub.unfollow(&name, self.conn.id);
+                self.state.hub.unfollow(&name, &self.conn);
                 self.conn
                     .push(Outbound::StopRoom(name), &self.state.service.metrics);
             }
@@ -627,9 +627,16 @@ impl Socket {
             self.error(Some(id), bad.into());
             return;
         }
+        let names: Vec<&str> = rooms.iter().map(|c| c.room.as_str()).collect();
+        if let Err(refused) = self.state.hub.admit(&self.conn, &names) {
+            self.refuse_follow(id, &refused);
+            return;
+        }
         let svc = Arc::clone(&self.state.service);
         let mut results = Vec::with_capacity(rooms.len());
         let mut starts = Vec::new();
+        // Rooms this frame started following: a subscribe that fails half-way follows none.
+        let mut added: Vec<Arc<str>> = Vec::new();
         for c in rooms {
             let presence_on;
             let member;
@@ -651,6 +658,7 @@ impl Socket {
                     continue;
                 }
                 Err(e) => {
+                    self.abandon(&added);
                     self.error(Some(id), e);
                     return;
                 }
@@ -663,6 +671,7 @@ impl Socket {
             let (oldest, head) = match svc.store.event_bounds(&c.room).await {
                 Ok(b) => b,
                 Err(e) => {
+                    self.abandon(&added);
                     self.error(Some(id), e.into());
                     return;
                 }
@@ -675,11 +684,22 @@ impl Socket {
             } else {
                 (status, c.since)
             };
-            let name = self
+            let name = match self
                 .state
                 .hub
-                .follow(&c.room, &self.conn, head, presence_on, member);
-            self.following.insert(Arc::clone(&name));
+                .follow(&c.room, &self.conn, head, presence_on, member)
+            {
+                Ok(name) => name,
+                Err(refused) => {
+                    // Another socket of the user took the last places since `admit`.
+                    self.abandon(&added);
+                    self.refuse_follow(id, &refused);
+                    return;
+                }
+            };
+            if self.following.insert(Arc::clone(&name)) {
+                added.push(Arc::clone(&name));
+            }
             starts.push((name, since, presence_on && member));
             results.push(RoomSubscription {
                 room: c.room,
@@ -722,6 +742,23 @@ impl Socket {
                 Ok(count) => self.send(&ServerFrame::Unread { count }),
                 Err(e) => tracing::warn!(error = %e, "unread count failed"),
             }
+        }
+    }
+
+    /// Answers a subscribe the follow caps refuse: nothing in it is followed.
+    fn refuse_follow(&self, id: String, refused: &crate::hub::FollowRefused) {
+        self.state.service.metrics.follow_refused(refused.kind());
+        self.error(
+            Some(id),
+            ApiError::new(ErrorCode::Conflict, refused.to_string()),
+        );
+    }
+
+    /// Stops following rooms a subscribe followed before it failed.
+    fn abandon(&mut self, added: &[Arc<str>]) {
+        for room in added {
+            self.following.remove(room);
+            self.state.hub.unfollow(room, &self.conn);
         }
     }
 
@@ -1422,7 +1459,7 @@ impl Writer {
             _ => return Ok(()),
         };
         self.cursors.remove(room);
-        self.state.hub.unfollow(room, self.conn.id);
+        self.state.hub.unfollow(room, &self.conn);
         self.put(&encode(&ServerFrame::Unsubscribed {
             room: room.to_string(),
             reason: reason.to_owned(),

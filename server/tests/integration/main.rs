@@ -11,6 +11,7 @@ mod edge;
 mod fixtures;
 mod fuzz;
 mod http_features;
+mod hub_budget;
 mod idempotency;
 mod limits;
 mod memory;
