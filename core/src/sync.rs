@@ -564,13 +564,15 @@ pub(crate) fn apply_membership(ctx: &Context, change: &MembershipChange) -> Resu
                     writes::upsert_member(tx, m)?;
                     fx.room(RoomUpdate::MemberChanged(m.clone()));
                 }
-                let followed: bool = tx
-                    .prepare_cached("SELECT subscribed FROM rooms WHERE name = ?1")?
+                // A room this device already lists as joined is followed already, or will be
+                // when its own join is answered: only a join made elsewhere subscribes here.
+                let joined: bool = tx
+                    .prepare_cached("SELECT joined FROM rooms WHERE name = ?1")?
                     .query_row([room], |r| r.get(0))
                     .optional()?
                     .unwrap_or(false);
-                writes::set_room_flags(tx, room, Some(true), Some(true))?;
-                if !followed {
+                if !joined {
+                    writes::set_room_flags(tx, room, Some(true), Some(true))?;
                     fx.subscribe.push(room.to_owned());
                 }
                 room_changed(tx, fx, room)?;

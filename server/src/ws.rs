@@ -797,13 +797,7 @@ impl Socket {
         });
     }
 
-    async fn mutate(
-        &mut self,
-        id: String,
-        key: String,
-        after: Option<String>,
-        mutation: Mutation,
-    ) {
+    async fn mutate(&mut self, id: String, key: String, after: Option<String>, mutation: Mutation) {
         let svc = Arc::clone(&self.state.service);
         let user = self.conn.user.to_string();
         if let Mutation::SetPresence { status } = mutation {
@@ -840,10 +834,7 @@ impl Socket {
             Mutation::SendMessage { id: Some(m), .. } => Some(m.clone()),
             _ => None,
         };
-        if let Some(Err(e)) = after
-            .as_deref()
-            .map(roam_proto::validate::idempotency_key)
-        {
+        if let Some(Err(e)) = after.as_deref().map(roam_proto::validate::idempotency_key) {
             return self.error(Some(id), e.into());
         }
         let mut prepared = match svc.prepare(&user, &key, mutation).await {

@@ -116,3 +116,49 @@ async fn a_reader_who_is_not_a_member_gets_no_presence() {
         "a non-member saw presence: {frames:?}"
     );
 }
+
+/// A mutation that names a predecessor (`after`) is applied only once that one is: otherwise
+/// it is answered `out_of_order` and nothing changes, and the same frame passes once the
+/// predecessor is applied. A replay of an applied mutation passes whatever it names.
+#[tokio::test]
+async fn a_mutation_waits_for_the_one_it_follows() {
+    let t = TestServer::start().await;
+    t.as_user("alice").create_room("line", "public").await;
+    let mut ws = t.ws("alice").await;
+    let send = |key: &str, after: Option<&str>, body: &str| {
+        let mut f = json!({
+            "type": "mutate", "key": key, "op": "message.send",
+            "args": {"room": "line", "body": body},
+        });
+        if let Some(a) = after {
+            f["after"] = json!(a);
+        }
+        f
+    };
+    let first = uuid::Uuid::now_v7().to_string();
+    let second = uuid::Uuid::now_v7().to_string();
+
+    let refused = ws.call(send(&second, Some(&first), "two")).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "out_of_order", "{refused}");
+    assert!(t.as_user("alice").all_messages("line").await.is_empty());
+
+    let ack = ws.call(send(&first, None, "one")).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let ack = ws.call(send(&second, Some(&first), "two")).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let bodies: Vec<Value> = t
+        .as_user("alice")
+        .all_messages("line")
+        .await
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(bodies, [json!("one"), json!("two")]);
+
+    // A malformed predecessor key is refused like a malformed key.
+    let bad = ws
+        .call(send(&uuid::Uuid::now_v7().to_string(), Some(""), "x"))
+        .await;
+    assert_eq!(bad["code"], "invalid_input", "{bad}");
+}

@@ -47,7 +47,10 @@ async fn a_burst_past_the_rate_limit_commits_in_send_order() {
         a.metrics()
     );
     let held = server_bodies(&backend.api("alice"), "burst").await;
-    assert_eq!(held, sent, "the server holds every message once, in send order");
+    assert_eq!(
+        held, sent,
+        "the server holds every message once, in send order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

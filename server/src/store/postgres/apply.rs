@@ -84,7 +84,10 @@ pub(super) async fn commit(c: &Conn, w: &Write) -> StoreResult<Outcome> {
         ensure_user(c, &w.actor, w.now).await?;
     }
     if let Some(after) = &w.after {
-        if c.query_opt(IDEM_EXISTS, &[&w.actor, after]).await?.is_none() {
+        if c.query_opt(IDEM_EXISTS, &[&w.actor, after])
+            .await?
+            .is_none()
+        {
             return Err(StoreError::OutOfOrder(after.clone()));
         }
     }
