@@ -756,7 +756,9 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
                             s.presence_sets.push(status);
                             direct.push(ServerFrame::Ack { id, result: json!({ "user": user, "status": status, "devices": 1 }) });
                         }
-                        ClientFrame::Mutate { id, key, mutation } => {
+                        ClientFrame::Mutate {
+                            id, key, mutation, ..
+                        } => {
                             s.mutations.push((key.clone(), mutation.clone()));
                             s.mutation_times.push(std::time::Instant::now());
                             if let Some(n) = s.drop_after_mutations {
