@@ -9,6 +9,7 @@
 //! let frame = Envelope::new(ClientFrame::Mutate {
 //!     id: "r1".into(),
 //!     key: "0190d1c4-7a00-7000-8000-000000000001".into(),
+//!     after: None,
 //!     mutation: Mutation::SendMessage { room: "general".into(), body: "hi".into(), reply_to: None, id: None },
 //! });
 //! let json = serde_json::to_string(&frame).unwrap();
