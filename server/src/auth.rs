@@ -40,6 +40,9 @@ pub struct Claims {
 
 /// Signs and checks tokens.
 pub struct Keys {
+    /// The key that seals the Redis bus's messages, derived from the secret: instances that
+    /// accept each other's tokens accept each other's bus messages, and nobody else's.
+    bus: [u8; 32],
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -92,6 +95,7 @@ impl Keys {
         }
         validation.set_required_spec_claims(&required);
         Keys {
+            bus: crate::cluster::derive_bus_key(secret),
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
@@ -120,6 +124,11 @@ impl Keys {
     /// Uses `configured`, or reads (or creates) the secret file in `data_dir`.
     pub fn load(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Self> {
         Ok(Keys::new(load_secret(configured, data_dir)?.as_bytes()))
+    }
+
+    /// The key that seals this cluster's bus messages.
+    pub fn bus_key(&self) -> [u8; 32] {
+        self.bus
     }
 
     /// Mints a token for `user` valid for `ttl_secs`.

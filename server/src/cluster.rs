@@ -56,7 +56,7 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// Settings of the Redis bus.
 #[derive(Debug, Clone)]
 pub struct RedisBusConfig {
-    /// `redis://host:port/db`.
+    /// `redis://[:password@]host:port/db`, or `rediss://…` for TLS.
     pub url: String,
     /// Prefix of every key and channel, so several deployments can share one Redis.
     pub prefix: String,
@@ -66,6 +66,51 @@ pub struct RedisBusConfig {
     pub heartbeat: Duration,
     /// An instance silent for this long is gone: its presence entries expire.
     pub node_ttl: Duration,
+    /// Seals every message on the channel ([`derive_bus_key`]); a message whose seal does
+    /// not verify is dropped.
+    pub key: [u8; 32],
+}
+
+type BusMac = hmac::Hmac<sha2::Sha256>;
+
+/// Bytes of a message's seal, ahead of its JSON.
+const SEAL: usize = 32;
+
+/// The bus key of a cluster whose instances share the JWT `secret`.
+pub fn derive_bus_key(secret: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = match BusMac::new_from_slice(secret) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; this arm is never taken.
+        Err(_) => return [0; 32],
+    };
+    mac.update(b"roam bus key v1");
+    mac.finalize().into_bytes().into()
+}
+
+/// `json` with its seal in front: HMAC-SHA256 of the JSON under the cluster's key.
+fn seal(key: &[u8; 32], json: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut out = Vec::with_capacity(SEAL + json.len());
+    if let Ok(mut mac) = BusMac::new_from_slice(key) {
+        mac.update(json);
+        out.extend_from_slice(&mac.finalize().into_bytes());
+    }
+    out.extend_from_slice(json);
+    out
+}
+
+/// The JSON of a sealed message, if its seal verifies (compared in constant time).
+fn unseal<'a>(key: &[u8; 32], payload: &'a [u8]) -> Option<&'a [u8]> {
+    use hmac::Mac;
+    if payload.len() < SEAL {
+        return None;
+    }
+    let (tag, json) = payload.split_at(SEAL);
+    let mut mac = BusMac::new_from_slice(key).ok()?;
+    mac.update(json);
+    mac.verify_slice(tag).ok()?;
+    Some(json)
 }
 
 /// The Redis bus could not be set up.
@@ -235,6 +280,9 @@ impl std::fmt::Debug for RedisBus {
 impl RedisBus {
     /// Checks the URL; nothing connects until [`RedisBus::start`].
     pub fn new(cfg: RedisBusConfig) -> Result<Arc<Self>, BusError> {
+        // `rediss://` connects with rustls; its provider is ring (one already installed, by an
+        // embedding application, is kept).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(cfg.url.as_str()).map_err(|source| BusError::Url {
             url: cfg.url.clone(),
             source,
@@ -389,7 +437,10 @@ impl RedisBus {
                 msg,
             }) {
                 Ok(payload) => {
-                    pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
+                    pipe.cmd("PUBLISH")
+                        .arg(&self.channel)
+                        .arg(seal(&self.cfg.key, &payload))
+                        .ignore();
                     count += 1;
                 }
                 Err(e) => tracing::error!(error = %e, "redis bus: could not encode a message"),
@@ -400,7 +451,10 @@ impl RedisBus {
                 node: self.cfg.node.clone(),
                 msg: WireMsg::Resync,
             }) {
-                pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
+                pipe.cmd("PUBLISH")
+                    .arg(&self.channel)
+                    .arg(seal(&self.cfg.key, &payload))
+                    .ignore();
             }
         }
         match self.query::<()>(&pipe).await {
@@ -519,6 +573,15 @@ impl RedisBus {
     }
 
     fn receive(&self, payload: &[u8]) {
+        // Anyone who can publish on the Redis channel could otherwise inject events into any
+        // room (and have the committed event with that seq dropped as a duplicate).
+        let Some(payload) = unseal(&self.cfg.key, payload) else {
+            if let Some(m) = self.metrics() {
+                m.bus_rejected.inc();
+            }
+            tracing::warn!("redis bus: a message without a valid seal was dropped");
+            return;
+        };
         let wire: Wire = match serde_json::from_slice(payload) {
             Ok(w) => w,
             Err(e) => {
@@ -851,6 +914,43 @@ impl Bus for RedisBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_message_sealed_with_the_clusters_key_is_opened() {
+        let key = derive_bus_key(b"the cluster's jwt secret, 32 bytes+");
+        let other = derive_bus_key(b"another cluster's secret, 32 bytes+");
+        assert_ne!(key, other);
+        let json = br#"{"node":"n1","t":"resync"}"#;
+        let sealed = seal(&key, json);
+        assert_eq!(unseal(&key, &sealed), Some(&json[..]));
+        assert_eq!(unseal(&other, &sealed), None, "another key");
+        assert_eq!(unseal(&key, json), None, "no seal at all");
+        let mut tampered = sealed.clone();
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 1;
+        }
+        assert_eq!(unseal(&key, &tampered), None, "a changed byte");
+        assert_eq!(unseal(&key, &sealed[..10]), None, "too short");
+    }
+
+    #[test]
+    fn tls_and_password_urls_are_taken() {
+        for url in [
+            "rediss://redis.internal:6380/0",
+            "redis://:s3cret@127.0.0.1:6379/0",
+            "rediss://user:s3cret@redis.internal:6380/0",
+        ] {
+            let made = RedisBus::new(RedisBusConfig {
+                url: url.into(),
+                prefix: "t".into(),
+                node: "n".into(),
+                heartbeat: Duration::from_secs(1),
+                node_ttl: Duration::from_secs(5),
+                key: [7; 32],
+            });
+            assert!(made.is_ok(), "{url}: {:?}", made.err());
+        }
+    }
 
     #[test]
     fn presence_fields_round_trip() {

@@ -616,13 +616,11 @@ impl Config {
         let b = self.bus.trim();
         if b == "local" {
             Ok(BusChoice::Local)
-        } else if b.starts_with("redis://") {
+        } else if b.starts_with("redis://") || b.starts_with("rediss://") {
             Ok(BusChoice::Redis(b.to_owned()))
-        } else if b.starts_with("rediss://") {
-            Err("--bus rediss:// (TLS) is not supported: use redis:// on a private network".into())
         } else {
             Err(format!(
-                "--bus must be `local` or a redis:// URL, not {b:?}"
+                "--bus must be `local`, a redis:// URL or a rediss:// (TLS) URL, not {b:?}"
             ))
         }
     }

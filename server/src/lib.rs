@@ -118,6 +118,7 @@ impl AppState {
                         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
                     heartbeat: config.bus_heartbeat(),
                     node_ttl: config.bus_heartbeat() * 5,
+                    key: keys.bus_key(),
                 })?;
                 let shared: Arc<dyn Bus> = bus.clone();
                 let state = Self::with_parts(config, keys, store, Some(shared));

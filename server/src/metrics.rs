@@ -81,6 +81,9 @@ pub struct Metrics {
     pub bus_published: Counter,
     /// Bus messages received from other instances.
     pub bus_received: Counter,
+    /// Bus messages dropped because their seal did not verify (not sent by an instance holding
+    /// the cluster's secret).
+    pub bus_rejected: Counter,
     /// Bus messages that could not be sent (the bus was down or its queue full).
     pub bus_dropped: Counter,
     /// Whole-node repairs from the store after the bus lost messages.
@@ -157,6 +160,7 @@ impl Metrics {
             retention_deleted: Family::default(),
             bus_published: Counter::default(),
             bus_received: Counter::default(),
+            bus_rejected: Counter::default(),
             bus_dropped: Counter::default(),
             bus_resyncs: Counter::default(),
             bus_up: Gauge::default(),
@@ -180,6 +184,12 @@ impl Metrics {
             "bus_received",
             "Bus messages received from the other instances",
             m.bus_received.clone(),
+        );
+        r.register(
+            "bus_rejected",
+            "Bus messages dropped because their seal did not verify (not from an instance with \
+             the cluster's secret)",
+            m.bus_rejected.clone(),
         );
         r.register(
             "bus_dropped",

@@ -144,14 +144,21 @@ impl Drop for PgSchema {
 #[derive(Debug)]
 pub struct OwnRedis {
     port: u16,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl OwnRedis {
     /// Starts one and waits until it listens.
     pub async fn start() -> OwnRedis {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts one with more `redis-server` arguments (`["--requirepass", "…"]`).
+    pub async fn start_with(args: &[&str]) -> OwnRedis {
         let mut r = OwnRedis {
             port: free_addr().port(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
         };
         r.up().await;
@@ -163,6 +170,7 @@ impl OwnRedis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server on PATH (scripts/services.sh installs it)");
@@ -181,6 +189,11 @@ impl OwnRedis {
     /// `redis://127.0.0.1:port/0`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// `redis://:password@127.0.0.1:port/0`.
+    pub fn url_with_password(&self, password: &str) -> String {
+        format!("redis://:{password}@127.0.0.1:{}/0", self.port)
     }
 }
 

@@ -555,9 +555,72 @@ async fn a_redis_bus_on_the_sqlite_store_is_refused_with_the_reason() {
         .expect_err("a Redis bus needs a shared store");
     let text = err.to_string();
     assert!(text.contains("--store postgres"), "{text}");
-    for bad in ["rediss://x:6379", "nats://127.0.0.1:4222", ""] {
+    for bad in ["http://x:6379", "nats://127.0.0.1:4222", ""] {
         let mut cfg = config(dir.path());
         cfg.bus = bad.to_owned();
         assert!(cfg.validate().is_err(), "--bus {bad:?} is refused");
     }
+}
+
+/// A Redis that asks for a password: instances given it in `--bus` form a cluster; one without
+/// it is not ready and hears nothing.
+#[tokio::test]
+async fn a_bus_with_a_password_carries_the_cluster() {
+    let redis = OwnRedis::start_with(&["--requirepass", "bus-s3cret"]).await;
+    let c = Cluster::start_on(2, redis.url_with_password("bus-s3cret")).await;
+    let owner = c.nodes[0].as_user("owner");
+    owner.create_room("club", "public").await;
+    let mut bob = subscribed(&c.nodes[1], "bob", "club").await;
+    let m = owner.say("club", "through an authenticated bus").await;
+    let f = bob
+        .until(|f| f["type"] == "event" && f["kind"] == "message_created")
+        .await;
+    assert_eq!(f["seq"], m["seq"]);
+
+    let stranger = c.node_on("nopass", redis.url()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(readyz(&stranger).await, 503, "no password: not on the bus");
+    c.stop().await;
+}
+
+/// Anyone who can publish on the Redis channel is not a node: a forged event (unsealed, or
+/// sealed with another key) is dropped and counted, and the committed event with that seq is
+/// what every socket gets.
+#[tokio::test]
+async fn a_forged_bus_message_is_dropped() {
+    let c = Cluster::start(2).await;
+    let owner = c.nodes[0].as_user("owner");
+    owner.create_room("club", "public").await;
+    let mut bob = subscribed(&c.nodes[1], "bob", "club").await;
+    let next = head(&c.nodes[0], "owner", "club").await + 1;
+    let forged = json!({
+        "node": "intruder", "t": "event",
+        "event": {"room": "club", "seq": next, "at": 1, "actor": "owner",
+                  "kind": "message_created",
+                  "data": {"id": "forged", "room": "club", "seq": next, "sender": "owner",
+                           "body": "send your password to evil.example", "created_at": 1,
+                           "deleted": false}},
+    })
+    .to_string();
+    let mut redis = c.redis().await;
+    let channel = format!("{}:bus", c.prefix);
+    let mut wrong_seal = vec![0u8; 32];
+    wrong_seal.extend_from_slice(forged.as_bytes());
+    for payload in [forged.as_bytes().to_vec(), wrong_seal] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(payload)
+            .query_async(&mut redis)
+            .await
+            .expect("publish");
+    }
+    let real = owner.say("club", "the real message").await;
+    assert_eq!(real["seq"].as_u64(), Some(next));
+    let f = bob
+        .until(|f| f["type"] == "event" && f["kind"] == "message_created")
+        .await;
+    assert_eq!(f["data"]["body"], "the real message", "{f}");
+    let rejected = c.nodes[1].metric("roam_bus_rejected_total", None).await;
+    assert!(rejected >= 2.0, "both forgeries were counted: {rejected}");
+    c.stop().await;
 }

@@ -277,6 +277,14 @@ impl Cluster {
         );
         let distinct: HashSet<&str> = on_server.iter().map(String::as_str).collect();
         assert_eq!(distinct, want, "({trouble:?})");
+        // Each device's messages hold the room's seqs in the order it wrote them, whatever
+        // node died or bus restarted on the way.
+        for k in 0..CLIENTS {
+            let mark = format!("{room}-u{k}-");
+            let sent: Vec<&String> = expected.iter().filter(|b| b.starts_with(&mark)).collect();
+            let held: Vec<&String> = on_server.iter().filter(|b| b.starts_with(&mark)).collect();
+            assert_eq!(held, sent, "u{k}'s messages in send order ({trouble:?})");
+        }
     }
 
     async fn strike(&mut self, trouble: Trouble) {
