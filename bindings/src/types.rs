@@ -685,6 +685,9 @@ pub struct MetricsSnapshot {
     pub messages_acked: u64,
     /// Messages refused for good.
     pub messages_failed: u64,
+    /// Connections closed because the server sent more than the protocol allows (a message or
+    /// frame over the size limit, compressed data that does not inflate).
+    pub protocol_violations: u64,
 }
 
 impl From<roam_core::MetricsSnapshot> for MetricsSnapshot {
@@ -716,6 +719,7 @@ impl From<roam_core::MetricsSnapshot> for MetricsSnapshot {
             messages_sent: m.messages_sent,
             messages_acked: m.messages_acked,
             messages_failed: m.messages_failed,
+            protocol_violations: m.protocol_violations,
         }
     }
 }

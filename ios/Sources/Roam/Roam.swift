@@ -5562,6 +5562,11 @@ public struct MetricsSnapshot: Equatable, Hashable {
      * Messages refused for good.
      */
     public var messagesFailed: UInt64
+    /**
+     * Connections closed because the server sent more than the protocol allows (a message or
+     * frame over the size limit, compressed data that does not inflate).
+     */
+    public var protocolViolations: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -5643,7 +5648,11 @@ public struct MetricsSnapshot: Equatable, Hashable {
          */messagesAcked: UInt64, 
         /**
          * Messages refused for good.
-         */messagesFailed: UInt64) {
+         */messagesFailed: UInt64, 
+        /**
+         * Connections closed because the server sent more than the protocol allows (a message or
+         * frame over the size limit, compressed data that does not inflate).
+         */protocolViolations: UInt64) {
         self.outboxDepth = outboxDepth
         self.outboxFailed = outboxFailed
         self.outboxOldestAgeMs = outboxOldestAgeMs
@@ -5670,6 +5679,7 @@ public struct MetricsSnapshot: Equatable, Hashable {
         self.messagesSent = messagesSent
         self.messagesAcked = messagesAcked
         self.messagesFailed = messagesFailed
+        self.protocolViolations = protocolViolations
     }
 
     
@@ -5713,7 +5723,8 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
                 messagesQueued: FfiConverterUInt64.read(from: &buf), 
                 messagesSent: FfiConverterUInt64.read(from: &buf), 
                 messagesAcked: FfiConverterUInt64.read(from: &buf), 
-                messagesFailed: FfiConverterUInt64.read(from: &buf)
+                messagesFailed: FfiConverterUInt64.read(from: &buf), 
+                protocolViolations: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -5744,6 +5755,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.messagesSent, into: &buf)
         FfiConverterUInt64.write(value.messagesAcked, into: &buf)
         FfiConverterUInt64.write(value.messagesFailed, into: &buf)
+        FfiConverterUInt64.write(value.protocolViolations, into: &buf)
     }
 }
 

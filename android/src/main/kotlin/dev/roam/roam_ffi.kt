@@ -9400,6 +9400,12 @@ data class MetricsSnapshot (
      * Messages refused for good.
      */
     var `messagesFailed`: kotlin.ULong
+    , 
+    /**
+     * Connections closed because the server sent more than the protocol allows (a message or
+     * frame over the size limit, compressed data that does not inflate).
+     */
+    var `protocolViolations`: kotlin.ULong
     
 ){
     
@@ -9442,6 +9448,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -9471,7 +9478,8 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.allocationSize(value.`messagesQueued`) +
             FfiConverterULong.allocationSize(value.`messagesSent`) +
             FfiConverterULong.allocationSize(value.`messagesAcked`) +
-            FfiConverterULong.allocationSize(value.`messagesFailed`)
+            FfiConverterULong.allocationSize(value.`messagesFailed`) +
+            FfiConverterULong.allocationSize(value.`protocolViolations`)
     )
 
     override fun write(value: MetricsSnapshot, buf: ByteBuffer) {
@@ -9501,6 +9509,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.write(value.`messagesSent`, buf)
             FfiConverterULong.write(value.`messagesAcked`, buf)
             FfiConverterULong.write(value.`messagesFailed`, buf)
+            FfiConverterULong.write(value.`protocolViolations`, buf)
     }
 }
 
