@@ -8,16 +8,19 @@
 //! Each round opens a fresh store per mode, creates 100 rooms, commits 500 messages to warm it,
 //! then commits `commits` messages (default 3,000) one after another — each awaited before the
 //! next, as in the race's chat workload, where a message rarely finds another one to share its
-//! commit — from 1,000 users round-robin over the rooms, each with an idempotency key as clients
-//! send them. It prints commits per second and CPU microseconds per commit: of the whole process,
-//! and of the store's writer and checkpointer threads alone. Default 3 rounds. Nothing is
-//! asserted; compare the two modes within one run.
+//! commit — from 1,000 users (members of their rooms) round-robin over the rooms, each with an
+//! idempotency key and the membership guard the service gives every message (the store checks
+//! it in the transaction). It prints commits per second and CPU microseconds per commit: of the
+//! whole process, and of the store's writer and checkpointer threads alone. A third mode,
+//! `NORMAL` without the guard, shows what the check costs. Default 3 rounds. Nothing is asserted;
+//! compare the modes within one run.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use roam_proto::RoomKind;
+use roam_proto::{Role, RoomKind};
+use roam_server::rules::Guard;
 use roam_server::store::sqlite::{SqliteStore, Synchronous};
 use roam_server::store::{Change, IdemRecord, Store, Write};
 
@@ -37,12 +40,19 @@ struct Figures {
     store_threads_us: f64,
 }
 
-fn message(n: usize) -> Write {
+fn room_of(n: usize) -> String {
+    format!("room-{:03}", n % USERS / (USERS / ROOMS))
+}
+
+fn message(n: usize, guarded: bool) -> Write {
     let user = format!("user-{:04}", n % USERS);
     Write {
         actor: user.clone(),
         now: 1_764_400_000_000 + n as i64,
-        guard: None,
+        guard: guarded.then(|| Guard {
+            room: room_of(n),
+            min: Role::Guest,
+        }),
         after: None,
         idem: Some(IdemRecord {
             user,
@@ -52,7 +62,7 @@ fn message(n: usize) -> Write {
         }),
         change: Change::InsertMessage {
             id: uuid::Uuid::now_v7().to_string(),
-            room: format!("room-{:03}", n % USERS / (USERS / ROOMS)),
+            room: room_of(n),
             body: "x".repeat(64),
             reply_to: None,
         },
@@ -60,7 +70,7 @@ fn message(n: usize) -> Write {
     }
 }
 
-async fn measure(dir: &Path, sync: Synchronous, commits: usize) -> Figures {
+async fn measure(dir: &Path, sync: Synchronous, guarded: bool, commits: usize) -> Figures {
     let store = Arc::new(
         SqliteStore::open_with(&dir.join("roam.db"), 1, sync)
             .await
@@ -88,8 +98,29 @@ async fn measure(dir: &Path, sync: Synchronous, commits: usize) -> Figures {
             .await
             .expect("create a room");
     }
+    for n in 0..USERS {
+        let user = format!("user-{n:04}");
+        let join = Change::AddMember {
+            room: room_of(n),
+            user: user.clone(),
+            role: Role::Member,
+            invitation: None,
+        };
+        store
+            .commit(Write {
+                actor: user,
+                now: 1_764_400_000_000,
+                guard: None,
+                after: None,
+                idem: None,
+                change: join,
+                notify: Vec::new(),
+            })
+            .await
+            .expect("join a room");
+    }
     for n in 0..WARM_UP {
-        store.commit(message(n)).await.expect("commit");
+        store.commit(message(n, guarded)).await.expect("commit");
     }
     let (process0, threads0, t0) = (
         cpu::own_cpu(),
@@ -97,7 +128,7 @@ async fn measure(dir: &Path, sync: Synchronous, commits: usize) -> Figures {
         Instant::now(),
     );
     for n in WARM_UP..WARM_UP + commits {
-        store.commit(message(n)).await.expect("commit");
+        store.commit(message(n, guarded)).await.expect("commit");
     }
     let secs = t0.elapsed().as_secs_f64();
     let per = |cpu: f64| cpu / commits as f64 * 1e6;
@@ -127,17 +158,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|");
     let mut full = Vec::new();
     let mut normal = Vec::new();
+    let mut unguarded = Vec::new();
+    let modes = [
+        ("FULL", Synchronous::Full, true),
+        ("NORMAL", Synchronous::Normal, true),
+        ("NORMAL, no guard", Synchronous::Normal, false),
+    ];
     for round in 1..=rounds {
-        for (name, sync) in [("FULL", Synchronous::Full), ("NORMAL", Synchronous::Normal)] {
+        for (name, sync, guarded) in modes {
             let dir = tempfile::tempdir()?;
-            let f = measure(dir.path(), sync, commits).await;
+            let f = measure(dir.path(), sync, guarded, commits).await;
             println!(
                 "| {round} | {name} | {:.0} | {:.0} | {:.0} |",
                 f.per_sec, f.process_us, f.store_threads_us
             );
-            match sync {
-                Synchronous::Full => full.push(f),
-                Synchronous::Normal => normal.push(f),
+            match (sync, guarded) {
+                (Synchronous::Full, _) => full.push(f),
+                (_, true) => normal.push(f),
+                (_, false) => unguarded.push(f),
             }
         }
     }
@@ -151,6 +189,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads(&normal),
         process(&full) - process(&normal),
         (process(&full) - process(&normal)) / process(&full) * 100.0
+    );
+    println!(
+        "the membership guard: NORMAL {:.0} µs with it, {:.0} µs without (store threads {:.0} / {:.0})",
+        process(&normal),
+        process(&unguarded),
+        threads(&normal),
+        threads(&unguarded)
     );
     Ok(())
 }
