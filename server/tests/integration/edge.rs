@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::fixtures::{metric_value, TestServer, Ws, WAIT};
+use crate::fixtures::{metric_value, RawSocket, TestServer, Ws, WAIT};
 
 /// A TCP connection to `addr` from the loopback address `from` (127.0.0.x: every one of them
 /// is the loopback interface on Linux, so a test can play several client addresses).
@@ -340,135 +340,10 @@ async fn near_the_connection_budget_health_checks_are_still_answered() {
     assert!(metric_value(&text, "roam_edge_refused_total", Some("descriptors_spare")) >= 3.0);
 }
 
-/// A WebSocket spoken to byte by byte.
-struct Raw {
-    tcp: TcpStream,
-    buf: Vec<u8>,
-}
-
-/// The request head of a WebSocket handshake with `key` (none: no key header).
-fn handshake(t: &TestServer, user: &str, key: Option<&str>) -> String {
-    let key = key.map_or(String::new(), |k| format!("Sec-WebSocket-Key: {k}\r\n"));
-    format!(
-        "GET /v1/ws HTTP/1.1\r\nHost: roam\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\n{key}Authorization: Bearer {}\r\n\r\n",
-        t.token(user)
-    )
-}
-
-impl Raw {
-    /// Sends a handshake and returns the status and the connection.
-    async fn handshake(t: &TestServer, user: &str, key: Option<&str>) -> (u16, Raw) {
-        let mut tcp = TcpStream::connect(t.server().local_addr())
-            .await
-            .expect("connect");
-        let (status, buf) = get_raw(&mut tcp, &handshake(t, user, key)).await;
-        (status, Raw { tcp, buf })
-    }
-
-    /// An open socket whose `hello` was read.
-    async fn open(t: &TestServer, user: &str) -> Raw {
-        let (status, mut raw) = Raw::handshake(t, user, Some("dGhlIHNhbXBsZSBub25jZQ==")).await;
-        assert_eq!(status, 101);
-        let (op, _) = raw.next().await;
-        assert_eq!(op, 1, "hello");
-        raw
-    }
-
-    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x5au8, 0x1f, 0x33, 0xc4];
-        let mut out = vec![if fin { 0x80 | opcode } else { opcode }];
-        let len = payload.len();
-        if len < 126 {
-            out.push(0x80 | len as u8);
-        } else if len <= u16::MAX as usize {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.tcp.write_all(bytes).await.expect("write");
-    }
-
-    /// The next server frame (opcode, payload).
-    async fn next(&mut self) -> (u8, Vec<u8>) {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if self.buf.len() >= 2 {
-                    let (len, at) = match self.buf[1] & 0x7f {
-                        126 if self.buf.len() >= 4 => {
-                            (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                        }
-                        126 | 127 => (usize::MAX, 0),
-                        n => (n as usize, 2),
-                    };
-                    if len != usize::MAX && self.buf.len() >= at + len {
-                        let opcode = self.buf[0] & 0x0f;
-                        let payload = self.buf[at..at + len].to_vec();
-                        self.buf.drain(..at + len);
-                        return (opcode, payload);
-                    }
-                }
-                let mut chunk = [0u8; 4096];
-                let n = self.tcp.read(&mut chunk).await.expect("read");
-                assert!(n > 0, "the connection ended without a close frame");
-                self.buf.extend_from_slice(&chunk[..n]);
-            }
-        })
-        .await
-        .expect("a frame in time")
-    }
-
-    /// Reads up to the server's close frame and returns its code.
-    async fn close_code(&mut self) -> u16 {
-        loop {
-            let (op, payload) = self.next().await;
-            if op == 8 {
-                assert!(payload.len() >= 2, "a close frame with a code");
-                return u16::from_be_bytes([payload[0], payload[1]]);
-            }
-        }
-    }
-}
-
-/// Sends `req` and reads the response head: (status, bytes read after the head).
-async fn get_raw(tcp: &mut TcpStream, req: &str) -> (u16, Vec<u8>) {
-    tcp.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    let end = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                return i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tcp.read(&mut chunk).await.expect("read");
-            assert!(n > 0, "closed during the handshake");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await
-    .expect("an answer in time");
-    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    buf.drain(..end);
-    (status, buf)
-}
-
 #[tokio::test]
 async fn close_frames_are_answered_as_rfc_6455_requires() {
     let t = TestServer::start().await;
-    let close = |payload: &[u8]| Raw::frame(true, 8, payload);
+    let close = |payload: &[u8]| RawSocket::frame(true, 8, payload, true);
     // (what the client sends, the code the server must answer with)
     let mut cases: Vec<(String, Vec<u8>, u16)> = vec![
         ("one byte".into(), close(&[0x03]), 1002),
@@ -490,7 +365,7 @@ async fn close_frames_are_answered_as_rfc_6455_requires() {
         cases.push((format!("valid code {code}"), close(&payload), code));
     }
     for (name, frame, want) in cases {
-        let mut ws = Raw::open(&t, "alice").await;
+        let mut ws = RawSocket::greeted(&t, "alice").await;
         ws.send(&frame).await;
         assert_eq!(ws.close_code().await, want, "{name}");
     }
@@ -500,23 +375,28 @@ async fn close_frames_are_answered_as_rfc_6455_requires() {
 async fn text_is_checked_for_utf8_fragment_by_fragment() {
     let t = TestServer::start().await;
     // The first fragment is not UTF-8: the socket closes with 1007 before any other comes.
-    let mut ws = Raw::open(&t, "alice").await;
-    ws.send(&Raw::frame(false, 1, &[b'{', 0xce, 0xba, 0xf4, 0x90, 0x80]))
-        .await;
+    let mut ws = RawSocket::greeted(&t, "alice").await;
+    ws.send(&RawSocket::frame(
+        false,
+        1,
+        &[b'{', 0xce, 0xba, 0xf4, 0x90, 0x80],
+        true,
+    ))
+    .await;
     assert_eq!(ws.close_code().await, 1007);
     // A fragment that breaks a code point begun in the one before.
-    let mut ws = Raw::open(&t, "alice").await;
-    let mut bytes = Raw::frame(false, 1, &[b'{', 0xe2]);
-    bytes.extend(Raw::frame(false, 0, b"("));
+    let mut ws = RawSocket::greeted(&t, "alice").await;
+    let mut bytes = RawSocket::frame(false, 1, &[b'{', 0xe2], true);
+    bytes.extend(RawSocket::frame(false, 0, b"(", true));
     ws.send(&bytes).await;
     assert_eq!(ws.close_code().await, 1007);
     // A code point split over fragments is fine.
-    let mut ws = Raw::open(&t, "alice").await;
+    let mut ws = RawSocket::greeted(&t, "alice").await;
     let text = r#"{"v":1,"type":"ping","id":"€uro"}"#.as_bytes();
     let cut = text.iter().position(|&b| b == 0xe2).expect("euro") + 1;
-    let mut bytes = Raw::frame(false, 1, &text[..cut]);
-    bytes.extend(Raw::frame(false, 0, &text[cut..cut + 1]));
-    bytes.extend(Raw::frame(true, 0, &text[cut + 1..]));
+    let mut bytes = RawSocket::frame(false, 1, &text[..cut], true);
+    bytes.extend(RawSocket::frame(false, 0, &text[cut..cut + 1], true));
+    bytes.extend(RawSocket::frame(true, 0, &text[cut + 1..], true));
     ws.send(&bytes).await;
     let (op, payload) = ws.next().await;
     assert_eq!(op, 1);
@@ -535,22 +415,23 @@ async fn the_websocket_key_must_be_the_base64_of_16_bytes() {
         ("15 bytes", Some("dGhlIHNhbXBsZSBub25j")),
         ("not base64", Some("dGhlIHNhbXBsZSBub25j*Q==")),
     ] {
-        let (status, _) = Raw::handshake(&t, "alice", key).await;
+        let (status, _) = RawSocket::handshake(&t, "alice", key).await;
         assert_eq!(status, 400, "{name}");
     }
-    let (status, _) = Raw::handshake(&t, "alice", Some("dGhlIHNhbXBsZSBub25jZQ==")).await;
+    let (status, _) = RawSocket::handshake(&t, "alice", Some("dGhlIHNhbXBsZSBub25jZQ==")).await;
     assert_eq!(status, 101);
 }
 
 #[tokio::test]
 async fn a_message_left_unfinished_closes_the_socket_with_1008_pings_or_not() {
     let t = TestServer::start_with(|c| c.ws_message_timeout_ms = 500).await;
-    let mut ws = Raw::open(&t, "alice").await;
-    ws.send(&Raw::frame(false, 1, br#"{"v":1,"#)).await;
+    let mut ws = RawSocket::greeted(&t, "alice").await;
+    ws.send(&RawSocket::frame(false, 1, br#"{"v":1,"#, true))
+        .await;
     let mut pongs = 0;
     let code = loop {
         assert!(pongs < 200, "still open after {pongs} pings");
-        ws.send(&Raw::frame(true, 9, b"hb")).await;
+        ws.send(&RawSocket::frame(true, 9, b"hb", true)).await;
         let (op, payload) = ws.next().await;
         match op {
             10 => pongs += 1,
@@ -572,8 +453,8 @@ async fn a_message_left_unfinished_closes_the_socket_with_1008_pings_or_not() {
 async fn unfinished_messages_of_all_sockets_share_one_budget() {
     let t = TestServer::start_with(|c| c.ws_partial_budget_bytes = 1 << 20).await;
     let part = vec![b' '; 700 * 1024];
-    let mut first = Raw::open(&t, "alice").await;
-    first.send(&Raw::frame(false, 1, &part)).await;
+    let mut first = RawSocket::greeted(&t, "alice").await;
+    first.send(&RawSocket::frame(false, 1, &part, true)).await;
     // Known to the server once the budget holds it.
     let counted = tokio::time::timeout(WAIT, async {
         while t.server().state().partial.used() < part.len() {
@@ -582,12 +463,17 @@ async fn unfinished_messages_of_all_sockets_share_one_budget() {
     })
     .await;
     assert!(counted.is_ok(), "the first fragment is counted");
-    let mut second = Raw::open(&t, "bob").await;
-    second.send(&Raw::frame(false, 1, &part)).await;
+    let mut second = RawSocket::greeted(&t, "bob").await;
+    second.send(&RawSocket::frame(false, 1, &part, true)).await;
     assert_eq!(second.close_code().await, 1008, "over the shared budget");
     // The first socket finishes its message and goes on.
     first
-        .send(&Raw::frame(true, 0, br#"{"v":1,"type":"ping","id":"p"}"#))
+        .send(&RawSocket::frame(
+            true,
+            0,
+            br#"{"v":1,"type":"ping","id":"p"}"#,
+            true,
+        ))
         .await;
     let (op, payload) = first.next().await;
     assert_eq!(op, 1);

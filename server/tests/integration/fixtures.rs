@@ -724,3 +724,173 @@ impl Ws {
         }
     }
 }
+
+/// A WebSocket spoken to byte by byte — the handshake and the frames written by hand — for what
+/// a WebSocket library would not send.
+pub struct RawSocket {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// RFC 6455's sample key (§1.3), whose accept value is known.
+pub const SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// Sends `req` and reads the response head: (status, the head, the bytes read after it).
+pub async fn http_head(tcp: &mut TcpStream, req: &str) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                return i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before the answer's head");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("an answer in time");
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    buf.drain(..end);
+    (status, head, buf)
+}
+
+impl RawSocket {
+    /// Sends a handshake with `key` (none: no key header); the status and the connection.
+    pub async fn handshake(t: &TestServer, user: &str, key: Option<&str>) -> (u16, RawSocket) {
+        let (status, _, socket) = Self::handshake_head(t, user, key).await;
+        (status, socket)
+    }
+
+    async fn handshake_head(
+        t: &TestServer,
+        user: &str,
+        key: Option<&str>,
+    ) -> (u16, String, RawSocket) {
+        let mut tcp = TcpStream::connect(t.server().local_addr())
+            .await
+            .expect("connect");
+        let key = key.map_or(String::new(), |k| format!("Sec-WebSocket-Key: {k}\r\n"));
+        let req = format!(
+            "GET /v1/ws HTTP/1.1\r\nHost: roam\r\nConnection: keep-alive, Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{key}\
+             Authorization: Bearer {}\r\n\r\n",
+            t.token(user)
+        );
+        let (status, head, buf) = http_head(&mut tcp, &req).await;
+        (status, head, RawSocket { tcp, buf })
+    }
+
+    /// Upgrades with the sample key and checks the server's answer to it (`hello` not read).
+    pub async fn open(t: &TestServer, user: &str) -> RawSocket {
+        let (status, head, socket) = Self::handshake_head(t, user, Some(SAMPLE_KEY)).await;
+        assert_eq!(status, 101, "{head}");
+        // The accept key RFC 6455 §1.3 gives for its sample key.
+        assert!(
+            head.to_lowercase()
+                .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{head}"
+        );
+        socket
+    }
+
+    /// An open socket whose `hello` was read.
+    pub async fn greeted(t: &TestServer, user: &str) -> RawSocket {
+        let mut socket = Self::open(t, user).await;
+        let (op, _) = socket.next().await;
+        assert_eq!(op, 1, "hello");
+        socket
+    }
+
+    /// A client frame: masked, as RFC 6455 requires (unless `masked` is false).
+    pub fn frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        let mask = [0x5au8, 0x1f, 0x33, 0xc4];
+        let mut out = vec![if fin { 0x80 | opcode } else { opcode }];
+        let bit = if masked { 0x80 } else { 0 };
+        let len = payload.len();
+        if len < 126 {
+            out.push(bit | len as u8);
+        } else if len <= u16::MAX as usize {
+            out.push(bit | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(bit | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        if masked {
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.tcp.write_all(bytes).await.expect("write");
+    }
+
+    /// The next server frame: its opcode and payload (server frames are final and unmasked).
+    pub async fn next(&mut self) -> (u8, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if self.buf.len() >= 2 {
+                    assert_eq!(self.buf[1] & 0x80, 0, "server frames are not masked");
+                    let (len, at) = match self.buf[1] & 0x7f {
+                        126 if self.buf.len() >= 4 => {
+                            (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                        }
+                        127 if self.buf.len() >= 10 => {
+                            let mut n = [0u8; 8];
+                            n.copy_from_slice(&self.buf[2..10]);
+                            (u64::from_be_bytes(n) as usize, 10)
+                        }
+                        126 | 127 => (usize::MAX, 0),
+                        n => (n as usize, 2),
+                    };
+                    if len != usize::MAX && self.buf.len() >= at + len {
+                        assert_eq!(self.buf[0] & 0x80, 0x80, "server frames are final");
+                        let opcode = self.buf[0] & 0x0f;
+                        let payload = self.buf[at..at + len].to_vec();
+                        self.buf.drain(..at + len);
+                        return (opcode, payload);
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                let n = self.tcp.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "the connection ended without a close frame");
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("a frame in time")
+    }
+
+    /// The next text frame, as JSON (control frames before it are returned by `next`).
+    pub async fn next_json(&mut self) -> Value {
+        let (op, payload) = self.next().await;
+        assert_eq!(op, 1, "a text frame");
+        serde_json::from_slice(&payload).expect("json")
+    }
+
+    /// Reads up to the server's close frame and returns its code.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            let (op, payload) = self.next().await;
+            if op == 8 {
+                assert!(payload.len() >= 2, "a close frame with a code");
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    }
+}

@@ -5,7 +5,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::fixtures::{TestServer, WAIT};
+use crate::fixtures::{RawSocket, TestServer, WAIT};
 
 /// Sends raw text and returns the next frame.
 async fn answer(ws: &mut crate::fixtures::Ws, text: &str) -> Value {
@@ -415,132 +415,6 @@ async fn a_pipelined_edit_or_reply_may_name_a_message_sent_just_before() {
     assert_eq!(stored[1]["deleted"], true);
     for (i, m) in stored[2..].iter().enumerate() {
         assert_eq!(m["body"], format!("edited {}", i + 3));
-    }
-}
-
-/// A socket spoken to byte by byte — the handshake and the frames written by hand — for what a
-/// WebSocket library would not send.
-struct RawSocket {
-    tcp: tokio::net::TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawSocket {
-    /// Upgrades with RFC 6455's sample key and checks the server's answer to it.
-    async fn open(t: &TestServer, user: &str) -> RawSocket {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = t.server().local_addr();
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let req = format!(
-            "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nConnection: keep-alive, Upgrade\r\n\
-             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {}\r\n\r\n",
-            t.token(user)
-        );
-        tcp.write_all(req.as_bytes()).await.expect("handshake");
-        let mut buf = Vec::new();
-        let end = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    return i + 4;
-                }
-                let mut chunk = [0u8; 1024];
-                let n = tcp.read(&mut chunk).await.expect("read");
-                assert!(n > 0, "closed during the handshake");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        })
-        .await
-        .expect("handshake answered in time");
-        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-        assert!(head.starts_with("http/1.1 101"), "{head}");
-        // The accept key RFC 6455 §1.3 gives for its sample key.
-        assert!(
-            head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
-            "{head}"
-        );
-        buf.drain(..end);
-        RawSocket { tcp, buf }
-    }
-
-    /// A client frame: masked, as RFC 6455 requires (unless `masked` is false).
-    fn frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-        let mask = [0x12u8, 0x34, 0x56, 0x78];
-        let mut out = vec![if fin { 0x80 | opcode } else { opcode }];
-        let bit = if masked { 0x80 } else { 0 };
-        if payload.len() < 126 {
-            out.push(bit | payload.len() as u8);
-        } else {
-            out.push(bit | 126);
-            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        if masked {
-            out.extend_from_slice(&mask);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        } else {
-            out.extend_from_slice(payload);
-        }
-        out
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        use tokio::io::AsyncWriteExt;
-        self.tcp.write_all(bytes).await.expect("write");
-    }
-
-    /// The next server frame: its opcode and payload (server frames are never masked).
-    async fn next(&mut self) -> (u8, Vec<u8>) {
-        use tokio::io::AsyncReadExt;
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if self.buf.len() >= 2 {
-                    assert_eq!(self.buf[1] & 0x80, 0, "server frames are not masked");
-                    let (len, at) = match self.buf[1] & 0x7f {
-                        126 if self.buf.len() >= 4 => {
-                            (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                        }
-                        127 if self.buf.len() >= 10 => {
-                            let mut n = [0u8; 8];
-                            n.copy_from_slice(&self.buf[2..10]);
-                            (u64::from_be_bytes(n) as usize, 10)
-                        }
-                        126 | 127 => (usize::MAX, 0),
-                        n => (n as usize, 2),
-                    };
-                    if len != usize::MAX && self.buf.len() >= at + len {
-                        assert_eq!(self.buf[0] & 0x80, 0x80, "server frames are final");
-                        let opcode = self.buf[0] & 0x0f;
-                        let payload = self.buf[at..at + len].to_vec();
-                        self.buf.drain(..at + len);
-                        return (opcode, payload);
-                    }
-                }
-                let mut chunk = [0u8; 4096];
-                let n = self.tcp.read(&mut chunk).await.expect("read");
-                assert!(n > 0, "the connection ended without a close frame");
-                self.buf.extend_from_slice(&chunk[..n]);
-            }
-        })
-        .await
-        .expect("a frame in time")
-    }
-
-    /// The next text frame, as JSON (control frames before it are returned by `next`).
-    async fn next_json(&mut self) -> Value {
-        let (op, payload) = self.next().await;
-        assert_eq!(op, 1, "a text frame");
-        serde_json::from_slice(&payload).expect("json")
-    }
-
-    /// Reads up to the server's close frame and returns its code.
-    async fn close_code(&mut self) -> u16 {
-        loop {
-            let (op, payload) = self.next().await;
-            if op == 8 {
-                assert!(payload.len() >= 2, "a close frame with a code");
-                return u16::from_be_bytes([payload[0], payload[1]]);
-            }
-        }
     }
 }
 
