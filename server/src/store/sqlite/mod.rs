@@ -62,6 +62,10 @@ pub struct SqliteStore {
 
 pub use self::schema::Synchronous;
 
+/// A group commit that has not finished in this long makes the store not ready: the largest
+/// group (imports included, see `--import-inflight-mb`) takes well under a second here.
+const STUCK_WRITER: std::time::Duration = std::time::Duration::from_secs(10);
+
 // Shared with the Postgres store, so both answer cursors, searches and event data alike.
 pub(in crate::store) use self::read::{decode_cursor, encode_cursor, like_pattern};
 pub(in crate::store) use self::rows::event_data;
@@ -367,6 +371,13 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         if !self.writer.is_alive() {
             return Err(StoreError::Backend("the store writer has stopped".into()));
+        }
+        // A writer stuck in one group (a disk that stopped answering) holds every write.
+        if let Some(busy) = self.writer.busy_for().filter(|b| *b > STUCK_WRITER) {
+            return Err(StoreError::Backend(format!(
+                "the store writer has been committing one group for {} ms",
+                busy.as_millis()
+            )));
         }
         self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await

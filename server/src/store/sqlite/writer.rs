@@ -39,7 +39,7 @@
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -215,6 +215,11 @@ fn run_cached(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
 pub(super) struct Writer {
     sender: Option<mpsc::UnboundedSender<Job>>,
     queued: Arc<AtomicU32>,
+    /// When the group being committed started (ms on the writer's clock, from its start), 0
+    /// while the writer waits for work: a writer stuck in one group (a disk that stopped
+    /// answering) shows here.
+    busy_since: Arc<AtomicU64>,
+    started: Instant,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -224,16 +229,36 @@ impl Writer {
         let (sender, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicU32::new(0));
         let gauge = queued.clone();
+        let busy_since = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let busy = Busy {
+            since: busy_since.clone(),
+            started,
+        };
         let checkpointer = Checkpointer::start(&conn);
         let thread = std::thread::Builder::new()
             .name("roam-sqlite-writer".into())
-            .spawn(move || run(conn, receiver, &gauge, checkpointer))
+            .spawn(move || run(conn, receiver, &gauge, &busy, checkpointer))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             sender: Some(sender),
             queued,
+            busy_since,
+            started,
             thread: Some(thread),
         })
+    }
+
+    /// How long the group being committed has taken so far (`None`: the writer is waiting
+    /// for work).
+    pub(super) fn busy_for(&self) -> Option<std::time::Duration> {
+        match self.busy_since.load(Ordering::Acquire) {
+            0 => None,
+            since => {
+                let now = self.started.elapsed().as_millis() as u64;
+                Some(std::time::Duration::from_millis(now.saturating_sub(since)))
+            }
+        }
     }
 
     /// Jobs sent and not yet taken by the writer.
@@ -290,11 +315,30 @@ impl Drop for Writer {
     }
 }
 
+/// Where the writer thread says when its current group started.
+struct Busy {
+    since: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Busy {
+    fn begin(&self) {
+        // At least 1: 0 means idle.
+        let now = (self.started.elapsed().as_millis() as u64).max(1);
+        self.since.store(now, Ordering::Release);
+    }
+
+    fn end(&self) {
+        self.since.store(0, Ordering::Release);
+    }
+}
+
 /// The writer thread's loop: one group per wake-up, until every sender is gone.
 fn run(
     mut conn: Connection,
     mut receiver: mpsc::UnboundedReceiver<Job>,
     queued: &AtomicU32,
+    busy: &Busy,
     checkpointer: Option<Checkpointer>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -312,7 +356,9 @@ fn run(
         queued.fetch_sub(batch.len() as u32, Ordering::Relaxed);
         since_checkpoint += batch.len();
         since_restart += batch.len();
+        busy.begin();
         commit_group(&mut conn, &mut batch);
+        busy.end();
         let Some(c) = &checkpointer else {
             continue;
         };
@@ -543,6 +589,38 @@ mod tests {
                 .await
                 .expect("message");
         }
+    }
+
+    #[test]
+    fn a_group_in_progress_is_timed_and_an_idle_writer_is_not() {
+        let since = Arc::new(AtomicU64::new(0));
+        let busy = Busy {
+            since: since.clone(),
+            started: Instant::now() - std::time::Duration::from_secs(30),
+        };
+        let writer = Writer {
+            sender: None,
+            queued: Arc::new(AtomicU32::new(0)),
+            busy_since: since,
+            started: busy.started,
+            thread: None,
+        };
+        assert_eq!(writer.busy_for(), None, "idle");
+        busy.begin();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let taken = writer.busy_for().expect("a group in progress");
+        assert!(taken >= std::time::Duration::from_millis(20), "{taken:?}");
+        busy.end();
+        assert_eq!(writer.busy_for(), None, "done");
+    }
+
+    #[tokio::test]
+    async fn a_store_that_committed_is_not_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_room(&dir.path().join("t.db")).await;
+        send(&store, 0, 3).await;
+        assert_eq!(store.writer.busy_for(), None);
+        assert!(store.ping().await.is_ok());
     }
 
     #[tokio::test]
