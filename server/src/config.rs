@@ -381,6 +381,17 @@ pub struct Config {
     /// checks) when the connection budget comes from the limit.
     #[arg(long, global = true, env = "ROAM_FD_RESERVE", default_value_t = 128)]
     pub fd_reserve: usize,
+    /// Sets `TCP_NODELAY` on client connections: every frame leaves at once instead of waiting
+    /// for the previous segment's acknowledgement (lower latency under load, more CPU per
+    /// delivery; BENCHMARKS.md measures both).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_TCP_NODELAY",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub tcp_nodelay: bool,
     /// A WebSocket message left unfinished (fragments without the final one) this long closes
     /// the socket with 1008.
     #[arg(

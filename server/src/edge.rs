@@ -72,6 +72,8 @@ pub struct EdgeConfig {
     pub max_pending_per_ip: usize,
     /// Most client sockets held at once (`None`: no budget).
     pub max_connections: Option<usize>,
+    /// `TCP_NODELAY` on client connections.
+    pub nodelay: bool,
 }
 
 impl EdgeConfig {
@@ -88,6 +90,7 @@ impl EdgeConfig {
             max_pending: config.max_pending_connections,
             max_pending_per_ip: config.max_pending_per_ip,
             max_connections,
+            nodelay: config.tcp_nodelay,
         }
     }
 }
@@ -530,7 +533,9 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        if edge.config.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
         let io = EdgeIo {
             inner: stream,
             ticket: Arc::clone(&ticket),
@@ -639,6 +644,7 @@ mod tests {
                 max_pending,
                 max_pending_per_ip: per_ip,
                 max_connections,
+                nodelay: false,
             },
             Arc::new(Metrics::new()),
         )
