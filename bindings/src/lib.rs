@@ -13,7 +13,7 @@
 //! ([`RoamRoomList`]), `save.rs` (`save_document`'s wait for the server's answer),
 //! `runtime.rs` (the tokio runtime), `logging.rs` (`tracing` to the app's logger).
 //!
-//! Conventions (STYLE.md, "Listeners and async across the FFI"):
+//! Conventions for listeners and async calls across the FFI:
 //! - async Rust functions become Swift `async` and Kotlin `suspend` functions; they run on the
 //!   library's tokio runtime, so the core's tokio I/O works under them, and cancelling the
 //!   Swift `Task` or Kotlin coroutine that awaits one leaves the client working;

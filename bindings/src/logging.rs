@@ -1,4 +1,4 @@
-//! Routing Roam's `tracing` events to the app's own logger (SPEC §1.9).
+//! Routing Roam's `tracing` events to the app's own logger.
 //!
 //! The library only emits `tracing` events. The first call to [`set_log_listener`] installs a
 //! process-wide subscriber made of two layers: an [`EnvFilter`] behind a reload handle (so the

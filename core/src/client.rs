@@ -11,7 +11,7 @@
 //! - **Writes** are synchronous too: each validates its input (a bad one is refused with
 //!   [`Error::InvalidInput`] before anything is written), then writes the optimistic change and
 //!   its outbox entry in one transaction and returns the local object (or the entry id) with
-//!   [`SendState::Pending`](crate::SendState::Pending). Delivery happens in the background (see
+//!   [`SendState::Pending`]. Delivery happens in the background (see
 //!   the `outbox` module).
 //! - **Network reads** (`refresh_*`, `load_older_messages`) are `async`: they fetch over REST
 //!   with conditional requests, store the result, and return what the store now holds.

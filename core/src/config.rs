@@ -201,7 +201,7 @@ impl Default for OutboxConfig {
     }
 }
 
-/// Typing indicators (SPEC §1.4).
+/// Typing indicators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TypingConfig {
     /// At most one `typing: true` per room this often while the user types (3 s).

@@ -19,7 +19,7 @@
 //!   ([`use_mimalloc`]); in tests and other embeddings that part is a no-op.
 //! - **Memory C code took from the C allocator**: SQLite allocates with the C library's
 //!   `malloc`, and glibc gives each thread that used it an arena whose free memory it keeps.
-//!   [`trim`] empties the store's page caches ([`Store::release_memory`]: SQLite keeps the
+//!   [`trim`] empties the store's page caches ([`crate::store::Store::release_memory`]: SQLite keeps the
 //!   pages it read until its cache is full) and then asks glibc to return what is free in every
 //!   arena (`malloc_trim`).
 //!

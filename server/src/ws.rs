@@ -1,6 +1,6 @@
 //! The WebSocket gateway: `GET /v1/ws`.
 //!
-//! Each socket has a reader (the task that runs [`run`]) and a writer task, joined by the
+//! Each socket has a reader (the task that runs `run`) and a writer task, joined by the
 //! socket's queue ([`Conn`]). Neither ever waits for the other: the reader queues its answers
 //! without blocking, so a client that stops reading cannot wedge it; every write has a timeout
 //! (a client that stops reading is cut with 4008); and one sweeper task closes sockets that are

@@ -1,4 +1,4 @@
-//! Peak memory of parallel reads (issue 9 item 3), in a test binary of its own: the peak
+//! Peak memory of parallel reads, in a test binary of its own: the peak
 //! resident set is a figure of the whole process, so no other test may run beside this one.
 
 use serde_json::{json, Value};

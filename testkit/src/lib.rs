@@ -22,7 +22,7 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().expect("local address")
 }
 
-/// Waits until something listens on `port` of 127.0.0.1; panics after [`START_WAIT`].
+/// Waits until something listens on `port` of 127.0.0.1; panics after `START_WAIT`.
 pub async fn wait_port(port: u16) {
     let deadline = tokio::time::Instant::now() + START_WAIT;
     while TcpStream::connect(("127.0.0.1", port)).await.is_err() {

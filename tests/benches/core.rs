@@ -1,5 +1,5 @@
 //! Benchmarks of the client core against the real server on loopback, each compared with its
-//! SPEC §4 target. Run on demand (not in CI): `cargo bench -p roam-tests --bench core`.
+//! target (BENCHMARKS.md lists them). Run on demand (not in CI): `cargo bench -p roam-tests --bench core`.
 //!
 //! 1. Outbox enqueue (durable, one transaction each) against a raw rusqlite single-row insert
 //!    loop with the same pragmas, measured in the same run: target ≥ 50 % of the raw rate
@@ -12,7 +12,7 @@
 //!    and in order.
 //! 5. App calls during catch-up: while the client applies 10,000 missed events (ten rounds),
 //!    a separate thread standing in for the app's main thread calls `send_message` and
-//!    `messages` one after the other; each call's duration is recorded. Target (issue 10): p99
+//!    `messages` one after the other; each call's duration is recorded. Target: p99
 //!    ≤ 2 ms and max ≤ 8 ms during catch-up. The same calls made while synced and idle, in the
 //!    same run, are the baseline.
 //!

@@ -1,4 +1,4 @@
-//! Reads bounded in bytes, not only in items (issue 9 item 3): every listing that can carry
+//! Reads bounded in bytes, not only in items: every listing that can carry
 //! large text stops at about 1 MiB and continues with its cursor, so a page of large documents
 //! or messages never grows with the page size. The memory of parallel readers is measured in
 //! `server/tests/memory.rs`, a process of its own.

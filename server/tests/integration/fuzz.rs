@@ -1,4 +1,4 @@
-//! Fuzzing the parsers (issue 9 item 9): random and malformed input for every REST body, every
+//! Fuzzing the parsers: random and malformed input for every REST body, every
 //! query string and the socket's frame decoder. Whatever arrives, the server answers with a
 //! clear error (a JSON error body or an `error` frame, never a 5xx, a panic or a closed
 //! socket), and an input it refuses changes nothing.

@@ -1,4 +1,4 @@
-//! Presence and the user directory are private (issue 9 item 5): only users who share a room
+//! Presence and the user directory are private: only users who share a room
 //! see each other's presence, `last_seen` and directory entry; an invitation to a made-up id
 //! creates no directory entry.
 

@@ -1,4 +1,4 @@
-//! Deleted means deleted (issue 9): once a message is deleted, no read the server serves — the
+//! Deleted means deleted: once a message is deleted, no read the server serves — the
 //! event log over REST, socket recovery, an idempotent replay — carries its text; retention
 //! removes old document content from the event log too.
 

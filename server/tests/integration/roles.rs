@@ -1,4 +1,4 @@
-//! One role rule (issue 9): nobody grants a role they could not grant with `member.set_role`,
+//! One role rule: nobody grants a role they could not grant with `member.set_role`,
 //! whether by invitation, on acceptance or by leaving and re-joining; invitations can be
 //! revoked.
 

@@ -1,4 +1,4 @@
-//! Tokens and secrets (issue 9 item 7): `nbf`, optional `iss`/`aud`, the `token` subcommand's
+//! Tokens and secrets: `nbf`, optional `iss`/`aud`, the `token` subcommand's
 //! secret checks, and cursors that could overflow.
 
 use serde_json::json;
