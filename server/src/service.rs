@@ -141,6 +141,15 @@ fn coalesce(events: Vec<roam_proto::RoomEvent>) -> Vec<roam_proto::RoomEvent> {
     out
 }
 
+/// What planning a mutation gives: the store change, the notifications it creates, and the
+/// guard the store checks again when it applies the change.
+type Planned = (Change, Vec<NewNotification>, Option<Guard>);
+
+/// A planner was handed a mutation of another area (a bug in `Service::plan`'s routing).
+fn misrouted(m: &Mutation) -> ApiError {
+    ApiError::internal(format!("{} reached the wrong planner", m.op()))
+}
+
 /// The user whose own membership an event changed, and the change to tell their devices.
 fn membership_change(ev: &roam_proto::RoomEvent) -> Option<(String, MembershipChange)> {
     use roam_proto::EventBody as E;
@@ -541,13 +550,38 @@ impl Service {
         }
     }
 
-    /// Turns a mutation into a store change after checking the caller may do it.
-    async fn plan(
-        &self,
-        user: &str,
-        m: Mutation,
-        now: i64,
-    ) -> ApiResult<(Change, Vec<NewNotification>, Option<Guard>)> {
+    /// Turns a mutation into a store change after checking the caller may do it: the change,
+    /// the notifications it creates, and the guard the store checks again when it applies it.
+    async fn plan(&self, user: &str, m: Mutation, now: i64) -> ApiResult<Planned> {
+        use Mutation as M;
+        match m {
+            M::CreateRoom { .. }
+            | M::UpdateRoom { .. }
+            | M::DeleteRoom { .. }
+            | M::JoinRoom { .. }
+            | M::LeaveRoom { .. }
+            | M::TransferOwnership { .. } => self.plan_room(user, m, now).await,
+            M::Invite { .. }
+            | M::AcceptInvitation { .. }
+            | M::RejectInvitation { .. }
+            | M::RevokeInvitation { .. }
+            | M::SetRole { .. }
+            | M::Ban { .. }
+            | M::Unban { .. } => self.plan_membership(user, m, now).await,
+            M::SendMessage { .. }
+            | M::EditMessage { .. }
+            | M::DeleteMessage { .. }
+            | M::ImportMessages { .. } => self.plan_message(user, m, now).await,
+            M::PutDocument { .. }
+            | M::MarkRoomRead { .. }
+            | M::MarkRead { .. }
+            | M::MarkAllRead {}
+            | M::SetPresence { .. } => self.plan_account(user, m, now).await,
+        }
+    }
+
+    /// Rooms: create, update, delete, join, leave, transfer.
+    async fn plan_room(&self, user: &str, m: Mutation, now: i64) -> ApiResult<Planned> {
         let mut notify = Vec::new();
         let mut guard = None;
         let change = match m {
@@ -671,6 +705,16 @@ impl Service {
                     to,
                 }
             }
+            other => return Err(misrouted(&other)),
+        };
+        Ok((change, notify, guard))
+    }
+
+    /// Who is in a room: invitations, roles, bans.
+    async fn plan_membership(&self, user: &str, m: Mutation, now: i64) -> ApiResult<Planned> {
+        let mut notify = Vec::new();
+        let mut guard = None;
+        let change = match m {
             Mutation::Invite {
                 room,
                 user: invitee,
@@ -834,6 +878,16 @@ impl Service {
                 }
                 Change::Unban { room, user: target }
             }
+            other => return Err(misrouted(&other)),
+        };
+        Ok((change, notify, guard))
+    }
+
+    /// Messages: send, edit, delete, import.
+    async fn plan_message(&self, user: &str, m: Mutation, _now: i64) -> ApiResult<Planned> {
+        let mut notify = Vec::new();
+        let mut guard = None;
+        let change = match m {
             Mutation::SendMessage {
                 room,
                 body,
@@ -915,6 +969,16 @@ impl Service {
                     messages: bodies.into_iter().map(|b| (new_id(), b)).collect(),
                 }
             }
+            other => return Err(misrouted(&other)),
+        };
+        Ok((change, notify, guard))
+    }
+
+    /// Documents, read markers and notifications.
+    async fn plan_account(&self, user: &str, m: Mutation, _now: i64) -> ApiResult<Planned> {
+        let notify = Vec::new();
+        let mut guard = None;
+        let change = match m {
             Mutation::PutDocument {
                 room,
                 doc,
@@ -958,6 +1022,7 @@ impl Service {
                     "presence.set is per device: send it on the WebSocket",
                 ))
             }
+            other => return Err(misrouted(&other)),
         };
         Ok((change, notify, guard))
     }

@@ -364,23 +364,13 @@ async fn finish(
     closed(&state, &conn, &following).await;
 }
 
-/// Registers a socket and queues its `hello`.
+/// Queues a socket's `hello`, then registers it: `hello` is its first frame, ahead of anything
+/// sent to its user (a notification, a read marker, a membership change) once it is registered.
 async fn opened(state: &AppState, conn: &Arc<Conn>, compress: bool) {
     let svc = &state.service;
     svc.metrics.connections.inc();
     svc.metrics.connections_total.inc();
-    state.hub.connect(conn);
-    if state.shutdown.is_cancelled() {
-        // Upgraded while the server began to drain: it closes like the others.
-        conn.close_with(close::GOING_AWAY);
-    }
     let now = now_ms();
-    if let Err(e) = svc.store.touch_user(&conn.user, now).await {
-        tracing::warn!(error = %e, "could not record the user");
-    }
-    svc.presence_moved(svc.presence.connect(&conn.user, conn.id, now))
-        .await;
-    tracing::debug!(conn = conn.id, user = %conn.user, "socket open");
     let hello = encode(&ServerFrame::Hello {
         session: uuid::Uuid::now_v7().to_string(),
         user: conn.user.to_string(),
@@ -390,6 +380,17 @@ async fn opened(state: &AppState, conn: &Arc<Conn>, compress: bool) {
         compression: compress.then(|| compress::DEFLATE.to_owned()),
     });
     conn.push(Outbound::Frame(hello), &svc.metrics);
+    state.hub.connect(conn);
+    if state.shutdown.is_cancelled() {
+        // Upgraded while the server began to drain: it closes like the others.
+        conn.close_with(close::GOING_AWAY);
+    }
+    if let Err(e) = svc.store.touch_user(&conn.user, now).await {
+        tracing::warn!(error = %e, "could not record the user");
+    }
+    svc.presence_moved(svc.presence.connect(&conn.user, conn.id, now))
+        .await;
+    tracing::debug!(conn = conn.id, user = %conn.user, "socket open");
 }
 
 /// Forgets a closed socket.

@@ -279,7 +279,7 @@ fn app_thread(
                 _ => {}
             }
             n += 1;
-            let send = n % 2 == 0;
+            let send = n.is_multiple_of(2);
             let cpu_wait = waited_for_cpu();
             let at = Instant::now();
             if send {

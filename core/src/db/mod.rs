@@ -139,7 +139,7 @@ impl Db {
     /// (a wake-up while it is still busy is merged into the one pending).
     pub(crate) fn committed(&self) {
         let n = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % CHECKPOINT_EVERY == 0 {
+        if n.is_multiple_of(CHECKPOINT_EVERY) {
             if let Some(c) = self.checkpointer.lock().as_ref() {
                 let _ = c.wake.try_send(());
             }

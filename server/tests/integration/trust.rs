@@ -162,3 +162,34 @@ async fn a_mutation_waits_for_the_one_it_follows() {
         .await;
     assert_eq!(bad["code"], "invalid_input", "{bad}");
 }
+
+/// `hello` is a socket's first frame even while its user's other devices keep the server busy
+/// with frames for every socket of the user (read markers here; memberships, notifications).
+#[tokio::test]
+async fn hello_comes_first_while_frames_for_the_user_are_flowing() {
+    let t = TestServer::start().await;
+    let bob = t.as_user("bob");
+    bob.create_room("desk", "public").await;
+    let m = bob.say("desk", "hi").await;
+    let seq = m["seq"].as_u64().expect("seq");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let bob = t.as_user("bob");
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 5_000 {
+                // Re-marking the same seq answers the marker and tells every socket of bob.
+                bob.post("/v1/rooms/desk/read", json!({"seq": seq})).await;
+                n += 1;
+            }
+        })
+    };
+    for _ in 0..40 {
+        // `ws` panics unless the first frame is `hello`.
+        let ws = t.ws("bob").await;
+        drop(ws);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.await.expect("marker task");
+}

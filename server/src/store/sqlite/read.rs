@@ -623,7 +623,7 @@ pub(in crate::store) fn encode_cursor(value: i64, id: &str) -> String {
 
 /// The inverse of [`encode_cursor`]; `None` for anything it did not make.
 pub(in crate::store) fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
-    if cursor.len() % 2 != 0 || !cursor.is_ascii() {
+    if !cursor.len().is_multiple_of(2) || !cursor.is_ascii() {
         return None;
     }
     let bytes = (0..cursor.len())

@@ -619,7 +619,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store_with_room(&dir.path().join("t.db")).await;
         send(&store, 0, 3).await;
-        assert_eq!(store.writer.busy_for(), None);
+        // The writer answers a write just before it marks its group done: a look right after
+        // the answer may still see a group of a few microseconds.
+        let busy = store.writer.busy_for();
+        assert!(
+            busy.is_none_or(|b| b < std::time::Duration::from_secs(1)),
+            "{busy:?}"
+        );
         assert!(store.ping().await.is_ok());
     }
 
