@@ -23,7 +23,6 @@ use crate::listeners::{
 };
 use crate::room_list::RoamRoomList;
 use crate::runtime::{run, runtime};
-use crate::save::EditWaiter;
 use crate::timeline::RoamTimeline;
 use crate::types::{
     ClientOptions, ConnectionState, Document, Member, Message, MetricsSnapshot, OutboxEntry,
@@ -432,15 +431,8 @@ impl RoamClient {
         base_version: u64,
         content: String,
     ) -> Result<Document, RoamError> {
-        let (waiter, outcome) =
-            EditWaiter::new(&room, &doc, &self.inner.user_id(), base_version, &content);
-        // Subscribed before queueing, so the outcome cannot be missed.
-        let subscription =
-            self.subscribe(|c, _| c.subscribe_documents(Some(room.clone()), Arc::new(waiter)))?;
-        self.call(|c| c.put_document(room, doc, base_version, content))?;
-        let result = outcome.await.unwrap_or(Err(RoamError::Closed));
-        subscription.cancel();
-        result
+        let saving = self.call(|c| c.save_document(room, doc, base_version, content))?;
+        saving.await.map(Into::into).map_err(RoamError::from)
     }
 
     /// Marks notifications read (at most 500 ids). Returns the outbox entry id.

@@ -3,9 +3,7 @@
 //! Kept small on purpose: each variant is something a caller can act on (fix the input, wait
 //! for the network, get a new token, rebase a document, reload). All mapping from the core's
 //! detailed error happens in the one `From<roam_core::Error>` impl below, which also decides what
-//! to log; a send state `Failed { code, message }` goes through the same impl
-//! ([`RoamError::from_failure`]). The `reason` strings are for developers and logs, not for end
-//! users.
+//! to log. The `reason` strings are for developers and logs, not for end users.
 
 use roam_core::ErrorCode;
 
@@ -67,25 +65,6 @@ pub enum RoamError {
     Internal { reason: String },
 }
 
-impl RoamError {
-    /// The error a `Failed { code, message }` send state stands for (`code` is a protocol error
-    /// code, or `client` when the core itself gave up).
-    pub(crate) fn from_failure(code: &str, message: &str) -> Self {
-        let parsed = serde_json::from_value::<ErrorCode>(serde_json::Value::String(code.into()));
-        let err = match parsed {
-            Ok(code) => roam_core::Error::Server {
-                code,
-                message: message.to_owned(),
-                retry_after_ms: None,
-            },
-            Err(_) => roam_core::Error::InvalidState {
-                reason: message.to_owned(),
-            },
-        };
-        RoamError::from(err)
-    }
-}
-
 impl From<roam_proto::validate::Invalid> for RoamError {
     fn from(err: roam_proto::validate::Invalid) -> Self {
         RoamError::from(roam_core::Error::from(err))
@@ -107,6 +86,11 @@ impl From<roam_core::Error> for RoamError {
                 tracing::info!(target: "roam_ffi", error = %reason, "sign-in needed");
                 RoamError::NeedsSignIn { reason }
             }
+            // `save_document` waited for a stale edit's answer.
+            E::VersionConflict { current } => RoamError::VersionConflict {
+                current_version: current.version,
+                current_content: current.content,
+            },
             E::WriteFailed {
                 entry,
                 code,
@@ -243,21 +227,22 @@ mod tests {
     }
 
     #[test]
-    fn failed_send_states_map_by_code() {
+    fn a_stale_save_carries_the_servers_document() {
+        let current = roam_core::DocumentVersion {
+            room: "team".into(),
+            doc: "plan".into(),
+            version: 3,
+            content: "v3".into(),
+            updated_by: "bob".into(),
+            updated_at: 0,
+        };
         assert_eq!(
-            RoamError::from_failure("forbidden", "banned"),
-            RoamError::Forbidden {
-                reason: "banned".into()
-            }
-        );
-        assert!(matches!(
-            RoamError::from_failure("not_found", "no room"),
-            RoamError::NotFound { .. }
-        ));
-        assert_eq!(
-            RoamError::from_failure("client", "gave up"),
-            RoamError::Conflict {
-                reason: "gave up".into()
+            RoamError::from(roam_core::Error::VersionConflict {
+                current: Box::new(current)
+            }),
+            RoamError::VersionConflict {
+                current_version: 3,
+                current_content: "v3".into()
             }
         );
     }

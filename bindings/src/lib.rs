@@ -10,8 +10,7 @@
 //! converted from the core's type in one place), `error.rs` ([`RoamError`] and the one mapping
 //! from the core's error), `listeners.rs` (listener traits and [`SubscriptionHandle`]),
 //! `auth.rs` ([`TokenProvider`]), `timeline.rs` ([`RoamTimeline`]), `room_list.rs`
-//! ([`RoamRoomList`]), `save.rs` (`save_document`'s wait for the server's answer),
-//! `runtime.rs` (the tokio runtime), `logging.rs` (`tracing` to the app's logger).
+//! ([`RoamRoomList`]), `runtime.rs` (the tokio runtime), `logging.rs` (`tracing` to the app's logger).
 //!
 //! Conventions for listeners and async calls across the FFI:
 //! - async Rust functions become Swift `async` and Kotlin `suspend` functions; they run on the
@@ -34,7 +33,6 @@ mod listeners;
 mod logging;
 mod room_list;
 mod runtime;
-mod save;
 mod timeline;
 mod types;
 

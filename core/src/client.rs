@@ -740,6 +740,35 @@ impl Client {
         Ok(d)
     }
 
+    /// Writes a document version like [`Client::put_document`] and returns a future of the
+    /// server's answer: the confirmed document, or [`Error::VersionConflict`] with the server's
+    /// version when `base_version` is stale, or the refusal's [`Error::Server`]. The edit is
+    /// queued before this returns; while offline the future waits for the connection, it ends
+    /// with [`Error::Shutdown`] when the client shuts down, and dropping it keeps the edit
+    /// queued.
+    pub fn save_document(
+        &self,
+        room: String,
+        doc: String,
+        base_version: u64,
+        content: String,
+    ) -> Result<impl std::future::Future<Output = Result<Document>> + Send + 'static> {
+        let (waiter, outcome) =
+            crate::save::EditWaiter::new(&room, &doc, &self.ctx.me, base_version, &content);
+        // Subscribed before queueing, so the outcome cannot be missed.
+        let subscription = self.subscribe_documents(Some(room.clone()), Arc::new(waiter));
+        self.put_document(room, doc, base_version, content)?;
+        let mut want = self.ctx.want.subscribe();
+        Ok(async move {
+            let result = tokio::select! {
+                r = outcome => r.unwrap_or(Err(Error::Shutdown)),
+                _ = want.wait_for(|w| *w == Want::Shutdown) => Err(Error::Shutdown),
+            };
+            drop(subscription);
+            result
+        })
+    }
+
     /// Marks notifications read (at most 500 ids).
     pub fn mark_read(&self, ids: Vec<String>) -> Result<String> {
         let ids2 = ids.clone();

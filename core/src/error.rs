@@ -98,6 +98,14 @@ pub enum Error {
         message: String,
     },
 
+    /// A document edit was based on a stale version (`Client::save_document`): the document
+    /// as the server holds it. Rebase onto it and save again with its version as the base.
+    #[error("the document changed since the base version (now version {})", current.version)]
+    VersionConflict {
+        /// The server's document.
+        current: Box<crate::model::DocumentVersion>,
+    },
+
     /// The account cannot connect until the app signs in again.
     #[error("sign-in needed: {0}")]
     NeedsSignIn(String),

@@ -65,6 +65,7 @@ mod outbox;
 mod presence;
 pub mod priority;
 mod remote;
+mod save;
 mod scheduler;
 mod socket;
 mod sync;

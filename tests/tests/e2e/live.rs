@@ -180,6 +180,53 @@ async fn document_conflict_is_reported_and_rebased() {
     b.shutdown().await;
 }
 
+/// `save_document` is one await that ends with the server's answer: the confirmed version, or
+/// the server's document when the base was stale; a client shut down meanwhile ends the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_document_answers_with_the_confirmed_version_or_the_conflict() {
+    let backend = Backend::up().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = joined_pair(&backend, dir.path(), |_| {}).await;
+    let v1 = tokio::time::timeout(
+        roam_tests::WAIT,
+        a.save_document("team".into(), "plan".into(), 0, "v1".into())
+            .expect("queued"),
+    )
+    .await
+    .expect("answered")
+    .expect("saved");
+    assert_eq!((v1.version, v1.content.as_str()), (1, "v1"));
+    assert!(!v1.send_state.is_failed());
+    let stale = tokio::time::timeout(
+        roam_tests::WAIT,
+        b.save_document("team".into(), "plan".into(), 0, "bob's v1".into())
+            .expect("queued"),
+    )
+    .await
+    .expect("answered");
+    match stale {
+        Err(roam_core::Error::VersionConflict { current }) => {
+            assert_eq!((current.version, current.content.as_str()), (1, "v1"));
+        }
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    // Offline, the answer cannot come; shutting the client down ends the wait.
+    b.set_online(false);
+    let waiting = b
+        .save_document("team".into(), "plan".into(), 1, "offline edit".into())
+        .expect("queued");
+    let waiter = tokio::spawn(waiting);
+    b.shutdown().await;
+    let ended = tokio::time::timeout(roam_tests::WAIT, waiter)
+        .await
+        .expect("the wait ends")
+        .expect("task");
+    assert!(
+        matches!(ended, Err(roam_core::Error::Shutdown)),
+        "{ended:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mentions_notify_and_metrics_add_up() {
     let backend = Backend::up().await;

@@ -1,41 +1,40 @@
-//! `save_document`: a document edit as one async call that ends with the server's answer.
+//! `Client::save_document`: a document edit as one async call that ends with the server's
+//! answer.
 //!
-//! The core queues every edit (`put_document`) and reports how it ended through the document
-//! listener: the edit's local copy turns `Sent`, or a `Conflict` arrives with the server's
-//! version, or it turns `Failed`. Swift and Kotlin callers often want that as the result of
-//! one `await`, with a typed error for the conflict. This module only adapts the two: it
-//! subscribes (before queueing, so nothing is missed), queues through the core, and completes
-//! with the first outcome of that edit. Dropping the future (a cancelled `Task` or coroutine)
-//! drops the subscription; the queued edit stays queued.
+//! Every edit is queued (`put_document`), and how it ended reaches the document listeners: the
+//! edit's local copy turns `Sent`, or a `Conflict` arrives with the server's version, or it
+//! turns `Failed`. An app often wants that as the result of one `await`. A [`EditWaiter`] is a
+//! document listener that recognises the outcome of one edit; it is subscribed before the edit
+//! is queued, so nothing is missed.
 
 use parking_lot::Mutex;
+use roam_proto::ErrorCode;
 use tokio::sync::oneshot;
 
-use crate::error::RoamError;
-use crate::types::Document;
+use crate::error::{Error, Result};
+use crate::listeners::DocumentListener;
+use crate::model::{Document, DocumentUpdate, SendState};
 
-/// How the awaited edit ended.
-pub(crate) type Outcome = Result<Document, RoamError>;
-
-/// A core document listener that recognises the outcome of one edit.
+/// A document listener that waits for the outcome of one edit.
 pub(crate) struct EditWaiter {
     room: String,
     doc: String,
     me: String,
+    /// The version the edit makes.
     version: u64,
     content: String,
-    tx: Mutex<Option<oneshot::Sender<Outcome>>>,
+    tx: Mutex<Option<oneshot::Sender<Result<Document>>>>,
 }
 
 impl EditWaiter {
-    /// Waits for the edit of `room`/`doc` by `me` that makes `version` with `content`.
+    /// Waits for the edit of `room`/`doc` by `me` on `base_version` with `content`.
     pub(crate) fn new(
         room: &str,
         doc: &str,
         me: &str,
         base_version: u64,
         content: &str,
-    ) -> (Self, oneshot::Receiver<Outcome>) {
+    ) -> (Self, oneshot::Receiver<Result<Document>>) {
         let (tx, rx) = oneshot::channel();
         let waiter = EditWaiter {
             room: room.to_owned(),
@@ -48,29 +47,28 @@ impl EditWaiter {
         (waiter, rx)
     }
 
-    fn ours(&self, d: &roam_core::Document) -> bool {
+    fn ours(&self, d: &Document) -> bool {
         d.room == self.room && d.doc == self.doc
     }
 
     /// The outcome this update means for the awaited edit, if any.
-    fn outcome(&self, update: roam_core::DocumentUpdate) -> Option<Outcome> {
+    fn outcome(&self, update: DocumentUpdate) -> Option<Result<Document>> {
         match update {
-            roam_core::DocumentUpdate::Conflict { local, current } if self.ours(&local) => {
-                Some(Err(RoamError::VersionConflict {
-                    current_version: current.version,
-                    current_content: current.content,
+            DocumentUpdate::Conflict { local, current } if self.ours(&local) => {
+                Some(Err(Error::VersionConflict {
+                    current: Box::new(current),
                 }))
             }
-            roam_core::DocumentUpdate::Updated(d) if self.ours(&d) => match &d.send_state {
-                roam_core::SendState::Sent
+            DocumentUpdate::Updated(d) if self.ours(&d) => match &d.send_state {
+                SendState::Sent
                     if d.version == self.version
                         && d.updated_by == self.me
                         && d.content == self.content =>
                 {
-                    Some(Ok(d.into()))
+                    Some(Ok(d))
                 }
-                roam_core::SendState::Failed { code, message } if d.version == self.version => {
-                    Some(Err(RoamError::from_failure(code, message)))
+                SendState::Failed { code, message } if d.version == self.version => {
+                    Some(Err(refusal(code, message)))
                 }
                 _ => None,
             },
@@ -79,8 +77,22 @@ impl EditWaiter {
     }
 }
 
-impl roam_core::DocumentListener for EditWaiter {
-    fn on_document_update(&self, update: roam_core::DocumentUpdate) {
+/// The error of an edit the server refused for good, from its stored code and message.
+fn refusal(code: &str, message: &str) -> Error {
+    match serde_json::from_value::<ErrorCode>(serde_json::Value::String(code.into())) {
+        Ok(code) => Error::Server {
+            code,
+            message: message.to_owned(),
+            retry_after_ms: None,
+        },
+        Err(_) => Error::InvalidState {
+            reason: message.to_owned(),
+        },
+    }
+}
+
+impl DocumentListener for EditWaiter {
+    fn on_document_update(&self, update: DocumentUpdate) {
         if let Some(outcome) = self.outcome(update) {
             if let Some(tx) = self.tx.lock().take() {
                 let _ = tx.send(outcome);
@@ -92,10 +104,10 @@ impl roam_core::DocumentListener for EditWaiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roam_core::{DocumentUpdate, SendState};
+    use crate::model::DocumentVersion;
 
-    fn local(version: u64, content: &str, state: SendState) -> roam_core::Document {
-        roam_core::Document {
+    fn local(version: u64, content: &str, state: SendState) -> Document {
+        Document {
             room: "team".into(),
             doc: "plan".into(),
             version,
@@ -132,7 +144,7 @@ mod tests {
     #[test]
     fn a_conflict_carries_the_current_version() {
         let (w, _rx) = EditWaiter::new("team", "plan", "alice", 0, "stale");
-        let current = roam_core::DocumentVersion {
+        let current = DocumentVersion {
             room: "team".into(),
             doc: "plan".into(),
             version: 3,
@@ -148,12 +160,9 @@ mod tests {
             local: local(1, "stale", failed),
             current,
         });
-        assert_eq!(
-            out,
-            Some(Err(RoamError::VersionConflict {
-                current_version: 3,
-                current_content: "v3".into()
-            }))
+        assert!(
+            matches!(&out, Some(Err(Error::VersionConflict { current })) if current.version == 3 && current.content == "v3"),
+            "{out:?}"
         );
     }
 
@@ -166,7 +175,13 @@ mod tests {
         };
         let out = w.outcome(DocumentUpdate::Updated(local(1, "x", failed)));
         assert!(
-            matches!(out, Some(Err(RoamError::Forbidden { .. }))),
+            matches!(
+                out,
+                Some(Err(Error::Server {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }))
+            ),
             "{out:?}"
         );
     }
