@@ -364,13 +364,21 @@ async fn finish(
     closed(&state, &conn, &following).await;
 }
 
-/// Queues a socket's `hello`, then registers it: `hello` is its first frame, ahead of anything
-/// sent to its user (a notification, a read marker, a membership change) once it is registered.
+/// Records the user and their presence, queues the socket's `hello`, then registers the socket
+/// for what is sent to its user: `hello` is its first frame (no notification, read marker or
+/// membership change can come before it), and once a client has it the server counts the
+/// device in the user's presence. What is sent to the user while it connects is not lost: the
+/// client reads notifications, read markers and rooms after `hello` (§4 of the protocol).
 async fn opened(state: &AppState, conn: &Arc<Conn>, compress: bool) {
     let svc = &state.service;
     svc.metrics.connections.inc();
     svc.metrics.connections_total.inc();
     let now = now_ms();
+    if let Err(e) = svc.store.touch_user(&conn.user, now).await {
+        tracing::warn!(error = %e, "could not record the user");
+    }
+    svc.presence_moved(svc.presence.connect(&conn.user, conn.id, now))
+        .await;
     let hello = encode(&ServerFrame::Hello {
         session: uuid::Uuid::now_v7().to_string(),
         user: conn.user.to_string(),
@@ -385,11 +393,6 @@ async fn opened(state: &AppState, conn: &Arc<Conn>, compress: bool) {
         // Upgraded while the server began to drain: it closes like the others.
         conn.close_with(close::GOING_AWAY);
     }
-    if let Err(e) = svc.store.touch_user(&conn.user, now).await {
-        tracing::warn!(error = %e, "could not record the user");
-    }
-    svc.presence_moved(svc.presence.connect(&conn.user, conn.id, now))
-        .await;
     tracing::debug!(conn = conn.id, user = %conn.user, "socket open");
 }
 
