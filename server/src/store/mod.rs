@@ -16,6 +16,8 @@
 
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod suite;
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;

@@ -1,7 +1,8 @@
 //! Tests of the Postgres store against a real server: `ROAM_TEST_STORE` when it holds a
 //! PostgreSQL URL, else `postgres://postgres@127.0.0.1:5432/test` (scripts/services.sh starts
 //! one). Each test works in a schema of its own, so they run in parallel; two `PostgresStore`s on
-//! one schema play two servers.
+//! one schema play two servers. The behaviour every store shares is `store/suite.rs`, run here
+//! on a fresh schema; the tests below are of what is this store's own (lanes, servers, locks).
 
 #![allow(clippy::unwrap_used)]
 
@@ -73,6 +74,30 @@ fn message(room: &str, id: &str) -> Change {
         body: format!("body of {id}"),
         reply_to: None,
     }
+}
+
+/// A schema of its own on the test server; every `open` connects a store to it.
+struct PgHarness {
+    schema: PgSchema,
+}
+
+#[async_trait::async_trait]
+impl crate::store::suite::Harness for PgHarness {
+    async fn open(&self) -> Arc<dyn Store> {
+        Arc::new(PostgresStore::connect(&self.schema.url(), 4).await.unwrap())
+    }
+}
+
+async fn harness() -> PgHarness {
+    PgHarness {
+        schema: new_schema().await,
+    }
+}
+
+/// The behaviour every store shares (`store/suite.rs`), on a fresh schema.
+mod suite {
+    use crate::store::suite::*;
+    crate::store::suite::store_suite!(super::harness());
 }
 
 async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
