@@ -955,6 +955,18 @@ pub async fn next_matching<T: std::fmt::Debug>(
 }
 
 /// Polls `f` every 10 ms until it holds, or panics after [`WAIT`].
+/// Waits until `client` has applied `room` up to `seq` (its cursor); panics after the wait.
+pub async fn cursor_reaches(client: &Client, room: &str, seq: u64, what: &str) {
+    eventually(what, || {
+        client
+            .room(room.into())
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.last_seq == seq)
+    })
+    .await;
+}
+
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !f() {

@@ -30,14 +30,7 @@ async fn joined_client(dir: &std::path::Path, server: &FakeServer) -> roam_core:
     client.start().await.expect("start");
     client.join_room("general".into()).expect("join");
     // room_created, 3 messages, member_joined
-    fixture::eventually("cursor at 5", || {
-        client
-            .room("general".into())
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.last_seq == 5)
-    })
-    .await;
+    fixture::cursor_reaches(&client, "general", 5, "cursor at 5").await;
     fixture::eventually("synced", || {
         client.connection_state() == ConnectionState::Connected
     })
@@ -77,14 +70,7 @@ async fn a_deflate_bomb_closes_the_connection_and_the_client_reconnects_and_catc
             .any(|(rooms, _)| rooms.contains(&("general".to_owned(), 5))),
         "{resubscribed:?}"
     );
-    fixture::eventually("cursor at 6", || {
-        client
-            .room("general".into())
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.last_seq == 6)
-    })
-    .await;
+    fixture::cursor_reaches(&client, "general", 6, "cursor at 6").await;
     client.shutdown().await;
 }
 
@@ -134,14 +120,7 @@ async fn a_compressed_catch_up_page_as_large_as_the_server_sends_is_applied() {
     client.start().await.expect("start");
     client.join_room("general".into()).expect("join");
     // room_created, 510 messages, member_joined
-    fixture::eventually("cursor at 512", || {
-        client
-            .room("general".into())
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.last_seq == 512)
-    })
-    .await;
+    fixture::cursor_reaches(&client, "general", 512, "cursor at 512").await;
     let newest = client
         .messages("general".into(), None, 1)
         .expect("read")

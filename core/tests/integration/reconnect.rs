@@ -29,14 +29,7 @@ async fn joined_client(dir: &std::path::Path, server: &FakeServer) -> roam_core:
     })
     .await;
     // room_created, 3 messages, member_joined
-    fixture::eventually("cursor at 5", || {
-        client
-            .room("general".into())
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.last_seq == 5)
-    })
-    .await;
+    fixture::cursor_reaches(&client, "general", 5, "cursor at 5").await;
     client
 }
 
@@ -133,14 +126,7 @@ async fn duplicate_events_are_applied_once() {
     })
     .await;
     server.with(|s| s.refuse = false);
-    fixture::eventually("recovered", || {
-        client
-            .room("general".into())
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.last_seq == 7)
-    })
-    .await;
+    fixture::cursor_reaches(&client, "general", 7, "recovered").await;
     let bodies: Vec<String> = client
         .messages("general".into(), None, 50)
         .expect("read")
@@ -220,14 +206,7 @@ async fn a_reset_reloads_the_newest_messages_over_rest() {
     server.with(|s| {
         s.post("general", "bob", "live");
     });
-    fixture::eventually("live after reset", || {
-        client
-            .room("general".into())
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.last_seq == 7)
-    })
-    .await;
+    fixture::cursor_reaches(&client, "general", 7, "live after reset").await;
     client.shutdown().await;
 }
 
