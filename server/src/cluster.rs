@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::hub::{Bus, BusMessage, Hub};
 use crate::metrics::Metrics;
 use crate::presence::Transition;
@@ -234,12 +235,6 @@ fn combine(views: impl IntoIterator<Item = (PresenceStatus, u32)>) -> (PresenceS
         (_, false) => PresenceStatus::Away,
     };
     (status, devices)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The bus of an instance in a cluster; see the module docs.

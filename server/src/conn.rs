@@ -28,9 +28,9 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::hub::LiveEvent;
 use crate::metrics::Metrics;
-use crate::service::now_ms;
 use crate::wsframe::WireFrame;
 
 /// A socket's id, unique in this process.

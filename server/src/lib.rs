@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod clock;
 pub mod cluster;
 pub mod compress;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod retention;
 pub mod rules;
 pub mod service;
 pub mod store;
+pub mod typing;
 pub mod ws;
 pub mod wsframe;
 
@@ -50,11 +52,12 @@ use crate::config::Config;
 use crate::hub::{Bus, Hub, HubConfig, LocalBus};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::presence::{PresenceTracker, TypingTracker};
+use crate::presence::PresenceTracker;
 use crate::service::Service;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::{SqliteStore, Synchronous};
 use crate::store::Store;
+use crate::typing::TypingTracker;
 
 /// Everything a handler can reach.
 #[derive(Debug, Clone)]

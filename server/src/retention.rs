@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::metrics::KindLabel;
-use crate::service::now_ms;
 use crate::store::{Purged, RetentionCutoffs, StoreResult};
 use crate::AppState;
 

@@ -13,7 +13,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use roam_proto::{
     ErrorCode, Invitation, InvitationStatus, Member, MemberStatus, MembershipChange,
@@ -30,13 +29,7 @@ use crate::presence::PresenceTracker;
 use crate::rules::{self, Guard, Standing};
 use crate::store::{Change, Committed, IdemRecord, NewNotification, Output, Store, Write};
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

@@ -105,7 +105,7 @@ async fn invitations(
     Q(q): Q<LimitQuery>,
 ) -> ApiResult<Json<Vec<Invitation>>> {
     let limit = page_limit(q.limit)?;
-    let now = crate::service::now_ms();
+    let now = crate::clock::now_ms();
     Ok(Json(
         s.service
             .store

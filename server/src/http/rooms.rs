@@ -380,7 +380,7 @@ async fn room_invitations(
             "only the owner and admins see a room's invitations",
         ));
     }
-    let now = crate::service::now_ms();
+    let now = crate::clock::now_ms();
     Ok(Json(
         s.service.store.room_invitations(&room, now, limit).await?,
     ))

@@ -38,11 +38,11 @@ use tokio::io::ReadHalf;
 use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Caller;
+use crate::clock::now_ms;
 use crate::compress;
 use crate::conn::{Conn, Outbound};
 use crate::error::ApiError;
 use crate::hub::encode;
-use crate::service::now_ms;
 use crate::store::NotificationQuery;
 use crate::wsframe::{self, FrameReader, Incoming, WireFrame};
 use crate::AppState;
