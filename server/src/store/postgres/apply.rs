@@ -68,31 +68,54 @@ pub(super) enum Outcome {
 /// Applies one [`Write`] inside the caller's open transaction: the idempotency claim, the
 /// change, its events and notifications, and the idempotency result.
 pub(super) async fn commit(c: &Conn, w: &Write) -> StoreResult<Outcome> {
-    if let Some(idem) = &w.idem {
-        // Sent together (one round trip): a replay's user row is undone with the rest.
-        let params: [&(dyn ToSql + Sync); 5] =
-            [&idem.user, &idem.key, &idem.op, &idem.fingerprint, &w.now];
-        let claim = c.execute(CLAIM_IDEM, &params);
-        let (claimed, ()) = futures_util::try_join!(claim, ensure_user(c, &w.actor, w.now))?;
-        if claimed == 0 {
-            let stored = read::idempotent_result(c, &idem.user, &idem.key)
-                .await?
-                .ok_or_else(|| StoreError::Backend("idempotency record vanished".into()))?;
-            return Ok(Outcome::Replayed(Committed::Replayed(stored)));
+    // The checks a write makes before its change, sent together (one round trip, run by the
+    // server in this order): the idempotency claim, the user row (a replay's is undone with the
+    // rest), whether the predecessor it names is applied, and the guard's row, locked.
+    let claim = async {
+        match &w.idem {
+            Some(idem) => {
+                let params: [&(dyn ToSql + Sync); 5] =
+                    [&idem.user, &idem.key, &idem.op, &idem.fingerprint, &w.now];
+                c.execute(CLAIM_IDEM, &params).await.map(Some)
+            }
+            None => Ok(None),
         }
-    } else {
-        ensure_user(c, &w.actor, w.now).await?;
-    }
-    if let Some(after) = &w.after {
-        if c.query_opt(IDEM_EXISTS, &[&w.actor, after])
+    };
+    let predecessor = async {
+        match &w.after {
+            Some(after) => c
+                .query_opt(IDEM_EXISTS, &[&w.actor, after])
+                .await
+                .map(|row| Some(row.is_some())),
+            None => Ok(None),
+        }
+    };
+    let standing = async {
+        match &w.guard {
+            Some(guard) => c
+                .query_opt(STANDING_LOCKED, &[&guard.room, &w.actor])
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let (claimed, (), predecessor, standing) = futures_util::try_join!(
+        claim,
+        ensure_user(c, &w.actor, w.now),
+        predecessor,
+        standing
+    )?;
+    if let (Some(0), Some(idem)) = (claimed, &w.idem) {
+        let stored = read::idempotent_result(c, &idem.user, &idem.key)
             .await?
-            .is_none()
-        {
-            return Err(StoreError::OutOfOrder(after.clone()));
-        }
+            .ok_or_else(|| StoreError::Backend("idempotency record vanished".into()))?;
+        return Ok(Outcome::Replayed(Committed::Replayed(stored)));
     }
-    if let Some(guard) = &w.guard {
-        check_guard(c, &w.actor, guard).await?;
+    if let (Some(false), Some(after)) = (predecessor, &w.after) {
+        return Err(StoreError::OutOfOrder(after.clone()));
+    }
+    if let (Some(row), Some(guard)) = (standing, &w.guard) {
+        check_guard(guard, row.as_ref())?;
     }
     let mut cx = Cx {
         c,
@@ -139,14 +162,14 @@ const STANDING_LOCKED: &str = "SELECT r.kind, m.role, m.status FROM rooms r \
      LEFT JOIN members m ON m.room = r.name AND m.user_id = $2 \
      WHERE r.name = $1 AND r.deleted_at IS NULL FOR NO KEY UPDATE OF r";
 
-async fn check_guard(c: &Conn, actor: &str, guard: &crate::rules::Guard) -> StoreResult<()> {
-    let row = c.query_opt(STANDING_LOCKED, &[&guard.room, &actor]).await?;
+/// The guard against the row [`STANDING_LOCKED`] read (`None`: no live room).
+fn check_guard(guard: &crate::rules::Guard, row: Option<&tokio_postgres::Row>) -> StoreResult<()> {
     match row {
         None => guard.check_stored(None),
         Some(r) => {
-            let kind: &str = col(&r, 0)?;
-            let role: Option<&str> = col(&r, 1)?;
-            let status: Option<&str> = col(&r, 2)?;
+            let kind: &str = col(r, 0)?;
+            let role: Option<&str> = col(r, 1)?;
+            let status: Option<&str> = col(r, 2)?;
             guard.check_stored(Some((kind, role, status)))
         }
     }
