@@ -32,7 +32,7 @@ use roam_proto::{
     Message as WireMessage, Notification, Presence, ReadMarker, Room, RoomEvent, RoomKind,
     SubscribeResult, SubscriptionStatus,
 };
-use rusqlite::{OptionalExtension, Transaction};
+use rusqlite::Transaction;
 use serde_json::Value;
 
 use crate::backoff::{Backoff, Jitter};
@@ -566,12 +566,7 @@ pub(crate) fn apply_membership(ctx: &Context, change: &MembershipChange) -> Resu
                 }
                 // A room this device already lists as joined is followed already, or will be
                 // when its own join is answered: only a join made elsewhere subscribes here.
-                let joined: bool = tx
-                    .prepare_cached("SELECT joined FROM rooms WHERE name = ?1")?
-                    .query_row([room], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(false);
-                if !joined {
+                if !reads::room(tx, room)?.is_some_and(|r| r.joined) {
                     writes::set_room_flags(tx, room, Some(true), Some(true))?;
                     fx.subscribe.push(room.to_owned());
                 }
