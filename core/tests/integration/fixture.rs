@@ -955,6 +955,32 @@ pub async fn next_matching<T: std::fmt::Debug>(
 }
 
 /// Polls `f` every 10 ms until it holds, or panics after [`WAIT`].
+/// A client of alice that joined "general" (created by bob with 3 messages), recovered its
+/// history (cursor at 5: room_created, 3 messages, member_joined) and is connected.
+pub async fn joined_client(dir: &Path, server: &FakeServer) -> Client {
+    server.with(|s| {
+        s.create_room("general", "bob");
+        for i in 0..3 {
+            s.post("general", "bob", &format!("old{i}"));
+        }
+    });
+    let client = open(config(dir, &server.url(), "alice"));
+    client.start().await.expect("start");
+    client.join_room("general".into()).expect("join");
+    eventually("history recovered", || {
+        client
+            .messages("general".into(), None, 50)
+            .is_ok_and(|m| m.len() == 3)
+    })
+    .await;
+    cursor_reaches(&client, "general", 5, "cursor at 5").await;
+    eventually("connected", || {
+        client.connection_state() == ConnectionState::Connected
+    })
+    .await;
+    client
+}
+
 /// Waits until `client` has applied `room` up to `seq` (its cursor); panics after the wait.
 pub async fn cursor_reaches(client: &Client, room: &str, seq: u64, what: &str) {
     eventually(what, || {

@@ -18,31 +18,11 @@ fn bomb() -> WsMessage {
     WsMessage::binary(packed)
 }
 
-/// Joins "general" (created by bob with 3 messages) and waits until it is recovered.
-async fn joined_client(dir: &std::path::Path, server: &FakeServer) -> roam_core::Client {
-    server.with(|s| {
-        s.create_room("general", "bob");
-        for i in 0..3 {
-            s.post("general", "bob", &format!("old{i}"));
-        }
-    });
-    let client = fixture::open(fixture::config(dir, &server.url(), "alice"));
-    client.start().await.expect("start");
-    client.join_room("general".into()).expect("join");
-    // room_created, 3 messages, member_joined
-    fixture::cursor_reaches(&client, "general", 5, "cursor at 5").await;
-    fixture::eventually("synced", || {
-        client.connection_state() == ConnectionState::Connected
-    })
-    .await;
-    client
-}
-
 #[tokio::test]
 async fn a_deflate_bomb_closes_the_connection_and_the_client_reconnects_and_catches_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = FakeServer::start().await;
-    let client = joined_client(dir.path(), &server).await;
+    let client = fixture::joined_client(dir.path(), &server).await;
     let connections = server.with(|s| s.connections);
     let subscribes = server.with(|s| s.subscribes.len());
 
@@ -141,7 +121,7 @@ async fn a_compressed_catch_up_page_as_large_as_the_server_sends_is_applied() {
 async fn an_event_just_over_the_frame_limit_is_applied() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = FakeServer::start().await;
-    let client = joined_client(dir.path(), &server).await;
+    let client = fixture::joined_client(dir.path(), &server).await;
     // A document as large as a 1 MiB request body carries: 170 KiB of control characters
     // (within the 512 KiB content limit), each written `\u0001` in JSON, so its event frame,
     // envelope and all, is a little over 1 MiB.

@@ -10,34 +10,11 @@ use roam_core::{ConnectionState, RoomUpdate, SendState, TokenProvider};
 
 use crate::fixture::{self, collector, dead_url, next, next_matching, FakeServer};
 
-/// Joins "general" (created by bob with 3 messages) and waits until it is recovered.
-async fn joined_client(dir: &std::path::Path, server: &FakeServer) -> roam_core::Client {
-    server.with(|s| {
-        s.create_room("general", "bob");
-        for i in 0..3 {
-            s.post("general", "bob", &format!("old{i}"));
-        }
-    });
-    let client = fixture::open(fixture::config(dir, &server.url(), "alice"));
-    client.start().await.expect("start");
-    client.join_room("general".into()).expect("join");
-    fixture::eventually("history recovered", || {
-        client
-            .messages("general".into(), None, 50)
-            .map(|m| m.len() == 3)
-            .unwrap_or(false)
-    })
-    .await;
-    // room_created, 3 messages, member_joined
-    fixture::cursor_reaches(&client, "general", 5, "cursor at 5").await;
-    client
-}
-
 #[tokio::test]
 async fn reconnects_and_recovers_missed_events_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = FakeServer::start().await;
-    let client = joined_client(dir.path(), &server).await;
+    let client = fixture::joined_client(dir.path(), &server).await;
     let room = client.room("general".into()).expect("read").expect("room");
     assert!(room.joined);
 
@@ -111,7 +88,7 @@ async fn reconnects_and_recovers_missed_events_in_order() {
 async fn duplicate_events_are_applied_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = FakeServer::start().await;
-    let client = joined_client(dir.path(), &server).await;
+    let client = fixture::joined_client(dir.path(), &server).await;
     let (listener, mut updates) = collector::<RoomUpdate>();
     let _sub = client.subscribe_room_updates(Some("general".into()), listener);
     server.with(|s| {
@@ -157,7 +134,7 @@ async fn duplicate_events_are_applied_once() {
 async fn a_reset_reloads_the_newest_messages_over_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = FakeServer::start().await;
-    let client = joined_client(dir.path(), &server).await;
+    let client = fixture::joined_client(dir.path(), &server).await;
     let (listener, mut updates) = collector::<RoomUpdate>();
     let _sub = client.subscribe_room_updates(Some("general".into()), listener);
     server.with(|s| {
