@@ -10,7 +10,8 @@
 //! next, as in the race's chat workload, where a message rarely finds another one to share its
 //! commit — from 1,000 users (members of their rooms) round-robin over the rooms, each with an
 //! idempotency key and the membership guard the service gives every message (the store checks
-//! it in the transaction). It prints commits per second and CPU microseconds per commit: of the
+//! it in the transaction). It prints commits per second, the WAL pages the writer thread appended
+//! per commit (its bytes written over one 4 KiB frame), and CPU microseconds per commit: of the
 //! whole process, and of the store's writer and checkpointer threads alone. A third mode,
 //! `NORMAL` without the guard, shows what the check costs. Default 3 rounds. Nothing is asserted;
 //! compare the modes within one run.
@@ -33,9 +34,16 @@ const WARM_UP: usize = 500;
 /// The store's threads: `roam-sqlite-writer` and `roam-sqlite-checkpoint`, as the kernel keeps
 /// their names (15 bytes).
 const STORE_THREADS: &str = "roam-sqlite-";
+/// The writer thread alone: every WAL frame of a commit is written by it (the checkpointer
+/// writes the database file).
+const WRITER_THREAD: &str = "roam-sqlite-wri";
+/// One WAL frame: a 4 KiB page and its 24-byte header.
+const WAL_FRAME: f64 = 4096.0 + 24.0;
 
 struct Figures {
     per_sec: f64,
+    /// WAL frames the writer thread appended per commit.
+    wal_pages: f64,
     process_us: f64,
     store_threads_us: f64,
 }
@@ -122,9 +130,10 @@ async fn measure(dir: &Path, sync: Synchronous, guarded: bool, commits: usize) -
     for n in 0..WARM_UP {
         store.commit(message(n, guarded)).await.expect("commit");
     }
-    let (process0, threads0, t0) = (
+    let (process0, threads0, written0, t0) = (
         cpu::own_cpu(),
         cpu::threads_cpu(STORE_THREADS),
+        cpu::threads_written(WRITER_THREAD),
         Instant::now(),
     );
     for n in WARM_UP..WARM_UP + commits {
@@ -134,6 +143,9 @@ async fn measure(dir: &Path, sync: Synchronous, guarded: bool, commits: usize) -
     let per = |cpu: f64| cpu / commits as f64 * 1e6;
     Figures {
         per_sec: commits as f64 / secs,
+        wal_pages: (cpu::threads_written(WRITER_THREAD) - written0) as f64
+            / WAL_FRAME
+            / commits as f64,
         process_us: per(cpu::own_cpu() - process0),
         store_threads_us: per(cpu::threads_cpu(STORE_THREADS) - threads0),
     }
@@ -154,8 +166,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("{commits} commits per round, each awaited before the next; CPU µs per commit");
-    println!("| round | synchronous | commits/s | CPU, process | CPU, store threads |");
-    println!("|---|---|---|---|---|");
+    println!("| round | synchronous | commits/s | WAL pages | CPU, process | CPU, store threads |");
+    println!("|---|---|---|---|---|---|");
     let mut full = Vec::new();
     let mut normal = Vec::new();
     let mut unguarded = Vec::new();
@@ -169,8 +181,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let dir = tempfile::tempdir()?;
             let f = measure(dir.path(), sync, guarded, commits).await;
             println!(
-                "| {round} | {name} | {:.0} | {:.0} | {:.0} |",
-                f.per_sec, f.process_us, f.store_threads_us
+                "| {round} | {name} | {:.0} | {:.1} | {:.0} | {:.0} |",
+                f.per_sec, f.wal_pages, f.process_us, f.store_threads_us
             );
             match (sync, guarded) {
                 (Synchronous::Full, _) => full.push(f),
@@ -189,6 +201,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads(&normal),
         process(&full) - process(&normal),
         (process(&full) - process(&normal)) / process(&full) * 100.0
+    );
+    println!(
+        "median WAL pages per commit: FULL {:.1}, NORMAL {:.1}",
+        median(full.iter().map(|f| f.wal_pages).collect()),
+        median(normal.iter().map(|f| f.wal_pages).collect())
     );
     println!(
         "the membership guard: NORMAL {:.0} µs with it, {:.0} µs without (store threads {:.0} / {:.0})",

@@ -110,9 +110,12 @@ impl From<StoreError> for ApiError {
 
 impl From<crate::rules::Refusal> for ApiError {
     fn from(r: crate::rules::Refusal) -> Self {
-        match r {
-            crate::rules::Refusal::NoRoom => ApiError::not_found("room"),
-            other => ApiError::forbidden(other.message()),
+        use crate::rules::RefusalKind;
+        match r.kind() {
+            RefusalKind::NotFound(what) => ApiError::not_found(what),
+            RefusalKind::Forbidden => ApiError::forbidden(r.message()),
+            RefusalKind::Conflict => ApiError::conflict(r.message()),
+            RefusalKind::Gone => ApiError::new(ErrorCode::Gone, r.message()),
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::hub::{Bus, BusMessage};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::PresenceTracker;
-use crate::rules::{self, Guard, Standing};
+use crate::rules::{self, Guard, Refusal, Standing, Subject};
 use crate::store::{Change, Committed, IdemRecord, NewNotification, Output, Store, Write};
 
 pub use crate::clock::now_ms;
@@ -86,15 +86,6 @@ pub struct Service {
 pub fn fingerprint(m: &Mutation) -> String {
     let json = serde_json::to_vec(m).unwrap_or_default();
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&json))
-}
-
-/// The weakest role that may invite into a room of this kind.
-fn inviter_min(kind: RoomKind) -> Role {
-    if kind == RoomKind::Private {
-        Role::Admin
-    } else {
-        Role::Member
-    }
 }
 
 /// Active-member role, if any.
@@ -619,15 +610,7 @@ impl Service {
                     .await?
                     .ok_or_else(|| ApiError::not_found("room"))?;
                 let member = self.member(&room, user).await?;
-                match member.as_ref().map(|m| m.status) {
-                    Some(MemberStatus::Banned) => {
-                        return Err(ApiError::forbidden("you are banned from this room"))
-                    }
-                    Some(MemberStatus::Active) => {
-                        return Err(ApiError::conflict("you are already a member of this room"))
-                    }
-                    None => {}
-                }
+                rules::may_become_member(member.map(|m| m.status), Subject::Actor)?;
                 let mut invitation = self.store.pending_invitation(&room, user, now).await?;
                 if let Some(inv) = &invitation {
                     if let Err(e) = self.check_grant(&r, inv).await {
@@ -651,40 +634,22 @@ impl Service {
                         role: Role::Member,
                         invitation: None,
                     },
-                    (RoomKind::Protected, None) => {
-                        return Err(ApiError::forbidden(
-                            "joining a protected room needs an invitation",
-                        ))
-                    }
+                    (RoomKind::Protected, None) => return Err(Refusal::NeedsInvitation.into()),
                     (RoomKind::Private, None) => return Err(ApiError::not_found("room")),
                 }
             }
             Mutation::LeaveRoom { room } => {
                 let (_, role) = self.require(&mut guard, user, &room, Role::Guest).await?;
-                if role == Role::Owner {
-                    return Err(ApiError::conflict(
-                        "the owner cannot leave; transfer ownership first (room.transfer)",
-                    ));
-                }
+                rules::may_leave(role)?;
                 Change::RemoveMember {
                     room,
                     user: user.to_owned(),
                 }
             }
             Mutation::TransferOwnership { room, user: to } => {
-                let (_, my_role) = self.require(&mut guard, user, &room, Role::Owner).await?;
-                if !my_role.can_grant(Role::Owner) {
-                    return Err(ApiError::forbidden("only the owner hands over ownership"));
-                }
-                if to == user {
-                    return Err(ApiError::conflict("you already own this room"));
-                }
-                let target = self.member(&room, &to).await?;
-                if active_role(&target).is_none() {
-                    return Err(ApiError::conflict(
-                        "ownership can only go to an active member of the room",
-                    ));
-                }
+                let (r, my_role) = self.require(&mut guard, user, &room, Role::Owner).await?;
+                let target = active_role(&self.member(&room, &to).await?);
+                rules::may_transfer(user, my_role, &r.owner, &to, target)?;
                 notify.push(NewNotification {
                     user: to.clone(),
                     id: new_id(),
@@ -719,22 +684,11 @@ impl Service {
                     .await?
                     .ok_or_else(|| ApiError::not_found("room"))?;
                 let (_, my_role) = self
-                    .require(&mut guard, user, &room, inviter_min(r.kind))
+                    .require(&mut guard, user, &room, rules::inviter_min(r.kind))
                     .await?;
-                if !my_role.can_grant(role) {
-                    return Err(ApiError::forbidden(
-                        "you can only grant a role below your own",
-                    ));
-                }
-                match self.member(&room, &invitee).await?.map(|m| m.status) {
-                    Some(MemberStatus::Banned) => {
-                        return Err(ApiError::forbidden("that user is banned from this room"))
-                    }
-                    Some(MemberStatus::Active) => {
-                        return Err(ApiError::conflict("that user is already a member"))
-                    }
-                    None => {}
-                }
+                rules::may_grant(my_role, role)?;
+                let status = self.member(&room, &invitee).await?.map(|m| m.status);
+                rules::may_become_member(status, Subject::Other)?;
                 let ttl = ttl_secs.unwrap_or(roam_proto::validate::DEFAULT_INVITATION_TTL_SECS);
                 let id = new_id();
                 let expires_at = now + (ttl as i64) * 1000;
@@ -765,11 +719,8 @@ impl Service {
             }
             Mutation::AcceptInvitation { invitation } => {
                 let inv = self.own_invitation(user, &invitation, now).await?;
-                if self.member(&inv.room, user).await?.map(|m| m.status)
-                    == Some(MemberStatus::Banned)
-                {
-                    return Err(ApiError::forbidden("you are banned from this room"));
-                }
+                let status = self.member(&inv.room, user).await?.map(|m| m.status);
+                rules::may_become_member(status, Subject::Actor)?;
                 let r = self
                     .room(&inv.room)
                     .await?
@@ -794,23 +745,8 @@ impl Service {
                     .await?
                     .filter(|i| i.room == room)
                     .ok_or_else(|| ApiError::not_found("invitation"))?;
-                if inv.invited_by != user && my_role.rank() < Role::Admin.rank() {
-                    return Err(ApiError::forbidden(
-                        "only the inviter, an admin or the owner can revoke an invitation",
-                    ));
-                }
-                match inv.status {
-                    InvitationStatus::Pending => {}
-                    InvitationStatus::Expired => {
-                        return Err(ApiError::new(ErrorCode::Gone, "the invitation has expired"))
-                    }
-                    s => {
-                        return Err(ApiError::conflict(format!(
-                            "the invitation is already {}",
-                            s.as_str()
-                        )))
-                    }
-                }
+                rules::may_revoke(user, my_role, &inv)?;
+                rules::invitation_open(&inv, now)?;
                 Change::RevokeInvitation { id: inv.id }
             }
             Mutation::SetRole {
@@ -819,13 +755,8 @@ impl Service {
                 role,
             } => {
                 let (_, my_role) = self.require(&mut guard, user, &room, Role::Admin).await?;
-                let current = active_role(&self.member(&room, &target).await?)
-                    .ok_or_else(|| ApiError::not_found("member"))?;
-                if target == user || !my_role.outranks(current) || !my_role.can_grant(role) {
-                    return Err(ApiError::forbidden(
-                        "you can only change the role of a weaker member, to a role below yours",
-                    ));
-                }
+                let current = active_role(&self.member(&room, &target).await?);
+                rules::may_set_role(user, my_role, &target, current, role)?;
                 notify.push(NewNotification {
                     user: target.clone(),
                     id: new_id(),
@@ -841,18 +772,12 @@ impl Service {
             }
             Mutation::Ban { room, user: target } => {
                 let (_, my_role) = self.require(&mut guard, user, &room, Role::Admin).await?;
-                if target == user {
-                    return Err(ApiError::conflict("you cannot ban yourself"));
-                }
                 let member = self.member(&room, &target).await?;
-                if member.as_ref().map(|m| m.status) == Some(MemberStatus::Banned) {
-                    return Err(ApiError::conflict("that user is already banned"));
-                }
-                if let Some(r) = active_role(&member) {
-                    if !my_role.outranks(r) {
-                        return Err(ApiError::forbidden("you can only ban a weaker member"));
-                    }
-                }
+                let row = member.map(|m| Standing {
+                    role: m.role,
+                    status: m.status,
+                });
+                rules::may_ban(user, my_role, &target, row)?;
                 notify.push(NewNotification {
                     user: target.clone(),
                     id: new_id(),
@@ -864,11 +789,7 @@ impl Service {
             }
             Mutation::Unban { room, user: target } => {
                 self.require(&mut guard, user, &room, Role::Admin).await?;
-                if self.member(&room, &target).await?.map(|m| m.status)
-                    != Some(MemberStatus::Banned)
-                {
-                    return Err(ApiError::not_found("ban"));
-                }
+                rules::may_unban(self.member(&room, &target).await?.map(|m| m.status))?;
                 Change::Unban { room, user: target }
             }
             other => return Err(misrouted(&other)),
@@ -1026,12 +947,7 @@ impl Service {
     /// gone since then grants nothing.
     async fn check_grant(&self, room: &Room, inv: &Invitation) -> ApiResult<()> {
         let inviter = active_role(&self.member(&room.name, &inv.invited_by).await?);
-        match inviter {
-            Some(r) if r.rank() >= inviter_min(room.kind).rank() && r.can_grant(inv.role) => Ok(()),
-            _ => Err(ApiError::forbidden(
-                "the inviter can no longer grant this invitation's role; ask for a new invitation",
-            )),
-        }
+        Ok(rules::inviter_may_grant(room.kind, inviter, inv.role)?)
     }
 
     async fn own_invitation(&self, user: &str, id: &str, now: i64) -> ApiResult<Invitation> {
@@ -1039,18 +955,10 @@ impl Service {
             .store
             .invitation(id, now)
             .await?
-            .filter(|i| i.invitee == user)
             .ok_or_else(|| ApiError::not_found("invitation"))?;
-        match inv.status {
-            InvitationStatus::Pending => Ok(inv),
-            InvitationStatus::Expired => {
-                Err(ApiError::new(ErrorCode::Gone, "the invitation has expired"))
-            }
-            s => Err(ApiError::conflict(format!(
-                "the invitation is already {}",
-                s.as_str()
-            ))),
-        }
+        rules::invitation_for(&inv, user, None)?;
+        rules::invitation_open(&inv, now)?;
+        Ok(inv)
     }
 }
 

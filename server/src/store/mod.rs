@@ -1,23 +1,28 @@
 //! The storage boundary of the server.
 //!
 //! Handlers and the service layer only ever see [`Store`]: an async trait whose signatures carry
-//! protocol types and plain Rust values, never a backend's own types. The embedded SQLite store
-//! ([`sqlite::SqliteStore`]) is the default; a Postgres store can implement the same trait.
+//! protocol types and plain Rust values, never a backend's own types. Two backends implement
+//! it: the embedded SQLite store ([`sqlite::SqliteStore`], the default) and PostgreSQL
+//! ([`postgres::PostgresStore`]) for several nodes.
 //!
 //! Reads are plain queries. Every change goes through [`Store::commit`], which applies one
 //! [`Write`] in one transaction: the idempotency record (if any), the state change, the room
-//! events it causes (each with the room's next sequence number, assigned here and nowhere else)
-//! and the notifications it creates. A key that is already recorded makes `commit` answer
-//! [`Committed::Replayed`] with the stored result and change nothing.
+//! events it causes (each with the room's next sequence number) and the notifications it
+//! creates. A key that is already recorded makes `commit` answer [`Committed::Replayed`] with
+//! the stored result and change nothing.
 //!
-//! The service layer checks permissions before calling `commit`; the store still enforces the
-//! invariants that must hold at write time (unique names, a document's base version, a message
-//! that must exist), so a race between two requests never leaves broken state.
+//! What a write does is decided once, in [`write`], for both backends: each backend only
+//! implements [`write::Rows`] (its SQL for the facts a rule reads and the rows a decision
+//! changes). The rules themselves are the functions of [`crate::rules`], which the service also
+//! calls before queueing a write (from its cache); the store calls them again under the room's
+//! lock, so a race between two requests never commits what the rules forbid. The behaviour
+//! suite (`suite.rs`) runs unchanged against both backends.
 
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
+pub(crate) mod write;
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
@@ -74,32 +79,6 @@ pub enum StoreError {
     Backend(String),
 }
 
-impl crate::rules::Guard {
-    /// Checks the guard against stored text: `None` when the room is missing or deleted, else
-    /// its kind with the actor's role and status (both `None` without a membership row). Both
-    /// stores read these three columns under the write's lock and decide here.
-    pub fn check_stored(&self, row: Option<(&str, Option<&str>, Option<&str>)>) -> StoreResult<()> {
-        let bad = |what: &str, v: &str| StoreError::Backend(format!("stored {what} {v:?}"));
-        let (kind, standing) = match row {
-            None => (None, None),
-            Some((kind, role, status)) => {
-                let kind = RoomKind::parse(kind).ok_or_else(|| bad("room kind", kind))?;
-                let standing = match (role, status) {
-                    (Some(role), Some(status)) => Some(crate::rules::Standing {
-                        role: Role::parse(role).ok_or_else(|| bad("role", role))?,
-                        status: roam_proto::MemberStatus::parse(status)
-                            .ok_or_else(|| bad("member status", status))?,
-                    }),
-                    _ => None,
-                };
-                (Some(kind), standing)
-            }
-        };
-        crate::rules::require_role(kind, standing, self.min).map_err(StoreError::Refused)?;
-        Ok(())
-    }
-}
-
 /// `Result` with [`StoreError`].
 pub type StoreResult<T, E = StoreError> = Result<T, E>;
 
@@ -147,11 +126,12 @@ pub enum Change {
     /// Deletes the room and everything in it except its events (kept for recovery, which then
     /// ends with `room_deleted`). Event: `room_deleted`. Output: `Empty`.
     DeleteRoom { name: String },
-    /// Adds (or re-activates after leaving) an active member. With `invitation`, that pending
-    /// invitation becomes `accepted` in the same transaction (Conflict if it is not pending or
-    /// has expired at `Write::now`). Conflict if already an active member or banned. Without an
-    /// invitation, a user who left the room as a guest comes back as a guest at most (the
-    /// store remembers the lower role when they leave). Event: `member_joined`.
+    /// Adds (or re-activates after leaving) an active member. With `invitation`, that
+    /// invitation must be the user's, for this room, pending and unexpired at `Write::now`, and
+    /// still grantable by its inviter; it becomes `accepted` in the same transaction and the
+    /// member gets its role (`role` is ignored). Refused if already an active member or banned.
+    /// Without an invitation, a user who left the room as a guest comes back as a guest at most
+    /// (the store remembers the lower role when they leave). Event: `member_joined`.
     /// Output: `Member`.
     AddMember {
         room: String,

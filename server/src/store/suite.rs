@@ -12,6 +12,7 @@
 pub(crate) use std::collections::HashSet;
 pub(crate) use std::sync::Arc;
 
+pub(crate) use crate::rules::Refusal;
 pub(crate) use roam_proto::{EventBody, InvitationStatus, MemberStatus, Role, RoomEvent, RoomKind};
 pub(crate) use serde_json::json;
 
@@ -532,7 +533,7 @@ macro_rules! store_suite {
             // A second pending one for the same invitee is refused.
             assert!(matches!(
                 apply_err(&*store, invite("i2", T0 + 1000)).await,
-                StoreError::Conflict(_)
+                StoreError::Refused(Refusal::PendingInvitationExists)
             ));
 
             let read_at = |now| store.invitation("i1", now);
@@ -568,7 +569,7 @@ macro_rules! store_suite {
             };
             assert!(matches!(
                 apply_err(&*store, join(T0 + 1001, "i1")).await,
-                StoreError::Conflict(_)
+                StoreError::Refused(Refusal::InvitationExpired)
             ));
             assert!(store.member("club", "bob").await.unwrap().is_none());
 
@@ -589,8 +590,8 @@ macro_rules! store_suite {
             )
             .await;
             let (member, events) = apply(&*store, join(T0 + 3000, "i3")).await;
-            // The role is the change's (the service copies the invitation's).
-            assert!(matches!(member, Output::Member(ref m) if m.role == Role::Member));
+            // The role is the invitation's, as read under the lock (not the change's).
+            assert!(matches!(member, Output::Member(ref m) if m.role == Role::Admin));
             assert!(matches!(&events[0].body, EventBody::MemberJoined(m) if m.user == "bob"));
             assert_eq!(
                 store
@@ -615,7 +616,7 @@ macro_rules! store_suite {
                     ("i1".to_owned(), InvitationStatus::Expired)
                 ]
             );
-            // Rejecting an accepted invitation is a conflict.
+            // Rejecting an accepted invitation is refused.
             assert!(matches!(
                 apply_err(
                     &*store,
@@ -626,7 +627,7 @@ macro_rules! store_suite {
                     )
                 )
                 .await,
-                StoreError::Conflict(_)
+                StoreError::Refused(Refusal::InvitationClosed(InvitationStatus::Accepted))
             ));
         }
 
@@ -656,7 +657,7 @@ macro_rules! store_suite {
             apply(&*store, add("a-public", "bob")).await;
             assert!(matches!(
                 apply_err(&*store, add("a-public", "bob")).await,
-                StoreError::Conflict(_)
+                StoreError::Refused(Refusal::AlreadyMember)
             ));
 
             let names =
@@ -717,7 +718,7 @@ macro_rules! store_suite {
             };
             assert!(matches!(
                 apply_err(&*store, write("alice", T0, leave_owner.clone())).await,
-                StoreError::Conflict(_)
+                StoreError::Refused(Refusal::OwnerMustTransfer)
             ));
             let transfer = Change::TransferOwnership {
                 room: "a-public".into(),
@@ -762,7 +763,7 @@ macro_rules! store_suite {
             assert!(matches!(&events[0].body, EventBody::MemberBanned { user } if user == "carol"));
             assert!(matches!(
                 apply_err(&*store, write("alice", T0 + 5, ban)).await,
-                StoreError::Conflict(_)
+                StoreError::Refused(Refusal::AlreadyBanned)
             ));
             let banned = store.member("b-private", "carol").await.unwrap().unwrap();
             assert_eq!(banned.status, MemberStatus::Banned);
@@ -773,7 +774,7 @@ macro_rules! store_suite {
                 .is_none());
             assert!(matches!(
                 apply_err(&*store, add("b-private", "carol")).await,
-                StoreError::Conflict(_)
+                StoreError::Refused(Refusal::Banned)
             ));
             let unban = Change::Unban {
                 room: "b-private".into(),
@@ -782,7 +783,7 @@ macro_rules! store_suite {
             apply(&*store, write("alice", T0 + 7, unban.clone())).await;
             assert!(matches!(
                 apply_err(&*store, write("alice", T0 + 7, unban)).await,
-                StoreError::NotFound(_)
+                StoreError::Refused(Refusal::NotBanned)
             ));
             apply(&*store, add("b-private", "carol")).await;
             let members = store.list_members("b-private", None, 10).await.unwrap();

@@ -50,9 +50,9 @@ use roam_proto::{
     RoomEvent, User,
 };
 
-use self::apply::PurgeCursor;
 use self::conn::{backend, Pool};
 use self::writer::Lanes;
+use crate::store::write::{PurgeCursor, PurgeStep};
 use crate::store::{
     Bounded, Committed, MessageCursor, NotificationQuery, Period, PoolStats, Purged,
     RetentionCutoffs, RoomQuery, Store, StoreError, StoreResult, StoredResult, UserQuery, Write,
@@ -131,7 +131,7 @@ impl PostgresStore {
         c: &conn::Conn,
         cutoffs: &RetentionCutoffs,
         from: &PurgeCursor,
-    ) -> StoreResult<apply::PurgeStep> {
+    ) -> StoreResult<PurgeStep> {
         c.begin().await?;
         match apply::purge_batch(c, cutoffs, from).await {
             Ok(step) => {

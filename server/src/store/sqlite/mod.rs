@@ -68,7 +68,6 @@ const STUCK_WRITER: std::time::Duration = std::time::Duration::from_secs(10);
 
 // Shared with the Postgres store, so both answer cursors, searches and event data alike.
 pub(in crate::store) use self::read::{decode_cursor, encode_cursor, like_pattern};
-pub(in crate::store) use self::rows::event_data;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -351,7 +350,7 @@ impl Store for SqliteStore {
 
     async fn purge(&self, cutoffs: RetentionCutoffs) -> StoreResult<Purged> {
         let mut purged = Purged::default();
-        let mut from = apply::PurgeCursor::default();
+        let mut from = crate::store::write::PurgeCursor::default();
         loop {
             // Each batch is a job of its own: writes queued while it ran go before the next.
             let step = self

@@ -191,25 +191,6 @@ pub(super) fn event(row: &Row<'_>) -> rusqlite::Result<RoomEvent> {
     })
 }
 
-/// Splits an event body into its stored `(kind, data)`.
-pub(in crate::store) fn event_data(body: &EventBody) -> Result<(&'static str, String), StoreError> {
-    // Message events are most of the log: serialise their data directly, without building
-    // the tagged JSON tree first.
-    if let EventBody::MessageCreated(m)
-    | EventBody::MessageEdited(m)
-    | EventBody::MessageDeleted(m) = body
-    {
-        let data = serde_json::to_string(m).map_err(|e| StoreError::Backend(e.to_string()))?;
-        return Ok((body.kind(), data));
-    }
-    let mut tagged = serde_json::to_value(body).map_err(|e| StoreError::Backend(e.to_string()))?;
-    let data = tagged
-        .get_mut("data")
-        .map(Value::take)
-        .unwrap_or(Value::Null);
-    Ok((body.kind(), json_text(&data)))
-}
-
 macro_rules! notification_cols {
     () => {
         "seq, id, user, kind, room, actor, data, created_at, read"

@@ -48,7 +48,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply;
-use super::apply::{PurgeCursor, PurgeStep};
+use crate::store::write::{PurgeCursor, PurgeStep};
 use crate::store::{Committed, RetentionCutoffs, StoreError, StoreResult, Write};
 
 /// Most jobs committed in one transaction.
