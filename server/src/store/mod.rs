@@ -11,8 +11,8 @@
 //! creates. A key that is already recorded makes `commit` answer [`Committed::Replayed`] with
 //! the stored result and change nothing.
 //!
-//! What a write does is decided once, in [`write`], for both backends: each backend only
-//! implements [`write::Rows`] (its SQL for the facts a rule reads and the rows a decision
+//! What a write does is decided once, in `write.rs`, for both backends: each backend only
+//! implements its `Rows` trait (its SQL for the facts a rule reads and the rows a decision
 //! changes). The rules themselves are the functions of [`crate::rules`], which the service also
 //! calls before queueing a write (from its cache); the store calls them again under the room's
 //! lock, so a race between two requests never commits what the rules forbid. The behaviour

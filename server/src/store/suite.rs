@@ -1369,10 +1369,12 @@ macro_rules! store_suite {
                 room: None,
                 data: json!({}),
             };
+            // Not `message.send`: a store may keep a send's key on the message it created, as
+            // long as the message exists (longer than retention asks, never shorter).
             let idem = |key: &str| IdemRecord {
                 user: "alice".into(),
                 key: key.into(),
-                op: "message.send".into(),
+                op: "message.forward".into(),
                 fingerprint: "f".into(),
             };
             apply(
@@ -1503,6 +1505,103 @@ macro_rules! store_suite {
                     batches: 1,
                     ..Default::default()
                 }
+            );
+        }
+
+        #[tokio::test]
+        async fn a_replayed_send_answers_the_message_as_it_is_now() {
+            let h = $harness.await;
+            let store = h.open().await;
+            apply(&*store, write("alice", T0, create_room("r", RoomKind::Public, "alice"))).await;
+            let send = |key: &str, id: &str, body: &str| Write {
+                idem: Some(IdemRecord {
+                    user: "alice".into(),
+                    key: key.into(),
+                    op: "message.send".into(),
+                    fingerprint: format!("fp-{key}"),
+                }),
+                ..write("alice", T0, message("r", id, body))
+            };
+            let (first, _) = apply(&*store, send("k1", "m1", "hello")).await;
+            // The same key again changes nothing and answers what was stored.
+            match store.commit(send("k1", "m1", "hello")).await.unwrap() {
+                Committed::Replayed(stored) => {
+                    assert_eq!(stored.op, "message.send");
+                    assert_eq!(stored.fingerprint, "fp-k1");
+                    assert_eq!(stored.result, first.to_json());
+                }
+                other => panic!("expected a replay, got {other:?}"),
+            }
+            let edit = Change::EditMessage {
+                room: "r".into(),
+                id: "m1".into(),
+                body: "hello, edited".into(),
+            };
+            apply(&*store, write("alice", T0 + 1, edit)).await;
+            let replay = store.idempotent_result("alice", "k1").await.unwrap().unwrap();
+            assert_eq!(replay.result["body"], "hello, edited");
+            assert_eq!(replay.result["edited_at"], T0 + 1);
+            let delete = Change::DeleteMessage {
+                room: "r".into(),
+                id: "m1".into(),
+            };
+            apply(&*store, write("alice", T0 + 2, delete)).await;
+            let replay = store.idempotent_result("alice", "k1").await.unwrap().unwrap();
+            assert_eq!((replay.result["body"].as_str(), replay.result["deleted"].as_bool()), (Some(""), Some(true)));
+            // Keys are the user's: bob's k1 is another key.
+            assert!(store.idempotent_result("bob", "k1").await.unwrap().is_none());
+            // A write that follows a send names it, and it counts as applied.
+            let after = Write {
+                after: Some("k1".into()),
+                ..send("k2", "m2", "second")
+            };
+            apply(&*store, after).await;
+            let missing = Write {
+                after: Some("never-sent".into()),
+                ..send("k3", "m3", "third")
+            };
+            assert!(matches!(apply_err(&*store, missing).await, StoreError::OutOfOrder(_)));
+        }
+
+        #[tokio::test]
+        async fn co_members_documents_and_ping() {
+            let h = $harness.await;
+            let store = h.open().await;
+            store.ping().await.unwrap();
+            apply(&*store, write("alice", T0, create_room("r", RoomKind::Public, "alice"))).await;
+            let join = Change::AddMember {
+                room: "r".into(),
+                user: "bob".into(),
+                role: Role::Member,
+                invitation: None,
+            };
+            apply(&*store, write("bob", T0, join)).await;
+            apply(&*store, write("carol", T0, create_room("c", RoomKind::Public, "carol"))).await;
+            let asked = ["bob".to_owned(), "carol".to_owned(), "alice".to_owned()];
+            let mut shared = store.co_members("alice", &asked).await.unwrap();
+            shared.sort();
+            // alice shares a room with bob and is herself; carol is in none of hers.
+            assert!(shared.contains(&"bob".to_owned()), "{shared:?}");
+            assert!(!shared.contains(&"carol".to_owned()), "{shared:?}");
+            // Documents list by name, in pages.
+            for name in ["d1", "d2", "d3"] {
+                let put = Change::PutDocument {
+                    room: "r".into(),
+                    doc: name.into(),
+                    base_version: 0,
+                    content: format!("{name} v1"),
+                };
+                apply(&*store, write("alice", T0, put)).await;
+            }
+            let first = store.documents("r", None, 2).await.unwrap();
+            assert_eq!(
+                first.items.iter().map(|d| d.doc.as_str()).collect::<Vec<_>>(),
+                vec!["d1", "d2"]
+            );
+            let rest = store.documents("r", Some("d2"), 2).await.unwrap();
+            assert_eq!(
+                rest.items.iter().map(|d| (d.doc.as_str(), d.version)).collect::<Vec<_>>(),
+                vec![("d3", 1)]
             );
         }
 

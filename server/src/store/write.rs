@@ -59,14 +59,9 @@ pub(crate) trait Rows {
     /// The replay check, the predecessor check, the guard's row (locked) and the actor's user
     /// row, for `w`. A replayed write may skip the rest.
     async fn begin(&self, w: &Write) -> StoreResult<Begun>;
-    /// Records the idempotent result (`message`: the message it echoes, for redaction).
-    async fn record(
-        &self,
-        idem: &IdemRecord,
-        result: &str,
-        message: Option<&str>,
-        now: i64,
-    ) -> StoreResult<()>;
+    /// Records the write's idempotency key with its result (see [`stored_result`] for what a
+    /// replay must answer).
+    async fn record(&self, idem: &IdemRecord, output: &Output, now: i64) -> StoreResult<()>;
     /// Puts a user in the directory if they are not there.
     async fn ensure_user(&self, user: &str, now: i64) -> StoreResult<()>;
     /// Takes the room's row lock until the write ends (a no-op where one writer serialises
@@ -114,6 +109,8 @@ pub(crate) trait Rows {
     async fn delete_room(&self, name: &str, now: i64) -> StoreResult<()>;
     async fn set_owner(&self, room: &str, owner: &str, now: i64) -> StoreResult<()>;
     /// Advances a live room's head by `n` and returns the new head (`None`: no live room).
+    /// Every seq reserved gets its event (through [`Rows::insert_event`]) before the next
+    /// reservation of the write.
     async fn reserve_seqs(&self, room: &str, n: u64) -> StoreResult<Option<u64>>;
     /// Appends an event row; `message` names the message an edit is about.
     async fn insert_event(
@@ -188,6 +185,22 @@ pub(crate) fn event_data(body: &EventBody) -> StoreResult<(&'static str, String)
     Ok((body.kind(), data.to_string()))
 }
 
+/// Serialises a value stored as JSON text.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// What a replay of `output` answers, and the message it echoes, if any. A replay of a result
+/// that echoes a message answers the message as it is now (edited, or blanked by its
+/// deletion): both backends read it back from the message's row while it exists.
+pub(crate) fn stored_result(output: &Output) -> StoreResult<(String, Option<&str>)> {
+    Ok(match output {
+        // The common case, serialised directly rather than through a JSON tree.
+        Output::Message(m) => (to_json(m)?, Some(m.id.as_str())),
+        other => (other.to_json().to_string(), None),
+    })
+}
+
 /// Applies one [`Write`] inside the backend's open transaction: the replay, order and guard
 /// checks, the change, its events and notifications, and the idempotency record. An error
 /// leaves the caller to roll the transaction back; [`Committed::Replayed`] changed nothing.
@@ -227,15 +240,7 @@ pub(crate) async fn commit<R: Rows>(rows: &R, w: &Write) -> StoreResult<Committe
         }
     }
     if let Some(idem) = &w.idem {
-        let (result, message) = match &output {
-            // The common case, serialised directly rather than through a JSON tree.
-            Output::Message(m) => (
-                serde_json::to_string(m).map_err(|e| StoreError::Backend(e.to_string()))?,
-                Some(m.id.as_str()),
-            ),
-            other => (other.to_json().to_string(), None),
-        };
-        rows.record(idem, &result, message, w.now).await?;
+        rows.record(idem, &output, w.now).await?;
     }
     Ok(Committed::Applied {
         output,

@@ -110,7 +110,10 @@ async fn retention_purges_old_notifications_presence_and_history() {
     assert_eq!(purged.notifications, 2);
     assert_eq!(purged.presence, 1);
     assert_eq!(purged.document_versions, 2);
-    assert!(purged.idempotency_keys >= 7, "{purged:?}");
+    // Every key: the room, the join and the three document writes, and on a store that keeps
+    // a message's send key in its own table (PostgreSQL) the two sends; SQLite keeps those on
+    // the messages, for as long as they exist.
+    assert!(purged.idempotency_keys >= 5, "{purged:?}");
     assert_eq!(bob.get("/v1/notifications").await.body["items"], json!([]));
     assert_eq!(bob.get("/v1/me").await.body["unread"], 0);
     let p = bob.get("/v1/presence?users=bob").await;

@@ -25,7 +25,9 @@ use super::conn::Conn;
 use super::read;
 use super::rows::{self, col, count, int};
 use crate::store::write::{self, Begun, Expiring, PurgeCursor, PurgeStep, Rows};
-use crate::store::{Committed, IdemRecord, RetentionCutoffs, StoreError, StoreResult, Write};
+use crate::store::{
+    Committed, IdemRecord, Output, RetentionCutoffs, StoreError, StoreResult, Write,
+};
 
 /// What [`commit`] did.
 pub(super) enum Outcome {
@@ -292,13 +294,8 @@ impl Rows for PgRows<'_> {
     }
 
     /// Fills in the key claimed in [`PgRows::begin`].
-    async fn record(
-        &self,
-        idem: &IdemRecord,
-        result: &str,
-        message: Option<&str>,
-        _now: i64,
-    ) -> StoreResult<()> {
+    async fn record(&self, idem: &IdemRecord, output: &Output, _now: i64) -> StoreResult<()> {
+        let (result, message) = write::stored_result(output)?;
         self.c
             .execute(FILL_IDEM, &[&idem.user, &idem.key, &result, &message])
             .await?;

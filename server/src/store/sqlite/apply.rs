@@ -4,8 +4,8 @@
 //!
 //! Every call does its work synchronously and the engine's futures complete on their first
 //! poll: [`commit`] and [`purge_batch`] drive them with `now_or_never` on the writer thread.
-//! The single writer connection serialises every write, so a room's seqs (`rooms.head_seq`,
-//! advanced here) are gap-free and [`SqliteRows::lock_room`] has nothing to do.
+//! The single writer connection serialises every write, so a room's seqs (its head is the
+//! largest seq of its events) are gap-free and [`SqliteRows::lock_room`] has nothing to do.
 
 use std::future::Future;
 
@@ -13,14 +13,16 @@ use futures_util::FutureExt;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use roam_proto::{
-    Document, Invitation, InvitationStatus, Member, Message, Notification, ReadMarker, Role, Room,
-    RoomEvent, RoomKind,
+    Document, EventBody, Invitation, InvitationStatus, Member, Message, Notification, ReadMarker,
+    Role, Room, RoomEvent, RoomKind,
 };
 
 use super::read;
 use super::rows::{int, json_text};
 use crate::store::write::{self, Begun, Expiring, PurgeCursor, PurgeStep, Rows};
-use crate::store::{Committed, IdemRecord, RetentionCutoffs, StoreError, StoreResult, Write};
+use crate::store::{
+    Committed, IdemRecord, Output, RetentionCutoffs, StoreError, StoreResult, Write,
+};
 
 /// Runs one of the engine's futures, which on SQLite never waits.
 fn now<T>(f: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
@@ -64,7 +66,13 @@ pub(super) fn save_last_seen(tx: &Transaction<'_>, user: &str, at: i64) -> Store
     Ok(())
 }
 
-const IDEM_EXISTS: &str = "SELECT 1 FROM idempotency WHERE user = ?1 AND key = ?2";
+/// A key is recorded in `idempotency`, or on the message a `message.send` created.
+const IDEM_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM idempotency WHERE user = ?1 AND key = ?2) \
+     OR EXISTS (SELECT 1 FROM events WHERE actor = ?1 AND sent_key = ?2)";
+/// The op whose key is kept on the message it created.
+const SEND: &str = "message.send";
+const MARK_SENT: &str =
+    "UPDATE events SET sent_key = ?3, sent_fingerprint = ?4 WHERE room = ?1 AND seq = ?2";
 const STANDING: &str = "SELECT r.kind, m.role, m.status FROM rooms r \
      LEFT JOIN members m ON m.room = r.name AND m.user = ?2 \
      WHERE r.name = ?1 AND r.deleted_at IS NULL";
@@ -89,22 +97,29 @@ const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency WHERE rowid IN \
      (SELECT rowid FROM idempotency WHERE created_at < ?1 LIMIT ?2)";
 const PURGE_INVITATIONS: &str = "DELETE FROM invitations WHERE rowid IN \
      (SELECT rowid FROM invitations WHERE expires_at < ?1 LIMIT ?2)";
-const NEXT_ROOM: &str = "SELECT name, head_seq FROM rooms WHERE name > ?1 ORDER BY name LIMIT 1";
-const OLDEST_EVENTS: &str = "SELECT seq, at FROM events WHERE room = ?1 ORDER BY seq LIMIT ?2";
-const DELETE_EVENTS_UPTO: &str = "DELETE FROM events WHERE room = ?1 AND seq <= ?2";
+const NEXT_ROOM: &str = "SELECT r.name, \
+     coalesce((SELECT max(e.seq) FROM events e WHERE e.room = r.name), 0) \
+     FROM rooms r WHERE r.name > ?1 ORDER BY r.name LIMIT 1";
+/// The oldest events above the room's compaction horizon.
+const OLDEST_EVENTS: &str = "SELECT seq, at FROM events WHERE room = ?1 \
+     AND seq > (SELECT log_from FROM rooms WHERE name = ?1) ORDER BY seq LIMIT ?2";
+/// Compaction keeps messages: a `message_created` row is the message itself.
+const DELETE_EVENTS_UPTO: &str =
+    "DELETE FROM events WHERE room = ?1 AND seq <= ?2 AND kind <> 'message_created'";
+const HORIZON: &str = "SELECT log_from FROM rooms WHERE name = ?1";
+const MOVE_HORIZON: &str = "UPDATE rooms SET log_from = ?2 WHERE name = ?1 AND log_from < ?2";
 
 const ROOM_STATE: &str = "SELECT deleted_at IS NOT NULL FROM rooms WHERE name = ?1";
 const INSERT_ROOM: &str = "INSERT INTO rooms \
-     (name, head_seq, kind, owner, created_by, created_at, updated_at, title, metadata) \
-     VALUES (?1, 0, ?2, ?3, ?4, ?5, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING";
+     (name, kind, owner, created_by, created_at, updated_at, title, metadata) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING";
 const UPDATE_ROOM: &str = "UPDATE rooms SET title = coalesce(?2, title), \
      kind = coalesce(?3, kind), metadata = coalesce(?4, metadata), updated_at = ?5 \
      WHERE name = ?1 AND deleted_at IS NULL";
-// Two statements rather than `UPDATE … RETURNING`: SQLite runs RETURNING through an ephemeral
-// table that it opens and frees on every execution, which cost more than the update itself.
-const BUMP_SEQ: &str = "UPDATE rooms SET head_seq = head_seq + ?2 \
-     WHERE name = ?1 AND deleted_at IS NULL";
-const HEAD_SEQ: &str = "SELECT head_seq FROM rooms WHERE name = ?1";
+/// A live room's head: the largest seq of its events (read through the primary key, nothing to
+/// write; the newest event of a room is never deleted).
+const HEAD_SEQ: &str = "SELECT coalesce((SELECT max(seq) FROM events WHERE room = ?1), 0) \
+     FROM rooms WHERE name = ?1 AND deleted_at IS NULL";
 const INSERT_EVENT: &str = "INSERT INTO events (room, seq, at, actor, kind, data, message) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 /// Blanks a message's text in a stored event or result (JSON of a `Message`).
@@ -113,15 +128,9 @@ const REDACT_CREATED_EVENT: &str =
      WHERE room = ?1 AND seq = ?2 AND kind = 'message_created'";
 const REDACT_EDIT_EVENTS: &str =
     "UPDATE events SET data = json_set(data, '$.body', '', '$.deleted', json('true')) \
-     WHERE message = ?1";
-const REDACT_RESULTS: &str =
-    "UPDATE idempotency SET result = json_set(result, '$.body', '', '$.deleted', json('true')) \
-     WHERE message = ?1";
+     WHERE message = ?1 AND kind = 'message_edited'";
 const INSERT_MEMBER: &str = "INSERT INTO members (room, user, role, status, joined_at) \
      VALUES (?1, ?2, ?3, ?4, ?5)";
-const INSERT_MESSAGE: &str = "INSERT INTO messages \
-     (id, room, seq, sender, body, reply_to, created_at, edited_at, deleted) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0)";
 const DELETE_ROLE_CAP: &str = "DELETE FROM role_caps WHERE room = ?1 AND user = ?2";
 /// The user's inbox counter (not the directory: a notification for an id nobody has used yet
 /// — an invitation — must not list that id as a user).
@@ -155,8 +164,10 @@ const INSERT_INVITATION: &str = "INSERT INTO invitations \
      (id, room, invited_by, invitee, role, status, expires_at, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)";
 const SET_INVITATION_STATUS: &str = "UPDATE invitations SET status = ?2 WHERE id = ?1";
-const EDIT_MESSAGE: &str = "UPDATE messages SET body = ?2, edited_at = ?3 WHERE id = ?1";
-const DELETE_MESSAGE: &str = "UPDATE messages SET body = '', deleted = 1 WHERE id = ?1";
+/// An edit rewrites the message where it lives: its creation event.
+const EDIT_MESSAGE: &str =
+    "UPDATE events SET data = json_set(data, '$.body', ?2, '$.edited_at', ?3) \
+     WHERE message = ?1 AND kind = 'message_created'";
 const INSERT_VERSION: &str = "INSERT INTO document_versions \
      (room, doc, version, content, updated_by, updated_at, seq) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -166,9 +177,8 @@ const MARK_ALL_READ: &str = "UPDATE notifications SET read = 1 WHERE user = ?1 A
 const MARK_READ: &str =
     "UPDATE notifications SET read = 1 WHERE user = ?1 AND id = ?2 AND read = 0";
 /// Every table a deleted room empties (its row and its events stay).
-const DELETE_ROOM_CONTENT: [&str; 7] = [
+const DELETE_ROOM_CONTENT: [&str; 6] = [
     "DELETE FROM members WHERE room = ?1",
-    "DELETE FROM messages WHERE room = ?1",
     "DELETE FROM documents WHERE room = ?1",
     "DELETE FROM document_versions WHERE room = ?1",
     "DELETE FROM invitations WHERE room = ?1",
@@ -199,10 +209,11 @@ impl Rows for SqliteRows<'_, '_> {
             }
         }
         if let Some(after) = &w.after {
-            begun.predecessor_missing = !self
+            let applied: bool = self
                 .tx
                 .prepare_cached(IDEM_EXISTS)?
-                .exists(params![w.actor, after])?;
+                .query_row(params![w.actor, after], |r| r.get(0))?;
+            begun.predecessor_missing = !applied;
         }
         if let Some(guard) = &w.guard {
             // The one writer applies writes one at a time: a ban committed before this write
@@ -220,13 +231,28 @@ impl Rows for SqliteRows<'_, '_> {
         Ok(begun)
     }
 
-    async fn record(
-        &self,
-        idem: &IdemRecord,
-        result: &str,
-        message: Option<&str>,
-        now: i64,
-    ) -> StoreResult<()> {
+    /// A `message.send` keeps its key on the message it created (the row is already written
+    /// in this transaction: no other page). Any other result that echoes a message is stored
+    /// without its body: a replay reads the message as it is now (see `read::idempotent_result`),
+    /// so deleting it has nothing to redact here.
+    async fn record(&self, idem: &IdemRecord, output: &Output, now: i64) -> StoreResult<()> {
+        if let Output::Message(m) = output {
+            if idem.op == SEND && idem.user == m.sender {
+                let p = params![m.room, int(m.seq), idem.key, idem.fingerprint];
+                self.exec(MARK_SENT, p)?;
+                return Ok(());
+            }
+        }
+        let (result, message) = match output {
+            Output::Message(m) => {
+                let blank = Message {
+                    body: String::new(),
+                    ..m.clone()
+                };
+                (write::to_json(&blank)?, Some(m.id.as_str()))
+            }
+            other => (other.to_json().to_string(), None),
+        };
         self.exec(
             INSERT_IDEM,
             params![
@@ -349,17 +375,18 @@ impl Rows for SqliteRows<'_, '_> {
         Ok(())
     }
 
+    /// The head is read, not stored: the seqs reserved become the head once their events
+    /// are written, which the engine does before it reserves again.
     async fn reserve_seqs(&self, room: &str, n: u64) -> StoreResult<Option<u64>> {
-        if self.exec(BUMP_SEQ, params![room, int(n)])? == 0 {
-            return Ok(None);
-        }
-        Ok(Some(
-            self.tx
-                .prepare_cached(HEAD_SEQ)?
-                .query_row(params![room], |r| r.get(0))?,
-        ))
+        let head: Option<u64> = self
+            .tx
+            .prepare_cached(HEAD_SEQ)?
+            .query_row(params![room], |r| r.get(0))
+            .optional()?;
+        Ok(head.map(|h| h + n))
     }
 
+    /// A creation event names its message too: it is where the message lives.
     async fn insert_event(
         &self,
         e: &RoomEvent,
@@ -367,6 +394,10 @@ impl Rows for SqliteRows<'_, '_> {
         data: &str,
         message: Option<&str>,
     ) -> StoreResult<()> {
+        let message = match &e.body {
+            EventBody::MessageCreated(m) => Some(m.id.as_str()),
+            _ => message,
+        };
         self.exec(
             INSERT_EVENT,
             params![e.room, int(e.seq), e.at, e.actor, kind, data, message],
@@ -437,19 +468,9 @@ impl Rows for SqliteRows<'_, '_> {
         Ok(())
     }
 
-    async fn insert_message(&self, m: &Message) -> StoreResult<()> {
-        self.exec(
-            INSERT_MESSAGE,
-            params![
-                m.id,
-                m.room,
-                int(m.seq),
-                m.sender,
-                m.body,
-                m.reply_to,
-                m.created_at
-            ],
-        )?;
+    /// The message is its creation event's row (see [`SqliteRows::insert_event`]), whose
+    /// unique index refuses a taken id.
+    async fn insert_message(&self, _m: &Message) -> StoreResult<()> {
         Ok(())
     }
 
@@ -459,10 +480,9 @@ impl Rows for SqliteRows<'_, '_> {
     }
 
     async fn redact_message(&self, m: &Message) -> StoreResult<()> {
-        self.exec(DELETE_MESSAGE, params![m.id])?;
         self.exec(REDACT_CREATED_EVENT, params![m.room, int(m.seq)])?;
         self.exec(REDACT_EDIT_EVENTS, params![m.id])?;
-        self.exec(REDACT_RESULTS, params![m.id])?;
+        // Stored results that echo the message hold no body (see `record`).
         Ok(())
     }
 
@@ -585,7 +605,15 @@ impl Rows for SqliteRows<'_, '_> {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Counts the log entries that went below the horizon (the log above it has no hole),
+    /// messages included, though their rows stay.
     async fn delete_events_upto(&self, room: &str, seq: u64) -> StoreResult<u64> {
-        self.exec(DELETE_EVENTS_UPTO, params![room, int(seq)])
+        let from: u64 = self
+            .tx
+            .prepare_cached(HORIZON)?
+            .query_row(params![room], |r| r.get(0))?;
+        self.exec(DELETE_EVENTS_UPTO, params![room, int(seq)])?;
+        self.exec(MOVE_HORIZON, params![room, int(seq)])?;
+        Ok(seq.saturating_sub(from))
     }
 }

@@ -6,13 +6,19 @@
 //!   it over a channel; it commits whatever is queued as one group (one `BEGIN IMMEDIATE` … one
 //!   `COMMIT`), each job in its own savepoint so that a failing write changes nothing and does not
 //!   disturb the others. Having exactly one writer is what makes room sequence numbers gap-free
-//!   without any locking in Rust: `rooms.head_seq` is incremented inside the transaction.
+//!   without any locking in Rust: a room's head is the largest seq of its events, read and
+//!   extended inside the transaction.
 //! - **a pool of read-only readers** (`pool.rs`), used from `spawn_blocking`. In WAL mode they
 //!   read a consistent snapshot and never wait for the writer.
 //!
 //! The other files each hold one concern: `schema.rs` opens connections and migrates,
-//! `read.rs` holds every query (`&Connection`), `apply.rs` every change (`&Transaction`),
-//! `rows.rs` the row mappers. Every SQL value is a bound parameter.
+//! `read.rs` holds every query (`&Connection`), `apply.rs` the SQL of every change
+//! (`&Transaction`, as the shared write engine asks for it), `rows.rs` the row mappers. Every
+//! SQL value is a bound parameter.
+//!
+//! A message is stored as its `message_created` event, kept as the message is now; the send's
+//! idempotency key is kept on it (see `migrations/0006_lean_commit.sql`). A durable message
+//! commit writes about five WAL pages.
 //!
 //! Deleted rooms keep their `rooms` row (with `deleted_at`, hidden from every read) and their
 //! events, so recovery still delivers `room_deleted` and the name is never reused.

@@ -50,8 +50,14 @@ fn bounded<T>(
 pub(super) const IDEMPOTENT_RESULT: &str = concat!(
     "SELECT ",
     idem_cols!(),
-    " FROM idempotency WHERE user = ?1 AND key = ?2"
+    " FROM idempotency i LEFT JOIN events m \
+     ON m.message = i.message AND m.kind = 'message_created' \
+     WHERE i.user = ?1 AND i.key = ?2"
 );
+
+/// A `message.send` recorded on the message it created.
+pub(super) const SENT_RESULT: &str = "SELECT 'message.send', sent_fingerprint, data, at \
+     FROM events WHERE actor = ?1 AND sent_key = ?2";
 
 pub(super) fn idempotent_result(
     conn: &Connection,
@@ -59,8 +65,22 @@ pub(super) fn idempotent_result(
     key: &str,
 ) -> StoreResult<Option<StoredResult>> {
     let mut stmt = conn.prepare_cached(IDEMPOTENT_RESULT)?;
-    Ok(stmt
+    if let Some(found) = stmt
         .query_row(params![user, key], rows::stored_result)
+        .optional()?
+    {
+        return Ok(Some(found));
+    }
+    let mut stmt = conn.prepare_cached(SENT_RESULT)?;
+    Ok(stmt
+        .query_row(params![user, key], |r| {
+            Ok(StoredResult {
+                op: r.get(0)?,
+                fingerprint: r.get(1)?,
+                result: rows::json_col(r, 2)?,
+                created_at: r.get(3)?,
+            })
+        })
         .optional()?)
 }
 
@@ -230,10 +250,21 @@ pub(super) fn room_invitations(
 pub(super) const MESSAGE: &str = concat!(
     "SELECT ",
     message_cols!(),
-    " FROM messages WHERE id = ?1 AND room = ?2"
+    " FROM events WHERE message = ?1 AND kind = 'message_created' AND room = ?2"
 );
 
+/// Whether the room exists and is not deleted. A deleted room keeps its events, which hold its
+/// messages; they are not readable as messages any more.
+const LIVE_ROOM: &str = "SELECT 1 FROM rooms WHERE name = ?1 AND deleted_at IS NULL";
+
+fn live(conn: &Connection, room: &str) -> StoreResult<bool> {
+    Ok(conn.prepare_cached(LIVE_ROOM)?.exists(params![room])?)
+}
+
 pub(super) fn message(conn: &Connection, room: &str, id: &str) -> StoreResult<Option<Message>> {
+    if !live(conn, room)? {
+        return Ok(None);
+    }
     let mut stmt = conn.prepare_cached(MESSAGE)?;
     Ok(stmt
         .query_row(params![id, room], rows::message)
@@ -244,14 +275,16 @@ pub(super) fn message(conn: &Connection, room: &str, id: &str) -> StoreResult<Op
 pub(super) const MESSAGES_BEFORE: &str = concat!(
     "SELECT ",
     message_cols!(),
-    " FROM messages WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    " FROM events WHERE room = ?1 AND seq < ?2 AND kind = 'message_created' \
+     ORDER BY seq DESC LIMIT ?3"
 );
 
 /// Oldest first, above a seq.
 pub(super) const MESSAGES_AFTER: &str = concat!(
     "SELECT ",
     message_cols!(),
-    " FROM messages WHERE room = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
+    " FROM events WHERE room = ?1 AND seq > ?2 AND kind = 'message_created' \
+     ORDER BY seq ASC LIMIT ?3"
 );
 
 pub(super) fn messages(
@@ -260,15 +293,21 @@ pub(super) fn messages(
     cursor: MessageCursor,
     limit: u32,
 ) -> StoreResult<Bounded<Message>> {
+    if !live(conn, room)? {
+        return Ok(Bounded {
+            items: Vec::new(),
+            cut: false,
+        });
+    }
     let (sql, seq) = match cursor {
         MessageCursor::Before(n) => (MESSAGES_BEFORE, n),
         MessageCursor::After(n) => (MESSAGES_AFTER, n),
     };
     let mut stmt = conn.prepare_cached(sql)?;
-    // Column 4 is the body.
+    // Column 0 is the message's JSON.
     let page = bounded(
         stmt.query(params![room, int(seq), limit])?,
-        4,
+        0,
         rows::message,
     )?;
     Ok(page)
@@ -296,9 +335,11 @@ pub(super) fn events_after(
     Ok(page.items)
 }
 
-/// Two single-aggregate subqueries, so each is one index probe (min/max optimisation).
+/// The oldest event above the room's compaction horizon (below it only messages stay) and the
+/// newest: each one primary-key probe.
 pub(super) const EVENT_BOUNDS: &str = "SELECT \
-     coalesce((SELECT min(seq) FROM events WHERE room = ?1), 0), \
+     coalesce((SELECT min(seq) FROM events WHERE room = ?1 \
+         AND seq > coalesce((SELECT log_from FROM rooms WHERE name = ?1), 0)), 0), \
      coalesce((SELECT max(seq) FROM events WHERE room = ?1), 0)";
 
 pub(super) fn event_bounds(conn: &Connection, room: &str) -> StoreResult<(u64, u64)> {
@@ -666,28 +707,28 @@ pub(super) fn search_users(conn: &Connection, q: &UserQuery) -> StoreResult<Page
     Ok(Page { items, next_cursor })
 }
 
-/// Messages and distinct senders per period of a room; `?2 <= created_at < ?3`.
+/// Messages and distinct senders per period of a room; `?2 <= created_at < ?3` (a message's
+/// creation event's `at` and `actor`).
 macro_rules! room_activity {
     ($period:literal) => {
         concat!(
             "SELECT ",
             $period,
-            " AS period, count(*), count(DISTINCT sender) FROM messages \
-             WHERE room = ?1 AND created_at >= ?2 AND created_at < ?3 \
+            " AS period, count(*), count(DISTINCT actor) FROM events \
+             WHERE room = ?1 AND kind = 'message_created' AND at >= ?2 AND at < ?3 \
              GROUP BY period ORDER BY period"
         )
     };
 }
 
 pub(super) const ACTIVITY_BY_DAY: &str =
-    room_activity!("strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')");
+    room_activity!("strftime('%Y-%m-%d', at / 1000, 'unixepoch')");
 /// `weekday 0` moves to the coming Sunday (or stays on one); six days back is its Monday.
 pub(super) const ACTIVITY_BY_WEEK: &str =
-    room_activity!("date(created_at / 1000, 'unixepoch', 'weekday 0', '-6 days')");
+    room_activity!("date(at / 1000, 'unixepoch', 'weekday 0', '-6 days')");
 pub(super) const ACTIVITY_BY_MONTH: &str =
-    room_activity!("strftime('%Y-%m', created_at / 1000, 'unixepoch')");
-pub(super) const ACTIVITY_BY_YEAR: &str =
-    room_activity!("strftime('%Y', created_at / 1000, 'unixepoch')");
+    room_activity!("strftime('%Y-%m', at / 1000, 'unixepoch')");
+pub(super) const ACTIVITY_BY_YEAR: &str = room_activity!("strftime('%Y', at / 1000, 'unixepoch')");
 
 pub(super) fn room_activity(
     conn: &Connection,

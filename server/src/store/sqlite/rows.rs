@@ -62,7 +62,8 @@ pub(super) fn json_text(v: &Value) -> String {
 macro_rules! room_cols {
     () => {
         "r.name, r.kind, r.title, r.metadata, r.owner, r.created_by, \
-     r.created_at, r.updated_at, r.head_seq, \
+     r.created_at, r.updated_at, \
+     coalesce((SELECT max(e.seq) FROM events e WHERE e.room = r.name), 0), \
      (SELECT count(*) FROM members m WHERE m.room = r.name AND m.status = 'active')"
     };
 }
@@ -129,25 +130,17 @@ pub(super) fn effective(mut inv: Invitation, now: i64) -> Invitation {
     inv
 }
 
+/// A message is the `data` of its `message_created` event, kept as the message is now.
 macro_rules! message_cols {
     () => {
-        "id, room, seq, sender, body, reply_to, created_at, edited_at, deleted"
+        "data"
     };
 }
 pub(super) use message_cols;
 
 pub(super) fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
-    Ok(Message {
-        id: row.get(0)?,
-        room: row.get(1)?,
-        seq: row.get(2)?,
-        sender: row.get(3)?,
-        body: row.get(4)?,
-        reply_to: row.get(5)?,
-        created_at: row.get(6)?,
-        edited_at: row.get(7)?,
-        deleted: row.get(8)?,
-    })
+    let data = row.get_ref(0)?.as_str()?;
+    serde_json::from_str(data).map_err(|e| conversion(0, e.to_string()))
 }
 
 /// Columns of [`document`]: `v` is document_versions.
@@ -227,18 +220,26 @@ pub(super) fn user(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
+/// Columns of [`stored_result`]: `i` is idempotency, `m` the creation event of the message it
+/// echoes (if any).
 macro_rules! idem_cols {
     () => {
-        "op, fingerprint, result, created_at"
+        "i.op, i.fingerprint, i.result, i.created_at, m.data"
     };
 }
 pub(super) use idem_cols;
 
+/// A result that echoes a message is the message as it is now (edited, or blanked by its
+/// deletion); the stored text is used once the message is gone with its room.
 pub(super) fn stored_result(row: &Row<'_>) -> rusqlite::Result<StoredResult> {
+    let result = match row.get_ref(4)? {
+        rusqlite::types::ValueRef::Null => json_col(row, 2)?,
+        _ => json_col(row, 4)?,
+    };
     Ok(StoredResult {
         op: row.get(0)?,
         fingerprint: row.get(1)?,
-        result: json_col(row, 2)?,
+        result,
         created_at: row.get(3)?,
     })
 }
