@@ -16,7 +16,7 @@
 //! misses itself).
 //!
 //! **One encode.** An event is serialised once into a [`LiveEvent`] shared by every socket (and
-//! compressed at most once, on first demand); queuing it costs a reference count.
+//! compressed at most once, on first demand; see `event.rs`); queuing it costs a reference count.
 //!
 //! **Memory.** The encoded events a hub keeps — each line's recent events and its shared
 //! catch-up pages — count against one budget for the whole hub ([`HubConfig::memory_budget`],
@@ -36,31 +36,18 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
-use roam_proto::{
-    Envelope, MembershipChange, Notification, Presence, ReadMarker, RoomEvent, ServerFrame,
-};
+use roam_proto::{MembershipChange, Notification, Presence, ReadMarker, RoomEvent, ServerFrame};
 
 use crate::conn::{Conn, ConnId, Outbound};
+use crate::event::{encode, LiveEvent};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoreResult};
 use crate::wsframe::WireFrame;
-
-/// An event that changes who may read a room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// The user left or was banned: their sockets stop following the room.
-    Removed { user: String, reason: &'static str },
-    /// The room was deleted: everyone stops.
-    RoomDeleted,
-    /// The room's settings changed (it may have turned protected or private): each socket
-    /// checks that its user may still read it, and stops following it otherwise.
-    Recheck,
-}
 
 /// Events read from the store per page of a fill.
 const FILL_PAGE: u32 = 500;
@@ -222,36 +209,6 @@ pub struct StoredPage {
     /// The page covers every stored event up to this seq: a socket with nothing left to send
     /// from it may move its cursor here (the store has nothing in between).
     pub covered: u64,
-}
-
-/// A committed room event ready to send, shared by every socket that follows its room.
-#[derive(Debug)]
-pub struct LiveEvent {
-    pub room: Arc<str>,
-    pub seq: u64,
-    /// The `event` frame, framed for the wire once (JSON text).
-    pub frame: WireFrame,
-    pub effect: Option<Effect>,
-    /// Releasing it redacts earlier events in the store (a deleted message): copies of them
-    /// kept in memory are stale.
-    pub redacts: bool,
-    /// The frame compressed for sockets that asked for compression (a binary frame), made on
-    /// first demand.
-    pub deflated: OnceLock<WireFrame>,
-}
-
-impl LiveEvent {
-    /// Encodes `ev` once.
-    pub fn new(room: Arc<str>, ev: &RoomEvent) -> LiveEvent {
-        LiveEvent {
-            room,
-            seq: ev.seq,
-            frame: encode_event(ev),
-            effect: effect_of(ev),
-            redacts: matches!(ev.body, roam_proto::EventBody::MessageDeleted(_)),
-            deflated: OnceLock::new(),
-        }
-    }
 }
 
 /// A message between instances.
@@ -459,52 +416,6 @@ impl fmt::Debug for Hub {
             .field("sockets", &r.sockets)
             .finish()
     }
-}
-
-/// How an event changes who may read its room.
-fn effect_of(ev: &RoomEvent) -> Option<Effect> {
-    match &ev.body {
-        roam_proto::EventBody::MemberLeft { user } => Some(Effect::Removed {
-            user: user.clone(),
-            reason: "left",
-        }),
-        roam_proto::EventBody::MemberBanned { user } => Some(Effect::Removed {
-            user: user.clone(),
-            reason: "banned",
-        }),
-        roam_proto::EventBody::RoomDeleted { .. } => Some(Effect::RoomDeleted),
-        roam_proto::EventBody::RoomUpdated(_) => Some(Effect::Recheck),
-        _ => None,
-    }
-}
-
-/// Serialises a server frame once, for any number of sockets.
-pub fn encode(frame: &ServerFrame) -> WireFrame {
-    WireFrame::json(&Envelope::new(frame)).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "failed to encode a frame");
-        WireFrame::text("{}")
-    })
-}
-
-/// The `event` frame of a room event.
-fn encode_event(ev: &RoomEvent) -> WireFrame {
-    #[derive(serde::Serialize)]
-    struct EventFrame<'a> {
-        v: u32,
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(flatten)]
-        event: &'a RoomEvent,
-    }
-    let frame = EventFrame {
-        v: roam_proto::PROTOCOL_VERSION,
-        kind: "event",
-        event: ev,
-    };
-    WireFrame::json(&frame).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "failed to encode an event");
-        WireFrame::text("{}")
-    })
 }
 
 impl Hub {

@@ -23,6 +23,7 @@ pub mod config;
 pub mod conn;
 pub mod edge;
 pub mod error;
+pub mod event;
 pub mod http;
 pub mod hub;
 pub mod limits;
