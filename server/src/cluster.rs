@@ -38,8 +38,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::{Bus, BusMessage};
 use crate::clock::now_ms;
-use crate::hub::{Bus, BusMessage, Hub};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::presence::Transition;
 use crate::service::Service;
@@ -779,7 +780,7 @@ impl RedisBus {
             if let Err(e) = state.service.store.save_last_seen(user, last_beat).await {
                 tracing::warn!(error = %e, "redis bus: could not save last-seen");
             }
-            crate::presence::announce(
+            crate::bus::announce_presence(
                 &state.service.store,
                 &state.service.bus,
                 Presence {

@@ -1,8 +1,8 @@
 //! Fan-out: which sockets follow which rooms, and delivery to them in commit order.
 //!
-//! The [`Hub`] is this instance's registry of connected sockets. A [`Bus`] carries
-//! [`BusMessage`]s from whoever caused them to the hubs of every instance; the in-process bus
-//! ([`LocalBus`]) hands them straight to the local hub. Handlers only ever publish to the bus.
+//! The [`Hub`] is this instance's registry of connected sockets. A [`Bus`](crate::bus::Bus)
+//! carries [`BusMessage`]s from whoever caused them to the hubs of every instance, and hands each
+//! to its hub through [`Deliver`]. Handlers only ever publish to the bus.
 //!
 //! **Ordering.** Each room followed here has a *line*: the last sequence number released to its
 //! sockets and a small buffer of events that arrived early. Committed events are published by the
@@ -39,10 +39,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
-use roam_proto::{MembershipChange, Notification, Presence, ReadMarker, RoomEvent, ServerFrame};
+use roam_proto::{Presence, RoomEvent, ServerFrame};
 
+use crate::bus::{BusMessage, Deliver};
 use crate::conn::{Conn, ConnId, Outbound};
 use crate::event::{encode, LiveEvent};
 use crate::metrics::Metrics;
@@ -209,90 +209,6 @@ pub struct StoredPage {
     /// The page covers every stored event up to this seq: a socket with nothing left to send
     /// from it may move its cursor here (the store has nothing in between).
     pub covered: u64,
-}
-
-/// A message between instances.
-#[derive(Debug, Clone)]
-pub enum BusMessage {
-    /// A committed room event.
-    Event(Arc<RoomEvent>),
-    /// Typing, relayed to the room's sockets except `origin`.
-    Typing {
-        room: String,
-        user: String,
-        typing: bool,
-        origin: Option<ConnId>,
-    },
-    /// A presence change, for sockets following any of `rooms`.
-    Presence {
-        presence: Presence,
-        rooms: Vec<String>,
-    },
-    /// A new notification for a user's sockets.
-    Notification {
-        user: String,
-        notification: Box<Notification>,
-    },
-    /// A user's unread count as of the write numbered `order` (see
-    /// `Service::commit_order`); an older one arriving late is dropped.
-    Unread {
-        user: String,
-        count: u64,
-        order: u64,
-    },
-    /// Cached room metadata or membership changed: drop it from every instance's cache.
-    Invalidate { room: String },
-    /// A user's read marker of a room moved: for all of that user's sockets.
-    ReadMarker { user: String, marker: ReadMarker },
-    /// A user's own membership of a room changed: for all of that user's sockets.
-    Membership {
-        user: String,
-        change: Box<MembershipChange>,
-    },
-}
-
-/// Carries [`BusMessage`]s to every instance's hub, and keeps the cluster's view of presence.
-/// The defaults are those of a single instance: its own view is the whole view.
-#[async_trait]
-pub trait Bus: Send + Sync + fmt::Debug + 'static {
-    async fn publish(&self, msg: BusMessage);
-
-    /// Why the bus cannot reach the other instances right now (`None`: it can). `/readyz`
-    /// answers 503 while this is `Some`.
-    fn unavailable(&self) -> Option<String> {
-        None
-    }
-
-    /// Shares a change of this instance's view of a user's presence (`devices` 0: no socket
-    /// here left) and answers the user's presence over every instance when its status changed
-    /// (`None`: nothing anyone should be told).
-    async fn share_presence(&self, change: crate::presence::Transition) -> Option<Presence> {
-        change.status_changed().then_some(change.now)
-    }
-
-    /// The presence of each user over every instance, given this instance's view of each.
-    async fn cluster_presence(&self, local: Vec<Presence>) -> Vec<Presence> {
-        local
-    }
-}
-
-/// The in-process bus of a single instance.
-#[derive(Debug)]
-pub struct LocalBus {
-    hub: Arc<Hub>,
-}
-
-impl LocalBus {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        LocalBus { hub }
-    }
-}
-
-#[async_trait]
-impl Bus for LocalBus {
-    async fn publish(&self, msg: BusMessage) {
-        self.hub.dispatch(msg);
-    }
 }
 
 /// Tuning of the hub.
@@ -1281,6 +1197,12 @@ impl Hub {
             sent += 1;
         }
         self.metrics.presence_frames.inc_by(sent);
+    }
+}
+
+impl Deliver for Hub {
+    fn deliver(self: Arc<Self>, msg: BusMessage) {
+        self.dispatch(msg);
     }
 }
 

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod auth;
+pub mod bus;
 pub mod cache;
 pub mod clock;
 pub mod cluster;
@@ -48,9 +49,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Keys;
+use crate::bus::{Bus, LocalBus};
 use crate::cache::ReadCache;
 use crate::config::Config;
-use crate::hub::{Bus, Hub, HubConfig, LocalBus};
+use crate::hub::{Hub, HubConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::PresenceTracker;
@@ -176,7 +178,7 @@ impl AppState {
             Duration::from_millis(config.ws_message_timeout_ms),
             Arc::clone(&metrics),
         ));
-        let bus = bus.unwrap_or_else(|| Arc::new(LocalBus::new(Arc::clone(&hub))));
+        let bus = bus.unwrap_or_else(|| Arc::new(LocalBus::new(hub.clone())));
         let service = Arc::new(Service {
             store,
             bus,
