@@ -2,14 +2,17 @@
 //!
 //! Whoever causes something (a commit, a typing frame, a presence change) publishes a
 //! [`BusMessage`] on the [`Bus`]. A bus hands each message to this instance's sockets through
-//! [`Deliver`] (the hub implements it). The in-process bus of a single instance is [`LocalBus`];
-//! the Redis bus is in `cluster.rs`.
+//! [`Deliver`] (the hub implements it), and a bus between instances also hands what it
+//! receives from the others to [`Inbound`], the narrow view of this instance it is given when it
+//! starts. The in-process bus of a single instance is [`LocalBus`]; the Redis bus is in
+//! `cluster.rs`. Nothing here knows the hub, the service or the cache: they are behind these two
+//! traits.
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use roam_proto::{MembershipChange, Notification, Presence, ReadMarker, RoomEvent};
+use roam_proto::{MembershipChange, Notification, Presence, PresenceStatus, ReadMarker, RoomEvent};
 
 use crate::conn::ConnId;
 use crate::presence::Transition;
@@ -84,6 +87,37 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
 /// to the sockets it concerns.
 pub trait Deliver: Send + Sync + fmt::Debug + 'static {
     fn deliver(self: Arc<Self>, msg: BusMessage);
+}
+
+/// This instance as a bus between instances sees it: where what it receives from the others
+/// goes, and what it reads to keep the cluster's view of this instance. It is given to the bus
+/// once, when the bus starts.
+#[async_trait]
+pub trait Inbound: Deliver {
+    /// Another instance changed `user`'s unread count: read it again and deliver it to the
+    /// user's sockets here, if there are any.
+    fn unread_changed(&self, user: String);
+
+    /// Another instance changed a room's metadata or membership: forget the cached reads of it.
+    fn invalidate(&self, room: &str);
+
+    /// Messages may have been lost: forget every cached read, then bring every room followed
+    /// here up to the store (in the background).
+    fn resync(&self);
+
+    /// Sockets open here.
+    fn sockets(&self) -> usize;
+
+    /// Every user connected here, with their status and device count here.
+    fn presence_here(&self) -> Vec<(String, PresenceStatus, u32)>;
+
+    /// A user's status and device count here.
+    fn presence_of(&self, user: &str) -> (PresenceStatus, u32);
+
+    /// `user` is connected nowhere any more (the instance that had their sockets went silent
+    /// after `last_seen`, in ms since the epoch): saves their last-seen time and tells their
+    /// rooms they are offline.
+    async fn went_offline(&self, user: &str, last_seen: i64);
 }
 
 /// The in-process bus of a single instance: every message goes straight to the local hub.

@@ -27,6 +27,7 @@ pub mod error;
 pub mod event;
 pub mod http;
 pub mod hub;
+pub mod instance;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
@@ -53,6 +54,7 @@ use crate::bus::{Bus, LocalBus};
 use crate::cache::ReadCache;
 use crate::config::Config;
 use crate::hub::{Hub, HubConfig};
+use crate::instance::Instance;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::PresenceTracker;
@@ -128,7 +130,15 @@ impl AppState {
                 })?;
                 let shared: Arc<dyn Bus> = bus.clone();
                 let state = Self::with_parts(config, keys, store, Some(shared));
-                bus.start(&state);
+                bus.start(
+                    Arc::new(Instance::new(
+                        Arc::clone(&state.hub),
+                        Arc::downgrade(&state.service),
+                    )),
+                    Arc::clone(&state.service.metrics),
+                    state.shutdown.clone(),
+                    Duration::from_secs(state.config.shutdown_grace_secs),
+                );
                 Ok(state)
             }
         }
