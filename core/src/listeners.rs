@@ -30,8 +30,6 @@ use parking_lot::{Mutex, ReentrantMutex};
 use crate::model::{
     ConnectionState, DocumentUpdate, NotificationInfo, PresenceInfo, RoomUpdate, SyncStatus,
 };
-use crate::room_list::RoomListSink;
-use crate::timeline::TimelineSink;
 
 /// Receives connection state changes. The current state is delivered first.
 pub trait ConnectionStateListener: Send + Sync {
@@ -68,6 +66,20 @@ pub trait NotificationListener: Send + Sync {
 /// Receives the sync status (the current one first) whenever it changes.
 pub trait SyncStatusListener: Send + Sync {
     fn on_sync_status(&self, status: SyncStatus);
+}
+
+/// What the dispatcher calls on a timeline (implemented in `timeline.rs`).
+pub(crate) trait TimelineSink: Send + Sync {
+    /// The room it shows.
+    fn room(&self) -> &str;
+    /// Reads the window again and delivers the diffs; `reset`: start a fresh window.
+    fn refresh(&self, reset: bool);
+}
+
+/// What the dispatcher calls on a room list (implemented in `room_list.rs`).
+pub(crate) trait RoomListSink: Send + Sync {
+    /// Reads the named rooms again (`None`: every room, a fresh list) and delivers the diffs.
+    fn refresh(&self, rooms: Option<&HashSet<String>>);
 }
 
 /// Something to deliver.

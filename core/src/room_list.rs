@@ -31,7 +31,7 @@ use crate::context::Context;
 use crate::db::reads;
 use crate::diff::{steps, Step};
 use crate::error::Result;
-use crate::listeners::{Subscription, Target};
+use crate::listeners::{RoomListSink, Subscription, Target};
 use crate::model::{Message, RoomInfo};
 
 /// A room as the room list shows it.
@@ -69,12 +69,6 @@ pub enum RoomListDiff {
 /// Receives a room list's diffs: first one `Reset` with the current list, then the changes.
 pub trait RoomListListener: Send + Sync {
     fn on_diffs(&self, diffs: Vec<RoomListDiff>);
-}
-
-/// What the dispatcher calls on a room list (see `listeners`).
-pub(crate) trait RoomListSink: Send + Sync {
-    /// Reads the named rooms again (`None`: every room, a fresh list) and delivers the diffs.
-    fn refresh(&self, rooms: Option<&HashSet<String>>);
 }
 
 struct Shared {

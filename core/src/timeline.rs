@@ -30,7 +30,7 @@ use crate::context::Context;
 use crate::db::{reads, writes};
 use crate::diff::{steps, Step};
 use crate::error::{Error, Result};
-use crate::listeners::{AppEvent, Subscription, Target};
+use crate::listeners::{AppEvent, Subscription, Target, TimelineSink};
 use crate::model::{Message, RoomUpdate};
 
 /// One change of a timeline's window. Indices refer to the window as it is when the diff is
@@ -50,14 +50,6 @@ pub enum TimelineDiff {
 /// Receives a timeline's diffs: first one `Reset` with the current window, then the changes.
 pub trait TimelineListener: Send + Sync {
     fn on_diffs(&self, diffs: Vec<TimelineDiff>);
-}
-
-/// What the dispatcher calls on a timeline (see `listeners`).
-pub(crate) trait TimelineSink: Send + Sync {
-    /// The room it shows.
-    fn room(&self) -> &str;
-    /// Reads the window again and delivers the diffs; `reset`: start a fresh window.
-    fn refresh(&self, reset: bool);
 }
 
 /// The state shared by a [`Timeline`] handle and its dispatcher registration.

@@ -2,13 +2,15 @@
 //!
 //! [`RedisBus`] implements [`Bus`]. A message published on an instance is handed to its own hub
 //! at once, then sent on one Redis pub/sub channel (`{prefix}:bus`) to every other instance,
-//! which hands it to its hub. Redis pub/sub keeps no history and may lose messages while a
-//! connection is down; nothing depends on it for durability:
+//! which hands it to its hub. What it receives goes to this instance through [`Inbound`], given
+//! to [`RedisBus::start`]; the bus knows nothing else of the instance. Redis pub/sub keeps no
+//! history and may lose messages while a connection is down; nothing depends on it for
+//! durability:
 //!
 //! - Room events carry their `seq`. A hub line releases them in order and fills any gap from
 //!   the store once per room, so a lost or late event is repaired by the next one.
 //! - An instance whose subscription dropped reads every room it follows from the store when it
-//!   is back ([`Hub::resync`]); an instance that could not publish tells the others to do the
+//!   is back ([`Inbound::resync`]); an instance that could not publish tells the others to do the
 //!   same once it can (`resync`).
 //! - Unread counts are re-read from the store by the instance that delivers them; cache
 //!   invalidations drop the receiving instance's cached room and membership reads.
@@ -25,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -38,12 +40,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::{Bus, BusMessage, Inbound};
 use crate::clock::now_ms;
-use crate::hub::{Bus, BusMessage, Hub};
 use crate::metrics::Metrics;
 use crate::presence::Transition;
-use crate::service::Service;
-use crate::AppState;
 
 /// Messages waiting to be sent to Redis at most; past that they are dropped (and repaired).
 const QUEUE: usize = 65_536;
@@ -247,8 +247,8 @@ pub struct RedisBus {
     retry_at: Mutex<Option<Instant>>,
     tx: mpsc::Sender<BusMessage>,
     rx: Mutex<Option<mpsc::Receiver<BusMessage>>>,
-    hub: OnceLock<Arc<Hub>>,
-    service: OnceLock<Weak<Service>>,
+    /// This instance, as [`RedisBus::start`] was given it.
+    inbound: OnceLock<Arc<dyn Inbound>>,
     metrics: OnceLock<Arc<Metrics>>,
     subscribed: AtomicBool,
     publishing: AtomicBool,
@@ -291,8 +291,7 @@ impl RedisBus {
             retry_at: Mutex::new(None),
             tx,
             rx: Mutex::new(Some(rx)),
-            hub: OnceLock::new(),
-            service: OnceLock::new(),
+            inbound: OnceLock::new(),
             metrics: OnceLock::new(),
             subscribed: AtomicBool::new(false),
             publishing: AtomicBool::new(true),
@@ -309,19 +308,26 @@ impl RedisBus {
     }
 
     /// Joins the instance to the cluster: subscribes, starts sending, heartbeats. Call once,
-    /// with the state built on this bus.
-    pub fn start(self: &Arc<Self>, state: &AppState) {
-        let _ = self.hub.set(Arc::clone(&state.hub));
-        let _ = self.service.set(Arc::downgrade(&state.service));
-        let _ = self.metrics.set(Arc::clone(&state.service.metrics));
+    /// with the instance built on this bus. When `shutdown` is cancelled the bus stops
+    /// receiving, waits up to `grace` for the instance's sockets to close, then leaves the
+    /// cluster.
+    pub fn start(
+        self: &Arc<Self>,
+        inbound: Arc<dyn Inbound>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) {
+        let _ = self.inbound.set(inbound);
+        let _ = self.metrics.set(metrics);
         self.set_up_gauge();
         let Some(rx) = self.rx.lock().take() else {
             tracing::warn!("redis bus: already started");
             return;
         };
         tokio::spawn(Arc::clone(self).publisher(rx));
-        tokio::spawn(Arc::clone(self).subscriber(state.shutdown.clone()));
-        tokio::spawn(Arc::clone(self).heartbeat(state.clone()));
+        tokio::spawn(Arc::clone(self).subscriber(shutdown.clone()));
+        tokio::spawn(Arc::clone(self).heartbeat(shutdown, grace));
     }
 
     fn metrics(&self) -> Option<&Arc<Metrics>> {
@@ -552,19 +558,13 @@ impl RedisBus {
     /// lost may include cache invalidations, so the whole read cache goes first: the events
     /// read back (a ban, a deletion) are then judged against the store, not stale entries.
     fn resync_here(&self) {
-        if let Some(svc) = self.service.get().and_then(Weak::upgrade) {
-            svc.cache.invalidate_all();
-        }
-        let Some(hub) = self.hub.get().cloned() else {
+        let Some(inbound) = self.inbound.get() else {
             return;
         };
         if let Some(m) = self.metrics() {
             m.bus_resyncs.inc();
         }
-        tokio::spawn(async move {
-            let read = hub.resync().await;
-            tracing::debug!(events = read, "redis bus: resync done");
-        });
+        inbound.resync();
     }
 
     fn receive(&self, payload: &[u8]) {
@@ -587,60 +587,34 @@ impl RedisBus {
         if wire.node == self.cfg.node {
             return;
         }
-        let Some(hub) = self.hub.get() else {
+        let Some(inbound) = self.inbound.get() else {
             return;
         };
         if let Some(m) = self.metrics() {
             m.bus_received.inc();
         }
+        let deliver = |msg| Arc::clone(inbound).deliver(msg);
         match wire.msg {
-            WireMsg::Event { event } => hub.dispatch(BusMessage::Event(Arc::new(event))),
-            WireMsg::Typing { room, user, typing } => hub.dispatch(BusMessage::Typing {
+            WireMsg::Event { event } => deliver(BusMessage::Event(Arc::new(event))),
+            WireMsg::Typing { room, user, typing } => deliver(BusMessage::Typing {
                 room,
                 user,
                 typing,
                 origin: None,
             }),
             WireMsg::Presence { presence, rooms } => {
-                hub.dispatch(BusMessage::Presence { presence, rooms })
+                deliver(BusMessage::Presence { presence, rooms })
             }
-            WireMsg::Notification { user, notification } => {
-                hub.dispatch(BusMessage::Notification {
-                    user,
-                    notification: Box::new(notification),
-                })
-            }
-            WireMsg::Unread { user } => {
-                if hub.socket_counts(&user).0 == 0 {
-                    return;
-                }
-                let Some(svc) = self.service.get().and_then(Weak::upgrade) else {
-                    return;
-                };
-                let hub = Arc::clone(hub);
-                tokio::spawn(async move {
-                    match svc.store.unread_count(&user).await {
-                        Ok(count) => {
-                            let order = {
-                                let mut o = svc.commit_order.lock();
-                                *o += 1;
-                                *o
-                            };
-                            hub.dispatch(BusMessage::Unread { user, count, order });
-                        }
-                        Err(e) => tracing::warn!(error = %e, "redis bus: unread count failed"),
-                    }
-                });
-            }
-            WireMsg::Invalidate { room } => {
-                if let Some(svc) = self.service.get().and_then(Weak::upgrade) {
-                    svc.cache.invalidate_room(&room);
-                }
-            }
+            WireMsg::Notification { user, notification } => deliver(BusMessage::Notification {
+                user,
+                notification: Box::new(notification),
+            }),
+            WireMsg::Unread { user } => inbound.unread_changed(user),
+            WireMsg::Invalidate { room } => inbound.invalidate(&room),
             WireMsg::ReadMarker { user, marker } => {
-                hub.dispatch(BusMessage::ReadMarker { user, marker })
+                deliver(BusMessage::ReadMarker { user, marker })
             }
-            WireMsg::Membership { user, change } => hub.dispatch(BusMessage::Membership {
+            WireMsg::Membership { user, change } => deliver(BusMessage::Membership {
                 user,
                 change: Box::new(change),
             }),
@@ -671,24 +645,26 @@ impl RedisBus {
     /// Says this instance is alive, reads the others' heartbeats, rewrites this instance's
     /// presence entries when they may be stale, and expires instances that went silent. On
     /// shutdown, waits for the sockets to close, then leaves the cluster.
-    async fn heartbeat(self: Arc<Self>, state: AppState) {
+    async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        let Some(inbound) = self.inbound.get().cloned() else {
+            return;
+        };
         let mut tick = tokio::time::interval(self.cfg.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = state.shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => break,
             }
-            if let Err(e) = self.beat(&state).await {
+            if let Err(e) = self.beat(&*inbound).await {
                 self.broken();
                 self.presence_dirty.store(true, Ordering::Release);
                 tracing::debug!(error = %e, "redis bus: heartbeat failed");
             }
         }
         // Draining: the sockets' own presence changes go out first.
-        let grace = Duration::from_secs(state.config.shutdown_grace_secs);
         let deadline = Instant::now() + grace;
-        while state.hub.connection_count() > 0 && Instant::now() < deadline {
+        while inbound.sockets() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut pipe = redis::pipe();
@@ -700,7 +676,7 @@ impl RedisBus {
         self.stop.cancel();
     }
 
-    async fn beat(&self, state: &AppState) -> RedisResult<()> {
+    async fn beat(&self, inbound: &dyn Inbound) -> RedisResult<()> {
         let now = now_ms();
         let nodes_key = self.key(&["nodes"]);
         let mut pipe = redis::pipe();
@@ -709,7 +685,7 @@ impl RedisBus {
         let (nodes,): (HashMap<String, i64>,) = self.query(&pipe).await?;
         *self.nodes.write() = nodes.clone();
         if self.presence_dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.rewrite_presence(state).await {
+            if let Err(e) = self.rewrite_presence(inbound).await {
                 self.presence_dirty.store(true, Ordering::Release);
                 return Err(e);
             }
@@ -717,19 +693,19 @@ impl RedisBus {
         let ttl = self.cfg.node_ttl.as_millis() as i64;
         for (node, hb) in nodes {
             if node != self.cfg.node && now - hb > ttl {
-                self.reap(state, &node, hb).await?;
+                self.reap(inbound, &node, hb).await?;
             }
         }
         Ok(())
     }
 
     /// Writes every local user's entry again (after Redis lost them or missed updates).
-    async fn rewrite_presence(&self, state: &AppState) -> RedisResult<()> {
+    async fn rewrite_presence(&self, inbound: &dyn Inbound) -> RedisResult<()> {
         let node_key = self.key(&["node", &self.cfg.node]);
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.del(&node_key).ignore();
-        for (user, status, devices) in state.service.presence.snapshot() {
+        for (user, status, devices) in inbound.presence_here() {
             pipe.hset(
                 self.key(&["presence", &user]),
                 &self.cfg.node,
@@ -744,7 +720,7 @@ impl RedisBus {
     /// Removes a silent instance's presence entries (one instance does it, under a lock) and
     /// announces its users who are connected nowhere else as offline, last seen at its last
     /// heartbeat.
-    async fn reap(&self, state: &AppState, node: &str, last_beat: i64) -> RedisResult<()> {
+    async fn reap(&self, inbound: &dyn Inbound, node: &str, last_beat: i64) -> RedisResult<()> {
         let lock = self.key(&["reap", node]);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
@@ -771,25 +747,12 @@ impl RedisBus {
             pipe.hgetall(&key);
             let (fields,): (HashMap<String, String>,) = self.query(&pipe).await?;
             let mut views = self.others(&fields, now);
-            views.push(state.service.presence.live(user));
+            views.push(inbound.presence_of(user));
             if combine(views).0 != PresenceStatus::Offline {
                 continue;
             }
             offline += 1;
-            if let Err(e) = state.service.store.save_last_seen(user, last_beat).await {
-                tracing::warn!(error = %e, "redis bus: could not save last-seen");
-            }
-            crate::presence::announce(
-                &state.service.store,
-                &state.service.bus,
-                Presence {
-                    user: user.clone(),
-                    status: PresenceStatus::Offline,
-                    last_seen: Some(last_beat),
-                    devices: 0,
-                },
-            )
-            .await;
+            inbound.went_offline(user, last_beat).await;
         }
         let mut pipe = redis::pipe();
         pipe.del(&node_key).ignore();
@@ -809,8 +772,8 @@ impl RedisBus {
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, msg: BusMessage) {
-        if let Some(hub) = self.hub.get() {
-            hub.dispatch(msg.clone());
+        if let Some(inbound) = self.inbound.get() {
+            Arc::clone(inbound).deliver(msg.clone());
         }
         if self.tx.try_send(msg).is_err() {
             self.lost.store(true, Ordering::Release);

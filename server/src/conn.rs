@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
-use crate::hub::LiveEvent;
+use crate::event::LiveEvent;
 use crate::metrics::Metrics;
 use crate::wsframe::WireFrame;
 

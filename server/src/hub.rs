@@ -1,8 +1,8 @@
 //! Fan-out: which sockets follow which rooms, and delivery to them in commit order.
 //!
-//! The [`Hub`] is this instance's registry of connected sockets. A [`Bus`] carries
-//! [`BusMessage`]s from whoever caused them to the hubs of every instance; the in-process bus
-//! ([`LocalBus`]) hands them straight to the local hub. Handlers only ever publish to the bus.
+//! The [`Hub`] is this instance's registry of connected sockets. A [`Bus`](crate::bus::Bus)
+//! carries [`BusMessage`]s from whoever caused them to the hubs of every instance, and hands each
+//! to its hub through [`Deliver`]. Handlers only ever publish to the bus.
 //!
 //! **Ordering.** Each room followed here has a *line*: the last sequence number released to its
 //! sockets and a small buffer of events that arrived early. Committed events are published by the
@@ -16,7 +16,7 @@
 //! misses itself).
 //!
 //! **One encode.** An event is serialised once into a [`LiveEvent`] shared by every socket (and
-//! compressed at most once, on first demand); queuing it costs a reference count.
+//! compressed at most once, on first demand; see `event.rs`); queuing it costs a reference count.
 //!
 //! **Memory.** The encoded events a hub keeps — each line's recent events and its shared
 //! catch-up pages — count against one budget for the whole hub ([`HubConfig::memory_budget`],
@@ -36,31 +36,18 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
-use roam_proto::{
-    Envelope, MembershipChange, Notification, Presence, ReadMarker, RoomEvent, ServerFrame,
-};
+use roam_proto::{Presence, RoomEvent, ServerFrame};
 
+use crate::bus::{BusMessage, Deliver};
 use crate::conn::{Conn, ConnId, Outbound};
+use crate::event::{encode, LiveEvent};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoreResult};
 use crate::wsframe::WireFrame;
-
-/// An event that changes who may read a room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// The user left or was banned: their sockets stop following the room.
-    Removed { user: String, reason: &'static str },
-    /// The room was deleted: everyone stops.
-    RoomDeleted,
-    /// The room's settings changed (it may have turned protected or private): each socket
-    /// checks that its user may still read it, and stops following it otherwise.
-    Recheck,
-}
 
 /// Events read from the store per page of a fill.
 const FILL_PAGE: u32 = 500;
@@ -224,120 +211,6 @@ pub struct StoredPage {
     pub covered: u64,
 }
 
-/// A committed room event ready to send, shared by every socket that follows its room.
-#[derive(Debug)]
-pub struct LiveEvent {
-    pub room: Arc<str>,
-    pub seq: u64,
-    /// The `event` frame, framed for the wire once (JSON text).
-    pub frame: WireFrame,
-    pub effect: Option<Effect>,
-    /// Releasing it redacts earlier events in the store (a deleted message): copies of them
-    /// kept in memory are stale.
-    pub redacts: bool,
-    /// The frame compressed for sockets that asked for compression (a binary frame), made on
-    /// first demand.
-    pub deflated: OnceLock<WireFrame>,
-}
-
-impl LiveEvent {
-    /// Encodes `ev` once.
-    pub fn new(room: Arc<str>, ev: &RoomEvent) -> LiveEvent {
-        LiveEvent {
-            room,
-            seq: ev.seq,
-            frame: encode_event(ev),
-            effect: effect_of(ev),
-            redacts: matches!(ev.body, roam_proto::EventBody::MessageDeleted(_)),
-            deflated: OnceLock::new(),
-        }
-    }
-}
-
-/// A message between instances.
-#[derive(Debug, Clone)]
-pub enum BusMessage {
-    /// A committed room event.
-    Event(Arc<RoomEvent>),
-    /// Typing, relayed to the room's sockets except `origin`.
-    Typing {
-        room: String,
-        user: String,
-        typing: bool,
-        origin: Option<ConnId>,
-    },
-    /// A presence change, for sockets following any of `rooms`.
-    Presence {
-        presence: Presence,
-        rooms: Vec<String>,
-    },
-    /// A new notification for a user's sockets.
-    Notification {
-        user: String,
-        notification: Box<Notification>,
-    },
-    /// A user's unread count as of the write numbered `order` (see
-    /// `Service::commit_order`); an older one arriving late is dropped.
-    Unread {
-        user: String,
-        count: u64,
-        order: u64,
-    },
-    /// Cached room metadata or membership changed: drop it from every instance's cache.
-    Invalidate { room: String },
-    /// A user's read marker of a room moved: for all of that user's sockets.
-    ReadMarker { user: String, marker: ReadMarker },
-    /// A user's own membership of a room changed: for all of that user's sockets.
-    Membership {
-        user: String,
-        change: Box<MembershipChange>,
-    },
-}
-
-/// Carries [`BusMessage`]s to every instance's hub, and keeps the cluster's view of presence.
-/// The defaults are those of a single instance: its own view is the whole view.
-#[async_trait]
-pub trait Bus: Send + Sync + fmt::Debug + 'static {
-    async fn publish(&self, msg: BusMessage);
-
-    /// Why the bus cannot reach the other instances right now (`None`: it can). `/readyz`
-    /// answers 503 while this is `Some`.
-    fn unavailable(&self) -> Option<String> {
-        None
-    }
-
-    /// Shares a change of this instance's view of a user's presence (`devices` 0: no socket
-    /// here left) and answers the user's presence over every instance when its status changed
-    /// (`None`: nothing anyone should be told).
-    async fn share_presence(&self, change: crate::presence::Transition) -> Option<Presence> {
-        change.status_changed().then_some(change.now)
-    }
-
-    /// The presence of each user over every instance, given this instance's view of each.
-    async fn cluster_presence(&self, local: Vec<Presence>) -> Vec<Presence> {
-        local
-    }
-}
-
-/// The in-process bus of a single instance.
-#[derive(Debug)]
-pub struct LocalBus {
-    hub: Arc<Hub>,
-}
-
-impl LocalBus {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        LocalBus { hub }
-    }
-}
-
-#[async_trait]
-impl Bus for LocalBus {
-    async fn publish(&self, msg: BusMessage) {
-        self.hub.dispatch(msg);
-    }
-}
-
 /// Tuning of the hub.
 #[derive(Debug, Clone, Copy)]
 pub struct HubConfig {
@@ -459,52 +332,6 @@ impl fmt::Debug for Hub {
             .field("sockets", &r.sockets)
             .finish()
     }
-}
-
-/// How an event changes who may read its room.
-fn effect_of(ev: &RoomEvent) -> Option<Effect> {
-    match &ev.body {
-        roam_proto::EventBody::MemberLeft { user } => Some(Effect::Removed {
-            user: user.clone(),
-            reason: "left",
-        }),
-        roam_proto::EventBody::MemberBanned { user } => Some(Effect::Removed {
-            user: user.clone(),
-            reason: "banned",
-        }),
-        roam_proto::EventBody::RoomDeleted { .. } => Some(Effect::RoomDeleted),
-        roam_proto::EventBody::RoomUpdated(_) => Some(Effect::Recheck),
-        _ => None,
-    }
-}
-
-/// Serialises a server frame once, for any number of sockets.
-pub fn encode(frame: &ServerFrame) -> WireFrame {
-    WireFrame::json(&Envelope::new(frame)).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "failed to encode a frame");
-        WireFrame::text("{}")
-    })
-}
-
-/// The `event` frame of a room event.
-fn encode_event(ev: &RoomEvent) -> WireFrame {
-    #[derive(serde::Serialize)]
-    struct EventFrame<'a> {
-        v: u32,
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(flatten)]
-        event: &'a RoomEvent,
-    }
-    let frame = EventFrame {
-        v: roam_proto::PROTOCOL_VERSION,
-        kind: "event",
-        event: ev,
-    };
-    WireFrame::json(&frame).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "failed to encode an event");
-        WireFrame::text("{}")
-    })
 }
 
 impl Hub {
@@ -1370,6 +1197,12 @@ impl Hub {
             sent += 1;
         }
         self.metrics.presence_frames.inc_by(sent);
+    }
+}
+
+impl Deliver for Hub {
+    fn deliver(self: Arc<Self>, msg: BusMessage) {
+        self.dispatch(msg);
     }
 }
 

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod auth;
+pub mod bus;
 pub mod cache;
 pub mod clock;
 pub mod cluster;
@@ -23,8 +24,10 @@ pub mod config;
 pub mod conn;
 pub mod edge;
 pub mod error;
+pub mod event;
 pub mod http;
 pub mod hub;
+pub mod instance;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
@@ -47,9 +50,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Keys;
+use crate::bus::{Bus, LocalBus};
 use crate::cache::ReadCache;
 use crate::config::Config;
-use crate::hub::{Bus, Hub, HubConfig, LocalBus};
+use crate::hub::{Hub, HubConfig};
+use crate::instance::Instance;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::PresenceTracker;
@@ -125,7 +130,15 @@ impl AppState {
                 })?;
                 let shared: Arc<dyn Bus> = bus.clone();
                 let state = Self::with_parts(config, keys, store, Some(shared));
-                bus.start(&state);
+                bus.start(
+                    Arc::new(Instance::new(
+                        Arc::clone(&state.hub),
+                        Arc::downgrade(&state.service),
+                    )),
+                    Arc::clone(&state.service.metrics),
+                    state.shutdown.clone(),
+                    Duration::from_secs(state.config.shutdown_grace_secs),
+                );
                 Ok(state)
             }
         }
@@ -175,7 +188,7 @@ impl AppState {
             Duration::from_millis(config.ws_message_timeout_ms),
             Arc::clone(&metrics),
         ));
-        let bus = bus.unwrap_or_else(|| Arc::new(LocalBus::new(Arc::clone(&hub))));
+        let bus = bus.unwrap_or_else(|| Arc::new(LocalBus::new(hub.clone())));
         let service = Arc::new(Service {
             store,
             bus,

@@ -6,14 +6,11 @@
 //! restart.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use roam_proto::{Presence, PresenceStatus};
 
 use crate::conn::ConnId;
-use crate::hub::{Bus, BusMessage};
-use crate::store::Store;
 
 fn aggregate(devices: &HashMap<ConnId, bool>) -> PresenceStatus {
     if devices.is_empty() {
@@ -120,18 +117,6 @@ impl PresenceTracker {
             .map(|(u, d)| (u.clone(), aggregate(d), d.len() as u32))
             .collect()
     }
-}
-
-/// Publishes a presence change to the rooms the user is in.
-pub async fn announce(store: &Arc<dyn Store>, bus: &Arc<dyn Bus>, presence: Presence) {
-    let rooms = match store.rooms_of(&presence.user).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, user = %presence.user, "presence: could not list rooms");
-            return;
-        }
-    };
-    bus.publish(BusMessage::Presence { presence, rooms }).await;
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ use roam_proto::{
 };
 use serde_json::{json, Value};
 
+use crate::bus::{Bus, BusMessage};
 use crate::cache::ReadCache;
 use crate::error::{ApiError, ApiResult};
-use crate::hub::{Bus, BusMessage};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::PresenceTracker;
@@ -278,7 +278,7 @@ impl Service {
     /// when the user's status over every instance changed.
     pub async fn presence_moved(&self, t: crate::presence::Transition) {
         if let Some(p) = self.bus.share_presence(t).await {
-            crate::presence::announce(&self.store, &self.bus, p).await;
+            crate::bus::announce_presence(&self.store, &self.bus, p).await;
         }
     }
 

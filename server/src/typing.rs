@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::bus::{Bus, BusMessage};
 use crate::conn::ConnId;
-use crate::hub::{Bus, BusMessage};
 
 /// Server-side typing expiry.
 #[derive(Debug)]

@@ -42,7 +42,7 @@ use crate::clock::now_ms;
 use crate::compress;
 use crate::conn::{Conn, Outbound};
 use crate::error::ApiError;
-use crate::hub::encode;
+use crate::event::encode;
 use crate::store::NotificationQuery;
 use crate::wsframe::{self, FrameReader, Incoming, WireFrame};
 use crate::AppState;

@@ -11,7 +11,8 @@ use tokio::io::{AsyncWriteExt, WriteHalf};
 
 use crate::compress;
 use crate::conn::{Conn, Outbound};
-use crate::hub::{encode, Effect, LiveEvent, CATCH_UP_PAGE};
+use crate::event::{encode, Effect, LiveEvent};
+use crate::hub::CATCH_UP_PAGE;
 use crate::wsframe::{self, WireFrame};
 use crate::AppState;
 
