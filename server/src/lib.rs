@@ -15,6 +15,7 @@
 //! ```
 
 pub mod auth;
+pub mod blob;
 pub mod cache;
 pub mod clock;
 pub mod cluster;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub sockets: Arc<ws::SocketSlots>,
     /// Bytes of unfinished WebSocket messages, over every socket.
     pub partial: Arc<wsframe::PartialBudget>,
+    /// Attachments: the blob store, its uploads and who may download (`blob/`).
+    pub blobs: Arc<blob::Blobs>,
 }
 
 /// Start-up failures.
@@ -175,6 +178,7 @@ impl AppState {
             Duration::from_millis(config.ws_message_timeout_ms),
             Arc::clone(&metrics),
         ));
+        let blobs = Arc::new(blob::Blobs::from_config(&config, Arc::clone(&metrics)));
         let bus = bus.unwrap_or_else(|| Arc::new(LocalBus::new(Arc::clone(&hub))));
         let service = Arc::new(Service {
             store,
@@ -199,6 +203,7 @@ impl AppState {
             edge,
             sockets,
             partial,
+            blobs,
         }
     }
 }
@@ -217,6 +222,7 @@ pub struct Server {
     retention: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     trimmer: JoinHandle<()>,
+    blob_sweeper: JoinHandle<()>,
 }
 
 impl Server {
@@ -235,6 +241,7 @@ impl Server {
         let retention = tokio::spawn(retention::run(state.clone()));
         let sweeper = tokio::spawn(ws::sweep(state.clone(), Duration::from_secs(1)));
         let trimmer = tokio::spawn(memory::run(state.clone(), Duration::from_secs(1)));
+        let blob_sweeper = blob::start(Arc::clone(&state.blobs), state.shutdown.clone());
         tracing::info!(%addr, "roam server listening");
         Ok(Server {
             state,
@@ -243,6 +250,7 @@ impl Server {
             retention,
             sweeper,
             trimmer,
+            blob_sweeper,
         })
     }
 
@@ -277,6 +285,7 @@ impl Server {
         self.retention.abort();
         self.sweeper.abort();
         self.trimmer.abort();
+        self.blob_sweeper.abort();
         if tokio::time::timeout(grace, self.serve).await.is_err() {
             tracing::warn!("HTTP connections did not finish within the grace period");
         }
