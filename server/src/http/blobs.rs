@@ -153,7 +153,7 @@ fn upload_json(m: &UploadMeta, offset: u64) -> Value {
 }
 
 /// The `Upload-Offset` of a request: a decimal number.
-fn upload_offset(headers: &HeaderMap) -> Result<u64, Response> {
+fn upload_offset(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(&UPLOAD_OFFSET)
         .and_then(|v| v.to_str().ok())
@@ -162,13 +162,6 @@ fn upload_offset(headers: &HeaderMap) -> Result<u64, Response> {
             (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| v.parse::<u64>().ok())
                 .flatten()
-        })
-        .ok_or_else(|| {
-            refuse(
-                ErrorCode::InvalidInput,
-                "the Upload-Offset header (a decimal byte offset) is required",
-                None,
-            )
         })
 }
 
@@ -179,9 +172,12 @@ async fn append(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let at = match upload_offset(&headers) {
-        Ok(at) => at,
-        Err(resp) => return resp,
+    let Some(at) = upload_offset(&headers) else {
+        return refuse(
+            ErrorCode::InvalidInput,
+            "the Upload-Offset header (a decimal byte offset) is required",
+            None,
+        );
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -530,7 +526,7 @@ mod tests {
     #[test]
     fn upload_offsets_are_plain_decimals() {
         let mut h = HeaderMap::new();
-        assert!(upload_offset(&h).is_err());
+        assert_eq!(upload_offset(&h), None);
         for (v, want) in [
             ("0", Some(0)),
             ("1234", Some(1234)),
@@ -540,7 +536,7 @@ mod tests {
             ("", None),
         ] {
             h.insert(UPLOAD_OFFSET, HeaderValue::from_static(v));
-            assert_eq!(upload_offset(&h).ok(), want, "{v:?}");
+            assert_eq!(upload_offset(&h), want, "{v:?}");
         }
     }
 
