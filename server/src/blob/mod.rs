@@ -31,7 +31,10 @@
 //!
 //! **Access.** Uploads are their owner's alone. Who may read a finished blob is decided by a
 //! [`BlobAccess`]; the one wired in by default, [`UploaderAccess`], allows the users recorded in
-//! the blob's owner markers.
+//! the blob's owner markers. Another rule goes in with [`Blobs::with_access`] and
+//! [`Server::start_with_blobs`](crate::Server::start_with_blobs). [`Blobs`] is handed to the
+//! attachment routes rather than kept in [`AppState`](crate::AppState), whose copy every open
+//! WebSocket holds.
 //!
 //! **Expiry.** [`start`] spawns a task that calls [`Uploads::sweep`] every
 //! [`SWEEP_INTERVAL`]: an upload whose newest object is older than `--upload-expiry-hours` is

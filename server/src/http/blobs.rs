@@ -11,11 +11,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::{StreamExt, TryStreamExt};
 use roam_proto::ErrorCode;
 use serde::Deserialize;
@@ -24,9 +24,12 @@ use serde_json::{json, Value};
 use super::J;
 use crate::auth::Caller;
 use crate::blob::upload::Created;
-use crate::blob::{keys, parse_sha256, sniff, BlobError, UploadError, UploadMeta};
+use crate::blob::{keys, parse_sha256, sniff, BlobError, Blobs, UploadError, UploadMeta};
 use crate::error::ApiError;
 use crate::AppState;
+
+/// The attachments of a handler.
+type B = Extension<Arc<Blobs>>;
 
 /// The offset header of uploads.
 pub const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
@@ -35,7 +38,8 @@ pub const UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
 /// Largest `POST /v1/uploads` body.
 const CREATE_BODY_LIMIT: usize = 4 * 1024;
 
-pub fn router() -> Router<AppState> {
+/// The attachment routes, serving `blobs`.
+pub fn router(blobs: Arc<Blobs>) -> Router<AppState> {
     Router::new()
         .route("/v1/uploads", post(create))
         .route(
@@ -45,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/uploads/{id}/finish", post(finish))
         .route("/v1/blobs/{sha256}", get(download))
         .layer(DefaultBodyLimit::max(CREATE_BODY_LIMIT))
+        .layer(Extension(blobs))
 }
 
 /// An error body with the upload's offset, when known, in the body (`offset`) and in
@@ -111,7 +116,7 @@ struct CreateBody {
     mime: String,
 }
 
-async fn create(State(s): State<AppState>, caller: Caller, J(b): J<CreateBody>) -> Response {
+async fn create(Extension(blobs): B, caller: Caller, J(b): J<CreateBody>) -> Response {
     let Some(sha) = parse_sha256(&b.sha256) else {
         return refuse(
             ErrorCode::InvalidInput,
@@ -119,14 +124,13 @@ async fn create(State(s): State<AppState>, caller: Caller, J(b): J<CreateBody>) 
             None,
         );
     };
-    match s
-        .blobs
+    match blobs
         .uploads
         .create(&caller.user, b.size, &sha, &b.mime)
         .await
     {
         Ok(Created::Held { blob, size }) => {
-            s.blobs.metrics.blob_uploads_deduplicated.inc();
+            blobs.metrics.blob_uploads_deduplicated.inc();
             Json(json!({ "blob": blob, "size": size, "complete": true })).into_response()
         }
         Ok(Created::Started(m)) => {
@@ -166,7 +170,7 @@ fn upload_offset(headers: &HeaderMap) -> Option<u64> {
 }
 
 async fn append(
-    State(s): State<AppState>,
+    Extension(blobs): B,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -186,12 +190,12 @@ async fn append(
     let stream = body
         .into_data_stream()
         .map_err(|e| BlobError::Source(e.to_string()));
-    let blobs = Arc::clone(&s.blobs);
+    let task_blobs = Arc::clone(&blobs);
     let user = caller.user;
     // In a task of its own: when the client goes away mid-body this handler is dropped, and what
     // it sent must still be stored.
     let run = tokio::spawn(async move {
-        blobs
+        task_blobs
             .uploads
             .append(&user, &id, at, Box::pin(stream), declared)
             .await
@@ -200,7 +204,7 @@ async fn append(
         Ok(r) => r,
         Err(e) => return ApiError::internal(format!("an upload task failed: {e}")).into_response(),
     };
-    let metrics = &s.blobs.metrics;
+    let metrics = &blobs.metrics;
     match result {
         Ok(a) => {
             metrics.blob_upload_bytes.inc_by(a.stored);
@@ -222,8 +226,8 @@ async fn append(
     }
 }
 
-async fn status(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Response {
-    match s.blobs.uploads.status(&caller.user, &id).await {
+async fn status(Extension(blobs): B, caller: Caller, Path(id): Path<String>) -> Response {
+    match blobs.uploads.status(&caller.user, &id).await {
         Ok((m, offset)) => with_offset(
             Json(upload_json(&m, offset)).into_response(),
             offset,
@@ -233,22 +237,18 @@ async fn status(State(s): State<AppState>, caller: Caller, Path(id): Path<String
     }
 }
 
-async fn status_head(
-    State(s): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Response {
-    match s.blobs.uploads.status(&caller.user, &id).await {
+async fn status_head(Extension(blobs): B, caller: Caller, Path(id): Path<String>) -> Response {
+    match blobs.uploads.status(&caller.user, &id).await {
         Ok((m, offset)) => with_offset(StatusCode::OK.into_response(), offset, m.size),
         Err(e) => upload_error(e),
     }
 }
 
-async fn finish(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Response {
-    let blobs = Arc::clone(&s.blobs);
+async fn finish(Extension(blobs): B, caller: Caller, Path(id): Path<String>) -> Response {
+    let task_blobs = Arc::clone(&blobs);
     let user = caller.user;
     // Like an append, a finish that began completes even if its client leaves.
-    let run = tokio::spawn(async move { blobs.uploads.finish(&user, &id).await });
+    let run = tokio::spawn(async move { task_blobs.uploads.finish(&user, &id).await });
     let result = match run.await {
         Ok(r) => r,
         Err(e) => return ApiError::internal(format!("an upload task failed: {e}")).into_response(),
@@ -256,21 +256,21 @@ async fn finish(State(s): State<AppState>, caller: Caller, Path(id): Path<String
     match result {
         Ok(f) => {
             if !f.replayed {
-                s.blobs.metrics.blob_uploads_finished.inc();
+                blobs.metrics.blob_uploads_finished.inc();
             }
             Json(json!({ "blob": f.blob, "size": f.size, "complete": true })).into_response()
         }
         Err(e) => {
             if matches!(e, UploadError::HashMismatch { .. }) {
-                s.blobs.metrics.blob_hash_mismatches.inc();
+                blobs.metrics.blob_hash_mismatches.inc();
             }
             upload_error(e)
         }
     }
 }
 
-async fn abort(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Response {
-    match s.blobs.uploads.abort(&caller.user, &id).await {
+async fn abort(Extension(blobs): B, caller: Caller, Path(id): Path<String>) -> Response {
+    match blobs.uploads.abort(&caller.user, &id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => upload_error(e),
     }
@@ -348,7 +348,7 @@ fn header_value(s: &str) -> HeaderValue {
 }
 
 async fn download(
-    State(s): State<AppState>,
+    Extension(blobs): B,
     caller: Caller,
     method: Method,
     Path(sha): Path<String>,
@@ -361,7 +361,6 @@ async fn download(
             None,
         );
     };
-    let blobs = &s.blobs;
     match blobs.access.may_read(&caller.user, &sha).await {
         Ok(true) => {}
         Ok(false) => {

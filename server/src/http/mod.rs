@@ -10,6 +10,8 @@ mod messages;
 mod ops;
 mod rooms;
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method, Request, Uri};
@@ -142,8 +144,8 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// All routes with their middleware.
-pub fn router(state: AppState) -> Router {
+/// All routes with their middleware; the attachment routes serve `blobs`.
+pub fn router(state: AppState, blobs: Arc<crate::blob::Blobs>) -> Router {
     let compress = SizeAbove::new(state.config.compress_min_bytes)
         .and(NotForContentType::const_new("text/event-stream"));
     let api = Router::new()
@@ -165,7 +167,7 @@ pub fn router(state: AppState) -> Router {
         )
         // Attachments stream their bytes as stored: no compression (a range counts bytes of
         // the blob itself), no 1 MiB body limit (uploads have their own limits).
-        .merge(blobs::router())
+        .merge(blobs::router(blobs))
         .layer(cors(&state.config.cors_origins))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)

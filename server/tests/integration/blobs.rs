@@ -565,7 +565,7 @@ async fn s3_uploads_resume_check_their_hash_and_serve_ranges() {
     // Expired uploads go (a sweep as the server's task runs it).
     let id = start(&alice, &png(10)).await;
     let later = std::time::SystemTime::now() + Duration::from_secs(48 * 3600);
-    let blobs = &server.server().state().blobs;
+    let blobs = server.server().blobs();
     assert_eq!(
         blobs.uploads.sweep(later, blobs.expiry).await,
         Ok(2),
