@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the repository:
-#   0. makes sure PostgreSQL and Redis run on loopback (scripts/services.sh);
+#   0. makes sure PostgreSQL and Redis run on loopback (scripts/services.sh), and that moto
+#      (an S3-compatible server the blob tests start themselves) is installed (scripts/s3.sh);
 #   1. the Rust workspace: unit tests, the server's integration tests and the end-to-end tests
 #      (real server on loopback, real roam-core clients), then the server's integration tests a
 #      second time on PostgreSQL (ROAM_TEST_STORE), then the server race in smoke mode
@@ -15,6 +16,10 @@ PG_TEST_URL=postgres://postgres@127.0.0.1:5432/test
 
 echo "== services (PostgreSQL, Redis)"
 scripts/services.sh
+echo "== S3-compatible server for the blob store's tests (moto, scripts/s3.sh)"
+ROAM_MOTO_SERVER=$(scripts/s3.sh | tail -n 1)
+# The S3 tests start their own moto_server from this path, and fail rather than skip.
+export ROAM_MOTO_SERVER ROAM_REQUIRE_S3=1
 # Test schemas that interrupted runs left behind: their names end in a UUIDv7, whose first 12
 # hex digits are the creation time in ms; those older than an hour go (a run in progress keeps
 # its own).

@@ -32,6 +32,11 @@ pub enum ErrorCode {
     Gone,
     /// The frame or body is larger than allowed. (413)
     PayloadTooLarge,
+    /// An upload's bytes do not hash to its declared SHA-256 (the upload is deleted), or a blob
+    /// with that SHA-256 is held with another size. (422)
+    HashMismatch,
+    /// A download's `Range` starts past the blob's end. (416)
+    RangeNotSatisfiable,
     /// Too many requests; retry after `retry_after_ms`. (429)
     RateLimited,
     /// The mutation names a predecessor (`after`) that is not applied: nothing changed. Send the
@@ -54,7 +59,8 @@ impl ErrorCode {
             ErrorCode::Conflict | ErrorCode::VersionConflict | ErrorCode::OutOfOrder => 409,
             ErrorCode::Gone => 410,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::IdempotencyMismatch => 422,
+            ErrorCode::RangeNotSatisfiable => 416,
+            ErrorCode::IdempotencyMismatch | ErrorCode::HashMismatch => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
@@ -87,6 +93,8 @@ impl ErrorCode {
             ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
             ErrorCode::Gone => "gone",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::HashMismatch => "hash_mismatch",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::OutOfOrder => "out_of_order",
             ErrorCode::Internal => "internal",

@@ -47,6 +47,45 @@ pub enum DbSynchronous {
     Normal,
 }
 
+/// Where attachments are kept (`--blob-store`, `ROAM_BLOB_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BlobStoreKind {
+    /// Files under `<data dir>/blobs` (one server).
+    #[default]
+    Fs,
+    /// An S3-compatible bucket that several servers share (`--s3-*`).
+    S3,
+}
+
+/// A credential: parsed like a string, never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
 /// Where the server keeps its data (`--store`, `ROAM_STORE`).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub enum StoreKind {
@@ -506,6 +545,61 @@ pub struct Config {
         default_value_t = 2_000
     )]
     pub bus_heartbeat_ms: u64,
+    /// Where attachments (blobs and unfinished uploads) are kept: `fs` (files under
+    /// `<data dir>/blobs`, for one server) or `s3` (an S3-compatible bucket, which several
+    /// servers share; `--s3-bucket` and the AWS credential variables are then required).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_BLOB_STORE",
+        value_enum,
+        default_value = "fs"
+    )]
+    pub blob_store: BlobStoreKind,
+    /// The S3 service's URL (`http://127.0.0.1:9000` for MinIO); unset: AWS S3 of `--s3-region`.
+    #[arg(long, global = true, env = "ROAM_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket of `--blob-store s3` (it must exist).
+    #[arg(long, global = true, env = "ROAM_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// The bucket's region.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_S3_REGION",
+        default_value = "us-east-1"
+    )]
+    pub s3_region: String,
+    /// The S3 access key id (set it through the environment).
+    #[arg(long, global = true, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    /// The S3 secret access key (set it through the environment).
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub s3_secret_access_key: Option<Secret>,
+    /// Largest attachment, in MiB; a larger upload is refused (413) before anything is stored.
+    #[arg(long, global = true, env = "ROAM_MAX_UPLOAD_MB", default_value_t = 100)]
+    pub max_upload_mb: u64,
+    /// Most MiB one upload request (`PATCH /v1/uploads/{id}`) may carry; more answers 413.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_MAX_UPLOAD_CHUNK_MB",
+        default_value_t = 16
+    )]
+    pub max_upload_chunk_mb: u64,
+    /// An upload that received nothing for this many hours is deleted.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_UPLOAD_EXPIRY_HOURS",
+        default_value_t = 24
+    )]
+    pub upload_expiry_hours: u64,
 }
 
 /// Which bus `--bus` names.
@@ -619,7 +713,21 @@ impl Config {
         {
             return Err("the node id must be 1 to 64 characters without ':'".into());
         }
+        if self.max_upload_mb == 0 || self.max_upload_chunk_mb == 0 {
+            return Err("--max-upload-mb and --max-upload-chunk-mb must be at least 1".into());
+        }
+        if self.upload_expiry_hours == 0 {
+            return Err("--upload-expiry-hours must be at least 1".into());
+        }
+        if self.blob_store == BlobStoreKind::S3 {
+            crate::blob::store_from_config(self).map_err(|e| e.to_string())?;
+        }
         Ok(())
+    }
+
+    /// How long an untouched upload is kept.
+    pub fn upload_expiry(&self) -> Duration {
+        Duration::from_secs(self.upload_expiry_hours.saturating_mul(3600))
     }
 
     /// The bus `--bus` names.

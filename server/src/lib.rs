@@ -15,6 +15,7 @@
 //! ```
 
 pub mod auth;
+pub mod blob;
 pub mod bus;
 pub mod cache;
 pub mod clock;
@@ -216,9 +217,26 @@ impl AppState {
     }
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application, with attachments on the blob store the configuration names.
 pub fn app(state: AppState) -> axum::Router {
-    http::router(state)
+    let blobs = default_blobs(&state);
+    app_with(state, blobs)
+}
+
+/// The whole HTTP application with these attachments (their store and access rule).
+///
+/// Attachments are not part of [`AppState`]: every WebSocket task holds a copy of the state for
+/// as long as it is open, and the blob routes are the only ones that need them.
+pub fn app_with(state: AppState, blobs: Arc<blob::Blobs>) -> axum::Router {
+    http::router(state, blobs)
+}
+
+/// Attachments as the configuration names them, with the default access rule (the uploaders).
+pub fn default_blobs(state: &AppState) -> Arc<blob::Blobs> {
+    Arc::new(blob::Blobs::from_config(
+        &state.config,
+        Arc::clone(&state.service.metrics),
+    ))
 }
 
 /// A running server.
@@ -230,6 +248,8 @@ pub struct Server {
     retention: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     trimmer: JoinHandle<()>,
+    blobs: Arc<blob::Blobs>,
+    blob_sweeper: JoinHandle<()>,
 }
 
 impl Server {
@@ -241,13 +261,25 @@ impl Server {
 
     /// Serves a prepared state on `listener`.
     pub fn start_with(state: AppState, listener: TcpListener) -> Result<Server, StartError> {
+        let blobs = default_blobs(&state);
+        Self::start_with_blobs(state, blobs, listener)
+    }
+
+    /// Serves a prepared state and these attachments (e.g. with another access rule) on
+    /// `listener`.
+    pub fn start_with_blobs(
+        state: AppState,
+        blobs: Arc<blob::Blobs>,
+        listener: TcpListener,
+    ) -> Result<Server, StartError> {
         let addr = listener.local_addr()?;
-        let router = app(state.clone());
+        let router = app_with(state.clone(), Arc::clone(&blobs));
         let stop = state.shutdown.clone();
         let serve = tokio::spawn(edge::serve(listener, router, Arc::clone(&state.edge), stop));
         let retention = tokio::spawn(retention::run(state.clone()));
         let sweeper = tokio::spawn(ws::sweep(state.clone(), Duration::from_secs(1)));
         let trimmer = tokio::spawn(memory::run(state.clone(), Duration::from_secs(1)));
+        let blob_sweeper = blob::start(Arc::clone(&blobs), state.shutdown.clone());
         tracing::info!(%addr, "roam server listening");
         Ok(Server {
             state,
@@ -256,6 +288,8 @@ impl Server {
             retention,
             sweeper,
             trimmer,
+            blobs,
+            blob_sweeper,
         })
     }
 
@@ -265,6 +299,11 @@ impl Server {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The attachments this server serves.
+    pub fn blobs(&self) -> &Arc<blob::Blobs> {
+        &self.blobs
     }
 
     /// A token for `user`, valid for a day.
@@ -290,6 +329,7 @@ impl Server {
         self.retention.abort();
         self.sweeper.abort();
         self.trimmer.abort();
+        self.blob_sweeper.abort();
         if tokio::time::timeout(grace, self.serve).await.is_err() {
             tracing::warn!("HTTP connections did not finish within the grace period");
         }

@@ -106,6 +106,16 @@ pub struct Metrics {
     pub ws_partial_bytes: Gauge,
     /// Sockets closed for an unfinished message, by kind (timeout, budget).
     pub ws_partial_closed: Family<KindLabel, Counter>,
+    /// Bytes of uploads stored (request bodies written to the blob store).
+    pub blob_upload_bytes: Counter,
+    /// Uploads finished: their bytes matched their SHA-256 and became a blob.
+    pub blob_uploads_finished: Counter,
+    /// Uploads answered "already held" at creation (no byte sent).
+    pub blob_uploads_deduplicated: Counter,
+    /// Uploads whose bytes did not match their SHA-256 (deleted).
+    pub blob_hash_mismatches: Counter,
+    /// Blob downloads answered (200 or 206).
+    pub blob_downloads: Counter,
 }
 
 impl Default for Metrics {
@@ -172,6 +182,11 @@ impl Metrics {
             edge_accept_errors: Counter::default(),
             ws_partial_bytes: Gauge::default(),
             ws_partial_closed: Family::default(),
+            blob_upload_bytes: Counter::default(),
+            blob_uploads_finished: Counter::default(),
+            blob_uploads_deduplicated: Counter::default(),
+            blob_hash_mismatches: Counter::default(),
+            blob_downloads: Counter::default(),
             registry: Registry::default(),
         };
         m.bus_up.set(1);
@@ -348,6 +363,31 @@ impl Metrics {
             "ws_partial_closed",
             "Sockets closed for an unfinished message, by kind: timeout, budget",
             m.ws_partial_closed.clone(),
+        );
+        r.register(
+            "blob_upload_bytes",
+            "Bytes of uploads stored in the blob store",
+            m.blob_upload_bytes.clone(),
+        );
+        r.register(
+            "blob_uploads_finished",
+            "Uploads whose bytes matched their SHA-256 and became a blob",
+            m.blob_uploads_finished.clone(),
+        );
+        r.register(
+            "blob_uploads_deduplicated",
+            "Uploads answered at creation because the blob was already held (no byte sent)",
+            m.blob_uploads_deduplicated.clone(),
+        );
+        r.register(
+            "blob_hash_mismatches",
+            "Uploads whose bytes did not match their declared SHA-256 (deleted)",
+            m.blob_hash_mismatches.clone(),
+        );
+        r.register(
+            "blob_downloads",
+            "Blob downloads answered (whole or a range)",
+            m.blob_downloads.clone(),
         );
         r.register(
             "recovery_resets",

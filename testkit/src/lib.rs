@@ -1,7 +1,7 @@
 //! What the test suites of several crates share (roam-server's unit and integration tests,
-//! roam-tests): a free loopback address, a PostgreSQL schema of a test's own, and a
-//! `redis-server` of a test's own. Test code: a failure to set one up panics with what is
-//! missing.
+//! roam-tests): a free loopback address, a PostgreSQL schema of a test's own, a
+//! `redis-server` of a test's own, and an S3-compatible server (`moto_server`) of a test's own.
+//! Test code: a failure to set one up panics with what is missing.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -203,5 +203,104 @@ impl Drop for OwnRedis {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// The `moto_server` the S3 tests run: `ROAM_MOTO_SERVER`, the virtual environment
+/// `scripts/s3.sh` installs (`/var/cache/roam/moto`), or the first on `PATH`.
+pub fn moto_server_path() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("ROAM_MOTO_SERVER").filter(|p| !p.is_empty()) {
+        return Some(p.into());
+    }
+    let venv = std::path::PathBuf::from("/var/cache/roam/moto/bin/moto_server");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// How long `moto_server` may take to listen (a Python start on a busy machine).
+const MOTO_START_WAIT: Duration = Duration::from_secs(60);
+
+/// An S3-compatible server of a test's own: `moto_server` on a free loopback port, keeping
+/// everything in memory; killed on drop. It checks no signature, so a bucket is made with a
+/// plain `PUT`.
+#[derive(Debug)]
+pub struct OwnMoto {
+    port: u16,
+    child: Child,
+}
+
+impl OwnMoto {
+    /// Starts one and waits until it listens. Without `moto_server` it prints why and returns
+    /// `None`, unless `ROAM_REQUIRE_S3` is set (as CI sets it): then it panics, so that a
+    /// missing install fails the run instead of skipping the tests.
+    pub async fn start_or_skip(test: &str) -> Option<OwnMoto> {
+        let Some(bin) = moto_server_path() else {
+            assert!(
+                std::env::var_os("ROAM_REQUIRE_S3").is_none(),
+                "ROAM_REQUIRE_S3 is set but moto_server is missing (scripts/s3.sh installs it)"
+            );
+            println!("SKIPPED {test}: moto_server is not installed (scripts/s3.sh installs it)");
+            return None;
+        };
+        let port = free_addr().port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let moto = OwnMoto { port, child };
+        let deadline = tokio::time::Instant::now() + MOTO_START_WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "moto_server did not listen on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(moto)
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Makes a bucket; panics unless the server says 200.
+    pub async fn create_bucket(&self, name: &str) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to moto_server");
+        let req = format!(
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            self.port
+        );
+        s.write_all(req.as_bytes()).await.expect("send");
+        let mut answer = Vec::new();
+        tokio::time::timeout(START_WAIT, s.read_to_end(&mut answer))
+            .await
+            .expect("moto_server answers in time")
+            .expect("read");
+        let head = String::from_utf8_lossy(&answer);
+        assert!(
+            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+            "creating bucket {name}: {}",
+            head.lines().next().unwrap_or("")
+        );
+    }
+}
+
+impl Drop for OwnMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

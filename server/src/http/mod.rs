@@ -1,13 +1,16 @@
-//! The REST API (`docs/protocol.md` §8) and the middleware around it: CORS from an explicit
-//! allow-list, body limits, gzip/brotli above a size threshold, weak ETags with `304`s, request
-//! tracing, and JSON errors for unknown routes.
+//! The REST API (`docs/protocol.md` §8; attachments, `blobs.rs`, §10) and the middleware around
+//! it: CORS from an explicit allow-list, body limits, gzip/brotli above a size threshold, weak
+//! ETags with `304`s, request tracing, and JSON errors for unknown routes.
 
 mod account;
+mod blobs;
 mod etag;
 mod extract;
 mod messages;
 mod ops;
 mod rooms;
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
@@ -56,17 +59,26 @@ fn cors(origins: &[String]) -> CorsLayer {
             Method::PUT,
             Method::PATCH,
             Method::DELETE,
+            Method::HEAD,
         ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
             HeaderName::from_static("idempotency-key"),
+            header::RANGE,
+            header::IF_RANGE,
+            blobs::UPLOAD_OFFSET,
         ])
         .expose_headers([
             header::ETAG,
             header::RETRY_AFTER,
             HeaderName::from_static("idempotent-replayed"),
+            header::CONTENT_RANGE,
+            header::CONTENT_DISPOSITION,
+            header::LOCATION,
+            blobs::UPLOAD_OFFSET,
+            blobs::UPLOAD_LENGTH,
         ])
 }
 
@@ -132,8 +144,8 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// All routes with their middleware.
-pub fn router(state: AppState) -> Router {
+/// All routes with their middleware; the attachment routes serve `blobs`.
+pub fn router(state: AppState, blobs: Arc<crate::blob::Blobs>) -> Router {
     let compress = SizeAbove::new(state.config.compress_min_bytes)
         .and(NotForContentType::const_new("text/event-stream"));
     let api = Router::new()
@@ -153,6 +165,9 @@ pub fn router(state: AppState) -> Router {
                 .br(true)
                 .compress_when(compress),
         )
+        // Attachments stream their bytes as stored: no compression (a range counts bytes of
+        // the blob itself), no 1 MiB body limit (uploads have their own limits).
+        .merge(blobs::router(blobs))
         .layer(cors(&state.config.cors_origins))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)

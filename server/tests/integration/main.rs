@@ -3,6 +3,7 @@
 
 mod auth;
 mod authz;
+mod blobs;
 mod budgets;
 mod cluster;
 mod delivery;
