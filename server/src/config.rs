@@ -720,7 +720,14 @@ impl Config {
             return Err("--upload-expiry-hours must be at least 1".into());
         }
         if self.blob_store == BlobStoreKind::S3 {
-            crate::blob::store_from_config(self).map_err(|e| e.to_string())?;
+            if self.s3_bucket.as_deref().is_none_or(str::is_empty) {
+                return Err("--blob-store s3 needs --s3-bucket".into());
+            }
+            if self.s3_access_key_id.is_none() || self.s3_secret_access_key.is_none() {
+                return Err(
+                    "--blob-store s3 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+                );
+            }
         }
         Ok(())
     }
