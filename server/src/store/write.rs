@@ -20,7 +20,7 @@ use roam_proto::{
 };
 use serde_json::Value;
 
-use crate::rules::{self, Guard, Refusal, Standing, Subject};
+use crate::rules::{self, active_role as active, standing, Guard, Refusal, Standing, Subject};
 use crate::store::{
     Change, Committed, IdemRecord, NewNotification, Output, Purged, RetentionCutoffs, StoreError,
     StoreResult, StoredResult, Write,
@@ -304,19 +304,6 @@ fn checked_under_lock(change: &Change) -> Option<&str> {
 
 fn refused(r: Refusal) -> StoreError {
     StoreError::Refused(r)
-}
-
-fn active(m: &Option<Member>) -> Option<Role> {
-    m.as_ref()
-        .filter(|m| m.status == MemberStatus::Active)
-        .map(|m| m.role)
-}
-
-fn standing(m: &Option<Member>) -> Option<Standing> {
-    m.as_ref().map(|m| Standing {
-        role: m.role,
-        status: m.status,
-    })
 }
 
 /// The state of one write while it is applied.
