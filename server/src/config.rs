@@ -31,6 +31,29 @@ pub enum Command {
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: u64,
     },
+    /// Ask the running server's admin interface (`--admin-listen`, `--admin-token`).
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+    /// Put a backup in place of the data directory's database (the server must be stopped):
+    /// checked first; the current database is kept beside it.
+    Restore {
+        /// The backup's directory (as `admin backup` wrote it).
+        #[arg(long)]
+        from: PathBuf,
+    },
+}
+
+/// `roam-server admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// A consistent copy of the live store (and of a file blob store) while it serves.
+    Backup {
+        /// A new directory to write (default: a new one in `--backup-dir`).
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
 }
 
 /// Log output format.
@@ -600,6 +623,34 @@ pub struct Config {
         default_value_t = 24
     )]
     pub upload_expiry_hours: u64,
+    /// Where the admin interface listens (backups, …): loopback unless you put it elsewhere.
+    /// It is served only when an admin token is set.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub admin_listen: SocketAddr,
+    /// The bearer token of the admin interface and of `roam-server admin …` (unset: no admin
+    /// interface).
+    #[arg(long, global = true, env = "ROAM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// Where backups go: `admin backup` without `--to`, and scheduled backups (default
+    /// `<data dir>/backups`).
+    #[arg(long, global = true, env = "ROAM_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// A backup every this many minutes (0: none scheduled).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_BACKUP_INTERVAL_MINS",
+        default_value_t = 0
+    )]
+    pub backup_interval_mins: u64,
+    /// Scheduled backups kept: older ones are deleted after each new one.
+    #[arg(long, global = true, env = "ROAM_BACKUP_KEEP", default_value_t = 7)]
+    pub backup_keep: u32,
 }
 
 /// Which bus `--bus` names.
@@ -719,6 +770,16 @@ impl Config {
         if self.upload_expiry_hours == 0 {
             return Err("--upload-expiry-hours must be at least 1".into());
         }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err("the admin token must be at least 16 characters".into());
+        }
+        if self.backup_keep == 0 {
+            return Err("--backup-keep must be at least 1".into());
+        }
         if self.blob_store == BlobStoreKind::S3 {
             if self.s3_bucket.as_deref().is_none_or(str::is_empty) {
                 return Err("--blob-store s3 needs --s3-bucket".into());
@@ -730,6 +791,13 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where backups go.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     /// How long an untouched upload is kept.

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod blob;
 pub mod bus;
@@ -250,6 +251,10 @@ pub struct Server {
     trimmer: JoinHandle<()>,
     blobs: Arc<blob::Blobs>,
     blob_sweeper: JoinHandle<()>,
+    /// The admin interface's address, when it is served (an admin token is set).
+    admin_addr: Option<SocketAddr>,
+    admin: Option<JoinHandle<()>>,
+    backups: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -280,6 +285,21 @@ impl Server {
         let sweeper = tokio::spawn(ws::sweep(state.clone(), Duration::from_secs(1)));
         let trimmer = tokio::spawn(memory::run(state.clone(), Duration::from_secs(1)));
         let blob_sweeper = blob::start(Arc::clone(&blobs), state.shutdown.clone());
+        let (admin_addr, admin) = match &state.config.admin_token {
+            Some(_) => {
+                let std = std::net::TcpListener::bind(state.config.admin_listen)?;
+                std.set_nonblocking(true)?;
+                let listener = TcpListener::from_std(std)?;
+                let admin_addr = listener.local_addr()?;
+                tracing::info!(addr = %admin_addr, "admin interface listening");
+                (
+                    Some(admin_addr),
+                    Some(admin::serve(state.clone(), listener)),
+                )
+            }
+            None => (None, None),
+        };
+        let backups = admin::schedule(state.clone());
         tracing::info!(%addr, "roam server listening");
         Ok(Server {
             state,
@@ -290,7 +310,15 @@ impl Server {
             trimmer,
             blobs,
             blob_sweeper,
+            admin_addr,
+            admin,
+            backups,
         })
+    }
+
+    /// Where the admin interface listens (`None`: no admin token, no interface).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -330,6 +358,15 @@ impl Server {
         self.sweeper.abort();
         self.trimmer.abort();
         self.blob_sweeper.abort();
+        if let Some(b) = self.backups {
+            b.abort();
+        }
+        if let Some(a) = self.admin {
+            // Cancelled with the rest: it finishes the request in flight (a backup) first.
+            if tokio::time::timeout(grace, a).await.is_err() {
+                tracing::warn!("the admin interface did not finish within the grace period");
+            }
+        }
         if tokio::time::timeout(grace, self.serve).await.is_err() {
             tracing::warn!("HTTP connections did not finish within the grace period");
         }

@@ -1,8 +1,9 @@
 //! `roam-server`: parses the configuration, sets up logging, and runs the server until Ctrl-C or
-//! SIGTERM (or prints a token with `roam-server token --user <id>`).
+//! SIGTERM (or prints a token with `roam-server token --user <id>`, asks the running server for a
+//! backup with `roam-server admin backup`, or restores one with `roam-server restore`).
 
 use clap::Parser;
-use roam_server::config::{Cli, Command, LogFormat};
+use roam_server::config::{AdminCommand, Cli, Command, LogFormat};
 use roam_server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -105,6 +106,41 @@ async fn serve() -> std::process::ExitCode {
             }
             Err(e) => {
                 eprintln!("error: {}", e.message);
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Admin { action }) = cli.command {
+        let AdminCommand::Backup { to } = action;
+        return match roam_server::admin::request_backup(&config, to).await {
+            Ok(b) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&b).unwrap_or_else(|_| format!("{b:?}"))
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Restore { from }) = cli.command {
+        return match roam_server::admin::restore(&config, &from) {
+            Ok(r) => {
+                match &r.previous {
+                    Some(p) => println!("restored; the database before is kept as {}", p.display()),
+                    None => println!("restored"),
+                }
+                println!(
+                    "schema version {}, {} attachment files",
+                    r.schema_version, r.blob_files
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
                 std::process::ExitCode::FAILURE
             }
         };

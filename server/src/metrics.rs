@@ -77,6 +77,8 @@ pub struct Metrics {
     pub cache_misses: Gauge<u64, AtomicU64>,
     pub cache_hit_ratio: Gauge<f64, AtomicU64>,
     pub retention_deleted: Family<KindLabel, Counter>,
+    /// Operator actions through the admin interface, by action (and refusals).
+    pub admin_actions: Family<KindLabel, Counter>,
     /// Bus messages sent to other instances.
     pub bus_published: Counter,
     /// Bus messages received from other instances.
@@ -168,6 +170,7 @@ impl Metrics {
             cache_misses: Gauge::default(),
             cache_hit_ratio: Gauge::default(),
             retention_deleted: Family::default(),
+            admin_actions: Family::default(),
             bus_published: Counter::default(),
             bus_received: Counter::default(),
             bus_rejected: Counter::default(),
@@ -385,6 +388,11 @@ impl Metrics {
             m.blob_hash_mismatches.clone(),
         );
         r.register(
+            "admin_actions",
+            "Operator actions through the admin interface, by kind (backup, backup_failed, backup_refused, unauthorized)",
+            m.admin_actions.clone(),
+        );
+        r.register(
             "blob_downloads",
             "Blob downloads answered (whole or a range)",
             m.blob_downloads.clone(),
@@ -572,6 +580,13 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// Counts one operator action.
+    pub fn admin_action(&self, kind: &str) {
+        self.admin_actions
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

@@ -79,6 +79,15 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// What [`Store::backup`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupReport {
+    /// The size of the copy.
+    pub bytes: u64,
+    /// The copy's schema version (`PRAGMA user_version`).
+    pub schema_version: u32,
+}
+
 /// `Result` with [`StoreError`].
 pub type StoreResult<T, E = StoreError> = Result<T, E>;
 
@@ -599,6 +608,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn purge(&self, cutoffs: RetentionCutoffs) -> StoreResult<Purged>;
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
+    /// Writes a consistent copy of the whole store to the file `to` (which must not exist) while
+    /// writes go on. Only a store in a file can; PostgreSQL is backed up with its own tools.
+    async fn backup(&self, to: &std::path::Path) -> StoreResult<BackupReport> {
+        let _ = to;
+        Err(StoreError::Backend(
+            "this store is backed up with its database's own tools".into(),
+        ))
+    }
     fn pool_stats(&self) -> PoolStats;
     /// Gives back memory the store holds but does not need (page caches of idle connections),
     /// after many sockets closed. Nothing to do by default.

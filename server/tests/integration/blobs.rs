@@ -87,7 +87,7 @@ async fn finish(api: &Api, id: &str) -> Resp {
 }
 
 /// Uploads `data` whole in requests of `chunk` bytes; returns the blob id.
-async fn upload(api: &Api, data: &[u8], chunk: usize) -> String {
+pub(crate) async fn upload(api: &Api, data: &[u8], chunk: usize) -> String {
     let id = start(api, data).await;
     let mut at = 0;
     for piece in data.chunks(chunk.max(1)) {
@@ -103,7 +103,7 @@ async fn upload(api: &Api, data: &[u8], chunk: usize) -> String {
 }
 
 /// A download: status, headers and bytes.
-async fn download(
+pub(crate) async fn download(
     api: &Api,
     blob: &str,
     headers: &[(&str, &str)],

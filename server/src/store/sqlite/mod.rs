@@ -34,6 +34,7 @@
 //! ```
 
 mod apply;
+pub mod backup;
 mod pool;
 mod read;
 mod rows;
@@ -62,6 +63,9 @@ use crate::store::{
 /// and closes the database.
 pub struct SqliteStore {
     path: PathBuf,
+    /// A shared lock on [`lock_path`] for as long as the store is open: a restore takes it
+    /// exclusively, so it never replaces a database a server has open.
+    _in_use: std::fs::File,
     readers: Arc<ReaderPool>,
     writer: Writer,
     synchronous: Synchronous,
@@ -100,20 +104,27 @@ impl SqliteStore {
     ) -> StoreResult<SqliteStore> {
         let path = path.to_path_buf();
         let opened = path.clone();
-        let ((writer_conn, synchronous), reader_conns) = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = opened.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
+        let ((writer_conn, synchronous), reader_conns, in_use) =
+            tokio::task::spawn_blocking(move || {
+                if let Some(dir) = opened.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+                let in_use = take_lock(&opened, false)?.ok_or_else(|| {
+                    StoreError::Backend(format!(
+                        "{} is being restored: try again when the restore is done",
+                        opened.display()
+                    ))
                 })?;
-            }
-            let writer = schema::open_writer(&opened, sync)?;
-            let readers = (0..readers.max(1))
-                .map(|_| schema::open_reader(&opened))
-                .collect::<StoreResult<Vec<_>>>()?;
-            Ok::<_, StoreError>((writer, readers))
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("opening the store failed: {e}")))??;
+                let writer = schema::open_writer(&opened, sync)?;
+                let readers = (0..readers.max(1))
+                    .map(|_| schema::open_reader(&opened))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok::<_, StoreError>((writer, readers, in_use))
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("opening the store failed: {e}")))??;
         tracing::info!(
             path = %path.display(),
             readers = reader_conns.len(),
@@ -122,6 +133,7 @@ impl SqliteStore {
         );
         Ok(SqliteStore {
             path,
+            _in_use: in_use,
             readers: ReaderPool::new(reader_conns),
             writer: Writer::start(writer_conn)?,
             synchronous,
@@ -144,6 +156,37 @@ impl SqliteStore {
         F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
     {
         self.readers.read(f).await
+    }
+}
+
+/// The lock file beside a database: every open store holds it shared, a restore exclusively.
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the lock of `db` (exclusive or shared) without waiting: `None` when another holder
+/// keeps it from being taken.
+pub fn take_lock(db: &Path, exclusive: bool) -> StoreResult<Option<std::fs::File>> {
+    let path = lock_path(db);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+    let taken = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match taken {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Backend(format!("{}: {e}", path.display())))
+        }
     }
 }
 
@@ -372,6 +415,13 @@ impl Store for SqliteStore {
         }
         tracing::info!(?purged, "store: retention pass");
         Ok(purged)
+    }
+
+    async fn backup(&self, to: &Path) -> StoreResult<crate::store::BackupReport> {
+        let (db, to) = (self.path.clone(), to.to_path_buf());
+        tokio::task::spawn_blocking(move || backup::vacuum_into(&db, &to))
+            .await
+            .map_err(|e| StoreError::Backend(format!("the backup task failed: {e}")))?
     }
 
     async fn ping(&self) -> StoreResult<()> {
