@@ -62,8 +62,7 @@ fn all<T>(rows: &[Row], map: impl Fn(&Row) -> StoreResult<T>) -> StoreResult<Vec
 pub(super) const IDEMPOTENT_RESULT: &str = concat!(
     "SELECT ",
     idem_cols!(),
-    " FROM idempotency i LEFT JOIN messages m ON m.id = i.message \
-     WHERE i.user_id = $1 AND i.key = $2"
+    " FROM idempotency WHERE user_id = $1 AND key = $2"
 );
 
 pub(super) async fn idempotent_result(
