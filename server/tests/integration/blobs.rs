@@ -16,12 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fixtures::{Api, Resp, TestServer, WAIT};
 
-fn sha(data: &[u8]) -> String {
+pub(crate) fn sha(data: &[u8]) -> String {
     roam_server::blob::hex(&Sha256::digest(data))
 }
 
 /// `len` bytes that start like a PNG file.
-fn png(len: usize) -> Vec<u8> {
+pub(crate) fn png(len: usize) -> Vec<u8> {
     let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
     v.extend((0..len.saturating_sub(v.len())).map(|i| (i * 31 % 251) as u8));
     v.truncate(len);

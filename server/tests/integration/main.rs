@@ -2,6 +2,7 @@
 //! connections. One module per feature; shared fixtures in `fixtures`.
 
 mod admin;
+mod attachments;
 mod auth;
 mod authz;
 mod blobs;

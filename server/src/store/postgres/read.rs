@@ -33,10 +33,19 @@ fn bounded<T>(
     size_col: usize,
     map: impl Fn(&Row) -> StoreResult<T>,
 ) -> StoreResult<Bounded<T>> {
+    bounded_by(rows, |row| text_len(row, size_col), map)
+}
+
+/// [`bounded`], with each row's size given by `size`.
+fn bounded_by<T>(
+    rows: &[Row],
+    size: impl Fn(&Row) -> usize,
+    map: impl Fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Bounded<T>> {
     let mut items = Vec::new();
     let mut bytes = 0usize;
     for row in rows {
-        let size = text_len(row, size_col);
+        let size = size(row);
         if !items.is_empty() && bytes + size > PAGE_BYTES {
             return Ok(Bounded { items, cut: true });
         }
@@ -250,6 +259,21 @@ pub(super) async fn message(c: &Conn, room: &str, id: &str) -> StoreResult<Optio
         .transpose()
 }
 
+/// A message that is not deleted, in a live room `$1` may read, references blob `$2`: walks
+/// the blob's references (`message_blobs_blob`), then the room's row and the user's member row
+/// by primary key.
+pub(super) const BLOB_SHARED_WITH: &str = "SELECT EXISTS (SELECT 1 FROM message_blobs b \
+     JOIN rooms r ON r.name = b.room AND r.deleted_at IS NULL \
+     LEFT JOIN members m ON m.room = b.room AND m.user_id = $1 \
+     WHERE b.blob = $2 \
+     AND (m.status = 'active' OR (r.kind = 'public' AND m.status IS NULL)))";
+
+/// `Store::blob_shared_with`.
+pub(super) async fn blob_shared_with(c: &Conn, user: &str, blob: &str) -> StoreResult<bool> {
+    let row = c.query_one(BLOB_SHARED_WITH, &[&user, &blob]).await?;
+    col(&row, 0)
+}
+
 /// Newest first, below a seq.
 pub(super) const MESSAGES_BEFORE: &str = concat!(
     "SELECT ",
@@ -275,8 +299,12 @@ pub(super) async fn messages(
         MessageCursor::After(n) => (MESSAGES_AFTER, n),
     };
     let rows = c.query(sql, &[&room, &int(seq), &i64::from(limit)]).await?;
-    // Column 4 is the body.
-    bounded(&rows, 4, rows::message)
+    // Column 4 is the body, column 9 the attachment.
+    bounded_by(
+        &rows,
+        |row| text_len(row, 4) + text_len(row, 9),
+        rows::message,
+    )
 }
 
 pub(super) const EVENTS_AFTER: &str = concat!(

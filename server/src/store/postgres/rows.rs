@@ -140,7 +140,7 @@ pub(super) fn effective(mut inv: Invitation, now: i64) -> Invitation {
 
 macro_rules! message_cols {
     () => {
-        "id, room, seq, sender, body, reply_to, created_at, edited_at, deleted"
+        "id, room, seq, sender, body, reply_to, created_at, edited_at, deleted, attachment"
     };
 }
 pub(super) use message_cols;
@@ -156,6 +156,10 @@ pub(super) fn message(row: &Row) -> StoreResult<Message> {
         created_at: col(row, 6)?,
         edited_at: col(row, 7)?,
         deleted: col(row, 8)?,
+        attachment: col::<Option<&str>>(row, 9)?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| StoreError::Backend(format!("column 9: {e}")))?,
     })
 }
 

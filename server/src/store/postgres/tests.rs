@@ -73,6 +73,7 @@ fn message(room: &str, id: &str) -> Change {
         room: room.into(),
         body: format!("body of {id}"),
         reply_to: None,
+        attachment: None,
     }
 }
 
@@ -494,6 +495,12 @@ async fn hot_queries_use_indexes() {
             "messages_room_seq",
         ),
         ("member", read::MEMBER, vec![&room, &user], "members_pkey"),
+        (
+            "blob shared with",
+            read::BLOB_SHARED_WITH,
+            vec![&user, &key],
+            "message_blobs_blob",
+        ),
         (
             "idempotency",
             read::IDEMPOTENT_RESULT,

@@ -122,16 +122,18 @@ const HEAD_SEQ: &str = "SELECT coalesce((SELECT max(seq) FROM events WHERE room 
      FROM rooms WHERE name = ?1 AND deleted_at IS NULL";
 const INSERT_EVENT: &str = "INSERT INTO events (room, seq, at, actor, kind, data, message) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-/// Blanks a message's text in a stored event or result (JSON of a `Message`).
-const REDACT_CREATED_EVENT: &str =
-    "UPDATE events SET data = json_set(data, '$.body', '', '$.deleted', json('true')) \
+/// Blanks a message's text and drops its attachment in a stored event (JSON of a `Message`).
+const REDACT_CREATED_EVENT: &str = "UPDATE events SET data = \
+     json_remove(json_set(data, '$.body', '', '$.deleted', json('true')), '$.attachment') \
      WHERE room = ?1 AND seq = ?2 AND kind = 'message_created'";
-const REDACT_RESULTS: &str =
-    "UPDATE idempotency SET result = json_set(result, '$.body', '', '$.deleted', json('true')) \
+const REDACT_RESULTS: &str = "UPDATE idempotency SET result = \
+     json_remove(json_set(result, '$.body', '', '$.deleted', json('true')), '$.attachment') \
      WHERE message = ?1";
-const REDACT_EDIT_EVENTS: &str =
-    "UPDATE events SET data = json_set(data, '$.body', '', '$.deleted', json('true')) \
+const REDACT_EDIT_EVENTS: &str = "UPDATE events SET data = \
+     json_remove(json_set(data, '$.body', '', '$.deleted', json('true')), '$.attachment') \
      WHERE message = ?1 AND kind = 'message_edited'";
+const INSERT_BLOB_REF: &str = "INSERT INTO message_blobs (room, seq, blob) VALUES (?1, ?2, ?3)";
+const DELETE_BLOB_REF: &str = "DELETE FROM message_blobs WHERE room = ?1 AND seq = ?2";
 const INSERT_MEMBER: &str = "INSERT INTO members (room, user, role, status, joined_at) \
      VALUES (?1, ?2, ?3, ?4, ?5)";
 const DELETE_ROLE_CAP: &str = "DELETE FROM role_caps WHERE room = ?1 AND user = ?2";
@@ -176,8 +178,9 @@ const MARK_ALL_READ: &str = "UPDATE notifications SET read = 1 WHERE user = ?1 A
 const MARK_READ: &str =
     "UPDATE notifications SET read = 1 WHERE user = ?1 AND id = ?2 AND read = 0";
 /// Every table a deleted room empties (its row and its events stay).
-const DELETE_ROOM_CONTENT: [&str; 6] = [
+const DELETE_ROOM_CONTENT: [&str; 7] = [
     "DELETE FROM members WHERE room = ?1",
+    "DELETE FROM message_blobs WHERE room = ?1",
     "DELETE FROM documents WHERE room = ?1",
     "DELETE FROM document_versions WHERE room = ?1",
     "DELETE FROM invitations WHERE room = ?1",
@@ -460,6 +463,17 @@ impl Rows for SqliteRows<'_, '_> {
     /// The message is its creation event's row (see [`SqliteRows::insert_event`]), whose
     /// unique index refuses a taken id.
     async fn insert_message(&self, _m: &Message) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// The attachment is in the message's creation event with the rest of it.
+    async fn insert_blob_ref(&self, blob: &str, room: &str, seq: u64) -> StoreResult<()> {
+        self.exec(INSERT_BLOB_REF, params![room, int(seq), blob])?;
+        Ok(())
+    }
+
+    async fn delete_blob_ref(&self, room: &str, seq: u64) -> StoreResult<()> {
+        self.exec(DELETE_BLOB_REF, params![room, int(seq)])?;
         Ok(())
     }
 
