@@ -41,6 +41,7 @@ fn message(n: usize) -> Write {
             room: format!("room-{:03}", n % ROOMS),
             body: format!("message {n}: {}", "x".repeat(300)),
             reply_to: None,
+            attachment: None,
         },
     )
 }
