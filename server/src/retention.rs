@@ -37,10 +37,24 @@ pub fn cutoffs(state: &AppState, now: i64) -> RetentionCutoffs {
 
 /// One pass; counts what was removed in `/metrics`.
 pub async fn run_once(state: &AppState, now: i64) -> StoreResult<Purged> {
-    let purged = state.service.store.purge(cutoffs(state, now)).await?;
+    let mut purged = state.service.store.purge(cutoffs(state, now)).await?;
     if purged.batches == 0 {
         tracing::debug!("retention pass skipped: another instance is running one");
         return Ok(purged);
+    }
+    // Attachments no message carries any more go after the store's pass (which deleted the
+    // last references of some), at most a batch of them, older than an upload's expiry.
+    let blobs = state.service.attachments.read().clone();
+    if let Some(blobs) = blobs {
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64);
+        let before = now
+            .checked_sub(blobs.expiry)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let max = state.config.retention_batch_rows as usize;
+        match blobs.collect(&*state.service.store, before, max).await {
+            Ok(n) => purged.blobs = n,
+            Err(e) => tracing::warn!(error = %e, "retention: unused attachments not collected"),
+        }
     }
     let m = &state.service.metrics;
     for (kind, n) in [
@@ -50,6 +64,7 @@ pub async fn run_once(state: &AppState, now: i64) -> StoreResult<Purged> {
         ("idempotency_keys", purged.idempotency_keys),
         ("invitations", purged.invitations),
         ("events", purged.events),
+        ("blobs", purged.blobs),
     ] {
         m.retention_deleted
             .get_or_create(&KindLabel { kind: kind.into() })

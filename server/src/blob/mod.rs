@@ -402,6 +402,44 @@ pub fn store_from_config(config: &Config) -> Result<Arc<dyn BlobStore>, BlobErro
     })
 }
 
+impl Blobs {
+    /// Deletes at most `max` blobs last written before `before` that no message carries any more
+    /// (`Store::blob_in_use`), with their owner markers; returns how many went. Younger blobs
+    /// stay: one may have just been uploaded for a message still being sent.
+    pub async fn collect(
+        &self,
+        store: &dyn Store,
+        before: SystemTime,
+        max: usize,
+    ) -> Result<u64, BlobError> {
+        let mut deleted = 0u64;
+        for meta in self.store.list("blobs/").await? {
+            if deleted as usize >= max {
+                break;
+            }
+            if meta.modified >= before {
+                continue;
+            }
+            let Some(sha) = meta.key.strip_prefix("blobs/").and_then(parse_sha256) else {
+                continue;
+            };
+            let in_use = store
+                .blob_in_use(&sha)
+                .await
+                .map_err(|e| BlobError::Backend(e.to_string()))?;
+            if in_use {
+                continue;
+            }
+            self.store.delete(&keys::blob(&sha)).await?;
+            for owner in self.store.list(&format!("{}/", keys::owners(&sha))).await? {
+                self.store.delete(&owner.key).await?;
+            }
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+}
+
 /// Spawns the task that deletes expired uploads every [`SWEEP_INTERVAL`] (the first pass right
 /// away), until `stop` is cancelled.
 pub fn start(blobs: Arc<Blobs>, stop: CancellationToken) -> JoinHandle<()> {

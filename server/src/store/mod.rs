@@ -455,6 +455,9 @@ pub struct Purged {
     pub invitations: u64,
     /// Events removed by event-log compaction.
     pub events: u64,
+    /// Attachments no message carries any more, deleted from the blob store (counted by the
+    /// retention pass, outside the store).
+    pub blobs: u64,
     /// Batches (writer transactions) the pass took; 0 when a store shared by several servers
     /// skipped the pass because another server is running one.
     pub batches: u64,
@@ -558,6 +561,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// (an active member of it, or a public room they are not banned from), carries it as its
     /// attachment.
     async fn blob_shared_with(&self, user: &str, blob: &str) -> StoreResult<bool>;
+    /// Whether any message that is not deleted, in a live room, carries the blob: when none
+    /// does, retention may delete it.
+    async fn blob_in_use(&self, blob: &str) -> StoreResult<bool>;
 
     /// Events with seq > `after`, in order, at most `limit`, and stopping once about
     /// [`PAGE_BYTES`] of event data is read (always at least one event): a short page is not

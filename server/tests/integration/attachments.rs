@@ -177,3 +177,57 @@ async fn a_send_names_a_blob_the_sender_may_read_with_its_size() {
     assert_eq!(status(&carol, &blob).await, 403);
     assert_eq!(status(&bob, &blob).await, 200);
 }
+
+/// Retention deletes an attachment once no message carries it (its message deleted, or never
+/// sent) and an upload's expiry has passed since it was written; one still carried stays.
+#[tokio::test]
+async fn retention_collects_attachments_no_message_carries() {
+    let server = TestServer::start().await;
+    let alice = server.as_user("alice");
+    alice.create_room("gc", "public").await;
+    let (kept, dropped, fresh) = (png(3_000), png(3_001), png(3_002));
+    for data in [&kept, &dropped, &fresh] {
+        upload(&alice, data, 1_000).await;
+    }
+    for data in [&kept, &dropped] {
+        let r = send(&alice, "gc", json!({ "attachment": attachment(data) })).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let last = alice.all_messages("gc").await;
+    let id = last.last().expect("a message")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = alice
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/rooms/gc/messages/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    let state = server.server().state().clone();
+    // Today the unused one is younger than an upload's expiry: nothing goes.
+    let now = crate::fixtures::now_ms();
+    let purged = roam_server::retention::run_once(&state, now)
+        .await
+        .expect("pass");
+    assert_eq!(purged.blobs, 0);
+    // Two days on, every blob is older than the expiry (24 h): only the unused one goes, and
+    // the one never sent (no message carries it either).
+    let purged = roam_server::retention::run_once(&state, now + 2 * 86_400_000)
+        .await
+        .expect("pass");
+    assert_eq!(purged.blobs, 2, "{purged:?}");
+    assert_eq!(status(&alice, &sha(&kept)).await, 200);
+    for gone in [&dropped, &fresh] {
+        assert_eq!(status(&alice, &sha(gone)).await, 403);
+    }
+    assert_eq!(
+        server
+            .metric("roam_retention_deleted_total", Some("blobs"))
+            .await,
+        2.0
+    );
+}

@@ -306,6 +306,10 @@ impl Store for PostgresStore {
         read::blob_shared_with(&*self.conn().await?, user, blob).await
     }
 
+    async fn blob_in_use(&self, blob: &str) -> StoreResult<bool> {
+        read::blob_in_use(&*self.conn().await?, blob).await
+    }
+
     async fn co_members(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {
         read::co_members(&*self.conn().await?, viewer, users).await
     }

@@ -268,6 +268,15 @@ pub(super) const BLOB_SHARED_WITH: &str = "SELECT EXISTS (SELECT 1 FROM message_
      WHERE b.blob = $2 \
      AND (m.status = 'active' OR (r.kind = 'public' AND m.status IS NULL)))";
 
+/// `Store::blob_in_use`.
+pub(super) const BLOB_IN_USE: &str = "SELECT EXISTS (SELECT 1 FROM message_blobs b \
+     JOIN rooms r ON r.name = b.room AND r.deleted_at IS NULL WHERE b.blob = $1)";
+
+pub(super) async fn blob_in_use(c: &Conn, blob: &str) -> StoreResult<bool> {
+    let row = c.query_one(BLOB_IN_USE, &[&blob]).await?;
+    col(&row, 0)
+}
+
 /// `Store::blob_shared_with`.
 pub(super) async fn blob_shared_with(c: &Conn, user: &str, blob: &str) -> StoreResult<bool> {
     let row = c.query_one(BLOB_SHARED_WITH, &[&user, &blob]).await?;

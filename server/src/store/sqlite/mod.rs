@@ -381,6 +381,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn blob_in_use(&self, blob: &str) -> StoreResult<bool> {
+        let blob = blob.to_owned();
+        self.read(move |c| read::blob_in_use(c, &blob)).await
+    }
+
     async fn co_members(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {
         let (viewer, users) = (viewer.to_owned(), users.to_vec());
         self.read(move |c| read::co_members(c, &viewer, &users))

@@ -279,6 +279,16 @@ pub(super) const BLOB_SHARED_WITH: &str = "SELECT EXISTS (SELECT 1 FROM message_
      WHERE b.blob = ?2 \
      AND (m.status = 'active' OR (r.kind = 'public' AND m.status IS NULL)))";
 
+/// `Store::blob_in_use`.
+pub(super) const BLOB_IN_USE: &str = "SELECT EXISTS (SELECT 1 FROM message_blobs b \
+     JOIN rooms r ON r.name = b.room AND r.deleted_at IS NULL WHERE b.blob = ?1)";
+
+pub(super) fn blob_in_use(conn: &Connection, blob: &str) -> StoreResult<bool> {
+    Ok(conn
+        .prepare_cached(BLOB_IN_USE)?
+        .query_row(params![blob], |r| r.get(0))?)
+}
+
 /// `Store::blob_shared_with`.
 pub(super) fn blob_shared_with(conn: &Connection, user: &str, blob: &str) -> StoreResult<bool> {
     Ok(conn
