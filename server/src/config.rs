@@ -623,6 +623,15 @@ pub struct Config {
         default_value_t = 24
     )]
     pub upload_expiry_hours: u64,
+    /// Upload bytes a user may send per second, over all their uploads (MiB/s); a burst of
+    /// one `--max-upload-chunk-mb` request passes at once.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_RATE_UPLOAD_MB_PER_SEC",
+        default_value_t = 64
+    )]
+    pub rate_upload_mb_per_sec: u32,
     /// Where the admin interface listens (backups, …): loopback unless you put it elsewhere.
     /// It is served only when an admin token is set.
     #[arg(
@@ -763,6 +772,9 @@ impl Config {
             .is_some_and(|n| n.is_empty() || n.len() > 64 || n.contains(':'))
         {
             return Err("the node id must be 1 to 64 characters without ':'".into());
+        }
+        if self.rate_upload_mb_per_sec == 0 {
+            return Err("--rate-upload-mb-per-sec must be at least 1".into());
         }
         if self.max_upload_mb == 0 || self.max_upload_chunk_mb == 0 {
             return Err("--max-upload-mb and --max-upload-chunk-mb must be at least 1".into());

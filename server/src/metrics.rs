@@ -118,6 +118,8 @@ pub struct Metrics {
     pub blob_hash_mismatches: Counter,
     /// Blob downloads answered (200 or 206).
     pub blob_downloads: Counter,
+    /// Upload requests refused by the per-user upload rate.
+    pub blob_uploads_rate_limited: Counter,
 }
 
 impl Default for Metrics {
@@ -190,6 +192,7 @@ impl Metrics {
             blob_uploads_deduplicated: Counter::default(),
             blob_hash_mismatches: Counter::default(),
             blob_downloads: Counter::default(),
+            blob_uploads_rate_limited: Counter::default(),
             registry: Registry::default(),
         };
         m.bus_up.set(1);
@@ -391,6 +394,11 @@ impl Metrics {
             "admin_actions",
             "Operator actions through the admin interface, by kind (backup, backup_failed, backup_refused, unauthorized)",
             m.admin_actions.clone(),
+        );
+        r.register(
+            "blob_uploads_rate_limited",
+            "Upload requests refused by the per-user upload rate (--rate-upload-mb-per-sec)",
+            m.blob_uploads_rate_limited.clone(),
         );
         r.register(
             "blob_downloads",

@@ -337,6 +337,8 @@ impl BlobStore for Unavailable {
 #[derive(Debug)]
 pub struct Blobs {
     pub store: Arc<dyn BlobStore>,
+    /// Each user's upload bytes per second ([`UploadRate`]).
+    pub rate: UploadRate,
     pub uploads: Uploads,
     pub access: Arc<dyn BlobAccess>,
     pub metrics: Arc<Metrics>,
@@ -354,6 +356,7 @@ impl Blobs {
         metrics: Arc<Metrics>,
     ) -> Self {
         Blobs {
+            rate: UploadRate::new(64, limits.max_chunk_bytes),
             uploads: Uploads::new(Arc::clone(&store), limits),
             access: Arc::new(UploaderAccess::new(Arc::clone(&store))),
             store,
@@ -379,18 +382,72 @@ impl Blobs {
                  or download reaching another node fails; use --blob-store s3"
             );
         }
-        Self::new(
-            store,
-            UploadLimits::from_config(config),
-            config.upload_expiry(),
-            metrics,
-        )
+        let limits = UploadLimits::from_config(config);
+        let chunk = limits.max_chunk_bytes;
+        let mut blobs = Self::new(store, limits, config.upload_expiry(), metrics);
+        blobs.rate = UploadRate::new(config.rate_upload_mb_per_sec, chunk);
+        blobs
     }
 
     /// The same blobs with another access rule.
     pub fn with_access(mut self, access: Arc<dyn BlobAccess>) -> Self {
         self.access = access;
         self
+    }
+}
+
+/// Upload bandwidth per user: a token bucket of 64 KiB cells refilled at `--rate-upload-mb-per-sec`
+/// and holding one largest request (`--max-upload-chunk-mb`). A `PATCH` pays for its declared
+/// length (or for a whole largest request when it declares none) before its body is read; one
+/// that finds the bucket short is answered `rate_limited` with the wait, and nothing is stored.
+pub struct UploadRate {
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+    burst_cells: u32,
+}
+
+impl Debug for UploadRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadRate")
+            .field("burst_cells", &self.burst_cells)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One cell of [`UploadRate`]'s bucket.
+const RATE_CELL: u64 = 64 * 1024;
+
+impl UploadRate {
+    pub fn new(mib_per_sec: u32, max_chunk_bytes: u64) -> Self {
+        use std::num::NonZeroU32;
+        let per_sec =
+            NonZeroU32::new(mib_per_sec.max(1).saturating_mul(16)).unwrap_or(NonZeroU32::MIN);
+        let burst_cells = u32::try_from(max_chunk_bytes.div_ceil(RATE_CELL))
+            .unwrap_or(u32::MAX)
+            .max(per_sec.get());
+        let burst = NonZeroU32::new(burst_cells).unwrap_or(NonZeroU32::MIN);
+        UploadRate {
+            limiter: governor::RateLimiter::keyed(
+                governor::Quota::per_second(per_sec).allow_burst(burst),
+            ),
+            burst_cells,
+        }
+    }
+
+    /// Takes what a request of `bytes` (`None`: undeclared) costs `user`; `Err(wait)` when the
+    /// bucket is short.
+    pub fn take(&self, user: &str, bytes: Option<u64>) -> Result<(), Duration> {
+        use governor::clock::{Clock, DefaultClock};
+        let cells = match bytes {
+            Some(b) => u32::try_from(b.div_ceil(RATE_CELL)).unwrap_or(u32::MAX),
+            None => self.burst_cells,
+        }
+        .clamp(1, self.burst_cells);
+        let n = std::num::NonZeroU32::new(cells).unwrap_or(std::num::NonZeroU32::MIN);
+        match self.limiter.check_key_n(&user.to_owned(), n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
+            Err(_) => Err(Duration::from_secs(1)),
+        }
     }
 }
 
@@ -463,6 +520,23 @@ pub fn start(blobs: Arc<Blobs>, stop: CancellationToken) -> JoinHandle<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upload_rate_passes_a_burst_then_makes_the_user_wait() {
+        // 1 MiB/s, 1 MiB requests: one passes at once, the next waits about a second.
+        let rate = UploadRate::new(1, 1 << 20);
+        assert_eq!(rate.take("alice", Some(1 << 20)), Ok(()));
+        let wait = rate
+            .take("alice", Some(1 << 20))
+            .expect_err("the bucket is empty");
+        assert!(
+            wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        // Another user has a bucket of their own; an undeclared length pays for a whole request.
+        assert_eq!(rate.take("bob", None), Ok(()));
+        assert!(rate.take("bob", Some(1)).is_err());
+    }
 
     #[test]
     fn keys_follow_the_rule() {

@@ -187,6 +187,10 @@ async fn append(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    if let Err(wait) = blobs.rate.take(&caller.user, declared) {
+        blobs.metrics.blob_uploads_rate_limited.inc();
+        return ApiError::rate_limited((wait.as_millis() as u64).max(1)).into_response();
+    }
     let stream = body
         .into_data_stream()
         .map_err(|e| BlobError::Source(e.to_string()));

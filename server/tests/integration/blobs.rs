@@ -625,3 +625,41 @@ async fn two_nodes_share_uploads_and_blobs_through_s3() {
     assert_eq!((r.status, r.body["complete"].clone()), (200, json!(true)));
     assert_eq!(download(&a.as_user("bob"), &blob, &[]).await.0, 200);
 }
+
+/// Each user's upload bytes per second are bounded: a request over the rate is answered
+/// `rate_limited` with the wait before its body is stored, and another user is not slowed.
+#[tokio::test]
+async fn uploads_are_paced_per_user() {
+    let t = TestServer::start_with(|c| {
+        c.rate_upload_mb_per_sec = 1;
+        c.max_upload_chunk_mb = 1;
+    })
+    .await;
+    let alice = t.as_user("alice");
+    let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let id = start(&alice, &data).await;
+    let mib = 1usize << 20;
+    let r = patch(&alice, &id, 0, &data[..mib]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = patch(&alice, &id, mib as u64, &data[mib..2 * mib]).await;
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    assert_eq!(r.code(), "rate_limited");
+    let wait = r.body["error"]["retry_after_ms"]
+        .as_u64()
+        .expect("retry_after_ms");
+    assert!((1..=1000).contains(&wait), "{wait}");
+    // Nothing of the refused request was stored.
+    assert_eq!(offset_of(&alice, &id).await, Some(mib as u64));
+    // bob has a bucket of his own.
+    let bob = t.as_user("bob");
+    let small = png(2_000);
+    upload(&bob, &small, 2_000).await;
+    // After the wait, alice goes on where she was.
+    tokio::time::sleep(std::time::Duration::from_millis(wait + 50)).await;
+    let r = patch(&alice, &id, mib as u64, &data[mib..2 * mib]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        t.metric("roam_blob_uploads_rate_limited_total", None).await,
+        1.0
+    );
+}
