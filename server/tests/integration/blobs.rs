@@ -655,7 +655,7 @@ async fn uploads_are_paced_per_user() {
     let small = png(2_000);
     upload(&bob, &small, 2_000).await;
     // After the wait, alice goes on where she was.
-    tokio::time::sleep(std::time::Duration::from_millis(wait + 50)).await;
+    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
     let r = patch(&alice, &id, mib as u64, &data[mib..2 * mib]).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
