@@ -118,6 +118,8 @@ pub struct Metrics {
     pub blob_hash_mismatches: Counter,
     /// Blob downloads answered (200 or 206).
     pub blob_downloads: Counter,
+    /// Bytes of finished blobs in the blob store, as the last retention pass counted them.
+    pub blob_stored_bytes: Gauge,
     /// Upload requests refused by the per-user upload rate.
     pub blob_uploads_rate_limited: Counter,
 }
@@ -193,6 +195,7 @@ impl Metrics {
             blob_hash_mismatches: Counter::default(),
             blob_downloads: Counter::default(),
             blob_uploads_rate_limited: Counter::default(),
+            blob_stored_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         m.bus_up.set(1);
@@ -394,6 +397,11 @@ impl Metrics {
             "admin_actions",
             "Operator actions through the admin interface, by kind (backup, backup_failed, backup_refused, unauthorized)",
             m.admin_actions.clone(),
+        );
+        r.register(
+            "blob_stored_bytes",
+            "Bytes of finished blobs in the blob store, as the last retention pass counted them",
+            m.blob_stored_bytes.clone(),
         );
         r.register(
             "blob_uploads_rate_limited",

@@ -470,7 +470,9 @@ impl Blobs {
         max: usize,
     ) -> Result<u64, BlobError> {
         let mut deleted = 0u64;
-        for meta in self.store.list("blobs/").await? {
+        let listed = self.store.list("blobs/").await?;
+        let mut stored: u64 = listed.iter().map(|m| m.size).sum();
+        for meta in listed {
             if deleted as usize >= max {
                 break;
             }
@@ -492,7 +494,11 @@ impl Blobs {
                 self.store.delete(&owner.key).await?;
             }
             deleted += 1;
+            stored = stored.saturating_sub(meta.size);
         }
+        self.metrics
+            .blob_stored_bytes
+            .set(i64::try_from(stored).unwrap_or(i64::MAX));
         Ok(deleted)
     }
 }

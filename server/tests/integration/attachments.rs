@@ -230,4 +230,9 @@ async fn retention_collects_attachments_no_message_carries() {
             .await,
         2.0
     );
+    // What is left in the store is the one blob still carried.
+    assert_eq!(
+        server.metric("roam_blob_stored_bytes", None).await,
+        kept.len() as f64
+    );
 }
