@@ -33,11 +33,11 @@ fi
 
 if [ "$smoke" = 1 ]; then
   # Correctness only: the debug build is enough and is mostly built already by `cargo test`.
-  bin=target/debug
+  bin=${CARGO_TARGET_DIR:-target}/debug
   echo "== cargo build (roam-server, roam-race)"
   cargo build --locked -p roam-server -p roam-race
 else
-  bin=target/release
+  bin=${CARGO_TARGET_DIR:-target}/release
   echo "== cargo build --release (roam-server, roam-race)"
   cargo build --release --locked -p roam-server -p roam-race
 fi
