@@ -60,6 +60,7 @@ mod db;
 mod diff;
 mod http;
 mod inflate;
+mod media;
 mod optimistic;
 mod outbox;
 mod presence;
@@ -72,22 +73,25 @@ mod sync;
 #[cfg(test)]
 mod test_alloc;
 mod typing;
+mod upload;
 
 pub use auth::{StaticToken, TokenProvider};
 pub use client::Client;
 pub use config::{
-    CacheConfig, ClientConfig, HeartbeatConfig, OutboxConfig, PresenceConfig, ReconnectConfig,
+    CacheConfig, ClientConfig, HeartbeatConfig, MediaConfig, OutboxConfig, PresenceConfig,
+    ReconnectConfig,
     TypingConfig,
 };
 pub use error::{Error, Result};
 pub use listeners::{
     ConnectionStateListener, DocumentListener, NotificationListener, PresenceListener,
-    RoomListener, Subscription, SyncStatusListener, TypingListener,
+    RoomListener, Subscription, SyncStatusListener, TypingListener, UploadListener,
 };
 pub use metrics::MetricsSnapshot;
 pub use model::{
-    ConnectionState, Document, DocumentUpdate, DocumentVersion, Message, NotificationInfo,
+    Attachment, ConnectionState, Document, DocumentUpdate, DocumentVersion, Message, NotificationInfo,
     OutboxEntry, PresenceInfo, RoomInfo, RoomUpdate, SendState, SyncPhase, SyncStatus,
+    UploadProgress, UploadState,
 };
 pub use roam_proto::{ErrorCode, Member, MemberStatus, Presence, PresenceStatus, Role, RoomKind};
 pub use room_list::{apply_room_list_diffs, RoomList, RoomListDiff, RoomListListener, RoomSummary};

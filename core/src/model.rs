@@ -73,6 +73,70 @@ pub struct Message {
     /// The outbox entry holding that change while it is pending or failed (the id to pass to
     /// `retry` or `discard`); `None` once it is sent.
     pub outbox_entry_id: Option<String>,
+    /// The file the message carries (`body` is then its caption, possibly empty); `None` for a
+    /// plain message and once deleted.
+    pub attachment: Option<Attachment>,
+}
+
+/// A file carried by a message (protocol §10): what the app needs to show it before it is
+/// downloaded, and where it stands on this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The blob: the lowercase hex SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// The file name to show and to offer when saving.
+    pub name: String,
+    /// The MIME type (`image/jpeg`).
+    pub mime: String,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// Pixel width of an image or video.
+    pub width: Option<u32>,
+    /// Pixel height of an image or video.
+    pub height: Option<u32>,
+    /// Length of an audio or video file, in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// A small inline preview (a JPEG, PNG or WebP image of at most 8 KiB).
+    pub thumbnail: Option<Vec<u8>>,
+    /// The file on this device, in the client's media cache: a file sent from here has one from
+    /// the start; a received one once `attachment_file` fetched it (and until the cache
+    /// evicts it).
+    pub local_path: Option<String>,
+    /// While this device uploads the file (before the message itself is sent): how far it
+    /// got, or why it stopped.
+    pub upload: Option<UploadProgress>,
+}
+
+/// How far the upload of an attachment sent from this device got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadProgress {
+    /// The message (its local id, also the send's outbox entry id).
+    pub local_id: String,
+    pub room: String,
+    /// Bytes the server holds.
+    pub sent_bytes: u64,
+    /// The file's size.
+    pub total_bytes: u64,
+    pub state: UploadState,
+}
+
+/// Where an upload stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadState {
+    /// Waiting for its turn or the network, or sending bytes.
+    Uploading,
+    /// The server holds the file; the message itself follows through the outbox.
+    Done,
+    /// Stopped for good (the file is too large, it changed, the server refused it): the
+    /// message is failed too. `retry` its outbox entry to upload again, or `discard` it.
+    Failed {
+        /// The protocol error code (`payload_too_large`, `hash_mismatch`, …) or `client`.
+        code: String,
+        /// The reason, for display or logs.
+        message: String,
+    },
+    /// The app cancelled it (the message is gone too).
+    Cancelled,
 }
 
 /// A room as held locally.

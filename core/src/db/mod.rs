@@ -57,6 +57,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_outbox_target",
         include_str!("migrations/0004_outbox_target.sql"),
     ),
+    (
+        "0005_attachments",
+        include_str!("migrations/0005_attachments.sql"),
+    ),
 ];
 
 /// Most idle reader connections kept open.
