@@ -465,6 +465,7 @@ impl Client {
             body: body.clone(),
             reply_to: reply_to.clone(),
             id: Some(id.clone()),
+            attachment: None,
         };
         let queue = scheduler::queue_of(&mutation);
         let (_, m) =
@@ -1102,6 +1103,7 @@ mod tests {
             created_at: 5,
             edited_at,
             deleted: false,
+            attachment: None,
         }
     }
 

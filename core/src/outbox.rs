@@ -243,7 +243,11 @@ pub(crate) fn fold_edit_into_send(
             return Ok(None);
         };
         let Mutation::SendMessage {
-            room, reply_to, id, ..
+            room,
+            reply_to,
+            id,
+            attachment,
+            ..
         } = &entry.mutation
         else {
             return Ok(None);
@@ -253,6 +257,7 @@ pub(crate) fn fold_edit_into_send(
             body: body.to_owned(),
             reply_to: reply_to.clone(),
             id: id.clone(),
+            attachment: attachment.clone(),
         };
         // A failed entry is not held by the scheduler; a pending one must be held and not on
         // the wire. The scheduler's copy changes under its lock, before the row: once this

@@ -485,6 +485,7 @@ mod tests {
                 body: format!("m{n}"),
                 reply_to: None,
                 id: None,
+                attachment: None,
             },
             None,
             0,
@@ -659,6 +660,7 @@ mod barrier_tests {
                 body: format!("m{n}"),
                 reply_to: None,
                 id: None,
+                attachment: None,
             },
         )
     }

@@ -1117,6 +1117,7 @@ mod tests {
                 created_at: 1_764_201_600_000,
                 edited_at: None,
                 deleted: false,
+                attachment: None,
             }),
         };
         serde_json::to_string(&Envelope::new(ServerFrame::Event(ev))).expect("encode")

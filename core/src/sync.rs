@@ -719,6 +719,7 @@ mod tests {
                 created_at: 0,
                 edited_at: None,
                 deleted: false,
+                attachment: None,
             }),
         })
     }

@@ -10,7 +10,7 @@
 //!     id: "r1".into(),
 //!     key: "0190d1c4-7a00-7000-8000-000000000001".into(),
 //!     after: None,
-//!     mutation: Mutation::SendMessage { room: "general".into(), body: "hi".into(), reply_to: None, id: None },
+//!     mutation: Mutation::SendMessage { room: "general".into(), body: "hi".into(), reply_to: None, id: None, attachment: None },
 //! });
 //! let json = serde_json::to_string(&frame).unwrap();
 //! assert!(json.contains(r#""op":"message.send""#));
@@ -32,8 +32,8 @@ pub use frame::{
 };
 pub use mention::{mentions, mentions_user};
 pub use model::{
-    ActivityBucket, Document, Invitation, InvitationStatus, Member, MemberStatus, MembershipChange,
-    MembershipChangeKind, Message, Notification, Page, Presence, PresenceStatus, ReadMarker, Role,
-    Room, RoomKind, User,
+    ActivityBucket, Attachment, Document, Invitation, InvitationStatus, Member, MemberStatus,
+    MembershipChange, MembershipChangeKind, Message, Notification, Page, Presence, PresenceStatus,
+    ReadMarker, Role, Room, RoomKind, User,
 };
 pub use mutation::Mutation;

@@ -230,6 +230,40 @@ pub struct Message {
     pub edited_at: Option<i64>,
     #[serde(default)]
     pub deleted: bool,
+    /// The file the message carries, if any (then `body` is its caption and may be empty).
+    /// Absent once deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+}
+
+/// A file carried by a message: a blob uploaded beforehand (`docs/protocol.md` §10), named by
+/// its SHA-256, with what a client needs to show it before downloading it.
+/// [`crate::validate::attachment`] is the rule for every field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The blob: the lowercase hex SHA-256 of the file's bytes.
+    pub blob: String,
+    /// The file name shown and offered when saving: 1 to 255 bytes, no `/`, `\\` or control
+    /// characters.
+    pub name: String,
+    /// The MIME type, `type/subtype` without parameters (`image/jpeg`).
+    pub mime: String,
+    /// The blob's size in bytes; the server checks it against the stored blob.
+    pub size: u64,
+    /// Pixel width of an image or video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Pixel height of an image or video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Length of an audio or video file, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// A small preview, inline: a JPEG, PNG or WebP image of at most 8 KiB, in standard base64
+    /// with padding. Inline so that a timeline draws it as soon as the message arrives, offline
+    /// too, with no second download and no second access check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
 }
 
 /// A versioned document of a room.

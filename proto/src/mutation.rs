@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{PresenceStatus, Role, RoomKind};
+use crate::model::{Attachment, PresenceStatus, Role, RoomKind};
 
 /// A change asked for by a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,15 +83,19 @@ pub enum Mutation {
     /// Any active member, except where banned. `id` lets the client name the message itself
     /// (the core uses a UUIDv7), so it can refer to it (edit, delete, reply) before the server
     /// answered; without it the server makes one. An id already taken by another message is a
-    /// `conflict`. Result: `Message`.
+    /// `conflict`. `attachment` names a blob the sender uploaded, or may already read; with
+    /// it, `body` is a caption and may be empty. Result: `Message`.
     #[serde(rename = "message.send")]
     SendMessage {
         room: String,
+        #[serde(default)]
         body: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachment: Option<Attachment>,
     },
     /// The author only. Result: `Message`.
     #[serde(rename = "message.edit")]
@@ -266,9 +270,19 @@ impl Mutation {
                 v::identifier("invitation", invitation)
             }
             Mutation::SendMessage {
-                body, reply_to, id, ..
+                body,
+                reply_to,
+                id,
+                attachment,
+                ..
             } => {
-                v::body(body)?;
+                match attachment {
+                    Some(a) => {
+                        v::caption(body)?;
+                        v::attachment(a)?;
+                    }
+                    None => v::body(body)?,
+                }
                 if let Some(r) = reply_to {
                     v::identifier("reply_to", r)?;
                 }
@@ -335,6 +349,7 @@ mod tests {
             body: "hi".into(),
             reply_to: None,
             id: None,
+            attachment: None,
         };
         let json = serde_json::to_value(&m).expect("serialise");
         assert_eq!(
@@ -344,6 +359,51 @@ mod tests {
         let back: Mutation = serde_json::from_value(json).expect("parse");
         assert_eq!(back, m);
         assert_eq!(back.op(), "message.send");
+    }
+
+    #[test]
+    fn a_send_with_an_attachment_may_have_no_body() {
+        let json = serde_json::json!({"op": "message.send", "args": {
+            "room": "general",
+            "attachment": {"blob": "ab".repeat(32), "name": "a.pdf", "mime": "application/pdf", "size": 10},
+        }});
+        let m: Mutation = serde_json::from_value(json.clone()).expect("parse");
+        assert_eq!(m.validate(), Ok(()));
+        let Mutation::SendMessage {
+            body, attachment, ..
+        } = &m
+        else {
+            panic!("not a send: {m:?}");
+        };
+        assert_eq!(body, "");
+        assert_eq!(attachment.as_ref().map(|a| a.size), Some(10));
+        let mut back = serde_json::to_value(&m).expect("serialise");
+        back["args"].as_object_mut().expect("args").remove("body");
+        assert_eq!(back, json);
+
+        let no_body = Mutation::SendMessage {
+            room: "general".into(),
+            body: String::new(),
+            reply_to: None,
+            id: None,
+            attachment: None,
+        };
+        assert!(no_body.validate().is_err(), "no body and no attachment");
+        let bad_name = serde_json::json!({"op": "message.send", "args": {
+            "room": "general", "body": "see",
+            "attachment": {"blob": "ab".repeat(32), "name": "../etc/passwd", "mime": "text/plain", "size": 10},
+        }});
+        let m: Mutation = serde_json::from_value(bad_name).expect("parse");
+        assert!(m.validate().is_err());
+    }
+
+    #[test]
+    fn old_messages_read_and_write_as_before() {
+        let old = serde_json::json!({"id": "m1", "room": "general", "seq": 3, "sender": "alice",
+            "body": "hi", "created_at": 5, "deleted": false});
+        let m: crate::Message = serde_json::from_value(old.clone()).expect("parse");
+        assert_eq!(m.attachment, None);
+        assert_eq!(serde_json::to_value(&m).expect("serialise"), old);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Input rules and limits of protocol v1, checked by the server on every request and by the
 //! client core before anything is queued.
 
+use base64::Engine as _;
 use serde_json::Value;
+
+use crate::model::Attachment;
 
 /// The largest WebSocket frame either side accepts (1 MiB).
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
@@ -29,6 +32,13 @@ pub const MAX_PAGE_SIZE: u32 = 200;
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Most rooms in one `subscribe` frame.
 pub const MAX_ROOMS_PER_SUBSCRIBE: usize = 500;
+
+/// Longest attachment file name, in bytes.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// Longest attachment MIME type (`type/subtype`), in bytes.
+pub const MAX_MIME_BYTES: usize = 255;
+/// Largest attachment thumbnail, in bytes once decoded from base64.
+pub const MAX_THUMBNAIL_BYTES: usize = 8 * 1024;
 
 /// The largest sequence number or cursor the server stores (SQLite's signed 64-bit range);
 /// a cursor above it (`u64::MAX` and its neighbours) is refused with `invalid_input`.
@@ -113,6 +123,122 @@ pub fn body(s: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A message body when the message carries an attachment (a caption): at most 64 KiB, and
+/// may be empty.
+pub fn caption(s: &str) -> Result<(), Invalid> {
+    if s.len() > MAX_BODY_BYTES {
+        return Err(Invalid(format!(
+            "body must be at most {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// A blob id: a SHA-256 as 64 lowercase hex digits.
+pub fn blob_hash(what: &str, s: &str) -> Result<(), Invalid> {
+    let ok = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !ok {
+        return Err(Invalid(format!(
+            "{what} must be a SHA-256 in 64 lowercase hex digits"
+        )));
+    }
+    Ok(())
+}
+
+/// An attachment's file name: 1 to 255 bytes, not `.` or `..`, without `/`, `\\` or control
+/// characters.
+pub fn file_name(s: &str) -> Result<(), Invalid> {
+    if s.is_empty() || s.len() > MAX_FILE_NAME_BYTES {
+        return Err(Invalid(format!(
+            "attachment name must be 1 to {MAX_FILE_NAME_BYTES} bytes long"
+        )));
+    }
+    if s == "." || s == ".." {
+        return Err(Invalid::new("attachment name must not be '.' or '..'"));
+    }
+    if s.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+        return Err(Invalid::new(
+            "attachment name must not hold '/', '\\' or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A MIME type without parameters: `type/subtype`, each 1 to 127 characters of the restricted
+/// names of RFC 6838 (ASCII letters and digits first, then also `!#$&-^_.+`).
+pub fn mime(s: &str) -> Result<(), Invalid> {
+    fn name_ok(n: &str) -> bool {
+        n.len() <= 127
+            && n.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    }
+    let ok = s.len() <= MAX_MIME_BYTES
+        && s.split_once('/')
+            .is_some_and(|(t, sub)| name_ok(t) && name_ok(sub));
+    if !ok {
+        return Err(Invalid::new(
+            "attachment mime must be a type/subtype such as image/jpeg, without parameters",
+        ));
+    }
+    Ok(())
+}
+
+/// An inline thumbnail: standard base64 with padding of a JPEG, PNG or WebP image of at most
+/// 8 KiB.
+pub fn thumbnail(s: &str) -> Result<(), Invalid> {
+    // Base64 of MAX_THUMBNAIL_BYTES is at most this long; refuse longer text before decoding.
+    if s.len() > MAX_THUMBNAIL_BYTES.div_ceil(3) * 4 {
+        return Err(Invalid(format!(
+            "attachment thumbnail must be at most {MAX_THUMBNAIL_BYTES} bytes"
+        )));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|_| Invalid::new("attachment thumbnail must be standard base64 with padding"))?;
+    if bytes.len() > MAX_THUMBNAIL_BYTES {
+        return Err(Invalid(format!(
+            "attachment thumbnail must be at most {MAX_THUMBNAIL_BYTES} bytes"
+        )));
+    }
+    let jpeg = bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
+    let png = bytes.starts_with(b"\x89PNG\r\n\x1a\n");
+    let webp = bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP";
+    if !(jpeg || png || webp) {
+        return Err(Invalid::new(
+            "attachment thumbnail must be a JPEG, PNG or WebP image",
+        ));
+    }
+    Ok(())
+}
+
+/// An attachment: every field by its rule ([`blob_hash`], [`file_name`], [`mime`],
+/// [`thumbnail`]); `width`, `height` and `duration_ms` are at least 1 when given.
+pub fn attachment(a: &Attachment) -> Result<(), Invalid> {
+    blob_hash("attachment blob", &a.blob)?;
+    file_name(&a.name)?;
+    mime(&a.mime)?;
+    if a.size > MAX_SEQ {
+        return Err(Invalid(format!(
+            "attachment size must be at most {MAX_SEQ}"
+        )));
+    }
+    if a.width == Some(0) || a.height == Some(0) {
+        return Err(Invalid::new(
+            "attachment width and height must be at least 1 when given",
+        ));
+    }
+    if a.duration_ms == Some(0) {
+        return Err(Invalid::new(
+            "attachment duration_ms must be at least 1 when given",
+        ));
+    }
+    if let Some(t) = &a.thumbnail {
+        thumbnail(t)?;
+    }
+    Ok(())
+}
+
 /// A room title: at most 200 characters, no control characters.
 pub fn title(s: &str) -> Result<(), Invalid> {
     if s.chars().count() > MAX_TITLE_CHARS {
@@ -176,5 +302,90 @@ mod tests {
         assert!(body("'; DELETE FROM messages; --").is_ok());
         assert!(user_id("alice@example.com").is_ok());
         assert!(user_id("a\nb").is_err());
+        assert!(caption("").is_ok());
+        assert!(caption(&"x".repeat(MAX_BODY_BYTES + 1)).is_err());
+    }
+
+    fn photo() -> Attachment {
+        Attachment {
+            blob: "ab".repeat(32),
+            name: "IMG_0001.jpg".into(),
+            mime: "image/jpeg".into(),
+            size: 1234,
+            width: Some(640),
+            height: Some(480),
+            duration_ms: None,
+            thumbnail: None,
+        }
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn attachments() {
+        assert_eq!(attachment(&photo()), Ok(()));
+        let with = |f: fn(&mut Attachment)| {
+            let mut a = photo();
+            f(&mut a);
+            attachment(&a)
+        };
+        assert!(with(|a| a.blob = "AB".repeat(32)).is_err());
+        assert!(with(|a| a.blob = "ab".repeat(31)).is_err());
+        assert!(with(|a| a.blob = format!("{}zz", "ab".repeat(31))).is_err());
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\nb", "a\u{7f}"] {
+            assert!(with_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(with_name(&"n".repeat(255)).is_ok());
+        assert!(with_name(&"n".repeat(256)).is_err());
+        assert!(with_name("Résumé final (2).pdf").is_ok());
+        for good in [
+            "image/jpeg",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "audio/x-m4a",
+            "image/svg+xml",
+        ] {
+            assert!(mime(good).is_ok(), "{good:?} refused");
+        }
+        for bad in [
+            "",
+            "image",
+            "image/",
+            "/jpeg",
+            "text/plain; charset=utf-8",
+            "image/jpeg/x",
+            "ima ge/jpeg",
+            "-x/y",
+        ] {
+            assert!(mime(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(with(|a| a.width = Some(0)).is_err());
+        assert!(with(|a| a.height = Some(0)).is_err());
+        assert!(with(|a| a.duration_ms = Some(0)).is_err());
+        assert!(with(|a| a.size = u64::MAX).is_err());
+        assert!(with(|a| a.size = 0).is_ok());
+    }
+
+    fn with_name(name: &str) -> Result<(), Invalid> {
+        let mut a = photo();
+        a.name = name.to_owned();
+        attachment(&a)
+    }
+
+    #[test]
+    fn thumbnails() {
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0];
+        jpeg.resize(MAX_THUMBNAIL_BYTES, 0);
+        assert_eq!(thumbnail(&b64(&jpeg)), Ok(()));
+        jpeg.push(0);
+        assert!(thumbnail(&b64(&jpeg)).is_err(), "one byte over 8 KiB");
+        assert_eq!(thumbnail(&b64(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")), Ok(()));
+        assert_eq!(thumbnail(&b64(b"RIFF\x10\0\0\0WEBPVP8 ")), Ok(()));
+        assert!(thumbnail(&b64(b"GIF89a......")).is_err());
+        assert!(thumbnail(&b64(b"RIFF\x10\0\0\0WAVEfmt ")).is_err());
+        assert!(thumbnail("not base64!").is_err());
+        assert!(thumbnail(b64(&[0xFF, 0xD8, 0xFF, 0xE0]).trim_end_matches('=')).is_err());
+        assert!(thumbnail("").is_err());
     }
 }

@@ -163,6 +163,7 @@ mod tests {
             id: None,
             body: "x".repeat(60_000),
             reply_to: None,
+            attachment: None,
         };
         assert_eq!(limits.cost(&send), 1, "other mutations cost one token");
         assert_eq!(limits.cost(&import(1, 10)), 1, "at least one");

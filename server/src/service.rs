@@ -807,7 +807,11 @@ impl Service {
                 body,
                 reply_to,
                 id,
+                attachment,
             } => {
+                if attachment.is_some() {
+                    return Err(ApiError::invalid("attachments are not accepted yet"));
+                }
                 self.require(&mut guard, user, &room, Role::Guest).await?;
                 if let Some(r) = &reply_to {
                     if self.store.message(&room, r).await?.is_none() {

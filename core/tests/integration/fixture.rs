@@ -207,6 +207,7 @@ impl State {
             created_at: now_ms(),
             edited_at: None,
             deleted: false,
+            attachment: None,
         };
         self.messages.insert(m.id.clone(), m.clone());
         self.append(room, sender, EventBody::MessageCreated(m.clone()));
@@ -307,6 +308,7 @@ impl State {
                 body,
                 reply_to,
                 id,
+                attachment,
             } => {
                 if !self.logs.contains_key(room) {
                     return Err(ErrorBody::new(ErrorCode::NotFound, "no such room"));
@@ -323,6 +325,7 @@ impl State {
                     created_at: now_ms(),
                     edited_at: None,
                     deleted: false,
+                    attachment: attachment.clone(),
                 };
                 self.messages.insert(msg.id.clone(), msg.clone());
                 self.append(room, user, EventBody::MessageCreated(msg.clone()));

@@ -4,7 +4,9 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::response::Response;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use roam_proto::{ActivityBucket, Document, ErrorCode, Message, Mutation, Page, Role, RoomEvent};
+use roam_proto::{
+    ActivityBucket, Attachment, Document, ErrorCode, Message, Mutation, Page, Role, RoomEvent,
+};
 use serde::Deserialize;
 
 use super::{applied, page_limit, seq_cursor, IdemKey, J, Q};
@@ -80,9 +82,11 @@ async fn list(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SendBody {
+    #[serde(default)]
     body: String,
     reply_to: Option<String>,
     id: Option<String>,
+    attachment: Option<Attachment>,
 }
 
 async fn send(
@@ -97,6 +101,7 @@ async fn send(
         body: b.body,
         reply_to: b.reply_to,
         id: b.id,
+        attachment: b.attachment,
     };
     run(&s, &caller, &key, m).await
 }

@@ -821,6 +821,7 @@ impl<R: Rows> Cx<'_, R> {
             created_at: self.now,
             edited_at: None,
             deleted: false,
+            attachment: None,
         };
         let e = self.event_of(room, seq, EventBody::MessageCreated(msg.clone()));
         // The row and its event go together (one round trip where the backend pipelines).
@@ -889,6 +890,7 @@ impl<R: Rows> Cx<'_, R> {
                 created_at: self.now,
                 edited_at: None,
                 deleted: false,
+                attachment: None,
             };
             self.rows.insert_message(&msg).await?;
             self.emit(room, seq, EventBody::MessageCreated(msg)).await?;

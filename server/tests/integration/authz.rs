@@ -252,6 +252,7 @@ async fn setup(svc: &Arc<Service>, room: &str, kind: RoomKind) -> (String, Strin
             body: "t's words".into(),
             reply_to: None,
             id: None,
+            attachment: None,
         },
     )
     .await;
@@ -321,6 +322,7 @@ async fn case(svc: Arc<Service>, n: usize, op: usize, kind: RoomKind, actor: &st
             body: "hello".into(),
             reply_to: None,
             id: None,
+            attachment: None,
         },
         "room.mark_read" => Mutation::MarkRoomRead { room: r, seq: 1 },
         "message.edit" => Mutation::EditMessage {

@@ -161,6 +161,7 @@ fn message_at(row: &Row, at: usize) -> StoreResult<Message> {
         created_at: col(row, at + 6)?,
         edited_at: col(row, at + 7)?,
         deleted: col(row, at + 8)?,
+        attachment: None,
     })
 }
 
