@@ -89,7 +89,7 @@ pub use listeners::{
 };
 pub use metrics::MetricsSnapshot;
 pub use model::{
-    Attachment, ConnectionState, Document, DocumentUpdate, DocumentVersion, Message, NotificationInfo,
+    Attachment, AttachmentDetails, ConnectionState, Document, DocumentUpdate, DocumentVersion, Message, NotificationInfo,
     OutboxEntry, PresenceInfo, RoomInfo, RoomUpdate, SendState, SyncPhase, SyncStatus,
     UploadProgress, UploadState,
 };

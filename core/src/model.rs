@@ -107,6 +107,22 @@ pub struct Attachment {
     pub upload: Option<UploadProgress>,
 }
 
+/// What the app tells about a file it sends (`Client::send_attachment`); all optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachmentDetails {
+    /// The name to show (`None`: the file's own name).
+    pub name: Option<String>,
+    /// Pixel width of an image or video.
+    pub width: Option<u32>,
+    /// Pixel height of an image or video.
+    pub height: Option<u32>,
+    /// Length of an audio or video file, in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// A small preview shown before the file is downloaded: a JPEG, PNG or WebP image of at
+    /// most 8 KiB.
+    pub thumbnail: Option<Vec<u8>>,
+}
+
 /// How far the upload of an attachment sent from this device got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadProgress {

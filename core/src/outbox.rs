@@ -150,7 +150,13 @@ pub(crate) fn enqueue_with_id<T>(
             undo.as_deref(),
             now,
         )?;
-        fx.enqueue(Queued::new(id.clone(), pos, queue, mutation, target, now));
+        let mut queued = Queued::new(id.clone(), pos, queue, mutation, target, now);
+        // A send whose file the local step queued for upload waits for it (`crate::upload`).
+        if has_attachment(&queued.mutation) && reads::upload(tx, &id)?.is_some() {
+            queued.waits = true;
+            fx.uploads = true;
+        }
+        fx.enqueue(queued);
         Ok(value)
     })?;
     Metrics::inc(&ctx.metrics.mutations_queued);
@@ -158,6 +164,17 @@ pub(crate) fn enqueue_with_id<T>(
         Metrics::inc(&ctx.metrics.messages_queued);
     }
     Ok((id, out))
+}
+
+/// Whether a mutation is the send of a message with a file.
+fn has_attachment(m: &Mutation) -> bool {
+    matches!(
+        m,
+        Mutation::SendMessage {
+            attachment: Some(_),
+            ..
+        }
+    )
 }
 
 /// Stores the server's answer to an entry and removes it, inside the caller's transaction
@@ -213,7 +230,10 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
             return Err(Error::state("only a failed entry can be retried"));
         }
         writes::set_entry_state(tx, entry.pos, id, &SendState::Pending)?;
-        let q = Queued::new(
+        // A send whose upload failed uploads again first (from what the server holds).
+        let upload_again = has_attachment(&entry.mutation)
+            && writes::set_upload_state(tx, id, &SendState::Pending, false)?;
+        let mut q = Queued::new(
             entry.id.clone(),
             entry.pos,
             entry.queue.clone(),
@@ -221,6 +241,8 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
             entry.target.clone(),
             entry.created_at,
         );
+        q.waits = upload_again;
+        fx.uploads |= upload_again;
         optimistic::apply_retry(tx, &Change::from(&q), fx)?;
         fx.enqueue(q);
         Ok(())
@@ -322,18 +344,16 @@ pub(crate) fn load(ctx: &Context) -> Result<usize> {
             Ok(())
         })?;
     }
-    let entries = ctx.db.read(reads::pending_entries)?;
+    let (entries, uploading) = ctx
+        .db
+        .read(|c| Ok((reads::pending_entries(c)?, reads::pending_uploads(c)?)))?;
     let n = entries.len();
     let mut s = ctx.outbox.lock();
     for e in entries {
-        s.push_loaded(Queued::new(
-            e.id,
-            e.pos,
-            e.queue,
-            e.mutation,
-            e.target,
-            e.created_at,
-        ));
+        let waits = uploading.contains(&e.id);
+        let mut q = Queued::new(e.id, e.pos, e.queue, e.mutation, e.target, e.created_at);
+        q.waits = waits;
+        s.push_loaded(q);
     }
     drop(s);
     ctx.refresh_sync();

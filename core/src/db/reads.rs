@@ -749,3 +749,12 @@ pub(crate) fn attachment_blob(conn: &Connection, local_id: &str) -> Result<Optio
         .optional()?
         .flatten())
 }
+
+/// Whether an upload other than `except`'s (pending or failed) has this blob as its source.
+pub(crate) fn upload_of_blob(conn: &Connection, sha256: &str, except: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM uploads WHERE sha256 = ?1 AND local_id != ?2 LIMIT 1")?
+        .query_row([sha256, except], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
