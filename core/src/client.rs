@@ -140,6 +140,12 @@ impl Client {
         })
     }
 
+    /// The shared state (for the core's own tests).
+    #[cfg(test)]
+    pub(crate) fn ctx(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
     /// The account's user id.
     pub fn user_id(&self) -> String {
         self.ctx.me.clone()

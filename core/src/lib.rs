@@ -60,6 +60,8 @@ mod db;
 mod diff;
 mod http;
 mod inflate;
+#[cfg(test)]
+mod attachment_tests;
 mod media;
 mod optimistic;
 mod outbox;

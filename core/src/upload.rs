@@ -287,3 +287,21 @@ fn fail(ctx: &Context, u: &StoredUpload, err: &Error) -> Result<()> {
     Metrics::inc(&ctx.metrics.messages_failed);
     Ok(())
 }
+
+/// One upload attempt and its bookkeeping, as the task does it: `Ok(true)` once stored.
+#[cfg(test)]
+pub(crate) async fn tests_send(ctx: &Context, u: &StoredUpload) -> Result<bool> {
+    match send_file(ctx, u).await {
+        Ok(Outcome::Stored) => {
+            done(ctx, u)?;
+            Ok(true)
+        }
+        Ok(Outcome::Cancelled) => Ok(false),
+        Err(err) => {
+            if !transient(&err) {
+                fail(ctx, u, &err)?;
+            }
+            Err(err)
+        }
+    }
+}
