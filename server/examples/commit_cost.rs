@@ -73,6 +73,7 @@ fn message(n: usize, guarded: bool) -> Write {
             room: room_of(n),
             body: "x".repeat(64),
             reply_to: None,
+            attachment: None,
         },
         notify: Vec::new(),
     }

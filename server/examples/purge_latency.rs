@@ -119,6 +119,7 @@ async fn main() -> Result<(), String> {
                     room: "bench".into(),
                     body: "written during the purge".into(),
                     reply_to: None,
+                    attachment: None,
                 },
                 Vec::new(),
             ))

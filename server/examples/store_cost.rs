@@ -94,6 +94,7 @@ async fn run(store: Arc<dyn Store>, room: &str, writers: usize, commits: usize) 
                                 room: room.clone(),
                                 body: "a message of about the usual length for a chat".into(),
                                 reply_to: None,
+                                attachment: None,
                             },
                         ))
                         .await

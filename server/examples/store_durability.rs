@@ -59,6 +59,7 @@ async fn run(sync: Synchronous, writes: usize, writers: usize) -> Result<f64, St
                         room: "bench".into(),
                         body: "a message of ordinary length for a chat".into(),
                         reply_to: None,
+                        attachment: None,
                     };
                     store
                         .commit(write("bench", 2, change))

@@ -200,6 +200,7 @@ impl AppState {
             limits: Limits::new(&config),
             presence: PresenceTracker::default(),
             commit_order: parking_lot::Mutex::new(0),
+            attachments: parking_lot::RwLock::new(None),
             metrics,
         });
         AppState {
@@ -226,17 +227,21 @@ pub fn app(state: AppState) -> axum::Router {
 /// The whole HTTP application with these attachments (their store and access rule).
 ///
 /// Attachments are not part of [`AppState`]: every WebSocket task holds a copy of the state for
-/// as long as it is open, and the blob routes are the only ones that need them.
+/// as long as it is open. The blob routes get them, and so does the service (in its own `Arc`),
+/// which checks the attachment of every `message.send` against them.
 pub fn app_with(state: AppState, blobs: Arc<blob::Blobs>) -> axum::Router {
+    state.service.use_blobs(Arc::clone(&blobs));
     http::router(state, blobs)
 }
 
-/// Attachments as the configuration names them, with the default access rule (the uploaders).
+/// Attachments as the configuration names them, with the default access rule
+/// ([`blob::MessageAccess`]: the uploaders, and whoever may read a message that carries the
+/// blob).
 pub fn default_blobs(state: &AppState) -> Arc<blob::Blobs> {
-    Arc::new(blob::Blobs::from_config(
-        &state.config,
-        Arc::clone(&state.service.metrics),
-    ))
+    let blobs = blob::Blobs::from_config(&state.config, Arc::clone(&state.service.metrics));
+    let access =
+        blob::MessageAccess::new(Arc::clone(&blobs.store), Arc::clone(&state.service.store));
+    Arc::new(blobs.with_access(Arc::new(access)))
 }
 
 /// A running server.

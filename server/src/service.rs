@@ -15,11 +15,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use roam_proto::{
-    ErrorCode, Invitation, InvitationStatus, Member, MemberStatus, MembershipChange,
+    Attachment, ErrorCode, Invitation, InvitationStatus, Member, MemberStatus, MembershipChange,
     MembershipChangeKind, Mutation, Presence, PresenceStatus, Role, Room, RoomKind,
 };
 use serde_json::{json, Value};
 
+use crate::blob::{self, Blobs};
 use crate::bus::{Bus, BusMessage};
 use crate::cache::ReadCache;
 use crate::error::{ApiError, ApiResult};
@@ -80,6 +81,58 @@ pub struct Service {
     /// applies them: announcements that can race (unread counts) carry it so that a late one
     /// never overwrites a newer one.
     pub commit_order: parking_lot::Mutex<u64>,
+    /// The attachments served next to this service, which a `message.send` with an attachment
+    /// is checked against: set by [`crate::app_with`] when the router is built (`None` until
+    /// then: such a send is refused as unavailable). Kept here rather than in
+    /// [`crate::AppState`], whose copy every open WebSocket task holds.
+    pub attachments: parking_lot::RwLock<Option<Arc<Blobs>>>,
+}
+
+impl Service {
+    /// Checks `message.send` attachments against these blobs from now on.
+    pub fn use_blobs(&self, blobs: Arc<Blobs>) {
+        *self.attachments.write() = Some(blobs);
+    }
+
+    /// Refuses an attachment unless the sender may read its blob (uploaded it, or may read a
+    /// message that carries it: the blobs' access rule) and the blob is stored with exactly
+    /// the size the attachment states. A blob the sender may not read answers as one that does
+    /// not exist, so that a send cannot probe which files others uploaded.
+    async fn check_attachment(&self, user: &str, a: &Attachment) -> ApiResult<()> {
+        let blobs = self.attachments.read().clone();
+        let Some(blobs) = blobs else {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "attachments are not served by this server",
+            ));
+        };
+        let failed = |e: blob::BlobError| {
+            tracing::warn!(error = %e, blob = %a.blob, "checking an attachment's blob failed");
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the blob store is unavailable; retry later",
+            )
+        };
+        if !blobs.access.may_read(user, &a.blob).await.map_err(failed)? {
+            return Err(ApiError::not_found("blob"));
+        }
+        let stored = blobs
+            .store
+            .stat(&blob::keys::blob(&a.blob))
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| ApiError::not_found("blob"))?;
+        if stored.size != a.size {
+            return Err(ApiError::new(
+                ErrorCode::HashMismatch,
+                format!(
+                    "the attachment's size is {} bytes but its blob holds {} bytes",
+                    a.size, stored.size
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The fingerprint of a mutation: a hash of its canonical JSON.
@@ -809,14 +862,14 @@ impl Service {
                 id,
                 attachment,
             } => {
-                if attachment.is_some() {
-                    return Err(ApiError::invalid("attachments are not accepted yet"));
-                }
                 self.require(&mut guard, user, &room, Role::Guest).await?;
                 if let Some(r) = &reply_to {
                     if self.store.message(&room, r).await?.is_none() {
                         return Err(ApiError::not_found("reply_to message"));
                     }
+                }
+                if let Some(a) = &attachment {
+                    self.check_attachment(user, a).await?;
                 }
                 let id = id.unwrap_or_else(new_id);
                 for name in roam_proto::mentions(&body) {
@@ -835,6 +888,7 @@ impl Service {
                     room,
                     body,
                     reply_to,
+                    attachment,
                 }
             }
             Mutation::EditMessage {

@@ -30,11 +30,13 @@
 //! deleted. A blob is never held whole in memory, neither going in nor coming out.
 //!
 //! **Access.** Uploads are their owner's alone. Who may read a finished blob is decided by a
-//! [`BlobAccess`]; the one wired in by default, [`UploaderAccess`], allows the users recorded in
-//! the blob's owner markers. Another rule goes in with [`Blobs::with_access`] and
-//! [`Server::start_with_blobs`](crate::Server::start_with_blobs). [`Blobs`] is handed to the
-//! attachment routes rather than kept in [`AppState`](crate::AppState), whose copy every open
-//! WebSocket holds.
+//! [`BlobAccess`]. [`UploaderAccess`] allows the users recorded in the blob's owner markers;
+//! the rule the server wires in ([`crate::default_blobs`]) is [`MessageAccess`]: the uploaders,
+//! and whoever may read a message that carries the blob as its attachment. Another rule goes in
+//! with [`Blobs::with_access`] and [`Server::start_with_blobs`](crate::Server::start_with_blobs).
+//! [`Blobs`] is handed to the attachment routes, and to the service (which checks every
+//! attachment a message names), rather than kept in [`AppState`](crate::AppState), whose copy
+//! every open WebSocket holds.
 //!
 //! **Expiry.** [`start`] spawns a task that calls [`Uploads::sweep`] every
 //! [`SWEEP_INTERVAL`]: an upload whose newest object is older than `--upload-expiry-hours` is
@@ -58,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BlobStoreKind, Config};
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 pub use upload::{UploadError, UploadLimits, UploadMeta, Uploads};
 
@@ -224,9 +227,9 @@ pub fn once(bytes: Bytes) -> ByteStream {
 
 /// Decides who may download a blob.
 ///
-/// The router asks it before every download; a `false` answers 403. The default,
-/// [`UploaderAccess`], allows the blob's uploaders; a deployment can wrap it to allow more (the
-/// members of a room where a message references the blob).
+/// The router asks it before every download; a `false` answers 403. The service asks it before
+/// a message names the blob as its attachment. [`UploaderAccess`] allows the blob's uploaders;
+/// [`MessageAccess`], the server's default, also the readers of the messages that carry it.
 #[async_trait]
 pub trait BlobAccess: Send + Sync + Debug {
     /// Whether `user` may read the blob whose SHA-256 is `blob` (lowercase hex). A blob that
@@ -251,6 +254,40 @@ impl UploaderAccess {
 impl BlobAccess for UploaderAccess {
     async fn may_read(&self, user: &str, blob: &str) -> Result<bool, BlobError> {
         Ok(self.store.stat(&keys::owner(blob, user)).await?.is_some())
+    }
+}
+
+/// Allows a blob's uploaders ([`UploaderAccess`]) and whoever may read a message that carries
+/// the blob as its attachment: an active member of the message's live room, or anyone not
+/// banned from it when the room is public ([`Store::blob_shared_with`]). A deleted message, or
+/// a deleted room, shares nothing. The default of [`crate::default_blobs`].
+#[derive(Debug, Clone)]
+pub struct MessageAccess {
+    uploaders: UploaderAccess,
+    store: Arc<dyn Store>,
+}
+
+impl MessageAccess {
+    /// `blobs` holds the owner markers; `store` the messages and their rooms.
+    pub fn new(blobs: Arc<dyn BlobStore>, store: Arc<dyn Store>) -> Self {
+        MessageAccess {
+            uploaders: UploaderAccess::new(blobs),
+            store,
+        }
+    }
+}
+
+#[async_trait]
+impl BlobAccess for MessageAccess {
+    /// The store first: a blob is downloaded by a room's members far more often than by its
+    /// one uploader, and the store is nearer than a bucket.
+    async fn may_read(&self, user: &str, blob: &str) -> Result<bool, BlobError> {
+        match self.store.blob_shared_with(user, blob).await {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) => return Err(BlobError::Backend(format!("message store: {e}"))),
+        }
+        self.uploaders.may_read(user, blob).await
     }
 }
 
@@ -308,7 +345,8 @@ pub struct Blobs {
 }
 
 impl Blobs {
-    /// Blobs on `store` with the default access rule ([`UploaderAccess`]).
+    /// Blobs on `store` that only their uploaders may read ([`UploaderAccess`]); see
+    /// [`crate::default_blobs`] for the server's rule.
     pub fn new(
         store: Arc<dyn BlobStore>,
         limits: UploadLimits,

@@ -27,8 +27,8 @@ pub(crate) mod write;
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use roam_proto::{
-    ActivityBucket, Document, Invitation, Member, Message, Notification, Page, ReadMarker, Role,
-    Room, RoomEvent, RoomKind, User,
+    ActivityBucket, Attachment, Document, Invitation, Member, Message, Notification, Page,
+    ReadMarker, Role, Room, RoomEvent, RoomKind, User,
 };
 use serde_json::Value;
 
@@ -124,7 +124,8 @@ pub enum Change {
         metadata: Option<Value>,
     },
     /// Deletes the room and everything in it except its events (kept for recovery, which then
-    /// ends with `room_deleted`). Event: `room_deleted`. Output: `Empty`.
+    /// ends with `room_deleted`), its messages' blob references included. Event:
+    /// `room_deleted`. Output: `Empty`.
     DeleteRoom { name: String },
     /// Adds (or re-activates after leaving) an active member. With `invitation`, that
     /// invitation must be the user's, for this room, pending and unexpired at `Write::now`, and
@@ -175,12 +176,15 @@ pub enum Change {
     RevokeInvitation { id: String },
     /// A message with the given `id` (client-chosen or service-made UUIDv7; Conflict if that id
     /// is taken). Event: `message_created`; the message's
-    /// `seq` is that event's. Output: `Message`.
+    /// `seq` is that event's. With an attachment, the message also references its blob (see
+    /// [`Store::blob_shared_with`]); the service has checked that the blob exists with that
+    /// size and that the sender may read it. Output: `Message`.
     InsertMessage {
         id: String,
         room: String,
         body: String,
         reply_to: Option<String>,
+        attachment: Option<Attachment>,
     },
     /// NotFound if missing or deleted. Event: `message_edited`. Output: `Message`.
     EditMessage {
@@ -188,8 +192,8 @@ pub enum Change {
         id: String,
         body: String,
     },
-    /// Empties the body and sets `deleted`. NotFound if missing or already deleted.
-    /// Event: `message_deleted`. Output: `Message`.
+    /// Empties the body, drops the attachment and its blob reference, and sets `deleted`.
+    /// NotFound if missing or already deleted. Event: `message_deleted`. Output: `Message`.
     DeleteMessage { room: String, id: String },
     /// Many messages (`(id, body)`) from the actor, written in batches inside one transaction.
     /// One `message_created` event each. Output: `Imported`.
@@ -536,6 +540,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         cursor: MessageCursor,
         limit: u32,
     ) -> StoreResult<Bounded<Message>>;
+
+    /// Whether `user` may read the blob `blob` (lowercase hex SHA-256) because a message
+    /// references it: some message that is not deleted, in a live room that `user` may read
+    /// (an active member of it, or a public room they are not banned from), carries it as its
+    /// attachment.
+    async fn blob_shared_with(&self, user: &str, blob: &str) -> StoreResult<bool>;
 
     /// Events with seq > `after`, in order, at most `limit`, and stopping once about
     /// [`PAGE_BYTES`] of event data is read (always at least one event): a short page is not

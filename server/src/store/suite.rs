@@ -57,6 +57,7 @@ pub(crate) fn message(room: &str, id: &str, body: &str) -> Change {
         room: room.into(),
         body: body.into(),
         reply_to: None,
+        attachment: None,
     }
 }
 
@@ -379,6 +380,7 @@ macro_rules! store_suite {
                 room: "chat".into(),
                 body: "re".into(),
                 reply_to: Some("nope".into()),
+                attachment: None,
             };
             assert!(matches!(
                 apply_err(&*store, write("alice", T0, reply)).await,
@@ -1662,6 +1664,168 @@ macro_rules! store_suite {
                 .await
                 .unwrap();
             assert_eq!(page.items.len(), 30);
+        }
+
+        #[tokio::test]
+        async fn attachments_are_kept_shared_with_readers_and_dropped_with_their_message() {
+            let h = $harness.await;
+            let store = h.open().await;
+            let (blob, other, third) = ("ab".repeat(32), "cd".repeat(32), "ef".repeat(32));
+            for (name, kind) in [
+                ("priv", RoomKind::Private),
+                ("prot", RoomKind::Protected),
+                ("pub", RoomKind::Public),
+            ] {
+                apply(&*store, write("alice", T0, create_room(name, kind, "alice"))).await;
+            }
+            let join = |room: &str, user: &str| {
+                write(
+                    user,
+                    T0 + 1,
+                    Change::AddMember {
+                        room: room.into(),
+                        user: user.into(),
+                        role: Role::Member,
+                        invitation: None,
+                    },
+                )
+            };
+            apply(&*store, join("priv", "bob")).await;
+            let photo = roam_proto::Attachment {
+                blob: blob.clone(),
+                name: "cat.jpg".into(),
+                mime: "image/jpeg".into(),
+                size: 1234,
+                width: Some(640),
+                height: Some(480),
+                duration_ms: None,
+                thumbnail: Some("/9j/4A==".into()),
+            };
+            let with_blob = |b: &str| roam_proto::Attachment {
+                blob: b.to_owned(),
+                ..photo.clone()
+            };
+            let send = |room: &str, id: &str, body: &str, a: roam_proto::Attachment| {
+                write(
+                    "alice",
+                    T0 + 2,
+                    Change::InsertMessage {
+                        id: id.into(),
+                        room: room.into(),
+                        body: body.into(),
+                        reply_to: None,
+                        attachment: Some(a),
+                    },
+                )
+            };
+            assert!(!store.blob_shared_with("alice", &blob).await.unwrap());
+
+            // Kept with the message: answered, in the log, read back one by one and in pages.
+            let idem = IdemRecord {
+                user: "alice".into(),
+                key: "s1".into(),
+                op: "message.send".into(),
+                fingerprint: "f1".into(),
+            };
+            let first = Write {
+                idem: Some(idem.clone()),
+                ..send("priv", "m1", "", photo.clone())
+            };
+            let (out, events) = apply(&*store, first.clone()).await;
+            let Output::Message(sent) = out else {
+                panic!("expected a message, got {out:?}")
+            };
+            assert_eq!(sent.attachment.as_ref(), Some(&photo));
+            assert_eq!(sent.body, "", "a caption may be empty");
+            assert!(matches!(&events[0].body, EventBody::MessageCreated(m) if *m == sent));
+            assert_eq!(store.message("priv", "m1").await.unwrap(), Some(sent.clone()));
+            let page = store
+                .messages("priv", MessageCursor::After(0), 10)
+                .await
+                .unwrap();
+            assert_eq!(page.items, vec![sent.clone()]);
+            let log = store.events_after("priv", sent.seq - 1, 10).await.unwrap();
+            assert!(matches!(&log[0].body, EventBody::MessageCreated(m) if *m == sent));
+            match store.commit(first).await.unwrap() {
+                Committed::Replayed(r) => assert_eq!(r.result["attachment"]["blob"], blob),
+                other => panic!("expected Replayed, got {other:?}"),
+            }
+
+            // Shared with the room's active members only.
+            assert!(store.blob_shared_with("alice", &blob).await.unwrap());
+            assert!(store.blob_shared_with("bob", &blob).await.unwrap());
+            assert!(!store.blob_shared_with("carol", &blob).await.unwrap());
+            assert!(!store.blob_shared_with("bob", &other).await.unwrap());
+            // A protected room's blobs need membership too; a public room's do not, but a ban
+            // takes them away.
+            apply(&*store, send("prot", "p1", "x", with_blob(&other))).await;
+            assert!(!store.blob_shared_with("carol", &other).await.unwrap());
+            apply(&*store, join("prot", "carol")).await;
+            assert!(store.blob_shared_with("carol", &other).await.unwrap());
+            apply(&*store, send("pub", "u1", "x", with_blob(&third))).await;
+            assert!(store.blob_shared_with("erin", &third).await.unwrap());
+            let ban = Change::Ban {
+                room: "pub".into(),
+                user: "erin".into(),
+            };
+            apply(&*store, write("alice", T0 + 3, ban)).await;
+            assert!(!store.blob_shared_with("erin", &third).await.unwrap());
+            assert!(store.blob_shared_with("dave", &third).await.unwrap());
+
+            // An edit keeps the attachment.
+            let edit = Change::EditMessage {
+                room: "priv".into(),
+                id: "m1".into(),
+                body: "a cat".into(),
+            };
+            let (out, _) = apply(&*store, write("alice", T0 + 4, edit)).await;
+            let Output::Message(edited) = out else {
+                panic!("expected a message, got {out:?}")
+            };
+            assert_eq!(edited.attachment.as_ref(), Some(&photo));
+            let stored = store.message("priv", "m1").await.unwrap().unwrap();
+            assert_eq!(stored.attachment.as_ref(), Some(&photo));
+
+            // Deleting the message drops its attachment everywhere, and the reference with it.
+            let delete = Change::DeleteMessage {
+                room: "priv".into(),
+                id: "m1".into(),
+            };
+            let (out, _) = apply(&*store, write("alice", T0 + 5, delete)).await;
+            let Output::Message(deleted) = out else {
+                panic!("expected a message, got {out:?}")
+            };
+            assert_eq!((deleted.attachment, deleted.deleted), (None, true));
+            let stored = store.message("priv", "m1").await.unwrap().unwrap();
+            assert_eq!(stored.attachment, None);
+            for e in store.events_after("priv", 0, 100).await.unwrap() {
+                if let EventBody::MessageCreated(m)
+                | EventBody::MessageEdited(m)
+                | EventBody::MessageDeleted(m) = &e.body
+                {
+                    assert_eq!(m.attachment, None, "event {} still carries it", e.seq);
+                }
+            }
+            let replay = store.idempotent_result("alice", "s1").await.unwrap().unwrap();
+            assert!(replay.result.get("attachment").is_none(), "{:?}", replay.result);
+            assert!(!store.blob_shared_with("bob", &blob).await.unwrap());
+            assert!(!store.blob_shared_with("alice", &blob).await.unwrap());
+
+            // Another message with the same blob shares it again; deleting its room unshares.
+            apply(&*store, send("priv", "m2", "again", photo.clone())).await;
+            assert!(store.blob_shared_with("bob", &blob).await.unwrap());
+            let drop_room = Change::DeleteRoom {
+                name: "priv".into(),
+            };
+            apply(&*store, write("alice", T0 + 6, drop_room)).await;
+            assert!(!store.blob_shared_with("bob", &blob).await.unwrap());
+            assert!(!store.blob_shared_with("alice", &blob).await.unwrap());
+
+            // Everything else stays, across a restart.
+            let store = h.open().await;
+            assert!(store.blob_shared_with("carol", &other).await.unwrap());
+            let kept = store.message("prot", "p1").await.unwrap().unwrap();
+            assert_eq!(kept.attachment, Some(with_blob(&other)));
         }
     };
 }

@@ -15,8 +15,8 @@
 //! first poll (see `sqlite::apply`).
 
 use roam_proto::{
-    Document, EventBody, Invitation, InvitationStatus, Member, MemberStatus, Message, Notification,
-    ReadMarker, Role, Room, RoomEvent, RoomKind,
+    Attachment, Document, EventBody, Invitation, InvitationStatus, Member, MemberStatus, Message,
+    Notification, ReadMarker, Role, Room, RoomEvent, RoomKind,
 };
 use serde_json::Value;
 
@@ -104,8 +104,8 @@ pub(crate) trait Rows {
         metadata: Option<&str>,
         now: i64,
     ) -> StoreResult<bool>;
-    /// Empties the room (members, messages, documents, invitations, caps, markers) and marks
-    /// its row deleted; its events stay.
+    /// Empties the room (members, messages and their blob references, documents, invitations,
+    /// caps, markers) and marks its row deleted; its events stay.
     async fn delete_room(&self, name: &str, now: i64) -> StoreResult<()>;
     async fn set_owner(&self, room: &str, owner: &str, now: i64) -> StoreResult<()>;
     /// Advances a live room's head by `n` and returns the new head (`None`: no live room).
@@ -132,9 +132,15 @@ pub(crate) trait Rows {
     async fn withdraw_invitations(&self, room: &str, invitee: &str) -> StoreResult<()>;
     /// Inserts a message row (a taken id is a `Conflict`).
     async fn insert_message(&self, m: &Message) -> StoreResult<()>;
+    /// Records that the message at `(room, seq)` carries the blob `blob` (the reference that
+    /// [`crate::store::Store::blob_shared_with`] reads).
+    async fn insert_blob_ref(&self, blob: &str, room: &str, seq: u64) -> StoreResult<()>;
+    /// Removes the blob reference of the message at `(room, seq)`, if any.
+    async fn delete_blob_ref(&self, room: &str, seq: u64) -> StoreResult<()>;
     async fn edit_message(&self, id: &str, body: &str, at: i64) -> StoreResult<()>;
     /// Blanks a message everywhere its text is kept: its row (marked deleted), the event that
-    /// created it (by its seq), its edit events and the idempotency results that echo it.
+    /// created it (by its seq), its edit events and the idempotency results that echo it. Its
+    /// attachment goes with its text.
     async fn redact_message(&self, m: &Message) -> StoreResult<()>;
     /// Stores a document version (naming its event's seq) and makes it the current one.
     async fn put_document(&self, d: &Document, seq: u64) -> StoreResult<()>;
@@ -390,8 +396,9 @@ impl<R: Rows> Cx<'_, R> {
                 room,
                 body,
                 reply_to,
+                attachment,
             } => {
-                self.insert_message(id, room, body, reply_to.as_deref())
+                self.insert_message(id, room, body, reply_to.as_deref(), attachment.as_ref())
                     .await
             }
             Change::EditMessage { room, id, body } => self.edit_message(room, id, body).await,
@@ -804,6 +811,7 @@ impl<R: Rows> Cx<'_, R> {
         room: &str,
         body: &str,
         reply_to: Option<&str>,
+        attachment: Option<&Attachment>,
     ) -> StoreResult<Output> {
         let seq = self.reserve_seqs(room, 1).await?;
         if let Some(parent) = reply_to {
@@ -821,11 +829,22 @@ impl<R: Rows> Cx<'_, R> {
             created_at: self.now,
             edited_at: None,
             deleted: false,
-            attachment: None,
+            attachment: attachment.cloned(),
         };
         let e = self.event_of(room, seq, EventBody::MessageCreated(msg.clone()));
-        // The row and its event go together (one round trip where the backend pipelines).
-        futures_util::try_join!(self.rows.insert_message(&msg), self.write_event(&e))?;
+        // The row, its event and its blob reference go together (one round trip where the
+        // backend pipelines).
+        let blob_ref = async {
+            match attachment {
+                Some(a) => self.rows.insert_blob_ref(&a.blob, room, seq).await,
+                None => Ok(()),
+            }
+        };
+        futures_util::try_join!(
+            self.rows.insert_message(&msg),
+            self.write_event(&e),
+            blob_ref
+        )?;
         self.events.push(e);
         Ok(Output::Message(msg))
     }
@@ -848,11 +867,15 @@ impl<R: Rows> Cx<'_, R> {
         Ok(Output::Message(msg))
     }
 
-    /// Deleting redacts: the row, the events that carried its text (its creation and every
-    /// edit) and the idempotency results that echo it, all in this transaction.
+    /// Deleting redacts: the row, the events that carried its text and attachment (its creation
+    /// and every edit) and the idempotency results that echo it, all in this transaction. Its
+    /// blob reference goes, so the room's members can no longer download the blob through it.
     async fn delete_message(&mut self, room: &str, id: &str) -> StoreResult<Output> {
         let mut msg = self.live_message(room, id).await?;
         self.rows.redact_message(&msg).await?;
+        if msg.attachment.take().is_some() {
+            self.rows.delete_blob_ref(room, msg.seq).await?;
+        }
         msg.body.clear();
         msg.deleted = true;
         self.event(room, EventBody::MessageDeleted(msg.clone()))

@@ -127,8 +127,10 @@ const SET_RESULT: &str = "UPDATE idempotency SET result = $3 WHERE user_id = $1 
 const INSERT_MEMBER: &str = "INSERT INTO members (room, user_id, role, status, joined_at) \
      VALUES ($1, $2, $3, $4, $5)";
 const INSERT_MESSAGE: &str = "INSERT INTO messages \
-     (id, room, seq, sender, body, reply_to, created_at, edited_at, deleted) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, false)";
+     (id, room, seq, sender, body, reply_to, created_at, edited_at, deleted, attachment) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, false, $8)";
+const INSERT_BLOB_REF: &str = "INSERT INTO message_blobs (room, seq, blob) VALUES ($1, $2, $3)";
+const DELETE_BLOB_REF: &str = "DELETE FROM message_blobs WHERE room = $1 AND seq = $2";
 const DELETE_ROLE_CAP: &str = "DELETE FROM role_caps WHERE room = $1 AND user_id = $2";
 /// The user's inbox counter (not the directory: a notification for an id nobody has used yet
 /// — an invitation — must not list that id as a user).
@@ -151,7 +153,8 @@ const INSERT_INVITATION: &str = "INSERT INTO invitations \
      VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)";
 const SET_INVITATION_STATUS: &str = "UPDATE invitations SET status = $2 WHERE id = $1";
 const EDIT_MESSAGE: &str = "UPDATE messages SET body = $2, edited_at = $3 WHERE id = $1";
-const DELETE_MESSAGE: &str = "UPDATE messages SET body = ''::bytea, deleted = true WHERE id = $1";
+const DELETE_MESSAGE: &str =
+    "UPDATE messages SET body = ''::bytea, deleted = true, attachment = NULL WHERE id = $1";
 const INSERT_VERSION: &str = "INSERT INTO document_versions \
      (room, doc, version, content, updated_by, updated_at, seq) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -161,8 +164,9 @@ const MARK_ALL_READ: &str = "UPDATE notifications SET read = true WHERE user_id 
 const MARK_READ: &str = "UPDATE notifications SET read = true \
      WHERE user_id = $1 AND id = ANY($2::text[]) AND NOT read";
 /// Every table a deleted room empties (its row and its events stay).
-const DELETE_ROOM_CONTENT: [&str; 7] = [
+const DELETE_ROOM_CONTENT: [&str; 8] = [
     "DELETE FROM members WHERE room = $1",
+    "DELETE FROM message_blobs WHERE room = $1",
     "DELETE FROM messages WHERE room = $1",
     "DELETE FROM documents WHERE room = $1",
     "DELETE FROM document_versions WHERE room = $1",
@@ -205,13 +209,18 @@ async fn redact_events(
     Ok(())
 }
 
-/// The JSON object `json` with `fields` set (anything else is left as it is).
+/// The JSON object `json` with `fields` set, a field set to `null` removed (anything else is
+/// left as it is).
 fn with_fields(json: &str, fields: &[(&str, Value)]) -> StoreResult<String> {
     let mut v: Value =
         serde_json::from_str(json).map_err(|e| StoreError::Backend(format!("stored JSON: {e}")))?;
     if let Some(obj) = v.as_object_mut() {
         for (k, val) in fields {
-            obj.insert((*k).to_owned(), val.clone());
+            if val.is_null() {
+                obj.remove(*k);
+            } else {
+                obj.insert((*k).to_owned(), val.clone());
+            }
         }
     }
     Ok(v.to_string())
@@ -536,6 +545,7 @@ impl Rows for PgRows<'_> {
     }
 
     async fn insert_message(&self, m: &Message) -> StoreResult<()> {
+        let attachment = m.attachment.as_ref().map(write::to_json).transpose()?;
         self.c
             .execute(
                 INSERT_MESSAGE,
@@ -547,9 +557,22 @@ impl Rows for PgRows<'_> {
                     &m.body.as_bytes(),
                     &m.reply_to,
                     &m.created_at,
+                    &attachment,
                 ],
             )
             .await?;
+        Ok(())
+    }
+
+    async fn insert_blob_ref(&self, blob: &str, room: &str, seq: u64) -> StoreResult<()> {
+        self.c
+            .execute(INSERT_BLOB_REF, &[&room, &int(seq), &blob])
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_blob_ref(&self, room: &str, seq: u64) -> StoreResult<()> {
+        self.c.execute(DELETE_BLOB_REF, &[&room, &int(seq)]).await?;
         Ok(())
     }
 
@@ -563,7 +586,11 @@ impl Rows for PgRows<'_> {
     async fn redact_message(&self, m: &Message) -> StoreResult<()> {
         let (c, room, id) = (self.c, m.room.as_str(), m.id.as_str());
         c.execute(DELETE_MESSAGE, &[&id]).await?;
-        let blank = [("body", Value::from("")), ("deleted", Value::from(true))];
+        let blank = [
+            ("body", Value::from("")),
+            ("deleted", Value::from(true)),
+            ("attachment", Value::Null),
+        ];
         redact_events(c, room, CREATED_EVENT, &[&room, &int(m.seq)], &blank).await?;
         redact_events(c, room, EDIT_EVENTS, &[&room, &id], &blank).await?;
         for r in c.query(RESULTS_OF, &[&id]).await? {

@@ -302,6 +302,10 @@ impl Store for PostgresStore {
         read::last_seen(&*self.conn().await?, users).await
     }
 
+    async fn blob_shared_with(&self, user: &str, blob: &str) -> StoreResult<bool> {
+        read::blob_shared_with(&*self.conn().await?, user, blob).await
+    }
+
     async fn co_members(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {
         read::co_members(&*self.conn().await?, viewer, users).await
     }

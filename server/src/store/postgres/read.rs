@@ -251,6 +251,21 @@ pub(super) async fn message(c: &Conn, room: &str, id: &str) -> StoreResult<Optio
         .transpose()
 }
 
+/// A message that is not deleted, in a live room `$1` may read, references blob `$2`: walks
+/// the blob's references (`message_blobs_blob`), then the room's row and the user's member row
+/// by primary key.
+pub(super) const BLOB_SHARED_WITH: &str = "SELECT EXISTS (SELECT 1 FROM message_blobs b \
+     JOIN rooms r ON r.name = b.room AND r.deleted_at IS NULL \
+     LEFT JOIN members m ON m.room = b.room AND m.user_id = $1 \
+     WHERE b.blob = $2 \
+     AND (m.status = 'active' OR (r.kind = 'public' AND m.status IS NULL)))";
+
+/// `Store::blob_shared_with`.
+pub(super) async fn blob_shared_with(c: &Conn, user: &str, blob: &str) -> StoreResult<bool> {
+    let row = c.query_one(BLOB_SHARED_WITH, &[&user, &blob]).await?;
+    col(&row, 0)
+}
+
 /// Newest first, below a seq.
 pub(super) const MESSAGES_BEFORE: &str = concat!(
     "SELECT ",

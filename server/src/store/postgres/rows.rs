@@ -140,7 +140,7 @@ pub(super) fn effective(mut inv: Invitation, now: i64) -> Invitation {
 
 macro_rules! message_cols {
     () => {
-        "id, room, seq, sender, body, reply_to, created_at, edited_at, deleted"
+        "id, room, seq, sender, body, reply_to, created_at, edited_at, deleted, attachment"
     };
 }
 pub(super) use message_cols;
@@ -161,7 +161,10 @@ fn message_at(row: &Row, at: usize) -> StoreResult<Message> {
         created_at: col(row, at + 6)?,
         edited_at: col(row, at + 7)?,
         deleted: col(row, at + 8)?,
-        attachment: None,
+        attachment: col::<Option<&str>>(row, at + 9)?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| StoreError::Backend(format!("column {}: {e}", at + 9)))?,
     })
 }
 
@@ -247,7 +250,7 @@ pub(super) fn user(row: &Row) -> StoreResult<User> {
 macro_rules! idem_cols {
     () => {
         "i.op, i.fingerprint, i.result, i.created_at, m.id, m.room, m.seq, m.sender, m.body, \
-         m.reply_to, m.created_at, m.edited_at, m.deleted"
+         m.reply_to, m.created_at, m.edited_at, m.deleted, m.attachment"
     };
 }
 pub(super) use idem_cols;

@@ -10,8 +10,10 @@ use super::conn::{backend, Conn};
 use crate::store::{StoreError, StoreResult};
 
 /// The migrations, in order. Never edit a shipped entry; append a new file.
-pub(super) const MIGRATIONS: &[&str] =
-    &[include_str!("../../../migrations/postgres/0001_init.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_init.sql"),
+    include_str!("../../../migrations/postgres/0002_attachments.sql"),
+];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS roam_migrations (\
      version integer NOT NULL PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())";

@@ -73,6 +73,7 @@ fn message(room: &str, id: &str) -> Change {
         room: room.into(),
         body: format!("body of {id}"),
         reply_to: None,
+        attachment: None,
     }
 }
 

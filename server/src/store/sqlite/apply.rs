@@ -122,13 +122,15 @@ const HEAD_SEQ: &str = "SELECT coalesce((SELECT max(seq) FROM events WHERE room 
      FROM rooms WHERE name = ?1 AND deleted_at IS NULL";
 const INSERT_EVENT: &str = "INSERT INTO events (room, seq, at, actor, kind, data, message) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-/// Blanks a message's text in a stored event or result (JSON of a `Message`).
-const REDACT_CREATED_EVENT: &str =
-    "UPDATE events SET data = json_set(data, '$.body', '', '$.deleted', json('true')) \
+/// Blanks a message's text and drops its attachment in a stored event (JSON of a `Message`).
+const REDACT_CREATED_EVENT: &str = "UPDATE events SET data = \
+     json_remove(json_set(data, '$.body', '', '$.deleted', json('true')), '$.attachment') \
      WHERE room = ?1 AND seq = ?2 AND kind = 'message_created'";
-const REDACT_EDIT_EVENTS: &str =
-    "UPDATE events SET data = json_set(data, '$.body', '', '$.deleted', json('true')) \
+const REDACT_EDIT_EVENTS: &str = "UPDATE events SET data = \
+     json_remove(json_set(data, '$.body', '', '$.deleted', json('true')), '$.attachment') \
      WHERE message = ?1 AND kind = 'message_edited'";
+const INSERT_BLOB_REF: &str = "INSERT INTO message_blobs (room, seq, blob) VALUES (?1, ?2, ?3)";
+const DELETE_BLOB_REF: &str = "DELETE FROM message_blobs WHERE room = ?1 AND seq = ?2";
 const INSERT_MEMBER: &str = "INSERT INTO members (room, user, role, status, joined_at) \
      VALUES (?1, ?2, ?3, ?4, ?5)";
 const DELETE_ROLE_CAP: &str = "DELETE FROM role_caps WHERE room = ?1 AND user = ?2";
@@ -177,8 +179,9 @@ const MARK_ALL_READ: &str = "UPDATE notifications SET read = 1 WHERE user = ?1 A
 const MARK_READ: &str =
     "UPDATE notifications SET read = 1 WHERE user = ?1 AND id = ?2 AND read = 0";
 /// Every table a deleted room empties (its row and its events stay).
-const DELETE_ROOM_CONTENT: [&str; 6] = [
+const DELETE_ROOM_CONTENT: [&str; 7] = [
     "DELETE FROM members WHERE room = ?1",
+    "DELETE FROM message_blobs WHERE room = ?1",
     "DELETE FROM documents WHERE room = ?1",
     "DELETE FROM document_versions WHERE room = ?1",
     "DELETE FROM invitations WHERE room = ?1",
@@ -233,8 +236,8 @@ impl Rows for SqliteRows<'_, '_> {
 
     /// A `message.send` keeps its key on the message it created (the row is already written
     /// in this transaction: no other page). Any other result that echoes a message is stored
-    /// without its body: a replay reads the message as it is now (see `read::idempotent_result`),
-    /// so deleting it has nothing to redact here.
+    /// without its body and attachment: a replay reads the message as it is now (see
+    /// `read::idempotent_result`), so deleting it has nothing to redact here.
     async fn record(&self, idem: &IdemRecord, output: &Output, now: i64) -> StoreResult<()> {
         if let Output::Message(m) = output {
             if idem.op == SEND && idem.user == m.sender {
@@ -247,6 +250,7 @@ impl Rows for SqliteRows<'_, '_> {
             Output::Message(m) => {
                 let blank = Message {
                     body: String::new(),
+                    attachment: None,
                     ..m.clone()
                 };
                 (write::to_json(&blank)?, Some(m.id.as_str()))
@@ -471,6 +475,17 @@ impl Rows for SqliteRows<'_, '_> {
     /// The message is its creation event's row (see [`SqliteRows::insert_event`]), whose
     /// unique index refuses a taken id.
     async fn insert_message(&self, _m: &Message) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// The attachment is in the message's creation event with the rest of it.
+    async fn insert_blob_ref(&self, blob: &str, room: &str, seq: u64) -> StoreResult<()> {
+        self.exec(INSERT_BLOB_REF, params![room, int(seq), blob])?;
+        Ok(())
+    }
+
+    async fn delete_blob_ref(&self, room: &str, seq: u64) -> StoreResult<()> {
+        self.exec(DELETE_BLOB_REF, params![room, int(seq)])?;
         Ok(())
     }
 

@@ -331,6 +331,12 @@ impl Store for SqliteStore {
         self.read(move |c| read::last_seen(c, &users)).await
     }
 
+    async fn blob_shared_with(&self, user: &str, blob: &str) -> StoreResult<bool> {
+        let (user, blob) = (user.to_owned(), blob.to_owned());
+        self.read(move |c| read::blob_shared_with(c, &user, &blob))
+            .await
+    }
+
     async fn co_members(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {
         let (viewer, users) = (viewer.to_owned(), users.to_vec());
         self.read(move |c| read::co_members(c, &viewer, &users))

@@ -271,6 +271,22 @@ pub(super) fn message(conn: &Connection, room: &str, id: &str) -> StoreResult<Op
         .optional()?)
 }
 
+/// A message that is not deleted, in a live room `?1` may read, references blob `?2`: walks
+/// the blob's references (`message_blobs_blob`), then the room's row and the user's member row
+/// by primary key.
+pub(super) const BLOB_SHARED_WITH: &str = "SELECT EXISTS (SELECT 1 FROM message_blobs b \
+     JOIN rooms r ON r.name = b.room AND r.deleted_at IS NULL \
+     LEFT JOIN members m ON m.room = b.room AND m.user = ?1 \
+     WHERE b.blob = ?2 \
+     AND (m.status = 'active' OR (r.kind = 'public' AND m.status IS NULL)))";
+
+/// `Store::blob_shared_with`.
+pub(super) fn blob_shared_with(conn: &Connection, user: &str, blob: &str) -> StoreResult<bool> {
+    Ok(conn
+        .prepare_cached(BLOB_SHARED_WITH)?
+        .query_row(params![user, blob], |r| r.get(0))?)
+}
+
 /// Newest first, below a seq.
 pub(super) const MESSAGES_BEFORE: &str = concat!(
     "SELECT ",

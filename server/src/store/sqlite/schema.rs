@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0004_inboxes.sql"),
     include_str!("../../../migrations/0005_read_markers.sql"),
     include_str!("../../../migrations/0006_lean_commit.sql"),
+    include_str!("../../../migrations/0007_message_blobs.sql"),
 ];
 
 /// How long a connection waits for a lock before failing with `SQLITE_BUSY`.

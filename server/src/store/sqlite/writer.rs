@@ -585,6 +585,7 @@ mod tests {
                     room: "r".into(),
                     body: body.clone(),
                     reply_to: None,
+                    attachment: None,
                 }))
                 .await
                 .expect("message");
