@@ -199,14 +199,19 @@ fn open(dir: &std::path::Path, url: &str) -> Client {
 }
 
 fn file(dir: &std::path::Path, name: &str, len: usize, seed: u8) -> (String, Vec<u8>) {
-    let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+    let bytes: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect();
     let path = dir.join(name);
     std::fs::write(&path, &bytes).expect("write");
     (path.display().to_string(), bytes)
 }
 
 fn upload_of(c: &Client, id: &str) -> Option<reads::StoredUpload> {
-    c.ctx().db.read(|conn| reads::upload(conn, id)).expect("read")
+    c.ctx()
+        .db
+        .read(|conn| reads::upload(conn, id))
+        .expect("read")
 }
 
 /// What the scheduler would put on the wire now.
@@ -233,25 +238,48 @@ async fn the_send_waits_for_its_upload_and_keeps_its_place_in_the_room() {
         ..Default::default()
     };
     let m = c
-        .send_attachment("r".into(), path.clone(), "image/jpeg".into(), "look".into(), details)
+        .send_attachment(
+            "r".into(),
+            path.clone(),
+            "image/jpeg".into(),
+            "look".into(),
+            details,
+        )
         .expect("send");
     let text = c.send_message("r".into(), "after".into()).expect("text");
     let a = m.attachment.clone().expect("attachment");
-    assert_eq!((a.name.as_str(), a.size, a.width), ("photo.jpg", 2500, Some(4)));
+    assert_eq!(
+        (a.name.as_str(), a.size, a.width),
+        ("photo.jpg", 2500, Some(4))
+    );
     assert_eq!(a.sha256, sha(&bytes));
     assert_eq!(a.thumbnail.as_deref(), Some(PNG));
-    assert_eq!(a.upload.as_ref().map(|u| u.state.clone()), Some(UploadState::Uploading));
+    assert_eq!(
+        a.upload.as_ref().map(|u| u.state.clone()),
+        Some(UploadState::Uploading)
+    );
     let local = a.local_path.expect("the local file");
     std::fs::remove_file(&path).expect("the app deletes its copy");
     assert_eq!(std::fs::read(&local).expect("still held"), bytes);
     // The timeline reads it back the same way.
-    let read = c.message(m.local_id.clone()).expect("read").expect("stored");
-    assert_eq!(read.attachment.as_ref().map(|a| a.sha256.clone()), Some(sha(&bytes)));
-    assert!(on_wire(&c).is_empty(), "the send and the text behind it wait for the upload");
+    let read = c
+        .message(m.local_id.clone())
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        read.attachment.as_ref().map(|a| a.sha256.clone()),
+        Some(sha(&bytes))
+    );
+    assert!(
+        on_wire(&c).is_empty(),
+        "the send and the text behind it wait for the upload"
+    );
 
     let u = upload_of(&c, &m.local_id).expect("upload row");
     assert_eq!(
-        crate::upload::tests_send(c.ctx(), &u).await.expect("upload"),
+        crate::upload::tests_send(c.ctx(), &u)
+            .await
+            .expect("upload"),
         true
     );
     assert!(upload_of(&c, &m.local_id).is_none(), "the upload row goes");
@@ -267,7 +295,13 @@ async fn an_upload_resumes_from_the_servers_offset() {
     let c = open(dir.path(), &url);
     let (path, bytes) = file(dir.path(), "clip.mp4", 5000, 2);
     let m = c
-        .send_attachment("r".into(), path, "video/mp4".into(), String::new(), Default::default())
+        .send_attachment(
+            "r".into(),
+            path,
+            "video/mp4".into(),
+            String::new(),
+            Default::default(),
+        )
         .expect("send");
     // An earlier process got 3,000 bytes to the server, and recorded less before it died.
     fake.lock().uploads.insert(
@@ -281,9 +315,15 @@ async fn an_upload_resumes_from_the_servers_offset() {
     let c = open(dir.path(), &url);
     assert!(on_wire(&c).is_empty(), "still waiting after a restart");
     let u = upload_of(&c, &m.local_id).expect("upload row");
-    assert!(crate::upload::tests_send(c.ctx(), &u).await.expect("upload"));
+    assert!(crate::upload::tests_send(c.ctx(), &u)
+        .await
+        .expect("upload"));
     let f = fake.lock();
-    assert_eq!(f.patches, [(3000, 1000), (4000, 1000)], "from the server's offset");
+    assert_eq!(
+        f.patches,
+        [(3000, 1000), (4000, 1000)],
+        "from the server's offset"
+    );
     assert_eq!(f.blobs.get(&sha(&bytes)), Some(&bytes));
     drop(f);
     assert_eq!(c.metrics().upload_bytes, 2000);
@@ -297,13 +337,22 @@ async fn a_failed_upload_fails_the_message_and_retry_uploads_again() {
     let c = open(dir.path(), &url);
     let (path, _) = file(dir.path(), "big.bin", 1500, 3);
     let m = c
-        .send_attachment("r".into(), path, "application/pdf".into(), "x".into(), Default::default())
+        .send_attachment(
+            "r".into(),
+            path,
+            "application/pdf".into(),
+            "x".into(),
+            Default::default(),
+        )
         .expect("send");
     let after = c.send_message("r".into(), "next".into()).expect("text");
     fake.lock().refuse = Some((413, "payload_too_large"));
     let u = upload_of(&c, &m.local_id).expect("upload row");
     assert!(crate::upload::tests_send(c.ctx(), &u).await.is_err());
-    let failed = c.message(m.local_id.clone()).expect("read").expect("stored");
+    let failed = c
+        .message(m.local_id.clone())
+        .expect("read")
+        .expect("stored");
     assert!(
         matches!(&failed.send_state, SendState::Failed { code, .. } if code == "payload_too_large"),
         "{failed:?}"
@@ -312,14 +361,26 @@ async fn a_failed_upload_fails_the_message_and_retry_uploads_again() {
         failed.attachment.and_then(|a| a.upload).map(|u| u.state),
         Some(UploadState::Failed { .. })
     ));
-    assert_eq!(on_wire(&c), [after.local_id], "the rest of the room goes on");
+    assert_eq!(
+        on_wire(&c),
+        [after.local_id],
+        "the rest of the room goes on"
+    );
 
     fake.lock().refuse = None;
     c.retry(m.local_id.clone()).expect("retry");
-    assert_eq!(c.message(m.local_id.clone()).expect("r").expect("s").send_state, SendState::Pending);
+    assert_eq!(
+        c.message(m.local_id.clone())
+            .expect("r")
+            .expect("s")
+            .send_state,
+        SendState::Pending
+    );
     assert!(on_wire(&c).is_empty(), "waits for the upload again");
     let u = upload_of(&c, &m.local_id).expect("upload row");
-    assert!(crate::upload::tests_send(c.ctx(), &u).await.expect("upload"));
+    assert!(crate::upload::tests_send(c.ctx(), &u)
+        .await
+        .expect("upload"));
     assert_eq!(on_wire(&c), [m.local_id]);
 }
 
@@ -330,14 +391,23 @@ async fn cancelling_removes_the_message_its_upload_and_its_file() {
     let c = open(dir.path(), &url);
     let (path, _) = file(dir.path(), "a.txt", 1200, 4);
     let m = c
-        .send_attachment("r".into(), path, "text/plain".into(), String::new(), Default::default())
+        .send_attachment(
+            "r".into(),
+            path,
+            "text/plain".into(),
+            String::new(),
+            Default::default(),
+        )
         .expect("send");
     let local = m.attachment.and_then(|a| a.local_path).expect("file");
     c.cancel_attachment(m.local_id.clone()).expect("cancel");
     assert!(c.message(m.local_id.clone()).expect("read").is_none());
     assert!(upload_of(&c, &m.local_id).is_none());
     assert!(c.outbox().expect("outbox").is_empty());
-    assert!(!std::path::Path::new(&local).exists(), "the file left the cache");
+    assert!(
+        !std::path::Path::new(&local).exists(),
+        "the file left the cache"
+    );
     assert_eq!(c.media_cache_bytes().expect("bytes"), 0);
     // An upload under way notices at its next chunk.
     let gone = c
@@ -386,7 +456,13 @@ fn receive(c: &Client, id: &str, seq: u64, bytes: &[u8], deleted: bool) {
         actor: "you".into(),
         body,
     };
-    sync::apply(c.ctx(), &[Item::Event(ev)], &HashSet::new(), &HashSet::new()).expect("apply");
+    sync::apply(
+        c.ctx(),
+        &[Item::Event(ev)],
+        &HashSet::new(),
+        &HashSet::new(),
+    )
+    .expect("apply");
 }
 
 #[tokio::test]
@@ -418,7 +494,12 @@ async fn the_cache_evicts_least_recently_used_files_and_survives_a_restart() {
     assert_eq!(c.media_cache_bytes().expect("bytes"), 8000, "within 10,000");
     assert!(!std::path::Path::new(&b).exists(), "m1 evicted");
     assert!(std::path::Path::new(&a).exists() && std::path::Path::new(&third).exists());
-    assert!(c.message("m1".into()).expect("r").and_then(|m| m.attachment).and_then(|a| a.local_path).is_none());
+    assert!(c
+        .message("m1".into())
+        .expect("r")
+        .and_then(|m| m.attachment)
+        .and_then(|a| a.local_path)
+        .is_none());
     let huge = c.attachment_file("huge".into()).await;
     assert!(
         matches!(huge, Err(Error::InvalidInput { .. })),
@@ -429,7 +510,10 @@ async fn the_cache_evicts_least_recently_used_files_and_survives_a_restart() {
     let c = open(dir.path(), "http://127.0.0.1:9");
     assert_eq!(c.attachment_file("m0".into()).await.expect("offline"), a);
     assert_eq!(c.media_cache_bytes().expect("bytes"), 8000);
-    assert!(c.attachment_file("m1".into()).await.is_err(), "evicted, and no server");
+    assert!(
+        c.attachment_file("m1".into()).await.is_err(),
+        "evicted, and no server"
+    );
 }
 
 #[tokio::test]

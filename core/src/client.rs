@@ -602,11 +602,7 @@ impl Client {
     /// server's partial upload is deleted. Refused with [`Error::InvalidState`] once the upload
     /// is done (delete the message instead).
     pub fn cancel_attachment(&self, message: String) -> Result<()> {
-        let uploading = self
-            .ctx
-            .db
-            .read(|c| reads::upload(c, &message))?
-            .is_some();
+        let uploading = self.ctx.db.read(|c| reads::upload(c, &message))?.is_some();
         if !uploading {
             return Err(Error::state(
                 "no upload of that message is under way; delete the message instead",

@@ -171,12 +171,15 @@ impl Http {
 
     /// `POST /v1/uploads`: starts an upload of a file, or learns that the server holds it.
     #[tracing::instrument(level = "debug", skip_all, fields(sha256 = sha256, size))]
-    pub(crate) async fn create_upload(&self, size: u64, sha256: &str, mime: &str) -> Result<Created> {
+    pub(crate) async fn create_upload(
+        &self,
+        size: u64,
+        sha256: &str,
+        mime: &str,
+    ) -> Result<Created> {
         let url = self.url("/v1/uploads", &[])?;
         let body = serde_json::json!({ "size": size, "sha256": sha256, "mime": mime });
-        let resp = self
-            .authorized(|c| c.post(url.clone()).json(&body))
-            .await?;
+        let resp = self.authorized(|c| c.post(url.clone()).json(&body)).await?;
         let status = resp.status();
         if !status.is_success() {
             return Err(error_from(status, resp.text().await.unwrap_or_default()));
@@ -211,14 +214,22 @@ impl Http {
     }
 
     /// `PATCH /v1/uploads/{id}`: sends `bytes`, which start at `offset` of the file.
-    pub(crate) async fn send_bytes(&self, upload: &str, offset: u64, bytes: Vec<u8>) -> Result<Sent> {
+    pub(crate) async fn send_bytes(
+        &self,
+        upload: &str,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<Sent> {
         let url = self.url(&format!("/v1/uploads/{upload}"), &[])?;
         let body = bytes::Bytes::from(bytes);
         let resp = self
             .authorized(|c| {
                 c.patch(url.clone())
                     .header("upload-offset", offset)
-                    .header(reqwest::header::CONTENT_TYPE, "application/offset+octet-stream")
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/offset+octet-stream",
+                    )
                     .body(body.clone())
             })
             .await?;

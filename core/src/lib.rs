@@ -53,6 +53,8 @@ pub mod model;
 pub mod room_list;
 pub mod timeline;
 
+#[cfg(test)]
+mod attachment_tests;
 mod auth;
 mod backoff;
 mod context;
@@ -60,8 +62,6 @@ mod db;
 mod diff;
 mod http;
 mod inflate;
-#[cfg(test)]
-mod attachment_tests;
 mod media;
 mod optimistic;
 mod outbox;
@@ -81,8 +81,7 @@ pub use auth::{StaticToken, TokenProvider};
 pub use client::Client;
 pub use config::{
     CacheConfig, ClientConfig, HeartbeatConfig, MediaConfig, OutboxConfig, PresenceConfig,
-    ReconnectConfig,
-    TypingConfig,
+    ReconnectConfig, TypingConfig,
 };
 pub use error::{Error, Result};
 pub use listeners::{
@@ -91,9 +90,9 @@ pub use listeners::{
 };
 pub use metrics::MetricsSnapshot;
 pub use model::{
-    Attachment, AttachmentDetails, ConnectionState, Document, DocumentUpdate, DocumentVersion, Message, NotificationInfo,
-    OutboxEntry, PresenceInfo, RoomInfo, RoomUpdate, SendState, SyncPhase, SyncStatus,
-    UploadProgress, UploadState,
+    Attachment, AttachmentDetails, ConnectionState, Document, DocumentUpdate, DocumentVersion,
+    Message, NotificationInfo, OutboxEntry, PresenceInfo, RoomInfo, RoomUpdate, SendState,
+    SyncPhase, SyncStatus, UploadProgress, UploadState,
 };
 pub use roam_proto::{ErrorCode, Member, MemberStatus, Presence, PresenceStatus, Role, RoomKind};
 pub use room_list::{apply_room_list_diffs, RoomList, RoomListDiff, RoomListListener, RoomSummary};

@@ -378,7 +378,9 @@ async fn download(ctx: &Context, sha256: &str, size: u64, part: &Path) -> Result
         if have + chunk.len() as u64 > size {
             drop(file);
             remove_file(part);
-            return Err(Error::Network("the server sent more bytes than the file has".into()));
+            return Err(Error::Network(
+                "the server sent more bytes than the file has".into(),
+            ));
         }
         file.write_all(&chunk)
             .await

@@ -132,7 +132,8 @@ fn transient(err: &Error) -> bool {
 
 /// Records the server's upload id and offset: false when the upload was cancelled meanwhile.
 fn record(ctx: &Context, u: &StoredUpload, upload: &str, sent: u64) -> Result<bool> {
-    let kept = ctx.write(|tx, _| writes::set_upload_progress(tx, &u.local_id, Some(upload), sent))?;
+    let kept =
+        ctx.write(|tx, _| writes::set_upload_progress(tx, &u.local_id, Some(upload), sent))?;
     if kept {
         ctx.emit(AppEvent::Upload(progress(u, sent, UploadState::Uploading)));
     }

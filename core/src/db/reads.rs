@@ -3,8 +3,8 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::Result;
-use crate::metrics::OutboxFigures;
 use crate::media::WireAttachment;
+use crate::metrics::OutboxFigures;
 use crate::model::{
     Attachment, Document, DocumentVersion, Message, NotificationInfo, OutboxEntry, RoomInfo,
     SendState, UploadProgress, UploadState,
@@ -202,7 +202,9 @@ fn attachment_cols(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Attachm
     };
     let upload = row
         .get::<_, Option<String>>(idx + 1)?
-        .and_then(|j| serde_json::from_str::<(u64, String, Option<String>, Option<String>)>(&j).ok())
+        .and_then(|j| {
+            serde_json::from_str::<(u64, String, Option<String>, Option<String>)>(&j).ok()
+        })
         .map(|(sent, state, code, message)| UploadProgress {
             local_id: row.get(0).unwrap_or_default(),
             room: row.get(2).unwrap_or_default(),

@@ -761,7 +761,14 @@ pub(crate) fn insert_upload(tx: &Transaction<'_>, u: &reads::StoredUpload, now: 
         "INSERT INTO uploads (local_id, room, sha256, size, mime, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![u.local_id, u.room, u.sha256, i64_of(u.size), u.mime, now])?;
+    .execute(params![
+        u.local_id,
+        u.room,
+        u.sha256,
+        i64_of(u.size),
+        u.mime,
+        now
+    ])?;
     Ok(())
 }
 

@@ -31,20 +31,24 @@ fn config(dir: &std::path::Path, backend: &Backend, user: &str) -> roam_core::Cl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leaves_with_deletion(
-) {
+async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leaves_with_deletion() {
     let backend = Backend::up().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let api = backend.api("alice");
     api.create_room("pics", "public").await;
     backend.api("bob").join("pics").await;
 
-    let bytes: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8 ^ (i / 7919) as u8).collect();
+    let bytes: Vec<u8> = (0..SIZE)
+        .map(|i| (i % 251) as u8 ^ (i / 7919) as u8)
+        .collect();
     let file = dir.path().join("holiday.mp4");
     std::fs::write(&file, &bytes).expect("write the file");
 
     // Alice sends it; her client stops after the first chunks reached the server.
-    let a = open_client(config(dir.path(), &backend, "alice"), backend.token("alice"));
+    let a = open_client(
+        config(dir.path(), &backend, "alice"),
+        backend.token("alice"),
+    );
     let (tx, mut progress) = mpsc::unbounded_channel();
     let sub = a.subscribe_uploads(Arc::new(Progress(tx)));
     a.start().await.expect("start alice");
@@ -63,7 +67,11 @@ async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leav
         )
         .expect("send");
     std::fs::remove_file(&file).expect("the app deletes its copy");
-    let a_local = sent.attachment.clone().and_then(|a| a.local_path).expect("local file");
+    let a_local = sent
+        .attachment
+        .clone()
+        .and_then(|a| a.local_path)
+        .expect("local file");
     let stopped_at = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let p = progress.recv().await.expect("progress");
@@ -80,7 +88,10 @@ async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leav
     assert!(stopped_at < SIZE as u64, "stopped mid-upload");
 
     // Reopened: the upload goes on from what the server holds.
-    let a = open_client(config(dir.path(), &backend, "alice"), backend.token("alice"));
+    let a = open_client(
+        config(dir.path(), &backend, "alice"),
+        backend.token("alice"),
+    );
     assert_eq!(
         a.message(sent.local_id.clone())
             .expect("read")
@@ -124,15 +135,30 @@ async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leav
         .expect("message");
     let att = theirs.attachment.clone().expect("attachment");
     assert_eq!(
-        (att.name.as_str(), att.mime.as_str(), att.size, att.width, att.duration_ms),
-        ("holiday.mp4", "video/mp4", SIZE as u64, Some(1920), Some(4000))
+        (
+            att.name.as_str(),
+            att.mime.as_str(),
+            att.size,
+            att.width,
+            att.duration_ms
+        ),
+        (
+            "holiday.mp4",
+            "video/mp4",
+            SIZE as u64,
+            Some(1920),
+            Some(4000)
+        )
     );
     assert!(att.local_path.is_none(), "not downloaded yet");
     let path = b
         .attachment_file(theirs.local_id.clone())
         .await
         .expect("download");
-    assert!(std::fs::read(&path).expect("bob's copy") == bytes, "the same bytes");
+    assert!(
+        std::fs::read(&path).expect("bob's copy") == bytes,
+        "the same bytes"
+    );
     assert_eq!(b.media_cache_bytes().expect("bytes"), SIZE as u64);
 
     // Alice deletes it: bob's copy leaves his cache.
