@@ -19,7 +19,8 @@ pub enum ErrorCode {
     TokenExpired,
     /// Authenticated, but not allowed to do this. (403)
     Forbidden,
-    /// The room, message, document, invitation or route does not exist (or is not visible). (404)
+    /// The room, message, document, invitation, blob or route does not exist (or is not
+    /// visible; a blob the caller may not read is not visible). (404)
     NotFound,
     /// The resource already exists, or the state does not allow the change (an owner leaving,
     /// joining twice). (409)
@@ -33,7 +34,8 @@ pub enum ErrorCode {
     /// The frame or body is larger than allowed. (413)
     PayloadTooLarge,
     /// An upload's bytes do not hash to its declared SHA-256 (the upload is deleted), or a blob
-    /// with that SHA-256 is held with another size. (422)
+    /// with that SHA-256 is held with another size, or a message's attachment states another
+    /// size than its blob's. (422)
     HashMismatch,
     /// A download's `Range` starts past the blob's end. (416)
     RangeNotSatisfiable,

@@ -16,12 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fixtures::{Api, Resp, TestServer, WAIT};
 
-fn sha(data: &[u8]) -> String {
+pub(crate) fn sha(data: &[u8]) -> String {
     roam_server::blob::hex(&Sha256::digest(data))
 }
 
 /// `len` bytes that start like a PNG file.
-fn png(len: usize) -> Vec<u8> {
+pub(crate) fn png(len: usize) -> Vec<u8> {
     let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
     v.extend((0..len.saturating_sub(v.len())).map(|i| (i * 31 % 251) as u8));
     v.truncate(len);
@@ -87,7 +87,7 @@ async fn finish(api: &Api, id: &str) -> Resp {
 }
 
 /// Uploads `data` whole in requests of `chunk` bytes; returns the blob id.
-async fn upload(api: &Api, data: &[u8], chunk: usize) -> String {
+pub(crate) async fn upload(api: &Api, data: &[u8], chunk: usize) -> String {
     let id = start(api, data).await;
     let mut at = 0;
     for piece in data.chunks(chunk.max(1)) {
@@ -103,7 +103,7 @@ async fn upload(api: &Api, data: &[u8], chunk: usize) -> String {
 }
 
 /// A download: status, headers and bytes.
-async fn download(
+pub(crate) async fn download(
     api: &Api,
     blob: &str,
     headers: &[(&str, &str)],

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0, driven over real HTTP and WebSocket
 //! connections. One module per feature; shared fixtures in `fixtures`.
 
+mod attachments;
 mod auth;
 mod authz;
 mod blobs;

@@ -496,6 +496,12 @@ async fn hot_queries_use_indexes() {
         ),
         ("member", read::MEMBER, vec![&room, &user], "members_pkey"),
         (
+            "blob shared with",
+            read::BLOB_SHARED_WITH,
+            vec![&user, &key],
+            "message_blobs_blob",
+        ),
+        (
             "idempotency",
             read::IDEMPOTENT_RESULT,
             vec![&user, &key],

@@ -261,6 +261,11 @@ fn hot_queries_use_indexes() {
         ),
         ("message", read::MESSAGE, "events_message_created"),
         (
+            "blob shared with",
+            read::BLOB_SHARED_WITH,
+            "message_blobs_blob (blob=?)",
+        ),
+        (
             "events after",
             read::EVENTS_AFTER,
             "sqlite_autoindex_events_1",
