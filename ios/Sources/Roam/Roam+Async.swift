@@ -64,6 +64,13 @@ extension RoamClient {
         try makeStream { try subscribeSyncStatus(listener: SyncStatusRelay($0)) }
     }
 
+    /// Progress of this device's attachment uploads: bytes sent after each request, then how
+    /// each ended. With `message` (a message's local id) only that upload's, and the stream
+    /// finishes once it is `.done`, `.failed` or `.cancelled`.
+    public func uploadProgress(message: String? = nil) throws -> AsyncStream<UploadProgress> {
+        try makeStream { try subscribeUploads(listener: UploadRelay($0, message: message)) }
+    }
+
     /// A live timeline of `room`: the timeline (for `paginateBackwards` and `cancel`) and its
     /// batches of diffs, the first one a `.reset` with the newest `initial` (1–200) messages.
     /// Ending the stream cancels the timeline. A view model applies each batch with
@@ -207,6 +214,25 @@ private final class SyncStatusRelay: SyncStatusListener {
     let continuation: AsyncStream<SyncStatus>.Continuation
     init(_ continuation: AsyncStream<SyncStatus>.Continuation) { self.continuation = continuation }
     func onSyncStatus(status: SyncStatus) { continuation.yield(status) }
+}
+
+private final class UploadRelay: UploadListener {
+    let continuation: AsyncStream<UploadProgress>.Continuation
+    let message: String?
+    init(_ continuation: AsyncStream<UploadProgress>.Continuation, message: String?) {
+        self.continuation = continuation
+        self.message = message
+    }
+    func onUploadProgress(progress: UploadProgress) {
+        guard let message else {
+            continuation.yield(progress)
+            return
+        }
+        guard progress.localId == message else { return }
+        continuation.yield(progress)
+        if case .uploading = progress.state { return }
+        continuation.finish()
+    }
 }
 
 private final class TimelineRelay: TimelineListener {

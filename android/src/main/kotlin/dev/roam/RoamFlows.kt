@@ -72,6 +72,22 @@ fun RoamClient.documentUpdates(room: String? = null): Flow<DocumentUpdate> = cal
     awaitClose { handle.close() }
 }.buffer(Channel.UNLIMITED)
 
+/**
+ * Progress of this device's attachment uploads: bytes sent after each request, then how each
+ * ended. With [message] (a message's local id) only that upload's, and the flow completes once
+ * it is done, failed or cancelled.
+ */
+fun RoamClient.uploadProgress(message: String? = null): Flow<UploadProgress> = callbackFlow {
+    val handle = subscribeUploads(object : UploadListener {
+        override fun onUploadProgress(progress: UploadProgress) {
+            if (message != null && progress.localId != message) return
+            trySend(progress)
+            if (message != null && progress.state !is UploadState.Uploading) channel.close()
+        }
+    })
+    awaitClose { handle.close() }
+}.buffer(Channel.UNLIMITED)
+
 /** New notifications and the unread count (the current count first). */
 fun RoamClient.notificationEvents(): Flow<NotificationEvent> = callbackFlow {
     val handle = subscribeNotifications(object : NotificationListener {
