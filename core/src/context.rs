@@ -73,6 +73,9 @@ pub(crate) enum Want {
 }
 
 /// Commands for the live connection.
+// Commands pass through a channel one at a time; a frame with a message's attachment inline
+// is not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum SessionCmd {
     /// Send this frame as it is.

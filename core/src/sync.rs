@@ -225,6 +225,18 @@ fn forget_deleted(tx: &Transaction<'_>, fx: &mut Effects, m: &roam_proto::Messag
     }
 }
 
+/// Stores a message the server sent (a deleted one's file leaves the media cache first).
+fn stored(
+    tx: &Transaction<'_>,
+    fx: &mut Effects,
+    m: &roam_proto::Message,
+) -> Result<writes::MessageChange> {
+    if m.deleted {
+        forget_deleted(tx, fx, m)?;
+    }
+    writes::upsert_server_message(tx, m)
+}
+
 fn apply_event(
     ctx: &Context,
     tx: &Transaction<'_>,
@@ -235,12 +247,7 @@ fn apply_event(
     match &ev.body {
         // The server redacts a deleted message in every event that carried it (`deleted: true`,
         // empty body): whatever the event's kind, such a message is shown as deleted.
-        EventBody::MessageCreated(m) => match {
-            if m.deleted {
-                forget_deleted(tx, fx, m)?;
-            }
-            writes::upsert_server_message(tx, m)?
-        } {
+        EventBody::MessageCreated(m) => match stored(tx, fx, m)? {
             writes::MessageChange::Added(msg) => fx.room(RoomUpdate::MessageAdded(msg)),
             writes::MessageChange::Updated(msg) if m.deleted => {
                 fx.room(RoomUpdate::MessageDeleted(msg))
