@@ -48,7 +48,7 @@ use crate::model::{
 use crate::remote::{self, Remote};
 use crate::room_list::{RoomList, RoomListListener, RoomSummary};
 use crate::timeline::{Timeline, TimelineListener};
-use crate::{media, optimistic, outbox, presence, scheduler, socket, typing, upload};
+use crate::{files, media, model, optimistic, outbox, presence, scheduler, socket, typing, upload};
 
 /// Background tasks of a started client.
 #[derive(Debug)]
@@ -538,7 +538,7 @@ impl Client {
         roam_proto::validate::caption(&caption)?;
         roam_proto::validate::attachment(&wire)?;
         let held_before = |sha: &str| self.ctx.db.read(|c| reads::media_file(c, sha));
-        let taken = media::take_in(&self.ctx.media, &src)?;
+        let taken = files::take_in(&self.ctx.media, &src)?;
         wire.blob = taken.sha256.clone();
         wire.size = taken.size;
         let existed = held_before(&taken.sha256)?.is_some();
@@ -564,7 +564,7 @@ impl Client {
             sent: 0,
             state: SendState::Pending,
         };
-        let model = media::to_model(
+        let model = model::attachment_from_wire(
             wire,
             Some(path.clone()),
             Some(UploadProgress {
@@ -590,7 +590,7 @@ impl Client {
             }
             Err(err) => {
                 if !existed {
-                    media::remove_file(&taken.path);
+                    files::remove_file(&taken.path);
                 }
                 Err(err)
             }

@@ -99,7 +99,7 @@ pub(crate) struct Context {
     /// Wakes the uploader when an upload is queued or retried.
     pub uploads_wakeup: Notify,
     /// The media directory and its cache.
-    pub media: crate::media::Media,
+    pub media: crate::files::Media,
     pub metrics: Metrics,
     pub typing: Arc<Typing>,
     pub presence: Arc<PresenceTracker>,
@@ -138,7 +138,7 @@ impl Context {
         http: Http,
     ) -> Self {
         let (want, _) = watch::channel(Want::Offline);
-        let media = crate::media::Media::new(config.media_dir(), config.media.clone());
+        let media = crate::files::Media::new(config.media_dir(), config.media.clone());
         Context {
             me: config.user_id.clone(),
             outbox: Mutex::new(Scheduler::new(config.outbox)),
@@ -234,7 +234,7 @@ impl Context {
             self.uploads_wakeup.notify_one();
         }
         for file in fx.remove_files {
-            crate::media::remove_file(std::path::Path::new(&file));
+            crate::files::remove_file(std::path::Path::new(&file));
         }
         Ok(out)
     }

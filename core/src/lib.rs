@@ -60,6 +60,7 @@ mod backoff;
 mod context;
 mod db;
 mod diff;
+mod files;
 mod http;
 mod inflate;
 mod media;

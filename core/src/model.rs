@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use roam_proto::{Member, Presence, RoomKind};
 
 /// A document as the server holds it: one version of its content (the protocol record).
@@ -363,4 +365,30 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// The app's view of a stored attachment.
+pub(crate) fn attachment_from_wire(
+    wire: roam_proto::Attachment,
+    local_path: Option<String>,
+    upload: Option<UploadProgress>,
+) -> Attachment {
+    let thumbnail = wire.thumbnail.as_deref().and_then(|t| {
+        base64::engine::general_purpose::STANDARD
+            .decode(t)
+            .map_err(|err| tracing::debug!(error = %err, "an attachment thumbnail is not base64"))
+            .ok()
+    });
+    Attachment {
+        sha256: wire.blob,
+        name: wire.name,
+        mime: wire.mime,
+        size: wire.size,
+        width: wire.width,
+        height: wire.height,
+        duration_ms: wire.duration_ms,
+        thumbnail,
+        local_path,
+        upload,
+    }
 }

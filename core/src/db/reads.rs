@@ -3,7 +3,6 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::Result;
-use crate::media::WireAttachment;
 use crate::metrics::OutboxFigures;
 use crate::model::{
     Attachment, Document, DocumentVersion, Message, NotificationInfo, OutboxEntry, RoomInfo,
@@ -193,7 +192,7 @@ fn attachment_cols(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Attachm
     if row.get::<_, bool>(9)? {
         return Ok(None);
     }
-    let wire: WireAttachment = match serde_json::from_str(&json) {
+    let wire: roam_proto::Attachment = match serde_json::from_str(&json) {
         Ok(w) => w,
         Err(err) => {
             tracing::warn!(error = %err, "a stored attachment cannot be read");
@@ -216,7 +215,9 @@ fn attachment_cols(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Attachm
             },
         });
     let local_path = row.get::<_, Option<String>>(idx + 2)?;
-    Ok(Some(crate::media::to_model(wire, local_path, upload)))
+    Ok(Some(crate::model::attachment_from_wire(
+        wire, local_path, upload,
+    )))
 }
 
 /// The id of the newest edit or delete of a message still in the outbox (pending or failed)
