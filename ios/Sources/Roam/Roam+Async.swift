@@ -65,10 +65,36 @@ extension RoamClient {
     }
 
     /// Progress of this device's attachment uploads: bytes sent after each request, then how
-    /// each ended. With `message` (a message's local id) only that upload's, and the stream
-    /// finishes once it is `.done`, `.failed` or `.cancelled`.
+    /// each ended. With `message` (a message's local id) only that upload's: its current state
+    /// first (`.done` at once when the file is uploaded already), and the stream finishes once
+    /// it is `.done`, `.failed` or `.cancelled` (or when the message has no upload to follow).
     public func uploadProgress(message: String? = nil) throws -> AsyncStream<UploadProgress> {
-        try makeStream { try subscribeUploads(listener: UploadRelay($0, message: message)) }
+        let (stream, continuation) = AsyncStream<UploadProgress>.makeStream(bufferingPolicy: .unbounded)
+        do {
+            let handle = try subscribeUploads(listener: UploadRelay(continuation, message: message))
+            continuation.onTermination = { _ in handle.cancel() }
+            if let message {
+                // Read after subscribing: an end that comes meanwhile is not missed.
+                let current = try self.message(id: message)
+                if let current, let file = current.attachment, !current.deleted {
+                    if let upload = file.upload {
+                        continuation.yield(upload)
+                    } else {
+                        continuation.yield(
+                            UploadProgress(
+                                localId: message, room: current.room, sentBytes: file.size,
+                                totalBytes: file.size, state: .done))
+                        continuation.finish()
+                    }
+                } else {
+                    continuation.finish()
+                }
+            }
+        } catch {
+            continuation.finish()
+            throw error
+        }
+        return stream
     }
 
     /// A live timeline of `room`: the timeline (for `paginateBackwards` and `cancel`) and its

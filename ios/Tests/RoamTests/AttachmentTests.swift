@@ -41,6 +41,28 @@ final class AttachmentTests: ServerTestCase, @unchecked Sendable {
         XCTAssertEqual(try bob.mediaCacheBytes(), 300_000)
     }
 
+    func testTheSampleSendsAndOpensAFile() async throws {
+        let (alice, bob) = try await pair()
+        let photo = URL(fileURLWithPath: server.dir + "/beach-\(UUID().uuidString).jpg")
+        let bytes = Data(repeating: 7, count: 50_000)
+        try bytes.write(to: photo)
+        let seen = Progress()
+        let sent = try await within("the photo is uploaded") {
+            try await sendPhoto(client: alice, room: "team", photo: photo) { seen.add($0) }
+        }
+        XCTAssertEqual(seen.last, 1.0)
+        try await waitUntil("bob has the photo") {
+            try bob.messages(room: "team", beforeSeq: nil, limit: 50).contains { $0.attachment != nil }
+        }
+        let theirs = try XCTUnwrap(
+            try bob.messages(room: "team", beforeSeq: nil, limit: 50).first { $0.attachment != nil })
+        XCTAssertEqual(try Data(contentsOf: try await openAttachment(client: bob, message: theirs)), bytes)
+        // Asked again once the upload is over: done at once.
+        var again: [UploadProgress] = []
+        for await p in try alice.uploadProgress(message: sent.localId) { again.append(p) }
+        XCTAssertEqual(again.map(\.state), [.done])
+    }
+
     func testCancellingAnUploadRemovesTheMessage() async throws {
         let (alice, _) = try await pair()
         try alice.setOnline(online: false)
@@ -63,4 +85,12 @@ final class AttachmentTests: ServerTestCase, @unchecked Sendable {
             guard case RoamError.File = error else { return XCTFail("\(error)") }
         }
     }
+}
+
+/// Progress fractions seen by the sample's callback.
+private final class Progress: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [Double] = []
+    func add(_ v: Double) { lock.lock(); values.append(v); lock.unlock() }
+    var last: Double? { lock.lock(); defer { lock.unlock() }; return values.last }
 }

@@ -51,6 +51,20 @@ class AttachmentsTest : ServerTest() {
     }
 
     @Test
+    fun theSampleSendsAndOpensAFile() = runBlocking {
+        val (alice, bob) = pair()
+        val photo = File.createTempFile("beach", ".jpg").apply { writeBytes(ByteArray(50_000) { 7 }) }
+        val seen = mutableListOf<Double>()
+        val sent = withTimeout(20_000) { sendPhoto(alice, "team", photo, seen::add) }
+        assertEquals(1.0, seen.last())
+        waitUntil("bob has the photo") { bob.messages("team", null, 50u).any { it.attachment != null } }
+        val theirs = bob.messages("team", null, 50u).first { it.attachment != null }
+        assertContentEquals(photo.readBytes(), openAttachment(bob, theirs).readBytes())
+        // Asked again once the upload is over: done at once.
+        assertIs<UploadState.Done>(alice.uploadProgress(sent.localId).first().state)
+    }
+
+    @Test
     fun cancellingAnUploadRemovesTheMessage() = runBlocking {
         val (alice, _) = pair()
         alice.setOnline(false)
