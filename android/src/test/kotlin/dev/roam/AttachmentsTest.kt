@@ -19,7 +19,7 @@ import org.junit.Test
 /** Attachments through the Kotlin API against a real server: send, progress, download, cancel. */
 class AttachmentsTest : ServerTest() {
     @Test
-    fun aFileReachesBobAndDownloadsByteForByte() = runBlocking {
+    fun aFileReachesBobAndDownloadsByteForByte() = runBlocking<Unit> {
         val (alice, bob) = pair()
         val bytes = ByteArray(300_000) { (it % 251).toByte() }
         val file = File.createTempFile("photo", ".jpg").apply { writeBytes(bytes) }
@@ -51,7 +51,7 @@ class AttachmentsTest : ServerTest() {
     }
 
     @Test
-    fun theSampleSendsAndOpensAFile() = runBlocking {
+    fun theSampleSendsAndOpensAFile() = runBlocking<Unit> {
         val (alice, bob) = pair()
         val photo = File.createTempFile("beach", ".jpg").apply { writeBytes(ByteArray(50_000) { 7 }) }
         val seen = mutableListOf<Double>()
@@ -65,7 +65,7 @@ class AttachmentsTest : ServerTest() {
     }
 
     @Test
-    fun cancellingAnUploadRemovesTheMessage() = runBlocking {
+    fun cancellingAnUploadRemovesTheMessage() = runBlocking<Unit> {
         val (alice, _) = pair()
         alice.setOnline(false)
         val file = File.createTempFile("doc", ".pdf").apply { writeBytes(ByteArray(1000) { 1 }) }
