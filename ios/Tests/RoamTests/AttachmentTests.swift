@@ -56,7 +56,8 @@ final class AttachmentTests: ServerTestCase, @unchecked Sendable {
         }
         let theirs = try XCTUnwrap(
             try bob.messages(room: "team", beforeSeq: nil, limit: 50).first { $0.attachment != nil })
-        XCTAssertEqual(try Data(contentsOf: try await openAttachment(client: bob, message: theirs)), bytes)
+        let opened = try await openAttachment(client: bob, message: theirs)
+        XCTAssertEqual(try Data(contentsOf: opened), bytes)
         // Asked again once the upload is over: done at once.
         var again: [UploadProgress] = []
         for await p in try alice.uploadProgress(message: sent.localId) { again.append(p) }
