@@ -52,6 +52,7 @@ async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leav
     let (tx, mut progress) = mpsc::unbounded_channel();
     let sub = a.subscribe_uploads(Arc::new(Progress(tx)));
     a.start().await.expect("start alice");
+    let taken = std::time::Instant::now();
     let sent = a
         .send_attachment(
             "pics".into(),
@@ -66,6 +67,10 @@ async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leav
             },
         )
         .expect("send");
+    eprintln!(
+        "send_attachment of {SIZE} bytes (link, hash, queue): {:?}",
+        taken.elapsed()
+    );
     std::fs::remove_file(&file).expect("the app deletes its copy");
     let a_local = sent
         .attachment
@@ -102,6 +107,7 @@ async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leav
         "still uploading after the restart"
     );
     a.start().await.expect("restart alice");
+    let resumed_at = std::time::Instant::now();
     wait_until("alice's message is sent", || {
         a.message(sent.local_id.clone())
             .ok()
@@ -110,6 +116,10 @@ async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leav
     })
     .await;
     let resumed = a.metrics().upload_bytes;
+    eprintln!(
+        "rest of the upload ({resumed} bytes in {CHUNK}-byte requests) and the send: {:?}",
+        resumed_at.elapsed()
+    );
     // The server held at least what alice's first process saw acknowledged.
     assert!(
         resumed <= SIZE as u64 - stopped_at,
@@ -151,10 +161,23 @@ async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leav
         )
     );
     assert!(att.local_path.is_none(), "not downloaded yet");
+    let fetching = std::time::Instant::now();
     let path = b
         .attachment_file(theirs.local_id.clone())
         .await
         .expect("download");
+    eprintln!(
+        "download of {SIZE} bytes with its hash check: {:?}",
+        fetching.elapsed()
+    );
+    let cached = std::time::Instant::now();
+    assert_eq!(
+        b.attachment_file(theirs.local_id.clone())
+            .await
+            .expect("cached"),
+        path
+    );
+    eprintln!("the same file from the cache: {:?}", cached.elapsed());
     assert!(
         std::fs::read(&path).expect("bob's copy") == bytes,
         "the same bytes"
