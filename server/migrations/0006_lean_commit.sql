@@ -4,19 +4,17 @@
 -- table and its (room, seq) index, the messages table and three indexes, the idempotency table
 -- and three indexes. Now it adds one events row and three index entries:
 --
--- * A message lives in its creation event: the `message_created` row holds the message as it
---   is now (an edit rewrites its body and `edited_at`, a deletion blanks it) and is found by id
---   through `events_message_created`, which also keeps ids unique. Edit events stay in the log
---   as before, found through `events_message_edits` when their message is deleted. The
---   `messages` table goes.
+-- * A message lives in its events: the `message_created` row is the message as sent (blanked
+--   if it is deleted) and its newest `message_edited` row, if any, is the message as it is now.
+--   The creation is found by id through `events_message_created`, which also keeps ids unique;
+--   edits through `events_message_edits`. The `messages` table goes.
 -- * The `message.send` that created a message keeps its idempotency key and fingerprint on the
---   message's row (`sent_key`, `sent_fingerprint`, found through `events_sent`), as long as the
---   message exists; other mutations' keys stay in `idempotency`. A stored result that echoes a
---   message holds no body: a replay reads the message as it is now, so deleting a message
---   redacts nothing there (the `idempotency_message` index goes).
--- * Event-log compaction never removes a `message_created` row (it is the message); a room's
---   `log_from` is the seq up to which its log was compacted, so a client behind it is still
---   told to reset. Rows below `log_from` are messages only.
+--   creation's row (`sent_key`, `sent_fingerprint`, found through `events_sent`) for as long as
+--   the message exists; its stored result is that row. Other mutations' keys stay in
+--   `idempotency`.
+-- * Event-log compaction never removes a message's creation or edits (they are the message); a
+--   room's `log_from` is the seq up to which its log was compacted, so a client behind it is
+--   still told to reset. Rows below `log_from` are messages only.
 -- * A room's head seq is the largest seq of its events (the newest event always stays), read
 --   through the primary key: nothing to write.
 --
@@ -42,13 +40,17 @@ CREATE TABLE events_v6 (
 );
 INSERT INTO events_v6 (room, seq, at, actor, kind, data, message)
     SELECT room, seq, at, actor, kind, data, message FROM events ORDER BY room, seq;
-UPDATE events_v6 SET message = m.id,
+UPDATE events_v6 SET message = json_extract(data, '$.id') WHERE kind = 'message_created';
+-- A message whose edits compaction had removed keeps its text as it is now on its creation.
+UPDATE events_v6 SET
     data = json_set(events_v6.data, '$.body', m.body, '$.edited_at', m.edited_at,
                     '$.deleted', json(CASE WHEN m.deleted THEN 'true' ELSE 'false' END))
     FROM messages m
     WHERE events_v6.room = m.room AND events_v6.seq = m.seq
-      AND events_v6.kind = 'message_created';
--- Messages whose creation event compaction had removed get it back, below the room's horizon.
+      AND events_v6.kind = 'message_created' AND m.edited_at IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM events x WHERE x.message = m.id AND x.kind = 'message_edited');
+-- Messages whose creation compaction had removed get it back, as they are now, below the
+-- room's horizon.
 INSERT INTO events_v6 (room, seq, at, actor, kind, data, message)
     SELECT m.room, m.seq, m.created_at, m.sender, 'message_created',
            json_object('id', m.id, 'room', m.room, 'seq', m.seq, 'sender', m.sender,
@@ -64,7 +66,3 @@ CREATE UNIQUE INDEX events_message_created ON events (message) WHERE kind = 'mes
 CREATE INDEX events_message_edits ON events (message) WHERE kind = 'message_edited';
 CREATE UNIQUE INDEX events_sent ON events (actor, sent_key) WHERE sent_key IS NOT NULL;
 DROP TABLE messages;
-
--- Stored results that echo a message keep no body (a replay reads the message).
-UPDATE idempotency SET result = json_set(result, '$.body', '') WHERE message IS NOT NULL;
-DROP INDEX idempotency_message;

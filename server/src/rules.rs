@@ -8,7 +8,7 @@
 //! invitation committed in between, on any node, is never missed. Only the decision lives
 //! here; where the facts come from is the caller's business.
 
-use roam_proto::{Invitation, InvitationStatus, MemberStatus, Role, RoomKind};
+use roam_proto::{Invitation, InvitationStatus, Member, MemberStatus, Role, RoomKind};
 
 /// Why a write is refused. Each maps to one client-facing error (see `error.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +175,21 @@ pub struct Guard {
 pub struct Standing {
     pub role: Role,
     pub status: MemberStatus,
+}
+
+/// The role of an active member (`None`: no membership row, or banned).
+pub fn active_role(m: &Option<Member>) -> Option<Role> {
+    m.as_ref()
+        .filter(|m| m.status == MemberStatus::Active)
+        .map(|m| m.role)
+}
+
+/// A membership row's standing, if there is a row.
+pub fn standing(m: &Option<Member>) -> Option<Standing> {
+    m.as_ref().map(|m| Standing {
+        role: m.role,
+        status: m.status,
+    })
 }
 
 /// The actor's role if they are an active member of a room of `kind` (`None`: no live room)
@@ -407,6 +422,117 @@ mod tests {
             require_role(public, active(Role::Member), Role::Admin),
             Err(Refusal::NeedsRole(Role::Admin))
         );
+    }
+
+    #[test]
+    fn role_changes_need_a_weaker_target_and_a_lower_role() {
+        use Role::*;
+        assert_eq!(may_set_role("a", Admin, "b", Some(Member), Guest), Ok(()));
+        assert_eq!(
+            may_set_role("a", Admin, "b", Some(Admin), Guest),
+            Err(Refusal::RoleChangeNotAllowed)
+        );
+        assert_eq!(
+            may_set_role("a", Admin, "a", Some(Admin), Member),
+            Err(Refusal::RoleChangeNotAllowed)
+        );
+        assert_eq!(
+            may_set_role("a", Admin, "b", Some(Member), Admin),
+            Err(Refusal::RoleChangeNotAllowed)
+        );
+        assert_eq!(
+            may_set_role("o", Owner, "b", Some(Admin), Owner),
+            Err(Refusal::OwnershipByTransfer)
+        );
+        assert_eq!(
+            may_set_role("o", Owner, "b", None, Member),
+            Err(Refusal::NoSuchMember)
+        );
+    }
+
+    #[test]
+    fn bans_and_transfers() {
+        use Role::*;
+        let active = |role| {
+            Some(Standing {
+                role,
+                status: MemberStatus::Active,
+            })
+        };
+        assert_eq!(may_ban("a", Admin, "b", active(Member)), Ok(()));
+        assert_eq!(may_ban("a", Admin, "b", None), Ok(()));
+        assert_eq!(may_ban("a", Admin, "a", None), Err(Refusal::SelfBan));
+        assert_eq!(
+            may_ban("a", Admin, "o", active(Owner)),
+            Err(Refusal::BanWeakerOnly)
+        );
+        let banned = Some(Standing {
+            role: Guest,
+            status: MemberStatus::Banned,
+        });
+        assert_eq!(
+            may_ban("a", Admin, "b", banned),
+            Err(Refusal::AlreadyBanned)
+        );
+        assert_eq!(may_transfer("o", Owner, "o", "b", Some(Member)), Ok(()));
+        assert_eq!(
+            may_transfer("a", Admin, "o", "b", Some(Member)),
+            Err(Refusal::NotOwner)
+        );
+        assert_eq!(
+            may_transfer("o", Owner, "o", "o", Some(Owner)),
+            Err(Refusal::AlreadyOwner)
+        );
+        assert_eq!(
+            may_transfer("o", Owner, "o", "b", None),
+            Err(Refusal::TransferToNonMember)
+        );
+    }
+
+    #[test]
+    fn an_invitation_is_open_while_pending_and_unexpired() {
+        let inv = |status| Invitation {
+            id: "i".into(),
+            room: "r".into(),
+            invited_by: "a".into(),
+            invitee: "b".into(),
+            role: Role::Member,
+            status,
+            expires_at: 100,
+            created_at: 0,
+        };
+        assert_eq!(
+            invitation_open(&inv(InvitationStatus::Pending), 100),
+            Ok(())
+        );
+        assert_eq!(
+            invitation_open(&inv(InvitationStatus::Pending), 101),
+            Err(Refusal::InvitationExpired)
+        );
+        assert_eq!(
+            invitation_open(&inv(InvitationStatus::Accepted), 0),
+            Err(Refusal::InvitationClosed(InvitationStatus::Accepted))
+        );
+        assert_eq!(
+            invitation_for(&inv(InvitationStatus::Pending), "b", Some("r")),
+            Ok(())
+        );
+        assert_eq!(
+            invitation_for(&inv(InvitationStatus::Pending), "c", None),
+            Err(Refusal::NoInvitation)
+        );
+        assert_eq!(
+            inviter_may_grant(RoomKind::Private, Some(Role::Member), Role::Guest),
+            Err(Refusal::InviterCannotGrant)
+        );
+        assert_eq!(
+            inviter_may_grant(RoomKind::Public, Some(Role::Member), Role::Guest),
+            Ok(())
+        );
+        assert_eq!(rejoin_role(Role::Member, Some(Role::Guest)), Role::Guest);
+        assert_eq!(rejoin_role(Role::Guest, Some(Role::Member)), Role::Guest);
+        assert_eq!(leave_cap(Role::Guest), Some(Role::Guest));
+        assert_eq!(leave_cap(Role::Member), None);
     }
 
     #[test]

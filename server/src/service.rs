@@ -27,7 +27,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::presence::PresenceTracker;
-use crate::rules::{self, Guard, Refusal, Standing, Subject};
+use crate::rules::{self, active_role, Guard, Refusal, Subject};
 use crate::store::{Change, Committed, IdemRecord, NewNotification, Output, Store, Write};
 
 pub use crate::clock::now_ms;
@@ -139,13 +139,6 @@ impl Service {
 pub fn fingerprint(m: &Mutation) -> String {
     let json = serde_json::to_vec(m).unwrap_or_default();
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&json))
-}
-
-/// Active-member role, if any.
-fn active_role(m: &Option<Member>) -> Option<Role> {
-    m.as_ref()
-        .filter(|m| m.status == MemberStatus::Active)
-        .map(|m| m.role)
 }
 
 /// Largest document content once escaped as a JSON string: a frame (1 MiB) minus room for the
@@ -264,11 +257,8 @@ impl Service {
     async fn require_role(&self, user: &str, name: &str, min: Role) -> ApiResult<(Room, Role)> {
         let room = self.room(name).await?;
         let member = self.member(name, user).await?;
-        let standing = member.map(|m| Standing {
-            role: m.role,
-            status: m.status,
-        });
-        let role = rules::require_role(room.as_ref().map(|r| r.kind), standing, min)?;
+        let role =
+            rules::require_role(room.as_ref().map(|r| r.kind), rules::standing(&member), min)?;
         let room = room.ok_or_else(|| ApiError::not_found("room"))?;
         Ok((room, role))
     }
@@ -826,11 +816,7 @@ impl Service {
             Mutation::Ban { room, user: target } => {
                 let (_, my_role) = self.require(&mut guard, user, &room, Role::Admin).await?;
                 let member = self.member(&room, &target).await?;
-                let row = member.map(|m| Standing {
-                    role: m.role,
-                    status: m.status,
-                });
-                rules::may_ban(user, my_role, &target, row)?;
+                rules::may_ban(user, my_role, &target, rules::standing(&member))?;
                 notify.push(NewNotification {
                     user: target.clone(),
                     id: new_id(),

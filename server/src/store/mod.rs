@@ -324,6 +324,9 @@ impl Output {
 }
 
 /// The result of [`Store::commit`].
+// Answered once per write and consumed at once: a message's attachment inline is not worth a
+// box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Committed {
     /// The change was applied.

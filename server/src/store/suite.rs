@@ -1511,7 +1511,7 @@ macro_rules! store_suite {
         }
 
         #[tokio::test]
-        async fn a_replayed_send_answers_the_message_as_it_is_now() {
+        async fn a_replayed_send_answers_its_first_result_blanked_once_deleted() {
             let h = $harness.await;
             let store = h.open().await;
             apply(&*store, write("alice", T0, create_room("r", RoomKind::Public, "alice"))).await;
@@ -1540,16 +1540,23 @@ macro_rules! store_suite {
                 body: "hello, edited".into(),
             };
             apply(&*store, write("alice", T0 + 1, edit)).await;
+            // The replay is the first answer, whatever changed since; the message reads as now.
             let replay = store.idempotent_result("alice", "k1").await.unwrap().unwrap();
-            assert_eq!(replay.result["body"], "hello, edited");
-            assert_eq!(replay.result["edited_at"], T0 + 1);
+            assert_eq!(replay.result, first.to_json());
+            let now = store.message("r", "m1").await.unwrap().unwrap();
+            assert_eq!((now.body.as_str(), now.edited_at), ("hello, edited", Some(T0 + 1)));
+            let page = store.messages("r", MessageCursor::After(0), 10).await.unwrap();
+            assert_eq!(page.items[0].body, "hello, edited");
             let delete = Change::DeleteMessage {
                 room: "r".into(),
                 id: "m1".into(),
             };
             apply(&*store, write("alice", T0 + 2, delete)).await;
+            // Deleted means deleted: the stored answer too.
             let replay = store.idempotent_result("alice", "k1").await.unwrap().unwrap();
             assert_eq!((replay.result["body"].as_str(), replay.result["deleted"].as_bool()), (Some(""), Some(true)));
+            let gone = store.message("r", "m1").await.unwrap().unwrap();
+            assert_eq!((gone.body.as_str(), gone.deleted), ("", true));
             // Keys are the user's: bob's k1 is another key.
             assert!(store.idempotent_result("bob", "k1").await.unwrap().is_none());
             // A write that follows a send names it, and it counts as applied.

@@ -20,7 +20,7 @@ use roam_proto::{
 };
 use serde_json::Value;
 
-use crate::rules::{self, Guard, Refusal, Standing, Subject};
+use crate::rules::{self, active_role as active, standing, Guard, Refusal, Standing, Subject};
 use crate::store::{
     Change, Committed, IdemRecord, NewNotification, Output, Purged, RetentionCutoffs, StoreError,
     StoreResult, StoredResult, Write,
@@ -59,8 +59,8 @@ pub(crate) trait Rows {
     /// The replay check, the predecessor check, the guard's row (locked) and the actor's user
     /// row, for `w`. A replayed write may skip the rest.
     async fn begin(&self, w: &Write) -> StoreResult<Begun>;
-    /// Records the write's idempotency key with its result (see [`stored_result`] for what a
-    /// replay must answer).
+    /// Records the write's idempotency key with its result: a replay answers the first result
+    /// (see [`stored_result`]), blanked if it echoes a message deleted since.
     async fn record(&self, idem: &IdemRecord, output: &Output, now: i64) -> StoreResult<()>;
     /// Puts a user in the directory if they are not there.
     async fn ensure_user(&self, user: &str, now: i64) -> StoreResult<()>;
@@ -196,9 +196,8 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
-/// What a replay of `output` answers, and the message it echoes, if any. A replay of a result
-/// that echoes a message answers the message as it is now (edited, or blanked by its
-/// deletion): both backends read it back from the message's row while it exists.
+/// What a replay of `output` answers (its first result), and the message it echoes, if any:
+/// deleting that message blanks the stored result too.
 pub(crate) fn stored_result(output: &Output) -> StoreResult<(String, Option<&str>)> {
     Ok(match output {
         // The common case, serialised directly rather than through a JSON tree.
@@ -310,19 +309,6 @@ fn checked_under_lock(change: &Change) -> Option<&str> {
 
 fn refused(r: Refusal) -> StoreError {
     StoreError::Refused(r)
-}
-
-fn active(m: &Option<Member>) -> Option<Role> {
-    m.as_ref()
-        .filter(|m| m.status == MemberStatus::Active)
-        .map(|m| m.role)
-}
-
-fn standing(m: &Option<Member>) -> Option<Standing> {
-    m.as_ref().map(|m| Standing {
-        role: m.role,
-        status: m.status,
-    })
 }
 
 /// The state of one write while it is applied.

@@ -33,10 +33,19 @@ fn bounded<T>(
     size_col: usize,
     map: impl Fn(&Row) -> StoreResult<T>,
 ) -> StoreResult<Bounded<T>> {
+    bounded_by(rows, |row| text_len(row, size_col), map)
+}
+
+/// [`bounded`], with each row's size given by `size`.
+fn bounded_by<T>(
+    rows: &[Row],
+    size: impl Fn(&Row) -> usize,
+    map: impl Fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Bounded<T>> {
     let mut items = Vec::new();
     let mut bytes = 0usize;
     for row in rows {
-        let size = text_len(row, size_col);
+        let size = size(row);
         if !items.is_empty() && bytes + size > PAGE_BYTES {
             return Ok(Bounded { items, cut: true });
         }
@@ -53,8 +62,7 @@ fn all<T>(rows: &[Row], map: impl Fn(&Row) -> StoreResult<T>) -> StoreResult<Vec
 pub(super) const IDEMPOTENT_RESULT: &str = concat!(
     "SELECT ",
     idem_cols!(),
-    " FROM idempotency i LEFT JOIN messages m ON m.id = i.message \
-     WHERE i.user_id = $1 AND i.key = $2"
+    " FROM idempotency WHERE user_id = $1 AND key = $2"
 );
 
 pub(super) async fn idempotent_result(
@@ -291,8 +299,12 @@ pub(super) async fn messages(
         MessageCursor::After(n) => (MESSAGES_AFTER, n),
     };
     let rows = c.query(sql, &[&room, &int(seq), &i64::from(limit)]).await?;
-    // Column 4 is the body.
-    bounded(&rows, 4, rows::message)
+    // Column 4 is the body, column 9 the attachment.
+    bounded_by(
+        &rows,
+        |row| text_len(row, 4) + text_len(row, 9),
+        rows::message,
+    )
 }
 
 pub(super) const EVENTS_AFTER: &str = concat!(

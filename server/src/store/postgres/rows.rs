@@ -146,25 +146,20 @@ macro_rules! message_cols {
 pub(super) use message_cols;
 
 pub(super) fn message(row: &Row) -> StoreResult<Message> {
-    message_at(row, 0)
-}
-
-/// A message whose [`message_cols`] start at column `at`.
-fn message_at(row: &Row, at: usize) -> StoreResult<Message> {
     Ok(Message {
-        id: col(row, at)?,
-        room: col(row, at + 1)?,
-        seq: count(row, at + 2)?,
-        sender: col(row, at + 3)?,
-        body: utf8(row, at + 4)?,
-        reply_to: col(row, at + 5)?,
-        created_at: col(row, at + 6)?,
-        edited_at: col(row, at + 7)?,
-        deleted: col(row, at + 8)?,
-        attachment: col::<Option<&str>>(row, at + 9)?
+        id: col(row, 0)?,
+        room: col(row, 1)?,
+        seq: count(row, 2)?,
+        sender: col(row, 3)?,
+        body: utf8(row, 4)?,
+        reply_to: col(row, 5)?,
+        created_at: col(row, 6)?,
+        edited_at: col(row, 7)?,
+        deleted: col(row, 8)?,
+        attachment: col::<Option<&str>>(row, 9)?
             .map(serde_json::from_str)
             .transpose()
-            .map_err(|e| StoreError::Backend(format!("column {}: {e}", at + 9)))?,
+            .map_err(|e| StoreError::Backend(format!("column 9: {e}")))?,
     })
 }
 
@@ -245,28 +240,18 @@ pub(super) fn user(row: &Row) -> StoreResult<User> {
     })
 }
 
-/// Columns of [`stored_result`]: `i` is idempotency, `m` the message it echoes (if any, joined
-/// on `m.id = i.message`).
 macro_rules! idem_cols {
     () => {
-        "i.op, i.fingerprint, i.result, i.created_at, m.id, m.room, m.seq, m.sender, m.body, \
-         m.reply_to, m.created_at, m.edited_at, m.deleted, m.attachment"
+        "op, fingerprint, result, created_at"
     };
 }
 pub(super) use idem_cols;
 
-/// A result that echoes a message is the message as it is now (edited, or blanked by its
-/// deletion); the stored text is used once the message is gone with its room.
 pub(super) fn stored_result(row: &Row) -> StoreResult<StoredResult> {
-    let result = match col::<Option<&str>>(row, 4)? {
-        Some(_) => serde_json::to_value(message_at(row, 4)?)
-            .map_err(|e| StoreError::Backend(e.to_string()))?,
-        None => json_col(row, 2)?,
-    };
     Ok(StoredResult {
         op: col(row, 0)?,
         fingerprint: col(row, 1)?,
-        result,
+        result: json_col(row, 2)?,
         created_at: col(row, 3)?,
     })
 }

@@ -103,9 +103,9 @@ const NEXT_ROOM: &str = "SELECT r.name, \
 /// The oldest events above the room's compaction horizon.
 const OLDEST_EVENTS: &str = "SELECT seq, at FROM events WHERE room = ?1 \
      AND seq > (SELECT log_from FROM rooms WHERE name = ?1) ORDER BY seq LIMIT ?2";
-/// Compaction keeps messages: a `message_created` row is the message itself.
-const DELETE_EVENTS_UPTO: &str =
-    "DELETE FROM events WHERE room = ?1 AND seq <= ?2 AND kind <> 'message_created'";
+/// Compaction keeps messages: a message is its creation and edit rows.
+const DELETE_EVENTS_UPTO: &str = "DELETE FROM events WHERE room = ?1 AND seq <= ?2 \
+     AND kind NOT IN ('message_created', 'message_edited')";
 const HORIZON: &str = "SELECT log_from FROM rooms WHERE name = ?1";
 const MOVE_HORIZON: &str = "UPDATE rooms SET log_from = ?2 WHERE name = ?1 AND log_from < ?2";
 
@@ -126,6 +126,9 @@ const INSERT_EVENT: &str = "INSERT INTO events (room, seq, at, actor, kind, data
 const REDACT_CREATED_EVENT: &str = "UPDATE events SET data = \
      json_remove(json_set(data, '$.body', '', '$.deleted', json('true')), '$.attachment') \
      WHERE room = ?1 AND seq = ?2 AND kind = 'message_created'";
+const REDACT_RESULTS: &str = "UPDATE idempotency SET result = \
+     json_remove(json_set(result, '$.body', '', '$.deleted', json('true')), '$.attachment') \
+     WHERE message = ?1";
 const REDACT_EDIT_EVENTS: &str = "UPDATE events SET data = \
      json_remove(json_set(data, '$.body', '', '$.deleted', json('true')), '$.attachment') \
      WHERE message = ?1 AND kind = 'message_edited'";
@@ -166,10 +169,6 @@ const INSERT_INVITATION: &str = "INSERT INTO invitations \
      (id, room, invited_by, invitee, role, status, expires_at, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)";
 const SET_INVITATION_STATUS: &str = "UPDATE invitations SET status = ?2 WHERE id = ?1";
-/// An edit rewrites the message where it lives: its creation event.
-const EDIT_MESSAGE: &str =
-    "UPDATE events SET data = json_set(data, '$.body', ?2, '$.edited_at', ?3) \
-     WHERE message = ?1 AND kind = 'message_created'";
 const INSERT_VERSION: &str = "INSERT INTO document_versions \
      (room, doc, version, content, updated_by, updated_at, seq) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -235,9 +234,8 @@ impl Rows for SqliteRows<'_, '_> {
     }
 
     /// A `message.send` keeps its key on the message it created (the row is already written
-    /// in this transaction: no other page). Any other result that echoes a message is stored
-    /// without its body and attachment: a replay reads the message as it is now (see
-    /// `read::idempotent_result`), so deleting it has nothing to redact here.
+    /// in this transaction: no other page); its result is that row. Other keys go to
+    /// `idempotency`, naming the message a result echoes so that deleting it redacts the result.
     async fn record(&self, idem: &IdemRecord, output: &Output, now: i64) -> StoreResult<()> {
         if let Output::Message(m) = output {
             if idem.op == SEND && idem.user == m.sender {
@@ -246,17 +244,7 @@ impl Rows for SqliteRows<'_, '_> {
                 return Ok(());
             }
         }
-        let (result, message) = match output {
-            Output::Message(m) => {
-                let blank = Message {
-                    body: String::new(),
-                    attachment: None,
-                    ..m.clone()
-                };
-                (write::to_json(&blank)?, Some(m.id.as_str()))
-            }
-            other => (other.to_json().to_string(), None),
-        };
+        let (result, message) = write::stored_result(output)?;
         self.exec(
             INSERT_IDEM,
             params![
@@ -489,15 +477,15 @@ impl Rows for SqliteRows<'_, '_> {
         Ok(())
     }
 
-    async fn edit_message(&self, id: &str, body: &str, at: i64) -> StoreResult<()> {
-        self.exec(EDIT_MESSAGE, params![id, body, at])?;
+    /// The edit's event is the message as it is now (see `rows::message_cols`).
+    async fn edit_message(&self, _id: &str, _body: &str, _at: i64) -> StoreResult<()> {
         Ok(())
     }
 
     async fn redact_message(&self, m: &Message) -> StoreResult<()> {
         self.exec(REDACT_CREATED_EVENT, params![m.room, int(m.seq)])?;
         self.exec(REDACT_EDIT_EVENTS, params![m.id])?;
-        // Stored results that echo the message hold no body (see `record`).
+        self.exec(REDACT_RESULTS, params![m.id])?;
         Ok(())
     }
 

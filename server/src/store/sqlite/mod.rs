@@ -16,8 +16,9 @@
 //! (`&Transaction`, as the shared write engine asks for it), `rows.rs` the row mappers. Every
 //! SQL value is a bound parameter.
 //!
-//! A message is stored as its `message_created` event, kept as the message is now; the send's
-//! idempotency key is kept on it (see `migrations/0006_lean_commit.sql`). A durable message
+//! A message is stored as its events: its `message_created` row as sent (blanked once deleted)
+//! and its newest `message_edited` row, if any, as it is now; the send's idempotency key is
+//! kept on the creation's row (see `migrations/0006_lean_commit.sql`). A durable message
 //! commit writes about five WAL pages.
 //!
 //! Deleted rooms keep their `rooms` row (with `deleted_at`, hidden from every read) and their

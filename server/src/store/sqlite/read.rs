@@ -50,12 +50,11 @@ fn bounded<T>(
 pub(super) const IDEMPOTENT_RESULT: &str = concat!(
     "SELECT ",
     idem_cols!(),
-    " FROM idempotency i LEFT JOIN events m \
-     ON m.message = i.message AND m.kind = 'message_created' \
-     WHERE i.user = ?1 AND i.key = ?2"
+    " FROM idempotency WHERE user = ?1 AND key = ?2"
 );
 
-/// A `message.send` recorded on the message it created.
+/// A `message.send` recorded on the message it created: its result is the creation, as sent
+/// (blanked once the message is deleted).
 pub(super) const SENT_RESULT: &str = "SELECT 'message.send', sent_fingerprint, data, at \
      FROM events WHERE actor = ?1 AND sent_key = ?2";
 

@@ -145,7 +145,8 @@ fn migrations_are_idempotent_and_versioned() {
 
 /// A version-5 database (messages in their own table, the head seq in the room row) keeps
 /// every message through migration 6: edited and deleted ones as they were, one whose creation
-/// event compaction had removed, and the compaction horizon that tells a client to reset.
+/// compaction had removed, one whose edit it had removed, stored results as first answered, and
+/// the horizon that tells a client to reset.
 #[tokio::test]
 async fn migration_6_keeps_every_message_and_the_horizon() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,30 +158,38 @@ async fn migration_6_keeps_every_message_and_the_horizon() {
             conn.execute_batch(sql).unwrap();
         }
         conn.pragma_update(None, "user_version", 5).unwrap();
-        let msg = |id: &str, seq: i64, body: &str| {
+        // A message's JSON as version 5 stored it in its events.
+        let msg = |id: &str, seq: i64, body: &str, edited: Option<i64>, deleted: bool| {
+            let edited = edited
+                .map(|e| format!(r#","edited_at":{e}"#))
+                .unwrap_or_default();
             format!(
-                r#"{{"id":"{id}","room":"r","seq":{seq},"sender":"alice","body":"{body}","created_at":{seq}}}"#
+                r#"{{"id":"{id}","room":"r","seq":{seq},"sender":"alice","body":"{body}","created_at":{seq}{edited},"deleted":{deleted}}}"#
             )
         };
-        // Seqs 1 and 2 (created, joined) and 3 (message m1) were compacted away; m1 stays.
+        // Seqs 1 and 2 (created, joined) and 3 (message m1) were compacted away, and so was
+        // the edit of m5 (seq 9); m3 was deleted at seq 7 (its creation redacted then).
         conn.execute_batch(&format!(
             "INSERT INTO rooms (name, head_seq, kind, owner, created_by, created_at, updated_at, \
-                 title, metadata) VALUES ('r', 7, 'public', 'alice', 'alice', 1, 1, '', '{{}}');
+                 title, metadata) VALUES ('r', 10, 'public', 'alice', 'alice', 1, 1, '', '{{}}');
              INSERT INTO messages (id, room, seq, sender, body, created_at, edited_at, deleted) VALUES
                  ('m1', 'r', 3, 'alice', 'kept', 3, NULL, 0),
                  ('m2', 'r', 4, 'alice', 'edited', 4, 6, 0),
-                 ('m3', 'r', 5, 'alice', '', 5, NULL, 1);
+                 ('m3', 'r', 5, 'alice', '', 5, NULL, 1),
+                 ('m5', 'r', 8, 'alice', 'edited later', 8, 9, 0);
              INSERT INTO events (room, seq, at, actor, kind, data, message) VALUES
                  ('r', 4, 4, 'alice', 'message_created', '{m2}', NULL),
                  ('r', 5, 5, 'alice', 'message_created', '{m3}', NULL),
                  ('r', 6, 6, 'alice', 'message_edited', '{m2e}', 'm2'),
-                 ('r', 7, 7, 'alice', 'message_deleted', '{m3d}', NULL);
+                 ('r', 7, 7, 'alice', 'message_deleted', '{m3}', NULL),
+                 ('r', 8, 8, 'alice', 'message_created', '{m5}', NULL),
+                 ('r', 10, 10, 'alice', 'member_left', '{{\"user\":\"bob\"}}', NULL);
              INSERT INTO idempotency (user, key, op, fingerprint, result, created_at, message)
                  VALUES ('alice', 'k2', 'message.send', 'f', '{m2}', 4, 'm2');",
-            m2 = msg("m2", 4, "original"),
-            m3 = msg("m3", 5, "secret"),
-            m2e = msg("m2", 4, "edited"),
-            m3d = msg("m3", 5, ""),
+            m2 = msg("m2", 4, "original", None, false),
+            m2e = msg("m2", 4, "edited", Some(6), false),
+            m3 = msg("m3", 5, "", None, true),
+            m5 = msg("m5", 8, "first text", None, false),
         ))
         .unwrap();
     }
@@ -192,22 +201,15 @@ async fn migration_6_keeps_every_message_and_the_horizon() {
         .items;
     let seen: Vec<_> = page
         .iter()
-        .map(|m| {
-            (
-                m.id.as_str(),
-                m.seq,
-                m.body.as_str(),
-                m.edited_at,
-                m.deleted,
-            )
-        })
+        .map(|m| (m.id.as_str(), m.body.as_str(), m.edited_at, m.deleted))
         .collect();
     assert_eq!(
         seen,
         vec![
-            ("m1", 3, "kept", None, false),
-            ("m2", 4, "edited", Some(6), false),
-            ("m3", 5, "", None, true),
+            ("m1", "kept", None, false),
+            ("m2", "edited", Some(6), false),
+            ("m3", "", None, true),
+            ("m5", "edited later", Some(9), false),
         ]
     );
     assert_eq!(
@@ -215,17 +217,18 @@ async fn migration_6_keeps_every_message_and_the_horizon() {
         "edited"
     );
     // The log above the horizon starts where it did; the head is the newest event.
-    assert_eq!(store.event_bounds("r").await.unwrap(), (4, 7));
-    assert_eq!(store.room("r").await.unwrap().unwrap().head_seq, 7);
+    assert_eq!(store.event_bounds("r").await.unwrap(), (4, 10));
+    assert_eq!(store.room("r").await.unwrap().unwrap().head_seq, 10);
+    // A stored result is the first answer.
     let replay = store
         .idempotent_result("alice", "k2")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(replay.result["body"], "edited");
+    assert_eq!(replay.result["body"], "original");
     // The next message takes the next seq.
     let (out, _) = apply(&store, write("alice", T0, message("r", "m4", "new"))).await;
-    assert_eq!(seq_of(&out), 8);
+    assert_eq!(seq_of(&out), 11);
 }
 
 #[test]

@@ -86,6 +86,8 @@ pub(super) enum Job {
 }
 
 /// A job's outcome, kept until the group's `COMMIT` decides whether it stands.
+// One per job of a group, for the group's life: a message's attachment inline is not worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Done {
     Commit(Reply<Committed>, StoreResult<Committed>),
     Unit(Reply<()>, StoreResult<()>),
