@@ -40,7 +40,9 @@
 //! `sync` (applying server events, recovery), `diff` (keyed list diffs), `typing`, `presence`,
 //! `http` (REST transport),
 //! `remote` (cached REST reads into the store), `backoff`; [`cache`] is the single-flight,
-//! size-bounded cache behind the REST reads.
+//! size-bounded cache behind the REST reads. Attachments: `files` (the media directory's files,
+//! taken in and hashed), `media` (the media cache's index, eviction and resumable downloads),
+//! `upload` (durable, resumable uploads ahead of their messages).
 
 pub mod cache;
 

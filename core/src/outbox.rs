@@ -29,6 +29,12 @@
 //! client-chosen id (its local id, a UUIDv7, which is also the entry's key), so an edit or delete
 //! queued behind a send names the message by that id and needs nothing from the send's answer.
 //!
+//! A message with a file (`Client::send_attachment`) is queued like any message, and its
+//! entry is held back while its file uploads (`crate::upload`): neither it nor anything after it
+//! in its queue goes on the wire until the server holds the file, so the room's order is kept.
+//! A permanent upload failure fails the entry (the rest of the queue goes on) and `retry`
+//! uploads again; `discard` cancels the upload too.
+//!
 //! Mutations that change what the following ones may do (create, join, leave, accept an
 //! invitation, roles, bans, room settings) are *barriers*: they go out alone and the rest of their
 //! queue waits for their answer, because the server checks each mutation against what is
