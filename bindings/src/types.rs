@@ -817,6 +817,8 @@ pub struct MetricsSnapshot {
     pub upload_bytes: u64,
     /// Attachment uploads finished.
     pub uploads_completed: u64,
+    /// Upload attempts cut off (network, server busy) and resumed from the server's offset.
+    pub upload_retries: u64,
     /// Attachment bytes downloaded into the media cache.
     pub download_bytes: u64,
 }
@@ -853,6 +855,7 @@ impl From<roam_core::MetricsSnapshot> for MetricsSnapshot {
             protocol_violations: m.protocol_violations,
             upload_bytes: m.upload_bytes,
             uploads_completed: m.uploads_completed,
+            upload_retries: m.upload_retries,
             download_bytes: m.download_bytes,
         }
     }
@@ -1116,6 +1119,7 @@ mod tests {
             protocol_violations: 0,
             upload_bytes: 0,
             uploads_completed: 0,
+            upload_retries: 0,
             download_bytes: 0,
         };
         let s = MetricsSnapshot::from(m);

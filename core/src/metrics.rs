@@ -34,6 +34,7 @@ pub(crate) struct Metrics {
     pub protocol_violations: AtomicU64,
     pub upload_bytes: AtomicU64,
     pub uploads_completed: AtomicU64,
+    pub upload_retries: AtomicU64,
     pub download_bytes: AtomicU64,
 }
 
@@ -85,6 +86,7 @@ impl Metrics {
             protocol_violations: Self::get(&self.protocol_violations),
             upload_bytes: Self::get(&self.upload_bytes),
             uploads_completed: Self::get(&self.uploads_completed),
+            upload_retries: Self::get(&self.upload_retries),
             download_bytes: Self::get(&self.download_bytes),
         }
     }
@@ -160,6 +162,9 @@ pub struct MetricsSnapshot {
     pub upload_bytes: u64,
     /// Attachment uploads finished (the server holds the file).
     pub uploads_completed: u64,
+    /// Upload attempts that failed transiently (network, server busy) and were resumed later
+    /// from the server's offset.
+    pub upload_retries: u64,
     /// Attachment bytes downloaded into the media cache.
     pub download_bytes: u64,
 }

@@ -107,6 +107,7 @@ pub(crate) async fn run(ctx: Arc<Context>) {
             Ok(Outcome::Cancelled) => {}
             Err(Error::Shutdown) => return,
             Err(err) if transient(&err) => {
+                Metrics::inc(&ctx.metrics.upload_retries);
                 let delay = backoff.next_delay();
                 tracing::info!(upload = %u.local_id, error = %err, ?delay, "upload interrupted; will resume");
                 tokio::select! {

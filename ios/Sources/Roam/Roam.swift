@@ -6160,6 +6160,10 @@ public struct MetricsSnapshot: Equatable, Hashable {
      */
     public var uploadsCompleted: UInt64
     /**
+     * Upload attempts cut off (network, server busy) and resumed from the server's offset.
+     */
+    public var uploadRetries: UInt64
+    /**
      * Attachment bytes downloaded into the media cache.
      */
     public var downloadBytes: UInt64
@@ -6257,6 +6261,9 @@ public struct MetricsSnapshot: Equatable, Hashable {
          * Attachment uploads finished.
          */uploadsCompleted: UInt64, 
         /**
+         * Upload attempts cut off (network, server busy) and resumed from the server's offset.
+         */uploadRetries: UInt64, 
+        /**
          * Attachment bytes downloaded into the media cache.
          */downloadBytes: UInt64) {
         self.outboxDepth = outboxDepth
@@ -6288,6 +6295,7 @@ public struct MetricsSnapshot: Equatable, Hashable {
         self.protocolViolations = protocolViolations
         self.uploadBytes = uploadBytes
         self.uploadsCompleted = uploadsCompleted
+        self.uploadRetries = uploadRetries
         self.downloadBytes = downloadBytes
     }
 
@@ -6336,6 +6344,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
                 protocolViolations: FfiConverterUInt64.read(from: &buf), 
                 uploadBytes: FfiConverterUInt64.read(from: &buf), 
                 uploadsCompleted: FfiConverterUInt64.read(from: &buf), 
+                uploadRetries: FfiConverterUInt64.read(from: &buf), 
                 downloadBytes: FfiConverterUInt64.read(from: &buf)
         )
     }
@@ -6370,6 +6379,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.protocolViolations, into: &buf)
         FfiConverterUInt64.write(value.uploadBytes, into: &buf)
         FfiConverterUInt64.write(value.uploadsCompleted, into: &buf)
+        FfiConverterUInt64.write(value.uploadRetries, into: &buf)
         FfiConverterUInt64.write(value.downloadBytes, into: &buf)
     }
 }

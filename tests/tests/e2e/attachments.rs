@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roam_core::{SendState, UploadListener, UploadProgress, UploadState};
-use roam_tests::{all_local, fast_config, open_client, wait_until, Backend};
+use roam_tests::{all_local, fast_config, open_client, wait_until, Backend, Fault, Proxy};
 use tokio::sync::mpsc;
 
 /// Forwards upload progress to the test.
@@ -194,6 +194,73 @@ async fn an_attachment_resumes_after_a_restart_reaches_the_other_client_and_leav
     assert_eq!(b.media_cache_bytes().expect("bytes"), 0);
     let gone = b.message(theirs.local_id).expect("read").expect("stored");
     assert!(gone.deleted && gone.attachment.is_none());
+    wait_until("alice's own copy is gone too", || {
+        !std::path::Path::new(&a_local).exists()
+    })
+    .await;
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_by_the_network_goes_on_from_the_servers_offset() {
+    let backend = Backend::up().await;
+    let proxy = Proxy::start(backend.addr).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    backend.api("alice").create_room("pics", "public").await;
+    let bytes: Vec<u8> = (0..SIZE).map(|i| (i % 241) as u8).collect();
+    let file = dir.path().join("scan.pdf");
+    std::fs::write(&file, &bytes).expect("write the file");
+    let mut config = config(dir.path(), &backend, "alice");
+    config.server_url = proxy.url();
+    let a = open_client(config, backend.token("alice"));
+    let (tx, mut progress) = mpsc::unbounded_channel();
+    let _sub = a.subscribe_uploads(Arc::new(Progress(tx)));
+    a.start().await.expect("start");
+    let sent = a
+        .send_attachment(
+            "pics".into(),
+            file.display().to_string(),
+            "application/pdf".into(),
+            String::new(),
+            Default::default(),
+        )
+        .expect("send");
+    // The network goes once some bytes are on the server, and comes back a moment later.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while progress.recv().await.expect("progress").sent_bytes == 0 {}
+    })
+    .await
+    .expect("the upload started");
+    proxy.set(Fault::Drop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set(Fault::Pass);
+    a.network_available();
+    wait_until("the message is sent", || {
+        a.message(sent.local_id.clone())
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.send_state == SendState::Sent)
+    })
+    .await;
+    let total = a.metrics().upload_bytes;
+    let retries = a.metrics().upload_retries;
+    eprintln!("after the cut: {total} bytes sent for a file of {SIZE}, {retries} retries");
+    assert!(retries >= 1, "the cut interrupted the upload");
+    assert!(
+        total <= (SIZE + CHUNK) as u64,
+        "at most the chunk cut off is sent twice, not the file: {total} bytes for {SIZE}"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let p = progress.recv().await.expect("progress");
+            if p.state != UploadState::Uploading {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("the upload ended");
+    assert_eq!(ended.state, UploadState::Done);
+    a.shutdown().await;
 }

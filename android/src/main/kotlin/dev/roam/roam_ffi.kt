@@ -10156,6 +10156,11 @@ data class MetricsSnapshot (
     var `uploadsCompleted`: kotlin.ULong
     , 
     /**
+     * Upload attempts cut off (network, server busy) and resumed from the server's offset.
+     */
+    var `uploadRetries`: kotlin.ULong
+    , 
+    /**
      * Attachment bytes downloaded into the media cache.
      */
     var `downloadBytes`: kotlin.ULong
@@ -10205,6 +10210,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -10238,6 +10244,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.allocationSize(value.`protocolViolations`) +
             FfiConverterULong.allocationSize(value.`uploadBytes`) +
             FfiConverterULong.allocationSize(value.`uploadsCompleted`) +
+            FfiConverterULong.allocationSize(value.`uploadRetries`) +
             FfiConverterULong.allocationSize(value.`downloadBytes`)
     )
 
@@ -10271,6 +10278,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.write(value.`protocolViolations`, buf)
             FfiConverterULong.write(value.`uploadBytes`, buf)
             FfiConverterULong.write(value.`uploadsCompleted`, buf)
+            FfiConverterULong.write(value.`uploadRetries`, buf)
             FfiConverterULong.write(value.`downloadBytes`, buf)
     }
 }
