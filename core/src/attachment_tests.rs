@@ -549,3 +549,28 @@ async fn a_deleted_message_leaves_the_cache() {
         Err(Error::InvalidInput { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_moved_media_directory_is_followed_and_a_wipe_deletes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, url) = server().await;
+    let bytes = vec![3u8; 1200];
+    fake.lock().blobs.insert(sha(&bytes), bytes.clone());
+    let c = open(dir.path(), &url);
+    receive(&c, "m", 1, &bytes, false);
+    let first = c.attachment_file("m".into()).await.expect("file");
+    let old_dir = c.ctx().media.dir().to_owned();
+    drop(c);
+    // The app's container moved (as iOS does on an update): the files with it.
+    let new_dir = dir.path().join("moved-media");
+    std::fs::rename(&old_dir, &new_dir).expect("move");
+    let mut moved = config(dir.path(), "http://127.0.0.1:9");
+    moved.media.dir = Some(new_dir.clone());
+    let c = Client::open(moved, Arc::new(StaticToken("t".into()))).expect("open");
+    let path = c.attachment_file("m".into()).await.expect("offline, moved");
+    assert_ne!(path, first);
+    assert!(path.starts_with(&new_dir.display().to_string()));
+    assert_eq!(std::fs::read(&path).expect("read"), bytes);
+    c.sign_out(true).await.expect("sign out");
+    assert!(!new_dir.exists(), "a wipe deletes the media directory");
+}
