@@ -19,14 +19,15 @@ use crate::error::RoamError;
 use crate::listeners::{
     ConnectionListener, DocumentListener, Handles, NotificationListener, PresenceListener, Relay,
     RoomListListener, RoomListener, SubscriptionHandle, SyncStatusListener, TimelineListener,
-    TypingListener,
+    TypingListener, UploadListener,
 };
 use crate::room_list::RoamRoomList;
 use crate::runtime::{run, runtime};
 use crate::timeline::RoamTimeline;
 use crate::types::{
-    ClientOptions, ConnectionState, Document, Member, Message, MetricsSnapshot, OutboxEntry,
-    Presence, PresenceStatus, RoamNotification, Role, Room, RoomKind, RoomSummary, SyncStatus,
+    AttachmentDetails, ClientOptions, ConnectionState, Document, Member, Message, MetricsSnapshot,
+    OutboxEntry, Presence, PresenceStatus, RoamNotification, Role, Room, RoomKind, RoomSummary,
+    SyncStatus,
 };
 
 /// A Roam client for one account: works offline, syncs when it can.
@@ -308,6 +309,42 @@ impl RoamClient {
             .map(Into::into)
     }
 
+    /// Sends a file (at `file`) with a caption (may be empty). Returns the message at once,
+    /// pending, with its attachment (name, type, size, SHA-256, local file, upload progress).
+    /// The file is linked (or copied) into the client's media directory and hashed first, so
+    /// the app may delete its copy once this returns; it reads the whole file once, so call it
+    /// off the main thread for large files. The upload goes first, resumable after a restart
+    /// or a network change; then the message, in its room's order.
+    pub fn send_attachment(
+        &self,
+        room: String,
+        file: String,
+        mime: String,
+        caption: String,
+        details: AttachmentDetails,
+    ) -> Result<Message, RoamError> {
+        self.call(|c| c.send_attachment(room, file, mime, caption, details.into()))
+            .map(Into::into)
+    }
+
+    /// Stops the upload of a file sent from here (by the message's local id) and removes the
+    /// message. Throws `Conflict` once the upload is done (delete the message instead).
+    pub fn cancel_attachment(&self, message: String) -> Result<(), RoamError> {
+        self.call(|c| c.cancel_attachment(message))
+    }
+
+    /// The local path of a message's file: from the media cache (offline too), or downloaded
+    /// into it first (resuming a download that was cut off).
+    pub async fn attachment_file(&self, message: String) -> Result<String, RoamError> {
+        let core = self.core()?;
+        run(async move { core.attachment_file(message).await }).await
+    }
+
+    /// The bytes the media cache holds now.
+    pub fn media_cache_bytes(&self) -> Result<u64, RoamError> {
+        self.call(|c| c.media_cache_bytes())
+    }
+
     /// Edits one of this account's messages (by local or server id), even one still queued.
     pub fn edit_message(
         &self,
@@ -585,6 +622,14 @@ impl RoamClient {
         listener: Arc<dyn SyncStatusListener>,
     ) -> Result<Arc<SubscriptionHandle>, RoamError> {
         self.subscribe(|c, open| c.subscribe_sync_status(Relay::new(listener, open)))
+    }
+
+    /// Progress of this device's attachment uploads (bytes sent, then how each ended).
+    pub fn subscribe_uploads(
+        &self,
+        listener: Arc<dyn UploadListener>,
+    ) -> Result<Arc<SubscriptionHandle>, RoamError> {
+        self.subscribe(|c, open| c.subscribe_uploads(Relay::new(listener, open)))
     }
 
     /// Updates of one room, or of every room with `room` = nil/null.

@@ -57,6 +57,10 @@ pub enum RoamError {
     /// A bounded wait (`sync_once`) ran out of time.
     #[error("timed out: {reason}")]
     Timeout { reason: String },
+    /// A local file could not be read or written: the file to send (missing, unreadable), or
+    /// one of the media cache (disk full).
+    #[error("file error: {path}: {reason}")]
+    File { path: String, reason: String },
     /// Another client has this account's database open: close it first.
     #[error("the database {path} is already open")]
     AlreadyOpen { path: String },
@@ -81,6 +85,10 @@ impl From<roam_core::Error> for RoamError {
             E::InvalidState { reason } => RoamError::Conflict { reason },
             E::Shutdown => RoamError::Closed,
             E::AlreadyOpen { path } => RoamError::AlreadyOpen { path },
+            E::File { path, reason } => {
+                tracing::info!(target: "roam_ffi", %path, error = %reason, "file error");
+                RoamError::File { path, reason }
+            }
             E::Timeout(reason) => RoamError::Timeout { reason },
             E::NeedsSignIn(reason) => {
                 tracing::info!(target: "roam_ffi", error = %reason, "sign-in needed");

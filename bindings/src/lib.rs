@@ -44,15 +44,16 @@ pub use error::RoamError;
 pub use listeners::{
     ConnectionListener, DocumentListener, NotificationListener, PresenceListener, RoomListListener,
     RoomListener, SubscriptionHandle, SyncStatusListener, TimelineListener, TypingListener,
+    UploadListener,
 };
 pub use logging::{set_log_listener, LogLevel, LogListener};
 pub use room_list::RoamRoomList;
 pub use timeline::RoamTimeline;
 pub use types::{
-    ClientOptions, ConnectionState, Document, DocumentUpdate, DocumentVersion, Member,
-    MemberStatus, Message, MetricsSnapshot, OutboxEntry, Presence, PresenceStatus,
-    RoamNotification, Role, Room, RoomKind, RoomListDiff, RoomSummary, RoomUpdate, SendState,
-    SyncPhase, SyncStatus, TimelineDiff,
+    Attachment, AttachmentDetails, ClientOptions, ConnectionState, Document, DocumentUpdate,
+    DocumentVersion, Member, MemberStatus, Message, MetricsSnapshot, OutboxEntry, Presence,
+    PresenceStatus, RoamNotification, Role, Room, RoomKind, RoomListDiff, RoomSummary, RoomUpdate,
+    SendState, SyncPhase, SyncStatus, TimelineDiff, UploadProgress, UploadState,
 };
 
 uniffi::setup_scaffolding!();

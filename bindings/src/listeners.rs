@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 use crate::types::{
     ConnectionState, DocumentUpdate, Presence, RoamNotification, RoomListDiff, RoomUpdate,
-    SyncStatus, TimelineDiff,
+    SyncStatus, TimelineDiff, UploadProgress,
 };
 
 /// Connection state changes; the current state is delivered first.
@@ -61,6 +61,12 @@ pub trait NotificationListener: Send + Sync {
 #[uniffi::export(with_foreign)]
 pub trait SyncStatusListener: Send + Sync {
     fn on_sync_status(&self, status: SyncStatus);
+}
+
+/// Progress of the attachment uploads of this device: bytes sent, then how each ended.
+#[uniffi::export(with_foreign)]
+pub trait UploadListener: Send + Sync {
+    fn on_upload_progress(&self, progress: UploadProgress);
 }
 
 /// A timeline's diffs: first one `Reset` with the current messages, then changes.
@@ -152,6 +158,14 @@ impl roam_core::SyncStatusListener for Relay<dyn SyncStatusListener> {
     fn on_sync_status(&self, status: roam_core::SyncStatus) {
         if self.live() {
             self.listener.on_sync_status(status.into());
+        }
+    }
+}
+
+impl roam_core::UploadListener for Relay<dyn UploadListener> {
+    fn on_upload_progress(&self, progress: roam_core::UploadProgress) {
+        if self.live() {
+            self.listener.on_upload_progress(progress.into());
         }
     }
 }

@@ -106,6 +106,129 @@ pub struct Message {
     /// The outbox entry holding that change while it is pending or failed: pass it to
     /// `retry` or `discard`. `None` once it is sent.
     pub outbox_entry_id: Option<String>,
+    /// The file the message carries (`body` is then its caption, maybe empty); nil/null for a
+    /// plain message and once deleted.
+    pub attachment: Option<Attachment>,
+}
+
+/// A file carried by a message: what to show before it is downloaded, and where it stands on
+/// this device.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Attachment {
+    /// The lowercase hex SHA-256 of the file's bytes (the blob's name on the server).
+    pub sha256: String,
+    /// The file name to show and to offer when saving.
+    pub name: String,
+    /// The MIME type (`image/jpeg`).
+    pub mime: String,
+    /// Size in bytes.
+    pub size: u64,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub duration_ms: Option<u64>,
+    /// A small inline preview (JPEG, PNG or WebP, at most 8 KiB).
+    pub thumbnail: Option<Vec<u8>>,
+    /// The file on this device, when the media cache holds it (files sent from here at once;
+    /// received ones after `attachment_file`).
+    pub local_path: Option<String>,
+    /// While this device uploads it: how far the upload got.
+    pub upload: Option<UploadProgress>,
+}
+
+impl From<roam_core::Attachment> for Attachment {
+    fn from(a: roam_core::Attachment) -> Self {
+        Attachment {
+            sha256: a.sha256,
+            name: a.name,
+            mime: a.mime,
+            size: a.size,
+            width: a.width,
+            height: a.height,
+            duration_ms: a.duration_ms,
+            thumbnail: a.thumbnail,
+            local_path: a.local_path,
+            upload: a.upload.map(Into::into),
+        }
+    }
+}
+
+/// What the app tells about a file it sends; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
+pub struct AttachmentDetails {
+    /// The name to show (nil/null: the file's own name).
+    #[uniffi(default = None)]
+    pub name: Option<String>,
+    #[uniffi(default = None)]
+    pub width: Option<u32>,
+    #[uniffi(default = None)]
+    pub height: Option<u32>,
+    #[uniffi(default = None)]
+    pub duration_ms: Option<u64>,
+    /// A small preview: a JPEG, PNG or WebP image of at most 8 KiB.
+    #[uniffi(default = None)]
+    pub thumbnail: Option<Vec<u8>>,
+}
+
+impl From<AttachmentDetails> for roam_core::AttachmentDetails {
+    fn from(d: AttachmentDetails) -> Self {
+        roam_core::AttachmentDetails {
+            name: d.name,
+            width: d.width,
+            height: d.height,
+            duration_ms: d.duration_ms,
+            thumbnail: d.thumbnail,
+        }
+    }
+}
+
+/// How far the upload of a file sent from this device got.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct UploadProgress {
+    /// The message's local id (also its outbox entry id, for `retry` and `discard`).
+    pub local_id: String,
+    pub room: String,
+    /// Bytes the server holds.
+    pub sent_bytes: u64,
+    pub total_bytes: u64,
+    pub state: UploadState,
+}
+
+impl From<roam_core::UploadProgress> for UploadProgress {
+    fn from(p: roam_core::UploadProgress) -> Self {
+        UploadProgress {
+            local_id: p.local_id,
+            room: p.room,
+            sent_bytes: p.sent_bytes,
+            total_bytes: p.total_bytes,
+            state: p.state.into(),
+        }
+    }
+}
+
+/// Where an upload stands.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum UploadState {
+    /// Waiting for its turn or the network, or sending.
+    Uploading,
+    /// The server holds the file; the message follows.
+    Done,
+    /// Stopped for good; the message failed too: `retry` its outbox entry, or `discard` it.
+    Failed { code: String, message: String },
+    /// Cancelled by the app (the message is gone).
+    Cancelled,
+}
+
+impl From<roam_core::UploadState> for UploadState {
+    fn from(s: roam_core::UploadState) -> Self {
+        match s {
+            roam_core::UploadState::Uploading => UploadState::Uploading,
+            roam_core::UploadState::Done => UploadState::Done,
+            roam_core::UploadState::Failed { code, message } => {
+                UploadState::Failed { code, message }
+            }
+            roam_core::UploadState::Cancelled => UploadState::Cancelled,
+        }
+    }
 }
 
 impl From<roam_core::Message> for Message {
@@ -123,6 +246,7 @@ impl From<roam_core::Message> for Message {
             deleted: m.deleted,
             send_state: m.send_state.into(),
             outbox_entry_id: m.outbox_entry_id,
+            attachment: m.attachment.map(Into::into),
         }
     }
 }
@@ -688,6 +812,15 @@ pub struct MetricsSnapshot {
     /// Connections closed because the server sent more than the protocol allows (a message or
     /// frame over the size limit, compressed data that does not inflate).
     pub protocol_violations: u64,
+    /// Attachment bytes sent by this process (a resumed upload counts only what it sent after
+    /// resuming).
+    pub upload_bytes: u64,
+    /// Attachment uploads finished.
+    pub uploads_completed: u64,
+    /// Upload attempts cut off (network, server busy) and resumed from the server's offset.
+    pub upload_retries: u64,
+    /// Attachment bytes downloaded into the media cache.
+    pub download_bytes: u64,
 }
 
 impl From<roam_core::MetricsSnapshot> for MetricsSnapshot {
@@ -720,6 +853,10 @@ impl From<roam_core::MetricsSnapshot> for MetricsSnapshot {
             messages_acked: m.messages_acked,
             messages_failed: m.messages_failed,
             protocol_violations: m.protocol_violations,
+            upload_bytes: m.upload_bytes,
+            uploads_completed: m.uploads_completed,
+            upload_retries: m.upload_retries,
+            download_bytes: m.download_bytes,
         }
     }
 }
@@ -746,6 +883,13 @@ pub struct ClientOptions {
     /// reaches it behaves like a full disk (`ConnectionState.StorageFull`).
     #[uniffi(default = 0)]
     pub max_store_bytes: u64,
+    /// The media directory, where sent and downloaded files live (default nil/null:
+    /// `<db_path>-media`).
+    #[uniffi(default = None)]
+    pub media_dir: Option<String>,
+    /// Size cap of the media cache in bytes (default 0: 256 MiB).
+    #[uniffi(default = 0)]
+    pub media_cache_bytes: u64,
 }
 
 impl ClientOptions {
@@ -762,6 +906,13 @@ impl ClientOptions {
         }
         if self.max_store_bytes > 0 {
             c.max_store_bytes = Some(self.max_store_bytes);
+        }
+        if let Some(dir) = &self.media_dir {
+            c.media.dir = Some(dir.into());
+        }
+        if self.media_cache_bytes > 0 {
+            c.media.max_bytes = self.media_cache_bytes;
+            c.media.max_file_bytes = c.media.max_file_bytes.min(self.media_cache_bytes);
         }
         if c.reconnect.max_delay < c.reconnect.initial_delay {
             c.reconnect.max_delay = c.reconnect.initial_delay;
@@ -817,7 +968,50 @@ mod tests {
             deleted: false,
             send_state: state,
             outbox_entry_id: None,
+            attachment: None,
         }
+    }
+
+    #[test]
+    fn attachments_and_their_uploads_convert() {
+        let a = roam_core::Attachment {
+            sha256: "ab".repeat(32),
+            name: "a.png".into(),
+            mime: "image/png".into(),
+            size: 10,
+            width: Some(2),
+            height: Some(1),
+            duration_ms: None,
+            thumbnail: Some(vec![1]),
+            local_path: Some("/m/ab".into()),
+            upload: Some(roam_core::UploadProgress {
+                local_id: "l1".into(),
+                room: "team".into(),
+                sent_bytes: 4,
+                total_bytes: 10,
+                state: roam_core::UploadState::Failed {
+                    code: "payload_too_large".into(),
+                    message: "big".into(),
+                },
+            }),
+        };
+        let mut m = core_message(roam_core::SendState::Pending);
+        m.attachment = Some(a);
+        let a = Message::from(m).attachment.expect("attachment");
+        assert_eq!(
+            (a.size, a.width, a.local_path.as_deref()),
+            (10, Some(2), Some("/m/ab"))
+        );
+        let u = a.upload.expect("upload");
+        assert_eq!(u.sent_bytes, 4);
+        assert!(
+            matches!(u.state, UploadState::Failed { ref code, .. } if code == "payload_too_large")
+        );
+        let details = roam_core::AttachmentDetails::from(AttachmentDetails {
+            name: Some("x".into()),
+            ..Default::default()
+        });
+        assert_eq!(details.name.as_deref(), Some("x"));
     }
 
     #[test]
@@ -923,6 +1117,10 @@ mod tests {
             messages_acked: 9,
             messages_failed: 0,
             protocol_violations: 0,
+            upload_bytes: 0,
+            uploads_completed: 0,
+            upload_retries: 0,
+            download_bytes: 0,
         };
         let s = MetricsSnapshot::from(m);
         assert_eq!(
@@ -942,6 +1140,8 @@ mod tests {
             reconnect_max_ms: 0,
             heartbeat_ms: 0,
             max_store_bytes: 0,
+            media_dir: None,
+            media_cache_bytes: 0,
         };
         let c = o.to_core();
         assert_eq!(c.reconnect.initial_delay, Duration::from_secs(1));

@@ -32,22 +32,23 @@ use tokio::task::JoinHandle;
 use crate::auth::TokenProvider;
 use crate::config::ClientConfig;
 use crate::context::{Context, SessionCmd, Want};
-use crate::db::{reads, Db};
+use crate::db::{reads, writes, Db};
 use crate::error::{Error, Result};
 use crate::http::{self, Http};
 use crate::listeners::{
     AppEvent, ConnectionStateListener, Dispatcher, DocumentListener, NotificationListener,
     PresenceListener, RoomListener, Subscription, SyncStatusListener, Target, TypingListener,
+    UploadListener,
 };
 use crate::metrics::MetricsSnapshot;
 use crate::model::{
-    now_ms, ConnectionState, Document, Message, NotificationInfo, OutboxEntry, RoomInfo, SendState,
-    SyncPhase, SyncStatus,
+    now_ms, AttachmentDetails, ConnectionState, Document, Message, NotificationInfo, OutboxEntry,
+    RoomInfo, SendState, SyncPhase, SyncStatus, UploadProgress, UploadState,
 };
 use crate::remote::{self, Remote};
 use crate::room_list::{RoomList, RoomListListener, RoomSummary};
 use crate::timeline::{Timeline, TimelineListener};
-use crate::{optimistic, outbox, presence, scheduler, socket, typing};
+use crate::{files, media, model, optimistic, outbox, presence, scheduler, socket, typing, upload};
 
 /// Background tasks of a started client.
 #[derive(Debug)]
@@ -123,6 +124,7 @@ impl Client {
         )?;
         let remote = Arc::new(Remote::new(config.cache));
         let ctx = Arc::new(Context::new(config, db, dispatcher, tokens, http));
+        media::open(&ctx)?;
         let pending = outbox::load(&ctx)?;
         tracing::debug!(pending, "client opened");
         let tasks = Arc::new(Mutex::new(None));
@@ -136,6 +138,12 @@ impl Client {
             tasks,
             online: Arc::new(AtomicBool::new(true)),
         })
+    }
+
+    /// The shared state (for the core's own tests).
+    #[cfg(test)]
+    pub(crate) fn ctx(&self) -> &Arc<Context> {
+        &self.ctx
     }
 
     /// The account's user id.
@@ -173,9 +181,10 @@ impl Client {
         let presence_task = handle.spawn(presence::run(self.ctx.presence.clone(), move |status| {
             send_presence(&presence_ctx, status);
         }));
+        let uploads = handle.spawn(upload::run(self.ctx.clone()));
         *tasks = Some(Tasks {
             socket,
-            timers: vec![typing_task, presence_task],
+            timers: vec![typing_task, presence_task, uploads],
         });
         Ok(())
     }
@@ -240,6 +249,12 @@ impl Client {
                         )))
                     }
                 }
+            }
+            let dir = self.ctx.media.dir();
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => tracing::debug!(dir = %dir.display(), "media deleted"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::file(dir, e)),
             }
         }
         tracing::info!(wipe, "signed out");
@@ -470,10 +485,155 @@ impl Client {
         let queue = scheduler::queue_of(&mutation);
         let (_, m) =
             outbox::enqueue_with_id(&self.ctx, id, queue, mutation, None, |tx, step, fx| {
-                optimistic::send_message(tx, step, fx, &room, &body, reply_to.as_deref())
+                optimistic::send_message(tx, step, fx, &room, &body, reply_to.as_deref(), None)
             })?;
         self.typing_stopped(room);
         Ok(m)
+    }
+
+    /// Sends a file with an optional caption (`caption` may be empty). Returns the message at
+    /// once, pending, carrying its attachment: name, MIME type, size, SHA-256, the local file
+    /// and the upload's progress.
+    ///
+    /// The file is first taken into the client's media directory (hard-linked, or copied when
+    /// linking fails) and hashed there, in chunks: the app may delete or change its own copy as
+    /// soon as this returns. This reads the whole file once, so call it off the main thread for
+    /// large files. Then, in one transaction, the message is stored and queued, and the upload
+    /// of its file too: the upload goes first (durable and resumable, see `crate::upload`), and
+    /// the message follows in its room's order. [`Client::subscribe_uploads`] reports the
+    /// progress; [`Client::cancel_attachment`] stops it (the message goes too); a failed upload
+    /// fails the message, and `retry` of its outbox entry uploads again.
+    pub fn send_attachment(
+        &self,
+        room: String,
+        file: String,
+        mime: String,
+        caption: String,
+        details: AttachmentDetails,
+    ) -> Result<Message> {
+        roam_proto::validate::room_name(&room)?;
+        let src = std::path::PathBuf::from(&file);
+        let name = match details.name {
+            Some(n) => n,
+            None => src
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| Error::invalid(format!("{file} names no file")))?,
+        };
+        let thumbnail = details.thumbnail.as_deref().map(|t| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(t)
+        });
+        let mut wire = roam_proto::Attachment {
+            // Checked before the file is read; the hash and size are set once it is.
+            blob: "0".repeat(64),
+            name,
+            mime,
+            size: 0,
+            width: details.width,
+            height: details.height,
+            duration_ms: details.duration_ms,
+            thumbnail,
+        };
+        roam_proto::validate::caption(&caption)?;
+        roam_proto::validate::attachment(&wire)?;
+        let held_before = |sha: &str| self.ctx.db.read(|c| reads::media_file(c, sha));
+        let taken = files::take_in(&self.ctx.media, &src)?;
+        wire.blob = taken.sha256.clone();
+        wire.size = taken.size;
+        let existed = held_before(&taken.sha256)?.is_some();
+        let id = outbox::new_key();
+        let mutation = Mutation::SendMessage {
+            room: room.clone(),
+            body: caption.clone(),
+            reply_to: None,
+            id: Some(id.clone()),
+            attachment: Some(wire.clone()),
+        };
+        let queue = scheduler::queue_of(&mutation);
+        let json = serde_json::to_string(&wire)?;
+        let path = taken.path.display().to_string();
+        let max = self.ctx.media.config.max_bytes;
+        let upload = reads::StoredUpload {
+            local_id: id.clone(),
+            room: room.clone(),
+            sha256: taken.sha256.clone(),
+            size: taken.size,
+            mime: wire.mime.clone(),
+            upload: None,
+            sent: 0,
+            state: SendState::Pending,
+        };
+        let model = model::attachment_from_wire(
+            wire,
+            Some(path.clone()),
+            Some(UploadProgress {
+                local_id: id.clone(),
+                room: room.clone(),
+                sent_bytes: 0,
+                total_bytes: taken.size,
+                state: UploadState::Uploading,
+            }),
+        );
+        let queued =
+            outbox::enqueue_with_id(&self.ctx, id, queue, mutation, None, |tx, step, fx| {
+                writes::put_media(tx, &taken.sha256, &path, taken.size, step.now)?;
+                writes::insert_upload(tx, &upload, step.now)?;
+                media::trim_in(tx, fx, max, &taken.sha256)?;
+                optimistic::send_message(tx, step, fx, &room, &caption, None, Some((&json, model)))
+            });
+        match queued {
+            Ok((_, m)) => {
+                tracing::debug!(message = %m.local_id, size = taken.size, "attachment queued");
+                self.typing_stopped(room);
+                Ok(m)
+            }
+            Err(err) => {
+                if !existed {
+                    files::remove_file(&taken.path);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Stops the upload of an attachment sent from this device (by the message's local id) and
+    /// removes the message: its send is discarded, its file leaves the media cache, and the
+    /// server's partial upload is deleted. Refused with [`Error::InvalidState`] once the upload
+    /// is done (delete the message instead).
+    pub fn cancel_attachment(&self, message: String) -> Result<()> {
+        let uploading = self.ctx.db.read(|c| reads::upload(c, &message))?.is_some();
+        if !uploading {
+            return Err(Error::state(
+                "no upload of that message is under way; delete the message instead",
+            ));
+        }
+        outbox::discard(&self.ctx, &message)
+    }
+
+    /// The local file of a message's attachment (by local or server id): from the media cache
+    /// when held (offline too), otherwise downloaded into it first — resuming a download that
+    /// was cut off, checking the file's hash, and evicting least recently used files past the
+    /// cache's cap. Fails with [`Error::InvalidInput`] for a message without an attachment, a
+    /// deleted one, or a file above the cache's per-file cap (`MediaConfig::max_file_bytes`).
+    pub async fn attachment_file(&self, message: String) -> Result<String> {
+        let m = self
+            .ctx
+            .db
+            .read(|c| reads::message_by_any_id(c, &message))?
+            .ok_or_else(|| Error::not_found(format!("message {message}")))?;
+        let Some(a) = m.attachment else {
+            return Err(Error::invalid(format!(
+                "message {message} carries no attachment"
+            )));
+        };
+        let path = media::fetch(&self.ctx, &a.sha256, a.size).await?;
+        Ok(path.display().to_string())
+    }
+
+    /// The bytes the media cache holds now (files sent and downloaded).
+    pub fn media_cache_bytes(&self) -> Result<u64> {
+        self.ctx.db.read(reads::media_bytes)
     }
 
     fn own_message(&self, room: &str, id: &str) -> Result<Message> {
@@ -960,6 +1120,14 @@ impl Client {
     /// One room's summary as the room list shows it (`None` unless the account is a member).
     pub fn room_summary(&self, room: String) -> Result<Option<RoomSummary>> {
         crate::room_list::read_summary(&self.ctx, &room)
+    }
+
+    /// Progress of the attachment uploads of this device: bytes sent after each request, and
+    /// how each ended (done, failed, cancelled).
+    pub fn subscribe_uploads(&self, listener: Arc<dyn UploadListener>) -> Subscription {
+        self.ctx
+            .dispatcher
+            .register(Target::Upload(listener), Vec::new())
     }
 
     /// Sync status changes; the current status first.

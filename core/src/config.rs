@@ -49,6 +49,8 @@ pub struct ClientConfig {
     /// Largest size the database may grow to, in bytes (`None`: as large as the disk allows).
     /// A store that reaches it behaves like a full disk: see [`ReconnectConfig::storage_full_delay`].
     pub max_store_bytes: Option<u64>,
+    /// Attachments: the media directory and cache, and how uploads are sent.
+    pub media: MediaConfig,
 }
 
 impl ClientConfig {
@@ -73,6 +75,19 @@ impl ClientConfig {
             reset_page_size: 50,
             http_timeout: Duration::from_secs(20),
             max_store_bytes: None,
+            media: MediaConfig::default(),
+        }
+    }
+
+    /// The media directory: [`MediaConfig::dir`], or `<db_path>-media` next to the database.
+    pub fn media_dir(&self) -> PathBuf {
+        match &self.media.dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let mut name = self.db_path.clone().into_os_string();
+                name.push("-media");
+                PathBuf::from(name)
+            }
         }
     }
 
@@ -112,6 +127,22 @@ impl ClientConfig {
         }
         if o.ack_timeout.is_zero() {
             return Err(Error::invalid("outbox ack_timeout must be positive"));
+        }
+        let m = &self.media;
+        if m.chunk_bytes == 0 || m.chunk_bytes > 16 * 1024 * 1024 {
+            return Err(Error::invalid(
+                "media chunk_bytes must be between 1 byte and 16 MiB",
+            ));
+        }
+        if m.max_file_bytes == 0 || m.max_bytes < m.max_file_bytes {
+            return Err(Error::invalid(
+                "media max_file_bytes must be positive and at most max_bytes",
+            ));
+        }
+        if m.initial_backoff.is_zero() || m.max_backoff < m.initial_backoff {
+            return Err(Error::invalid(
+                "media backoff must be positive with max_backoff >= initial_backoff",
+            ));
         }
         if !(1..=roam_proto::validate::MAX_PAGE_SIZE).contains(&self.reset_page_size) {
             return Err(Error::invalid("reset_page_size must be between 1 and 200"));
@@ -256,6 +287,40 @@ impl Default for CacheConfig {
             ttl: crate::cache::DEFAULT_TTL,
             stale_ttl: crate::cache::DEFAULT_STALE_TTL,
             max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Attachments (see `crate::media` and `crate::upload`): where files live on the device, how
+/// much of them is kept, and how uploads travel.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// The media directory (`None`: `<db_path>-media`). It holds the files the account sent
+    /// and downloaded, named by their SHA-256, and the partial downloads (`*.part`).
+    pub dir: Option<PathBuf>,
+    /// Size cap of the media cache, in bytes: past it the least recently used files are
+    /// deleted (a file still being uploaded never is). Default 256 MiB.
+    pub max_bytes: u64,
+    /// Largest file `attachment_file` downloads into the cache. Default 64 MiB.
+    pub max_file_bytes: u64,
+    /// Bytes per upload request (`PATCH`): at most this much of a file is in memory at once.
+    /// Default 2 MiB; the server takes at most 16 MiB.
+    pub chunk_bytes: usize,
+    /// First delay after a transient upload failure (doubling, full jitter).
+    pub initial_backoff: Duration,
+    /// Longest delay between upload attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            dir: None,
+            max_bytes: 256 * 1024 * 1024,
+            max_file_bytes: 64 * 1024 * 1024,
+            chunk_bytes: 2 * 1024 * 1024,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
         }
     }
 }

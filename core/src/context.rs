@@ -42,6 +42,12 @@ pub(crate) struct Effects {
     pub subscribe: Vec<String>,
     /// Outbox answers this transaction stores (see `Scheduler::answers_stored`).
     pub answers: usize,
+    /// Sends whose upload is done: the scheduler may put them on the wire.
+    pub released: Vec<String>,
+    /// Files of the media directory to delete once committed (their rows are gone).
+    pub remove_files: Vec<String>,
+    /// The uploader has new work (an upload queued or retried).
+    pub uploads: bool,
 }
 
 impl Effects {
@@ -90,6 +96,10 @@ pub(crate) struct Context {
     pub outbox: Mutex<Scheduler>,
     /// Wakes the connection when there is something new to send.
     pub outbox_wakeup: Notify,
+    /// Wakes the uploader when an upload is queued or retried.
+    pub uploads_wakeup: Notify,
+    /// The media directory and its cache.
+    pub media: crate::files::Media,
     pub metrics: Metrics,
     pub typing: Arc<Typing>,
     pub presence: Arc<PresenceTracker>,
@@ -128,6 +138,7 @@ impl Context {
         http: Http,
     ) -> Self {
         let (want, _) = watch::channel(Want::Offline);
+        let media = crate::files::Media::new(config.media_dir(), config.media.clone());
         Context {
             me: config.user_id.clone(),
             outbox: Mutex::new(Scheduler::new(config.outbox)),
@@ -137,6 +148,8 @@ impl Context {
             db,
             dispatcher,
             outbox_wakeup: Notify::new(),
+            uploads_wakeup: Notify::new(),
+            media,
             metrics: Metrics::default(),
             tokens,
             http,
@@ -196,12 +209,15 @@ impl Context {
         tx.commit()?;
         self.db.committed();
         self.dispatcher.emit_all(fx.events);
-        let wake = !fx.enqueued.is_empty();
+        let wake = !fx.enqueued.is_empty() || !fx.released.is_empty();
         if wake || fx.answers > 0 {
             let mut s = self.outbox.lock();
             s.answers_stored(fx.answers);
             for e in fx.enqueued {
                 s.push(e);
+            }
+            for id in &fx.released {
+                s.release(id);
             }
         }
         self.refresh_sync();
@@ -213,6 +229,12 @@ impl Context {
         }
         if !fx.subscribe.is_empty() {
             self.send(SessionCmd::Subscribe(fx.subscribe));
+        }
+        if fx.uploads {
+            self.uploads_wakeup.notify_one();
+        }
+        for file in fx.remove_files {
+            crate::files::remove_file(std::path::Path::new(&file));
         }
         Ok(out)
     }

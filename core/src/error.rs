@@ -114,6 +114,15 @@ pub enum Error {
     #[error("timed out: {0}")]
     Timeout(String),
 
+    /// A local file could not be read or written: the file to send, or one of the media cache.
+    #[error("file error: {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// Another client has this account's database open (in this process or another one).
     #[error("the database {path} is already open by another client")]
     AlreadyOpen {
@@ -133,6 +142,14 @@ impl Error {
     /// An [`Error::NotFound`] naming what was looked for.
     pub(crate) fn not_found(what: impl Into<String>) -> Self {
         Error::NotFound { what: what.into() }
+    }
+
+    /// An [`Error::File`] about `path`.
+    pub(crate) fn file(path: &std::path::Path, reason: impl std::fmt::Display) -> Self {
+        Error::File {
+            path: path.display().to_string(),
+            reason: reason.to_string(),
+        }
     }
 
     /// An [`Error::InvalidState`] with this reason.

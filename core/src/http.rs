@@ -67,8 +67,54 @@ pub(crate) enum Fetched<T> {
 /// REST client of one account.
 pub(crate) struct Http {
     client: reqwest::Client,
+    /// For uploads and downloads: no bound on a whole request (a large file takes as long as it
+    /// takes), only on connecting and on each read.
+    media: reqwest::Client,
     base: Url,
     tokens: Arc<dyn TokenProvider>,
+}
+
+/// The answer to creating an upload (`POST /v1/uploads`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Created {
+    /// The server holds the blob already: nothing to send.
+    Held,
+    /// A new upload, to send from `offset`.
+    Started { upload: String, offset: u64 },
+}
+
+/// The answer to sending bytes or finishing an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Accepted: the server holds this many bytes (`PATCH`), or the blob is stored (`finish`).
+    At(u64),
+    /// `409`: the server holds this many bytes, not what the request assumed.
+    Conflict(u64),
+    /// `404`: the upload is gone (expired, or never there).
+    Gone,
+}
+
+#[derive(serde::Deserialize)]
+struct CreatedBody {
+    #[serde(default)]
+    upload: Option<String>,
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    complete: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct OffsetBody {
+    offset: u64,
+}
+
+/// The `Upload-Offset` header of an answer, if any.
+fn upload_offset(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get("upload-offset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 impl std::fmt::Debug for Http {
@@ -89,11 +135,167 @@ impl Http {
             .timeout(timeout)
             .build()
             .map_err(|e| Error::Network(format!("cannot build the HTTP client: {e}")))?;
+        let media = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .build()
+            .map_err(|e| Error::Network(format!("cannot build the HTTP client: {e}")))?;
         Ok(Http {
             client,
+            media,
             base,
             tokens,
         })
+    }
+
+    /// Sends a request built by `build` with the bearer token, asking for a fresh token and
+    /// sending it again once on a `401`.
+    async fn authorized(
+        &self,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let mut refresh = false;
+        loop {
+            let token = self.tokens.token(refresh).await?;
+            let resp = build(&self.media)
+                .header(AUTHORIZATION, format!("Bearer {token}"))
+                .send()
+                .await?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !refresh {
+                refresh = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// `POST /v1/uploads`: starts an upload of a file, or learns that the server holds it.
+    #[tracing::instrument(level = "debug", skip_all, fields(sha256 = sha256, size))]
+    pub(crate) async fn create_upload(
+        &self,
+        size: u64,
+        sha256: &str,
+        mime: &str,
+    ) -> Result<Created> {
+        let url = self.url("/v1/uploads", &[])?;
+        let body = serde_json::json!({ "size": size, "sha256": sha256, "mime": mime });
+        let resp = self.authorized(|c| c.post(url.clone()).json(&body)).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(error_from(status, resp.text().await.unwrap_or_default()));
+        }
+        let b: CreatedBody = resp.json().await?;
+        match (b.complete, b.upload) {
+            (true, _) => Ok(Created::Held),
+            (false, Some(upload)) => Ok(Created::Started {
+                upload,
+                offset: b.offset,
+            }),
+            (false, None) => Err(Error::Network(
+                "the server answered an upload without its id".into(),
+            )),
+        }
+    }
+
+    /// `HEAD /v1/uploads/{id}`: the bytes the server holds of an upload.
+    pub(crate) async fn upload_status(&self, upload: &str) -> Result<Sent> {
+        let url = self.url(&format!("/v1/uploads/{upload}"), &[])?;
+        let resp = self.authorized(|c| c.head(url.clone())).await?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Sent::Gone);
+        }
+        if !status.is_success() {
+            return Err(error_from(status, String::new()));
+        }
+        upload_offset(&resp)
+            .map(Sent::At)
+            .ok_or_else(|| Error::Network("HEAD of an upload without Upload-Offset".into()))
+    }
+
+    /// `PATCH /v1/uploads/{id}`: sends `bytes`, which start at `offset` of the file.
+    pub(crate) async fn send_bytes(
+        &self,
+        upload: &str,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<Sent> {
+        let url = self.url(&format!("/v1/uploads/{upload}"), &[])?;
+        let body = bytes::Bytes::from(bytes);
+        let resp = self
+            .authorized(|c| {
+                c.patch(url.clone())
+                    .header("upload-offset", offset)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/offset+octet-stream",
+                    )
+                    .body(body.clone())
+            })
+            .await?;
+        self.sent(resp).await
+    }
+
+    /// `POST /v1/uploads/{id}/finish`: the server checks the hash and stores the blob.
+    pub(crate) async fn finish_upload(&self, upload: &str) -> Result<Sent> {
+        let url = self.url(&format!("/v1/uploads/{upload}/finish"), &[])?;
+        let resp = self.authorized(|c| c.post(url.clone())).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(Sent::At(0)),
+            _ => self.sent(resp).await,
+        }
+    }
+
+    /// `DELETE /v1/uploads/{id}` (an abandoned upload; failures are only logged).
+    pub(crate) async fn abort_upload(&self, upload: &str) {
+        let Ok(url) = self.url(&format!("/v1/uploads/{upload}"), &[]) else {
+            return;
+        };
+        if let Err(err) = self.authorized(|c| c.delete(url.clone())).await {
+            tracing::debug!(error = %err, "cannot delete an abandoned upload");
+        }
+    }
+
+    async fn sent(&self, resp: reqwest::Response) -> Result<Sent> {
+        let status = resp.status();
+        let header = upload_offset(&resp);
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Sent::Gone);
+        }
+        if status == StatusCode::CONFLICT {
+            if let Some(at) = header {
+                return Ok(Sent::Conflict(at));
+            }
+        }
+        if !status.is_success() {
+            return Err(error_from(status, resp.text().await.unwrap_or_default()));
+        }
+        match header {
+            Some(at) => Ok(Sent::At(at)),
+            None => Ok(Sent::At(resp.json::<OffsetBody>().await?.offset)),
+        }
+    }
+
+    /// `GET /v1/blobs/{sha256}` from byte `from` (a `Range` when not 0): the answer as it
+    /// comes (`200`, `206` or `416`; other statuses are errors), to be read in chunks.
+    pub(crate) async fn download(&self, sha256: &str, from: u64) -> Result<reqwest::Response> {
+        let url = self.url(&format!("/v1/blobs/{sha256}"), &[])?;
+        let resp = self
+            .authorized(|c| {
+                let req = c.get(url.clone());
+                if from > 0 {
+                    req.header(reqwest::header::RANGE, format!("bytes={from}-"))
+                        .header(reqwest::header::IF_RANGE, format!("\"{sha256}\""))
+                } else {
+                    req
+                }
+            })
+            .await?;
+        let status = resp.status();
+        if status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE {
+            return Ok(resp);
+        }
+        Err(error_from(status, resp.text().await.unwrap_or_default()))
     }
 
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url> {

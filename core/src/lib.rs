@@ -40,7 +40,9 @@
 //! `sync` (applying server events, recovery), `diff` (keyed list diffs), `typing`, `presence`,
 //! `http` (REST transport),
 //! `remote` (cached REST reads into the store), `backoff`; [`cache`] is the single-flight,
-//! size-bounded cache behind the REST reads.
+//! size-bounded cache behind the REST reads. Attachments: `files` (the media directory's files,
+//! taken in and hashed), `media` (the media cache's index, eviction and resumable downloads),
+//! `upload` (durable, resumable uploads ahead of their messages).
 
 pub mod cache;
 
@@ -53,13 +55,17 @@ pub mod model;
 pub mod room_list;
 pub mod timeline;
 
+#[cfg(test)]
+mod attachment_tests;
 mod auth;
 mod backoff;
 mod context;
 mod db;
 mod diff;
+mod files;
 mod http;
 mod inflate;
+mod media;
 mod optimistic;
 mod outbox;
 mod presence;
@@ -72,22 +78,24 @@ mod sync;
 #[cfg(test)]
 mod test_alloc;
 mod typing;
+mod upload;
 
 pub use auth::{StaticToken, TokenProvider};
 pub use client::Client;
 pub use config::{
-    CacheConfig, ClientConfig, HeartbeatConfig, OutboxConfig, PresenceConfig, ReconnectConfig,
-    TypingConfig,
+    CacheConfig, ClientConfig, HeartbeatConfig, MediaConfig, OutboxConfig, PresenceConfig,
+    ReconnectConfig, TypingConfig,
 };
 pub use error::{Error, Result};
 pub use listeners::{
     ConnectionStateListener, DocumentListener, NotificationListener, PresenceListener,
-    RoomListener, Subscription, SyncStatusListener, TypingListener,
+    RoomListener, Subscription, SyncStatusListener, TypingListener, UploadListener,
 };
 pub use metrics::MetricsSnapshot;
 pub use model::{
-    ConnectionState, Document, DocumentUpdate, DocumentVersion, Message, NotificationInfo,
-    OutboxEntry, PresenceInfo, RoomInfo, RoomUpdate, SendState, SyncPhase, SyncStatus,
+    Attachment, AttachmentDetails, ConnectionState, Document, DocumentUpdate, DocumentVersion,
+    Message, NotificationInfo, OutboxEntry, PresenceInfo, RoomInfo, RoomUpdate, SendState,
+    SyncPhase, SyncStatus, UploadProgress, UploadState,
 };
 pub use roam_proto::{ErrorCode, Member, MemberStatus, Presence, PresenceStatus, Role, RoomKind};
 pub use room_list::{apply_room_list_diffs, RoomList, RoomListDiff, RoomListListener, RoomSummary};

@@ -29,6 +29,7 @@ use parking_lot::{Mutex, ReentrantMutex};
 
 use crate::model::{
     ConnectionState, DocumentUpdate, NotificationInfo, PresenceInfo, RoomUpdate, SyncStatus,
+    UploadProgress,
 };
 
 /// Receives connection state changes. The current state is delivered first.
@@ -68,6 +69,12 @@ pub trait SyncStatusListener: Send + Sync {
     fn on_sync_status(&self, status: SyncStatus);
 }
 
+/// Receives the progress of attachment uploads from this device: bytes sent (after each
+/// request), and the end of each (done, failed, cancelled).
+pub trait UploadListener: Send + Sync {
+    fn on_upload_progress(&self, progress: UploadProgress);
+}
+
 /// What the dispatcher calls on a timeline (implemented in `timeline.rs`).
 pub(crate) trait TimelineSink: Send + Sync {
     /// The room it shows.
@@ -100,6 +107,7 @@ pub(crate) enum AppEvent {
     /// The account's read marker of this room moved.
     ReadMarker(String),
     Sync(SyncStatus),
+    Upload(UploadProgress),
 }
 
 /// A registered listener with its filter.
@@ -114,6 +122,7 @@ pub(crate) enum Target {
     Timeline(Arc<dyn TimelineSink>),
     RoomList(Arc<dyn RoomListSink>),
     Sync(Arc<dyn SyncStatusListener>),
+    Upload(Arc<dyn UploadListener>),
 }
 
 impl fmt::Debug for Target {
@@ -128,6 +137,7 @@ impl fmt::Debug for Target {
             Target::Timeline(_) => "Timeline",
             Target::RoomList(_) => "RoomList",
             Target::Sync(_) => "Sync",
+            Target::Upload(_) => "Upload",
         };
         f.write_str(name)
     }
@@ -407,6 +417,7 @@ fn deliver(shared: &Shared, target: &Target, event: &AppEvent) {
         (Target::Notification(l), AppEvent::Notification(n)) => l.on_notification(n.clone()),
         (Target::Notification(l), AppEvent::Unread(c)) => l.on_unread_count(*c),
         (Target::Sync(l), AppEvent::Sync(s)) => l.on_sync_status(s.clone()),
+        (Target::Upload(l), AppEvent::Upload(p)) => l.on_upload_progress(p.clone()),
         _ => {}
     };
     if catch_unwind(AssertUnwindSafe(call)).is_err() {

@@ -32,6 +32,10 @@ pub(crate) struct Metrics {
     pub messages_acked: AtomicU64,
     pub messages_failed: AtomicU64,
     pub protocol_violations: AtomicU64,
+    pub upload_bytes: AtomicU64,
+    pub uploads_completed: AtomicU64,
+    pub upload_retries: AtomicU64,
+    pub download_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -80,6 +84,10 @@ impl Metrics {
             messages_acked: Self::get(&self.messages_acked),
             messages_failed: Self::get(&self.messages_failed),
             protocol_violations: Self::get(&self.protocol_violations),
+            upload_bytes: Self::get(&self.upload_bytes),
+            uploads_completed: Self::get(&self.uploads_completed),
+            upload_retries: Self::get(&self.upload_retries),
+            download_bytes: Self::get(&self.download_bytes),
         }
     }
 }
@@ -149,6 +157,16 @@ pub struct MetricsSnapshot {
     /// Connections closed because the server sent more than the protocol allows (a message or
     /// frame over the size limit, compressed data that does not inflate).
     pub protocol_violations: u64,
+    /// Attachment bytes sent in upload requests by this process (a resumed upload counts only
+    /// what it sent after resuming).
+    pub upload_bytes: u64,
+    /// Attachment uploads finished (the server holds the file).
+    pub uploads_completed: u64,
+    /// Upload attempts that failed transiently (network, server busy) and were resumed later
+    /// from the server's offset.
+    pub upload_retries: u64,
+    /// Attachment bytes downloaded into the media cache.
+    pub download_bytes: u64,
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use roam_proto::{Member, Presence, RoomKind};
 
 /// A document as the server holds it: one version of its content (the protocol record).
@@ -73,6 +75,86 @@ pub struct Message {
     /// The outbox entry holding that change while it is pending or failed (the id to pass to
     /// `retry` or `discard`); `None` once it is sent.
     pub outbox_entry_id: Option<String>,
+    /// The file the message carries (`body` is then its caption, possibly empty); `None` for a
+    /// plain message and once deleted.
+    pub attachment: Option<Attachment>,
+}
+
+/// A file carried by a message (protocol §10): what the app needs to show it before it is
+/// downloaded, and where it stands on this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The blob: the lowercase hex SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// The file name to show and to offer when saving.
+    pub name: String,
+    /// The MIME type (`image/jpeg`).
+    pub mime: String,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// Pixel width of an image or video.
+    pub width: Option<u32>,
+    /// Pixel height of an image or video.
+    pub height: Option<u32>,
+    /// Length of an audio or video file, in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// A small inline preview (a JPEG, PNG or WebP image of at most 8 KiB).
+    pub thumbnail: Option<Vec<u8>>,
+    /// The file on this device, in the client's media cache: a file sent from here has one from
+    /// the start; a received one once `attachment_file` fetched it (and until the cache
+    /// evicts it).
+    pub local_path: Option<String>,
+    /// While this device uploads the file (before the message itself is sent): how far it
+    /// got, or why it stopped.
+    pub upload: Option<UploadProgress>,
+}
+
+/// What the app tells about a file it sends (`Client::send_attachment`); all optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachmentDetails {
+    /// The name to show (`None`: the file's own name).
+    pub name: Option<String>,
+    /// Pixel width of an image or video.
+    pub width: Option<u32>,
+    /// Pixel height of an image or video.
+    pub height: Option<u32>,
+    /// Length of an audio or video file, in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// A small preview shown before the file is downloaded: a JPEG, PNG or WebP image of at
+    /// most 8 KiB.
+    pub thumbnail: Option<Vec<u8>>,
+}
+
+/// How far the upload of an attachment sent from this device got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadProgress {
+    /// The message (its local id, also the send's outbox entry id).
+    pub local_id: String,
+    pub room: String,
+    /// Bytes the server holds.
+    pub sent_bytes: u64,
+    /// The file's size.
+    pub total_bytes: u64,
+    pub state: UploadState,
+}
+
+/// Where an upload stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadState {
+    /// Waiting for its turn or the network, or sending bytes.
+    Uploading,
+    /// The server holds the file; the message itself follows through the outbox.
+    Done,
+    /// Stopped for good (the file is too large, it changed, the server refused it): the
+    /// message is failed too. `retry` its outbox entry to upload again, or `discard` it.
+    Failed {
+        /// The protocol error code (`payload_too_large`, `hash_mismatch`, …) or `client`.
+        code: String,
+        /// The reason, for display or logs.
+        message: String,
+    },
+    /// The app cancelled it (the message is gone too).
+    Cancelled,
 }
 
 /// A room as held locally.
@@ -283,4 +365,30 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// The app's view of a stored attachment.
+pub(crate) fn attachment_from_wire(
+    wire: roam_proto::Attachment,
+    local_path: Option<String>,
+    upload: Option<UploadProgress>,
+) -> Attachment {
+    let thumbnail = wire.thumbnail.as_deref().and_then(|t| {
+        base64::engine::general_purpose::STANDARD
+            .decode(t)
+            .map_err(|err| tracing::debug!(error = %err, "an attachment thumbnail is not base64"))
+            .ok()
+    });
+    Attachment {
+        sha256: wire.blob,
+        name: wire.name,
+        mime: wire.mime,
+        size: wire.size,
+        width: wire.width,
+        height: wire.height,
+        duration_ms: wire.duration_ms,
+        thumbnail,
+        local_path,
+        upload,
+    }
 }

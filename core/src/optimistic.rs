@@ -29,7 +29,10 @@ use crate::db::reads::{self, StoredEntry};
 use crate::db::writes;
 use crate::error::{Error, Result};
 use crate::listeners::AppEvent;
-use crate::model::{Document, DocumentUpdate, DocumentVersion, Message, RoomUpdate, SendState};
+use crate::model::{
+    Attachment, Document, DocumentUpdate, DocumentVersion, Message, RoomUpdate, SendState,
+    UploadState,
+};
 use crate::scheduler::Queued;
 
 /// What the optimistic step of an enqueue gets to know.
@@ -170,7 +173,9 @@ pub(crate) fn send_message(
     room: &str,
     body: &str,
     reply_to: Option<&str>,
+    attachment: Option<(&str, Attachment)>,
 ) -> Result<(Message, Option<Undo>)> {
+    let (attachment_json, attachment) = attachment.unzip();
     let m = Message {
         local_id: step.id.to_owned(),
         id: None,
@@ -184,8 +189,9 @@ pub(crate) fn send_message(
         deleted: false,
         send_state: SendState::Pending,
         outbox_entry_id: Some(step.id.to_owned()),
+        attachment,
     };
-    writes::insert_local_message(tx, &m, step.pos)?;
+    writes::insert_local_message(tx, &m, step.pos, attachment_json)?;
     fx.room(RoomUpdate::MessageAdded(m.clone()));
     Ok((
         m,
@@ -502,6 +508,9 @@ pub(crate) fn apply_ack(
         }
         Mutation::EditMessage { .. } | Mutation::DeleteMessage { .. } => {
             let target = entry.target.unwrap_or_default();
+            if matches!(entry.mutation, Mutation::DeleteMessage { .. }) && !target.is_empty() {
+                crate::media::forget_message_in(tx, fx, target)?;
+            }
             match parse::<WireMessage>(op, result) {
                 Some(m) if !target.is_empty() => bind_message(tx, fx, target, &m, entry.pos)?,
                 _ => message_state_changed(tx, fx, target, &SendState::Sent)?,
@@ -680,6 +689,20 @@ pub(crate) fn apply_discard(
     let undo: Undo = serde_json::from_str(undo)?;
     match undo {
         Undo::RemoveMessage { local_id } => {
+            // A send with a file: its upload stops and the file leaves the cache.
+            if let Some(u) = reads::upload(tx, &local_id)? {
+                crate::media::forget_message_in(tx, fx, &local_id)?;
+                writes::delete_upload(tx, &local_id)?;
+                fx.emit(AppEvent::Upload(crate::model::UploadProgress {
+                    local_id: local_id.clone(),
+                    room: u.room,
+                    sent_bytes: u.sent,
+                    total_bytes: u.size,
+                    state: UploadState::Cancelled,
+                }));
+            } else {
+                crate::media::forget_message_in(tx, fx, &local_id)?;
+            }
             if let Some(m) = reads::message(tx, &local_id)? {
                 writes::delete_message(tx, &local_id)?;
                 fx.room(RoomUpdate::MessageRemoved {

@@ -29,6 +29,12 @@
 //! client-chosen id (its local id, a UUIDv7, which is also the entry's key), so an edit or delete
 //! queued behind a send names the message by that id and needs nothing from the send's answer.
 //!
+//! A message with a file (`Client::send_attachment`) is queued like any message, and its
+//! entry is held back while its file uploads (`crate::upload`): neither it nor anything after it
+//! in its queue goes on the wire until the server holds the file, so the room's order is kept.
+//! A permanent upload failure fails the entry (the rest of the queue goes on) and `retry`
+//! uploads again; `discard` cancels the upload too.
+//!
 //! Mutations that change what the following ones may do (create, join, leave, accept an
 //! invitation, roles, bans, room settings) are *barriers*: they go out alone and the rest of their
 //! queue waits for their answer, because the server checks each mutation against what is
@@ -150,7 +156,13 @@ pub(crate) fn enqueue_with_id<T>(
             undo.as_deref(),
             now,
         )?;
-        fx.enqueue(Queued::new(id.clone(), pos, queue, mutation, target, now));
+        let mut queued = Queued::new(id.clone(), pos, queue, mutation, target, now);
+        // A send whose file the local step queued for upload waits for it (`crate::upload`).
+        if has_attachment(&queued.mutation) && reads::upload(tx, &id)?.is_some() {
+            queued.waits = true;
+            fx.uploads = true;
+        }
+        fx.enqueue(queued);
         Ok(value)
     })?;
     Metrics::inc(&ctx.metrics.mutations_queued);
@@ -158,6 +170,17 @@ pub(crate) fn enqueue_with_id<T>(
         Metrics::inc(&ctx.metrics.messages_queued);
     }
     Ok((id, out))
+}
+
+/// Whether a mutation is the send of a message with a file.
+fn has_attachment(m: &Mutation) -> bool {
+    matches!(
+        m,
+        Mutation::SendMessage {
+            attachment: Some(_),
+            ..
+        }
+    )
 }
 
 /// Stores the server's answer to an entry and removes it, inside the caller's transaction
@@ -213,7 +236,10 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
             return Err(Error::state("only a failed entry can be retried"));
         }
         writes::set_entry_state(tx, entry.pos, id, &SendState::Pending)?;
-        let q = Queued::new(
+        // A send whose upload failed uploads again first (from what the server holds).
+        let upload_again = has_attachment(&entry.mutation)
+            && writes::set_upload_state(tx, id, &SendState::Pending, false)?;
+        let mut q = Queued::new(
             entry.id.clone(),
             entry.pos,
             entry.queue.clone(),
@@ -221,6 +247,8 @@ pub(crate) fn retry(ctx: &Context, id: &str) -> Result<()> {
             entry.target.clone(),
             entry.created_at,
         );
+        q.waits = upload_again;
+        fx.uploads |= upload_again;
         optimistic::apply_retry(tx, &Change::from(&q), fx)?;
         fx.enqueue(q);
         Ok(())
@@ -322,18 +350,16 @@ pub(crate) fn load(ctx: &Context) -> Result<usize> {
             Ok(())
         })?;
     }
-    let entries = ctx.db.read(reads::pending_entries)?;
+    let (entries, uploading) = ctx
+        .db
+        .read(|c| Ok((reads::pending_entries(c)?, reads::pending_uploads(c)?)))?;
     let n = entries.len();
     let mut s = ctx.outbox.lock();
     for e in entries {
-        s.push_loaded(Queued::new(
-            e.id,
-            e.pos,
-            e.queue,
-            e.mutation,
-            e.target,
-            e.created_at,
-        ));
+        let waits = uploading.contains(&e.id);
+        let mut q = Queued::new(e.id, e.pos, e.queue, e.mutation, e.target, e.created_at);
+        q.waits = waits;
+        s.push_loaded(q);
     }
     drop(s);
     ctx.refresh_sync();

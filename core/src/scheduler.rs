@@ -24,6 +24,9 @@ pub(crate) struct Queued {
     pub target: Option<String>,
     /// When it was written, milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// Held back until the upload of its attachment is done (see `crate::upload`): neither it
+    /// nor anything after it in its queue goes on the wire.
+    pub waits: bool,
     /// The frame id while on the wire.
     flight: Option<String>,
 }
@@ -44,6 +47,7 @@ impl Queued {
             mutation,
             target,
             created_at,
+            waits: false,
             flight: None,
         }
     }
@@ -228,6 +232,16 @@ impl Scheduler {
         false
     }
 
+    /// The upload of an entry's attachment is done: it may go on the wire.
+    pub(crate) fn release(&mut self, id: &str) {
+        for q in self.queues.values_mut() {
+            if let Some(e) = q.entries.values_mut().find(|e| e.id == id) {
+                e.waits = false;
+                return;
+            }
+        }
+    }
+
     /// Removes an entry that is not on the wire. `Err` if it is.
     pub(crate) fn remove(&mut self, id: &str) -> Result<Option<Queued>, ()> {
         for q in self.queues.values_mut() {
@@ -296,6 +310,11 @@ impl Scheduler {
                     blocked[idx] = true;
                     continue;
                 };
+                // Its file is still uploading: the queue waits, in order.
+                if entry.waits {
+                    blocked[idx] = true;
+                    continue;
+                }
                 if entry.is_barrier() {
                     if q.flying > 0 {
                         blocked[idx] = true;
@@ -641,6 +660,50 @@ mod tests {
         assert_eq!(s.fill(over).len(), 1);
         let d = s.next_deadline(over).expect("the frame's answer is due");
         assert!(d > over, "a full window is not a reason to wake at once");
+    }
+}
+
+#[cfg(test)]
+mod upload_tests {
+    use super::*;
+
+    fn send(n: i64) -> Queued {
+        Queued::new(
+            format!("e{n}"),
+            n,
+            "r".into(),
+            Mutation::SendMessage {
+                room: "r".into(),
+                body: format!("m{n}"),
+                reply_to: None,
+                id: None,
+                attachment: None,
+            },
+            None,
+            n,
+        )
+    }
+
+    #[test]
+    fn a_send_waiting_for_its_upload_holds_its_queue_only() {
+        let mut s = Scheduler::new(OutboxConfig::default());
+        s.push(send(1));
+        let mut with_file = send(2);
+        with_file.waits = true;
+        s.push(with_file);
+        s.push(send(3));
+        let mut other = send(4);
+        other.queue = "elsewhere".into();
+        s.push(other);
+        let now = Instant::now();
+        let keys = |out: Vec<Outgoing>| out.into_iter().map(|o| o.key).collect::<Vec<_>>();
+        let mut first = keys(s.fill(now));
+        first.sort();
+        assert_eq!(first, ["e1", "e4"]);
+        assert!(s.fill(now).is_empty(), "e3 waits behind the upload of e2");
+        assert!(s.unsent("e2"), "a waiting send can be cancelled");
+        s.release("e2");
+        assert_eq!(keys(s.fill(now)), ["e2", "e3"]);
     }
 }
 

@@ -212,6 +212,31 @@ fn room_changed(tx: &Transaction<'_>, fx: &mut Effects, room: &str) -> Result<()
     Ok(())
 }
 
+/// A deleted message's file leaves the media cache (the message as stored locally names it;
+/// the server's copy no longer does).
+fn forget_deleted(tx: &Transaction<'_>, fx: &mut Effects, m: &roam_proto::Message) -> Result<()> {
+    let local = match reads::message_by_server_id(tx, &m.id)? {
+        Some(local) => Some(local.local_id),
+        None => reads::message(tx, &m.id)?.map(|l| l.local_id),
+    };
+    match local {
+        Some(local_id) => crate::media::forget_message_in(tx, fx, &local_id),
+        None => Ok(()),
+    }
+}
+
+/// Stores a message the server sent (a deleted one's file leaves the media cache first).
+fn stored(
+    tx: &Transaction<'_>,
+    fx: &mut Effects,
+    m: &roam_proto::Message,
+) -> Result<writes::MessageChange> {
+    if m.deleted {
+        forget_deleted(tx, fx, m)?;
+    }
+    writes::upsert_server_message(tx, m)
+}
+
 fn apply_event(
     ctx: &Context,
     tx: &Transaction<'_>,
@@ -222,7 +247,7 @@ fn apply_event(
     match &ev.body {
         // The server redacts a deleted message in every event that carried it (`deleted: true`,
         // empty body): whatever the event's kind, such a message is shown as deleted.
-        EventBody::MessageCreated(m) => match writes::upsert_server_message(tx, m)? {
+        EventBody::MessageCreated(m) => match stored(tx, fx, m)? {
             writes::MessageChange::Added(msg) => fx.room(RoomUpdate::MessageAdded(msg)),
             writes::MessageChange::Updated(msg) if m.deleted => {
                 fx.room(RoomUpdate::MessageDeleted(msg))
@@ -237,6 +262,9 @@ fn apply_event(
         },
         EventBody::MessageEdited(m) | EventBody::MessageDeleted(m) => {
             let deleted = matches!(ev.body, EventBody::MessageDeleted(_)) || m.deleted;
+            if deleted {
+                forget_deleted(tx, fx, m)?;
+            }
             match writes::upsert_server_message(tx, m)? {
                 writes::MessageChange::Added(msg)
                 | writes::MessageChange::Updated(msg)

@@ -342,6 +342,7 @@ mod tests {
                 SendState::Pending
             },
             outbox_entry_id: seq.is_none().then(|| id.to_owned()),
+            attachment: None,
         }
     }
 

@@ -57,6 +57,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_outbox_target",
         include_str!("migrations/0004_outbox_target.sql"),
     ),
+    (
+        "0005_attachments",
+        include_str!("migrations/0005_attachments.sql"),
+    ),
 ];
 
 /// Most idle reader connections kept open.
@@ -511,6 +515,43 @@ mod tests {
             .expect("read")
             .expect("found");
         assert_eq!(by_server.seq, Some(1));
+    }
+
+    /// A version-4 database keeps its messages through the upgrade to attachments, and reads
+    /// them back without one; the new tables start empty.
+    #[test]
+    fn version_5_keeps_the_messages_of_version_4() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.db");
+        {
+            let mut c = Connection::open(&path).expect("open");
+            let tx = c.transaction().expect("tx");
+            for (_, sql) in &MIGRATIONS[..4] {
+                tx.execute_batch(sql).expect("migration");
+            }
+            tx.pragma_update(None, "user_version", 4).expect("version");
+            tx.execute_batch(
+                "INSERT INTO messages (local_id, server_id, room, seq, sender, body, created_at) \
+                   VALUES ('s1', 's1', 'r', 1, 'you', 'hello', 0); \
+                 INSERT INTO messages (local_id, room, sender, body, created_at, send_state, local_order) \
+                   VALUES ('k1', 'r', 'me', 'queued', 1, 'pending', 1);",
+            )
+            .expect("data");
+            tx.commit().expect("commit");
+        }
+        let db = Db::open(&path).expect("migrate");
+        let (messages, uploads, media) = db
+            .read(|c| {
+                let messages = reads::messages(c, "r", None, 50)?;
+                let uploads: i64 = c.query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))?;
+                let media: i64 = c.query_row("SELECT count(*) FROM media", [], |r| r.get(0))?;
+                Ok((messages, uploads, media))
+            })
+            .expect("read");
+        let bodies: Vec<_> = messages.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["hello", "queued"]);
+        assert!(messages.iter().all(|m| m.attachment.is_none()));
+        assert_eq!((uploads, media), (0, 0));
     }
 
     /// The queries that page messages and bind server ids use the partial indexes (a local

@@ -5,7 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::error::Result;
 use crate::metrics::OutboxFigures;
 use crate::model::{
-    Document, DocumentVersion, Message, NotificationInfo, OutboxEntry, RoomInfo, SendState,
+    Attachment, Document, DocumentVersion, Message, NotificationInfo, OutboxEntry, RoomInfo,
+    SendState, UploadProgress, UploadState,
 };
 use roam_proto::{
     Member, MemberStatus, Mutation, Presence, PresenceStatus, Role, RoomCursor, RoomKind,
@@ -152,7 +153,14 @@ macro_rules! message_cols {
          CASE WHEN send_state = 'sent' THEN NULL ELSE COALESCE( \
            (SELECT o.id FROM outbox o WHERE o.target = messages.local_id \
             ORDER BY o.pos DESC LIMIT 1), \
-           CASE WHEN seq IS NULL THEN local_id END) END"
+           CASE WHEN seq IS NULL THEN local_id END) END, \
+         attachment, \
+         CASE WHEN attachment IS NULL THEN NULL ELSE \
+           (SELECT json_array(u.sent, u.state, u.error_code, u.error) FROM uploads u \
+            WHERE u.local_id = messages.local_id) END, \
+         CASE WHEN attachment IS NULL THEN NULL ELSE \
+           (SELECT md.path FROM media md \
+            WHERE md.sha256 = json_extract(messages.attachment, '$.blob')) END"
     };
 }
 
@@ -170,7 +178,46 @@ fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         deleted: row.get(9)?,
         send_state: send_state(&row.get::<_, String>(10)?, row.get(11)?, row.get(12)?),
         outbox_entry_id: row.get(13)?,
+        attachment: attachment_cols(row, 14)?,
     })
+}
+
+/// The attachment of a message row (columns `idx..idx + 3` of [`message_cols`]): its stored
+/// JSON, its upload as a JSON array, its file in the media cache. A deleted message has none,
+/// and a stored value this version cannot read is left out (and logged).
+fn attachment_cols(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Attachment>> {
+    let Some(json) = row.get::<_, Option<String>>(idx)? else {
+        return Ok(None);
+    };
+    if row.get::<_, bool>(9)? {
+        return Ok(None);
+    }
+    let wire: roam_proto::Attachment = match serde_json::from_str(&json) {
+        Ok(w) => w,
+        Err(err) => {
+            tracing::warn!(error = %err, "a stored attachment cannot be read");
+            return Ok(None);
+        }
+    };
+    let upload = row
+        .get::<_, Option<String>>(idx + 1)?
+        .and_then(|j| {
+            serde_json::from_str::<(u64, String, Option<String>, Option<String>)>(&j).ok()
+        })
+        .map(|(sent, state, code, message)| UploadProgress {
+            local_id: row.get(0).unwrap_or_default(),
+            room: row.get(2).unwrap_or_default(),
+            sent_bytes: sent,
+            total_bytes: wire.size,
+            state: match send_state(&state, code, message) {
+                SendState::Failed { code, message } => UploadState::Failed { code, message },
+                _ => UploadState::Uploading,
+            },
+        });
+    let local_path = row.get::<_, Option<String>>(idx + 2)?;
+    Ok(Some(crate::model::attachment_from_wire(
+        wire, local_path, upload,
+    )))
 }
 
 /// The id of the newest edit or delete of a message still in the outbox (pending or failed)
@@ -598,4 +645,119 @@ pub(crate) fn outbox_figures(conn: &Connection, now_ms: i64) -> Result<OutboxFig
         failed: u64::try_from(failed).unwrap_or(0),
         oldest_age_ms: oldest.map(|t| u64::try_from(now_ms.saturating_sub(t)).unwrap_or(0)),
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attachments
+
+/// An upload row (see `crate::upload`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredUpload {
+    pub local_id: String,
+    pub room: String,
+    pub sha256: String,
+    pub size: u64,
+    pub mime: String,
+    pub upload: Option<String>,
+    pub sent: u64,
+    pub state: SendState,
+}
+
+macro_rules! upload_cols {
+    () => {
+        "local_id, room, sha256, size, mime, upload, sent, state, error_code, error"
+    };
+}
+
+fn upload_row(row: &Row<'_>) -> rusqlite::Result<StoredUpload> {
+    Ok(StoredUpload {
+        local_id: row.get(0)?,
+        room: row.get(1)?,
+        sha256: row.get(2)?,
+        size: u64_col(row, 3)?,
+        mime: row.get(4)?,
+        upload: row.get(5)?,
+        sent: u64_col(row, 6)?,
+        state: send_state(&row.get::<_, String>(7)?, row.get(8)?, row.get(9)?),
+    })
+}
+
+/// The upload of a message, if it has one still going or failed.
+pub(crate) fn upload(conn: &Connection, local_id: &str) -> Result<Option<StoredUpload>> {
+    Ok(conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            upload_cols!(),
+            " FROM uploads WHERE local_id = ?1"
+        ))?
+        .query_row([local_id], upload_row)
+        .optional()?)
+}
+
+/// The oldest upload still to do (not failed).
+pub(crate) fn next_upload(conn: &Connection) -> Result<Option<StoredUpload>> {
+    Ok(conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            upload_cols!(),
+            " FROM uploads WHERE state = 'pending' ORDER BY created_at, local_id LIMIT 1"
+        ))?
+        .query_row([], upload_row)
+        .optional()?)
+}
+
+/// The messages whose upload is still to do: their sends wait (at open).
+pub(crate) fn pending_uploads(conn: &Connection) -> Result<std::collections::HashSet<String>> {
+    let mut stmt = conn.prepare_cached("SELECT local_id FROM uploads WHERE state = 'pending'")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A file of the media cache: its path and size.
+pub(crate) fn media_file(conn: &Connection, sha256: &str) -> Result<Option<(String, u64)>> {
+    Ok(conn
+        .prepare_cached("SELECT path, size FROM media WHERE sha256 = ?1")?
+        .query_row([sha256], |r| Ok((r.get(0)?, u64_col(r, 1)?)))
+        .optional()?)
+}
+
+/// The bytes the media cache holds.
+pub(crate) fn media_bytes(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COALESCE(sum(size), 0) FROM media")?
+        .query_row([], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The files of the media cache that may be evicted, least recently used first: not `keep`,
+/// and not the source of an upload (pending or failed).
+pub(crate) fn media_evictable(conn: &Connection, keep: &str) -> Result<Vec<(String, String, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sha256, path, size FROM media \
+         WHERE sha256 != ?1 AND sha256 NOT IN (SELECT sha256 FROM uploads) \
+         ORDER BY last_used, sha256",
+    )?;
+    let rows = stmt.query_map([keep], |r| Ok((r.get(0)?, r.get(1)?, u64_col(r, 2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The stored attachment of a message, deleted or not (its blob's hash), by local id.
+pub(crate) fn attachment_blob(conn: &Connection, local_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT json_extract(attachment, '$.blob') FROM messages \
+             WHERE local_id = ?1 AND attachment IS NOT NULL",
+        )?
+        .query_row([local_id], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+/// Whether an upload other than `except`'s (pending or failed) has this blob as its source.
+pub(crate) fn upload_of_blob(conn: &Connection, sha256: &str, except: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM uploads WHERE sha256 = ?1 AND local_id != ?2 LIMIT 1")?
+        .query_row([sha256, except], |_| Ok(()))
+        .optional()?
+        .is_some())
 }

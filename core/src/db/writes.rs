@@ -1,6 +1,6 @@
 //! Writes. Every function takes the writer's `&Transaction`; the caller commits.
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::reads;
 use crate::error::Result;
@@ -208,10 +208,11 @@ pub(crate) fn insert_local_message(
     tx: &Transaction<'_>,
     m: &Message,
     local_order: i64,
+    attachment: Option<&str>,
 ) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO messages (local_id, room, sender, body, reply_to, created_at, send_state, \
-         local_order) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+         local_order, attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
     )?
     .execute(params![
         m.local_id,
@@ -220,7 +221,8 @@ pub(crate) fn insert_local_message(
         m.body,
         m.reply_to,
         m.created_at,
-        local_order
+        local_order,
+        attachment
     ])?;
     Ok(())
 }
@@ -280,7 +282,7 @@ pub(crate) fn upsert_server_message(
             }
             tx.prepare_cached(
                 "UPDATE messages SET seq = ?2, body = ?3, edited_at = ?4, deleted = ?5, \
-                 created_at = ?6, reply_to = ?7 WHERE local_id = ?1",
+                 created_at = ?6, reply_to = ?7, attachment = ?8 WHERE local_id = ?1",
             )?
             .execute(params![
                 existing.local_id,
@@ -289,7 +291,8 @@ pub(crate) fn upsert_server_message(
                 m.edited_at,
                 m.deleted,
                 m.created_at,
-                m.reply_to
+                m.reply_to,
+                attachment_json(m)?
             ])?;
             let row = reads::message(tx, &existing.local_id)?.unwrap_or(existing);
             Ok(MessageChange::Updated(row))
@@ -297,8 +300,8 @@ pub(crate) fn upsert_server_message(
         None => {
             tx.prepare_cached(
                 "INSERT INTO messages (local_id, server_id, room, seq, sender, body, reply_to, \
-                 created_at, edited_at, deleted, send_state) \
-                 VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'sent')",
+                 created_at, edited_at, deleted, send_state, attachment) \
+                 VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'sent', ?10)",
             )?
             .execute(params![
                 m.id,
@@ -309,7 +312,8 @@ pub(crate) fn upsert_server_message(
                 m.reply_to,
                 m.created_at,
                 m.edited_at,
-                m.deleted
+                m.deleted,
+                attachment_json(m)?
             ])?;
             Ok(reads::message(tx, &m.id)?
                 .map(MessageChange::Added)
@@ -370,7 +374,8 @@ pub(crate) fn attach_server_message(
     }
     tx.prepare_cached(
         "UPDATE messages SET server_id = ?2, seq = ?3, body = ?4, edited_at = ?5, deleted = ?6, \
-         created_at = ?7, send_state = 'sent', failure_code = NULL, failure = NULL \
+         created_at = ?7, send_state = 'sent', failure_code = NULL, failure = NULL, \
+         attachment = CASE WHEN ?6 THEN NULL ELSE COALESCE(?8, attachment) END \
          WHERE local_id = ?1",
     )?
     .execute(params![
@@ -380,10 +385,18 @@ pub(crate) fn attach_server_message(
         m.body,
         m.edited_at,
         m.deleted,
-        m.created_at
+        m.created_at,
+        attachment_json(m)?
     ])?;
-    // The row as the UPDATE above left it (no need to read it back).
+    // The row as the UPDATE above left it (no need to read it back, but for the attachment's
+    // local state, which only a read joins in).
+    let attachment = if m.deleted {
+        None
+    } else {
+        reads::message(tx, local_id)?.and_then(|r| r.attachment)
+    };
     let row = Message {
+        attachment,
         id: Some(m.id.clone()),
         seq: Some(m.seq),
         body: m.body.clone(),
@@ -427,6 +440,14 @@ pub(crate) fn set_message_content(
         params![local_id, body, edited_at, deleted, s, code, msg],
     )?;
     Ok(())
+}
+
+/// The attachment of a server copy as stored (JSON), `None` for none.
+fn attachment_json(m: &WireMessage) -> Result<Option<String>> {
+    Ok(m.attachment
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()?)
 }
 
 pub(crate) fn delete_message(tx: &Transaction<'_>, local_id: &str) -> Result<()> {
@@ -729,4 +750,108 @@ pub(crate) fn bump_attempts(tx: &Transaction<'_>, pos: i64, id: &str) -> Result<
     tx.prepare_cached("UPDATE outbox SET attempts = attempts + 1 WHERE pos = ?1 AND id = ?2")?
         .execute(params![pos, id])?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attachments
+
+/// Queues the upload of a message's file (see `crate::upload`).
+pub(crate) fn insert_upload(tx: &Transaction<'_>, u: &reads::StoredUpload, now: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO uploads (local_id, room, sha256, size, mime, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        u.local_id,
+        u.room,
+        u.sha256,
+        i64_of(u.size),
+        u.mime,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Records the server's upload id and how many bytes it holds. False when the upload is gone
+/// (cancelled meanwhile).
+pub(crate) fn set_upload_progress(
+    tx: &Transaction<'_>,
+    local_id: &str,
+    upload: Option<&str>,
+    sent: u64,
+) -> Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE uploads SET upload = ?2, sent = ?3 WHERE local_id = ?1 AND state = 'pending'",
+        )?
+        .execute(params![local_id, upload, i64_of(sent)])?;
+    Ok(n > 0)
+}
+
+/// Marks an upload failed (`Failed`) or to do again (`Pending`, forgetting a failed upload
+/// id when `restart`). False when there is no such upload.
+pub(crate) fn set_upload_state(
+    tx: &Transaction<'_>,
+    local_id: &str,
+    state: &SendState,
+    restart: bool,
+) -> Result<bool> {
+    let (s, code, msg) = failure_parts(state);
+    let n = tx
+        .prepare_cached(
+            "UPDATE uploads SET state = ?2, error_code = ?3, error = ?4, \
+             upload = CASE WHEN ?5 THEN NULL ELSE upload END, \
+             sent = CASE WHEN ?5 THEN 0 ELSE sent END WHERE local_id = ?1",
+        )?
+        .execute(params![local_id, s, code, msg, restart])?;
+    Ok(n > 0)
+}
+
+/// Removes the upload of a message (done, or cancelled). False when there was none.
+pub(crate) fn delete_upload(tx: &Transaction<'_>, local_id: &str) -> Result<bool> {
+    let n = tx
+        .prepare_cached("DELETE FROM uploads WHERE local_id = ?1")?
+        .execute([local_id])?;
+    Ok(n > 0)
+}
+
+/// Records a file of the media cache (or marks it used now).
+pub(crate) fn put_media(
+    tx: &Transaction<'_>,
+    sha256: &str,
+    path: &str,
+    size: u64,
+    now: i64,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO media (sha256, path, size, last_used) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (sha256) DO UPDATE SET path = ?2, size = ?3, last_used = ?4",
+    )?
+    .execute(params![sha256, path, i64_of(size), now])?;
+    Ok(())
+}
+
+/// Marks a file of the media cache used now.
+pub(crate) fn touch_media(tx: &Transaction<'_>, sha256: &str, now: i64) -> Result<()> {
+    tx.prepare_cached("UPDATE media SET last_used = ?2 WHERE sha256 = ?1")?
+        .execute(params![sha256, now])?;
+    Ok(())
+}
+
+/// Forgets a file of the media cache: returns its path (to delete after the commit).
+pub(crate) fn delete_media(tx: &Transaction<'_>, sha256: &str) -> Result<Option<String>> {
+    Ok(tx
+        .prepare_cached("DELETE FROM media WHERE sha256 = ?1 RETURNING path")?
+        .query_row([sha256], |r| r.get(0))
+        .optional()?)
+}
+
+/// Rewrites the paths of the media cache from directory `old` to `new` (the directory moved).
+pub(crate) fn move_media(tx: &Transaction<'_>, old: &str, new: &str) -> Result<usize> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE media SET path = ?2 || substr(path, length(?1) + 1) \
+             WHERE substr(path, 1, length(?1)) = ?1",
+        )?
+        .execute(params![old, new])?)
 }

@@ -64,6 +64,39 @@ extension RoamClient {
         try makeStream { try subscribeSyncStatus(listener: SyncStatusRelay($0)) }
     }
 
+    /// Progress of this device's attachment uploads: bytes sent after each request, then how
+    /// each ended. With `message` (a message's local id) only that upload's: its current state
+    /// first (`.done` at once when the file is uploaded already), and the stream finishes once
+    /// it is `.done`, `.failed` or `.cancelled` (or when the message has no upload to follow).
+    public func uploadProgress(message: String? = nil) throws -> AsyncStream<UploadProgress> {
+        let (stream, continuation) = AsyncStream<UploadProgress>.makeStream(bufferingPolicy: .unbounded)
+        do {
+            let handle = try subscribeUploads(listener: UploadRelay(continuation, message: message))
+            continuation.onTermination = { _ in handle.cancel() }
+            if let message {
+                // Read after subscribing: an end that comes meanwhile is not missed.
+                let current = try self.message(id: message)
+                if let current, let file = current.attachment, !current.deleted {
+                    if let upload = file.upload {
+                        continuation.yield(upload)
+                    } else {
+                        continuation.yield(
+                            UploadProgress(
+                                localId: message, room: current.room, sentBytes: file.size,
+                                totalBytes: file.size, state: .done))
+                        continuation.finish()
+                    }
+                } else {
+                    continuation.finish()
+                }
+            }
+        } catch {
+            continuation.finish()
+            throw error
+        }
+        return stream
+    }
+
     /// A live timeline of `room`: the timeline (for `paginateBackwards` and `cancel`) and its
     /// batches of diffs, the first one a `.reset` with the newest `initial` (1–200) messages.
     /// Ending the stream cancels the timeline. A view model applies each batch with
@@ -207,6 +240,25 @@ private final class SyncStatusRelay: SyncStatusListener {
     let continuation: AsyncStream<SyncStatus>.Continuation
     init(_ continuation: AsyncStream<SyncStatus>.Continuation) { self.continuation = continuation }
     func onSyncStatus(status: SyncStatus) { continuation.yield(status) }
+}
+
+private final class UploadRelay: UploadListener {
+    let continuation: AsyncStream<UploadProgress>.Continuation
+    let message: String?
+    init(_ continuation: AsyncStream<UploadProgress>.Continuation, message: String?) {
+        self.continuation = continuation
+        self.message = message
+    }
+    func onUploadProgress(progress: UploadProgress) {
+        guard let message else {
+            continuation.yield(progress)
+            return
+        }
+        guard progress.localId == message else { return }
+        continuation.yield(progress)
+        if case .uploading = progress.state { return }
+        continuation.finish()
+    }
 }
 
 private final class TimelineRelay: TimelineListener {

@@ -602,6 +602,24 @@ fileprivate struct FfiConverterString: FfiConverter {
     }
 }
 
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterData: FfiConverterRustBuffer {
+    typealias SwiftType = Data
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Data {
+        let len: Int32 = try readInt(&buf)
+        return Data(try readBytes(&buf, count: Int(len)))
+    }
+
+    public static func write(_ value: Data, into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        writeBytes(&buf, value)
+    }
+}
+
 
 
 
@@ -1686,7 +1704,19 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
      */
     func acceptInvitation(invitation: String) throws  -> String
     
+    /**
+     * The local path of a message's file: from the media cache (offline too), or downloaded
+     * into it first (resuming a download that was cut off).
+     */
+    func attachmentFile(message: String) async throws  -> String
+    
     func ban(room: String, user: String) throws  -> String
+    
+    /**
+     * Stops the upload of a file sent from here (by the message's local id) and removes the
+     * message. Throws `Conflict` once the upload is done (delete the message instead).
+     */
+    func cancelAttachment(message: String) throws 
     
     func connectionState()  -> ConnectionState
     
@@ -1756,6 +1786,11 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
      * Returns the marker as it now is.
      */
     func markRoomRead(room: String, seq: UInt64?) throws  -> UInt64
+    
+    /**
+     * The bytes the media cache holds now.
+     */
+    func mediaCacheBytes() throws  -> UInt64
     
     func members(room: String) throws  -> [Member]
     
@@ -1854,6 +1889,16 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
     func saveDocument(room: String, doc: String, baseVersion: UInt64, content: String) async throws  -> Document
     
     /**
+     * Sends a file (at `file`) with a caption (may be empty). Returns the message at once,
+     * pending, with its attachment (name, type, size, SHA-256, local file, upload progress).
+     * The file is linked (or copied) into the client's media directory and hashed first, so
+     * the app may delete its copy once this returns; it reads the whole file once, so call it
+     * off the main thread for large files. The upload goes first, resumable after a restart
+     * or a network change; then the message, in its room's order.
+     */
+    func sendAttachment(room: String, file: String, mime: String, caption: String, details: AttachmentDetails) throws  -> Message
+    
+    /**
      * Sends a message; it is returned (and listed) at once as pending.
      */
     func sendMessage(room: String, body: String) throws  -> Message
@@ -1930,6 +1975,11 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
      * Typing lists of one room (its current list first) or of every room.
      */
     func subscribeTyping(room: String?, listener: TypingListener) throws  -> SubscriptionHandle
+    
+    /**
+     * Progress of this device's attachment uploads (bytes sent, then how each ended).
+     */
+    func subscribeUploads(listener: UploadListener) throws  -> SubscriptionHandle
     
     /**
      * One round of sync for a background task (BGTaskScheduler, WorkManager): connect, catch
@@ -2079,6 +2129,26 @@ open func acceptInvitation(invitation: String)throws  -> String  {
 })
 }
     
+    /**
+     * The local path of a message's file: from the media cache (offline too), or downloaded
+     * into it first (resuming a download that was cut off).
+     */
+open func attachmentFile(message: String)async throws  -> String  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_attachment_file(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(message)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_roam_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_roam_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
 open func ban(room: String, user: String)throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
@@ -2088,6 +2158,19 @@ open func ban(room: String, user: String)throws  -> String  {
         FfiConverterString.lower(user),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Stops the upload of a file sent from here (by the message's local id) and removes the
+     * message. Throws `Conflict` once the upload is done (delete the message instead).
+     */
+open func cancelAttachment(message: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_cancel_attachment(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(message),uniffiCallStatus
+    )
+}
 }
     
 open func connectionState() -> ConnectionState  {
@@ -2289,6 +2372,18 @@ open func markRoomRead(room: String, seq: UInt64?)throws  -> UInt64  {
             self.uniffiCloneHandle(),
         FfiConverterString.lower(room),
         FfiConverterOptionUInt64.lower(seq),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The bytes the media cache holds now.
+     */
+open func mediaCacheBytes()throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_media_cache_bytes(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -2574,6 +2669,28 @@ open func saveDocument(room: String, doc: String, baseVersion: UInt64, content: 
 }
     
     /**
+     * Sends a file (at `file`) with a caption (may be empty). Returns the message at once,
+     * pending, with its attachment (name, type, size, SHA-256, local file, upload progress).
+     * The file is linked (or copied) into the client's media directory and hashed first, so
+     * the app may delete its copy once this returns; it reads the whole file once, so call it
+     * off the main thread for large files. The upload goes first, resumable after a restart
+     * or a network change; then the message, in its room's order.
+     */
+open func sendAttachment(room: String, file: String, mime: String, caption: String, details: AttachmentDetails)throws  -> Message  {
+    return try  FfiConverterTypeMessage_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_send_attachment(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(file),
+        FfiConverterString.lower(mime),
+        FfiConverterString.lower(caption),
+        FfiConverterTypeAttachmentDetails_lower(details),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Sends a message; it is returned (and listed) at once as pending.
      */
 open func sendMessage(room: String, body: String)throws  -> Message  {
@@ -2792,6 +2909,19 @@ open func subscribeTyping(room: String?, listener: TypingListener)throws  -> Sub
             self.uniffiCloneHandle(),
         FfiConverterOptionString.lower(room),
         FfiConverterTypeTypingListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Progress of this device's attachment uploads (bytes sent, then how each ended).
+     */
+open func subscribeUploads(listener: UploadListener)throws  -> SubscriptionHandle  {
+    return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_subscribe_uploads(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeUploadListener_lower(listener),uniffiCallStatus
     )
 })
 }
@@ -4959,6 +5089,425 @@ public func FfiConverterTypeTypingListener_lower(_ value: TypingListener) -> UIn
 
 
 
+
+
+/**
+ * Progress of the attachment uploads of this device: bytes sent, then how each ended.
+ */
+public protocol UploadListener: AnyObject, Sendable {
+    
+    func onUploadProgress(progress: UploadProgress) 
+    
+}
+/**
+ * Progress of the attachment uploads of this device: bytes sent, then how each ended.
+ */
+open class UploadListenerImpl: UploadListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_uploadlistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_uploadlistener(handle, $0) }
+    }
+
+    
+
+    
+open func onUploadProgress(progress: UploadProgress)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_uploadlistener_on_upload_progress(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeUploadProgress_lower(progress),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceUploadListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceUploadListener = UniffiVTableCallbackInterfaceUploadListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeUploadListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface UploadListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeUploadListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface UploadListener: handle missing in uniffiClone")
+            }
+        },
+        onUploadProgress: { (
+            uniffiHandle: UInt64,
+            progress: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeUploadListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onUploadProgress(
+                     progress: try FfiConverterTypeUploadProgress_lift(progress)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceUploadListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceUploadListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitUploadListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_uploadlistener(UniffiCallbackInterfaceUploadListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeUploadListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<UploadListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = UploadListener
+
+    public static func lift(_ handle: UInt64) throws -> UploadListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return UploadListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: UploadListener) -> UInt64 {
+         if let rustImpl = value as? UploadListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> UploadListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: UploadListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeUploadListener_lift(_ handle: UInt64) throws -> UploadListener {
+    return try FfiConverterTypeUploadListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeUploadListener_lower(_ value: UploadListener) -> UInt64 {
+    return FfiConverterTypeUploadListener.lower(value)
+}
+
+
+
+
+/**
+ * A file carried by a message: what to show before it is downloaded, and where it stands on
+ * this device.
+ */
+public struct Attachment: Equatable, Hashable {
+    /**
+     * The lowercase hex SHA-256 of the file's bytes (the blob's name on the server).
+     */
+    public var sha256: String
+    /**
+     * The file name to show and to offer when saving.
+     */
+    public var name: String
+    /**
+     * The MIME type (`image/jpeg`).
+     */
+    public var mime: String
+    /**
+     * Size in bytes.
+     */
+    public var size: UInt64
+    public var width: UInt32?
+    public var height: UInt32?
+    public var durationMs: UInt64?
+    /**
+     * A small inline preview (JPEG, PNG or WebP, at most 8 KiB).
+     */
+    public var thumbnail: Data?
+    /**
+     * The file on this device, when the media cache holds it (files sent from here at once;
+     * received ones after `attachment_file`).
+     */
+    public var localPath: String?
+    /**
+     * While this device uploads it: how far the upload got.
+     */
+    public var upload: UploadProgress?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The lowercase hex SHA-256 of the file's bytes (the blob's name on the server).
+         */sha256: String, 
+        /**
+         * The file name to show and to offer when saving.
+         */name: String, 
+        /**
+         * The MIME type (`image/jpeg`).
+         */mime: String, 
+        /**
+         * Size in bytes.
+         */size: UInt64, width: UInt32?, height: UInt32?, durationMs: UInt64?, 
+        /**
+         * A small inline preview (JPEG, PNG or WebP, at most 8 KiB).
+         */thumbnail: Data?, 
+        /**
+         * The file on this device, when the media cache holds it (files sent from here at once;
+         * received ones after `attachment_file`).
+         */localPath: String?, 
+        /**
+         * While this device uploads it: how far the upload got.
+         */upload: UploadProgress?) {
+        self.sha256 = sha256
+        self.name = name
+        self.mime = mime
+        self.size = size
+        self.width = width
+        self.height = height
+        self.durationMs = durationMs
+        self.thumbnail = thumbnail
+        self.localPath = localPath
+        self.upload = upload
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Attachment: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAttachment: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Attachment {
+        return
+            try Attachment(
+                sha256: FfiConverterString.read(from: &buf), 
+                name: FfiConverterString.read(from: &buf), 
+                mime: FfiConverterString.read(from: &buf), 
+                size: FfiConverterUInt64.read(from: &buf), 
+                width: FfiConverterOptionUInt32.read(from: &buf), 
+                height: FfiConverterOptionUInt32.read(from: &buf), 
+                durationMs: FfiConverterOptionUInt64.read(from: &buf), 
+                thumbnail: FfiConverterOptionData.read(from: &buf), 
+                localPath: FfiConverterOptionString.read(from: &buf), 
+                upload: FfiConverterOptionTypeUploadProgress.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Attachment, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.sha256, into: &buf)
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterString.write(value.mime, into: &buf)
+        FfiConverterUInt64.write(value.size, into: &buf)
+        FfiConverterOptionUInt32.write(value.width, into: &buf)
+        FfiConverterOptionUInt32.write(value.height, into: &buf)
+        FfiConverterOptionUInt64.write(value.durationMs, into: &buf)
+        FfiConverterOptionData.write(value.thumbnail, into: &buf)
+        FfiConverterOptionString.write(value.localPath, into: &buf)
+        FfiConverterOptionTypeUploadProgress.write(value.upload, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttachment_lift(_ buf: RustBuffer) throws -> Attachment {
+    return try FfiConverterTypeAttachment.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttachment_lower(_ value: Attachment) -> RustBuffer {
+    return FfiConverterTypeAttachment.lower(value)
+}
+
+
+/**
+ * What the app tells about a file it sends; every field is optional.
+ */
+public struct AttachmentDetails: Equatable, Hashable {
+    /**
+     * The name to show (nil/null: the file's own name).
+     */
+    public var name: String?
+    public var width: UInt32?
+    public var height: UInt32?
+    public var durationMs: UInt64?
+    /**
+     * A small preview: a JPEG, PNG or WebP image of at most 8 KiB.
+     */
+    public var thumbnail: Data?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The name to show (nil/null: the file's own name).
+         */name: String? = nil, width: UInt32? = nil, height: UInt32? = nil, durationMs: UInt64? = nil, 
+        /**
+         * A small preview: a JPEG, PNG or WebP image of at most 8 KiB.
+         */thumbnail: Data? = nil) {
+        self.name = name
+        self.width = width
+        self.height = height
+        self.durationMs = durationMs
+        self.thumbnail = thumbnail
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension AttachmentDetails: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAttachmentDetails: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AttachmentDetails {
+        return
+            try AttachmentDetails(
+                name: FfiConverterOptionString.read(from: &buf), 
+                width: FfiConverterOptionUInt32.read(from: &buf), 
+                height: FfiConverterOptionUInt32.read(from: &buf), 
+                durationMs: FfiConverterOptionUInt64.read(from: &buf), 
+                thumbnail: FfiConverterOptionData.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AttachmentDetails, into buf: inout [UInt8]) {
+        FfiConverterOptionString.write(value.name, into: &buf)
+        FfiConverterOptionUInt32.write(value.width, into: &buf)
+        FfiConverterOptionUInt32.write(value.height, into: &buf)
+        FfiConverterOptionUInt64.write(value.durationMs, into: &buf)
+        FfiConverterOptionData.write(value.thumbnail, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttachmentDetails_lift(_ buf: RustBuffer) throws -> AttachmentDetails {
+    return try FfiConverterTypeAttachmentDetails.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttachmentDetails_lower(_ value: AttachmentDetails) -> RustBuffer {
+    return FfiConverterTypeAttachmentDetails.lower(value)
+}
+
+
 /**
  * How a client is set up. Timings are in milliseconds; zero keeps the default.
  */
@@ -4992,6 +5541,15 @@ public struct ClientOptions: Equatable, Hashable {
      * reaches it behaves like a full disk (`ConnectionState.StorageFull`).
      */
     public var maxStoreBytes: UInt64
+    /**
+     * The media directory, where sent and downloaded files live (default nil/null:
+     * `<db_path>-media`).
+     */
+    public var mediaDir: String?
+    /**
+     * Size cap of the media cache in bytes (default 0: 256 MiB).
+     */
+    public var mediaCacheBytes: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -5017,7 +5575,14 @@ public struct ClientOptions: Equatable, Hashable {
         /**
          * Largest size of the database in bytes (default 0: no cap but the disk). A store that
          * reaches it behaves like a full disk (`ConnectionState.StorageFull`).
-         */maxStoreBytes: UInt64 = UInt64(0)) {
+         */maxStoreBytes: UInt64 = UInt64(0), 
+        /**
+         * The media directory, where sent and downloaded files live (default nil/null:
+         * `<db_path>-media`).
+         */mediaDir: String? = nil, 
+        /**
+         * Size cap of the media cache in bytes (default 0: 256 MiB).
+         */mediaCacheBytes: UInt64 = UInt64(0)) {
         self.dbPath = dbPath
         self.serverUrl = serverUrl
         self.userId = userId
@@ -5025,6 +5590,8 @@ public struct ClientOptions: Equatable, Hashable {
         self.reconnectMaxMs = reconnectMaxMs
         self.heartbeatMs = heartbeatMs
         self.maxStoreBytes = maxStoreBytes
+        self.mediaDir = mediaDir
+        self.mediaCacheBytes = mediaCacheBytes
     }
 
     
@@ -5049,7 +5616,9 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
                 reconnectInitialMs: FfiConverterUInt64.read(from: &buf), 
                 reconnectMaxMs: FfiConverterUInt64.read(from: &buf), 
                 heartbeatMs: FfiConverterUInt64.read(from: &buf), 
-                maxStoreBytes: FfiConverterUInt64.read(from: &buf)
+                maxStoreBytes: FfiConverterUInt64.read(from: &buf), 
+                mediaDir: FfiConverterOptionString.read(from: &buf), 
+                mediaCacheBytes: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -5061,6 +5630,8 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.reconnectMaxMs, into: &buf)
         FfiConverterUInt64.write(value.heartbeatMs, into: &buf)
         FfiConverterUInt64.write(value.maxStoreBytes, into: &buf)
+        FfiConverterOptionString.write(value.mediaDir, into: &buf)
+        FfiConverterUInt64.write(value.mediaCacheBytes, into: &buf)
     }
 }
 
@@ -5354,6 +5925,11 @@ public struct Message: Equatable, Hashable {
      * `retry` or `discard`. `None` once it is sent.
      */
     public var outboxEntryId: String?
+    /**
+     * The file the message carries (`body` is then its caption, maybe empty); nil/null for a
+     * plain message and once deleted.
+     */
+    public var attachment: Attachment?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -5376,7 +5952,11 @@ public struct Message: Equatable, Hashable {
         /**
          * The outbox entry holding that change while it is pending or failed: pass it to
          * `retry` or `discard`. `None` once it is sent.
-         */outboxEntryId: String?) {
+         */outboxEntryId: String?, 
+        /**
+         * The file the message carries (`body` is then its caption, maybe empty); nil/null for a
+         * plain message and once deleted.
+         */attachment: Attachment?) {
         self.localId = localId
         self.id = id
         self.room = room
@@ -5389,6 +5969,7 @@ public struct Message: Equatable, Hashable {
         self.deleted = deleted
         self.sendState = sendState
         self.outboxEntryId = outboxEntryId
+        self.attachment = attachment
     }
 
     
@@ -5418,7 +5999,8 @@ public struct FfiConverterTypeMessage: FfiConverterRustBuffer {
                 editedAt: FfiConverterOptionInt64.read(from: &buf), 
                 deleted: FfiConverterBool.read(from: &buf), 
                 sendState: FfiConverterTypeSendState.read(from: &buf), 
-                outboxEntryId: FfiConverterOptionString.read(from: &buf)
+                outboxEntryId: FfiConverterOptionString.read(from: &buf), 
+                attachment: FfiConverterOptionTypeAttachment.read(from: &buf)
         )
     }
 
@@ -5435,6 +6017,7 @@ public struct FfiConverterTypeMessage: FfiConverterRustBuffer {
         FfiConverterBool.write(value.deleted, into: &buf)
         FfiConverterTypeSendState.write(value.sendState, into: &buf)
         FfiConverterOptionString.write(value.outboxEntryId, into: &buf)
+        FfiConverterOptionTypeAttachment.write(value.attachment, into: &buf)
     }
 }
 
@@ -5567,6 +6150,23 @@ public struct MetricsSnapshot: Equatable, Hashable {
      * frame over the size limit, compressed data that does not inflate).
      */
     public var protocolViolations: UInt64
+    /**
+     * Attachment bytes sent by this process (a resumed upload counts only what it sent after
+     * resuming).
+     */
+    public var uploadBytes: UInt64
+    /**
+     * Attachment uploads finished.
+     */
+    public var uploadsCompleted: UInt64
+    /**
+     * Upload attempts cut off (network, server busy) and resumed from the server's offset.
+     */
+    public var uploadRetries: UInt64
+    /**
+     * Attachment bytes downloaded into the media cache.
+     */
+    public var downloadBytes: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -5652,7 +6252,20 @@ public struct MetricsSnapshot: Equatable, Hashable {
         /**
          * Connections closed because the server sent more than the protocol allows (a message or
          * frame over the size limit, compressed data that does not inflate).
-         */protocolViolations: UInt64) {
+         */protocolViolations: UInt64, 
+        /**
+         * Attachment bytes sent by this process (a resumed upload counts only what it sent after
+         * resuming).
+         */uploadBytes: UInt64, 
+        /**
+         * Attachment uploads finished.
+         */uploadsCompleted: UInt64, 
+        /**
+         * Upload attempts cut off (network, server busy) and resumed from the server's offset.
+         */uploadRetries: UInt64, 
+        /**
+         * Attachment bytes downloaded into the media cache.
+         */downloadBytes: UInt64) {
         self.outboxDepth = outboxDepth
         self.outboxFailed = outboxFailed
         self.outboxOldestAgeMs = outboxOldestAgeMs
@@ -5680,6 +6293,10 @@ public struct MetricsSnapshot: Equatable, Hashable {
         self.messagesAcked = messagesAcked
         self.messagesFailed = messagesFailed
         self.protocolViolations = protocolViolations
+        self.uploadBytes = uploadBytes
+        self.uploadsCompleted = uploadsCompleted
+        self.uploadRetries = uploadRetries
+        self.downloadBytes = downloadBytes
     }
 
     
@@ -5724,7 +6341,11 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
                 messagesSent: FfiConverterUInt64.read(from: &buf), 
                 messagesAcked: FfiConverterUInt64.read(from: &buf), 
                 messagesFailed: FfiConverterUInt64.read(from: &buf), 
-                protocolViolations: FfiConverterUInt64.read(from: &buf)
+                protocolViolations: FfiConverterUInt64.read(from: &buf), 
+                uploadBytes: FfiConverterUInt64.read(from: &buf), 
+                uploadsCompleted: FfiConverterUInt64.read(from: &buf), 
+                uploadRetries: FfiConverterUInt64.read(from: &buf), 
+                downloadBytes: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -5756,6 +6377,10 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.messagesAcked, into: &buf)
         FfiConverterUInt64.write(value.messagesFailed, into: &buf)
         FfiConverterUInt64.write(value.protocolViolations, into: &buf)
+        FfiConverterUInt64.write(value.uploadBytes, into: &buf)
+        FfiConverterUInt64.write(value.uploadsCompleted, into: &buf)
+        FfiConverterUInt64.write(value.uploadRetries, into: &buf)
+        FfiConverterUInt64.write(value.downloadBytes, into: &buf)
     }
 }
 
@@ -6334,6 +6959,87 @@ public func FfiConverterTypeSyncStatus_lower(_ value: SyncStatus) -> RustBuffer 
 
 
 /**
+ * How far the upload of a file sent from this device got.
+ */
+public struct UploadProgress: Equatable, Hashable {
+    /**
+     * The message's local id (also its outbox entry id, for `retry` and `discard`).
+     */
+    public var localId: String
+    public var room: String
+    /**
+     * Bytes the server holds.
+     */
+    public var sentBytes: UInt64
+    public var totalBytes: UInt64
+    public var state: UploadState
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The message's local id (also its outbox entry id, for `retry` and `discard`).
+         */localId: String, room: String, 
+        /**
+         * Bytes the server holds.
+         */sentBytes: UInt64, totalBytes: UInt64, state: UploadState) {
+        self.localId = localId
+        self.room = room
+        self.sentBytes = sentBytes
+        self.totalBytes = totalBytes
+        self.state = state
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension UploadProgress: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeUploadProgress: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> UploadProgress {
+        return
+            try UploadProgress(
+                localId: FfiConverterString.read(from: &buf), 
+                room: FfiConverterString.read(from: &buf), 
+                sentBytes: FfiConverterUInt64.read(from: &buf), 
+                totalBytes: FfiConverterUInt64.read(from: &buf), 
+                state: FfiConverterTypeUploadState.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: UploadProgress, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.localId, into: &buf)
+        FfiConverterString.write(value.room, into: &buf)
+        FfiConverterUInt64.write(value.sentBytes, into: &buf)
+        FfiConverterUInt64.write(value.totalBytes, into: &buf)
+        FfiConverterTypeUploadState.write(value.state, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeUploadProgress_lift(_ buf: RustBuffer) throws -> UploadProgress {
+    return try FfiConverterTypeUploadProgress.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeUploadProgress_lower(_ value: UploadProgress) -> RustBuffer {
+    return FfiConverterTypeUploadProgress.lower(value)
+}
+
+
+/**
  * The connection to the server.
  */
 
@@ -6835,6 +7541,12 @@ enum RoamError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Timeout(reason: String
     )
     /**
+     * A local file could not be read or written: the file to send (missing, unreadable), or
+     * one of the media cache (disk full).
+     */
+    case File(path: String, reason: String
+    )
+    /**
      * Another client has this account's database open: close it first.
      */
     case AlreadyOpen(path: String
@@ -6910,10 +7622,14 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
         case 12: return .Timeout(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 13: return .AlreadyOpen(
+        case 13: return .File(
+            path: try FfiConverterString.read(from: &buf), 
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 14: return .AlreadyOpen(
             path: try FfiConverterString.read(from: &buf)
             )
-        case 14: return .Internal(
+        case 15: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -6990,13 +7706,19 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .AlreadyOpen(path):
+        case let .File(path,reason):
             writeInt(&buf, Int32(13))
+            FfiConverterString.write(path, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .AlreadyOpen(path):
+            writeInt(&buf, Int32(14))
             FfiConverterString.write(path, into: &buf)
             
         
         case let .Internal(reason):
-            writeInt(&buf, Int32(14))
+            writeInt(&buf, Int32(15))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -7769,6 +8491,129 @@ public func FfiConverterTypeTimelineDiff_lower(_ value: TimelineDiff) -> RustBuf
 }
 
 
+
+/**
+ * Where an upload stands.
+ */
+
+public enum UploadState: Equatable, Hashable {
+    
+    /**
+     * Waiting for its turn or the network, or sending.
+     */
+    case uploading
+    /**
+     * The server holds the file; the message follows.
+     */
+    case done
+    /**
+     * Stopped for good; the message failed too: `retry` its outbox entry, or `discard` it.
+     */
+    case failed(code: String, message: String
+    )
+    /**
+     * Cancelled by the app (the message is gone).
+     */
+    case cancelled
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension UploadState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeUploadState: FfiConverterRustBuffer {
+    typealias SwiftType = UploadState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> UploadState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .uploading
+        
+        case 2: return .done
+        
+        case 3: return .failed(code: try FfiConverterString.read(from: &buf), message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 4: return .cancelled
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: UploadState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .uploading:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .done:
+            writeInt(&buf, Int32(2))
+        
+        
+        case let .failed(code,message):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(code, into: &buf)
+            FfiConverterString.write(message, into: &buf)
+            
+        
+        case .cancelled:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeUploadState_lift(_ buf: RustBuffer) throws -> UploadState {
+    return try FfiConverterTypeUploadState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeUploadState_lower(_ value: UploadState) -> RustBuffer {
+    return FfiConverterTypeUploadState.lower(value)
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
@@ -7844,6 +8689,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionData: FfiConverterRustBuffer {
+    typealias SwiftType = Data?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterData.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterData.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeLogListener: FfiConverterRustBuffer {
     typealias SwiftType = LogListener?
 
@@ -7860,6 +8729,30 @@ fileprivate struct FfiConverterOptionTypeLogListener: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeLogListener.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeAttachment: FfiConverterRustBuffer {
+    typealias SwiftType = Attachment?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeAttachment.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeAttachment.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -8004,6 +8897,30 @@ fileprivate struct FfiConverterOptionTypeRoomSummary: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeRoomSummary.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeUploadProgress: FfiConverterRustBuffer {
+    typealias SwiftType = UploadProgress?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeUploadProgress.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeUploadProgress.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -8480,7 +9397,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_accept_invitation() != 19788) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_roamclient_attachment_file() != 29448) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_roamclient_ban() != 50904) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_cancel_attachment() != 45514) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_connection_state() != 31963) {
@@ -8526,6 +9449,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_mark_room_read() != 18502) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_media_cache_bytes() != 19978) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_members() != 32512) {
@@ -8588,6 +9514,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_save_document() != 31024) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_roamclient_send_attachment() != 51346) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_roamclient_send_message() != 26935) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -8631,6 +9560,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing() != 5399) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_subscribe_uploads() != 63500) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_sync_once() != 49506) {
@@ -8708,6 +9640,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_typinglistener_on_typing() != 56799) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_uploadlistener_on_upload_progress() != 41028) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_loglistener_on_log() != 854) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -8750,6 +9685,7 @@ private let initializationResult: InitializationResult = {
     uniffiCallbackInitTimelineListener()
     uniffiCallbackInitTokenProvider()
     uniffiCallbackInitTypingListener()
+    uniffiCallbackInitUploadListener()
     return InitializationResult.ok
 }()
 

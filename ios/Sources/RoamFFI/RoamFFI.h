@@ -320,6 +320,13 @@ typedef void (*UniffiCallbackInterfaceTypingListenerMethod0)(uint64_t, RustBuffe
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_UPLOAD_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_UPLOAD_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceUploadListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceLogListenerMethod0)(uint64_t, RustBuffer, RustBuffer, RustBuffer, void* _Nonnull, 
@@ -418,6 +425,15 @@ typedef struct UniffiVTableCallbackInterfaceTypingListener {
 } UniffiVTableCallbackInterfaceTypingListener;
 
 #endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_UPLOAD_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_UPLOAD_LISTENER
+typedef struct UniffiVTableCallbackInterfaceUploadListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceUploadListenerMethod0 _Nonnull onUploadProgress;
+} UniffiVTableCallbackInterfaceUploadListener;
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_LISTENER
 typedef struct UniffiVTableCallbackInterfaceLogListener {
@@ -492,9 +508,19 @@ uint64_t uniffi_roam_ffi_fn_constructor_roamclient_new(RustBuffer options, uint6
 RustBuffer uniffi_roam_ffi_fn_method_roamclient_accept_invitation(uint64_t ptr, RustBuffer invitation, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ATTACHMENT_FILE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_ATTACHMENT_FILE
+uint64_t uniffi_roam_ffi_fn_method_roamclient_attachment_file(uint64_t ptr, RustBuffer message
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_BAN
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_BAN
 RustBuffer uniffi_roam_ffi_fn_method_roamclient_ban(uint64_t ptr, RustBuffer room, RustBuffer user, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CANCEL_ATTACHMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CANCEL_ATTACHMENT
+void uniffi_roam_ffi_fn_method_roamclient_cancel_attachment(uint64_t ptr, RustBuffer message, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CONNECTION_STATE
@@ -570,6 +596,11 @@ RustBuffer uniffi_roam_ffi_fn_method_roamclient_mark_read(uint64_t ptr, RustBuff
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_ROOM_READ
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MARK_ROOM_READ
 uint64_t uniffi_roam_ffi_fn_method_roamclient_mark_room_read(uint64_t ptr, RustBuffer room, RustBuffer seq, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEDIA_CACHE_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEDIA_CACHE_BYTES
+uint64_t uniffi_roam_ffi_fn_method_roamclient_media_cache_bytes(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_MEMBERS
@@ -672,6 +703,11 @@ RustBuffer uniffi_roam_ffi_fn_method_roamclient_rooms(uint64_t ptr, RustCallStat
 uint64_t uniffi_roam_ffi_fn_method_roamclient_save_document(uint64_t ptr, RustBuffer room, RustBuffer doc, uint64_t base_version, RustBuffer content
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_ATTACHMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_ATTACHMENT
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_send_attachment(uint64_t ptr, RustBuffer room, RustBuffer file, RustBuffer mime, RustBuffer caption, RustBuffer details, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_MESSAGE
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SEND_MESSAGE
 RustBuffer uniffi_roam_ffi_fn_method_roamclient_send_message(uint64_t ptr, RustBuffer room, RustBuffer body, RustCallStatus *_Nonnull out_status
@@ -745,6 +781,11 @@ uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_sync_status(uint64_t ptr
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
 uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(uint64_t ptr, RustBuffer room, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_UPLOADS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SUBSCRIBE_UPLOADS
+uint64_t uniffi_roam_ffi_fn_method_roamclient_subscribe_uploads(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SYNC_ONCE
@@ -1015,6 +1056,26 @@ void uniffi_roam_ffi_fn_init_callback_vtable_typinglistener(const UniffiVTableCa
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TYPINGLISTENER_ON_TYPING
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_TYPINGLISTENER_ON_TYPING
 void uniffi_roam_ffi_fn_method_typinglistener_on_typing(uint64_t ptr, RustBuffer room, RustBuffer users, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_UPLOADLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_UPLOADLISTENER
+uint64_t uniffi_roam_ffi_fn_clone_uploadlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_UPLOADLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_UPLOADLISTENER
+void uniffi_roam_ffi_fn_free_uploadlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_UPLOADLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_UPLOADLISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_uploadlistener(const UniffiVTableCallbackInterfaceUploadListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_UPLOADLISTENER_ON_UPLOAD_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_UPLOADLISTENER_ON_UPLOAD_PROGRESS
+void uniffi_roam_ffi_fn_method_uploadlistener_on_upload_progress(uint64_t ptr, RustBuffer progress, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_LOGLISTENER
@@ -1432,9 +1493,21 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_accept_invitation(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ATTACHMENT_FILE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_ATTACHMENT_FILE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_attachment_file(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_BAN
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_BAN
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_ban(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_CANCEL_ATTACHMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_CANCEL_ATTACHMENT
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_cancel_attachment(void
     
 );
 #endif
@@ -1525,6 +1598,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_mark_read(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MARK_ROOM_READ
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MARK_ROOM_READ
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_mark_room_read(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MEDIA_CACHE_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_MEDIA_CACHE_BYTES
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_media_cache_bytes(void
     
 );
 #endif
@@ -1648,6 +1727,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_save_document(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SEND_ATTACHMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SEND_ATTACHMENT
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_send_attachment(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SEND_MESSAGE
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SEND_MESSAGE
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_send_message(void
@@ -1735,6 +1820,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_sync_status(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_TYPING
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_UPLOADS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SUBSCRIBE_UPLOADS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_subscribe_uploads(void
     
 );
 #endif
@@ -1885,6 +1976,12 @@ uint16_t uniffi_roam_ffi_checksum_method_timelinelistener_on_diffs(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TYPINGLISTENER_ON_TYPING
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_TYPINGLISTENER_ON_TYPING
 uint16_t uniffi_roam_ffi_checksum_method_typinglistener_on_typing(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_UPLOADLISTENER_ON_UPLOAD_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_UPLOADLISTENER_ON_UPLOAD_PROGRESS
+uint16_t uniffi_roam_ffi_checksum_method_uploadlistener_on_upload_progress(void
     
 );
 #endif

@@ -2,6 +2,7 @@
 //! directories. One module per scenario.
 
 mod account;
+mod attachments;
 mod backoff;
 mod live;
 mod offline;

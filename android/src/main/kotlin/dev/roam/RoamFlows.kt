@@ -72,6 +72,36 @@ fun RoamClient.documentUpdates(room: String? = null): Flow<DocumentUpdate> = cal
     awaitClose { handle.close() }
 }.buffer(Channel.UNLIMITED)
 
+/**
+ * Progress of this device's attachment uploads: bytes sent after each request, then how each
+ * ended. With [message] (a message's local id) only that upload's: its current state first
+ * (`Done` at once when the file is uploaded already), and the flow completes once it is done,
+ * failed or cancelled (or when the message has no upload to follow).
+ */
+fun RoamClient.uploadProgress(message: String? = null): Flow<UploadProgress> = callbackFlow {
+    val handle = subscribeUploads(object : UploadListener {
+        override fun onUploadProgress(progress: UploadProgress) {
+            if (message != null && progress.localId != message) return
+            trySend(progress)
+            if (message != null && progress.state !is UploadState.Uploading) channel.close()
+        }
+    })
+    if (message != null) {
+        // Read after subscribing: an end that comes meanwhile is not missed.
+        val current = message(message)
+        val file = current?.attachment
+        when {
+            current == null || file == null || current.deleted -> channel.close()
+            file.upload == null -> {
+                trySend(UploadProgress(message, current.room, file.size, file.size, UploadState.Done))
+                channel.close()
+            }
+            else -> trySend(file.upload!!)
+        }
+    }
+    awaitClose { handle.close() }
+}.buffer(Channel.UNLIMITED)
+
 /** New notifications and the unread count (the current count first). */
 fun RoamClient.notificationEvents(): Flow<NotificationEvent> = callbackFlow {
     val handle = subscribeNotifications(object : NotificationListener {

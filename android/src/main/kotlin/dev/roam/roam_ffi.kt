@@ -690,6 +690,9 @@ internal interface UniffiCallbackInterfaceTimelineListenerMethod0 : com.sun.jna.
 internal interface UniffiCallbackInterfaceTypingListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`room`: RustBuffer.ByValue,`users`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceUploadListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`progress`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceLogListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -886,6 +889,25 @@ internal open class UniffiVTableCallbackInterfaceTypingListener(
     }
 
 }
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onUploadProgress")
+internal open class UniffiVTableCallbackInterfaceUploadListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onUploadProgress`: UniffiCallbackInterfaceUploadListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onUploadProgress`: UniffiCallbackInterfaceUploadListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceUploadListener(`uniffiFree`,`uniffiClone`,`onUploadProgress`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceUploadListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onUploadProgress` = other.`onUploadProgress`
+    }
+
+}
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onLog")
 internal open class UniffiVTableCallbackInterfaceLogListener(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -948,7 +970,11 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_accept_invitation(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_attachment_file(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_ban(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_cancel_attachment(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_connection_state(
     ): Int
@@ -979,6 +1005,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_roam_ffi_checksum_method_roamclient_mark_read(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_mark_room_read(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_media_cache_bytes(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_members(
     ): Int
@@ -1020,6 +1048,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_save_document(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_send_attachment(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_send_message(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_send_reply(
@@ -1049,6 +1079,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_sync_status(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_subscribe_uploads(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_sync_once(
     ): Int
@@ -1100,6 +1132,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_typinglistener_on_typing(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_uploadlistener_on_upload_progress(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_loglistener_on_log(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamroomlist_cancel(
@@ -1147,6 +1181,7 @@ internal object UniffiLib {
         uniffiCallbackInterfaceTimelineListener.register(this)
         uniffiCallbackInterfaceTokenProvider.register(this)
         uniffiCallbackInterfaceTypingListener.register(this)
+        uniffiCallbackInterfaceUploadListener.register(this)
         
     }
 
@@ -1177,8 +1212,12 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_accept_invitation(`ptr`: Long,`invitation`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_attachment_file(`ptr`: Long,`message`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_ban(`ptr`: Long,`room`: RustBuffer.ByValue,`user`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_cancel_attachment(`ptr`: Long,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_roam_ffi_fn_method_roamclient_connection_state(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_create_room(`ptr`: Long,`room`: RustBuffer.ByValue,`kind`: RustBuffer.ByValue,`title`: RustBuffer.ByValue,`metadataJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1208,6 +1247,8 @@ internal object UniffiLib {
     external fun uniffi_roam_ffi_fn_method_roamclient_mark_read(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_mark_room_read(`ptr`: Long,`room`: RustBuffer.ByValue,`seq`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_media_cache_bytes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_members(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1249,6 +1290,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_save_document(`ptr`: Long,`room`: RustBuffer.ByValue,`doc`: RustBuffer.ByValue,`baseVersion`: Long,`content`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_send_attachment(`ptr`: Long,`room`: RustBuffer.ByValue,`file`: RustBuffer.ByValue,`mime`: RustBuffer.ByValue,`caption`: RustBuffer.ByValue,`details`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_send_message(`ptr`: Long,`room`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_send_reply(`ptr`: Long,`room`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`replyTo`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1278,6 +1321,8 @@ internal object UniffiLib {
     external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_sync_status(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_typing(`ptr`: Long,`room`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_subscribe_uploads(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_sync_once(`ptr`: Long,`timeoutMs`: Long,
     ): Long
@@ -1386,6 +1431,14 @@ internal object UniffiLib {
     external fun uniffi_roam_ffi_fn_init_callback_vtable_typinglistener(`vtable`: UniffiVTableCallbackInterfaceTypingListener,
     ): Unit
     external fun uniffi_roam_ffi_fn_method_typinglistener_on_typing(`ptr`: Long,`room`: RustBuffer.ByValue,`users`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_clone_uploadlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_uploadlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_uploadlistener(`vtable`: UniffiVTableCallbackInterfaceUploadListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_uploadlistener_on_upload_progress(`ptr`: Long,`progress`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_roam_ffi_fn_clone_loglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1573,7 +1626,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_accept_invitation() and 0xFFFF) != 19788) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_attachment_file() and 0xFFFF) != 29448) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_ban() and 0xFFFF) != 50904) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_cancel_attachment() and 0xFFFF) != 45514) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_connection_state() and 0xFFFF) != 31963) {
@@ -1619,6 +1678,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_mark_room_read() and 0xFFFF) != 18502) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_media_cache_bytes() and 0xFFFF) != 19978) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_members() and 0xFFFF) != 32512) {
@@ -1681,6 +1743,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_save_document() and 0xFFFF) != 31024) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_send_attachment() and 0xFFFF) != 51346) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_send_message() and 0xFFFF) != 26935) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1724,6 +1789,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_typing() and 0xFFFF) != 5399) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_subscribe_uploads() and 0xFFFF) != 63500) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_sync_once() and 0xFFFF) != 49506) {
@@ -1799,6 +1867,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_typinglistener_on_typing() and 0xFFFF) != 56799) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_uploadlistener_on_upload_progress() and 0xFFFF) != 41028) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_loglistener_on_log() and 0xFFFF) != 854) {
@@ -2228,6 +2299,25 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
         val byteBuf = toUtf8(value)
         buf.putInt(byteBuf.limit())
         buf.put(byteBuf)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
+    override fun read(buf: ByteBuffer): ByteArray {
+        val len = buf.getInt()
+        val byteArr = ByteArray(len)
+        buf.get(byteArr)
+        return byteArr
+    }
+    override fun allocationSize(value: ByteArray): ULong {
+        return 4UL + value.size.toULong()
+    }
+    override fun write(value: ByteArray, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        buf.put(value)
     }
 }
 
@@ -3964,7 +4054,19 @@ public interface RoamClientInterface {
      */
     fun `acceptInvitation`(`invitation`: kotlin.String): kotlin.String
     
+    /**
+     * The local path of a message's file: from the media cache (offline too), or downloaded
+     * into it first (resuming a download that was cut off).
+     */
+    suspend fun `attachmentFile`(`message`: kotlin.String): kotlin.String
+    
     fun `ban`(`room`: kotlin.String, `user`: kotlin.String): kotlin.String
+    
+    /**
+     * Stops the upload of a file sent from here (by the message's local id) and removes the
+     * message. Throws `Conflict` once the upload is done (delete the message instead).
+     */
+    fun `cancelAttachment`(`message`: kotlin.String)
     
     fun `connectionState`(): ConnectionState
     
@@ -4034,6 +4136,11 @@ public interface RoamClientInterface {
      * Returns the marker as it now is.
      */
     fun `markRoomRead`(`room`: kotlin.String, `seq`: kotlin.ULong?): kotlin.ULong
+    
+    /**
+     * The bytes the media cache holds now.
+     */
+    fun `mediaCacheBytes`(): kotlin.ULong
     
     fun `members`(`room`: kotlin.String): List<Member>
     
@@ -4132,6 +4239,16 @@ public interface RoamClientInterface {
     suspend fun `saveDocument`(`room`: kotlin.String, `doc`: kotlin.String, `baseVersion`: kotlin.ULong, `content`: kotlin.String): Document
     
     /**
+     * Sends a file (at `file`) with a caption (may be empty). Returns the message at once,
+     * pending, with its attachment (name, type, size, SHA-256, local file, upload progress).
+     * The file is linked (or copied) into the client's media directory and hashed first, so
+     * the app may delete its copy once this returns; it reads the whole file once, so call it
+     * off the main thread for large files. The upload goes first, resumable after a restart
+     * or a network change; then the message, in its room's order.
+     */
+    fun `sendAttachment`(`room`: kotlin.String, `file`: kotlin.String, `mime`: kotlin.String, `caption`: kotlin.String, `details`: AttachmentDetails): Message
+    
+    /**
      * Sends a message; it is returned (and listed) at once as pending.
      */
     fun `sendMessage`(`room`: kotlin.String, `body`: kotlin.String): Message
@@ -4208,6 +4325,11 @@ public interface RoamClientInterface {
      * Typing lists of one room (its current list first) or of every room.
      */
     fun `subscribeTyping`(`room`: kotlin.String?, `listener`: TypingListener): SubscriptionHandle
+    
+    /**
+     * Progress of this device's attachment uploads (bytes sent, then how each ended).
+     */
+    fun `subscribeUploads`(`listener`: UploadListener): SubscriptionHandle
     
     /**
      * One round of sync for a background task (BGTaskScheduler, WorkManager): connect, catch
@@ -4413,6 +4535,32 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     
 
     
+    /**
+     * The local path of a message's file: from the media cache (offline too), or downloaded
+     * into it first (resuming a download that was cut off).
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `attachmentFile`(`message`: kotlin.String) : kotlin.String {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_attachment_file(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`message`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterString.lift(it) },
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
     @Throws(RoamException::class)override fun `ban`(`room`: kotlin.String, `user`: kotlin.String): kotlin.String {
             return FfiConverterString.lift(
     callWithHandle {
@@ -4426,6 +4574,24 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     }
     )
     }
+    
+
+    
+    /**
+     * Stops the upload of a file sent from here (by the message's local id) and removes the
+     * message. Throws `Conflict` once the upload is done (delete the message instead).
+     */
+    @Throws(RoamException::class)override fun `cancelAttachment`(`message`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_cancel_attachment(
+        it,
+        
+        FfiConverterString.lower(`message`),_status)
+}
+    }
+    
     
 
     override fun `connectionState`(): ConnectionState {
@@ -4701,6 +4867,23 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
         
         FfiConverterString.lower(`room`),
         FfiConverterOptionalULong.lower(`seq`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The bytes the media cache holds now.
+     */
+    @Throws(RoamException::class)override fun `mediaCacheBytes`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_media_cache_bytes(
+        it,
+        _status)
 }
     }
     )
@@ -5093,6 +5276,33 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
+     * Sends a file (at `file`) with a caption (may be empty). Returns the message at once,
+     * pending, with its attachment (name, type, size, SHA-256, local file, upload progress).
+     * The file is linked (or copied) into the client's media directory and hashed first, so
+     * the app may delete its copy once this returns; it reads the whole file once, so call it
+     * off the main thread for large files. The upload goes first, resumable after a restart
+     * or a network change; then the message, in its room's order.
+     */
+    @Throws(RoamException::class)override fun `sendAttachment`(`room`: kotlin.String, `file`: kotlin.String, `mime`: kotlin.String, `caption`: kotlin.String, `details`: AttachmentDetails): Message {
+            return FfiConverterTypeMessage.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_send_attachment(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`file`),
+        FfiConverterString.lower(`mime`),
+        FfiConverterString.lower(`caption`),
+        FfiConverterTypeAttachmentDetails.lower(`details`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Sends a message; it is returned (and listed) at once as pending.
      */
     @Throws(RoamException::class)override fun `sendMessage`(`room`: kotlin.String, `body`: kotlin.String): Message {
@@ -5385,6 +5595,24 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
         
         FfiConverterOptionalString.lower(`room`),
         FfiConverterTypeTypingListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Progress of this device's attachment uploads (bytes sent, then how each ended).
+     */
+    @Throws(RoamException::class)override fun `subscribeUploads`(`listener`: UploadListener): SubscriptionHandle {
+            return FfiConverterTypeSubscriptionHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_subscribe_uploads(
+        it,
+        
+        FfiConverterTypeUploadListener.lower(`listener`),_status)
 }
     }
     )
@@ -8878,6 +9106,489 @@ public object FfiConverterTypeTypingListener: FfiConverter<TypingListener, Long>
 }
 
 
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Progress of the attachment uploads of this device: bytes sent, then how each ended.
+ */
+public interface UploadListener {
+    
+    fun `onUploadProgress`(`progress`: UploadProgress)
+    
+    companion object
+}
+
+/**
+ * Progress of the attachment uploads of this device: bytes sent, then how each ended.
+ */
+open class UploadListenerImpl: Disposable, AutoCloseable, UploadListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_uploadlistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_uploadlistener(handle, status)
+        }
+    }
+
+    override fun `onUploadProgress`(`progress`: UploadProgress)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_uploadlistener_on_upload_progress(
+        it,
+        
+        FfiConverterTypeUploadProgress.lower(`progress`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceUploadListener {
+    internal object `onUploadProgress`: UniffiCallbackInterfaceUploadListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`progress`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeUploadListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onUploadProgress`(
+                    FfiConverterTypeUploadProgress.lift(`progress`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeUploadListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeUploadListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceUploadListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onUploadProgress`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_uploadlistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeUploadListener: FfiConverter<UploadListener, Long> {
+    internal val handleMap = UniffiHandleMap<UploadListener>()
+
+    override fun lower(value: UploadListener): Long {
+        if (value is UploadListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): UploadListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return UploadListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): UploadListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: UploadListener) = 8UL
+
+    override fun write(value: UploadListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+
+/**
+ * A file carried by a message: what to show before it is downloaded, and where it stands on
+ * this device.
+ */
+data class Attachment (
+    /**
+     * The lowercase hex SHA-256 of the file's bytes (the blob's name on the server).
+     */
+    var `sha256`: kotlin.String
+    , 
+    /**
+     * The file name to show and to offer when saving.
+     */
+    var `name`: kotlin.String
+    , 
+    /**
+     * The MIME type (`image/jpeg`).
+     */
+    var `mime`: kotlin.String
+    , 
+    /**
+     * Size in bytes.
+     */
+    var `size`: kotlin.ULong
+    , 
+    var `width`: kotlin.UInt?
+    , 
+    var `height`: kotlin.UInt?
+    , 
+    var `durationMs`: kotlin.ULong?
+    , 
+    /**
+     * A small inline preview (JPEG, PNG or WebP, at most 8 KiB).
+     */
+    var `thumbnail`: kotlin.ByteArray?
+    , 
+    /**
+     * The file on this device, when the media cache holds it (files sent from here at once;
+     * received ones after `attachment_file`).
+     */
+    var `localPath`: kotlin.String?
+    , 
+    /**
+     * While this device uploads it: how far the upload got.
+     */
+    var `upload`: UploadProgress?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAttachment: FfiConverterRustBuffer<Attachment> {
+    override fun read(buf: ByteBuffer): Attachment {
+        return Attachment(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalByteArray.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalTypeUploadProgress.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Attachment) = (
+            FfiConverterString.allocationSize(value.`sha256`) +
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterString.allocationSize(value.`mime`) +
+            FfiConverterULong.allocationSize(value.`size`) +
+            FfiConverterOptionalUInt.allocationSize(value.`width`) +
+            FfiConverterOptionalUInt.allocationSize(value.`height`) +
+            FfiConverterOptionalULong.allocationSize(value.`durationMs`) +
+            FfiConverterOptionalByteArray.allocationSize(value.`thumbnail`) +
+            FfiConverterOptionalString.allocationSize(value.`localPath`) +
+            FfiConverterOptionalTypeUploadProgress.allocationSize(value.`upload`)
+    )
+
+    override fun write(value: Attachment, buf: ByteBuffer) {
+            FfiConverterString.write(value.`sha256`, buf)
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterString.write(value.`mime`, buf)
+            FfiConverterULong.write(value.`size`, buf)
+            FfiConverterOptionalUInt.write(value.`width`, buf)
+            FfiConverterOptionalUInt.write(value.`height`, buf)
+            FfiConverterOptionalULong.write(value.`durationMs`, buf)
+            FfiConverterOptionalByteArray.write(value.`thumbnail`, buf)
+            FfiConverterOptionalString.write(value.`localPath`, buf)
+            FfiConverterOptionalTypeUploadProgress.write(value.`upload`, buf)
+    }
+}
+
+
+
+/**
+ * What the app tells about a file it sends; every field is optional.
+ */
+data class AttachmentDetails (
+    /**
+     * The name to show (nil/null: the file's own name).
+     */
+    var `name`: kotlin.String? = null 
+    , 
+    var `width`: kotlin.UInt? = null 
+    , 
+    var `height`: kotlin.UInt? = null 
+    , 
+    var `durationMs`: kotlin.ULong? = null 
+    , 
+    /**
+     * A small preview: a JPEG, PNG or WebP image of at most 8 KiB.
+     */
+    var `thumbnail`: kotlin.ByteArray? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAttachmentDetails: FfiConverterRustBuffer<AttachmentDetails> {
+    override fun read(buf: ByteBuffer): AttachmentDetails {
+        return AttachmentDetails(
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalByteArray.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AttachmentDetails) = (
+            FfiConverterOptionalString.allocationSize(value.`name`) +
+            FfiConverterOptionalUInt.allocationSize(value.`width`) +
+            FfiConverterOptionalUInt.allocationSize(value.`height`) +
+            FfiConverterOptionalULong.allocationSize(value.`durationMs`) +
+            FfiConverterOptionalByteArray.allocationSize(value.`thumbnail`)
+    )
+
+    override fun write(value: AttachmentDetails, buf: ByteBuffer) {
+            FfiConverterOptionalString.write(value.`name`, buf)
+            FfiConverterOptionalUInt.write(value.`width`, buf)
+            FfiConverterOptionalUInt.write(value.`height`, buf)
+            FfiConverterOptionalULong.write(value.`durationMs`, buf)
+            FfiConverterOptionalByteArray.write(value.`thumbnail`, buf)
+    }
+}
+
+
 
 /**
  * How a client is set up. Timings are in milliseconds; zero keeps the default.
@@ -8918,6 +9629,17 @@ data class ClientOptions (
      * reaches it behaves like a full disk (`ConnectionState.StorageFull`).
      */
     var `maxStoreBytes`: kotlin.ULong = 0uL 
+    , 
+    /**
+     * The media directory, where sent and downloaded files live (default nil/null:
+     * `<db_path>-media`).
+     */
+    var `mediaDir`: kotlin.String? = null 
+    , 
+    /**
+     * Size cap of the media cache in bytes (default 0: 256 MiB).
+     */
+    var `mediaCacheBytes`: kotlin.ULong = 0uL 
     
 ){
     
@@ -8941,6 +9663,8 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -8951,7 +9675,9 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.allocationSize(value.`reconnectInitialMs`) +
             FfiConverterULong.allocationSize(value.`reconnectMaxMs`) +
             FfiConverterULong.allocationSize(value.`heartbeatMs`) +
-            FfiConverterULong.allocationSize(value.`maxStoreBytes`)
+            FfiConverterULong.allocationSize(value.`maxStoreBytes`) +
+            FfiConverterOptionalString.allocationSize(value.`mediaDir`) +
+            FfiConverterULong.allocationSize(value.`mediaCacheBytes`)
     )
 
     override fun write(value: ClientOptions, buf: ByteBuffer) {
@@ -8962,6 +9688,8 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.write(value.`reconnectMaxMs`, buf)
             FfiConverterULong.write(value.`heartbeatMs`, buf)
             FfiConverterULong.write(value.`maxStoreBytes`, buf)
+            FfiConverterOptionalString.write(value.`mediaDir`, buf)
+            FfiConverterULong.write(value.`mediaCacheBytes`, buf)
     }
 }
 
@@ -9203,6 +9931,12 @@ data class Message (
      * `retry` or `discard`. `None` once it is sent.
      */
     var `outboxEntryId`: kotlin.String?
+    , 
+    /**
+     * The file the message carries (`body` is then its caption, maybe empty); nil/null for a
+     * plain message and once deleted.
+     */
+    var `attachment`: Attachment?
     
 ){
     
@@ -9231,6 +9965,7 @@ public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
             FfiConverterBoolean.read(buf),
             FfiConverterTypeSendState.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalTypeAttachment.read(buf),
         )
     }
 
@@ -9246,7 +9981,8 @@ public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
             FfiConverterOptionalLong.allocationSize(value.`editedAt`) +
             FfiConverterBoolean.allocationSize(value.`deleted`) +
             FfiConverterTypeSendState.allocationSize(value.`sendState`) +
-            FfiConverterOptionalString.allocationSize(value.`outboxEntryId`)
+            FfiConverterOptionalString.allocationSize(value.`outboxEntryId`) +
+            FfiConverterOptionalTypeAttachment.allocationSize(value.`attachment`)
     )
 
     override fun write(value: Message, buf: ByteBuffer) {
@@ -9262,6 +9998,7 @@ public object FfiConverterTypeMessage: FfiConverterRustBuffer<Message> {
             FfiConverterBoolean.write(value.`deleted`, buf)
             FfiConverterTypeSendState.write(value.`sendState`, buf)
             FfiConverterOptionalString.write(value.`outboxEntryId`, buf)
+            FfiConverterOptionalTypeAttachment.write(value.`attachment`, buf)
     }
 }
 
@@ -9406,6 +10143,27 @@ data class MetricsSnapshot (
      * frame over the size limit, compressed data that does not inflate).
      */
     var `protocolViolations`: kotlin.ULong
+    , 
+    /**
+     * Attachment bytes sent by this process (a resumed upload counts only what it sent after
+     * resuming).
+     */
+    var `uploadBytes`: kotlin.ULong
+    , 
+    /**
+     * Attachment uploads finished.
+     */
+    var `uploadsCompleted`: kotlin.ULong
+    , 
+    /**
+     * Upload attempts cut off (network, server busy) and resumed from the server's offset.
+     */
+    var `uploadRetries`: kotlin.ULong
+    , 
+    /**
+     * Attachment bytes downloaded into the media cache.
+     */
+    var `downloadBytes`: kotlin.ULong
     
 ){
     
@@ -9449,6 +10207,10 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -9479,7 +10241,11 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.allocationSize(value.`messagesSent`) +
             FfiConverterULong.allocationSize(value.`messagesAcked`) +
             FfiConverterULong.allocationSize(value.`messagesFailed`) +
-            FfiConverterULong.allocationSize(value.`protocolViolations`)
+            FfiConverterULong.allocationSize(value.`protocolViolations`) +
+            FfiConverterULong.allocationSize(value.`uploadBytes`) +
+            FfiConverterULong.allocationSize(value.`uploadsCompleted`) +
+            FfiConverterULong.allocationSize(value.`uploadRetries`) +
+            FfiConverterULong.allocationSize(value.`downloadBytes`)
     )
 
     override fun write(value: MetricsSnapshot, buf: ByteBuffer) {
@@ -9510,6 +10276,10 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.write(value.`messagesAcked`, buf)
             FfiConverterULong.write(value.`messagesFailed`, buf)
             FfiConverterULong.write(value.`protocolViolations`, buf)
+            FfiConverterULong.write(value.`uploadBytes`, buf)
+            FfiConverterULong.write(value.`uploadsCompleted`, buf)
+            FfiConverterULong.write(value.`uploadRetries`, buf)
+            FfiConverterULong.write(value.`downloadBytes`, buf)
     }
 }
 
@@ -9948,6 +10718,68 @@ public object FfiConverterTypeSyncStatus: FfiConverterRustBuffer<SyncStatus> {
             FfiConverterTypeSyncPhase.write(value.`phase`, buf)
             FfiConverterULong.write(value.`pendingWrites`, buf)
             FfiConverterOptionalLong.write(value.`oldestPendingAt`, buf)
+    }
+}
+
+
+
+/**
+ * How far the upload of a file sent from this device got.
+ */
+data class UploadProgress (
+    /**
+     * The message's local id (also its outbox entry id, for `retry` and `discard`).
+     */
+    var `localId`: kotlin.String
+    , 
+    var `room`: kotlin.String
+    , 
+    /**
+     * Bytes the server holds.
+     */
+    var `sentBytes`: kotlin.ULong
+    , 
+    var `totalBytes`: kotlin.ULong
+    , 
+    var `state`: UploadState
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeUploadProgress: FfiConverterRustBuffer<UploadProgress> {
+    override fun read(buf: ByteBuffer): UploadProgress {
+        return UploadProgress(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterTypeUploadState.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: UploadProgress) = (
+            FfiConverterString.allocationSize(value.`localId`) +
+            FfiConverterString.allocationSize(value.`room`) +
+            FfiConverterULong.allocationSize(value.`sentBytes`) +
+            FfiConverterULong.allocationSize(value.`totalBytes`) +
+            FfiConverterTypeUploadState.allocationSize(value.`state`)
+    )
+
+    override fun write(value: UploadProgress, buf: ByteBuffer) {
+            FfiConverterString.write(value.`localId`, buf)
+            FfiConverterString.write(value.`room`, buf)
+            FfiConverterULong.write(value.`sentBytes`, buf)
+            FfiConverterULong.write(value.`totalBytes`, buf)
+            FfiConverterTypeUploadState.write(value.`state`, buf)
     }
 }
 
@@ -10464,6 +11296,20 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
+     * A local file could not be read or written: the file to send (missing, unreadable), or
+     * one of the media cache (disk full).
+     */
+    class File(
+        
+        val `path`: kotlin.String, 
+        
+        val `reason`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "path=${ `path` }, reason=${ `reason` }"
+    }
+    
+    /**
      * Another client has this account's database open: close it first.
      */
     class AlreadyOpen(
@@ -10541,10 +11387,14 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
             12 -> RoamException.Timeout(
                 FfiConverterString.read(buf),
                 )
-            13 -> RoamException.AlreadyOpen(
+            13 -> RoamException.File(
+                FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            14 -> RoamException.Internal(
+            14 -> RoamException.AlreadyOpen(
+                FfiConverterString.read(buf),
+                )
+            15 -> RoamException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -10613,6 +11463,12 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
             is RoamException.Timeout -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is RoamException.File -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`path`)
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is RoamException.AlreadyOpen -> (
@@ -10692,13 +11548,19 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is RoamException.AlreadyOpen -> {
+            is RoamException.File -> {
                 buf.putInt(13)
+                FfiConverterString.write(value.`path`, buf)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is RoamException.AlreadyOpen -> {
+                buf.putInt(14)
                 FfiConverterString.write(value.`path`, buf)
                 Unit
             }
             is RoamException.Internal -> {
-                buf.putInt(14)
+                buf.putInt(15)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -11649,6 +12511,158 @@ public object FfiConverterTypeTimelineDiff : FfiConverterRustBuffer<TimelineDiff
 
 
 
+/**
+ * Where an upload stands.
+ */
+sealed class UploadState {
+    
+    /**
+     * Waiting for its turn or the network, or sending.
+     */
+    object Uploading : UploadState()
+    
+    
+    /**
+     * The server holds the file; the message follows.
+     */
+    object Done : UploadState()
+    
+    
+    /**
+     * Stopped for good; the message failed too: `retry` its outbox entry, or `discard` it.
+     */
+    data class Failed(
+        val `code`: kotlin.String, 
+        val `message`: kotlin.String) : UploadState()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Cancelled by the app (the message is gone).
+     */
+    object Cancelled : UploadState()
+    
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeUploadState : FfiConverterRustBuffer<UploadState>{
+    override fun read(buf: ByteBuffer): UploadState {
+        return when(buf.getInt()) {
+            1 -> UploadState.Uploading
+            2 -> UploadState.Done
+            3 -> UploadState.Failed(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            4 -> UploadState.Cancelled
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: UploadState): ULong = when(value) {
+        is UploadState.Uploading -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is UploadState.Done -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is UploadState.Failed -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`message`)
+            )
+        }
+        is UploadState.Cancelled -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: UploadState, buf: ByteBuffer) {
+        when(value) {
+            is UploadState.Uploading -> {
+                buf.putInt(1)
+                Unit
+            }
+            is UploadState.Done -> {
+                buf.putInt(2)
+                Unit
+            }
+            is UploadState.Failed -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`code`, buf)
+                FfiConverterString.write(value.`message`, buf)
+                Unit
+            }
+            is UploadState.Cancelled -> {
+                buf.putInt(4)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
+}
+
+
+
 
 /**
  * @suppress
@@ -11749,6 +12763,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
 /**
  * @suppress
  */
+public object FfiConverterOptionalByteArray: FfiConverterRustBuffer<kotlin.ByteArray?> {
+    override fun read(buf: ByteBuffer): kotlin.ByteArray? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterByteArray.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.ByteArray?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterByteArray.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.ByteArray?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterByteArray.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeLogListener: FfiConverterRustBuffer<LogListener?> {
     override fun read(buf: ByteBuffer): LogListener? {
         if (buf.get().toInt() == 0) {
@@ -11771,6 +12817,38 @@ public object FfiConverterOptionalTypeLogListener: FfiConverterRustBuffer<LogLis
         } else {
             buf.put(1)
             FfiConverterTypeLogListener.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeAttachment: FfiConverterRustBuffer<Attachment?> {
+    override fun read(buf: ByteBuffer): Attachment? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeAttachment.read(buf)
+    }
+
+    override fun allocationSize(value: Attachment?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeAttachment.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Attachment?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeAttachment.write(value, buf)
         }
     }
 }
@@ -11963,6 +13041,38 @@ public object FfiConverterOptionalTypeRoomSummary: FfiConverterRustBuffer<RoomSu
         } else {
             buf.put(1)
             FfiConverterTypeRoomSummary.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeUploadProgress: FfiConverterRustBuffer<UploadProgress?> {
+    override fun read(buf: ByteBuffer): UploadProgress? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeUploadProgress.read(buf)
+    }
+
+    override fun allocationSize(value: UploadProgress?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeUploadProgress.allocationSize(value)
+        }
+    }
+
+    override fun write(value: UploadProgress?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeUploadProgress.write(value, buf)
         }
     }
 }
