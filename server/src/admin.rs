@@ -344,29 +344,16 @@ pub fn restore(config: &Config, from: &Path) -> Result<Restored, AdminError> {
 
 /// Deletes the oldest of this server's backups in `dir` beyond the newest `keep`.
 pub async fn prune(dir: &Path, keep: u32) -> Result<Vec<PathBuf>, AdminError> {
-    let mut found = Vec::new();
-    let mut entries = match tokio::fs::read_dir(dir).await {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_at(dir)(e)),
-    };
-    while let Some(entry) = entries.next_entry().await.map_err(io_at(dir))? {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(BACKUP_PREFIX) && !name.ends_with(".partial") {
-            found.push(entry.path());
-        }
-    }
-    // Names sort by time.
-    found.sort();
+    let found = list(dir).await?;
     let excess = found.len().saturating_sub(keep as usize);
-    let old: Vec<PathBuf> = found.into_iter().take(excess).collect();
+    let old: Vec<PathBuf> = found.iter().take(excess).map(|n| dir.join(n)).collect();
     for path in &old {
         remove_all(path).await?;
     }
     Ok(old)
 }
 
-/// The backups in `--backup-dir`, oldest first.
+/// The names of this server's backups in `dir`, oldest first (names sort by time).
 async fn list(dir: &Path) -> Result<Vec<String>, AdminError> {
     let mut names = Vec::new();
     let mut entries = match tokio::fs::read_dir(dir).await {
