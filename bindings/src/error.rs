@@ -136,7 +136,7 @@ impl From<roam_core::Error> for RoamError {
                 ErrorCode::RateLimited => RoamError::RateLimited {
                     retry_after_ms: retry_after_ms.unwrap_or(1000),
                 },
-                ErrorCode::InvalidInput | ErrorCode::PayloadTooLarge => {
+                ErrorCode::InvalidInput | ErrorCode::PayloadTooLarge | ErrorCode::QuotaExceeded => {
                     RoamError::InvalidInput { reason: message }
                 }
                 // Out of order is the outbox's to resend; it reaches an app only as "try again".
@@ -200,6 +200,7 @@ mod tests {
             (ErrorCode::VersionConflict, "conflict"),
             (ErrorCode::InvalidInput, "invalid input"),
             (ErrorCode::PayloadTooLarge, "invalid input"),
+            (ErrorCode::QuotaExceeded, "invalid input"),
             (ErrorCode::Unavailable, "network error"),
             (ErrorCode::Internal, "internal error"),
             (ErrorCode::IdempotencyMismatch, "internal error"),

@@ -33,6 +33,9 @@ pub enum ErrorCode {
     Gone,
     /// The frame or body is larger than allowed. (413)
     PayloadTooLarge,
+    /// Creating this upload would take the user's attachment storage past their quota; the
+    /// REST body carries `used` and `limit` (bytes). Nothing was stored. (413)
+    QuotaExceeded,
     /// An upload's bytes do not hash to its declared SHA-256 (the upload is deleted), or a blob
     /// with that SHA-256 is held with another size, or a message's attachment states another
     /// size than its blob's. (422)
@@ -60,7 +63,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict | ErrorCode::VersionConflict | ErrorCode::OutOfOrder => 409,
             ErrorCode::Gone => 410,
-            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::PayloadTooLarge | ErrorCode::QuotaExceeded => 413,
             ErrorCode::RangeNotSatisfiable => 416,
             ErrorCode::IdempotencyMismatch | ErrorCode::HashMismatch => 422,
             ErrorCode::RateLimited => 429,
@@ -95,6 +98,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
             ErrorCode::Gone => "gone",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::HashMismatch => "hash_mismatch",
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::RateLimited => "rate_limited",

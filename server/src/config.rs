@@ -632,6 +632,16 @@ pub struct Config {
         default_value_t = 64
     )]
     pub rate_upload_mb_per_sec: u32,
+    /// Attachment storage per user, in MiB: the blobs they uploaded plus their unfinished
+    /// uploads. Creating an upload that would pass it is refused (413 `quota_exceeded`) before
+    /// anything is stored. 0: unlimited.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_BLOB_QUOTA_MB_PER_USER",
+        default_value_t = 1024
+    )]
+    pub blob_quota_mb_per_user: u64,
     /// Where the admin interface listens (backups, …): loopback unless you put it elsewhere.
     /// It is served only when an admin token is set.
     #[arg(

@@ -242,7 +242,12 @@ pub fn default_blobs(state: &AppState) -> Arc<blob::Blobs> {
     let blobs = blob::Blobs::from_config(&state.config, Arc::clone(&state.service.metrics));
     let access =
         blob::MessageAccess::new(Arc::clone(&blobs.store), Arc::clone(&state.service.store));
-    Arc::new(blobs.with_access(Arc::new(access)))
+    let quota = state.config.blob_quota_mb_per_user.saturating_mul(1 << 20);
+    Arc::new(
+        blobs
+            .with_access(Arc::new(access))
+            .with_accounts(Arc::clone(&state.service.store), quota),
+    )
 }
 
 /// A running server.

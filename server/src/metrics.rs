@@ -122,6 +122,10 @@ pub struct Metrics {
     pub blob_stored_bytes: Gauge,
     /// Upload requests refused by the per-user upload rate.
     pub blob_uploads_rate_limited: Counter,
+    /// Uploads refused because they would pass their user's storage quota.
+    pub blob_quota_refusals: Counter,
+    /// Blobs retention left alone because a send or an upload had just named them.
+    pub blob_gc_skipped_touched: Counter,
 }
 
 impl Default for Metrics {
@@ -195,6 +199,8 @@ impl Metrics {
             blob_hash_mismatches: Counter::default(),
             blob_downloads: Counter::default(),
             blob_uploads_rate_limited: Counter::default(),
+            blob_quota_refusals: Counter::default(),
+            blob_gc_skipped_touched: Counter::default(),
             blob_stored_bytes: Gauge::default(),
             registry: Registry::default(),
         };
@@ -407,6 +413,16 @@ impl Metrics {
             "blob_uploads_rate_limited",
             "Upload requests refused by the per-user upload rate (--rate-upload-mb-per-sec)",
             m.blob_uploads_rate_limited.clone(),
+        );
+        r.register(
+            "blob_quota_refusals",
+            "Uploads refused because they would pass the user's storage quota (--blob-quota-mb-per-user)",
+            m.blob_quota_refusals.clone(),
+        );
+        r.register(
+            "blob_gc_skipped_touched",
+            "Unused blobs retention kept because a send or an upload named them within the upload expiry",
+            m.blob_gc_skipped_touched.clone(),
         );
         r.register(
             "blob_downloads",

@@ -116,6 +116,11 @@ impl Service {
         if !blobs.access.may_read(user, &a.blob).await.map_err(failed)? {
             return Err(ApiError::not_found("blob"));
         }
+        // Touched before the existence check: retention then leaves the blob alone until
+        // this message is committed (or refuses the touch, deleting it right now).
+        if !blobs.hold(&a.blob).await.map_err(failed)? {
+            return Err(ApiError::not_found("blob"));
+        }
         let stored = blobs
             .store
             .stat(&blob::keys::blob(&a.blob))

@@ -62,7 +62,7 @@ use crate::config::{BlobStoreKind, Config};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-pub use upload::{UploadError, UploadLimits, UploadMeta, Uploads};
+pub use upload::{Accounts, UploadError, UploadLimits, UploadMeta, Uploads};
 
 /// How often [`start`]'s task looks for expired uploads.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
@@ -394,6 +394,21 @@ impl Blobs {
         self.access = access;
         self
     }
+
+    /// The same blobs with uploads charged to their owners within `quota` bytes each (0: no
+    /// limit) and blobs touched in `store` when they are found, made or named by a send (see
+    /// [`upload`]'s accounts, and [`Blobs::collect`]).
+    pub fn with_accounts(mut self, store: Arc<dyn Store>, quota: u64) -> Self {
+        self.uploads = self.uploads.with_accounts(Accounts { store, quota });
+        self
+    }
+
+    /// Stamps the blob as named by a message being sent, so that retention leaves it for the
+    /// upload expiry; `false` when retention is deleting it right now (the send must not name
+    /// it). Called before the send checks that the blob exists.
+    pub async fn hold(&self, sha256: &str) -> Result<bool, BlobError> {
+        self.uploads.touch(sha256).await
+    }
 }
 
 /// Upload bandwidth per user: a token bucket of 64 KiB cells refilled at `--rate-upload-mb-per-sec`
@@ -463,6 +478,14 @@ impl Blobs {
     /// Deletes at most `max` blobs last written before `before` that no message carries any more
     /// (`Store::blob_in_use`), with their owner markers; returns how many went. Younger blobs
     /// stay: one may have just been uploaded for a message still being sent.
+    ///
+    /// A send names a blob in two steps (it checks the blob exists, then commits the message),
+    /// and so does this (it checks no message carries the blob, then deletes it). To keep the
+    /// two from crossing, each blob is first doomed in `store` ([`Store::doom_blob`]): that
+    /// succeeds only when no live message carries it and no send or upload touched it since
+    /// `before` ([`Blobs::hold`] touches it before the send's existence check). A send that
+    /// touches after the doom is refused the blob; a doom after the touch fails. The blob's
+    /// quota charges and stamps are forgotten once it is deleted.
     pub async fn collect(
         &self,
         store: &dyn Store,
@@ -470,6 +493,10 @@ impl Blobs {
         max: usize,
     ) -> Result<u64, BlobError> {
         let mut deleted = 0u64;
+        let untouched_since = before
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
         let listed = self.store.list("blobs/").await?;
         let mut stored: u64 = listed.iter().map(|m| m.size).sum();
         for meta in listed {
@@ -482,17 +509,23 @@ impl Blobs {
             let Some(sha) = meta.key.strip_prefix("blobs/").and_then(parse_sha256) else {
                 continue;
             };
-            let in_use = store
-                .blob_in_use(&sha)
+            let failed = |e: crate::store::StoreError| BlobError::Backend(e.to_string());
+            if store.blob_in_use(&sha).await.map_err(failed)? {
+                continue;
+            }
+            let doomed = store
+                .doom_blob(&sha, crate::clock::now_ms(), untouched_since)
                 .await
-                .map_err(|e| BlobError::Backend(e.to_string()))?;
-            if in_use {
+                .map_err(failed)?;
+            if !doomed {
+                self.metrics.blob_gc_skipped_touched.inc();
                 continue;
             }
             self.store.delete(&keys::blob(&sha)).await?;
             for owner in self.store.list(&format!("{}/", keys::owners(&sha))).await? {
                 self.store.delete(&owner.key).await?;
             }
+            store.forget_blob(&sha).await.map_err(failed)?;
             deleted += 1;
             stored = stored.saturating_sub(meta.size);
         }

@@ -14,6 +14,15 @@
 //! ```
 //!
 //! A blob already held makes `create` answer at once ([`Created::Held`]): nothing is uploaded.
+//!
+//! **Accounts.** With [`Accounts`] (the server always has them; unit tests of this module run
+//! without), every upload is charged its declared size to its owner when it is created, and
+//! refused ([`UploadError::QuotaExceeded`]) before anything is stored when that would pass the
+//! quota; on finishing, the charge moves to the blob (`blob:<sha256>`, charged once per
+//! uploader), and an abort, an expiry or a hash mismatch releases it. Finding or making a blob
+//! also touches it ([`Store::touch_blob`]), so retention leaves it alone while the message that
+//! names it is being sent; a blob retention is deleting right now is treated as absent
+//! (`create`) or makes `finish` answer "retry" (503).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +35,20 @@ use sha2::{Digest, Sha256};
 
 use super::{hex, keys, once, BlobError, BlobStore, ByteStream};
 use crate::config::Config;
+use crate::store::{blob_item, Charge, Store};
+
+/// A doom older than this no longer keeps a touch out: the retention pass that set it stopped
+/// before it finished deleting the blob ([`Store::touch_blob`]'s `doomed_after`).
+pub const DOOM_STALE: Duration = Duration::from_secs(600);
+
+/// Where uploads and blobs are accounted: the per-user quota and the stamps that keep
+/// retention off blobs being named ([`Store::charge_blob_bytes`], [`Store::touch_blob`]).
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    pub store: Arc<dyn Store>,
+    /// Bytes each user may hold (`--blob-quota-mb-per-user`); 0: no limit.
+    pub quota: u64,
+}
 
 /// Largest `meta.json` read back (it is a few hundred bytes).
 const META_MAX: usize = 64 * 1024;
@@ -148,6 +171,9 @@ pub enum UploadError {
     /// The bytes do not hash to the declared SHA-256 (the upload was deleted).
     #[error("the bytes' SHA-256 is {actual}, not the declared {expected}; the upload was deleted")]
     HashMismatch { expected: String, actual: String },
+    /// The upload would take its owner past their storage quota; nothing was stored.
+    #[error("this upload of {size} bytes would pass the storage quota: {used} of {limit} bytes are used")]
+    QuotaExceeded { size: u64, used: u64, limit: u64 },
     /// A blob with the declared SHA-256 is held with another size.
     #[error("a blob with this SHA-256 is held with another size than {size}")]
     SizeMismatch { size: u64 },
@@ -163,6 +189,11 @@ pub enum UploadError {
 pub struct Uploads {
     store: Arc<dyn BlobStore>,
     limits: UploadLimits,
+    accounts: Option<Accounts>,
+}
+
+fn accounts_failed(e: crate::store::StoreError) -> BlobError {
+    BlobError::Backend(format!("attachment accounts: {e}"))
 }
 
 /// Checks a declared MIME type: 1–255 printable ASCII characters with a `/`.
@@ -186,11 +217,76 @@ fn valid_id(id: &str) -> bool {
 
 impl Uploads {
     pub fn new(store: Arc<dyn BlobStore>, limits: UploadLimits) -> Self {
-        Uploads { store, limits }
+        Uploads {
+            store,
+            limits,
+            accounts: None,
+        }
+    }
+
+    /// The same uploads, charged to their owners and touching what they find or make.
+    pub fn with_accounts(mut self, accounts: Accounts) -> Self {
+        self.accounts = Some(accounts);
+        self
     }
 
     pub fn limits(&self) -> &UploadLimits {
         &self.limits
+    }
+
+    pub fn accounts(&self) -> Option<&Accounts> {
+        self.accounts.as_ref()
+    }
+
+    /// Charges `size` bytes to `owner` under `item`, within the quota (`checked`) or not.
+    async fn charge(
+        &self,
+        owner: &str,
+        item: &str,
+        size: u64,
+        checked: bool,
+    ) -> Result<(), UploadError> {
+        let Some(a) = &self.accounts else {
+            return Ok(());
+        };
+        let limit = if checked { a.quota } else { 0 };
+        match a
+            .store
+            .charge_blob_bytes(owner, item, size, limit)
+            .await
+            .map_err(accounts_failed)?
+        {
+            Charge::Charged => Ok(()),
+            Charge::Refused { used } => Err(UploadError::QuotaExceeded {
+                size,
+                used,
+                limit: a.quota,
+            }),
+        }
+    }
+
+    /// Releases the charge of upload `id` (logged, not failed: an expiry sweep releases it
+    /// again).
+    async fn release_upload(&self, id: &str) {
+        if let Some(a) = &self.accounts {
+            if let Err(e) = a.store.release_blob_bytes(&blob_item("upload", id)).await {
+                tracing::warn!(error = %e, upload = id, "releasing an upload's quota charge failed");
+            }
+        }
+    }
+
+    /// Stamps the blob as just named (see [`Store::touch_blob`]); `false` while retention is
+    /// deleting it. Always `true` without accounts.
+    pub async fn touch(&self, sha256: &str) -> Result<bool, BlobError> {
+        let Some(a) = &self.accounts else {
+            return Ok(true);
+        };
+        let now = crate::clock::now_ms();
+        let stale = i64::try_from(DOOM_STALE.as_millis()).unwrap_or(i64::MAX);
+        a.store
+            .touch_blob(sha256, now, now.saturating_sub(stale))
+            .await
+            .map_err(accounts_failed)
     }
 
     /// Starts an upload of `size` bytes hashing to `sha256` (lowercase hex), or, when that blob
@@ -212,11 +308,16 @@ impl Uploads {
             if held.size != size {
                 return Err(UploadError::SizeMismatch { size });
             }
-            self.mark_owner(sha256, owner).await?;
-            return Ok(Created::Held {
-                blob: sha256.to_owned(),
-                size,
-            });
+            // A blob retention is deleting is not held: upload it again.
+            if self.touch(sha256).await? {
+                self.charge(owner, &blob_item("blob", sha256), size, true)
+                    .await?;
+                self.mark_owner(sha256, owner).await?;
+                return Ok(Created::Held {
+                    blob: sha256.to_owned(),
+                    size,
+                });
+            }
         }
         let meta = UploadMeta {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -227,7 +328,12 @@ impl Uploads {
             created_at: crate::clock::now_ms(),
             finished: false,
         };
-        self.write_meta(&meta).await?;
+        self.charge(owner, &blob_item("upload", &meta.id), size, true)
+            .await?;
+        if let Err(e) = self.write_meta(&meta).await {
+            self.release_upload(&meta.id).await;
+            return Err(e.into());
+        }
         Ok(Created::Started(meta))
     }
 
@@ -398,12 +504,25 @@ impl Uploads {
                 actual,
             });
         }
+        // Touched before it is looked for, so that retention cannot delete the blob between
+        // here and the message that names it.
+        if !self.touch(&meta.sha256).await? {
+            let _ = self.store.delete(&staging).await;
+            return Err(UploadError::Store(BlobError::Backend(format!(
+                "blob {} is being deleted by retention; finish again shortly",
+                meta.sha256
+            ))));
+        }
         if self.store.stat(&blob_key).await?.is_some() {
             self.store.delete(&staging).await?;
         } else {
             self.store.rename(&staging, &blob_key).await?;
         }
         self.mark_owner(&meta.sha256, owner).await?;
+        // The upload's charge becomes the blob's (reserved at creation: not checked again).
+        self.charge(owner, &blob_item("blob", &meta.sha256), meta.size, false)
+            .await?;
+        self.release_upload(id).await;
         self.write_meta(&UploadMeta {
             finished: true,
             ..meta
@@ -545,6 +664,7 @@ impl Uploads {
         for o in self.store.list(&keys::upload(id)).await? {
             self.store.delete(&o.key).await?;
         }
+        self.release_upload(id).await;
         Ok(())
     }
 

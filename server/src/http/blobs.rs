@@ -55,9 +55,24 @@ pub fn router(blobs: Arc<Blobs>) -> Router<AppState> {
 /// An error body with the upload's offset, when known, in the body (`offset`) and in
 /// `Upload-Offset`.
 fn refuse(code: ErrorCode, message: impl Into<String>, offset: Option<u64>) -> Response {
+    refuse_with(code, message, offset, &[])
+}
+
+/// [`refuse`] with more fields in the error body.
+fn refuse_with(
+    code: ErrorCode,
+    message: impl Into<String>,
+    offset: Option<u64>,
+    extra: &[(&str, Value)],
+) -> Response {
     let mut error = json!({ "code": code, "message": message.into() });
-    if let (Some(o), Some(obj)) = (offset, error.as_object_mut()) {
-        obj.insert("offset".into(), json!(o));
+    if let Some(obj) = error.as_object_mut() {
+        if let Some(o) = offset {
+            obj.insert("offset".into(), json!(o));
+        }
+        for (k, v) in extra {
+            obj.insert((*k).to_owned(), v.clone());
+        }
     }
     let status =
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -82,6 +97,12 @@ fn upload_error(e: UploadError) -> Response {
         UploadError::NotFound => refuse(ErrorCode::NotFound, msg, None),
         UploadError::Invalid(m) => refuse(ErrorCode::InvalidInput, m, None),
         UploadError::TooLarge { .. } => refuse(ErrorCode::PayloadTooLarge, msg, None),
+        UploadError::QuotaExceeded { used, limit, .. } => refuse_with(
+            ErrorCode::QuotaExceeded,
+            msg,
+            None,
+            &[("used", json!(used)), ("limit", json!(limit))],
+        ),
         UploadError::PastSize { offset, .. }
         | UploadError::ChunkTooLarge { offset, .. }
         | UploadError::TooManyParts { offset } => {
@@ -140,7 +161,12 @@ async fn create(Extension(blobs): B, caller: Caller, J(b): J<CreateBody>) -> Res
             }
             with_offset(resp, 0, m.size)
         }
-        Err(e) => upload_error(e),
+        Err(e) => {
+            if matches!(e, UploadError::QuotaExceeded { .. }) {
+                blobs.metrics.blob_quota_refusals.inc();
+            }
+            upload_error(e)
+        }
     }
 }
 

@@ -488,6 +488,27 @@ pub struct PoolStats {
     pub write_queue: u32,
 }
 
+/// What [`Store::charge_blob_bytes`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// The bytes are charged (or the item was already).
+    Charged,
+    /// Refused: the owner has `used` bytes charged, and these would pass the limit.
+    Refused { used: u64 },
+}
+
+/// The quota rule, the same on every store: `bytes` more fit when there is no limit (0) or
+/// when `used + bytes` stays within it.
+pub fn quota_allows(used: u64, bytes: u64, limit: u64) -> bool {
+    limit == 0 || used.saturating_add(bytes) <= limit
+}
+
+/// The item under which [`Store::charge_blob_bytes`] charges an unfinished upload
+/// (`kind` `"upload"`) or a finished blob (`"blob"`).
+pub fn blob_item(kind: &str, id: &str) -> String {
+    format!("{kind}:{id}")
+}
+
 /// The server's storage.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -564,6 +585,33 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Whether any message that is not deleted, in a live room, carries the blob: when none
     /// does, retention may delete it.
     async fn blob_in_use(&self, blob: &str) -> StoreResult<bool>;
+
+    /// Charges `bytes` to `owner`'s attachment storage under `item` (`upload:<id>` or
+    /// `blob:<sha256>`, see [`blob_item`]) unless [`quota_allows`] refuses it with `limit`
+    /// (0: no limit); checked and written in one step, on every node at once. An item already
+    /// charged to `owner` passes and changes nothing.
+    async fn charge_blob_bytes(
+        &self,
+        owner: &str,
+        item: &str,
+        bytes: u64,
+        limit: u64,
+    ) -> StoreResult<Charge>;
+    /// Removes every charge of `item` (whoever it is charged to); removing none succeeds.
+    async fn release_blob_bytes(&self, item: &str) -> StoreResult<()>;
+    /// The bytes charged to `owner`: their unfinished uploads and the blobs they uploaded.
+    async fn blob_bytes_used(&self, owner: &str) -> StoreResult<u64>;
+    /// Stamps the blob as named at `now` (by a send, or by an upload that found or made it),
+    /// so that retention leaves it alone for its grace period. `false` when retention has
+    /// doomed it (see [`Store::doom_blob`]) since `doomed_after`: the blob is being deleted.
+    async fn touch_blob(&self, blob: &str, now: i64, doomed_after: i64) -> StoreResult<bool>;
+    /// Marks the blob as being deleted at `now`, only if no message in a live room carries it
+    /// and it was not touched since `untouched_since`; `true` when it is marked. One statement
+    /// on the blob's row: a [`Store::touch_blob`] either lands before (and this refuses) or
+    /// after (and that fails).
+    async fn doom_blob(&self, blob: &str, now: i64, untouched_since: i64) -> StoreResult<bool>;
+    /// Forgets a deleted blob: its stamps and every charge of it.
+    async fn forget_blob(&self, blob: &str) -> StoreResult<()>;
 
     /// Events with seq > `after`, in order, at most `limit`, and stopping once about
     /// [`PAGE_BYTES`] of event data is read (always at least one event): a short page is not

@@ -33,6 +33,7 @@
 //! ```
 
 mod apply;
+mod blobs;
 mod conn;
 mod read;
 mod rows;
@@ -308,6 +309,36 @@ impl Store for PostgresStore {
 
     async fn blob_in_use(&self, blob: &str) -> StoreResult<bool> {
         read::blob_in_use(&*self.conn().await?, blob).await
+    }
+
+    async fn charge_blob_bytes(
+        &self,
+        owner: &str,
+        item: &str,
+        bytes: u64,
+        limit: u64,
+    ) -> StoreResult<crate::store::Charge> {
+        blobs::charge(&*self.conn().await?, owner, item, bytes, limit).await
+    }
+
+    async fn release_blob_bytes(&self, item: &str) -> StoreResult<()> {
+        blobs::release(&*self.conn().await?, item).await
+    }
+
+    async fn blob_bytes_used(&self, owner: &str) -> StoreResult<u64> {
+        blobs::used(&*self.conn().await?, owner).await
+    }
+
+    async fn touch_blob(&self, blob: &str, now: i64, doomed_after: i64) -> StoreResult<bool> {
+        blobs::touch(&*self.conn().await?, blob, now, doomed_after).await
+    }
+
+    async fn doom_blob(&self, blob: &str, now: i64, untouched_since: i64) -> StoreResult<bool> {
+        blobs::doom(&*self.conn().await?, blob, now, untouched_since).await
+    }
+
+    async fn forget_blob(&self, blob: &str) -> StoreResult<()> {
+        blobs::forget(&*self.conn().await?, blob).await
     }
 
     async fn co_members(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {

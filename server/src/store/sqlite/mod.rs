@@ -35,6 +35,7 @@
 
 mod apply;
 pub mod backup;
+mod blobs;
 mod pool;
 mod read;
 mod rows;
@@ -148,6 +149,11 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs a change to the attachment accounts on the writer.
+    async fn blob_write(&self, op: blobs::Op) -> StoreResult<blobs::Answer> {
+        self.writer.submit(|reply| Job::Blob(op, reply)).await
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -384,6 +390,60 @@ impl Store for SqliteStore {
     async fn blob_in_use(&self, blob: &str) -> StoreResult<bool> {
         let blob = blob.to_owned();
         self.read(move |c| read::blob_in_use(c, &blob)).await
+    }
+
+    async fn charge_blob_bytes(
+        &self,
+        owner: &str,
+        item: &str,
+        bytes: u64,
+        limit: u64,
+    ) -> StoreResult<crate::store::Charge> {
+        let op = blobs::Op::Charge {
+            owner: owner.to_owned(),
+            item: item.to_owned(),
+            bytes,
+            limit,
+        };
+        match self.blob_write(op).await? {
+            blobs::Answer::Charge(c) => Ok(c),
+            blobs::Answer::Changed(_) => Err(StoreError::Backend("a charge answered a count".into())),
+        }
+    }
+
+    async fn release_blob_bytes(&self, item: &str) -> StoreResult<()> {
+        let item = item.to_owned();
+        self.blob_write(blobs::Op::Release { item }).await.map(drop)
+    }
+
+    async fn blob_bytes_used(&self, owner: &str) -> StoreResult<u64> {
+        let owner = owner.to_owned();
+        self.read(move |c| blobs::used(c, &owner)).await
+    }
+
+    async fn touch_blob(&self, blob: &str, now: i64, doomed_after: i64) -> StoreResult<bool> {
+        let blob = blob.to_owned();
+        let op = blobs::Op::Touch {
+            blob,
+            now,
+            doomed_after,
+        };
+        Ok(self.blob_write(op).await? == blobs::Answer::Changed(true))
+    }
+
+    async fn doom_blob(&self, blob: &str, now: i64, untouched_since: i64) -> StoreResult<bool> {
+        let blob = blob.to_owned();
+        let op = blobs::Op::Doom {
+            blob,
+            now,
+            untouched_since,
+        };
+        Ok(self.blob_write(op).await? == blobs::Answer::Changed(true))
+    }
+
+    async fn forget_blob(&self, blob: &str) -> StoreResult<()> {
+        let blob = blob.to_owned();
+        self.blob_write(blobs::Op::Forget { blob }).await.map(drop)
     }
 
     async fn co_members(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {

@@ -47,7 +47,7 @@ use std::time::Instant;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply;
+use super::{apply, blobs};
 use crate::store::write::{PurgeCursor, PurgeStep};
 use crate::store::{Committed, RetentionCutoffs, StoreError, StoreResult, Write};
 
@@ -83,6 +83,8 @@ pub(super) enum Job {
     ReleaseMemory {
         reply: Reply<()>,
     },
+    /// A change to the attachment accounts (`blobs.rs`).
+    Blob(blobs::Op, Reply<blobs::Answer>),
 }
 
 /// A job's outcome, kept until the group's `COMMIT` decides whether it stands.
@@ -92,6 +94,7 @@ enum Done {
     Commit(Reply<Committed>, StoreResult<Committed>),
     Unit(Reply<()>, StoreResult<()>),
     Purge(Reply<PurgeStep>, StoreResult<PurgeStep>),
+    Blob(Reply<blobs::Answer>, StoreResult<blobs::Answer>),
 }
 
 impl Job {
@@ -123,6 +126,11 @@ impl Job {
                 |tx| Ok(tx.execute_batch("PRAGMA shrink_memory")?),
                 |r| Done::Unit(reply, r),
             ),
+            Job::Blob(op, reply) => in_savepoint(
+                tx,
+                |tx| blobs::apply(tx, &op),
+                |r| Done::Blob(reply, r),
+            ),
         }
     }
 
@@ -134,6 +142,7 @@ impl Job {
             | Job::SaveLastSeen { reply, .. }
             | Job::ReleaseMemory { reply } => drop(reply.send(Err(backend(err)))),
             Job::Purge(_, _, reply) => drop(reply.send(Err(backend(err)))),
+            Job::Blob(_, reply) => drop(reply.send(Err(backend(err)))),
         }
     }
 }
@@ -144,6 +153,7 @@ impl Done {
             Done::Commit(_, r) => r.is_ok(),
             Done::Unit(_, r) => r.is_ok(),
             Done::Purge(_, r) => r.is_ok(),
+            Done::Blob(_, r) => r.is_ok(),
         }
     }
 
@@ -153,6 +163,7 @@ impl Done {
             Done::Commit(reply, r) => drop(reply.send(r)),
             Done::Unit(reply, r) => drop(reply.send(r)),
             Done::Purge(reply, r) => drop(reply.send(r)),
+            Done::Blob(reply, r) => drop(reply.send(r)),
         }
     }
 
@@ -162,6 +173,7 @@ impl Done {
             Done::Commit(reply, _) => drop(reply.send(Err(backend(err)))),
             Done::Unit(reply, _) => drop(reply.send(Err(backend(err)))),
             Done::Purge(reply, _) => drop(reply.send(Err(backend(err)))),
+            Done::Blob(reply, _) => drop(reply.send(Err(backend(err)))),
         }
     }
 }
