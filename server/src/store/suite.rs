@@ -1834,6 +1834,124 @@ macro_rules! store_suite {
             let kept = store.message("prot", "p1").await.unwrap().unwrap();
             assert_eq!(kept.attachment, Some(with_blob(&other)));
         }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn blob_charges_keep_each_owner_within_the_quota() {
+            use crate::store::{blob_item, Charge};
+            let h = $harness.await;
+            let store = h.open().await;
+            let (up1, up2) = (blob_item("upload", "u1"), blob_item("upload", "u2"));
+            let blob = blob_item("blob", &"ab".repeat(32));
+            assert_eq!(store.blob_bytes_used("alice").await.unwrap(), 0);
+            assert_eq!(
+                store.charge_blob_bytes("alice", &up1, 60, 100).await.unwrap(),
+                Charge::Charged
+            );
+            // Charging an item again changes nothing, even past the limit.
+            assert_eq!(
+                store.charge_blob_bytes("alice", &up1, 60, 100).await.unwrap(),
+                Charge::Charged
+            );
+            assert_eq!(store.blob_bytes_used("alice").await.unwrap(), 60);
+            assert_eq!(
+                store.charge_blob_bytes("alice", &up2, 41, 100).await.unwrap(),
+                Charge::Refused { used: 60 }
+            );
+            assert_eq!(
+                store.charge_blob_bytes("alice", &up2, 40, 100).await.unwrap(),
+                Charge::Charged
+            );
+            // Another owner has a quota of their own; 0 is no limit.
+            assert_eq!(
+                store.charge_blob_bytes("bob", &blob, 100, 100).await.unwrap(),
+                Charge::Charged
+            );
+            assert_eq!(
+                store.charge_blob_bytes("carol", &blob, 1 << 40, 0).await.unwrap(),
+                Charge::Charged
+            );
+            // An upload's charge goes; a blob's charges go when it is forgotten.
+            store.release_blob_bytes(&up1).await.unwrap();
+            assert_eq!(store.blob_bytes_used("alice").await.unwrap(), 40);
+            assert_eq!(
+                store.charge_blob_bytes("alice", &blob, 60, 100).await.unwrap(),
+                Charge::Charged
+            );
+            assert_eq!(store.blob_bytes_used("alice").await.unwrap(), 100);
+            store.forget_blob(&"ab".repeat(32)).await.unwrap();
+            for (who, used) in [("alice", 40), ("bob", 0), ("carol", 0)] {
+                assert_eq!(store.blob_bytes_used(who).await.unwrap(), used, "{who}");
+            }
+            store.release_blob_bytes("upload:none").await.unwrap();
+
+            // Charges racing for the last bytes: exactly as many pass as fit.
+            let tasks: Vec<_> = (0..20)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let item = blob_item("upload", &format!("race{i}"));
+                        store.charge_blob_bytes("dave", &item, 10, 95).await.unwrap()
+                    })
+                })
+                .collect();
+            let mut passed = 0;
+            for t in tasks {
+                if t.await.unwrap() == Charge::Charged {
+                    passed += 1;
+                }
+            }
+            assert_eq!(passed, 9);
+            let store = h.open().await;
+            assert_eq!(store.blob_bytes_used("dave").await.unwrap(), 90);
+            assert_eq!(store.blob_bytes_used("alice").await.unwrap(), 40);
+        }
+
+        #[tokio::test]
+        async fn a_doomed_blob_refuses_touches_and_a_touched_or_used_one_refuses_dooms() {
+            let h = $harness.await;
+            let store = h.open().await;
+            let (idle, touched, used) = ("a1".repeat(32), "b2".repeat(32), "c3".repeat(32));
+            let stale = 600_000;
+            // Never touched, not used: doomed; then touches fail until the doom is stale.
+            assert!(store.doom_blob(&idle, T0, T0 - 10).await.unwrap());
+            assert!(!store.touch_blob(&idle, T0 + 1, T0 + 1 - stale).await.unwrap());
+            assert!(
+                store.touch_blob(&idle, T0 + stale, T0).await.unwrap(),
+                "a stale doom is lifted"
+            );
+            assert!(!store.doom_blob(&idle, T0 + stale, T0).await.unwrap());
+            // Touched after the cut: kept; touched before it: doomed.
+            assert!(store.touch_blob(&touched, T0, T0 - stale).await.unwrap());
+            assert!(!store.doom_blob(&touched, T0 + 5, T0 - 1).await.unwrap());
+            assert!(store.doom_blob(&touched, T0 + 5, T0 + 1).await.unwrap());
+            // Forgotten once deleted: a new upload of the same bytes can be touched.
+            store.forget_blob(&touched).await.unwrap();
+            assert!(store.touch_blob(&touched, T0 + 6, T0 + 6 - stale).await.unwrap());
+            // Carried by a live message: never doomed, however old the touch.
+            apply(&*store, write("alice", T0, create_room("r", RoomKind::Public, "alice"))).await;
+            let send = Change::InsertMessage {
+                id: "m1".into(),
+                room: "r".into(),
+                body: String::new(),
+                reply_to: None,
+                attachment: Some(roam_proto::Attachment {
+                    blob: used.clone(),
+                    name: "a.bin".into(),
+                    mime: "application/octet-stream".into(),
+                    size: 3,
+                    width: None,
+                    height: None,
+                    duration_ms: None,
+                    thumbnail: None,
+                }),
+            };
+            apply(&*store, write("alice", T0, send)).await;
+            assert!(!store.doom_blob(&used, T0 + stale, T0 + stale).await.unwrap());
+            // Its room deleted, nothing carries it any more.
+            let drop_room = Change::DeleteRoom { name: "r".into() };
+            apply(&*store, write("alice", T0 + 1, drop_room)).await;
+            assert!(store.doom_blob(&used, T0 + stale, T0 + stale).await.unwrap());
+        }
     };
 }
 pub(crate) use store_suite;
