@@ -236,3 +236,143 @@ async fn retention_collects_attachments_no_message_carries() {
         kept.len() as f64
     );
 }
+
+/// A blob as a long-gone upload left it: stored three days ago with `user` as its uploader,
+/// and never named by a send since. Returns its id.
+async fn plant_old_blob(server: &TestServer, user: &str, data: &[u8]) -> String {
+    use roam_server::blob::{keys, once};
+    let blob = sha(data);
+    let store = &server.server().blobs().store;
+    store
+        .put(&keys::blob(&blob), once(bytes::Bytes::copy_from_slice(data)))
+        .await
+        .expect("put blob");
+    store
+        .put(&keys::owner(&blob, user), once(bytes::Bytes::new()))
+        .await
+        .expect("put owner");
+    let path = server.dir.path().join("blobs").join(keys::blob(&blob));
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(old))
+        .expect("age the blob");
+    blob
+}
+
+/// The send/retention race: a send checks that its blob exists, then commits; retention
+/// checks that no message carries a blob, then deletes it. A send touches the blob before its
+/// check, and retention dooms a blob before deleting it, so whichever comes first wins and a
+/// message never carries a deleted blob.
+#[tokio::test]
+async fn retention_and_a_send_naming_an_old_unused_blob_do_not_cross() {
+    let server = TestServer::start().await;
+    let alice = server.as_user("alice");
+    alice.create_room("race", "public").await;
+    let (sent, idle, lost) = (png(4_000), png(4_001), png(4_002));
+    for data in [&sent, &idle, &lost] {
+        plant_old_blob(&server, "alice", data).await;
+    }
+    let state = server.server().state().clone();
+    let blobs = server.server().blobs().clone();
+    let now = crate::fixtures::now_ms();
+
+    // The send came first: it touched its blob (the first step of its check), then retention
+    // ran before the message was committed. Retention leaves that blob and takes the other.
+    assert_eq!(blobs.hold(&sha(&sent)).await, Ok(true));
+    let purged = roam_server::retention::run_once(&state, now)
+        .await
+        .expect("pass");
+    assert_eq!(purged.blobs, 2, "the untouched two go: {purged:?}");
+    assert_eq!(
+        server
+            .metric("roam_blob_gc_skipped_touched_total", None)
+            .await,
+        1.0
+    );
+    let r = send(&alice, "race", json!({ "attachment": attachment(&sent) })).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(status(&alice, &sha(&sent)).await, 200);
+    let purged = roam_server::retention::run_once(&state, now + 2 * 86_400_000)
+        .await
+        .expect("pass");
+    assert_eq!(purged.blobs, 0, "carried by a message now");
+
+    // Retention came first: it doomed the blob (its check passed) and is about to delete it.
+    // A send naming it now is refused, and commits nothing.
+    let blob = plant_old_blob(&server, "alice", &lost).await;
+    let store = &state.service.store;
+    assert!(store
+        .doom_blob(&blob, now, now - 86_400_000)
+        .await
+        .expect("doom"));
+    let before = alice.all_messages("race").await.len();
+    let r = send(&alice, "race", json!({ "attachment": attachment(&lost) })).await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{:?}", r.body);
+    assert_eq!(alice.all_messages("race").await.len(), before);
+    // An upload of the same bytes is no "already held" either: it starts a new upload.
+    let created = alice
+        .post(
+            "/v1/uploads",
+            json!({"size": lost.len(), "sha256": blob, "mime": "image/png"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    // Retention finishes; the bytes can then be uploaded and sent again.
+    let purged = roam_server::retention::run_once(&state, now)
+        .await
+        .expect("pass");
+    assert_eq!(purged.blobs, 1);
+    assert_eq!(status(&alice, &blob).await, 403, "gone");
+    upload(&alice, &lost, 1_000).await;
+    let r = send(&alice, "race", json!({ "attachment": attachment(&lost) })).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(status(&alice, &blob).await, 200);
+}
+
+/// Many sends of old unused blobs while retention passes run: every message that was
+/// committed carries a blob that is still there; every refused send committed nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_racing_retention_never_leave_a_message_without_its_blob() {
+    let server = TestServer::start().await;
+    let alice = server.as_user("alice");
+    alice.create_room("busy", "public").await;
+    let files: Vec<Vec<u8>> = (0..40).map(|i| png(3_000 + i)).collect();
+    for data in &files {
+        plant_old_blob(&server, "alice", data).await;
+    }
+    let state = server.server().state().clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gc = {
+        let (state, stop) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut passes = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && passes < 10_000 {
+                let now = crate::fixtures::now_ms();
+                roam_server::retention::run_once(&state, now)
+                    .await
+                    .expect("pass");
+                passes += 1;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut accepted = 0;
+    for data in &files {
+        let r = send(&alice, "busy", json!({ "attachment": attachment(data) })).await;
+        match r.status {
+            200 => accepted += 1,
+            404 => {}
+            other => panic!("send answered {other}: {:?}", r.body),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    gc.await.expect("gc task");
+    let messages = alice.all_messages("busy").await;
+    assert_eq!(messages.len(), accepted);
+    for m in &messages {
+        let blob = m["attachment"]["blob"].as_str().expect("blob");
+        assert_eq!(status(&alice, blob).await, 200, "message {} lost its blob", m["id"]);
+    }
+}

@@ -663,3 +663,88 @@ async fn uploads_are_paced_per_user() {
         1.0
     );
 }
+
+/// Each user's blobs and unfinished uploads count against `--blob-quota-mb-per-user`: an
+/// upload that would pass it is refused at creation (413 `quota_exceeded`, with the usage and
+/// the limit) with nothing stored; aborting, and retention deleting an unused blob, free it.
+#[tokio::test]
+async fn uploads_are_held_within_each_users_quota() {
+    let t = TestServer::start_with(|c| c.blob_quota_mb_per_user = 1).await;
+    let (alice, bob) = (t.as_user("alice"), t.as_user("bob"));
+    let kib = 1024usize;
+    let a = png(600 * kib);
+    upload(&alice, &a, 300 * kib).await;
+
+    // 600 KiB held + 500 KiB more would pass 1 MiB.
+    let uploads_dir = t.dir.path().join("blobs").join("uploads");
+    let stored = files_under(&uploads_dir);
+    let b = png(500 * kib);
+    let r = create(&alice, &b, "image/png").await;
+    assert_eq!((r.status, r.code()), (413, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(r.body["error"]["used"], json!(600 * kib));
+    assert_eq!(r.body["error"]["limit"], json!(1 << 20));
+    assert_eq!(files_under(&uploads_dir), stored, "nothing stored");
+
+    // An unfinished upload counts with its declared size.
+    let c = png(400 * kib);
+    let c_id = start(&alice, &c).await;
+    let d = png(100 * kib);
+    assert_eq!(create(&alice, &d, "image/png").await.code(), "quota_exceeded");
+    // Aborting it frees its share.
+    let r = alice
+        .builder(Method::DELETE, &format!("/v1/uploads/{c_id}"))
+        .send()
+        .await
+        .expect("abort");
+    assert_eq!(r.status(), 204);
+    let d_id = start(&alice, &d).await;
+
+    // Bob has a quota of his own, up to the last byte; a blob he proves to hold counts too.
+    let full = png(1 << 20);
+    upload(&bob, &full, 1 << 20).await;
+    let r = create(&bob, &a, "image/png").await;
+    assert_eq!((r.status, r.code()), (413, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(r.body["error"]["used"], json!(1 << 20));
+    // …but a blob he already uploaded is not counted twice.
+    let r = create(&bob, &full, "image/png").await;
+    assert_eq!((r.status, r.body["complete"].clone()), (200, json!(true)));
+
+    // Retention deletes alice's unused blob: its bytes are hers again (the unfinished upload
+    // of 100 KiB still counts).
+    let state = t.server().state().clone();
+    let later = crate::fixtures::now_ms() + 2 * 86_400_000;
+    let purged = roam_server::retention::run_once(&state, later)
+        .await
+        .expect("pass");
+    assert!(purged.blobs >= 1, "{purged:?}");
+    let store = &state.service.store;
+    assert_eq!(store.blob_bytes_used("alice").await.expect("used"), 100 * kib as u64);
+    let e = png(924 * kib);
+    start(&alice, &e).await;
+    assert_eq!(create(&alice, &png(1), "image/png").await.code(), "quota_exceeded");
+    // Finishing an upload moves its charge to the blob: the usage stays.
+    let r = patch(&alice, &d_id, 0, &d).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(finish(&alice, &d_id).await.status, 200);
+    assert_eq!(store.blob_bytes_used("alice").await.expect("used"), 1 << 20);
+    assert_eq!(
+        t.metric("roam_blob_quota_refusals_total", None).await,
+        4.0
+    );
+}
+
+/// A quota of 0 is no limit.
+#[tokio::test]
+async fn a_quota_of_zero_is_unlimited() {
+    let t = TestServer::start_with(|c| {
+        c.blob_quota_mb_per_user = 0;
+        c.max_upload_mb = 2;
+    })
+    .await;
+    let alice = t.as_user("alice");
+    for i in 0..3u8 {
+        let mut data = png(2 << 20);
+        data[100] = i;
+        start(&alice, &data).await;
+    }
+}
