@@ -285,6 +285,8 @@ fn fail(ctx: &Context, u: &StoredUpload, err: &Error) -> Result<()> {
         )));
         Ok(())
     })?;
+    // The room's later sends waited behind this one: the scheduler may put them on the wire.
+    ctx.outbox_wakeup.notify_one();
     tracing::warn!(upload = %u.local_id, error = %err, "upload failed");
     Metrics::inc(&ctx.metrics.messages_failed);
     Ok(())

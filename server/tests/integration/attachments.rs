@@ -244,7 +244,10 @@ async fn plant_old_blob(server: &TestServer, user: &str, data: &[u8]) -> String 
     let blob = sha(data);
     let store = &server.server().blobs().store;
     store
-        .put(&keys::blob(&blob), once(bytes::Bytes::copy_from_slice(data)))
+        .put(
+            &keys::blob(&blob),
+            once(bytes::Bytes::copy_from_slice(data)),
+        )
         .await
         .expect("put blob");
     store
@@ -373,6 +376,11 @@ async fn sends_racing_retention_never_leave_a_message_without_its_blob() {
     assert_eq!(messages.len(), accepted);
     for m in &messages {
         let blob = m["attachment"]["blob"].as_str().expect("blob");
-        assert_eq!(status(&alice, blob).await, 200, "message {} lost its blob", m["id"]);
+        assert_eq!(
+            status(&alice, blob).await,
+            200,
+            "message {} lost its blob",
+            m["id"]
+        );
     }
 }

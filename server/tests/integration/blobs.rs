@@ -680,7 +680,12 @@ async fn uploads_are_held_within_each_users_quota() {
     let stored = files_under(&uploads_dir);
     let b = png(500 * kib);
     let r = create(&alice, &b, "image/png").await;
-    assert_eq!((r.status, r.code()), (413, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "quota_exceeded"),
+        "{:?}",
+        r.body
+    );
     assert_eq!(r.body["error"]["used"], json!(600 * kib));
     assert_eq!(r.body["error"]["limit"], json!(1 << 20));
     assert_eq!(files_under(&uploads_dir), stored, "nothing stored");
@@ -689,7 +694,10 @@ async fn uploads_are_held_within_each_users_quota() {
     let c = png(400 * kib);
     let c_id = start(&alice, &c).await;
     let d = png(100 * kib);
-    assert_eq!(create(&alice, &d, "image/png").await.code(), "quota_exceeded");
+    assert_eq!(
+        create(&alice, &d, "image/png").await.code(),
+        "quota_exceeded"
+    );
     // Aborting it frees its share.
     let r = alice
         .builder(Method::DELETE, &format!("/v1/uploads/{c_id}"))
@@ -703,7 +711,12 @@ async fn uploads_are_held_within_each_users_quota() {
     let full = png(1 << 20);
     upload(&bob, &full, 1 << 20).await;
     let r = create(&bob, &a, "image/png").await;
-    assert_eq!((r.status, r.code()), (413, "quota_exceeded"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "quota_exceeded"),
+        "{:?}",
+        r.body
+    );
     assert_eq!(r.body["error"]["used"], json!(1 << 20));
     // …but a blob he already uploaded is not counted twice.
     let r = create(&bob, &full, "image/png").await;
@@ -718,19 +731,22 @@ async fn uploads_are_held_within_each_users_quota() {
         .expect("pass");
     assert!(purged.blobs >= 1, "{purged:?}");
     let store = &state.service.store;
-    assert_eq!(store.blob_bytes_used("alice").await.expect("used"), 100 * kib as u64);
+    assert_eq!(
+        store.blob_bytes_used("alice").await.expect("used"),
+        100 * kib as u64
+    );
     let e = png(924 * kib);
     start(&alice, &e).await;
-    assert_eq!(create(&alice, &png(1), "image/png").await.code(), "quota_exceeded");
+    assert_eq!(
+        create(&alice, &png(1), "image/png").await.code(),
+        "quota_exceeded"
+    );
     // Finishing an upload moves its charge to the blob: the usage stays.
     let r = patch(&alice, &d_id, 0, &d).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(finish(&alice, &d_id).await.status, 200);
     assert_eq!(store.blob_bytes_used("alice").await.expect("used"), 1 << 20);
-    assert_eq!(
-        t.metric("roam_blob_quota_refusals_total", None).await,
-        4.0
-    );
+    assert_eq!(t.metric("roam_blob_quota_refusals_total", None).await, 4.0);
 }
 
 /// A quota of 0 is no limit.

@@ -264,3 +264,68 @@ async fn an_upload_cut_by_the_network_goes_on_from_the_servers_offset() {
     assert_eq!(ended.state, UploadState::Done);
     a.shutdown().await;
 }
+
+/// A file that would take the sender past their storage quota (`--blob-quota-mb-per-user`)
+/// fails its message at once with `quota_exceeded` (the server's usage and limit in the
+/// reason), not retried; the room's next message goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_the_quota_fails_its_message_and_the_room_goes_on() {
+    let mut backend = Backend::down_with(|c| c.blob_quota_mb_per_user = 1);
+    backend.start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    backend.api("alice").create_room("pics", "public").await;
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, vec![7u8; 3 << 19]).expect("write the file");
+    let a = open_client(
+        config(dir.path(), &backend, "alice"),
+        backend.token("alice"),
+    );
+    a.start().await.expect("start");
+    let sent = a
+        .send_attachment(
+            "pics".into(),
+            file.display().to_string(),
+            "application/octet-stream".into(),
+            "too much".into(),
+            Default::default(),
+        )
+        .expect("send");
+    let next = a
+        .send_message("pics".into(), "after it".into())
+        .expect("text");
+    wait_until("the attachment fails", || {
+        a.message(sent.local_id.clone())
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.send_state.is_failed())
+    })
+    .await;
+    let failed = a
+        .message(sent.local_id.clone())
+        .expect("read")
+        .expect("stored");
+    match &failed.send_state {
+        SendState::Failed { code, message, .. } => {
+            assert_eq!(code, "quota_exceeded");
+            assert!(message.contains("quota"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    wait_until("the next message is sent", || {
+        a.message(next.local_id.clone())
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.send_state == SendState::Sent)
+    })
+    .await;
+    assert_eq!(a.metrics().upload_bytes, 0, "nothing was uploaded");
+    let bodies: Vec<String> = backend
+        .api("alice")
+        .all_messages("pics")
+        .await
+        .iter()
+        .filter_map(|m| m["body"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(bodies, ["after it"]);
+    a.shutdown().await;
+}

@@ -91,12 +91,19 @@ pub(super) async fn touch(c: &Conn, blob: &str, now: i64, doomed_after: i64) -> 
 }
 
 /// `Store::doom_blob`.
-pub(super) async fn doom(c: &Conn, blob: &str, now: i64, untouched_since: i64) -> StoreResult<bool> {
+pub(super) async fn doom(
+    c: &Conn,
+    blob: &str,
+    now: i64,
+    untouched_since: i64,
+) -> StoreResult<bool> {
     Ok(c.execute(DOOM, &[&blob, &now, &untouched_since]).await? > 0)
 }
 
 /// `Store::forget_blob`.
 pub(super) async fn forget(c: &Conn, blob: &str) -> StoreResult<()> {
     c.execute(FORGET, &[&blob]).await?;
-    c.execute(RELEASE, &[&blob_item("blob", blob)]).await.map(drop)
+    c.execute(RELEASE, &[&blob_item("blob", blob)])
+        .await
+        .map(drop)
 }

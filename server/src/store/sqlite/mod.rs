@@ -407,7 +407,9 @@ impl Store for SqliteStore {
         };
         match self.blob_write(op).await? {
             blobs::Answer::Charge(c) => Ok(c),
-            blobs::Answer::Changed(_) => Err(StoreError::Backend("a charge answered a count".into())),
+            blobs::Answer::Changed(_) => {
+                Err(StoreError::Backend("a charge answered a count".into()))
+            }
         }
     }
 

@@ -126,11 +126,9 @@ impl Job {
                 |tx| Ok(tx.execute_batch("PRAGMA shrink_memory")?),
                 |r| Done::Unit(reply, r),
             ),
-            Job::Blob(op, reply) => in_savepoint(
-                tx,
-                |tx| blobs::apply(tx, &op),
-                |r| Done::Blob(reply, r),
-            ),
+            Job::Blob(op, reply) => {
+                in_savepoint(tx, |tx| blobs::apply(tx, &op), |r| Done::Blob(reply, r))
+            }
         }
     }
 
