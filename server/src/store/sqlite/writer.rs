@@ -83,6 +83,17 @@ pub(super) enum Job {
     ReleaseMemory {
         reply: Reply<()>,
     },
+    /// An operator's change (`admin.rs` of this store), answering how many rows it changed.
+    Admin(AdminJob, Reply<u64>),
+}
+
+/// The body of a [`Job::Admin`].
+pub(super) struct AdminJob(pub Box<dyn FnOnce(&Transaction<'_>) -> StoreResult<u64> + Send>);
+
+impl std::fmt::Debug for AdminJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminJob(..)")
+    }
 }
 
 /// A job's outcome, kept until the group's `COMMIT` decides whether it stands.
@@ -92,6 +103,7 @@ enum Done {
     Commit(Reply<Committed>, StoreResult<Committed>),
     Unit(Reply<()>, StoreResult<()>),
     Purge(Reply<PurgeStep>, StoreResult<PurgeStep>),
+    Count(Reply<u64>, StoreResult<u64>),
 }
 
 impl Job {
@@ -123,6 +135,7 @@ impl Job {
                 |tx| Ok(tx.execute_batch("PRAGMA shrink_memory")?),
                 |r| Done::Unit(reply, r),
             ),
+            Job::Admin(job, reply) => in_savepoint(tx, job.0, |r| Done::Count(reply, r)),
         }
     }
 
@@ -134,6 +147,7 @@ impl Job {
             | Job::SaveLastSeen { reply, .. }
             | Job::ReleaseMemory { reply } => drop(reply.send(Err(backend(err)))),
             Job::Purge(_, _, reply) => drop(reply.send(Err(backend(err)))),
+            Job::Admin(_, reply) => drop(reply.send(Err(backend(err)))),
         }
     }
 }
@@ -144,6 +158,7 @@ impl Done {
             Done::Commit(_, r) => r.is_ok(),
             Done::Unit(_, r) => r.is_ok(),
             Done::Purge(_, r) => r.is_ok(),
+            Done::Count(_, r) => r.is_ok(),
         }
     }
 
@@ -153,6 +168,7 @@ impl Done {
             Done::Commit(reply, r) => drop(reply.send(r)),
             Done::Unit(reply, r) => drop(reply.send(r)),
             Done::Purge(reply, r) => drop(reply.send(r)),
+            Done::Count(reply, r) => drop(reply.send(r)),
         }
     }
 
@@ -162,6 +178,7 @@ impl Done {
             Done::Commit(reply, _) => drop(reply.send(Err(backend(err)))),
             Done::Unit(reply, _) => drop(reply.send(Err(backend(err)))),
             Done::Purge(reply, _) => drop(reply.send(Err(backend(err)))),
+            Done::Count(reply, _) => drop(reply.send(Err(backend(err)))),
         }
     }
 }
