@@ -71,7 +71,10 @@ impl Part {
     async fn line(&mut self, value: &impl Serialize) -> Result<(), AdminError> {
         let mut bytes = serde_json::to_vec(value).map_err(failed)?;
         bytes.push(b'\n');
-        self.file.write_all(&bytes).await.map_err(io_at(&self.path))?;
+        self.file
+            .write_all(&bytes)
+            .await
+            .map_err(io_at(&self.path))?;
         self.lines += 1;
         Ok(())
     }

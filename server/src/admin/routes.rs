@@ -76,7 +76,10 @@ const DEFAULT_LIMIT: u32 = 50;
 
 async fn list_users(State(state): State<AppState>, Query(q): Query<UserList>) -> Response {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    answer(StatusCode::OK, users::list_users(&state, q.q, q.cursor, limit).await)
+    answer(
+        StatusCode::OK,
+        users::list_users(&state, q.q, q.cursor, limit).await,
+    )
 }
 
 async fn show_user(State(state): State<AppState>, Path(user): Path<String>) -> Response {
@@ -148,7 +151,10 @@ async fn transfer_room(
     body: Option<Json<TransferRequest>>,
 ) -> Response {
     let to = body.and_then(|Json(b)| b.to);
-    answer(StatusCode::OK, users::transfer_room(&state, &room, to).await)
+    answer(
+        StatusCode::OK,
+        users::transfer_room(&state, &room, to).await,
+    )
 }
 
 /// Calls the running server's admin interface: `method` on `path` (with its query), with a
@@ -182,7 +188,10 @@ pub async fn call(
     if status.is_success() {
         return Ok(body);
     }
-    let why = format!("{status}: {}", body["error"].as_str().unwrap_or("no reason given"));
+    let why = format!(
+        "{status}: {}",
+        body["error"].as_str().unwrap_or("no reason given")
+    );
     Err(match status {
         StatusCode::NOT_FOUND => AdminError::NotFound(why),
         s if s.is_server_error() => AdminError::Failed(why),

@@ -135,10 +135,7 @@ pub async fn show_user(state: &AppState, user: &str) -> Result<UserDetails, Admi
         profile,
         memberships,
         devices_online: presence.as_ref().map_or(0, |p| p.devices),
-        presence: presence.map_or_else(
-            || "offline".to_owned(),
-            |p| p.status.as_str().to_owned(),
-        ),
+        presence: presence.map_or_else(|| "offline".to_owned(), |p| p.status.as_str().to_owned()),
         messages,
         attachments: blobs.len() as u64,
         attachment_bytes,
@@ -214,9 +211,7 @@ pub async fn suspend(state: &AppState, user: &str, on: bool) -> Result<Suspensio
         .await
         .map_err(store_err)?;
     state.service.suspensions.put(stamp.clone());
-    let closed = state
-        .hub
-        .close_user(user, roam_proto::close::TOKEN_EXPIRED);
+    let closed = state.hub.close_user(user, roam_proto::close::TOKEN_EXPIRED);
     state
         .service
         .bus
@@ -231,7 +226,12 @@ pub async fn suspend(state: &AppState, user: &str, on: bool) -> Result<Suspensio
 }
 
 /// An operator's write, as the service applies the users' own.
-async fn write(state: &AppState, op: &'static str, actor: &str, change: Change) -> Result<(), AdminError> {
+async fn write(
+    state: &AppState,
+    op: &'static str,
+    actor: &str,
+    change: Change,
+) -> Result<(), AdminError> {
     let prepared = Prepared::Write {
         op,
         write: Box::new(Write {
@@ -245,7 +245,12 @@ async fn write(state: &AppState, op: &'static str, actor: &str, change: Change) 
         }),
         permit: None,
     };
-    state.service.submit(prepared).await.map(drop).map_err(api_err)
+    state
+        .service
+        .submit(prepared)
+        .await
+        .map(drop)
+        .map_err(api_err)
 }
 
 async fn live_room(state: &AppState, room: &str) -> Result<Room, AdminError> {
@@ -300,7 +305,11 @@ pub struct RoomDetails {
     pub members: Vec<Member>,
 }
 
-pub async fn list_rooms(state: &AppState, after: &str, limit: u32) -> Result<Vec<Room>, AdminError> {
+pub async fn list_rooms(
+    state: &AppState,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<Room>, AdminError> {
     let rooms = state
         .service
         .store
@@ -323,14 +332,26 @@ pub async fn show_room(state: &AppState, room: &str) -> Result<RoomDetails, Admi
 /// Deletes a room as an operator.
 pub async fn delete_room(state: &AppState, room: &str) -> Result<(), AdminError> {
     let r = live_room(state, room).await?;
-    write(state, "admin.room.delete", &r.owner, Change::DeleteRoom { name: room.to_owned() }).await?;
+    write(
+        state,
+        "admin.room.delete",
+        &r.owner,
+        Change::DeleteRoom {
+            name: room.to_owned(),
+        },
+    )
+    .await?;
     count(state, "room_delete");
     tracing::info!(%room, owner = %r.owner, "admin: room deleted");
     Ok(())
 }
 
 /// Hands a room to `to` (an active member), or to [`successor`]'s choice; answers the room.
-pub async fn transfer_room(state: &AppState, room: &str, to: Option<String>) -> Result<Room, AdminError> {
+pub async fn transfer_room(
+    state: &AppState,
+    room: &str,
+    to: Option<String>,
+) -> Result<Room, AdminError> {
     let r = live_room(state, room).await?;
     let to = match to {
         Some(to) => to,
@@ -415,14 +436,29 @@ pub async fn erase(state: &AppState, user: &str, rooms: OwnedRooms) -> Result<Er
     let store = &state.service.store;
 
     let mut sent = Vec::new();
-    walk_messages(state, user, |m| sent.push((m.room.clone(), m.id.clone(), m.deleted, m.attachment.as_ref().map(|a| a.blob.clone())))).await?;
+    walk_messages(state, user, |m| {
+        sent.push((
+            m.room.clone(),
+            m.id.clone(),
+            m.deleted,
+            m.attachment.as_ref().map(|a| a.blob.clone()),
+        ))
+    })
+    .await?;
     let mut blobs = BTreeSet::new();
     for (room, id, deleted, blob) in sent {
         blobs.extend(blob);
         if deleted {
             continue;
         }
-        match write(state, "admin.erase.message", user, Change::DeleteMessage { room, id }).await {
+        match write(
+            state,
+            "admin.erase.message",
+            user,
+            Change::DeleteMessage { room, id },
+        )
+        .await
+        {
             Ok(()) => out.messages_deleted += 1,
             // A deleted room's messages are blanked by `forget_user`.
             Err(AdminError::NotFound(_)) => {}
@@ -441,25 +477,43 @@ pub async fn erase(state: &AppState, user: &str, rooms: OwnedRooms) -> Result<Er
             };
             match next {
                 Some(to) => {
-                    write(state, "admin.erase.transfer", user, Change::TransferOwnership {
-                        room: m.room.clone(),
-                        from: user.to_owned(),
-                        to: to.clone(),
-                    })
+                    write(
+                        state,
+                        "admin.erase.transfer",
+                        user,
+                        Change::TransferOwnership {
+                            room: m.room.clone(),
+                            from: user.to_owned(),
+                            to: to.clone(),
+                        },
+                    )
                     .await?;
                     out.rooms_transferred.push((m.room.clone(), to));
                 }
                 None => {
-                    write(state, "admin.erase.room", user, Change::DeleteRoom { name: m.room.clone() }).await?;
+                    write(
+                        state,
+                        "admin.erase.room",
+                        user,
+                        Change::DeleteRoom {
+                            name: m.room.clone(),
+                        },
+                    )
+                    .await?;
                     out.rooms_deleted.push(m.room);
                     continue;
                 }
             }
         }
-        write(state, "admin.erase.leave", user, Change::RemoveMember {
-            room: m.room.clone(),
-            user: user.to_owned(),
-        })
+        write(
+            state,
+            "admin.erase.leave",
+            user,
+            Change::RemoveMember {
+                room: m.room.clone(),
+                user: user.to_owned(),
+            },
+        )
         .await?;
         out.memberships_left += 1;
     }
@@ -495,14 +549,23 @@ async fn delete_blobs(
     let objects = &blobs.store;
     let mine = format!("/{}", hex(user.as_bytes()));
     for marker in objects.list("owners/").await.map_err(failed)? {
-        if let Some(sha) = marker.key.strip_suffix(&mine).and_then(|k| k.strip_prefix("owners/")) {
+        if let Some(sha) = marker
+            .key
+            .strip_suffix(&mine)
+            .and_then(|k| k.strip_prefix("owners/"))
+        {
             candidates.insert(sha.to_owned());
             objects.delete(&marker.key).await.map_err(failed)?;
         }
     }
     let mut deleted = 0;
     for sha in candidates {
-        let in_use = state.service.store.blob_in_use(&sha).await.map_err(store_err)?;
+        let in_use = state
+            .service
+            .store
+            .blob_in_use(&sha)
+            .await
+            .map_err(store_err)?;
         let uploaders = objects
             .list(&format!("{}/", keys::owners(&sha)))
             .await
@@ -539,7 +602,11 @@ mod tests {
             m("admin1", Role::Admin, 4),
         ];
         assert_eq!(successor(&all, "owner").as_deref(), Some("admin1"));
-        let no_admin = vec![m("owner", Role::Owner, 1), m("b", Role::Guest, 3), m("a", Role::Member, 2)];
+        let no_admin = vec![
+            m("owner", Role::Owner, 1),
+            m("b", Role::Guest, 3),
+            m("a", Role::Member, 2),
+        ];
         assert_eq!(successor(&no_admin, "owner").as_deref(), Some("a"));
         assert_eq!(successor(&[m("owner", Role::Owner, 1)], "owner"), None);
     }

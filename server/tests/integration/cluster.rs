@@ -637,7 +637,13 @@ async fn a_suspension_reaches_every_instance() {
     n0.as_user("alice").create_room("yard", "public").await;
     let old = n1.token("alice");
     let mut ws = subscribed(n1, "alice", "yard").await;
-    let (status, body) = admin(n0, reqwest::Method::POST, "/admin/v1/users/alice/suspend", None).await;
+    let (status, body) = admin(
+        n0,
+        reqwest::Method::POST,
+        "/admin/v1/users/alice/suspend",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         closed_within(&mut ws, 5).await,
@@ -646,16 +652,33 @@ async fn a_suspension_reaches_every_instance() {
     let r = n1.as_user("alice").get("/v1/me").await;
     assert_eq!((r.status, r.code()), (401, "suspended"));
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, _) = admin(n0, reqwest::Method::POST, "/admin/v1/users/alice/unsuspend", None).await;
+    let (status, _) = admin(
+        n0,
+        reqwest::Method::POST,
+        "/admin/v1/users/alice/unsuspend",
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     // The other instance hears of it on the bus (bounded wait).
     let deadline = tokio::time::Instant::now() + WAIT;
     while n1.as_user("alice").get("/v1/me").await.status != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "unsuspend never reached n1");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unsuspend never reached n1"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let r = n1.as_user("alice").with_token(Some(old)).get("/v1/me").await;
-    assert_eq!((r.status, r.code()), (401, "suspended"), "tokens from before stay refused");
+    let r = n1
+        .as_user("alice")
+        .with_token(Some(old))
+        .get("/v1/me")
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (401, "suspended"),
+        "tokens from before stay refused"
+    );
     c.stop().await;
 }
 
@@ -671,7 +694,13 @@ async fn an_erase_on_one_instance_reaches_the_other() {
     let said = n0.as_user("zoe").say("plaza", "wombat-5521 hello").await;
     let mut zoe = subscribed(n1, "zoe", "plaza").await;
     let mut bob = subscribed(n1, "bob", "plaza").await;
-    let (status, body) = admin(n0, reqwest::Method::POST, "/admin/v1/users/zoe/erase", Some(json!({"rooms": "delete"}))).await;
+    let (status, body) = admin(
+        n0,
+        reqwest::Method::POST,
+        "/admin/v1/users/zoe/erase",
+        Some(json!({"rooms": "delete"})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert!(closed_within(&mut zoe, 5).await.is_some());
     let deleted = bob

@@ -7,8 +7,7 @@ use super::conn::Conn;
 use super::rows::{self, col, int, member_cols, message_cols, room_cols};
 use crate::store::{Forgotten, StoreResult, Suspension};
 
-const SUSPENSIONS: &str =
-    "SELECT user_id, suspended, not_before FROM suspensions ORDER BY user_id";
+const SUSPENSIONS: &str = "SELECT user_id, suspended, not_before FROM suspensions ORDER BY user_id";
 const SET_SUSPENSION: &str = "INSERT INTO suspensions (user_id, suspended, not_before) \
      VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE \
      SET suspended = excluded.suspended, not_before = excluded.not_before";

@@ -75,9 +75,9 @@ pub(super) fn suspensions(conn: &Connection) -> StoreResult<Vec<Suspension>> {
 }
 
 pub(super) fn set_suspension(tx: &Transaction<'_>, s: &Suspension) -> StoreResult<u64> {
-    let n = tx
-        .prepare_cached(SET_SUSPENSION)?
-        .execute(params![s.user, s.suspended, s.not_before])?;
+    let n =
+        tx.prepare_cached(SET_SUSPENSION)?
+            .execute(params![s.user, s.suspended, s.not_before])?;
     Ok(n as u64)
 }
 
