@@ -74,11 +74,12 @@ pub(super) fn suspensions(conn: &Connection) -> StoreResult<Vec<Suspension>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub(super) fn set_suspension(tx: &Transaction<'_>, s: &Suspension) -> StoreResult<u64> {
+/// Answers `(rows written, 0)`.
+pub(super) fn set_suspension(tx: &Transaction<'_>, s: &Suspension) -> StoreResult<(u64, u64)> {
     let n =
         tx.prepare_cached(SET_SUSPENSION)?
             .execute(params![s.user, s.suspended, s.not_before])?;
-    Ok(n as u64)
+    Ok((n as u64, 0))
 }
 
 pub(super) fn all_rooms(conn: &Connection, after: &str, limit: u32) -> StoreResult<Vec<Room>> {
@@ -105,15 +106,15 @@ pub(super) fn messages_by(
 }
 
 /// Blanks what is left of the user's messages and deletes their rows; answers
-/// `events redacted << 32 | rows deleted` (the writer's jobs answer one number).
-pub(super) fn forget_user(tx: &Transaction<'_>, user: &str) -> StoreResult<u64> {
+/// `(events redacted, rows deleted)`.
+pub(super) fn forget_user(tx: &Transaction<'_>, user: &str) -> StoreResult<(u64, u64)> {
     tx.execute(DELETE_BLOB_REFS, params![user])?;
     let redacted = tx.execute(REDACT_LEFT_OVER, params![user])? as u64;
     let mut deleted = 0u64;
     for sql in FORGET {
         deleted += tx.execute(sql, params![user])? as u64;
     }
-    Ok((redacted.min(u64::from(u32::MAX)) << 32) | deleted.min(u64::from(u32::MAX)))
+    Ok((redacted, deleted))
 }
 
 /// Rewrites the database file from its live rows (`VACUUM`), then copies the WAL into it and

@@ -499,10 +499,11 @@ impl Store for SqliteStore {
     async fn forget_user(&self, user: &str) -> StoreResult<crate::store::Forgotten> {
         let user = user.to_owned();
         let job = writer::AdminJob(Box::new(move |tx| admin::forget_user(tx, &user)));
-        let packed = self.writer.submit(|reply| Job::Admin(job, reply)).await?;
+        let (events_redacted, rows_deleted) =
+            self.writer.submit(|reply| Job::Admin(job, reply)).await?;
         Ok(crate::store::Forgotten {
-            events_redacted: packed >> 32,
-            rows_deleted: packed & u64::from(u32::MAX),
+            events_redacted,
+            rows_deleted,
         })
     }
 

@@ -83,12 +83,15 @@ pub(super) enum Job {
     ReleaseMemory {
         reply: Reply<()>,
     },
-    /// An operator's change (`admin.rs` of this store), answering how many rows it changed.
-    Admin(AdminJob, Reply<u64>),
+    /// An operator's change (`admin.rs` of this store), answering two counts of rows it changed.
+    Admin(AdminJob, Reply<(u64, u64)>),
 }
 
 /// The body of a [`Job::Admin`].
-pub(super) struct AdminJob(pub Box<dyn FnOnce(&Transaction<'_>) -> StoreResult<u64> + Send>);
+pub(super) struct AdminJob(pub Box<AdminFn>);
+
+/// What a [`Job::Admin`] runs in its savepoint.
+pub(super) type AdminFn = dyn FnOnce(&Transaction<'_>) -> StoreResult<(u64, u64)> + Send;
 
 impl std::fmt::Debug for AdminJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,7 +106,7 @@ enum Done {
     Commit(Reply<Committed>, StoreResult<Committed>),
     Unit(Reply<()>, StoreResult<()>),
     Purge(Reply<PurgeStep>, StoreResult<PurgeStep>),
-    Count(Reply<u64>, StoreResult<u64>),
+    Count(Reply<(u64, u64)>, StoreResult<(u64, u64)>),
 }
 
 impl Job {
