@@ -4,10 +4,9 @@
 //! Changes to rooms and memberships go through the service as ordinary writes
 //! ([`crate::service::Service::submit`]), so they are ordered with the users' own writes,
 //! redact what a deletion redacts, and are announced on the bus like any other: every
-//! instance's caches and sockets
-//! hear of them. In a room's log an operator's write reads as done by the room's owner
-//! (transfer, delete) or, during an erase, by the erased user (their messages deleted, their
-//! memberships left).
+//! instance's caches and sockets hear of them. In a room's log an operator's write reads as
+//! done by the room's owner (transfer, delete) or, during an erase, by the erased user (their
+//! messages deleted, their memberships left).
 
 use std::collections::BTreeSet;
 
