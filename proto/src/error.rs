@@ -17,6 +17,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token has expired. (401)
     TokenExpired,
+    /// An operator suspended the account, or the token was issued before the account's last
+    /// suspension ended. (401)
+    Suspended,
     /// Authenticated, but not allowed to do this. (403)
     Forbidden,
     /// The room, message, document, invitation, blob or route does not exist (or is not
@@ -58,7 +61,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::InvalidInput | ErrorCode::UnsupportedVersion => 400,
-            ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::Suspended => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict | ErrorCode::VersionConflict | ErrorCode::OutOfOrder => 409,
@@ -91,6 +94,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => "unsupported_version",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Suspended => "suspended",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",

@@ -62,6 +62,8 @@ pub struct Caller {
     pub user: String,
     /// Token expiry, seconds since the epoch.
     pub exp: u64,
+    /// When the token was issued, seconds since the epoch (0 when it does not say).
+    pub iat: u64,
 }
 
 fn now_secs() -> u64 {
@@ -184,6 +186,7 @@ impl Keys {
         Ok(Caller {
             user: data.claims.sub,
             exp: data.claims.exp,
+            iat: data.claims.iat,
         })
     }
 }
@@ -299,7 +302,13 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts, false)?;
-        state.keys.verify(&token)
+        let caller = state.keys.verify(&token)?;
+        state
+            .service
+            .suspensions
+            .check(&*state.service.store, &caller.user, caller.iat)
+            .await?;
+        Ok(caller)
     }
 }
 

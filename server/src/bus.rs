@@ -56,6 +56,10 @@ pub enum BusMessage {
         user: String,
         change: Box<MembershipChange>,
     },
+    /// An operator suspended, unsuspended or erased the user: every other instance reads the
+    /// user's suspension stamp again and closes their sockets (the instance that did it already
+    /// has).
+    UserChanged { user: String },
 }
 
 /// Carries [`BusMessage`]s to every instance's hub, and keeps the cluster's view of presence.
@@ -118,6 +122,11 @@ pub trait Inbound: Deliver {
     /// after `last_seen`, in ms since the epoch): saves their last-seen time and tells their
     /// rooms they are offline.
     async fn went_offline(&self, user: &str, last_seen: i64);
+
+    /// Another instance's operator changed `user` (see [`BusMessage::UserChanged`]).
+    fn user_changed(&self, user: String) {
+        let _ = user;
+    }
 }
 
 /// The in-process bus of a single instance: every message goes straight to the local hub.

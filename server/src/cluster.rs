@@ -170,6 +170,10 @@ enum WireMsg {
         user: String,
         change: MembershipChange,
     },
+    /// An operator changed a user: read their suspension again, close their sockets.
+    UserChanged {
+        user: String,
+    },
     /// The sender lost messages: every receiver brings its rooms up to the store.
     Resync,
 }
@@ -194,6 +198,7 @@ fn wire_msg(m: BusMessage) -> WireMsg {
             user,
             change: *change,
         },
+        BusMessage::UserChanged { user } => WireMsg::UserChanged { user },
     }
 }
 
@@ -618,6 +623,7 @@ impl RedisBus {
                 user,
                 change: Box::new(change),
             }),
+            WireMsg::UserChanged { user } => inbound.user_changed(user),
             WireMsg::Resync => self.resync_here(),
         }
     }

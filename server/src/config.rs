@@ -54,6 +54,75 @@ pub enum AdminCommand {
         #[arg(long)]
         to: Option<PathBuf>,
     },
+    /// List, show, export, erase, suspend and unsuspend users.
+    Users {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+    /// List, show, delete and transfer rooms.
+    Rooms {
+        #[command(subcommand)]
+        action: RoomCommand,
+    },
+}
+
+/// `roam-server admin users …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Users whose id holds `--q` (any case), by id.
+    List {
+        #[arg(long, default_value = "")]
+        q: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// A user's rooms and roles, devices connected now, messages and attachment bytes.
+    Show { user: String },
+    /// Everything the user has, as one archive written on the server's machine.
+    Export {
+        user: String,
+        /// The archive to write (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Erases the user everywhere (docs/admin.md says what goes and what stays).
+    Erase {
+        user: String,
+        /// The rooms they own: `transfer` (to the oldest admin, else the oldest member; deleted
+        /// when nobody is left) or `delete`.
+        #[arg(long, value_parser = ["transfer", "delete"])]
+        rooms: String,
+    },
+    /// Refuses every token of the user and closes their sockets, on every instance.
+    Suspend { user: String },
+    /// Lets the user in again with tokens issued from now on.
+    Unsuspend { user: String },
+}
+
+/// `roam-server admin rooms …`.
+#[derive(Debug, Subcommand)]
+pub enum RoomCommand {
+    /// Live rooms of every kind, by name, after `--after`.
+    List {
+        #[arg(long, default_value = "")]
+        after: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// The room and its members.
+    Show { room: String },
+    /// Deletes the room.
+    Delete { room: String },
+    /// Makes `--to` (an active member; default: the oldest admin, else the oldest member) the
+    /// owner.
+    Transfer {
+        room: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 /// Log output format.

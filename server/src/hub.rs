@@ -726,6 +726,16 @@ impl Hub {
     }
 
     /// Every socket (for shutdown).
+    /// Closes every socket of `user` here with `code`; answers how many.
+    pub fn close_user(&self, user: &str, code: u16) -> usize {
+        let r = self.reg.read();
+        let mine = r.users.get(user).map_or(&[][..], |m| m.as_slice());
+        for c in mine {
+            c.close_with(code);
+        }
+        mine.len()
+    }
+
     pub fn all(&self) -> Vec<Arc<Conn>> {
         self.reg
             .read()
@@ -951,7 +961,7 @@ impl Hub {
             BusMessage::Membership { user, change } => {
                 self.to_user(&user, &encode(&ServerFrame::Membership(*change)));
             }
-            BusMessage::Invalidate { .. } => {}
+            BusMessage::Invalidate { .. } | BusMessage::UserChanged { .. } => {}
         }
     }
 

@@ -67,11 +67,31 @@ impl Inbound for Instance {
         // not stale entries.
         if let Some(svc) = self.service.upgrade() {
             svc.cache.invalidate_all();
+            // A lost `UserChanged` may be among them.
+            tokio::spawn(async move {
+                if let Err(e) = svc.suspensions.reload(&*svc.store).await {
+                    tracing::warn!(error = %e, "redis bus: suspensions could not be read again");
+                }
+            });
         }
         let hub = Arc::clone(&self.hub);
         tokio::spawn(async move {
             let read = hub.resync().await;
             tracing::debug!(events = read, "redis bus: resync done");
+        });
+    }
+
+    fn user_changed(&self, user: String) {
+        let Some(svc) = self.service.upgrade() else {
+            return;
+        };
+        let hub = Arc::clone(&self.hub);
+        tokio::spawn(async move {
+            if let Err(e) = svc.suspensions.reload(&*svc.store).await {
+                tracing::warn!(error = %e, %user, "redis bus: suspensions could not be read again");
+            }
+            let closed = hub.close_user(&user, roam_proto::close::TOKEN_EXPIRED);
+            tracing::info!(%user, closed, "an operator changed the user on another instance: sockets closed");
         });
     }
 

@@ -38,6 +38,7 @@ pub mod retention;
 pub mod rules;
 pub mod service;
 pub mod store;
+pub mod suspend;
 pub mod typing;
 pub mod ws;
 pub mod wsframe;
@@ -202,6 +203,7 @@ impl AppState {
             presence: PresenceTracker::default(),
             commit_order: parking_lot::Mutex::new(0),
             attachments: parking_lot::RwLock::new(None),
+            suspensions: suspend::Suspensions::default(),
             metrics,
         });
         AppState {

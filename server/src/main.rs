@@ -3,7 +3,7 @@
 //! backup with `roam-server admin backup`, or restores one with `roam-server restore`).
 
 use clap::Parser;
-use roam_server::config::{AdminCommand, Cli, Command, LogFormat};
+use roam_server::config::{Cli, Command, LogFormat};
 use roam_server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -111,8 +111,7 @@ async fn serve() -> std::process::ExitCode {
         };
     }
     if let Some(Command::Admin { action }) = cli.command {
-        let AdminCommand::Backup { to } = action;
-        return match roam_server::admin::request_backup(&config, to).await {
+        return match roam_server::admin::run(&config, action).await {
             Ok(b) => {
                 println!(
                     "{}",

@@ -86,6 +86,8 @@ pub struct Service {
     /// then: such a send is refused as unavailable). Kept here rather than in
     /// [`crate::AppState`], whose copy every open WebSocket task holds.
     pub attachments: parking_lot::RwLock<Option<Arc<Blobs>>>,
+    /// Operators' suspensions, checked on every request and handshake.
+    pub suspensions: crate::suspend::Suspensions,
 }
 
 impl Service {

@@ -88,6 +88,28 @@ pub struct BackupReport {
     pub schema_version: u32,
 }
 
+/// An operator's stamp on a user (`roam-server admin users suspend`): while `suspended`, every
+/// token of the user is refused; after `unsuspend`, tokens issued before `not_before` still are.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Suspension {
+    pub user: String,
+    pub suspended: bool,
+    /// Tokens issued (`iat`) before this instant, in ms since the epoch, are refused.
+    pub not_before: i64,
+}
+
+/// What [`Store::forget_user`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Forgotten {
+    /// Events of the user's messages whose text was still kept (messages of deleted rooms),
+    /// now blanked.
+    pub events_redacted: u64,
+    /// Rows of the user's own removed: directory entry, presence, inbox, notifications (theirs
+    /// and those they caused), idempotency records, read markers, memberships and role caps,
+    /// invitations to or from them.
+    pub rows_deleted: u64,
+}
+
 /// `Result` with [`StoreError`].
 pub type StoreResult<T, E = StoreError> = Result<T, E>;
 
@@ -684,6 +706,35 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         ))
     }
     fn pool_stats(&self) -> PoolStats;
+
+    // ----- the operator's (`admin.rs`) -----
+
+    /// Every user's suspension stamp.
+    async fn suspensions(&self) -> StoreResult<Vec<Suspension>>;
+    /// Sets (or replaces) a user's suspension stamp.
+    async fn set_suspension(&self, s: &Suspension) -> StoreResult<()>;
+    /// Live rooms of every kind, by name, after `after` (exclusive; `""` from the first).
+    async fn all_rooms(&self, after: &str, limit: u32) -> StoreResult<Vec<Room>>;
+    /// Every member row of the user (banned ones included), by room, live rooms only.
+    async fn memberships(&self, user: &str) -> StoreResult<Vec<Member>>;
+    /// The messages the user sent (deleted ones and those of deleted rooms included), as they
+    /// stand now, by room then seq, after `(room, seq)` (exclusive; `("", 0)` from the first).
+    async fn messages_by(
+        &self,
+        user: &str,
+        after: (&str, u64),
+        limit: u32,
+    ) -> StoreResult<Vec<Message>>;
+    /// Removes what is left of a user once their messages are deleted and their memberships
+    /// ended through ordinary writes (see [`Forgotten`]); blanks the text of their messages
+    /// that only the events of deleted rooms still held. Their suspension stamp stays.
+    async fn forget_user(&self, user: &str) -> StoreResult<Forgotten>;
+    /// Makes removed data unreadable in the store's files (after [`Store::forget_user`]):
+    /// nothing to do by default.
+    async fn scrub(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Gives back memory the store holds but does not need (page caches of idle connections),
     /// after many sockets closed. Nothing to do by default.
     async fn release_memory(&self) -> StoreResult<()> {

@@ -1952,6 +1952,102 @@ macro_rules! store_suite {
             apply(&*store, write("alice", T0 + 1, drop_room)).await;
             assert!(store.doom_blob(&used, T0 + stale, T0 + stale).await.unwrap());
         }
+
+        /// The operator's reads and changes: suspension stamps, every room, a user's
+        /// memberships and messages, and forgetting a user.
+        #[tokio::test]
+        async fn operators_read_and_forget_users() {
+            use crate::store::Suspension;
+            let h = $harness.await;
+            let store = h.open().await;
+            assert!(store.suspensions().await.unwrap().is_empty());
+            let stamp = |suspended, not_before| Suspension {
+                user: "zed".into(),
+                suspended,
+                not_before,
+            };
+            store.set_suspension(&stamp(true, T0)).await.unwrap();
+            store.set_suspension(&stamp(false, T0 + 5)).await.unwrap();
+            assert_eq!(store.suspensions().await.unwrap(), vec![stamp(false, T0 + 5)]);
+
+            store.touch_user("zed", T0).await.unwrap();
+            store.save_last_seen("zed", T0).await.unwrap();
+            apply(&*store, write("zed", T0, create_room("zeds", RoomKind::Private, "zed"))).await;
+            apply(&*store, write("bob", T0, create_room("bobs", RoomKind::Public, "bob"))).await;
+            apply(&*store, write("bob", T0, create_room("gone", RoomKind::Public, "bob"))).await;
+            for room in ["bobs", "gone"] {
+                let join = Change::AddMember {
+                    room: room.into(),
+                    user: "zed".into(),
+                    role: Role::Member,
+                    invitation: None,
+                };
+                apply(&*store, write("zed", T0 + 1, join)).await;
+            }
+            apply(&*store, write("zed", T0 + 2, message("zeds", "z1", "zebra one"))).await;
+            apply(&*store, write("zed", T0 + 3, message("bobs", "z2", "zebra two"))).await;
+            apply(&*store, write("bob", T0 + 3, message("bobs", "b1", "bob's"))).await;
+            apply(&*store, write("zed", T0 + 4, message("gone", "z3", "zebra three"))).await;
+            let edit = Change::EditMessage {
+                room: "zeds".into(),
+                id: "z1".into(),
+                body: "zebra edited".into(),
+            };
+            apply(&*store, write("zed", T0 + 5, edit)).await;
+
+            let names: Vec<String> = store
+                .all_rooms("", 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            assert_eq!(names, ["bobs", "gone", "zeds"], "private rooms too");
+            assert_eq!(store.all_rooms("bobs", 1).await.unwrap()[0].name, "gone");
+            let rooms: Vec<(String, Role)> = store
+                .memberships("zed")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.room, m.role))
+                .collect();
+            assert_eq!(
+                rooms,
+                [
+                    ("bobs".into(), Role::Member),
+                    ("gone".into(), Role::Member),
+                    ("zeds".into(), Role::Owner)
+                ]
+            );
+            let mine = store.messages_by("zed", ("", 0), 10).await.unwrap();
+            let ids: Vec<&str> = mine.iter().map(|m| m.id.as_str()).collect();
+            assert_eq!(ids, ["z2", "z3", "z1"], "by room, then seq");
+            assert_eq!(mine[2].body, "zebra edited", "as it stands");
+            let rest = store
+                .messages_by("zed", (&mine[0].room, mine[0].seq), 10)
+                .await
+                .unwrap();
+            assert_eq!(rest.len(), 2);
+
+            // A deleted room keeps its events; forgetting blanks zed's text in them.
+            let drop_room = Change::DeleteRoom {
+                name: "gone".into(),
+            };
+            apply(&*store, write("bob", T0 + 6, drop_room)).await;
+            let forgotten = store.forget_user("zed").await.unwrap();
+            assert!(forgotten.rows_deleted > 0, "{forgotten:?}");
+            assert!(store.memberships("zed").await.unwrap().is_empty());
+            assert!(store.last_seen(&["zed".into()]).await.unwrap().is_empty());
+            let gone = store.events_after("gone", 0, 100).await.unwrap();
+            assert!(
+                !format!("{gone:?}").contains("zebra three"),
+                "{gone:?}"
+            );
+            let bobs = store.message("bobs", "b1").await.unwrap().unwrap();
+            assert_eq!(bobs.body, "bob's", "others' messages stay");
+            store.scrub().await.unwrap();
+            assert_eq!(store.suspensions().await.unwrap(), vec![stamp(false, T0 + 5)]);
+        }
     };
 }
 pub(crate) use store_suite;

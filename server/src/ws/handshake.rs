@@ -168,6 +168,14 @@ pub async fn handler(State(state): State<AppState>, req: Request) -> Response {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    if let Err(e) = state
+        .service
+        .suspensions
+        .check(&*state.service.store, &caller.user, caller.iat)
+        .await
+    {
+        return e.into_response();
+    }
     let slot = match state.sockets.take(&caller.user) {
         Ok(slot) => slot,
         Err(SlotRefused::Total) => {

@@ -235,7 +235,7 @@ pub async fn sweep(state: AppState, every: Duration) {
             if conn.is_closing() {
                 continue;
             }
-            if conn.expired(now) {
+            if conn.expired(now) || state.service.suspensions.is_suspended(&conn.user) {
                 conn.close_with(close::TOKEN_EXPIRED);
             } else if conn.idle_for(now) > idle_ms {
                 tracing::debug!(conn = conn.id, "idle timeout");

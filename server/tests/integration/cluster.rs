@@ -88,6 +88,8 @@ impl Cluster {
         cfg.bus_prefix = self.prefix.clone();
         cfg.node_id = Some(name.to_owned());
         cfg.bus_heartbeat_ms = 100;
+        cfg.admin_token = Some(crate::operators::ADMIN_TOKEN.parse().expect("token"));
+        cfg.admin_listen = ([127, 0, 0, 1], 0).into();
         let keys = Keys::from_config(&cfg).expect("keys");
         let state = AppState::on_store(cfg, keys, Arc::clone(&self.store)).expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -622,5 +624,93 @@ async fn a_forged_bus_message_is_dropped() {
     assert_eq!(f["data"]["body"], "the real message", "{f}");
     let rejected = c.nodes[1].metric("roam_bus_rejected_total", None).await;
     assert!(rejected >= 2.0, "both forgeries were counted: {rejected}");
+    c.stop().await;
+}
+
+/// An operator's suspension on one instance closes the user's sockets on the other within
+/// seconds, and the other refuses their tokens; `unsuspend` on one lets new tokens in on both.
+#[tokio::test]
+async fn a_suspension_reaches_every_instance() {
+    use crate::operators::{admin, closed_within};
+    let c = Cluster::start(2).await;
+    let (n0, n1) = (&c.nodes[0], &c.nodes[1]);
+    n0.as_user("alice").create_room("yard", "public").await;
+    let old = n1.token("alice");
+    let mut ws = subscribed(n1, "alice", "yard").await;
+    let (status, body) = admin(
+        n0,
+        reqwest::Method::POST,
+        "/admin/v1/users/alice/suspend",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        closed_within(&mut ws, 5).await,
+        Some(roam_proto::close::TOKEN_EXPIRED)
+    );
+    let r = n1.as_user("alice").get("/v1/me").await;
+    assert_eq!((r.status, r.code()), (401, "suspended"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = admin(
+        n0,
+        reqwest::Method::POST,
+        "/admin/v1/users/alice/unsuspend",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The other instance hears of it on the bus (bounded wait).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while n1.as_user("alice").get("/v1/me").await.status != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unsuspend never reached n1"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = n1
+        .as_user("alice")
+        .with_token(Some(old))
+        .get("/v1/me")
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (401, "suspended"),
+        "tokens from before stay refused"
+    );
+    c.stop().await;
+}
+
+/// An erase asked of one instance: the user's socket on the other closes, the other's
+/// subscribers see their messages deleted, and nothing of them is listed there any more.
+#[tokio::test]
+async fn an_erase_on_one_instance_reaches_the_other() {
+    use crate::operators::{admin, closed_within};
+    let c = Cluster::start(2).await;
+    let (n0, n1) = (&c.nodes[0], &c.nodes[1]);
+    n0.as_user("bob").create_room("plaza", "public").await;
+    n0.as_user("zoe").join("plaza").await;
+    let said = n0.as_user("zoe").say("plaza", "wombat-5521 hello").await;
+    let mut zoe = subscribed(n1, "zoe", "plaza").await;
+    let mut bob = subscribed(n1, "bob", "plaza").await;
+    let (status, body) = admin(
+        n0,
+        reqwest::Method::POST,
+        "/admin/v1/users/zoe/erase",
+        Some(json!({"rooms": "delete"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(closed_within(&mut zoe, 5).await.is_some());
+    let deleted = bob
+        .until(|f| f["type"] == "event" && f["kind"] == "message_deleted")
+        .await;
+    let id = said["id"].as_str().expect("id");
+    assert!(deleted.to_string().contains(id), "{deleted}");
+    let events = serde_json::to_string(&n1.as_user("bob").all_events("plaza").await).expect("json");
+    assert!(!events.contains("wombat-5521"), "{events}");
+    let r = n1.as_user("zoe").get("/v1/me").await;
+    assert_eq!((r.status, r.code()), (401, "suspended"));
     c.stop().await;
 }

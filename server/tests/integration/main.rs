@@ -20,6 +20,7 @@ mod limits;
 mod memory;
 mod messages;
 mod notifications;
+mod operators;
 mod pg_faults;
 mod presence_typing;
 mod privacy;

@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod apply;
 mod blobs;
 mod conn;
@@ -419,6 +420,37 @@ impl Store for PostgresStore {
             write_queue: self.lanes.queued(),
             ..self.readers.stats()
         }
+    }
+
+    async fn suspensions(&self) -> StoreResult<Vec<crate::store::Suspension>> {
+        admin::suspensions(&*self.conn().await?).await
+    }
+
+    async fn set_suspension(&self, s: &crate::store::Suspension) -> StoreResult<()> {
+        admin::set_suspension(&*self.conn().await?, s).await
+    }
+
+    async fn all_rooms(&self, after: &str, limit: u32) -> StoreResult<Vec<Room>> {
+        admin::all_rooms(&*self.conn().await?, after, limit).await
+    }
+
+    async fn memberships(&self, user: &str) -> StoreResult<Vec<Member>> {
+        admin::memberships(&*self.conn().await?, user).await
+    }
+
+    async fn messages_by(
+        &self,
+        user: &str,
+        after: (&str, u64),
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        admin::messages_by(&*self.conn().await?, user, after, limit).await
+    }
+
+    /// On a connection of its own (a transaction never goes back to the pool half done).
+    async fn forget_user(&self, user: &str) -> StoreResult<crate::store::Forgotten> {
+        let c = conn::connect_bounded(&self.config, &self.timeouts).await?;
+        admin::forget_user(&c, user).await
     }
 }
 

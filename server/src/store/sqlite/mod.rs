@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod apply;
 pub mod backup;
 mod blobs;
@@ -164,6 +165,9 @@ impl SqliteStore {
         self.readers.read(f).await
     }
 }
+
+/// How long [`Store::scrub`] waits for the writer's group in progress and for readers.
+const SCRUB_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The lock file beside a database: every open store holds it shared, a restore exclusively.
 pub fn lock_path(db: &Path) -> PathBuf {
@@ -518,6 +522,59 @@ impl Store for SqliteStore {
             write_queue: self.writer.queued(),
             ..self.readers.stats()
         }
+    }
+
+    async fn suspensions(&self) -> StoreResult<Vec<crate::store::Suspension>> {
+        self.read(admin::suspensions).await
+    }
+
+    async fn set_suspension(&self, s: &crate::store::Suspension) -> StoreResult<()> {
+        let s = s.clone();
+        let job = writer::AdminJob(Box::new(move |tx| admin::set_suspension(tx, &s)));
+        self.writer
+            .submit(|reply| Job::Admin(job, reply))
+            .await
+            .map(drop)
+    }
+
+    async fn all_rooms(&self, after: &str, limit: u32) -> StoreResult<Vec<Room>> {
+        let after = after.to_owned();
+        self.read(move |c| admin::all_rooms(c, &after, limit)).await
+    }
+
+    async fn memberships(&self, user: &str) -> StoreResult<Vec<Member>> {
+        let user = user.to_owned();
+        self.read(move |c| admin::memberships(c, &user)).await
+    }
+
+    async fn messages_by(
+        &self,
+        user: &str,
+        after: (&str, u64),
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let (user, room, seq) = (user.to_owned(), after.0.to_owned(), after.1);
+        self.read(move |c| admin::messages_by(c, &user, (&room, seq), limit))
+            .await
+    }
+
+    async fn forget_user(&self, user: &str) -> StoreResult<crate::store::Forgotten> {
+        let user = user.to_owned();
+        let job = writer::AdminJob(Box::new(move |tx| admin::forget_user(tx, &user)));
+        let (events_redacted, rows_deleted) =
+            self.writer.submit(|reply| Job::Admin(job, reply)).await?;
+        Ok(crate::store::Forgotten {
+            events_redacted,
+            rows_deleted,
+        })
+    }
+
+    /// `VACUUM`, then the WAL checkpointed and truncated (see `admin.rs`).
+    async fn scrub(&self) -> StoreResult<()> {
+        let db = self.path.clone();
+        tokio::task::spawn_blocking(move || admin::scrub(&db, SCRUB_WAIT))
+            .await
+            .map_err(|e| StoreError::Backend(format!("the scrub task failed: {e}")))?
     }
 
     /// Empties the page caches of the idle readers and of the writer (`PRAGMA shrink_memory`):

@@ -85,6 +85,20 @@ pub(super) enum Job {
     },
     /// A change to the attachment accounts (`blobs.rs`).
     Blob(blobs::Op, Reply<blobs::Answer>),
+    /// An operator's change (`admin.rs` of this store), answering two counts of rows it changed.
+    Admin(AdminJob, Reply<(u64, u64)>),
+}
+
+/// The body of a [`Job::Admin`].
+pub(super) struct AdminJob(pub Box<AdminFn>);
+
+/// What a [`Job::Admin`] runs in its savepoint.
+pub(super) type AdminFn = dyn FnOnce(&Transaction<'_>) -> StoreResult<(u64, u64)> + Send;
+
+impl std::fmt::Debug for AdminJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminJob(..)")
+    }
 }
 
 /// A job's outcome, kept until the group's `COMMIT` decides whether it stands.
@@ -95,6 +109,7 @@ enum Done {
     Unit(Reply<()>, StoreResult<()>),
     Purge(Reply<PurgeStep>, StoreResult<PurgeStep>),
     Blob(Reply<blobs::Answer>, StoreResult<blobs::Answer>),
+    Count(Reply<(u64, u64)>, StoreResult<(u64, u64)>),
 }
 
 impl Job {
@@ -129,6 +144,7 @@ impl Job {
             Job::Blob(op, reply) => {
                 in_savepoint(tx, |tx| blobs::apply(tx, &op), |r| Done::Blob(reply, r))
             }
+            Job::Admin(job, reply) => in_savepoint(tx, job.0, |r| Done::Count(reply, r)),
         }
     }
 
@@ -141,6 +157,7 @@ impl Job {
             | Job::ReleaseMemory { reply } => drop(reply.send(Err(backend(err)))),
             Job::Purge(_, _, reply) => drop(reply.send(Err(backend(err)))),
             Job::Blob(_, reply) => drop(reply.send(Err(backend(err)))),
+            Job::Admin(_, reply) => drop(reply.send(Err(backend(err)))),
         }
     }
 }
@@ -152,6 +169,7 @@ impl Done {
             Done::Unit(_, r) => r.is_ok(),
             Done::Purge(_, r) => r.is_ok(),
             Done::Blob(_, r) => r.is_ok(),
+            Done::Count(_, r) => r.is_ok(),
         }
     }
 
@@ -162,6 +180,7 @@ impl Done {
             Done::Unit(reply, r) => drop(reply.send(r)),
             Done::Purge(reply, r) => drop(reply.send(r)),
             Done::Blob(reply, r) => drop(reply.send(r)),
+            Done::Count(reply, r) => drop(reply.send(r)),
         }
     }
 
@@ -172,6 +191,7 @@ impl Done {
             Done::Unit(reply, _) => drop(reply.send(Err(backend(err)))),
             Done::Purge(reply, _) => drop(reply.send(Err(backend(err)))),
             Done::Blob(reply, _) => drop(reply.send(Err(backend(err)))),
+            Done::Count(reply, _) => drop(reply.send(Err(backend(err)))),
         }
     }
 }

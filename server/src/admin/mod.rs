@@ -15,6 +15,11 @@
 //!   data directory's database; the current database is kept beside it as
 //!   `roam.db.before-restore-<time>`, then the copy and its blobs are put in place.
 //!
+//! Users and rooms (`users.rs`, `export.rs`, routes and the commands calling them in
+//! `routes.rs`; see docs/admin.md): list and show users, export everything a user has as one
+//! archive, erase a user, suspend and unsuspend one on every instance, and list, show, delete
+//! and transfer rooms.
+//!
 //! Every action is logged and counted (`roam_admin_actions_total`). A PostgreSQL deployment is
 //! backed up with PostgreSQL's own tools (README, "Operate it").
 
@@ -29,6 +34,14 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+mod export;
+mod routes;
+pub mod users;
+
+pub use export::{export, ExportRequest, Exported};
+pub use routes::{call, run};
+pub use users::{EraseRequest, Erased, OwnedRooms, RoomDetails, UserDetails, UserPage};
 
 use crate::config::{BlobStoreKind, Config, StoreKind};
 use crate::store::sqlite::backup::check_copy;
@@ -52,12 +65,16 @@ pub enum AdminError {
     /// The disk or the database failed.
     #[error("{0}")]
     Failed(String),
+    /// The user or room named does not exist.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let status = match self {
             AdminError::Refused(_) => StatusCode::CONFLICT,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (
@@ -404,6 +421,7 @@ pub fn schedule(state: AppState) -> Option<JoinHandle<()>> {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/admin/v1/backups", post(create_backup).get(list_backups))
+        .merge(routes::router(state.clone()))
         .with_state(state)
 }
 
