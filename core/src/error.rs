@@ -188,7 +188,11 @@ impl From<roam_proto::validate::Invalid> for Error {
 impl From<ErrorBody> for Error {
     fn from(body: ErrorBody) -> Self {
         match body.code {
-            ErrorCode::Unauthorized | ErrorCode::TokenExpired => Error::Unauthorized(body.message),
+            // A suspended account is refused like a revoked token: the app signs in again, and a
+            // token issued after the operator lifts the suspension works.
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::Suspended => {
+                Error::Unauthorized(body.message)
+            }
             code => Error::Server {
                 code,
                 message: body.message,
