@@ -428,6 +428,7 @@ pub struct Erased {
 /// too (both backends); until then a user has none.
 pub async fn erase(state: &AppState, user: &str, rooms: OwnedRooms) -> Result<Erased, AdminError> {
     check_user(user)?;
+    let started = now_ms();
     let mut out = Erased {
         user: user.to_owned(),
         ..Erased::default()
@@ -519,7 +520,7 @@ pub async fn erase(state: &AppState, user: &str, rooms: OwnedRooms) -> Result<Er
     }
 
     out.forgotten = store.forget_user(user).await.map_err(store_err)?;
-    out.blobs_deleted = delete_blobs(state, user, blobs).await?;
+    out.blobs_deleted = delete_blobs(state, user, blobs, started).await?;
     store.scrub().await.map_err(store_err)?;
     out.scrubbed = true;
     // Their presence row may have been written again as their sockets closed.
@@ -542,6 +543,7 @@ async fn delete_blobs(
     state: &AppState,
     user: &str,
     mut candidates: BTreeSet<String>,
+    started: i64,
 ) -> Result<u64, AdminError> {
     let Some(blobs) = state.service.attachments.read().clone() else {
         return Ok(0);
@@ -573,7 +575,19 @@ async fn delete_blobs(
         if in_use || !uploaders.is_empty() {
             continue;
         }
+        // Marked as being deleted first, as retention does: a send naming the blob since the
+        // erase began keeps it, and one that comes after the mark fails instead of committing
+        // a message whose attachment is gone.
+        let store = &state.service.store;
+        if !store
+            .doom_blob(&sha, now_ms(), started)
+            .await
+            .map_err(store_err)?
+        {
+            continue;
+        }
         objects.delete(&keys::blob(&sha)).await.map_err(failed)?;
+        store.forget_blob(&sha).await.map_err(store_err)?;
         deleted += 1;
     }
     Ok(deleted)

@@ -50,7 +50,7 @@ const DELETE_BLOB_REFS: &str = "DELETE FROM message_blobs WHERE (room, seq) IN \
      (SELECT room, seq FROM events WHERE actor = ?1 AND kind = 'message_created')";
 
 /// The user's own rows, each statement with the user as `?1`.
-const FORGET: [&str; 9] = [
+const FORGET: [&str; 10] = [
     "DELETE FROM users WHERE id = ?1",
     "DELETE FROM presence WHERE user = ?1",
     "DELETE FROM inboxes WHERE user = ?1",
@@ -59,6 +59,7 @@ const FORGET: [&str; 9] = [
     "DELETE FROM read_markers WHERE user = ?1",
     "DELETE FROM members WHERE user = ?1",
     "DELETE FROM role_caps WHERE user = ?1",
+    "DELETE FROM blob_charges WHERE owner = ?1",
     "DELETE FROM invitations WHERE invitee = ?1 OR invited_by = ?1",
 ];
 
