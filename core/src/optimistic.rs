@@ -582,7 +582,10 @@ pub(crate) fn apply_ack(
         | Mutation::Ban { .. }
         | Mutation::Unban { .. }
         | Mutation::ImportMessages { .. }
-        | Mutation::SetPresence { .. } => {}
+        | Mutation::SetPresence { .. }
+        | Mutation::RegisterPush { .. }
+        | Mutation::UnregisterPush { .. }
+        | Mutation::SetPushMode { .. } => {}
     }
     Ok(())
 }
