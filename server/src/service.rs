@@ -604,6 +604,9 @@ impl Service {
             | M::MarkRead { .. }
             | M::MarkAllRead {}
             | M::SetPresence { .. } => self.plan_account(user, m, now).await,
+            M::RegisterPush { .. } | M::UnregisterPush { .. } | M::SetPushMode { .. } => {
+                self.plan_push(user, m).await
+            }
         }
     }
 
@@ -983,6 +986,14 @@ impl Service {
             other => return Err(misrouted(&other)),
         };
         Ok((change, notify, guard))
+    }
+
+    /// Push registrations and modes (protocol §11).
+    async fn plan_push(&self, _user: &str, m: Mutation) -> ApiResult<Planned> {
+        Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("{} is not served by this server yet", m.op()),
+        ))
     }
 
     /// An invitation grants its role only while its inviter could still grant it: an active
