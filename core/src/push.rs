@@ -108,7 +108,9 @@ pub fn parse_push_payload(json: &str) -> Result<PushPayload> {
     let roam = match map.get("roam") {
         Some(Value::Object(_)) => map["roam"].clone(),
         Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| {
-            Error::invalid(format!("the push's \"roam\" string is not a JSON object: {e}"))
+            Error::invalid(format!(
+                "the push's \"roam\" string is not a JSON object: {e}"
+            ))
         })?,
         Some(_) => {
             return Err(Error::invalid(
@@ -147,6 +149,7 @@ impl std::fmt::Debug for PushHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PushHandler")
             .field("user", &self.me)
+            .field("db", &self.db.lock().path())
             .field("http", &self.http)
             .finish_non_exhaustive()
     }
@@ -206,7 +209,11 @@ impl PushHandler {
                 body: None,
                 seq: p.seq,
                 message: None,
-                badge: if local.complete { local.unread } else { p.unread },
+                badge: if local.complete {
+                    local.unread
+                } else {
+                    p.unread
+                },
             });
         }
         let (message, fetched_title) = match local.message.clone() {
@@ -278,7 +285,11 @@ impl PushHandler {
             ("limit", "1".to_owned()),
         ];
         let message = async {
-            match self.http.get::<Page<WireMessage>>(&path, &query, None).await {
+            match self
+                .http
+                .get::<Page<WireMessage>>(&path, &query, None)
+                .await
+            {
                 Ok(Fetched::Fresh { value, .. }) => value
                     .items
                     .into_iter()
@@ -344,7 +355,9 @@ fn local_view(c: &Connection, me: &str, p: &PushPayload) -> Result<Local> {
 fn message_at(c: &Connection, room: &str, seq: u64) -> Result<Option<Message>> {
     let seq = i64::try_from(seq).unwrap_or(i64::MAX);
     let id: Option<String> = c
-        .prepare_cached("SELECT local_id FROM messages WHERE room = ?1 AND seq IS NOT NULL AND seq = ?2")?
+        .prepare_cached(
+            "SELECT local_id FROM messages WHERE room = ?1 AND seq IS NOT NULL AND seq = ?2",
+        )?
         .query_row(params![room, seq], |r| r.get(0))
         .optional()?;
     match id {
@@ -395,6 +408,7 @@ fn from_wire(m: WireMessage) -> Message {
             duration_ms: a.duration_ms,
             thumbnail: None,
             local_path: None,
+            upload: None,
         }),
     }
 }
@@ -457,12 +471,9 @@ pub(crate) fn register(
 /// Queues `push.unregister` for this device (sign-out). Returns the outbox entry id.
 pub(crate) fn unregister(ctx: &Context) -> Result<String> {
     let device = device_id(ctx)?;
-    let (id, ()) = outbox::enqueue(
-        ctx,
-        Mutation::UnregisterPush { device },
-        None,
-        |_, _, _| Ok(((), None)),
-    )?;
+    let (id, ()) = outbox::enqueue(ctx, Mutation::UnregisterPush { device }, None, |_, _, _| {
+        Ok(((), None))
+    })?;
     Ok(id)
 }
 
@@ -471,9 +482,12 @@ pub(crate) fn set_mode(ctx: &Context, room: Option<String>, mode: PushMode) -> R
     if let Some(r) = &room {
         roam_proto::validate::room_name(r)?;
     }
-    let (id, ()) = outbox::enqueue(ctx, Mutation::SetPushMode { room, mode }, None, |_, _, _| {
-        Ok(((), None))
-    })?;
+    let (id, ()) = outbox::enqueue(
+        ctx,
+        Mutation::SetPushMode { room, mode },
+        None,
+        |_, _, _| Ok(((), None)),
+    )?;
     Ok(id)
 }
 
@@ -644,11 +658,26 @@ mod tests {
             (r#"{"aps":{}}"#, "no \"roam\""),
             (r#"{"roam":5}"#, "neither an object"),
             (r#"{"roam":"{oops"}"#, "not a JSON object"),
-            (r#"{"roam":{"v":2,"kind":"read","room":"r","seq":1,"unread":0}}"#, "version 2"),
-            (r#"{"roam":{"kind":"read","room":"r","seq":1,"unread":0}}"#, "version none"),
-            (r#"{"roam":{"v":1,"kind":"shout","room":"r","seq":1,"unread":0}}"#, "roam"),
-            (r#"{"roam":{"v":1,"kind":"read","room":"no spaces","seq":1,"unread":0}}"#, "room"),
-            (r#"{"roam":{"v":1,"kind":"message","room":"r","seq":0,"unread":0}}"#, "seq"),
+            (
+                r#"{"roam":{"v":2,"kind":"read","room":"r","seq":1,"unread":0}}"#,
+                "version 2",
+            ),
+            (
+                r#"{"roam":{"kind":"read","room":"r","seq":1,"unread":0}}"#,
+                "version none",
+            ),
+            (
+                r#"{"roam":{"v":1,"kind":"shout","room":"r","seq":1,"unread":0}}"#,
+                "roam",
+            ),
+            (
+                r#"{"roam":{"v":1,"kind":"read","room":"no spaces","seq":1,"unread":0}}"#,
+                "room",
+            ),
+            (
+                r#"{"roam":{"v":1,"kind":"message","room":"r","seq":0,"unread":0}}"#,
+                "seq",
+            ),
         ] {
             match parse_push_payload(payload) {
                 Err(Error::InvalidInput { reason }) => {
@@ -670,7 +699,10 @@ mod tests {
             .await
             .expect("handled");
         assert_eq!(c.kind, PushContentKind::Show);
-        assert_eq!((c.room_title.as_str(), c.sender.as_deref()), ("General", Some("bob")));
+        assert_eq!(
+            (c.room_title.as_str(), c.sender.as_deref()),
+            ("General", Some("bob"))
+        );
         assert_eq!(c.body.as_deref(), Some("hello 3"));
         // Unread: 2, 3 and 5 from bob (4 is alice's own), not the payload's 99.
         assert_eq!(c.badge, 3);
@@ -723,18 +755,30 @@ mod tests {
             .await
             .expect("generic");
         let took = started.elapsed();
-        assert!(took >= deadline, "answered before the fetch could: {took:?}");
+        assert!(
+            took >= deadline,
+            "answered before the fetch could: {took:?}"
+        );
         // The HTTP timeout is 5 s: only the deadline can have ended the wait this early.
-        assert!(took < Duration::from_secs(3), "the deadline was not honoured: {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "the deadline was not honoured: {took:?}"
+        );
         assert_eq!(c.kind, PushContentKind::Show);
-        assert_eq!((c.room_title.as_str(), c.body.clone(), c.badge), ("General", None, 4));
+        assert_eq!(
+            (c.room_title.as_str(), c.body.clone(), c.badge),
+            ("General", None, 4)
+        );
         let with_preview = r#"{"roam":{"v":1,"kind":"message","room":"general","seq":6,"unread":4,
             "preview":{"sender":"bob","room_title":"General","body":"see you"}}}"#;
         let c = handler
             .handle_push(with_preview, Duration::from_millis(50))
             .await
             .expect("generic with preview");
-        assert_eq!((c.sender.as_deref(), c.body.as_deref()), (Some("bob"), Some("see you")));
+        assert_eq!(
+            (c.sender.as_deref(), c.body.as_deref()),
+            (Some("bob"), Some("see you"))
+        );
         drop(silent);
     }
 
@@ -753,12 +797,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (app, _) = app(dir.path(), "http://127.0.0.1:9");
         let id = app.push_device_id().expect("device");
-        assert_eq!(app.push_device_id().expect("again"), id, "the device id is stable");
-        assert_eq!(app.push_settings().expect("settings"), PushSettings::default());
-        app.set_push_mode(None, PushMode::Mentions).expect("default");
-        app.set_push_mode(Some("general".into()), PushMode::Mute).expect("room");
-        app.set_push_mode(Some("other".into()), PushMode::All).expect("room");
-        app.set_push_mode(Some("other".into()), PushMode::Default).expect("reset");
+        assert_eq!(
+            app.push_device_id().expect("again"),
+            id,
+            "the device id is stable"
+        );
+        assert_eq!(
+            app.push_settings().expect("settings"),
+            PushSettings::default()
+        );
+        app.set_push_mode(None, PushMode::Mentions)
+            .expect("default");
+        app.set_push_mode(Some("general".into()), PushMode::Mute)
+            .expect("room");
+        app.set_push_mode(Some("other".into()), PushMode::All)
+            .expect("room");
+        app.set_push_mode(Some("other".into()), PushMode::Default)
+            .expect("reset");
         let s = app.push_settings().expect("settings");
         assert_eq!(s.default, PushMode::Mentions);
         assert_eq!(s.mode_for("general"), PushMode::Mute);
@@ -766,15 +821,28 @@ mod tests {
         // Refused before anything is queued.
         let queued = app.outbox().expect("outbox").len();
         assert!(app.set_push_mode(None, PushMode::Default).is_err());
-        assert!(app.set_push_mode(Some("bad room".into()), PushMode::Mute).is_err());
         assert!(app
-            .register_push(PushPlatform::Apns, String::new(), "com.x".into(), false, None)
+            .set_push_mode(Some("bad room".into()), PushMode::Mute)
+            .is_err());
+        assert!(app
+            .register_push(
+                PushPlatform::Apns,
+                String::new(),
+                "com.x".into(),
+                false,
+                None
+            )
             .is_err());
         assert_eq!(app.outbox().expect("outbox").len(), queued);
         app.register_push(PushPlatform::Fcm, "tok".into(), "app".into(), false, None)
             .expect("register offline");
         app.unregister_push().expect("unregister offline");
-        let ops: Vec<_> = app.outbox().expect("outbox").into_iter().map(|e| e.op).collect();
+        let ops: Vec<_> = app
+            .outbox()
+            .expect("outbox")
+            .into_iter()
+            .map(|e| e.op)
+            .collect();
         assert_eq!(&ops[ops.len() - 2..], ["push.register", "push.unregister"]);
     }
 }

@@ -140,8 +140,14 @@ mod tests {
                     let mut conn = app.writer();
                     let tx = conn.transaction()?;
                     // Two rows per commit: a reader must never see one without the other.
-                    tx.execute("INSERT INTO kv (key, value) VALUES (?1, 'a')", [format!("a{i}")])?;
-                    tx.execute("INSERT INTO kv (key, value) VALUES (?1, 'b')", [format!("b{i}")])?;
+                    tx.execute(
+                        "INSERT INTO kv (key, value) VALUES (?1, 'a')",
+                        [format!("a{i}")],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO kv (key, value) VALUES (?1, 'b')",
+                        [format!("b{i}")],
+                    )?;
                     tx.commit()?;
                     drop(conn);
                     app.committed();
@@ -180,7 +186,8 @@ mod tests {
         let path = dir.path().join("a.db");
         Db::open(&path).expect("create").close();
         let shared = SharedDb::open(&path).expect("open without the app");
-        let res = shared.read(|c| Ok(c.execute("INSERT INTO kv (key, value) VALUES ('k', 'v')", [])?));
+        let res =
+            shared.read(|c| Ok(c.execute("INSERT INTO kv (key, value) VALUES ('k', 'v')", [])?));
         assert!(res.is_err(), "a write went through");
         assert_eq!(shared.read(kv_count).expect("read"), 0);
         // The app's close removed its lock connection; the reader took no lock of its own, so
@@ -203,7 +210,8 @@ mod tests {
             {
                 let c = Connection::open(&path).expect("open");
                 c.pragma_update(None, "journal_mode", "WAL").expect("wal");
-                c.pragma_update(None, "user_version", version).expect("version");
+                c.pragma_update(None, "user_version", version)
+                    .expect("version");
             }
             match SharedDb::open(&path) {
                 Err(Error::SchemaMismatch { found, expected }) => {
