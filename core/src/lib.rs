@@ -73,6 +73,8 @@ mod outbox;
 mod presence;
 pub mod priority;
 pub mod push;
+#[cfg(test)]
+mod push_tests;
 mod remote;
 mod save;
 mod scheduler;
