@@ -988,12 +988,35 @@ impl Service {
         Ok((change, notify, guard))
     }
 
-    /// Push registrations and modes (protocol §11).
-    async fn plan_push(&self, _user: &str, m: Mutation) -> ApiResult<Planned> {
-        Err(ApiError::new(
-            ErrorCode::Unavailable,
-            format!("{} is not served by this server yet", m.op()),
-        ))
+    /// Push registrations and modes (protocol §11): the caller's own; a room's mode needs a
+    /// room the caller may read.
+    async fn plan_push(&self, user: &str, m: Mutation) -> ApiResult<Planned> {
+        let change = match m {
+            Mutation::RegisterPush {
+                device,
+                platform,
+                token,
+                app_id,
+                locale,
+                sandbox,
+            } => Change::RegisterPush {
+                device,
+                platform,
+                token,
+                app_id,
+                locale,
+                sandbox,
+            },
+            Mutation::UnregisterPush { device } => Change::UnregisterPush { device },
+            Mutation::SetPushMode { room, mode } => {
+                if let Some(r) = &room {
+                    self.readable_room(user, r).await?;
+                }
+                Change::SetPushMode { room, mode }
+            }
+            other => return Err(misrouted(&other)),
+        };
+        Ok((change, Vec::new(), None))
     }
 
     /// An invitation grants its role only while its inviter could still grant it: an active
