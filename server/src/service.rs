@@ -86,6 +86,9 @@ pub struct Service {
     /// then: such a send is refused as unavailable). Kept here rather than in
     /// [`crate::AppState`], whose copy every open WebSocket task holds.
     pub attachments: parking_lot::RwLock<Option<Arc<Blobs>>>,
+    /// Woken after a commit that queued pushes (a message, a moved read marker), so this
+    /// node's push worker (`crate::push`) sends them at once.
+    pub push_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Service {
@@ -431,14 +434,26 @@ impl Service {
                 // A moved read marker goes to the reader's own sockets.
                 let reader = matches!(write.change, Change::MarkRoomRead { .. })
                     .then(|| write.actor.clone());
+                let pushes = matches!(
+                    write.change,
+                    Change::InsertMessage { .. } | Change::MarkRoomRead { .. }
+                );
                 let mut order = self.commit_order.lock();
                 *order += 1;
-                Ok((op, fp, reader, *order, self.store.commit(*write), permit))
+                Ok((
+                    op,
+                    fp,
+                    reader,
+                    pushes,
+                    *order,
+                    self.store.commit(*write),
+                    permit,
+                ))
             }
         };
         let me = Arc::clone(self);
         async move {
-            let (op, fp, reader, order, fut, permit) = match pending {
+            let (op, fp, reader, pushes, order, fut, permit) = match pending {
                 Err(result) => {
                     return Ok(Applied {
                         result,
@@ -474,6 +489,9 @@ impl Service {
                     notifications,
                     unread,
                 } => {
+                    if pushes {
+                        me.push_wake.notify_one();
+                    }
                     me.announce(op, order, events, notifications, unread).await;
                     if let (Output::ReadMarker(marker), Some(user)) = (&output, reader) {
                         me.bus
