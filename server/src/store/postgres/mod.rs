@@ -34,6 +34,7 @@
 
 mod apply;
 mod conn;
+mod push;
 mod read;
 mod rows;
 mod schema;

@@ -13,6 +13,7 @@ use crate::store::{StoreError, StoreResult};
 pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_init.sql"),
     include_str!("../../../migrations/postgres/0002_attachments.sql"),
+    include_str!("../../../migrations/postgres/0003_push.sql"),
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS roam_migrations (\

@@ -36,6 +36,7 @@
 mod apply;
 pub mod backup;
 mod pool;
+mod push;
 mod read;
 mod rows;
 mod schema;

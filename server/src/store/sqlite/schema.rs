@@ -22,6 +22,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0005_read_markers.sql"),
     include_str!("../../../migrations/0006_lean_commit.sql"),
     include_str!("../../../migrations/0007_message_blobs.sql"),
+    include_str!("../../../migrations/0008_push.sql"),
 ];
 
 /// How long a connection waits for a lock before failing with `SQLITE_BUSY`.

@@ -83,6 +83,68 @@ pub(super) enum Job {
     ReleaseMemory {
         reply: Reply<()>,
     },
+    /// A write of another part of the store (the push queue, `push.rs`): see [`Writer::task`].
+    Task(Box<dyn Task>),
+}
+
+/// A typed closure on the write transaction, with its reply.
+pub(super) trait Task: Send {
+    /// Runs in its savepoint.
+    fn run(self: Box<Self>, tx: &Transaction<'_>) -> Ran;
+    /// Answers `err` without running.
+    fn fail(self: Box<Self>, err: &str);
+}
+
+impl std::fmt::Debug for dyn Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Task")
+    }
+}
+
+struct TypedTask<T, F> {
+    f: F,
+    reply: Reply<T>,
+}
+
+impl<T, F> Task for TypedTask<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, tx: &Transaction<'_>) -> Ran {
+        let TypedTask { f, reply } = *self;
+        in_savepoint(tx, f, |r| Done::Task(Box::new(TaskDone { reply, r })))
+    }
+
+    fn fail(self: Box<Self>, err: &str) {
+        drop(self.reply.send(Err(backend(err))));
+    }
+}
+
+/// A task's outcome, kept until the group's `COMMIT`.
+trait Answer: Send {
+    fn is_ok(&self) -> bool;
+    fn answer(self: Box<Self>);
+    fn fail(self: Box<Self>, err: &str);
+}
+
+struct TaskDone<T> {
+    reply: Reply<T>,
+    r: StoreResult<T>,
+}
+
+impl<T: Send> Answer for TaskDone<T> {
+    fn is_ok(&self) -> bool {
+        self.r.is_ok()
+    }
+
+    fn answer(self: Box<Self>) {
+        drop(self.reply.send(self.r));
+    }
+
+    fn fail(self: Box<Self>, err: &str) {
+        drop(self.reply.send(Err(backend(err))));
+    }
 }
 
 /// A job's outcome, kept until the group's `COMMIT` decides whether it stands.
@@ -92,6 +154,7 @@ enum Done {
     Commit(Reply<Committed>, StoreResult<Committed>),
     Unit(Reply<()>, StoreResult<()>),
     Purge(Reply<PurgeStep>, StoreResult<PurgeStep>),
+    Task(Box<dyn Answer>),
 }
 
 impl Job {
@@ -123,6 +186,7 @@ impl Job {
                 |tx| Ok(tx.execute_batch("PRAGMA shrink_memory")?),
                 |r| Done::Unit(reply, r),
             ),
+            Job::Task(task) => task.run(tx),
         }
     }
 
@@ -134,6 +198,7 @@ impl Job {
             | Job::SaveLastSeen { reply, .. }
             | Job::ReleaseMemory { reply } => drop(reply.send(Err(backend(err)))),
             Job::Purge(_, _, reply) => drop(reply.send(Err(backend(err)))),
+            Job::Task(task) => task.fail(err),
         }
     }
 }
@@ -144,6 +209,7 @@ impl Done {
             Done::Commit(_, r) => r.is_ok(),
             Done::Unit(_, r) => r.is_ok(),
             Done::Purge(_, r) => r.is_ok(),
+            Done::Task(t) => t.is_ok(),
         }
     }
 
@@ -153,6 +219,7 @@ impl Done {
             Done::Commit(reply, r) => drop(reply.send(r)),
             Done::Unit(reply, r) => drop(reply.send(r)),
             Done::Purge(reply, r) => drop(reply.send(r)),
+            Done::Task(t) => t.answer(),
         }
     }
 
@@ -162,6 +229,7 @@ impl Done {
             Done::Commit(reply, _) => drop(reply.send(Err(backend(err)))),
             Done::Unit(reply, _) => drop(reply.send(Err(backend(err)))),
             Done::Purge(reply, _) => drop(reply.send(Err(backend(err)))),
+            Done::Task(t) => t.fail(err),
         }
     }
 }
@@ -171,7 +239,7 @@ fn backend(err: &str) -> StoreError {
 }
 
 /// A job's outcome, and the error that broke the whole group if its savepoint failed.
-struct Ran {
+pub(super) struct Ran {
     done: Done,
     broke_group: Option<rusqlite::Error>,
 }
@@ -271,6 +339,16 @@ impl Writer {
     /// True while the writer thread runs.
     pub(super) fn is_alive(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Queues `f` as a job of its own, run in its savepoint on the write transaction and
+    /// answered after the group's `COMMIT` (see [`Writer::submit`]).
+    pub(super) fn task<T, F>(&self, f: F) -> impl Future<Output = StoreResult<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(move |reply| Job::Task(Box::new(TypedTask { f, reply })))
     }
 
     /// Queues a job made around a fresh reply channel — at once, before the returned future is
