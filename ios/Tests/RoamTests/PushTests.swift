@@ -37,7 +37,8 @@ final class PushTests: ServerTestCase, @unchecked Sendable {
         XCTAssertEqual(try await alice.refreshPushSettings().defaultMode, .mentions)
 
         // The app goes to the background: no socket, its store stays open.
-        await alice.shutdown()
+        try alice.setOnline(online: false)
+        try await waitUntil("alice is offline") { alice.connectionState() == .offline }
         let sent = try bob.sendMessage(room: "team", body: "lunch?")
         try await waitUntil("bob's message is confirmed") { try bob.message(id: sent.localId)?.seq != nil }
         let confirmed = try XCTUnwrap(try bob.message(id: sent.localId))

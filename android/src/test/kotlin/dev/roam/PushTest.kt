@@ -44,7 +44,8 @@ class PushTest : ServerTest() {
         assertFailsWith<RoamException.InvalidInput> { alice.setPushMode(null, PushMode.DEFAULT) }
 
         // The app goes to the background: no socket, the store stays open in the app.
-        alice.shutdown()
+        alice.setOnline(false)
+        waitUntil("alice is offline") { alice.connectionState() == ConnectionState.Offline }
         val sent = bob.sendMessage("team", "are you there?")
         waitUntil("bob's message is confirmed") { bob.message(sent.localId)?.seq != null }
         val confirmed = assertNotNull(bob.message(sent.localId))
