@@ -149,7 +149,7 @@ async fn main() {
         })
     };
 
-    let mut report = |name: &str, cases: &[(u64, String)], want_body: &str| -> (u64, u64) {
+    let report = |name: &str, cases: &[(u64, String)], want_body: &str| -> (u64, u64) {
         let mut times = Vec::new();
         let mut extra = Vec::new();
         let mut generic = 0;
