@@ -61,7 +61,7 @@ impl RoamClient {
     }
 
     /// Runs a synchronous core call inside the runtime.
-    fn call<T>(
+    pub(crate) fn call<T>(
         &self,
         f: impl FnOnce(&roam_core::Client) -> roam_core::Result<T>,
     ) -> Result<T, RoamError> {
@@ -79,7 +79,7 @@ impl RoamClient {
     }
 
     /// A clone of the core client for an async call (after checking it is not closed).
-    fn core(&self) -> Result<roam_core::Client, RoamError> {
+    pub(crate) fn core(&self) -> Result<roam_core::Client, RoamError> {
         self.check()?;
         Ok(self.inner.clone())
     }

@@ -64,6 +64,11 @@ pub enum RoamError {
     /// Another client has this account's database open: close it first.
     #[error("the database {path} is already open")]
     AlreadyOpen { path: String },
+    /// The account's store is of another schema version than this library reads, and the
+    /// caller may not migrate it (a `PushHandler` in an extension): open the app (or update the
+    /// extension) so both are at the same version.
+    #[error("the store is at schema version {found}, this library reads {expected}")]
+    StoreVersion { found: u32, expected: u32 },
     /// A bug or an unexpected state (a corrupt database, a listener that threw, …).
     #[error("internal error: {reason}")]
     Internal { reason: String },
@@ -85,6 +90,10 @@ impl From<roam_core::Error> for RoamError {
             E::InvalidState { reason } => RoamError::Conflict { reason },
             E::Shutdown => RoamError::Closed,
             E::AlreadyOpen { path } => RoamError::AlreadyOpen { path },
+            E::SchemaMismatch { found, expected } => {
+                tracing::info!(target: "roam_ffi", found, expected, "store of another schema version");
+                RoamError::StoreVersion { found, expected }
+            }
             E::File { path, reason } => {
                 tracing::info!(target: "roam_ffi", %path, error = %reason, "file error");
                 RoamError::File { path, reason }

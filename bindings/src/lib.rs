@@ -10,7 +10,7 @@
 //! converted from the core's type in one place), `error.rs` ([`RoamError`] and the one mapping
 //! from the core's error), `listeners.rs` (listener traits and [`SubscriptionHandle`]),
 //! `auth.rs` ([`TokenProvider`]), `timeline.rs` ([`RoamTimeline`]), `room_list.rs`
-//! ([`RoamRoomList`]), `runtime.rs` (the tokio runtime), `logging.rs` (`tracing` to the app's logger).
+//! ([`RoamRoomList`]), `push.rs` ([`PushHandler`] and the push calls of the client), `runtime.rs` (the tokio runtime), `logging.rs` (`tracing` to the app's logger).
 //!
 //! Conventions for listeners and async calls across the FFI:
 //! - async Rust functions become Swift `async` and Kotlin `suspend` functions; they run on the
@@ -31,6 +31,7 @@ mod client;
 mod error;
 mod listeners;
 mod logging;
+mod push;
 mod room_list;
 mod runtime;
 mod timeline;
@@ -47,6 +48,7 @@ pub use listeners::{
     UploadListener,
 };
 pub use logging::{set_log_listener, LogLevel, LogListener};
+pub use push::{PushContent, PushContentKind, PushHandler, PushMode, PushPlatform, PushSettings};
 pub use room_list::RoamRoomList;
 pub use timeline::RoamTimeline;
 pub use types::{

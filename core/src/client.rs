@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use roam_proto::{
-    ClientFrame, Member, MemberStatus, Mutation, Presence, PresenceStatus, Role, RoomKind,
+    ClientFrame, Member, MemberStatus, Mutation, Presence, PresenceStatus, PushMode, PushPlatform,
+    PushSettings, Role, RoomKind,
 };
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -981,6 +982,58 @@ impl Client {
             optimistic::mark_room_read(tx, step, fx, &room, up_to)
         })?;
         Ok(up_to)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Push notifications (see `crate::push`)
+
+    /// This device's id for push: made once per store and kept, so registering again (a new
+    /// token from the OS) replaces this device's token on the server.
+    pub fn push_device_id(&self) -> Result<String> {
+        crate::push::device_id(&self.ctx)
+    }
+
+    /// Registers this device for push with the token the OS gave (`push.register`), through
+    /// the outbox: made offline, it is sent when the link returns. `app_id` is the APNs topic
+    /// (bundle id) or the FCM app id; `sandbox` the APNs development environment; `locale` the
+    /// BCP-47 language the generic notification text is localised for. Returns the outbox
+    /// entry id.
+    pub fn register_push(
+        &self,
+        platform: PushPlatform,
+        token: String,
+        app_id: String,
+        sandbox: bool,
+        locale: Option<String>,
+    ) -> Result<String> {
+        crate::push::register(&self.ctx, platform, token, app_id, sandbox, locale)
+    }
+
+    /// Removes this device's push registration (`push.unregister`; call it before signing out
+    /// and wait for it with `wait_for_pending_writes`). Returns the outbox entry id.
+    pub fn unregister_push(&self) -> Result<String> {
+        crate::push::unregister(&self.ctx)
+    }
+
+    /// Sets the notification mode of `room`, or the account default without a room
+    /// (`push.set_mode`; [`PushMode::Default`] removes a room's override and is refused for the
+    /// account). Shows in [`Client::push_settings`] at once. Returns the outbox entry id.
+    pub fn set_push_mode(&self, room: Option<String>, mode: PushMode) -> Result<String> {
+        crate::push::set_mode(&self.ctx, room, mode)
+    }
+
+    /// The notification modes: as the server last confirmed them, with the changes still in the
+    /// outbox applied. Local; see [`Client::refresh_push_settings`].
+    pub fn push_settings(&self) -> Result<PushSettings> {
+        crate::push::settings(&self.ctx)
+    }
+
+    /// Fetches the notification modes from the server (`GET /v1/push/settings`; they may have
+    /// been changed on another device), stores them and answers like
+    /// [`Client::push_settings`].
+    pub async fn refresh_push_settings(&self) -> Result<PushSettings> {
+        self.ctx.db.check_open()?;
+        crate::push::refresh_settings(&self.ctx).await
     }
 
     /// Puts a failed outbox entry back in its queue (same idempotency key).

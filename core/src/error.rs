@@ -123,6 +123,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The store is of another schema version than this build reads, and this caller may not
+    /// migrate it (a notification extension next to the app, see `PushHandler`): `found` below
+    /// `expected` means the app was updated but has not opened the store since; above it, the
+    /// extension is older than the app that wrote it.
+    #[error("the store is at schema version {found} but this build reads version {expected} only (open the app to bring them together)")]
+    SchemaMismatch {
+        /// The store's schema version.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+
     /// Another client has this account's database open (in this process or another one).
     #[error("the database {path} is already open by another client")]
     AlreadyOpen {

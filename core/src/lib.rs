@@ -42,7 +42,9 @@
 //! `remote` (cached REST reads into the store), `backoff`; [`cache`] is the single-flight,
 //! size-bounded cache behind the REST reads. Attachments: `files` (the media directory's files,
 //! taken in and hashed), `media` (the media cache's index, eviction and resumable downloads),
-//! `upload` (durable, resumable uploads ahead of their messages).
+//! `upload` (durable, resumable uploads ahead of their messages). Push: [`push`] (registration,
+//! modes, and [`PushHandler`] for a notification extension next to the app, over the store
+//! opened read-only by `db::shared`).
 
 pub mod cache;
 
@@ -70,6 +72,9 @@ mod optimistic;
 mod outbox;
 mod presence;
 pub mod priority;
+pub mod push;
+#[cfg(test)]
+mod push_tests;
 mod remote;
 mod save;
 mod scheduler;
@@ -97,6 +102,10 @@ pub use model::{
     Message, NotificationInfo, OutboxEntry, PresenceInfo, RoomInfo, RoomUpdate, SendState,
     SyncPhase, SyncStatus, UploadProgress, UploadState,
 };
-pub use roam_proto::{ErrorCode, Member, MemberStatus, Presence, PresenceStatus, Role, RoomKind};
+pub use push::{parse_push_payload, PushContent, PushContentKind, PushHandler};
+pub use roam_proto::{
+    ErrorCode, Member, MemberStatus, Presence, PresenceStatus, PushKind, PushMode, PushPayload,
+    PushPlatform, PushSettings, Role, RoomKind,
+};
 pub use room_list::{apply_room_list_diffs, RoomList, RoomListDiff, RoomListListener, RoomSummary};
 pub use timeline::{apply_diffs, Timeline, TimelineDiff, TimelineListener};

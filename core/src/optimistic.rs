@@ -582,9 +582,27 @@ pub(crate) fn apply_ack(
         | Mutation::Ban { .. }
         | Mutation::Unban { .. }
         | Mutation::ImportMessages { .. }
-        | Mutation::SetPresence { .. } => {}
+        | Mutation::SetPresence { .. }
+        | Mutation::RegisterPush { .. }
+        | Mutation::UnregisterPush { .. } => {}
+        Mutation::SetPushMode { .. } => store_push_settings(tx, result)?,
     }
     Ok(())
+}
+
+/// `kv` key of the notification modes as the server last confirmed them (JSON `PushSettings`;
+/// read by `crate::push`).
+pub(crate) const PUSH_SETTINGS_KEY: &str = "push.settings";
+
+/// Stores the server's notification modes from a `push.set_mode` answer.
+fn store_push_settings(tx: &Transaction<'_>, result: &Value) -> Result<()> {
+    match serde_json::from_value::<roam_proto::PushSettings>(result.clone()) {
+        Ok(s) => writes::set_kv(tx, PUSH_SETTINGS_KEY, &serde_json::to_string(&s)?),
+        Err(err) => {
+            tracing::warn!(error = %err, "push.set_mode answered without settings");
+            Ok(())
+        }
+    }
 }
 
 /// Binds a local message to the server's copy `m`, the answer to the outbox entry at

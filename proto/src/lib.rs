@@ -22,6 +22,7 @@ pub mod frame;
 pub mod mention;
 pub mod model;
 pub mod mutation;
+pub mod push;
 pub mod validate;
 
 pub use error::{ErrorBody, ErrorCode, ErrorResponse};
@@ -37,3 +38,7 @@ pub use model::{
     ReadMarker, Role, Room, RoomKind, User,
 };
 pub use mutation::Mutation;
+pub use push::{
+    PushDevice, PushKind, PushMode, PushPayload, PushPlatform, PushPreview, PushSettings,
+    PUSH_PAYLOAD_VERSION,
+};

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{Attachment, PresenceStatus, Role, RoomKind};
+use crate::push::{PushMode, PushPlatform};
 
 /// A change asked for by a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +136,35 @@ pub enum Mutation {
     /// The device's own status (`online` or `away`). Result: `Presence`.
     #[serde(rename = "presence.set")]
     SetPresence { status: PresenceStatus },
+    /// Registers (or re-registers) the caller's device for push (§11): a device registered
+    /// again gets the new token, and a token held by another device or user moves to this one.
+    /// Result: `PushDevice`.
+    #[serde(rename = "push.register")]
+    RegisterPush {
+        device: String,
+        platform: PushPlatform,
+        token: String,
+        app_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        locale: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        sandbox: bool,
+    },
+    /// Removes the caller's device's registration (an unknown device too). Result: `{}`.
+    #[serde(rename = "push.unregister")]
+    UnregisterPush { device: String },
+    /// The caller's notification mode: the account default without `room` (`default` is
+    /// refused there), else the room's override (`default` removes it). Result: `PushSettings`.
+    #[serde(rename = "push.set_mode")]
+    SetPushMode {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        mode: PushMode,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn empty_object() -> Value {
@@ -171,6 +201,9 @@ impl Mutation {
             Mutation::MarkRead { .. } => "notification.read",
             Mutation::MarkAllRead {} => "notification.read_all",
             Mutation::SetPresence { .. } => "presence.set",
+            Mutation::RegisterPush { .. } => "push.register",
+            Mutation::UnregisterPush { .. } => "push.unregister",
+            Mutation::SetPushMode { .. } => "push.set_mode",
         }
     }
 
@@ -194,7 +227,10 @@ impl Mutation {
             | Mutation::DeleteMessage { room, .. }
             | Mutation::ImportMessages { room, .. }
             | Mutation::PutDocument { room, .. } => Some(room),
+            Mutation::SetPushMode { room, .. } => room.as_deref(),
             Mutation::AcceptInvitation { .. }
+            | Mutation::RegisterPush { .. }
+            | Mutation::UnregisterPush { .. }
             | Mutation::RejectInvitation { .. }
             | Mutation::MarkRead { .. }
             | Mutation::MarkAllRead {}
@@ -330,6 +366,30 @@ impl Mutation {
                 Ok(())
             }
             Mutation::MarkRoomRead { seq, .. } => v::cursor("seq", *seq),
+            Mutation::RegisterPush {
+                device,
+                token,
+                app_id,
+                locale,
+                ..
+            } => {
+                v::push_device(device)?;
+                v::push_token(token)?;
+                v::push_app_id(app_id)?;
+                if let Some(l) = locale {
+                    v::locale(l)?;
+                }
+                Ok(())
+            }
+            Mutation::UnregisterPush { device } => v::push_device(device),
+            Mutation::SetPushMode { room, mode } => {
+                if room.is_none() && *mode == PushMode::Default {
+                    return Err(v::Invalid::new(
+                        "the account default mode must be all, mentions or mute",
+                    ));
+                }
+                Ok(())
+            }
             Mutation::DeleteRoom { .. }
             | Mutation::JoinRoom { .. }
             | Mutation::LeaveRoom { .. }
@@ -404,6 +464,63 @@ mod tests {
         let m: crate::Message = serde_json::from_value(old.clone()).expect("parse");
         assert_eq!(m.attachment, None);
         assert_eq!(serde_json::to_value(&m).expect("serialise"), old);
+    }
+
+    #[test]
+    fn push_mutations() {
+        let json = serde_json::json!({"op": "push.register", "args": {
+            "device": "d1", "platform": "apns", "token": "ab".repeat(32),
+            "app_id": "com.example.roam", "locale": "en-GB", "sandbox": true,
+        }});
+        let m: Mutation = serde_json::from_value(json.clone()).expect("parse");
+        assert_eq!(m.validate(), Ok(()));
+        assert_eq!(m.room(), None);
+        assert_eq!(serde_json::to_value(&m).expect("serialise"), json);
+        let no_sandbox = serde_json::json!({"op": "push.register", "args": {
+            "device": "d1", "platform": "fcm", "token": "t", "app_id": "a"}});
+        let m: Mutation = serde_json::from_value(no_sandbox.clone()).expect("parse");
+        assert_eq!(serde_json::to_value(&m).expect("serialise"), no_sandbox);
+        let bad: Mutation = serde_json::from_value(serde_json::json!({"op": "push.register",
+            "args": {"device": "d1", "platform": "fcm", "token": "t", "app_id": "a", "locale": "x y"}}))
+        .expect("parse");
+        assert!(bad.validate().is_err());
+        assert!(
+            serde_json::from_value::<Mutation>(serde_json::json!({"op": "push.register",
+            "args": {"device": "d1", "platform": "sms", "token": "t", "app_id": "a"}}))
+            .is_err()
+        );
+
+        let account = Mutation::SetPushMode {
+            room: None,
+            mode: PushMode::Mentions,
+        };
+        assert_eq!(account.validate(), Ok(()));
+        assert_eq!(account.room(), None);
+        let reset = Mutation::SetPushMode {
+            room: None,
+            mode: PushMode::Default,
+        };
+        assert!(reset.validate().is_err());
+        let room = Mutation::SetPushMode {
+            room: Some("general".into()),
+            mode: PushMode::Default,
+        };
+        assert_eq!(room.validate(), Ok(()));
+        assert_eq!(room.room(), Some("general"));
+        assert_eq!(
+            serde_json::to_value(&room).expect("serialise"),
+            serde_json::json!({"op": "push.set_mode", "args": {"room": "general", "mode": "default"}})
+        );
+        let bad_room = Mutation::SetPushMode {
+            room: Some("a b".into()),
+            mode: PushMode::Mute,
+        };
+        assert!(bad_room.validate().is_err());
+        assert!(Mutation::UnregisterPush {
+            device: String::new()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

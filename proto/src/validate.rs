@@ -33,6 +33,13 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Most rooms in one `subscribe` frame.
 pub const MAX_ROOMS_PER_SUBSCRIBE: usize = 500;
 
+/// Longest push token (`push.register`), in bytes.
+pub const MAX_PUSH_TOKEN_BYTES: usize = 4096;
+/// Longest push app id (APNs topic, FCM or webhook app id), in bytes.
+pub const MAX_PUSH_APP_ID_BYTES: usize = 255;
+/// Longest push locale (a BCP-47 tag), in bytes.
+pub const MAX_LOCALE_BYTES: usize = 35;
+
 /// Longest attachment file name, in bytes.
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// Longest attachment MIME type (`type/subtype`), in bytes.
@@ -239,6 +246,65 @@ pub fn attachment(a: &Attachment) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A push device id: an [`identifier`] (1 to 128 bytes, no whitespace or control characters).
+pub fn push_device(s: &str) -> Result<(), Invalid> {
+    identifier("device", s)
+}
+
+/// A push token: 1 to 4,096 bytes, without whitespace or control characters (APNs tokens are
+/// hex, FCM tokens base64url with `:`, webhook tokens the deployment's own).
+pub fn push_token(s: &str) -> Result<(), Invalid> {
+    if s.is_empty() || s.len() > MAX_PUSH_TOKEN_BYTES {
+        return Err(Invalid(format!(
+            "token must be 1 to {MAX_PUSH_TOKEN_BYTES} bytes long"
+        )));
+    }
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Invalid::new(
+            "token must not hold whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A push app id (the APNs topic, that is the bundle id, or the FCM or webhook app id): 1 to
+/// 255 bytes, without whitespace or control characters.
+pub fn push_app_id(s: &str) -> Result<(), Invalid> {
+    if s.is_empty() || s.len() > MAX_PUSH_APP_ID_BYTES {
+        return Err(Invalid(format!(
+            "app_id must be 1 to {MAX_PUSH_APP_ID_BYTES} bytes long"
+        )));
+    }
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Invalid::new(
+            "app_id must not hold whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A BCP-47 language tag as a push locale: at most 35 bytes of subtags of 1 to 8 ASCII letters
+/// or digits joined by `-`, the first of 2 to 8 letters (`en`, `pt-BR`, `zh-Hant-TW`).
+pub fn locale(s: &str) -> Result<(), Invalid> {
+    let bad = || {
+        Invalid::new(format!(
+            "locale must be a BCP-47 tag such as en or pt-BR, at most {MAX_LOCALE_BYTES} bytes"
+        ))
+    };
+    if s.is_empty() || s.len() > MAX_LOCALE_BYTES {
+        return Err(bad());
+    }
+    let mut parts = s.split('-');
+    let lang = parts.next().unwrap_or_default();
+    if !(2..=8).contains(&lang.len()) || !lang.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(bad());
+    }
+    if !parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 /// A room title: at most 200 characters, no control characters.
 pub fn title(s: &str) -> Result<(), Invalid> {
     if s.chars().count() > MAX_TITLE_CHARS {
@@ -283,6 +349,37 @@ pub fn idempotency_key(s: &str) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_fields() {
+        assert!(push_device("0190d1c4-7a00-7000-8000-000000000001").is_ok());
+        assert!(push_device("").is_err());
+        assert!(push_device("a b").is_err());
+        assert!(push_device(&"d".repeat(129)).is_err());
+        assert!(push_token(&"ab".repeat(32)).is_ok());
+        assert!(push_token(&"t".repeat(MAX_PUSH_TOKEN_BYTES)).is_ok());
+        assert!(push_token(&"t".repeat(MAX_PUSH_TOKEN_BYTES + 1)).is_err());
+        assert!(push_token("").is_err());
+        assert!(push_token("a\nb").is_err());
+        assert!(push_app_id("com.example.roam").is_ok());
+        assert!(push_app_id(&"a".repeat(256)).is_err());
+        assert!(push_app_id("").is_err());
+        for good in ["en", "pt-BR", "zh-Hant-TW", "de-CH-1996"] {
+            assert!(locale(good).is_ok(), "{good:?} refused");
+        }
+        for bad in [
+            "",
+            "e",
+            "en_US",
+            "en-",
+            "-en",
+            "12",
+            "en-toolongsubtag",
+            &"en-a".repeat(10),
+        ] {
+            assert!(locale(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn room_names() {

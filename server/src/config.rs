@@ -149,6 +149,147 @@ pub enum BlobStoreKind {
     S3,
 }
 
+/// Push notifications (protocol §11): the gateways a deployment uses and how the queue runs.
+/// A gateway without its settings is off; a device of a platform that is off is skipped (and
+/// counted).
+#[derive(Debug, Clone, Args)]
+pub struct PushConfig {
+    /// The APNs token-auth key: the `.p8` file (PKCS#8 PEM, P-256) from Apple's developer site.
+    #[arg(long, global = true, env = "ROAM_PUSH_APNS_KEY")]
+    pub push_apns_key: Option<PathBuf>,
+    /// The key's id (10 characters, shown beside the key).
+    #[arg(long, global = true, env = "ROAM_PUSH_APNS_KEY_ID")]
+    pub push_apns_key_id: Option<String>,
+    /// The Apple developer team id (the JWT's issuer).
+    #[arg(long, global = true, env = "ROAM_PUSH_APNS_TEAM_ID")]
+    pub push_apns_team_id: Option<String>,
+    /// APNs production host.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PUSH_APNS_URL",
+        default_value = "https://api.push.apple.com"
+    )]
+    pub push_apns_url: String,
+    /// APNs development host (devices registered with `sandbox: true`).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PUSH_APNS_SANDBOX_URL",
+        default_value = "https://api.sandbox.push.apple.com"
+    )]
+    pub push_apns_sandbox_url: String,
+    /// The FCM service account's JSON key file (`project_id`, `client_email`, `private_key`,
+    /// `token_uri`).
+    #[arg(long, global = true, env = "ROAM_PUSH_FCM_CREDENTIALS")]
+    pub push_fcm_credentials: Option<PathBuf>,
+    /// The FCM HTTP v1 API's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PUSH_FCM_URL",
+        default_value = "https://fcm.googleapis.com"
+    )]
+    pub push_fcm_url: String,
+    /// The deployment's own push service: pushes of `webhook` devices are POSTed here.
+    #[arg(long, global = true, env = "ROAM_PUSH_WEBHOOK_URL")]
+    pub push_webhook_url: Option<String>,
+    /// The HMAC-SHA256 key of the webhook's `X-Roam-Signature` (required with the URL).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PUSH_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub push_webhook_secret: Option<String>,
+    /// Put the sender, room title and message text in pushes (off: they never reach Apple,
+    /// Google or the webhook; the app fetches the message itself).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PUSH_PREVIEWS",
+        default_value_t = false
+    )]
+    pub push_previews: bool,
+    /// Pushes one device may get per minute; more wait (and coalesce).
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PUSH_DEVICE_PER_MIN",
+        default_value_t = 30
+    )]
+    pub push_device_per_min: u32,
+    /// Attempts of a push that fails with a retryable error (429, 5xx, network) before it is
+    /// dropped.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PUSH_MAX_ATTEMPTS",
+        default_value_t = 8
+    )]
+    pub push_max_attempts: u32,
+    /// How often a node looks for due pushes when nothing woke it (a commit on the node itself
+    /// wakes it at once).
+    #[arg(long, global = true, env = "ROAM_PUSH_POLL_MS", default_value_t = 500)]
+    pub push_poll_ms: u64,
+    /// How long a node holds the pushes it took; a node that dies leaves them to the others
+    /// after this.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PUSH_LEASE_SECS",
+        default_value_t = 30
+    )]
+    pub push_lease_secs: u64,
+    /// Users turned into queued pushes per store transaction, and pushes taken per batch.
+    #[arg(long, global = true, env = "ROAM_PUSH_BATCH", default_value_t = 500)]
+    pub push_batch: u32,
+    /// Gateway requests in flight at once per node.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_PUSH_CONCURRENCY",
+        default_value_t = 64
+    )]
+    pub push_concurrency: usize,
+}
+
+impl PushConfig {
+    /// Checks the settings that belong together.
+    pub fn validate(&self) -> Result<(), String> {
+        let apns = [
+            self.push_apns_key.is_some(),
+            self.push_apns_key_id.is_some(),
+            self.push_apns_team_id.is_some(),
+        ];
+        if apns.iter().any(|x| *x) && !apns.iter().all(|x| *x) {
+            return Err(
+                "APNs needs --push-apns-key, --push-apns-key-id and --push-apns-team-id together"
+                    .into(),
+            );
+        }
+        if self.push_webhook_url.is_some() != self.push_webhook_secret.is_some() {
+            return Err(
+                "the push webhook needs --push-webhook-url and --push-webhook-secret".into(),
+            );
+        }
+        if self.push_device_per_min == 0 || self.push_max_attempts == 0 {
+            return Err("--push-device-per-min and --push-max-attempts must be at least 1".into());
+        }
+        if self.push_poll_ms < 10 || self.push_lease_secs == 0 {
+            return Err(
+                "--push-poll-ms must be at least 10 and --push-lease-secs at least 1".into(),
+            );
+        }
+        if self.push_batch == 0 || self.push_batch > 10_000 || self.push_concurrency == 0 {
+            return Err(
+                "--push-batch must be 1 to 10,000 and --push-concurrency at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A credential: parsed like a string, never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -739,6 +880,9 @@ pub struct Config {
     /// Scheduled backups kept: older ones are deleted after each new one.
     #[arg(long, global = true, env = "ROAM_BACKUP_KEEP", default_value_t = 7)]
     pub backup_keep: u32,
+    /// Push notifications (protocol §11).
+    #[command(flatten)]
+    pub push: PushConfig,
 }
 
 /// Which bus `--bus` names.
@@ -769,6 +913,7 @@ impl Config {
 
     /// Checks the settings that have rules beyond their type.
     pub fn validate(&self) -> Result<(), String> {
+        self.push.validate()?;
         if self.idempotency_retention_days < 7 {
             return Err("idempotency keys must be kept at least 7 days".into());
         }

@@ -34,6 +34,7 @@ pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod presence;
+pub mod push;
 pub mod retention;
 pub mod rules;
 pub mod service;
@@ -204,6 +205,7 @@ impl AppState {
             commit_order: parking_lot::Mutex::new(0),
             attachments: parking_lot::RwLock::new(None),
             suspensions: suspend::Suspensions::default(),
+            push_wake: Default::default(),
             metrics,
         });
         AppState {
@@ -267,6 +269,7 @@ pub struct Server {
     admin_addr: Option<SocketAddr>,
     admin: Option<JoinHandle<()>>,
     backups: Option<JoinHandle<()>>,
+    push: JoinHandle<()>,
 }
 
 impl Server {
@@ -312,6 +315,12 @@ impl Server {
             None => (None, None),
         };
         let backups = admin::schedule(state.clone());
+        let push = push::start(
+            Arc::clone(&state.service),
+            &state.config.push,
+            state.shutdown.clone(),
+        )
+        .map_err(|e| StartError::Config(e.to_string()))?;
         tracing::info!(%addr, "roam server listening");
         Ok(Server {
             state,
@@ -325,6 +334,7 @@ impl Server {
             admin_addr,
             admin,
             backups,
+            push,
         })
     }
 
@@ -370,6 +380,10 @@ impl Server {
         self.sweeper.abort();
         self.trimmer.abort();
         self.blob_sweeper.abort();
+        // It stops between two batches; a batch cut short is taken again when its lease ends.
+        if tokio::time::timeout(grace, self.push).await.is_err() {
+            tracing::warn!("the push worker did not stop within the grace period");
+        }
         if let Some(b) = self.backups {
             b.abort();
         }

@@ -126,6 +126,129 @@ pub struct Metrics {
     pub blob_quota_refusals: Counter,
     /// Blobs retention left alone because a send or an upload had just named them.
     pub blob_gc_skipped_touched: Counter,
+    /// Push notifications (protocol §11).
+    pub push: PushMetrics,
+}
+
+/// Push notification counters and gauges.
+#[derive(Debug)]
+pub struct PushMetrics {
+    /// Pushes a gateway accepted, by kind (`<platform>_<message|read>`).
+    pub sent: Family<KindLabel, Counter>,
+    /// Messages that joined a push already queued for the same user and room.
+    pub coalesced: Counter,
+    /// Pushes not sent, by reason (active, read, deleted, mode, not_member, no_gateway, …).
+    pub skipped: Family<KindLabel, Counter>,
+    /// Pushes that failed, by reason (unregistered, bad_request, too_large, gave_up, …).
+    pub failed: Family<KindLabel, Counter>,
+    /// Attempts put off for a later try, by reason (rate_limited, server_error, network,
+    /// device_rate).
+    pub retried: Family<KindLabel, Counter>,
+    /// Registrations removed because the gateway said the token is gone.
+    pub tokens_removed: Counter,
+    /// Pushes queued (entries) and messages not yet turned into pushes (jobs).
+    pub queue_depth: Gauge,
+    pub queue_jobs: Gauge,
+    /// Age of the oldest queued push or job.
+    pub queue_oldest_seconds: Gauge<f64, AtomicU64>,
+    /// From the message's commit to the gateway's answer.
+    pub latency_seconds: Histogram,
+}
+
+impl PushMetrics {
+    fn new() -> Self {
+        PushMetrics {
+            sent: Family::default(),
+            coalesced: Counter::default(),
+            skipped: Family::default(),
+            failed: Family::default(),
+            retried: Family::default(),
+            tokens_removed: Counter::default(),
+            queue_depth: Gauge::default(),
+            queue_jobs: Gauge::default(),
+            queue_oldest_seconds: Gauge::default(),
+            // 1 ms … ~65 s
+            latency_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "push_sent",
+            "Pushes a gateway accepted, by platform and kind",
+            self.sent.clone(),
+        );
+        r.register(
+            "push_coalesced",
+            "Messages that joined a push already queued for the same user and room",
+            self.coalesced.clone(),
+        );
+        r.register(
+            "push_skipped",
+            "Pushes not sent, by reason",
+            self.skipped.clone(),
+        );
+        r.register(
+            "push_failed",
+            "Pushes that failed, by reason",
+            self.failed.clone(),
+        );
+        r.register(
+            "push_retried",
+            "Push attempts put off for a later try, by reason",
+            self.retried.clone(),
+        );
+        r.register(
+            "push_tokens_removed",
+            "Push registrations removed because the gateway said the token is gone",
+            self.tokens_removed.clone(),
+        );
+        r.register(
+            "push_queue_depth",
+            "Pushes queued",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "push_queue_jobs",
+            "Messages not yet turned into queued pushes",
+            self.queue_jobs.clone(),
+        );
+        r.register(
+            "push_queue_oldest_seconds",
+            "Age of the oldest queued push or job",
+            self.queue_oldest_seconds.clone(),
+        );
+        r.register(
+            "push_latency_seconds",
+            "From a message's commit to the gateway's answer",
+            self.latency_seconds.clone(),
+        );
+    }
+
+    fn label(kind: &str) -> KindLabel {
+        KindLabel { kind: kind.into() }
+    }
+
+    pub fn sent(&self, kind: &str) {
+        self.sent.get_or_create(&Self::label(kind)).inc();
+    }
+
+    pub fn skipped(&self, reason: &str) {
+        self.skipped.get_or_create(&Self::label(reason)).inc();
+    }
+
+    pub fn failed(&self, reason: &str) {
+        self.failed.get_or_create(&Self::label(reason)).inc();
+    }
+
+    pub fn retried(&self, reason: &str) {
+        self.retried.get_or_create(&Self::label(reason)).inc();
+    }
+
+    /// The count of one label (tests and the measuring example read it).
+    pub fn count(family: &Family<KindLabel, Counter>, kind: &str) -> u64 {
+        family.get_or_create(&Self::label(kind)).get()
+    }
 }
 
 impl Default for Metrics {
@@ -202,8 +325,10 @@ impl Metrics {
             blob_quota_refusals: Counter::default(),
             blob_gc_skipped_touched: Counter::default(),
             blob_stored_bytes: Gauge::default(),
+            push: PushMetrics::new(),
             registry: Registry::default(),
         };
+        m.push.register(&mut r);
         m.bus_up.set(1);
         r.register(
             "bus_published",

@@ -88,6 +88,9 @@ pub struct Service {
     pub attachments: parking_lot::RwLock<Option<Arc<Blobs>>>,
     /// Operators' suspensions, checked on every request and handshake.
     pub suspensions: crate::suspend::Suspensions,
+    /// Woken after a commit that queued pushes (a message, a moved read marker), so this
+    /// node's push worker (`crate::push`) sends them at once.
+    pub push_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Service {
@@ -438,14 +441,26 @@ impl Service {
                 // A moved read marker goes to the reader's own sockets.
                 let reader = matches!(write.change, Change::MarkRoomRead { .. })
                     .then(|| write.actor.clone());
+                let pushes = matches!(
+                    write.change,
+                    Change::InsertMessage { .. } | Change::MarkRoomRead { .. }
+                );
                 let mut order = self.commit_order.lock();
                 *order += 1;
-                Ok((op, fp, reader, *order, self.store.commit(*write), permit))
+                Ok((
+                    op,
+                    fp,
+                    reader,
+                    pushes,
+                    *order,
+                    self.store.commit(*write),
+                    permit,
+                ))
             }
         };
         let me = Arc::clone(self);
         async move {
-            let (op, fp, reader, order, fut, permit) = match pending {
+            let (op, fp, reader, pushes, order, fut, permit) = match pending {
                 Err(result) => {
                     return Ok(Applied {
                         result,
@@ -481,6 +496,9 @@ impl Service {
                     notifications,
                     unread,
                 } => {
+                    if pushes {
+                        me.push_wake.notify_one();
+                    }
                     me.announce(op, order, events, notifications, unread).await;
                     if let (Output::ReadMarker(marker), Some(user)) = (&output, reader) {
                         me.bus
@@ -611,6 +629,9 @@ impl Service {
             | M::MarkRead { .. }
             | M::MarkAllRead {}
             | M::SetPresence { .. } => self.plan_account(user, m, now).await,
+            M::RegisterPush { .. } | M::UnregisterPush { .. } | M::SetPushMode { .. } => {
+                self.plan_push(user, m).await
+            }
         }
     }
 
@@ -990,6 +1011,37 @@ impl Service {
             other => return Err(misrouted(&other)),
         };
         Ok((change, notify, guard))
+    }
+
+    /// Push registrations and modes (protocol §11): the caller's own; a room's mode needs a
+    /// room the caller may read.
+    async fn plan_push(&self, user: &str, m: Mutation) -> ApiResult<Planned> {
+        let change = match m {
+            Mutation::RegisterPush {
+                device,
+                platform,
+                token,
+                app_id,
+                locale,
+                sandbox,
+            } => Change::RegisterPush {
+                device,
+                platform,
+                token,
+                app_id,
+                locale,
+                sandbox,
+            },
+            Mutation::UnregisterPush { device } => Change::UnregisterPush { device },
+            Mutation::SetPushMode { room, mode } => {
+                if let Some(r) = &room {
+                    self.readable_room(user, r).await?;
+                }
+                Change::SetPushMode { room, mode }
+            }
+            other => return Err(misrouted(&other)),
+        };
+        Ok((change, Vec::new(), None))
     }
 
     /// An invitation grants its role only while its inviter could still grant it: an active

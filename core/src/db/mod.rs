@@ -21,7 +21,9 @@
 //!   (a `Transaction` derefs to its `Connection`).
 //! - **One client per file.** `open` takes an exclusive SQLite lock on `<db>-lock` (held for
 //!   the store's life), so a second client on the same database — in this process or another —
-//!   fails at once with [`Error::AlreadyOpen`] instead of fighting over outbox keys.
+//!   fails at once with [`Error::AlreadyOpen`] instead of fighting over outbox keys. A second
+//!   *process* that only needs to read next to the app (a notification extension) opens a
+//!   [`shared::SharedDb`] instead: read-only, no lock, no migrations (see `shared.rs`).
 //! - **Closing.** [`Db::close`] (sign-out, or the last `Client` handle dropped) makes every
 //!   later read and write fail with [`Error::Shutdown`] and releases the lock; [`Db::files`]
 //!   names what a wipe deletes.
@@ -29,6 +31,7 @@
 //!   `migrations/`, each in its own transaction. See `NOTES.md` next to this file.
 
 pub(crate) mod reads;
+pub(crate) mod shared;
 pub(crate) mod writes;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +65,9 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0005_attachments.sql"),
     ),
 ];
+
+/// The schema version the migrations bring a store to (what a [`shared::SharedDb`] requires).
+pub(crate) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Most idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 4;

@@ -1695,6 +1695,165 @@ public func FfiConverterTypePresenceListener_lower(_ value: PresenceListener) ->
 
 
 /**
+ * Answers pushes in a notification service extension or a `FirebaseMessagingService`, next to
+ * the running app: opens the account's existing store read-only (never `AlreadyOpen`) with the
+ * app's `ClientOptions` and a token provider.
+ */
+public protocol PushHandlerProtocol: AnyObject, Sendable {
+    
+    /**
+     * What to show for a push: `payload_json` is the APNs `userInfo` or the FCM data map as
+     * JSON. Answers within `deadline_ms` (generic content when the message could not be fetched
+     * in time); fails only on a payload it cannot read (`InvalidInput`) or an unreadable store.
+     */
+    func handlePush(payloadJson: String, deadlineMs: UInt64) async throws  -> PushContent
+    
+}
+/**
+ * Answers pushes in a notification service extension or a `FirebaseMessagingService`, next to
+ * the running app: opens the account's existing store read-only (never `AlreadyOpen`) with the
+ * app's `ClientOptions` and a token provider.
+ */
+open class PushHandler: PushHandlerProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_pushhandler(self.handle, $0) }
+    }
+    /**
+     * Opens the handler. Fails with `NotFound` when the app never opened this account here, and
+     * with `StoreVersion` when the store's schema is not this library's (update or open the
+     * app).
+     */
+public convenience init(options: ClientOptions, tokens: TokenProvider)throws  {
+    let handle =
+        try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_constructor_pushhandler_new(
+        FfiConverterTypeClientOptions_lower(options),
+        FfiConverterTypeTokenProvider_lower(tokens),uniffiCallStatus
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_pushhandler(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * What to show for a push: `payload_json` is the APNs `userInfo` or the FCM data map as
+     * JSON. Answers within `deadline_ms` (generic content when the message could not be fetched
+     * in time); fails only on a payload it cannot read (`InvalidInput`) or an unreadable store.
+     */
+open func handlePush(payloadJson: String, deadlineMs: UInt64)async throws  -> PushContent  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_pushhandler_handle_push(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(payloadJson),FfiConverterUInt64.lower(deadlineMs)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_roam_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_roam_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypePushContent_lift,
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePushHandler: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = PushHandler
+
+    public static func lift(_ handle: UInt64) throws -> PushHandler {
+        return PushHandler(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: PushHandler) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PushHandler {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: PushHandler, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushHandler_lift(_ handle: UInt64) throws -> PushHandler {
+    return try FfiConverterTypePushHandler.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushHandler_lower(_ value: PushHandler) -> UInt64 {
+    return FfiConverterTypePushHandler.lower(value)
+}
+
+
+
+
+
+
+/**
  * A Roam client for one account: works offline, syncs when it can.
  */
 public protocol RoamClientProtocol: AnyObject, Sendable {
@@ -2044,6 +2203,40 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
      * offline; cancel the Swift `Task` / Kotlin coroutine to stop waiting.
      */
     func waitForPendingWrites() async throws 
+    
+    /**
+     * This device's push id: made once per account store and kept.
+     */
+    func pushDeviceId() throws  -> String
+    
+    /**
+     * The notification modes as known here, pending changes included.
+     */
+    func pushSettings() throws  -> PushSettings
+    
+    /**
+     * Fetches the notification modes from the server, then answers like `push_settings`.
+     */
+    func refreshPushSettings() async throws  -> PushSettings
+    
+    /**
+     * Registers this device's push token (through the outbox: sent when the link is up).
+     * `app_id`: the bundle id (APNs topic) or the FCM app id; `sandbox`: APNs development.
+     * Returns the outbox entry id.
+     */
+    func registerPush(platform: PushPlatform, token: String, appId: String, sandbox: Bool, locale: String?) throws  -> String
+    
+    /**
+     * Sets a room's notification mode, or the account default when `room` is nil/null.
+     * Returns the outbox entry id.
+     */
+    func setPushMode(room: String?, mode: PushMode) throws  -> String
+    
+    /**
+     * Removes this device's push registration (before signing out). Returns the outbox entry
+     * id.
+     */
+    func unregisterPush() throws  -> String
     
 }
 /**
@@ -3104,6 +3297,96 @@ open func waitForPendingWrites()async throws   {
             liftFunc: { $0 },
             errorHandler: FfiConverterTypeRoamError_lift
         )
+}
+    
+    /**
+     * This device's push id: made once per account store and kept.
+     */
+open func pushDeviceId()throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_push_device_id(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The notification modes as known here, pending changes included.
+     */
+open func pushSettings()throws  -> PushSettings  {
+    return try  FfiConverterTypePushSettings_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_push_settings(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Fetches the notification modes from the server, then answers like `push_settings`.
+     */
+open func refreshPushSettings()async throws  -> PushSettings  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_refresh_push_settings(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_roam_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_roam_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypePushSettings_lift,
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
+}
+    
+    /**
+     * Registers this device's push token (through the outbox: sent when the link is up).
+     * `app_id`: the bundle id (APNs topic) or the FCM app id; `sandbox`: APNs development.
+     * Returns the outbox entry id.
+     */
+open func registerPush(platform: PushPlatform, token: String, appId: String, sandbox: Bool, locale: String?)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_register_push(
+            self.uniffiCloneHandle(),
+        FfiConverterTypePushPlatform_lower(platform),
+        FfiConverterString.lower(token),
+        FfiConverterString.lower(appId),
+        FfiConverterBool.lower(sandbox),
+        FfiConverterOptionString.lower(locale),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Sets a room's notification mode, or the account default when `room` is nil/null.
+     * Returns the outbox entry id.
+     */
+open func setPushMode(room: String?, mode: PushMode)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_set_push_mode(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionString.lower(room),
+        FfiConverterTypePushMode_lower(mode),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Removes this device's push registration (before signing out). Returns the outbox entry
+     * id.
+     */
+open func unregisterPush()throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_unregister_push(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
 }
     
 
@@ -6561,6 +6844,168 @@ public func FfiConverterTypePresence_lower(_ value: Presence) -> RustBuffer {
 
 
 /**
+ * What to show for a push (see `PushHandler.handle_push`).
+ */
+public struct PushContent: Equatable, Hashable {
+    public var kind: PushContentKind
+    /**
+     * The room: use it as the thread / group of the notification.
+     */
+    public var room: String
+    public var roomTitle: String
+    /**
+     * `nil`/`null` for generic content (the message could not be had within the deadline).
+     */
+    public var sender: String?
+    /**
+     * The text, or a word for a file without a caption; `nil`/`null` for generic content.
+     */
+    public var body: String?
+    /**
+     * The message's seq (`Show`), or the read marker (`Clear`).
+     */
+    public var seq: UInt64
+    public var messageId: String?
+    public var badge: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(kind: PushContentKind, 
+        /**
+         * The room: use it as the thread / group of the notification.
+         */room: String, roomTitle: String, 
+        /**
+         * `nil`/`null` for generic content (the message could not be had within the deadline).
+         */sender: String?, 
+        /**
+         * The text, or a word for a file without a caption; `nil`/`null` for generic content.
+         */body: String?, 
+        /**
+         * The message's seq (`Show`), or the read marker (`Clear`).
+         */seq: UInt64, messageId: String?, badge: UInt64) {
+        self.kind = kind
+        self.room = room
+        self.roomTitle = roomTitle
+        self.sender = sender
+        self.body = body
+        self.seq = seq
+        self.messageId = messageId
+        self.badge = badge
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PushContent: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePushContent: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PushContent {
+        return
+            try PushContent(
+                kind: FfiConverterTypePushContentKind.read(from: &buf), 
+                room: FfiConverterString.read(from: &buf), 
+                roomTitle: FfiConverterString.read(from: &buf), 
+                sender: FfiConverterOptionString.read(from: &buf), 
+                body: FfiConverterOptionString.read(from: &buf), 
+                seq: FfiConverterUInt64.read(from: &buf), 
+                messageId: FfiConverterOptionString.read(from: &buf), 
+                badge: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PushContent, into buf: inout [UInt8]) {
+        FfiConverterTypePushContentKind.write(value.kind, into: &buf)
+        FfiConverterString.write(value.room, into: &buf)
+        FfiConverterString.write(value.roomTitle, into: &buf)
+        FfiConverterOptionString.write(value.sender, into: &buf)
+        FfiConverterOptionString.write(value.body, into: &buf)
+        FfiConverterUInt64.write(value.seq, into: &buf)
+        FfiConverterOptionString.write(value.messageId, into: &buf)
+        FfiConverterUInt64.write(value.badge, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushContent_lift(_ buf: RustBuffer) throws -> PushContent {
+    return try FfiConverterTypePushContent.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushContent_lower(_ value: PushContent) -> RustBuffer {
+    return FfiConverterTypePushContent.lower(value)
+}
+
+
+/**
+ * The notification modes: the account default and the rooms that override it.
+ */
+public struct PushSettings: Equatable, Hashable {
+    public var defaultMode: PushMode
+    public var rooms: [String: PushMode]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(defaultMode: PushMode, rooms: [String: PushMode]) {
+        self.defaultMode = defaultMode
+        self.rooms = rooms
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PushSettings: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePushSettings: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PushSettings {
+        return
+            try PushSettings(
+                defaultMode: FfiConverterTypePushMode.read(from: &buf), 
+                rooms: FfiConverterDictionaryStringTypePushMode.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PushSettings, into buf: inout [UInt8]) {
+        FfiConverterTypePushMode.write(value.defaultMode, into: &buf)
+        FfiConverterDictionaryStringTypePushMode.write(value.rooms, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushSettings_lift(_ buf: RustBuffer) throws -> PushSettings {
+    return try FfiConverterTypePushSettings.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushSettings_lower(_ value: PushSettings) -> RustBuffer {
+    return FfiConverterTypePushSettings.lower(value)
+}
+
+
+/**
  * A notification of this account (named so it does not clash with Foundation's `Notification`).
  */
 public struct RoamNotification: Equatable, Hashable {
@@ -7470,6 +7915,250 @@ public func FfiConverterTypePresenceStatus_lower(_ value: PresenceStatus) -> Rus
 
 
 /**
+ * What a notification should do.
+ */
+
+public enum PushContentKind: Equatable, Hashable {
+    
+    /**
+     * Show this content.
+     */
+    case show
+    /**
+     * Remove the room's notifications up to `seq`, and set the badge.
+     */
+    case clear
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension PushContentKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePushContentKind: FfiConverterRustBuffer {
+    typealias SwiftType = PushContentKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PushContentKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .show
+        
+        case 2: return .clear
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: PushContentKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .show:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .clear:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushContentKind_lift(_ buf: RustBuffer) throws -> PushContentKind {
+    return try FfiConverterTypePushContentKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushContentKind_lower(_ value: PushContentKind) -> RustBuffer {
+    return FfiConverterTypePushContentKind.lower(value)
+}
+
+
+
+/**
+ * Which messages push: every message from someone else, mentions (and direct rooms), none;
+ * `Default` (for a room only) removes the room's override.
+ */
+
+public enum PushMode: Equatable, Hashable {
+    
+    case all
+    case mentions
+    case mute
+    case `default`
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension PushMode: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePushMode: FfiConverterRustBuffer {
+    typealias SwiftType = PushMode
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PushMode {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .all
+        
+        case 2: return .mentions
+        
+        case 3: return .mute
+        
+        case 4: return .`default`
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: PushMode, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .all:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .mentions:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .mute:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .`default`:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushMode_lift(_ buf: RustBuffer) throws -> PushMode {
+    return try FfiConverterTypePushMode.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushMode_lower(_ value: PushMode) -> RustBuffer {
+    return FfiConverterTypePushMode.lower(value)
+}
+
+
+
+/**
+ * The push gateway a token belongs to.
+ */
+
+public enum PushPlatform: Equatable, Hashable {
+    
+    /**
+     * Apple Push Notification service.
+     */
+    case apns
+    /**
+     * Firebase Cloud Messaging.
+     */
+    case fcm
+    /**
+     * The deployment's own push service.
+     */
+    case webhook
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension PushPlatform: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePushPlatform: FfiConverterRustBuffer {
+    typealias SwiftType = PushPlatform
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PushPlatform {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .apns
+        
+        case 2: return .fcm
+        
+        case 3: return .webhook
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: PushPlatform, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .apns:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .fcm:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .webhook:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushPlatform_lift(_ buf: RustBuffer) throws -> PushPlatform {
+    return try FfiConverterTypePushPlatform.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePushPlatform_lower(_ value: PushPlatform) -> RustBuffer {
+    return FfiConverterTypePushPlatform.lower(value)
+}
+
+
+
+/**
  * Why a Roam call failed. Swift: `RoamError` (an `Error`); Kotlin: `RoamException`.
  */
 public 
@@ -7552,6 +8241,13 @@ enum RoamError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case AlreadyOpen(path: String
     )
     /**
+     * The account's store is of another schema version than this library reads, and the
+     * caller may not migrate it (a `PushHandler` in an extension): open the app (or update the
+     * extension) so both are at the same version.
+     */
+    case StoreVersion(found: UInt32, expected: UInt32
+    )
+    /**
      * A bug or an unexpected state (a corrupt database, a listener that threw, …).
      */
     case Internal(reason: String
@@ -7629,7 +8325,11 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
         case 14: return .AlreadyOpen(
             path: try FfiConverterString.read(from: &buf)
             )
-        case 15: return .Internal(
+        case 15: return .StoreVersion(
+            found: try FfiConverterUInt32.read(from: &buf), 
+            expected: try FfiConverterUInt32.read(from: &buf)
+            )
+        case 16: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -7717,8 +8417,14 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
             FfiConverterString.write(path, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .StoreVersion(found,expected):
             writeInt(&buf, Int32(15))
+            FfiConverterUInt32.write(found, into: &buf)
+            FfiConverterUInt32.write(expected, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(16))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -9248,6 +9954,32 @@ fileprivate struct FfiConverterSequenceTypeTimelineDiff: FfiConverterRustBuffer 
         return seq
     }
 }
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterDictionaryStringTypePushMode: FfiConverterRustBuffer {
+    public static func write(_ value: [String: PushMode], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for (key, value) in value {
+            FfiConverterString.write(key, into: &buf)
+            FfiConverterTypePushMode.write(value, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String: PushMode] {
+        let len: Int32 = try readInt(&buf)
+        var dict = [String: PushMode]()
+        dict.reserveCapacity(Int(len))
+        for _ in 0..<len {
+            let key = try FfiConverterString.read(from: &buf)
+            let value = try FfiConverterTypePushMode.read(from: &buf)
+            dict[key] = value
+        }
+        return dict
+    }
+}
 private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
 private let UNIFFI_RUST_FUTURE_POLL_WAKE: Int8 = 1
 
@@ -9604,6 +10336,24 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes() != 29280) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_roamclient_push_device_id() != 18129) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_push_settings() != 45975) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_refresh_push_settings() != 9445) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_register_push() != 55807) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_set_push_mode() != 4405) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_unregister_push() != 14851) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() != 23817) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -9646,6 +10396,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_loglistener_on_log() != 854) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_pushhandler_handle_push() != 13115) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_roamroomlist_cancel() != 44573) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -9671,6 +10424,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_constructor_roamclient_new() != 56002) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_constructor_pushhandler_new() != 48653) {
         return InitializationResult.apiChecksumMismatch
     }
 

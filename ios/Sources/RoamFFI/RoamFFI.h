@@ -853,6 +853,36 @@ RustBuffer uniffi_roam_ffi_fn_method_roamclient_user_id(uint64_t ptr, RustCallSt
 uint64_t uniffi_roam_ffi_fn_method_roamclient_wait_for_pending_writes(uint64_t ptr
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUSH_DEVICE_ID
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUSH_DEVICE_ID
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_push_device_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUSH_SETTINGS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUSH_SETTINGS
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_push_settings(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_PUSH_SETTINGS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REFRESH_PUSH_SETTINGS
+uint64_t uniffi_roam_ffi_fn_method_roamclient_refresh_push_settings(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REGISTER_PUSH
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_REGISTER_PUSH
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_register_push(uint64_t ptr, RustBuffer platform, RustBuffer token, RustBuffer app_id, int8_t sandbox, RustBuffer locale, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_PUSH_MODE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_SET_PUSH_MODE
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_set_push_mode(uint64_t ptr, RustBuffer room, RustBuffer mode, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNREGISTER_PUSH
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNREGISTER_PUSH
+RustBuffer uniffi_roam_ffi_fn_method_roamclient_unregister_push(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_CONNECTIONLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_CONNECTIONLISTENER
 uint64_t uniffi_roam_ffi_fn_clone_connectionlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -1096,6 +1126,26 @@ void uniffi_roam_ffi_fn_init_callback_vtable_loglistener(const UniffiVTableCallb
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_LOGLISTENER_ON_LOG
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_LOGLISTENER_ON_LOG
 void uniffi_roam_ffi_fn_method_loglistener_on_log(uint64_t ptr, RustBuffer level, RustBuffer target, RustBuffer message, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_PUSHHANDLER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_PUSHHANDLER
+uint64_t uniffi_roam_ffi_fn_clone_pushhandler(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_PUSHHANDLER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_PUSHHANDLER
+void uniffi_roam_ffi_fn_free_pushhandler(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CONSTRUCTOR_PUSHHANDLER_NEW
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CONSTRUCTOR_PUSHHANDLER_NEW
+uint64_t uniffi_roam_ffi_fn_constructor_pushhandler_new(RustBuffer options, uint64_t tokens, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_PUSHHANDLER_HANDLE_PUSH
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_PUSHHANDLER_HANDLE_PUSH
+uint64_t uniffi_roam_ffi_fn_method_pushhandler_handle_push(uint64_t ptr, RustBuffer payload_json, uint64_t deadline_ms
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMROOMLIST
@@ -1907,6 +1957,42 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_PUSH_DEVICE_ID
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_PUSH_DEVICE_ID
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_push_device_id(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_PUSH_SETTINGS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_PUSH_SETTINGS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_push_settings(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REFRESH_PUSH_SETTINGS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REFRESH_PUSH_SETTINGS
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_refresh_push_settings(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REGISTER_PUSH
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_REGISTER_PUSH
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_register_push(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SET_PUSH_MODE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_SET_PUSH_MODE
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_set_push_mode(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UNREGISTER_PUSH
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UNREGISTER_PUSH
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_unregister_push(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_CONNECTIONLISTENER_ON_CONNECTION_STATE
 uint16_t uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(void
@@ -1991,6 +2077,12 @@ uint16_t uniffi_roam_ffi_checksum_method_loglistener_on_log(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_PUSHHANDLER_HANDLE_PUSH
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_PUSHHANDLER_HANDLE_PUSH
+uint16_t uniffi_roam_ffi_checksum_method_pushhandler_handle_push(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMROOMLIST_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMROOMLIST_CANCEL
 uint16_t uniffi_roam_ffi_checksum_method_roamroomlist_cancel(void
@@ -2042,6 +2134,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamtimeline_room(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_CONSTRUCTOR_ROAMCLIENT_NEW
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_CONSTRUCTOR_ROAMCLIENT_NEW
 uint16_t uniffi_roam_ffi_checksum_constructor_roamclient_new(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_CONSTRUCTOR_PUSHHANDLER_NEW
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_CONSTRUCTOR_PUSHHANDLER_NEW
+uint16_t uniffi_roam_ffi_checksum_constructor_pushhandler_new(void
     
 );
 #endif

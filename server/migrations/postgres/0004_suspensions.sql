@@ -1,4 +1,4 @@
--- Version 3: operators' suspensions (`roam-server admin users suspend`).
+-- Version 4: operators' suspensions (`roam-server admin users suspend`).
 --
 -- One row per user an operator ever suspended: while `suspended`, every token of the user is
 -- refused; tokens issued (`iat`) before `not_before` (ms since the epoch) stay refused after

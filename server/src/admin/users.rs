@@ -424,8 +424,7 @@ pub struct Erased {
 /// 5. Attachments they sent or uploaded that nothing else references are deleted.
 /// 6. The store's files are scrubbed ([`crate::store::Store::scrub`]).
 ///
-/// Push devices: once the push tables exist, `forget_user` must delete the user's rows there
-/// too (both backends); until then a user has none.
+/// `forget_user` also deletes the user's push registrations, modes and queued pushes.
 pub async fn erase(state: &AppState, user: &str, rooms: OwnedRooms) -> Result<Erased, AdminError> {
     check_user(user)?;
     let started = now_ms();

@@ -8,6 +8,7 @@ mod etag;
 mod extract;
 mod messages;
 mod ops;
+mod push;
 mod rooms;
 
 use std::sync::Arc;
@@ -152,6 +153,7 @@ pub fn router(state: AppState, blobs: Arc<crate::blob::Blobs>) -> Router {
         .merge(rooms::router())
         .merge(messages::router())
         .merge(account::router())
+        .merge(push::router())
         .layer(axum::middleware::from_fn(etag::etag));
     Router::new()
         .merge(ops::router())

@@ -19,6 +19,7 @@
 //! suite (`suite.rs`) runs unchanged against both backends.
 
 pub mod postgres;
+pub mod push;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -31,6 +32,8 @@ use roam_proto::{
     ReadMarker, Role, Room, RoomEvent, RoomKind, User,
 };
 use serde_json::Value;
+
+pub use self::push::PushStore;
 
 /// About how many bytes of stored text (event data, message bodies, document content, room
 /// metadata) one page of a listing reads before it stops: every page, REST or socket catch-up,
@@ -250,6 +253,24 @@ pub enum Change {
     /// changed it). NotFound if the room is gone. No event. Output: `ReadMarker` (the marker as
     /// it now is). A deleted room's markers go with it.
     MarkRoomRead { room: String, seq: u64 },
+    /// Records the actor's push device (protocol §11): replaces the device's row, and takes the
+    /// token from any other device or user that held it. No event. Output: `PushDevice`.
+    RegisterPush {
+        device: String,
+        platform: roam_proto::PushPlatform,
+        token: String,
+        app_id: String,
+        locale: Option<String>,
+        sandbox: bool,
+    },
+    /// Removes the actor's push device, if registered. No event. Output: `Empty`.
+    UnregisterPush { device: String },
+    /// Sets the actor's account default mode (`room` None; never `Default`) or a room's
+    /// override (`Default` removes it). No event. Output: `PushSettings`.
+    SetPushMode {
+        room: Option<String>,
+        mode: roam_proto::PushMode,
+    },
 }
 
 impl Change {
@@ -273,9 +294,12 @@ impl Change {
             | Change::ImportMessages { room, .. }
             | Change::PutDocument { room, .. }
             | Change::MarkRoomRead { room, .. } => Some(room),
+            Change::SetPushMode { room, .. } => room.as_deref(),
             Change::RejectInvitation { .. }
             | Change::RevokeInvitation { .. }
-            | Change::MarkRead { .. } => None,
+            | Change::MarkRead { .. }
+            | Change::RegisterPush { .. }
+            | Change::UnregisterPush { .. } => None,
         }
     }
 }
@@ -326,6 +350,8 @@ pub enum Output {
         unread: u64,
     },
     ReadMarker(ReadMarker),
+    PushDevice(roam_proto::PushDevice),
+    PushSettings(roam_proto::PushSettings),
     Empty,
 }
 
@@ -347,6 +373,8 @@ impl Output {
             })),
             Output::Unread { unread } => Ok(serde_json::json!({ "unread": unread })),
             Output::ReadMarker(m) => serde_json::to_value(m),
+            Output::PushDevice(d) => serde_json::to_value(d),
+            Output::PushSettings(s) => serde_json::to_value(s),
             Output::Empty => Ok(serde_json::json!({})),
         };
         // Serialising these plain structs cannot fail (no maps with non-string keys).
@@ -533,7 +561,7 @@ pub fn blob_item(kind: &str, id: &str) -> String {
 
 /// The server's storage.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: PushStore + Send + Sync + std::fmt::Debug + 'static {
     /// Applies one write atomically; see the module docs.
     ///
     /// The write is queued when `commit` is CALLED, not when the returned future is first

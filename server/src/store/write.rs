@@ -16,11 +16,12 @@
 
 use roam_proto::{
     Attachment, Document, EventBody, Invitation, InvitationStatus, Member, MemberStatus, Message,
-    Notification, ReadMarker, Role, Room, RoomEvent, RoomKind,
+    Notification, PushDevice, PushMode, PushSettings, ReadMarker, Role, Room, RoomEvent, RoomKind,
 };
 use serde_json::Value;
 
 use crate::rules::{self, active_role as active, standing, Guard, Refusal, Standing, Subject};
+use crate::store::push::DEFAULT_ROOM;
 use crate::store::{
     Change, Committed, IdemRecord, NewNotification, Output, Purged, RetentionCutoffs, StoreError,
     StoreResult, StoredResult, Write,
@@ -156,6 +157,39 @@ pub(crate) trait Rows {
     /// Marks read the user's unread mentions in the room whose message seq is at most `upto`:
     /// how many changed.
     async fn read_mentions(&self, user: &str, room: &str, upto: u64) -> StoreResult<u64>;
+
+    // --- push (protocol §11; see `store::push`) ---
+
+    /// Replaces the user's device row, after removing any other row that holds the token.
+    async fn upsert_push_device(&self, user: &str, d: &PushDevice, token: &str) -> StoreResult<()>;
+    async fn delete_push_device(&self, user: &str, device: &str) -> StoreResult<()>;
+    /// Sets (`Some`) or removes the user's mode for `room` ([`DEFAULT_ROOM`]: the account
+    /// default).
+    async fn set_push_mode(
+        &self,
+        user: &str,
+        room: &str,
+        mode: Option<PushMode>,
+    ) -> StoreResult<()>;
+    async fn push_settings(&self, user: &str) -> StoreResult<PushSettings>;
+    /// Records the push job of a new message.
+    async fn enqueue_push_job(
+        &self,
+        room: &str,
+        seq: u64,
+        message: &str,
+        sender: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Queues (or moves forward) the user's `read` entry for the room, if they have a device,
+    /// and drops their queued `message` entry of the room up to `seq`.
+    async fn enqueue_read_push(
+        &self,
+        user: &str,
+        room: &str,
+        seq: u64,
+        now: i64,
+    ) -> StoreResult<()>;
 
     // --- retention ---
 
@@ -398,6 +432,31 @@ impl<R: Rows> Cx<'_, R> {
             } => self.put_document(room, doc, *base_version, content).await,
             Change::MarkRead { ids } => self.mark_read(ids.as_deref()).await,
             Change::MarkRoomRead { room, seq } => self.mark_room_read(room, *seq).await,
+            Change::RegisterPush {
+                device,
+                platform,
+                token,
+                app_id,
+                locale,
+                sandbox,
+            } => {
+                let d = PushDevice {
+                    device: device.clone(),
+                    platform: *platform,
+                    app_id: app_id.clone(),
+                    locale: locale.clone(),
+                    sandbox: *sandbox,
+                    registered_at: self.now,
+                };
+                self.rows.ensure_user(self.actor, self.now).await?;
+                self.rows.upsert_push_device(self.actor, &d, token).await?;
+                Ok(Output::PushDevice(d))
+            }
+            Change::UnregisterPush { device } => {
+                self.rows.delete_push_device(self.actor, device).await?;
+                Ok(Output::Empty)
+            }
+            Change::SetPushMode { room, mode } => self.set_push_mode(room.as_deref(), *mode).await,
         }
     }
 
@@ -831,6 +890,10 @@ impl<R: Rows> Cx<'_, R> {
             self.write_event(&e),
             blob_ref
         )?;
+        // Its push job commits with it: no message is lost to push by a crash.
+        self.rows
+            .enqueue_push_job(room, seq, id, self.actor, self.now)
+            .await?;
         self.events.push(e);
         Ok(Output::Message(msg))
     }
@@ -963,6 +1026,11 @@ impl<R: Rows> Cx<'_, R> {
     /// covers.
     async fn mark_room_read(&mut self, room: &str, seq: u64) -> StoreResult<Output> {
         self.live_room(room).await?;
+        let before = self
+            .rows
+            .read_marker(self.actor, room)
+            .await?
+            .map_or(0, |m| m.seq);
         self.rows
             .move_read_marker(self.actor, room, seq, self.now)
             .await?;
@@ -971,6 +1039,12 @@ impl<R: Rows> Cx<'_, R> {
             .read_marker(self.actor, room)
             .await?
             .ok_or(StoreError::NotFound("read marker"))?;
+        if marker.seq > before {
+            // The user's devices clear the room's notifications up to the marker.
+            self.rows
+                .enqueue_read_push(self.actor, room, marker.seq, self.now)
+                .await?;
+        }
         let cleared = self
             .rows
             .read_mentions(self.actor, room, marker.seq)
@@ -979,6 +1053,36 @@ impl<R: Rows> Cx<'_, R> {
             self.unread.push(self.actor.to_owned());
         }
         Ok(Output::ReadMarker(marker))
+    }
+}
+
+impl<R: Rows> Cx<'_, R> {
+    /// The actor's account default (`room` None) or a room's override; the room must be one
+    /// the actor may read (checked by the service), and live.
+    async fn set_push_mode(&mut self, room: Option<&str>, mode: PushMode) -> StoreResult<Output> {
+        let stored = match mode {
+            PushMode::Default => None,
+            m => Some(m),
+        };
+        match room {
+            None => {
+                if stored.is_none() {
+                    return Err(StoreError::Conflict(
+                        "the account default mode must be all, mentions or mute".into(),
+                    ));
+                }
+                self.rows
+                    .set_push_mode(self.actor, DEFAULT_ROOM, stored)
+                    .await?;
+            }
+            Some(room) => {
+                self.live_room(room).await?;
+                self.rows.set_push_mode(self.actor, room, stored).await?;
+            }
+        }
+        Ok(Output::PushSettings(
+            self.rows.push_settings(self.actor).await?,
+        ))
     }
 }
 

@@ -10,6 +10,7 @@ mod order;
 mod outage;
 mod permanent;
 mod process_death;
+mod push;
 mod reset;
 mod room_list;
 mod storage;

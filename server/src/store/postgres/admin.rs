@@ -44,7 +44,7 @@ const DELETE_BLOB_REFS: &str = "DELETE FROM message_blobs b USING messages m \
      WHERE m.sender = $1 AND b.room = m.room AND b.seq = m.seq";
 
 /// The user's own rows, each statement with the user as `$1`.
-const FORGET: [&str; 10] = [
+const FORGET: [&str; 13] = [
     "DELETE FROM users WHERE id = $1",
     "DELETE FROM presence WHERE user_id = $1",
     "DELETE FROM inboxes WHERE user_id = $1",
@@ -54,6 +54,9 @@ const FORGET: [&str; 10] = [
     "DELETE FROM members WHERE user_id = $1",
     "DELETE FROM role_caps WHERE user_id = $1",
     "DELETE FROM blob_charges WHERE owner = $1",
+    "DELETE FROM push_devices WHERE user_id = $1",
+    "DELETE FROM push_modes WHERE user_id = $1",
+    "DELETE FROM push_queue WHERE user_id = $1",
     "DELETE FROM invitations WHERE invitee = $1 OR invited_by = $1",
 ];
 

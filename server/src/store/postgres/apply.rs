@@ -22,8 +22,8 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::conn::Conn;
-use super::read;
 use super::rows::{self, col, count, int};
+use super::{push, read};
 use crate::store::write::{self, Begun, Expiring, PurgeCursor, PurgeStep, Rows};
 use crate::store::{
     Committed, IdemRecord, Output, RetentionCutoffs, StoreError, StoreResult, Write,
@@ -675,6 +675,53 @@ impl Rows for PgRows<'_> {
         self.c
             .execute(READ_MENTIONS, &[&user, &room, &int(upto)])
             .await
+    }
+
+    async fn upsert_push_device(
+        &self,
+        user: &str,
+        d: &roam_proto::PushDevice,
+        token: &str,
+    ) -> StoreResult<()> {
+        push::upsert_device(self.c, user, d, token).await
+    }
+
+    async fn delete_push_device(&self, user: &str, device: &str) -> StoreResult<()> {
+        push::delete_device(self.c, user, device).await
+    }
+
+    async fn set_push_mode(
+        &self,
+        user: &str,
+        room: &str,
+        mode: Option<roam_proto::PushMode>,
+    ) -> StoreResult<()> {
+        push::set_mode(self.c, user, room, mode).await
+    }
+
+    async fn push_settings(&self, user: &str) -> StoreResult<roam_proto::PushSettings> {
+        push::settings(self.c, user).await
+    }
+
+    async fn enqueue_push_job(
+        &self,
+        room: &str,
+        seq: u64,
+        message: &str,
+        sender: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        push::enqueue_job(self.c, room, seq, message, sender, now).await
+    }
+
+    async fn enqueue_read_push(
+        &self,
+        user: &str,
+        room: &str,
+        seq: u64,
+        now: i64,
+    ) -> StoreResult<()> {
+        push::enqueue_read(self.c, user, room, seq, now).await
     }
 
     async fn purge_expired(&self, what: Expiring, cutoff: i64, limit: u64) -> StoreResult<u64> {

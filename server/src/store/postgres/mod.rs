@@ -36,6 +36,7 @@ mod admin;
 mod apply;
 mod blobs;
 mod conn;
+mod push;
 mod read;
 mod rows;
 mod schema;

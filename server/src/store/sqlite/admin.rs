@@ -50,7 +50,7 @@ const DELETE_BLOB_REFS: &str = "DELETE FROM message_blobs WHERE (room, seq) IN \
      (SELECT room, seq FROM events WHERE actor = ?1 AND kind = 'message_created')";
 
 /// The user's own rows, each statement with the user as `?1`.
-const FORGET: [&str; 10] = [
+const FORGET: [&str; 13] = [
     "DELETE FROM users WHERE id = ?1",
     "DELETE FROM presence WHERE user = ?1",
     "DELETE FROM inboxes WHERE user = ?1",
@@ -60,6 +60,9 @@ const FORGET: [&str; 10] = [
     "DELETE FROM members WHERE user = ?1",
     "DELETE FROM role_caps WHERE user = ?1",
     "DELETE FROM blob_charges WHERE owner = ?1",
+    "DELETE FROM push_devices WHERE user = ?1",
+    "DELETE FROM push_modes WHERE user = ?1",
+    "DELETE FROM push_queue WHERE user = ?1",
     "DELETE FROM invitations WHERE invitee = ?1 OR invited_by = ?1",
 ];
 

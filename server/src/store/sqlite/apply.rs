@@ -17,8 +17,8 @@ use roam_proto::{
     Role, Room, RoomEvent, RoomKind,
 };
 
-use super::read;
 use super::rows::{int, json_text};
+use super::{push, read};
 use crate::store::write::{self, Begun, Expiring, PurgeCursor, PurgeStep, Rows};
 use crate::store::{
     Committed, IdemRecord, Output, RetentionCutoffs, StoreError, StoreResult, Write,
@@ -561,6 +561,53 @@ impl Rows for SqliteRows<'_, '_> {
 
     async fn read_mentions(&self, user: &str, room: &str, upto: u64) -> StoreResult<u64> {
         self.exec(READ_MENTIONS, params![user, room, int(upto)])
+    }
+
+    async fn upsert_push_device(
+        &self,
+        user: &str,
+        d: &roam_proto::PushDevice,
+        token: &str,
+    ) -> StoreResult<()> {
+        push::upsert_device(self.tx, user, d, token)
+    }
+
+    async fn delete_push_device(&self, user: &str, device: &str) -> StoreResult<()> {
+        push::delete_device(self.tx, user, device)
+    }
+
+    async fn set_push_mode(
+        &self,
+        user: &str,
+        room: &str,
+        mode: Option<roam_proto::PushMode>,
+    ) -> StoreResult<()> {
+        push::set_mode(self.tx, user, room, mode)
+    }
+
+    async fn push_settings(&self, user: &str) -> StoreResult<roam_proto::PushSettings> {
+        push::settings(self.tx, user)
+    }
+
+    async fn enqueue_push_job(
+        &self,
+        room: &str,
+        seq: u64,
+        message: &str,
+        sender: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        push::enqueue_job(self.tx, room, seq, message, sender, now)
+    }
+
+    async fn enqueue_read_push(
+        &self,
+        user: &str,
+        room: &str,
+        seq: u64,
+        now: i64,
+    ) -> StoreResult<()> {
+        push::enqueue_read(self.tx, user, room, seq, now)
     }
 
     async fn purge_expired(&self, what: Expiring, cutoff: i64, limit: u64) -> StoreResult<u64> {

@@ -38,6 +38,7 @@ mod apply;
 pub mod backup;
 mod blobs;
 mod pool;
+mod push;
 mod read;
 mod rows;
 mod schema;

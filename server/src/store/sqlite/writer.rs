@@ -87,6 +87,8 @@ pub(super) enum Job {
     Blob(blobs::Op, Reply<blobs::Answer>),
     /// An operator's change (`admin.rs` of this store), answering two counts of rows it changed.
     Admin(AdminJob, Reply<(u64, u64)>),
+    /// A write of another part of the store (the push queue, `push.rs`): see [`Writer::task`].
+    Task(Box<dyn Task>),
 }
 
 /// The body of a [`Job::Admin`].
@@ -101,6 +103,66 @@ impl std::fmt::Debug for AdminJob {
     }
 }
 
+/// A typed closure on the write transaction, with its reply.
+pub(super) trait Task: Send {
+    /// Runs in its savepoint.
+    fn run(self: Box<Self>, tx: &Transaction<'_>) -> Ran;
+    /// Answers `err` without running.
+    fn fail(self: Box<Self>, err: &str);
+}
+
+impl std::fmt::Debug for dyn Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Task")
+    }
+}
+
+struct TypedTask<T, F> {
+    f: F,
+    reply: Reply<T>,
+}
+
+impl<T, F> Task for TypedTask<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, tx: &Transaction<'_>) -> Ran {
+        let TypedTask { f, reply } = *self;
+        in_savepoint(tx, f, |r| Done::Task(Box::new(TaskDone { reply, r })))
+    }
+
+    fn fail(self: Box<Self>, err: &str) {
+        drop(self.reply.send(Err(backend(err))));
+    }
+}
+
+/// A task's outcome, kept until the group's `COMMIT`.
+trait Answer: Send {
+    fn is_ok(&self) -> bool;
+    fn answer(self: Box<Self>);
+    fn fail(self: Box<Self>, err: &str);
+}
+
+struct TaskDone<T> {
+    reply: Reply<T>,
+    r: StoreResult<T>,
+}
+
+impl<T: Send> Answer for TaskDone<T> {
+    fn is_ok(&self) -> bool {
+        self.r.is_ok()
+    }
+
+    fn answer(self: Box<Self>) {
+        drop(self.reply.send(self.r));
+    }
+
+    fn fail(self: Box<Self>, err: &str) {
+        drop(self.reply.send(Err(backend(err))));
+    }
+}
+
 /// A job's outcome, kept until the group's `COMMIT` decides whether it stands.
 // One per job of a group, for the group's life: a message's attachment inline is not worth a box.
 #[allow(clippy::large_enum_variant)]
@@ -110,6 +172,7 @@ enum Done {
     Purge(Reply<PurgeStep>, StoreResult<PurgeStep>),
     Blob(Reply<blobs::Answer>, StoreResult<blobs::Answer>),
     Count(Reply<(u64, u64)>, StoreResult<(u64, u64)>),
+    Task(Box<dyn Answer>),
 }
 
 impl Job {
@@ -145,6 +208,7 @@ impl Job {
                 in_savepoint(tx, |tx| blobs::apply(tx, &op), |r| Done::Blob(reply, r))
             }
             Job::Admin(job, reply) => in_savepoint(tx, job.0, |r| Done::Count(reply, r)),
+            Job::Task(task) => task.run(tx),
         }
     }
 
@@ -158,6 +222,7 @@ impl Job {
             Job::Purge(_, _, reply) => drop(reply.send(Err(backend(err)))),
             Job::Blob(_, reply) => drop(reply.send(Err(backend(err)))),
             Job::Admin(_, reply) => drop(reply.send(Err(backend(err)))),
+            Job::Task(task) => task.fail(err),
         }
     }
 }
@@ -170,6 +235,7 @@ impl Done {
             Done::Purge(_, r) => r.is_ok(),
             Done::Blob(_, r) => r.is_ok(),
             Done::Count(_, r) => r.is_ok(),
+            Done::Task(t) => t.is_ok(),
         }
     }
 
@@ -181,6 +247,7 @@ impl Done {
             Done::Purge(reply, r) => drop(reply.send(r)),
             Done::Blob(reply, r) => drop(reply.send(r)),
             Done::Count(reply, r) => drop(reply.send(r)),
+            Done::Task(t) => t.answer(),
         }
     }
 
@@ -192,6 +259,7 @@ impl Done {
             Done::Purge(reply, _) => drop(reply.send(Err(backend(err)))),
             Done::Blob(reply, _) => drop(reply.send(Err(backend(err)))),
             Done::Count(reply, _) => drop(reply.send(Err(backend(err)))),
+            Done::Task(t) => t.fail(err),
         }
     }
 }
@@ -201,7 +269,7 @@ fn backend(err: &str) -> StoreError {
 }
 
 /// A job's outcome, and the error that broke the whole group if its savepoint failed.
-struct Ran {
+pub(super) struct Ran {
     done: Done,
     broke_group: Option<rusqlite::Error>,
 }
@@ -301,6 +369,16 @@ impl Writer {
     /// True while the writer thread runs.
     pub(super) fn is_alive(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Queues `f` as a job of its own, run in its savepoint on the write transaction and
+    /// answered after the group's `COMMIT` (see [`Writer::submit`]).
+    pub(super) fn task<T, F>(&self, f: F) -> impl Future<Output = StoreResult<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(move |reply| Job::Task(Box::new(TypedTask { f, reply })))
     }
 
     /// Queues a job made around a fresh reply channel — at once, before the returned future is

@@ -1108,6 +1108,18 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_push_device_id(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_push_settings(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_refresh_push_settings(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_register_push(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_set_push_mode(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_unregister_push(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_documentlistener_on_document_update(
@@ -1136,6 +1148,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_loglistener_on_log(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_pushhandler_handle_push(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamroomlist_cancel(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamroomlist_is_open(
@@ -1153,6 +1167,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_roam_ffi_checksum_method_roamtimeline_room(
     ): Int
     external fun uniffi_roam_ffi_checksum_constructor_roamclient_new(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_constructor_pushhandler_new(
     ): Int
     external fun ffi_roam_ffi_uniffi_contract_version(
     ): Int
@@ -1350,6 +1366,18 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_wait_for_pending_writes(`ptr`: Long,
     ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_push_device_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_push_settings(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_refresh_push_settings(`ptr`: Long,
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_register_push(`ptr`: Long,`platform`: RustBuffer.ByValue,`token`: RustBuffer.ByValue,`appId`: RustBuffer.ByValue,`sandbox`: Byte,`locale`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_set_push_mode(`ptr`: Long,`room`: RustBuffer.ByValue,`mode`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamclient_unregister_push(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_clone_connectionlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_connectionlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1448,6 +1476,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_roam_ffi_fn_method_loglistener_on_log(`ptr`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_roam_ffi_fn_clone_pushhandler(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_pushhandler(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_constructor_pushhandler_new(`options`: RustBuffer.ByValue,`tokens`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_pushhandler_handle_push(`ptr`: Long,`payloadJson`: RustBuffer.ByValue,`deadlineMs`: Long,
+    ): Long
     external fun uniffi_roam_ffi_fn_clone_roamroomlist(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_roamroomlist(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1833,6 +1869,24 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes() and 0xFFFF) != 29280) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_push_device_id() and 0xFFFF) != 18129) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_push_settings() and 0xFFFF) != 45975) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_refresh_push_settings() and 0xFFFF) != 9445) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_register_push() and 0xFFFF) != 55807) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_set_push_mode() and 0xFFFF) != 4405) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_unregister_push() and 0xFFFF) != 14851) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() and 0xFFFF) != 23817) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1875,6 +1929,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_loglistener_on_log() and 0xFFFF) != 854) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_pushhandler_handle_push() and 0xFFFF) != 13115) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_roamroomlist_cancel() and 0xFFFF) != 44573) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1900,6 +1957,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_constructor_roamclient_new() and 0xFFFF) != 56002) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_constructor_pushhandler_new() and 0xFFFF) != 48653) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -4045,6 +4105,306 @@ public object FfiConverterTypePresenceListener: FfiConverter<PresenceListener, L
 
 
 /**
+ * Answers pushes in a notification service extension or a `FirebaseMessagingService`, next to
+ * the running app: opens the account's existing store read-only (never `AlreadyOpen`) with the
+ * app's `ClientOptions` and a token provider.
+ */
+public interface PushHandlerInterface {
+    
+    /**
+     * What to show for a push: `payload_json` is the APNs `userInfo` or the FCM data map as
+     * JSON. Answers within `deadline_ms` (generic content when the message could not be fetched
+     * in time); fails only on a payload it cannot read (`InvalidInput`) or an unreadable store.
+     */
+    suspend fun `handlePush`(`payloadJson`: kotlin.String, `deadlineMs`: kotlin.ULong): PushContent
+    
+    companion object
+}
+
+/**
+ * Answers pushes in a notification service extension or a `FirebaseMessagingService`, next to
+ * the running app: opens the account's existing store read-only (never `AlreadyOpen`) with the
+ * app's `ClientOptions` and a token provider.
+ */
+open class PushHandler: Disposable, AutoCloseable, PushHandlerInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+    /**
+     * Opens the handler. Fails with `NotFound` when the app never opened this account here, and
+     * with `StoreVersion` when the store's schema is not this library's (update or open the
+     * app).
+     */
+    constructor(`options`: ClientOptions, `tokens`: TokenProvider) :
+        this(UniffiWithHandle, 
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_constructor_pushhandler_new(
+    
+        
+        FfiConverterTypeClientOptions.lower(`options`),
+        FfiConverterTypeTokenProvider.lower(`tokens`),_status)
+}
+    )
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_pushhandler(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_pushhandler(handle, status)
+        }
+    }
+
+    
+    /**
+     * What to show for a push: `payload_json` is the APNs `userInfo` or the FCM data map as
+     * JSON. Answers within `deadline_ms` (generic content when the message could not be fetched
+     * in time); fails only on a payload it cannot read (`InvalidInput`) or an unreadable store.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `handlePush`(`payloadJson`: kotlin.String, `deadlineMs`: kotlin.ULong) : PushContent {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_pushhandler_handle_push(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`payloadJson`),
+        FfiConverterULong.lower(`deadlineMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypePushContent.lift(it) },
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePushHandler: FfiConverter<PushHandler, Long> {
+    override fun lower(value: PushHandler): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): PushHandler {
+        return PushHandler(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): PushHandler {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: PushHandler) = 8UL
+
+    override fun write(value: PushHandler, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * A Roam client for one account: works offline, syncs when it can.
  */
 public interface RoamClientInterface {
@@ -4394,6 +4754,40 @@ public interface RoamClientInterface {
      * offline; cancel the Swift `Task` / Kotlin coroutine to stop waiting.
      */
     suspend fun `waitForPendingWrites`()
+    
+    /**
+     * This device's push id: made once per account store and kept.
+     */
+    fun `pushDeviceId`(): kotlin.String
+    
+    /**
+     * The notification modes as known here, pending changes included.
+     */
+    fun `pushSettings`(): PushSettings
+    
+    /**
+     * Fetches the notification modes from the server, then answers like `push_settings`.
+     */
+    suspend fun `refreshPushSettings`(): PushSettings
+    
+    /**
+     * Registers this device's push token (through the outbox: sent when the link is up).
+     * `app_id`: the bundle id (APNs topic) or the FCM app id; `sandbox`: APNs development.
+     * Returns the outbox entry id.
+     */
+    fun `registerPush`(`platform`: PushPlatform, `token`: kotlin.String, `appId`: kotlin.String, `sandbox`: kotlin.Boolean, `locale`: kotlin.String?): kotlin.String
+    
+    /**
+     * Sets a room's notification mode, or the account default when `room` is nil/null.
+     * Returns the outbox entry id.
+     */
+    fun `setPushMode`(`room`: kotlin.String?, `mode`: PushMode): kotlin.String
+    
+    /**
+     * Removes this device's push registration (before signing out). Returns the outbox entry
+     * id.
+     */
+    fun `unregisterPush`(): kotlin.String
     
     companion object
 }
@@ -5863,6 +6257,126 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
         RoamException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * This device's push id: made once per account store and kept.
+     */
+    @Throws(RoamException::class)override fun `pushDeviceId`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_push_device_id(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The notification modes as known here, pending changes included.
+     */
+    @Throws(RoamException::class)override fun `pushSettings`(): PushSettings {
+            return FfiConverterTypePushSettings.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_push_settings(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Fetches the notification modes from the server, then answers like `push_settings`.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `refreshPushSettings`() : PushSettings {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_refresh_push_settings(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypePushSettings.lift(it) },
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Registers this device's push token (through the outbox: sent when the link is up).
+     * `app_id`: the bundle id (APNs topic) or the FCM app id; `sandbox`: APNs development.
+     * Returns the outbox entry id.
+     */
+    @Throws(RoamException::class)override fun `registerPush`(`platform`: PushPlatform, `token`: kotlin.String, `appId`: kotlin.String, `sandbox`: kotlin.Boolean, `locale`: kotlin.String?): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_register_push(
+        it,
+        
+        FfiConverterTypePushPlatform.lower(`platform`),
+        FfiConverterString.lower(`token`),
+        FfiConverterString.lower(`appId`),
+        FfiConverterBoolean.lower(`sandbox`),
+        FfiConverterOptionalString.lower(`locale`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Sets a room's notification mode, or the account default when `room` is nil/null.
+     * Returns the outbox entry id.
+     */
+    @Throws(RoamException::class)override fun `setPushMode`(`room`: kotlin.String?, `mode`: PushMode): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_set_push_mode(
+        it,
+        
+        FfiConverterOptionalString.lower(`room`),
+        FfiConverterTypePushMode.lower(`mode`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Removes this device's push registration (before signing out). Returns the outbox entry
+     * id.
+     */
+    @Throws(RoamException::class)override fun `unregisterPush`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_unregister_push(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
 
     
 
@@ -10412,6 +10926,130 @@ public object FfiConverterTypePresence: FfiConverterRustBuffer<Presence> {
 
 
 /**
+ * What to show for a push (see `PushHandler.handle_push`).
+ */
+data class PushContent (
+    var `kind`: PushContentKind
+    , 
+    /**
+     * The room: use it as the thread / group of the notification.
+     */
+    var `room`: kotlin.String
+    , 
+    var `roomTitle`: kotlin.String
+    , 
+    /**
+     * `nil`/`null` for generic content (the message could not be had within the deadline).
+     */
+    var `sender`: kotlin.String?
+    , 
+    /**
+     * The text, or a word for a file without a caption; `nil`/`null` for generic content.
+     */
+    var `body`: kotlin.String?
+    , 
+    /**
+     * The message's seq (`Show`), or the read marker (`Clear`).
+     */
+    var `seq`: kotlin.ULong
+    , 
+    var `messageId`: kotlin.String?
+    , 
+    var `badge`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePushContent: FfiConverterRustBuffer<PushContent> {
+    override fun read(buf: ByteBuffer): PushContent {
+        return PushContent(
+            FfiConverterTypePushContentKind.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PushContent) = (
+            FfiConverterTypePushContentKind.allocationSize(value.`kind`) +
+            FfiConverterString.allocationSize(value.`room`) +
+            FfiConverterString.allocationSize(value.`roomTitle`) +
+            FfiConverterOptionalString.allocationSize(value.`sender`) +
+            FfiConverterOptionalString.allocationSize(value.`body`) +
+            FfiConverterULong.allocationSize(value.`seq`) +
+            FfiConverterOptionalString.allocationSize(value.`messageId`) +
+            FfiConverterULong.allocationSize(value.`badge`)
+    )
+
+    override fun write(value: PushContent, buf: ByteBuffer) {
+            FfiConverterTypePushContentKind.write(value.`kind`, buf)
+            FfiConverterString.write(value.`room`, buf)
+            FfiConverterString.write(value.`roomTitle`, buf)
+            FfiConverterOptionalString.write(value.`sender`, buf)
+            FfiConverterOptionalString.write(value.`body`, buf)
+            FfiConverterULong.write(value.`seq`, buf)
+            FfiConverterOptionalString.write(value.`messageId`, buf)
+            FfiConverterULong.write(value.`badge`, buf)
+    }
+}
+
+
+
+/**
+ * The notification modes: the account default and the rooms that override it.
+ */
+data class PushSettings (
+    var `defaultMode`: PushMode
+    , 
+    var `rooms`: Map<kotlin.String, PushMode>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePushSettings: FfiConverterRustBuffer<PushSettings> {
+    override fun read(buf: ByteBuffer): PushSettings {
+        return PushSettings(
+            FfiConverterTypePushMode.read(buf),
+            FfiConverterMapStringTypePushMode.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PushSettings) = (
+            FfiConverterTypePushMode.allocationSize(value.`defaultMode`) +
+            FfiConverterMapStringTypePushMode.allocationSize(value.`rooms`)
+    )
+
+    override fun write(value: PushSettings, buf: ByteBuffer) {
+            FfiConverterTypePushMode.write(value.`defaultMode`, buf)
+            FfiConverterMapStringTypePushMode.write(value.`rooms`, buf)
+    }
+}
+
+
+
+/**
  * A notification of this account (named so it does not clash with Foundation's `Notification`).
  */
 data class RoamNotification (
@@ -11148,6 +11786,136 @@ public object FfiConverterTypePresenceStatus: FfiConverterRustBuffer<PresenceSta
 
 
 
+/**
+ * What a notification should do.
+ */
+
+enum class PushContentKind {
+    
+    /**
+     * Show this content.
+     */
+    SHOW,
+    /**
+     * Remove the room's notifications up to `seq`, and set the badge.
+     */
+    CLEAR;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePushContentKind: FfiConverterRustBuffer<PushContentKind> {
+    override fun read(buf: ByteBuffer) = try {
+        PushContentKind.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: PushContentKind) = 4UL
+
+    override fun write(value: PushContentKind, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Which messages push: every message from someone else, mentions (and direct rooms), none;
+ * `Default` (for a room only) removes the room's override.
+ */
+
+enum class PushMode {
+    
+    ALL,
+    MENTIONS,
+    MUTE,
+    DEFAULT;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePushMode: FfiConverterRustBuffer<PushMode> {
+    override fun read(buf: ByteBuffer) = try {
+        PushMode.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: PushMode) = 4UL
+
+    override fun write(value: PushMode, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * The push gateway a token belongs to.
+ */
+
+enum class PushPlatform {
+    
+    /**
+     * Apple Push Notification service.
+     */
+    APNS,
+    /**
+     * Firebase Cloud Messaging.
+     */
+    FCM,
+    /**
+     * The deployment's own push service.
+     */
+    WEBHOOK;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePushPlatform: FfiConverterRustBuffer<PushPlatform> {
+    override fun read(buf: ByteBuffer) = try {
+        PushPlatform.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: PushPlatform) = 4UL
+
+    override fun write(value: PushPlatform, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
 
 
 /**
@@ -11321,6 +12089,21 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
+     * The account's store is of another schema version than this library reads, and the
+     * caller may not migrate it (a `PushHandler` in an extension): open the app (or update the
+     * extension) so both are at the same version.
+     */
+    class StoreVersion(
+        
+        val `found`: kotlin.UInt, 
+        
+        val `expected`: kotlin.UInt
+        ) : RoamException() {
+        override val message
+            get() = "found=${ `found` }, expected=${ `expected` }"
+    }
+    
+    /**
      * A bug or an unexpected state (a corrupt database, a listener that threw, …).
      */
     class Internal(
@@ -11394,7 +12177,11 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
             14 -> RoamException.AlreadyOpen(
                 FfiConverterString.read(buf),
                 )
-            15 -> RoamException.Internal(
+            15 -> RoamException.StoreVersion(
+                FfiConverterUInt.read(buf),
+                FfiConverterUInt.read(buf),
+                )
+            16 -> RoamException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -11475,6 +12262,12 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`path`)
+            )
+            is RoamException.StoreVersion -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterUInt.allocationSize(value.`found`)
+                + FfiConverterUInt.allocationSize(value.`expected`)
             )
             is RoamException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -11559,8 +12352,14 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 FfiConverterString.write(value.`path`, buf)
                 Unit
             }
-            is RoamException.Internal -> {
+            is RoamException.StoreVersion -> {
                 buf.putInt(15)
+                FfiConverterUInt.write(value.`found`, buf)
+                FfiConverterUInt.write(value.`expected`, buf)
+                Unit
+            }
+            is RoamException.Internal -> {
+                buf.putInt(16)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -13445,6 +14244,45 @@ public object FfiConverterSequenceTypeTimelineDiff: FfiConverterRustBuffer<List<
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeTimelineDiff.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterMapStringTypePushMode: FfiConverterRustBuffer<Map<kotlin.String, PushMode>> {
+    override fun read(buf: ByteBuffer): Map<kotlin.String, PushMode> {
+        val len = buf.getInt()
+        return buildMap<kotlin.String, PushMode>(len) {
+            repeat(len) {
+                val k = FfiConverterString.read(buf)
+                val v = FfiConverterTypePushMode.read(buf)
+                this[k] = v
+            }
+        }
+    }
+
+    override fun allocationSize(value: Map<kotlin.String, PushMode>): ULong {
+        val spaceForMapSize = 4UL
+        val spaceForChildren = value.map { (k, v) ->
+            FfiConverterString.allocationSize(k) +
+            FfiConverterTypePushMode.allocationSize(v)
+        }.sum()
+        return spaceForMapSize + spaceForChildren
+    }
+
+    override fun write(value: Map<kotlin.String, PushMode>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        // The parens on `(k, v)` here ensure we're calling the right method,
+        // which is important for compatibility with older android devices.
+        // Ref https://blog.danlew.net/2017/03/16/kotlin-puzzler-whose-line-is-it-anyways/
+        value.forEach { (k, v) ->
+            FfiConverterString.write(k, buf)
+            FfiConverterTypePushMode.write(v, buf)
         }
     }
 }
