@@ -543,10 +543,13 @@ impl Pusher {
                 m.skipped("no_gateway");
                 continue;
             };
-            if let Some(wait) = self.rate.take(&t.token) {
-                m.retried("device_rate");
-                retry = retry.max(Some(wait));
-                continue;
+            // A read push is never held back: it takes away what the user already saw.
+            if p.kind == PushKind::Message {
+                if let Some(wait) = self.rate.take(&t.token) {
+                    m.retried("device_rate");
+                    retry = retry.max(Some(wait));
+                    continue;
+                }
             }
             match gw.send(t, p).await {
                 Outcome::Sent => {

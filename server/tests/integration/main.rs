@@ -22,6 +22,7 @@ mod messages;
 mod notifications;
 mod pg_faults;
 mod presence_typing;
+mod push;
 mod privacy;
 mod queries;
 mod read_markers;
