@@ -139,7 +139,11 @@ async fn run(members: usize, apns: &fakes::Fake) {
 
     // --- 1. one message to a room of `members` offline members ---
     alice
-        .call(reqwest::Method::POST, "/v1/rooms", json!({"room": "huge", "kind": "public"}))
+        .call(
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"room": "huge", "kind": "public"}),
+        )
         .await;
     let mut changes = Vec::new();
     for i in 0..members {
@@ -206,7 +210,11 @@ async fn run(members: usize, apns: &fakes::Fake) {
 
     // --- 2. latency for one offline user ---
     alice
-        .call(reqwest::Method::POST, "/v1/rooms", json!({"room": "pair", "kind": "public"}))
+        .call(
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"room": "pair", "kind": "public"}),
+        )
         .await;
     let bob = client("bob");
     bob.call(reqwest::Method::POST, "/v1/rooms/pair/join", json!({}))
@@ -267,8 +275,12 @@ async fn run(members: usize, apns: &fakes::Fake) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let t = Instant::now();
-        bob.call(reqwest::Method::POST, "/v1/rooms/pair/read", json!({"seq": seq}))
-            .await;
+        bob.call(
+            reqwest::Method::POST,
+            "/v1/rooms/pair/read",
+            json!({"seq": seq}),
+        )
+        .await;
         loop {
             let r = apns.received_for("bob-token");
             if r.len() > want {
@@ -293,9 +305,7 @@ async fn run(members: usize, apns: &fakes::Fake) {
         "authorization",
         format!("Bearer {}", bob.token).parse().expect("header"),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("socket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("socket");
     let _hello = ws.next().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = apns.received_for("bob-token").len();

@@ -199,7 +199,10 @@ fn der(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         (usize::from(len0), rest)
     } else {
         let n = usize::from(len0 & 0x7f);
-        let len = rest.get(..n)?.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b));
+        let len = rest
+            .get(..n)?
+            .iter()
+            .fold(0usize, |a, b| (a << 8) | usize::from(*b));
         (len, rest.get(n..)?)
     };
     Some((tag, rest.get(..len)?, rest.get(len..)?))
@@ -272,7 +275,9 @@ where
 }
 
 async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("bind a fake gateway")
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a fake gateway")
 }
 
 /// A scripted failure, if one is queued (not for gone tokens).
@@ -308,7 +313,13 @@ pub async fn fake_apns() -> Fake {
             let hs = headers(&req);
             let get = |n: &str| hs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
             let auth_ok = get("authorization")
-                .and_then(|a| a.strip_prefix("bearer ").map(str::to_owned))
+                .and_then(|a| {
+                    // The auth scheme is case-insensitive (Apple writes `bearer`).
+                    let (scheme, jwt) = a.split_once(' ')?;
+                    scheme
+                        .eq_ignore_ascii_case("bearer")
+                        .then(|| jwt.to_owned())
+                })
                 .and_then(|jwt| {
                     let mut v = Validation::new(Algorithm::ES256);
                     v.required_spec_claims = HashSet::new();
@@ -327,14 +338,21 @@ pub async fn fake_apns() -> Fake {
             if get("apns-topic").is_none() {
                 return respond(400, json!({"reason": "MissingTopic"}), None);
             }
-            if !matches!(get("apns-push-type").as_deref(), Some("alert" | "background")) {
+            if !matches!(
+                get("apns-push-type").as_deref(),
+                Some("alert" | "background")
+            ) {
                 return respond(400, json!({"reason": "InvalidPushType"}), None);
             }
             let raw = body(req).await;
             if raw.len() > 4096 {
                 return respond(413, json!({"reason": "PayloadTooLarge"}), None);
             }
-            let gone = st.lock().unwrap_or_else(|p| p.into_inner()).gone.contains(&token);
+            let gone = st
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .gone
+                .contains(&token);
             if gone {
                 return respond(
                     410,
@@ -383,7 +401,12 @@ pub fn fcm_credentials(fake: &Fake) -> String {
     .to_string()
 }
 
-fn fcm_error(status: u16, name: &str, code: Option<&str>, retry_after: Option<u64>) -> Response<Full<Bytes>> {
+fn fcm_error(
+    status: u16,
+    name: &str,
+    code: Option<&str>,
+    retry_after: Option<u64>,
+) -> Response<Full<Bytes>> {
     let mut details = Vec::new();
     if let Some(c) = code {
         details.push(json!({
@@ -464,7 +487,10 @@ pub async fn fake_fcm() -> Fake {
                 .find(|(k, _)| k == "authorization")
                 .and_then(|(_, v)| v.strip_prefix("Bearer ").map(str::to_owned));
             let authed = bearer.is_some_and(|b| {
-                st.lock().unwrap_or_else(|p| p.into_inner()).issued.contains(&b)
+                st.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .issued
+                    .contains(&b)
             });
             if !authed {
                 st.lock().unwrap_or_else(|p| p.into_inner()).refused_auth += 1;
@@ -486,7 +512,11 @@ pub async fn fake_fcm() -> Fake {
             if token.is_empty() || !data_ok || msg.get("notification").is_some() {
                 return fcm_error(400, "INVALID_ARGUMENT", Some("INVALID_ARGUMENT"), None);
             }
-            let gone = st.lock().unwrap_or_else(|p| p.into_inner()).gone.contains(&token);
+            let gone = st
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .gone
+                .contains(&token);
             if gone {
                 return fcm_error(404, "NOT_FOUND", Some("UNREGISTERED"), None);
             }
@@ -574,7 +604,12 @@ pub async fn fake_webhook(secret: &str) -> Fake {
             }
             let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
             let token = body["token"].as_str().unwrap_or_default().to_owned();
-            if st.lock().unwrap_or_else(|p| p.into_inner()).gone.contains(&token) {
+            if st
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .gone
+                .contains(&token)
+            {
                 return respond(410, json!({"error": "gone"}), None);
             }
             if let Some(f) = next_failure(&st) {

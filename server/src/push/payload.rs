@@ -85,10 +85,7 @@ pub fn fit(p: &mut PushPayload, max: usize, size: impl Fn(&PushPayload) -> usize
                 body.push('…');
             }
             PushPayload {
-                preview: Some(roam_proto::PushPreview {
-                    body,
-                    ..pv.clone()
-                }),
+                preview: Some(roam_proto::PushPreview { body, ..pv.clone() }),
                 ..p.clone()
             }
         };

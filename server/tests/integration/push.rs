@@ -34,11 +34,8 @@ async fn gateways() -> Gateways {
     let fcm = fakes::fake_fcm().await;
     let webhook = fakes::fake_webhook(WEBHOOK_SECRET).await;
     let creds = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        creds.path().join("fcm.json"),
-        fakes::fcm_credentials(&fcm),
-    )
-    .expect("write credentials");
+    std::fs::write(creds.path().join("fcm.json"), fakes::fcm_credentials(&fcm))
+        .expect("write credentials");
     Gateways {
         apns,
         fcm,
@@ -165,35 +162,55 @@ async fn devices_and_modes_over_rest_and_the_socket() {
     let s = bob.get("/v1/push/settings").await;
     assert_eq!(s.body, json!({"default": "all", "rooms": {}}));
     let r = bob
-        .send(Method::PUT, "/v1/push/settings", Some(json!({"mode": "mentions"})))
+        .send(
+            Method::PUT,
+            "/v1/push/settings",
+            Some(json!({"mode": "mentions"})),
+        )
         .await;
     assert_eq!(r.body, json!({"default": "mentions", "rooms": {}}));
     let r = bob
-        .send(Method::PUT, "/v1/push/settings", Some(json!({"mode": "default"})))
+        .send(
+            Method::PUT,
+            "/v1/push/settings",
+            Some(json!({"mode": "default"})),
+        )
         .await;
     assert_eq!(r.status, 400, "the account default cannot be `default`");
     let r = bob
-        .send(Method::PUT, "/v1/rooms/team/push-mode", Some(json!({"mode": "mute"})))
+        .send(
+            Method::PUT,
+            "/v1/rooms/team/push-mode",
+            Some(json!({"mode": "mute"})),
+        )
         .await;
-    assert_eq!(r.body, json!({"default": "mentions", "rooms": {"team": "mute"}}));
+    assert_eq!(
+        r.body,
+        json!({"default": "mentions", "rooms": {"team": "mute"}})
+    );
     let ack = ws
         .mutate("push.set_mode", json!({"room": "team", "mode": "default"}))
         .await;
     assert_eq!(ack["result"], json!({"default": "mentions", "rooms": {}}));
     let r = bob
-        .send(Method::PUT, "/v1/rooms/nowhere/push-mode", Some(json!({"mode": "mute"})))
+        .send(
+            Method::PUT,
+            "/v1/rooms/nowhere/push-mode",
+            Some(json!({"mode": "mute"})),
+        )
         .await;
     assert_eq!(r.status, 404, "{:?}", r.body);
 
     // Sign-out.
-    let r = bob.send(Method::DELETE, "/v1/push/devices/phone-1", None).await;
+    let r = bob
+        .send(Method::DELETE, "/v1/push/devices/phone-1", None)
+        .await;
     assert_eq!(r.status, 200);
-    let r = bob.send(Method::DELETE, "/v1/push/devices/never", None).await;
+    let r = bob
+        .send(Method::DELETE, "/v1/push/devices/never", None)
+        .await;
     assert_eq!(r.status, 200, "an unknown device answers the same");
-    assert_eq!(
-        bob.get("/v1/push/devices").await.body,
-        json!({"items": []})
-    );
+    assert_eq!(bob.get("/v1/push/devices").await.body, json!({"items": []}));
 }
 
 #[tokio::test]
@@ -228,7 +245,10 @@ async fn an_active_user_gets_nothing_and_an_away_or_offline_one_is_pushed() {
     assert_eq!(got.header("apns-collapse-id"), Some("team"));
     assert_eq!(got.body["aps"]["mutable-content"], 1);
     assert_eq!(got.body["aps"]["thread-id"], "team");
-    assert_eq!(got.body["aps"]["alert"]["title-loc-key"], "ROAM_NEW_MESSAGE");
+    assert_eq!(
+        got.body["aps"]["alert"]["title-loc-key"],
+        "ROAM_NEW_MESSAGE"
+    );
     assert!(
         !got.body.to_string().contains("are you there"),
         "no message text without previews"
@@ -260,10 +280,18 @@ async fn modes_decide_what_pushes() {
     register(&t, "carol", "c", "fcm", "carol-fcm").await;
     let bob = t.as_user("bob");
     let carol = t.as_user("carol");
-    bob.send(Method::PUT, "/v1/rooms/team/push-mode", Some(json!({"mode": "mentions"})))
-        .await;
+    bob.send(
+        Method::PUT,
+        "/v1/rooms/team/push-mode",
+        Some(json!({"mode": "mentions"})),
+    )
+    .await;
     carol
-        .send(Method::PUT, "/v1/push/settings", Some(json!({"mode": "mute"})))
+        .send(
+            Method::PUT,
+            "/v1/push/settings",
+            Some(json!({"mode": "mute"})),
+        )
         .await;
     let alice = t.as_user("alice");
     alice.say("team", "plain").await;
@@ -278,8 +306,12 @@ async fn modes_decide_what_pushes() {
     assert!(got[0].body["message"].get("notification").is_none());
 
     // A direct room (private, two members) pushes every message in `mentions` mode.
-    bob.send(Method::PUT, "/v1/push/settings", Some(json!({"mode": "mentions"})))
-        .await;
+    bob.send(
+        Method::PUT,
+        "/v1/push/settings",
+        Some(json!({"mode": "mentions"})),
+    )
+    .await;
     alice.create_room("dm", "private").await;
     let inv = alice.invite("dm", "bob", "member").await;
     bob.accept(&inv).await;
@@ -335,7 +367,11 @@ async fn a_burst_coalesces_and_reading_clears_it_everywhere() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(g.fcm.received().len(), 2, "the coalesced burst was read: never pushed");
+    assert_eq!(
+        g.fcm.received().len(),
+        2,
+        "the coalesced burst was read: never pushed"
+    );
 }
 
 #[tokio::test]
@@ -356,7 +392,10 @@ async fn a_dead_token_is_unregistered() {
         let listed = t.as_user(user).get("/v1/push/devices").await;
         assert_eq!(listed.body, json!({"items": []}), "{user}");
     }
-    assert_eq!(counter(&t, "push_failed", "kind=\"unregistered\"").await, 2.0);
+    assert_eq!(
+        counter(&t, "push_failed", "kind=\"unregistered\"").await,
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -384,15 +423,24 @@ async fn rate_limits_and_server_errors_are_retried_after_their_wait() {
     assert_eq!(g.apns.wait_received(1, Duration::from_secs(10)).await, 1);
     let refused = g.apns.failed_at()[0];
     let waited = g.apns.received()[0].at.duration_since(refused);
-    assert!(waited >= Duration::from_millis(1_900), "Retry-After honoured: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1_900),
+        "Retry-After honoured: {waited:?}"
+    );
     assert_eq!(g.fcm.wait_received(1, Duration::from_secs(10)).await, 1);
     let failed = g.fcm.failed_at();
     assert_eq!(failed.len(), 2);
     // Backoff: 1 s after the first failure, 2 s after the second.
     assert!(failed[1].duration_since(failed[0]) >= Duration::from_millis(900));
     assert!(g.fcm.received()[0].at.duration_since(failed[1]) >= Duration::from_millis(1_900));
-    assert_eq!(counter(&t, "push_retried", "kind=\"rate_limited\"").await, 1.0);
-    assert_eq!(counter(&t, "push_retried", "kind=\"server_error\"").await, 2.0);
+    assert_eq!(
+        counter(&t, "push_retried", "kind=\"rate_limited\"").await,
+        1.0
+    );
+    assert_eq!(
+        counter(&t, "push_retried", "kind=\"server_error\"").await,
+        2.0
+    );
     assert_eq!(g.apns.refused_auth() + g.fcm.refused_auth(), 0);
 }
 
@@ -477,7 +525,9 @@ async fn shared_store() -> Shared {
     let (store, schema): (Arc<dyn Store>, _) = match postgres_url() {
         Some(base) => {
             let schema = PgSchema::create(&base, "roam_test").await;
-            let store = PostgresStore::connect(&schema.url(), 4).await.expect("store");
+            let store = PostgresStore::connect(&schema.url(), 4)
+                .await
+                .expect("store");
             (Arc::new(store), Some(schema))
         }
         None => (
@@ -584,7 +634,10 @@ async fn two_nodes_share_the_queue_send_each_push_once_and_see_presence_on_both(
     let _ws = b.ws("u00000").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.as_user("alice").say("big", "to everyone").await;
-    assert_eq!(g.apns.wait_received(299, Duration::from_secs(20)).await, 299);
+    assert_eq!(
+        g.apns.wait_received(299, Duration::from_secs(20)).await,
+        299
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = g.apns.received();
     assert_eq!(got.len(), 299, "each once over both nodes");
@@ -649,7 +702,10 @@ async fn pushes_a_dead_node_had_taken_are_sent_by_another_when_its_lease_ends() 
     // Another node starts: it waits for the lease, then sends each once.
     let b = node(&s, &g, "b").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(g.apns.received().is_empty(), "taken by the dead node's live lease");
+    assert!(
+        g.apns.received().is_empty(),
+        "taken by the dead node's live lease"
+    );
     assert_eq!(g.apns.wait_received(20, Duration::from_secs(10)).await, 20);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(g.apns.received().len(), 20);
