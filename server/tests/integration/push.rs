@@ -693,20 +693,24 @@ async fn pushes_a_dead_node_had_taken_are_sent_by_another_when_its_lease_ends() 
         .push_fanout(job.id, "dead-node", &entries, None, now)
         .await
         .expect("fan out"));
+    let claimed = Instant::now();
+    let now = roam_server::service::now_ms();
     let taken = s
         .store
-        .claim_pushes("dead-node", now, now + 1_500, 100)
+        .claim_pushes("dead-node", now, now + 5_000, 100)
         .await
         .expect("claim");
     assert_eq!(taken.len(), 20);
     // Another node starts: it waits for the lease, then sends each once.
     let b = node(&s, &g, "b").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        g.apns.received().is_empty(),
-        "taken by the dead node's live lease"
-    );
-    assert_eq!(g.apns.wait_received(20, Duration::from_secs(10)).await, 20);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if claimed.elapsed() < Duration::from_millis(4_500) {
+        assert!(
+            g.apns.received().is_empty(),
+            "taken by the dead node's live lease"
+        );
+    }
+    assert_eq!(g.apns.wait_received(20, Duration::from_secs(15)).await, 20);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(g.apns.received().len(), 20);
     drop(b);
@@ -721,7 +725,7 @@ async fn a_message_to_ten_thousand_offline_members_pushes_each_once() {
     members_with_devices(&store, "huge", 10_000).await;
     t.as_user("alice").say("huge", "hello, all").await;
     assert_eq!(
-        g.apns.wait_received(10_000, Duration::from_secs(120)).await,
+        g.apns.wait_received(10_000, Duration::from_secs(300)).await,
         10_000
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
