@@ -10,7 +10,6 @@ use reqwest::Method;
 use roam_server::auth::Keys;
 use roam_server::config::Config;
 use roam_server::store::postgres::PostgresStore;
-use roam_server::store::push::PushStore;
 use roam_server::store::sqlite::{SqliteStore, Synchronous};
 use roam_server::store::{Change, Store, Write};
 use roam_server::{AppState, Server};
