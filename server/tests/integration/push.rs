@@ -583,41 +583,46 @@ fn write(actor: &str, change: Change) -> Write {
 }
 
 /// `n` members of `room` with one APNs device each (tokens `t{i}`), written straight to the
-/// store, all queued at once so the store commits them in groups.
+/// store, 500 queued at a time so the store commits them in groups (and a PostgreSQL writer
+/// lane's queue stays within its wait limit).
 async fn members_with_devices(store: &Arc<dyn Store>, room: &str, n: usize) {
-    let joins: Vec<_> = (0..n)
-        .map(|i| {
-            store.commit(write(
-                &format!("u{i:05}"),
-                Change::AddMember {
-                    room: room.into(),
-                    user: format!("u{i:05}"),
-                    role: roam_proto::Role::Member,
-                    invitation: None,
-                },
-            ))
-        })
-        .collect();
-    for j in futures_util::future::join_all(joins).await {
-        j.expect("join");
-    }
-    let devices: Vec<_> = (0..n)
-        .map(|i| {
-            store.commit(write(
-                &format!("u{i:05}"),
-                Change::RegisterPush {
-                    device: "phone".into(),
-                    platform: roam_proto::PushPlatform::Apns,
-                    token: format!("t{i:05}"),
-                    app_id: fakes::APNS_TOPIC.into(),
-                    locale: None,
-                    sandbox: false,
-                },
-            ))
-        })
-        .collect();
-    for d in futures_util::future::join_all(devices).await {
-        d.expect("device");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let joins: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                store.commit(write(
+                    &format!("u{i:05}"),
+                    Change::AddMember {
+                        room: room.into(),
+                        user: format!("u{i:05}"),
+                        role: roam_proto::Role::Member,
+                        invitation: None,
+                    },
+                ))
+            })
+            .collect();
+        for j in futures_util::future::join_all(joins).await {
+            j.expect("join");
+        }
+        let devices: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                store.commit(write(
+                    &format!("u{i:05}"),
+                    Change::RegisterPush {
+                        device: "phone".into(),
+                        platform: roam_proto::PushPlatform::Apns,
+                        token: format!("t{i:05}"),
+                        app_id: fakes::APNS_TOPIC.into(),
+                        locale: None,
+                        sandbox: false,
+                    },
+                ))
+            })
+            .collect();
+        for d in futures_util::future::join_all(devices).await {
+            d.expect("device");
+        }
     }
 }
 
