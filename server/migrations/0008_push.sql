@@ -1,8 +1,5 @@
 -- Version 8: push notifications (protocol §11).
 --
--- `events_room_messages`: the badge of a push counts a user's unread messages (message events
--- after their read marker in each of their rooms); without it that count reads every event of a
--- room after the marker (member joins included). One more small index entry per message.
 -- `push_devices`: one row per (user, device); a token is held by one device (`push_devices_token`).
 -- `push_modes`: a user's notification modes; the row with room '' is the account default (no
 -- room has an empty name), the others override it per room.
@@ -12,8 +9,6 @@
 -- `push_queue`: what is still to be sent, one row per (user, room, kind): a newer message for the
 -- same user and room coalesces into the queued row (`version` moves on, `coalesced` counts).
 -- Rows are taken under a lease (`lease_until`); the worker deletes a row once sent or dropped.
-
-CREATE INDEX events_room_messages ON events (room, seq) WHERE kind = 'message_created';
 
 CREATE TABLE push_devices (
     user          TEXT    NOT NULL,
