@@ -1,7 +1,10 @@
 //! What the test suites of several crates share (roam-server's unit and integration tests,
 //! roam-tests): a free loopback address, a PostgreSQL schema of a test's own, a
-//! `redis-server` of a test's own, and an S3-compatible server (`moto_server`) of a test's own.
+//! `redis-server` of a test's own, an S3-compatible server (`moto_server`) of a test's own, and
+//! fake push gateways ([`push`]).
 //! Test code: a failure to set one up panics with what is missing.
+
+pub mod push;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -648,6 +648,66 @@ impl Gateway for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roam_testkit::push as fakes;
+
+    fn target(platform: roam_proto::PushPlatform, token: &str) -> PushTarget {
+        PushTarget {
+            user: "bob".into(),
+            device: "phone".into(),
+            platform,
+            token: token.into(),
+            app_id: fakes::APNS_TOPIC.into(),
+            locale: None,
+            sandbox: false,
+        }
+    }
+
+    fn payload() -> PushPayload {
+        PushPayload {
+            v: 1,
+            kind: PushKind::Message,
+            room: "team".into(),
+            seq: 3,
+            message: Some("m3".into()),
+            unread: 1,
+            preview: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn apns_against_the_fake() {
+        let fake = fakes::fake_apns().await;
+        let apns = Apns::new(
+            &fakes::apns_key_path(),
+            fakes::APNS_KEY_ID,
+            fakes::APNS_TEAM_ID,
+            &fake.url(),
+            &fake.url(),
+        )
+        .expect("apns");
+        let out = apns
+            .send(&target(roam_proto::PushPlatform::Apns, "aa"), &payload())
+            .await;
+        assert_eq!(out, Outcome::Sent, "refused auth: {}", fake.refused_auth());
+        fake.forget("bb");
+        let out = apns
+            .send(&target(roam_proto::PushPlatform::Apns, "bb"), &payload())
+            .await;
+        assert_eq!(out, Outcome::Unregistered("unregistered"));
+    }
+
+    #[tokio::test]
+    async fn fcm_against_the_fake() {
+        let fake = fakes::fake_fcm().await;
+        let dir = tempfile::tempdir().expect("dir");
+        let creds = dir.path().join("sa.json");
+        std::fs::write(&creds, fakes::fcm_credentials(&fake)).expect("write");
+        let fcm = Fcm::new(&creds, &fake.url()).expect("fcm");
+        let out = fcm
+            .send(&target(roam_proto::PushPlatform::Fcm, "aa"), &payload())
+            .await;
+        assert_eq!(out, Outcome::Sent, "refused auth: {}", fake.refused_auth());
+    }
 
     #[test]
     fn webhook_signature_is_hex_hmac_sha256() {

@@ -167,6 +167,9 @@ pub struct Pusher {
     rate: DeviceRate,
 }
 
+/// The messages one batch of entries read, by room and id.
+type MessageCache = Mutex<HashMap<(String, String), Option<Message>>>;
+
 /// What sending one entry came to.
 enum Sent {
     Done,
@@ -379,7 +382,7 @@ impl Pusher {
             .collect();
         let active = Arc::new(self.active(&users).await);
         // One read per message of the batch (a room's fan-out shares one).
-        let messages: Arc<Mutex<HashMap<(String, String), Option<Message>>>> = Default::default();
+        let messages: Arc<MessageCache> = Default::default();
         futures_util::stream::iter(entries)
             .for_each_concurrent(self.settings.concurrency, |e| {
                 let active = Arc::clone(&active);
@@ -398,7 +401,7 @@ impl Pusher {
         &self,
         room: &str,
         id: &str,
-        cache: &Mutex<HashMap<(String, String), Option<Message>>>,
+        cache: &MessageCache,
     ) -> Result<Option<Message>, StoreError> {
         let k = (room.to_owned(), id.to_owned());
         if let Some(m) = cache.lock().get(&k) {
@@ -414,7 +417,7 @@ impl Pusher {
         &self,
         e: PushEntry,
         active: &HashSet<String>,
-        messages: &Mutex<HashMap<(String, String), Option<Message>>>,
+        messages: &MessageCache,
     ) -> Result<(), StoreError> {
         let m = &self.service.metrics.push;
         let store = &self.service.store;
@@ -455,7 +458,7 @@ impl Pusher {
         &self,
         e: &PushEntry,
         active: &HashSet<String>,
-        messages: &Mutex<HashMap<(String, String), Option<Message>>>,
+        messages: &MessageCache,
     ) -> Result<Sent, &'static str> {
         let store = &self.service.store;
         let fail = |err: StoreError| {
@@ -543,10 +546,13 @@ impl Pusher {
                 m.skipped("no_gateway");
                 continue;
             };
-            if let Some(wait) = self.rate.take(&t.token) {
-                m.retried("device_rate");
-                retry = retry.max(Some(wait));
-                continue;
+            // A read push is never held back: it takes away what the user already saw.
+            if p.kind == PushKind::Message {
+                if let Some(wait) = self.rate.take(&t.token) {
+                    m.retried("device_rate");
+                    retry = retry.max(Some(wait));
+                    continue;
+                }
             }
             match gw.send(t, p).await {
                 Outcome::Sent => {

@@ -70,34 +70,41 @@ pub fn fcm_data_bytes(p: &PushPayload) -> usize {
     "roam".len() + serde_json::to_string(p).map_or(usize::MAX, |s| s.len())
 }
 
-/// Cuts the preview's body (then drops the preview) until `size(p)` fits `max`: text never
+/// Cuts the preview's body to the longest prefix (in characters, ending with `…`) with which
+/// `size(p)` fits `max`, dropping the preview if even an empty body does not fit: text never
 /// makes a push fail. Returns false if even without a preview it does not fit.
 pub fn fit(p: &mut PushPayload, max: usize, size: impl Fn(&PushPayload) -> usize) -> bool {
-    loop {
-        let now = size(p);
-        if now <= max {
+    if size(p) <= max {
+        return true;
+    }
+    if let Some(pv) = p.preview.take() {
+        let chars: Vec<char> = pv.body.chars().collect();
+        let with = |n: usize| {
+            let mut body: String = chars[..n].iter().collect();
+            if n > 0 {
+                body.push('…');
+            }
+            PushPayload {
+                preview: Some(roam_proto::PushPreview { body, ..pv.clone() }),
+                ..p.clone()
+            }
+        };
+        // The longest prefix that fits: binary search over its length in characters.
+        let (mut lo, mut hi) = (0usize, chars.len());
+        if size(&with(0)) <= max {
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                if size(&with(mid)) <= max {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            *p = with(lo);
             return true;
         }
-        let Some(pv) = p.preview.as_mut() else {
-            return false;
-        };
-        if pv.body.is_empty() {
-            p.preview = None;
-            continue;
-        }
-        // Escaping can make a character cost up to six bytes: cut at least the excess.
-        let excess = now - max;
-        let mut keep = pv.body.len().saturating_sub(excess.max(1));
-        while keep > 0 && !pv.body.is_char_boundary(keep) {
-            keep -= 1;
-        }
-        pv.body.truncate(keep);
-        if keep > 0 {
-            // Leave a mark that the text goes on.
-            pv.body.pop();
-            pv.body.push('…');
-        }
     }
+    size(p) <= max
 }
 
 /// The size of the APNs body of `p`.
@@ -164,13 +171,15 @@ mod tests {
         assert!(apns_bytes(&p) > APNS_MAX_BYTES);
         assert!(fit(&mut p, APNS_MAX_BYTES, apns_bytes));
         assert!(apns_bytes(&p) <= APNS_MAX_BYTES);
-        let body = &p.preview.as_ref().expect("kept").body;
-        assert!(
-            body.len() > 3_000,
-            "cut only what is needed: {}",
-            body.len()
-        );
+        let body = p.preview.as_ref().expect("kept").body.clone();
         assert!(body.ends_with('…'));
+        // The longest that fits (the text is in the alert and in `roam`): one more character
+        // would not.
+        let mut longer = p.clone();
+        if let Some(pv) = longer.preview.as_mut() {
+            pv.body = format!("{}é…", body.trim_end_matches('…'));
+        }
+        assert!(apns_bytes(&longer) > APNS_MAX_BYTES);
         let mut q = message(&"\u{1}".repeat(5_000));
         assert!(fit(&mut q, FCM_MAX_DATA_BYTES, fcm_data_bytes));
         assert!(fcm_data_bytes(&q) <= FCM_MAX_DATA_BYTES);

@@ -24,6 +24,7 @@ mod operators;
 mod pg_faults;
 mod presence_typing;
 mod privacy;
+mod push;
 mod queries;
 mod read_markers;
 mod recovery;

@@ -225,11 +225,12 @@ const CLAIM_ENTRIES: &str = "WITH c AS (SELECT user_id, room, kind FROM push_que
      coalesce((SELECT mode FROM push_modes x WHERE x.user_id = q.user_id AND x.room = q.room), \
        (SELECT mode FROM push_modes x WHERE x.user_id = q.user_id AND x.room = ''), 'all')";
 
+/// Through `messages_room_seq`: only message rows are read.
 const BADGE: &str = "SELECT count(*) FROM (SELECT 1 FROM members m \
-     JOIN events e ON e.room = m.room AND e.seq > coalesce((SELECT r.seq FROM read_markers r \
+     JOIN messages e ON e.room = m.room AND e.seq > coalesce((SELECT r.seq FROM read_markers r \
        WHERE r.user_id = m.user_id AND r.room = m.room), 0) \
-     WHERE m.user_id = $1 AND m.status = 'active' AND e.kind = 'message_created' \
-       AND e.actor <> $1 LIMIT $2) t";
+     WHERE m.user_id = $1 AND m.status = 'active' AND e.sender <> $1 AND NOT e.deleted \
+       LIMIT $2) t";
 
 const STATS: &str = "SELECT (SELECT count(*) FROM push_queue), (SELECT count(*) FROM push_jobs), \
      LEAST((SELECT min(created_at) FROM push_queue), (SELECT min(created_at) FROM push_jobs))";

@@ -386,7 +386,9 @@ fn settle(c: &Connection, key: &PushKey, version: i64, how: Settle) -> StoreResu
     Ok(())
 }
 
-/// Messages from others after the user's markers, over their rooms, counted up to the cap.
+/// Messages from others after the user's markers, over their rooms, counted up to the cap. It
+/// reads a room's events after the marker by the (room, seq) key, other events included: no
+/// index is kept up on every message for it (the message listing's plan depends on that).
 const BADGE: &str = "SELECT count(*) FROM (SELECT 1 FROM members m \
      JOIN events e ON e.room = m.room AND e.seq > coalesce((SELECT r.seq FROM read_markers r \
        WHERE r.user = m.user AND r.room = m.room), 0) \

@@ -1,0 +1,327 @@
+//! What push notifications cost and how fast they arrive, against the fake APNs of
+//! `roam_testkit::push` on loopback (HTTP/2, token auth checked).
+//!
+//! `cargo run --release -p roam-server --example push_cost [members]`
+//!
+//! A real server (embedded SQLite, `synchronous=NORMAL`) with its push worker, in this process;
+//! the fake gateway on a runtime of its own (threads `fakegw`), whose CPU is subtracted from
+//! the process's. Measures, in one run:
+//!
+//! 1. one message to a room of `members` (default 10,000) offline members with one device
+//!    each: time until the gateway accepted every push, pushes per second, server CPU µs per
+//!    push, and the process's peak resident memory before and after (`VmHWM`);
+//! 2. the latency from sending a message (REST, acknowledged after its commit) to the gateway
+//!    receiving its push, for an offline user, over 200 messages one at a time: p50, p95, max;
+//! 3. 1,000 messages while the user is active on a socket: pushes received (must be 0);
+//! 4. read → clear: from `POST /v1/rooms/{room}/read` to the gateway receiving the `read` push,
+//!    over 50 reads: p50, p95.
+//!
+//! Nothing is asserted but each member being pushed exactly once and the active user getting
+//! nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use roam_server::config::{Config, DbSynchronous};
+use roam_server::store::{Change, Store, Write};
+use roam_server::Server;
+use roam_testkit::push as fakes;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[path = "common/cpu.rs"]
+mod cpu;
+
+fn write(actor: &str, change: Change) -> Write {
+    Write {
+        actor: actor.into(),
+        now: roam_server::service::now_ms(),
+        idem: None,
+        guard: None,
+        after: None,
+        change,
+        notify: Vec::new(),
+    }
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort_unstable();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .header("Idempotency-Key", uuid::Uuid::now_v7().to_string())
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+}
+
+fn main() {
+    let members: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    // The fake gateway on threads of its own, so its CPU can be told apart.
+    let fake_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("fakegw")
+        .enable_all()
+        .build()
+        .expect("fake runtime");
+    let apns = fake_rt.block_on(fakes::fake_apns());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(members, &apns));
+    drop(apns);
+    drop(fake_rt);
+}
+
+async fn run(members: usize, apns: &fakes::Fake) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::for_data_dir(dir.path());
+    let c = &mut config;
+    c.jwt_secret = Some("push-cost-secret-push-cost-secret-0123".into());
+    c.db_synchronous = DbSynchronous::Normal;
+    c.rate_mutations_per_sec = 1_000_000;
+    c.rate_mutations_burst = 1_000_000;
+    c.push.push_apns_key = Some(fakes::apns_key_path());
+    c.push.push_apns_key_id = Some(fakes::APNS_KEY_ID.into());
+    c.push.push_apns_team_id = Some(fakes::APNS_TEAM_ID.into());
+    c.push.push_apns_url = apns.url();
+    c.push.push_apns_sandbox_url = apns.url();
+    c.push.push_device_per_min = 100_000;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server = Server::start(config, listener).await.expect("server");
+    let base = format!("http://{}", server.local_addr());
+    let http = reqwest::Client::new();
+    let client = |user: &str| Client {
+        http: http.clone(),
+        base: base.clone(),
+        token: server.token_for(user).expect("token"),
+    };
+    let alice = client("alice");
+    let store: Arc<dyn Store> = Arc::clone(&server.state().service.store);
+
+    // --- 1. one message to a room of `members` offline members ---
+    alice
+        .call(
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"room": "huge", "kind": "public"}),
+        )
+        .await;
+    let mut changes = Vec::new();
+    for i in 0..members {
+        let u = format!("u{i:05}");
+        changes.push(write(
+            &u,
+            Change::AddMember {
+                room: "huge".into(),
+                user: u.clone(),
+                role: roam_proto::Role::Member,
+                invitation: None,
+            },
+        ));
+    }
+    for i in 0..members {
+        let u = format!("u{i:05}");
+        changes.push(write(
+            &u,
+            Change::RegisterPush {
+                device: "phone".into(),
+                platform: roam_proto::PushPlatform::Apns,
+                token: format!("t{i:05}"),
+                app_id: fakes::APNS_TOPIC.into(),
+                locale: None,
+                sandbox: false,
+            },
+        ));
+    }
+    let commits: Vec<_> = changes.into_iter().map(|w| store.commit(w)).collect();
+    for c in futures_util::future::join_all(commits).await {
+        c.expect("setup write");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hwm_before = vm_hwm_kib();
+    let cpu0 = cpu::own_cpu() - cpu::threads_cpu("fakegw");
+    let t0 = Instant::now();
+    alice
+        .call(
+            reqwest::Method::POST,
+            "/v1/rooms/huge/messages",
+            json!({"body": "hello, everyone"}),
+        )
+        .await;
+    let got = apns.wait_received(members, Duration::from_secs(600)).await;
+    let took = t0.elapsed();
+    let cpu = cpu::own_cpu() - cpu::threads_cpu("fakegw") - cpu0;
+    let received = apns.received();
+    let distinct: std::collections::HashSet<&str> =
+        received.iter().map(|r| r.token.as_str()).collect();
+    assert_eq!(got, members, "every member pushed");
+    assert_eq!(distinct.len(), members, "each once");
+    println!("fan-out: {members} offline members, one message");
+    println!(
+        "  all pushed in {:.2} s: {:.0} pushes/s, server CPU {:.1} µs per push",
+        took.as_secs_f64(),
+        members as f64 / took.as_secs_f64(),
+        cpu * 1e6 / members as f64
+    );
+    println!(
+        "  peak RSS (VmHWM) {:.1} MiB before the message, {:.1} MiB after",
+        hwm_before as f64 / 1024.0,
+        vm_hwm_kib() as f64 / 1024.0
+    );
+
+    // --- 2. latency for one offline user ---
+    alice
+        .call(
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"room": "pair", "kind": "public"}),
+        )
+        .await;
+    let bob = client("bob");
+    bob.call(reqwest::Method::POST, "/v1/rooms/pair/join", json!({}))
+        .await;
+    bob.call(
+        reqwest::Method::PUT,
+        "/v1/push/devices/phone",
+        json!({"platform": "apns", "token": "bob-token", "app_id": fakes::APNS_TOPIC}),
+    )
+    .await;
+    let mut lat = Vec::new();
+    let mut last_seq = 0;
+    for i in 0..200 {
+        let before = apns.received_for("bob-token").len();
+        let t = Instant::now();
+        let m = alice
+            .call(
+                reqwest::Method::POST,
+                "/v1/rooms/pair/messages",
+                json!({"body": format!("m{i}")}),
+            )
+            .await;
+        last_seq = m["seq"].as_u64().unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = apns.received_for("bob-token");
+            if r.len() > before {
+                lat.push(r[before].at.duration_since(t));
+                break;
+            }
+            assert!(Instant::now() < deadline, "no push for message {i}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    println!(
+        "offline user, send → gateway: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms (200 messages)",
+        pct(&mut lat, 0.5).as_secs_f64() * 1e3,
+        pct(&mut lat, 0.95).as_secs_f64() * 1e3,
+        pct(&mut lat, 1.0).as_secs_f64() * 1e3
+    );
+
+    // --- 4. read → clear ---
+    let mut clear = Vec::new();
+    for i in 0..50 {
+        let m = alice
+            .call(
+                reqwest::Method::POST,
+                "/v1/rooms/pair/messages",
+                json!({"body": format!("r{i}")}),
+            )
+            .await;
+        let seq = m["seq"].as_u64().unwrap_or(last_seq);
+        // Its message push first.
+        let want = apns.received_for("bob-token").len() + 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while apns.received_for("bob-token").len() < want {
+            assert!(Instant::now() < deadline, "no message push");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let t = Instant::now();
+        bob.call(
+            reqwest::Method::POST,
+            "/v1/rooms/pair/read",
+            json!({"seq": seq}),
+        )
+        .await;
+        loop {
+            let r = apns.received_for("bob-token");
+            if r.len() > want {
+                assert_eq!(r[want].roam()["kind"], "read");
+                clear.push(r[want].at.duration_since(t));
+                break;
+            }
+            assert!(Instant::now() < deadline, "no read push");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    println!(
+        "read → clear push at the gateway: p50 {:.1} ms, p95 {:.1} ms (50 reads)",
+        pct(&mut clear, 0.5).as_secs_f64() * 1e3,
+        pct(&mut clear, 0.95).as_secs_f64() * 1e3
+    );
+
+    // --- 3. 1,000 messages while the user is active ---
+    let ws_url = format!("ws://{}/v1/ws", server.local_addr());
+    let mut req = ws_url.into_client_request().expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", bob.token).parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("socket");
+    let _hello = ws.next().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = apns.received_for("bob-token").len();
+    for i in 0..1_000 {
+        alice
+            .call(
+                reqwest::Method::POST,
+                "/v1/rooms/pair/messages",
+                json!({"body": format!("a{i}")}),
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = apns.received_for("bob-token").len() - before;
+    println!("1,000 messages while the user is active: {during} pushes");
+    assert_eq!(during, 0);
+    drop(ws);
+    server.shutdown().await;
+}
