@@ -64,6 +64,10 @@ pub enum RoamError {
     /// Another client has this account's database open: close it first.
     #[error("the database {path} is already open")]
     AlreadyOpen { path: String },
+    /// The database cannot be read with the store key given: a wrong key, or an encrypted
+    /// store opened without one. Nothing was written to it.
+    #[error("the database {path} cannot be read with this store key")]
+    InvalidKey { path: String },
     /// A bug or an unexpected state (a corrupt database, a listener that threw, …).
     #[error("internal error: {reason}")]
     Internal { reason: String },
@@ -85,6 +89,7 @@ impl From<roam_core::Error> for RoamError {
             E::InvalidState { reason } => RoamError::Conflict { reason },
             E::Shutdown => RoamError::Closed,
             E::AlreadyOpen { path } => RoamError::AlreadyOpen { path },
+            E::InvalidKey { path } => RoamError::InvalidKey { path },
             E::File { path, reason } => {
                 tracing::info!(target: "roam_ffi", %path, error = %reason, "file error");
                 RoamError::File { path, reason }
