@@ -976,6 +976,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_cancel_attachment(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_change_store_key(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_connection_state(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_create_room(
@@ -1218,6 +1220,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_cancel_attachment(`ptr`: Long,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_change_store_key(`ptr`: Long,`key`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_connection_state(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_create_room(`ptr`: Long,`room`: RustBuffer.ByValue,`kind`: RustBuffer.ByValue,`title`: RustBuffer.ByValue,`metadataJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1633,6 +1637,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_cancel_attachment() and 0xFFFF) != 45514) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_change_store_key() and 0xFFFF) != 53688) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_connection_state() and 0xFFFF) != 31963) {
@@ -4068,6 +4075,15 @@ public interface RoamClientInterface {
      */
     fun `cancelAttachment`(`message`: kotlin.String)
     
+    /**
+     * Changes the key of the encrypted store: `key` (32 bytes) re-encrypts it, nil/null
+     * decrypts it to a plain store. Open it with the new key from then on; store the new key
+     * before calling, and drop the old one after this returns. Copies the database into a new
+     * file that replaces the old one, so a crash leaves the old store or the new one whole;
+     * other calls wait meanwhile.
+     */
+    suspend fun `changeStoreKey`(`key`: kotlin.ByteArray?)
+    
     fun `connectionState`(): ConnectionState
     
     /**
@@ -4593,6 +4609,36 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     }
     
     
+
+    
+    /**
+     * Changes the key of the encrypted store: `key` (32 bytes) re-encrypts it, nil/null
+     * decrypts it to a plain store. Open it with the new key from then on; store the new key
+     * before calling, and drop the old one after this returns. Copies the database into a new
+     * file that replaces the old one, so a crash leaves the old store or the new one whole;
+     * other calls wait meanwhile.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `changeStoreKey`(`key`: kotlin.ByteArray?) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_change_store_key(
+                uniffiHandle,
+                
+        FfiConverterOptionalByteArray.lower(`key`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
 
     override fun `connectionState`(): ConnectionState {
             return FfiConverterTypeConnectionState.lift(
@@ -9640,6 +9686,19 @@ data class ClientOptions (
      * Size cap of the media cache in bytes (default 0: 256 MiB).
      */
     var `mediaCacheBytes`: kotlin.ULong = 0uL 
+    , 
+    /**
+     * The 32-byte key of the encrypted store (default nil/null: a plain store). Create it once
+     * from a secure random source and keep it in the Keychain / Android Keystore; a plain store
+     * is encrypted at the first open with a key. A wrong key fails with `InvalidKey`.
+     */
+    var `storeKey`: kotlin.ByteArray? = null 
+    , 
+    /**
+     * Keep the first 32 bytes of an encrypted store plain, as iOS needs for a database in a
+     * shared app-group container (default nil/null: on for Apple platforms, off elsewhere).
+     */
+    var `storePlaintextHeader`: kotlin.Boolean? = null 
     
 ){
     
@@ -9665,6 +9724,8 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalByteArray.read(buf),
+            FfiConverterOptionalBoolean.read(buf),
         )
     }
 
@@ -9677,7 +9738,9 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.allocationSize(value.`heartbeatMs`) +
             FfiConverterULong.allocationSize(value.`maxStoreBytes`) +
             FfiConverterOptionalString.allocationSize(value.`mediaDir`) +
-            FfiConverterULong.allocationSize(value.`mediaCacheBytes`)
+            FfiConverterULong.allocationSize(value.`mediaCacheBytes`) +
+            FfiConverterOptionalByteArray.allocationSize(value.`storeKey`) +
+            FfiConverterOptionalBoolean.allocationSize(value.`storePlaintextHeader`)
     )
 
     override fun write(value: ClientOptions, buf: ByteBuffer) {
@@ -9690,6 +9753,8 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.write(value.`maxStoreBytes`, buf)
             FfiConverterOptionalString.write(value.`mediaDir`, buf)
             FfiConverterULong.write(value.`mediaCacheBytes`, buf)
+            FfiConverterOptionalByteArray.write(value.`storeKey`, buf)
+            FfiConverterOptionalBoolean.write(value.`storePlaintextHeader`, buf)
     }
 }
 
@@ -11321,6 +11386,18 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
+     * The database cannot be read with the store key given: a wrong key, or an encrypted
+     * store opened without one. Nothing was written to it.
+     */
+    class InvalidKey(
+        
+        val `path`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "path=${ `path` }"
+    }
+    
+    /**
      * A bug or an unexpected state (a corrupt database, a listener that threw, …).
      */
     class Internal(
@@ -11394,7 +11471,10 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
             14 -> RoamException.AlreadyOpen(
                 FfiConverterString.read(buf),
                 )
-            15 -> RoamException.Internal(
+            15 -> RoamException.InvalidKey(
+                FfiConverterString.read(buf),
+                )
+            16 -> RoamException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -11472,6 +11552,11 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is RoamException.AlreadyOpen -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`path`)
+            )
+            is RoamException.InvalidKey -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`path`)
@@ -11559,8 +11644,13 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 FfiConverterString.write(value.`path`, buf)
                 Unit
             }
-            is RoamException.Internal -> {
+            is RoamException.InvalidKey -> {
                 buf.putInt(15)
+                FfiConverterString.write(value.`path`, buf)
+                Unit
+            }
+            is RoamException.Internal -> {
+                buf.putInt(16)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -12721,6 +12811,38 @@ public object FfiConverterOptionalLong: FfiConverterRustBuffer<kotlin.Long?> {
         } else {
             buf.put(1)
             FfiConverterLong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalBoolean: FfiConverterRustBuffer<kotlin.Boolean?> {
+    override fun read(buf: ByteBuffer): kotlin.Boolean? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterBoolean.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Boolean?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterBoolean.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Boolean?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterBoolean.write(value, buf)
         }
     }
 }
