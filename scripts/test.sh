@@ -28,6 +28,9 @@ psql "$PG_TEST_URL" -Atqc "SELECT format('DROP SCHEMA %I CASCADE;', nspname) FRO
     AND ('x' || substring(nspname from '_([0-9a-f]{12})[0-9a-f]{20}$'))::bit(48)::bigint \
         < (extract(epoch from now()) * 1000)::bigint - 3600000" | psql "$PG_TEST_URL" -q
 
+echo "== build dependencies (libssl-dev for SQLCipher)"
+scripts/build-deps.sh
+
 echo "== cargo test --workspace"
 cargo test --workspace --locked
 

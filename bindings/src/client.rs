@@ -113,7 +113,7 @@ impl RoamClient {
         tokens: Arc<dyn TokenProvider>,
     ) -> Result<Arc<Self>, RoamError> {
         let _guard = runtime()?.enter();
-        let inner = roam_core::Client::open(options.to_core(), Arc::new(Tokens(tokens)))?;
+        let inner = roam_core::Client::open(options.to_core()?, Arc::new(Tokens(tokens)))?;
         Ok(Arc::new(RoamClient {
             inner,
             closed: AtomicBool::new(false),
@@ -201,6 +201,26 @@ impl RoamClient {
         self.handles.cancel_all();
         let core = self.inner.clone();
         run(async move { core.sign_out(wipe).await }).await
+    }
+
+    /// Changes the key of the encrypted store: `key` (32 bytes) re-encrypts it, nil/null
+    /// decrypts it to a plain store. Open it with the new key from then on; store the new key
+    /// before calling, and drop the old one after this returns. Copies the database into a new
+    /// file that replaces the old one, so a crash leaves the old store or the new one whole;
+    /// other calls wait meanwhile.
+    pub async fn change_store_key(&self, key: Option<Vec<u8>>) -> Result<(), RoamError> {
+        let core = self.core()?;
+        let key = key
+            .map(|k| roam_core::StoreKey::from_slice(&k))
+            .transpose()?;
+        run(async move {
+            tokio::task::spawn_blocking(move || core.change_store_key(key))
+                .await
+                .map_err(|e| roam_core::Error::InvalidState {
+                    reason: format!("the re-key task failed: {e}"),
+                })?
+        })
+        .await
     }
 
     // -----------------------------------------------------------------------------------------

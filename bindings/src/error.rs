@@ -69,6 +69,10 @@ pub enum RoamError {
     /// extension) so both are at the same version.
     #[error("the store is at schema version {found}, this library reads {expected}")]
     StoreVersion { found: u32, expected: u32 },
+    /// The database cannot be read with the store key given: a wrong key, or an encrypted
+    /// store opened without one. Nothing was written to it.
+    #[error("the database {path} cannot be read with this store key")]
+    InvalidKey { path: String },
     /// A bug or an unexpected state (a corrupt database, a listener that threw, …).
     #[error("internal error: {reason}")]
     Internal { reason: String },
@@ -94,6 +98,7 @@ impl From<roam_core::Error> for RoamError {
                 tracing::info!(target: "roam_ffi", found, expected, "store of another schema version");
                 RoamError::StoreVersion { found, expected }
             }
+            E::InvalidKey { path } => RoamError::InvalidKey { path },
             E::File { path, reason } => {
                 tracing::info!(target: "roam_ffi", %path, error = %reason, "file error");
                 RoamError::File { path, reason }

@@ -144,7 +144,7 @@ impl PushHandler {
         tokens: Arc<dyn TokenProvider>,
     ) -> Result<Arc<Self>, RoamError> {
         let _guard = runtime()?.enter();
-        let inner = roam_core::PushHandler::open(&options.to_core(), Arc::new(Tokens(tokens)))?;
+        let inner = roam_core::PushHandler::open(&options.to_core()?, Arc::new(Tokens(tokens)))?;
         Ok(Arc::new(PushHandler {
             inner: Arc::new(inner),
         }))

@@ -890,11 +890,26 @@ pub struct ClientOptions {
     /// Size cap of the media cache in bytes (default 0: 256 MiB).
     #[uniffi(default = 0)]
     pub media_cache_bytes: u64,
+    /// The 32-byte key of the encrypted store (default nil/null: a plain store). Create it once
+    /// from a secure random source and keep it in the Keychain / Android Keystore; a plain store
+    /// is encrypted at the first open with a key. A wrong key fails with `InvalidKey`.
+    #[uniffi(default = None)]
+    pub store_key: Option<Vec<u8>>,
+    /// Keep the first 32 bytes of an encrypted store plain, as iOS needs for a database in a
+    /// shared app-group container (default nil/null: on for Apple platforms, off elsewhere).
+    #[uniffi(default = None)]
+    pub store_plaintext_header: Option<bool>,
 }
 
 impl ClientOptions {
-    pub(crate) fn to_core(&self) -> roam_core::ClientConfig {
+    pub(crate) fn to_core(&self) -> Result<roam_core::ClientConfig, crate::error::RoamError> {
         let mut c = roam_core::ClientConfig::new(&self.db_path, &self.server_url, &self.user_id);
+        if let Some(key) = &self.store_key {
+            c.store_key = Some(roam_core::StoreKey::from_slice(key)?);
+        }
+        if let Some(plain) = self.store_plaintext_header {
+            c.store_plaintext_header = plain;
+        }
         if self.reconnect_initial_ms > 0 {
             c.reconnect.initial_delay = Duration::from_millis(self.reconnect_initial_ms);
         }
@@ -917,7 +932,7 @@ impl ClientOptions {
         if c.reconnect.max_delay < c.reconnect.initial_delay {
             c.reconnect.max_delay = c.reconnect.initial_delay;
         }
-        c
+        Ok(c)
     }
 }
 
@@ -1142,8 +1157,10 @@ mod tests {
             max_store_bytes: 0,
             media_dir: None,
             media_cache_bytes: 0,
+            store_key: None,
+            store_plaintext_header: None,
         };
-        let c = o.to_core();
+        let c = o.to_core().expect("valid");
         assert_eq!(c.reconnect.initial_delay, Duration::from_secs(1));
         assert_eq!(c.heartbeat.interval, Duration::from_secs(25));
         assert_eq!(c.max_store_bytes, None);
@@ -1151,6 +1168,26 @@ mod tests {
             max_store_bytes: 1 << 20,
             ..o
         };
-        assert_eq!(capped.to_core().max_store_bytes, Some(1 << 20));
+        assert_eq!(
+            capped.to_core().expect("valid").max_store_bytes,
+            Some(1 << 20)
+        );
+        assert_eq!(c.store_key, None);
+        let keyed = ClientOptions {
+            store_key: Some(vec![7; 32]),
+            store_plaintext_header: Some(true),
+            ..capped.clone()
+        };
+        let k = keyed.to_core().expect("valid");
+        assert_eq!(k.store_key.as_ref().map(|k| k.as_bytes()[0]), Some(7));
+        assert!(k.store_plaintext_header);
+        let short = ClientOptions {
+            store_key: Some(vec![7; 16]),
+            ..capped
+        };
+        assert!(matches!(
+            short.to_core(),
+            Err(crate::error::RoamError::InvalidInput { .. })
+        ));
     }
 }

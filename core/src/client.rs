@@ -31,7 +31,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::auth::TokenProvider;
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, StoreKey};
 use crate::context::{Context, SessionCmd, Want};
 use crate::db::{reads, writes, Db};
 use crate::error::{Error, Result};
@@ -112,7 +112,11 @@ impl Client {
     #[tracing::instrument(skip_all, fields(user = %config.user_id))]
     pub fn open(config: ClientConfig, tokens: Arc<dyn TokenProvider>) -> Result<Client> {
         config.validate()?;
-        let db = Db::open(&config.db_path)?;
+        let db = Db::open_with(
+            &config.db_path,
+            config.store_key.as_ref(),
+            config.store_plaintext_header,
+        )?;
         if let Some(bytes) = config.max_store_bytes {
             db.set_max_bytes(bytes)?;
         }
@@ -230,6 +234,16 @@ impl Client {
         }
         self.ctx.set_session(None);
         self.ctx.set_connection_state(ConnectionState::Offline);
+    }
+
+    /// Changes the key of the account's store (see [`ClientConfig::store_key`]): `Some(key)`
+    /// re-encrypts the store with `key` (or encrypts a plain one), `None` decrypts it to a plain
+    /// store. Open the store with the new key from then on. The database is copied into a new
+    /// file that is renamed over the old one, so a crash leaves either the old store (old key)
+    /// or the new one whole; writes and reads wait meanwhile, which lasts about as long as
+    /// copying the file. Blocks the calling thread: call it off the UI thread.
+    pub fn change_store_key(&self, key: Option<StoreKey>) -> Result<()> {
+        self.ctx.db.change_key(key.as_ref())
     }
 
     /// Signs the account out of this device: stops the client, and with `wipe` deletes the

@@ -51,6 +51,18 @@ pub struct ClientConfig {
     pub max_store_bytes: Option<u64>,
     /// Attachments: the media directory and cache, and how uploads are sent.
     pub media: MediaConfig,
+    /// The key of the encrypted store (`None`: the database is plain SQLite, as before). With a
+    /// key the database and its WAL are encrypted with SQLCipher (AES-256, one HMAC per page);
+    /// a plain store found at `db_path` is encrypted once, at open. The key is used as it is
+    /// (SQLCipher's raw key), so opening costs no key derivation: keep a random key in the
+    /// Keychain or the Android Keystore, not a passphrase.
+    pub store_key: Option<StoreKey>,
+    /// Leave the first 32 bytes of an encrypted database in plain text (SQLCipher's
+    /// `cipher_plaintext_header_size`). iOS needs it for a database in a shared app-group
+    /// container: it recognises a SQLite file by its header and otherwise kills an app that
+    /// holds a lock on it while suspended. Default: on for Apple targets, off elsewhere. Applies
+    /// when a store is created, encrypted or re-keyed; an existing store is opened as it is.
+    pub store_plaintext_header: bool,
 }
 
 impl ClientConfig {
@@ -76,6 +88,8 @@ impl ClientConfig {
             http_timeout: Duration::from_secs(20),
             max_store_bytes: None,
             media: MediaConfig::default(),
+            store_key: None,
+            store_plaintext_header: cfg!(target_vendor = "apple"),
         }
     }
 
@@ -148,6 +162,57 @@ impl ClientConfig {
             return Err(Error::invalid("reset_page_size must be between 1 and 200"));
         }
         Ok(())
+    }
+}
+
+/// The 32-byte key of an encrypted store (see [`ClientConfig::store_key`]). Its `Debug` output
+/// does not show the key, and its bytes are overwritten when it is dropped.
+///
+/// Only a random key is safe here: it is used as SQLCipher's raw key, with no key derivation
+/// (which would add hundreds of milliseconds to every open). Create it once with a secure
+/// random generator and keep it in the Keychain or the Android Keystore.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreKey([u8; StoreKey::LEN]);
+
+impl StoreKey {
+    /// Length of a key in bytes.
+    pub const LEN: usize = 32;
+
+    /// A key from its 32 bytes.
+    pub fn new(bytes: [u8; StoreKey::LEN]) -> Self {
+        StoreKey(bytes)
+    }
+
+    /// A key from a slice, which must be exactly 32 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        let bytes: [u8; StoreKey::LEN] = bytes.try_into().map_err(|_| {
+            Error::invalid(format!(
+                "a store key must be {} bytes, not {}",
+                StoreKey::LEN,
+                bytes.len()
+            ))
+        })?;
+        Ok(StoreKey(bytes))
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8; StoreKey::LEN] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(..)")
+    }
+}
+
+impl Drop for StoreKey {
+    fn drop(&mut self) {
+        self.0 = [0; StoreKey::LEN];
+        // Keeps the write from being removed as a dead store (best effort: copies made outside
+        // this value, such as the app's own buffer, are out of its reach).
+        std::hint::black_box(&self.0);
     }
 }
 

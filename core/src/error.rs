@@ -141,6 +141,14 @@ pub enum Error {
         /// The database file.
         path: String,
     },
+
+    /// The database cannot be read with the key given: the key is wrong, an encrypted store
+    /// was opened without a key, or the file is not a Roam store. Nothing was written to it.
+    #[error("the database {path} cannot be read with the key given (wrong key, or an encrypted store opened without one)")]
+    InvalidKey {
+        /// The database file.
+        path: String,
+    },
 }
 
 impl Error {

@@ -89,7 +89,7 @@ pub use auth::{StaticToken, TokenProvider};
 pub use client::Client;
 pub use config::{
     CacheConfig, ClientConfig, HeartbeatConfig, MediaConfig, OutboxConfig, PresenceConfig,
-    ReconnectConfig, TypingConfig,
+    ReconnectConfig, StoreKey, TypingConfig,
 };
 pub use error::{Error, Result};
 pub use listeners::{

@@ -175,7 +175,7 @@ impl PushHandler {
     pub fn open(config: &ClientConfig, tokens: Arc<dyn TokenProvider>) -> Result<PushHandler> {
         roam_proto::validate::user_id(&config.user_id)?;
         let base = http::base_url(&config.server_url)?;
-        let db = SharedDb::open(&config.db_path)?;
+        let db = SharedDb::open(&config.db_path, config.store_key.as_ref())?;
         let http = Http::new(base, tokens, config.http_timeout)?;
         Ok(PushHandler {
             db: Mutex::new(db),

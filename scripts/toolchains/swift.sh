@@ -11,7 +11,8 @@ set -euo pipefail
 CHROOT=${ROAM_SWIFT_CHROOT:-/var/cache/roam/swift-chroot}
 MARKER="$CHROOT/.roam-ready"
 SUITE=trixie
-PACKAGES=(swiftlang libc6-dev libstdc++-14-dev)
+# libssl3t64: libcrypto.so.3, which the host-built libroam_ffi.so and roam-server link (SQLCipher).
+PACKAGES=(swiftlang libc6-dev libstdc++-14-dev libssl3t64)
 
 log() { echo "swift.sh: $*" >&2; }
 

@@ -16,6 +16,12 @@
 //!    ≤ 2 ms and max ≤ 8 ms during catch-up. The same calls made while synced and idle, in the
 //!    same run, are the baseline.
 //!
+//! Scenarios 1–4 also run on an encrypted store (SQLCipher, `ClientConfig::store_key`) in the
+//! same run, each right after its plain run, and the encrypted figure is reported as a ratio of
+//! the plain one: target within 15 %. The encrypted cold start opens a copy of the plain store,
+//! encrypted by its first open with the key, so both open the same 100,000 messages; it is also
+//! the open-to-first-query time with a key (target ≤ 10 ms).
+//!
 //! Scenarios can be picked by name: `cargo bench -p roam-tests --bench core -- enqueue replay`
 //! (names: `enqueue`, `replay`, `recovery`, `cold_start`, `app_calls`; none given: all of them).
 //! The same list can come from `ROAM_BENCH` (comma or space separated).
@@ -24,8 +30,30 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use roam_core::{Client, ConnectionState, RoomKind};
+use roam_core::{Client, ClientConfig, ConnectionState, RoomKind, StoreKey};
 use roam_tests::{fast_config, open_client, wait_until, Backend};
+
+/// The key of the encrypted variants.
+const KEY: [u8; 32] = [0x42; 32];
+
+/// A plain store (`None`) or the encrypted one.
+type Key = Option<StoreKey>;
+
+/// [`fast_config`] with the store key of the variant.
+fn config(db: &std::path::Path, url: &str, user: &str, key: &Key) -> ClientConfig {
+    let mut c = fast_config(db, url, user);
+    c.store_key = key.clone();
+    c
+}
+
+/// "-enc" for the encrypted variant (file and room names), "" for the plain one.
+fn tag(key: &Key) -> &'static str {
+    if key.is_some() {
+        "-enc"
+    } else {
+        ""
+    }
+}
 use serde_json::json;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -71,16 +99,15 @@ fn raw_insert_rate(path: &std::path::Path, n: usize) -> f64 {
 /// a single round of 5,000 writes is over in a fraction of a second).
 const ENQUEUE_ROUNDS: usize = 5;
 
-/// One round: the raw insert loop, then the same number of `send_message` calls, each on a
-/// fresh database. Returns (enqueue rate, raw rate).
-fn enqueue_round(backend: &Backend, dir: &std::path::Path, round: usize) -> (f64, f64) {
+/// `send_message` calls per second on a fresh database.
+fn enqueue_rate(backend: &Backend, dir: &std::path::Path, round: usize, key: &Key) -> f64 {
     const N: usize = 5_000;
-    let raw = raw_insert_rate(&dir.join(format!("raw{round}.db")), N);
     let client = open_client(
-        fast_config(
-            &dir.join(format!("enqueue{round}.db")),
+        config(
+            &dir.join(format!("enqueue{round}{}.db", tag(key))),
             &backend.url(),
             "alice",
+            key,
         ),
         backend.token("alice"),
     );
@@ -93,13 +120,24 @@ fn enqueue_round(backend: &Backend, dir: &std::path::Path, round: usize) -> (f64
             .send_message("bench".into(), format!("message {i}"))
             .expect("send");
     }
-    let rate = N as f64 / started.elapsed().as_secs_f64();
-    (rate, raw)
+    N as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Median enqueue rate, median raw rate, and the median of the rounds' ratios.
-async fn enqueue(backend: &Backend, dir: &std::path::Path) -> (f64, f64, f64) {
-    let rounds: Vec<(f64, f64)> = (0..ENQUEUE_ROUNDS)
+/// One round: the raw insert loop, then the same number of `send_message` calls on a fresh
+/// plain database, then on a fresh encrypted one. Returns (enqueue rate, raw rate, encrypted
+/// enqueue rate).
+fn enqueue_round(backend: &Backend, dir: &std::path::Path, round: usize) -> (f64, f64, f64) {
+    const N: usize = 5_000;
+    let raw = raw_insert_rate(&dir.join(format!("raw{round}.db")), N);
+    let rate = enqueue_rate(backend, dir, round, &None);
+    let encrypted = enqueue_rate(backend, dir, round, &Some(StoreKey::new(KEY)));
+    (rate, raw, encrypted)
+}
+
+/// Medians of the rounds: enqueue rate, raw rate, their ratio, encrypted enqueue rate, and the
+/// ratio encrypted / plain.
+async fn enqueue(backend: &Backend, dir: &std::path::Path) -> (f64, f64, f64, f64, f64) {
+    let rounds: Vec<(f64, f64, f64)> = (0..ENQUEUE_ROUNDS)
         .map(|round| enqueue_round(backend, dir, round))
         .collect();
     let med = |mut v: Vec<f64>| {
@@ -110,20 +148,28 @@ async fn enqueue(backend: &Backend, dir: &std::path::Path) -> (f64, f64, f64) {
         med(rounds.iter().map(|r| r.0).collect()),
         med(rounds.iter().map(|r| r.1).collect()),
         med(rounds.iter().map(|r| r.0 / r.1).collect()),
+        med(rounds.iter().map(|r| r.2).collect()),
+        med(rounds.iter().map(|r| r.2 / r.0).collect()),
     )
 }
 
-async fn replay(backend: &mut Backend, dir: &std::path::Path) -> Duration {
+async fn replay(backend: &mut Backend, dir: &std::path::Path, key: &Key) -> Duration {
     const N: usize = 10_000;
-    backend.api("alice").create_room("replay", "public").await;
+    let room = format!("replay{}", tag(key));
+    backend.api("alice").create_room(&room, "public").await;
     backend.stop().await;
     let client = open_client(
-        fast_config(&dir.join("replay.db"), &backend.url(), "alice"),
+        config(
+            &dir.join(format!("{room}.db")),
+            &backend.url(),
+            "alice",
+            key,
+        ),
         backend.token("alice"),
     );
     for i in 0..N {
         client
-            .send_message("replay".into(), format!("r{i:05}"))
+            .send_message(room.clone(), format!("r{i:05}"))
             .expect("queue");
     }
     backend.start().await;
@@ -131,7 +177,7 @@ async fn replay(backend: &mut Backend, dir: &std::path::Path) -> Duration {
     client.start().await.expect("start");
     wait_until("the outbox is empty", || client.metrics().outbox_depth == 0).await;
     let took = started.elapsed();
-    let stored = backend.api("alice").all_messages("replay").await;
+    let stored = backend.api("alice").all_messages(&room).await;
     assert_eq!(stored.len(), N, "every mutation applied exactly once");
     for (i, m) in stored.iter().enumerate() {
         assert_eq!(m["body"], format!("r{i:05}"), "in order");
@@ -157,32 +203,33 @@ async fn import(backend: &Backend, room: &str, n: usize) {
     }
 }
 
-async fn recovery(backend: &Backend, dir: &std::path::Path) -> Duration {
+async fn recovery(backend: &Backend, dir: &std::path::Path, key: &Key) -> Duration {
     const N: u64 = 10_000;
     let api = backend.api("alice");
-    api.create_room("outage", "public").await;
-    let db = dir.join("bob.db");
+    let room = format!("outage{}", tag(key));
+    api.create_room(&room, "public").await;
+    let db = dir.join(format!("bob{}.db", tag(key)));
     let bob = open_client(
-        fast_config(&db, &backend.url(), "bob"),
+        config(&db, &backend.url(), "bob", key),
         backend.token("bob"),
     );
     bob.start().await.expect("start");
-    bob.join_room("outage".into()).expect("join");
+    bob.join_room(room.clone()).expect("join");
     wait_until("bob follows the room", || {
-        bob.metrics().outbox_depth == 0 && bob.room("outage".into()).ok().flatten().is_some()
+        bob.metrics().outbox_depth == 0 && bob.room(room.clone()).ok().flatten().is_some()
     })
     .await;
     bob.shutdown().await;
     drop(bob);
-    import(backend, "outage", N as usize).await;
+    import(backend, &room, N as usize).await;
     let bob = open_client(
-        fast_config(&db, &backend.url(), "bob"),
+        config(&db, &backend.url(), "bob", key),
         backend.token("bob"),
     );
     let started = Instant::now();
     bob.start().await.expect("start");
     wait_until("bob recovered everything", || {
-        bob.room("outage".into())
+        bob.room(room.clone())
             .ok()
             .flatten()
             .is_some_and(|r| r.last_seq >= r.head_seq && r.head_seq >= N)
@@ -190,7 +237,7 @@ async fn recovery(backend: &Backend, dir: &std::path::Path) -> Duration {
     })
     .await;
     let took = started.elapsed();
-    let newest = bob.messages("outage".into(), None, 1).expect("read");
+    let newest = bob.messages(room.clone(), None, 1).expect("read");
     assert_eq!(
         newest[0].body,
         format!("i{:06}", N - 1),
@@ -200,7 +247,8 @@ async fn recovery(backend: &Backend, dir: &std::path::Path) -> Duration {
     took
 }
 
-async fn cold_start(backend: &Backend, dir: &std::path::Path) -> Duration {
+/// Median cold start on the plain store and on an encrypted copy of it.
+async fn cold_start(backend: &Backend, dir: &std::path::Path) -> (Duration, Duration) {
     const N: u64 = 100_000;
     let api = backend.api("alice");
     api.create_room("big", "public").await;
@@ -219,20 +267,44 @@ async fn cold_start(backend: &Backend, dir: &std::path::Path) -> Duration {
         .await;
         carol.shutdown().await;
     }
-    let mut times = Vec::new();
-    for _ in 0..15 {
+    // The encrypted copy: the closed plain store (no WAL left) copied, then encrypted by its
+    // first open with the key.
+    let encrypted_db = dir.join("carol-enc.db");
+    std::fs::copy(&db, &encrypted_db).expect("copy");
+    let key = Some(StoreKey::new(KEY));
+    drop(open_client(
+        config(&encrypted_db, &backend.url(), "carol", &key),
+        backend.token("carol"),
+    ));
+    let open = |db: &std::path::Path, key: &Key| {
         let started = Instant::now();
         let c = open_client(
-            fast_config(&db, &backend.url(), "carol"),
+            config(db, &backend.url(), "carol", key),
             backend.token("carol"),
         );
         let rooms = c.rooms().expect("rooms");
         let page = c.messages("big".into(), None, 50).expect("page");
-        times.push(started.elapsed());
+        let took = started.elapsed();
         assert!(!rooms.is_empty() && page.len() == 50);
         drop(c);
+        took
+    };
+    let mut plain = Vec::new();
+    let mut encrypted = Vec::new();
+    for _ in 0..15 {
+        plain.push(open(&db, &None));
+        encrypted.push(open(&encrypted_db, &key));
     }
-    median(times)
+    (median(plain), median(encrypted))
+}
+
+/// The encrypted figure against the plain one: "ratio 1.04 (target <= 1.15) MET".
+fn against_plain(plain: Duration, encrypted: Duration) -> String {
+    let ratio = encrypted.as_secs_f64() / plain.as_secs_f64();
+    format!(
+        "ratio {ratio:.2} (target <= 1.15) {}",
+        verdict(ratio <= 1.15)
+    )
 }
 
 /// What the app thread of [`app_calls`] is doing.
@@ -525,38 +597,61 @@ async fn main() {
     let mut backend = Backend::down_with(|c| c.max_recovery_events = 1_000_000);
     backend.start().await;
 
+    let key = Some(StoreKey::new(KEY));
     if wants("enqueue") {
-        let (rate, raw, ratio) = enqueue(&backend, dir.path()).await;
+        let (rate, raw, ratio, encrypted, against) = enqueue(&backend, dir.path()).await;
         println!(
             "outbox enqueue: {rate:.0}/s; raw rusqlite insert: {raw:.0}/s; ratio {ratio:.2} (target >= 0.50) {} (medians of {ENQUEUE_ROUNDS} paired rounds)",
             verdict(ratio >= 0.5)
         );
+        println!(
+            "  encrypted store: {encrypted:.0}/s; encrypted / plain {against:.2} (target >= 0.87, within 15 %) {}",
+            verdict(against >= 1.0 / 1.15)
+        );
     }
 
     if wants("replay") {
-        let took = replay(&mut backend, dir.path()).await;
+        let took = replay(&mut backend, dir.path(), &None).await;
         println!(
             "replay of 10,000 queued mutations: {:.0} ms (target < 1000 ms) {}",
             took.as_secs_f64() * 1e3,
             verdict(took < Duration::from_secs(1))
         );
+        let encrypted = replay(&mut backend, dir.path(), &key).await;
+        println!(
+            "  encrypted store: {:.0} ms; {}",
+            encrypted.as_secs_f64() * 1e3,
+            against_plain(took, encrypted)
+        );
     }
 
     if wants("recovery") {
-        let took = recovery(&backend, dir.path()).await;
+        let took = recovery(&backend, dir.path(), &None).await;
         println!(
             "recovery of 10,000 missed events: {:.0} ms (target < 2000 ms) {}",
             took.as_secs_f64() * 1e3,
             verdict(took < Duration::from_secs(2))
         );
+        let encrypted = recovery(&backend, dir.path(), &key).await;
+        println!(
+            "  encrypted store: {:.0} ms; {}",
+            encrypted.as_secs_f64() * 1e3,
+            against_plain(took, encrypted)
+        );
     }
 
     if wants("cold_start") {
-        let took = cold_start(&backend, dir.path()).await;
+        let (took, encrypted) = cold_start(&backend, dir.path()).await;
         println!(
             "cold start with 100,000 messages (median of 15): {:.1} ms (target < 50 ms) {}",
             took.as_secs_f64() * 1e3,
             verdict(took < Duration::from_millis(50))
+        );
+        println!(
+            "  encrypted store (open to first query with a key, target <= 10 ms {}): {:.1} ms; {}",
+            verdict(encrypted <= Duration::from_millis(10)),
+            encrypted.as_secs_f64() * 1e3,
+            against_plain(took, encrypted)
         );
     }
     if wants("app_calls") {

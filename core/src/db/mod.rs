@@ -29,7 +29,15 @@
 //!   names what a wipe deletes.
 //! - **Schema** is versioned by `PRAGMA user_version` and upgraded by the numbered files in
 //!   `migrations/`, each in its own transaction. See `NOTES.md` next to this file.
+//! - **Encryption.** With a key ([`Db::open_with`]) every connection (writer, readers,
+//!   checkpointer) is opened through [`connect`], which keys it before its first statement and
+//!   checks the key. A plain store found at open is encrypted once, and [`Db::change_key`]
+//!   re-keys an open store; both copy the database into a new file and rename it into place
+//!   (see [`cipher`]).
 
+pub(crate) mod cipher;
+#[cfg(test)]
+mod cipher_tests;
 pub(crate) mod reads;
 pub(crate) mod shared;
 pub(crate) mod writes;
@@ -40,9 +48,11 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use rusqlite::{Connection, OpenFlags};
 
+use self::cipher::{Cipher, Found};
+use crate::config::StoreKey;
 use crate::error::{Error, Result};
 
 /// The numbered migrations, in order. Index `i` brings the schema to version `i + 1`.
@@ -91,8 +101,17 @@ struct Checkpointer {
 #[derive(Debug)]
 pub(crate) struct Db {
     path: PathBuf,
+    /// The keying of every connection (`None`: a plain store); replaced by [`Db::change_key`].
+    cipher: Mutex<Option<Cipher>>,
+    /// Whether a store this encrypts or re-keys keeps a plaintext header.
+    plaintext_header: bool,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Held shared by every read for its whole length, and exclusively by [`Db::change_key`]
+    /// while it replaces the file, so no reader uses a connection to the old one meanwhile.
+    swap: RwLock<()>,
+    /// The writer's page cap (see [`Db::set_max_bytes`]), applied again to a new writer.
+    max_pages: Mutex<Option<i64>>,
     /// Callers trying for the writer now (see [`Db::writer`]).
     wanted: AtomicUsize,
     /// The next outbox position (see [`Db::next_pos`]).
@@ -106,8 +125,21 @@ pub(crate) struct Db {
 }
 
 impl Db {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens (creating if needed) and migrates the plain database at `path`.
+    #[cfg(test)]
     pub(crate) fn open(path: &Path) -> Result<Db> {
+        Db::open_with(path, None, false)
+    }
+
+    /// Opens (creating if needed) and migrates the database at `path`, encrypted with `key`
+    /// when one is given: a new store is created encrypted, a plain one is encrypted first
+    /// (see [`cipher`]), and a wrong key fails with [`Error::InvalidKey`] having written
+    /// nothing. `plaintext_header` applies to a store this creates or encrypts.
+    pub(crate) fn open_with(
+        path: &Path,
+        key: Option<&StoreKey>,
+        plaintext_header: bool,
+    ) -> Result<Db> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
                 std::fs::create_dir_all(dir)
@@ -115,17 +147,40 @@ impl Db {
             }
         }
         let lock = lock_file(path)?;
-        let mut writer = Connection::open(path)?;
-        configure(&writer)?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
-        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // A copy left by an encryption or re-key that did not finish (see `cipher`).
+        cipher::remove_files(&cipher::new_file(path))?;
+        let cipher = match key {
+            None => None,
+            Some(key) => {
+                let wanted = Cipher {
+                    key: key.clone(),
+                    plaintext_header,
+                };
+                match cipher::inspect(path)? {
+                    Found::New => Some(wanted),
+                    Found::Plain => {
+                        encrypt_plain(path, &wanted)?;
+                        Some(wanted)
+                    }
+                    Found::Encrypted { plaintext_header } => Some(Cipher {
+                        key: key.clone(),
+                        plaintext_header,
+                    }),
+                }
+            }
+        };
+        let mut writer = open_writer(path, cipher.as_ref())?;
         migrate(&mut writer)?;
         let next_pos = first_free_pos(&writer)?;
-        let checkpointer = start_checkpointer(path)?;
+        let checkpointer = start_checkpointer(path, cipher.as_ref())?;
         Ok(Db {
             path: path.to_owned(),
+            cipher: Mutex::new(cipher),
+            plaintext_header,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            swap: RwLock::new(()),
+            max_pages: Mutex::new(None),
             wanted: AtomicUsize::new(0),
             next_pos: AtomicI64::new(next_pos),
             lock: Mutex::new(Some(lock)),
@@ -139,10 +194,77 @@ impl Db {
     /// a write that would grow it further fails with `SQLITE_FULL`, like on a full disk.
     pub(crate) fn set_max_bytes(&self, bytes: u64) -> Result<()> {
         let conn = self.writer();
-        let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
-        let pages = i64::try_from(bytes).unwrap_or(i64::MAX) / page.max(1);
-        conn.pragma_update(None, "max_page_count", pages.max(1))?;
+        // On a keyed connection SQLCipher answers `page_size` itself, as text.
+        let page: i64 = conn.pragma_query_value(None, "page_size", |r| {
+            Ok(match r.get::<_, rusqlite::types::Value>(0)? {
+                rusqlite::types::Value::Integer(n) => n,
+                rusqlite::types::Value::Text(t) => t.parse().unwrap_or(4096),
+                _ => 4096,
+            })
+        })?;
+        let pages = (i64::try_from(bytes).unwrap_or(i64::MAX) / page.max(1)).max(1);
+        conn.pragma_update(None, "max_page_count", pages)?;
+        *self.max_pages.lock() = Some(pages);
         Ok(())
+    }
+
+    /// Re-encrypts the open store with `key` (`None`: decrypts it to a plain store; a plain
+    /// store given a key is encrypted). Waits for the write and the reads under way, holds
+    /// every other one off meanwhile, copies the database into a new file with the new key and
+    /// renames it over the old one: a crash at any point leaves either the old store whole or
+    /// the new one (see [`cipher`]). Takes about as long as copying the file.
+    pub(crate) fn change_key(&self, key: Option<&StoreKey>) -> Result<()> {
+        self.check_open()?;
+        let new = key.map(|key| Cipher {
+            key: key.clone(),
+            plaintext_header: self.plaintext_header,
+        });
+        // The writer first, then the readers: a read never waits for the writer while
+        // holding `swap`, but a writer may read.
+        let mut writer = self.writer();
+        let _swap = self.swap.write();
+        self.check_open()?;
+        self.readers.lock().clear();
+        self.stop_checkpointer();
+        let copy = cipher::new_file(&self.path);
+        let exported = cipher::checkpoint_all(&writer)
+            .and_then(|()| cipher::export(&writer, &copy, new.as_ref()));
+        if let Err(err) = exported {
+            if let Err(e) = cipher::remove_files(&copy) {
+                tracing::warn!(error = %e, "cannot delete the unfinished copy");
+            }
+            self.restart_checkpointer();
+            return Err(err);
+        }
+        // The writer is the last connection to the old file: close it, then swap the files.
+        let old = std::mem::replace(&mut *writer, Connection::open_in_memory()?);
+        if let Err((_, err)) = old.close() {
+            tracing::warn!(error = %err, "closing the database before the re-key failed");
+        }
+        let swapped = cipher::swap_in(&copy, &self.path);
+        let mut current = self.cipher.lock();
+        if swapped.is_ok() {
+            *current = new;
+        }
+        *writer = open_writer(&self.path, current.as_ref())?;
+        if let Some(pages) = *self.max_pages.lock() {
+            writer.pragma_update(None, "max_page_count", pages)?;
+        }
+        drop(current);
+        self.restart_checkpointer();
+        if swapped.is_ok() {
+            tracing::info!(encrypted = key.is_some(), "store re-keyed");
+        }
+        swapped
+    }
+
+    /// Starts the checkpointer again after [`Db::change_key`] stopped it.
+    fn restart_checkpointer(&self) {
+        let cipher = self.cipher.lock().clone();
+        match start_checkpointer(&self.path, cipher.as_ref()) {
+            Ok(c) => *self.checkpointer.lock() = Some(c),
+            Err(err) => tracing::warn!(error = %err, "cannot restart the checkpointer"),
+        }
     }
 
     /// Counts a commit of the writer; every [`CHECKPOINT_EVERY`] commits wakes the checkpointer
@@ -197,16 +319,26 @@ impl Db {
         Ok(())
     }
 
-    /// The files of this store: the database, its WAL and shared-memory files, and the lock.
+    /// The files of this store: the database, its WAL and shared-memory files, the lock, and
+    /// the copy an unfinished encryption or re-key left.
     pub(crate) fn files(&self) -> Vec<PathBuf> {
-        ["", "-wal", "-shm", "-journal", "-lock", "-lock-journal"]
-            .iter()
-            .map(|suffix| {
-                let mut name = self.path.clone().into_os_string();
-                name.push(suffix);
-                PathBuf::from(name)
-            })
-            .collect()
+        [
+            "",
+            "-wal",
+            "-shm",
+            "-journal",
+            "-lock",
+            "-lock-journal",
+            "-new",
+            "-new-journal",
+        ]
+        .iter()
+        .map(|suffix| {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            PathBuf::from(name)
+        })
+        .collect()
     }
 
     /// A position for a new outbox entry: greater than any position taken before in this
@@ -265,6 +397,7 @@ impl Db {
     /// Runs a read on a pooled connection.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.check_open()?;
+        let _swap = self.swap.read();
         let conn = match self.readers.lock().pop() {
             Some(c) => c,
             None => self.open_reader()?,
@@ -278,11 +411,12 @@ impl Db {
     }
 
     fn open_reader(&self) -> Result<Connection> {
-        let conn = Connection::open_with_flags(
+        let cipher = self.cipher.lock().clone();
+        let conn = connect(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            cipher.as_ref(),
         )?;
-        configure(&conn)?;
         conn.pragma_update(None, "query_only", true)?;
         Ok(conn)
     }
@@ -310,13 +444,53 @@ impl Db {
     }
 }
 
+/// Opens a connection to the store at `path`: keys it (see [`cipher::apply`]), checks that
+/// the key reads the file ([`Error::InvalidKey`] otherwise) and configures it.
+fn connect(path: &Path, flags: OpenFlags, cipher: Option<&Cipher>) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    cipher::apply(&conn, cipher)?;
+    cipher::verify(&conn, path, cipher)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// Opens the writer connection of the store at `path`: WAL, and no automatic checkpoints (see
+/// the module docs).
+fn open_writer(path: &Path, cipher: Option<&Cipher>) -> Result<Connection> {
+    let writer = connect(path, OpenFlags::default(), cipher)?;
+    writer.pragma_update(None, "journal_mode", "WAL")?;
+    writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(writer)
+}
+
+/// Encrypts the plain store at `path` with `cipher` (the store's lock is held, no connection
+/// is open): checkpoints its WAL, copies it into a new encrypted file and renames that over it
+/// (see [`cipher`]).
+fn encrypt_plain(path: &Path, cipher: &Cipher) -> Result<()> {
+    let conn = connect(path, OpenFlags::default(), None)?;
+    let copy = cipher::new_file(path);
+    let exported =
+        cipher::checkpoint_all(&conn).and_then(|()| cipher::export(&conn, &copy, Some(cipher)));
+    if let Err(err) = exported {
+        drop(conn);
+        if let Err(e) = cipher::remove_files(&copy) {
+            tracing::warn!(error = %e, "cannot delete the unfinished copy");
+        }
+        return Err(err);
+    }
+    conn.close().map_err(|(_, e)| Error::from(e))?;
+    cipher::swap_in(&copy, path)?;
+    tracing::info!("encrypted the plain store");
+    Ok(())
+}
+
 /// Starts the checkpointer of the store at `path` (see the module docs).
-fn start_checkpointer(path: &Path) -> Result<Checkpointer> {
-    let conn = Connection::open_with_flags(
+fn start_checkpointer(path: &Path, cipher: Option<&Cipher>) -> Result<Checkpointer> {
+    let conn = connect(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        cipher,
     )?;
-    configure(&conn)?;
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     let thread = std::thread::Builder::new()
         .name("roam-checkpoint".into())

@@ -39,6 +39,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::cipher::{self, Cipher, Found};
+use crate::config::StoreKey;
 use crate::error::{Error, Result};
 
 /// Longest a read waits for a lock the app holds for a moment.
@@ -57,7 +59,9 @@ pub(crate) struct SharedDb {
 impl SharedDb {
     /// Opens the existing store at `path` read-only, next to the app's writer if it has it
     /// open (see the module docs for what is refused and why).
-    pub(crate) fn open(path: &Path) -> Result<SharedDb> {
+    /// `key`: the account's store key, when the app encrypts its store; it is used only if the
+    /// file is encrypted (an app that has not yet opened the store with its key left it plain).
+    pub(crate) fn open(path: &Path, key: Option<&StoreKey>) -> Result<SharedDb> {
         if !path.is_file() {
             return Err(Error::not_found(format!(
                 "store {} (the app has not opened this account on this device)",
@@ -68,6 +72,15 @@ impl SharedDb {
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        let cipher = match (key, cipher::inspect(path)?) {
+            (Some(key), Found::Encrypted { plaintext_header }) => Some(Cipher {
+                key: key.clone(),
+                plaintext_header,
+            }),
+            _ => None,
+        };
+        cipher::apply(&conn, cipher.as_ref())?;
+        cipher::verify(&conn, path, cipher.as_ref())?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.set_prepared_statement_cache_capacity(16);
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
@@ -128,7 +141,7 @@ mod tests {
         let path = dir.path().join("a.db");
         let app = Arc::new(Db::open(&path).expect("app open"));
         assert!(matches!(Db::open(&path), Err(Error::AlreadyOpen { .. })));
-        let shared = SharedDb::open(&path).expect("shared open next to the app");
+        let shared = SharedDb::open(&path, None).expect("shared open next to the app");
 
         let stop = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(0));
@@ -185,7 +198,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.db");
         Db::open(&path).expect("create").close();
-        let shared = SharedDb::open(&path).expect("open without the app");
+        let shared = SharedDb::open(&path, None).expect("open without the app");
         let res =
             shared.read(|c| Ok(c.execute("INSERT INTO kv (key, value) VALUES ('k', 'v')", [])?));
         assert!(res.is_err(), "a write went through");
@@ -202,7 +215,10 @@ mod tests {
     fn missing_and_other_schema_stores_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("none.db");
-        assert!(matches!(SharedDb::open(&path), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            SharedDb::open(&path, None),
+            Err(Error::NotFound { .. })
+        ));
         assert!(!path.exists(), "nothing was created");
 
         for version in [SCHEMA_VERSION_OLDER, super::super::SCHEMA_VERSION + 1] {
@@ -213,7 +229,7 @@ mod tests {
                 c.pragma_update(None, "user_version", version)
                     .expect("version");
             }
-            match SharedDb::open(&path) {
+            match SharedDb::open(&path, None) {
                 Err(Error::SchemaMismatch { found, expected }) => {
                     assert_eq!((found, expected), (version, super::super::SCHEMA_VERSION));
                 }
@@ -227,7 +243,7 @@ mod tests {
             .pragma_update(None, "user_version", super::super::SCHEMA_VERSION)
             .expect("version");
         assert!(matches!(
-            SharedDb::open(&path),
+            SharedDb::open(&path, None),
             Err(Error::InvalidState { .. })
         ));
     }
@@ -241,7 +257,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.db");
         let app = Db::open(&path).expect("app");
-        let shared = SharedDb::open(&path).expect("shared");
+        let shared = SharedDb::open(&path, None).expect("shared");
         let cache: i64 = shared
             .read(|c| Ok(c.pragma_query_value(None, "cache_size", |r| r.get(0))?))
             .expect("pragma");
@@ -265,5 +281,30 @@ mod tests {
             assert_eq!(shared.read(kv_count).expect("read"), (round + 1) * 20);
         }
         assert_eq!(shared.path(), path);
+    }
+
+    /// An encrypted store (the app's, with its key) is read with the same key, whatever its
+    /// header mode; without the key, or with another, the reader fails with `InvalidKey`.
+    #[test]
+    fn an_encrypted_store_is_read_with_the_apps_key() {
+        for plaintext_header in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("a.db");
+            let key = StoreKey::new([7; StoreKey::LEN]);
+            let app = Db::open_with(&path, Some(&key), plaintext_header).expect("app");
+            app.writer()
+                .execute("INSERT INTO kv (key, value) VALUES ('k', 'v')", [])
+                .expect("write");
+            let shared = SharedDb::open(&path, Some(&key)).expect("reader with the key");
+            assert_eq!(shared.read(kv_count).expect("read"), 1);
+            for wrong in [None, Some(StoreKey::new([8; StoreKey::LEN]))] {
+                assert!(matches!(
+                    SharedDb::open(&path, wrong.as_ref()),
+                    Err(Error::InvalidKey { .. })
+                ));
+            }
+            drop(shared);
+            app.close();
+        }
     }
 }

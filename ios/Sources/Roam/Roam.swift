@@ -1877,6 +1877,15 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
      */
     func cancelAttachment(message: String) throws 
     
+    /**
+     * Changes the key of the encrypted store: `key` (32 bytes) re-encrypts it, nil/null
+     * decrypts it to a plain store. Open it with the new key from then on; store the new key
+     * before calling, and drop the old one after this returns. Copies the database into a new
+     * file that replaces the old one, so a crash leaves the old store or the new one whole;
+     * other calls wait meanwhile.
+     */
+    func changeStoreKey(key: Data?) async throws 
+    
     func connectionState()  -> ConnectionState
     
     /**
@@ -2364,6 +2373,29 @@ open func cancelAttachment(message: String)throws   {try rustCallWithError(FfiCo
         FfiConverterString.lower(message),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Changes the key of the encrypted store: `key` (32 bytes) re-encrypts it, nil/null
+     * decrypts it to a plain store. Open it with the new key from then on; store the new key
+     * before calling, and drop the old one after this returns. Copies the database into a new
+     * file that replaces the old one, so a crash leaves the old store or the new one whole;
+     * other calls wait meanwhile.
+     */
+open func changeStoreKey(key: Data?)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_roam_ffi_fn_method_roamclient_change_store_key(
+                        self.uniffiCloneHandle(),FfiConverterOptionData.lower(key)
+                )
+            },
+            pollFunc: ffi_roam_ffi_rust_future_poll_void,
+            completeFunc: ffi_roam_ffi_rust_future_complete_void,
+            freeFunc: ffi_roam_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeRoamError_lift
+        )
 }
     
 open func connectionState() -> ConnectionState  {
@@ -5833,6 +5865,17 @@ public struct ClientOptions: Equatable, Hashable {
      * Size cap of the media cache in bytes (default 0: 256 MiB).
      */
     public var mediaCacheBytes: UInt64
+    /**
+     * The 32-byte key of the encrypted store (default nil/null: a plain store). Create it once
+     * from a secure random source and keep it in the Keychain / Android Keystore; a plain store
+     * is encrypted at the first open with a key. A wrong key fails with `InvalidKey`.
+     */
+    public var storeKey: Data?
+    /**
+     * Keep the first 32 bytes of an encrypted store plain, as iOS needs for a database in a
+     * shared app-group container (default nil/null: on for Apple platforms, off elsewhere).
+     */
+    public var storePlaintextHeader: Bool?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -5865,7 +5908,16 @@ public struct ClientOptions: Equatable, Hashable {
          */mediaDir: String? = nil, 
         /**
          * Size cap of the media cache in bytes (default 0: 256 MiB).
-         */mediaCacheBytes: UInt64 = UInt64(0)) {
+         */mediaCacheBytes: UInt64 = UInt64(0), 
+        /**
+         * The 32-byte key of the encrypted store (default nil/null: a plain store). Create it once
+         * from a secure random source and keep it in the Keychain / Android Keystore; a plain store
+         * is encrypted at the first open with a key. A wrong key fails with `InvalidKey`.
+         */storeKey: Data? = nil, 
+        /**
+         * Keep the first 32 bytes of an encrypted store plain, as iOS needs for a database in a
+         * shared app-group container (default nil/null: on for Apple platforms, off elsewhere).
+         */storePlaintextHeader: Bool? = nil) {
         self.dbPath = dbPath
         self.serverUrl = serverUrl
         self.userId = userId
@@ -5875,6 +5927,8 @@ public struct ClientOptions: Equatable, Hashable {
         self.maxStoreBytes = maxStoreBytes
         self.mediaDir = mediaDir
         self.mediaCacheBytes = mediaCacheBytes
+        self.storeKey = storeKey
+        self.storePlaintextHeader = storePlaintextHeader
     }
 
     
@@ -5901,7 +5955,9 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
                 heartbeatMs: FfiConverterUInt64.read(from: &buf), 
                 maxStoreBytes: FfiConverterUInt64.read(from: &buf), 
                 mediaDir: FfiConverterOptionString.read(from: &buf), 
-                mediaCacheBytes: FfiConverterUInt64.read(from: &buf)
+                mediaCacheBytes: FfiConverterUInt64.read(from: &buf), 
+                storeKey: FfiConverterOptionData.read(from: &buf), 
+                storePlaintextHeader: FfiConverterOptionBool.read(from: &buf)
         )
     }
 
@@ -5915,6 +5971,8 @@ public struct FfiConverterTypeClientOptions: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.maxStoreBytes, into: &buf)
         FfiConverterOptionString.write(value.mediaDir, into: &buf)
         FfiConverterUInt64.write(value.mediaCacheBytes, into: &buf)
+        FfiConverterOptionData.write(value.storeKey, into: &buf)
+        FfiConverterOptionBool.write(value.storePlaintextHeader, into: &buf)
     }
 }
 
@@ -8248,6 +8306,12 @@ enum RoamError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case StoreVersion(found: UInt32, expected: UInt32
     )
     /**
+     * The database cannot be read with the store key given: a wrong key, or an encrypted
+     * store opened without one. Nothing was written to it.
+     */
+    case InvalidKey(path: String
+    )
+    /**
      * A bug or an unexpected state (a corrupt database, a listener that threw, …).
      */
     case Internal(reason: String
@@ -8329,7 +8393,10 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
             found: try FfiConverterUInt32.read(from: &buf), 
             expected: try FfiConverterUInt32.read(from: &buf)
             )
-        case 16: return .Internal(
+        case 16: return .InvalidKey(
+            path: try FfiConverterString.read(from: &buf)
+            )
+        case 17: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -8423,8 +8490,13 @@ public struct FfiConverterTypeRoamError: FfiConverterRustBuffer {
             FfiConverterUInt32.write(expected, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .InvalidKey(path):
             writeInt(&buf, Int32(16))
+            FfiConverterString.write(path, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(17))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -9371,6 +9443,30 @@ fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionBool: FfiConverterRustBuffer {
+    typealias SwiftType = Bool?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterBool.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterBool.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
     typealias SwiftType = String?
 
@@ -10136,6 +10232,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_cancel_attachment() != 45514) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamclient_change_store_key() != 53688) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_connection_state() != 31963) {

@@ -523,6 +523,11 @@ RustBuffer uniffi_roam_ffi_fn_method_roamclient_ban(uint64_t ptr, RustBuffer roo
 void uniffi_roam_ffi_fn_method_roamclient_cancel_attachment(uint64_t ptr, RustBuffer message, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CHANGE_STORE_KEY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CHANGE_STORE_KEY
+uint64_t uniffi_roam_ffi_fn_method_roamclient_change_store_key(uint64_t ptr, RustBuffer key
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CONNECTION_STATE
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_CONNECTION_STATE
 RustBuffer uniffi_roam_ffi_fn_method_roamclient_connection_state(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -1558,6 +1563,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_ban(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_CANCEL_ATTACHMENT
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_CANCEL_ATTACHMENT
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_cancel_attachment(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_CHANGE_STORE_KEY
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_CHANGE_STORE_KEY
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_change_store_key(void
     
 );
 #endif

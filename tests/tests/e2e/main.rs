@@ -4,6 +4,7 @@
 mod account;
 mod attachments;
 mod backoff;
+mod encrypted;
 mod live;
 mod offline;
 mod order;

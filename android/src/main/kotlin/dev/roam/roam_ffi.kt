@@ -976,6 +976,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_cancel_attachment(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_change_store_key(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_connection_state(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_create_room(
@@ -1234,6 +1236,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_cancel_attachment(`ptr`: Long,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamclient_change_store_key(`ptr`: Long,`key`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_connection_state(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_create_room(`ptr`: Long,`room`: RustBuffer.ByValue,`kind`: RustBuffer.ByValue,`title`: RustBuffer.ByValue,`metadataJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1669,6 +1673,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_cancel_attachment() and 0xFFFF) != 45514) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_change_store_key() and 0xFFFF) != 53688) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_connection_state() and 0xFFFF) != 31963) {
@@ -4428,6 +4435,15 @@ public interface RoamClientInterface {
      */
     fun `cancelAttachment`(`message`: kotlin.String)
     
+    /**
+     * Changes the key of the encrypted store: `key` (32 bytes) re-encrypts it, nil/null
+     * decrypts it to a plain store. Open it with the new key from then on; store the new key
+     * before calling, and drop the old one after this returns. Copies the database into a new
+     * file that replaces the old one, so a crash leaves the old store or the new one whole;
+     * other calls wait meanwhile.
+     */
+    suspend fun `changeStoreKey`(`key`: kotlin.ByteArray?)
+    
     fun `connectionState`(): ConnectionState
     
     /**
@@ -4987,6 +5003,36 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
     }
     
     
+
+    
+    /**
+     * Changes the key of the encrypted store: `key` (32 bytes) re-encrypts it, nil/null
+     * decrypts it to a plain store. Open it with the new key from then on; store the new key
+     * before calling, and drop the old one after this returns. Copies the database into a new
+     * file that replaces the old one, so a crash leaves the old store or the new one whole;
+     * other calls wait meanwhile.
+     */
+    @Throws(RoamException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `changeStoreKey`(`key`: kotlin.ByteArray?) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_roam_ffi_fn_method_roamclient_change_store_key(
+                uniffiHandle,
+                
+        FfiConverterOptionalByteArray.lower(`key`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_roam_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_roam_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_roam_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        RoamException.ErrorHandler,
+    )
+    }
 
     override fun `connectionState`(): ConnectionState {
             return FfiConverterTypeConnectionState.lift(
@@ -10154,6 +10200,19 @@ data class ClientOptions (
      * Size cap of the media cache in bytes (default 0: 256 MiB).
      */
     var `mediaCacheBytes`: kotlin.ULong = 0uL 
+    , 
+    /**
+     * The 32-byte key of the encrypted store (default nil/null: a plain store). Create it once
+     * from a secure random source and keep it in the Keychain / Android Keystore; a plain store
+     * is encrypted at the first open with a key. A wrong key fails with `InvalidKey`.
+     */
+    var `storeKey`: kotlin.ByteArray? = null 
+    , 
+    /**
+     * Keep the first 32 bytes of an encrypted store plain, as iOS needs for a database in a
+     * shared app-group container (default nil/null: on for Apple platforms, off elsewhere).
+     */
+    var `storePlaintextHeader`: kotlin.Boolean? = null 
     
 ){
     
@@ -10179,6 +10238,8 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalByteArray.read(buf),
+            FfiConverterOptionalBoolean.read(buf),
         )
     }
 
@@ -10191,7 +10252,9 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.allocationSize(value.`heartbeatMs`) +
             FfiConverterULong.allocationSize(value.`maxStoreBytes`) +
             FfiConverterOptionalString.allocationSize(value.`mediaDir`) +
-            FfiConverterULong.allocationSize(value.`mediaCacheBytes`)
+            FfiConverterULong.allocationSize(value.`mediaCacheBytes`) +
+            FfiConverterOptionalByteArray.allocationSize(value.`storeKey`) +
+            FfiConverterOptionalBoolean.allocationSize(value.`storePlaintextHeader`)
     )
 
     override fun write(value: ClientOptions, buf: ByteBuffer) {
@@ -10204,6 +10267,8 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
             FfiConverterULong.write(value.`maxStoreBytes`, buf)
             FfiConverterOptionalString.write(value.`mediaDir`, buf)
             FfiConverterULong.write(value.`mediaCacheBytes`, buf)
+            FfiConverterOptionalByteArray.write(value.`storeKey`, buf)
+            FfiConverterOptionalBoolean.write(value.`storePlaintextHeader`, buf)
     }
 }
 
@@ -12104,6 +12169,18 @@ sealed class RoamException: kotlin.Exception() {
     }
     
     /**
+     * The database cannot be read with the store key given: a wrong key, or an encrypted
+     * store opened without one. Nothing was written to it.
+     */
+    class InvalidKey(
+        
+        val `path`: kotlin.String
+        ) : RoamException() {
+        override val message
+            get() = "path=${ `path` }"
+    }
+    
+    /**
      * A bug or an unexpected state (a corrupt database, a listener that threw, …).
      */
     class Internal(
@@ -12181,7 +12258,10 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 FfiConverterUInt.read(buf),
                 FfiConverterUInt.read(buf),
                 )
-            16 -> RoamException.Internal(
+            16 -> RoamException.InvalidKey(
+                FfiConverterString.read(buf),
+                )
+            17 -> RoamException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -12268,6 +12348,11 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 4UL
                 + FfiConverterUInt.allocationSize(value.`found`)
                 + FfiConverterUInt.allocationSize(value.`expected`)
+            )
+            is RoamException.InvalidKey -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`path`)
             )
             is RoamException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -12358,8 +12443,13 @@ public object FfiConverterTypeRoamError : FfiConverterRustBuffer<RoamException> 
                 FfiConverterUInt.write(value.`expected`, buf)
                 Unit
             }
-            is RoamException.Internal -> {
+            is RoamException.InvalidKey -> {
                 buf.putInt(16)
+                FfiConverterString.write(value.`path`, buf)
+                Unit
+            }
+            is RoamException.Internal -> {
+                buf.putInt(17)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -13520,6 +13610,38 @@ public object FfiConverterOptionalLong: FfiConverterRustBuffer<kotlin.Long?> {
         } else {
             buf.put(1)
             FfiConverterLong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalBoolean: FfiConverterRustBuffer<kotlin.Boolean?> {
+    override fun read(buf: ByteBuffer): kotlin.Boolean? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterBoolean.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Boolean?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterBoolean.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Boolean?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterBoolean.write(value, buf)
         }
     }
 }

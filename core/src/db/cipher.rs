@@ -1,0 +1,287 @@
+//! Encryption at rest of the account's store (SQLCipher).
+//!
+//! - **Keying.** Every connection to an encrypted store runs `PRAGMA key` with SQLCipher's raw
+//!   key form `x'…'` before anything else ([`apply`]), so no key derivation runs at open (a
+//!   passphrase would cost hundreds of milliseconds of PBKDF2 per connection). [`verify`] then
+//!   reads the schema: a wrong key, or an encrypted store opened without one, fails there with
+//!   [`Error::InvalidKey`] before anything is written.
+//! - **Plaintext header.** With [`Cipher::plaintext_header`] the first 32 bytes of the file stay
+//!   plain (`cipher_plaintext_header_size = 32`), as iOS needs for a database in a shared
+//!   container. SQLCipher normally keeps its salt in the first 16 bytes; in this mode the salt
+//!   comes with the key instead, derived from it ([`salt`]).
+//! - **What a file is** is told from its first bytes without opening it ([`inspect`]): a plain
+//!   SQLite header with no bytes reserved per page is a plain store (SQLCipher always reserves
+//!   room for each page's IV and HMAC), the SQLite header with reserved bytes is an encrypted
+//!   store with a plaintext header, anything else an encrypted store.
+//! - **Encrypting, re-keying and decrypting** all copy the database into a new file next to it
+//!   (`<db>-new`, [`export`], SQLCipher's `sqlcipher_export`) which is synced and then renamed
+//!   over the old one ([`swap_in`]). Until the rename the old file is whole (its WAL was
+//!   checkpointed into it first), after it the new one is; a crash in between leaves a stray
+//!   `<db>-new` that the next open deletes ([`remove_files`]).
+
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection};
+use sha2::{Digest, Sha256};
+
+use crate::config::StoreKey;
+use crate::error::{Error, Result};
+
+/// The first 16 bytes of a SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Offset of the header byte holding the bytes reserved at the end of each page.
+const RESERVED_BYTE: usize = 20;
+
+/// Bytes left plain at the start of the file in plaintext-header mode (the SQLite header up to
+/// and including the file change counter, which is what iOS looks at).
+const PLAINTEXT_HEADER_BYTES: u32 = 32;
+
+/// Bytes of SQLCipher's salt.
+const SALT_BYTES: usize = 16;
+
+/// The schema name under which the new file is attached while a store is copied into it.
+const EXPORT_SCHEMA: &str = "roam_export";
+
+/// How a store's pages are encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cipher {
+    /// The raw 256-bit key.
+    pub(crate) key: StoreKey,
+    /// Whether the first 32 bytes of the file stay plain (see the module docs).
+    pub(crate) plaintext_header: bool,
+}
+
+impl Cipher {
+    /// The value given to `PRAGMA key` and `ATTACH … KEY`: `x'<key>'`, or `x'<key><salt>'` with a
+    /// plaintext header (the salt is then not in the file).
+    fn key_spec(&self) -> String {
+        let mut spec = String::with_capacity(3 + 2 * (StoreKey::LEN + SALT_BYTES));
+        spec.push_str("x'");
+        let salt = self.plaintext_header.then(|| salt(&self.key));
+        for b in self.key.as_bytes().iter().chain(salt.iter().flatten()) {
+            let _ = write!(spec, "{b:02x}");
+        }
+        spec.push('\'');
+        spec
+    }
+}
+
+/// The salt of a store with a plaintext header, derived from the key: the first 16 bytes of
+/// SHA-256 over a fixed label and the key. With a random raw key the salt only serves to derive
+/// the HMAC key from the encryption key, so deriving it loses nothing, and unlike a salt kept in
+/// a file beside the database it cannot be lost or fall out of step with it (a re-key changes
+/// both together).
+fn salt(key: &StoreKey) -> [u8; SALT_BYTES] {
+    let mut hash = Sha256::new();
+    hash.update(b"roam store salt v1\0");
+    hash.update(key.as_bytes());
+    let digest = hash.finalize();
+    let mut salt = [0; SALT_BYTES];
+    salt.copy_from_slice(&digest[..SALT_BYTES]);
+    salt
+}
+
+/// Keys a connection that was just opened (before its first statement); nothing for a plain
+/// store.
+pub(crate) fn apply(conn: &Connection, cipher: Option<&Cipher>) -> Result<()> {
+    let Some(cipher) = cipher else {
+        return Ok(());
+    };
+    // SQLCipher logs a failed page decryption (a wrong key) to stderr; the error is returned
+    // to the caller, and the core logs through `tracing`.
+    conn.pragma_update(None, "cipher_log_level", "NONE")?;
+    conn.pragma_update(None, "key", cipher.key_spec())?;
+    if cipher.plaintext_header {
+        conn.pragma_update(None, "cipher_plaintext_header_size", PLAINTEXT_HEADER_BYTES)?;
+    }
+    Ok(())
+}
+
+/// Reads the schema through `conn` (keyed with `cipher`): fails with [`Error::InvalidKey`] when
+/// the file cannot be decrypted with that key, or is encrypted and there is none. SQLite says
+/// `SQLITE_NOTADB` when the header does not decrypt; with a plaintext header the header reads
+/// and the page's failed HMAC comes back as a plain `SQLITE_ERROR` (or as corruption), and
+/// without a key such a file is an "unsupported file format" (`SQLITE_ERROR` too).
+pub(crate) fn verify(conn: &Connection, path: &Path, cipher: Option<&Cipher>) -> Result<()> {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase, Unknown};
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == NotADatabase
+                || (matches!(e.code, Unknown | DatabaseCorrupt)
+                    && (cipher.is_some()
+                        || matches!(inspect(path), Ok(Found::Encrypted { .. })))) =>
+        {
+            Err(Error::InvalidKey {
+                path: path.display().to_string(),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What is at a store's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// No database yet (no file, or an empty one).
+    New,
+    /// A plain SQLite database.
+    Plain,
+    /// An encrypted database, with or without a plaintext header.
+    Encrypted {
+        /// Whether its first 32 bytes are plain.
+        plaintext_header: bool,
+    },
+}
+
+/// Tells what the file at `path` is from its first bytes (see the module docs).
+pub(crate) fn inspect(path: &Path) -> Result<Found> {
+    let mut head = Vec::with_capacity(PLAINTEXT_HEADER_BYTES as usize);
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            file.take(u64::from(PLAINTEXT_HEADER_BYTES))
+                .read_to_end(&mut head)
+                .map_err(|e| Error::file(path, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::file(path, e)),
+    }
+    if head.is_empty() {
+        return Ok(Found::New);
+    }
+    if head.len() <= RESERVED_BYTE || !head.starts_with(SQLITE_MAGIC) {
+        // Too short for a header, or a header that is not SQLite's: encrypted, or not a
+        // database at all (the key check tells which).
+        return Ok(if head.starts_with(SQLITE_MAGIC) {
+            Found::Plain
+        } else {
+            Found::Encrypted {
+                plaintext_header: false,
+            }
+        });
+    }
+    Ok(if head[RESERVED_BYTE] == 0 {
+        Found::Plain
+    } else {
+        Found::Encrypted {
+            plaintext_header: true,
+        }
+    })
+}
+
+/// The file a store is copied into before it replaces the store: `<db>-new`.
+pub(crate) fn new_file(path: &Path) -> PathBuf {
+    sibling(path, "-new")
+}
+
+/// `path` with `suffix` appended to its file name.
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.to_owned().into_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Deletes the database file `path` and its journal, WAL and shared-memory files, where they
+/// exist.
+pub(crate) fn remove_files(path: &Path) -> Result<()> {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let file = sibling(path, suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::file(&file, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Copies the WAL of the database `conn` has open into the database file and empties it, so
+/// the file holds every commit by itself. `conn` must be the only connection to the file.
+pub(crate) fn checkpoint_all(conn: &Connection) -> Result<()> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    if busy != 0 {
+        return Err(Error::state(
+            "the database is busy: its WAL cannot be checkpointed",
+        ));
+    }
+    Ok(())
+}
+
+/// Copies the whole database `conn` has open (schema, rows, `user_version`) into a new file
+/// `to`, encrypted with `cipher` (`None`: plain), and syncs it to disk. A file already at `to`
+/// is deleted first.
+pub(crate) fn export(conn: &Connection, to: &Path, cipher: Option<&Cipher>) -> Result<()> {
+    remove_files(to)?;
+    let name = to
+        .to_str()
+        .ok_or_else(|| Error::invalid(format!("{} is not a UTF-8 path", to.display())))?;
+    let key = cipher.map(Cipher::key_spec).unwrap_or_default();
+    conn.execute(
+        &format!("ATTACH DATABASE ?1 AS {EXPORT_SCHEMA} KEY ?2"),
+        params![name, key],
+    )?;
+    let copied = (|| -> Result<()> {
+        if cipher.is_some_and(|c| c.plaintext_header) {
+            conn.pragma_update(
+                Some(EXPORT_SCHEMA),
+                "cipher_plaintext_header_size",
+                PLAINTEXT_HEADER_BYTES,
+            )?;
+        }
+        conn.query_row(
+            &format!("SELECT sqlcipher_export('{EXPORT_SCHEMA}')"),
+            [],
+            |_| Ok(()),
+        )?;
+        let version: i64 = conn.pragma_query_value(Some("main"), "user_version", |r| r.get(0))?;
+        conn.pragma_update(Some(EXPORT_SCHEMA), "user_version", version)?;
+        Ok(())
+    })();
+    let detached = conn.execute_batch(&format!("DETACH DATABASE {EXPORT_SCHEMA}"));
+    copied?;
+    detached?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::file(to, e))
+}
+
+/// Puts the finished copy `new` in the place of the database `path`, whose connections must
+/// all be closed and whose WAL was checkpointed: deletes its WAL and shared-memory files (a WAL
+/// left beside the new file would be replayed into it), renames `new` over it and syncs the
+/// directory.
+pub(crate) fn swap_in(new: &Path, path: &Path) -> Result<()> {
+    for suffix in ["-wal", "-shm"] {
+        let file = sibling(path, suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::file(&file, e)),
+        }
+    }
+    std::fs::rename(new, path).map_err(|e| Error::file(path, e))?;
+    sync_dir(path)
+}
+
+/// Syncs the directory holding `path`, so a rename in it survives a power loss.
+#[cfg(unix)]
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::file(dir, e))
+}
+
+/// Directories cannot be opened for syncing here; the rename is as durable as the platform
+/// makes it.
+#[cfg(not(unix))]
+fn sync_dir(_path: &Path) -> Result<()> {
+    Ok(())
+}
