@@ -369,7 +369,7 @@ pub struct MediaConfig {
     /// Largest file `attachment_file` downloads into the cache. Default 64 MiB.
     pub max_file_bytes: u64,
     /// Bytes per upload request (`PATCH`): at most this much of a file is in memory at once.
-    /// Default 2 MiB; the server takes at most 16 MiB.
+    /// Default 8 MiB; the server takes at most 16 MiB.
     pub chunk_bytes: usize,
     /// First delay after a transient upload failure (doubling, full jitter).
     pub initial_backoff: Duration,
@@ -383,7 +383,7 @@ impl Default for MediaConfig {
             dir: None,
             max_bytes: 256 * 1024 * 1024,
             max_file_bytes: 64 * 1024 * 1024,
-            chunk_bytes: 2 * 1024 * 1024,
+            chunk_bytes: 8 * 1024 * 1024,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
         }

@@ -318,7 +318,8 @@ async fn run(shrink: u64) -> bool {
     // 1. Stopped at 50 % of 100 MiB, reopened on the same database.
     {
         let size = 100 * MIB / shrink;
-        let chunk = 2 * MIB;
+        // The client's own chunk (what a resumed upload may send twice at most).
+        let chunk = roam_core::MediaConfig::default().chunk_bytes as u64;
         let path = files.join("hundred.bin");
         write_file(&path, size, 1);
         let dir = work.path().join("c1");
