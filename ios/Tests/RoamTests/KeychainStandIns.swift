@@ -26,7 +26,7 @@ let kSecReturnData = "r_Data"
 let kSecMatchLimit = "m_Limit"
 let kSecMatchLimitOne = "m_LimitOne"
 let kSecValueData = "v_Data"
-let kSecRandomDefault: SecRandomRef? = nil
+var kSecRandomDefault: SecRandomRef? { nil }
 
 func SecItemCopyMatching(_ query: CFDictionary, _ result: UnsafeMutablePointer<CFTypeRef?>?) -> OSStatus {
     errSecNotAvailable

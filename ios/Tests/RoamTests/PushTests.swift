@@ -34,7 +34,8 @@ final class PushTests: ServerTestCase, @unchecked Sendable {
         _ = try alice.setPushMode(room: nil, mode: .mentions)
         XCTAssertEqual(try alice.pushSettings().defaultMode, .mentions, "shown at once")
         try await alice.waitForPendingWrites()
-        XCTAssertEqual(try await alice.refreshPushSettings().defaultMode, .mentions)
+        let settings = try await alice.refreshPushSettings()
+        XCTAssertEqual(settings.defaultMode, .mentions)
 
         // The app goes to the background: no socket, its store stays open.
         try alice.setOnline(online: false)
@@ -72,7 +73,7 @@ final class PushTests: ServerTestCase, @unchecked Sendable {
             options: ClientOptions(dbPath: aliceDb, serverUrl: server.url, userId: "alice"),
             tokens: StaticTokenProvider(aliceToken))
         let clear = try await handler.handlePush(payloadJson: read, deadlineMs: 2_000)
-        XCTAssertEqual(clear.kind, .clear)
+        XCTAssertEqual(clear.kind, PushContentKind.clear)
         await removeDelivered(room: clear.room, upTo: clear.seq)
         let left = await UNUserNotificationCenter.current().deliveredNotifications()
         XCTAssertTrue(left.isEmpty, "removed")

@@ -56,9 +56,7 @@ final class UNUserNotificationCenter: NSObject, @unchecked Sendable {
     static func current() -> UNUserNotificationCenter { shared }
 
     func deliveredNotifications() async -> [UNNotification] {
-        lock.lock()
-        defer { lock.unlock() }
-        return delivered
+        lock.withLock { delivered }
     }
 
     func removeDeliveredNotifications(withIdentifiers identifiers: [String]) {
