@@ -134,6 +134,25 @@ pub enum PushKind {
     Read,
 }
 
+impl PushKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushKind::Message => "message",
+            PushKind::Read => "read",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "message" => Some(PushKind::Message),
+            "read" => Some(PushKind::Read),
+            _ => None,
+        }
+    }
+}
+
 /// The message text of a push, sent only when the deployment enables previews.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushPreview {

@@ -17,7 +17,27 @@
 use async_trait::async_trait;
 use roam_proto::{PushDevice, PushKind, PushMode, PushPlatform, PushSettings};
 
-use super::StoreResult;
+use super::{StoreError, StoreResult};
+
+/// A stored value that is not one of its enum's names: the row was written by something else.
+fn bad(what: &str, v: &str) -> StoreError {
+    StoreError::Backend(format!("stored push {what} {v:?}"))
+}
+
+/// Reads a stored platform name (both backends store the wire names).
+pub(crate) fn stored_platform(s: &str) -> StoreResult<PushPlatform> {
+    PushPlatform::parse(s).ok_or_else(|| bad("platform", s))
+}
+
+/// Reads a stored mode name.
+pub(crate) fn stored_mode(s: &str) -> StoreResult<PushMode> {
+    PushMode::parse(s).ok_or_else(|| bad("mode", s))
+}
+
+/// Reads a stored kind name.
+pub(crate) fn stored_kind(s: &str) -> StoreResult<PushKind> {
+    PushKind::parse(s).ok_or_else(|| bad("kind", s))
+}
 
 /// A registered device with its token: what a gateway needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

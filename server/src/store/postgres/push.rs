@@ -7,39 +7,16 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use roam_proto::{PushDevice, PushKind, PushMode, PushPlatform, PushSettings};
+use roam_proto::{PushDevice, PushMode, PushPlatform, PushSettings};
 
 use super::conn::Conn;
 use super::rows::{col, count, int};
 use super::PostgresStore;
 use crate::store::push::{
-    NewPush, PushCandidate, PushEntry, PushJob, PushKey, PushStore, PushTarget, QueueStats, Settle,
-    DEFAULT_ROOM, MAX_BADGE,
+    stored_kind, stored_mode, stored_platform, NewPush, PushCandidate, PushEntry, PushJob, PushKey,
+    PushStore, PushTarget, QueueStats, Settle, DEFAULT_ROOM, MAX_BADGE,
 };
 use crate::store::{StoreError, StoreResult};
-
-fn bad(what: &str, v: &str) -> StoreError {
-    StoreError::Backend(format!("stored push {what} {v:?}"))
-}
-
-fn mode(s: &str) -> StoreResult<PushMode> {
-    PushMode::parse(s).ok_or_else(|| bad("mode", s))
-}
-
-fn kind(s: &str) -> StoreResult<PushKind> {
-    match s {
-        "message" => Ok(PushKind::Message),
-        "read" => Ok(PushKind::Read),
-        other => Err(bad("kind", other)),
-    }
-}
-
-fn kind_str(k: PushKind) -> &'static str {
-    match k {
-        PushKind::Message => "message",
-        PushKind::Read => "read",
-    }
-}
 
 const DROP_TOKEN_ELSEWHERE: &str = "DELETE FROM push_devices WHERE platform = $1 AND token = $2 \
      AND NOT (user_id = $3 AND device = $4)";
@@ -119,7 +96,7 @@ pub(super) async fn settings(c: &Conn, user: &str) -> StoreResult<PushSettings> 
     let mut out = PushSettings::default();
     for row in c.query(SETTINGS, &[&user]).await? {
         let room: String = col(&row, 0)?;
-        let m = mode(col(&row, 1)?)?;
+        let m = stored_mode(col(&row, 1)?)?;
         if room == DEFAULT_ROOM {
             out.default = m;
         } else {
@@ -176,7 +153,7 @@ fn target(row: &Row) -> StoreResult<(PushTarget, i64)> {
         PushTarget {
             user: col(row, 0)?,
             device: col(row, 1)?,
-            platform: PushPlatform::parse(p).ok_or_else(|| bad("platform", p))?,
+            platform: stored_platform(p)?,
             token: col(row, 3)?,
             app_id: col(row, 4)?,
             locale: col(row, 5)?,
@@ -353,7 +330,7 @@ impl PushStore for PostgresStore {
             .map(|r| {
                 Ok(PushCandidate {
                     user: col(r, 0)?,
-                    mode: mode(col(r, 1)?)?,
+                    mode: stored_mode(col(r, 1)?)?,
                 })
             })
             .collect()
@@ -428,7 +405,7 @@ impl PushStore for PostgresStore {
                     key: PushKey {
                         user: col(r, 0)?,
                         room: col(r, 1)?,
-                        kind: kind(col(r, 2)?)?,
+                        kind: stored_kind(col(r, 2)?)?,
                     },
                     seq: count(r, 3)?,
                     message: col(r, 4)?,
@@ -438,7 +415,7 @@ impl PushStore for PostgresStore {
                     created_at: col(r, 8)?,
                     marker: count(r, 9)?,
                     member: col(r, 10)?,
-                    mode: mode(col(r, 11)?)?,
+                    mode: stored_mode(col(r, 11)?)?,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -448,7 +425,7 @@ impl PushStore for PostgresStore {
 
     async fn settle_push(&self, key: &PushKey, version: i64, how: Settle) -> StoreResult<()> {
         let c = self.conn().await?;
-        let k = kind_str(key.kind);
+        let k = key.kind.as_str();
         durable!(&*c, {
             match how {
                 Settle::Done => {

@@ -6,42 +6,15 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use roam_proto::{PushDevice, PushKind, PushMode, PushPlatform, PushSettings};
+use roam_proto::{PushDevice, PushMode, PushPlatform, PushSettings};
 
 use super::rows::int;
 use super::SqliteStore;
 use crate::store::push::{
-    NewPush, PushCandidate, PushEntry, PushJob, PushKey, PushStore, PushTarget, QueueStats, Settle,
-    DEFAULT_ROOM, MAX_BADGE,
+    stored_kind, stored_mode, stored_platform, NewPush, PushCandidate, PushEntry, PushJob, PushKey,
+    PushStore, PushTarget, QueueStats, Settle, DEFAULT_ROOM, MAX_BADGE,
 };
-use crate::store::{StoreError, StoreResult};
-
-fn bad(what: &str, v: &str) -> StoreError {
-    StoreError::Backend(format!("stored push {what} {v:?}"))
-}
-
-fn platform(s: &str) -> StoreResult<PushPlatform> {
-    PushPlatform::parse(s).ok_or_else(|| bad("platform", s))
-}
-
-fn mode(s: &str) -> StoreResult<PushMode> {
-    PushMode::parse(s).ok_or_else(|| bad("mode", s))
-}
-
-fn kind(s: &str) -> StoreResult<PushKind> {
-    match s {
-        "message" => Ok(PushKind::Message),
-        "read" => Ok(PushKind::Read),
-        other => Err(bad("kind", other)),
-    }
-}
-
-pub(super) fn kind_str(k: PushKind) -> &'static str {
-    match k {
-        PushKind::Message => "message",
-        PushKind::Read => "read",
-    }
-}
+use crate::store::StoreResult;
 
 const DROP_TOKEN_ELSEWHERE: &str = "DELETE FROM push_devices WHERE platform = ?1 AND token = ?2 \
      AND NOT (user = ?3 AND device = ?4)";
@@ -116,7 +89,7 @@ pub(super) fn settings(c: &Connection, user: &str) -> StoreResult<PushSettings> 
     })?;
     for row in rows {
         let (room, m) = row?;
-        let m = mode(&m)?;
+        let m = stored_mode(&m)?;
         if room == DEFAULT_ROOM {
             out.default = m;
         } else {
@@ -190,7 +163,7 @@ fn targets(c: &Connection, user: &str) -> StoreResult<Vec<(PushTarget, i64)>> {
     let mut out = Vec::new();
     for row in rows {
         let (t, p, at) = row?;
-        platform(&p)?;
+        stored_platform(&p)?;
         out.push((t, at));
     }
     Ok(out)
@@ -240,7 +213,7 @@ fn candidates(
         let (user, m) = row?;
         out.push(PushCandidate {
             user,
-            mode: mode(&m)?,
+            mode: stored_mode(&m)?,
         });
     }
     Ok(out)
@@ -339,7 +312,7 @@ fn claim_entries(
             key: PushKey {
                 user,
                 room,
-                kind: kind(&k)?,
+                kind: stored_kind(&k)?,
             },
             seq: seq.max(0) as u64,
             message,
@@ -349,7 +322,7 @@ fn claim_entries(
             created_at,
             marker: marker.max(0) as u64,
             member,
-            mode: mode(&m)?,
+            mode: stored_mode(&m)?,
         });
     }
     out.sort_by_key(|e| e.created_at);
@@ -357,7 +330,7 @@ fn claim_entries(
 }
 
 fn settle(c: &Connection, key: &PushKey, version: i64, how: Settle) -> StoreResult<()> {
-    let k = kind_str(key.kind);
+    let k = key.kind.as_str();
     match how {
         Settle::Done => {
             let gone = c
