@@ -499,6 +499,8 @@ pub(crate) fn apply_ack(
 ) -> Result<()> {
     let op = entry.mutation.op();
     match entry.mutation {
+        // A collaborative document's edits live in its CRDT state, not in these tables.
+        Mutation::UpdateCollab { .. } => {}
         Mutation::SendMessage { .. } => {
             if let Some(m) = parse::<WireMessage>(op, result) {
                 bind_message(tx, fx, entry.id, &m, entry.pos)?;

@@ -775,6 +775,8 @@ impl<'a> Session<'a> {
                 tracing::warn!(code = error.code.as_str(), message = %error.message, "the server could not read a frame");
             }
             ServerFrame::Event(_) => {}
+            // The client follows no collaborative document yet.
+            ServerFrame::CollabUpdate(_) | ServerFrame::Awareness(_) => {}
             ServerFrame::CaughtUp { room, seq } => {
                 tracing::debug!(%room, seq, "caught up");
                 self.catching_up.remove(&room);

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::collab::{AwarenessUpdate, CollabUpdate};
 use crate::error::ErrorBody;
 use crate::event::RoomEvent;
 use crate::model::{MembershipChange, Notification, Presence, PresenceStatus, ReadMarker};
@@ -96,6 +97,30 @@ pub enum ClientFrame {
     Typing { room: String, typing: bool },
     /// Application-level ping; answered by a `pong` with the same id.
     Ping { id: String },
+    /// Follow a collaborative document (§12): answered by an `ack` whose result is a
+    /// [`crate::collab::CollabSync`] (what the client lacks, from its `state_vector`, base64 of
+    /// a Yjs state vector, empty for none), then `collab_update` frames after its `seq`.
+    CollabSync {
+        id: String,
+        room: String,
+        doc: String,
+        #[serde(default)]
+        state_vector: String,
+    },
+    /// Stop following a collaborative document. Answered by an `ack` with `{}`.
+    CollabLeave {
+        id: String,
+        room: String,
+        doc: String,
+    },
+    /// The sender's cursor and selection in a followed document (`state` absent or null: gone).
+    /// Not answered (errors only); rate limited; relayed to the document's other followers.
+    Awareness {
+        room: String,
+        doc: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<Value>,
+    },
 }
 
 /// The result of a `subscribe`, per room.
@@ -191,6 +216,10 @@ pub enum ServerFrame {
     Membership(MembershipChange),
     /// Answer to `ping`.
     Pong { id: String },
+    /// An update applied to a followed collaborative document (§12).
+    CollabUpdate(CollabUpdate),
+    /// Someone's cursor and selection in a followed collaborative document, or their leaving it.
+    Awareness(AwarenessUpdate),
 }
 
 /// A frame with its version, as it travels.

@@ -16,6 +16,7 @@
 //! assert!(json.contains(r#""op":"message.send""#));
 //! ```
 
+pub mod collab;
 pub mod error;
 pub mod event;
 pub mod frame;
@@ -25,6 +26,7 @@ pub mod mutation;
 pub mod push;
 pub mod validate;
 
+pub use collab::{AwarenessUpdate, CollabSync, CollabUpdate, CollabUpdated};
 pub use error::{ErrorBody, ErrorCode, ErrorResponse};
 pub use event::{EventBody, RoomEvent};
 pub use frame::{

@@ -112,6 +112,14 @@ pub enum Mutation {
     /// Result: `{"imported": n, "first_seq": a, "last_seq": b}`.
     #[serde(rename = "message.import")]
     ImportMessages { room: String, bodies: Vec<String> },
+    /// Members and above: merge one update (base64 of Yjs v1 binary, 1 B–256 KiB decoded) into
+    /// the room's collaborative document `doc`, creating it. Result: `CollabUpdated` (§12).
+    #[serde(rename = "collab.update")]
+    UpdateCollab {
+        room: String,
+        doc: String,
+        update: String,
+    },
     /// Members and above. `base_version` 0 creates the document. A stale base version fails
     /// with `conflict` and the current document. Result: `Document`.
     #[serde(rename = "document.put")]
@@ -198,6 +206,7 @@ impl Mutation {
             Mutation::DeleteMessage { .. } => "message.delete",
             Mutation::ImportMessages { .. } => "message.import",
             Mutation::PutDocument { .. } => "document.put",
+            Mutation::UpdateCollab { .. } => "collab.update",
             Mutation::MarkRead { .. } => "notification.read",
             Mutation::MarkAllRead {} => "notification.read_all",
             Mutation::SetPresence { .. } => "presence.set",
@@ -226,7 +235,8 @@ impl Mutation {
             | Mutation::EditMessage { room, .. }
             | Mutation::DeleteMessage { room, .. }
             | Mutation::ImportMessages { room, .. }
-            | Mutation::PutDocument { room, .. } => Some(room),
+            | Mutation::PutDocument { room, .. }
+            | Mutation::UpdateCollab { room, .. } => Some(room),
             Mutation::SetPushMode { room, .. } => room.as_deref(),
             Mutation::AcceptInvitation { .. }
             | Mutation::RegisterPush { .. }
@@ -348,6 +358,7 @@ impl Mutation {
                 v::document_name(doc)?;
                 v::document_content(content)
             }
+            Mutation::UpdateCollab { doc, update, .. } => crate::collab::update(doc, update),
             Mutation::MarkRead { ids } => {
                 if ids.len() > v::MAX_IDS_PER_CALL {
                     return Err(v::Invalid::new(format!(

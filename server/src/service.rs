@@ -607,6 +607,9 @@ impl Service {
     async fn plan(&self, user: &str, m: Mutation, now: i64) -> ApiResult<Planned> {
         use Mutation as M;
         match m {
+            M::UpdateCollab { .. } => Err(ApiError::invalid(
+                "this server does not serve collaborative documents yet",
+            )),
             M::CreateRoom { .. }
             | M::UpdateRoom { .. }
             | M::DeleteRoom { .. }

@@ -791,6 +791,10 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
                         }
                         ClientFrame::Typing { room, typing } => s.typing.push((room, typing)),
                         ClientFrame::Ping { id } => direct.push(ServerFrame::Pong { id }),
+                        // This fake serves no collaborative documents.
+                        ClientFrame::CollabSync { .. }
+                        | ClientFrame::CollabLeave { .. }
+                        | ClientFrame::Awareness { .. } => {}
                         ClientFrame::Unsubscribe { id, rooms } => {
                             if let Some(conn) = s.conns.get_mut(&conn_id) {
                                 for r in rooms { conn.rooms.remove(&r); }

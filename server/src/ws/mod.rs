@@ -392,6 +392,14 @@ impl Socket {
                     self.send(&ServerFrame::Pong { id });
                 }
             }
+            ClientFrame::CollabSync { id, .. } | ClientFrame::CollabLeave { id, .. } => self.error(
+                Some(id),
+                ApiError::invalid("this server does not serve collaborative documents yet"),
+            ),
+            ClientFrame::Awareness { .. } => self.error(
+                None,
+                ApiError::invalid("this server does not serve collaborative documents yet"),
+            ),
         }
     }
 
@@ -717,8 +725,10 @@ fn frame_id(f: &ClientFrame) -> Option<String> {
         ClientFrame::Subscribe { id, .. }
         | ClientFrame::Unsubscribe { id, .. }
         | ClientFrame::Mutate { id, .. }
+        | ClientFrame::CollabSync { id, .. }
+        | ClientFrame::CollabLeave { id, .. }
         | ClientFrame::Ping { id } => Some(id.clone()),
-        ClientFrame::Typing { .. } => None,
+        ClientFrame::Typing { .. } | ClientFrame::Awareness { .. } => None,
     }
 }
 
