@@ -41,8 +41,12 @@ pub(super) fn json_of<T: ReadTxn>(txn: &T, out: &Out) -> String {
     any_json(&any)
 }
 
+/// JSON text with object keys sorted (yrs keeps them in a hash map), so equal values read
+/// equal.
 fn any_json(any: &Any) -> String {
-    serde_json::to_string(any).unwrap_or_else(|_| "null".to_owned())
+    serde_json::to_value(any)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| "null".to_owned())
 }
 
 /// JSON text of formatting attributes, keys sorted.
