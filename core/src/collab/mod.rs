@@ -1421,7 +1421,9 @@ impl CollabDoc {
             check_range("selection anchor", anchor, 0, len)?;
             check_range("selection head", head, 0, len)?;
             let at = |i: u32| {
+                // At the very end nothing follows: stick to what precedes.
                 t.sticky_index(&txn, i, Assoc::After)
+                    .or_else(|| t.sticky_index(&txn, i, Assoc::Before))
                     .ok_or_else(|| Error::state("cannot anchor a selection in this text"))
             };
             (at(anchor)?, at(head)?)
