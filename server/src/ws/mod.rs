@@ -183,8 +183,10 @@ async fn opened(state: &AppState, conn: &Arc<Conn>, compress: bool) {
     }
     svc.presence_moved(svc.presence.connect(&conn.user, conn.id, now))
         .await;
+    let session = uuid::Uuid::now_v7().to_string();
+    let _ = conn.session.set(Arc::from(session.as_str()));
     let hello = encode(&ServerFrame::Hello {
-        session: uuid::Uuid::now_v7().to_string(),
+        session,
         user: conn.user.to_string(),
         server_time: now,
         heartbeat_ms: state.config.heartbeat_ms,
