@@ -113,9 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         core_secs / bare_secs
     );
     println!("outbox: {entries} collab.update entries (coalesced, none sent)");
-    println!(
-        "store before the final compaction: snapshot {log_snapshot} B + log {log_bytes} B"
-    );
+    println!("store before the final compaction: snapshot {log_snapshot} B + log {log_bytes} B");
     println!(
         "snapshot: {snapshot} B ({:.1} KB; target <= 200 KB)",
         snapshot as f64 / 1000.0
