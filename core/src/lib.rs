@@ -62,6 +62,8 @@ mod attachment_tests;
 mod auth;
 mod backoff;
 pub mod collab;
+#[cfg(test)]
+mod collab_tests;
 mod context;
 mod db;
 mod diff;

@@ -404,7 +404,7 @@ struct LocalAwareness {
     sent: bool,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     doc: Doc,
     undo: UndoManager<()>,
     roots: HashMap<String, Root>,
@@ -566,7 +566,7 @@ pub(crate) struct Shared {
     ctx: Arc<Context>,
     room: String,
     name: String,
-    inner: Mutex<Inner>,
+    pub(crate) inner: Mutex<Inner>,
     pending: Arc<Mutex<Pending>>,
     /// Held while storing (one round at a time, in order).
     commit: Mutex<Committed>,
@@ -625,7 +625,7 @@ impl Shared {
     }
 
     /// Applies an update from the server. False when it cannot be read.
-    fn apply_remote(&self, inner: &mut Inner, bytes: Vec<u8>) -> bool {
+    pub(crate) fn apply_remote(&self, inner: &mut Inner, bytes: Vec<u8>) -> bool {
         if bytes.is_empty() {
             return true;
         }
@@ -1106,7 +1106,7 @@ fn peers_of(inner: &Inner) -> Vec<CollabPeer> {
 /// the store. Dropping the last handle stores what is pending and stops following the document.
 #[derive(Clone)]
 pub struct CollabDoc {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for CollabDoc {
@@ -1513,6 +1513,3 @@ impl CollabDoc {
         f(&mut inner)
     }
 }
-
-#[cfg(test)]
-mod tests;

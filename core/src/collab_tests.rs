@@ -1,4 +1,4 @@
-//! The collaborative document offline: edits, storage, coalescing in the outbox, undo,
+//! The collaborative document (`crate::collab`) offline: edits, storage, coalescing in the outbox, undo,
 //! deltas. With a server: `core/tests/integration/collab.rs`.
 
 use std::sync::Arc;
@@ -8,8 +8,17 @@ use serde_json::json;
 use yrs::updates::decoder::Decode;
 use yrs::{GetString, ReadTxn, Text, Transact, Update};
 
-use super::*;
-use crate::{Client, ClientConfig, StaticToken};
+use std::time::{Duration, Instant};
+
+use roam_proto::collab::{decode_base64, MAX_COLLAB_UPDATE_BYTES};
+use roam_proto::Mutation;
+use yrs::{Doc, OffsetKind, Options};
+
+use crate::collab::COMPACT_FLOOR;
+use crate::{
+    Client, ClientConfig, CollabChange, CollabError, CollabListener, CollabValueChange,
+    StaticToken, TextDelta,
+};
 
 fn open_client(dir: &std::path::Path) -> Client {
     let config = ClientConfig::new(dir.join("alice.db"), "http://127.0.0.1:9", "alice");
