@@ -86,15 +86,17 @@ pub struct MapKeyChange {
 /// What changed in one value at the document's root.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum CollabValueChange {
-    Text {
+    // Not `Text`/`List`/`Map`: Kotlin would take a variant named `List` or `Map` for its own
+    // collections inside the generated sealed class.
+    TextChange {
         name: String,
         delta: Vec<TextDelta>,
     },
-    List {
+    ListChange {
         name: String,
         delta: Vec<ListDelta>,
     },
-    Map {
+    MapChange {
         name: String,
         keys: Vec<MapKeyChange>,
     },
@@ -103,15 +105,15 @@ pub enum CollabValueChange {
 impl From<roam_core::CollabValueChange> for CollabValueChange {
     fn from(c: roam_core::CollabValueChange) -> Self {
         match c {
-            roam_core::CollabValueChange::Text { name, delta } => CollabValueChange::Text {
+            roam_core::CollabValueChange::Text { name, delta } => CollabValueChange::TextChange {
                 name,
                 delta: delta.into_iter().map(TextDelta::from).collect(),
             },
-            roam_core::CollabValueChange::List { name, delta } => CollabValueChange::List {
+            roam_core::CollabValueChange::List { name, delta } => CollabValueChange::ListChange {
                 name,
                 delta: delta.into_iter().map(ListDelta::from).collect(),
             },
-            roam_core::CollabValueChange::Map { name, keys } => CollabValueChange::Map {
+            roam_core::CollabValueChange::Map { name, keys } => CollabValueChange::MapChange {
                 name,
                 keys: keys
                     .into_iter()
@@ -450,8 +452,9 @@ impl RoamCollabDoc {
     }
 
     /// Stores what is pending, clears this device's awareness and stops following; every
-    /// handle of the document is closed.
-    pub fn close(&self) -> Result<(), RoamError> {
+    /// handle of the document is closed. (Not `close`: Kotlin's generated objects have a
+    /// `close()` of their own, which frees the handle.)
+    pub fn close_document(&self) -> Result<(), RoamError> {
         core(self.inner.close())
     }
 }

@@ -44,7 +44,7 @@ extension RoamCollabDoc {
 }
 
 extension String {
-    /// This text with a text change applied, as `CollabValueChange.text` delivers it: retains
+    /// This text with a text change applied, as `CollabValueChange.textChange` delivers it: retains
     /// and deletes count UTF-16 units from the start.
     public func applying(_ delta: [TextDelta]) -> String {
         let units = Array(utf16)

@@ -3948,9 +3948,10 @@ public protocol RoamCollabDocProtocol: AnyObject, Sendable {
     
     /**
      * Stores what is pending, clears this device's awareness and stops following; every
-     * handle of the document is closed.
+     * handle of the document is closed. (Not `close`: Kotlin's generated objects have a
+     * `close()` of their own, which frees the handle.)
      */
-    func close() throws 
+    func closeDocument() throws 
     
     func deleteText(name: String, index: UInt32, len: UInt32) throws 
     
@@ -4123,11 +4124,12 @@ open func clearSelection()throws   {try rustCallWithError(FfiConverterTypeRoamEr
     
     /**
      * Stores what is pending, clears this device's awareness and stops following; every
-     * handle of the document is closed.
+     * handle of the document is closed. (Not `close`: Kotlin's generated objects have a
+     * `close()` of their own, which frees the handle.)
      */
-open func close()throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+open func closeDocument()throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
         uniffiCallStatus in
-    uniffi_roam_ffi_fn_method_roamcollabdoc_close(
+    uniffi_roam_ffi_fn_method_roamcollabdoc_close_document(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
@@ -8876,11 +8878,11 @@ public func FfiConverterTypeUploadProgress_lower(_ value: UploadProgress) -> Rus
 
 public enum CollabValueChange: Equatable, Hashable {
     
-    case text(name: String, delta: [TextDelta]
+    case textChange(name: String, delta: [TextDelta]
     )
-    case list(name: String, delta: [ListDelta]
+    case listChange(name: String, delta: [ListDelta]
     )
-    case map(name: String, keys: [MapKeyChange]
+    case mapChange(name: String, keys: [MapKeyChange]
     )
 
 
@@ -8903,13 +8905,13 @@ public struct FfiConverterTypeCollabValueChange: FfiConverterRustBuffer {
         let variant: Int32 = try readInt(&buf)
         switch variant {
         
-        case 1: return .text(name: try FfiConverterString.read(from: &buf), delta: try FfiConverterSequenceTypeTextDelta.read(from: &buf)
+        case 1: return .textChange(name: try FfiConverterString.read(from: &buf), delta: try FfiConverterSequenceTypeTextDelta.read(from: &buf)
         )
         
-        case 2: return .list(name: try FfiConverterString.read(from: &buf), delta: try FfiConverterSequenceTypeListDelta.read(from: &buf)
+        case 2: return .listChange(name: try FfiConverterString.read(from: &buf), delta: try FfiConverterSequenceTypeListDelta.read(from: &buf)
         )
         
-        case 3: return .map(name: try FfiConverterString.read(from: &buf), keys: try FfiConverterSequenceTypeMapKeyChange.read(from: &buf)
+        case 3: return .mapChange(name: try FfiConverterString.read(from: &buf), keys: try FfiConverterSequenceTypeMapKeyChange.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -8920,19 +8922,19 @@ public struct FfiConverterTypeCollabValueChange: FfiConverterRustBuffer {
         switch value {
         
         
-        case let .text(name,delta):
+        case let .textChange(name,delta):
             writeInt(&buf, Int32(1))
             FfiConverterString.write(name, into: &buf)
             FfiConverterSequenceTypeTextDelta.write(delta, into: &buf)
             
         
-        case let .list(name,delta):
+        case let .listChange(name,delta):
             writeInt(&buf, Int32(2))
             FfiConverterString.write(name, into: &buf)
             FfiConverterSequenceTypeListDelta.write(delta, into: &buf)
             
         
-        case let .map(name,keys):
+        case let .mapChange(name,keys):
             writeInt(&buf, Int32(3))
             FfiConverterString.write(name, into: &buf)
             FfiConverterSequenceTypeMapKeyChange.write(keys, into: &buf)
@@ -12249,7 +12251,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamcollabdoc_clear_selection() != 21546) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_close() != 33300) {
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_close_document() != 5871) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamcollabdoc_delete_text() != 55339) {

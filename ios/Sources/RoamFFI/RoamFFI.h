@@ -1003,9 +1003,9 @@ int8_t uniffi_roam_ffi_fn_method_roamcollabdoc_can_undo(uint64_t ptr, RustCallSt
 void uniffi_roam_ffi_fn_method_roamcollabdoc_clear_selection(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CLOSE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CLOSE
-void uniffi_roam_ffi_fn_method_roamcollabdoc_close(uint64_t ptr, RustCallStatus *_Nonnull out_status
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CLOSE_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CLOSE_DOCUMENT
+void uniffi_roam_ffi_fn_method_roamcollabdoc_close_document(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_DELETE_TEXT
@@ -2291,9 +2291,9 @@ uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_clear_selection(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CLOSE
-#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CLOSE
-uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_close(void
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CLOSE_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CLOSE_DOCUMENT
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_close_document(void
     
 );
 #endif

@@ -28,7 +28,7 @@ final class SharedNote: NSObject, UITextViewDelegate {
         let events = try note.events()
         listening = Task { @MainActor [weak self] in
             for await case .change(let change) in events where !change.local {
-                for case .text("body", let delta) in change.changes {
+                for case .textChange("body", let delta) in change.changes {
                     self?.apply(delta)
                 }
             }
@@ -66,7 +66,7 @@ final class SharedNote: NSObject, UITextViewDelegate {
 
     func close() {
         listening?.cancel()
-        try? note.close()
+        try? note.closeDocument()
     }
 
     private func apply(_ delta: [TextDelta]) {

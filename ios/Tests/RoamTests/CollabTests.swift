@@ -42,7 +42,7 @@ final class CollabTests: ServerTestCase, @unchecked Sendable {
         let events = try b.events()
         let reader = Task {
             for await case .change(let change) in events {
-                for case .text("t", let delta) in change.changes { mirror.apply(delta) }
+                for case .textChange("t", let delta) in change.changes { mirror.apply(delta) }
             }
         }
 

@@ -50,10 +50,10 @@ fun RoamCollabDoc.peerUpdates(): Flow<List<CollabPeer>> = callbackFlow {
 
 /** The text changes of [name] in this change, in order (none when [name] did not change). */
 fun CollabChange.textDeltas(name: String): List<List<TextDelta>> =
-    changes.filterIsInstance<CollabValueChange.Text>().filter { it.name == name }.map { it.delta }
+    changes.filterIsInstance<CollabValueChange.TextChange>().filter { it.name == name }.map { it.delta }
 
 /**
- * This text with a text change applied, as [CollabValueChange.Text] delivers it: retains and
+ * This text with a text change applied, as [CollabValueChange.TextChange] delivers it: retains and
  * deletes count UTF-16 units from the start.
  */
 fun String.applying(delta: List<TextDelta>): String {

@@ -1186,7 +1186,7 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_clear_selection(
     ): Int
-    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_close(
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_close_document(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_delete_text(
     ): Int
@@ -1530,7 +1530,7 @@ internal object UniffiLib {
     ): Byte
     external fun uniffi_roam_ffi_fn_method_roamcollabdoc_clear_selection(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_close(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_close_document(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_roam_ffi_fn_method_roamcollabdoc_delete_text(`ptr`: Long,`name`: RustBuffer.ByValue,`index`: Int,`len`: Int,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -2115,7 +2115,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_clear_selection() and 0xFFFF) != 21546) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_close() and 0xFFFF) != 33300) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_close_document() and 0xFFFF) != 5871) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_delete_text() and 0xFFFF) != 55339) {
@@ -7558,9 +7558,10 @@ public interface RoamCollabDocInterface {
     
     /**
      * Stores what is pending, clears this device's awareness and stops following; every
-     * handle of the document is closed.
+     * handle of the document is closed. (Not `close`: Kotlin's generated objects have a
+     * `close()` of their own, which frees the handle.)
      */
-    fun `close`()
+    fun `closeDocument`()
     
     fun `deleteText`(`name`: kotlin.String, `index`: kotlin.UInt, `len`: kotlin.UInt)
     
@@ -7797,13 +7798,14 @@ open class RoamCollabDoc: Disposable, AutoCloseable, RoamCollabDocInterface
     
     /**
      * Stores what is pending, clears this device's awareness and stops following; every
-     * handle of the document is closed.
+     * handle of the document is closed. (Not `close`: Kotlin's generated objects have a
+     * `close()` of their own, which frees the handle.)
      */
-    @Throws(RoamException::class)override fun `close`()
+    @Throws(RoamException::class)override fun `closeDocument`()
         = 
     callWithHandle {
     uniffiRustCallWithError(RoamException) { _status ->
-    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_close(
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_close_document(
         it,
         _status)
 }
@@ -13539,7 +13541,7 @@ public object FfiConverterTypeUploadProgress: FfiConverterRustBuffer<UploadProgr
  */
 sealed class CollabValueChange {
     
-    data class Text(
+    data class TextChange(
         val `name`: kotlin.String, 
         val `delta`: List<dev.roam.TextDelta>) : CollabValueChange()
         
@@ -13549,7 +13551,7 @@ sealed class CollabValueChange {
         companion object
     }
     
-    data class List(
+    data class ListChange(
         val `name`: kotlin.String, 
         val `delta`: List<dev.roam.ListDelta>) : CollabValueChange()
         
@@ -13559,7 +13561,7 @@ sealed class CollabValueChange {
         companion object
     }
     
-    data class Map(
+    data class MapChange(
         val `name`: kotlin.String, 
         val `keys`: List<dev.roam.MapKeyChange>) : CollabValueChange()
         
@@ -13585,15 +13587,15 @@ sealed class CollabValueChange {
 public object FfiConverterTypeCollabValueChange : FfiConverterRustBuffer<CollabValueChange>{
     override fun read(buf: ByteBuffer): CollabValueChange {
         return when(buf.getInt()) {
-            1 -> CollabValueChange.Text(
+            1 -> CollabValueChange.TextChange(
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypeTextDelta.read(buf),
                 )
-            2 -> CollabValueChange.List(
+            2 -> CollabValueChange.ListChange(
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypeListDelta.read(buf),
                 )
-            3 -> CollabValueChange.Map(
+            3 -> CollabValueChange.MapChange(
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypeMapKeyChange.read(buf),
                 )
@@ -13602,7 +13604,7 @@ public object FfiConverterTypeCollabValueChange : FfiConverterRustBuffer<CollabV
     }
 
     override fun allocationSize(value: CollabValueChange): ULong = when(value) {
-        is CollabValueChange.Text -> {
+        is CollabValueChange.TextChange -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
                 4UL
@@ -13610,7 +13612,7 @@ public object FfiConverterTypeCollabValueChange : FfiConverterRustBuffer<CollabV
                 + FfiConverterSequenceTypeTextDelta.allocationSize(value.`delta`)
             )
         }
-        is CollabValueChange.List -> {
+        is CollabValueChange.ListChange -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
                 4UL
@@ -13618,7 +13620,7 @@ public object FfiConverterTypeCollabValueChange : FfiConverterRustBuffer<CollabV
                 + FfiConverterSequenceTypeListDelta.allocationSize(value.`delta`)
             )
         }
-        is CollabValueChange.Map -> {
+        is CollabValueChange.MapChange -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
                 4UL
@@ -13630,19 +13632,19 @@ public object FfiConverterTypeCollabValueChange : FfiConverterRustBuffer<CollabV
 
     override fun write(value: CollabValueChange, buf: ByteBuffer) {
         when(value) {
-            is CollabValueChange.Text -> {
+            is CollabValueChange.TextChange -> {
                 buf.putInt(1)
                 FfiConverterString.write(value.`name`, buf)
                 FfiConverterSequenceTypeTextDelta.write(value.`delta`, buf)
                 Unit
             }
-            is CollabValueChange.List -> {
+            is CollabValueChange.ListChange -> {
                 buf.putInt(2)
                 FfiConverterString.write(value.`name`, buf)
                 FfiConverterSequenceTypeListDelta.write(value.`delta`, buf)
                 Unit
             }
-            is CollabValueChange.Map -> {
+            is CollabValueChange.MapChange -> {
                 buf.putInt(3)
                 FfiConverterString.write(value.`name`, buf)
                 FfiConverterSequenceTypeMapKeyChange.write(value.`keys`, buf)

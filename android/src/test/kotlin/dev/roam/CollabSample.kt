@@ -57,7 +57,7 @@ class SharedNote(client: RoamClient, room: String, private val editText: EditTex
     fun close() {
         listening.cancel()
         editText.removeTextChangedListener(this)
-        note.close()
+        note.closeDocument()
     }
 
     private fun apply(delta: List<TextDelta>) = withoutEcho {

@@ -53,15 +53,27 @@ class CollabTest : ServerTest() {
         a.insertText("t", 0u, "shared ", null)
         waitUntil("bob has the start") { b.text("t") == "shared " }
 
-        // Bob's mirror of the text, kept only from the deltas he receives.
-        var mirror = b.text("t")
+        // Bob's mirror of the text, kept only from the deltas he receives. A flow subscribes
+        // when collected, so a marker edit tells when the collector listens.
+        var mirror: String? = null
         val lock = Any()
         val reader = launch(kotlinx.coroutines.Dispatchers.Default) {
             b.events().collect { event ->
                 if (event is CollabEvent.Change) {
-                    event.change.textDeltas("t").forEach { d -> synchronized(lock) { mirror = mirror.applying(d) } }
+                    synchronized(lock) {
+                        if (mirror == null && event.change.changes.any { it is CollabValueChange.MapChange }) {
+                            mirror = b.text("t")
+                        }
+                        event.change.textDeltas("t").forEach { d -> mirror = mirror?.applying(d) }
+                    }
                 }
             }
+        }
+        var marks = 0
+        waitUntil("bob's collector listens") {
+            b.mapSet("marks", "n", (++marks).toString())
+            Thread.sleep(50)
+            synchronized(lock) { mirror != null }
         }
 
         bob.setOnline(false)
