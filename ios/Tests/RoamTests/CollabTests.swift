@@ -16,17 +16,17 @@ final class CollabTests: ServerTestCase, @unchecked Sendable {
         XCTAssertEqual(view.selectedRange.location, 5)
 
         let bobNote = try bob.openCollab(room: "team", doc: "note")
-        try await waitUntil("bob sees alice's text") { try bobNote.text(name: "body") == "Hello" }
+        try await waitOnMain("bob sees alice's text") { try bobNote.text(name: "body") == "Hello" }
         // Bob writes before Alice's cursor: her text view follows, and her cursor stays after
         // "Hello".
         try bobNote.insertText(name: "body", index: 0, text: "Bob: ", attributesJson: nil)
-        try await waitUntil("alice's view shows bob's edit") { view.text == "Bob: Hello" }
+        try await waitOnMain("alice's view shows bob's edit") { view.text == "Bob: Hello" }
         XCTAssertEqual(view.selectedRange.location, 10, "the cursor moved with the text")
 
         // Undo takes back Alice's own typing only.
         note.undo()
         XCTAssertEqual(view.text, "Bob: ")
-        try await waitUntil("bob sees the undo") { try bobNote.text(name: "body") == "Bob: " }
+        try await waitOnMain("bob sees the undo") { try bobNote.text(name: "body") == "Bob: " }
         note.close()
     }
 
@@ -68,4 +68,16 @@ private final class Mirror: @unchecked Sendable {
     init(_ value: String) { self.value = value }
     var text: String { lock.withLock { value } }
     func apply(_ delta: [TextDelta]) { lock.withLock { value = value.applying(delta) } }
+}
+
+/// `waitUntil` for a test on the main actor: polls on it, so the conditions may read its state,
+/// and sleeps between polls, so the main actor's other work (the sample's listener) runs.
+@MainActor
+private func waitOnMain(_ what: String, _ cond: () throws -> Bool) async throws {
+    for _ in 0..<500 {
+        if try cond() { return }
+        try await Task.sleep(nanoseconds: 20_000_000)
+    }
+    XCTFail("timed out waiting until \(what)")
+    throw TestFailure(description: "timed out waiting until \(what)")
 }
