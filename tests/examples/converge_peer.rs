@@ -110,7 +110,7 @@ async fn run() -> Fallible<()> {
     let token = env(&format!("ROAM_CONVERGE_TOKEN_{}", name.to_uppercase()))?;
     let user = env(&format!("ROAM_CONVERGE_USER_{}", name.to_uppercase()))?;
     let db = tempfile::tempdir()?;
-    let mut config = ClientConfig::new(&db.path().join("peer.db"), &url, &user);
+    let mut config = ClientConfig::new(db.path().join("peer.db"), &url, &user);
     config.reconnect.initial_delay = Duration::from_millis(50);
     config.reconnect.max_delay = Duration::from_millis(250);
     let client = Client::open(config, Arc::new(StaticToken(token)))?;
