@@ -14,7 +14,8 @@
 //! (`roam-collab`, one per client) then stores what was collected in *one* SQLite transaction
 //! (group commit: while it writes, the next keystrokes collect, and the next round takes them
 //! all): the updates are appended to the document's log and the local ones go to the outbox as
-//! `collab.update` mutations. Keystrokes coalesce: the updates of a round are merged into one,
+//! `collab.update` mutations. Keystrokes coalesce: the updates of a round are merged into one
+//! (in a tree of small merges: one yrs merge of n updates costs about n²),
 //! and that one is merged into the document's last queued entry as long as that entry has
 //! never gone on the wire and the merge stays within `MAX_COLLAB_UPDATE_BYTES` — the scheduler
 //! sends one update of a document at a time, so everything typed while one is in flight
@@ -25,7 +26,10 @@
 //!
 //! The store keeps each document as a snapshot (the whole state, v2) plus the updates appended
 //! since (v1, one row each). When the appended bytes outgrow the snapshot (and
-//! [`COMPACT_FLOOR`]), the document is written again as one snapshot. Opening reads the
+//! [`COMPACT_FLOOR`]), the document is written again as one snapshot, with its deleted content
+//! garbage-collected: the live document keeps what its undo steps may restore (the
+//! `UndoManager` marks those items kept), but undo history is not stored, so the snapshot is
+//! what a document without undo would hold. Opening reads the
 //! snapshot and the tail and applies them in one transaction. Each open gets a fresh yrs client
 //! id, as Yjs does per session.
 //!
@@ -994,7 +998,7 @@ fn merge_groups(local: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
 /// in a tree of small merges instead (n log n).
 const MERGE_FAN_IN: usize = 8;
 
-fn merge(updates: &[Vec<u8>]) -> Result<Vec<u8>> {
+pub(crate) fn merge(updates: &[Vec<u8>]) -> Result<Vec<u8>> {
     let merge_some = |some: &[Vec<u8>]| -> Result<Vec<u8>> {
         match some {
             [one] => Ok(one.clone()),
