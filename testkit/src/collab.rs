@@ -76,7 +76,7 @@ impl Mutator {
     }
 
     /// An input for the server: one time in eight a valid update, else a mutated one.
-    pub fn next(&mut self) -> Vec<u8> {
+    pub fn input(&mut self) -> Vec<u8> {
         if self.rng.random_range(0..8) == 0 {
             return self.valid();
         }

@@ -60,7 +60,12 @@ async fn load(svc: &Service, room: &str, doc: &str) -> Result<Entry, ApiError> {
 
 /// Brings a cached document up to the stored log; false when the log no longer reaches back
 /// to it (compacted) or did not apply.
-async fn catch_up(svc: &Service, room: &str, doc: &str, entry: &Mutex<Entry>) -> Result<bool, ApiError> {
+async fn catch_up(
+    svc: &Service,
+    room: &str,
+    doc: &str,
+    entry: &Mutex<Entry>,
+) -> Result<bool, ApiError> {
     loop {
         let have = entry.lock().seq;
         let page = svc

@@ -732,7 +732,11 @@ async fn collaborative_updates_and_awareness_cross_nodes_in_seq_order() {
     sync(&mut b, "shared", "plan", "").await;
     // Both nodes write: each update takes the document's next seq, whichever node applies it.
     for i in 0..5u32 {
-        let (ws, r) = if i % 2 == 0 { (&mut a, &ra) } else { (&mut b, &rb) };
+        let (ws, r) = if i % 2 == 0 {
+            (&mut a, &ra)
+        } else {
+            (&mut b, &rb)
+        };
         let u = r.insert(0, &format!("{i}"));
         let done = update(ws, "shared", "plan", &u).await;
         assert_eq!(done["result"]["seq"], u64::from(i) + 1, "{done}");
@@ -746,11 +750,16 @@ async fn collaborative_updates_and_awareness_cross_nodes_in_seq_order() {
     }
     assert_eq!(ra.text(), rb.text());
     assert_eq!(ra.len(), 5);
-    b.send(json!({"v": 1, "type": "awareness", "room": "shared", "doc": "plan",
-        "state": {"cursor": 2}}))
-        .await;
+    b.send(
+        json!({"v": 1, "type": "awareness", "room": "shared", "doc": "plan",
+        "state": {"cursor": 2}}),
+    )
+    .await;
     let f = a.until(|f| f["type"] == "awareness").await;
-    assert_eq!((f["user"].as_str(), f["state"]["cursor"].as_u64()), (Some("bob"), Some(2)));
+    assert_eq!(
+        (f["user"].as_str(), f["state"]["cursor"].as_u64()),
+        (Some("bob"), Some(2))
+    );
     drop(b);
     let f = a.until(|f| f["type"] == "awareness").await;
     assert!(f.get("state").is_none(), "bob's session left: {f}");

@@ -133,8 +133,12 @@ async fn a_resync_with_a_state_vector_receives_only_what_it_lacks() {
     let mut b = t.ws("bob").await;
     let s = sync(&mut b, "notes", "plan", &rb.state_vector()).await;
     assert_eq!(s["result"]["seq"], 2, "{s}");
-    let diff = decode_base64("u", s["result"]["update"].as_str().expect("u"), usize::MAX / 2)
-        .expect("base64");
+    let diff = decode_base64(
+        "u",
+        s["result"]["update"].as_str().expect("u"),
+        usize::MAX / 2,
+    )
+    .expect("base64");
     assert!(
         diff.len() < 100,
         "the answer holds only the missing edit: {} bytes",
@@ -143,8 +147,12 @@ async fn a_resync_with_a_state_vector_receives_only_what_it_lacks() {
     rb.apply(s["result"]["update"].as_str().expect("u"));
     assert_eq!(rb.text(), ra.text());
     // The server's state vector lets the client send what the server lacks.
-    let sv = decode_base64("sv", s["result"]["state_vector"].as_str().expect("sv"), 1 << 20)
-        .expect("base64");
+    let sv = decode_base64(
+        "sv",
+        s["result"]["state_vector"].as_str().expect("sv"),
+        1 << 20,
+    )
+    .expect("base64");
     let sv = StateVector::decode_v1(&sv).expect("state vector");
     assert_eq!(sv, rb.doc.transact().state_vector());
 }
@@ -230,8 +238,16 @@ async fn malformed_oversize_pending_and_overfull_updates_are_refused_and_change_
     let after = fetched(&mut a, "notes", "plan").await;
     assert_eq!(after, before, "nothing changed");
     assert_eq!(after.1, 3);
-    assert!(t.metric("roam_collab_updates_refused_total", Some("pending")).await >= 1.0);
-    assert!(t.metric("roam_collab_updates_refused_total", Some("too_large")).await >= 1.0);
+    assert!(
+        t.metric("roam_collab_updates_refused_total", Some("pending"))
+            .await
+            >= 1.0
+    );
+    assert!(
+        t.metric("roam_collab_updates_refused_total", Some("too_large"))
+            .await
+            >= 1.0
+    );
     // And the document still takes good updates.
     let r = update(&mut a, "notes", "plan", &ra.insert(0, "ok")).await;
     assert_eq!(r["result"]["seq"], 4, "{r}");
@@ -248,7 +264,9 @@ async fn a_replayed_key_is_applied_once_and_answered_the_same() {
     let ra = Replica::new(1);
     let u = ra.insert(0, "once");
     let args = json!({"room": "notes", "doc": "plan", "update": u});
-    let first = a.mutate_with_key("k-1", "collab.update", args.clone()).await;
+    let first = a
+        .mutate_with_key("k-1", "collab.update", args.clone())
+        .await;
     let again = a.mutate_with_key("k-1", "collab.update", args).await;
     assert_eq!(first["result"], again["result"]);
     let u2 = ra.insert(4, "!");
@@ -321,9 +339,11 @@ async fn awareness_reaches_the_other_followers_and_goes_when_the_socket_closes()
     sync(&mut a, "notes", "plan", "").await;
     sync(&mut b, "notes", "plan", "").await;
     let session = a.hello["session"].clone();
-    a.send(json!({"v": 1, "type": "awareness", "room": "notes", "doc": "plan",
-        "state": {"cursor": 3}}))
-        .await;
+    a.send(
+        json!({"v": 1, "type": "awareness", "room": "notes", "doc": "plan",
+        "state": {"cursor": 3}}),
+    )
+    .await;
     let f = b.until(|f| f["type"] == "awareness").await;
     assert_eq!(f["user"], "alice");
     assert_eq!(f["session"], session);
@@ -341,9 +361,11 @@ async fn awareness_of_a_socket_that_does_not_follow_is_refused() {
     let t = TestServer::start().await;
     room_with_member(&t, "notes", "private").await;
     let mut a = t.ws("alice").await;
-    a.send(json!({"v": 1, "type": "awareness", "room": "notes", "doc": "plan",
-        "state": {"cursor": 1}}))
-        .await;
+    a.send(
+        json!({"v": 1, "type": "awareness", "room": "notes", "doc": "plan",
+        "state": {"cursor": 1}}),
+    )
+    .await;
     let f = a.until(|f| f["type"] == "error").await;
     assert_eq!(f["code"], "invalid_input", "{f}");
 }
@@ -359,7 +381,9 @@ async fn a_banned_follower_stops_receiving_and_a_deleted_rooms_followers_go() {
     let ra = Replica::new(1);
     update(&mut a, "notes", "plan", &ra.insert(0, "before")).await;
     assert_eq!(next_update(&mut b, "plan").await["seq"], 1);
-    let ban = a.mutate("member.ban", json!({"room": "notes", "user": "bob"})).await;
+    let ban = a
+        .mutate("member.ban", json!({"room": "notes", "user": "bob"}))
+        .await;
     assert_eq!(ban["type"], "ack", "{ban}");
     // The ban is checked off the socket's task: wait until bob is no longer a follower.
     let deadline = tokio::time::Instant::now() + crate::fixtures::WAIT;
@@ -378,7 +402,10 @@ async fn a_banned_follower_stops_receiving_and_a_deleted_rooms_followers_go() {
     assert_eq!(del["type"], "ack", "{del}");
     let deadline = tokio::time::Instant::now() + crate::fixtures::WAIT;
     while t.metric("roam_collab_followers", None).await > 0.0 {
-        assert!(tokio::time::Instant::now() < deadline, "alice still follows");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice still follows"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let s = sync(&mut a, "notes", "plan", "").await;

@@ -472,7 +472,7 @@ async fn any_collab_update_gets_an_answer_and_the_document_stays_whole() {
     let mirror = yrs::Doc::new();
     let mut accepted = 0u64;
     for case in 0..cases(3_000) {
-        let u = m.next();
+        let u = m.input();
         let b64 = roam_proto::collab::encode_base64(&u);
         let key = format!("fz-{seed}-{case}");
         let a = ws
@@ -504,7 +504,10 @@ async fn any_collab_update_gets_an_answer_and_the_document_stays_whole() {
         }
     }
     assert!(accepted > 0, "some updates were valid");
-    assert_eq!(t.metric("roam_collab_updates_applied_total", None).await, accepted as f64);
+    assert_eq!(
+        t.metric("roam_collab_updates_applied_total", None).await,
+        accepted as f64
+    );
     let s = ws
         .call(json!({"type": "collab_sync", "room": "fzc", "doc": "d", "state_vector": ""}))
         .await;
@@ -526,7 +529,9 @@ async fn any_collab_update_gets_an_answer_and_the_document_stays_whole() {
     use yrs::{GetString, Transact};
     assert_eq!(
         fresh.get_or_insert_text("t").get_string(&fresh.transact()),
-        mirror.get_or_insert_text("t").get_string(&mirror.transact()),
+        mirror
+            .get_or_insert_text("t")
+            .get_string(&mirror.transact()),
         "seed {seed}: the server's document is what the accepted updates make"
     );
 }
