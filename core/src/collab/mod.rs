@@ -1415,8 +1415,11 @@ impl CollabDoc {
 
     // ----- observing
 
-    /// Delivers every change of the document from now on (local and remote) as deltas, and
-    /// the server's refusals of its edits.
+    /// Delivers every change from now on (local and remote), as deltas, of the values this
+    /// handle's document has used, and the server's refusals of its edits. A value is used from
+    /// its first read or edit on this device (`text`, `list`, `map`, `map_get`, an edit): as in
+    /// Yjs, a root value has no kind until it is asked for as a text, a list or a map, so read
+    /// the values a view shows before subscribing (reading an absent one gives it its kind).
     pub fn subscribe(&self, listener: Arc<dyn CollabListener>) -> Subscription {
         self.shared.ctx.dispatcher.register(
             Target::Collab(self.shared.room.clone(), self.shared.name.clone(), listener),
