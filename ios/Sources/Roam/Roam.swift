@@ -4016,7 +4016,9 @@ public protocol RoamCollabDocProtocol: AnyObject, Sendable {
     func stopCapturing() 
     
     /**
-     * Every change from now on, local and remote, as deltas; and refusals.
+     * Every change from now on, local and remote, as deltas, of the values this device has
+     * used (read or edited: a root value gets its kind — text, list, map — from its first use,
+     * so read what a view shows before subscribing); and refusals.
      */
     func subscribe(listener: CollabListener) throws  -> SubscriptionHandle
     
@@ -4351,7 +4353,9 @@ open func stopCapturing()  {try! rustCall() {
 }
     
     /**
-     * Every change from now on, local and remote, as deltas; and refusals.
+     * Every change from now on, local and remote, as deltas, of the values this device has
+     * used (read or edited: a root value gets its kind — text, list, map — from its first use,
+     * so read what a view shows before subscribing); and refusals.
      */
 open func subscribe(listener: CollabListener)throws  -> SubscriptionHandle  {
     return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
@@ -12311,7 +12315,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamcollabdoc_stop_capturing() != 46025) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe() != 12159) {
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe() != 7984) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe_peers() != 26062) {

@@ -2175,7 +2175,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_stop_capturing() and 0xFFFF) != 46025) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe() and 0xFFFF) != 12159) {
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe() and 0xFFFF) != 7984) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe_peers() and 0xFFFF) != 26062) {
@@ -7626,7 +7626,9 @@ public interface RoamCollabDocInterface {
     fun `stopCapturing`()
     
     /**
-     * Every change from now on, local and remote, as deltas; and refusals.
+     * Every change from now on, local and remote, as deltas, of the values this device has
+     * used (read or edited: a root value gets its kind — text, list, map — from its first use,
+     * so read what a view shows before subscribing); and refusals.
      */
     fun `subscribe`(`listener`: CollabListener): SubscriptionHandle
     
@@ -8121,7 +8123,9 @@ open class RoamCollabDoc: Disposable, AutoCloseable, RoamCollabDocInterface
 
     
     /**
-     * Every change from now on, local and remote, as deltas; and refusals.
+     * Every change from now on, local and remote, as deltas, of the values this device has
+     * used (read or edited: a root value gets its kind — text, list, map — from its first use,
+     * so read what a view shows before subscribing); and refusals.
      */
     @Throws(RoamException::class)override fun `subscribe`(`listener`: CollabListener): SubscriptionHandle {
             return FfiConverterTypeSubscriptionHandle.lift(
