@@ -349,8 +349,8 @@ impl BlobStore for FsBlobStore {
     /// write that opened it before but locks it after finds the path no longer names it.
     async fn seal(&self, from: &str, to: &str) -> Result<(), BlobError> {
         let (src, dest) = (self.path(from)?, self.path(to)?);
-        let f = match std::fs::File::open(&src) {
-            Ok(f) => f,
+        let f = match tokio::fs::File::open(&src).await {
+            Ok(f) => f.into_std().await,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(BlobError::NotFound(from.to_owned()))
             }

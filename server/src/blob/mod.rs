@@ -33,7 +33,10 @@
 //! ([`BlobStore::seal`]: after every write under way, and so that none lands later), hashes
 //! the sealed object and moves it to the blob's key: the bytes are stored once, never copied.
 //! A crash at any point leaves `data`, `sealed` or the blob, and `finish` again goes on from
-//! whichever is there. Each upload has one kind ([`UploadMeta::in_place`]).
+//! whichever is there. Two requests of the same client racing for one offset may both write
+//! into `data`; what ends there is checked by the hash at `finish` like any upload (a mismatch
+//! deletes it), and no write lands after the seal, so a blob's bytes are always the hashed
+//! ones. Each upload has one kind ([`UploadMeta::in_place`]).
 //!
 //! **Memory.** A `PATCH` body is cut into parts of at most [`UploadLimits::part_bytes`], each
 //! stored before the next is read, so a request holds one part in memory at most. Finishing
