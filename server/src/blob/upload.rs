@@ -1,9 +1,11 @@
 //! The upload state machine: create, append at an offset, ask the offset, finish, abort, expire.
 //!
 //! An upload is its description (`uploads/<id>/meta.json`, written at creation and rewritten
-//! once, when it finishes) and its parts (`uploads/<id>/parts/<offset>`). Its offset is the end
-//! of the chain of parts from 0 (see the module above): computed, never stored, so nodes need no
-//! lock or compare-and-swap to share an upload. Every state change is one object put:
+//! once, when it finishes) and its parts (`uploads/<id>/parts/<offset>`) — or, on a store that
+//! writes in place, its one data object (`uploads/<id>/data`) and the span markers of the bytes
+//! written into it (`uploads/<id>/parts/<start>-<end>`). Its offset is the end of the chain of
+//! parts from 0 (see the module above): computed, never stored, so nodes need no lock or
+//! compare-and-swap to share an upload. Every state change is one object put:
 //!
 //! ```text
 //!  create ──► open (offset 0) ──append──► open (offset n) ──append──► … open (offset = size)
