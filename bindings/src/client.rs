@@ -85,7 +85,7 @@ impl RoamClient {
     }
 
     /// Registers a relay with the core and hands out its handle.
-    fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         f: impl FnOnce(&roam_core::Client, &Arc<AtomicBool>) -> roam_core::Subscription,
     ) -> Result<Arc<SubscriptionHandle>, RoamError> {

@@ -10,7 +10,8 @@
 //! converted from the core's type in one place), `error.rs` ([`RoamError`] and the one mapping
 //! from the core's error), `listeners.rs` (listener traits and [`SubscriptionHandle`]),
 //! `auth.rs` ([`TokenProvider`]), `timeline.rs` ([`RoamTimeline`]), `room_list.rs`
-//! ([`RoamRoomList`]), `push.rs` ([`PushHandler`] and the push calls of the client), `runtime.rs` (the tokio runtime), `logging.rs` (`tracing` to the app's logger).
+//! ([`RoamRoomList`]), `push.rs` ([`PushHandler`] and the push calls of the client), `collab.rs`
+//! ([`RoamCollabDoc`], collaborative documents), `runtime.rs` (the tokio runtime), `logging.rs` (`tracing` to the app's logger).
 //!
 //! Conventions for listeners and async calls across the FFI:
 //! - async Rust functions become Swift `async` and Kotlin `suspend` functions; they run on the
@@ -28,6 +29,7 @@
 
 mod auth;
 mod client;
+mod collab;
 mod error;
 mod listeners;
 mod logging;
@@ -41,6 +43,10 @@ use std::time::{Duration, Instant};
 
 pub use auth::{TokenProvider, TokenReply};
 pub use client::RoamClient;
+pub use collab::{
+    AwarenessListener, CollabChange, CollabError, CollabListener, CollabPeer, CollabValueChange,
+    ListDelta, MapKeyChange, RoamCollabDoc, TextDelta, TextSelection,
+};
 pub use error::RoamError;
 pub use listeners::{
     ConnectionListener, DocumentListener, NotificationListener, PresenceListener, RoomListListener,

@@ -83,7 +83,7 @@ pub trait RoomListListener: Send + Sync {
 
 /// Forwards the core's callbacks to a foreign listener while its handle is open.
 pub(crate) struct Relay<L: ?Sized> {
-    listener: Arc<L>,
+    pub(crate) listener: Arc<L>,
     open: Arc<AtomicBool>,
 }
 
@@ -95,7 +95,7 @@ impl<L: ?Sized> Relay<L> {
         })
     }
 
-    fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }
 }

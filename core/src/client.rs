@@ -91,6 +91,8 @@ pub struct Client {
     remote: Arc<Remote>,
     tasks: Arc<Mutex<Option<Tasks>>>,
     online: Arc<AtomicBool>,
+    /// The open collaborative documents.
+    collab: Arc<crate::collab::Registry>,
     _guard: Arc<DropGuard>,
 }
 
@@ -129,6 +131,13 @@ impl Client {
         )?;
         let remote = Arc::new(Remote::new(config.cache));
         let ctx = Arc::new(Context::new(config, db, dispatcher, tokens, http));
+        let collab = crate::collab::Registry::start()?;
+        let router: Arc<dyn crate::context::CollabRouter> = collab.clone();
+        if ctx.collab.set(router).is_err() {
+            return Err(Error::state(
+                "the collaborative documents were set up twice",
+            ));
+        }
         media::open(&ctx)?;
         let pending = outbox::load(&ctx)?;
         tracing::debug!(pending, "client opened");
@@ -142,6 +151,7 @@ impl Client {
             remote,
             tasks,
             online: Arc::new(AtomicBool::new(true)),
+            collab,
         })
     }
 
@@ -149,6 +159,13 @@ impl Client {
     #[cfg(test)]
     pub(crate) fn ctx(&self) -> &Arc<Context> {
         &self.ctx
+    }
+
+    /// Opens the collaborative document `doc` of `room` (see [`crate::collab`]): loaded from
+    /// the store (empty if new), usable offline at once, followed on the server whenever the
+    /// client is connected. A second open of the same document returns the same live document.
+    pub fn open_collab(&self, room: &str, doc: &str) -> Result<crate::collab::CollabDoc> {
+        self.collab.open(&self.ctx, room, doc)
     }
 
     /// The account's user id.

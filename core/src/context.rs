@@ -84,6 +84,29 @@ pub(crate) enum SessionCmd {
     Subscribe(Vec<String>),
     /// Ping now and drop the link if no answer comes within the heartbeat timeout.
     CheckLink,
+    /// Follow (or catch up again) a collaborative document: send `collab_sync` with its local
+    /// state vector.
+    CollabSync { room: String, doc: String },
+}
+
+/// What the connection needs of the open collaborative documents (implemented by
+/// `crate::collab`, which the connection does not otherwise know).
+pub(crate) trait CollabRouter: Send + Sync {
+    /// The documents open now, to follow after a (re)connect.
+    fn open_docs(&self) -> Vec<(String, String)>;
+    /// A document's state vector (v1), or `None` when it is not open.
+    fn state_vector(&self, room: &str, doc: &str) -> Option<Vec<u8>>;
+    /// The answer to a `collab_sync`.
+    fn on_synced(&self, answer: roam_proto::CollabSync);
+    /// A `collab_sync` refused. Returns true when trying again later may help.
+    fn on_sync_failed(&self, room: &str, doc: &str, error: &roam_proto::ErrorBody);
+    /// An update of a followed document. Returns true when a frame was missed (a gap in
+    /// `seq`): the document must be synced again.
+    fn on_update(&self, update: roam_proto::CollabUpdate) -> bool;
+    /// Someone's awareness state in a followed document.
+    fn on_awareness(&self, update: roam_proto::AwarenessUpdate);
+    /// The connection ended: nothing is followed any more.
+    fn on_disconnected(&self);
 }
 
 /// Shared state of one client.
@@ -118,6 +141,8 @@ pub(crate) struct Context {
     sign_in: Mutex<Option<String>>,
     /// Reset rooms being reloaded now (see `sync::reload_room`).
     reloading: Mutex<HashSet<String>>,
+    /// The open collaborative documents (set once by `Client::open`).
+    pub collab: std::sync::OnceLock<Arc<dyn CollabRouter>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -166,7 +191,13 @@ impl Context {
             recovered: AtomicBool::new(false),
             sign_in: Mutex::new(None),
             reloading: Mutex::new(HashSet::new()),
+            collab: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The open collaborative documents, when the client has any way to open them.
+    pub(crate) fn collab(&self) -> Option<&Arc<dyn CollabRouter>> {
+        self.collab.get()
     }
 
     /// Claims the reload of a reset room: false when one is already running.

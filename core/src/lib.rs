@@ -61,6 +61,9 @@ pub mod timeline;
 mod attachment_tests;
 mod auth;
 mod backoff;
+pub mod collab;
+#[cfg(test)]
+mod collab_tests;
 mod context;
 mod db;
 mod diff;
@@ -87,20 +90,23 @@ mod upload;
 
 pub use auth::{StaticToken, TokenProvider};
 pub use client::Client;
+pub use collab::CollabDoc;
 pub use config::{
     CacheConfig, ClientConfig, HeartbeatConfig, MediaConfig, OutboxConfig, PresenceConfig,
     ReconnectConfig, StoreKey, TypingConfig,
 };
 pub use error::{Error, Result};
 pub use listeners::{
-    ConnectionStateListener, DocumentListener, NotificationListener, PresenceListener,
-    RoomListener, Subscription, SyncStatusListener, TypingListener, UploadListener,
+    AwarenessListener, CollabListener, ConnectionStateListener, DocumentListener,
+    NotificationListener, PresenceListener, RoomListener, Subscription, SyncStatusListener,
+    TypingListener, UploadListener,
 };
 pub use metrics::MetricsSnapshot;
 pub use model::{
-    Attachment, AttachmentDetails, ConnectionState, Document, DocumentUpdate, DocumentVersion,
-    Message, NotificationInfo, OutboxEntry, PresenceInfo, RoomInfo, RoomUpdate, SendState,
-    SyncPhase, SyncStatus, UploadProgress, UploadState,
+    Attachment, AttachmentDetails, CollabChange, CollabError, CollabPeer, CollabValueChange,
+    ConnectionState, Document, DocumentUpdate, DocumentVersion, ListDelta, MapKeyChange, Message,
+    NotificationInfo, OutboxEntry, PresenceInfo, RoomInfo, RoomUpdate, SendState, SyncPhase,
+    SyncStatus, TextDelta, TextSelection, UploadProgress, UploadState,
 };
 pub use push::{parse_push_payload, PushContent, PushContentKind, PushHandler};
 pub use roam_proto::{

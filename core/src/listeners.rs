@@ -28,8 +28,8 @@ use std::sync::{mpsc, Arc};
 use parking_lot::{Mutex, ReentrantMutex};
 
 use crate::model::{
-    ConnectionState, DocumentUpdate, NotificationInfo, PresenceInfo, RoomUpdate, SyncStatus,
-    UploadProgress,
+    CollabChange, CollabError, CollabPeer, ConnectionState, DocumentUpdate, NotificationInfo,
+    PresenceInfo, RoomUpdate, SyncStatus, UploadProgress,
 };
 
 /// Receives connection state changes. The current state is delivered first.
@@ -75,6 +75,19 @@ pub trait UploadListener: Send + Sync {
     fn on_upload_progress(&self, progress: UploadProgress);
 }
 
+/// Receives the changes of one collaborative document (`CollabDoc::subscribe`), as deltas an
+/// editor can apply, and the refusals of its edits by the server.
+pub trait CollabListener: Send + Sync {
+    fn on_change(&self, change: CollabChange);
+    fn on_error(&self, error: CollabError);
+}
+
+/// Receives the other people present in one collaborative document (`CollabDoc::subscribe_peers`):
+/// the whole list, the current one first, then whenever it changes (empty: nobody, or offline).
+pub trait AwarenessListener: Send + Sync {
+    fn on_peers(&self, peers: Vec<CollabPeer>);
+}
+
 /// What the dispatcher calls on a timeline (implemented in `timeline.rs`).
 pub(crate) trait TimelineSink: Send + Sync {
     /// The room it shows.
@@ -108,6 +121,10 @@ pub(crate) enum AppEvent {
     ReadMarker(String),
     Sync(SyncStatus),
     Upload(UploadProgress),
+    Collab(CollabChange),
+    CollabError(CollabError),
+    /// The peers of a collaborative document: (room, doc, peers).
+    Peers(String, String, Vec<CollabPeer>),
 }
 
 /// A registered listener with its filter.
@@ -123,6 +140,9 @@ pub(crate) enum Target {
     RoomList(Arc<dyn RoomListSink>),
     Sync(Arc<dyn SyncStatusListener>),
     Upload(Arc<dyn UploadListener>),
+    /// One collaborative document: (room, doc).
+    Collab(String, String, Arc<dyn CollabListener>),
+    Awareness(String, String, Arc<dyn AwarenessListener>),
 }
 
 impl fmt::Debug for Target {
@@ -138,6 +158,8 @@ impl fmt::Debug for Target {
             Target::RoomList(_) => "RoomList",
             Target::Sync(_) => "Sync",
             Target::Upload(_) => "Upload",
+            Target::Collab(..) => "Collab",
+            Target::Awareness(..) => "Awareness",
         };
         f.write_str(name)
     }
@@ -233,7 +255,7 @@ impl Dispatcher {
     }
 
     /// True when some subscription could receive an event queued now.
-    fn listened(&self) -> bool {
+    pub(crate) fn listened(&self) -> bool {
         self.open.load(Ordering::SeqCst) > 0
     }
 
@@ -418,6 +440,19 @@ fn deliver(shared: &Shared, target: &Target, event: &AppEvent) {
         (Target::Notification(l), AppEvent::Unread(c)) => l.on_unread_count(*c),
         (Target::Sync(l), AppEvent::Sync(s)) => l.on_sync_status(s.clone()),
         (Target::Upload(l), AppEvent::Upload(p)) => l.on_upload_progress(p.clone()),
+        (Target::Collab(room, doc, l), AppEvent::Collab(c)) if *room == c.room && *doc == c.doc => {
+            l.on_change(c.clone())
+        }
+        (Target::Collab(room, doc, l), AppEvent::CollabError(e))
+            if *room == e.room && *doc == e.doc =>
+        {
+            l.on_error(e.clone())
+        }
+        (Target::Awareness(room, doc, l), AppEvent::Peers(r, d, peers))
+            if room == r && doc == d =>
+        {
+            l.on_peers(peers.clone())
+        }
         _ => {}
     };
     if catch_unwind(AssertUnwindSafe(call)).is_err() {

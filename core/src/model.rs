@@ -356,6 +356,119 @@ pub enum DocumentUpdate {
     },
 }
 
+// ---------------------------------------------------------------------------------------------
+// Collaborative documents (`crate::collab`). Offsets and lengths of text are UTF-16 code units
+// (what Swift's `NSString`/`UITextView` and Kotlin's `String` count); values are JSON text.
+
+/// One piece of a text change, as an editor applies it from the start of the text: keep `len`
+/// units (reformatting them when `attributes` is set), insert `text`, or delete `len` units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextDelta {
+    /// `text` inserted here; `attributes` (a JSON object) formats it, when set.
+    Insert {
+        text: String,
+        attributes: Option<String>,
+    },
+    /// `len` units removed here.
+    Delete { len: u32 },
+    /// `len` units kept; `attributes` (a JSON object, `null` values removing an attribute)
+    /// reformats them, when set.
+    Retain {
+        len: u32,
+        attributes: Option<String>,
+    },
+}
+
+/// One piece of a list change, applied from the start of the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListDelta {
+    /// These values (JSON text each) inserted here.
+    Insert { values: Vec<String> },
+    /// `len` items removed here.
+    Delete { len: u32 },
+    /// `len` items kept.
+    Retain { len: u32 },
+}
+
+/// A key of a map that changed: its new value (JSON text), or `None` when it was removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapKeyChange {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// What changed in one value at the document's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CollabValueChange {
+    Text {
+        name: String,
+        delta: Vec<TextDelta>,
+    },
+    List {
+        name: String,
+        delta: Vec<ListDelta>,
+    },
+    Map {
+        name: String,
+        keys: Vec<MapKeyChange>,
+    },
+}
+
+impl CollabValueChange {
+    /// The name of the root value.
+    pub fn name(&self) -> &str {
+        match self {
+            CollabValueChange::Text { name, .. }
+            | CollabValueChange::List { name, .. }
+            | CollabValueChange::Map { name, .. } => name,
+        }
+    }
+}
+
+/// The changes of one transaction of a collaborative document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollabChange {
+    pub room: String,
+    pub doc: String,
+    /// True for this device's own edits (and their undo/redo), false for other people's.
+    pub local: bool,
+    pub changes: Vec<CollabValueChange>,
+}
+
+/// Edits of a collaborative document that the server refused for good (`forbidden`,
+/// `payload_too_large`, `invalid_input`, …). They stay in the local document; the outbox entry
+/// `entry` is failed and waits for `retry` or `discard`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollabError {
+    pub room: String,
+    pub doc: String,
+    /// The outbox entry, or empty when the document could not be followed (`collab_sync`
+    /// refused) or a received update could not be read.
+    pub entry: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// A selection in a text of the document: `anchor` where it started, `head` where the cursor is
+/// (equal for a caret), in UTF-16 units of the text as it is locally now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextSelection {
+    pub anchor: u32,
+    pub head: u32,
+}
+
+/// Someone else's presence in a document (one per session: a user on two devices has two).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollabPeer {
+    pub user: String,
+    pub session: String,
+    /// The app's JSON state they set (name, colour, …), as JSON text.
+    pub state: Option<String>,
+    /// The text their selection is in, and where it is now.
+    pub text: Option<String>,
+    pub selection: Option<TextSelection>,
+}
+
 /// Presence as delivered to the app (the protocol record).
 pub type PresenceInfo = Presence;
 

@@ -660,6 +660,19 @@ fn set_state(
             writes::set_room_state(tx, room, state)?;
             room_changed(tx, fx, room)?;
         }
+        // A refused update of a collaborative document stays in the local document; the app
+        // hears of it (a retry is a new attempt, nothing to report).
+        Mutation::UpdateCollab { room, doc, .. } => {
+            if let SendState::Failed { code, message } = state {
+                fx.emit(AppEvent::CollabError(crate::model::CollabError {
+                    room: room.clone(),
+                    doc: doc.clone(),
+                    entry: entry.id.to_owned(),
+                    code: code.clone(),
+                    message: message.clone(),
+                }));
+            }
+        }
         Mutation::PutDocument { room, doc, .. } => {
             writes::set_document_failed(tx, room, doc, state, current)?;
             if let Some(local) = reads::document(tx, room, doc)? {

@@ -172,6 +172,45 @@ pub(crate) fn enqueue_with_id<T>(
     Ok((id, out))
 }
 
+/// Queues a mutation with no local effect inside the caller's transaction (a collaborative
+/// document's update, whose local effect is its CRDT state, stored in the same transaction):
+/// validates it, writes its row and hands it to the scheduler when the transaction commits.
+/// Returns the entry's id and position.
+pub(crate) fn enqueue_in(
+    ctx: &Context,
+    tx: &rusqlite::Transaction<'_>,
+    fx: &mut Effects,
+    mutation: Mutation,
+) -> Result<(String, i64)> {
+    mutation.validate()?;
+    let id = new_key();
+    let pos = ctx.db.next_pos();
+    let now = now_ms();
+    let queue = queue_of(&mutation);
+    writes::insert_entry(tx, pos, &id, &queue, &mutation, None, None, now)?;
+    fx.enqueue(Queued::new(id.clone(), pos, queue, mutation, None, now));
+    Metrics::inc(&ctx.metrics.mutations_queued);
+    Ok((id, pos))
+}
+
+/// Replaces the mutation of a queued entry that has certainly never gone on the wire (see
+/// `Scheduler::unsent`), in the scheduler and then in its row, inside the caller's
+/// transaction. `false`: it went (or is gone), and nothing changed.
+pub(crate) fn rewrite_unsent(
+    ctx: &Context,
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    pos: i64,
+    mutation: &Mutation,
+) -> Result<bool> {
+    mutation.validate()?;
+    if !ctx.outbox.lock().rewrite(id, mutation) {
+        return Ok(false);
+    }
+    writes::set_entry_mutation(tx, pos, id, mutation)?;
+    Ok(true)
+}
+
 /// Whether a mutation is the send of a message with a file.
 fn has_attachment(m: &Mutation) -> bool {
     matches!(

@@ -82,6 +82,21 @@ fn is_barrier(m: &Mutation) -> bool {
     )
 }
 
+/// Whether two mutations are updates of the same collaborative document.
+fn same_collab_doc(a: &Mutation, b: &Mutation) -> bool {
+    match (a, b) {
+        (
+            Mutation::UpdateCollab {
+                room: r1, doc: d1, ..
+            },
+            Mutation::UpdateCollab {
+                room: r2, doc: d2, ..
+            },
+        ) => r1 == r2 && d1 == d2,
+        _ => false,
+    }
+}
+
 /// Where an entry on the wire is, and when its answer is overdue.
 #[derive(Debug, Clone)]
 struct Flight {
@@ -306,7 +321,7 @@ impl Scheduler {
                     blocked[idx] = true;
                     continue;
                 };
-                let Some(entry) = q.entries.get_mut(&pos) else {
+                let Some(entry) = q.entries.get(&pos) else {
                     blocked[idx] = true;
                     continue;
                 };
@@ -315,7 +330,18 @@ impl Scheduler {
                     blocked[idx] = true;
                     continue;
                 }
-                if entry.is_barrier() {
+                // One update of a collaborative document on the wire at a time: the edits made
+                // meanwhile coalesce into this entry (see `crate::collab`) instead of each
+                // taking a frame.
+                if q.entries
+                    .range(..pos)
+                    .any(|(_, e)| same_collab_doc(&e.mutation, &entry.mutation))
+                {
+                    blocked[idx] = true;
+                    continue;
+                }
+                let is_barrier = entry.is_barrier();
+                if is_barrier {
                     if q.flying > 0 {
                         blocked[idx] = true;
                         continue;

@@ -295,6 +295,9 @@ fn end_session(ctx: &Context) {
             users: Vec::new(),
         });
     }
+    if let Some(router) = ctx.collab() {
+        router.on_disconnected();
+    }
 }
 
 /// Opens the socket and waits for `hello`. Returns the socket and the heartbeat interval.
@@ -442,6 +445,8 @@ struct Session<'a> {
     next_id: u64,
     /// Frames to send with the next flush.
     outgoing: Vec<ClientFrame>,
+    /// `collab_sync` frames awaiting their answer: frame id → (room, doc).
+    collab_syncs: HashMap<String, (String, String)>,
 }
 
 impl<'a> Session<'a> {
@@ -464,6 +469,7 @@ impl<'a> Session<'a> {
             account_loaded: false,
             next_id: 0,
             outgoing: Vec::new(),
+            collab_syncs: HashMap::new(),
         };
         match s.loop_(&mut stream, heartbeat, want, &mut cmd_rx).await {
             Ok(end) | Err(end) => {
@@ -489,6 +495,11 @@ impl<'a> Session<'a> {
         cmd_rx: &mut mpsc::UnboundedReceiver<SessionCmd>,
     ) -> Result<End, End> {
         self.subscribe_all()?;
+        if let Some(router) = self.ctx.collab() {
+            for (room, doc) in router.open_docs() {
+                self.collab_sync(room, doc);
+            }
+        }
         self.flush_sink().await?;
         // Reset rooms whose reload an earlier session or process did not finish.
         match sync::pending_reloads(self.ctx) {
@@ -539,6 +550,10 @@ impl<'a> Session<'a> {
                     Some(SessionCmd::Frame(frame)) => self.send(frame).await?,
                     Some(SessionCmd::Subscribe(rooms)) => {
                         self.subscribe_rooms(rooms)?;
+                        self.flush_sink().await?;
+                    }
+                    Some(SessionCmd::CollabSync { room, doc }) => {
+                        self.collab_sync(room, doc);
                         self.flush_sink().await?;
                     }
                     Some(SessionCmd::CheckLink) => {
@@ -659,6 +674,26 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Queues a `collab_sync` of an open document with its state vector (sent by the next
+    /// flush); nothing when the document is not open.
+    fn collab_sync(&mut self, room: String, doc: String) {
+        let Some(router) = self.ctx.collab() else {
+            return;
+        };
+        let Some(sv) = router.state_vector(&room, &doc) else {
+            return;
+        };
+        let id = self.frame_id("c");
+        self.collab_syncs
+            .insert(id.clone(), (room.clone(), doc.clone()));
+        self.outgoing.push(ClientFrame::CollabSync {
+            id,
+            room,
+            doc,
+            state_vector: roam_proto::collab::encode_base64(&sv),
+        });
+    }
+
     fn subscribe_rooms(&mut self, rooms: Vec<String>) -> Result<(), End> {
         let cursors = self
             .ctx
@@ -714,7 +749,10 @@ impl<'a> Session<'a> {
             match item {
                 Incoming::Frame(frame) => match *frame {
                     ServerFrame::Event(ev) => items.push(sync::Item::Event(ev)),
-                    ServerFrame::Ack { id, result } if !self.subscribes.contains_key(&id) => {
+                    ServerFrame::Ack { id, result }
+                        if !self.subscribes.contains_key(&id)
+                            && !self.collab_syncs.contains_key(&id) =>
+                    {
                         let entry = self.ctx.outbox.lock().on_ack(&id);
                         match entry {
                             Some(entry) => {
@@ -762,9 +800,21 @@ impl<'a> Session<'a> {
     async fn handle_frame(&mut self, frame: ServerFrame) -> Result<(), End> {
         match frame {
             ServerFrame::Ack { id, result } => {
-                // Outbox acks are taken by `handle_batch`; this is a subscription's.
+                // Outbox acks are taken by `handle_batch`; this is a subscription's or a
+                // `collab_sync`'s.
                 if let Some(rooms) = self.subscribes.remove(&id) {
                     self.on_subscribed(rooms, result).await?;
+                } else if let Some((room, doc)) = self.collab_syncs.remove(&id) {
+                    match serde_json::from_value::<roam_proto::CollabSync>(result) {
+                        Ok(answer) => {
+                            if let Some(router) = self.ctx.collab() {
+                                router.on_synced(answer);
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(%room, %doc, error = %err, "unreadable collab_sync answer")
+                        }
+                    }
                 }
             }
             ServerFrame::Error {
@@ -775,8 +825,20 @@ impl<'a> Session<'a> {
                 tracing::warn!(code = error.code.as_str(), message = %error.message, "the server could not read a frame");
             }
             ServerFrame::Event(_) => {}
-            // The client follows no collaborative document yet.
-            ServerFrame::CollabUpdate(_) | ServerFrame::Awareness(_) => {}
+            ServerFrame::CollabUpdate(update) => {
+                if let Some(router) = self.ctx.collab() {
+                    let (room, doc) = (update.room.clone(), update.doc.clone());
+                    if router.on_update(update) {
+                        tracing::debug!(%room, %doc, "gap in a collaborative document's updates; syncing again");
+                        self.collab_sync(room, doc);
+                    }
+                }
+            }
+            ServerFrame::Awareness(update) => {
+                if let Some(router) = self.ctx.collab() {
+                    router.on_awareness(update);
+                }
+            }
             ServerFrame::CaughtUp { room, seq } => {
                 tracing::debug!(%room, seq, "caught up");
                 self.catching_up.remove(&room);
@@ -875,6 +937,23 @@ impl<'a> Session<'a> {
     }
 
     async fn on_error(&mut self, id: String, error: ErrorBody) -> Result<(), End> {
+        if let Some((room, doc)) = self.collab_syncs.remove(&id) {
+            tracing::warn!(%room, %doc, code = error.code.as_str(), message = %error.message, "collab_sync refused");
+            if let Some(router) = self.ctx.collab() {
+                router.on_sync_failed(&room, &doc, &error);
+            }
+            if error.code.is_transient() {
+                // Followed again once the server is willing; the connection may be gone by
+                // then (a new one syncs every open document anyway).
+                let delay = Duration::from_millis(error.retry_after_ms.unwrap_or(1000));
+                let ctx = Arc::clone(self.ctx);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    ctx.send(SessionCmd::CollabSync { room, doc });
+                });
+            }
+            return Ok(());
+        }
         if let Some(rooms) = self.subscribes.remove(&id) {
             tracing::warn!(code = error.code.as_str(), message = %error.message, "subscribe refused");
             for r in &rooms {

@@ -67,8 +67,10 @@ pub struct CollabUpdated {
     /// The document's sequence number once this update was applied (an update that added
     /// nothing new, such as a replay of one already merged, still takes a number).
     pub seq: u64,
-    /// The document's size after the update: its whole state encoded as one v1 update, in
-    /// bytes (at most [`MAX_COLLAB_DOC_BYTES`]).
+    /// The document's size after the update (its whole state encoded as one v1 update, in
+    /// bytes) as far as the server knows it without encoding the document per keystroke: an
+    /// upper bound, measured exactly once it comes near [`MAX_COLLAB_DOC_BYTES`] (so it never
+    /// passes that limit).
     pub size: u64,
 }
 

@@ -60,6 +60,14 @@ pub enum BusMessage {
     /// user's suspension stamp again and closes their sockets (the instance that did it already
     /// has).
     UserChanged { user: String },
+    /// A collaborative-document update applied (§12): for the document's followers.
+    CollabUpdate(Arc<crate::collab::Published>),
+    /// Someone's awareness in a collaborative document, for its other followers (`origin`:
+    /// the sending socket, on this instance).
+    Awareness {
+        update: Arc<roam_proto::collab::AwarenessUpdate>,
+        origin: Option<ConnId>,
+    },
 }
 
 /// Carries [`BusMessage`]s to every instance's hub, and keeps the cluster's view of presence.

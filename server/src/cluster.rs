@@ -174,6 +174,17 @@ enum WireMsg {
     UserChanged {
         user: String,
     },
+    /// A collaborative-document update (its bytes in base64).
+    CollabUpdate {
+        room: String,
+        doc: String,
+        seq: u64,
+        actor: String,
+        update: String,
+    },
+    Awareness {
+        update: roam_proto::collab::AwarenessUpdate,
+    },
     /// The sender lost messages: every receiver brings its rooms up to the store.
     Resync,
 }
@@ -199,6 +210,16 @@ fn wire_msg(m: BusMessage) -> WireMsg {
             change: *change,
         },
         BusMessage::UserChanged { user } => WireMsg::UserChanged { user },
+        BusMessage::CollabUpdate(p) => WireMsg::CollabUpdate {
+            room: p.room.clone(),
+            doc: p.doc.clone(),
+            seq: p.seq,
+            actor: p.actor.clone(),
+            update: roam_proto::collab::encode_base64(&p.update),
+        },
+        BusMessage::Awareness { update, .. } => WireMsg::Awareness {
+            update: Arc::unwrap_or_clone(update),
+        },
     }
 }
 
@@ -624,6 +645,33 @@ impl RedisBus {
                 change: Box::new(change),
             }),
             WireMsg::UserChanged { user } => inbound.user_changed(user),
+            WireMsg::CollabUpdate {
+                room,
+                doc,
+                seq,
+                actor,
+                update,
+            } => {
+                // Sealed by a node of the cluster; its bytes are what that node stored.
+                match roam_proto::collab::decode_base64("update", &update, usize::MAX / 2) {
+                    Ok(bytes) => deliver(BusMessage::CollabUpdate(Arc::new(
+                        crate::collab::Published {
+                            room,
+                            doc,
+                            seq,
+                            actor,
+                            update: Arc::from(bytes),
+                        },
+                    ))),
+                    Err(e) => {
+                        tracing::warn!(error = %e.0, "redis bus: undecodable collab update skipped")
+                    }
+                }
+            }
+            WireMsg::Awareness { update } => deliver(BusMessage::Awareness {
+                update: Arc::new(update),
+                origin: None,
+            }),
             WireMsg::Resync => self.resync_here(),
         }
     }

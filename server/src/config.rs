@@ -723,6 +723,32 @@ pub struct Config {
         default_value_t = 2_000
     )]
     pub max_rooms_per_user: usize,
+    /// MiB of collaborative documents (their encoded sizes) this server keeps loaded in
+    /// memory, least recently used first out; a document not loaded is read from the store.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_COLLAB_CACHE_MB",
+        default_value_t = 128
+    )]
+    pub collab_cache_mb: u64,
+    /// A collaborative document's update log is compacted into its snapshot once it holds this
+    /// many updates ...
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_COLLAB_COMPACT_UPDATES",
+        default_value_t = 1_000
+    )]
+    pub collab_compact_updates: u64,
+    /// ... or this many KiB of them, whichever comes first.
+    #[arg(
+        long,
+        global = true,
+        env = "ROAM_COLLAB_COMPACT_KIB",
+        default_value_t = 1_024
+    )]
+    pub collab_compact_kib: u64,
     /// A `message.import` costs one mutation token per started this many KiB of its messages
     /// (each body plus 256 bytes for its row and event), at least one and at most the burst.
     #[arg(
@@ -962,6 +988,12 @@ impl Config {
         }
         if self.max_rooms_per_socket == 0 || self.max_rooms_per_user == 0 {
             return Err("room caps must be at least 1".into());
+        }
+        if self.collab_cache_mb == 0 {
+            return Err("the collaborative-document cache must be at least 1 MiB".into());
+        }
+        if self.collab_compact_updates == 0 || self.collab_compact_kib == 0 {
+            return Err("collaborative-document compaction thresholds must be at least 1".into());
         }
         if self.rate_import_kib_per_token == 0 || self.import_inflight_mb == 0 {
             return Err("import budgets must be at least 1".into());

@@ -71,6 +71,8 @@ pub struct Conn {
     read_ms: AtomicU64,
     /// When the socket's token expires (ms since the epoch; 0: never).
     expires_ms: u64,
+    /// The session named in the socket's `hello` (set once, when it is sent).
+    pub session: std::sync::OnceLock<Arc<str>>,
 }
 
 /// What [`Conn::take`] hands the writer.
@@ -97,6 +99,7 @@ impl Conn {
             lagging: AtomicBool::new(false),
             read_ms: AtomicU64::new(now),
             expires_ms,
+            session: std::sync::OnceLock::new(),
         })
     }
 

@@ -103,6 +103,7 @@ impl From<StoreError> for ApiError {
                 ErrorCode::OutOfOrder,
                 format!("the mutation {key} this one follows is not applied; send it first"),
             ),
+            StoreError::Collab(r) => r.into(),
             StoreError::Backend(detail) => ApiError::unavailable(detail),
         }
     }
@@ -116,6 +117,16 @@ impl From<crate::rules::Refusal> for ApiError {
             RefusalKind::Forbidden => ApiError::forbidden(r.message()),
             RefusalKind::Conflict => ApiError::conflict(r.message()),
             RefusalKind::Gone => ApiError::new(ErrorCode::Gone, r.message()),
+        }
+    }
+}
+
+impl From<crate::collab::Refusal> for ApiError {
+    fn from(r: crate::collab::Refusal) -> Self {
+        use crate::collab::Refusal as R;
+        match &r {
+            R::TooLarge { .. } => ApiError::new(ErrorCode::PayloadTooLarge, r.to_string()),
+            R::Malformed(_) | R::Pending => ApiError::invalid(r.to_string()),
         }
     }
 }

@@ -45,6 +45,7 @@ use roam_proto::{Presence, RoomEvent, ServerFrame};
 use crate::bus::{BusMessage, Deliver};
 use crate::conn::{Conn, ConnId, Outbound};
 use crate::event::{encode, LiveEvent};
+use crate::follow::Followers;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoreResult};
 use crate::wsframe::WireFrame;
@@ -321,6 +322,8 @@ pub struct Hub {
     started: Instant,
     /// The rooms each connected user's sockets follow (for the follow caps).
     follows: Mutex<HashMap<Arc<str>, UserFollows>>,
+    /// Followers of collaborative documents, fed by the same bus.
+    collab: Arc<Followers>,
 }
 
 impl fmt::Debug for Hub {
@@ -342,14 +345,24 @@ impl Hub {
         Hub {
             reg: RwLock::new(Registry::default()),
             next_id: AtomicU64::new(1),
-            metrics,
-            store,
             config,
             held: AtomicUsize::new(0),
             evicting: AtomicBool::new(false),
             started: Instant::now(),
             follows: Mutex::new(HashMap::new()),
+            collab: Arc::new(Followers::new(
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                config.reorder_window,
+            )),
+            metrics,
+            store,
         }
+    }
+
+    /// The followers of collaborative documents here.
+    pub fn collab(&self) -> &Arc<Followers> {
+        &self.collab
     }
 
     /// Bytes of encoded events kept in memory over every room.
@@ -961,6 +974,10 @@ impl Hub {
             BusMessage::Membership { user, change } => {
                 self.to_user(&user, &encode(&ServerFrame::Membership(*change)));
             }
+            BusMessage::CollabUpdate(p) => self.collab.dispatch_update(&p),
+            BusMessage::Awareness { update, origin } => {
+                self.collab.dispatch_awareness(&update, origin)
+            }
             BusMessage::Invalidate { .. } | BusMessage::UserChanged { .. } => {}
         }
     }
@@ -975,6 +992,7 @@ impl Hub {
     }
 
     fn dispatch_event(self: &Arc<Self>, ev: &RoomEvent) {
+        self.collab.room_event(ev);
         let Some(line) = self.line(&ev.room) else {
             return;
         };

@@ -21,12 +21,14 @@ pub mod bus;
 pub mod cache;
 pub mod clock;
 pub mod cluster;
+pub mod collab;
 pub mod compress;
 pub mod config;
 pub mod conn;
 pub mod edge;
 pub mod error;
 pub mod event;
+pub mod follow;
 pub mod http;
 pub mod hub;
 pub mod instance;
@@ -206,8 +208,14 @@ impl AppState {
             attachments: parking_lot::RwLock::new(None),
             suspensions: suspend::Suspensions::default(),
             push_wake: Default::default(),
+            docs: collab::Docs::new(collab::DocsConfig {
+                cache_bytes: config.collab_cache_mb.saturating_mul(1 << 20),
+                compact_updates: config.collab_compact_updates,
+                compact_bytes: config.collab_compact_kib.saturating_mul(1 << 10),
+            }),
             metrics,
         });
+        hub.collab().set_gate(Arc::downgrade(&service) as _);
         AppState {
             typing: TypingTracker::new(config.typing_timeout()),
             config: Arc::new(config),

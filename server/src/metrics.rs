@@ -50,6 +50,7 @@ pub struct Metrics {
     pub catch_up_pages_read: Counter,
     pub hub_gap_fills: Counter,
     pub hub_gaps_skipped: Counter,
+    pub collab: CollabMetrics,
     pub presence_frames: Counter,
     pub compressed_bytes: Counter,
     pub sockets_refused: Family<KindLabel, Counter>,
@@ -278,6 +279,7 @@ impl Metrics {
             catch_up_pages_read: Counter::default(),
             hub_gap_fills: Counter::default(),
             hub_gaps_skipped: Counter::default(),
+            collab: CollabMetrics::default(),
             presence_frames: Counter::default(),
             compressed_bytes: Counter::default(),
             sockets_refused: Family::default(),
@@ -442,6 +444,7 @@ impl Metrics {
              as far behind (counted in events_recovered by the reason of each)",
             m.catch_up_pages_read.clone(),
         );
+        m.collab.register(&mut r);
         r.register(
             "hub_gaps_skipped",
             "Gaps the hub released unfilled (too wide, or not in the store)",
@@ -750,5 +753,70 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Collaborative documents (protocol §12).
+#[derive(Debug, Default)]
+pub struct CollabMetrics {
+    pub updates_applied: Counter,
+    pub updates_refused: Family<ReasonLabel, Counter>,
+    pub compactions: Counter,
+    pub cache_docs: Gauge,
+    pub cache_bytes: Gauge,
+    pub followers: Gauge,
+    pub awareness_relayed: Counter,
+    pub gap_fills: Counter,
+}
+
+impl CollabMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "collab_updates_applied",
+            "Collaborative-document updates merged and stored",
+            self.updates_applied.clone(),
+        );
+        r.register(
+            "collab_updates_refused",
+            "Collaborative-document updates refused, by reason (malformed, pending, too_large)",
+            self.updates_refused.clone(),
+        );
+        r.register(
+            "collab_compactions",
+            "Update logs compacted into a snapshot",
+            self.compactions.clone(),
+        );
+        r.register(
+            "collab_cache_docs",
+            "Collaborative documents loaded in this server's cache",
+            self.cache_docs.clone(),
+        );
+        r.register(
+            "collab_cache_bytes",
+            "Encoded bytes of the collaborative documents in this server's cache",
+            self.cache_bytes.clone(),
+        );
+        r.register(
+            "collab_followers",
+            "Sockets here following a collaborative document (one per socket and document)",
+            self.followers.clone(),
+        );
+        r.register(
+            "collab_awareness_relayed",
+            "Awareness changes relayed to followers (after coalescing)",
+            self.awareness_relayed.clone(),
+        );
+        r.register(
+            "collab_gap_fills",
+            "Updates read from the stored log to fill a follower line's gap",
+            self.gap_fills.clone(),
+        );
+    }
+
+    /// Counts one refused update.
+    pub fn refused(&self, reason: &'static str) {
+        self.updates_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 }

@@ -91,6 +91,9 @@ pub struct Service {
     /// Woken after a commit that queued pushes (a message, a moved read marker), so this
     /// node's push worker (`crate::push`) sends them at once.
     pub push_wake: Arc<tokio::sync::Notify>,
+    /// The collaborative documents loaded on this node (`collab`), handed to each
+    /// `collab.update` write and read by `collab_sync`.
+    pub docs: crate::collab::Docs,
 }
 
 impl Service {
@@ -142,6 +145,36 @@ impl Service {
             ));
         }
         Ok(())
+    }
+}
+
+/// The followers of collaborative documents ask the service who may still read a room.
+impl crate::follow::Gate for Service {
+    fn may_read<'a>(
+        &'a self,
+        user: &'a str,
+        room: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, bool> {
+        Box::pin(async move {
+            match self.readable_room(user, room).await {
+                Ok(_) => true,
+                Err(e) => !matches!(e.code, ErrorCode::NotFound | ErrorCode::Forbidden),
+            }
+        })
+    }
+
+    fn left(
+        &self,
+        gone: roam_proto::collab::AwarenessUpdate,
+    ) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.bus
+                .publish(BusMessage::Awareness {
+                    update: Arc::new(gone),
+                    origin: None,
+                })
+                .await;
+        })
     }
 }
 
@@ -472,6 +505,9 @@ impl Service {
             let committed = fut.await;
             // The write is done: the next import may go.
             drop(permit);
+            if let Err(crate::store::StoreError::Collab(r)) = &committed {
+                me.metrics.collab.refused(r.reason());
+            }
             match committed? {
                 Committed::Replayed(stored) => {
                     match me.replayed(
@@ -500,6 +536,9 @@ impl Service {
                         me.push_wake.notify_one();
                     }
                     me.announce(op, order, events, notifications, unread).await;
+                    if let Output::Collab(c) = &output {
+                        me.collab_applied(c).await;
+                    }
                     if let (Output::ReadMarker(marker), Some(user)) = (&output, reader) {
                         me.bus
                             .publish(BusMessage::ReadMarker {
@@ -515,6 +554,30 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// After a `collab.update` commit: counters, then the update on the bus for every node's
+    /// followers of the document.
+    async fn collab_applied(&self, c: &crate::store::CollabOutput) {
+        let m = &self.metrics.collab;
+        m.updates_applied.inc();
+        if c.compacted {
+            m.compactions.inc();
+        }
+        let stats = self.docs.stats();
+        m.cache_docs.set(stats.docs as i64);
+        m.cache_bytes.set(stats.bytes as i64);
+        self.bus
+            .publish(BusMessage::CollabUpdate(Arc::new(
+                crate::collab::Published {
+                    room: c.result.room.clone(),
+                    doc: c.result.doc.clone(),
+                    seq: c.result.seq,
+                    actor: c.actor.clone(),
+                    update: Arc::clone(&c.update),
+                },
+            )))
+            .await;
     }
 
     /// After a commit: counters, cache invalidation, then events and notifications on the bus.
@@ -607,9 +670,30 @@ impl Service {
     async fn plan(&self, user: &str, m: Mutation, now: i64) -> ApiResult<Planned> {
         use Mutation as M;
         match m {
-            M::UpdateCollab { .. } => Err(ApiError::invalid(
-                "this server does not serve collaborative documents yet",
-            )),
+            M::UpdateCollab { room, doc, update } => {
+                // A guest reads a document but does not edit it, as with `document.put`.
+                let mut guard = None;
+                self.require(&mut guard, user, &room, Role::Member).await?;
+                let update = roam_proto::collab::decode_base64(
+                    "update",
+                    &update,
+                    roam_proto::collab::MAX_COLLAB_UPDATE_BYTES,
+                )?;
+                if let Err(r) = crate::collab::check::update(&update) {
+                    self.metrics.collab.refused(r.reason());
+                    return Err(r.into());
+                }
+                Ok((
+                    Change::UpdateCollab {
+                        room,
+                        doc,
+                        update,
+                        docs: self.docs.clone(),
+                    },
+                    Vec::new(),
+                    guard,
+                ))
+            }
             M::CreateRoom { .. }
             | M::UpdateRoom { .. }
             | M::DeleteRoom { .. }

@@ -4,6 +4,7 @@
 //! fake push gateways ([`push`]).
 //! Test code: a failure to set one up panics with what is missing.
 
+pub mod collab;
 pub mod push;
 
 use std::net::SocketAddr;

@@ -74,6 +74,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_attachments",
         include_str!("migrations/0005_attachments.sql"),
     ),
+    ("0006_collab", include_str!("migrations/0006_collab.sql")),
 ];
 
 /// The schema version the migrations bring a store to (what a [`shared::SharedDb`] requires).

@@ -761,3 +761,67 @@ pub(crate) fn upload_of_blob(conn: &Connection, sha256: &str, except: &str) -> R
         .optional()?
         .is_some())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Collaborative documents
+
+/// A collaborative document as stored: its snapshot (v2, empty for none) and its log of
+/// updates (v1) in order.
+pub(crate) struct StoredCollab {
+    pub snapshot: Vec<u8>,
+    pub log: Vec<Vec<u8>>,
+}
+
+pub(crate) fn collab_doc(c: &Connection, room: &str, doc: &str) -> Result<StoredCollab> {
+    let snapshot: Option<Vec<u8>> = c
+        .prepare_cached("SELECT snapshot FROM collab_docs WHERE room = ?1 AND doc = ?2")?
+        .query_row(params![room, doc], |r| r.get(0))
+        .optional()?;
+    let mut stmt = c.prepare_cached(
+        "SELECT data FROM collab_updates WHERE room = ?1 AND doc = ?2 ORDER BY id",
+    )?;
+    let log = stmt
+        .query_map(params![room, doc], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(StoredCollab {
+        snapshot: snapshot.unwrap_or_default(),
+        log,
+    })
+}
+
+/// The id of a collaborative document's last log row (0 for none).
+pub(crate) fn collab_last_update(c: &Connection, room: &str, doc: &str) -> Result<i64> {
+    Ok(c.prepare_cached(
+        "SELECT COALESCE(MAX(id), 0) FROM collab_updates WHERE room = ?1 AND doc = ?2",
+    )?
+    .query_row(params![room, doc], |r| r.get(0))?)
+}
+
+/// A collaborative document's stored size: snapshot bytes and log bytes.
+pub(crate) fn collab_sizes(c: &Connection, room: &str, doc: &str) -> Result<(u64, u64)> {
+    let row: Option<(i64, i64)> = c
+        .prepare_cached(
+            "SELECT LENGTH(snapshot), log_bytes FROM collab_docs WHERE room = ?1 AND doc = ?2",
+        )?
+        .query_row(params![room, doc], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (s, l) = row.unwrap_or((0, 0));
+    Ok((u64::try_from(s).unwrap_or(0), u64::try_from(l).unwrap_or(0)))
+}
+
+/// The `collab.update` mutations of the outbox still pending or failed (unreadable rows are
+/// skipped: they are reported by the outbox's load).
+pub(crate) fn collab_queued(c: &Connection) -> Result<Vec<Mutation>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT mutation FROM outbox WHERE op = 'collab.update' AND state IN ('pending', 'failed') \
+         ORDER BY pos",
+    )?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Ok(m) = serde_json::from_str(&row?) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}

@@ -855,3 +855,58 @@ pub(crate) fn move_media(tx: &Transaction<'_>, old: &str, new: &str) -> Result<u
         )?
         .execute(params![old, new])?)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Collaborative documents
+
+/// Appends updates (v1) to a collaborative document's log, creating its row if needed. Returns
+/// the bytes appended since its snapshot, these included.
+pub(crate) fn append_collab_updates(
+    tx: &Transaction<'_>,
+    room: &str,
+    doc: &str,
+    updates: &[&[u8]],
+) -> Result<u64> {
+    let mut added: i64 = 0;
+    {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO collab_updates (room, doc, data) VALUES (?1, ?2, ?3)")?;
+        for u in updates {
+            insert.execute(params![room, doc, u])?;
+            added += i64::try_from(u.len()).unwrap_or(i64::MAX);
+        }
+    }
+    let total: i64 = tx
+        .prepare_cached(
+            "INSERT INTO collab_docs (room, doc, snapshot, log_bytes) VALUES (?1, ?2, x'', ?3) \
+             ON CONFLICT (room, doc) DO UPDATE SET log_bytes = log_bytes + excluded.log_bytes \
+             RETURNING log_bytes",
+        )?
+        .query_row(params![room, doc, added], |r| r.get(0))?;
+    Ok(u64::try_from(total).unwrap_or(0))
+}
+
+/// Replaces a collaborative document's snapshot (v2) and drops the log rows up to `upto` (the
+/// rows the snapshot covers); rows appended after them stay.
+pub(crate) fn compact_collab(
+    tx: &Transaction<'_>,
+    room: &str,
+    doc: &str,
+    snapshot: &[u8],
+    upto: i64,
+) -> Result<()> {
+    tx.prepare_cached("DELETE FROM collab_updates WHERE room = ?1 AND doc = ?2 AND id <= ?3")?
+        .execute(params![room, doc, upto])?;
+    let left: i64 = tx
+        .prepare_cached(
+            "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM collab_updates WHERE room = ?1 AND doc = ?2",
+        )?
+        .query_row(params![room, doc], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO collab_docs (room, doc, snapshot, log_bytes) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (room, doc) DO UPDATE SET snapshot = excluded.snapshot, \
+         log_bytes = excluded.log_bytes",
+    )?
+    .execute(params![room, doc, snapshot, left])?;
+    Ok(())
+}

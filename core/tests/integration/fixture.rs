@@ -69,6 +69,41 @@ enum Out {
 struct Conn {
     tx: mpsc::UnboundedSender<Out>,
     rooms: HashSet<String>,
+    /// Collaborative documents followed: (room, doc).
+    docs: HashSet<(String, String)>,
+    user: String,
+}
+
+/// A collaborative document held by the fake server: a real yrs document and its `seq`.
+pub struct FakeCollab {
+    pub doc: yrs::Doc,
+    pub seq: u64,
+}
+
+impl std::fmt::Debug for FakeCollab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeCollab")
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+impl FakeCollab {
+    /// The text `name` as the server holds it.
+    pub fn text(&self, name: &str) -> String {
+        use yrs::{GetString, ReadTxn, Transact};
+        let txn = self.doc.transact();
+        txn.get_text(name)
+            .map(|t| t.get_string(&txn))
+            .unwrap_or_default()
+    }
+}
+
+fn new_ydoc() -> yrs::Doc {
+    yrs::Doc::with_options(yrs::Options {
+        offset_kind: yrs::OffsetKind::Utf16,
+        ..yrs::Options::default()
+    })
 }
 
 /// The fake server's state; tests read it and turn its knobs through [`FakeServer::with`].
@@ -141,6 +176,16 @@ pub struct State {
     pub compress_replay: bool,
     /// Messages sent to every new connection right after `hello`.
     pub on_connect: Vec<WsMessage>,
+    /// Collaborative documents by (room, doc).
+    pub collab: HashMap<(String, String), FakeCollab>,
+    /// `collab_sync` frames received: (room, doc).
+    pub collab_syncs: Vec<(String, String)>,
+    /// `collab.update` mutations applied (first time), with their decoded sizes.
+    pub collab_updates: Vec<usize>,
+    /// Do not send the next this many `collab_update` frames (their `seq` is used up: a gap).
+    pub drop_collab_frames: usize,
+    /// Awareness frames received: (user, state).
+    pub awareness: Vec<(String, Option<Value>)>,
 
     conns: HashMap<u64, Conn>,
     next_conn: u64,
@@ -271,6 +316,65 @@ impl State {
     pub fn stall_all(&mut self) {
         let ids: Vec<u64> = self.conns.keys().copied().collect();
         self.stalled.extend(ids);
+    }
+
+    /// The server's collaborative document (empty when it has none).
+    pub fn collab_text(&self, room: &str, doc: &str, name: &str) -> String {
+        self.collab
+            .get(&(room.to_owned(), doc.to_owned()))
+            .map(|d| d.text(name))
+            .unwrap_or_default()
+    }
+
+    /// Merges an update into a collaborative document and fans it out to its followers.
+    pub fn collab_apply(
+        &mut self,
+        room: &str,
+        doc: &str,
+        actor: &str,
+        bytes: &[u8],
+    ) -> Result<(u64, u64), ErrorBody> {
+        use yrs::updates::decoder::Decode;
+        use yrs::{ReadTxn, StateVector, Transact};
+        let update = yrs::Update::decode_v1(bytes).map_err(|e| {
+            ErrorBody::new(ErrorCode::InvalidInput, format!("malformed update: {e}"))
+        })?;
+        let key = (room.to_owned(), doc.to_owned());
+        let d = self
+            .collab
+            .entry(key.clone())
+            .or_insert_with(|| FakeCollab {
+                doc: new_ydoc(),
+                seq: 0,
+            });
+        d.doc
+            .transact_mut()
+            .apply_update(update)
+            .map_err(|e| ErrorBody::new(ErrorCode::InvalidInput, format!("update: {e}")))?;
+        d.seq += 1;
+        let seq = d.seq;
+        let size = d
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+            .len() as u64;
+        if self.drop_collab_frames > 0 {
+            self.drop_collab_frames -= 1;
+            return Ok((seq, size));
+        }
+        let frame = ServerFrame::CollabUpdate(roam_proto::CollabUpdate {
+            room: room.to_owned(),
+            doc: doc.to_owned(),
+            seq,
+            actor: actor.to_owned(),
+            update: roam_proto::collab::encode_base64(bytes),
+        });
+        for c in self.conns.values() {
+            if c.docs.contains(&key) {
+                let _ = c.tx.send(Out::Frame(frame.clone()));
+            }
+        }
+        Ok((seq, size))
     }
 
     pub fn live_connections(&self) -> usize {
@@ -418,6 +522,23 @@ impl State {
                 }
                 self.unread = 0;
                 Ok(json!({ "unread": 0 }))
+            }
+            Mutation::UpdateCollab { room, doc, update } => {
+                let bytes = roam_proto::collab::decode_base64(
+                    "update",
+                    update,
+                    roam_proto::collab::MAX_COLLAB_UPDATE_BYTES,
+                )
+                .map_err(|e| ErrorBody::new(ErrorCode::InvalidInput, e.to_string()))?;
+                let (seq, size) = self.collab_apply(room, doc, user, &bytes)?;
+                self.collab_updates.push(bytes.len());
+                Ok(serde_json::to_value(roam_proto::CollabUpdated {
+                    room: room.clone(),
+                    doc: doc.clone(),
+                    seq,
+                    size,
+                })
+                .unwrap_or_default())
             }
             _ => Ok(json!({})),
         }
@@ -621,6 +742,8 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
             Conn {
                 tx: tx.clone(),
                 rooms: HashSet::new(),
+                docs: HashSet::new(),
+                user: String::new(),
             },
         );
         let user = s
@@ -629,6 +752,9 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or("alice")
             .to_owned();
+        if let Some(c) = s.conns.get_mut(&id) {
+            c.user = user.clone();
+        }
         (id, user)
     };
     let hello = ServerFrame::Hello {
@@ -791,10 +917,54 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
                         }
                         ClientFrame::Typing { room, typing } => s.typing.push((room, typing)),
                         ClientFrame::Ping { id } => direct.push(ServerFrame::Pong { id }),
-                        // This fake serves no collaborative documents.
-                        ClientFrame::CollabSync { .. }
-                        | ClientFrame::CollabLeave { .. }
-                        | ClientFrame::Awareness { .. } => {}
+                        ClientFrame::CollabSync { id, room, doc, state_vector } => {
+                            use yrs::updates::decoder::Decode;
+                            use yrs::updates::encoder::Encode;
+                            use yrs::{ReadTxn, StateVector, Transact};
+                            s.collab_syncs.push((room.clone(), doc.clone()));
+                            if s.forbidden_rooms.contains(&room) {
+                                direct.push(ServerFrame::Error { id: Some(id), error: ErrorBody::new(ErrorCode::Forbidden, "not a member") });
+                            } else {
+                                let sv = roam_proto::collab::decode_base64("state_vector", &state_vector, 65536)
+                                    .ok()
+                                    .filter(|b| !b.is_empty())
+                                    .and_then(|b| StateVector::decode_v1(&b).ok())
+                                    .unwrap_or_default();
+                                let key = (room.clone(), doc.clone());
+                                let d = s.collab.entry(key.clone()).or_insert_with(|| FakeCollab { doc: new_ydoc(), seq: 0 });
+                                let txn = d.doc.transact();
+                                let answer = roam_proto::CollabSync {
+                                    room: room.clone(),
+                                    doc: doc.clone(),
+                                    seq: d.seq,
+                                    update: roam_proto::collab::encode_base64(&txn.encode_state_as_update_v1(&sv)),
+                                    state_vector: roam_proto::collab::encode_base64(&txn.state_vector().encode_v1()),
+                                };
+                                drop(txn);
+                                if let Some(c) = s.conns.get_mut(&conn_id) {
+                                    c.docs.insert(key);
+                                }
+                                direct.push(ServerFrame::Ack { id, result: serde_json::to_value(answer).unwrap_or_default() });
+                            }
+                        }
+                        ClientFrame::CollabLeave { id, room, doc } => {
+                            if let Some(c) = s.conns.get_mut(&conn_id) {
+                                c.docs.remove(&(room, doc));
+                            }
+                            direct.push(ServerFrame::Ack { id, result: json!({}) });
+                        }
+                        ClientFrame::Awareness { room, doc, state } => {
+                            s.awareness.push((user.clone(), state.clone()));
+                            let key = (room.clone(), doc.clone());
+                            let frame = ServerFrame::Awareness(roam_proto::AwarenessUpdate {
+                                room, doc, user: user.clone(), session: format!("s{conn_id}"), state,
+                            });
+                            for (cid, c) in &s.conns {
+                                if *cid != conn_id && c.docs.contains(&key) {
+                                    let _ = c.tx.send(Out::Frame(frame.clone()));
+                                }
+                            }
+                        }
                         ClientFrame::Unsubscribe { id, rooms } => {
                             if let Some(conn) = s.conns.get_mut(&conn_id) {
                                 for r in rooms { conn.rooms.remove(&r); }
@@ -827,7 +997,24 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
             }
         }
     }
-    state.lock().conns.remove(&conn_id);
+    let mut s = state.lock();
+    // The documents it followed lose its awareness state.
+    if let Some(conn) = s.conns.remove(&conn_id) {
+        for (room, doc) in conn.docs {
+            let frame = ServerFrame::Awareness(roam_proto::AwarenessUpdate {
+                room: room.clone(),
+                doc: doc.clone(),
+                user: conn.user.clone(),
+                session: format!("s{conn_id}"),
+                state: None,
+            });
+            for c in s.conns.values() {
+                if c.docs.contains(&(room.clone(), doc.clone())) {
+                    let _ = c.tx.send(Out::Frame(frame.clone()));
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 mod fixture;
 
+mod collab;
 mod limits;
 mod listeners;
 mod metrics;

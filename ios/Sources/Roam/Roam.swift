@@ -624,6 +624,449 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 
 
 /**
+ * The people present in one collaborative document: the whole list, the current one first.
+ */
+public protocol AwarenessListener: AnyObject, Sendable {
+    
+    func onPeers(peers: [CollabPeer]) 
+    
+}
+/**
+ * The people present in one collaborative document: the whole list, the current one first.
+ */
+open class AwarenessListenerImpl: AwarenessListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_awarenesslistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_awarenesslistener(handle, $0) }
+    }
+
+    
+
+    
+open func onPeers(peers: [CollabPeer])  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_awarenesslistener_on_peers(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeCollabPeer.lower(peers),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceAwarenessListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceAwarenessListener = UniffiVTableCallbackInterfaceAwarenessListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeAwarenessListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface AwarenessListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeAwarenessListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface AwarenessListener: handle missing in uniffiClone")
+            }
+        },
+        onPeers: { (
+            uniffiHandle: UInt64,
+            peers: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeAwarenessListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onPeers(
+                     peers: try FfiConverterSequenceTypeCollabPeer.lift(peers)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceAwarenessListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceAwarenessListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitAwarenessListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_awarenesslistener(UniffiCallbackInterfaceAwarenessListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAwarenessListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<AwarenessListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = AwarenessListener
+
+    public static func lift(_ handle: UInt64) throws -> AwarenessListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return AwarenessListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: AwarenessListener) -> UInt64 {
+         if let rustImpl = value as? AwarenessListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AwarenessListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: AwarenessListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAwarenessListener_lift(_ handle: UInt64) throws -> AwarenessListener {
+    return try FfiConverterTypeAwarenessListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAwarenessListener_lower(_ value: AwarenessListener) -> UInt64 {
+    return FfiConverterTypeAwarenessListener.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Changes of one collaborative document, and refusals of its edits.
+ */
+public protocol CollabListener: AnyObject, Sendable {
+    
+    func onChange(change: CollabChange) 
+    
+    func onError(error: CollabError) 
+    
+}
+/**
+ * Changes of one collaborative document, and refusals of its edits.
+ */
+open class CollabListenerImpl: CollabListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_collablistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_collablistener(handle, $0) }
+    }
+
+    
+
+    
+open func onChange(change: CollabChange)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_collablistener_on_change(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeCollabChange_lower(change),uniffiCallStatus
+    )
+}
+}
+    
+open func onError(error: CollabError)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_collablistener_on_error(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeCollabError_lower(error),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceCollabListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceCollabListener = UniffiVTableCallbackInterfaceCollabListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeCollabListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface CollabListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeCollabListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface CollabListener: handle missing in uniffiClone")
+            }
+        },
+        onChange: { (
+            uniffiHandle: UInt64,
+            change: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeCollabListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onChange(
+                     change: try FfiConverterTypeCollabChange_lift(change)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        onError: { (
+            uniffiHandle: UInt64,
+            error: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeCollabListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onError(
+                     error: try FfiConverterTypeCollabError_lift(error)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceCollabListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceCollabListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitCollabListener() {
+    uniffi_roam_ffi_fn_init_callback_vtable_collablistener(UniffiCallbackInterfaceCollabListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCollabListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<CollabListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = CollabListener
+
+    public static func lift(_ handle: UInt64) throws -> CollabListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return CollabListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: CollabListener) -> UInt64 {
+         if let rustImpl = value as? CollabListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CollabListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: CollabListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCollabListener_lift(_ handle: UInt64) throws -> CollabListener {
+    return try FfiConverterTypeCollabListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCollabListener_lower(_ value: CollabListener) -> UInt64 {
+    return FfiConverterTypeCollabListener.lower(value)
+}
+
+
+
+
+
+
+/**
  * Connection state changes; the current state is delivered first.
  */
 public protocol ConnectionListener: AnyObject, Sendable {
@@ -2214,6 +2657,12 @@ public protocol RoamClientProtocol: AnyObject, Sendable {
     func waitForPendingWrites() async throws 
     
     /**
+     * Opens the collaborative document `doc` of `room`: usable offline at once, followed on
+     * the server while connected. A second open returns the same live document.
+     */
+    func openCollab(room: String, doc: String) throws  -> RoamCollabDoc
+    
+    /**
      * This device's push id: made once per account store and kept.
      */
     func pushDeviceId() throws  -> String
@@ -3332,6 +3781,21 @@ open func waitForPendingWrites()async throws   {
 }
     
     /**
+     * Opens the collaborative document `doc` of `room`: usable offline at once, followed on
+     * the server while connected. A second open returns the same live document.
+     */
+open func openCollab(room: String, doc: String)throws  -> RoamCollabDoc  {
+    return try  FfiConverterTypeRoamCollabDoc_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamclient_open_collab(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(doc),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * This device's push id: made once per account store and kept.
      */
 open func pushDeviceId()throws  -> String  {
@@ -3464,6 +3928,542 @@ public func FfiConverterTypeRoamClient_lift(_ handle: UInt64) throws -> RoamClie
 #endif
 public func FfiConverterTypeRoamClient_lower(_ value: RoamClient) -> UInt64 {
     return FfiConverterTypeRoamClient.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A live collaborative document (see `roam_core::collab`).
+ */
+public protocol RoamCollabDocProtocol: AnyObject, Sendable {
+    
+    func canRedo()  -> Bool
+    
+    func canUndo()  -> Bool
+    
+    func clearSelection() throws 
+    
+    /**
+     * Stores what is pending, clears this device's awareness and stops following; every
+     * handle of the document is closed. (Not `close`: Kotlin's generated objects have a
+     * `close()` of their own, which frees the handle.)
+     */
+    func closeDocument() throws 
+    
+    func deleteText(name: String, index: UInt32, len: UInt32) throws 
+    
+    func doc()  -> String
+    
+    /**
+     * Waits until every edit so far is stored (blocks: call it off the main thread).
+     */
+    func flush() throws 
+    
+    /**
+     * Formats a range with `attributes_json` (a JSON object; `null` values remove).
+     */
+    func formatText(name: String, index: UInt32, len: UInt32, attributesJson: String) throws 
+    
+    /**
+     * Inserts `text` at `index` of the text `name`, formatted by `attributes_json` if given.
+     */
+    func insertText(name: String, index: UInt32, text: String, attributesJson: String?) throws 
+    
+    /**
+     * The list's items as JSON text.
+     */
+    func list(name: String) throws  -> [String]
+    
+    func listDelete(name: String, index: UInt32, len: UInt32) throws 
+    
+    func listInsert(name: String, index: UInt32, valuesJson: [String]) throws 
+    
+    func listPush(name: String, valueJson: String) throws 
+    
+    /**
+     * The map's entries, values as JSON text.
+     */
+    func map(name: String) throws  -> [String: String]
+    
+    func mapDelete(name: String, key: String) throws 
+    
+    func mapGet(name: String, key: String) throws  -> String?
+    
+    func mapSet(name: String, key: String, valueJson: String) throws 
+    
+    func peers()  -> [CollabPeer]
+    
+    func redo() throws  -> Bool
+    
+    func room()  -> String
+    
+    /**
+     * This device's awareness state (small JSON: name, colour…), or none to clear it.
+     */
+    func setLocalState(stateJson: String?) throws 
+    
+    /**
+     * This device's selection in the text `name` (`anchor == head`: a caret).
+     */
+    func setSelection(name: String, anchor: UInt32, head: UInt32) throws 
+    
+    /**
+     * Ends the current undo step now.
+     */
+    func stopCapturing() 
+    
+    /**
+     * Every change from now on, local and remote, as deltas; and refusals.
+     */
+    func subscribe(listener: CollabListener) throws  -> SubscriptionHandle
+    
+    /**
+     * The peers present: the current list first, then each change.
+     */
+    func subscribePeers(listener: AwarenessListener) throws  -> SubscriptionHandle
+    
+    func text(name: String) throws  -> String
+    
+    /**
+     * The text with its formatting, as inserts (an editor's initial content).
+     */
+    func textContent(name: String) throws  -> [TextDelta]
+    
+    func textLen(name: String) throws  -> UInt32
+    
+    /**
+     * Undoes this device's last step (never other people's edits). False: nothing to undo.
+     */
+    func undo() throws  -> Bool
+    
+}
+/**
+ * A live collaborative document (see `roam_core::collab`).
+ */
+open class RoamCollabDoc: RoamCollabDocProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_roam_ffi_fn_clone_roamcollabdoc(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_roam_ffi_fn_free_roamcollabdoc(handle, $0) }
+    }
+
+    
+
+    
+open func canRedo() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_can_redo(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+open func canUndo() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_can_undo(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+open func clearSelection()throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_clear_selection(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Stores what is pending, clears this device's awareness and stops following; every
+     * handle of the document is closed. (Not `close`: Kotlin's generated objects have a
+     * `close()` of their own, which frees the handle.)
+     */
+open func closeDocument()throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_close_document(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+open func deleteText(name: String, index: UInt32, len: UInt32)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_delete_text(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterUInt32.lower(index),
+        FfiConverterUInt32.lower(len),uniffiCallStatus
+    )
+}
+}
+    
+open func doc() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_doc(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Waits until every edit so far is stored (blocks: call it off the main thread).
+     */
+open func flush()throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_flush(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Formats a range with `attributes_json` (a JSON object; `null` values remove).
+     */
+open func formatText(name: String, index: UInt32, len: UInt32, attributesJson: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_format_text(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterUInt32.lower(index),
+        FfiConverterUInt32.lower(len),
+        FfiConverterString.lower(attributesJson),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Inserts `text` at `index` of the text `name`, formatted by `attributes_json` if given.
+     */
+open func insertText(name: String, index: UInt32, text: String, attributesJson: String?)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_insert_text(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterUInt32.lower(index),
+        FfiConverterString.lower(text),
+        FfiConverterOptionString.lower(attributesJson),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The list's items as JSON text.
+     */
+open func list(name: String)throws  -> [String]  {
+    return try  FfiConverterSequenceString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_list(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),uniffiCallStatus
+    )
+})
+}
+    
+open func listDelete(name: String, index: UInt32, len: UInt32)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_list_delete(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterUInt32.lower(index),
+        FfiConverterUInt32.lower(len),uniffiCallStatus
+    )
+}
+}
+    
+open func listInsert(name: String, index: UInt32, valuesJson: [String])throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_list_insert(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterUInt32.lower(index),
+        FfiConverterSequenceString.lower(valuesJson),uniffiCallStatus
+    )
+}
+}
+    
+open func listPush(name: String, valueJson: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_list_push(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterString.lower(valueJson),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The map's entries, values as JSON text.
+     */
+open func map(name: String)throws  -> [String: String]  {
+    return try  FfiConverterDictionaryStringString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_map(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),uniffiCallStatus
+    )
+})
+}
+    
+open func mapDelete(name: String, key: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_map_delete(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterString.lower(key),uniffiCallStatus
+    )
+}
+}
+    
+open func mapGet(name: String, key: String)throws  -> String?  {
+    return try  FfiConverterOptionString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_map_get(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterString.lower(key),uniffiCallStatus
+    )
+})
+}
+    
+open func mapSet(name: String, key: String, valueJson: String)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_map_set(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterString.lower(key),
+        FfiConverterString.lower(valueJson),uniffiCallStatus
+    )
+}
+}
+    
+open func peers() -> [CollabPeer]  {
+    return try!  FfiConverterSequenceTypeCollabPeer.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_peers(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+open func redo()throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_redo(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+open func room() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_room(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * This device's awareness state (small JSON: name, colour…), or none to clear it.
+     */
+open func setLocalState(stateJson: String?)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_set_local_state(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionString.lower(stateJson),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * This device's selection in the text `name` (`anchor == head`: a caret).
+     */
+open func setSelection(name: String, anchor: UInt32, head: UInt32)throws   {try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_set_selection(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterUInt32.lower(anchor),
+        FfiConverterUInt32.lower(head),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Ends the current undo step now.
+     */
+open func stopCapturing()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_stop_capturing(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Every change from now on, local and remote, as deltas; and refusals.
+     */
+open func subscribe(listener: CollabListener)throws  -> SubscriptionHandle  {
+    return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_subscribe(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeCollabListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The peers present: the current list first, then each change.
+     */
+open func subscribePeers(listener: AwarenessListener)throws  -> SubscriptionHandle  {
+    return try  FfiConverterTypeSubscriptionHandle_lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_subscribe_peers(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeAwarenessListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+open func text(name: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_text(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The text with its formatting, as inserts (an editor's initial content).
+     */
+open func textContent(name: String)throws  -> [TextDelta]  {
+    return try  FfiConverterSequenceTypeTextDelta.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_text_content(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),uniffiCallStatus
+    )
+})
+}
+    
+open func textLen(name: String)throws  -> UInt32  {
+    return try  FfiConverterUInt32.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_text_len(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Undoes this device's last step (never other people's edits). False: nothing to undo.
+     */
+open func undo()throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeRoamError_lift) {
+        uniffiCallStatus in
+    uniffi_roam_ffi_fn_method_roamcollabdoc_undo(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoamCollabDoc: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = RoamCollabDoc
+
+    public static func lift(_ handle: UInt64) throws -> RoamCollabDoc {
+        return RoamCollabDoc(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: RoamCollabDoc) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoamCollabDoc {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: RoamCollabDoc, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoamCollabDoc_lift(_ handle: UInt64) throws -> RoamCollabDoc {
+    return try FfiConverterTypeRoamCollabDoc.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoamCollabDoc_lower(_ value: RoamCollabDoc) -> UInt64 {
+    return FfiConverterTypeRoamCollabDoc.lower(value)
 }
 
 
@@ -5993,6 +6993,222 @@ public func FfiConverterTypeClientOptions_lower(_ value: ClientOptions) -> RustB
 
 
 /**
+ * The changes of one transaction: `local` for this device's own edits (and undo/redo).
+ */
+public struct CollabChange: Equatable, Hashable {
+    public var room: String
+    public var doc: String
+    public var local: Bool
+    public var changes: [CollabValueChange]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(room: String, doc: String, local: Bool, changes: [CollabValueChange]) {
+        self.room = room
+        self.doc = doc
+        self.local = local
+        self.changes = changes
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension CollabChange: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCollabChange: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CollabChange {
+        return
+            try CollabChange(
+                room: FfiConverterString.read(from: &buf), 
+                doc: FfiConverterString.read(from: &buf), 
+                local: FfiConverterBool.read(from: &buf), 
+                changes: FfiConverterSequenceTypeCollabValueChange.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: CollabChange, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.room, into: &buf)
+        FfiConverterString.write(value.doc, into: &buf)
+        FfiConverterBool.write(value.local, into: &buf)
+        FfiConverterSequenceTypeCollabValueChange.write(value.changes, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCollabChange_lift(_ buf: RustBuffer) throws -> CollabChange {
+    return try FfiConverterTypeCollabChange.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCollabChange_lower(_ value: CollabChange) -> RustBuffer {
+    return FfiConverterTypeCollabChange.lower(value)
+}
+
+
+/**
+ * Edits the server refused for good (they stay local; the outbox entry `entry` waits for
+ * `retry_outbox_entry`/`discard_outbox_entry`), or a refused follow (`entry` empty).
+ */
+public struct CollabError: Equatable, Hashable {
+    public var room: String
+    public var doc: String
+    public var entry: String
+    public var code: String
+    public var message: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(room: String, doc: String, entry: String, code: String, message: String) {
+        self.room = room
+        self.doc = doc
+        self.entry = entry
+        self.code = code
+        self.message = message
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension CollabError: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCollabError: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CollabError {
+        return
+            try CollabError(
+                room: FfiConverterString.read(from: &buf), 
+                doc: FfiConverterString.read(from: &buf), 
+                entry: FfiConverterString.read(from: &buf), 
+                code: FfiConverterString.read(from: &buf), 
+                message: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: CollabError, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.room, into: &buf)
+        FfiConverterString.write(value.doc, into: &buf)
+        FfiConverterString.write(value.entry, into: &buf)
+        FfiConverterString.write(value.code, into: &buf)
+        FfiConverterString.write(value.message, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCollabError_lift(_ buf: RustBuffer) throws -> CollabError {
+    return try FfiConverterTypeCollabError.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCollabError_lower(_ value: CollabError) -> RustBuffer {
+    return FfiConverterTypeCollabError.lower(value)
+}
+
+
+/**
+ * Someone else present in the document (one per session).
+ */
+public struct CollabPeer: Equatable, Hashable {
+    public var user: String
+    public var session: String
+    /**
+     * The JSON state they set (name, colour, …).
+     */
+    public var stateJson: String?
+    /**
+     * The text their selection is in, and where it is in the local document now.
+     */
+    public var text: String?
+    public var selection: TextSelection?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(user: String, session: String, 
+        /**
+         * The JSON state they set (name, colour, …).
+         */stateJson: String?, 
+        /**
+         * The text their selection is in, and where it is in the local document now.
+         */text: String?, selection: TextSelection?) {
+        self.user = user
+        self.session = session
+        self.stateJson = stateJson
+        self.text = text
+        self.selection = selection
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension CollabPeer: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCollabPeer: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CollabPeer {
+        return
+            try CollabPeer(
+                user: FfiConverterString.read(from: &buf), 
+                session: FfiConverterString.read(from: &buf), 
+                stateJson: FfiConverterOptionString.read(from: &buf), 
+                text: FfiConverterOptionString.read(from: &buf), 
+                selection: FfiConverterOptionTypeTextSelection.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: CollabPeer, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.user, into: &buf)
+        FfiConverterString.write(value.session, into: &buf)
+        FfiConverterOptionString.write(value.stateJson, into: &buf)
+        FfiConverterOptionString.write(value.text, into: &buf)
+        FfiConverterOptionTypeTextSelection.write(value.selection, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCollabPeer_lift(_ buf: RustBuffer) throws -> CollabPeer {
+    return try FfiConverterTypeCollabPeer.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCollabPeer_lower(_ value: CollabPeer) -> RustBuffer {
+    return FfiConverterTypeCollabPeer.lower(value)
+}
+
+
+/**
  * A versioned document as held locally.
  */
 public struct Document: Equatable, Hashable {
@@ -6153,6 +7369,63 @@ public func FfiConverterTypeDocumentVersion_lift(_ buf: RustBuffer) throws -> Do
 #endif
 public func FfiConverterTypeDocumentVersion_lower(_ value: DocumentVersion) -> RustBuffer {
     return FfiConverterTypeDocumentVersion.lower(value)
+}
+
+
+/**
+ * A map key that changed: its new value (JSON text), or none when removed.
+ */
+public struct MapKeyChange: Equatable, Hashable {
+    public var key: String
+    public var valueJson: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(key: String, valueJson: String?) {
+        self.key = key
+        self.valueJson = valueJson
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension MapKeyChange: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMapKeyChange: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MapKeyChange {
+        return
+            try MapKeyChange(
+                key: FfiConverterString.read(from: &buf), 
+                valueJson: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: MapKeyChange, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.key, into: &buf)
+        FfiConverterOptionString.write(value.valueJson, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMapKeyChange_lift(_ buf: RustBuffer) throws -> MapKeyChange {
+    return try FfiConverterTypeMapKeyChange.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMapKeyChange_lower(_ value: MapKeyChange) -> RustBuffer {
+    return FfiConverterTypeMapKeyChange.lower(value)
 }
 
 
@@ -7462,6 +8735,63 @@ public func FfiConverterTypeSyncStatus_lower(_ value: SyncStatus) -> RustBuffer 
 
 
 /**
+ * A selection in a text: where it started and where the cursor is (equal for a caret).
+ */
+public struct TextSelection: Equatable, Hashable {
+    public var anchor: UInt32
+    public var head: UInt32
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(anchor: UInt32, head: UInt32) {
+        self.anchor = anchor
+        self.head = head
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension TextSelection: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTextSelection: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TextSelection {
+        return
+            try TextSelection(
+                anchor: FfiConverterUInt32.read(from: &buf), 
+                head: FfiConverterUInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: TextSelection, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.anchor, into: &buf)
+        FfiConverterUInt32.write(value.head, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTextSelection_lift(_ buf: RustBuffer) throws -> TextSelection {
+    return try FfiConverterTypeTextSelection.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTextSelection_lower(_ value: TextSelection) -> RustBuffer {
+    return FfiConverterTypeTextSelection.lower(value)
+}
+
+
+/**
  * How far the upload of a file sent from this device got.
  */
 public struct UploadProgress: Equatable, Hashable {
@@ -7540,6 +8870,94 @@ public func FfiConverterTypeUploadProgress_lift(_ buf: RustBuffer) throws -> Upl
 public func FfiConverterTypeUploadProgress_lower(_ value: UploadProgress) -> RustBuffer {
     return FfiConverterTypeUploadProgress.lower(value)
 }
+
+
+/**
+ * What changed in one value at the document's root.
+ */
+
+public enum CollabValueChange: Equatable, Hashable {
+    
+    case textChange(name: String, delta: [TextDelta]
+    )
+    case listChange(name: String, delta: [ListDelta]
+    )
+    case mapChange(name: String, keys: [MapKeyChange]
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension CollabValueChange: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCollabValueChange: FfiConverterRustBuffer {
+    typealias SwiftType = CollabValueChange
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CollabValueChange {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .textChange(name: try FfiConverterString.read(from: &buf), delta: try FfiConverterSequenceTypeTextDelta.read(from: &buf)
+        )
+        
+        case 2: return .listChange(name: try FfiConverterString.read(from: &buf), delta: try FfiConverterSequenceTypeListDelta.read(from: &buf)
+        )
+        
+        case 3: return .mapChange(name: try FfiConverterString.read(from: &buf), keys: try FfiConverterSequenceTypeMapKeyChange.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: CollabValueChange, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .textChange(name,delta):
+            writeInt(&buf, Int32(1))
+            FfiConverterString.write(name, into: &buf)
+            FfiConverterSequenceTypeTextDelta.write(delta, into: &buf)
+            
+        
+        case let .listChange(name,delta):
+            writeInt(&buf, Int32(2))
+            FfiConverterString.write(name, into: &buf)
+            FfiConverterSequenceTypeListDelta.write(delta, into: &buf)
+            
+        
+        case let .mapChange(name,keys):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(name, into: &buf)
+            FfiConverterSequenceTypeMapKeyChange.write(keys, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCollabValueChange_lift(_ buf: RustBuffer) throws -> CollabValueChange {
+    return try FfiConverterTypeCollabValueChange.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCollabValueChange_lower(_ value: CollabValueChange) -> RustBuffer {
+    return FfiConverterTypeCollabValueChange.lower(value)
+}
+
 
 
 /**
@@ -7733,6 +9151,94 @@ public func FfiConverterTypeDocumentUpdate_lift(_ buf: RustBuffer) throws -> Doc
 #endif
 public func FfiConverterTypeDocumentUpdate_lower(_ value: DocumentUpdate) -> RustBuffer {
     return FfiConverterTypeDocumentUpdate.lower(value)
+}
+
+
+
+/**
+ * One piece of a list change, applied from the start of the list.
+ */
+
+public enum ListDelta: Equatable, Hashable {
+    
+    /**
+     * These values (JSON text each) inserted here.
+     */
+    case insert(valuesJson: [String]
+    )
+    case delete(len: UInt32
+    )
+    case retain(len: UInt32
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ListDelta: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeListDelta: FfiConverterRustBuffer {
+    typealias SwiftType = ListDelta
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ListDelta {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .insert(valuesJson: try FfiConverterSequenceString.read(from: &buf)
+        )
+        
+        case 2: return .delete(len: try FfiConverterUInt32.read(from: &buf)
+        )
+        
+        case 3: return .retain(len: try FfiConverterUInt32.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ListDelta, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .insert(valuesJson):
+            writeInt(&buf, Int32(1))
+            FfiConverterSequenceString.write(valuesJson, into: &buf)
+            
+        
+        case let .delete(len):
+            writeInt(&buf, Int32(2))
+            FfiConverterUInt32.write(len, into: &buf)
+            
+        
+        case let .retain(len):
+            writeInt(&buf, Int32(3))
+            FfiConverterUInt32.write(len, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeListDelta_lift(_ buf: RustBuffer) throws -> ListDelta {
+    return try FfiConverterTypeListDelta.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeListDelta_lower(_ value: ListDelta) -> RustBuffer {
+    return FfiConverterTypeListDelta.lower(value)
 }
 
 
@@ -9161,6 +10667,102 @@ public func FfiConverterTypeSyncPhase_lower(_ value: SyncPhase) -> RustBuffer {
 
 
 /**
+ * One piece of a text change, applied from the start of the text.
+ */
+
+public enum TextDelta: Equatable, Hashable {
+    
+    /**
+     * Insert `text` here; `attributes_json` (a JSON object) formats it when set.
+     */
+    case insert(text: String, attributesJson: String?
+    )
+    /**
+     * Delete `len` units here.
+     */
+    case delete(len: UInt32
+    )
+    /**
+     * Keep `len` units; `attributes_json` reformats them when set (`null` values remove).
+     */
+    case retain(len: UInt32, attributesJson: String?
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension TextDelta: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTextDelta: FfiConverterRustBuffer {
+    typealias SwiftType = TextDelta
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TextDelta {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .insert(text: try FfiConverterString.read(from: &buf), attributesJson: try FfiConverterOptionString.read(from: &buf)
+        )
+        
+        case 2: return .delete(len: try FfiConverterUInt32.read(from: &buf)
+        )
+        
+        case 3: return .retain(len: try FfiConverterUInt32.read(from: &buf), attributesJson: try FfiConverterOptionString.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TextDelta, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .insert(text,attributesJson):
+            writeInt(&buf, Int32(1))
+            FfiConverterString.write(text, into: &buf)
+            FfiConverterOptionString.write(attributesJson, into: &buf)
+            
+        
+        case let .delete(len):
+            writeInt(&buf, Int32(2))
+            FfiConverterUInt32.write(len, into: &buf)
+            
+        
+        case let .retain(len,attributesJson):
+            writeInt(&buf, Int32(3))
+            FfiConverterUInt32.write(len, into: &buf)
+            FfiConverterOptionString.write(attributesJson, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTextDelta_lift(_ buf: RustBuffer) throws -> TextDelta {
+    return try FfiConverterTypeTextDelta.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTextDelta_lower(_ value: TextDelta) -> RustBuffer {
+    return FfiConverterTypeTextDelta.lower(value)
+}
+
+
+
+/**
  * One change of a timeline. Apply the diffs of one callback in order; indices refer to the
  * list as it is at that point.
  */
@@ -9707,6 +11309,30 @@ fileprivate struct FfiConverterOptionTypeRoomSummary: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeTextSelection: FfiConverterRustBuffer {
+    typealias SwiftType = TextSelection?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeTextSelection.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeTextSelection.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeUploadProgress: FfiConverterRustBuffer {
     typealias SwiftType = UploadProgress?
 
@@ -9804,6 +11430,31 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeCollabPeer: FfiConverterRustBuffer {
+    typealias SwiftType = [CollabPeer]
+
+    public static func write(_ value: [CollabPeer], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeCollabPeer.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [CollabPeer] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [CollabPeer]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeCollabPeer.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeDocument: FfiConverterRustBuffer {
     typealias SwiftType = [Document]
 
@@ -9821,6 +11472,31 @@ fileprivate struct FfiConverterSequenceTypeDocument: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeDocument.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeMapKeyChange: FfiConverterRustBuffer {
+    typealias SwiftType = [MapKeyChange]
+
+    public static func write(_ value: [MapKeyChange], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeMapKeyChange.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [MapKeyChange] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [MapKeyChange]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeMapKeyChange.read(from: &buf))
         }
         return seq
     }
@@ -10004,6 +11680,56 @@ fileprivate struct FfiConverterSequenceTypeRoomSummary: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeCollabValueChange: FfiConverterRustBuffer {
+    typealias SwiftType = [CollabValueChange]
+
+    public static func write(_ value: [CollabValueChange], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeCollabValueChange.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [CollabValueChange] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [CollabValueChange]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeCollabValueChange.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeListDelta: FfiConverterRustBuffer {
+    typealias SwiftType = [ListDelta]
+
+    public static func write(_ value: [ListDelta], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeListDelta.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ListDelta] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ListDelta]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeListDelta.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeRoomListDiff: FfiConverterRustBuffer {
     typealias SwiftType = [RoomListDiff]
 
@@ -10021,6 +11747,31 @@ fileprivate struct FfiConverterSequenceTypeRoomListDiff: FfiConverterRustBuffer 
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeRoomListDiff.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeTextDelta: FfiConverterRustBuffer {
+    typealias SwiftType = [TextDelta]
+
+    public static func write(_ value: [TextDelta], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeTextDelta.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [TextDelta] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [TextDelta]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeTextDelta.read(from: &buf))
         }
         return seq
     }
@@ -10048,6 +11799,32 @@ fileprivate struct FfiConverterSequenceTypeTimelineDiff: FfiConverterRustBuffer 
             seq.append(try FfiConverterTypeTimelineDiff.read(from: &buf))
         }
         return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterDictionaryStringString: FfiConverterRustBuffer {
+    public static func write(_ value: [String: String], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for (key, value) in value {
+            FfiConverterString.write(key, into: &buf)
+            FfiConverterString.write(value, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String: String] {
+        let len: Int32 = try readInt(&buf)
+        var dict = [String: String]()
+        dict.reserveCapacity(Int(len))
+        for _ in 0..<len {
+            let key = try FfiConverterString.read(from: &buf)
+            let value = try FfiConverterString.read(from: &buf)
+            dict[key] = value
+        }
+        return dict
     }
 }
 
@@ -10435,6 +12212,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes() != 29280) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_roam_ffi_checksum_method_roamclient_open_collab() != 38770) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_roam_ffi_checksum_method_roamclient_push_device_id() != 18129) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -10451,6 +12231,102 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_roamclient_unregister_push() != 14851) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_awarenesslistener_on_peers() != 21762) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_collablistener_on_change() != 8887) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_collablistener_on_error() != 53061) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_can_redo() != 27002) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_can_undo() != 39344) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_clear_selection() != 21546) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_close_document() != 5871) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_delete_text() != 55339) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_doc() != 49303) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_flush() != 27445) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_format_text() != 41087) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_insert_text() != 24867) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_list() != 59278) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_list_delete() != 50386) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_list_insert() != 32541) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_list_push() != 9895) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_map() != 9632) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_map_delete() != 54225) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_map_get() != 60799) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_map_set() != 45967) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_peers() != 44957) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_redo() != 46450) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_room() != 40470) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_set_local_state() != 21955) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_set_selection() != 27536) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_stop_capturing() != 46025) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe() != 12159) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe_peers() != 26062) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_text() != 38776) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_text_content() != 41221) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_text_len() != 56127) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_roam_ffi_checksum_method_roamcollabdoc_undo() != 51315) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() != 23817) {
@@ -10529,6 +12405,8 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
 
+    uniffiCallbackInitAwarenessListener()
+    uniffiCallbackInitCollabListener()
     uniffiCallbackInitConnectionListener()
     uniffiCallbackInitDocumentListener()
     uniffiCallbackInitLogListener()

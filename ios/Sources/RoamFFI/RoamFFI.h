@@ -250,6 +250,27 @@ typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, int8_t, ui
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_AWARENESS_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_AWARENESS_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceAwarenessListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_COLLAB_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_COLLAB_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceCollabListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_COLLAB_LISTENER_METHOD1
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_COLLAB_LISTENER_METHOD1
+typedef void (*UniffiCallbackInterfaceCollabListenerMethod1)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONNECTION_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONNECTION_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceConnectionListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
@@ -341,6 +362,25 @@ typedef struct UniffiVTableCallbackInterfaceTokenProvider {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceTokenProviderMethod0 _Nonnull token;
 } UniffiVTableCallbackInterfaceTokenProvider;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_AWARENESS_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_AWARENESS_LISTENER
+typedef struct UniffiVTableCallbackInterfaceAwarenessListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceAwarenessListenerMethod0 _Nonnull onPeers;
+} UniffiVTableCallbackInterfaceAwarenessListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_COLLAB_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_COLLAB_LISTENER
+typedef struct UniffiVTableCallbackInterfaceCollabListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceCollabListenerMethod0 _Nonnull onChange;
+    UniffiCallbackInterfaceCollabListenerMethod1 _Nonnull onError;
+} UniffiVTableCallbackInterfaceCollabListener;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CONNECTION_LISTENER
@@ -858,6 +898,11 @@ RustBuffer uniffi_roam_ffi_fn_method_roamclient_user_id(uint64_t ptr, RustCallSt
 uint64_t uniffi_roam_ffi_fn_method_roamclient_wait_for_pending_writes(uint64_t ptr
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_OPEN_COLLAB
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_OPEN_COLLAB
+uint64_t uniffi_roam_ffi_fn_method_roamclient_open_collab(uint64_t ptr, RustBuffer room, RustBuffer doc, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUSH_DEVICE_ID
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_PUSH_DEVICE_ID
 RustBuffer uniffi_roam_ffi_fn_method_roamclient_push_device_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -886,6 +931,206 @@ RustBuffer uniffi_roam_ffi_fn_method_roamclient_set_push_mode(uint64_t ptr, Rust
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNREGISTER_PUSH
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCLIENT_UNREGISTER_PUSH
 RustBuffer uniffi_roam_ffi_fn_method_roamclient_unregister_push(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_AWARENESSLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_AWARENESSLISTENER
+uint64_t uniffi_roam_ffi_fn_clone_awarenesslistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_AWARENESSLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_AWARENESSLISTENER
+void uniffi_roam_ffi_fn_free_awarenesslistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_AWARENESSLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_AWARENESSLISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_awarenesslistener(const UniffiVTableCallbackInterfaceAwarenessListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_AWARENESSLISTENER_ON_PEERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_AWARENESSLISTENER_ON_PEERS
+void uniffi_roam_ffi_fn_method_awarenesslistener_on_peers(uint64_t ptr, RustBuffer peers, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_COLLABLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_COLLABLISTENER
+uint64_t uniffi_roam_ffi_fn_clone_collablistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_COLLABLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_COLLABLISTENER
+void uniffi_roam_ffi_fn_free_collablistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_COLLABLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_INIT_CALLBACK_VTABLE_COLLABLISTENER
+void uniffi_roam_ffi_fn_init_callback_vtable_collablistener(const UniffiVTableCallbackInterfaceCollabListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_COLLABLISTENER_ON_CHANGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_COLLABLISTENER_ON_CHANGE
+void uniffi_roam_ffi_fn_method_collablistener_on_change(uint64_t ptr, RustBuffer change, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_COLLABLISTENER_ON_ERROR
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_COLLABLISTENER_ON_ERROR
+void uniffi_roam_ffi_fn_method_collablistener_on_error(uint64_t ptr, RustBuffer error, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCOLLABDOC
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_ROAMCOLLABDOC
+uint64_t uniffi_roam_ffi_fn_clone_roamcollabdoc(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMCOLLABDOC
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_FREE_ROAMCOLLABDOC
+void uniffi_roam_ffi_fn_free_roamcollabdoc(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CAN_REDO
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CAN_REDO
+int8_t uniffi_roam_ffi_fn_method_roamcollabdoc_can_redo(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CAN_UNDO
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CAN_UNDO
+int8_t uniffi_roam_ffi_fn_method_roamcollabdoc_can_undo(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CLEAR_SELECTION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CLEAR_SELECTION
+void uniffi_roam_ffi_fn_method_roamcollabdoc_clear_selection(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CLOSE_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_CLOSE_DOCUMENT
+void uniffi_roam_ffi_fn_method_roamcollabdoc_close_document(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_DELETE_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_DELETE_TEXT
+void uniffi_roam_ffi_fn_method_roamcollabdoc_delete_text(uint64_t ptr, RustBuffer name, uint32_t index, uint32_t len, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_DOC
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_DOC
+RustBuffer uniffi_roam_ffi_fn_method_roamcollabdoc_doc(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_FLUSH
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_FLUSH
+void uniffi_roam_ffi_fn_method_roamcollabdoc_flush(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_FORMAT_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_FORMAT_TEXT
+void uniffi_roam_ffi_fn_method_roamcollabdoc_format_text(uint64_t ptr, RustBuffer name, uint32_t index, uint32_t len, RustBuffer attributes_json, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_INSERT_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_INSERT_TEXT
+void uniffi_roam_ffi_fn_method_roamcollabdoc_insert_text(uint64_t ptr, RustBuffer name, uint32_t index, RustBuffer text, RustBuffer attributes_json, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_LIST
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_LIST
+RustBuffer uniffi_roam_ffi_fn_method_roamcollabdoc_list(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_LIST_DELETE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_LIST_DELETE
+void uniffi_roam_ffi_fn_method_roamcollabdoc_list_delete(uint64_t ptr, RustBuffer name, uint32_t index, uint32_t len, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_LIST_INSERT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_LIST_INSERT
+void uniffi_roam_ffi_fn_method_roamcollabdoc_list_insert(uint64_t ptr, RustBuffer name, uint32_t index, RustBuffer values_json, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_LIST_PUSH
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_LIST_PUSH
+void uniffi_roam_ffi_fn_method_roamcollabdoc_list_push(uint64_t ptr, RustBuffer name, RustBuffer value_json, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_MAP
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_MAP
+RustBuffer uniffi_roam_ffi_fn_method_roamcollabdoc_map(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_MAP_DELETE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_MAP_DELETE
+void uniffi_roam_ffi_fn_method_roamcollabdoc_map_delete(uint64_t ptr, RustBuffer name, RustBuffer key, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_MAP_GET
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_MAP_GET
+RustBuffer uniffi_roam_ffi_fn_method_roamcollabdoc_map_get(uint64_t ptr, RustBuffer name, RustBuffer key, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_MAP_SET
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_MAP_SET
+void uniffi_roam_ffi_fn_method_roamcollabdoc_map_set(uint64_t ptr, RustBuffer name, RustBuffer key, RustBuffer value_json, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_PEERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_PEERS
+RustBuffer uniffi_roam_ffi_fn_method_roamcollabdoc_peers(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_REDO
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_REDO
+int8_t uniffi_roam_ffi_fn_method_roamcollabdoc_redo(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_ROOM
+RustBuffer uniffi_roam_ffi_fn_method_roamcollabdoc_room(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_SET_LOCAL_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_SET_LOCAL_STATE
+void uniffi_roam_ffi_fn_method_roamcollabdoc_set_local_state(uint64_t ptr, RustBuffer state_json, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_SET_SELECTION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_SET_SELECTION
+void uniffi_roam_ffi_fn_method_roamcollabdoc_set_selection(uint64_t ptr, RustBuffer name, uint32_t anchor, uint32_t head, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_STOP_CAPTURING
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_STOP_CAPTURING
+void uniffi_roam_ffi_fn_method_roamcollabdoc_stop_capturing(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_SUBSCRIBE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_SUBSCRIBE
+uint64_t uniffi_roam_ffi_fn_method_roamcollabdoc_subscribe(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_SUBSCRIBE_PEERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_SUBSCRIBE_PEERS
+uint64_t uniffi_roam_ffi_fn_method_roamcollabdoc_subscribe_peers(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_TEXT
+RustBuffer uniffi_roam_ffi_fn_method_roamcollabdoc_text(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_TEXT_CONTENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_TEXT_CONTENT
+RustBuffer uniffi_roam_ffi_fn_method_roamcollabdoc_text_content(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_TEXT_LEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_TEXT_LEN
+uint32_t uniffi_roam_ffi_fn_method_roamcollabdoc_text_len(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_UNDO
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_METHOD_ROAMCOLLABDOC_UNDO
+int8_t uniffi_roam_ffi_fn_method_roamcollabdoc_undo(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_FN_CLONE_CONNECTIONLISTENER
@@ -1968,6 +2213,12 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_OPEN_COLLAB
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_OPEN_COLLAB
+uint16_t uniffi_roam_ffi_checksum_method_roamclient_open_collab(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_PUSH_DEVICE_ID
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_PUSH_DEVICE_ID
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_push_device_id(void
@@ -2001,6 +2252,198 @@ uint16_t uniffi_roam_ffi_checksum_method_roamclient_set_push_mode(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UNREGISTER_PUSH
 #define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCLIENT_UNREGISTER_PUSH
 uint16_t uniffi_roam_ffi_checksum_method_roamclient_unregister_push(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_AWARENESSLISTENER_ON_PEERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_AWARENESSLISTENER_ON_PEERS
+uint16_t uniffi_roam_ffi_checksum_method_awarenesslistener_on_peers(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_COLLABLISTENER_ON_CHANGE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_COLLABLISTENER_ON_CHANGE
+uint16_t uniffi_roam_ffi_checksum_method_collablistener_on_change(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_COLLABLISTENER_ON_ERROR
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_COLLABLISTENER_ON_ERROR
+uint16_t uniffi_roam_ffi_checksum_method_collablistener_on_error(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CAN_REDO
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CAN_REDO
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_can_redo(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CAN_UNDO
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CAN_UNDO
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_can_undo(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CLEAR_SELECTION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CLEAR_SELECTION
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_clear_selection(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CLOSE_DOCUMENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_CLOSE_DOCUMENT
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_close_document(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_DELETE_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_DELETE_TEXT
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_delete_text(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_DOC
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_DOC
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_doc(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_FLUSH
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_FLUSH
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_flush(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_FORMAT_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_FORMAT_TEXT
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_format_text(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_INSERT_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_INSERT_TEXT
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_insert_text(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_LIST
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_LIST
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_list(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_LIST_DELETE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_LIST_DELETE
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_list_delete(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_LIST_INSERT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_LIST_INSERT
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_list_insert(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_LIST_PUSH
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_LIST_PUSH
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_list_push(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_MAP
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_MAP
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_map(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_MAP_DELETE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_MAP_DELETE
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_map_delete(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_MAP_GET
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_MAP_GET
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_map_get(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_MAP_SET
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_MAP_SET
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_map_set(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_PEERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_PEERS
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_peers(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_REDO
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_REDO
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_redo(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_ROOM
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_room(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_SET_LOCAL_STATE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_SET_LOCAL_STATE
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_set_local_state(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_SET_SELECTION
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_SET_SELECTION
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_set_selection(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_STOP_CAPTURING
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_STOP_CAPTURING
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_stop_capturing(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_SUBSCRIBE
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_SUBSCRIBE
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_SUBSCRIBE_PEERS
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_SUBSCRIBE_PEERS
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe_peers(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_TEXT
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_text(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_TEXT_CONTENT
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_TEXT_CONTENT
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_text_content(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_TEXT_LEN
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_TEXT_LEN
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_text_len(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_UNDO
+#define UNIFFI_FFIDEF_UNIFFI_ROAM_FFI_CHECKSUM_METHOD_ROAMCOLLABDOC_UNDO
+uint16_t uniffi_roam_ffi_checksum_method_roamcollabdoc_undo(void
     
 );
 #endif

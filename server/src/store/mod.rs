@@ -18,12 +18,15 @@
 //! lock, so a race between two requests never commits what the rules forbid. The behaviour
 //! suite (`suite.rs`) runs unchanged against both backends.
 
+mod collab;
 pub mod postgres;
 pub mod push;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
 pub(crate) mod write;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
@@ -77,6 +80,10 @@ pub enum StoreError {
     /// change committed after the service checked it).
     #[error("refused: {0:?}")]
     Refused(crate::rules::Refusal),
+    /// A collaborative document refused the update (malformed, pending, too large):
+    /// nothing changed.
+    #[error("{0}")]
+    Collab(crate::collab::Refusal),
     /// The database failed (I/O, corruption, a closed pool).
     #[error("store backend: {0}")]
     Backend(String),
@@ -111,6 +118,10 @@ pub struct Forgotten {
     /// and those they caused), idempotency records, read markers, memberships and role caps,
     /// invitations to or from them.
     pub rows_deleted: u64,
+    /// Updates of collaborative documents the user sent, now without their name (the content
+    /// stays: it is shared).
+    #[serde(default)]
+    pub collab_updates_anonymised: u64,
 }
 
 /// `Result` with [`StoreError`].
@@ -245,6 +256,16 @@ pub enum Change {
         base_version: u64,
         content: String,
     },
+    /// Merges one Yjs v1 update into the room's collaborative document `doc` (creating it),
+    /// through the node's document cache `docs` (see `store/collab.rs`). The actor must still
+    /// be a member or above (the write's guard). Refused with [`StoreError::Collab`] when
+    /// malformed, pending or too large. No event. Output: `Collab`.
+    UpdateCollab {
+        room: String,
+        doc: String,
+        update: Vec<u8>,
+        docs: crate::collab::Docs,
+    },
     /// Marks the actor's notifications read (`None`: all of them). Output: `Unread`.
     MarkRead { ids: Option<Vec<String>> },
     /// Moves the actor's read marker of `room` to `seq` if that is further than it is (never
@@ -293,6 +314,7 @@ impl Change {
             | Change::DeleteMessage { room, .. }
             | Change::ImportMessages { room, .. }
             | Change::PutDocument { room, .. }
+            | Change::UpdateCollab { room, .. }
             | Change::MarkRoomRead { room, .. } => Some(room),
             Change::SetPushMode { room, .. } => room.as_deref(),
             Change::RejectInvitation { .. }
@@ -352,7 +374,62 @@ pub enum Output {
     ReadMarker(ReadMarker),
     PushDevice(roam_proto::PushDevice),
     PushSettings(roam_proto::PushSettings),
+    Collab(Arc<CollabOutput>),
     Empty,
+}
+
+/// What a `collab.update` produced: its result, and what the followers are sent.
+#[derive(Debug)]
+pub struct CollabOutput {
+    pub result: roam_proto::collab::CollabUpdated,
+    pub actor: String,
+    pub update: Arc<[u8]>,
+    /// The log was compacted into a new snapshot by this write.
+    pub compacted: bool,
+    /// The write's claim on the cached document: confirmed once committed
+    /// ([`Committed::confirm`]).
+    pub ticket: Option<crate::collab::Ticket>,
+}
+
+impl PartialEq for CollabOutput {
+    fn eq(&self, other: &Self) -> bool {
+        self.result == other.result && self.actor == other.actor && self.update == other.update
+    }
+}
+
+/// A collaborative document's row, as a write finds it under its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CollabHead {
+    /// The seq of its last update (0: none yet).
+    pub seq: u64,
+    /// The seq its snapshot holds everything up to (0: no snapshot).
+    pub snapshot_seq: u64,
+    /// Its size as last recorded (an upper bound, exact after a compaction).
+    pub size: u64,
+    /// Bytes of the updates logged since the snapshot.
+    pub log_bytes: u64,
+}
+
+/// A collaborative document as stored, to load it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CollabStored {
+    pub seq: u64,
+    /// v2-encoded state up to `snapshot_seq`.
+    pub snapshot: Option<Vec<u8>>,
+    pub snapshot_seq: u64,
+    /// The updates after `snapshot_seq`, in seq order.
+    pub log: Vec<(u64, Vec<u8>)>,
+}
+
+/// One logged update of a collaborative document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollabLogEntry {
+    pub seq: u64,
+    /// Who sent it (empty once the user was erased).
+    pub actor: String,
+    /// The v1 update.
+    pub update: Vec<u8>,
+    pub at: i64,
 }
 
 impl Output {
@@ -375,6 +452,7 @@ impl Output {
             Output::ReadMarker(m) => serde_json::to_value(m),
             Output::PushDevice(d) => serde_json::to_value(d),
             Output::PushSettings(s) => serde_json::to_value(s),
+            Output::Collab(c) => serde_json::to_value(&c.result),
             Output::Empty => Ok(serde_json::json!({})),
         };
         // Serialising these plain structs cannot fail (no maps with non-string keys).
@@ -400,6 +478,22 @@ pub enum Committed {
     },
     /// The idempotency key was already recorded: nothing changed.
     Replayed(StoredResult),
+}
+
+impl Committed {
+    /// Called by a store once the write's transaction is committed: what the write changed in
+    /// memory (a cached collaborative document) stands from now on.
+    pub fn confirm(&self) {
+        if let Committed::Applied {
+            output: Output::Collab(c),
+            ..
+        } = self
+        {
+            if let Some(t) = &c.ticket {
+                t.confirm();
+            }
+        }
+    }
 }
 
 /// Which way a listing runs.
@@ -689,6 +783,18 @@ pub trait Store: PushStore + Send + Sync + std::fmt::Debug + 'static {
         before: u64,
         limit: u32,
     ) -> StoreResult<Bounded<Document>>;
+
+    /// A collaborative document as stored (snapshot and the log after it), to load it.
+    async fn collab_doc(&self, room: &str, doc: &str) -> StoreResult<Option<CollabStored>>;
+    /// Logged updates of a collaborative document with seq > `after`, in order, at most
+    /// `limit` (the log may start later: compacted into the snapshot).
+    async fn collab_updates(
+        &self,
+        room: &str,
+        doc: &str,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<CollabLogEntry>>;
 
     async fn notifications(
         &self,

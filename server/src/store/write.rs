@@ -23,8 +23,8 @@ use serde_json::Value;
 use crate::rules::{self, active_role as active, standing, Guard, Refusal, Standing, Subject};
 use crate::store::push::DEFAULT_ROOM;
 use crate::store::{
-    Change, Committed, IdemRecord, NewNotification, Output, Purged, RetentionCutoffs, StoreError,
-    StoreResult, StoredResult, Write,
+    Change, CollabHead, CollabLogEntry, Committed, IdemRecord, NewNotification, Output, Purged,
+    RetentionCutoffs, StoreError, StoreResult, StoredResult, Write,
 };
 
 /// What a backend read before the change, in one go (PostgreSQL sends these together).
@@ -190,6 +190,47 @@ pub(crate) trait Rows {
         seq: u64,
         now: i64,
     ) -> StoreResult<()>;
+
+    // --- collaborative documents (see `store::collab`) ---
+
+    /// The document's row, created (seq 0) if there is none, locked until the write ends.
+    async fn lock_collab(&self, room: &str, doc: &str, now: i64) -> StoreResult<CollabHead>;
+    /// The document's snapshot (v2), if it has one.
+    async fn collab_snapshot(&self, room: &str, doc: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// The logged updates with seq > `after`, in order.
+    async fn collab_log(
+        &self,
+        room: &str,
+        doc: &str,
+        after: u64,
+    ) -> StoreResult<Vec<(u64, Vec<u8>)>>;
+    /// Appends an update to the log and moves the document's row to its seq, with the
+    /// document's `size` and the bytes logged since the snapshot.
+    async fn append_collab(
+        &self,
+        room: &str,
+        doc: &str,
+        e: &CollabLogEntry,
+        size: u64,
+        log_bytes: u64,
+    ) -> StoreResult<()>;
+    /// Stores `snapshot` as holding everything up to `seq` (with its exact `size`) and deletes
+    /// the log up to it.
+    async fn save_collab_snapshot(
+        &self,
+        room: &str,
+        doc: &str,
+        snapshot: &[u8],
+        seq: u64,
+        size: u64,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Runs CPU-heavy work (loading a large document) where it does not hold up other tasks:
+    /// SQLite's writer thread runs it in place, PostgreSQL's lanes on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> StoreResult<T>;
 
     // --- retention ---
 
@@ -430,6 +471,17 @@ impl<R: Rows> Cx<'_, R> {
                 base_version,
                 content,
             } => self.put_document(room, doc, *base_version, content).await,
+            Change::UpdateCollab {
+                room,
+                doc,
+                update,
+                docs,
+            } => {
+                crate::store::collab::update(
+                    self.rows, docs, room, doc, update, self.actor, self.now,
+                )
+                .await
+            }
             Change::MarkRead { ids } => self.mark_read(ids.as_deref()).await,
             Change::MarkRoomRead { room, seq } => self.mark_room_read(room, *seq).await,
             Change::RegisterPush {

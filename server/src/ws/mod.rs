@@ -47,6 +47,7 @@ use crate::store::NotificationQuery;
 use crate::wsframe::{self, FrameReader, Incoming, WireFrame};
 use crate::AppState;
 
+mod collab;
 mod handshake;
 mod writer;
 
@@ -81,6 +82,8 @@ struct Socket {
     /// Client-chosen ids of messages this socket is sending, until their commit: the receiver
     /// reports closed once the send is committed (or failed).
     sending: HashMap<String, watch::Receiver<()>>,
+    /// Awareness waiting for its turn (made on the first awareness frame).
+    awareness: Option<Arc<parking_lot::Mutex<collab::AwarenessGate>>>,
 }
 
 /// The message a mutation refers to, if any (edited, deleted, replied to).
@@ -123,6 +126,7 @@ fn run(
         control_window: (Instant::now(), 0),
         following: HashSet::new(),
         sending: HashMap::new(),
+        awareness: None,
     };
     serve(sock, stream, writer, compress)
 }
@@ -183,8 +187,10 @@ async fn opened(state: &AppState, conn: &Arc<Conn>, compress: bool) {
     }
     svc.presence_moved(svc.presence.connect(&conn.user, conn.id, now))
         .await;
+    let session = uuid::Uuid::now_v7().to_string();
+    let _ = conn.session.set(Arc::from(session.as_str()));
     let hello = encode(&ServerFrame::Hello {
-        session: uuid::Uuid::now_v7().to_string(),
+        session,
         user: conn.user.to_string(),
         server_time: now,
         heartbeat_ms: state.config.heartbeat_ms,
@@ -205,6 +211,9 @@ async fn closed(state: &AppState, conn: &Arc<Conn>, following: &[Arc<str>]) {
     let svc = &state.service;
     let now = now_ms();
     let left = state.hub.disconnect(conn, following);
+    for gone in state.hub.collab().disconnect(conn) {
+        collab::publish_awareness(state, gone, None).await;
+    }
     if left == 0 {
         state.typing.clear_user(&svc.bus, &conn.user).await;
         if let Err(e) = svc.store.save_last_seen(&conn.user, now).await {
@@ -392,14 +401,24 @@ impl Socket {
                     self.send(&ServerFrame::Pong { id });
                 }
             }
-            ClientFrame::CollabSync { id, .. } | ClientFrame::CollabLeave { id, .. } => self.error(
-                Some(id),
-                ApiError::invalid("this server does not serve collaborative documents yet"),
-            ),
-            ClientFrame::Awareness { .. } => self.error(
-                None,
-                ApiError::invalid("this server does not serve collaborative documents yet"),
-            ),
+            ClientFrame::CollabSync {
+                id,
+                room,
+                doc,
+                state_vector,
+            } => {
+                if self.control_allowed(&id) {
+                    Box::pin(self.collab_sync(id, room, doc, state_vector)).await;
+                }
+            }
+            ClientFrame::CollabLeave { id, room, doc } => {
+                if self.control_allowed(&id) {
+                    self.collab_leave(id, room, doc).await;
+                }
+            }
+            ClientFrame::Awareness { room, doc, state } => {
+                self.awareness(room, doc, state).await;
+            }
         }
     }
 
@@ -754,7 +773,16 @@ fn explain_bad_frame(text: &str, err: &serde_json::Error) -> (Option<String>, Ap
             ),
         );
     }
-    let known = ["subscribe", "unsubscribe", "mutate", "typing", "ping"];
+    let known = [
+        "subscribe",
+        "unsubscribe",
+        "mutate",
+        "typing",
+        "ping",
+        "collab_sync",
+        "collab_leave",
+        "awareness",
+    ];
     match v.get("type").and_then(Value::as_str) {
         None => (id, ApiError::invalid("the frame has no \"type\"")),
         Some(t) if !known.contains(&t) => {

@@ -138,6 +138,11 @@ const TABLE: &[(&str, [[&str; 7]; 3])] = &[
         ["ok", "ok", "ok", "forbidden", "forbidden", "forbidden", "forbidden"],
         ["ok", "ok", "ok", "forbidden", "not_found", "forbidden", "not_found"],
     ]),
+    ("collab.update", [
+        ["ok", "ok", "ok", "forbidden", "forbidden", "forbidden", "forbidden"],
+        ["ok", "ok", "ok", "forbidden", "forbidden", "forbidden", "forbidden"],
+        ["ok", "ok", "ok", "forbidden", "not_found", "forbidden", "not_found"],
+    ]),
 ];
 
 /// The table as the markdown of docs/protocol.md §6.1.
@@ -340,6 +345,12 @@ async fn case(svc: Arc<Service>, n: usize, op: usize, kind: RoomKind, actor: &st
             doc: "notes".into(),
             base_version: 0,
             content: "text".into(),
+        },
+        "collab.update" => Mutation::UpdateCollab {
+            room: r,
+            doc: "notes".into(),
+            // The empty update (no clients, no deletions): applies to any document.
+            update: "AAA=".into(),
         },
         other => panic!("no case for {other}"),
     };

@@ -714,3 +714,54 @@ async fn an_erase_on_one_instance_reaches_the_other() {
     assert_eq!((r.status, r.code()), (401, "suspended"));
     c.stop().await;
 }
+
+#[tokio::test]
+async fn collaborative_updates_and_awareness_cross_nodes_in_seq_order() {
+    use crate::collab::{next_update, sync, update, Replica};
+    let c = Cluster::start(2).await;
+    let o = c.nodes[0].as_user("alice");
+    o.create_room("shared", "private").await;
+    c.nodes[1]
+        .as_user("bob")
+        .join_invited(&o, "shared", "member")
+        .await;
+    let mut a = c.nodes[0].ws("alice").await;
+    let mut b = c.nodes[1].ws("bob").await;
+    let (ra, rb) = (Replica::new(1), Replica::new(2));
+    sync(&mut a, "shared", "plan", "").await;
+    sync(&mut b, "shared", "plan", "").await;
+    // Both nodes write: each update takes the document's next seq, whichever node applies it.
+    for i in 0..5u32 {
+        let (ws, r) = if i % 2 == 0 {
+            (&mut a, &ra)
+        } else {
+            (&mut b, &rb)
+        };
+        let u = r.insert(0, &format!("{i}"));
+        let done = update(ws, "shared", "plan", &u).await;
+        assert_eq!(done["result"]["seq"], u64::from(i) + 1, "{done}");
+    }
+    for (ws, r) in [(&mut a, &ra), (&mut b, &rb)] {
+        for want in 1..=5u64 {
+            let f = next_update(ws, "plan").await;
+            assert_eq!(f["seq"], want, "{f}");
+            r.apply(f["update"].as_str().expect("update"));
+        }
+    }
+    assert_eq!(ra.text(), rb.text());
+    assert_eq!(ra.len(), 5);
+    b.send(
+        json!({"v": 1, "type": "awareness", "room": "shared", "doc": "plan",
+        "state": {"cursor": 2}}),
+    )
+    .await;
+    let f = a.until(|f| f["type"] == "awareness").await;
+    assert_eq!(
+        (f["user"].as_str(), f["state"]["cursor"].as_u64()),
+        (Some("bob"), Some(2))
+    );
+    drop(b);
+    let f = a.until(|f| f["type"] == "awareness").await;
+    assert!(f.get("state").is_none(), "bob's session left: {f}");
+    c.stop().await;
+}

@@ -8,6 +8,7 @@ mod authz;
 mod blobs;
 mod budgets;
 mod cluster;
+mod collab;
 mod delivery;
 mod documents;
 mod edge;

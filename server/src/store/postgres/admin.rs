@@ -120,6 +120,7 @@ pub(super) async fn forget_user(c: &Conn, user: &str) -> StoreResult<Forgotten> 
         let mut out = Forgotten {
             events_redacted: c.execute(REDACT_LEFT_OVER_EVENTS, &[&user]).await?,
             rows_deleted: c.execute(REDACT_LEFT_OVER_MESSAGES, &[&user]).await?,
+            collab_updates_anonymised: c.execute(super::collab::FORGET_ACTOR, &[&user]).await?,
         };
         for sql in FORGET {
             out.rows_deleted += c.execute(sql, &[&user]).await?;

@@ -23,10 +23,11 @@ use tokio_postgres::types::ToSql;
 
 use super::conn::Conn;
 use super::rows::{self, col, count, int};
-use super::{push, read};
+use super::{collab, push, read};
 use crate::store::write::{self, Begun, Expiring, PurgeCursor, PurgeStep, Rows};
 use crate::store::{
-    Committed, IdemRecord, Output, RetentionCutoffs, StoreError, StoreResult, Write,
+    CollabHead, CollabLogEntry, Committed, IdemRecord, Output, RetentionCutoffs, StoreError,
+    StoreResult, Write,
 };
 
 /// What [`commit`] did.
@@ -423,7 +424,7 @@ impl Rows for PgRows<'_> {
     }
 
     async fn delete_room(&self, name: &str, now: i64) -> StoreResult<()> {
-        for sql in DELETE_ROOM_CONTENT {
+        for sql in DELETE_ROOM_CONTENT.iter().chain(&collab::DELETE_ROOM) {
             self.c.execute(sql, &[&name]).await?;
         }
         self.c.execute(MARK_ROOM_DELETED, &[&name, &now]).await?;
@@ -776,5 +777,55 @@ impl Rows for PgRows<'_> {
         self.c
             .execute(DELETE_EVENTS_UPTO, &[&room, &int(seq)])
             .await
+    }
+
+    async fn lock_collab(&self, room: &str, doc: &str, now: i64) -> StoreResult<CollabHead> {
+        collab::lock(self.c, room, doc, now).await
+    }
+
+    async fn collab_snapshot(&self, room: &str, doc: &str) -> StoreResult<Option<Vec<u8>>> {
+        collab::snapshot(self.c, room, doc).await
+    }
+
+    async fn collab_log(
+        &self,
+        room: &str,
+        doc: &str,
+        after: u64,
+    ) -> StoreResult<Vec<(u64, Vec<u8>)>> {
+        collab::log(self.c, room, doc, after).await
+    }
+
+    async fn append_collab(
+        &self,
+        room: &str,
+        doc: &str,
+        e: &CollabLogEntry,
+        size: u64,
+        log_bytes: u64,
+    ) -> StoreResult<()> {
+        collab::append(self.c, room, doc, e, size, log_bytes).await
+    }
+
+    async fn save_collab_snapshot(
+        &self,
+        room: &str,
+        doc: &str,
+        snapshot: &[u8],
+        seq: u64,
+        size: u64,
+        now: i64,
+    ) -> StoreResult<()> {
+        collab::save_snapshot(self.c, room, doc, snapshot, seq, size, now).await
+    }
+
+    /// On the blocking pool: a lane is an async task.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> StoreResult<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StoreError::Backend(format!("blocking work failed: {e}")))
     }
 }

@@ -35,6 +35,7 @@
 mod admin;
 mod apply;
 mod blobs;
+mod collab;
 mod conn;
 mod push;
 mod read;
@@ -252,6 +253,24 @@ impl Store for PostgresStore {
 
     async fn event_bounds(&self, room: &str) -> StoreResult<(u64, u64)> {
         read::event_bounds(&*self.conn().await?, room).await
+    }
+
+    async fn collab_doc(
+        &self,
+        room: &str,
+        doc: &str,
+    ) -> StoreResult<Option<crate::store::CollabStored>> {
+        collab::stored(&*self.conn().await?, room, doc).await
+    }
+
+    async fn collab_updates(
+        &self,
+        room: &str,
+        doc: &str,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::store::CollabLogEntry>> {
+        collab::page(&*self.conn().await?, room, doc, after, limit).await
     }
 
     async fn document(&self, room: &str, doc: &str) -> StoreResult<Option<Document>> {

@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0003_blob_accounts.sql"),
     include_str!("../../../migrations/postgres/0004_suspensions.sql"),
     include_str!("../../../migrations/postgres/0005_push.sql"),
+    include_str!("../../../migrations/postgres/0006_collab.sql"),
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS roam_migrations (\

@@ -385,6 +385,9 @@ async fn group_transaction(
         results.push(result);
     }
     c.commit().await.map_err(fatal)?;
+    for committed in results.iter().flatten() {
+        committed.confirm();
+    }
     Ok(results)
 }
 
@@ -424,6 +427,7 @@ async fn transaction(c: &Conn, write: &Write) -> StoreResult<Committed> {
     match apply::commit(c, write).await {
         Ok(Outcome::Applied(done)) => {
             c.commit().await?;
+            done.confirm();
             Ok(done)
         }
         Ok(Outcome::Replayed(done)) => {

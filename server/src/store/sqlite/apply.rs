@@ -18,10 +18,11 @@ use roam_proto::{
 };
 
 use super::rows::{int, json_text};
-use super::{push, read};
+use super::{collab, push, read};
 use crate::store::write::{self, Begun, Expiring, PurgeCursor, PurgeStep, Rows};
 use crate::store::{
-    Committed, IdemRecord, Output, RetentionCutoffs, StoreError, StoreResult, Write,
+    CollabHead, CollabLogEntry, Committed, IdemRecord, Output, RetentionCutoffs, StoreError,
+    StoreResult, Write,
 };
 
 /// Runs one of the engine's futures, which on SQLite never waits.
@@ -355,7 +356,7 @@ impl Rows for SqliteRows<'_, '_> {
     }
 
     async fn delete_room(&self, name: &str, now: i64) -> StoreResult<()> {
-        for sql in DELETE_ROOM_CONTENT {
+        for sql in DELETE_ROOM_CONTENT.iter().chain(&collab::DELETE_ROOM) {
             self.exec(sql, params![name])?;
         }
         self.exec(MARK_ROOM_DELETED, params![name, now])?;
@@ -665,5 +666,53 @@ impl Rows for SqliteRows<'_, '_> {
         self.exec(DELETE_EVENTS_UPTO, params![room, int(seq)])?;
         self.exec(MOVE_HORIZON, params![room, int(seq)])?;
         Ok(seq.saturating_sub(from))
+    }
+
+    async fn lock_collab(&self, room: &str, doc: &str, now: i64) -> StoreResult<CollabHead> {
+        collab::lock(self.tx, room, doc, now)
+    }
+
+    async fn collab_snapshot(&self, room: &str, doc: &str) -> StoreResult<Option<Vec<u8>>> {
+        collab::snapshot(self.tx, room, doc)
+    }
+
+    async fn collab_log(
+        &self,
+        room: &str,
+        doc: &str,
+        after: u64,
+    ) -> StoreResult<Vec<(u64, Vec<u8>)>> {
+        collab::log(self.tx, room, doc, after)
+    }
+
+    async fn append_collab(
+        &self,
+        room: &str,
+        doc: &str,
+        e: &CollabLogEntry,
+        size: u64,
+        log_bytes: u64,
+    ) -> StoreResult<()> {
+        collab::append(self.tx, room, doc, e, size, log_bytes)
+    }
+
+    async fn save_collab_snapshot(
+        &self,
+        room: &str,
+        doc: &str,
+        snapshot: &[u8],
+        seq: u64,
+        size: u64,
+        now: i64,
+    ) -> StoreResult<()> {
+        collab::save_snapshot(self.tx, room, doc, snapshot, seq, size, now)
+    }
+
+    /// In place: this is the writer's own thread, not an async worker.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> StoreResult<T> {
+        Ok(f())
     }
 }

@@ -37,6 +37,7 @@ mod admin;
 mod apply;
 pub mod backup;
 mod blobs;
+mod collab;
 mod pool;
 mod push;
 mod read;
@@ -327,6 +328,34 @@ impl Store for SqliteStore {
         self.read(move |c| read::event_bounds(c, &room)).await
     }
 
+    async fn collab_doc(
+        &self,
+        room: &str,
+        doc: &str,
+    ) -> StoreResult<Option<crate::store::CollabStored>> {
+        let (room, doc) = (room.to_owned(), doc.to_owned());
+        self.read(move |c| {
+            // One read transaction: the snapshot and the log after it agree.
+            c.execute_batch("BEGIN")?;
+            let r = collab::stored(c, &room, &doc);
+            c.execute_batch("COMMIT")?;
+            r
+        })
+        .await
+    }
+
+    async fn collab_updates(
+        &self,
+        room: &str,
+        doc: &str,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::store::CollabLogEntry>> {
+        let (room, doc) = (room.to_owned(), doc.to_owned());
+        self.read(move |c| collab::page(c, &room, &doc, after, limit))
+            .await
+    }
+
     async fn document(&self, room: &str, doc: &str) -> StoreResult<Option<Document>> {
         let (room, doc) = (room.to_owned(), doc.to_owned());
         self.read(move |c| read::document(c, &room, &doc)).await
@@ -560,13 +589,20 @@ impl Store for SqliteStore {
     }
 
     async fn forget_user(&self, user: &str) -> StoreResult<crate::store::Forgotten> {
-        let user = user.to_owned();
-        let job = writer::AdminJob(Box::new(move |tx| admin::forget_user(tx, &user)));
+        let name = user.to_owned();
+        let job = writer::AdminJob(Box::new(move |tx| admin::forget_user(tx, &name)));
         let (events_redacted, rows_deleted) =
+            self.writer.submit(|reply| Job::Admin(job, reply)).await?;
+        let name = user.to_owned();
+        let job = writer::AdminJob(Box::new(move |tx| {
+            Ok((tx.execute(collab::FORGET_ACTOR, [&name])? as u64, 0))
+        }));
+        let (collab_updates_anonymised, _) =
             self.writer.submit(|reply| Job::Admin(job, reply)).await?;
         Ok(crate::store::Forgotten {
             events_redacted,
             rows_deleted,
+            collab_updates_anonymised,
         })
     }
 

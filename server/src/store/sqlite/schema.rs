@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0008_blob_accounts.sql"),
     include_str!("../../../migrations/0009_suspensions.sql"),
     include_str!("../../../migrations/0010_push.sql"),
+    include_str!("../../../migrations/0011_collab.sql"),
 ];
 
 /// How long a connection waits for a lock before failing with `SQLITE_BUSY`.

@@ -242,7 +242,12 @@ impl Done {
     /// Sends the outcome; a caller that stopped waiting is no error.
     fn answer(self) {
         match self {
-            Done::Commit(reply, r) => drop(reply.send(r)),
+            Done::Commit(reply, r) => {
+                if let Ok(committed) = &r {
+                    committed.confirm();
+                }
+                drop(reply.send(r))
+            }
             Done::Unit(reply, r) => drop(reply.send(r)),
             Done::Purge(reply, r) => drop(reply.send(r)),
             Done::Blob(reply, r) => drop(reply.send(r)),

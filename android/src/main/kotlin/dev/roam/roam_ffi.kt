@@ -660,6 +660,15 @@ internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
 internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`refresh`: Byte,`reply`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceAwarenessListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`peers`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceCollabListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`change`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceCollabListenerMethod1 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`error`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceConnectionListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`state`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -712,6 +721,47 @@ internal open class UniffiVTableCallbackInterfaceTokenProvider(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `token` = other.`token`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onPeers")
+internal open class UniffiVTableCallbackInterfaceAwarenessListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onPeers`: UniffiCallbackInterfaceAwarenessListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onPeers`: UniffiCallbackInterfaceAwarenessListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceAwarenessListener(`uniffiFree`,`uniffiClone`,`onPeers`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceAwarenessListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onPeers` = other.`onPeers`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onChange", "onError")
+internal open class UniffiVTableCallbackInterfaceCollabListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onChange`: UniffiCallbackInterfaceCollabListenerMethod0? = null,
+    @JvmField internal var `onError`: UniffiCallbackInterfaceCollabListenerMethod1? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onChange`: UniffiCallbackInterfaceCollabListenerMethod0? = null,
+        `onError`: UniffiCallbackInterfaceCollabListenerMethod1? = null,
+    ): UniffiVTableCallbackInterfaceCollabListener(`uniffiFree`,`uniffiClone`,`onChange`,`onError`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceCollabListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onChange` = other.`onChange`
+        `onError` = other.`onError`
     }
 
 }
@@ -1110,6 +1160,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes(
     ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamclient_open_collab(
+    ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_push_device_id(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_push_settings(
@@ -1121,6 +1173,70 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_roam_ffi_checksum_method_roamclient_set_push_mode(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_roamclient_unregister_push(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_awarenesslistener_on_peers(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_collablistener_on_change(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_collablistener_on_error(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_can_redo(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_can_undo(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_clear_selection(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_close_document(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_delete_text(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_doc(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_flush(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_format_text(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_insert_text(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_list(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_list_delete(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_list_insert(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_list_push(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_map(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_map_delete(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_map_get(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_map_set(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_peers(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_redo(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_room(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_set_local_state(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_set_selection(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_stop_capturing(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe_peers(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_text(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_text_content(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_text_len(
+    ): Int
+    external fun uniffi_roam_ffi_checksum_method_roamcollabdoc_undo(
     ): Int
     external fun uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state(
     ): Int
@@ -1188,6 +1304,8 @@ internal object UniffiLib {
 
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "roam_ffi"))
+        uniffiCallbackInterfaceAwarenessListener.register(this)
+        uniffiCallbackInterfaceCollabListener.register(this)
         uniffiCallbackInterfaceConnectionListener.register(this)
         uniffiCallbackInterfaceDocumentListener.register(this)
         uniffiCallbackInterfaceLogListener.register(this)
@@ -1370,6 +1488,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_wait_for_pending_writes(`ptr`: Long,
     ): Long
+    external fun uniffi_roam_ffi_fn_method_roamclient_open_collab(`ptr`: Long,`room`: RustBuffer.ByValue,`doc`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_roam_ffi_fn_method_roamclient_push_device_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_push_settings(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1382,6 +1502,86 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_roam_ffi_fn_method_roamclient_unregister_push(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_clone_awarenesslistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_awarenesslistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_awarenesslistener(`vtable`: UniffiVTableCallbackInterfaceAwarenessListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_awarenesslistener_on_peers(`ptr`: Long,`peers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_clone_collablistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_collablistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_init_callback_vtable_collablistener(`vtable`: UniffiVTableCallbackInterfaceCollabListener,
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_collablistener_on_change(`ptr`: Long,`change`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_collablistener_on_error(`ptr`: Long,`error`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_clone_roamcollabdoc(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_free_roamcollabdoc(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_can_redo(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_can_undo(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_clear_selection(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_close_document(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_delete_text(`ptr`: Long,`name`: RustBuffer.ByValue,`index`: Int,`len`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_doc(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_flush(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_format_text(`ptr`: Long,`name`: RustBuffer.ByValue,`index`: Int,`len`: Int,`attributesJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_insert_text(`ptr`: Long,`name`: RustBuffer.ByValue,`index`: Int,`text`: RustBuffer.ByValue,`attributesJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_list(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_list_delete(`ptr`: Long,`name`: RustBuffer.ByValue,`index`: Int,`len`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_list_insert(`ptr`: Long,`name`: RustBuffer.ByValue,`index`: Int,`valuesJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_list_push(`ptr`: Long,`name`: RustBuffer.ByValue,`valueJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_map(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_map_delete(`ptr`: Long,`name`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_map_get(`ptr`: Long,`name`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_map_set(`ptr`: Long,`name`: RustBuffer.ByValue,`key`: RustBuffer.ByValue,`valueJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_peers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_redo(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_room(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_set_local_state(`ptr`: Long,`stateJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_set_selection(`ptr`: Long,`name`: RustBuffer.ByValue,`anchor`: Int,`head`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_stop_capturing(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_subscribe(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_subscribe_peers(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_text(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_text_content(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_text_len(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun uniffi_roam_ffi_fn_method_roamcollabdoc_undo(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_roam_ffi_fn_clone_connectionlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_roam_ffi_fn_free_connectionlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1876,6 +2076,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_wait_for_pending_writes() and 0xFFFF) != 29280) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamclient_open_collab() and 0xFFFF) != 38770) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_push_device_id() and 0xFFFF) != 18129) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1892,6 +2095,102 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_roamclient_unregister_push() and 0xFFFF) != 14851) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_awarenesslistener_on_peers() and 0xFFFF) != 21762) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_collablistener_on_change() and 0xFFFF) != 8887) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_collablistener_on_error() and 0xFFFF) != 53061) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_can_redo() and 0xFFFF) != 27002) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_can_undo() and 0xFFFF) != 39344) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_clear_selection() and 0xFFFF) != 21546) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_close_document() and 0xFFFF) != 5871) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_delete_text() and 0xFFFF) != 55339) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_doc() and 0xFFFF) != 49303) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_flush() and 0xFFFF) != 27445) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_format_text() and 0xFFFF) != 41087) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_insert_text() and 0xFFFF) != 24867) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_list() and 0xFFFF) != 59278) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_list_delete() and 0xFFFF) != 50386) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_list_insert() and 0xFFFF) != 32541) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_list_push() and 0xFFFF) != 9895) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_map() and 0xFFFF) != 9632) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_map_delete() and 0xFFFF) != 54225) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_map_get() and 0xFFFF) != 60799) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_map_set() and 0xFFFF) != 45967) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_peers() and 0xFFFF) != 44957) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_redo() and 0xFFFF) != 46450) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_room() and 0xFFFF) != 40470) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_set_local_state() and 0xFFFF) != 21955) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_set_selection() and 0xFFFF) != 27536) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_stop_capturing() and 0xFFFF) != 46025) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe() and 0xFFFF) != 12159) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_subscribe_peers() and 0xFFFF) != 26062) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_text() and 0xFFFF) != 38776) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_text_content() and 0xFFFF) != 41221) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_text_len() and 0xFFFF) != 56127) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_roam_ffi_checksum_method_roamcollabdoc_undo() and 0xFFFF) != 51315) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_roam_ffi_checksum_method_connectionlistener_on_connection_state() and 0xFFFF) != 23817) {
@@ -2385,6 +2684,668 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
     override fun write(value: ByteArray, buf: ByteBuffer) {
         buf.putInt(value.size)
         buf.put(value)
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * The people present in one collaborative document: the whole list, the current one first.
+ */
+public interface AwarenessListener {
+    
+    fun `onPeers`(`peers`: List<CollabPeer>)
+    
+    companion object
+}
+
+/**
+ * The people present in one collaborative document: the whole list, the current one first.
+ */
+open class AwarenessListenerImpl: Disposable, AutoCloseable, AwarenessListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_awarenesslistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_awarenesslistener(handle, status)
+        }
+    }
+
+    override fun `onPeers`(`peers`: List<CollabPeer>)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_awarenesslistener_on_peers(
+        it,
+        
+        FfiConverterSequenceTypeCollabPeer.lower(`peers`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceAwarenessListener {
+    internal object `onPeers`: UniffiCallbackInterfaceAwarenessListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`peers`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeAwarenessListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onPeers`(
+                    FfiConverterSequenceTypeCollabPeer.lift(`peers`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeAwarenessListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeAwarenessListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceAwarenessListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onPeers`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_awarenesslistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAwarenessListener: FfiConverter<AwarenessListener, Long> {
+    internal val handleMap = UniffiHandleMap<AwarenessListener>()
+
+    override fun lower(value: AwarenessListener): Long {
+        if (value is AwarenessListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): AwarenessListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return AwarenessListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): AwarenessListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: AwarenessListener) = 8UL
+
+    override fun write(value: AwarenessListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Changes of one collaborative document, and refusals of its edits.
+ */
+public interface CollabListener {
+    
+    fun `onChange`(`change`: CollabChange)
+    
+    fun `onError`(`error`: CollabError)
+    
+    companion object
+}
+
+/**
+ * Changes of one collaborative document, and refusals of its edits.
+ */
+open class CollabListenerImpl: Disposable, AutoCloseable, CollabListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_collablistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_collablistener(handle, status)
+        }
+    }
+
+    override fun `onChange`(`change`: CollabChange)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_collablistener_on_change(
+        it,
+        
+        FfiConverterTypeCollabChange.lower(`change`),_status)
+}
+    }
+    
+    
+
+    override fun `onError`(`error`: CollabError)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_collablistener_on_error(
+        it,
+        
+        FfiConverterTypeCollabError.lower(`error`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceCollabListener {
+    internal object `onChange`: UniffiCallbackInterfaceCollabListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`change`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeCollabListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onChange`(
+                    FfiConverterTypeCollabChange.lift(`change`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+    internal object `onError`: UniffiCallbackInterfaceCollabListenerMethod1 {
+        override fun callback(`uniffiHandle`: Long,`error`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeCollabListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onError`(
+                    FfiConverterTypeCollabError.lift(`error`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeCollabListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeCollabListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceCollabListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onChange`,
+        `onError`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_roam_ffi_fn_init_callback_vtable_collablistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCollabListener: FfiConverter<CollabListener, Long> {
+    internal val handleMap = UniffiHandleMap<CollabListener>()
+
+    override fun lower(value: CollabListener): Long {
+        if (value is CollabListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): CollabListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return CollabListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): CollabListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: CollabListener) = 8UL
+
+    override fun write(value: CollabListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
     }
 }
 
@@ -4772,6 +5733,12 @@ public interface RoamClientInterface {
     suspend fun `waitForPendingWrites`()
     
     /**
+     * Opens the collaborative document `doc` of `room`: usable offline at once, followed on
+     * the server while connected. A second open returns the same live document.
+     */
+    fun `openCollab`(`room`: kotlin.String, `doc`: kotlin.String): RoamCollabDoc
+    
+    /**
      * This device's push id: made once per account store and kept.
      */
     fun `pushDeviceId`(): kotlin.String
@@ -6306,6 +7273,26 @@ open class RoamClient: Disposable, AutoCloseable, RoamClientInterface
 
     
     /**
+     * Opens the collaborative document `doc` of `room`: usable offline at once, followed on
+     * the server while connected. A second open returns the same live document.
+     */
+    @Throws(RoamException::class)override fun `openCollab`(`room`: kotlin.String, `doc`: kotlin.String): RoamCollabDoc {
+            return FfiConverterTypeRoamCollabDoc.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamclient_open_collab(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`doc`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * This device's push id: made once per account store and kept.
      */
     @Throws(RoamException::class)override fun `pushDeviceId`(): kotlin.String {
@@ -6458,6 +7445,815 @@ public object FfiConverterTypeRoamClient: FfiConverter<RoamClient, Long> {
     override fun allocationSize(value: RoamClient) = 8UL
 
     override fun write(value: RoamClient, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A live collaborative document (see `roam_core::collab`).
+ */
+public interface RoamCollabDocInterface {
+    
+    fun `canRedo`(): kotlin.Boolean
+    
+    fun `canUndo`(): kotlin.Boolean
+    
+    fun `clearSelection`()
+    
+    /**
+     * Stores what is pending, clears this device's awareness and stops following; every
+     * handle of the document is closed. (Not `close`: Kotlin's generated objects have a
+     * `close()` of their own, which frees the handle.)
+     */
+    fun `closeDocument`()
+    
+    fun `deleteText`(`name`: kotlin.String, `index`: kotlin.UInt, `len`: kotlin.UInt)
+    
+    fun `doc`(): kotlin.String
+    
+    /**
+     * Waits until every edit so far is stored (blocks: call it off the main thread).
+     */
+    fun `flush`()
+    
+    /**
+     * Formats a range with `attributes_json` (a JSON object; `null` values remove).
+     */
+    fun `formatText`(`name`: kotlin.String, `index`: kotlin.UInt, `len`: kotlin.UInt, `attributesJson`: kotlin.String)
+    
+    /**
+     * Inserts `text` at `index` of the text `name`, formatted by `attributes_json` if given.
+     */
+    fun `insertText`(`name`: kotlin.String, `index`: kotlin.UInt, `text`: kotlin.String, `attributesJson`: kotlin.String?)
+    
+    /**
+     * The list's items as JSON text.
+     */
+    fun `list`(`name`: kotlin.String): List<kotlin.String>
+    
+    fun `listDelete`(`name`: kotlin.String, `index`: kotlin.UInt, `len`: kotlin.UInt)
+    
+    fun `listInsert`(`name`: kotlin.String, `index`: kotlin.UInt, `valuesJson`: List<kotlin.String>)
+    
+    fun `listPush`(`name`: kotlin.String, `valueJson`: kotlin.String)
+    
+    /**
+     * The map's entries, values as JSON text.
+     */
+    fun `map`(`name`: kotlin.String): Map<kotlin.String, kotlin.String>
+    
+    fun `mapDelete`(`name`: kotlin.String, `key`: kotlin.String)
+    
+    fun `mapGet`(`name`: kotlin.String, `key`: kotlin.String): kotlin.String?
+    
+    fun `mapSet`(`name`: kotlin.String, `key`: kotlin.String, `valueJson`: kotlin.String)
+    
+    fun `peers`(): List<CollabPeer>
+    
+    fun `redo`(): kotlin.Boolean
+    
+    fun `room`(): kotlin.String
+    
+    /**
+     * This device's awareness state (small JSON: name, colour…), or none to clear it.
+     */
+    fun `setLocalState`(`stateJson`: kotlin.String?)
+    
+    /**
+     * This device's selection in the text `name` (`anchor == head`: a caret).
+     */
+    fun `setSelection`(`name`: kotlin.String, `anchor`: kotlin.UInt, `head`: kotlin.UInt)
+    
+    /**
+     * Ends the current undo step now.
+     */
+    fun `stopCapturing`()
+    
+    /**
+     * Every change from now on, local and remote, as deltas; and refusals.
+     */
+    fun `subscribe`(`listener`: CollabListener): SubscriptionHandle
+    
+    /**
+     * The peers present: the current list first, then each change.
+     */
+    fun `subscribePeers`(`listener`: AwarenessListener): SubscriptionHandle
+    
+    fun `text`(`name`: kotlin.String): kotlin.String
+    
+    /**
+     * The text with its formatting, as inserts (an editor's initial content).
+     */
+    fun `textContent`(`name`: kotlin.String): List<TextDelta>
+    
+    fun `textLen`(`name`: kotlin.String): kotlin.UInt
+    
+    /**
+     * Undoes this device's last step (never other people's edits). False: nothing to undo.
+     */
+    fun `undo`(): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * A live collaborative document (see `roam_core::collab`).
+ */
+open class RoamCollabDoc: Disposable, AutoCloseable, RoamCollabDocInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_roam_ffi_fn_free_roamcollabdoc(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_roam_ffi_fn_clone_roamcollabdoc(handle, status)
+        }
+    }
+
+    override fun `canRedo`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_can_redo(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    override fun `canUndo`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_can_undo(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `clearSelection`()
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_clear_selection(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Stores what is pending, clears this device's awareness and stops following; every
+     * handle of the document is closed. (Not `close`: Kotlin's generated objects have a
+     * `close()` of their own, which frees the handle.)
+     */
+    @Throws(RoamException::class)override fun `closeDocument`()
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_close_document(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    @Throws(RoamException::class)override fun `deleteText`(`name`: kotlin.String, `index`: kotlin.UInt, `len`: kotlin.UInt)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_delete_text(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterUInt.lower(`index`),
+        FfiConverterUInt.lower(`len`),_status)
+}
+    }
+    
+    
+
+    override fun `doc`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_doc(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Waits until every edit so far is stored (blocks: call it off the main thread).
+     */
+    @Throws(RoamException::class)override fun `flush`()
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_flush(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Formats a range with `attributes_json` (a JSON object; `null` values remove).
+     */
+    @Throws(RoamException::class)override fun `formatText`(`name`: kotlin.String, `index`: kotlin.UInt, `len`: kotlin.UInt, `attributesJson`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_format_text(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterUInt.lower(`index`),
+        FfiConverterUInt.lower(`len`),
+        FfiConverterString.lower(`attributesJson`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Inserts `text` at `index` of the text `name`, formatted by `attributes_json` if given.
+     */
+    @Throws(RoamException::class)override fun `insertText`(`name`: kotlin.String, `index`: kotlin.UInt, `text`: kotlin.String, `attributesJson`: kotlin.String?)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_insert_text(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterUInt.lower(`index`),
+        FfiConverterString.lower(`text`),
+        FfiConverterOptionalString.lower(`attributesJson`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The list's items as JSON text.
+     */
+    @Throws(RoamException::class)override fun `list`(`name`: kotlin.String): List<kotlin.String> {
+            return FfiConverterSequenceString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_list(
+        it,
+        
+        FfiConverterString.lower(`name`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `listDelete`(`name`: kotlin.String, `index`: kotlin.UInt, `len`: kotlin.UInt)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_list_delete(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterUInt.lower(`index`),
+        FfiConverterUInt.lower(`len`),_status)
+}
+    }
+    
+    
+
+    
+    @Throws(RoamException::class)override fun `listInsert`(`name`: kotlin.String, `index`: kotlin.UInt, `valuesJson`: List<kotlin.String>)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_list_insert(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterUInt.lower(`index`),
+        FfiConverterSequenceString.lower(`valuesJson`),_status)
+}
+    }
+    
+    
+
+    
+    @Throws(RoamException::class)override fun `listPush`(`name`: kotlin.String, `valueJson`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_list_push(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterString.lower(`valueJson`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The map's entries, values as JSON text.
+     */
+    @Throws(RoamException::class)override fun `map`(`name`: kotlin.String): Map<kotlin.String, kotlin.String> {
+            return FfiConverterMapStringString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_map(
+        it,
+        
+        FfiConverterString.lower(`name`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `mapDelete`(`name`: kotlin.String, `key`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_map_delete(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterString.lower(`key`),_status)
+}
+    }
+    
+    
+
+    
+    @Throws(RoamException::class)override fun `mapGet`(`name`: kotlin.String, `key`: kotlin.String): kotlin.String? {
+            return FfiConverterOptionalString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_map_get(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterString.lower(`key`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `mapSet`(`name`: kotlin.String, `key`: kotlin.String, `valueJson`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_map_set(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterString.lower(`key`),
+        FfiConverterString.lower(`valueJson`),_status)
+}
+    }
+    
+    
+
+    override fun `peers`(): List<CollabPeer> {
+            return FfiConverterSequenceTypeCollabPeer.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_peers(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `redo`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_redo(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    override fun `room`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_room(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * This device's awareness state (small JSON: name, colour…), or none to clear it.
+     */
+    @Throws(RoamException::class)override fun `setLocalState`(`stateJson`: kotlin.String?)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_set_local_state(
+        it,
+        
+        FfiConverterOptionalString.lower(`stateJson`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * This device's selection in the text `name` (`anchor == head`: a caret).
+     */
+    @Throws(RoamException::class)override fun `setSelection`(`name`: kotlin.String, `anchor`: kotlin.UInt, `head`: kotlin.UInt)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_set_selection(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterUInt.lower(`anchor`),
+        FfiConverterUInt.lower(`head`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Ends the current undo step now.
+     */override fun `stopCapturing`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_stop_capturing(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Every change from now on, local and remote, as deltas; and refusals.
+     */
+    @Throws(RoamException::class)override fun `subscribe`(`listener`: CollabListener): SubscriptionHandle {
+            return FfiConverterTypeSubscriptionHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_subscribe(
+        it,
+        
+        FfiConverterTypeCollabListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The peers present: the current list first, then each change.
+     */
+    @Throws(RoamException::class)override fun `subscribePeers`(`listener`: AwarenessListener): SubscriptionHandle {
+            return FfiConverterTypeSubscriptionHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_subscribe_peers(
+        it,
+        
+        FfiConverterTypeAwarenessListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `text`(`name`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_text(
+        it,
+        
+        FfiConverterString.lower(`name`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The text with its formatting, as inserts (an editor's initial content).
+     */
+    @Throws(RoamException::class)override fun `textContent`(`name`: kotlin.String): List<TextDelta> {
+            return FfiConverterSequenceTypeTextDelta.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_text_content(
+        it,
+        
+        FfiConverterString.lower(`name`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    @Throws(RoamException::class)override fun `textLen`(`name`: kotlin.String): kotlin.UInt {
+            return FfiConverterUInt.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_text_len(
+        it,
+        
+        FfiConverterString.lower(`name`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Undoes this device's last step (never other people's edits). False: nothing to undo.
+     */
+    @Throws(RoamException::class)override fun `undo`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCallWithError(RoamException) { _status ->
+    UniffiLib.uniffi_roam_ffi_fn_method_roamcollabdoc_undo(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoamCollabDoc: FfiConverter<RoamCollabDoc, Long> {
+    override fun lower(value: RoamCollabDoc): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): RoamCollabDoc {
+        return RoamCollabDoc(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): RoamCollabDoc {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: RoamCollabDoc) = 8UL
+
+    override fun write(value: RoamCollabDoc, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -10275,6 +12071,176 @@ public object FfiConverterTypeClientOptions: FfiConverterRustBuffer<ClientOption
 
 
 /**
+ * The changes of one transaction: `local` for this device's own edits (and undo/redo).
+ */
+data class CollabChange (
+    var `room`: kotlin.String
+    , 
+    var `doc`: kotlin.String
+    , 
+    var `local`: kotlin.Boolean
+    , 
+    var `changes`: List<CollabValueChange>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCollabChange: FfiConverterRustBuffer<CollabChange> {
+    override fun read(buf: ByteBuffer): CollabChange {
+        return CollabChange(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterSequenceTypeCollabValueChange.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: CollabChange) = (
+            FfiConverterString.allocationSize(value.`room`) +
+            FfiConverterString.allocationSize(value.`doc`) +
+            FfiConverterBoolean.allocationSize(value.`local`) +
+            FfiConverterSequenceTypeCollabValueChange.allocationSize(value.`changes`)
+    )
+
+    override fun write(value: CollabChange, buf: ByteBuffer) {
+            FfiConverterString.write(value.`room`, buf)
+            FfiConverterString.write(value.`doc`, buf)
+            FfiConverterBoolean.write(value.`local`, buf)
+            FfiConverterSequenceTypeCollabValueChange.write(value.`changes`, buf)
+    }
+}
+
+
+
+/**
+ * Edits the server refused for good (they stay local; the outbox entry `entry` waits for
+ * `retry_outbox_entry`/`discard_outbox_entry`), or a refused follow (`entry` empty).
+ */
+data class CollabError (
+    var `room`: kotlin.String
+    , 
+    var `doc`: kotlin.String
+    , 
+    var `entry`: kotlin.String
+    , 
+    var `code`: kotlin.String
+    , 
+    var `message`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCollabError: FfiConverterRustBuffer<CollabError> {
+    override fun read(buf: ByteBuffer): CollabError {
+        return CollabError(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: CollabError) = (
+            FfiConverterString.allocationSize(value.`room`) +
+            FfiConverterString.allocationSize(value.`doc`) +
+            FfiConverterString.allocationSize(value.`entry`) +
+            FfiConverterString.allocationSize(value.`code`) +
+            FfiConverterString.allocationSize(value.`message`)
+    )
+
+    override fun write(value: CollabError, buf: ByteBuffer) {
+            FfiConverterString.write(value.`room`, buf)
+            FfiConverterString.write(value.`doc`, buf)
+            FfiConverterString.write(value.`entry`, buf)
+            FfiConverterString.write(value.`code`, buf)
+            FfiConverterString.write(value.`message`, buf)
+    }
+}
+
+
+
+/**
+ * Someone else present in the document (one per session).
+ */
+data class CollabPeer (
+    var `user`: kotlin.String
+    , 
+    var `session`: kotlin.String
+    , 
+    /**
+     * The JSON state they set (name, colour, …).
+     */
+    var `stateJson`: kotlin.String?
+    , 
+    /**
+     * The text their selection is in, and where it is in the local document now.
+     */
+    var `text`: kotlin.String?
+    , 
+    var `selection`: TextSelection?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCollabPeer: FfiConverterRustBuffer<CollabPeer> {
+    override fun read(buf: ByteBuffer): CollabPeer {
+        return CollabPeer(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalTypeTextSelection.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: CollabPeer) = (
+            FfiConverterString.allocationSize(value.`user`) +
+            FfiConverterString.allocationSize(value.`session`) +
+            FfiConverterOptionalString.allocationSize(value.`stateJson`) +
+            FfiConverterOptionalString.allocationSize(value.`text`) +
+            FfiConverterOptionalTypeTextSelection.allocationSize(value.`selection`)
+    )
+
+    override fun write(value: CollabPeer, buf: ByteBuffer) {
+            FfiConverterString.write(value.`user`, buf)
+            FfiConverterString.write(value.`session`, buf)
+            FfiConverterOptionalString.write(value.`stateJson`, buf)
+            FfiConverterOptionalString.write(value.`text`, buf)
+            FfiConverterOptionalTypeTextSelection.write(value.`selection`, buf)
+    }
+}
+
+
+
+/**
  * A versioned document as held locally.
  */
 data class Document (
@@ -10400,6 +12366,47 @@ public object FfiConverterTypeDocumentVersion: FfiConverterRustBuffer<DocumentVe
             FfiConverterString.write(value.`content`, buf)
             FfiConverterString.write(value.`updatedBy`, buf)
             FfiConverterLong.write(value.`updatedAt`, buf)
+    }
+}
+
+
+
+/**
+ * A map key that changed: its new value (JSON text), or none when removed.
+ */
+data class MapKeyChange (
+    var `key`: kotlin.String
+    , 
+    var `valueJson`: kotlin.String?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMapKeyChange: FfiConverterRustBuffer<MapKeyChange> {
+    override fun read(buf: ByteBuffer): MapKeyChange {
+        return MapKeyChange(
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: MapKeyChange) = (
+            FfiConverterString.allocationSize(value.`key`) +
+            FfiConverterOptionalString.allocationSize(value.`valueJson`)
+    )
+
+    override fun write(value: MapKeyChange, buf: ByteBuffer) {
+            FfiConverterString.write(value.`key`, buf)
+            FfiConverterOptionalString.write(value.`valueJson`, buf)
     }
 }
 
@@ -11427,6 +13434,47 @@ public object FfiConverterTypeSyncStatus: FfiConverterRustBuffer<SyncStatus> {
 
 
 /**
+ * A selection in a text: where it started and where the cursor is (equal for a caret).
+ */
+data class TextSelection (
+    var `anchor`: kotlin.UInt
+    , 
+    var `head`: kotlin.UInt
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTextSelection: FfiConverterRustBuffer<TextSelection> {
+    override fun read(buf: ByteBuffer): TextSelection {
+        return TextSelection(
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: TextSelection) = (
+            FfiConverterUInt.allocationSize(value.`anchor`) +
+            FfiConverterUInt.allocationSize(value.`head`)
+    )
+
+    override fun write(value: TextSelection, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`anchor`, buf)
+            FfiConverterUInt.write(value.`head`, buf)
+    }
+}
+
+
+
+/**
  * How far the upload of a file sent from this device got.
  */
 data class UploadProgress (
@@ -11485,6 +13533,128 @@ public object FfiConverterTypeUploadProgress: FfiConverterRustBuffer<UploadProgr
             FfiConverterTypeUploadState.write(value.`state`, buf)
     }
 }
+
+
+
+/**
+ * What changed in one value at the document's root.
+ */
+sealed class CollabValueChange {
+    
+    data class TextChange(
+        val `name`: kotlin.String, 
+        val `delta`: List<dev.roam.TextDelta>) : CollabValueChange()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class ListChange(
+        val `name`: kotlin.String, 
+        val `delta`: List<dev.roam.ListDelta>) : CollabValueChange()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class MapChange(
+        val `name`: kotlin.String, 
+        val `keys`: List<dev.roam.MapKeyChange>) : CollabValueChange()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCollabValueChange : FfiConverterRustBuffer<CollabValueChange>{
+    override fun read(buf: ByteBuffer): CollabValueChange {
+        return when(buf.getInt()) {
+            1 -> CollabValueChange.TextChange(
+                FfiConverterString.read(buf),
+                FfiConverterSequenceTypeTextDelta.read(buf),
+                )
+            2 -> CollabValueChange.ListChange(
+                FfiConverterString.read(buf),
+                FfiConverterSequenceTypeListDelta.read(buf),
+                )
+            3 -> CollabValueChange.MapChange(
+                FfiConverterString.read(buf),
+                FfiConverterSequenceTypeMapKeyChange.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: CollabValueChange): ULong = when(value) {
+        is CollabValueChange.TextChange -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`name`)
+                + FfiConverterSequenceTypeTextDelta.allocationSize(value.`delta`)
+            )
+        }
+        is CollabValueChange.ListChange -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`name`)
+                + FfiConverterSequenceTypeListDelta.allocationSize(value.`delta`)
+            )
+        }
+        is CollabValueChange.MapChange -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`name`)
+                + FfiConverterSequenceTypeMapKeyChange.allocationSize(value.`keys`)
+            )
+        }
+    }
+
+    override fun write(value: CollabValueChange, buf: ByteBuffer) {
+        when(value) {
+            is CollabValueChange.TextChange -> {
+                buf.putInt(1)
+                FfiConverterString.write(value.`name`, buf)
+                FfiConverterSequenceTypeTextDelta.write(value.`delta`, buf)
+                Unit
+            }
+            is CollabValueChange.ListChange -> {
+                buf.putInt(2)
+                FfiConverterString.write(value.`name`, buf)
+                FfiConverterSequenceTypeListDelta.write(value.`delta`, buf)
+                Unit
+            }
+            is CollabValueChange.MapChange -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`name`, buf)
+                FfiConverterSequenceTypeMapKeyChange.write(value.`keys`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
 
 
 
@@ -11726,6 +13896,119 @@ public object FfiConverterTypeDocumentUpdate : FfiConverterRustBuffer<DocumentUp
                 buf.putInt(2)
                 FfiConverterTypeDocument.write(value.`document`, buf)
                 FfiConverterTypeDocumentVersion.write(value.`current`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * One piece of a list change, applied from the start of the list.
+ */
+sealed class ListDelta {
+    
+    /**
+     * These values (JSON text each) inserted here.
+     */
+    data class Insert(
+        val `valuesJson`: List<kotlin.String>) : ListDelta()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class Delete(
+        val `len`: kotlin.UInt) : ListDelta()
+        
+    {
+        
+
+        companion object
+    }
+    
+    data class Retain(
+        val `len`: kotlin.UInt) : ListDelta()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeListDelta : FfiConverterRustBuffer<ListDelta>{
+    override fun read(buf: ByteBuffer): ListDelta {
+        return when(buf.getInt()) {
+            1 -> ListDelta.Insert(
+                FfiConverterSequenceString.read(buf),
+                )
+            2 -> ListDelta.Delete(
+                FfiConverterUInt.read(buf),
+                )
+            3 -> ListDelta.Retain(
+                FfiConverterUInt.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: ListDelta): ULong = when(value) {
+        is ListDelta.Insert -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterSequenceString.allocationSize(value.`valuesJson`)
+            )
+        }
+        is ListDelta.Delete -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`len`)
+            )
+        }
+        is ListDelta.Retain -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`len`)
+            )
+        }
+    }
+
+    override fun write(value: ListDelta, buf: ByteBuffer) {
+        when(value) {
+            is ListDelta.Insert -> {
+                buf.putInt(1)
+                FfiConverterSequenceString.write(value.`valuesJson`, buf)
+                Unit
+            }
+            is ListDelta.Delete -> {
+                buf.putInt(2)
+                FfiConverterUInt.write(value.`len`, buf)
+                Unit
+            }
+            is ListDelta.Retain -> {
+                buf.putInt(3)
+                FfiConverterUInt.write(value.`len`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -13246,6 +15529,133 @@ public object FfiConverterTypeSyncPhase : FfiConverterRustBuffer<SyncPhase>{
 
 
 /**
+ * One piece of a text change, applied from the start of the text.
+ */
+sealed class TextDelta {
+    
+    /**
+     * Insert `text` here; `attributes_json` (a JSON object) formats it when set.
+     */
+    data class Insert(
+        val `text`: kotlin.String, 
+        val `attributesJson`: kotlin.String?) : TextDelta()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Delete `len` units here.
+     */
+    data class Delete(
+        val `len`: kotlin.UInt) : TextDelta()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Keep `len` units; `attributes_json` reformats them when set (`null` values remove).
+     */
+    data class Retain(
+        val `len`: kotlin.UInt, 
+        val `attributesJson`: kotlin.String?) : TextDelta()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTextDelta : FfiConverterRustBuffer<TextDelta>{
+    override fun read(buf: ByteBuffer): TextDelta {
+        return when(buf.getInt()) {
+            1 -> TextDelta.Insert(
+                FfiConverterString.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            2 -> TextDelta.Delete(
+                FfiConverterUInt.read(buf),
+                )
+            3 -> TextDelta.Retain(
+                FfiConverterUInt.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: TextDelta): ULong = when(value) {
+        is TextDelta.Insert -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`text`)
+                + FfiConverterOptionalString.allocationSize(value.`attributesJson`)
+            )
+        }
+        is TextDelta.Delete -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`len`)
+            )
+        }
+        is TextDelta.Retain -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`len`)
+                + FfiConverterOptionalString.allocationSize(value.`attributesJson`)
+            )
+        }
+    }
+
+    override fun write(value: TextDelta, buf: ByteBuffer) {
+        when(value) {
+            is TextDelta.Insert -> {
+                buf.putInt(1)
+                FfiConverterString.write(value.`text`, buf)
+                FfiConverterOptionalString.write(value.`attributesJson`, buf)
+                Unit
+            }
+            is TextDelta.Delete -> {
+                buf.putInt(2)
+                FfiConverterUInt.write(value.`len`, buf)
+                Unit
+            }
+            is TextDelta.Retain -> {
+                buf.putInt(3)
+                FfiConverterUInt.write(value.`len`, buf)
+                FfiConverterOptionalString.write(value.`attributesJson`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
  * One change of a timeline. Apply the diffs of one callback in order; indices refer to the
  * list as it is at that point.
  */
@@ -13972,6 +16382,38 @@ public object FfiConverterOptionalTypeRoomSummary: FfiConverterRustBuffer<RoomSu
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeTextSelection: FfiConverterRustBuffer<TextSelection?> {
+    override fun read(buf: ByteBuffer): TextSelection? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeTextSelection.read(buf)
+    }
+
+    override fun allocationSize(value: TextSelection?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeTextSelection.allocationSize(value)
+        }
+    }
+
+    override fun write(value: TextSelection?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeTextSelection.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeUploadProgress: FfiConverterRustBuffer<UploadProgress?> {
     override fun read(buf: ByteBuffer): UploadProgress? {
         if (buf.get().toInt() == 0) {
@@ -14096,6 +16538,34 @@ public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.Str
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeCollabPeer: FfiConverterRustBuffer<List<CollabPeer>> {
+    override fun read(buf: ByteBuffer): List<CollabPeer> {
+        val len = buf.getInt()
+        return List<CollabPeer>(len) {
+            FfiConverterTypeCollabPeer.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<CollabPeer>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeCollabPeer.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<CollabPeer>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeCollabPeer.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeDocument: FfiConverterRustBuffer<List<Document>> {
     override fun read(buf: ByteBuffer): List<Document> {
         val len = buf.getInt()
@@ -14114,6 +16584,34 @@ public object FfiConverterSequenceTypeDocument: FfiConverterRustBuffer<List<Docu
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeDocument.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeMapKeyChange: FfiConverterRustBuffer<List<MapKeyChange>> {
+    override fun read(buf: ByteBuffer): List<MapKeyChange> {
+        val len = buf.getInt()
+        return List<MapKeyChange>(len) {
+            FfiConverterTypeMapKeyChange.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<MapKeyChange>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeMapKeyChange.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<MapKeyChange>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeMapKeyChange.write(it, buf)
         }
     }
 }
@@ -14320,6 +16818,62 @@ public object FfiConverterSequenceTypeRoomSummary: FfiConverterRustBuffer<List<R
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeCollabValueChange: FfiConverterRustBuffer<List<CollabValueChange>> {
+    override fun read(buf: ByteBuffer): List<CollabValueChange> {
+        val len = buf.getInt()
+        return List<CollabValueChange>(len) {
+            FfiConverterTypeCollabValueChange.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<CollabValueChange>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeCollabValueChange.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<CollabValueChange>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeCollabValueChange.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeListDelta: FfiConverterRustBuffer<List<ListDelta>> {
+    override fun read(buf: ByteBuffer): List<ListDelta> {
+        val len = buf.getInt()
+        return List<ListDelta>(len) {
+            FfiConverterTypeListDelta.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<ListDelta>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeListDelta.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<ListDelta>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeListDelta.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeRoomListDiff: FfiConverterRustBuffer<List<RoomListDiff>> {
     override fun read(buf: ByteBuffer): List<RoomListDiff> {
         val len = buf.getInt()
@@ -14348,6 +16902,34 @@ public object FfiConverterSequenceTypeRoomListDiff: FfiConverterRustBuffer<List<
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeTextDelta: FfiConverterRustBuffer<List<TextDelta>> {
+    override fun read(buf: ByteBuffer): List<TextDelta> {
+        val len = buf.getInt()
+        return List<TextDelta>(len) {
+            FfiConverterTypeTextDelta.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<TextDelta>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeTextDelta.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<TextDelta>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeTextDelta.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeTimelineDiff: FfiConverterRustBuffer<List<TimelineDiff>> {
     override fun read(buf: ByteBuffer): List<TimelineDiff> {
         val len = buf.getInt()
@@ -14366,6 +16948,45 @@ public object FfiConverterSequenceTypeTimelineDiff: FfiConverterRustBuffer<List<
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeTimelineDiff.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterMapStringString: FfiConverterRustBuffer<Map<kotlin.String, kotlin.String>> {
+    override fun read(buf: ByteBuffer): Map<kotlin.String, kotlin.String> {
+        val len = buf.getInt()
+        return buildMap<kotlin.String, kotlin.String>(len) {
+            repeat(len) {
+                val k = FfiConverterString.read(buf)
+                val v = FfiConverterString.read(buf)
+                this[k] = v
+            }
+        }
+    }
+
+    override fun allocationSize(value: Map<kotlin.String, kotlin.String>): ULong {
+        val spaceForMapSize = 4UL
+        val spaceForChildren = value.map { (k, v) ->
+            FfiConverterString.allocationSize(k) +
+            FfiConverterString.allocationSize(v)
+        }.sum()
+        return spaceForMapSize + spaceForChildren
+    }
+
+    override fun write(value: Map<kotlin.String, kotlin.String>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        // The parens on `(k, v)` here ensure we're calling the right method,
+        // which is important for compatibility with older android devices.
+        // Ref https://blog.danlew.net/2017/03/16/kotlin-puzzler-whose-line-is-it-anyways/
+        value.forEach { (k, v) ->
+            FfiConverterString.write(k, buf)
+            FfiConverterString.write(v, buf)
         }
     }
 }
