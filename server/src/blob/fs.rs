@@ -103,6 +103,17 @@ async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
     d.sync_all().await.map_err(|e| io_err("syncing", dir, e))
 }
 
+/// Whether `path` still names the open file `f` (false when nothing is there any more).
+fn same_file(f: &std::fs::File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = f.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(now) => Ok(now.dev() == open.dev() && now.ino() == open.ino()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn meta_of(key: String, m: &std::fs::Metadata) -> ObjectMeta {
     ObjectMeta {
         key,
@@ -275,6 +286,86 @@ impl BlobStore for FsBlobStore {
         if let Some(dir) = src.parent() {
             self.prune(dir).await;
         }
+        Ok(())
+    }
+
+    fn writes_in_place(&self) -> bool {
+        true
+    }
+
+    /// Takes a shared lock on the file ([`BlobStore::seal`] takes it exclusively), checks that
+    /// the path still names the file it opened (a seal moves it), writes, and syncs the data
+    /// before letting the lock go.
+    async fn write_at(
+        &self,
+        key: &str,
+        offset: u64,
+        mut body: ByteStream,
+    ) -> Result<u64, BlobError> {
+        let path = self.path(key)?;
+        let f = match tokio::fs::OpenOptions::new().write(true).open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(BlobError::NotFound(key.to_owned()))
+            }
+            Err(e) => return Err(io_err("opening", &path, e)),
+        };
+        let f = f.into_std().await;
+        let locked = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                f.lock_shared()?;
+                let same = same_file(&f, &path)?;
+                Ok::<_, std::io::Error>(same.then_some(f))
+            })
+            .await
+            .map_err(|e| BlobError::Backend(format!("a file lock task failed: {e}")))?
+        };
+        let mut f = match locked {
+            Ok(Some(f)) => tokio::fs::File::from_std(f),
+            Ok(None) => return Err(BlobError::NotFound(key.to_owned())),
+            Err(e) => return Err(io_err("locking", &path, e)),
+        };
+        f.seek(SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_err("seeking", &path, e))?;
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            f.write_all(&chunk)
+                .await
+                .map_err(|e| io_err("writing", &path, e))?;
+            n += chunk.len() as u64;
+        }
+        f.flush().await.map_err(|e| io_err("writing", &path, e))?;
+        f.sync_data()
+            .await
+            .map_err(|e| io_err("syncing", &path, e))?;
+        // Closing the file lets the lock go.
+        Ok(n)
+    }
+
+    /// Takes the file's lock exclusively (waiting out the writes under way), then moves it: a
+    /// write that opened it before but locks it after finds the path no longer names it.
+    async fn seal(&self, from: &str, to: &str) -> Result<(), BlobError> {
+        let (src, dest) = (self.path(from)?, self.path(to)?);
+        let f = match tokio::fs::File::open(&src).await {
+            Ok(f) => f.into_std().await,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(BlobError::NotFound(from.to_owned()))
+            }
+            Err(e) => return Err(io_err("opening", &src, e)),
+        };
+        let locked = tokio::task::spawn_blocking(move || f.lock().map(|()| f))
+            .await
+            .map_err(|e| BlobError::Backend(format!("a file lock task failed: {e}")))?;
+        let held = locked.map_err(|e| io_err("locking", &src, e))?;
+        if !same_file(&held, &src).map_err(|e| io_err("reading", &src, e))? {
+            // Sealed by another call meanwhile.
+            return Err(BlobError::NotFound(from.to_owned()));
+        }
+        self.place(&src, &dest).await?;
+        drop(held);
         Ok(())
     }
 

@@ -15,6 +15,9 @@
 //! | `uploads/<id>/meta.json` | an upload: owner, declared size, SHA-256, MIME type, creation time, finished flag |
 //! | `uploads/<id>/parts/<offset>` | bytes of the upload from `<offset>` (20 digits), one object per stored part |
 //! | `uploads/<id>/staging/<nonce>` | the parts joined while [`Uploads::finish`] checks their hash |
+//! | `uploads/<id>/data` | in place: the upload's bytes, one object written at each part's offset |
+//! | `uploads/<id>/parts/<start>-<end>` | in place: an empty marker, bytes `start..end` of `data` are durable |
+//! | `uploads/<id>/sealed` | in place: `data` once [`Uploads::finish`] sealed it, while its hash is checked |
 //!
 //! **No compare-and-swap.** An upload's offset is never stored: it is computed from the parts,
 //! as the end of the chain that starts at offset 0 (a part at 0, then one at its end, and so on).
@@ -22,6 +25,18 @@
 //! the same upload at once can at worst both write a part at the same offset, and whichever
 //! landed last is the one the chain follows; the other node's client is told the real offset by
 //! its next request. This needs nothing from S3 beyond put, get, list and delete.
+//!
+//! **In place.** A store that can write into an object ([`BlobStore::writes_in_place`]: the
+//! file store) keeps an upload's bytes in one `data` object, made empty at creation: a part is
+//! written into it at its offset ([`BlobStore::write_at`], durable when it returns), then its
+//! span marker is put, so the chain counts only bytes that are on disk. `finish` seals `data`
+//! ([`BlobStore::seal`]: after every write under way, and so that none lands later), hashes
+//! the sealed object and moves it to the blob's key: the bytes are stored once, never copied.
+//! A crash at any point leaves `data`, `sealed` or the blob, and `finish` again goes on from
+//! whichever is there. Two requests of the same client racing for one offset may both write
+//! into `data`; what ends there is checked by the hash at `finish` like any upload (a mismatch
+//! deletes it), and no write lands after the seal, so a blob's bytes are always the hashed
+//! ones. Each upload has one kind ([`UploadMeta::in_place`]).
 //!
 //! **Memory.** A `PATCH` body is cut into parts of at most [`UploadLimits::part_bytes`], each
 //! stored before the next is read, so a request holds one part in memory at most. Finishing
@@ -128,6 +143,39 @@ pub trait BlobStore: Send + Sync + Debug {
     /// absent.
     async fn rename(&self, from: &str, to: &str) -> Result<(), BlobError>;
 
+    /// Whether this store can write into an object in place ([`BlobStore::write_at`] and
+    /// [`BlobStore::seal`]). Such a store keeps an upload's bytes in one object, so finishing it
+    /// moves that object instead of copying every byte into a new one.
+    fn writes_in_place(&self) -> bool {
+        false
+    }
+
+    /// Writes `body` into the existing object `key` from byte `offset` on, leaving its other
+    /// bytes as they were; the bytes are durable when this returns. [`BlobError::NotFound`]
+    /// when `key` is absent, or was sealed or deleted before the write could start: a write
+    /// never lands in an object after [`BlobStore::seal`] moved it. On an error from `body`
+    /// what was written may stay. Returns the number of bytes written. Only on stores whose
+    /// [`BlobStore::writes_in_place`] is true.
+    async fn write_at(&self, key: &str, offset: u64, body: ByteStream) -> Result<u64, BlobError> {
+        let _ = (offset, body);
+        Err(BlobError::Backend(format!(
+            "the {} blob store cannot write into {key} in place",
+            self.kind()
+        )))
+    }
+
+    /// Moves `from` to `to` like [`BlobStore::rename`], after every [`BlobStore::write_at`] to
+    /// `from` under way has finished, and so that none begun before lands in `to`.
+    /// [`BlobError::NotFound`] when `from` is absent. Only on stores whose
+    /// [`BlobStore::writes_in_place`] is true.
+    async fn seal(&self, from: &str, to: &str) -> Result<(), BlobError> {
+        let _ = to;
+        Err(BlobError::Backend(format!(
+            "the {} blob store cannot seal {from}",
+            self.kind()
+        )))
+    }
+
     /// Removes what interrupted writes left behind that is older than `older_than` (temporary
     /// files; nothing on stores that have none). Returns how many went.
     async fn sweep_scratch(&self, older_than: SystemTime) -> Result<u64, BlobError> {
@@ -195,6 +243,23 @@ pub mod keys {
     /// The part of an upload that starts at `offset`.
     pub fn part(id: &str, offset: u64) -> String {
         format!("uploads/{id}/parts/{offset:020}")
+    }
+
+    /// The bytes of an upload written in place (on a store that
+    /// [writes in place](super::BlobStore::writes_in_place)), made empty when it is created.
+    pub fn data(id: &str) -> String {
+        format!("uploads/{id}/data")
+    }
+
+    /// An in-place upload's bytes once `finish` sealed them, while their hash is checked.
+    pub fn sealed(id: &str) -> String {
+        format!("uploads/{id}/sealed")
+    }
+
+    /// The marker of the bytes `start..end` of an in-place upload's data: empty, its name
+    /// says which bytes are durable (the chain of parts reads both kinds).
+    pub fn span(id: &str, start: u64, end: u64) -> String {
+        format!("uploads/{id}/parts/{start:020}-{end:020}")
     }
 
     /// The joined parts while their hash is checked (`nonce`: one finish's own, so that two

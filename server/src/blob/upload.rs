@@ -1,9 +1,11 @@
 //! The upload state machine: create, append at an offset, ask the offset, finish, abort, expire.
 //!
 //! An upload is its description (`uploads/<id>/meta.json`, written at creation and rewritten
-//! once, when it finishes) and its parts (`uploads/<id>/parts/<offset>`). Its offset is the end
-//! of the chain of parts from 0 (see the module above): computed, never stored, so nodes need no
-//! lock or compare-and-swap to share an upload. Every state change is one object put:
+//! once, when it finishes) and its parts (`uploads/<id>/parts/<offset>`) — or, on a store that
+//! writes in place, its one data object (`uploads/<id>/data`) and the span markers of the bytes
+//! written into it (`uploads/<id>/parts/<start>-<end>`). Its offset is the end of the chain of
+//! parts from 0 (see the module above): computed, never stored, so nodes need no lock or
+//! compare-and-swap to share an upload. Every state change is one object put:
 //!
 //! ```text
 //!  create ──► open (offset 0) ──append──► open (offset n) ──append──► … open (offset = size)
@@ -109,6 +111,10 @@ pub struct UploadMeta {
     pub created_at: i64,
     #[serde(default)]
     pub finished: bool,
+    /// Its bytes are written in place into one object (`uploads/<id>/data`, on a store that
+    /// [writes in place](BlobStore::writes_in_place)) rather than one object per part.
+    #[serde(default)]
+    pub in_place: bool,
 }
 
 /// What [`Uploads::create`] did.
@@ -327,10 +333,11 @@ impl Uploads {
             mime: mime.to_owned(),
             created_at: crate::clock::now_ms(),
             finished: false,
+            in_place: self.store.writes_in_place(),
         };
         self.charge(owner, &blob_item("upload", &meta.id), size, true)
             .await?;
-        if let Err(e) = self.write_meta(&meta).await {
+        if let Err(e) = self.write_new(&meta).await {
             self.release_upload(&meta.id).await;
             return Err(e.into());
         }
@@ -365,7 +372,7 @@ impl Uploads {
             let size = meta.size;
             return Ok((meta, size));
         }
-        let (offset, _) = self.chain(id).await?;
+        let (offset, _) = self.chain(&meta).await?;
         Ok((meta, offset))
     }
 
@@ -386,7 +393,7 @@ impl Uploads {
         if meta.finished {
             return Err(UploadError::Finished { size: meta.size });
         }
-        let (offset, mut parts) = self.chain(id).await?;
+        let (offset, mut parts) = self.chain(&meta).await?;
         if at != offset {
             return Err(UploadError::WrongOffset {
                 given: at,
@@ -428,13 +435,13 @@ impl Uploads {
                     held_len += chunk.len() as u64;
                     held.push(chunk);
                     if held_len >= self.limits.part_bytes as u64 {
-                        cur = self.store_part(id, cur, &mut held, &mut parts).await?;
+                        cur = self.store_part(&meta, cur, &mut held, &mut parts).await?;
                         held_len = 0;
                     }
                 }
                 Some(Err(e)) => {
                     // Keep what arrived: the client resumes from the offset it asks for next.
-                    cur = self.store_part(id, cur, &mut held, &mut parts).await?;
+                    cur = self.store_part(&meta, cur, &mut held, &mut parts).await?;
                     let reason = match e {
                         BlobError::Source(r) => r,
                         other => other.to_string(),
@@ -446,7 +453,7 @@ impl Uploads {
                 }
             }
         }
-        cur = self.store_part(id, cur, &mut held, &mut parts).await?;
+        cur = self.store_part(&meta, cur, &mut held, &mut parts).await?;
         Ok(Appended {
             offset: cur,
             stored: cur - offset,
@@ -473,15 +480,42 @@ impl Uploads {
                 None => Err(UploadError::NotFound),
             };
         }
-        let (offset, parts) = self.chain(id).await?;
+        let (offset, parts) = self.chain(&meta).await?;
         if offset != meta.size {
             return Err(UploadError::Incomplete {
                 offset,
                 size: meta.size,
             });
         }
-        let staging = keys::staging(id, &uuid::Uuid::new_v4().simple().to_string());
-        let (stored, actual) = match self.join(&parts, &staging).await {
+        if meta.in_place {
+            self.place_sealed(&meta).await?;
+        } else {
+            self.place_joined(&meta, &parts).await?;
+        }
+        self.mark_owner(&meta.sha256, owner).await?;
+        // The upload's charge becomes the blob's (reserved at creation: not checked again).
+        self.charge(owner, &blob_item("blob", &meta.sha256), meta.size, false)
+            .await?;
+        self.release_upload(id).await;
+        self.write_meta(&UploadMeta {
+            finished: true,
+            ..meta
+        })
+        .await?;
+        for part in parts {
+            if let Err(e) = self.store.delete(&part).await {
+                tracing::warn!(error = %e, upload = id, "removing a finished upload's part failed");
+            }
+        }
+        Ok(done)
+    }
+
+    /// Joins the parts of a finished upload into its blob, checking their hash on the way (a
+    /// mismatch deletes the whole upload).
+    async fn place_joined(&self, meta: &UploadMeta, parts: &[String]) -> Result<(), UploadError> {
+        let (id, blob_key) = (&meta.id, keys::blob(&meta.sha256));
+        let staging = keys::staging(&meta.id, &uuid::Uuid::new_v4().simple().to_string());
+        let (stored, actual) = match self.join(parts, &staging).await {
             Ok(r) => r,
             Err(e) => {
                 let _ = self.store.delete(&staging).await;
@@ -500,7 +534,7 @@ impl Uploads {
             }
             self.remove_all(id).await?;
             return Err(UploadError::HashMismatch {
-                expected: meta.sha256,
+                expected: meta.sha256.clone(),
                 actual,
             });
         }
@@ -518,22 +552,86 @@ impl Uploads {
         } else {
             self.store.rename(&staging, &blob_key).await?;
         }
-        self.mark_owner(&meta.sha256, owner).await?;
-        // The upload's charge becomes the blob's (reserved at creation: not checked again).
-        self.charge(owner, &blob_item("blob", &meta.sha256), meta.size, false)
-            .await?;
-        self.release_upload(id).await;
-        self.write_meta(&UploadMeta {
-            finished: true,
-            ..meta
-        })
-        .await?;
-        for part in parts {
-            if let Err(e) = self.store.delete(&part).await {
-                tracing::warn!(error = %e, upload = id, "removing a finished upload's part failed");
-            }
+        Ok(())
+    }
+
+    /// Moves the data of a finished in-place upload to its blob once its hash is checked (a
+    /// mismatch deletes the whole upload): no byte is copied. Sealing it first fences off any
+    /// write still under way; the sealed object stays until it is moved, so a finish the server
+    /// did not live through, or one that failed, is done again from it.
+    async fn place_sealed(&self, meta: &UploadMeta) -> Result<(), UploadError> {
+        let (id, blob_key) = (&meta.id, keys::blob(&meta.sha256));
+        let sealed = keys::sealed(id);
+        match self.store.seal(&keys::data(id), &sealed).await {
+            Ok(()) | Err(BlobError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
         }
-        Ok(done)
+        let (stored, actual) = match self.hash_object(&sealed).await {
+            Ok(h) => h,
+            // Moved to its blob by another finish, or by one that stopped after moving it.
+            Err(BlobError::NotFound(_)) => return self.found_placed(meta).await,
+            Err(e) => return Err(e.into()),
+        };
+        if stored != meta.size {
+            return Err(UploadError::Store(BlobError::Backend(format!(
+                "upload {id}: its data has {stored} bytes of {}",
+                meta.size
+            ))));
+        }
+        if actual != meta.sha256 {
+            self.remove_all(id).await?;
+            return Err(UploadError::HashMismatch {
+                expected: meta.sha256.clone(),
+                actual,
+            });
+        }
+        // Touched before it is looked for, as in `place_joined`.
+        if !self.touch(&meta.sha256).await? {
+            return Err(UploadError::Store(BlobError::Backend(format!(
+                "blob {} is being deleted by retention; finish again shortly",
+                meta.sha256
+            ))));
+        }
+        if self.store.stat(&blob_key).await?.is_some() {
+            self.store.delete(&sealed).await?;
+            return Ok(());
+        }
+        match self.store.rename(&sealed, &blob_key).await {
+            Ok(()) => Ok(()),
+            Err(BlobError::NotFound(_)) => self.found_placed(meta).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An in-place upload whose sealed data is gone: finished when its blob is there (touched,
+    /// as a finish that made it would), gone otherwise.
+    async fn found_placed(&self, meta: &UploadMeta) -> Result<(), UploadError> {
+        match self.store.stat(&keys::blob(&meta.sha256)).await? {
+            Some(b) if b.size == meta.size => {
+                if self.touch(&meta.sha256).await? {
+                    Ok(())
+                } else {
+                    Err(UploadError::Store(BlobError::Backend(format!(
+                        "blob {} is being deleted by retention; upload it again",
+                        meta.sha256
+                    ))))
+                }
+            }
+            _ => Err(UploadError::NotFound),
+        }
+    }
+
+    /// The size and SHA-256 (lowercase hex) of the object `key`, read as a stream.
+    async fn hash_object(&self, key: &str) -> Result<(u64, String), BlobError> {
+        let mut s = self.store.get(key, None).await?;
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk?;
+            n += chunk.len() as u64;
+            h.update(&chunk);
+        }
+        Ok((n, hex(&h.finalize())))
     }
 
     /// Deletes the upload `id` of `owner` with everything in it.
@@ -574,33 +672,42 @@ impl Uploads {
 
     /// The upload's offset and the keys of the parts that make it, in order: the chain of parts
     /// from offset 0, each starting where the one before ends. Parts off the chain (written by
-    /// a request that lost a race for the same offset) are ignored.
-    async fn chain(&self, id: &str) -> Result<(u64, Vec<String>), BlobError> {
+    /// a request that lost a race for the same offset) are ignored. An upload written in place
+    /// has span markers (`<start>-<end>`, empty) instead of parts holding bytes; each upload
+    /// has one kind only, and the other kind is not read.
+    async fn chain(&self, meta: &UploadMeta) -> Result<(u64, Vec<String>), BlobError> {
         let mut by_offset = BTreeMap::new();
-        for m in self.store.list(&keys::parts(id)).await? {
-            let start = m
-                .key
-                .rsplit('/')
-                .next()
-                .and_then(|name| name.parse::<u64>().ok());
-            if let (Some(start), true) = (start, m.size > 0) {
-                by_offset.insert(start, (m.key, m.size));
+        for m in self.store.list(&keys::parts(&meta.id)).await? {
+            let Some(name) = m.key.rsplit('/').next() else {
+                continue;
+            };
+            let span = match (meta.in_place, name.split_once('-')) {
+                (true, Some((start, end))) => start.parse::<u64>().ok().zip(end.parse().ok()),
+                (false, None) => name
+                    .parse::<u64>()
+                    .ok()
+                    .map(|start| (start, start + m.size)),
+                _ => None,
+            };
+            if let Some((start, end)) = span.filter(|(start, end)| end > start) {
+                by_offset.insert(start, (m.key, end));
             }
         }
         let mut offset = 0u64;
         let mut keys = Vec::new();
-        while let Some((key, size)) = by_offset.remove(&offset) {
+        while let Some((key, end)) = by_offset.remove(&offset) {
             keys.push(key);
-            offset += size;
+            offset = end;
         }
         Ok((offset, keys))
     }
 
     /// Stores the gathered chunks as the part at `at` (nothing when there are none) and returns
-    /// the offset after it.
+    /// the offset after it. In place, the bytes go into the upload's data object and then the
+    /// span marker says they are there.
     async fn store_part(
         &self,
-        id: &str,
+        meta: &UploadMeta,
         at: u64,
         held: &mut Vec<Bytes>,
         parts: &mut Vec<String>,
@@ -613,12 +720,27 @@ impl Uploads {
             return Err(UploadError::TooManyParts { offset: at });
         }
         let chunks: Vec<Result<Bytes, BlobError>> = held.drain(..).map(Ok).collect();
-        let key = keys::part(id, at);
-        let n = self
-            .store
-            .put(&key, Box::pin(futures_util::stream::iter(chunks)))
-            .await?;
-        parts.push(key);
+        let body: ByteStream = Box::pin(futures_util::stream::iter(chunks));
+        if !meta.in_place {
+            let key = keys::part(&meta.id, at);
+            let n = self.store.put(&key, body).await?;
+            parts.push(key);
+            return Ok(at + n);
+        }
+        let n = match self.store.write_at(&keys::data(&meta.id), at, body).await {
+            Ok(n) => n,
+            Err(BlobError::NotFound(_)) => {
+                // `finish` sealed the data (every byte had arrived), or the upload went.
+                let now = self.open(&meta.owner, &meta.id).await?;
+                return Err(UploadError::Finished { size: now.size });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let key = keys::span(&meta.id, at, at + n);
+        if n > 0 {
+            self.store.put(&key, once(Bytes::new())).await?;
+            parts.push(key);
+        }
         Ok(at + n)
     }
 
@@ -638,6 +760,17 @@ impl Uploads {
         let stored = self.store.put(staging, Box::pin(bytes)).await?;
         let digest = std::mem::take(&mut *hasher.lock()).finalize();
         Ok((stored, hex(&digest)))
+    }
+
+    /// Writes a new upload: its data object first when it is written in place (so an upload
+    /// that exists has somewhere for its bytes to go), then its description.
+    async fn write_new(&self, meta: &UploadMeta) -> Result<(), BlobError> {
+        if meta.in_place {
+            self.store
+                .put(&keys::data(&meta.id), once(Bytes::new()))
+                .await?;
+        }
+        self.write_meta(meta).await
     }
 
     async fn mark_owner(&self, sha256: &str, owner: &str) -> Result<(), BlobError> {
@@ -1012,11 +1145,80 @@ mod tests {
         assert_eq!(read_all(&store, &keys::blob(&f.blob)).await, b"");
     }
 
+    /// The file store, but writing uploads one object per part as an object store does.
+    #[derive(Debug)]
+    struct PartsOnly(FsBlobStore);
+
+    #[async_trait::async_trait]
+    impl BlobStore for PartsOnly {
+        async fn put(&self, key: &str, body: ByteStream) -> Result<u64, BlobError> {
+            self.0.put(key, body).await
+        }
+        async fn get(
+            &self,
+            key: &str,
+            range: Option<std::ops::Range<u64>>,
+        ) -> Result<ByteStream, BlobError> {
+            self.0.get(key, range).await
+        }
+        async fn stat(&self, key: &str) -> Result<Option<super::super::ObjectMeta>, BlobError> {
+            self.0.stat(key).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), BlobError> {
+            self.0.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<super::super::ObjectMeta>, BlobError> {
+            self.0.list(prefix).await
+        }
+        async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
+            self.0.list_dirs(prefix).await
+        }
+        async fn rename(&self, from: &str, to: &str) -> Result<(), BlobError> {
+            self.0.rename(from, to).await
+        }
+        fn kind(&self) -> &'static str {
+            "parts-only"
+        }
+    }
+
+    fn parts_only(dir: &std::path::Path) -> (Uploads, Arc<dyn BlobStore>) {
+        let store: Arc<dyn BlobStore> = Arc::new(PartsOnly(FsBlobStore::new(dir)));
+        (Uploads::new(Arc::clone(&store), small_limits()), store)
+    }
+
+    #[tokio::test]
+    async fn on_a_store_of_parts_an_upload_is_joined_into_its_blob() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (u, store) = parts_only(dir.path());
+        let data: Vec<u8> = (0..50u8).collect();
+        let m = start(&u, "alice", &data).await;
+        assert!(!m.in_place);
+        let three = body(&[&data[..10], &data[10..20], &data[20..30]]);
+        u.append("alice", &m.id, 0, three, None)
+            .await
+            .expect("append");
+        assert_eq!(u.status("alice", &m.id).await.expect("status").1, 30);
+        assert!(store
+            .stat(&keys::data(&m.id))
+            .await
+            .expect("stat")
+            .is_none());
+        let parts = store.list(&keys::parts(&m.id)).await.expect("parts");
+        assert_eq!(parts.len(), 3, "three chunks past the part size: {parts:?}");
+        assert!(parts.iter().all(|p| p.size > 0));
+        u.append("alice", &m.id, 30, body(&[&data[30..]]), None)
+            .await
+            .expect("append");
+        let f = u.finish("alice", &m.id).await.expect("finish");
+        assert_eq!(read_all(&store, &keys::blob(&f.blob)).await, data);
+        assert_eq!(store.list(&keys::parts(&m.id)).await, Ok(vec![]));
+    }
+
     #[tokio::test]
     async fn a_part_written_twice_at_one_offset_leaves_one_chain() {
         // Two requests raced for offset 0 (two nodes); the chain follows the part that stayed.
         let dir = tempfile::tempdir().expect("tempdir");
-        let (u, store) = uploads(dir.path(), small_limits());
+        let (u, store) = parts_only(dir.path());
         let data = b"abcdefgh";
         let m = start(&u, "alice", data).await;
         store
@@ -1035,6 +1237,137 @@ mod tests {
             u.finish("alice", &m.id).await.expect("finish").blob,
             sha(data)
         );
+    }
+
+    #[tokio::test]
+    async fn in_place_the_chain_follows_span_markers_and_ignores_other_parts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (u, store) = uploads(dir.path(), small_limits());
+        let data = b"abcdefgh";
+        let m = start(&u, "alice", data).await;
+        assert!(m.in_place);
+        u.append("alice", &m.id, 0, body(&[b"abc"]), None)
+            .await
+            .expect("append");
+        // A part holding bytes (the other kind) and a span off the chain count for nothing.
+        store
+            .put(&keys::part(&m.id, 3), once(Bytes::from_static(b"def")))
+            .await
+            .expect("put");
+        store
+            .put(&keys::span(&m.id, 5, 8), once(Bytes::new()))
+            .await
+            .expect("put");
+        assert_eq!(u.status("alice", &m.id).await.expect("status").1, 3);
+        assert_eq!(
+            u.finish("alice", &m.id).await,
+            Err(UploadError::Incomplete { offset: 3, size: 8 })
+        );
+        u.append("alice", &m.id, 3, body(&[b"defgh"]), None)
+            .await
+            .expect("append");
+        assert_eq!(
+            read_all(&store, &keys::data(&m.id)).await,
+            data,
+            "the bytes are in the one data object"
+        );
+        let f = u.finish("alice", &m.id).await.expect("finish");
+        assert_eq!(read_all(&store, &keys::blob(&f.blob)).await, data);
+        assert!(store
+            .stat(&keys::data(&m.id))
+            .await
+            .expect("stat")
+            .is_none());
+        assert!(store
+            .stat(&keys::sealed(&m.id))
+            .await
+            .expect("stat")
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn in_place_a_write_after_the_seal_lands_nowhere() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (u, store) = uploads(dir.path(), small_limits());
+        let data = b"sealed bytes";
+        let m = start(&u, "alice", data).await;
+        u.append("alice", &m.id, 0, body(&[data]), None)
+            .await
+            .expect("append");
+        let f = u.finish("alice", &m.id).await.expect("finish");
+        // A request for offset 0 that passed its check before the finish writes only now.
+        assert_eq!(
+            store
+                .write_at(&keys::data(&m.id), 0, once(Bytes::from_static(b"XXXX")))
+                .await,
+            Err(BlobError::NotFound(keys::data(&m.id)))
+        );
+        assert_eq!(read_all(&store, &keys::blob(&f.blob)).await, data);
+        // Through the upload, the same write is told the upload is finished.
+        let mut held = vec![Bytes::from_static(b"XXXX")];
+        let mut parts = Vec::new();
+        assert_eq!(
+            u.store_part(&m, 0, &mut held, &mut parts).await,
+            Err(UploadError::Finished { size: 12 })
+        );
+    }
+
+    #[tokio::test]
+    async fn in_place_a_finish_cut_short_is_done_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (u, store) = uploads(dir.path(), small_limits());
+        let data = b"finish me twice";
+        // Stopped after sealing: the sealed data is hashed and moved by the next finish.
+        let m = start(&u, "alice", data).await;
+        u.append("alice", &m.id, 0, body(&[data]), None)
+            .await
+            .expect("append");
+        store
+            .seal(&keys::data(&m.id), &keys::sealed(&m.id))
+            .await
+            .expect("seal");
+        assert_eq!(u.status("alice", &m.id).await.expect("status").1, 15);
+        let f = u.finish("alice", &m.id).await.expect("finish");
+        assert_eq!(read_all(&store, &keys::blob(&f.blob)).await, data);
+
+        // Stopped after moving the blob, before the upload was marked finished.
+        let m = start(&u, "bob", b"another file").await;
+        u.append("bob", &m.id, 0, body(&[b"another file"]), None)
+            .await
+            .expect("append");
+        store
+            .seal(&keys::data(&m.id), &keys::sealed(&m.id))
+            .await
+            .expect("seal");
+        store
+            .rename(&keys::sealed(&m.id), &keys::blob(&m.sha256))
+            .await
+            .expect("rename");
+        let f = u.finish("bob", &m.id).await.expect("finish");
+        assert_eq!(
+            read_all(&store, &keys::blob(&f.blob)).await,
+            b"another file"
+        );
+        assert!(store
+            .stat(&keys::owner(&f.blob, "bob"))
+            .await
+            .expect("stat")
+            .is_some());
+
+        // The sealed data of a wrong hash: nothing kept.
+        let m = start(&u, "carol", b"declared").await;
+        u.append("carol", &m.id, 0, body(&[b"DECLARED"]), None)
+            .await
+            .expect("append");
+        store
+            .seal(&keys::data(&m.id), &keys::sealed(&m.id))
+            .await
+            .expect("seal");
+        assert!(matches!(
+            u.finish("carol", &m.id).await,
+            Err(UploadError::HashMismatch { .. })
+        ));
+        assert_eq!(store.list(&keys::upload(&m.id)).await, Ok(vec![]));
     }
 
     #[tokio::test]
