@@ -803,12 +803,13 @@ mod tests {
     /// Every open socket holds its reader's and its writer's futures for as long as it is
     /// open; what either keeps across its idle wait is paid 10,000 times over by 10,000 idle
     /// sockets. (Before `run` and `write_loop` stopped being `async fn`s and boxed their
-    /// closing steps, they were 1,184 and 664 bytes.)
+    /// closing steps, they were 1,184 and 664 bytes; the reader's 8 bytes over 640 are the
+    /// collaborative documents' awareness gate, a pointer made on the first awareness frame.)
     #[test]
     fn an_idle_sockets_tasks_stay_small() {
         let reader = future_size(run);
         let writer = future_size(write_loop);
-        assert!(reader <= 640, "the reader's future is {reader} bytes");
+        assert!(reader <= 648, "the reader's future is {reader} bytes");
         assert!(writer <= 448, "the writer's future is {writer} bytes");
     }
 }
