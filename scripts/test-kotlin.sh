@@ -5,7 +5,8 @@
 # (loaded by JNA from the cargo target directory). The client tests start and stop their own
 # roam-server (ROAM_SERVER_BIN, built here). Checks first that docs/usage-kotlin.md shows the
 # sample the tests compile. Installs/reuses the toolchain through scripts/toolchains/kotlin.sh.
-# Extra arguments: test class names (default: every *Test class). Exits non-zero on failure.
+# Extra arguments: test class names (default: every *Test class). ROAM_KOTLIN_REUSE_CLASSES=1
+# skips compiling and runs the classes of the previous run. Exits non-zero on failure.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,16 +24,21 @@ lib_dir=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 [[ -f "$lib_dir/libroam_ffi.so" ]] || { echo "test-kotlin: $lib_dir/libroam_ffi.so missing" >&2; exit 1; }
 
 out=${CARGO_TARGET_DIR:-$ROOT/target}/kotlin
-rm -rf "$out/classes"
-mkdir -p "$out/classes"
-
 cp_compile="$JNA_JAR:$COROUTINES_JAR:$JUNIT_JAR:$KOTLIN_TEST_JAR:$KOTLIN_TEST_JUNIT_JAR"
-mapfile -t sources < <(find android/src/main/kotlin android/src/test/kotlin -name '*.kt' | sort)
-echo "test-kotlin: kotlinc ${#sources[@]} files" >&2
-# -Werror: the generated code compiles without a warning with kotlinc 2.4.20; keep it that way.
-if ! "$KOTLINC" -jvm-target 17 -Werror -classpath "$cp_compile" -d "$out/classes" "${sources[@]}"; then
-    echo "test-kotlin: compilation failed" >&2
-    exit 1
+# ROAM_KOTLIN_REUSE_CLASSES=1 runs the classes the previous run compiled (scripts/test-converge.sh
+# compiles first, then starts the test at a moment of its choosing).
+if [[ "${ROAM_KOTLIN_REUSE_CLASSES:-0}" == 1 && -d "$out/classes/dev" ]]; then
+    echo "test-kotlin: reusing $out/classes" >&2
+else
+    rm -rf "$out/classes"
+    mkdir -p "$out/classes"
+    mapfile -t sources < <(find android/src/main/kotlin android/src/test/kotlin -name '*.kt' | sort)
+    echo "test-kotlin: kotlinc ${#sources[@]} files" >&2
+    # -Werror: the generated code compiles without a warning with kotlinc 2.4.20; keep it that way.
+    if ! "$KOTLINC" -jvm-target 17 -Werror -classpath "$cp_compile" -d "$out/classes" "${sources[@]}"; then
+        echo "test-kotlin: compilation failed" >&2
+        exit 1
+    fi
 fi
 
 if [[ $# -gt 0 ]]; then

@@ -7,7 +7,9 @@
 #      second time on PostgreSQL (ROAM_TEST_STORE), then the server race in smoke mode
 #      (every receiver gets every event once, in order, on roam-server, Socket.IO and Bun);
 #   2. the Kotlin tests of android/ (kotlinc + JUnit on the JVM, against the Rust library);
-#   3. the Swift tests of ios/ (swift build / swift test in a Debian chroot with Swift 6).
+#   3. the Swift tests of ios/ (swift build / swift test in a Debian chroot with Swift 6);
+#   4. the three-language convergence check (scripts/test-converge.sh: a Rust, a Kotlin and a
+#      Swift client edit one collaborative text while the server restarts).
 # The Kotlin and Swift toolchains are installed on first use and cached under /var/cache/roam.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,3 +47,6 @@ scripts/test-kotlin.sh
 
 echo "== Swift (ios/)"
 scripts/test-swift.sh
+
+echo "== three-language convergence (Rust, Kotlin, Swift; server restarted)"
+scripts/test-converge.sh

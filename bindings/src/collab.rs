@@ -400,7 +400,9 @@ impl RoamCollabDoc {
         self.inner.stop_capturing()
     }
 
-    /// Every change from now on, local and remote, as deltas; and refusals.
+    /// Every change from now on, local and remote, as deltas, of the values this device has
+    /// used (read or edited: a root value gets its kind — text, list, map — from its first use,
+    /// so read what a view shows before subscribing); and refusals.
     pub fn subscribe(
         &self,
         listener: Arc<dyn CollabListener>,

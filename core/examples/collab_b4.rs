@@ -2,7 +2,8 @@
 //! [`CollabDoc`] one keystroke per call, as a user would, against bare yrs doing the same
 //! per-keystroke transactions in the same run. Prints the total time of each and their ratio,
 //! the finished document's stored snapshot size and its reopen time, and checks the final
-//! text against the trace's `endContent`. Offline (no server): every keystroke is stored
+//! text against the trace's `endContent`. On Linux it also prints the CPU time each took (all
+//! threads of the process), which other processes on a busy machine do not inflate. Offline (no server): every keystroke is stored
 //! (group commit) and coalesced into the outbox as it would be before being sent.
 //!
 //! ```text
@@ -20,6 +21,22 @@ use roam_core::{Client, ClientConfig, StaticToken};
 use yrs::{GetString, OffsetKind, Options, Text, Transact};
 
 type Patch = (u32, u32, String);
+
+/// The CPU time of every live thread of the process so far, in seconds (Linux: the sum of
+/// `/proc/self/task/*/schedstat`'s first field, nanoseconds on a CPU).
+fn cpu_secs() -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
+}
+
+/// The CPU seconds spent since `since` (None when unknown).
+fn cpu_since(since: Option<f64>) -> Option<f64> {
+    Some(cpu_secs()? - since?)
+}
 
 fn load(path: &str) -> Result<(String, Vec<Patch>), Box<dyn std::error::Error>> {
     let mut json = String::new();
@@ -39,13 +56,14 @@ fn load(path: &str) -> Result<(String, Vec<Patch>), Box<dyn std::error::Error>> 
 }
 
 /// Bare yrs: one transaction per keystroke on a UTF-16 document.
-fn bare(patches: &[Patch]) -> (f64, String) {
+fn bare(patches: &[Patch]) -> (f64, Option<f64>, String) {
     let doc = yrs::Doc::with_options(Options {
         offset_kind: OffsetKind::Utf16,
         ..Options::default()
     });
     let text = doc.get_or_insert_text("body");
     let started = Instant::now();
+    let cpu = cpu_secs();
     for (pos, del, ins) in patches {
         let mut txn = doc.transact_mut();
         if *del > 0 {
@@ -56,8 +74,9 @@ fn bare(patches: &[Patch]) -> (f64, String) {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_since(cpu);
     let txn = doc.transact();
-    (secs, text.get_string(&txn))
+    (secs, cpu, text.get_string(&txn))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -67,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (end, patches) = load(&path)?;
     println!("trace: {} edits", patches.len());
 
-    let (bare_secs, bare_text) = bare(&patches);
+    let (bare_secs, bare_cpu, bare_text) = bare(&patches);
     assert_eq!(bare_text, end, "bare yrs replay");
 
     let dir = tempfile::tempdir()?;
@@ -75,6 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::open(config.clone(), Arc::new(StaticToken("t".into())))?;
     let doc = client.open_collab("bench", "paper")?;
     let started = Instant::now();
+    let cpu = cpu_secs();
     for (pos, del, ins) in &patches {
         if *del > 0 {
             doc.delete_text("body", *pos, *del)?;
@@ -86,6 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let typed_secs = started.elapsed().as_secs_f64();
     doc.flush()?;
     let core_secs = started.elapsed().as_secs_f64();
+    let core_cpu = cpu_since(cpu);
     assert_eq!(doc.text("body")?, end, "CollabDoc replay");
     let entries = client
         .outbox()?
@@ -112,6 +133,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ratio (stored / bare): {:.2}x (target <= 2x)",
         core_secs / bare_secs
     );
+    if let (Some(b), Some(c)) = (bare_cpu, core_cpu) {
+        println!(
+            "CPU time (all threads): bare {b:.3} s, CollabDoc until stored {c:.3} s, ratio {:.2}x",
+            c / b
+        );
+    }
     println!("outbox: {entries} collab.update entries (coalesced, none sent)");
     println!("store before the final compaction: snapshot {log_snapshot} B + log {log_bytes} B");
     println!(

@@ -289,3 +289,78 @@ fn a_large_log_is_compacted_into_the_snapshot() {
     let doc = client.open_collab("general", "notes").expect("reopen");
     assert_eq!(doc.text("body").expect("text"), text);
 }
+
+#[test]
+fn many_keystroke_updates_merge_into_one_equal_to_their_sum() {
+    // Enough per-keystroke updates (inserts, backspaces, a format) for several levels of the
+    // merge tree; the merged update must carry exactly what applying them one by one does.
+    let source = Doc::with_options(Options {
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    });
+    let text = source.get_or_insert_text("body");
+    let mut updates = Vec::new();
+    for i in 0..700u32 {
+        let mut txn = source.transact_mut();
+        let len = text.len(&txn);
+        if i % 7 == 6 {
+            text.remove_range(&mut txn, len - 2, 1);
+        } else if i % 50 == 49 {
+            let bold = yrs::types::Attrs::from([("bold".into(), yrs::Any::Bool(true))]);
+            text.format(&mut txn, 0, 3, bold);
+        } else {
+            let at = if i % 3 == 0 { len / 2 } else { len };
+            text.insert(&mut txn, at, &char::from(b'a' + (i % 26) as u8).to_string());
+        }
+        updates.push(txn.encode_update_v1());
+    }
+    let merged = crate::collab::merge(&updates).expect("merge");
+    let content = |d: &Doc| {
+        let t = d.get_or_insert_text("body");
+        let txn = d.transact();
+        let runs = t.diff(&txn, yrs::types::text::YChange::identity);
+        (format!("{runs:?}"), txn.state_vector())
+    };
+    let expected = content(&source);
+    assert_eq!(content(&replay(&updates)), expected, "one by one");
+    assert_eq!(content(&replay(&[merged])), expected, "merged");
+}
+
+#[test]
+fn the_snapshot_holds_no_deleted_content_yet_undo_brings_it_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let client = open_client(dir.path());
+    let doc = client.open_collab("general", "notes").expect("open");
+    let secret = "QZXJ-deleted-words-QZXJ";
+    doc.insert_text("body", 0, "kept ", None).expect("type");
+    doc.insert_text("body", 5, secret, None).expect("type");
+    doc.stop_capturing();
+    doc.delete_text("body", 5, secret.len() as u32)
+        .expect("delete");
+    doc.compact().expect("compact");
+    let snapshot: Vec<u8> = rusqlite::Connection::open(dir.path().join("alice.db"))
+        .expect("db")
+        .query_row(
+            "SELECT snapshot FROM collab_docs WHERE room = 'general' AND doc = 'notes'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("snapshot");
+    assert!(!snapshot.is_empty(), "compacted");
+    assert!(
+        !snapshot
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes()),
+        "deleted content is collected in the snapshot"
+    );
+    // The live document still has what undo needs.
+    assert!(doc.undo().expect("undo"));
+    assert_eq!(doc.text("body").expect("text"), format!("kept {secret}"));
+    assert!(doc.redo().expect("redo"));
+    doc.flush().expect("flush");
+    drop(doc);
+    drop(client);
+    let client = open_client(dir.path());
+    let doc = client.open_collab("general", "notes").expect("reopen");
+    assert_eq!(doc.text("body").expect("text"), "kept ");
+}

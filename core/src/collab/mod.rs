@@ -14,7 +14,8 @@
 //! (`roam-collab`, one per client) then stores what was collected in *one* SQLite transaction
 //! (group commit: while it writes, the next keystrokes collect, and the next round takes them
 //! all): the updates are appended to the document's log and the local ones go to the outbox as
-//! `collab.update` mutations. Keystrokes coalesce: the updates of a round are merged into one,
+//! `collab.update` mutations. Keystrokes coalesce: the updates of a round are merged into one
+//! (in a tree of small merges: one yrs merge of n updates costs about n²),
 //! and that one is merged into the document's last queued entry as long as that entry has
 //! never gone on the wire and the merge stays within `MAX_COLLAB_UPDATE_BYTES` — the scheduler
 //! sends one update of a document at a time, so everything typed while one is in flight
@@ -25,7 +26,10 @@
 //!
 //! The store keeps each document as a snapshot (the whole state, v2) plus the updates appended
 //! since (v1, one row each). When the appended bytes outgrow the snapshot (and
-//! [`COMPACT_FLOOR`]), the document is written again as one snapshot. Opening reads the
+//! [`COMPACT_FLOOR`]), the document is written again as one snapshot, with its deleted content
+//! garbage-collected: the live document keeps what its undo steps may restore (the
+//! `UndoManager` marks those items kept), but undo history is not stored, so the snapshot is
+//! what a document without undo would hold. Opening reads the
 //! snapshot and the tail and applies them in one transaction. Each open gets a fresh yrs client
 //! id, as Yjs does per session.
 //!
@@ -857,12 +861,13 @@ impl Shared {
 
     /// Writes the document as one snapshot and drops the log rows it covers.
     fn compact_locked(&self, c: &mut Committed) -> Result<()> {
-        let snapshot = self
+        let state = self
             .inner
             .lock()
             .doc
             .transact()
             .encode_state_as_update_v2(&StateVector::default());
+        let snapshot = collected(&state)?;
         let (room, doc) = (self.room.as_str(), self.name.as_str());
         let left = self.ctx.write(|tx, _| {
             let upto = reads::collab_last_update(tx, room, doc)?;
@@ -947,6 +952,26 @@ impl Drop for Shared {
     }
 }
 
+/// The document `state` (v2) with its deleted content garbage-collected, as a snapshot (v2).
+///
+/// The live document keeps the content its undo steps may bring back (the `UndoManager` keeps
+/// those items from collection); the stored snapshot does not need it: undo history lives in
+/// memory only. Applying the state to a fresh document collects every deletion, as a document
+/// that never had an undo manager would have.
+fn collected(state: &[u8]) -> Result<Vec<u8>> {
+    let fresh = Doc::with_options(Options {
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    });
+    let update = Update::decode_v2(state)
+        .map_err(|e| Error::state(format!("cannot read the document's state: {e}")))?;
+    let mut txn = fresh.transact_mut();
+    txn.apply_update(update)
+        .map_err(|e| Error::state(format!("cannot rebuild the document's state: {e}")))?;
+    txn.gc(None);
+    Ok(txn.encode_state_as_update_v2(&StateVector::default()))
+}
+
 /// Groups consecutive local updates so that each merged group stays within
 /// `MAX_COLLAB_UPDATE_BYTES`, and merges each.
 fn merge_groups(local: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
@@ -968,12 +993,35 @@ fn merge_groups(local: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
     Ok(groups)
 }
 
-fn merge(updates: &[Vec<u8>]) -> Result<Vec<u8>> {
-    match updates {
-        [one] => Ok(one.clone()),
-        many => yrs::merge_updates_v1(many)
-            .map_err(|e| Error::state(format!("cannot merge updates: {e}"))),
+/// How many updates one yrs merge takes at once. yrs re-sorts all of a merge's inputs for every
+/// block it writes, so one merge of n small updates costs about n² — many keystrokes are merged
+/// in a tree of small merges instead (n log n).
+const MERGE_FAN_IN: usize = 8;
+
+pub(crate) fn merge(updates: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let merge_some = |some: &[Vec<u8>]| -> Result<Vec<u8>> {
+        match some {
+            [one] => Ok(one.clone()),
+            many => yrs::merge_updates_v1(many)
+                .map_err(|e| Error::state(format!("cannot merge updates: {e}"))),
+        }
+    };
+    if updates.len() <= MERGE_FAN_IN {
+        return merge_some(updates);
     }
+    let mut level = updates
+        .chunks(MERGE_FAN_IN)
+        .map(merge_some)
+        .collect::<Result<Vec<_>>>()?;
+    while level.len() > 1 {
+        level = level
+            .chunks(MERGE_FAN_IN)
+            .map(merge_some)
+            .collect::<Result<Vec<_>>>()?;
+    }
+    level
+        .pop()
+        .ok_or_else(|| Error::state("no update to merge"))
 }
 
 /// Queues one update: merged into the document's last entry while that one has never gone on
@@ -1367,8 +1415,11 @@ impl CollabDoc {
 
     // ----- observing
 
-    /// Delivers every change of the document from now on (local and remote) as deltas, and
-    /// the server's refusals of its edits.
+    /// Delivers every change from now on (local and remote), as deltas, of the values this
+    /// handle's document has used, and the server's refusals of its edits. A value is used from
+    /// its first read or edit on this device (`text`, `list`, `map`, `map_get`, an edit): as in
+    /// Yjs, a root value has no kind until it is asked for as a text, a list or a map, so read
+    /// the values a view shows before subscribing (reading an absent one gives it its kind).
     pub fn subscribe(&self, listener: Arc<dyn CollabListener>) -> Subscription {
         self.shared.ctx.dispatcher.register(
             Target::Collab(self.shared.room.clone(), self.shared.name.clone(), listener),

@@ -113,6 +113,18 @@ fn a_plaintext_header_leaves_only_the_sqlite_header_readable() {
         assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
     }
     assert_eq!(std::fs::read(&path).expect("file"), bytes, "file untouched");
+    // Its pages carry HMAC-SHA256: read as SQLCipher's default HMAC-SHA512 they fail.
+    let sha512 = Cipher {
+        mac: cipher::PageMac::Sha512,
+        ..Cipher::new(&key(3), true)
+    };
+    let conn = Connection::open(&path).expect("conn");
+    cipher::apply(&conn, Some(&sha512)).expect("key");
+    let err = cipher::verify(&conn, &path, Some(&sha512)).expect_err("not SHA-512");
+    assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
+    let sha256 = Connection::open(&path).expect("conn");
+    cipher::apply(&sha256, Some(&Cipher::new(&key(3), true))).expect("key");
+    cipher::verify(&sha256, &path, Some(&Cipher::new(&key(3), true))).expect("SHA-256");
 }
 
 #[test]
@@ -191,10 +203,7 @@ fn a_crash_in_the_middle_of_the_migration_leaves_a_usable_store() {
             _ => {
                 let conn = Connection::open(&path).expect("conn");
                 cipher::checkpoint_all(&conn).expect("checkpoint");
-                let c = Cipher {
-                    key: key(5),
-                    plaintext_header: false,
-                };
+                let c = Cipher::new(&key(5), false);
                 cipher::export(&conn, &copy, Some(&c)).expect("export");
             }
         }
@@ -253,6 +262,67 @@ fn change_key_re_encrypts_an_open_store() {
     assert!(!anywhere(&path, "three-plain-unique"));
     let db = Db::open_with(&path, Some(&key(3)), false).expect("key 3");
     assert_eq!(bodies(&db), ["one", "two", "three-plain-unique"]);
+}
+
+/// A store encrypted by an earlier build (SQLCipher 4's HMAC-SHA512 on each page, with or
+/// without a plaintext header) opens with its key, for the app and for a second process, and
+/// a re-key moves it to HMAC-SHA256; a wrong key is still refused.
+#[test]
+fn a_store_with_sha512_page_hmacs_still_opens_and_a_re_key_moves_it_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for plaintext_header in [false, true] {
+        let path = dir.path().join(format!("legacy-{plaintext_header}.db"));
+        {
+            let db = Db::open(&path).expect("plain");
+            put_message(&db, "m1", "written-before-unique");
+        }
+        let legacy = Cipher {
+            mac: cipher::PageMac::Sha512,
+            ..Cipher::new(&key(7), plaintext_header)
+        };
+        {
+            let conn = Connection::open(&path).expect("conn");
+            cipher::checkpoint_all(&conn).expect("checkpoint");
+            cipher::export(&conn, &cipher::new_file(&path), Some(&legacy)).expect("export");
+        }
+        cipher::swap_in(&cipher::new_file(&path), &path).expect("swap");
+        assert!(!anywhere(&path, "written-before-unique"));
+        if plaintext_header {
+            let bytes = std::fs::read(&path).expect("file");
+            assert_eq!(bytes[20], 80, "IV and HMAC-SHA512");
+        }
+        let before = std::fs::read(&path).expect("file");
+        let err = Db::open_with(&path, Some(&key(8)), plaintext_header).expect_err("wrong");
+        assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).expect("file"), before, "untouched");
+
+        let db = Db::open_with(&path, Some(&key(7)), plaintext_header).expect("legacy opens");
+        assert_eq!(*db.cipher.lock(), Some(legacy.clone()));
+        put_message(&db, "m2", "written-after-unique");
+        assert_eq!(
+            bodies(&db),
+            ["written-before-unique", "written-after-unique"]
+        );
+        let shared = super::shared::SharedDb::open(&path, Some(&key(7))).expect("shared");
+        drop(shared);
+        db.change_key(Some(&key(7))).expect("re-key");
+        assert_eq!(
+            *db.cipher.lock(),
+            Some(Cipher::new(&key(7), plaintext_header))
+        );
+        db.close();
+        let db = Db::open_with(&path, Some(&key(7)), plaintext_header).expect("re-keyed");
+        assert_eq!(
+            db.cipher.lock().as_ref().map(|c| c.mac),
+            Some(cipher::PageMac::Sha256)
+        );
+        assert_eq!(
+            bodies(&db),
+            ["written-before-unique", "written-after-unique"]
+        );
+        db.close();
+        assert!(!anywhere(&path, "written-after-unique"));
+    }
 }
 
 #[test]

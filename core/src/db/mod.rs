@@ -150,27 +150,34 @@ impl Db {
         let lock = lock_file(path)?;
         // A copy left by an encryption or re-key that did not finish (see `cipher`).
         cipher::remove_files(&cipher::new_file(path))?;
-        let cipher = match key {
-            None => None,
+        // An encrypted store is opened by trying its page HMACs (see `cipher`); that
+        // connection becomes the writer.
+        let (cipher, keyed) = match key {
+            None => (None, None),
             Some(key) => {
-                let wanted = Cipher {
-                    key: key.clone(),
-                    plaintext_header,
-                };
+                let wanted = Cipher::new(key, plaintext_header);
                 match cipher::inspect(path)? {
-                    Found::New => Some(wanted),
+                    Found::New => (Some(wanted), None),
                     Found::Plain => {
                         encrypt_plain(path, &wanted)?;
-                        Some(wanted)
+                        (Some(wanted), None)
                     }
-                    Found::Encrypted { plaintext_header } => Some(Cipher {
-                        key: key.clone(),
-                        plaintext_header,
-                    }),
+                    Found::Encrypted { plaintext_header } => {
+                        let (conn, found) =
+                            cipher::open_keyed(path, OpenFlags::default(), key, plaintext_header)?;
+                        (Some(found), Some(conn))
+                    }
                 }
             }
         };
-        let mut writer = open_writer(path, cipher.as_ref())?;
+        let mut writer = match keyed {
+            Some(conn) => {
+                configure(&conn)?;
+                writer_mode(&conn)?;
+                conn
+            }
+            None => open_writer(path, cipher.as_ref())?,
+        };
         migrate(&mut writer)?;
         let next_pos = first_free_pos(&writer)?;
         let checkpointer = start_checkpointer(path, cipher.as_ref())?;
@@ -216,10 +223,7 @@ impl Db {
     /// the new one (see [`cipher`]). Takes about as long as copying the file.
     pub(crate) fn change_key(&self, key: Option<&StoreKey>) -> Result<()> {
         self.check_open()?;
-        let new = key.map(|key| Cipher {
-            key: key.clone(),
-            plaintext_header: self.plaintext_header,
-        });
+        let new = key.map(|key| Cipher::new(key, self.plaintext_header));
         // The writer first, then the readers: a read never waits for the writer while
         // holding `swap`, but a writer may read.
         let mut writer = self.writer();
@@ -459,9 +463,15 @@ fn connect(path: &Path, flags: OpenFlags, cipher: Option<&Cipher>) -> Result<Con
 /// the module docs).
 fn open_writer(path: &Path, cipher: Option<&Cipher>) -> Result<Connection> {
     let writer = connect(path, OpenFlags::default(), cipher)?;
-    writer.pragma_update(None, "journal_mode", "WAL")?;
-    writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+    writer_mode(&writer)?;
     Ok(writer)
+}
+
+/// Makes `conn` the writer: WAL, and no automatic checkpoints.
+fn writer_mode(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(())
 }
 
 /// Encrypts the plain store at `path` with `cipher` (the store's lock is held, no connection

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::cipher::{self, Cipher, Found};
+use super::cipher::{self, Found};
 use crate::config::StoreKey;
 use crate::error::{Error, Result};
 
@@ -68,19 +68,17 @@ impl SharedDb {
                 path.display()
             )));
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        let cipher = match (key, cipher::inspect(path)?) {
-            (Some(key), Found::Encrypted { plaintext_header }) => Some(Cipher {
-                key: key.clone(),
-                plaintext_header,
-            }),
-            _ => None,
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match (key, cipher::inspect(path)?) {
+            (Some(key), Found::Encrypted { plaintext_header }) => {
+                cipher::open_keyed(path, flags, key, plaintext_header)?.0
+            }
+            _ => {
+                let conn = Connection::open_with_flags(path, flags)?;
+                cipher::verify(&conn, path, None)?;
+                conn
+            }
         };
-        cipher::apply(&conn, cipher.as_ref())?;
-        cipher::verify(&conn, path, cipher.as_ref())?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.set_prepared_statement_cache_capacity(16);
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;

@@ -4,6 +4,7 @@
 mod account;
 mod attachments;
 mod backoff;
+mod collab;
 mod encrypted;
 mod live;
 mod offline;
