@@ -9,7 +9,8 @@
 //! counts that a few bytes could declare and that would make yrs reserve memory for them),
 //! then decoded and applied inside `catch_unwind`, so a bug in yrs answers `invalid_input`
 //! instead of taking the server down. An update that yrs would keep *pending* (it names
-//! content the server does not have) is refused: the document would otherwise hold state that
+//! content the server does not have), or whose blocks for some client start past what the
+//! server holds of that client (yrs would integrate them after a gap), is refused: the document would otherwise hold state that
 //! no client can see and every later state vector would be wrong. An update that would take
 //! the document past [`MAX_COLLAB_DOC_BYTES`] is refused too. Its size is not measured per
 //! keystroke: the document carries an upper bound (the last exact size plus every update since,
@@ -115,6 +116,22 @@ pub fn decode_update(bytes: &[u8]) -> Result<Update, Refusal> {
     })
 }
 
+/// Whether some client's blocks in `update` start past what the document holds of that client
+/// (`have`) or past the update's own earlier blocks: content is missing before them. yrs would
+/// integrate such blocks after a gap (its `Skip`) without keeping them pending, leaving the
+/// document holding content beyond its own state vector, so they are refused as pending, before
+/// yrs touches the document.
+fn leaves_a_hole(update: &Update, have: &StateVector) -> bool {
+    update.insertions(true).iter().any(|(client, ranges)| {
+        let mut next = have.get(client);
+        ranges.iter().any(|r| {
+            let hole = r.start > next;
+            next = next.max(r.end);
+            hole
+        })
+    })
+}
+
 /// Decodes a client's state vector (empty: the client has nothing).
 pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, Refusal> {
     if bytes.is_empty() {
@@ -139,6 +156,9 @@ pub fn apply_with_max(entry: &mut Entry, bytes: &[u8], max: u64) -> Result<Appli
     let update = decode_update(bytes)?;
     guarded("update", || {
         let mut txn = entry.doc.transact_mut();
+        if leaves_a_hole(&update, &txn.state_vector()) {
+            return Err(Refusal::Pending);
+        }
         txn.apply_update(update)
             .map_err(|e| Refusal::Malformed(format!("the update could not be applied: {e}")))?;
         let store = txn.store();
@@ -281,6 +301,32 @@ mod tests {
         t.insert(&mut doc.transact_mut(), 2, "cd");
         let second = doc.transact().encode_diff_v1(&sv);
         assert_eq!(apply(&mut empty(), &second), Err(Refusal::Pending));
+    }
+
+    #[test]
+    fn an_update_after_a_gap_is_refused_and_changes_nothing() {
+        // A client's third edit without its second: no origin is missing (it is typed at the
+        // start), but the clocks between are.
+        let doc = Doc::with_client_id(9);
+        let t = doc.get_or_insert_text("t");
+        t.insert(&mut doc.transact_mut(), 0, "ab");
+        let first = doc.transact().encode_diff_v1(&StateVector::default());
+        t.insert(&mut doc.transact_mut(), 0, "cd");
+        let sv = doc.transact().state_vector();
+        t.insert(&mut doc.transact_mut(), 0, "ef");
+        let third = doc.transact().encode_diff_v1(&sv);
+        let mut e = empty();
+        apply(&mut e, &first).expect("the first edit applies");
+        let before = e
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        assert_eq!(apply(&mut e, &third), Err(Refusal::Pending));
+        let after = e
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        assert_eq!(before, after, "the refused update changed the document");
     }
 
     #[test]
