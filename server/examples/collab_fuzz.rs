@@ -25,6 +25,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -200,9 +202,11 @@ struct InProcess {
     /// different from its last good state, a reload or a compaction that failed. Must be 0.
     changed: u64,
     first_change: Option<String>,
+    /// The first case that made yrs panic, with its input.
+    first_panic: Option<String>,
 }
 
-fn in_process(cases: u64, seed: u64) -> InProcess {
+fn in_process(cases: u64, seed: u64, panics: &AtomicU64) -> InProcess {
     let config = DocsConfig {
         compact_updates: COMPACT_EVERY,
         ..DocsConfig::default()
@@ -224,8 +228,18 @@ fn in_process(cases: u64, seed: u64) -> InProcess {
         let tally = out.tally.entry(kind).or_default();
         tally.cases += 1;
         let t = Instant::now();
+        let panics_before = panics.load(Ordering::Relaxed);
         let r = collab::apply(&mut entry, &u);
         out.slowest = out.slowest.max(t.elapsed());
+        if panics.load(Ordering::Relaxed) != panics_before && out.first_panic.is_none() {
+            let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+            out.first_panic = Some(format!(
+                "case {case} ({}, {} bytes: {hex}; its document is the one of the cases from {})",
+                kind.name(),
+                u.len(),
+                case - case % RESET_EVERY
+            ));
+        }
         let problem = match r {
             Ok(_) => match stored.append(&mut entry, &u, &config) {
                 Ok(()) => {
@@ -279,15 +293,33 @@ async fn main() -> Result<(), String> {
     let seed = arg(3, 1)?;
     let panics = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&panics);
-    std::panic::set_hook(Box::new(move |_| {
+    // The first panic's place and message, to report.
+    let first_panic: Arc<Mutex<Option<String>>> = Arc::default();
+    let noted = Arc::clone(&first_panic);
+    std::panic::set_hook(Box::new(move |info| {
         counted.fetch_add(1, Ordering::Relaxed);
+        let mut first = noted.lock();
+        if first.is_none() {
+            let place = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|m| (*m).to_owned())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            *first = Some(format!("{place}: {message}"));
+        }
     }));
 
     let rss_before = rss_kib();
     let started = Instant::now();
-    let found = in_process(cases, seed);
+    let found = in_process(cases, seed, &panics);
     let in_process_time = started.elapsed();
     let rss_after = rss_kib();
+    let panics_in_process = panics.load(Ordering::Relaxed);
 
     // A share over a real socket.
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -389,7 +421,18 @@ async fn main() -> Result<(), String> {
         sock_time.as_secs_f64(),
         sock_slowest.as_secs_f64() * 1e3
     );
-    println!("panics caught: {panicked}");
+    println!(
+        "panics caught: {panicked} ({panics_in_process} in process, {} over the socket){}",
+        panicked - panics_in_process,
+        first_panic
+            .lock()
+            .as_deref()
+            .map(|p| format!("; the first at {p}"))
+            .unwrap_or_default()
+    );
+    if let Some(case) = &found.first_panic {
+        println!("the first in process: {case}");
+    }
     println!(
         "resident memory: {} MiB before, {} MiB after the in-process cases (+{growth_mib:.1} MiB)",
         rss_before / 1024,
@@ -405,7 +448,7 @@ async fn main() -> Result<(), String> {
         ),
         (
             "every valid update applied",
-            valid.cases > 0 && valid.applied == valid.cases,
+            valid.applied == valid.cases && (cases == 0 || valid.cases > 0),
         ),
         (
             "every refusal left the document at its last good state",

@@ -46,6 +46,15 @@ pub fn update(bytes: &[u8]) -> Result<(), Refusal> {
     if clients > 0 {
         let blocks = var_uint(bytes, &mut at)?;
         bounded("blocks", blocks, 1, bytes.len() - at)?;
+        // Clocks are 32 bits and each block takes one at least: the first client's blocks
+        // must end by the largest (yrs would wrap around, or panic, reading past it).
+        let _client = var_uint(bytes, &mut at)?;
+        let clock = var_uint(bytes, &mut at)?;
+        if clock.saturating_add(blocks) > u64::from(u32::MAX) {
+            return Err(Refusal::Malformed(format!(
+                "the update's blocks start at clock {clock} and would pass the largest clock"
+            )));
+        }
     }
     Ok(())
 }
@@ -71,5 +80,8 @@ mod tests {
         assert!(state_vector(&[0]).is_ok());
         assert!(state_vector(&[0xff, 0xff, 0x03, 1, 1]).is_err());
         assert!(update(&[0x80]).is_err(), "cut inside a number");
+        // One block at the last clock (it would end past it); one just before it passes.
+        assert!(update(&[1, 1, 77, 0xff, 0xff, 0xff, 0xff, 0x0f, 4, 0]).is_err());
+        assert!(update(&[1, 1, 77, 0xfe, 0xff, 0xff, 0xff, 0x0f, 4, 0]).is_ok());
     }
 }

@@ -122,14 +122,21 @@ pub fn decode_update(bytes: &[u8]) -> Result<Update, Refusal> {
 /// document holding content beyond its own state vector, so they are refused as pending, before
 /// yrs touches the document.
 fn leaves_a_hole(update: &Update, have: &StateVector) -> bool {
-    update.insertions(true).iter().any(|(client, ranges)| {
-        let mut next = have.get(client);
-        ranges.iter().any(|r| {
-            let hole = r.start > next;
-            next = next.max(r.end);
-            hole
+    // Each client's first block, by its start alone: a block whose clock is so high that its
+    // end passes `u32::MAX` has no range in `insertions` (and made yrs panic on integrating it).
+    let first_past = update
+        .state_vector_lower()
+        .iter()
+        .any(|(client, clock)| *clock > have.get(client));
+    first_past
+        || update.insertions(true).iter().any(|(client, ranges)| {
+            let mut next = have.get(client);
+            ranges.iter().any(|r| {
+                let hole = r.start > next;
+                next = next.max(r.end);
+                hole
+            })
         })
-    })
 }
 
 /// Decodes a client's state vector (empty: the client has nothing).
@@ -327,6 +334,40 @@ mod tests {
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
         assert_eq!(before, after, "the refused update changed the document");
+    }
+
+    #[test]
+    fn a_block_at_a_clock_past_the_document_is_refused_before_yrs_sees_it() {
+        // Found by collab_fuzz (seed 1, case 410,427): a block of a known client at clock
+        // u32::MAX, whose end wraps around; yrs panicked integrating it (reading it, in a
+        // debug build). Clocks from 2^31 up confuse it too (it compares clocks as i32).
+        let (doc, first) = typed(77, "ab");
+        drop(doc);
+        let mut e = empty();
+        apply(&mut e, &first).expect("the first edit applies");
+        let before = e
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        // One client (77), one block at clock u32::MAX: a string "u" whose parent is (77, 0).
+        let last = [
+            1, 1, 77, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x04, 0x44, 77, 0, 1, b'u', 0,
+        ];
+        let refused = apply(&mut e, &last).expect_err("refused");
+        assert!(
+            refused.to_string().contains("would pass the largest clock"),
+            "{refused}"
+        );
+        // The same block at clock 2^31 + 5: past what the document holds of client 77.
+        let high = [
+            1, 1, 77, 0x85, 0x80, 0x80, 0x80, 0x08, 0x04, 0x44, 77, 0, 1, b'u', 0,
+        ];
+        assert_eq!(apply(&mut e, &high), Err(Refusal::Pending));
+        let after = e
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        assert_eq!(before, after, "the refused updates changed the document");
     }
 
     #[test]
