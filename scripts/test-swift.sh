@@ -36,9 +36,12 @@ set +e
 status=${PIPESTATUS[0]}
 set -e
 # XCTest ends with "Executed N tests, with F failures"; say it plainly too.
-if summary=$(grep -E 'Executed [0-9]+ tests?, with [0-9]+ failures?' "$build_dir/test.log" | tail -1); then
+# XCTest's last summary line: "Executed N tests, with [K tests skipped and ]F failures …".
+if summary=$(grep -E 'Executed [0-9]+ tests?, with ' "$build_dir/test.log" | tail -1); then
     total=$(sed -E 's/.*Executed ([0-9]+) test.*/\1/' <<<"$summary")
-    failed=$(sed -E 's/.*with ([0-9]+) failure.*/\1/' <<<"$summary")
-    echo "swift: $((total - failed)) passed, $failed failed"
+    failed=$(sed -E 's/.* ([0-9]+) failures?.*/\1/' <<<"$summary")
+    skipped=0
+    if [[ $summary =~ ([0-9]+)\ tests?\ skipped ]]; then skipped=${BASH_REMATCH[1]}; fi
+    echo "swift: $((total - failed - skipped)) passed, $failed failed, $skipped skipped"
 fi
 exit "$status"
