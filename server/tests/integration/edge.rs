@@ -103,6 +103,7 @@ async fn open_many(n: usize, from: Ipv4Addr, addr: SocketAddr) -> Vec<TcpStream>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_slow_handshakes_are_cut_while_healthz_answers_and_memory_stays_bounded() {
     const SLOW: usize = 2_000;
+    let _alone = crate::fixtures::MEMORY.write().await;
     // Both ends of every connection live in this process: 4,000 descriptors and more.
     roam_server::edge::raise_open_file_limit().expect("raise the open-file limit");
     let t = TestServer::start_with(|c| {

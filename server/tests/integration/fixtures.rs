@@ -894,3 +894,8 @@ impl RawSocket {
         }
     }
 }
+
+/// Tests that measure this process's resident memory take this lock for writing, and tests
+/// that allocate much while they run take it for reading: every test of this binary shares one
+/// process, so a measurement must not count another test's allocations.
+pub static MEMORY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());

@@ -459,6 +459,8 @@ async fn any_socket_frame_gets_a_clear_error_and_changes_nothing() {
 /// with a client that applied what the server accepted.
 #[tokio::test]
 async fn any_collab_update_gets_an_answer_and_the_document_stays_whole() {
+    // It grows documents in this process: not while the memory of the process is measured.
+    let _shared = crate::fixtures::MEMORY.read().await;
     let t = TestServer::start().await;
     let api = t.as_user("fuzzer");
     api.create_room("fzc", "private").await;
