@@ -364,3 +364,78 @@ fn the_snapshot_holds_no_deleted_content_yet_undo_brings_it_back() {
     let doc = client.open_collab("general", "notes").expect("reopen");
     assert_eq!(doc.text("body").expect("text"), "kept ");
 }
+
+#[test]
+fn a_step_of_typing_without_a_pause_undoes_in_pieces() {
+    let dir = tempfile::tempdir().expect("dir");
+    let client = open_client(dir.path());
+    let doc = client.open_collab("general", "notes").expect("open");
+    let typed = 3 * crate::collab::MAX_STEP_EDITS;
+    for i in 0..typed {
+        doc.insert_text("body", i as u32, "x", None).expect("type");
+    }
+    assert!(doc.undo().expect("undo"));
+    let left = doc.text("body").expect("text").len();
+    let undone = typed - left;
+    assert!(
+        undone > 0 && undone <= crate::collab::MAX_STEP_EDITS,
+        "one undo took back {undone} of {typed} keystrokes"
+    );
+}
+
+#[test]
+fn old_undo_steps_are_dropped_and_what_they_deleted_is_collected() {
+    use crate::collab::MAX_UNDO_STEPS;
+    let dir = tempfile::tempdir().expect("dir");
+    let client = open_client(dir.path());
+    let doc = client.open_collab("general", "notes").expect("open");
+    let secret = "QZXJ-deleted-long-ago-QZXJ";
+    doc.insert_text("body", 0, secret, None).expect("type");
+    doc.stop_capturing();
+    doc.delete_text("body", 0, secret.len() as u32)
+        .expect("delete");
+    doc.stop_capturing();
+    let held = |doc: &crate::CollabDoc| {
+        let state = doc
+            .shared
+            .inner
+            .lock()
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        state.windows(secret.len()).any(|w| w == secret.as_bytes())
+    };
+    assert!(held(&doc), "kept for undo while its step is in the history");
+    // Enough one-character steps to push the deletion's step out of the history.
+    let steps = 2 * MAX_UNDO_STEPS;
+    for i in 0..steps {
+        doc.insert_text("body", i as u32, "y", None).expect("type");
+        doc.stop_capturing();
+    }
+    assert!(
+        !held(&doc),
+        "the deleted text is collected once its step is dropped"
+    );
+    let mut undone = 0;
+    while doc.undo().expect("undo") {
+        undone += 1;
+    }
+    assert!(
+        (MAX_UNDO_STEPS..=2 * MAX_UNDO_STEPS).contains(&undone),
+        "{undone} steps undone"
+    );
+    assert_eq!(
+        doc.text("body").expect("text"),
+        "y".repeat(steps - undone),
+        "the newest steps undo exactly"
+    );
+    // Redo brings them all back, and the document is stored as edited.
+    while doc.redo().expect("redo") {}
+    assert_eq!(doc.text("body").expect("text"), "y".repeat(steps));
+    doc.flush().expect("flush");
+    drop(doc);
+    drop(client);
+    let client = open_client(dir.path());
+    let doc = client.open_collab("general", "notes").expect("reopen");
+    assert_eq!(doc.text("body").expect("text"), "y".repeat(steps));
+}

@@ -49,7 +49,10 @@
 //!
 //! A yrs `UndoManager` tracks the local origin only, so undo and redo never touch other
 //! people's edits; edits within [`CAPTURE_MILLIS`] of each other are one step (a word typed),
-//! and [`CollabDoc::stop_capturing`] ends a step at once. Undo and redo are local edits like
+//! up to [`MAX_STEP_EDITS`] edits, and [`CollabDoc::stop_capturing`] ends a step at once. The
+//! newest [`MAX_UNDO_STEPS`] steps can always be undone; older ones are dropped (in batches)
+//! and the deleted content they kept for undo is collected, so a long session's memory and
+//! edit cost do not grow with everything it ever deleted. Undo and redo are local edits like
 //! any other: stored, queued and sent.
 //!
 //! ## Awareness
@@ -62,6 +65,10 @@
 //! the connection ends.
 
 mod convert;
+mod history;
+
+use history::History;
+pub use history::{MAX_STEP_EDITS, MAX_UNDO_STEPS};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +82,6 @@ use roam_proto::collab::{
 use roam_proto::{AwarenessUpdate, ClientFrame, CollabSync, CollabUpdate, ErrorBody, Mutation};
 use serde_json::{json, Value};
 use yrs::types::text::TextEvent;
-use yrs::undo::UndoManager;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{
@@ -409,8 +415,8 @@ struct LocalAwareness {
 }
 
 pub(crate) struct Inner {
-    doc: Doc,
-    undo: UndoManager<()>,
+    pub(crate) doc: Doc,
+    history: History,
     roots: HashMap<String, Root>,
     changes: Arc<Mutex<Changes>>,
     pending: Arc<Mutex<Pending>>,
@@ -446,16 +452,9 @@ impl Inner {
             }
         })
         .map_err(|e| format!("cannot observe the document: {e}"))?;
-        let mut tracked = std::collections::HashSet::new();
-        tracked.insert(Origin::from(LOCAL));
-        let undo = UndoManager::with_options(yrs::undo::Options {
-            capture_timeout_millis: CAPTURE_MILLIS,
-            tracked_origins: tracked,
-            ..Default::default()
-        });
         Ok(Inner {
             doc,
-            undo,
+            history: History::new(),
             roots: HashMap::new(),
             changes: Arc::new(Mutex::new(Changes::default())),
             pending,
@@ -495,8 +494,9 @@ impl Inner {
                         });
                     }
                 });
-                self.undo.expand_scope(&self.doc, &t);
-                Root::Text(t)
+                let root = Root::Text(t);
+                self.history.expand_scope(&self.doc, &root);
+                root
             }
             "list" => {
                 let l = self.doc.get_or_insert_array(name);
@@ -509,8 +509,9 @@ impl Inner {
                         });
                     }
                 });
-                self.undo.expand_scope(&self.doc, &l);
-                Root::List(l)
+                let root = Root::List(l);
+                self.history.expand_scope(&self.doc, &root);
+                root
             }
             _ => {
                 let m = self.doc.get_or_insert_map(name);
@@ -523,8 +524,9 @@ impl Inner {
                         });
                     }
                 });
-                self.undo.expand_scope(&self.doc, &m);
-                Root::Map(m)
+                let root = Root::Map(m);
+                self.history.expand_scope(&self.doc, &root);
+                root
             }
         };
         self.roots.insert(name.to_owned(), root.clone());
@@ -609,6 +611,8 @@ impl Shared {
         let mut inner = self.inner.lock();
         inner.changes.lock().wanted = self.ctx.dispatcher.listened();
         let out = f(&mut inner)?;
+        let Inner { history, doc, .. } = &mut *inner;
+        history.after_edit(doc);
         self.report(&inner, true);
         drop(inner);
         self.schedule();
@@ -1392,25 +1396,25 @@ impl CollabDoc {
     /// Undoes this device's last step of edits (never other people's). False when there is
     /// none.
     pub fn undo(&self) -> Result<bool> {
-        self.shared.edit(|inner| Ok(inner.undo.undo_blocking()))
+        self.shared.edit(|inner| Ok(inner.history.undo()))
     }
 
     /// Redoes the last undone step. False when there is none.
     pub fn redo(&self) -> Result<bool> {
-        self.shared.edit(|inner| Ok(inner.undo.redo_blocking()))
+        self.shared.edit(|inner| Ok(inner.history.redo()))
     }
 
     pub fn can_undo(&self) -> bool {
-        self.shared.inner.lock().undo.can_undo()
+        self.shared.inner.lock().history.can_undo()
     }
 
     pub fn can_redo(&self) -> bool {
-        self.shared.inner.lock().undo.can_redo()
+        self.shared.inner.lock().history.can_redo()
     }
 
     /// Ends the current undo step: the next edit starts a new one however soon it comes.
     pub fn stop_capturing(&self) {
-        self.shared.inner.lock().undo.reset();
+        self.shared.inner.lock().history.stop_capturing();
     }
 
     // ----- observing
