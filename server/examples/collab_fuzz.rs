@@ -249,7 +249,8 @@ fn in_process(cases: u64, seed: u64, panics: &AtomicU64) -> InProcess {
                 }
                 Err(r) => format!("compaction failed: {r}"),
             },
-            Err(refusal) => {
+            Err(refused) => {
+                let refusal = &refused.refusal;
                 let reason = REASONS
                     .iter()
                     .position(|r| *r == refusal.reason())
@@ -260,17 +261,25 @@ fn in_process(cases: u64, seed: u64, panics: &AtomicU64) -> InProcess {
                 if !has_pending(&entry) && same(&state_of(&entry), &good) {
                     continue;
                 }
-                out.touched += 1;
-                match stored.load() {
-                    Ok(loaded) => {
-                        let back = state_of(&loaded);
-                        entry = loaded;
-                        if same(&back, &good) {
-                            continue;
+                if !refused.touched {
+                    // The server keeps an untouched copy: it must be exactly as it was.
+                    format!(
+                        "refused as {} before yrs touched the document, yet it changed",
+                        refusal.reason()
+                    )
+                } else {
+                    out.touched += 1;
+                    match stored.load() {
+                        Ok(loaded) => {
+                            let back = state_of(&loaded);
+                            entry = loaded;
+                            if same(&back, &good) {
+                                continue;
+                            }
+                            format!("refused as {} but the document changed", refusal.reason())
                         }
-                        format!("refused as {} but the document changed", refusal.reason())
+                        Err(e) => format!("refused as {}; reloading failed: {e}", refusal.reason()),
                     }
-                    Err(e) => format!("refused as {}; reloading failed: {e}", refusal.reason()),
                 }
             }
         };

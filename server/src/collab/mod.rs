@@ -15,8 +15,9 @@
 //! the document past [`MAX_COLLAB_DOC_BYTES`] is refused too. Its size is not measured per
 //! keystroke: the document carries an upper bound (the last exact size plus every update since,
 //! since merging an update of `n` bytes grows the encoded state by at most about `n`), and the
-//! exact size is measured only when the bound comes near the limit. Any refusal after yrs
-//! touched the document drops the cached copy, so the next write reloads it from the store.
+//! exact size is measured only when the bound comes near the limit. A refusal after yrs
+//! touched the document drops the cached copy, so the next write reloads it from the store; one
+//! decided before (unreadable bytes, a hole before the update's first block) keeps it.
 //!
 //! **The cache** ([`Docs`]) holds loaded documents in memory, least recently used first out,
 //! bounded by the sum of their encoded sizes. Each entry knows the `seq` it holds; a write
@@ -151,21 +152,49 @@ pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, Refusal> {
     })
 }
 
-/// Applies one client update to `entry` (whose `seq` the caller moves on): refused, with the
-/// entry possibly touched (the caller then drops it), when it is malformed, pending or makes
-/// the document too large.
-pub fn apply(entry: &mut Entry, bytes: &[u8]) -> Result<Applied, Refusal> {
+/// A refused update, and whether yrs had already changed the document when it was refused
+/// (the caller then drops the copy and reloads it from the store; an untouched one is kept).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub touched: bool,
+}
+
+impl Refused {
+    fn untouched(refusal: Refusal) -> Refused {
+        Refused {
+            refusal,
+            touched: false,
+        }
+    }
+
+    fn touched(refusal: Refusal) -> Refused {
+        Refused {
+            refusal,
+            touched: true,
+        }
+    }
+}
+
+/// Applies one client update to `entry` (whose `seq` the caller moves on): refused when it is
+/// malformed, pending or makes the document too large — before yrs changes the document when
+/// the update can be judged from its bytes and the document's state vector, after otherwise.
+pub fn apply(entry: &mut Entry, bytes: &[u8]) -> Result<Applied, Refused> {
     apply_with_max(entry, bytes, MAX_COLLAB_DOC_BYTES as u64)
 }
 
 /// [`apply`] with another size limit (tests use a small one).
-pub fn apply_with_max(entry: &mut Entry, bytes: &[u8], max: u64) -> Result<Applied, Refusal> {
-    let update = decode_update(bytes)?;
+pub fn apply_with_max(entry: &mut Entry, bytes: &[u8], max: u64) -> Result<Applied, Refused> {
+    let update = decode_update(bytes).map_err(Refused::untouched)?;
+    let hole = guarded("update", || {
+        Ok(leaves_a_hole(&update, &entry.doc.transact().state_vector()))
+    })
+    .map_err(Refused::untouched)?;
+    if hole {
+        return Err(Refused::untouched(Refusal::Pending));
+    }
     guarded("update", || {
         let mut txn = entry.doc.transact_mut();
-        if leaves_a_hole(&update, &txn.state_vector()) {
-            return Err(Refusal::Pending);
-        }
         txn.apply_update(update)
             .map_err(|e| Refusal::Malformed(format!("the update could not be applied: {e}")))?;
         let store = txn.store();
@@ -173,10 +202,11 @@ pub fn apply_with_max(entry: &mut Entry, bytes: &[u8], max: u64) -> Result<Appli
             return Err(Refusal::Pending);
         }
         Ok(())
-    })?;
+    })
+    .map_err(Refused::touched)?;
     let bound = entry.size.saturating_add(bytes.len() as u64);
     let applied = if bound >= measure_from(max) {
-        let size = guarded("update", || Ok(exact_size(&entry.doc)))?;
+        let size = guarded("update", || Ok(exact_size(&entry.doc))).map_err(Refused::touched)?;
         Applied { size, exact: true }
     } else {
         Applied {
@@ -185,10 +215,10 @@ pub fn apply_with_max(entry: &mut Entry, bytes: &[u8], max: u64) -> Result<Appli
         }
     };
     if applied.size > max {
-        return Err(Refusal::TooLarge {
+        return Err(Refused::touched(Refusal::TooLarge {
             size: applied.size,
             max,
-        });
+        }));
     }
     entry.size = applied.size;
     Ok(applied)
@@ -298,7 +328,10 @@ mod tests {
         let mut e = empty();
         assert!(matches!(
             apply(&mut e, &[0xff, 0xff, 0xff]),
-            Err(Refusal::Malformed(_))
+            Err(Refused {
+                refusal: Refusal::Malformed(_),
+                touched: false
+            })
         ));
         // The second edit of a client without its first: pending.
         let doc = Doc::with_client_id(7);
@@ -307,7 +340,10 @@ mod tests {
         let sv = doc.transact().state_vector();
         t.insert(&mut doc.transact_mut(), 2, "cd");
         let second = doc.transact().encode_diff_v1(&sv);
-        assert_eq!(apply(&mut empty(), &second), Err(Refusal::Pending));
+        assert_eq!(
+            apply(&mut empty(), &second),
+            Err(Refused::untouched(Refusal::Pending))
+        );
     }
 
     #[test]
@@ -328,7 +364,10 @@ mod tests {
             .doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
-        assert_eq!(apply(&mut e, &third), Err(Refusal::Pending));
+        assert_eq!(
+            apply(&mut e, &third),
+            Err(Refused::untouched(Refusal::Pending))
+        );
         let after = e
             .doc
             .transact()
@@ -355,14 +394,22 @@ mod tests {
         ];
         let refused = apply(&mut e, &last).expect_err("refused");
         assert!(
-            refused.to_string().contains("would pass the largest clock"),
-            "{refused}"
+            refused
+                .refusal
+                .to_string()
+                .contains("would pass the largest clock"),
+            "{}",
+            refused.refusal
         );
+        assert!(!refused.touched, "refused before yrs saw it");
         // The same block at clock 2^31 + 5: past what the document holds of client 77.
         let high = [
             1, 1, 77, 0x85, 0x80, 0x80, 0x80, 0x08, 0x04, 0x44, 77, 0, 1, b'u', 0,
         ];
-        assert_eq!(apply(&mut e, &high), Err(Refusal::Pending));
+        assert_eq!(
+            apply(&mut e, &high),
+            Err(Refused::untouched(Refusal::Pending))
+        );
         let after = e
             .doc
             .transact()
@@ -375,7 +422,11 @@ mod tests {
         let mut e = empty();
         let (_, u) = typed(1, &"x".repeat(400));
         let err = apply_with_max(&mut e, &u, 300).expect_err("too large");
-        assert!(matches!(err, Refusal::TooLarge { max: 300, .. }));
+        assert!(matches!(err.refusal, Refusal::TooLarge { max: 300, .. }));
+        assert!(
+            err.touched,
+            "measured after applying: the copy must be reloaded"
+        );
     }
 
     #[test]

@@ -93,8 +93,10 @@ pub(crate) async fn update<R: Rows>(
             Ok(a) => a,
             Err(refused) => {
                 drop(e);
-                docs.remove(room, doc);
-                return Err(StoreError::Collab(refused));
+                if refused.touched {
+                    docs.remove(room, doc);
+                }
+                return Err(StoreError::Collab(refused.refusal));
             }
         };
         e.seq = seq;
