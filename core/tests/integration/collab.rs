@@ -22,6 +22,34 @@ async fn started(dir: &std::path::Path, server: &FakeServer, user: &str) -> Clie
     client
 }
 
+/// Alice and Bob, each with a started client on a store of their own, and the document open on
+/// both (the stores' directories last, so they go after the clients).
+struct Pair {
+    alice: Client,
+    bob: Client,
+    a: CollabDoc,
+    b: CollabDoc,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn pair(server: &FakeServer) -> Pair {
+    let dirs = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let alice = started(dirs.0.path(), server, "alice").await;
+    let bob = started(dirs.1.path(), server, "bob").await;
+    let a = alice.open_collab(ROOM, DOC).expect("open");
+    let b = bob.open_collab(ROOM, DOC).expect("open");
+    Pair {
+        alice,
+        bob,
+        a,
+        b,
+        _dirs: dirs,
+    }
+}
+
 fn text(doc: &CollabDoc) -> String {
     doc.text("body").expect("text")
 }
@@ -73,14 +101,13 @@ fn apply(model: &mut Vec<u16>, delta: &[TextDelta]) {
 #[tokio::test]
 async fn two_clients_converge_and_remote_deltas_rebuild_the_text() {
     let server = FakeServer::start().await;
-    let (da, db) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let alice = started(da.path(), &server, "alice").await;
-    let bob = started(db.path(), &server, "bob").await;
-    let a = alice.open_collab(ROOM, DOC).expect("open");
-    let b = bob.open_collab(ROOM, DOC).expect("open");
+    let Pair {
+        alice: _alice,
+        bob: _bob,
+        a,
+        b,
+        _dirs,
+    } = pair(&server).await;
     let rec = Arc::new(Recorder::default());
     let _sub = b.subscribe(rec.clone());
     a.insert_text("body", 0, "hello 😀 world", None).expect("a");
@@ -116,14 +143,13 @@ async fn two_clients_converge_and_remote_deltas_rebuild_the_text() {
 #[tokio::test]
 async fn offline_edits_on_both_sides_merge_after_reconnect() {
     let server = FakeServer::start().await;
-    let (da, db) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let alice = started(da.path(), &server, "alice").await;
-    let bob = started(db.path(), &server, "bob").await;
-    let a = alice.open_collab(ROOM, DOC).expect("open");
-    let b = bob.open_collab(ROOM, DOC).expect("open");
+    let Pair {
+        alice,
+        bob,
+        a,
+        b,
+        _dirs,
+    } = pair(&server).await;
     a.insert_text("body", 0, "base", None).expect("base");
     converged(&server, &[&a, &b]).await;
     alice.set_online(false);
@@ -202,14 +228,13 @@ async fn offline_keystrokes_are_coalesced_into_few_updates() {
 #[tokio::test]
 async fn a_gap_in_seq_syncs_again_and_catches_up() {
     let server = FakeServer::start().await;
-    let (da, db) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let alice = started(da.path(), &server, "alice").await;
-    let bob = started(db.path(), &server, "bob").await;
-    let a = alice.open_collab(ROOM, DOC).expect("open");
-    let b = bob.open_collab(ROOM, DOC).expect("open");
+    let Pair {
+        alice: _alice,
+        bob: _bob,
+        a,
+        b,
+        _dirs,
+    } = pair(&server).await;
     a.insert_text("body", 0, "one ", None).expect("one");
     converged(&server, &[&a, &b]).await;
     let syncs_before = server.with(|s| s.collab_syncs.len());
@@ -267,14 +292,13 @@ impl AwarenessListener for Peers {
 #[tokio::test]
 async fn awareness_shows_peers_selections_and_their_leaving() {
     let server = FakeServer::start().await;
-    let (da, db) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let alice = started(da.path(), &server, "alice").await;
-    let bob = started(db.path(), &server, "bob").await;
-    let a = alice.open_collab(ROOM, DOC).expect("open");
-    let b = bob.open_collab(ROOM, DOC).expect("open");
+    let Pair {
+        alice: _alice,
+        bob: _bob,
+        a,
+        b,
+        _dirs,
+    } = pair(&server).await;
     let peers = Arc::new(Peers::default());
     let _sub = b.subscribe_peers(peers.clone());
     a.insert_text("body", 0, "hello world", None).expect("text");

@@ -85,6 +85,27 @@ async fn room_with_member(t: &TestServer, room: &str, kind: &str) {
     t.as_user("bob").join_invited(&o, room, "member").await;
 }
 
+/// A private room "notes" of alice with bob as a member, and a socket of each following its
+/// document "plan".
+async fn two_followers(t: &TestServer) -> (Ws, Ws) {
+    room_with_member(t, "notes", "private").await;
+    let mut a = t.ws("alice").await;
+    let mut b = t.ws("bob").await;
+    sync(&mut a, "notes", "plan", "").await;
+    sync(&mut b, "notes", "plan", "").await;
+    (a, b)
+}
+
+/// Waits until at most `n` sockets follow a document (access is re-checked off the sockets'
+/// tasks, so a ban or a deletion takes effect a moment later).
+async fn followers_fall_to(t: &TestServer, n: f64, what: &str) {
+    let deadline = tokio::time::Instant::now() + crate::fixtures::WAIT;
+    while t.metric("roam_collab_followers", None).await > n {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn two_sockets_converge_and_each_sees_every_update_in_seq_order() {
     let t = TestServer::start().await;
@@ -256,11 +277,7 @@ async fn malformed_oversize_pending_and_overfull_updates_are_refused_and_change_
 #[tokio::test]
 async fn a_replayed_key_is_applied_once_and_answered_the_same() {
     let t = TestServer::start().await;
-    room_with_member(&t, "notes", "private").await;
-    let mut a = t.ws("alice").await;
-    let mut b = t.ws("bob").await;
-    sync(&mut a, "notes", "plan", "").await;
-    sync(&mut b, "notes", "plan", "").await;
+    let (mut a, mut b) = two_followers(&t).await;
     let ra = Replica::new(1);
     let u = ra.insert(0, "once");
     let args = json!({"room": "notes", "doc": "plan", "update": u});
@@ -333,11 +350,7 @@ async fn a_restarted_server_keeps_the_document() {
 #[tokio::test]
 async fn awareness_reaches_the_other_followers_and_goes_when_the_socket_closes() {
     let t = TestServer::start().await;
-    room_with_member(&t, "notes", "private").await;
-    let mut a = t.ws("alice").await;
-    let mut b = t.ws("bob").await;
-    sync(&mut a, "notes", "plan", "").await;
-    sync(&mut b, "notes", "plan", "").await;
+    let (mut a, mut b) = two_followers(&t).await;
     let session = a.hello["session"].clone();
     a.send(
         json!({"v": 1, "type": "awareness", "room": "notes", "doc": "plan",
@@ -373,11 +386,7 @@ async fn awareness_of_a_socket_that_does_not_follow_is_refused() {
 #[tokio::test]
 async fn a_banned_follower_stops_receiving_and_a_deleted_rooms_followers_go() {
     let t = TestServer::start().await;
-    room_with_member(&t, "notes", "private").await;
-    let mut a = t.ws("alice").await;
-    let mut b = t.ws("bob").await;
-    sync(&mut a, "notes", "plan", "").await;
-    sync(&mut b, "notes", "plan", "").await;
+    let (mut a, mut b) = two_followers(&t).await;
     let ra = Replica::new(1);
     update(&mut a, "notes", "plan", &ra.insert(0, "before")).await;
     assert_eq!(next_update(&mut b, "plan").await["seq"], 1);
@@ -386,11 +395,7 @@ async fn a_banned_follower_stops_receiving_and_a_deleted_rooms_followers_go() {
         .await;
     assert_eq!(ban["type"], "ack", "{ban}");
     // The ban is checked off the socket's task: wait until bob is no longer a follower.
-    let deadline = tokio::time::Instant::now() + crate::fixtures::WAIT;
-    while t.metric("roam_collab_followers", None).await > 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "bob still follows");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    followers_fall_to(&t, 1.0, "bob still follows").await;
     update(&mut a, "notes", "plan", &ra.insert(0, "after")).await;
     next_update(&mut a, "plan").await;
     next_update(&mut a, "plan").await;
@@ -400,14 +405,7 @@ async fn a_banned_follower_stops_receiving_and_a_deleted_rooms_followers_go() {
     );
     let del = a.mutate("room.delete", json!({"room": "notes"})).await;
     assert_eq!(del["type"], "ack", "{del}");
-    let deadline = tokio::time::Instant::now() + crate::fixtures::WAIT;
-    while t.metric("roam_collab_followers", None).await > 0.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "alice still follows"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    followers_fall_to(&t, 0.0, "alice still follows").await;
     let s = sync(&mut a, "notes", "plan", "").await;
     assert_eq!(s["code"], "not_found", "{s}");
 }
@@ -415,11 +413,7 @@ async fn a_banned_follower_stops_receiving_and_a_deleted_rooms_followers_go() {
 #[tokio::test]
 async fn leaving_stops_the_updates_and_the_follow_cap_holds() {
     let t = TestServer::start().await;
-    room_with_member(&t, "notes", "private").await;
-    let mut a = t.ws("alice").await;
-    let mut b = t.ws("bob").await;
-    sync(&mut a, "notes", "plan", "").await;
-    sync(&mut b, "notes", "plan", "").await;
+    let (mut a, mut b) = two_followers(&t).await;
     let left = b
         .call(json!({"type": "collab_leave", "room": "notes", "doc": "plan"}))
         .await;
