@@ -81,6 +81,14 @@ pub struct NewPush {
     pub message: String,
 }
 
+/// A message a user may have missed ([`PushStore::push_missed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissedMessage {
+    pub room: String,
+    pub seq: u64,
+    pub message: String,
+}
+
 /// The key of a queued entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PushKey {
@@ -175,6 +183,18 @@ pub trait PushStore: Send + Sync {
         next: Option<&str>,
         now: i64,
     ) -> StoreResult<bool>;
+    /// Queues `message` entries of any users and rooms (coalescing into queued ones), in one
+    /// transaction.
+    async fn push_enqueue(&self, entries: &[NewPush], now: i64) -> StoreResult<()>;
+    /// The messages from others committed at `since` (ms) or later that the user has not read
+    /// (after their read marker), in the rooms they are an active member of: room by room,
+    /// newest first, at most `per_room` of a room.
+    async fn push_missed(
+        &self,
+        user: &str,
+        since: i64,
+        per_room: u32,
+    ) -> StoreResult<Vec<MissedMessage>>;
     /// Leases at most `limit` due entries (oldest due first) that no live lease holds to
     /// `owner` until `lease_until`, with the facts of [`PushEntry`].
     async fn claim_pushes(

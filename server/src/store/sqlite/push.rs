@@ -11,8 +11,8 @@ use roam_proto::{PushDevice, PushMode, PushPlatform, PushSettings};
 use super::rows::int;
 use super::SqliteStore;
 use crate::store::push::{
-    stored_kind, stored_mode, stored_platform, NewPush, PushCandidate, PushEntry, PushJob, PushKey,
-    PushStore, PushTarget, QueueStats, Settle, DEFAULT_ROOM, MAX_BADGE,
+    stored_kind, stored_mode, stored_platform, MissedMessage, NewPush, PushCandidate, PushEntry,
+    PushJob, PushKey, PushStore, PushTarget, QueueStats, Settle, DEFAULT_ROOM, MAX_BADGE,
 };
 use crate::store::StoreResult;
 
@@ -256,6 +256,59 @@ fn fanout(
     Ok(true)
 }
 
+fn enqueue(c: &Connection, entries: &[NewPush], now: i64) -> StoreResult<()> {
+    let mut stmt = c.prepare_cached(QUEUE_MESSAGE)?;
+    for e in entries {
+        stmt.execute(params![e.user, e.room, int(e.seq), e.message, now])?;
+    }
+    Ok(())
+}
+
+/// The user's rooms with their read marker.
+const MARKED_ROOMS: &str = "SELECT m.room, coalesce((SELECT r.seq FROM read_markers r \
+       WHERE r.user = m.user AND r.room = m.room), 0) \
+     FROM members m WHERE m.user = ?1 AND m.status = 'active' ORDER BY m.room";
+/// A room's events after a seq, newest first (read until one is older than the window).
+const RECENT_EVENTS: &str = "SELECT seq, at, kind, actor, message FROM events \
+     WHERE room = ?1 AND seq > ?2 ORDER BY seq DESC";
+
+fn missed(
+    c: &Connection,
+    user: &str,
+    since: i64,
+    per_room: u32,
+) -> StoreResult<Vec<MissedMessage>> {
+    let rooms: Vec<(String, i64)> = c
+        .prepare_cached(MARKED_ROOMS)?
+        .query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    let mut events = c.prepare_cached(RECENT_EVENTS)?;
+    for (room, marker) in rooms {
+        let mut rows = events.query(params![room, marker])?;
+        let mut taken = 0;
+        while let Some(r) = rows.next()? {
+            let at: i64 = r.get(1)?;
+            if at < since || taken >= per_room {
+                break;
+            }
+            let kind: String = r.get(2)?;
+            let actor: String = r.get(3)?;
+            let message: Option<String> = r.get(4)?;
+            if let (true, Some(message)) = (kind == "message_created" && actor != user, message) {
+                let seq: i64 = r.get(0)?;
+                out.push(MissedMessage {
+                    room: room.clone(),
+                    seq: seq.max(0) as u64,
+                    message,
+                });
+                taken += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
 const CLAIM_ENTRIES: &str = "UPDATE push_queue SET lease_owner = ?1, lease_until = ?3 \
      WHERE (user, room, kind) IN (SELECT user, room, kind FROM push_queue \
        WHERE due_at <= ?2 AND lease_until <= ?2 ORDER BY due_at LIMIT ?4) \
@@ -477,6 +530,21 @@ impl PushStore for SqliteStore {
         self.writer
             .task(move |tx| fanout(tx, job, &owner, &entries, next.as_deref(), now))
             .await
+    }
+
+    async fn push_enqueue(&self, entries: &[NewPush], now: i64) -> StoreResult<()> {
+        let entries = entries.to_vec();
+        self.writer.task(move |tx| enqueue(tx, &entries, now)).await
+    }
+
+    async fn push_missed(
+        &self,
+        user: &str,
+        since: i64,
+        per_room: u32,
+    ) -> StoreResult<Vec<MissedMessage>> {
+        let user = user.to_owned();
+        self.read(move |c| missed(c, &user, since, per_room)).await
     }
 
     async fn claim_pushes(
