@@ -343,14 +343,31 @@ impl Pusher {
             .into_iter()
             .collect();
         let active = Arc::new(self.active(&users).await);
+        // The badges of the batch's users in one read (a room they share is read once); a user
+        // missing from it (the read failed) has theirs read alone.
+        let everyone: Vec<String> = entries
+            .iter()
+            .map(|e| e.key.user.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let badges = match store.push_badges(&everyone).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "push: the batch's badges are unreadable");
+                HashMap::new()
+            }
+        };
+        let badges = Arc::new(badges);
         // One read per message of the batch (a room's fan-out shares one).
         let messages: Arc<MessageCache> = Default::default();
         futures_util::stream::iter(entries)
             .for_each_concurrent(self.settings.concurrency, |e| {
                 let active = Arc::clone(&active);
                 let messages = Arc::clone(&messages);
+                let badges = Arc::clone(&badges);
                 async move {
-                    if let Err(err) = self.settle(e, &active, &messages).await {
+                    if let Err(err) = self.settle(e, &active, &messages, &badges).await {
                         tracing::warn!(error = %err, "push: settling an entry failed");
                     }
                 }
@@ -380,10 +397,11 @@ impl Pusher {
         e: PushEntry,
         active: &HashSet<String>,
         messages: &MessageCache,
+        badges: &HashMap<String, u64>,
     ) -> Result<(), StoreError> {
         let m = &self.service.metrics.push;
         let store = &self.service.store;
-        let sent = match self.check_and_send(&e, active, messages).await {
+        let sent = match self.check_and_send(&e, active, messages, badges).await {
             Ok(s) => s,
             Err(why) => {
                 m.skipped(why);
@@ -421,6 +439,7 @@ impl Pusher {
         e: &PushEntry,
         active: &HashSet<String>,
         messages: &MessageCache,
+        badges: &HashMap<String, u64>,
     ) -> Result<Sent, &'static str> {
         let store = &self.service.store;
         let fail = |err: StoreError| {
@@ -472,7 +491,10 @@ impl Pusher {
         if targets.is_empty() {
             return Err("no_device");
         }
-        let unread = store.push_badge(&e.key.user).await.map_err(fail)?;
+        let unread = match badges.get(&e.key.user) {
+            Some(n) => *n,
+            None => store.push_badge(&e.key.user).await.map_err(fail)?,
+        };
         let p = PushPayload {
             v: PUSH_PAYLOAD_VERSION,
             kind: e.key.kind,

@@ -14,6 +14,8 @@
 //! the first is queued coalesces into it (the newest seq and message win, `version` moves on),
 //! so the worker only deletes an entry whose version it sent.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use roam_proto::{PushDevice, PushKind, PushMode, PushPlatform, PushSettings};
 
@@ -209,6 +211,9 @@ pub trait PushStore: Send + Sync {
     /// The badge: messages from others after the user's read markers over the rooms they are
     /// an active member of, counted up to [`MAX_BADGE`].
     async fn push_badge(&self, user: &str) -> StoreResult<u64>;
+    /// The badges of several users at once (each as [`PushStore::push_badge`] counts it), for
+    /// a batch of pushes: a room that several of them share is read once.
+    async fn push_badges(&self, users: &[String]) -> StoreResult<HashMap<String, u64>>;
     /// Entries and jobs queued, and the oldest's age.
     async fn push_queue_stats(&self) -> StoreResult<QueueStats>;
 }

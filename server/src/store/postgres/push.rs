@@ -4,6 +4,8 @@
 //! and a lease that ends (its node died) frees the row for the others. The queue's own
 //! transactions run on reader connections with `synchronous_commit` turned back on for them.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
@@ -228,6 +230,14 @@ const BADGE: &str = "SELECT count(*) FROM (SELECT 1 FROM members m \
        WHERE r.user_id = m.user_id AND r.room = m.room), 0) \
      WHERE m.user_id = $1 AND m.status = 'active' AND e.sender <> $1 AND NOT e.deleted \
        LIMIT $2) t";
+
+/// [`BADGE`] for every user of an array, in one round trip.
+const BADGES: &str = "SELECT u.id, (SELECT count(*) FROM (SELECT 1 FROM members m \
+       JOIN messages e ON e.room = m.room AND e.seq > coalesce((SELECT r.seq FROM read_markers r \
+         WHERE r.user_id = m.user_id AND r.room = m.room), 0) \
+       WHERE m.user_id = u.id AND m.status = 'active' AND e.sender <> u.id AND NOT e.deleted \
+       LIMIT $2) t) \
+     FROM unnest($1::text[]) AS u(id)";
 
 const STATS: &str = "SELECT (SELECT count(*) FROM push_queue), (SELECT count(*) FROM push_jobs), \
      LEAST((SELECT min(created_at) FROM push_queue), (SELECT min(created_at) FROM push_jobs))";
@@ -519,6 +529,18 @@ impl PushStore for PostgresStore {
         let c = self.conn().await?;
         let row = c.query_one(BADGE, &[&user, &int(MAX_BADGE)]).await?;
         count(&row, 0)
+    }
+
+    async fn push_badges(&self, users: &[String]) -> StoreResult<HashMap<String, u64>> {
+        if users.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let c = self.conn().await?;
+        c.query(BADGES, &[&users, &int(MAX_BADGE)])
+            .await?
+            .iter()
+            .map(|r| Ok((col(r, 0)?, count(r, 1)?)))
+            .collect()
     }
 
     async fn push_queue_stats(&self) -> StoreResult<QueueStats> {

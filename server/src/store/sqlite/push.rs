@@ -3,6 +3,8 @@
 //! writer thread as jobs of their own ([`super::writer::Writer::task`]); one SQLite file is one
 //! node, so a lease only guards against a worker that stopped mid-batch.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -421,6 +423,66 @@ const BADGE: &str = "SELECT count(*) FROM (SELECT 1 FROM members m \
      WHERE m.user = ?1 AND m.status = 'active' AND e.kind = 'message_created' \
        AND e.actor <> ?1 LIMIT ?2)";
 
+/// A room's messages after a seq, newest first, with their sender (read through the events'
+/// (room, seq) key, other events skipped).
+const ROOM_MESSAGES_AFTER: &str = "SELECT seq, actor FROM events \
+     WHERE room = ?1 AND seq > ?2 AND kind = 'message_created' ORDER BY seq DESC";
+
+/// [`PushStore::push_badges`]: each user's rooms with their markers, then each room read once
+/// from the lowest marker among the users in it (newest first, and only until every one of
+/// them has [`MAX_BADGE`] messages from others), and the messages after each user's marker
+/// counted in memory. The room of a big fan-out, which every user of the batch shares, is
+/// read once per batch instead of once per user.
+fn badges(c: &Connection, users: &[String]) -> StoreResult<HashMap<String, u64>> {
+    // room → (user, marker)
+    let mut rooms: BTreeMap<String, Vec<(usize, i64)>> = BTreeMap::new();
+    {
+        let mut stmt = c.prepare_cached(MARKED_ROOMS)?;
+        for (i, user) in users.iter().enumerate() {
+            let rows = stmt.query_map(params![user], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (room, marker) = row?;
+                rooms.entry(room).or_default().push((i, marker));
+            }
+        }
+    }
+    let mut counts = vec![0u64; users.len()];
+    let mut stmt = c.prepare_cached(ROOM_MESSAGES_AFTER)?;
+    let mut messages: Vec<(i64, String)> = Vec::new();
+    for (room, readers) in rooms {
+        let lowest = readers.iter().map(|(_, m)| *m).min().unwrap_or(0);
+        let names: HashSet<&str> = readers.iter().map(|(i, _)| users[*i].as_str()).collect();
+        messages.clear();
+        // Messages from none of these users count for all of them: once there are enough of
+        // those, every one of them is at the cap.
+        let mut foreign = 0u64;
+        let mut rows = stmt.query(params![room, lowest])?;
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let actor: String = r.get(1)?;
+            if !names.contains(actor.as_str()) {
+                foreign += 1;
+            }
+            messages.push((seq, actor));
+            if foreign >= MAX_BADGE {
+                break;
+            }
+        }
+        for (i, marker) in readers {
+            let user = users[i].as_str();
+            let n = messages
+                .iter()
+                .take_while(|(seq, _)| *seq > marker)
+                .filter(|(_, actor)| actor != user)
+                .count() as u64;
+            counts[i] = (counts[i] + n).min(MAX_BADGE);
+        }
+    }
+    Ok(users.iter().cloned().zip(counts).collect())
+}
+
 const STATS: &str = "SELECT (SELECT count(*) FROM push_queue), (SELECT count(*) FROM push_jobs), \
      (SELECT min(created_at) FROM push_queue), (SELECT min(created_at) FROM push_jobs)";
 
@@ -576,6 +638,11 @@ impl PushStore for SqliteStore {
             Ok(n.max(0) as u64)
         })
         .await
+    }
+
+    async fn push_badges(&self, users: &[String]) -> StoreResult<HashMap<String, u64>> {
+        let users = users.to_vec();
+        self.read(move |c| badges(c, &users)).await
     }
 
     async fn push_queue_stats(&self) -> StoreResult<QueueStats> {
