@@ -268,6 +268,8 @@ async fn run(members: usize, apns: &fakes::Fake) {
     // --- 4. read → clear ---
     let mut clear = Vec::new();
     for i in 0..50 {
+        // Counted before the send: the push may reach the gateway before the send's answer.
+        let want = apns.received_for("bob-token").len() + 1;
         let m = alice
             .call(
                 reqwest::Method::POST,
@@ -277,7 +279,6 @@ async fn run(members: usize, apns: &fakes::Fake) {
             .await;
         let seq = m["seq"].as_u64().unwrap_or(last_seq);
         // Its message push first.
-        let want = apns.received_for("bob-token").len() + 1;
         let deadline = Instant::now() + Duration::from_secs(10);
         while apns.received_for("bob-token").len() < want {
             assert!(Instant::now() < deadline, "no message push");
