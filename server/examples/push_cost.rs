@@ -14,7 +14,13 @@
 //!    receiving its push, for an offline user, over 200 messages one at a time: p50, p95, max;
 //! 3. 1,000 messages while the user is active on a socket: pushes received (must be 0);
 //! 4. read → clear: from `POST /v1/rooms/{room}/read` to the gateway receiving the `read` push,
-//!    over 50 reads: p50, p95.
+//!    over 50 reads: p50, p95;
+//! 5. a silent disconnect: a user's socket goes through a loopback relay that stops forwarding
+//!    in both directions and closes nothing (a phone that lost its network); a message sent at
+//!    once finds the user still active, and is pushed when the server gives up on the socket.
+//!    From the send to the gateway receiving its push, less the idle timeout (a second server
+//!    with `--idle-timeout-secs 5`, the client pinging every second until the relay froze),
+//!    over 5 runs: each, and the largest. The target: within the timeout + 2 s.
 //!
 //! Nothing is asserted but each member being pushed exactly once and the active user getting
 //! nothing.
@@ -22,13 +28,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use roam_server::config::{Config, DbSynchronous};
+use roam_server::metrics::PushMetrics;
 use roam_server::store::{Change, Store, Write};
 use roam_server::Server;
 use roam_testkit::push as fakes;
+use roam_testkit::relay::FreezableRelay;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 #[path = "common/cpu.rs"]
 mod cpu;
@@ -259,6 +268,8 @@ async fn run(members: usize, apns: &fakes::Fake) {
     // --- 4. read → clear ---
     let mut clear = Vec::new();
     for i in 0..50 {
+        // Counted before the send: the push may reach the gateway before the send's answer.
+        let want = apns.received_for("bob-token").len() + 1;
         let m = alice
             .call(
                 reqwest::Method::POST,
@@ -268,7 +279,6 @@ async fn run(members: usize, apns: &fakes::Fake) {
             .await;
         let seq = m["seq"].as_u64().unwrap_or(last_seq);
         // Its message push first.
-        let want = apns.received_for("bob-token").len() + 1;
         let deadline = Instant::now() + Duration::from_secs(10);
         while apns.received_for("bob-token").len() < want {
             assert!(Instant::now() < deadline, "no message push");
@@ -323,5 +333,127 @@ async fn run(members: usize, apns: &fakes::Fake) {
     println!("1,000 messages while the user is active: {during} pushes");
     assert_eq!(during, 0);
     drop(ws);
+    server.shutdown().await;
+
+    silent_disconnect(apns).await;
+}
+
+/// The idle timeout of the silent-disconnect measurement, and the client's ping interval.
+const SILENT_IDLE_SECS: u64 = 5;
+const SILENT_PING: Duration = Duration::from_secs(1);
+const SILENT_RUNS: usize = 5;
+
+/// Part 5 (see the top): its own server, with a short idle timeout.
+async fn silent_disconnect(apns: &fakes::Fake) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::for_data_dir(dir.path());
+    let c = &mut config;
+    c.jwt_secret = Some("push-cost-secret-push-cost-secret-0123".into());
+    c.db_synchronous = DbSynchronous::Normal;
+    c.idle_timeout_secs = SILENT_IDLE_SECS;
+    c.heartbeat_ms = SILENT_PING.as_millis() as u64;
+    c.push.push_apns_key = Some(fakes::apns_key_path());
+    c.push.push_apns_key_id = Some(fakes::APNS_KEY_ID.into());
+    c.push.push_apns_team_id = Some(fakes::APNS_TEAM_ID.into());
+    c.push.push_apns_url = apns.url();
+    c.push.push_apns_sandbox_url = apns.url();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server = Server::start(config, listener).await.expect("server");
+    let base = format!("http://{}", server.local_addr());
+    let http = reqwest::Client::new();
+    let client = |user: &str| Client {
+        http: http.clone(),
+        base: base.clone(),
+        token: server.token_for(user).expect("token"),
+    };
+    let (alice, carol) = (client("alice"), client("carol"));
+    alice
+        .call(
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"room": "quiet", "kind": "public"}),
+        )
+        .await;
+    carol
+        .call(reqwest::Method::POST, "/v1/rooms/quiet/join", json!({}))
+        .await;
+    carol
+        .call(
+            reqwest::Method::PUT,
+            "/v1/push/devices/phone",
+            json!({"platform": "apns", "token": "carol-token", "app_id": fakes::APNS_TOPIC}),
+        )
+        .await;
+    let metrics = &server.state().service.metrics.push;
+    let idle = Duration::from_secs(SILENT_IDLE_SECS);
+    let mut over = Vec::new();
+    for run in 0..SILENT_RUNS {
+        let relay = FreezableRelay::start(server.local_addr().to_string()).await;
+        let mut req = format!("ws://{}/v1/ws", relay.addr)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", carol.token).parse().expect("header"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("socket");
+        let (mut tx, mut rx) = ws.split();
+        // The client's heartbeat, and a reader that drains what the server sends.
+        let beat = tokio::spawn(async move {
+            loop {
+                let ping = Message::Ping(Vec::new().into());
+                if tx.send(ping).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(SILENT_PING).await;
+            }
+        });
+        let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+        let active = PushMetrics::count(&metrics.skipped, "active");
+        // Connected a while, with pings heard; then, between two pings, the network goes.
+        tokio::time::sleep(SILENT_PING * 2 + SILENT_PING / (SILENT_RUNS as u32 + 1) * run as u32)
+            .await;
+        relay.freeze();
+        let before = apns.received_for("carol-token").len();
+        let t = Instant::now();
+        let m = alice
+            .call(
+                reqwest::Method::POST,
+                "/v1/rooms/quiet/messages",
+                json!({"body": format!("still there? {run}")}),
+            )
+            .await;
+        let deadline = Instant::now() + idle + Duration::from_secs(30);
+        let took = loop {
+            let r = apns.received_for("carol-token");
+            if let Some(p) = r.get(before) {
+                assert_eq!(p.roam()["seq"], m["seq"], "the message's push");
+                break p.at.duration_since(t);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no push after the silent disconnect"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        assert!(
+            PushMetrics::count(&metrics.skipped, "active") > active,
+            "the message found the user active"
+        );
+        over.push(took.as_secs_f64() - idle.as_secs_f64());
+        beat.abort();
+        drain.abort();
+        drop(relay);
+    }
+    let shown: Vec<String> = over.iter().map(|o| format!("{o:+.2}")).collect();
+    let worst = over.iter().copied().fold(f64::MIN, f64::max);
+    println!(
+        "silent disconnect (idle timeout {SILENT_IDLE_SECS} s, pings every {} s): send → push \
+         less the timeout, {SILENT_RUNS} runs: {} s; largest {worst:+.2} s (target ≤ +2 s)",
+        SILENT_PING.as_secs(),
+        shown.join(", ")
+    );
     server.shutdown().await;
 }

@@ -62,6 +62,9 @@ pub struct Conn {
     close_code: AtomicU16,
     /// The close code is the client's own, echoed (sent without a reason).
     echoed: AtomicBool,
+    /// Closed because the client fell silent (the idle timeout): what was sent to it since it
+    /// was last heard from may never have arrived.
+    silent: AtomicBool,
     queue: Mutex<VecDeque<Outbound>>,
     wake: Notify,
     capacity: usize,
@@ -93,6 +96,7 @@ impl Conn {
             closing: AtomicBool::new(false),
             close_code: AtomicU16::new(0),
             echoed: AtomicBool::new(false),
+            silent: AtomicBool::new(false),
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             capacity: capacity.max(1),
@@ -122,6 +126,20 @@ impl Conn {
             self.echoed.store(true, Ordering::Release);
         }
         self.shut();
+    }
+
+    /// Closes the socket of a client that fell silent (sent nothing, not even a ping, for the
+    /// idle timeout) with `code`: its network is probably gone without a word.
+    pub fn close_silent(&self, code: u16) {
+        self.silent.store(true, Ordering::Release);
+        self.close_with(code);
+    }
+
+    /// True when the socket was closed without the client having (probably) received what was
+    /// sent to it since it was last heard from: it fell silent, or it stopped reading (slow
+    /// consumer).
+    pub fn lost_contact(&self) -> bool {
+        self.silent.load(Ordering::Acquire) || self.close_code() == roam_proto::close::SLOW_CONSUMER
     }
 
     /// True when the close code is the client's, echoed.
@@ -230,6 +248,11 @@ impl Conn {
     pub fn read_now(&self) {
         self.read_ms
             .store(now_ms().max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// When the reader last received a frame (ms since the epoch).
+    pub fn last_read_ms(&self) -> i64 {
+        self.read_ms.load(Ordering::Relaxed).min(i64::MAX as u64) as i64
     }
 
     /// How long the client has been silent (ms).

@@ -147,6 +147,9 @@ pub struct PushMetrics {
     pub retried: Family<KindLabel, Counter>,
     /// Registrations removed because the gateway said the token is gone.
     pub tokens_removed: Counter,
+    /// Pushes queued when the server lost contact with a user's active device (it fell
+    /// silent, or stopped reading) for the messages it may have missed.
+    pub lost_contact: Counter,
     /// Pushes queued (entries) and messages not yet turned into pushes (jobs).
     pub queue_depth: Gauge,
     pub queue_jobs: Gauge,
@@ -165,6 +168,7 @@ impl PushMetrics {
             failed: Family::default(),
             retried: Family::default(),
             tokens_removed: Counter::default(),
+            lost_contact: Counter::default(),
             queue_depth: Gauge::default(),
             queue_jobs: Gauge::default(),
             queue_oldest_seconds: Gauge::default(),
@@ -203,6 +207,11 @@ impl PushMetrics {
             "push_tokens_removed",
             "Push registrations removed because the gateway said the token is gone",
             self.tokens_removed.clone(),
+        );
+        r.register(
+            "push_lost_contact",
+            "Pushes queued for what a device may have missed when the server lost contact with it",
+            self.lost_contact.clone(),
         );
         r.register(
             "push_queue_depth",

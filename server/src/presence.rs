@@ -95,6 +95,11 @@ impl PresenceTracker {
         Some(transition(user, before, devices, now))
     }
 
+    /// Whether one socket of the user said it is away (`None` if it is not recorded).
+    pub fn device_away(&self, user: &str, conn: ConnId) -> Option<bool> {
+        self.users.lock().get(user)?.get(&conn).copied()
+    }
+
     /// The live status of a user and their device count on this instance.
     pub fn live(&self, user: &str) -> (PresenceStatus, u32) {
         let u = self.users.lock();

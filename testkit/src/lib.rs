@@ -1,11 +1,13 @@
 //! What the test suites of several crates share (roam-server's unit and integration tests,
 //! roam-tests): a free loopback address, a PostgreSQL schema of a test's own, a
-//! `redis-server` of a test's own, an S3-compatible server (`moto_server`) of a test's own, and
-//! fake push gateways ([`push`]).
+//! `redis-server` of a test's own, an S3-compatible server (`moto_server`) of a test's own,
+//! fake push gateways ([`push`]), and a loopback relay that can play a silent network
+//! ([`relay`]).
 //! Test code: a failure to set one up panics with what is missing.
 
 pub mod collab;
 pub mod push;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -36,7 +36,7 @@ pub use self::gateway::{signature, Apns, Fcm, Gateway, Outcome, ServiceAccount, 
 pub use self::payload::{APNS_MAX_BYTES, FCM_MAX_DATA_BYTES};
 use crate::config::PushConfig;
 use crate::service::{now_ms, Service};
-use crate::store::push::{NewPush, PushEntry, PushJob, PushTarget, Settle};
+use crate::store::push::{NewPush, PushEntry, PushTarget, Settle};
 use crate::store::StoreError;
 
 /// Push set-up failures.
@@ -270,10 +270,7 @@ impl Pusher {
             let full = batch.len() >= self.settings.batch as usize;
             let mut wanted = Vec::with_capacity(batch.len());
             for c in batch {
-                if self
-                    .mode_lets(&job, &msg, &c.user, c.mode, &mut direct)
-                    .await?
-                {
+                if mode_lets(store, &job.room, &msg, &c.user, c.mode, &mut direct).await? {
                     wanted.push(c.user);
                 } else {
                     m.skipped("mode");
@@ -314,41 +311,6 @@ impl Pusher {
         }
     }
 
-    /// Whether `mode` lets the message through to `user`.
-    async fn mode_lets(
-        &self,
-        job: &PushJob,
-        msg: &Message,
-        user: &str,
-        mode: PushMode,
-        direct: &mut Option<bool>,
-    ) -> Result<bool, StoreError> {
-        Ok(match mode {
-            PushMode::Mute => false,
-            PushMode::All | PushMode::Default => true,
-            PushMode::Mentions => {
-                if roam_proto::mentions_user(&msg.body, user) {
-                    true
-                } else {
-                    if direct.is_none() {
-                        *direct = Some(self.is_direct(&job.room).await?);
-                    }
-                    direct.unwrap_or(false)
-                }
-            }
-        })
-    }
-
-    /// A private room of exactly two active members.
-    async fn is_direct(&self, room: &str) -> Result<bool, StoreError> {
-        let store = &self.service.store;
-        let private = store
-            .room(room)
-            .await?
-            .is_some_and(|r| r.kind == RoomKind::Private);
-        Ok(private && store.active_members(room).await? == 2)
-    }
-
     /// Those of `users` with a device that is connected and not away, on any node.
     async fn active(&self, users: &[String]) -> HashSet<String> {
         if users.is_empty() {
@@ -381,14 +343,31 @@ impl Pusher {
             .into_iter()
             .collect();
         let active = Arc::new(self.active(&users).await);
+        // The badges of the batch's users in one read (a room they share is read once); a user
+        // missing from it (the read failed) has theirs read alone.
+        let everyone: Vec<String> = entries
+            .iter()
+            .map(|e| e.key.user.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let badges = match store.push_badges(&everyone).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "push: the batch's badges are unreadable");
+                HashMap::new()
+            }
+        };
+        let badges = Arc::new(badges);
         // One read per message of the batch (a room's fan-out shares one).
         let messages: Arc<MessageCache> = Default::default();
         futures_util::stream::iter(entries)
             .for_each_concurrent(self.settings.concurrency, |e| {
                 let active = Arc::clone(&active);
                 let messages = Arc::clone(&messages);
+                let badges = Arc::clone(&badges);
                 async move {
-                    if let Err(err) = self.settle(e, &active, &messages).await {
+                    if let Err(err) = self.settle(e, &active, &messages, &badges).await {
                         tracing::warn!(error = %err, "push: settling an entry failed");
                     }
                 }
@@ -418,10 +397,11 @@ impl Pusher {
         e: PushEntry,
         active: &HashSet<String>,
         messages: &MessageCache,
+        badges: &HashMap<String, u64>,
     ) -> Result<(), StoreError> {
         let m = &self.service.metrics.push;
         let store = &self.service.store;
-        let sent = match self.check_and_send(&e, active, messages).await {
+        let sent = match self.check_and_send(&e, active, messages, badges).await {
             Ok(s) => s,
             Err(why) => {
                 m.skipped(why);
@@ -459,6 +439,7 @@ impl Pusher {
         e: &PushEntry,
         active: &HashSet<String>,
         messages: &MessageCache,
+        badges: &HashMap<String, u64>,
     ) -> Result<Sent, &'static str> {
         let store = &self.service.store;
         let fail = |err: StoreError| {
@@ -483,17 +464,7 @@ impl Pusher {
                 .ok_or("deleted")?;
             committed_at = msg.created_at;
             let mut direct = None;
-            let job = PushJob {
-                id: 0,
-                room: e.key.room.clone(),
-                seq: e.seq,
-                message: id.to_owned(),
-                sender: msg.sender.clone(),
-                after_user: String::new(),
-                created_at: msg.created_at,
-            };
-            if !self
-                .mode_lets(&job, &msg, &e.key.user, e.mode, &mut direct)
+            if !mode_lets(store, &e.key.room, &msg, &e.key.user, e.mode, &mut direct)
                 .await
                 .map_err(fail)?
             {
@@ -520,7 +491,10 @@ impl Pusher {
         if targets.is_empty() {
             return Err("no_device");
         }
-        let unread = store.push_badge(&e.key.user).await.map_err(fail)?;
+        let unread = match badges.get(&e.key.user) {
+            Some(n) => *n,
+            None => store.push_badge(&e.key.user).await.map_err(fail)?,
+        };
         let p = PushPayload {
             v: PUSH_PAYLOAD_VERSION,
             kind: e.key.kind,
@@ -587,6 +561,132 @@ impl Pusher {
             Some(after) => Sent::Retry(after),
         }
     }
+}
+
+/// Whether `mode` lets the message through to `user` (`direct`: whether the room is a direct
+/// one, read once when first needed).
+async fn mode_lets(
+    store: &Arc<dyn crate::store::Store>,
+    room: &str,
+    msg: &Message,
+    user: &str,
+    mode: PushMode,
+    direct: &mut Option<bool>,
+) -> Result<bool, StoreError> {
+    Ok(match mode {
+        PushMode::Mute => false,
+        PushMode::All | PushMode::Default => true,
+        PushMode::Mentions => {
+            if roam_proto::mentions_user(&msg.body, user) {
+                true
+            } else {
+                if direct.is_none() {
+                    *direct = Some(is_direct(store, room).await?);
+                }
+                direct.unwrap_or(false)
+            }
+        }
+    })
+}
+
+/// A private room of exactly two active members.
+async fn is_direct(store: &Arc<dyn crate::store::Store>, room: &str) -> Result<bool, StoreError> {
+    let private = store
+        .room(room)
+        .await?
+        .is_some_and(|r| r.kind == RoomKind::Private);
+    Ok(private && store.active_members(room).await? == 2)
+}
+
+/// How long before the last frame heard from a device that lost contact a message may have been
+/// sent without reaching it (a frame heard at T left the device about half a round trip
+/// before; what the server wrote from about a round trip before T on may have been lost).
+const LOST_CONTACT_MARGIN_MS: i64 = 2_000;
+/// Messages looked at per room for one that the room's mode lets through.
+const LOST_CONTACT_PER_ROOM: u32 = 20;
+
+/// The server lost contact with an active device of `user` (it fell silent until the idle
+/// timeout, or stopped reading), last heard from at `last_heard` (ms). While it counted as
+/// active the push worker skipped the user; unless another device of the user is active (on
+/// any node), this queues a push per room for the newest message from others since then that
+/// the user has not read and the room's mode lets through, and wakes the worker. The worker
+/// checks each again before it sends, as every push.
+pub async fn lost_contact(service: &Service, user: &str, last_heard: i64) {
+    match queue_missed(service, user, last_heard - LOST_CONTACT_MARGIN_MS).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::debug!(user, pushes = n, "push: queued what a silent device missed");
+            service.metrics.push.lost_contact.inc_by(n as u64);
+            service.push_wake.notify_one();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, user, "push: cannot queue what a silent device missed")
+        }
+    }
+}
+
+async fn queue_missed(service: &Service, user: &str, since: i64) -> Result<usize, StoreError> {
+    let users = [user.to_owned()];
+    let active = service
+        .live_presences(&users)
+        .await
+        .iter()
+        .any(|p| p.status == PresenceStatus::Online);
+    let store = &service.store;
+    if active || store.push_targets(user).await?.is_empty() {
+        return Ok(0);
+    }
+    let missed = store
+        .push_missed(user, since, LOST_CONTACT_PER_ROOM)
+        .await?;
+    if missed.is_empty() {
+        return Ok(0);
+    }
+    let settings = store.push_settings(user).await?;
+    let mut entries: Vec<NewPush> = Vec::new();
+    // `missed` comes room by room, newest first: the first message of a room that its mode
+    // lets through is the room's push (the entry coalesces the rest).
+    let mut decided: Option<&str> = None;
+    let mut direct: (Option<&str>, Option<bool>) = (None, None);
+    for m in &missed {
+        if decided == Some(m.room.as_str()) {
+            continue;
+        }
+        if direct.0 != Some(m.room.as_str()) {
+            direct = (Some(m.room.as_str()), None);
+        }
+        let mode = settings
+            .rooms
+            .get(&m.room)
+            .copied()
+            .unwrap_or(settings.default);
+        let lets = match mode {
+            PushMode::Mute => {
+                decided = Some(m.room.as_str());
+                false
+            }
+            PushMode::All | PushMode::Default => true,
+            PushMode::Mentions => match store.message(&m.room, &m.message).await? {
+                Some(msg) if !msg.deleted => {
+                    mode_lets(store, &m.room, &msg, user, mode, &mut direct.1).await?
+                }
+                _ => false,
+            },
+        };
+        if lets {
+            decided = Some(m.room.as_str());
+            entries.push(NewPush {
+                user: user.to_owned(),
+                room: m.room.clone(),
+                seq: m.seq,
+                message: m.message.clone(),
+            });
+        }
+    }
+    if !entries.is_empty() {
+        store.push_enqueue(&entries, now_ms()).await?;
+    }
+    Ok(entries.len())
 }
 
 /// Starts the node's push worker with the configured gateways.

@@ -14,6 +14,8 @@
 //! the first is queued coalesces into it (the newest seq and message win, `version` moves on),
 //! so the worker only deletes an entry whose version it sent.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use roam_proto::{PushDevice, PushKind, PushMode, PushPlatform, PushSettings};
 
@@ -76,6 +78,14 @@ pub struct PushCandidate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPush {
     pub user: String,
+    pub room: String,
+    pub seq: u64,
+    pub message: String,
+}
+
+/// A message a user may have missed ([`PushStore::push_missed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissedMessage {
     pub room: String,
     pub seq: u64,
     pub message: String,
@@ -175,6 +185,18 @@ pub trait PushStore: Send + Sync {
         next: Option<&str>,
         now: i64,
     ) -> StoreResult<bool>;
+    /// Queues `message` entries of any users and rooms (coalescing into queued ones), in one
+    /// transaction.
+    async fn push_enqueue(&self, entries: &[NewPush], now: i64) -> StoreResult<()>;
+    /// The messages from others committed at `since` (ms) or later that the user has not read
+    /// (after their read marker), in the rooms they are an active member of: room by room,
+    /// newest first, at most `per_room` of a room.
+    async fn push_missed(
+        &self,
+        user: &str,
+        since: i64,
+        per_room: u32,
+    ) -> StoreResult<Vec<MissedMessage>>;
     /// Leases at most `limit` due entries (oldest due first) that no live lease holds to
     /// `owner` until `lease_until`, with the facts of [`PushEntry`].
     async fn claim_pushes(
@@ -189,6 +211,9 @@ pub trait PushStore: Send + Sync {
     /// The badge: messages from others after the user's read markers over the rooms they are
     /// an active member of, counted up to [`MAX_BADGE`].
     async fn push_badge(&self, user: &str) -> StoreResult<u64>;
+    /// The badges of several users at once (each as [`PushStore::push_badge`] counts it), for
+    /// a batch of pushes: a room that several of them share is read once.
+    async fn push_badges(&self, users: &[String]) -> StoreResult<HashMap<String, u64>>;
     /// Entries and jobs queued, and the oldest's age.
     async fn push_queue_stats(&self) -> StoreResult<QueueStats>;
 }

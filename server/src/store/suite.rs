@@ -146,6 +146,59 @@ macro_rules! store_suite {
             assert!(matches!(taken, StoreError::Conflict(_)), "{taken:?}");
         }
 
+        #[tokio::test]
+        async fn push_badges_count_as_push_badge_does() {
+            let h = $harness.await;
+            let store = h.open().await;
+            let join = |user: &str, room: &str| {
+                write(
+                    user,
+                    T0,
+                    Change::AddMember {
+                        room: room.into(),
+                        user: user.into(),
+                        role: Role::Member,
+                        invitation: None,
+                    },
+                )
+            };
+            apply(&*store, write("alice", T0, create_room("a", RoomKind::Public, "alice"))).await;
+            apply(&*store, write("bob", T0, create_room("b", RoomKind::Public, "bob"))).await;
+            for (user, room) in [("bob", "a"), ("carol", "a"), ("carol", "b")] {
+                apply(&*store, join(user, room)).await;
+            }
+            let mut seqs = Vec::new();
+            for (who, room, id) in [
+                ("alice", "a", "m1"),
+                ("bob", "a", "m2"),
+                ("carol", "a", "m3"),
+                ("alice", "a", "m4"),
+                ("bob", "b", "n1"),
+                ("bob", "b", "n2"),
+                ("carol", "b", "n3"),
+            ] {
+                seqs.push(seq_of(&apply(&*store, write(who, T0, message(room, id, "x"))).await.0));
+            }
+            // dave joins after every message (an event after them that is not one).
+            apply(&*store, join("dave", "a")).await;
+            let read = Change::MarkRoomRead {
+                room: "a".into(),
+                seq: seqs[1],
+            };
+            apply(&*store, write("carol", T0, read)).await;
+            let users: Vec<String> = ["alice", "bob", "carol", "dave", "nobody"]
+                .iter()
+                .map(|u| (*u).to_owned())
+                .collect();
+            let badges = store.push_badges(&users).await.unwrap();
+            let want = [("alice", 2), ("bob", 4), ("carol", 3), ("dave", 4), ("nobody", 0)];
+            for (user, n) in want {
+                assert_eq!(badges.get(user), Some(&n), "{user}: {badges:?}");
+                assert_eq!(store.push_badge(user).await.unwrap(), n, "{user} alone");
+            }
+            assert!(store.push_badges(&[]).await.unwrap().is_empty());
+        }
+
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_messages_get_contiguous_seqs() {
             let h = $harness.await;

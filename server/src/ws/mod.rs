@@ -210,6 +210,11 @@ async fn opened(state: &AppState, conn: &Arc<Conn>, compress: bool) {
 async fn closed(state: &AppState, conn: &Arc<Conn>, following: &[Arc<str>]) {
     let svc = &state.service;
     let now = now_ms();
+    // An active device the server lost contact with (no close from it: it fell silent or
+    // stopped reading) may have missed what was sent to it since it was last heard from, and
+    // the push worker skipped that while the device counted as active.
+    let lost_active =
+        conn.lost_contact() && svc.presence.device_away(&conn.user, conn.id) == Some(false);
     let left = state.hub.disconnect(conn, following);
     for gone in state.hub.collab().disconnect(conn) {
         collab::publish_awareness(state, gone, None).await;
@@ -222,6 +227,10 @@ async fn closed(state: &AppState, conn: &Arc<Conn>, following: &[Arc<str>]) {
     }
     if let Some(t) = svc.presence.disconnect(&conn.user, conn.id, now) {
         svc.presence_moved(t).await;
+    }
+    if lost_active {
+        // After the presence above: the pushes are checked against it before they go.
+        crate::push::lost_contact(svc, &conn.user, conn.last_read_ms()).await;
     }
     svc.metrics.connections.dec();
     tracing::debug!(conn = conn.id, user = %conn.user, code = conn.close_code(), "socket closed");
@@ -248,7 +257,7 @@ pub async fn sweep(state: AppState, every: Duration) {
                 conn.close_with(close::TOKEN_EXPIRED);
             } else if conn.idle_for(now) > idle_ms {
                 tracing::debug!(conn = conn.id, "idle timeout");
-                conn.close_with(close::NORMAL);
+                conn.close_silent(close::NORMAL);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Push notifications (protocol §11) against fake APNs, FCM and webhook servers on loopback
 //! (`roam_testkit::push`): registration and modes over REST and the socket, who is pushed,
-//! coalescing, read clearing, the gateways' errors, two nodes sharing the queue, and a room of
-//! 10,000 offline members.
+//! coalescing, read clearing, the gateways' errors, a device that falls silent (on one node and
+//! across two), two nodes sharing the queue, and a room of 10,000 offline members.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +14,10 @@ use roam_server::store::sqlite::{SqliteStore, Synchronous};
 use roam_server::store::{Change, Store, Write};
 use roam_server::{AppState, Server};
 use roam_testkit::push::{self as fakes, Failure, Fake};
+use roam_testkit::relay::FreezableRelay;
 use serde_json::{json, Value};
 
-use crate::fixtures::{config, postgres_url, PgSchema, TestServer};
+use crate::fixtures::{config, postgres_url, PgSchema, TestServer, Ws};
 
 const WEBHOOK_SECRET: &str = "webhook-test-secret";
 
@@ -506,6 +507,129 @@ async fn a_message_deleted_or_read_before_its_push_is_not_pushed() {
     assert_eq!(got[0].roam()["kind"], "read");
 }
 
+// ----- a device that falls silent ---------------------------------------------------------
+
+/// The idle timeout of the silent-device tests (the server checks it every second).
+const IDLE_SECS: u64 = 2;
+
+fn short_idle(c: &mut Config) {
+    c.idle_timeout_secs = IDLE_SECS;
+    c.heartbeat_ms = 250;
+}
+
+/// Connects `user`'s socket to `addr` (a server, or a relay to one) and pings it every 250 ms
+/// from a task of its own, as a client's heartbeat does, without reading the answers; the
+/// socket lives as long as the task.
+async fn heartbeating(addr: std::net::SocketAddr, token: &str) -> tokio::task::JoinHandle<()> {
+    let mut ws = Ws::connect(&format!("ws://{addr}/v1/ws"), token).await;
+    tokio::spawn(async move {
+        for i in 0u64.. {
+            ws.send(json!({"v": 1, "type": "ping", "id": format!("hb{i}")}))
+                .await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+/// A phone that loses its network without a word (no FIN, no RST: the relay stops forwarding
+/// in both directions and closes nothing) counts as active until the idle timeout; then what
+/// was sent to it since it was last heard from is pushed, the room's newest message once. What
+/// it got well before it fell silent is not.
+#[tokio::test]
+async fn a_silent_device_stops_counting_as_active_and_what_it_missed_is_pushed() {
+    let g = gateways().await;
+    let t = start(&g, short_idle).await;
+    room_with(&t, "team", &["bob"]).await;
+    room_with(&t, "earlier", &["bob"]).await;
+    let token = "5a".repeat(32);
+    register(&t, "bob", "phone", "apns", &token).await;
+    let relay = FreezableRelay::start(t.server().local_addr().to_string()).await;
+    let beat = heartbeating(relay.addr, &t.token("bob")).await;
+    let alice = t.as_user("alice");
+
+    // Active: not pushed. "earlier" reached the phone long (more than the server's margin of
+    // two seconds) before it fell silent.
+    alice.say("earlier", "seen while connected").await;
+    eventually("the active skip is counted", async || {
+        counter(&t, "push_skipped", "kind=\"active\"").await >= 1.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    // The network goes. The server still counts the phone as active for the idle timeout.
+    relay.freeze();
+    alice.say("team", "are you there?").await;
+    let sent = alice.say("team", "still there?").await;
+    assert_eq!(g.apns.wait_received(1, Duration::from_secs(15)).await, 1);
+    let got = &g.apns.received()[0];
+    assert_eq!(got.token, token);
+    let roam = got.roam();
+    assert_eq!(roam["kind"], "message");
+    assert_eq!(roam["room"], "team");
+    assert_eq!(roam["seq"], sent["seq"], "the room's newest message");
+    assert_eq!(roam["message"], sent["id"]);
+    assert_eq!(roam["unread"], 3, "the badge counts every unread message");
+    assert_eq!(t.metric("roam_push_lost_contact_total", None).await, 1.0);
+    eventually("the queue is empty", async || {
+        t.metric("roam_push_queue_depth", None).await == 0.0
+    })
+    .await;
+    assert_eq!(g.apns.received().len(), 1, "nothing for \"earlier\"");
+
+    // Gone now: the next message is pushed as to any offline user.
+    let next = alice.say("team", "hello?").await;
+    assert_eq!(g.apns.wait_received(2, Duration::from_secs(10)).await, 2);
+    assert_eq!(g.apns.received()[1].roam()["seq"], next["seq"]);
+    beat.abort();
+}
+
+/// The same across two nodes: bob's phone falls silent on node b while alice writes on node a
+/// (which saw bob active through the cluster's presence), and bob is pushed; carol, whose
+/// phone fell silent too but whose laptop is connected to node a, is not.
+#[tokio::test]
+async fn a_silent_device_on_another_node_is_pushed_unless_another_device_is_active() {
+    let g = gateways().await;
+    let s = shared_store().await;
+    let a = node_with(&s, &g, "a", short_idle).await;
+    let b = node_with(&s, &g, "b", short_idle).await;
+    room_with(&a, "team", &["bob", "carol"]).await;
+    register(&a, "bob", "phone", "fcm", "bob-phone").await;
+    register(&a, "carol", "phone", "fcm", "carol-phone").await;
+    let relay = FreezableRelay::start(b.server().local_addr().to_string()).await;
+    let bob_phone = heartbeating(relay.addr, &b.token("bob")).await;
+    let carol_phone = heartbeating(relay.addr, &b.token("carol")).await;
+    let carol_laptop = heartbeating(a.server().local_addr(), &a.token("carol")).await;
+    let alice = a.as_user("alice");
+    alice.say("team", "everyone here?").await;
+    // Either node may take the message's job.
+    eventually("both are active", async || {
+        counter(&a, "push_skipped", "kind=\"active\"").await
+            + counter(&b, "push_skipped", "kind=\"active\"").await
+            >= 2.0
+    })
+    .await;
+
+    relay.freeze();
+    let sent = alice.say("team", "anyone?").await;
+    assert_eq!(g.fcm.wait_received(1, Duration::from_secs(15)).await, 1);
+    let got = &g.fcm.received()[0];
+    assert_eq!(got.token, "bob-phone");
+    assert_eq!(got.roam()["seq"], sent["seq"]);
+    eventually("both phones are given up on", async || {
+        b.metric("roam_connections", None).await == 0.0
+    })
+    .await;
+    eventually("the queue is empty", async || {
+        a.metric("roam_push_queue_depth", None).await == 0.0
+    })
+    .await;
+    let got = g.fcm.received();
+    assert_eq!(got.len(), 1, "carol's laptop is active: {got:?}");
+    for beat in [bob_phone, carol_phone, carol_laptop] {
+        beat.abort();
+    }
+}
+
 // ----- two nodes on one store -----------------------------------------------------------
 
 fn redis_url() -> String {
@@ -547,9 +671,19 @@ async fn shared_store() -> Shared {
 }
 
 async fn node(s: &Shared, g: &Gateways, name: &str) -> TestServer {
+    node_with(s, g, name, |_| {}).await
+}
+
+async fn node_with(
+    s: &Shared,
+    g: &Gateways,
+    name: &str,
+    f: impl FnOnce(&mut Config),
+) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path());
     g.configure(&mut cfg);
+    f(&mut cfg);
     cfg.bus = redis_url();
     cfg.bus_prefix = s.prefix.clone();
     cfg.node_id = Some(name.to_owned());

@@ -4,6 +4,8 @@
 //! and a lease that ends (its node died) frees the row for the others. The queue's own
 //! transactions run on reader connections with `synchronous_commit` turned back on for them.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
@@ -13,8 +15,8 @@ use super::conn::Conn;
 use super::rows::{col, count, int};
 use super::PostgresStore;
 use crate::store::push::{
-    stored_kind, stored_mode, stored_platform, NewPush, PushCandidate, PushEntry, PushJob, PushKey,
-    PushStore, PushTarget, QueueStats, Settle, DEFAULT_ROOM, MAX_BADGE,
+    stored_kind, stored_mode, stored_platform, MissedMessage, NewPush, PushCandidate, PushEntry,
+    PushJob, PushKey, PushStore, PushTarget, QueueStats, Settle, DEFAULT_ROOM, MAX_BADGE,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -188,6 +190,26 @@ const QUEUE_MESSAGES: &str = "INSERT INTO push_queue \
      seq = GREATEST(push_queue.seq, excluded.seq), version = push_queue.version + 1, \
      coalesced = push_queue.coalesced + 1";
 
+/// Entries of any users and rooms, as arrays.
+const QUEUE_ANY: &str = "INSERT INTO push_queue \
+     (user_id, room, kind, seq, message, due_at, created_at) \
+     SELECT u, r, 'message', s, m, $5, $5 \
+       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS t(u, r, s, m) \
+     ON CONFLICT (user_id, room, kind) DO UPDATE SET \
+     message = CASE WHEN excluded.seq > push_queue.seq THEN excluded.message \
+       ELSE push_queue.message END, \
+     seq = GREATEST(push_queue.seq, excluded.seq), version = push_queue.version + 1, \
+     coalesced = push_queue.coalesced + 1";
+
+/// Through `messages_room_created`: only the room's messages of the window are read.
+const MISSED: &str = "SELECT m.room, x.seq, x.id FROM members m \
+     CROSS JOIN LATERAL (SELECT e.seq, e.id FROM messages e WHERE e.room = m.room \
+       AND e.created_at >= $2 AND e.sender <> $1 AND NOT e.deleted \
+       AND e.seq > coalesce((SELECT r.seq FROM read_markers r WHERE r.user_id = m.user_id \
+         AND r.room = m.room), 0) \
+       ORDER BY e.created_at DESC, e.seq DESC LIMIT $3) x \
+     WHERE m.user_id = $1 AND m.status = 'active' ORDER BY m.room, x.seq DESC";
+
 const CLAIM_ENTRIES: &str = "WITH c AS (SELECT user_id, room, kind FROM push_queue \
        WHERE due_at <= $2 AND lease_until <= $2 ORDER BY due_at LIMIT $4 \
        FOR UPDATE SKIP LOCKED) \
@@ -208,6 +230,14 @@ const BADGE: &str = "SELECT count(*) FROM (SELECT 1 FROM members m \
        WHERE r.user_id = m.user_id AND r.room = m.room), 0) \
      WHERE m.user_id = $1 AND m.status = 'active' AND e.sender <> $1 AND NOT e.deleted \
        LIMIT $2) t";
+
+/// [`BADGE`] for every user of an array, in one round trip.
+const BADGES: &str = "SELECT u.id, (SELECT count(*) FROM (SELECT 1 FROM members m \
+       JOIN messages e ON e.room = m.room AND e.seq > coalesce((SELECT r.seq FROM read_markers r \
+         WHERE r.user_id = m.user_id AND r.room = m.room), 0) \
+       WHERE m.user_id = u.id AND m.status = 'active' AND e.sender <> u.id AND NOT e.deleted \
+       LIMIT $2) t) \
+     FROM unnest($1::text[]) AS u(id)";
 
 const STATS: &str = "SELECT (SELECT count(*) FROM push_queue), (SELECT count(*) FROM push_jobs), \
      LEAST((SELECT min(created_at) FROM push_queue), (SELECT min(created_at) FROM push_jobs))";
@@ -385,6 +415,42 @@ impl PushStore for PostgresStore {
         })
     }
 
+    async fn push_enqueue(&self, entries: &[NewPush], now: i64) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let users: Vec<&str> = entries.iter().map(|e| e.user.as_str()).collect();
+        let rooms: Vec<&str> = entries.iter().map(|e| e.room.as_str()).collect();
+        let seqs: Vec<i64> = entries.iter().map(|e| int(e.seq)).collect();
+        let msgs: Vec<&str> = entries.iter().map(|e| e.message.as_str()).collect();
+        let c = self.conn().await?;
+        durable!(&*c, {
+            c.execute(QUEUE_ANY, &[&users, &rooms, &seqs, &msgs, &now])
+                .await?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    async fn push_missed(
+        &self,
+        user: &str,
+        since: i64,
+        per_room: u32,
+    ) -> StoreResult<Vec<MissedMessage>> {
+        let c = self.conn().await?;
+        c.query(MISSED, &[&user, &since, &i64::from(per_room)])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(MissedMessage {
+                    room: col(r, 0)?,
+                    seq: count(r, 1)?,
+                    message: col(r, 2)?,
+                })
+            })
+            .collect()
+    }
+
     async fn claim_pushes(
         &self,
         owner: &str,
@@ -463,6 +529,18 @@ impl PushStore for PostgresStore {
         let c = self.conn().await?;
         let row = c.query_one(BADGE, &[&user, &int(MAX_BADGE)]).await?;
         count(&row, 0)
+    }
+
+    async fn push_badges(&self, users: &[String]) -> StoreResult<HashMap<String, u64>> {
+        if users.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let c = self.conn().await?;
+        c.query(BADGES, &[&users, &int(MAX_BADGE)])
+            .await?
+            .iter()
+            .map(|r| Ok((col(r, 0)?, count(r, 1)?)))
+            .collect()
     }
 
     async fn push_queue_stats(&self) -> StoreResult<QueueStats> {

@@ -3,6 +3,8 @@
 //! writer thread as jobs of their own ([`super::writer::Writer::task`]); one SQLite file is one
 //! node, so a lease only guards against a worker that stopped mid-batch.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -11,8 +13,8 @@ use roam_proto::{PushDevice, PushMode, PushPlatform, PushSettings};
 use super::rows::int;
 use super::SqliteStore;
 use crate::store::push::{
-    stored_kind, stored_mode, stored_platform, NewPush, PushCandidate, PushEntry, PushJob, PushKey,
-    PushStore, PushTarget, QueueStats, Settle, DEFAULT_ROOM, MAX_BADGE,
+    stored_kind, stored_mode, stored_platform, MissedMessage, NewPush, PushCandidate, PushEntry,
+    PushJob, PushKey, PushStore, PushTarget, QueueStats, Settle, DEFAULT_ROOM, MAX_BADGE,
 };
 use crate::store::StoreResult;
 
@@ -256,6 +258,59 @@ fn fanout(
     Ok(true)
 }
 
+fn enqueue(c: &Connection, entries: &[NewPush], now: i64) -> StoreResult<()> {
+    let mut stmt = c.prepare_cached(QUEUE_MESSAGE)?;
+    for e in entries {
+        stmt.execute(params![e.user, e.room, int(e.seq), e.message, now])?;
+    }
+    Ok(())
+}
+
+/// The user's rooms with their read marker.
+const MARKED_ROOMS: &str = "SELECT m.room, coalesce((SELECT r.seq FROM read_markers r \
+       WHERE r.user = m.user AND r.room = m.room), 0) \
+     FROM members m WHERE m.user = ?1 AND m.status = 'active' ORDER BY m.room";
+/// A room's events after a seq, newest first (read until one is older than the window).
+const RECENT_EVENTS: &str = "SELECT seq, at, kind, actor, message FROM events \
+     WHERE room = ?1 AND seq > ?2 ORDER BY seq DESC";
+
+fn missed(
+    c: &Connection,
+    user: &str,
+    since: i64,
+    per_room: u32,
+) -> StoreResult<Vec<MissedMessage>> {
+    let rooms: Vec<(String, i64)> = c
+        .prepare_cached(MARKED_ROOMS)?
+        .query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    let mut events = c.prepare_cached(RECENT_EVENTS)?;
+    for (room, marker) in rooms {
+        let mut rows = events.query(params![room, marker])?;
+        let mut taken = 0;
+        while let Some(r) = rows.next()? {
+            let at: i64 = r.get(1)?;
+            if at < since || taken >= per_room {
+                break;
+            }
+            let kind: String = r.get(2)?;
+            let actor: String = r.get(3)?;
+            let message: Option<String> = r.get(4)?;
+            if let (true, Some(message)) = (kind == "message_created" && actor != user, message) {
+                let seq: i64 = r.get(0)?;
+                out.push(MissedMessage {
+                    room: room.clone(),
+                    seq: seq.max(0) as u64,
+                    message,
+                });
+                taken += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
 const CLAIM_ENTRIES: &str = "UPDATE push_queue SET lease_owner = ?1, lease_until = ?3 \
      WHERE (user, room, kind) IN (SELECT user, room, kind FROM push_queue \
        WHERE due_at <= ?2 AND lease_until <= ?2 ORDER BY due_at LIMIT ?4) \
@@ -368,6 +423,66 @@ const BADGE: &str = "SELECT count(*) FROM (SELECT 1 FROM members m \
      WHERE m.user = ?1 AND m.status = 'active' AND e.kind = 'message_created' \
        AND e.actor <> ?1 LIMIT ?2)";
 
+/// A room's messages after a seq, newest first, with their sender (read through the events'
+/// (room, seq) key, other events skipped).
+const ROOM_MESSAGES_AFTER: &str = "SELECT seq, actor FROM events \
+     WHERE room = ?1 AND seq > ?2 AND kind = 'message_created' ORDER BY seq DESC";
+
+/// [`PushStore::push_badges`]: each user's rooms with their markers, then each room read once
+/// from the lowest marker among the users in it (newest first, and only until every one of
+/// them has [`MAX_BADGE`] messages from others), and the messages after each user's marker
+/// counted in memory. The room of a big fan-out, which every user of the batch shares, is
+/// read once per batch instead of once per user.
+fn badges(c: &Connection, users: &[String]) -> StoreResult<HashMap<String, u64>> {
+    // room → (user, marker)
+    let mut rooms: BTreeMap<String, Vec<(usize, i64)>> = BTreeMap::new();
+    {
+        let mut stmt = c.prepare_cached(MARKED_ROOMS)?;
+        for (i, user) in users.iter().enumerate() {
+            let rows = stmt.query_map(params![user], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (room, marker) = row?;
+                rooms.entry(room).or_default().push((i, marker));
+            }
+        }
+    }
+    let mut counts = vec![0u64; users.len()];
+    let mut stmt = c.prepare_cached(ROOM_MESSAGES_AFTER)?;
+    let mut messages: Vec<(i64, String)> = Vec::new();
+    for (room, readers) in rooms {
+        let lowest = readers.iter().map(|(_, m)| *m).min().unwrap_or(0);
+        let names: HashSet<&str> = readers.iter().map(|(i, _)| users[*i].as_str()).collect();
+        messages.clear();
+        // Messages from none of these users count for all of them: once there are enough of
+        // those, every one of them is at the cap.
+        let mut foreign = 0u64;
+        let mut rows = stmt.query(params![room, lowest])?;
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let actor: String = r.get(1)?;
+            if !names.contains(actor.as_str()) {
+                foreign += 1;
+            }
+            messages.push((seq, actor));
+            if foreign >= MAX_BADGE {
+                break;
+            }
+        }
+        for (i, marker) in readers {
+            let user = users[i].as_str();
+            let n = messages
+                .iter()
+                .take_while(|(seq, _)| *seq > marker)
+                .filter(|(_, actor)| actor != user)
+                .count() as u64;
+            counts[i] = (counts[i] + n).min(MAX_BADGE);
+        }
+    }
+    Ok(users.iter().cloned().zip(counts).collect())
+}
+
 const STATS: &str = "SELECT (SELECT count(*) FROM push_queue), (SELECT count(*) FROM push_jobs), \
      (SELECT min(created_at) FROM push_queue), (SELECT min(created_at) FROM push_jobs)";
 
@@ -479,6 +594,21 @@ impl PushStore for SqliteStore {
             .await
     }
 
+    async fn push_enqueue(&self, entries: &[NewPush], now: i64) -> StoreResult<()> {
+        let entries = entries.to_vec();
+        self.writer.task(move |tx| enqueue(tx, &entries, now)).await
+    }
+
+    async fn push_missed(
+        &self,
+        user: &str,
+        since: i64,
+        per_room: u32,
+    ) -> StoreResult<Vec<MissedMessage>> {
+        let user = user.to_owned();
+        self.read(move |c| missed(c, &user, since, per_room)).await
+    }
+
     async fn claim_pushes(
         &self,
         owner: &str,
@@ -508,6 +638,11 @@ impl PushStore for SqliteStore {
             Ok(n.max(0) as u64)
         })
         .await
+    }
+
+    async fn push_badges(&self, users: &[String]) -> StoreResult<HashMap<String, u64>> {
+        let users = users.to_vec();
+        self.read(move |c| badges(c, &users)).await
     }
 
     async fn push_queue_stats(&self) -> StoreResult<QueueStats> {
