@@ -55,7 +55,11 @@ fn main() -> std::process::ExitCode {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
-        .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .map(|list| {
+            list.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
         .unwrap_or_else(|| vec![1, 2, 3, 4]);
     let passed = rt.block_on(run(if quick { 16 } else { 1 }, &only));
     if passed {
