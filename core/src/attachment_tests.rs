@@ -286,6 +286,41 @@ async fn the_send_waits_for_its_upload_and_keeps_its_place_in_the_room() {
 }
 
 #[tokio::test]
+async fn a_request_reads_the_file_as_it_goes_and_a_short_file_is_a_file_error() {
+    use crate::http::Sent;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, url) = server().await;
+    let c = open(dir.path(), &url);
+    // More than one read of the body (1 MiB each), from the start and from an offset.
+    let (path, bytes) = file(dir.path(), "long.bin", 1_500_000, 6);
+    fake.lock()
+        .uploads
+        .insert("u".into(), (sha(&bytes), 1_500_010, Vec::new()));
+    let (http, p) = (&c.ctx().http, std::path::Path::new(&path));
+    assert_eq!(
+        http.send_file_bytes("u", p, 0, 1_200_000)
+            .await
+            .expect("sent"),
+        Sent::At(1_200_000)
+    );
+    assert_eq!(
+        http.send_file_bytes("u", p, 1_200_000, 300_000)
+            .await
+            .expect("sent"),
+        Sent::At(1_500_000)
+    );
+    assert_eq!(fake.lock().uploads["u"].2, bytes);
+    // Bytes past the file's end cannot be read: the file's fault, not the network's (an
+    // upload fails for good rather than trying again).
+    let r = http.send_file_bytes("u", p, 1_500_000, 10).await;
+    assert!(matches!(r, Err(Error::File { .. })), "{r:?}");
+    assert_eq!(fake.lock().uploads["u"].2.len(), 1_500_000, "nothing more");
+    let gone = dir.path().join("gone.bin");
+    let r = http.send_file_bytes("u", &gone, 1_500_000, 10).await;
+    assert!(matches!(r, Err(Error::File { .. })), "{r:?}");
+}
+
+#[tokio::test]
 async fn an_upload_resumes_from_the_servers_offset() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (fake, url) = server().await;

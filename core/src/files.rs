@@ -77,23 +77,77 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// The SHA-256 (hex) and size of a file, read in chunks.
+/// Fills `buf` from `file` as far as it goes; the bytes read (fewer only at the end).
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// The SHA-256 (hex) and size of a file, read in chunks. A file of more than a few chunks is
+/// read on this thread and hashed on another, so the reading hides behind the hashing (SHA-256
+/// itself is one sequential pass); three buffers go round between the two.
 pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut size = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::file(path, e)),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
+    let len = file.metadata().map_err(|e| Error::file(path, e))?.len();
+    if len <= 4 * CHUNK as u64 {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut size = 0u64;
+        loop {
+            let n = read_full(&mut file, &mut buf).map_err(|e| Error::file(path, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        return Ok((hex(&hasher.finalize()), size));
     }
-    Ok((hex(&hasher.finalize()), size))
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..3 {
+        let _ = empty_tx.send(vec![0u8; CHUNK]);
+    }
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            for buf in full_rx {
+                hasher.update(&buf);
+                size += buf.len() as u64;
+                let _ = empty_tx.send(buf);
+            }
+            (hex(&hasher.finalize()), size)
+        });
+        let read = (|| loop {
+            let Ok(mut buf) = empty_rx.recv() else {
+                return Err(Error::file(path, "the hashing thread stopped"));
+            };
+            buf.resize(CHUNK, 0);
+            let n = read_full(&mut file, &mut buf).map_err(|e| Error::file(path, e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            if full_tx.send(buf).is_err() {
+                return Err(Error::file(path, "the hashing thread stopped"));
+            }
+        })();
+        // Closing the channel ends the hashing thread, after an error too.
+        drop(full_tx);
+        let hashed = hashing
+            .join()
+            .map_err(|_| Error::file(path, "the hashing thread panicked"));
+        read.and(hashed)
+    })
 }
 
 /// Deletes a file of the media directory (a missing one is fine; failures are logged).
@@ -164,10 +218,15 @@ mod tests {
             h,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        let big = dir.path().join("big");
-        std::fs::write(&big, vec![7u8; CHUNK * 2 + 5]).expect("write");
-        let (_, n) = hash_file(&big).expect("hash");
-        assert_eq!(n, (CHUNK * 2 + 5) as u64);
+        // Read on one thread and hashed on another past four chunks: the same hash.
+        for len in [CHUNK * 2 + 5, CHUNK * 4 + 1, CHUNK * 9] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let big = dir.path().join("big");
+            std::fs::write(&big, &bytes).expect("write");
+            let (h, n) = hash_file(&big).expect("hash");
+            assert_eq!(n, len as u64);
+            assert_eq!(h, hex(&Sha256::digest(&bytes)), "{len} bytes");
+        }
     }
 
     #[test]

@@ -117,6 +117,84 @@ fn upload_offset(resp: &reqwest::Response) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Bytes of a file read at a time into an upload request.
+const FILE_READ: u64 = 1024 * 1024;
+
+/// Where a failed read of an upload's file leaves its reason.
+type ReadFailure = Arc<parking_lot::Mutex<Option<std::io::Error>>>;
+
+/// An upload request's body: `len` bytes of the file at `path` from `offset`, read
+/// [`FILE_READ`] at a time on the blocking pool while the read before goes out (one read
+/// ahead, so the socket does not wait for the disk, and two buffers in memory at most). A read
+/// that fails ends the body with an error and leaves its reason in `failed`.
+fn file_body(path: &std::path::Path, offset: u64, len: u64, failed: ReadFailure) -> reqwest::Body {
+    use std::io::{Read, Seek, SeekFrom};
+    type Read1 = tokio::task::JoinHandle<std::io::Result<(std::fs::File, Vec<u8>)>>;
+    fn read(path: std::path::PathBuf, file: Option<std::fs::File>, at: u64, n: u64) -> Read1 {
+        tokio::task::spawn_blocking(move || {
+            let mut f = match file {
+                Some(f) => f,
+                None => {
+                    let mut f = std::fs::File::open(&path)?;
+                    f.seek(SeekFrom::Start(at))?;
+                    f
+                }
+            };
+            let mut buf = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
+            f.read_exact(&mut buf)?;
+            Ok((f, buf))
+        })
+    }
+    struct Reading {
+        path: std::path::PathBuf,
+        /// Where the next read not yet started begins, and the bytes from there.
+        at: u64,
+        left: u64,
+        ahead: Option<Read1>,
+        failed: ReadFailure,
+    }
+    let start = Reading {
+        path: path.to_owned(),
+        at: offset,
+        left: len,
+        ahead: None,
+        failed,
+    };
+    let stream = futures_util::stream::unfold(start, |mut r| async move {
+        let pending = match r.ahead.take() {
+            Some(p) => p,
+            None if r.left > 0 => {
+                let n = r.left.min(FILE_READ);
+                let p = read(r.path.clone(), None, r.at, n);
+                (r.at, r.left) = (r.at + n, r.left - n);
+                p
+            }
+            None => return None,
+        };
+        let done = match pending.await {
+            Ok(done) => done,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        match done {
+            Ok((file, buf)) => {
+                if r.left > 0 {
+                    let n = r.left.min(FILE_READ);
+                    r.ahead = Some(read(r.path.clone(), Some(file), r.at, n));
+                    (r.at, r.left) = (r.at + n, r.left - n);
+                }
+                Some((Ok(bytes::Bytes::from(buf)), r))
+            }
+            Err(e) => {
+                let shown = std::io::Error::new(e.kind(), e.to_string());
+                *r.failed.lock() = Some(e);
+                r.left = 0;
+                Some((Err(shown), r))
+            }
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
 impl std::fmt::Debug for Http {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Http")
@@ -213,15 +291,17 @@ impl Http {
             .ok_or_else(|| Error::Network("HEAD of an upload without Upload-Offset".into()))
     }
 
-    /// `PATCH /v1/uploads/{id}`: sends `bytes`, which start at `offset` of the file.
-    pub(crate) async fn send_bytes(
+    /// `PATCH /v1/uploads/{id}`: sends the `len` bytes of the file at `path` from `offset`,
+    /// read as they go out (a read failure is [`Error::File`]).
+    pub(crate) async fn send_file_bytes(
         &self,
         upload: &str,
+        path: &std::path::Path,
         offset: u64,
-        bytes: Vec<u8>,
+        len: u64,
     ) -> Result<Sent> {
         let url = self.url(&format!("/v1/uploads/{upload}"), &[])?;
-        let body = bytes::Bytes::from(bytes);
+        let failed = Arc::new(parking_lot::Mutex::new(None));
         let resp = self
             .authorized(|c| {
                 c.patch(url.clone())
@@ -230,10 +310,14 @@ impl Http {
                         reqwest::header::CONTENT_TYPE,
                         "application/offset+octet-stream",
                     )
-                    .body(body.clone())
+                    .header(reqwest::header::CONTENT_LENGTH, len)
+                    .body(file_body(path, offset, len, Arc::clone(&failed)))
             })
-            .await?;
-        self.sent(resp).await
+            .await;
+        if let Some(e) = failed.lock().take() {
+            return Err(Error::file(path, e));
+        }
+        self.sent(resp?).await
     }
 
     /// `POST /v1/uploads/{id}/finish`: the server checks the hash and stores the blob.

@@ -11,10 +11,12 @@
 //!    holds (after a crash, a restart or a lost connection the upload goes on from there, not
 //!    from 0); without one (or when it expired), `POST /v1/uploads` starts one, or answers that
 //!    the server holds the file already (nothing is sent). The id is stored at once.
-//! 2. **Bytes.** The file (in the media directory, named by its hash) is read `chunk_bytes` at a
-//!    time from the server's offset, each chunk one `PATCH`; a `409` names the server's offset
-//!    and the upload goes on from there. After each chunk the offset is stored and reported to
-//!    the upload listeners.
+//! 2. **Bytes.** The file (in the media directory, named by its hash) is sent `chunk_bytes` at a
+//!    time from the server's offset, each chunk one `PATCH` whose body is read from the file as
+//!    it goes out (1 MiB at a time, one read ahead: the socket does not wait for the disk, and
+//!    a chunk is never whole in memory); a `409` names the server's offset and the upload goes
+//!    on from there. After each chunk the offset is stored and reported to the upload
+//!    listeners.
 //! 3. **Finish.** `POST …/finish`; the server checks the hash. Then, in one transaction, the
 //!    upload row goes and the send is released to the scheduler.
 //!
@@ -25,10 +27,7 @@
 //! `retry` of the entry queues the upload again. Cancelling (discarding the send) deletes the
 //! row: the task notices at its next chunk, stops, and deletes the server's upload.
 
-use std::io::SeekFrom;
 use std::sync::Arc;
-
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::backoff::{Backoff, Jitter};
 use crate::context::{Context, Want};
@@ -153,11 +152,7 @@ async fn create(ctx: &Context, u: &StoredUpload) -> Result<Option<(String, u64)>
 #[tracing::instrument(level = "debug", skip_all, fields(upload = %u.local_id, size = u.size))]
 async fn send_file(ctx: &Context, u: &StoredUpload) -> Result<Outcome> {
     let path = ctx.media.path_of(&u.sha256);
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| Error::file(&path, e))?;
-    let len = file
-        .metadata()
+    let len = tokio::fs::metadata(&path)
         .await
         .map_err(|e| Error::file(&path, e))?
         .len();
@@ -195,14 +190,7 @@ async fn send_file(ctx: &Context, u: &StoredUpload) -> Result<Outcome> {
     loop {
         while offset < u.size {
             let n = chunk.min(u.size - offset);
-            let mut buf = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
-            file.seek(SeekFrom::Start(offset))
-                .await
-                .map_err(|e| Error::file(&path, e))?;
-            file.read_exact(&mut buf)
-                .await
-                .map_err(|e| Error::file(&path, e))?;
-            let sent = ctx.http.send_bytes(&upload, offset, buf).await?;
+            let sent = ctx.http.send_file_bytes(&upload, &path, offset, n).await?;
             offset = match sent {
                 Sent::At(at) => {
                     Metrics::add(&ctx.metrics.upload_bytes, n);

@@ -117,6 +117,10 @@ pub struct Metrics {
     pub blob_uploads_deduplicated: Counter,
     /// Uploads whose bytes did not match their SHA-256 (deleted).
     pub blob_hash_mismatches: Counter,
+    /// Finishes that read the upload's bytes back to hash them: joined from parts, or an
+    /// in-place upload without a running hash on this node (resumed after a restart, or
+    /// elsewhere).
+    pub blob_finishes_read_back: Counter,
     /// Blob downloads answered (200 or 206).
     pub blob_downloads: Counter,
     /// Bytes of finished blobs in the blob store, as the last retention pass counted them.
@@ -331,6 +335,7 @@ impl Metrics {
             blob_uploads_finished: Counter::default(),
             blob_uploads_deduplicated: Counter::default(),
             blob_hash_mismatches: Counter::default(),
+            blob_finishes_read_back: Counter::default(),
             blob_downloads: Counter::default(),
             blob_uploads_rate_limited: Counter::default(),
             blob_quota_refusals: Counter::default(),
@@ -535,6 +540,11 @@ impl Metrics {
             "blob_hash_mismatches",
             "Uploads whose bytes did not match their declared SHA-256 (deleted)",
             m.blob_hash_mismatches.clone(),
+        );
+        r.register(
+            "blob_finishes_read_back",
+            "Upload finishes that read the bytes back to hash them (joined from parts, or no running hash on this node)",
+            m.blob_finishes_read_back.clone(),
         );
         r.register(
             "admin_actions",

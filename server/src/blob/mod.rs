@@ -2,9 +2,11 @@
 //! (`docs/protocol.md` §10).
 //!
 //! Everything here lives in a [`BlobStore`]: files under `<data dir>/blobs` ([`fs`]) or an
-//! S3-compatible bucket ([`s3`]). Nothing is kept in the SQL store or in a node's memory, so
-//! every node that shares a blob store serves every upload and download: an upload started on
-//! one node can be continued, finished and downloaded on another.
+//! S3-compatible bucket ([`s3`]). Nothing is kept in the SQL store or in a node's memory that
+//! a request needs (a node remembers only the [`running`] hashes of the uploads it is
+//! receiving, which spare `finish` a read and are never required), so every node that shares a
+//! blob store serves every upload and download: an upload started on one node can be
+//! continued, finished and downloaded on another.
 //!
 //! **Keys.** A store holds objects under `/`-separated keys:
 //!
@@ -30,8 +32,11 @@
 //! file store) keeps an upload's bytes in one `data` object, made empty at creation: a part is
 //! written into it at its offset ([`BlobStore::write_at`], durable when it returns), then its
 //! span marker is put, so the chain counts only bytes that are on disk. `finish` seals `data`
-//! ([`BlobStore::seal`]: after every write under way, and so that none lands later), hashes
-//! the sealed object and moves it to the blob's key: the bytes are stored once, never copied.
+//! ([`BlobStore::seal`]: after every write under way, and so that none lands later), checks
+//! its hash and moves it to the blob's key: the bytes are stored once, never copied. The hash
+//! is the one this node carried along while the bytes arrived in order ([`running`]), or, when
+//! it has none (the upload was resumed after a restart, or two requests wrote at once), the
+//! sealed object read back through SHA-256.
 //! A crash at any point leaves `data`, `sealed` or the blob, and `finish` again goes on from
 //! whichever is there. Two requests of the same client racing for one offset may both write
 //! into `data`; what ends there is checked by the hash at `finish` like any upload (a mismatch
@@ -40,9 +45,9 @@
 //!
 //! **Memory.** A `PATCH` body is cut into parts of at most [`UploadLimits::part_bytes`], each
 //! stored before the next is read, so a request holds one part in memory at most. Finishing
-//! streams the parts through a SHA-256 into the staging object, and moves it to its
-//! content-addressed key only when the hash matches; on a mismatch everything of the upload is
-//! deleted. A blob is never held whole in memory, neither going in nor coming out.
+//! an upload of parts streams them through a SHA-256 into the staging object, and moves it to
+//! its content-addressed key only when the hash matches; on a mismatch everything of the upload
+//! is deleted. A blob is never held whole in memory, neither going in nor coming out.
 //!
 //! **Access.** Uploads are their owner's alone. Who may read a finished blob is decided by a
 //! [`BlobAccess`]. [`UploaderAccess`] allows the users recorded in the blob's owner markers;
@@ -58,6 +63,7 @@
 //! deleted with everything in it. Every node sweeps; deleting twice is harmless.
 
 pub mod fs;
+pub mod running;
 pub mod s3;
 pub mod sniff;
 pub mod upload;
@@ -145,7 +151,9 @@ pub trait BlobStore: Send + Sync + Debug {
 
     /// Whether this store can write into an object in place ([`BlobStore::write_at`] and
     /// [`BlobStore::seal`]). Such a store keeps an upload's bytes in one object, so finishing it
-    /// moves that object instead of copying every byte into a new one.
+    /// moves that object instead of copying every byte into a new one. It must be this
+    /// process's alone (as the file store is one server's): [`running`] hashes what this
+    /// process writes into an upload's object as the bytes of that object.
     fn writes_in_place(&self) -> bool {
         false
     }

@@ -35,6 +35,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::running::{RunningHashes, Writing};
 use super::{hex, keys, once, BlobError, BlobStore, ByteStream};
 use crate::config::Config;
 use crate::store::{blob_item, Charge, Store};
@@ -142,6 +143,11 @@ pub struct Finished {
     pub size: u64,
     /// The upload had been finished by an earlier call.
     pub replayed: bool,
+    /// Its bytes were read back to check their hash: a store of parts (joined into the blob),
+    /// or an in-place upload this node had no running hash of (resumed after a restart or on
+    /// another node, or two requests wrote at once). False when the hash was carried along as
+    /// the bytes arrived, and on a replay.
+    pub read_back: bool,
 }
 
 /// Why an upload operation was refused or failed. Variants that carry `offset` tell the
@@ -196,6 +202,8 @@ pub struct Uploads {
     store: Arc<dyn BlobStore>,
     limits: UploadLimits,
     accounts: Option<Accounts>,
+    /// The SHA-256s of in-place uploads carried along as their bytes arrive on this node.
+    running: Arc<RunningHashes>,
 }
 
 fn accounts_failed(e: crate::store::StoreError) -> BlobError {
@@ -227,6 +235,7 @@ impl Uploads {
             store,
             limits,
             accounts: None,
+            running: Arc::new(RunningHashes::new()),
         }
     }
 
@@ -393,12 +402,18 @@ impl Uploads {
         if meta.finished {
             return Err(UploadError::Finished { size: meta.size });
         }
+        // Registered before the offset is checked, so that two appends overlapping anywhere
+        // between their check and their last write are seen (`super::running`).
+        let mut writing = meta.in_place.then(|| self.running.begin(id));
         let (offset, mut parts) = self.chain(&meta).await?;
         if at != offset {
             return Err(UploadError::WrongOffset {
                 given: at,
                 current: offset,
             });
+        }
+        if let Some(w) = writing.as_mut() {
+            w.resume(offset);
         }
         let size = meta.size;
         let limit = self.limits.max_chunk_bytes;
@@ -435,13 +450,17 @@ impl Uploads {
                     held_len += chunk.len() as u64;
                     held.push(chunk);
                     if held_len >= self.limits.part_bytes as u64 {
-                        cur = self.store_part(&meta, cur, &mut held, &mut parts).await?;
+                        cur = self
+                            .store_part(&meta, cur, &mut held, &mut parts, writing.as_mut())
+                            .await?;
                         held_len = 0;
                     }
                 }
                 Some(Err(e)) => {
                     // Keep what arrived: the client resumes from the offset it asks for next.
-                    cur = self.store_part(&meta, cur, &mut held, &mut parts).await?;
+                    cur = self
+                        .store_part(&meta, cur, &mut held, &mut parts, writing.as_mut())
+                        .await?;
                     let reason = match e {
                         BlobError::Source(r) => r,
                         other => other.to_string(),
@@ -453,7 +472,9 @@ impl Uploads {
                 }
             }
         }
-        cur = self.store_part(&meta, cur, &mut held, &mut parts).await?;
+        cur = self
+            .store_part(&meta, cur, &mut held, &mut parts, writing.as_mut())
+            .await?;
         Ok(Appended {
             offset: cur,
             stored: cur - offset,
@@ -466,15 +487,17 @@ impl Uploads {
     pub async fn finish(&self, owner: &str, id: &str) -> Result<Finished, UploadError> {
         let meta = self.open(owner, id).await?;
         let blob_key = keys::blob(&meta.sha256);
-        let done = Finished {
+        let mut done = Finished {
             blob: meta.sha256.clone(),
             size: meta.size,
             replayed: false,
+            read_back: true,
         };
         if meta.finished {
             return match self.store.stat(&blob_key).await? {
                 Some(_) => Ok(Finished {
                     replayed: true,
+                    read_back: false,
                     ..done
                 }),
                 None => Err(UploadError::NotFound),
@@ -488,7 +511,7 @@ impl Uploads {
             });
         }
         if meta.in_place {
-            self.place_sealed(&meta).await?;
+            done.read_back = self.place_sealed(&meta).await?;
         } else {
             self.place_joined(&meta, &parts).await?;
         }
@@ -502,6 +525,7 @@ impl Uploads {
             ..meta
         })
         .await?;
+        self.running.forget(id);
         for part in parts {
             if let Err(e) = self.store.delete(&part).await {
                 tracing::warn!(error = %e, upload = id, "removing a finished upload's part failed");
@@ -558,18 +582,31 @@ impl Uploads {
     /// Moves the data of a finished in-place upload to its blob once its hash is checked (a
     /// mismatch deletes the whole upload): no byte is copied. Sealing it first fences off any
     /// write still under way; the sealed object stays until it is moved, so a finish the server
-    /// did not live through, or one that failed, is done again from it.
-    async fn place_sealed(&self, meta: &UploadMeta) -> Result<(), UploadError> {
+    /// did not live through, or one that failed, is done again from it. The hash is the one
+    /// carried along as the bytes arrived on this node when there is one (`super::running`);
+    /// otherwise the sealed bytes are read back through SHA-256. Returns whether they were.
+    async fn place_sealed(&self, meta: &UploadMeta) -> Result<bool, UploadError> {
         let (id, blob_key) = (&meta.id, keys::blob(&meta.sha256));
         let sealed = keys::sealed(id);
         match self.store.seal(&keys::data(id), &sealed).await {
             Ok(()) | Err(BlobError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let (stored, actual) = match self.hash_object(&sealed).await {
+        // Looked at only once sealed: no byte can land in the data after this.
+        let running = self.running.digest(id, meta.size);
+        let read_back = running.is_none();
+        let hashed = match running {
+            Some(digest) => match self.store.stat(&sealed).await {
+                Ok(Some(m)) => Ok((m.size, digest)),
+                Ok(None) => Err(BlobError::NotFound(sealed.clone())),
+                Err(e) => Err(e),
+            },
+            None => self.hash_object(&sealed).await,
+        };
+        let (stored, actual) = match hashed {
             Ok(h) => h,
             // Moved to its blob by another finish, or by one that stopped after moving it.
-            Err(BlobError::NotFound(_)) => return self.found_placed(meta).await,
+            Err(BlobError::NotFound(_)) => return self.found_placed(meta).await.map(|()| false),
             Err(e) => return Err(e.into()),
         };
         if stored != meta.size {
@@ -594,11 +631,11 @@ impl Uploads {
         }
         if self.store.stat(&blob_key).await?.is_some() {
             self.store.delete(&sealed).await?;
-            return Ok(());
+            return Ok(read_back);
         }
         match self.store.rename(&sealed, &blob_key).await {
-            Ok(()) => Ok(()),
-            Err(BlobError::NotFound(_)) => self.found_placed(meta).await,
+            Ok(()) => Ok(read_back),
+            Err(BlobError::NotFound(_)) => self.found_placed(meta).await.map(|()| read_back),
             Err(e) => Err(e.into()),
         }
     }
@@ -663,6 +700,7 @@ impl Uploads {
                 Err(e) => tracing::warn!(error = %e, upload = %id, "removing an upload failed"),
             }
         }
+        self.running.forget_idle(max_age);
         let scratch = self.store.sweep_scratch(cut).await?;
         if scratch > 0 {
             tracing::info!(files = scratch, "left-over temporary files removed");
@@ -704,13 +742,16 @@ impl Uploads {
 
     /// Stores the gathered chunks as the part at `at` (nothing when there are none) and returns
     /// the offset after it. In place, the bytes go into the upload's data object and then the
-    /// span marker says they are there.
+    /// span marker says they are there; meanwhile, when `writing` knows the hash of the bytes
+    /// before `at`, another thread carries it over these, and it moves on once they are
+    /// stored.
     async fn store_part(
         &self,
         meta: &UploadMeta,
         at: u64,
         held: &mut Vec<Bytes>,
         parts: &mut Vec<String>,
+        writing: Option<&mut Writing>,
     ) -> Result<u64, UploadError> {
         if held.is_empty() {
             return Ok(at);
@@ -719,8 +760,21 @@ impl Uploads {
             held.clear();
             return Err(UploadError::TooManyParts { offset: at });
         }
-        let chunks: Vec<Result<Bytes, BlobError>> = held.drain(..).map(Ok).collect();
-        let body: ByteStream = Box::pin(futures_util::stream::iter(chunks));
+        let chunks: Vec<Bytes> = std::mem::take(held);
+        let held_len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let hashing = match (meta.in_place, writing.as_deref()) {
+            (true, Some(w)) => w.hash_at(at).map(|mut h| {
+                let chunks = chunks.clone();
+                tokio::task::spawn_blocking(move || {
+                    for c in &chunks {
+                        h.update(c);
+                    }
+                    h
+                })
+            }),
+            _ => None,
+        };
+        let body: ByteStream = Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)));
         if !meta.in_place {
             let key = keys::part(&meta.id, at);
             let n = self.store.put(&key, body).await?;
@@ -740,6 +794,15 @@ impl Uploads {
         if n > 0 {
             self.store.put(&key, once(Bytes::new())).await?;
             parts.push(key);
+            if let Some(w) = writing {
+                match hashing {
+                    Some(task) => match task.await {
+                        Ok(h) if n == held_len => w.stored(h, at + n),
+                        _ => w.lose(),
+                    },
+                    None => w.lose(),
+                }
+            }
         }
         Ok(at + n)
     }
@@ -793,6 +856,7 @@ impl Uploads {
     /// Deletes everything of upload `id`, its description first (so it is gone for clients at
     /// once, and a sweep finds what a failure here leaves).
     async fn remove_all(&self, id: &str) -> Result<(), UploadError> {
+        self.running.forget(id);
         self.store.delete(&keys::meta(id)).await?;
         for o in self.store.list(&keys::upload(id)).await? {
             self.store.delete(&o.key).await?;
@@ -905,7 +969,8 @@ mod tests {
             Finished {
                 blob: sha(&data),
                 size: 50,
-                replayed: false
+                replayed: false,
+                read_back: false,
             }
         );
         assert_eq!(read_all(&store, &keys::blob(&f.blob)).await, data);
@@ -1307,7 +1372,7 @@ mod tests {
         let mut held = vec![Bytes::from_static(b"XXXX")];
         let mut parts = Vec::new();
         assert_eq!(
-            u.store_part(&m, 0, &mut held, &mut parts).await,
+            u.store_part(&m, 0, &mut held, &mut parts, None).await,
             Err(UploadError::Finished { size: 12 })
         );
     }
@@ -1368,6 +1433,157 @@ mod tests {
             Err(UploadError::HashMismatch { .. })
         ));
         assert_eq!(store.list(&keys::upload(&m.id)).await, Ok(vec![]));
+    }
+
+    #[tokio::test]
+    async fn in_place_the_hash_arrives_with_the_bytes_and_finish_reads_nothing_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (u, store) = uploads(dir.path(), small_limits());
+        let data: Vec<u8> = (0..90u8).collect();
+        let m = start(&u, "alice", &data).await;
+        // Several requests, each stored in several parts, one broken off half way.
+        u.append("alice", &m.id, 0, body(&[&data[..30]]), None)
+            .await
+            .expect("append");
+        let broken: Vec<Result<Bytes, BlobError>> = vec![
+            Ok(Bytes::copy_from_slice(&data[30..41])),
+            Err(BlobError::Source("connection reset".into())),
+        ];
+        let r = u
+            .append(
+                "alice",
+                &m.id,
+                30,
+                Box::pin(futures_util::stream::iter(broken)),
+                None,
+            )
+            .await;
+        assert!(
+            matches!(r, Err(UploadError::Interrupted { offset: 41, .. })),
+            "{r:?}"
+        );
+        u.append("alice", &m.id, 41, body(&[&data[41..]]), None)
+            .await
+            .expect("append");
+        assert_eq!(u.running.digest(&m.id, 90), Some(sha(&data)));
+        let f = u.finish("alice", &m.id).await.expect("finish");
+        assert!(!f.read_back, "the running hash was used");
+        assert_eq!(read_all(&store, &keys::blob(&f.blob)).await, data);
+        assert!(u.running.is_empty(), "forgotten once finished");
+    }
+
+    #[tokio::test]
+    async fn in_place_a_wrong_running_hash_keeps_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (u, store) = uploads(dir.path(), small_limits());
+        let m = start(&u, "alice", b"the declared bytes").await;
+        u.append("alice", &m.id, 0, body(&[b"the declared", b" BYTES"]), None)
+            .await
+            .expect("append");
+        assert!(u.running.digest(&m.id, 18).is_some());
+        let r = u.finish("alice", &m.id).await;
+        assert_eq!(
+            r,
+            Err(UploadError::HashMismatch {
+                expected: sha(b"the declared bytes"),
+                actual: sha(b"the declared BYTES"),
+            })
+        );
+        assert_eq!(store.list("").await.expect("list"), vec![], "nothing kept");
+        assert!(u.running.is_empty());
+    }
+
+    #[tokio::test]
+    async fn in_place_an_upload_that_outlived_its_node_is_read_back() {
+        // A node restarted (or another one) has no running hash: finish reads the bytes.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, store) = uploads(dir.path(), small_limits());
+        let data = b"resumed after a restart";
+        let m = start(&first, "alice", data).await;
+        first
+            .append("alice", &m.id, 0, body(&[&data[..10]]), None)
+            .await
+            .expect("append");
+        let (second, _) = uploads(dir.path(), small_limits());
+        second
+            .append("alice", &m.id, 10, body(&[&data[10..]]), None)
+            .await
+            .expect("append");
+        assert!(second.running.is_empty(), "no hash from the middle");
+        let f = second.finish("alice", &m.id).await.expect("finish");
+        assert!(f.read_back);
+        assert_eq!(read_all(&store, &keys::blob(&f.blob)).await, data);
+
+        // Its bytes wrong: 422 and nothing kept, as ever.
+        let declared = b"bob's file, resumed too";
+        let m = start(&first, "bob", declared).await;
+        first
+            .append("bob", &m.id, 0, body(&[&declared[..10]]), None)
+            .await
+            .expect("append");
+        second
+            .append("bob", &m.id, 10, body(&[b"RESUMED TOO!!"]), None)
+            .await
+            .expect("append");
+        // Finished on the first node, whose hash stops at 10.
+        assert!(matches!(
+            first.finish("bob", &m.id).await,
+            Err(UploadError::HashMismatch { .. })
+        ));
+        assert_eq!(store.list(&keys::upload(&m.id)).await, Ok(vec![]));
+        assert!(store
+            .stat(&keys::blob(&sha(declared)))
+            .await
+            .expect("stat")
+            .is_none());
+        // Forgotten with it (alice's, finished on the other node, waits for the sweep).
+        assert_eq!(first.running.digest(&m.id, 10), None);
+        assert_eq!(first.running.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn in_place_two_requests_at_once_make_finish_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (u, store) = uploads(dir.path(), small_limits());
+        let data: Vec<u8> = (0..40u8).collect();
+        let m = start(&u, "alice", &data).await;
+        // The first request stalls after its first part (a client that gave up on it); the
+        // client asks the offset and sends the rest in a second one while the first is open.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, BlobError>>();
+        tx.send(Ok(Bytes::copy_from_slice(&data[..8])))
+            .expect("send");
+        let slow = {
+            let u = u.clone();
+            let id = m.id.clone();
+            tokio::spawn(async move {
+                let s = tokio_stream_of(rx);
+                u.append("alice", &id, 0, s, None).await
+            })
+        };
+        // Wait until the first part of the slow one is stored.
+        for _ in 0..200 {
+            if u.status("alice", &m.id).await.expect("status").1 == 8 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(u.status("alice", &m.id).await.expect("status").1, 8);
+        u.append("alice", &m.id, 8, body(&[&data[8..]]), None)
+            .await
+            .expect("the second request");
+        drop(tx);
+        let first = slow.await.expect("task").expect("the first request");
+        assert_eq!(first.offset, 8);
+        let f = u.finish("alice", &m.id).await.expect("finish");
+        assert!(f.read_back, "two appends overlapped: no running hash");
+        assert_eq!(read_all(&store, &keys::blob(&f.blob)).await, data);
+    }
+
+    /// A body fed by a channel.
+    fn tokio_stream_of(
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Result<Bytes, BlobError>>,
+    ) -> ByteStream {
+        Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
 
     #[tokio::test]

@@ -288,6 +288,9 @@ async fn finish(Extension(blobs): B, caller: Caller, Path(id): Path<String>) -> 
             if !f.replayed {
                 blobs.metrics.blob_uploads_finished.inc();
             }
+            if f.read_back {
+                blobs.metrics.blob_finishes_read_back.inc();
+            }
             Json(json!({ "blob": f.blob, "size": f.size, "complete": true })).into_response()
         }
         Err(e) => {

@@ -354,6 +354,7 @@ async fn a_hash_mismatch_keeps_nothing() {
     let mut other = declared.clone();
     other[4_000] ^= 1;
     assert_eq!(patch(&alice, &id, 0, &other).await.status, 200);
+    // Found by the hash carried along as the bytes arrived (the restart test reads them back).
     let r = finish(&alice, &id).await;
     assert_eq!((r.status, r.code()), (422, "hash_mismatch"), "{:?}", r.body);
     assert_eq!(offset_of(&alice, &id).await, None, "the upload is gone");
@@ -368,6 +369,70 @@ async fn a_hash_mismatch_keeps_nothing() {
         server.metric("roam_blob_hash_mismatches_total", None).await,
         1.0
     );
+}
+
+#[tokio::test]
+async fn an_upload_resumed_after_a_restart_is_hashed_again_at_finish() {
+    // Bytes that arrive in order on one server are hashed as they come; an upload resumed on
+    // a restarted one (its memory gone) is read back at finish, and checked all the same.
+    let server = TestServer::start().await;
+    let alice = server.as_user("alice");
+    let data = png(300_000);
+    upload(&alice, &data, 100_000).await;
+    assert_eq!(
+        server
+            .metric("roam_blob_finishes_read_back_total", None)
+            .await,
+        0.0,
+        "hashed as the bytes arrived"
+    );
+    let good = png(250_000);
+    let good_id = start(&alice, &good).await;
+    assert_eq!(
+        patch(&alice, &good_id, 0, &good[..120_000]).await.status,
+        200
+    );
+    let declared: Vec<u8> = good.iter().map(|b| b ^ 0x5a).collect();
+    let bad_id = start(&alice, &declared).await;
+    assert_eq!(
+        patch(&alice, &bad_id, 0, &declared[..120_000]).await.status,
+        200
+    );
+
+    let server = server.restart().await;
+    let alice = server.as_user("alice");
+    assert_eq!(
+        patch(&alice, &good_id, 120_000, &good[120_000..])
+            .await
+            .status,
+        200
+    );
+    let r = finish(&alice, &good_id).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["blob"], json!(sha(&good)));
+    let (_, _, bytes) = download(&alice, &sha(&good), &[]).await;
+    assert_eq!(bytes, good);
+    assert_eq!(
+        server
+            .metric("roam_blob_finishes_read_back_total", None)
+            .await,
+        1.0
+    );
+
+    // The rest of the other one is wrong by one bit: 422, and nothing of it kept.
+    let mut rest = declared[120_000..].to_vec();
+    rest[1_000] ^= 1;
+    assert_eq!(patch(&alice, &bad_id, 120_000, &rest).await.status, 200);
+    let r = finish(&alice, &bad_id).await;
+    assert_eq!((r.status, r.code()), (422, "hash_mismatch"), "{:?}", r.body);
+    assert_eq!(offset_of(&alice, &bad_id).await, None, "the upload is gone");
+    let left = files_under(&server.dir.path().join("blobs/uploads"));
+    assert!(
+        left.iter().all(|f| !f.contains(&bad_id)),
+        "nothing of it: {left:?}"
+    );
+    let (status, _, _) = download(&alice, &sha(&declared), &[]).await;
+    assert_eq!(status, 403, "nothing stored under the declared hash");
 }
 
 #[tokio::test]
