@@ -3,7 +3,7 @@
 //! is synced before it is answered) and `synchronous=NORMAL` (synced at checkpoints only),
 //! alternating, in one run.
 //!
-//! `cargo run --release -p roam-server --example commit_cost [commits] [rounds]`
+//! `cargo run --release -p roam-server --example commit_cost [commits] [rounds] [--push-jobs]`
 //!
 //! Each round opens a fresh store per mode, creates 100 rooms, commits 500 messages to warm it,
 //! then commits `commits` messages (default 3,000) one after another — each awaited before the
@@ -15,6 +15,10 @@
 //! whole process, and of the store's writer and checkpointer threads alone. A third mode,
 //! `NORMAL` without the guard, shows what the check costs. Default 3 rounds. Nothing is asserted;
 //! compare the modes within one run.
+//!
+//! The store is set as a server without push gateways sets it: a message records no push job.
+//! `--push-jobs` measures a deployment with a gateway, where each message also writes its job
+//! row (`PushStore::set_push_jobs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +27,7 @@ use std::time::Instant;
 use roam_proto::{Role, RoomKind};
 use roam_server::rules::Guard;
 use roam_server::store::sqlite::{SqliteStore, Synchronous};
-use roam_server::store::{Change, IdemRecord, Store, Write};
+use roam_server::store::{Change, IdemRecord, PushStore, Store, Write};
 
 #[path = "common/cpu.rs"]
 mod cpu;
@@ -79,12 +83,19 @@ fn message(n: usize, guarded: bool) -> Write {
     }
 }
 
-async fn measure(dir: &Path, sync: Synchronous, guarded: bool, commits: usize) -> Figures {
+async fn measure(
+    dir: &Path,
+    sync: Synchronous,
+    guarded: bool,
+    push_jobs: bool,
+    commits: usize,
+) -> Figures {
     let store = Arc::new(
         SqliteStore::open_with(&dir.join("roam.db"), 1, sync)
             .await
             .expect("open the store"),
     );
+    store.set_push_jobs(push_jobs);
     for r in 0..ROOMS {
         let name = format!("room-{r:03}");
         let create = Change::CreateRoom {
@@ -159,14 +170,32 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let (flags, numbers): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a.starts_with("--"));
+    let push_jobs = match flags.as_slice() {
+        [] => false,
+        [f] if f == "--push-jobs" => true,
+        other => return Err(format!("unknown flags {other:?} (only --push-jobs)").into()),
+    };
+    let mut args = numbers.into_iter();
     let commits: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3_000);
     let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
     if commits == 0 || rounds == 0 {
         return Err("commits and rounds must be at least 1".into());
     }
+    if let Some(extra) = args.next() {
+        return Err(format!("unexpected argument {extra:?}").into());
+    }
 
     println!("{commits} commits per round, each awaited before the next; CPU µs per commit");
+    println!(
+        "push jobs {}",
+        if push_jobs {
+            "on (a deployment with a push gateway: each message writes its job row)"
+        } else {
+            "off (a deployment without push gateways)"
+        }
+    );
     println!("| round | synchronous | commits/s | WAL pages | CPU, process | CPU, store threads |");
     println!("|---|---|---|---|---|---|");
     let mut full = Vec::new();
@@ -180,7 +209,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 1..=rounds {
         for (name, sync, guarded) in modes {
             let dir = tempfile::tempdir()?;
-            let f = measure(dir.path(), sync, guarded, commits).await;
+            let f = measure(dir.path(), sync, guarded, push_jobs, commits).await;
             println!(
                 "| {round} | {name} | {:.0} | {:.1} | {:.0} | {:.0} |",
                 f.per_sec, f.wal_pages, f.process_us, f.store_threads_us

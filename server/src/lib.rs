@@ -301,6 +301,14 @@ impl Server {
         listener: TcpListener,
     ) -> Result<Server, StartError> {
         let addr = listener.local_addr()?;
+        // Before the first request: a message records its push job only where a gateway could
+        // send the push.
+        let gateways = push::Gateways::from_config(&state.config.push)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        state.service.store.set_push_jobs(gateways.any());
+        if !gateways.any() {
+            tracing::info!("no push gateway configured: messages record no push job");
+        }
         let router = app_with(state.clone(), Arc::clone(&blobs));
         let stop = state.shutdown.clone();
         let serve = tokio::spawn(edge::serve(listener, router, Arc::clone(&state.edge), stop));
@@ -325,10 +333,10 @@ impl Server {
         let backups = admin::schedule(state.clone());
         let push = push::start(
             Arc::clone(&state.service),
+            gateways,
             &state.config.push,
             state.shutdown.clone(),
-        )
-        .map_err(|e| StartError::Config(e.to_string()))?;
+        );
         tracing::info!(%addr, "roam server listening");
         Ok(Server {
             state,

@@ -79,6 +79,12 @@ impl Gateways {
         Ok(g)
     }
 
+    /// Whether any gateway is configured: without one no push can be sent, and the store
+    /// records no push job for a new message (see `PushStore::set_push_jobs`).
+    pub fn any(&self) -> bool {
+        self.apns.is_some() || self.fcm.is_some() || self.webhook.is_some()
+    }
+
     fn of(&self, p: PushPlatform) -> Option<&Arc<dyn Gateway>> {
         match p {
             PushPlatform::Apns => self.apns.as_ref(),
@@ -689,15 +695,15 @@ async fn queue_missed(service: &Service, user: &str, since: i64) -> Result<usize
     Ok(entries.len())
 }
 
-/// Starts the node's push worker with the configured gateways.
+/// Starts the node's push worker with the gateways it configured ([`Gateways::from_config`]).
 pub fn start(
     service: Arc<Service>,
+    gateways: Gateways,
     config: &PushConfig,
     stop: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, PushError> {
-    let gateways = Gateways::from_config(config)?;
+) -> tokio::task::JoinHandle<()> {
     let pusher = Pusher::new(service, gateways, Settings::from_config(config));
-    Ok(tokio::spawn(pusher.run(stop)))
+    tokio::spawn(pusher.run(stop))
 }
 
 #[cfg(test)]

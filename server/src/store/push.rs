@@ -3,7 +3,9 @@
 //!
 //! Registrations and modes change through [`super::Store::commit`] like every mutation (their
 //! `Change`s). A new message records a *job* for its room in its own transaction, and a moved
-//! read marker a `read` entry for its reader, so a commit never loses its push. The push
+//! read marker a `read` entry for its reader, so a commit never loses its push. A deployment
+//! that configured no gateway can send no push: the server turns jobs off
+//! ([`PushStore::set_push_jobs`]) and its messages record none. The push
 //! worker (`crate::push`) turns a job into per-user *entries* in batches ([`PushStore::push_fanout`],
 //! each batch one transaction that also moves the job's cursor), and sends the entries that are
 //! due. Jobs and entries are taken under a lease ([`PushStore::claim_push_job`],
@@ -144,6 +146,13 @@ pub struct QueueStats {
 /// The push queue and the reads the push worker makes. Implemented by both stores.
 #[async_trait]
 pub trait PushStore: Send + Sync {
+    /// Whether a new message records its push job, from now on (on until set). The server sets
+    /// it at start from whether any gateway is configured: without one no push can be sent,
+    /// and the job row would be written for nothing.
+    fn set_push_jobs(&self, on: bool);
+    /// Whether a new message records its push job (see [`PushStore::set_push_jobs`]).
+    fn push_jobs(&self) -> bool;
+
     /// The user's registered devices, with their tokens, by device id.
     async fn push_targets(&self, user: &str) -> StoreResult<Vec<PushTarget>>;
     /// The user's registered devices as `GET /v1/push/devices` answers them.

@@ -199,6 +199,33 @@ macro_rules! store_suite {
             assert!(store.push_badges(&[]).await.unwrap().is_empty());
         }
 
+        #[tokio::test]
+        async fn a_message_queues_a_push_job_only_while_jobs_are_on() {
+            let h = $harness.await;
+            let store = h.open().await;
+            assert!(store.push_jobs(), "a store records push jobs until told otherwise");
+            apply(&*store, write("alice", T0, create_room("p", RoomKind::Public, "alice"))).await;
+            apply(&*store, write("alice", T0, message("p", "on1", "x"))).await;
+            assert_eq!(store.push_queue_stats().await.unwrap().jobs, 1);
+
+            store.set_push_jobs(false);
+            assert!(!store.push_jobs());
+            let seq = seq_of(&apply(&*store, write("alice", T0, message("p", "off", "x"))).await.0);
+            assert_eq!(store.push_queue_stats().await.unwrap().jobs, 1, "no job for `off`");
+            // The message itself is committed as ever.
+            let stored = store.message("p", "off").await.unwrap().unwrap();
+            assert_eq!(stored.seq, seq);
+
+            store.set_push_jobs(true);
+            apply(&*store, write("alice", T0, message("p", "on2", "x"))).await;
+            assert_eq!(store.push_queue_stats().await.unwrap().jobs, 2);
+            let mut queued = Vec::new();
+            while let Some(job) = store.claim_push_job("node", T0, T0 + 60_000).await.unwrap() {
+                queued.push(job.message);
+            }
+            assert_eq!(queued, ["on1", "on2"]);
+        }
+
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_messages_get_contiguous_seqs() {
             let h = $harness.await;

@@ -172,6 +172,9 @@ pub(crate) trait Rows {
         mode: Option<PushMode>,
     ) -> StoreResult<()>;
     async fn push_settings(&self, user: &str) -> StoreResult<PushSettings>;
+    /// Whether a new message records its push job (the store's setting, see
+    /// `PushStore::set_push_jobs`).
+    fn push_jobs(&self) -> bool;
     /// Records the push job of a new message.
     async fn enqueue_push_job(
         &self,
@@ -942,10 +945,13 @@ impl<R: Rows> Cx<'_, R> {
             self.write_event(&e),
             blob_ref
         )?;
-        // Its push job commits with it: no message is lost to push by a crash.
-        self.rows
-            .enqueue_push_job(room, seq, id, self.actor, self.now)
-            .await?;
+        // Its push job commits with it: no message is lost to push by a crash. A deployment
+        // that can send no push records none.
+        if self.rows.push_jobs() {
+            self.rows
+                .enqueue_push_job(room, seq, id, self.actor, self.now)
+                .await?;
+        }
         self.events.push(e);
         Ok(Output::Message(msg))
     }

@@ -214,6 +214,38 @@ async fn devices_and_modes_over_rest_and_the_socket() {
 }
 
 #[tokio::test]
+async fn a_server_without_gateways_queues_no_push_job_and_one_with_a_gateway_does() {
+    // No gateway: nothing could send a push, so a message writes no job.
+    let t = TestServer::start().await;
+    room_with(&t, "quiet", &["bob"]).await;
+    let store = Arc::clone(&t.server().state().service.store);
+    assert!(!store.push_jobs());
+    let sent = t.as_user("alice").say("quiet", "no push for this").await;
+    let stats = store.push_queue_stats().await.expect("stats");
+    assert_eq!(stats.jobs, 0, "{stats:?}");
+    let kept = store
+        .message("quiet", sent["id"].as_str().expect("id"))
+        .await
+        .expect("read")
+        .expect("the message is committed");
+    assert_eq!(kept.body, "no push for this");
+
+    // The webhook alone is a gateway: jobs are on, and bob's device is pushed.
+    let g = gateways().await;
+    let t = TestServer::start_with(|c| {
+        c.push.push_webhook_url = Some(format!("{}/push", g.webhook.url()));
+        c.push.push_webhook_secret = Some(WEBHOOK_SECRET.into());
+        c.push.push_poll_ms = 50;
+    })
+    .await;
+    assert!(t.server().state().service.store.push_jobs());
+    room_with(&t, "loud", &["bob"]).await;
+    register(&t, "bob", "hook", "webhook", "bob-hook").await;
+    t.as_user("alice").say("loud", "pushed").await;
+    assert_eq!(g.webhook.wait_received(1, Duration::from_secs(10)).await, 1);
+}
+
+#[tokio::test]
 async fn an_active_user_gets_nothing_and_an_away_or_offline_one_is_pushed() {
     let g = gateways().await;
     let t = start(&g, |_| {}).await;

@@ -38,9 +38,10 @@ pub(super) enum Outcome {
     Replayed(Committed),
 }
 
-/// Applies one [`Write`] inside the caller's open transaction (see [`write::commit`]).
-pub(super) async fn commit(c: &Conn, w: &Write) -> StoreResult<Outcome> {
-    Ok(match write::commit(&PgRows { c }, w).await? {
+/// Applies one [`Write`] inside the caller's open transaction (see [`write::commit`]); a new
+/// message records its push job when `push_jobs` (the store's setting) says so.
+pub(super) async fn commit(c: &Conn, w: &Write, push_jobs: bool) -> StoreResult<Outcome> {
+    Ok(match write::commit(&PgRows { c, push_jobs }, w).await? {
         replayed @ Committed::Replayed(_) => Outcome::Replayed(replayed),
         applied => Outcome::Applied(applied),
     })
@@ -52,7 +53,12 @@ pub(super) async fn purge_batch(
     cut: &RetentionCutoffs,
     from: &PurgeCursor,
 ) -> StoreResult<PurgeStep> {
-    write::purge_batch(&PgRows { c }, cut, from).await
+    // A purge inserts no message: the push setting does not matter to it.
+    let rows = PgRows {
+        c,
+        push_jobs: false,
+    };
+    write::purge_batch(&rows, cut, from).await
 }
 
 const CLAIM_IDEM: &str = "INSERT INTO idempotency \
@@ -241,6 +247,8 @@ pub(super) const READ_MENTIONS: &str = "UPDATE notifications SET read = true \
 /// A writer lane's open transaction, as the write engine sees it.
 pub(super) struct PgRows<'a> {
     c: &'a Conn,
+    /// Whether a new message records its push job (`PushStore::set_push_jobs`).
+    push_jobs: bool,
 }
 
 impl Rows for PgRows<'_> {
@@ -702,6 +710,10 @@ impl Rows for PgRows<'_> {
 
     async fn push_settings(&self, user: &str) -> StoreResult<roam_proto::PushSettings> {
         push::settings(self.c, user).await
+    }
+
+    fn push_jobs(&self) -> bool {
+        self.push_jobs
     }
 
     async fn enqueue_push_job(

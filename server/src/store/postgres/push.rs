@@ -267,6 +267,14 @@ macro_rules! durable {
 
 #[async_trait]
 impl PushStore for PostgresStore {
+    fn set_push_jobs(&self, on: bool) {
+        self.lanes.set_push_jobs(on);
+    }
+
+    fn push_jobs(&self) -> bool {
+        self.lanes.push_jobs()
+    }
+
     async fn push_targets(&self, user: &str) -> StoreResult<Vec<PushTarget>> {
         let c = self.conn().await?;
         c.query(TARGETS, &[&user])

@@ -30,7 +30,7 @@
 //! writes queued and no group finished for too long (`/readyz`).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,9 @@ pub(super) struct Lanes {
     state: Arc<[LaneState]>,
     /// What the lanes' progress is measured from.
     epoch: Instant,
+    /// Whether a new message records its push job (`PushStore::set_push_jobs`), read by each
+    /// lane at each group.
+    push_jobs: Arc<AtomicBool>,
 }
 
 /// One lane's progress, read by [`Lanes::stalled`] and the pool figures.
@@ -79,6 +82,7 @@ struct LaneContext {
     timeouts: Timeouts,
     state: Arc<[LaneState]>,
     epoch: Instant,
+    push_jobs: Arc<AtomicBool>,
 }
 
 impl LaneContext {
@@ -113,6 +117,7 @@ impl Lanes {
         let n = n.max(1);
         let state: Arc<[LaneState]> = (0..n).map(|_| LaneState::default()).collect();
         let epoch = Instant::now();
+        let push_jobs = Arc::new(AtomicBool::new(true));
         let senders = (0..n)
             .map(|lane| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -122,6 +127,7 @@ impl Lanes {
                     timeouts,
                     state: state.clone(),
                     epoch,
+                    push_jobs: Arc::clone(&push_jobs),
                 };
                 tokio::spawn(run(cx, rx));
                 tx
@@ -131,7 +137,18 @@ impl Lanes {
             senders,
             state,
             epoch,
+            push_jobs,
         }
+    }
+
+    /// Whether the messages of the groups that start from now on record their push jobs.
+    pub(super) fn set_push_jobs(&self, on: bool) {
+        self.push_jobs.store(on, Ordering::Release);
+    }
+
+    /// Whether a new message records its push job.
+    pub(super) fn push_jobs(&self) -> bool {
+        self.push_jobs.load(Ordering::Acquire)
     }
 
     /// Writes sent and not yet finished.
@@ -288,8 +305,9 @@ async fn run_group(
     slot: &mut Option<Conn>,
     group: &[Box<Job>],
 ) -> Vec<StoreResult<Committed>> {
+    let push_jobs = cx.push_jobs.load(Ordering::Acquire);
     if let [job] = group {
-        return vec![run_job(cx, slot, &job.write).await];
+        return vec![run_job(cx, slot, &job.write, push_jobs).await];
     }
     if slot.as_ref().is_none_or(Conn::is_closed) {
         match conn::connect_bounded(&cx.config, &cx.timeouts).await {
@@ -299,7 +317,7 @@ async fn run_group(
     }
     let outcome = match slot.as_ref() {
         Some(c) => {
-            let outcome = group_transaction(c, group).await;
+            let outcome = group_transaction(c, group, push_jobs).await;
             c.take_retryable();
             c.take_timed_out();
             if c.is_closed() {
@@ -319,7 +337,7 @@ async fn run_group(
             );
             let mut results = Vec::with_capacity(group.len());
             for job in group {
-                results.push(run_job(cx, slot, &job.write).await);
+                results.push(run_job(cx, slot, &job.write, push_jobs).await);
             }
             results
         }
@@ -335,6 +353,7 @@ fn fail_all(n: usize, msg: &str) -> Vec<StoreResult<Committed>> {
 async fn group_transaction(
     c: &Conn,
     group: &[Box<Job>],
+    push_jobs: bool,
 ) -> Result<Vec<StoreResult<Committed>>, GroupFailed> {
     let fatal = |e: StoreError| GroupFailed::Fatal(e.to_string());
     // `BEGIN` and the first savepoint go together; each later savepoint goes with the end of
@@ -354,7 +373,7 @@ async fn group_transaction(
                 "an earlier write to {key} in this group timed out waiting; not tried"
             )))
         } else {
-            apply::commit(c, &job.write).await
+            apply::commit(c, &job.write, push_jobs).await
         };
         let (result, keep) = match applied {
             Ok(Outcome::Applied(done)) => (Ok(done), true),
@@ -396,6 +415,7 @@ async fn run_job(
     cx: &LaneContext,
     slot: &mut Option<Conn>,
     write: &Write,
+    push_jobs: bool,
 ) -> StoreResult<Committed> {
     let mut attempt = 1;
     loop {
@@ -405,7 +425,7 @@ async fn run_job(
         let Some(c) = slot.as_ref() else {
             return Err(StoreError::Backend("no writer connection".into()));
         };
-        let result = transaction(c, write).await;
+        let result = transaction(c, write, push_jobs).await;
         let retry = c.take_retryable();
         c.take_timed_out();
         if c.is_closed() {
@@ -422,9 +442,9 @@ async fn run_job(
 }
 
 /// `BEGIN`, the write, then `COMMIT` (or `ROLLBACK` when it failed or was a replay).
-async fn transaction(c: &Conn, write: &Write) -> StoreResult<Committed> {
+async fn transaction(c: &Conn, write: &Write, push_jobs: bool) -> StoreResult<Committed> {
     c.begin().await?;
-    match apply::commit(c, write).await {
+    match apply::commit(c, write, push_jobs).await {
         Ok(Outcome::Applied(done)) => {
             c.commit().await?;
             done.confirm();

@@ -34,9 +34,10 @@ fn now<T>(f: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
     })
 }
 
-/// Applies one [`Write`] (see [`write::commit`]).
-pub(super) fn commit(tx: &Transaction<'_>, w: &Write) -> StoreResult<Committed> {
-    now(write::commit(&SqliteRows { tx }, w))
+/// Applies one [`Write`] (see [`write::commit`]); a new message records its push job when
+/// `push_jobs` (the store's setting) says so.
+pub(super) fn commit(tx: &Transaction<'_>, w: &Write, push_jobs: bool) -> StoreResult<Committed> {
+    now(write::commit(&SqliteRows { tx, push_jobs }, w))
 }
 
 /// One batch of a retention pass (see [`write::purge_batch`]).
@@ -45,7 +46,12 @@ pub(super) fn purge_batch(
     c: &RetentionCutoffs,
     from: &PurgeCursor,
 ) -> StoreResult<PurgeStep> {
-    now(write::purge_batch(&SqliteRows { tx }, c, from))
+    // A purge inserts no message: the push setting does not matter to it.
+    let rows = SqliteRows {
+        tx,
+        push_jobs: false,
+    };
+    now(write::purge_batch(&rows, c, from))
 }
 
 const TOUCH_USER: &str = "INSERT INTO users (id, created_at, last_seen) VALUES (?1, ?2, ?2) \
@@ -193,6 +199,8 @@ const MARK_ROOM_DELETED: &str = "UPDATE rooms SET deleted_at = ?2, updated_at = 
 /// The writer's open transaction, as the write engine sees it.
 pub(super) struct SqliteRows<'a, 'c> {
     tx: &'a Transaction<'c>,
+    /// Whether a new message records its push job (`PushStore::set_push_jobs`).
+    push_jobs: bool,
 }
 
 impl SqliteRows<'_, '_> {
@@ -588,6 +596,10 @@ impl Rows for SqliteRows<'_, '_> {
 
     async fn push_settings(&self, user: &str) -> StoreResult<roam_proto::PushSettings> {
         push::settings(self.tx, user)
+    }
+
+    fn push_jobs(&self) -> bool {
+        self.push_jobs
     }
 
     async fn enqueue_push_job(

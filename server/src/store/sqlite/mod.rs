@@ -19,7 +19,7 @@
 //! A message is stored as its events: its `message_created` row as sent (blanked once deleted)
 //! and its newest `message_edited` row, if any, as it is now; the send's idempotency key is
 //! kept on the creation's row (see `migrations/0006_lean_commit.sql`). A durable message
-//! commit writes about five WAL pages.
+//! commit writes about five WAL pages, six where push gateways are configured (its push job).
 //!
 //! Deleted rooms keep their `rooms` row (with `deleted_at`, hidden from every read) and their
 //! events, so recovery still delivers `room_deleted` and the name is never reused.

@@ -488,6 +488,14 @@ const STATS: &str = "SELECT (SELECT count(*) FROM push_queue), (SELECT count(*) 
 
 #[async_trait]
 impl PushStore for SqliteStore {
+    fn set_push_jobs(&self, on: bool) {
+        self.writer.set_push_jobs(on);
+    }
+
+    fn push_jobs(&self) -> bool {
+        self.writer.push_jobs()
+    }
+
     async fn push_targets(&self, user: &str) -> StoreResult<Vec<PushTarget>> {
         let user = user.to_owned();
         let rows = self.read(move |c| targets(c, &user)).await?;

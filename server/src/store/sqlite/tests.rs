@@ -76,7 +76,7 @@ async fn a_failing_write_does_not_undo_its_group() {
     ));
     add(write("alice", T0, message("grp", "g1", "duplicate id")));
     add(write("alice", T0, message("grp", "g2", "two")));
-    commit_group(&mut conn, &mut batch);
+    commit_group(&mut conn, &mut batch, true);
     assert!(batch.is_empty());
 
     let mut results = Vec::new();

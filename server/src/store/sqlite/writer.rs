@@ -176,12 +176,13 @@ enum Done {
 }
 
 impl Job {
-    /// Runs the job inside its own savepoint.
-    fn run(self, tx: &Transaction<'_>) -> Ran {
+    /// Runs the job inside its own savepoint (`push_jobs`: whether a new message records its
+    /// push job).
+    fn run(self, tx: &Transaction<'_>, push_jobs: bool) -> Ran {
         match self {
             Job::Commit(write, reply) => in_savepoint(
                 tx,
-                |tx| apply::commit(tx, &write),
+                |tx| apply::commit(tx, &write, push_jobs),
                 |r| Done::Commit(reply, r),
             ),
             Job::TouchUser { user, now, reply } => in_savepoint(
@@ -326,6 +327,9 @@ pub(super) struct Writer {
     busy_since: Arc<AtomicU64>,
     started: Instant,
     thread: Option<JoinHandle<()>>,
+    /// Whether a new message records its push job (`PushStore::set_push_jobs`), read by the
+    /// writer thread at each group.
+    push_jobs: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -341,9 +345,11 @@ impl Writer {
             started,
         };
         let checkpointer = Checkpointer::start(&conn);
+        let push_jobs = Arc::new(AtomicBool::new(true));
+        let jobs = Arc::clone(&push_jobs);
         let thread = std::thread::Builder::new()
             .name("roam-sqlite-writer".into())
-            .spawn(move || run(conn, receiver, &gauge, &busy, checkpointer))
+            .spawn(move || run(conn, receiver, &gauge, &busy, checkpointer, &jobs))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             sender: Some(sender),
@@ -351,7 +357,18 @@ impl Writer {
             busy_since,
             started,
             thread: Some(thread),
+            push_jobs,
         })
+    }
+
+    /// Whether the messages of the groups that start from now on record their push jobs.
+    pub(super) fn set_push_jobs(&self, on: bool) {
+        self.push_jobs.store(on, Ordering::Release);
+    }
+
+    /// Whether a new message records its push job.
+    pub(super) fn push_jobs(&self) -> bool {
+        self.push_jobs.load(Ordering::Acquire)
     }
 
     /// How long the group being committed has taken so far (`None`: the writer is waiting
@@ -455,6 +472,7 @@ fn run(
     queued: &AtomicU32,
     busy: &Busy,
     checkpointer: Option<Checkpointer>,
+    push_jobs: &AtomicBool,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut since_checkpoint = 0usize;
@@ -472,7 +490,7 @@ fn run(
         since_checkpoint += batch.len();
         since_restart += batch.len();
         busy.begin();
-        commit_group(&mut conn, &mut batch);
+        commit_group(&mut conn, &mut batch, push_jobs.load(Ordering::Acquire));
         busy.end();
         let Some(c) = &checkpointer else {
             continue;
@@ -605,8 +623,9 @@ fn checkpoint_loop(conn: &Connection, asked: &std::sync::mpsc::Receiver<()>, pas
     }
 }
 
-/// Commits one group; every job of `batch` is answered and the vector left empty.
-pub(super) fn commit_group(conn: &mut Connection, batch: &mut Vec<Job>) {
+/// Commits one group; every job of `batch` is answered and the vector left empty. A new message
+/// records its push job when `push_jobs`.
+pub(super) fn commit_group(conn: &mut Connection, batch: &mut Vec<Job>, push_jobs: bool) {
     let started = Instant::now();
     let size = batch.len();
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -625,7 +644,7 @@ pub(super) fn commit_group(conn: &mut Connection, batch: &mut Vec<Job>) {
             job.fail(msg);
             continue;
         }
-        let ran = job.run(&tx);
+        let ran = job.run(&tx, push_jobs);
         done.push(ran.done);
         if let Some(e) = ran.broke_group {
             tracing::error!(error = %e, "store: savepoint failed, abandoning the group");
@@ -720,6 +739,7 @@ mod tests {
             busy_since: since,
             started: busy.started,
             thread: None,
+            push_jobs: Arc::new(AtomicBool::new(true)),
         };
         assert_eq!(writer.busy_for(), None, "idle");
         busy.begin();
