@@ -324,8 +324,12 @@ async fn awareness_shows_peers_selections_and_their_leaving() {
     .await;
     a.close().expect("close");
     eventually("alice left", || b.peers().is_empty()).await;
+    // The listener hears it on the dispatcher's thread, a moment after the state changed.
+    eventually("the listener heard alice leave", || {
+        peers.0.lock().last().is_some_and(Vec::is_empty)
+    })
+    .await;
     assert!(peers.0.lock().iter().any(|p| !p.is_empty()));
-    assert!(peers.0.lock().last().is_some_and(Vec::is_empty));
 }
 
 /// Three clients edit one text offline at random for several rounds, reconnecting after each:
