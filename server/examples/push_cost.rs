@@ -118,31 +118,46 @@ fn main() {
     drop(fake_rt);
 }
 
-async fn run(members: usize, apns: &fakes::Fake) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::for_data_dir(dir.path());
+/// A server on a fresh data directory whose APNs gateway is the fake, with `tune` applied to its
+/// settings; and a maker of REST clients for it.
+async fn start(
+    dir: &std::path::Path,
+    apns: &fakes::Fake,
+    tune: impl FnOnce(&mut Config),
+) -> (Server, impl Fn(&str) -> Client) {
+    let mut config = Config::for_data_dir(dir);
     let c = &mut config;
     c.jwt_secret = Some("push-cost-secret-push-cost-secret-0123".into());
     c.db_synchronous = DbSynchronous::Normal;
-    c.rate_mutations_per_sec = 1_000_000;
-    c.rate_mutations_burst = 1_000_000;
     c.push.push_apns_key = Some(fakes::apns_key_path());
     c.push.push_apns_key_id = Some(fakes::APNS_KEY_ID.into());
     c.push.push_apns_team_id = Some(fakes::APNS_TEAM_ID.into());
     c.push.push_apns_url = apns.url();
     c.push.push_apns_sandbox_url = apns.url();
-    c.push.push_device_per_min = 100_000;
+    tune(c);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let server = Server::start(config, listener).await.expect("server");
     let base = format!("http://{}", server.local_addr());
     let http = reqwest::Client::new();
-    let client = |user: &str| Client {
+    let keys = Arc::clone(&server.state().keys);
+    let client = move |user: &str| Client {
         http: http.clone(),
         base: base.clone(),
-        token: server.token_for(user).expect("token"),
+        token: keys.mint(user, 86_400).expect("token"),
     };
+    (server, client)
+}
+
+async fn run(members: usize, apns: &fakes::Fake) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, client) = start(dir.path(), apns, |c| {
+        c.rate_mutations_per_sec = 1_000_000;
+        c.rate_mutations_burst = 1_000_000;
+        c.push.push_device_per_min = 100_000;
+    })
+    .await;
     let alice = client("alice");
     let store: Arc<dyn Store> = Arc::clone(&server.state().service.store);
 
@@ -346,28 +361,11 @@ const SILENT_RUNS: usize = 5;
 /// Part 5 (see the top): its own server, with a short idle timeout.
 async fn silent_disconnect(apns: &fakes::Fake) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::for_data_dir(dir.path());
-    let c = &mut config;
-    c.jwt_secret = Some("push-cost-secret-push-cost-secret-0123".into());
-    c.db_synchronous = DbSynchronous::Normal;
-    c.idle_timeout_secs = SILENT_IDLE_SECS;
-    c.heartbeat_ms = SILENT_PING.as_millis() as u64;
-    c.push.push_apns_key = Some(fakes::apns_key_path());
-    c.push.push_apns_key_id = Some(fakes::APNS_KEY_ID.into());
-    c.push.push_apns_team_id = Some(fakes::APNS_TEAM_ID.into());
-    c.push.push_apns_url = apns.url();
-    c.push.push_apns_sandbox_url = apns.url();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let server = Server::start(config, listener).await.expect("server");
-    let base = format!("http://{}", server.local_addr());
-    let http = reqwest::Client::new();
-    let client = |user: &str| Client {
-        http: http.clone(),
-        base: base.clone(),
-        token: server.token_for(user).expect("token"),
-    };
+    let (server, client) = start(dir.path(), apns, |c| {
+        c.idle_timeout_secs = SILENT_IDLE_SECS;
+        c.heartbeat_ms = SILENT_PING.as_millis() as u64;
+    })
+    .await;
     let (alice, carol) = (client("alice"), client("carol"));
     alice
         .call(
