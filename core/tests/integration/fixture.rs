@@ -718,12 +718,17 @@ pub fn compressed(frames: &[ServerFrame]) -> WsMessage {
 
 async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
     let st = state.clone();
+    // This connection's own header: several clients may connect at once, so the last header
+    // the server saw may be another's.
+    let header = Arc::new(Mutex::new(None::<String>));
+    let mine = header.clone();
     let callback = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let mut s = st.lock();
         s.attempts.push(std::time::Instant::now());
         if let Some(h) = req.headers().get("authorization") {
-            s.auth_headers
-                .push(h.to_str().unwrap_or_default().to_owned());
+            let h = h.to_str().unwrap_or_default().to_owned();
+            *mine.lock() = Some(h.clone());
+            s.auth_headers.push(h);
         }
         Ok(resp)
     };
@@ -746,9 +751,9 @@ async fn serve_ws(stream: TcpStream, state: Arc<Mutex<State>>) {
                 user: String::new(),
             },
         );
-        let user = s
-            .auth_headers
-            .last()
+        let user = header
+            .lock()
+            .as_deref()
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or("alice")
             .to_owned();
