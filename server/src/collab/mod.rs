@@ -309,6 +309,13 @@ mod tests {
         (doc, u)
     }
 
+    /// The whole state of the entry's document (v1), to compare before and after a refusal.
+    fn state_of(e: &Entry) -> Vec<u8> {
+        e.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
     fn empty() -> Entry {
         Entry::new(Doc::new(), 0, 2)
     }
@@ -360,18 +367,12 @@ mod tests {
         let third = doc.transact().encode_diff_v1(&sv);
         let mut e = empty();
         apply(&mut e, &first).expect("the first edit applies");
-        let before = e
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
+        let before = state_of(&e);
         assert_eq!(
             apply(&mut e, &third),
             Err(Refused::untouched(Refusal::Pending))
         );
-        let after = e
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
+        let after = state_of(&e);
         assert_eq!(before, after, "the refused update changed the document");
     }
 
@@ -384,10 +385,7 @@ mod tests {
         drop(doc);
         let mut e = empty();
         apply(&mut e, &first).expect("the first edit applies");
-        let before = e
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
+        let before = state_of(&e);
         // One client (77), one block at clock u32::MAX: a string "u" whose parent is (77, 0).
         let last = [
             1, 1, 77, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x04, 0x44, 77, 0, 1, b'u', 0,
@@ -410,10 +408,7 @@ mod tests {
             apply(&mut e, &high),
             Err(Refused::untouched(Refusal::Pending))
         );
-        let after = e
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
+        let after = state_of(&e);
         assert_eq!(before, after, "the refused updates changed the document");
     }
 
