@@ -341,22 +341,11 @@ impl Pusher {
         if entries.is_empty() {
             return Ok(false);
         }
-        let users: Vec<String> = entries
-            .iter()
-            .filter(|e| e.key.kind == PushKind::Message)
-            .map(|e| e.key.user.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let users = distinct_users(&entries, |e| e.key.kind == PushKind::Message);
         let active = Arc::new(self.active(&users).await);
         // The badges of the batch's users in one read (a room they share is read once); a user
         // missing from it (the read failed) has theirs read alone.
-        let everyone: Vec<String> = entries
-            .iter()
-            .map(|e| e.key.user.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let everyone = distinct_users(&entries, |_| true);
         let badges = match store.push_badges(&everyone).await {
             Ok(b) => b,
             Err(e) => {
@@ -570,6 +559,17 @@ impl Pusher {
 }
 
 /// Whether `mode` lets the message through to `user` (`direct`: whether the room is a direct
+/// The users of the `entries` that `keep` keeps, each once.
+fn distinct_users(entries: &[PushEntry], keep: impl Fn(&PushEntry) -> bool) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| keep(e))
+        .map(|e| e.key.user.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// one, read once when first needed).
 async fn mode_lets(
     store: &Arc<dyn crate::store::Store>,
