@@ -12,6 +12,16 @@
 //!   default, mostly does not; a 256-bit tag keyed with a 256-bit key leaves nothing to forge.
 //!   Stores encrypted by earlier builds keep HMAC-SHA512 until they are re-keyed: a keyed open
 //!   finds which one a store uses by trying each ([`open_keyed`]).
+//! - **Page size.** Stores this build creates, encrypts or re-keys use 1 KiB pages
+//!   ([`PAGE_BYTES`]; plain stores keep SQLite's 4 KiB). Each commit encrypts and authenticates
+//!   every page it changes, whole, and a chat client's commits are small (a queued message
+//!   changes a few hundred bytes in three or four b-trees): with 4 KiB pages that was 15 KiB of
+//!   AES-CBC and HMAC for each message sent, with 1 KiB pages it is under 6 KiB. Stores
+//!   encrypted by earlier builds keep 4 KiB pages until they are re-keyed; [`open_keyed`] tries
+//!   both.
+//! - **Crypto provider.** SQLCipher computes AES, HMAC and PBKDF2 through the provider in
+//!   [`super::crypto`] (Rust, no per-call set-up) instead of its OpenSSL calls; the format is the
+//!   same.
 //! - **Plaintext header.** With [`Cipher::plaintext_header`] the first 32 bytes of the file stay
 //!   plain (`cipher_plaintext_header_size = 32`), as iOS needs for a database in a shared
 //!   container. SQLCipher normally keeps its salt in the first 16 bytes; in this mode the salt
@@ -62,9 +72,6 @@ pub(crate) enum PageMac {
 }
 
 impl PageMac {
-    /// Every page HMAC a store may use, the one this build writes first.
-    const ALL: [PageMac; 2] = [PageMac::Sha256, PageMac::Sha512];
-
     /// The value of `PRAGMA cipher_hmac_algorithm`.
     fn pragma(self) -> &'static str {
         match self {
@@ -73,6 +80,20 @@ impl PageMac {
         }
     }
 }
+
+/// The page size of stores this build creates, encrypts or re-keys (see the module docs).
+pub(crate) const PAGE_BYTES: u32 = 1024;
+
+/// The page size of stores encrypted by earlier builds (SQLCipher's default).
+pub(crate) const LEGACY_PAGE_BYTES: u32 = 4096;
+
+/// Every layout an encrypted store may have (page HMAC, page size), the one this build writes
+/// first, then those of earlier builds.
+const LAYOUTS: [(PageMac, u32); 3] = [
+    (PageMac::Sha256, PAGE_BYTES),
+    (PageMac::Sha256, LEGACY_PAGE_BYTES),
+    (PageMac::Sha512, LEGACY_PAGE_BYTES),
+];
 
 /// How a store's pages are encrypted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,15 +104,19 @@ pub(crate) struct Cipher {
     pub(crate) plaintext_header: bool,
     /// The HMAC of each page.
     pub(crate) mac: PageMac,
+    /// Bytes per page.
+    pub(crate) page_size: u32,
 }
 
 impl Cipher {
     /// The keying of a store this build creates, encrypts or re-keys.
     pub(crate) fn new(key: &StoreKey, plaintext_header: bool) -> Cipher {
+        let (mac, page_size) = LAYOUTS[0];
         Cipher {
             key: key.clone(),
             plaintext_header,
-            mac: PageMac::Sha256,
+            mac,
+            page_size,
         }
     }
 
@@ -130,20 +155,23 @@ pub(crate) fn apply(conn: &Connection, cipher: Option<&Cipher>) -> Result<()> {
     let Some(cipher) = cipher else {
         return Ok(());
     };
+    super::crypto::install();
     // SQLCipher logs a failed page decryption (a wrong key) to stderr; the error is returned
     // to the caller, and the core logs through `tracing`.
     conn.pragma_update(None, "cipher_log_level", "NONE")?;
     conn.pragma_update(None, "key", cipher.key_spec())?;
     conn.pragma_update(None, "cipher_hmac_algorithm", cipher.mac.pragma())?;
+    conn.pragma_update(None, "cipher_page_size", cipher.page_size)?;
     if cipher.plaintext_header {
         conn.pragma_update(None, "cipher_plaintext_header_size", PLAINTEXT_HEADER_BYTES)?;
     }
     Ok(())
 }
 
-/// Opens the encrypted store at `path` with `flags`, keyed with `key`, and finds its page HMAC
-/// (see the module docs): the connection that read it, and the keying that did. A key that
-/// reads the store with none of them fails with [`Error::InvalidKey`], having written nothing.
+/// Opens the encrypted store at `path` with `flags`, keyed with `key`, and finds its layout
+/// (page HMAC and page size, see the module docs): the connection that read it, and the keying
+/// that did. A key that reads the store with none of them fails with [`Error::InvalidKey`],
+/// having written nothing.
 pub(crate) fn open_keyed(
     path: &Path,
     flags: OpenFlags,
@@ -151,11 +179,24 @@ pub(crate) fn open_keyed(
     plaintext_header: bool,
 ) -> Result<(Connection, Cipher)> {
     let mut refused = None;
-    for mac in PageMac::ALL {
+    // With a plaintext header the page size is in the clear (SQLite's header, bytes 16-17), and
+    // only layouts of that page size are tried: SQLCipher keyed with another page size than
+    // a plain header's crashes reading it (it does not with an encrypted header, whose HMAC
+    // just fails).
+    let header_page_size = if plaintext_header {
+        plain_page_size(path)?
+    } else {
+        None
+    };
+    for (mac, page_size) in LAYOUTS {
+        if header_page_size.is_some_and(|size| size != page_size) {
+            continue;
+        }
         let cipher = Cipher {
             key: key.clone(),
             plaintext_header,
             mac,
+            page_size,
         };
         let conn = Connection::open_with_flags(path, flags)?;
         apply(&conn, Some(&cipher))?;
@@ -167,6 +208,22 @@ pub(crate) fn open_keyed(
     }
     Err(refused.unwrap_or_else(|| Error::InvalidKey {
         path: path.display().to_string(),
+    }))
+}
+
+/// The page size in the plain SQLite header of the file at `path` (`None`: no such header).
+/// The value 1 stands for 65,536.
+fn plain_page_size(path: &Path) -> Result<Option<u32>> {
+    let mut head = Vec::with_capacity(18);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(18).read_to_end(&mut head))
+        .map_err(|e| Error::file(path, e))?;
+    if head.len() < 18 || !head.starts_with(SQLITE_MAGIC) {
+        return Ok(None);
+    }
+    Ok(Some(match u16::from_be_bytes([head[16], head[17]]) {
+        1 => 65_536,
+        n => u32::from(n),
     }))
 }
 
@@ -298,6 +355,7 @@ pub(crate) fn export(conn: &Connection, to: &Path, cipher: Option<&Cipher>) -> R
     let copied = (|| -> Result<()> {
         if let Some(c) = cipher {
             conn.pragma_update(Some(EXPORT_SCHEMA), "cipher_hmac_algorithm", c.mac.pragma())?;
+            conn.pragma_update(Some(EXPORT_SCHEMA), "cipher_page_size", c.page_size)?;
         }
         if cipher.is_some_and(|c| c.plaintext_header) {
             conn.pragma_update(

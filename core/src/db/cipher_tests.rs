@@ -95,6 +95,11 @@ fn a_plaintext_header_leaves_only_the_sqlite_header_readable() {
     }
     let bytes = std::fs::read(&path).expect("file");
     assert!(bytes.starts_with(b"SQLite format 3\0"), "plain header");
+    assert_eq!(
+        u16::from_be_bytes([bytes[16], bytes[17]]),
+        cipher::PAGE_BYTES as u16,
+        "page size"
+    );
     assert_ne!(bytes[20], 0, "bytes reserved per page for SQLCipher");
     assert!(!anywhere(&path, secret));
     assert_eq!(
@@ -264,20 +269,25 @@ fn change_key_re_encrypts_an_open_store() {
     assert_eq!(bodies(&db), ["one", "two", "three-plain-unique"]);
 }
 
-/// A store encrypted by an earlier build (SQLCipher 4's HMAC-SHA512 on each page, with or
-/// without a plaintext header) opens with its key, for the app and for a second process, and
-/// a re-key moves it to HMAC-SHA256; a wrong key is still refused.
+/// A store encrypted by an earlier build (4 KiB pages with SQLCipher 4's HMAC-SHA512 on each,
+/// or with HMAC-SHA256; with or without a plaintext header) opens with its key, for the app
+/// and for a second process, and a re-key moves it to this build's layout; a wrong key is
+/// still refused.
 #[test]
-fn a_store_with_sha512_page_hmacs_still_opens_and_a_re_key_moves_it_on() {
+fn a_store_of_an_earlier_layout_still_opens_and_a_re_key_moves_it_on() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for plaintext_header in [false, true] {
-        let path = dir.path().join(format!("legacy-{plaintext_header}.db"));
+    let macs = [cipher::PageMac::Sha512, cipher::PageMac::Sha256];
+    for (mac, plaintext_header) in macs.into_iter().flat_map(|m| [(m, false), (m, true)]) {
+        let path = dir
+            .path()
+            .join(format!("legacy-{mac:?}-{plaintext_header}.db"));
         {
             let db = Db::open(&path).expect("plain");
             put_message(&db, "m1", "written-before-unique");
         }
         let legacy = Cipher {
-            mac: cipher::PageMac::Sha512,
+            mac,
+            page_size: cipher::LEGACY_PAGE_BYTES,
             ..Cipher::new(&key(7), plaintext_header)
         };
         {
@@ -289,7 +299,8 @@ fn a_store_with_sha512_page_hmacs_still_opens_and_a_re_key_moves_it_on() {
         assert!(!anywhere(&path, "written-before-unique"));
         if plaintext_header {
             let bytes = std::fs::read(&path).expect("file");
-            assert_eq!(bytes[20], 80, "IV and HMAC-SHA512");
+            assert_ne!(bytes[20], 0, "IV and HMAC");
+            assert_eq!(u16::from_be_bytes([bytes[16], bytes[17]]), 4096);
         }
         let before = std::fs::read(&path).expect("file");
         let err = Db::open_with(&path, Some(&key(8)), plaintext_header).expect_err("wrong");
@@ -313,8 +324,8 @@ fn a_store_with_sha512_page_hmacs_still_opens_and_a_re_key_moves_it_on() {
         db.close();
         let db = Db::open_with(&path, Some(&key(7)), plaintext_header).expect("re-keyed");
         assert_eq!(
-            db.cipher.lock().as_ref().map(|c| c.mac),
-            Some(cipher::PageMac::Sha256)
+            db.cipher.lock().as_ref().map(|c| (c.mac, c.page_size)),
+            Some((cipher::PageMac::Sha256, cipher::PAGE_BYTES))
         );
         assert_eq!(
             bodies(&db),

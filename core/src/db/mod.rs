@@ -38,6 +38,7 @@
 pub(crate) mod cipher;
 #[cfg(test)]
 mod cipher_tests;
+pub(crate) mod crypto;
 pub(crate) mod reads;
 pub(crate) mod shared;
 pub(crate) mod writes;
