@@ -6,8 +6,8 @@
 //! again for every page: under OpenSSL 3 that is a lookup of the HMAC, of the digest and of the
 //! cipher by name (locks and reference counts included), a new context for each, and a trip
 //! through the DRBG for the IV; that set-up cost as much as the AES and the SHA-256 themselves on
-//! a small commit. This provider keeps nothing between calls and needs no set-up: the AES key
-//! schedule and the HMAC's padded key are a few hundred nanoseconds to derive, AES (RustCrypto's
+//! a small commit. This provider needs no set-up and keeps, per connection, only the AES key
+//! schedules and the HMAC's padded key of the keys SQLCipher gives it ([`Keys`]); AES (RustCrypto's
 //! `aes` and `cbc`) and SHA-2 (ring's HMAC and PBKDF2) use the CPU's instructions where it has
 //! them (AES-NI and SHA-NI on x86, the ARMv8 cryptography extensions — see `.cargo/config.toml`
 //! for AES on 64-bit ARM), and the IVs come from the thread's CSPRNG (`rand`'s ChaCha, seeded
@@ -35,10 +35,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, OnceLock};
 
 use aes::cipher::block_padding::NoPadding;
-use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit};
 use rand::RngCore;
 use ring::{hmac as ring_hmac, pbkdf2};
 use rusqlite::Connection;
+use zeroize::Zeroizing;
 
 /// SQLite's result codes, as the provider returns them.
 const SQLITE_OK: c_int = 0;
@@ -64,8 +65,8 @@ pub(crate) const NAME: &CStr = c"roam";
 const VERSION: &CStr = c"roam-core (aes, cbc, ring)";
 const CIPHER: &CStr = c"aes-256-cbc";
 
-type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
-type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
+type Aes256CbcEnc = cbc::Encryptor<aes::Aes256Enc>;
+type Aes256CbcDec = cbc::Decryptor<aes::Aes256Dec>;
 
 /// SQLCipher 4.6's `sqlcipher_provider`, field for field.
 #[repr(C)]
@@ -260,7 +261,7 @@ unsafe extern "C" fn random(_ctx: *mut c_void, buffer: *mut c_void, length: c_in
 /// The HMAC of `in` followed by `in2` (when not null) under `key`, written to `out` (which
 /// has room for [`get_hmac_sz`] bytes).
 unsafe extern "C" fn hmac(
-    _ctx: *mut c_void,
+    ctx: *mut c_void,
     algorithm: c_int,
     key: *mut u8,
     key_sz: c_int,
@@ -292,12 +293,16 @@ unsafe extern "C" fn hmac(
         let Some(out) = (unsafe { bytes_mut(out, len as c_int) }) else {
             return SQLITE_ERROR;
         };
-        let algorithm = match algorithm {
-            DIGEST_SHA256 => ring_hmac::HMAC_SHA256,
-            DIGEST_SHA512 => ring_hmac::HMAC_SHA512,
-            _ => return SQLITE_ERROR,
+        let mut fresh = None;
+        // SAFETY: `ctx` is null or the connection's `Keys` (see `ctx_init`).
+        let hmac_key = match unsafe { ctx.cast::<Keys>().as_mut() } {
+            Some(cached) => cached.hmac(algorithm, key),
+            None => fresh.insert(HmacKey::new(algorithm, key)).as_ref(),
         };
-        let mut m = ring_hmac::Context::with_key(&ring_hmac::Key::new(algorithm, key));
+        let Some(hmac_key) = hmac_key else {
+            return SQLITE_ERROR;
+        };
+        let mut m = ring_hmac::Context::with_key(&hmac_key.key);
         m.update(input);
         if let Some(s) = second {
             m.update(s);
@@ -351,7 +356,7 @@ unsafe extern "C" fn kdf(
 
 /// AES-256-CBC without padding of `in_sz` bytes (whole blocks) from `input` to `out`.
 unsafe extern "C" fn cipher(
-    _ctx: *mut c_void,
+    ctx: *mut c_void,
     mode: c_int,
     key: *mut u8,
     key_sz: c_int,
@@ -368,42 +373,57 @@ unsafe extern "C" fn cipher(
             return SQLITE_ERROR;
         }
         // SAFETY: SQLCipher passes a key of `key_sz` bytes, an IV of one block, and `in_sz`
-        // bytes in and out. `input` and `out` are either the same buffer or apart.
+        // bytes in and out. `input` and `out` are either the same buffer or apart. `ctx` is
+        // null or the connection's `Keys` (see `ctx_init`), used by one thread at a time.
         let (Some(key), Some(iv)) = (unsafe { bytes(key, key_sz) }, unsafe {
             bytes(iv, BLOCK_BYTES as c_int)
         }) else {
             return SQLITE_ERROR;
         };
-        if input == out {
+        let mut fresh = None;
+        let keys = match unsafe { ctx.cast::<Keys>().as_mut() } {
+            Some(cached) => cached.aes(key),
+            None => fresh.insert(AesKeys::new(key)).as_ref(),
+        };
+        let Some(keys) = keys else {
+            return SQLITE_ERROR;
+        };
+        let done = if input == out {
             let Some(buf) = (unsafe { bytes_mut(out, in_sz) }) else {
                 return SQLITE_ERROR;
             };
             let len = buf.len();
-            return match mode {
-                ENCRYPT => Aes256CbcEnc::new_from_slices(key, iv)
+            match mode {
+                ENCRYPT => Aes256CbcEnc::inner_iv_slice_init(keys.enc.clone(), iv)
                     .ok()
                     .and_then(|c| c.encrypt_padded_mut::<NoPadding>(buf, len).ok())
-                    .map_or(SQLITE_ERROR, |_| SQLITE_OK),
-                _ => Aes256CbcDec::new_from_slices(key, iv)
+                    .is_some(),
+                _ => Aes256CbcDec::inner_iv_slice_init(keys.dec.clone(), iv)
                     .ok()
                     .and_then(|c| c.decrypt_padded_mut::<NoPadding>(buf).ok())
-                    .map_or(SQLITE_ERROR, |_| SQLITE_OK),
+                    .is_some(),
+            }
+        } else {
+            let (Some(src), Some(dst)) = (unsafe { bytes(input, in_sz) }, unsafe {
+                bytes_mut(out, in_sz)
+            }) else {
+                return SQLITE_ERROR;
             };
-        }
-        let (Some(src), Some(dst)) = (unsafe { bytes(input, in_sz) }, unsafe {
-            bytes_mut(out, in_sz)
-        }) else {
-            return SQLITE_ERROR;
+            match mode {
+                ENCRYPT => Aes256CbcEnc::inner_iv_slice_init(keys.enc.clone(), iv)
+                    .ok()
+                    .and_then(|c| c.encrypt_padded_b2b_mut::<NoPadding>(src, dst).ok())
+                    .is_some(),
+                _ => Aes256CbcDec::inner_iv_slice_init(keys.dec.clone(), iv)
+                    .ok()
+                    .and_then(|c| c.decrypt_padded_b2b_mut::<NoPadding>(src, dst).ok())
+                    .is_some(),
+            }
         };
-        match mode {
-            ENCRYPT => Aes256CbcEnc::new_from_slices(key, iv)
-                .ok()
-                .and_then(|c| c.encrypt_padded_b2b_mut::<NoPadding>(src, dst).ok())
-                .map_or(SQLITE_ERROR, |_| SQLITE_OK),
-            _ => Aes256CbcDec::new_from_slices(key, iv)
-                .ok()
-                .and_then(|c| c.decrypt_padded_b2b_mut::<NoPadding>(src, dst).ok())
-                .map_or(SQLITE_ERROR, |_| SQLITE_OK),
+        if done {
+            SQLITE_OK
+        } else {
+            SQLITE_ERROR
         }
     })
 }
@@ -439,16 +459,100 @@ unsafe extern "C" fn get_hmac_sz(_ctx: *mut c_void, algorithm: c_int) -> c_int {
     digest_len(algorithm).map_or(0, |n| n as c_int)
 }
 
-/// No per-connection state: every call stands alone.
-unsafe extern "C" fn ctx_init(ctx: *mut *mut c_void) -> c_int {
-    if !ctx.is_null() {
-        // SAFETY: SQLCipher passes the address of its context pointer.
-        unsafe { *ctx = std::ptr::null_mut() };
+/// What a connection's codec keeps between calls: the AES key schedules and the HMAC key
+/// state of the keys it was last given. SQLCipher passes the same keys for every page of a
+/// connection, and deriving them again for each page was a tenth of the work on 1 KiB pages.
+/// Each is checked against the key bytes of the call, so a different key (a re-key's write
+/// side) is derived, not mistaken for the cached one.
+#[derive(Default)]
+struct Keys {
+    aes: Option<AesKeys>,
+    hmac: Option<HmacKey>,
+}
+
+impl Keys {
+    fn aes(&mut self, key: &[u8]) -> Option<&AesKeys> {
+        if self.aes.as_ref().is_none_or(|k| k.key.as_slice() != key) {
+            self.aes = Some(AesKeys::new(key)?);
+        }
+        self.aes.as_ref()
     }
+
+    fn hmac(&mut self, algorithm: c_int, key: &[u8]) -> Option<&HmacKey> {
+        if self
+            .hmac
+            .as_ref()
+            .is_none_or(|k| k.algorithm != algorithm || k.raw.as_slice() != key)
+        {
+            self.hmac = Some(HmacKey::new(algorithm, key)?);
+        }
+        self.hmac.as_ref()
+    }
+}
+
+/// An AES-256 key and its encryption and decryption schedules (wiped when dropped).
+struct AesKeys {
+    key: Zeroizing<[u8; KEY_BYTES]>,
+    enc: aes::Aes256Enc,
+    dec: aes::Aes256Dec,
+}
+
+impl AesKeys {
+    fn new(key: &[u8]) -> Option<AesKeys> {
+        let raw: [u8; KEY_BYTES] = key.try_into().ok()?;
+        Some(AesKeys {
+            enc: aes::Aes256Enc::new_from_slice(key).ok()?,
+            dec: aes::Aes256Dec::new_from_slice(key).ok()?,
+            key: Zeroizing::new(raw),
+        })
+    }
+}
+
+/// An HMAC key, as given (wiped when dropped) and as ring's padded state.
+struct HmacKey {
+    algorithm: c_int,
+    raw: Zeroizing<Vec<u8>>,
+    key: ring_hmac::Key,
+}
+
+impl HmacKey {
+    fn new(algorithm: c_int, key: &[u8]) -> Option<HmacKey> {
+        let digest = match algorithm {
+            DIGEST_SHA256 => ring_hmac::HMAC_SHA256,
+            DIGEST_SHA512 => ring_hmac::HMAC_SHA512,
+            _ => return None,
+        };
+        Some(HmacKey {
+            algorithm,
+            raw: Zeroizing::new(key.to_vec()),
+            key: ring_hmac::Key::new(digest, key),
+        })
+    }
+}
+
+/// A connection's [`Keys`], empty until its first page.
+unsafe extern "C" fn ctx_init(ctx: *mut *mut c_void) -> c_int {
+    if ctx.is_null() {
+        return SQLITE_ERROR;
+    }
+    let keys = Box::into_raw(Box::<Keys>::default());
+    // SAFETY: SQLCipher passes the address of its context pointer; `ctx_free` takes it back.
+    unsafe { *ctx = keys.cast() };
     SQLITE_OK
 }
 
-unsafe extern "C" fn ctx_free(_ctx: *mut *mut c_void) -> c_int {
+unsafe extern "C" fn ctx_free(ctx: *mut *mut c_void) -> c_int {
+    if ctx.is_null() {
+        return SQLITE_OK;
+    }
+    // SAFETY: `*ctx` is null or what `ctx_init` made, freed once (it is nulled here).
+    unsafe {
+        let keys = (*ctx).cast::<Keys>();
+        if !keys.is_null() {
+            drop(Box::from_raw(keys));
+        }
+        *ctx = std::ptr::null_mut();
+    }
     SQLITE_OK
 }
 

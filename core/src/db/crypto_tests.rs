@@ -29,14 +29,26 @@ fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
-/// `p`'s cipher over `input` (a result code and the output).
+/// `p`'s cipher over `input` (a result code and the output), with no connection context.
 fn run_cipher(p: &Provider, mode: c_int, key: &[u8], iv: &[u8], input: &[u8]) -> (c_int, Vec<u8>) {
+    run_cipher_in(p, std::ptr::null_mut(), mode, key, iv, input)
+}
+
+/// [`run_cipher`] with the connection context `ctx`.
+fn run_cipher_in(
+    p: &Provider,
+    ctx: *mut std::ffi::c_void,
+    mode: c_int,
+    key: &[u8],
+    iv: &[u8],
+    input: &[u8],
+) -> (c_int, Vec<u8>) {
     let (mut key, mut iv, mut input) = (key.to_vec(), iv.to_vec(), input.to_vec());
     let mut out = vec![0; input.len()];
     // SAFETY: every buffer is as long as its length says; `iv` is one block.
     let rc = unsafe {
         (p.cipher)(
-            std::ptr::null_mut(),
+            ctx,
             mode,
             key.as_mut_ptr(),
             key.len() as c_int,
@@ -49,9 +61,21 @@ fn run_cipher(p: &Provider, mode: c_int, key: &[u8], iv: &[u8], input: &[u8]) ->
     (rc, out)
 }
 
-/// `p`'s HMAC of `a` then `b` (a result code and the tag).
+/// `p`'s HMAC of `a` then `b` (a result code and the tag), with no connection context.
 fn run_hmac(
     p: &Provider,
+    algorithm: c_int,
+    key: &[u8],
+    a: &[u8],
+    b: Option<&[u8]>,
+) -> (c_int, Vec<u8>) {
+    run_hmac_in(p, std::ptr::null_mut(), algorithm, key, a, b)
+}
+
+/// [`run_hmac`] with the connection context `ctx`.
+fn run_hmac_in(
+    p: &Provider,
+    ctx: *mut std::ffi::c_void,
     algorithm: c_int,
     key: &[u8],
     a: &[u8],
@@ -69,7 +93,7 @@ fn run_hmac(
     // SAFETY: every buffer is as long as its length says; `out` holds the digest.
     let rc = unsafe {
         (p.hmac)(
-            std::ptr::null_mut(),
+            ctx,
             algorithm,
             key.as_mut_ptr(),
             key.len() as c_int,
@@ -217,6 +241,39 @@ fn the_same_bytes_as_sqlciphers_openssl_provider() {
             }
         }
     }
+}
+
+/// A connection's context keeps the keys it was last given; a call with other keys (a re-key
+/// writes with a new key while it reads with the old one) gets its own keys, never the cached
+/// ones, and the context is freed.
+#[test]
+fn a_connection_context_never_uses_the_wrong_cached_key() {
+    let mut ctx: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: `ctx_init` sets `ctx`, which `ctx_free` frees below.
+    assert_eq!(unsafe { (PROVIDER.ctx_init)(&mut ctx) }, SQLITE_OK);
+    assert!(!ctx.is_null());
+    let (a, b) = (random_bytes(32), random_bytes(32));
+    let iv = random_bytes(16);
+    let page = random_bytes(1024 - 80);
+    for key in [&a, &b, &a, &a, &b] {
+        for mode in [ENCRYPT, DECRYPT] {
+            assert_eq!(
+                run_cipher_in(&PROVIDER, ctx, mode, key, &iv, &page),
+                run_cipher(&PROVIDER, mode, key, &iv, &page)
+            );
+        }
+        for algorithm in [DIGEST_SHA256, DIGEST_SHA512, DIGEST_SHA256] {
+            assert_eq!(
+                run_hmac_in(&PROVIDER, ctx, algorithm, key, &page, Some(&iv)),
+                run_hmac(&PROVIDER, algorithm, key, &page, Some(&iv))
+            );
+        }
+    }
+    // SAFETY: frees what `ctx_init` made, once.
+    unsafe {
+        assert_eq!((PROVIDER.ctx_free)(&mut ctx), SQLITE_OK);
+    }
+    assert!(ctx.is_null());
 }
 
 #[test]
