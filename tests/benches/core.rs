@@ -236,16 +236,14 @@ async fn enqueue(backend: &Backend, dir: &std::path::Path) -> (f64, f64, f64, f6
 async fn replay(backend: &mut Backend, dir: &std::path::Path, key: &Key, round: usize) -> Duration {
     const N: usize = 10_000;
     let room = format!("replay{round}{}", tag(key));
-    backend.api("alice").create_room(&room, "public").await;
+    // A user of its own per run: a fresh client of a user who has the rooms of the earlier runs
+    // would catch up with them too, while it replays.
+    let user = format!("sender-{room}");
+    backend.api(&user).create_room(&room, "public").await;
     backend.stop().await;
     let client = open_client(
-        config(
-            &dir.join(format!("{room}.db")),
-            &backend.url(),
-            "alice",
-            key,
-        ),
-        backend.token("alice"),
+        config(&dir.join(format!("{room}.db")), &backend.url(), &user, key),
+        backend.token(&user),
     );
     for i in 0..N {
         client
@@ -257,7 +255,7 @@ async fn replay(backend: &mut Backend, dir: &std::path::Path, key: &Key, round: 
     client.start().await.expect("start");
     wait_until("the outbox is empty", || client.metrics().outbox_depth == 0).await;
     let took = started.elapsed();
-    let stored = backend.api("alice").all_messages(&room).await;
+    let stored = backend.api(&user).all_messages(&room).await;
     assert_eq!(stored.len(), N, "every mutation applied exactly once");
     for (i, m) in stored.iter().enumerate() {
         assert_eq!(m["body"], format!("r{i:05}"), "in order");
@@ -289,23 +287,19 @@ async fn recovery(backend: &Backend, dir: &std::path::Path, key: &Key, round: us
     let room = format!("outage{round}{}", tag(key));
     api.create_room(&room, "public").await;
     let db = dir.join(format!("bob{round}{}.db", tag(key)));
-    let bob = open_client(
-        config(&db, &backend.url(), "bob", key),
-        backend.token("bob"),
-    );
-    bob.start().await.expect("start");
-    bob.join_room(room.clone()).expect("join");
+    // A reader of its own per run (see `replay`).
+    let bob = format!("reader-{room}");
+    let client = open_client(config(&db, &backend.url(), &bob, key), backend.token(&bob));
+    client.start().await.expect("start");
+    client.join_room(room.clone()).expect("join");
     wait_until("bob follows the room", || {
-        bob.metrics().outbox_depth == 0 && bob.room(room.clone()).ok().flatten().is_some()
+        client.metrics().outbox_depth == 0 && client.room(room.clone()).ok().flatten().is_some()
     })
     .await;
-    bob.shutdown().await;
-    drop(bob);
+    client.shutdown().await;
+    drop(client);
     import(backend, &room, N as usize).await;
-    let bob = open_client(
-        config(&db, &backend.url(), "bob", key),
-        backend.token("bob"),
-    );
+    let bob = open_client(config(&db, &backend.url(), &bob, key), backend.token(&bob));
     let started = Instant::now();
     bob.start().await.expect("start");
     wait_until("bob recovered everything", || {
