@@ -76,7 +76,7 @@ fn median_f64(mut v: Vec<f64>) -> f64 {
 }
 
 /// Pairs of plain and encrypted runs of the scenarios 2 and 3 (half in each order).
-const PAIRS: usize = 4;
+const PAIRS: usize = 8;
 
 /// The variants of pair `round` in the order they run: plain first in even rounds, encrypted
 /// first in odd ones.
