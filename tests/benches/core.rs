@@ -68,7 +68,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn median_f64(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     } else {
         v[n / 2]
@@ -82,7 +82,7 @@ const PAIRS: usize = 8;
 /// first in odd ones.
 fn pair_order(round: usize) -> [Key; 2] {
     let (plain, encrypted) = (None, Some(StoreKey::new(KEY)));
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         [plain, encrypted]
     } else {
         [encrypted, plain]
