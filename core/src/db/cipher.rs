@@ -198,7 +198,7 @@ pub(crate) fn open_keyed(
             mac,
             page_size,
         };
-        let conn = Connection::open_with_flags(path, flags)?;
+        let conn = super::open_file(path, flags)?;
         apply(&conn, Some(&cipher))?;
         match verify(&conn, path, Some(&cipher)) {
             Ok(()) => return Ok((conn, cipher)),

@@ -74,7 +74,7 @@ impl SharedDb {
                 cipher::open_keyed(path, flags, key, plaintext_header)?.0
             }
             _ => {
-                let conn = Connection::open_with_flags(path, flags)?;
+                let conn = super::open_file(path, flags)?;
                 cipher::verify(&conn, path, None)?;
                 conn
             }
