@@ -16,7 +16,7 @@
 //!   commits ([`Db::committed`]). Otherwise the commit that crosses SQLite's threshold would pay
 //!   for copying and syncing thousands of pages while holding the writer, and that commit may
 //!   be a message the app is sending.
-//! - **WAL writes.** Every connection opens through the [`walbuf`] VFS, which writes a
+//! - **WAL writes.** Every connection opens through the [`roam_wal`] VFS, which writes a
 //!   transaction's WAL frames with one write when its commit frame is complete, instead of two
 //!   `pwrite`s per page (a queued message commits about 23 % faster for it); the commit is in the
 //!   file before SQLite publishes it, so nothing changes for readers or after a crash.
@@ -45,7 +45,6 @@ mod cipher_tests;
 pub(crate) mod crypto;
 pub(crate) mod reads;
 pub(crate) mod shared;
-mod walbuf;
 pub(crate) mod writes;
 
 use std::path::{Path, PathBuf};
@@ -456,12 +455,9 @@ impl Db {
 }
 
 /// Opens a connection to the database file at `path` through the VFS that writes each
-/// commit's WAL frames at once ([`walbuf`]; the default VFS if it could not be registered).
+/// commit's WAL frames at once ([`roam_wal`]; the default VFS if it could not be registered).
 pub(crate) fn open_file(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
-    match walbuf::name() {
-        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
-        None => Connection::open_with_flags(path, flags),
-    }
+    roam_wal::open(path, flags)
 }
 
 /// Opens a connection to the store at `path`: keys it (see [`cipher::apply`]), checks that

@@ -70,7 +70,8 @@ pub(super) fn open_writer(
     path: &Path,
     sync: Synchronous,
 ) -> StoreResult<(Connection, Synchronous)> {
-    let mut conn = Connection::open(path)?;
+    // Through the VFS that writes a commit's WAL frames with one write (`roam_wal`).
+    let mut conn = roam_wal::open(path, OpenFlags::default())?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -93,7 +94,7 @@ pub(super) fn open_writer(
 
 /// A read-only connection for the reader pool (open it after the writer: WAL must be set).
 pub(super) fn open_reader(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open_with_flags(
+    let conn = roam_wal::open(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;

@@ -39,6 +39,7 @@
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -559,8 +560,8 @@ impl Checkpointer {
     /// when that fails.
     fn start(writer: &Connection) -> Option<Checkpointer> {
         let path = writer.path().filter(|p| !p.is_empty())?.to_owned();
-        let conn = match Connection::open_with_flags(
-            &path,
+        let conn = match roam_wal::open(
+            Path::new(&path),
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         ) {
             Ok(c) => c,
@@ -694,7 +695,7 @@ mod tests {
     }
 
     /// A store at `path` holding room `r`.
-    async fn store_with_room(path: &std::path::Path) -> SqliteStore {
+    async fn store_with_room(path: &Path) -> SqliteStore {
         let store = SqliteStore::open(path, 1).await.expect("store");
         store
             .commit(write(Change::CreateRoom {

@@ -1,4 +1,4 @@
-//! Tests of the gathered WAL writes (see `walbuf`): every commit is in the file before any other
+//! Tests of the gathered WAL writes: every commit is in the file before any other
 //! connection can see it, through big transactions, cache spills and a killed writer.
 
 use std::io::{BufRead, BufReader};
@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags};
 
 /// The writer through the VFS under test, WAL, as the store opens it.
 fn writer(path: &Path) -> Connection {
-    let c = crate::db::open_file(path, OpenFlags::default()).expect("open");
+    let c = crate::open(path, OpenFlags::default()).expect("open");
     c.pragma_update(None, "journal_mode", "WAL").expect("wal");
     c.pragma_update(None, "synchronous", "NORMAL")
         .expect("sync");
@@ -97,7 +97,7 @@ fn spilled_and_rewritten_frames_stay_exact() {
 }
 
 /// Environment variable naming the database of [`child_writer`].
-const CHILD_DB: &str = "ROAM_WALBUF_CHILD_DB";
+const CHILD_DB: &str = "ROAM_WAL_CHILD_DB";
 
 /// Run by [`a_killed_writer_loses_no_commit`] in a process of its own: commits rows one by one
 /// and prints each id once its commit returned, until it is killed.
@@ -133,7 +133,7 @@ fn a_killed_writer_loses_no_commit() {
             .args([
                 "--ignored",
                 "--exact",
-                "db::walbuf::tests::child_writer",
+                "tests::child_writer",
                 "--nocapture",
                 "--test-threads=1",
             ])
