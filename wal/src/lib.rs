@@ -14,7 +14,7 @@
 //!
 //! Everything else that touches the WAL file (a read, a sync, a truncation, its size, a file
 //! control, closing it) writes out what is gathered first, as does a write that does not follow
-//! on, and more than [`MAX_GATHERED`] bytes. A failed write-out drops what was gathered and
+//! on, and more than 256 KiB. A failed write-out drops what was gathered and
 //! returns the error to the write under way, so SQLite fails that transaction as it would have
 //! for the `pwrite`; nothing a commit wrote is published before it is in the file. Files other
 //! than WALs (the database, its shared memory) are the default VFS's own, untouched.
