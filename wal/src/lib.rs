@@ -58,7 +58,8 @@ struct WalFile {
 struct Gathered {
     start: i64,
     bytes: Vec<u8>,
-    /// The last write was the header of a commit frame: its page completes the commit.
+    /// The last write was the header of a commit frame: the next one, its page, completes the
+    /// commit. Kept across a write-out (only a write changes it).
     commit_next: bool,
 }
 
@@ -244,7 +245,6 @@ unsafe fn flush(inner: *mut ffi::sqlite3_file, g: &mut Gathered) -> c_int {
         None => rc = ffi::SQLITE_IOERR_WRITE,
     }
     g.bytes.clear();
-    g.commit_next = false;
     if g.bytes.capacity() > 2 * MAX_GATHERED {
         g.bytes.shrink_to(MAX_WRITE);
     }
@@ -278,13 +278,18 @@ unsafe extern "C" fn wal_write(
             g.start = offset;
         }
         g.bytes.extend_from_slice(data);
-        let completes_commit = std::mem::replace(&mut g.commit_next, false);
-        if len == FRAME_HEADER && data[4..8] != [0; 4] {
-            g.commit_next = true;
-        }
+        // This write completes a commit frame if the one before was its header. Whether this
+        // one is such a header is noted after any write-out below, which must not lose it (a
+        // header that fills the gathering is written out alone, and its page must still be).
+        let completes_commit = g.commit_next;
+        let commit_header = len == FRAME_HEADER && data[4..8] != [0; 4];
         if completes_commit || g.bytes.len() >= MAX_GATHERED {
-            return flush(inner, g);
+            let rc = flush(inner, g);
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
         }
+        g.commit_next = commit_header;
         ffi::SQLITE_OK
     }
 }

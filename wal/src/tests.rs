@@ -67,6 +67,54 @@ fn each_commit_is_in_the_file_when_it_returns() {
     assert_eq!(integrity(&r), "ok");
 }
 
+/// Transactions of 1 to 300 pages of 1 KiB (up to past the most bytes gathered at once, at
+/// every position of a commit frame against that limit): after each commit, a connection on the
+/// default VFS reads every row of it, exact.
+#[test]
+fn commits_of_every_size_are_in_the_file_when_they_return() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.db");
+    {
+        let c = crate::open(&path, OpenFlags::default()).expect("open");
+        c.pragma_update(None, "page_size", 1024).expect("page size");
+    }
+    let w = writer(&path);
+    let r = plain_reader(&path);
+    let mut rows = 0i64;
+    let mut bytes = 0i64;
+    for pages in 1..=300i64 {
+        let tx = w.unchecked_transaction().expect("tx");
+        for i in 0..pages {
+            let body = format!("{pages}-{i}-{}", "b".repeat(800));
+            bytes += body.len() as i64;
+            tx.execute("INSERT INTO t (body) VALUES (?1)", [&body])
+                .expect("insert");
+        }
+        tx.commit().expect("commit");
+        rows += pages;
+        let (n, total): (i64, i64) = r
+            .query_row("SELECT count(*), sum(length(body)) FROM t", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .expect("read");
+        assert_eq!(
+            (n, total),
+            (rows, bytes),
+            "after the commit of {pages} pages"
+        );
+        let last: String = r
+            .query_row("SELECT body FROM t ORDER BY id DESC LIMIT 1", [], |row| {
+                row.get(0)
+            })
+            .expect("last");
+        assert!(
+            last.starts_with(&format!("{pages}-{}-", pages - 1)),
+            "{last:.20}"
+        );
+    }
+    assert_eq!(integrity(&r), "ok");
+}
+
 /// A writer with a tiny page cache spills pages to the WAL before its commit and writes some
 /// of them again, out of order: what the file holds after the commit is still exact.
 #[test]
@@ -172,4 +220,103 @@ fn a_killed_writer_loses_no_commit() {
         );
         assert_eq!(count(&r), max, "no hole");
     }
+}
+
+/// The writes that reached the fake file of [`gathering`] (offset, length), in order.
+static WRITTEN: std::sync::Mutex<Vec<(i64, usize)>> = std::sync::Mutex::new(Vec::new());
+
+#[allow(unsafe_code)]
+unsafe extern "C" fn fake_write(
+    _file: *mut rusqlite::ffi::sqlite3_file,
+    _data: *const std::ffi::c_void,
+    amt: std::ffi::c_int,
+    offset: i64,
+) -> std::ffi::c_int {
+    if let Ok(mut w) = WRITTEN.lock() {
+        w.push((offset, amt as usize));
+    }
+    rusqlite::ffi::SQLITE_OK
+}
+
+/// A file that only records its writes.
+static FAKE_METHODS: rusqlite::ffi::sqlite3_io_methods = rusqlite::ffi::sqlite3_io_methods {
+    iVersion: 1,
+    xClose: None,
+    xRead: None,
+    xWrite: Some(fake_write),
+    xTruncate: None,
+    xSync: None,
+    xFileSize: None,
+    xLock: None,
+    xUnlock: None,
+    xCheckReservedLock: None,
+    xFileControl: None,
+    xSectorSize: None,
+    xDeviceCharacteristics: None,
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    xFetch: None,
+    xUnfetch: None,
+};
+
+/// The gathering itself, over a file that records its writes: a commit frame's page is written
+/// out as soon as it is written, also when its header filled the gathering and went out alone;
+/// a frame that is not a commit waits; a write that does not follow on sends what was gathered.
+#[test]
+#[allow(unsafe_code)]
+fn gathering() {
+    use super::{wal_write, Gathered, WalFile, MAX_GATHERED, WAL_METHODS};
+    let mut inner = rusqlite::ffi::sqlite3_file {
+        pMethods: &FAKE_METHODS,
+    };
+    let mut wal = WalFile {
+        base: rusqlite::ffi::sqlite3_file {
+            pMethods: &WAL_METHODS,
+        },
+        inner: &mut inner,
+        gathered: Box::into_raw(Box::<Gathered>::default()),
+    };
+    let file = (&mut wal as *mut WalFile).cast::<rusqlite::ffi::sqlite3_file>();
+    let header = |commit: bool| {
+        let mut h = [0u8; 24];
+        if commit {
+            h[4..8].copy_from_slice(&7u32.to_be_bytes());
+        }
+        h
+    };
+    let page = vec![0u8; 1024];
+    let write = |data: &[u8], offset: i64| {
+        // SAFETY: `file` is the `WalFile` above, alive for the test; `data` is readable.
+        let rc = unsafe { wal_write(file, data.as_ptr().cast(), data.len() as i32, offset) };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        WRITTEN.lock().map(|w| w.clone()).unwrap_or_default()
+    };
+    // A frame that is not a commit, then a commit frame: nothing until the commit's page, then
+    // all of it at once.
+    assert!(write(&header(false), 32).is_empty());
+    assert!(write(&page, 56).is_empty());
+    assert!(write(&header(true), 1080).is_empty());
+    assert_eq!(write(&page, 1104), [(32, 2 * (24 + 1024))]);
+    // Gathered bytes up to 24 short of the most gathered; the commit header fills it and goes
+    // out with them; its page still goes out at once.
+    WRITTEN.lock().expect("lock").clear();
+    let filler = vec![1u8; MAX_GATHERED - 10];
+    assert!(write(&filler, 10_000).is_empty());
+    let at = 10_000 + filler.len() as i64;
+    let out = write(&header(true), at);
+    assert_eq!(out.iter().map(|w| w.1).sum::<usize>(), filler.len() + 24);
+    let out = write(&page, at + 24);
+    assert_eq!(
+        out.last(),
+        Some(&(at + 24, 1024)),
+        "the commit's page is in the file"
+    );
+    // A write that does not follow on sends what was gathered first.
+    WRITTEN.lock().expect("lock").clear();
+    assert!(write(&header(false), 500_000).is_empty());
+    assert_eq!(write(&page, 900_000), [(500_000, 24)]);
+    // SAFETY: frees what was allocated above, once.
+    unsafe { drop(Box::from_raw(wal.gathered)) };
 }
