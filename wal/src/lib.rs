@@ -103,7 +103,8 @@ fn register() -> Option<Vfs> {
             return None;
         }
         let root = ffi::sqlite3_vfs_find(std::ptr::null());
-        if root.is_null() {
+        // Version 2 has `xCurrentTimeInt64`, which this VFS forwards.
+        if root.is_null() || (*root).iVersion < 2 {
             return None;
         }
         let sz = usize::try_from((*root).szOsFile).ok()?;
@@ -442,154 +443,40 @@ unsafe extern "C" fn wal_device_characteristics(file: *mut ffi::sqlite3_file) ->
     }
 }
 
-// The rest of the VFS is the default one's.
+// The rest of the VFS is the default one's: each call goes to it, with its own VFS object.
 
-unsafe extern "C" fn delete(
-    _vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    sync: c_int,
-) -> c_int {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        root.as_ref()
-            .and_then(|r| r.xDelete)
-            .map_or(ffi::SQLITE_ERROR, |f| f(root, name, sync))
-    }
-}
-
-unsafe extern "C" fn access(
-    _vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    flags: c_int,
-    out: *mut c_int,
-) -> c_int {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        root.as_ref()
-            .and_then(|r| r.xAccess)
-            .map_or(ffi::SQLITE_ERROR, |f| f(root, name, flags, out))
-    }
-}
-
-unsafe extern "C" fn full_pathname(
-    _vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    n: c_int,
-    out: *mut c_char,
-) -> c_int {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        root.as_ref()
-            .and_then(|r| r.xFullPathname)
-            .map_or(ffi::SQLITE_ERROR, |f| f(root, name, n, out))
-    }
-}
-
-unsafe extern "C" fn dl_open(_vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> *mut c_void {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        root.as_ref()
-            .and_then(|r| r.xDlOpen)
-            .map_or(std::ptr::null_mut(), |f| f(root, name))
-    }
-}
-
-unsafe extern "C" fn dl_error(_vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        if let Some(f) = root.as_ref().and_then(|r| r.xDlError) {
-            f(root, n, out);
+/// Defines `$name`, which calls the default VFS's `$field` with the same arguments (or returns
+/// `$none` if it has no such method).
+macro_rules! to_root {
+    ($name:ident, $field:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty, $none:expr) => {
+        unsafe extern "C" fn $name(_vfs: *mut ffi::sqlite3_vfs, $($arg: $ty),*) -> $ret {
+            let root = root();
+            // SAFETY: forwarded to the default VFS as SQLite called it (`register` checked
+            // that it has every method up to version 2).
+            unsafe {
+                match root.as_ref().and_then(|r| r.$field) {
+                    Some(f) => f(root, $($arg),*),
+                    None => $none,
+                }
+            }
         }
-    }
+    };
 }
 
 type DlSym = unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char);
 
-unsafe extern "C" fn dl_sym(
-    _vfs: *mut ffi::sqlite3_vfs,
-    handle: *mut c_void,
-    symbol: *const c_char,
-) -> Option<DlSym> {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        root.as_ref()
-            .and_then(|r| r.xDlSym)
-            .and_then(|f| f(root, handle, symbol))
-    }
-}
-
-unsafe extern "C" fn dl_close(_vfs: *mut ffi::sqlite3_vfs, handle: *mut c_void) {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        if let Some(f) = root.as_ref().and_then(|r| r.xDlClose) {
-            f(root, handle);
-        }
-    }
-}
-
-unsafe extern "C" fn randomness(_vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        root.as_ref()
-            .and_then(|r| r.xRandomness)
-            .map_or(0, |f| f(root, n, out))
-    }
-}
-
-unsafe extern "C" fn sleep(_vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        root.as_ref()
-            .and_then(|r| r.xSleep)
-            .map_or(0, |f| f(root, micros))
-    }
-}
-
-unsafe extern "C" fn current_time(_vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        root.as_ref()
-            .and_then(|r| r.xCurrentTime)
-            .map_or(ffi::SQLITE_ERROR, |f| f(root, out))
-    }
-}
-
-unsafe extern "C" fn get_last_error(
-    _vfs: *mut ffi::sqlite3_vfs,
-    n: c_int,
-    out: *mut c_char,
-) -> c_int {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        root.as_ref()
-            .and_then(|r| r.xGetLastError)
-            .map_or(0, |f| f(root, n, out))
-    }
-}
-
-unsafe extern "C" fn current_time_int64(_vfs: *mut ffi::sqlite3_vfs, out: *mut i64) -> c_int {
-    let root = root();
-    // SAFETY: forwarded to the default VFS as SQLite called it.
-    unsafe {
-        match root.as_ref() {
-            Some(r) if r.iVersion >= 2 => r
-                .xCurrentTimeInt64
-                .map_or(ffi::SQLITE_ERROR, |f| f(root, out)),
-            _ => ffi::SQLITE_ERROR,
-        }
-    }
-}
+to_root!(delete, xDelete, (name: *const c_char, sync: c_int) -> c_int, ffi::SQLITE_ERROR);
+to_root!(access, xAccess, (name: *const c_char, flags: c_int, out: *mut c_int) -> c_int, ffi::SQLITE_ERROR);
+to_root!(full_pathname, xFullPathname, (name: *const c_char, n: c_int, out: *mut c_char) -> c_int, ffi::SQLITE_ERROR);
+to_root!(dl_open, xDlOpen, (name: *const c_char) -> *mut c_void, std::ptr::null_mut());
+to_root!(dl_error, xDlError, (n: c_int, out: *mut c_char) -> (), ());
+to_root!(dl_sym, xDlSym, (handle: *mut c_void, symbol: *const c_char) -> Option<DlSym>, None);
+to_root!(dl_close, xDlClose, (handle: *mut c_void) -> (), ());
+to_root!(randomness, xRandomness, (n: c_int, out: *mut c_char) -> c_int, 0);
+to_root!(sleep, xSleep, (micros: c_int) -> c_int, 0);
+to_root!(current_time, xCurrentTime, (out: *mut f64) -> c_int, ffi::SQLITE_ERROR);
+to_root!(get_last_error, xGetLastError, (n: c_int, out: *mut c_char) -> c_int, 0);
+to_root!(current_time_int64, xCurrentTimeInt64, (out: *mut i64) -> c_int, ffi::SQLITE_ERROR);
 
 #[cfg(test)]
 mod tests;

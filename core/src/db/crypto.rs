@@ -388,37 +388,26 @@ unsafe extern "C" fn cipher(
         let Some(keys) = keys else {
             return SQLITE_ERROR;
         };
-        let done = if input == out {
-            let Some(buf) = (unsafe { bytes_mut(out, in_sz) }) else {
+        // Always in place in `out`: the input is copied there first when it is elsewhere.
+        let Some(buf) = (unsafe { bytes_mut(out, in_sz) }) else {
+            return SQLITE_ERROR;
+        };
+        if input != out {
+            let Some(src) = (unsafe { bytes(input, in_sz) }) else {
                 return SQLITE_ERROR;
             };
-            let len = buf.len();
-            match mode {
-                ENCRYPT => Aes256CbcEnc::inner_iv_slice_init(keys.enc.clone(), iv)
-                    .ok()
-                    .and_then(|c| c.encrypt_padded_mut::<NoPadding>(buf, len).ok())
-                    .is_some(),
-                _ => Aes256CbcDec::inner_iv_slice_init(keys.dec.clone(), iv)
-                    .ok()
-                    .and_then(|c| c.decrypt_padded_mut::<NoPadding>(buf).ok())
-                    .is_some(),
-            }
-        } else {
-            let (Some(src), Some(dst)) = (unsafe { bytes(input, in_sz) }, unsafe {
-                bytes_mut(out, in_sz)
-            }) else {
-                return SQLITE_ERROR;
-            };
-            match mode {
-                ENCRYPT => Aes256CbcEnc::inner_iv_slice_init(keys.enc.clone(), iv)
-                    .ok()
-                    .and_then(|c| c.encrypt_padded_b2b_mut::<NoPadding>(src, dst).ok())
-                    .is_some(),
-                _ => Aes256CbcDec::inner_iv_slice_init(keys.dec.clone(), iv)
-                    .ok()
-                    .and_then(|c| c.decrypt_padded_b2b_mut::<NoPadding>(src, dst).ok())
-                    .is_some(),
-            }
+            buf.copy_from_slice(src);
+        }
+        let len = buf.len();
+        let done = match mode {
+            ENCRYPT => Aes256CbcEnc::inner_iv_slice_init(keys.enc.clone(), iv)
+                .ok()
+                .and_then(|c| c.encrypt_padded_mut::<NoPadding>(buf, len).ok())
+                .is_some(),
+            _ => Aes256CbcDec::inner_iv_slice_init(keys.dec.clone(), iv)
+                .ok()
+                .and_then(|c| c.decrypt_padded_mut::<NoPadding>(buf).ok())
+                .is_some(),
         };
         if done {
             SQLITE_OK
