@@ -5,23 +5,24 @@
 //!   passphrase would cost hundreds of milliseconds of PBKDF2 per connection). [`verify`] then
 //!   reads the schema: a wrong key, or an encrypted store opened without one, fails there with
 //!   [`Error::InvalidKey`] before anything is written.
-//! - **Page HMAC.** Every page carries an HMAC of its ciphertext, IV and number, checked on
-//!   every read. Stores this build creates, encrypts or re-keys use HMAC-SHA256 ([`PageMac`]):
-//!   with AES-256-CBC it is most of the cost of each page a commit writes, and SHA-256 runs on
-//!   the hardware of every phone (ARMv8's and x86's SHA extensions) where SHA-512, SQLCipher 4's
-//!   default, mostly does not; a 256-bit tag keyed with a 256-bit key leaves nothing to forge.
-//!   Stores encrypted by earlier builds keep HMAC-SHA512 until they are re-keyed: a keyed open
-//!   finds which one a store uses by trying each ([`open_keyed`]).
-//! - **Page size.** Stores this build creates, encrypts or re-keys use 1 KiB pages
+//! - **Page format.** Stores this build creates, encrypts or re-keys seal each page with
+//!   AES-256-GCM and bind it to its page number with an HMAC-SHA256 of its nonce and tag
+//!   ([`PageFormat::Sealed`], see [`super::crypto`]): per page written that is a fifth of the
+//!   work of SQLCipher's own AES-256-CBC and HMAC over the whole page, which was most of the
+//!   cost of each commit. Stores encrypted by earlier builds keep SQLCipher's format
+//!   ([`PageFormat::Sqlcipher`], with HMAC-SHA512 or HMAC-SHA256) until they are re-keyed: a
+//!   keyed open finds which layout a store has by trying each ([`open_keyed`]), the newest
+//!   first. Where Roam's crypto provider is not in place (a SQLCipher other than the 4.6 it
+//!   was written for) only SQLCipher's format is written and read.
+//! - **Page size.** Stores this build creates, encrypts or re-keys use 2 KiB pages
 //!   ([`PAGE_BYTES`]; plain stores keep SQLite's 4 KiB). Each commit encrypts and authenticates
 //!   every page it changes, whole, and a chat client's commits are small (a queued message
-//!   changes a few hundred bytes in three or four b-trees): with 4 KiB pages that was 15 KiB of
-//!   AES-CBC and HMAC for each message sent, with 1 KiB pages it is under 6 KiB. Stores
-//!   encrypted by earlier builds keep 4 KiB pages until they are re-keyed; [`open_keyed`] tries
-//!   both.
-//! - **Crypto provider.** SQLCipher computes AES, HMAC and PBKDF2 through the provider in
-//!   [`super::crypto`] (Rust, no per-call set-up) instead of its OpenSSL calls; the format is the
-//!   same.
+//!   changes a few hundred bytes in three or four b-trees), so smaller pages make each message
+//!   sent cheaper; but they make the b-trees deeper, and a batch of acknowledgements or missed
+//!   events touches more pages. Measured with the sealed format (`benches/core.rs`, encrypted
+//!   against plain): 4 KiB pages cost 16 % on a send and nothing on replay, 1 KiB pages nothing
+//!   on a send and 19 % on replay, 2 KiB pages 2–5 % and 6–7 %. Stores encrypted by earlier
+//!   builds may have 1 KiB or 4 KiB pages until they are re-keyed; [`open_keyed`] tries each.
 //! - **Plaintext header.** With [`Cipher::plaintext_header`] the first 32 bytes of the file stay
 //!   plain (`cipher_plaintext_header_size = 32`), as iOS needs for a database in a shared
 //!   container. SQLCipher normally keeps its salt in the first 16 bytes; in this mode the salt
@@ -43,6 +44,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
+use super::crypto::{self, PageFormat};
 use crate::config::StoreKey;
 use crate::error::{Error, Result};
 
@@ -62,7 +64,8 @@ const SALT_BYTES: usize = 16;
 /// The schema name under which the new file is attached while a store is copied into it.
 const EXPORT_SCHEMA: &str = "roam_export";
 
-/// The HMAC that authenticates each page (see the module docs).
+/// The HMAC of each page (see the module docs): over its ciphertext, IV and number in
+/// SQLCipher's format, over its nonce, tag and number in the sealed one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PageMac {
     /// What this build writes.
@@ -82,18 +85,32 @@ impl PageMac {
 }
 
 /// The page size of stores this build creates, encrypts or re-keys (see the module docs).
-pub(crate) const PAGE_BYTES: u32 = 1024;
+pub(crate) const PAGE_BYTES: u32 = 2048;
+
+/// The page size of stores encrypted in SQLCipher's format by the builds just before the sealed
+/// format.
+pub(crate) const SMALL_PAGE_BYTES: u32 = 1024;
 
 /// The page size of stores encrypted by earlier builds (SQLCipher's default).
 pub(crate) const LEGACY_PAGE_BYTES: u32 = 4096;
 
-/// Every layout an encrypted store may have (page HMAC, page size), the one this build writes
-/// first, then those of earlier builds.
-const LAYOUTS: [(PageMac, u32); 3] = [
-    (PageMac::Sha256, PAGE_BYTES),
-    (PageMac::Sha256, LEGACY_PAGE_BYTES),
-    (PageMac::Sha512, LEGACY_PAGE_BYTES),
+/// Every layout an encrypted store may have (page format, page HMAC, page size), the one this
+/// build writes first, then those of earlier builds (newest first).
+const LAYOUTS: [(PageFormat, PageMac, u32); 4] = [
+    (PageFormat::Sealed, PageMac::Sha256, PAGE_BYTES),
+    (PageFormat::Sqlcipher, PageMac::Sha256, SMALL_PAGE_BYTES),
+    (PageFormat::Sqlcipher, PageMac::Sha256, LEGACY_PAGE_BYTES),
+    (PageFormat::Sqlcipher, PageMac::Sha512, LEGACY_PAGE_BYTES),
 ];
+
+/// The layouts this process can read and write: the sealed format needs Roam's crypto provider
+/// (see [`crypto::install`]).
+fn layouts() -> impl Iterator<Item = (PageFormat, PageMac, u32)> {
+    let sealed = crypto::install();
+    LAYOUTS
+        .into_iter()
+        .filter(move |(format, ..)| sealed || *format == PageFormat::Sqlcipher)
+}
 
 /// How a store's pages are encrypted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +119,8 @@ pub(crate) struct Cipher {
     pub(crate) key: StoreKey,
     /// Whether the first 32 bytes of the file stay plain (see the module docs).
     pub(crate) plaintext_header: bool,
+    /// How each page is encrypted and authenticated.
+    pub(crate) format: PageFormat,
     /// The HMAC of each page.
     pub(crate) mac: PageMac,
     /// Bytes per page.
@@ -111,10 +130,11 @@ pub(crate) struct Cipher {
 impl Cipher {
     /// The keying of a store this build creates, encrypts or re-keys.
     pub(crate) fn new(key: &StoreKey, plaintext_header: bool) -> Cipher {
-        let (mac, page_size) = LAYOUTS[0];
+        let (format, mac, page_size) = layouts().next().unwrap_or(LAYOUTS[1]);
         Cipher {
             key: key.clone(),
             plaintext_header,
+            format,
             mac,
             page_size,
         }
@@ -155,11 +175,13 @@ pub(crate) fn apply(conn: &Connection, cipher: Option<&Cipher>) -> Result<()> {
     let Some(cipher) = cipher else {
         return Ok(());
     };
-    super::crypto::install();
+    crypto::install();
     // SQLCipher logs a failed page decryption (a wrong key) to stderr; the error is returned
     // to the caller, and the core logs through `tracing`.
     conn.pragma_update(None, "cipher_log_level", "NONE")?;
-    conn.pragma_update(None, "key", cipher.key_spec())?;
+    crypto::keying(cipher.format, || {
+        conn.pragma_update(None, "key", cipher.key_spec())
+    })?;
     conn.pragma_update(None, "cipher_hmac_algorithm", cipher.mac.pragma())?;
     conn.pragma_update(None, "cipher_page_size", cipher.page_size)?;
     if cipher.plaintext_header {
@@ -169,7 +191,7 @@ pub(crate) fn apply(conn: &Connection, cipher: Option<&Cipher>) -> Result<()> {
 }
 
 /// Opens the encrypted store at `path` with `flags`, keyed with `key`, and finds its layout
-/// (page HMAC and page size, see the module docs): the connection that read it, and the keying
+/// (page format, page HMAC and page size, see the module docs): the connection that read it, and the keying
 /// that did. A key that reads the store with none of them fails with [`Error::InvalidKey`],
 /// having written nothing.
 pub(crate) fn open_keyed(
@@ -188,13 +210,14 @@ pub(crate) fn open_keyed(
     } else {
         None
     };
-    for (mac, page_size) in LAYOUTS {
+    for (format, mac, page_size) in layouts() {
         if header_page_size.is_some_and(|size| size != page_size) {
             continue;
         }
         let cipher = Cipher {
             key: key.clone(),
             plaintext_header,
+            format,
             mac,
             page_size,
         };
@@ -348,10 +371,16 @@ pub(crate) fn export(conn: &Connection, to: &Path, cipher: Option<&Cipher>) -> R
         .to_str()
         .ok_or_else(|| Error::invalid(format!("{} is not a UTF-8 path", to.display())))?;
     let key = cipher.map(Cipher::key_spec).unwrap_or_default();
-    conn.execute(
-        &format!("ATTACH DATABASE ?1 AS {EXPORT_SCHEMA} KEY ?2"),
-        params![name, key],
-    )?;
+    if cipher.is_some() {
+        crypto::install();
+    }
+    let format = cipher.map_or(PageFormat::Sqlcipher, |c| c.format);
+    crypto::keying(format, || {
+        conn.execute(
+            &format!("ATTACH DATABASE ?1 AS {EXPORT_SCHEMA} KEY ?2"),
+            params![name, key],
+        )
+    })?;
     let copied = (|| -> Result<()> {
         if let Some(c) = cipher {
             conn.pragma_update(Some(EXPORT_SCHEMA), "cipher_hmac_algorithm", c.mac.pragma())?;

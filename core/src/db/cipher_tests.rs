@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection};
 
 use super::cipher::{self, Cipher};
+use super::crypto::PageFormat;
 use super::Db;
 use crate::config::StoreKey;
 use crate::error::Error;
@@ -269,25 +270,32 @@ fn change_key_re_encrypts_an_open_store() {
     assert_eq!(bodies(&db), ["one", "two", "three-plain-unique"]);
 }
 
-/// A store encrypted by an earlier build (4 KiB pages with SQLCipher 4's HMAC-SHA512 on each,
-/// or with HMAC-SHA256; with or without a plaintext header) opens with its key, for the app
-/// and for a second process, and a re-key moves it to this build's layout; a wrong key is
-/// still refused.
+/// A store encrypted by an earlier build in SQLCipher's page format (4 KiB pages with
+/// SQLCipher 4's HMAC-SHA512 on each, or with HMAC-SHA256; 1 KiB pages with HMAC-SHA256; with
+/// or without a plaintext header) opens with its key, for the app and for a second process,
+/// and a re-key moves it to this build's layout; a wrong key is still refused.
 #[test]
 fn a_store_of_an_earlier_layout_still_opens_and_a_re_key_moves_it_on() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let macs = [cipher::PageMac::Sha512, cipher::PageMac::Sha256];
-    for (mac, plaintext_header) in macs.into_iter().flat_map(|m| [(m, false), (m, true)]) {
+    let layouts = [
+        (cipher::PageMac::Sha512, cipher::LEGACY_PAGE_BYTES),
+        (cipher::PageMac::Sha256, cipher::LEGACY_PAGE_BYTES),
+        (cipher::PageMac::Sha256, cipher::SMALL_PAGE_BYTES),
+    ];
+    for ((mac, page_size), plaintext_header) in
+        layouts.into_iter().flat_map(|l| [(l, false), (l, true)])
+    {
         let path = dir
             .path()
-            .join(format!("legacy-{mac:?}-{plaintext_header}.db"));
+            .join(format!("legacy-{mac:?}-{page_size}-{plaintext_header}.db"));
         {
             let db = Db::open(&path).expect("plain");
             put_message(&db, "m1", "written-before-unique");
         }
         let legacy = Cipher {
+            format: PageFormat::Sqlcipher,
             mac,
-            page_size: cipher::LEGACY_PAGE_BYTES,
+            page_size,
             ..Cipher::new(&key(7), plaintext_header)
         };
         {
@@ -300,7 +308,10 @@ fn a_store_of_an_earlier_layout_still_opens_and_a_re_key_moves_it_on() {
         if plaintext_header {
             let bytes = std::fs::read(&path).expect("file");
             assert_ne!(bytes[20], 0, "IV and HMAC");
-            assert_eq!(u16::from_be_bytes([bytes[16], bytes[17]]), 4096);
+            assert_eq!(
+                u32::from(u16::from_be_bytes([bytes[16], bytes[17]])),
+                page_size
+            );
         }
         let before = std::fs::read(&path).expect("file");
         let err = Db::open_with(&path, Some(&key(8)), plaintext_header).expect_err("wrong");
@@ -324,8 +335,15 @@ fn a_store_of_an_earlier_layout_still_opens_and_a_re_key_moves_it_on() {
         db.close();
         let db = Db::open_with(&path, Some(&key(7)), plaintext_header).expect("re-keyed");
         assert_eq!(
-            db.cipher.lock().as_ref().map(|c| (c.mac, c.page_size)),
-            Some((cipher::PageMac::Sha256, cipher::PAGE_BYTES))
+            db.cipher
+                .lock()
+                .as_ref()
+                .map(|c| (c.format, c.mac, c.page_size)),
+            Some((
+                PageFormat::Sealed,
+                cipher::PageMac::Sha256,
+                cipher::PAGE_BYTES
+            ))
         );
         assert_eq!(
             bodies(&db),
@@ -350,4 +368,51 @@ fn store_keys_must_be_32_bytes_and_do_not_print() {
     assert!(StoreKey::from_slice(&[0; 33]).is_err());
     let k = StoreKey::from_slice(&[0xab; 32]).expect("32 bytes");
     assert!(!format!("{k:?}").contains("ab"));
+}
+
+/// A page of an encrypted store copied over another page of the same table (both well-formed
+/// leaves, which SQLite alone would read as rows) is refused when read, as is a page with one
+/// byte changed; the untouched store reads.
+#[test]
+fn a_moved_or_changed_page_of_an_encrypted_store_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cipher::new(&key(9), false);
+    assert_eq!(c.format, PageFormat::Sealed);
+    let page = c.page_size as usize;
+    let write = |path: &Path| {
+        let conn = Connection::open(path).expect("open");
+        cipher::apply(&conn, Some(&c)).expect("key");
+        conn.execute_batch(
+            "PRAGMA journal_mode = DELETE;
+             CREATE TABLE t (x TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+             INSERT INTO t SELECT printf('row-%05d-%s', i, hex(zeroblob(40))) FROM n;",
+        )
+        .expect("rows");
+    };
+    let read = |path: &Path| -> rusqlite::Result<(i64, i64)> {
+        let conn = Connection::open(path)?;
+        cipher::apply(&conn, Some(&c)).map_err(|_| rusqlite::Error::InvalidQuery)?;
+        conn.query_row("SELECT count(*), count(DISTINCT x) FROM t", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    };
+    let path = dir.path().join("whole.db");
+    write(&path);
+    assert_eq!(read(&path).expect("reads"), (2000, 2000));
+    let bytes = std::fs::read(&path).expect("file");
+    assert!(bytes.len() / page > 20, "the table spans many pages");
+
+    // Page 10 copied over page 11: both are leaves of `t`.
+    let moved = dir.path().join("moved.db");
+    let mut copy = bytes.clone();
+    copy.copy_within(9 * page..10 * page, 10 * page);
+    std::fs::write(&moved, &copy).expect("write");
+    read(&moved).expect_err("a moved page is refused");
+
+    let changed = dir.path().join("changed.db");
+    let mut copy = bytes.clone();
+    copy[10 * page + 100] ^= 1;
+    std::fs::write(&changed, &copy).expect("write");
+    read(&changed).expect_err("a changed page is refused");
 }

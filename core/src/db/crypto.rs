@@ -1,23 +1,35 @@
-//! The cryptography under SQLCipher, in Rust: AES-256-CBC, HMAC-SHA256/512 and PBKDF2,
-//! registered as SQLCipher's crypto provider ([`install`]).
+//! The cryptography under SQLCipher, in Rust, registered as SQLCipher's crypto provider
+//! ([`install`]), with two page formats ([`PageFormat`]).
 //!
-//! SQLCipher encrypts each page with AES-256-CBC under a random IV and authenticates it with an
-//! HMAC; it asks a *provider* for those primitives. Its OpenSSL provider sets up everything
-//! again for every page: under OpenSSL 3 that is a lookup of the HMAC, of the digest and of the
-//! cipher by name (locks and reference counts included), a new context for each, and a trip
-//! through the DRBG for the IV; that set-up cost as much as the AES and the SHA-256 themselves on
-//! a small commit. This provider needs no set-up and keeps, per connection, only the AES key
-//! schedules and the HMAC's padded key of the keys SQLCipher gives it ([`Keys`]); AES (RustCrypto's
-//! `aes` and `cbc`) and SHA-2 (ring's HMAC and PBKDF2) use the CPU's instructions where it has
-//! them (AES-NI and SHA-NI on x86, the ARMv8 cryptography extensions — see `.cargo/config.toml`
-//! for AES on 64-bit ARM), and the IVs come from the thread's CSPRNG (`rand`'s ChaCha, seeded
-//! and reseeded from the OS).
+//! SQLCipher encrypts each page under a random IV kept in bytes reserved at the end of the page
+//! and authenticates it with an HMAC that also covers the page number; it asks a *provider* for
+//! the primitives. Its OpenSSL provider sets up everything again for every page: under OpenSSL 3
+//! that is a lookup of the HMAC, of the digest and of the cipher by name (locks and reference
+//! counts included), a new context for each, and a trip through the DRBG for the IV; that
+//! set-up cost as much as the AES and the SHA-256 themselves on a small commit. This provider
+//! needs no set-up and keeps, per connection, only the key schedules of the keys SQLCipher gives
+//! it ([`Keys`]); AES (RustCrypto's `aes` and `cbc`, ring's AES-GCM) and SHA-2 (ring's HMAC and
+//! PBKDF2) use the CPU's instructions where it has them (AES-NI, PCLMULQDQ and SHA-NI on x86,
+//! the ARMv8 cryptography extensions — see `.cargo/config.toml` for RustCrypto's AES on 64-bit
+//! ARM), and the IVs come from the thread's CSPRNG (`rand`'s ChaCha, seeded and reseeded from
+//! the OS).
 //!
-//! **The file format is SQLCipher's, unchanged**: the same cipher, MAC, key derivation and page
-//! layout, so a store written by one provider reads with the other (a test checks each
-//! primitive against OpenSSL's). Only SQLCipher 4's choices are provided: AES-256-CBC, HMAC and
-//! PBKDF2 over SHA-256 or SHA-512; SHA-1 (SQLCipher 1–3 stores, never written by Roam) is
-//! refused, so such a store fails to open with an error instead of being misread.
+//! **Two page formats**, chosen per codec when it is keyed ([`keying`]):
+//! - [`PageFormat::Sqlcipher`], SQLCipher 4's own: AES-256-CBC under a 16-byte random IV, and an
+//!   HMAC (SHA-256 or SHA-512) of the ciphertext, the IV and the page number. A store in it reads
+//!   with any SQLCipher 4 (a test checks each primitive against OpenSSL's). Stores encrypted by
+//!   earlier builds use it; SHA-1 (SQLCipher 1–3, never written by Roam) is refused, so such a
+//!   store fails to open with an error instead of being misread.
+//! - [`PageFormat::Sealed`], what this build writes: AES-256-GCM under a 96-bit random nonce,
+//!   whose 128-bit tag authenticates the ciphertext, and an HMAC-SHA256, under SQLCipher's
+//!   separate HMAC key, of the nonce, the tag and the page number, which binds the page to its
+//!   place (pages cannot be swapped). SQLCipher's IV field is 32 bytes here: nonce, tag and 4
+//!   unused bytes. Per page written it costs several times less than the other (CBC encryption is
+//!   serial and its HMAC runs over the whole page; GCM runs its blocks in parallel and GHASH is
+//!   a carry-less multiplication per block), which is what keeps an encrypted store's commits
+//!   within a few per cent of a plain one's. Only this provider reads it: the `sqlcipher` shell does not.
+//!   Random nonces are safe for far more page writes than a phone's store sees (NIST's bound for
+//!   96-bit random nonces is 2^32 encryptions per key; a re-key starts a new key).
 //!
 //! **Registration.** SQLCipher copies its registered provider into each connection it keys,
 //! and drops the registration (falling back to its default) when the last keyed connection in
@@ -25,10 +37,12 @@
 //! SQLCipher and is kept open for the life of the process, and then registers this provider:
 //! every keyed connection opened after that uses it. The provider table below mirrors
 //! SQLCipher 4.6's `sqlcipher_provider`; [`install`] checks the SQLCipher version it runs on
-//! and leaves SQLCipher's own provider in place on any other.
+//! and leaves SQLCipher's own provider in place on any other (then only the SQLCipher format
+//! is written and read).
 
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::num::NonZeroU32;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -37,7 +51,7 @@ use std::sync::{Mutex, OnceLock};
 use aes::cipher::block_padding::NoPadding;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit};
 use rand::RngCore;
-use ring::{hmac as ring_hmac, pbkdf2};
+use ring::{aead, hmac as ring_hmac, pbkdf2};
 use rusqlite::Connection;
 use zeroize::Zeroizing;
 
@@ -57,13 +71,49 @@ const ENCRYPT: c_int = 1;
 const KEY_BYTES: usize = 32;
 const BLOCK_BYTES: usize = 16;
 
+/// The IV field of a [`PageFormat::Sealed`] page: the GCM nonce, its tag, 4 unused bytes
+/// (SQLCipher fills them with random bytes, and the page HMAC covers them).
+const SEALED_IV_BYTES: usize = 32;
+const NONCE_BYTES: usize = aead::NONCE_LEN;
+const TAG_BYTES: usize = aead::MAX_TAG_LEN;
+
 /// The SQLCipher releases whose provider table is [`Provider`].
 const LAYOUT_OF: &str = "4.6.";
 
 /// What `PRAGMA cipher_provider` answers for a connection keyed through this provider.
 pub(crate) const NAME: &CStr = c"roam";
 const VERSION: &CStr = c"roam-core (aes, cbc, ring)";
-const CIPHER: &CStr = c"aes-256-cbc";
+const CBC: &CStr = c"aes-256-cbc";
+const GCM: &CStr = c"aes-256-gcm";
+
+/// How a codec's pages are encrypted and authenticated (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PageFormat {
+    /// SQLCipher 4's: AES-256-CBC and an HMAC of the ciphertext, IV and page number.
+    Sqlcipher,
+    /// Roam's: AES-256-GCM and an HMAC-SHA256 of the nonce, tag and page number.
+    Sealed,
+}
+
+thread_local! {
+    /// The format of the codecs SQLCipher creates on this thread (see [`keying`]).
+    static KEYING: Cell<PageFormat> = const { Cell::new(PageFormat::Sqlcipher) };
+}
+
+/// Runs `f` (a `PRAGMA key` or an `ATTACH … KEY`) so that the codecs it creates use `format`.
+/// SQLCipher creates a codec, and asks the provider for its context and its IV size, inside
+/// the statement that keys the database, on the calling thread; every other codec (those keyed
+/// outside this function) uses SQLCipher's format.
+pub(crate) fn keying<T>(format: PageFormat, f: impl FnOnce() -> T) -> T {
+    struct Restore(PageFormat);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            KEYING.set(self.0);
+        }
+    }
+    let _restore = Restore(KEYING.replace(format));
+    f()
+}
 
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256Enc>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256Dec>;
@@ -295,15 +345,27 @@ unsafe extern "C" fn hmac(
         };
         let mut fresh = None;
         // SAFETY: `ctx` is null or the connection's `Keys` (see `ctx_init`).
-        let hmac_key = match unsafe { ctx.cast::<Keys>().as_mut() } {
+        let cached = unsafe { ctx.cast::<Keys>().as_mut() };
+        let format = cached.as_ref().map_or(PageFormat::Sqlcipher, |k| k.format);
+        let hmac_key = match cached {
             Some(cached) => cached.hmac(algorithm, key),
             None => fresh.insert(HmacKey::new(algorithm, key)).as_ref(),
         };
         let Some(hmac_key) = hmac_key else {
             return SQLITE_ERROR;
         };
+        // SQLCipher passes the page's ciphertext followed by its IV field. A sealed page's
+        // ciphertext is authenticated by its GCM tag, which is in the IV field: the HMAC covers
+        // that field (nonce and tag) and the page number.
+        let covered = match format {
+            PageFormat::Sqlcipher => input,
+            PageFormat::Sealed => match input.len().checked_sub(SEALED_IV_BYTES) {
+                Some(start) => &input[start..],
+                None => return SQLITE_ERROR,
+            },
+        };
         let mut m = ring_hmac::Context::with_key(&hmac_key.key);
-        m.update(input);
+        m.update(covered);
         if let Some(s) = second {
             m.update(s);
         }
@@ -354,7 +416,9 @@ unsafe extern "C" fn kdf(
     })
 }
 
-/// AES-256-CBC without padding of `in_sz` bytes (whole blocks) from `input` to `out`.
+/// Encrypts or decrypts `in_sz` bytes from `input` to `out` under the IV field `iv`: AES-256-CBC
+/// without padding (whole blocks) in SQLCipher's format, AES-256-GCM in the sealed one, whose
+/// encryption writes the tag into the IV field and whose decryption fails on a wrong tag.
 unsafe extern "C" fn cipher(
     ctx: *mut c_void,
     mode: c_int,
@@ -366,26 +430,19 @@ unsafe extern "C" fn cipher(
     out: *mut u8,
 ) -> c_int {
     guard(|| {
-        if key_sz as usize != KEY_BYTES
-            || in_sz < 0
-            || !(in_sz as usize).is_multiple_of(BLOCK_BYTES)
-        {
+        if key_sz as usize != KEY_BYTES || in_sz < 0 {
             return SQLITE_ERROR;
         }
-        // SAFETY: SQLCipher passes a key of `key_sz` bytes, an IV of one block, and `in_sz`
-        // bytes in and out. `input` and `out` are either the same buffer or apart. `ctx` is
-        // null or the connection's `Keys` (see `ctx_init`), used by one thread at a time.
-        let (Some(key), Some(iv)) = (unsafe { bytes(key, key_sz) }, unsafe {
-            bytes(iv, BLOCK_BYTES as c_int)
-        }) else {
+        // SAFETY: `ctx` is null or the connection's `Keys` (see `ctx_init`), used by one
+        // thread at a time.
+        let cached = unsafe { ctx.cast::<Keys>().as_mut() };
+        let format = cached.as_ref().map_or(PageFormat::Sqlcipher, |k| k.format);
+        if format == PageFormat::Sqlcipher && !(in_sz as usize).is_multiple_of(BLOCK_BYTES) {
             return SQLITE_ERROR;
-        };
-        let mut fresh = None;
-        let keys = match unsafe { ctx.cast::<Keys>().as_mut() } {
-            Some(cached) => cached.aes(key),
-            None => fresh.insert(AesKeys::new(key)).as_ref(),
-        };
-        let Some(keys) = keys else {
+        }
+        // SAFETY: SQLCipher passes a key of `key_sz` bytes and `in_sz` bytes in and out.
+        // `input` and `out` are either the same buffer or apart.
+        let Some(key) = (unsafe { bytes(key, key_sz) }) else {
             return SQLITE_ERROR;
         };
         // Always in place in `out`: the input is copied there first when it is elsewhere.
@@ -398,16 +455,34 @@ unsafe extern "C" fn cipher(
             };
             buf.copy_from_slice(src);
         }
-        let len = buf.len();
-        let done = match mode {
-            ENCRYPT => Aes256CbcEnc::inner_iv_slice_init(keys.enc.clone(), iv)
-                .ok()
-                .and_then(|c| c.encrypt_padded_mut::<NoPadding>(buf, len).ok())
-                .is_some(),
-            _ => Aes256CbcDec::inner_iv_slice_init(keys.dec.clone(), iv)
-                .ok()
-                .and_then(|c| c.decrypt_padded_mut::<NoPadding>(buf).ok())
-                .is_some(),
+        let done = match format {
+            PageFormat::Sqlcipher => {
+                // SAFETY: the IV is one block, apart from the data (it follows it in the page).
+                let Some(iv) = (unsafe { bytes(iv, BLOCK_BYTES as c_int) }) else {
+                    return SQLITE_ERROR;
+                };
+                let mut fresh = None;
+                let keys = match cached {
+                    Some(cached) => cached.aes(key),
+                    None => fresh.insert(AesKeys::new(key)).as_ref(),
+                };
+                let Some(keys) = keys else {
+                    return SQLITE_ERROR;
+                };
+                cbc(keys, mode, iv, buf)
+            }
+            PageFormat::Sealed => {
+                // SAFETY: a sealed codec's IV field is `SEALED_IV_BYTES` (see `get_iv_sz`),
+                // apart from the data (it follows it in the page), writable when encrypting
+                // (it is in the output page).
+                let Some(iv) = (unsafe { bytes_mut(iv, SEALED_IV_BYTES as c_int) }) else {
+                    return SQLITE_ERROR;
+                };
+                let Some(sealing) = cached.and_then(|k| k.gcm(key)) else {
+                    return SQLITE_ERROR;
+                };
+                gcm(sealing, mode, iv, buf)
+            }
         };
         if done {
             SQLITE_OK
@@ -417,16 +492,78 @@ unsafe extern "C" fn cipher(
     })
 }
 
-unsafe extern "C" fn get_cipher(_ctx: *mut c_void) -> *const c_char {
-    CIPHER.as_ptr()
+/// AES-256-CBC of `buf` in place.
+fn cbc(keys: &AesKeys, mode: c_int, iv: &[u8], buf: &mut [u8]) -> bool {
+    let len = buf.len();
+    match mode {
+        ENCRYPT => Aes256CbcEnc::inner_iv_slice_init(keys.enc.clone(), iv)
+            .ok()
+            .and_then(|c| c.encrypt_padded_mut::<NoPadding>(buf, len).ok())
+            .is_some(),
+        _ => Aes256CbcDec::inner_iv_slice_init(keys.dec.clone(), iv)
+            .ok()
+            .and_then(|c| c.decrypt_padded_mut::<NoPadding>(buf).ok())
+            .is_some(),
+    }
+}
+
+/// AES-256-GCM of `buf` in place, with the nonce and the tag in the IV field `iv`.
+fn gcm(key: &aead::LessSafeKey, mode: c_int, iv: &mut [u8], buf: &mut [u8]) -> bool {
+    let (nonce, rest) = iv.split_at_mut(NONCE_BYTES);
+    let Some(nonce) = <[u8; NONCE_BYTES]>::try_from(&*nonce)
+        .ok()
+        .map(aead::Nonce::assume_unique_for_key)
+    else {
+        return false;
+    };
+    let Some(tag_field) = rest.get_mut(..TAG_BYTES) else {
+        return false;
+    };
+    match mode {
+        ENCRYPT => match key.seal_in_place_separate_tag(nonce, aead::Aad::empty(), buf) {
+            Ok(tag) => {
+                tag_field.copy_from_slice(tag.as_ref());
+                true
+            }
+            Err(_) => false,
+        },
+        _ => {
+            let Ok(tag) = <[u8; TAG_BYTES]>::try_from(&*tag_field) else {
+                return false;
+            };
+            key.open_in_place_separate_tag(nonce, aead::Aad::empty(), tag.into(), buf, 0..)
+                .is_ok()
+        }
+    }
+}
+
+/// The format of the codec `ctx` belongs to (null: SQLCipher's).
+///
+/// # Safety
+/// `ctx` is null or a context made by `ctx_init`.
+unsafe fn format_of(ctx: *mut c_void) -> PageFormat {
+    // SAFETY: the caller's promise.
+    unsafe { ctx.cast::<Keys>().as_ref() }.map_or(PageFormat::Sqlcipher, |k| k.format)
+}
+
+unsafe extern "C" fn get_cipher(ctx: *mut c_void) -> *const c_char {
+    // SAFETY: SQLCipher passes the codec's context.
+    match unsafe { format_of(ctx) } {
+        PageFormat::Sqlcipher => CBC.as_ptr(),
+        PageFormat::Sealed => GCM.as_ptr(),
+    }
 }
 
 unsafe extern "C" fn get_key_sz(_ctx: *mut c_void) -> c_int {
     KEY_BYTES as c_int
 }
 
-unsafe extern "C" fn get_iv_sz(_ctx: *mut c_void) -> c_int {
-    BLOCK_BYTES as c_int
+unsafe extern "C" fn get_iv_sz(ctx: *mut c_void) -> c_int {
+    // SAFETY: SQLCipher passes the codec's context.
+    match unsafe { format_of(ctx) } {
+        PageFormat::Sqlcipher => BLOCK_BYTES as c_int,
+        PageFormat::Sealed => SEALED_IV_BYTES as c_int,
+    }
 }
 
 unsafe extern "C" fn get_block_sz(_ctx: *mut c_void) -> c_int {
@@ -448,18 +585,35 @@ unsafe extern "C" fn get_hmac_sz(_ctx: *mut c_void, algorithm: c_int) -> c_int {
     digest_len(algorithm).map_or(0, |n| n as c_int)
 }
 
-/// What a connection's codec keeps between calls: the AES key schedules and the HMAC key
-/// state of the keys it was last given. SQLCipher passes the same keys for every page of a
-/// connection, and deriving them again for each page was a tenth of the work on 1 KiB pages.
-/// Each is checked against the key bytes of the call, so a different key (a re-key's write
-/// side) is derived, not mistaken for the cached one.
-#[derive(Default)]
+/// What a connection's codec keeps between calls: its page format, and the key schedules and
+/// HMAC key state of the keys it was last given. SQLCipher passes the same keys for every page
+/// of a connection, and deriving them again for each page was a tenth of the work on 1 KiB
+/// pages. Each is checked against the key bytes of the call, so a different key (a re-key's
+/// write side) is derived, not mistaken for the cached one.
 struct Keys {
+    format: PageFormat,
     aes: Option<AesKeys>,
+    gcm: Option<GcmKey>,
     hmac: Option<HmacKey>,
 }
 
 impl Keys {
+    fn new(format: PageFormat) -> Keys {
+        Keys {
+            format,
+            aes: None,
+            gcm: None,
+            hmac: None,
+        }
+    }
+
+    fn gcm(&mut self, key: &[u8]) -> Option<&aead::LessSafeKey> {
+        if self.gcm.as_ref().is_none_or(|k| k.raw.as_slice() != key) {
+            self.gcm = Some(GcmKey::new(key)?);
+        }
+        self.gcm.as_ref().map(|k| &k.key)
+    }
+
     fn aes(&mut self, key: &[u8]) -> Option<&AesKeys> {
         if self.aes.as_ref().is_none_or(|k| k.key.as_slice() != key) {
             self.aes = Some(AesKeys::new(key)?);
@@ -497,6 +651,24 @@ impl AesKeys {
     }
 }
 
+/// An AES-256-GCM key, as given (wiped when dropped) and as ring's key (ring keeps its AES
+/// schedule and GHASH table in memory it does not wipe).
+struct GcmKey {
+    raw: Zeroizing<[u8; KEY_BYTES]>,
+    key: aead::LessSafeKey,
+}
+
+impl GcmKey {
+    fn new(key: &[u8]) -> Option<GcmKey> {
+        let raw: [u8; KEY_BYTES] = key.try_into().ok()?;
+        let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, key).ok()?;
+        Some(GcmKey {
+            raw: Zeroizing::new(raw),
+            key: aead::LessSafeKey::new(unbound),
+        })
+    }
+}
+
 /// An HMAC key, as given (wiped when dropped) and as ring's padded state.
 struct HmacKey {
     algorithm: c_int,
@@ -519,12 +691,13 @@ impl HmacKey {
     }
 }
 
-/// A connection's [`Keys`], empty until its first page.
+/// A connection's [`Keys`], empty until its first page, in the format [`keying`] set on this
+/// thread (SQLCipher's when it set none).
 unsafe extern "C" fn ctx_init(ctx: *mut *mut c_void) -> c_int {
     if ctx.is_null() {
         return SQLITE_ERROR;
     }
-    let keys = Box::into_raw(Box::<Keys>::default());
+    let keys = Box::into_raw(Box::new(Keys::new(KEYING.get())));
     // SAFETY: SQLCipher passes the address of its context pointer; `ctx_free` takes it back.
     unsafe { *ctx = keys.cast() };
     SQLITE_OK

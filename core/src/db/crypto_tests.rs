@@ -9,8 +9,8 @@ use std::mem::MaybeUninit;
 use rand::RngCore;
 use rusqlite::Connection;
 
-use super::{install, Provider, DIGEST_SHA1, DIGEST_SHA256, DIGEST_SHA512, ENCRYPT, NAME};
-use super::{PROVIDER, SQLITE_OK};
+use super::{install, keying, PageFormat, Provider, ENCRYPT, NAME, SEALED_IV_BYTES};
+use super::{DIGEST_SHA1, DIGEST_SHA256, DIGEST_SHA512, PROVIDER, SQLITE_OK};
 use crate::config::StoreKey;
 use crate::db::cipher::{self, Cipher};
 
@@ -330,4 +330,160 @@ fn every_keyed_connection_uses_it() {
     }
     let bytes = std::fs::read(&path).expect("file");
     assert!(!bytes.windows(13).any(|w| w == b"sealed-unique"));
+}
+
+/// The context of a codec keyed in the sealed format (what SQLCipher gets from `ctx_init` inside
+/// [`keying`]), freed when dropped.
+struct SealedCodec(*mut std::ffi::c_void);
+
+impl SealedCodec {
+    fn new() -> SealedCodec {
+        let mut ctx: *mut std::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: `ctx_init` sets `ctx`, which `drop` frees.
+        let rc = keying(PageFormat::Sealed, || unsafe {
+            (PROVIDER.ctx_init)(&mut ctx)
+        });
+        assert_eq!(rc, SQLITE_OK);
+        SealedCodec(ctx)
+    }
+
+    /// The provider's cipher over `input` under the IV field `iv`, which it may rewrite (the tag).
+    fn cipher(&self, mode: c_int, key: &[u8], iv: &mut [u8], input: &[u8]) -> (c_int, Vec<u8>) {
+        assert_eq!(iv.len(), SEALED_IV_BYTES);
+        let (mut key, mut input) = (key.to_vec(), input.to_vec());
+        let mut out = vec![0; input.len()];
+        // SAFETY: every buffer is as long as its length says; `iv` is the sealed IV field.
+        let rc = unsafe {
+            (PROVIDER.cipher)(
+                self.0,
+                mode,
+                key.as_mut_ptr(),
+                key.len() as c_int,
+                iv.as_mut_ptr(),
+                input.as_mut_ptr(),
+                input.len() as c_int,
+                out.as_mut_ptr(),
+            )
+        };
+        (rc, out)
+    }
+}
+
+impl Drop for SealedCodec {
+    fn drop(&mut self) {
+        // SAFETY: frees what `ctx_init` made, once.
+        unsafe { (PROVIDER.ctx_free)(&mut self.0) };
+    }
+}
+
+/// A sealed codec encrypts with AES-256-GCM (the known answer of the GCM specification's test
+/// case 15, AES-256 with a 96-bit IV), writes the tag into the IV field after the nonce, and
+/// opens a page only with its key, its nonce, its tag and its ciphertext unchanged.
+#[test]
+fn a_sealed_page_is_aes_256_gcm_and_opens_only_whole() {
+    let codec = SealedCodec::new();
+    // SAFETY: plain calls into the provider's table with the codec's context.
+    unsafe {
+        assert_eq!((PROVIDER.get_iv_sz)(codec.0), SEALED_IV_BYTES as c_int);
+        let name = std::ffi::CStr::from_ptr((PROVIDER.get_cipher)(codec.0));
+        assert_eq!(name.to_str().expect("utf-8"), "aes-256-gcm");
+        assert_eq!((PROVIDER.get_iv_sz)(std::ptr::null_mut()), 16);
+    }
+    let key = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308");
+    let plain = hex(
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72\
+         1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+    );
+    let mut iv = hex("cafebabefacedbaddecaf888");
+    iv.extend(random_bytes(SEALED_IV_BYTES - iv.len()));
+    let spare = iv[28..].to_vec();
+    let (rc, sealed) = codec.cipher(ENCRYPT, &key, &mut iv, &plain);
+    assert_eq!(rc, SQLITE_OK);
+    assert_eq!(
+        sealed,
+        hex(
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa\
+             8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad"
+        )
+    );
+    assert_eq!(
+        iv[12..28],
+        hex("b094dac5d93471bdec1a502270e3cc6c"),
+        "the tag"
+    );
+    assert_eq!(iv[28..], spare, "the unused bytes are left as they were");
+    let (rc, opened) = codec.cipher(DECRYPT, &key, &mut iv.clone(), &sealed);
+    assert_eq!((rc, opened), (SQLITE_OK, plain.clone()));
+
+    // A page of a store: any change to its ciphertext, nonce or tag, or another key, and it
+    // does not open.
+    let key = random_bytes(32);
+    let page = random_bytes(2048 - 64);
+    let mut iv = random_bytes(SEALED_IV_BYTES);
+    let (rc, sealed) = codec.cipher(ENCRYPT, &key, &mut iv, &page);
+    assert_eq!(rc, SQLITE_OK);
+    assert_ne!(sealed, page);
+    assert_eq!(
+        codec.cipher(DECRYPT, &key, &mut iv.clone(), &sealed),
+        (SQLITE_OK, page.clone())
+    );
+    for at in [0, 1000, sealed.len() - 1] {
+        let mut bad = sealed.clone();
+        bad[at] ^= 1;
+        assert_ne!(
+            codec.cipher(DECRYPT, &key, &mut iv.clone(), &bad).0,
+            SQLITE_OK
+        );
+    }
+    for at in [0, 11, 12, 27] {
+        let mut bad = iv.clone();
+        bad[at] ^= 0x80;
+        assert_ne!(codec.cipher(DECRYPT, &key, &mut bad, &sealed).0, SQLITE_OK);
+    }
+    let other = random_bytes(32);
+    assert_ne!(
+        codec.cipher(DECRYPT, &other, &mut iv.clone(), &sealed).0,
+        SQLITE_OK
+    );
+    // Two seals of the same page under fresh IV fields differ.
+    let mut iv2 = random_bytes(SEALED_IV_BYTES);
+    assert_ne!(codec.cipher(ENCRYPT, &key, &mut iv2, &page).1, sealed);
+}
+
+/// A sealed page's HMAC is HMAC-SHA256 of its IV field (nonce, tag, unused bytes) and its page
+/// number: it changes with the page number, so a page cannot be moved, and with the IV field,
+/// through which the ciphertext is bound (by the tag).
+#[test]
+fn a_sealed_pages_hmac_binds_its_nonce_tag_and_number() {
+    let codec = SealedCodec::new();
+    let key = random_bytes(32);
+    let ciphertext = random_bytes(2048 - 64);
+    let iv = random_bytes(SEALED_IV_BYTES);
+    let page = [ciphertext.clone(), iv.clone()].concat();
+    let mac = |page: &[u8], pgno: u32| {
+        let (rc, tag) = run_hmac_in(
+            &PROVIDER,
+            codec.0,
+            DIGEST_SHA256,
+            &key,
+            page,
+            Some(&pgno.to_le_bytes()),
+        );
+        assert_eq!(rc, SQLITE_OK);
+        tag
+    };
+    let expected = {
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+        ring::hmac::sign(&k, &[&iv[..], &7u32.to_le_bytes()].concat())
+    };
+    assert_eq!(mac(&page, 7), expected.as_ref());
+    assert_ne!(mac(&page, 8), mac(&page, 7));
+    let mut moved_iv = page.clone();
+    moved_iv[ciphertext.len() + 3] ^= 1;
+    assert_ne!(mac(&moved_iv, 7), mac(&page, 7));
+    // Shorter than an IV field: refused.
+    assert_ne!(
+        run_hmac_in(&PROVIDER, codec.0, DIGEST_SHA256, &key, &iv[..20], None).0,
+        SQLITE_OK
+    );
 }
