@@ -52,7 +52,8 @@ pub struct ClientConfig {
     /// Attachments: the media directory and cache, and how uploads are sent.
     pub media: MediaConfig,
     /// The key of the encrypted store (`None`: the database is plain SQLite, as before). With a
-    /// key the database and its WAL are encrypted with SQLCipher (AES-256, one HMAC per page);
+    /// key the database and its WAL are encrypted through SQLCipher (each page sealed with
+    /// AES-256-GCM and bound to its place by an HMAC);
     /// a plain store found at `db_path` is encrypted once, at open. The key is used as it is
     /// (SQLCipher's raw key), so opening costs no key derivation: keep a random key in the
     /// Keychain or the Android Keystore, not a passphrase.

@@ -202,8 +202,8 @@ pub(crate) const PROVIDER: Provider = Provider {
 static ANCHOR: OnceLock<Option<Mutex<Connection>>> = OnceLock::new();
 
 /// Registers this provider with SQLCipher, once per process; every connection keyed after it
-/// returns uses it. Returns whether it is in place (`false`: SQLCipher's own provider is,
-/// which writes and reads the same format, only slower; the reason is logged).
+/// returns uses it. Returns whether it is in place (`false`: SQLCipher's own provider is, which
+/// reads and writes only SQLCipher's format, more slowly; the reason is logged).
 pub(crate) fn install() -> bool {
     ANCHOR
         .get_or_init(|| match register() {
