@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OpenFlags};
 
 use super::cipher::{self, Cipher};
 use super::crypto::PageFormat;
@@ -415,4 +415,40 @@ fn a_moved_or_changed_page_of_an_encrypted_store_is_refused() {
     copy[10 * page + 100] ^= 1;
     std::fs::write(&changed, &copy).expect("write");
     read(&changed).expect_err("a changed page is refused");
+}
+
+/// `VACUUM` on a sealed store (SQLite attaches a scratch database keyed with the main one's key,
+/// outside [`crate::db::crypto::keying`], so in SQLCipher's format) leaves it sealed and whole.
+#[test]
+fn vacuum_keeps_a_sealed_store_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v.db");
+    let c = Cipher::new(&key(9), false);
+    let conn = Connection::open(&path).expect("open");
+    cipher::apply(&conn, Some(&c)).expect("key");
+    conn.execute_batch(
+        "CREATE TABLE t (x TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+         INSERT INTO t SELECT printf('vacuumed-%05d', i) FROM n;
+         DELETE FROM t WHERE rowid % 2 = 0;
+         VACUUM;",
+    )
+    .expect("rows and vacuum");
+    drop(conn);
+    assert!(!anywhere(&path, "vacuumed-"));
+    let (conn, found) =
+        cipher::open_keyed(&path, OpenFlags::default(), &key(9), false).expect("reopen");
+    assert_eq!(found.format, PageFormat::Sealed);
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM t WHERE x LIKE 'vacuumed-%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("read");
+    assert_eq!(n, 1000);
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(ok, "ok");
 }
