@@ -43,9 +43,23 @@ fn run_cipher_in(
     iv: &[u8],
     input: &[u8],
 ) -> (c_int, Vec<u8>) {
-    let (mut key, mut iv, mut input) = (key.to_vec(), iv.to_vec(), input.to_vec());
+    call_cipher(p, ctx, mode, key, &mut iv.to_vec(), input)
+}
+
+/// `p`'s cipher over `input` with the context `ctx`, under the IV field `iv`, which the call may
+/// rewrite (a sealed page's tag).
+fn call_cipher(
+    p: &Provider,
+    ctx: *mut std::ffi::c_void,
+    mode: c_int,
+    key: &[u8],
+    iv: &mut [u8],
+    input: &[u8],
+) -> (c_int, Vec<u8>) {
+    let (mut key, mut input) = (key.to_vec(), input.to_vec());
     let mut out = vec![0; input.len()];
-    // SAFETY: every buffer is as long as its length says; `iv` is one block.
+    // SAFETY: every buffer is as long as its length says; `iv` is the codec's IV field (one
+    // block, or `SEALED_IV_BYTES` for a sealed codec: the callers' promise).
     let rc = unsafe {
         (p.cipher)(
             ctx,
@@ -350,22 +364,7 @@ impl SealedCodec {
     /// The provider's cipher over `input` under the IV field `iv`, which it may rewrite (the tag).
     fn cipher(&self, mode: c_int, key: &[u8], iv: &mut [u8], input: &[u8]) -> (c_int, Vec<u8>) {
         assert_eq!(iv.len(), SEALED_IV_BYTES);
-        let (mut key, mut input) = (key.to_vec(), input.to_vec());
-        let mut out = vec![0; input.len()];
-        // SAFETY: every buffer is as long as its length says; `iv` is the sealed IV field.
-        let rc = unsafe {
-            (PROVIDER.cipher)(
-                self.0,
-                mode,
-                key.as_mut_ptr(),
-                key.len() as c_int,
-                iv.as_mut_ptr(),
-                input.as_mut_ptr(),
-                input.len() as c_int,
-                out.as_mut_ptr(),
-            )
-        };
-        (rc, out)
+        call_cipher(&PROVIDER, self.0, mode, key, iv, input)
     }
 }
 
